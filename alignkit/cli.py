@@ -1,0 +1,195 @@
+"""The `alignkit` command: one sub-command per stage, a thin layer over the Python API (no logic here)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alignkit.errors import AlignkitError
+
+app = typer.Typer(
+    help="alignkit: SFT -> generate -> rate (Argilla) -> reward -> DPO/RL -> evaluate, on one PEFT-adapted base.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+feedback_app = typer.Typer(help="Preference collection in Argilla: server, users, push, pull, simulate.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+console = Console(stderr=True)
+
+Data = Annotated[list[str] | None, typer.Option("--data", help="Data file or dir (repeatable): jsonl/json/csv/parquet/txt.")]
+Model = Annotated[str | None, typer.Option("--model", help="`embedded`, a local HF model dir, a .gguf file or a hub id.")]
+FromRun = Annotated[str | None, typer.Option("--from", help="Parent run directory to start from.")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config file.")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set trainer.learning_rate=2e-5.")]
+Out = Annotated[str | None, typer.Option("--out", help="Run directory (default runs/<stage>-<time>-<id>).")]
+Epochs = Annotated[float | None, typer.Option("--epochs", help="Training epochs.")]
+MaxSteps = Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out (or the latest unfinished one).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")]
+
+
+def main() -> None:
+    """Console-script entry point: user-fixable errors are one red line and exit code 2, never a traceback."""
+    try:
+        app()
+    except AlignkitError as exc:
+        fix = f" [dim]— fix: {escape(exc.hint)}[/]" if exc.hint else ""
+        console.print(f"[bold red]error:[/] {escape(exc.message)}{fix}", soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: continue a training run with --resume")
+        sys.exit(130)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def stage_values(
+    data: list[str] | None, model: str | None, from_run: str | None, out: str | None,
+    epochs: float | None, max_steps: int | None, resume: bool, overwrite: bool,
+) -> dict[str, Any]:
+    """The common training options as a partial config (only what was given)."""
+    values: dict[str, Any] = {"resume": resume, "overwrite": overwrite}
+    trainer: dict[str, Any] = {}
+    if data:
+        values["data"] = {"paths": data}
+    if model:
+        values["model"] = {"name": model}
+    if from_run:
+        values["from_run"] = from_run
+    if out:
+        values["out"] = out
+    if epochs is not None:
+        trainer["num_train_epochs"] = epochs
+    if max_steps is not None:
+        trainer["max_steps"] = max_steps
+    if trainer:
+        values["trainer"] = trainer
+    return values
+
+
+def show_run(run: Any) -> None:
+    """Short summary of a finished run (the full record is in its directory)."""
+    metrics = run.metrics
+    table = Table(title=f"{run.stage} run complete", show_header=False)
+    for key in ("global_step", "train_loss", "eval_loss_first", "eval_loss", "train_tokens", "train_runtime"):
+        if metrics.get(key) is not None:
+            value = metrics[key]
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    table.add_row("run directory", str(run.path))
+    Console().print(table)
+
+
+def train_command(name: str, api: Callable[..., Any], help_text: str) -> None:
+    @app.command(name, help=help_text)
+    def command(
+        data: Data = None, model: Model = None, from_run: FromRun = None, config: ConfigFile = None,
+        set_: Sets = None,
+        out: Out = None, epochs: Epochs = None, max_steps: MaxSteps = None, resume: Resume = False,
+        overwrite: Overwrite = False,
+    ) -> None:
+        values = stage_values(data, model, from_run, out, epochs, max_steps, resume, overwrite)
+        show_run(api()(str(config) if config else None, set_, **values))
+
+
+def api_sft() -> Callable[..., Any]:
+    import alignkit
+
+    return alignkit.sft
+
+
+def api_pretrain() -> Callable[..., Any]:
+    import alignkit
+
+    return alignkit.pretrain
+
+
+train_command("pretrain", api_pretrain, "Continued pretraining on raw domain text (next-token loss, LoRA adapter).")
+train_command("sft", api_sft, "Supervised fine-tuning on chat data with TRL's SFTTrainer (LoRA by default).")
+
+
+def not_built(issue: str) -> Callable[..., Any]:
+    def api() -> Callable[..., Any]:
+        raise AlignkitError(f"this stage is not built yet (planned in the issue: {issue})", "see `alignkit --help`")
+
+    return api
+
+
+train_command("reward", not_built("reward modeling, DPO and online RL"), "Reward model from preference pairs. (not built yet)")
+train_command("dpo", not_built("reward modeling, DPO and online RL"), "DPO and variants from preference pairs. (not built yet)")
+train_command("rl", not_built("reward modeling, DPO and online RL"), "Online RL (GRPO/RLOO) against a reward model. (not built yet)")
+
+
+def planned(name: str, help_text: str, issue: str, target: typer.Typer = app) -> None:
+    @target.command(name, help=f"{help_text} (not built yet)", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def command(ctx: typer.Context) -> None:
+        not_built(issue)()
+
+
+planned("generate", "Sample N candidates per prompt from a run.", "preference collection")
+planned("eval", "Evaluate runs: loss, task metrics, win-rate, KL, forgetting.", "reward modeling, DPO and online RL")
+planned("serve", "Start Argilla and the Streamlit apps.", "preference collection / playground")
+planned("export", "Merge an adapter into the base and save safetensors (or GGUF).", "scale-out")
+for _name, _help in (
+    ("server", "Start/stop/status of the local Argilla server."),
+    ("users", "Add and list annotators."),
+    ("push", "Push candidates to Argilla as a rating round."),
+    ("pull", "Pull ratings as preference pairs with agreement."),
+    ("simulate", "Oracle annotators that rate through the API."),
+):
+    planned(_name, _help, "preference collection", target=feedback_app)
+
+
+@app.command("runs", help="List run directories with their lineage and key metrics.")
+def list_runs(runs_dir: Annotated[Path, typer.Option("--dir", help="Where runs live.")] = Path("runs")) -> None:
+    from alignkit import runs
+
+    found = runs.list_runs(runs_dir)
+    if not found:
+        console.print(f"no runs in {runs_dir}/")
+        return
+    table = Table()
+    for column in ("run", "stage", "status", "lineage", "steps", "eval loss", "created"):
+        table.add_column(column)
+    for run in found:
+        manifest, metrics = run.manifest, run.metrics
+        lineage = " → ".join([manifest.get("model", {}).get("name", "?")] + [s["stage"] for s in manifest.get("lineage", [])])
+        eval_loss = metrics.get("eval_loss")
+        table.add_row(
+            str(run.path), manifest.get("stage", "?"), manifest.get("status", "?"), lineage,
+            str(metrics.get("global_step", "")), f"{eval_loss:.4f}" if eval_loss is not None else "",
+            manifest.get("created", ""),
+        )
+    Console().print(table)
+
+
+@app.command("demo", help="The main job on the embedded default: SFT on the bundled data, then answer a sample prompt.")
+def demo(
+    out: Annotated[str | None, typer.Option("--out", help="Run directory.")] = None,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="SFT steps.")] = 60,
+    prompt: Annotated[str, typer.Option("--prompt", help="Sample prompt for the tuned model.")] = "What is the capital of Italy?",
+) -> None:
+    import alignkit
+    from alignkit import generate
+    from alignkit.paths import bundled_data
+
+    data_file = bundled_data("sft.jsonl")
+    run = alignkit.sft(data={"paths": [str(data_file)]}, trainer={"max_steps": max_steps, "eval_steps": 20}, out=out)
+    show_run(run)
+    model, tokenizer = run.load_model()
+    reply = generate.answer(model, tokenizer, [{"role": "user", "content": prompt}])
+    Console().print(f"[bold]prompt:[/] {escape(prompt)}\n[bold]tuned model:[/] {escape(reply)}\n[bold]run:[/] {run.path}")
+
+
+if __name__ == "__main__":
+    main()

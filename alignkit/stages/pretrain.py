@@ -1,0 +1,15 @@
+"""Continued (domain-adaptive) pretraining: raw text, next-token loss on every token, same adapter machinery as SFT.
+
+Its run can be the `--from` of `alignkit sft`: the adapter is merged into the in-memory base before SFT adds its own.
+"""
+
+from __future__ import annotations
+
+from alignkit import data, runs
+from alignkit.config import PretrainStageConfig
+from alignkit.stages import sft
+
+
+def run(cfg: PretrainStageConfig) -> runs.Run:
+    """Train a pretraining adapter on `{"text"}` rows (TRL's language-modeling format) and return the finished run."""
+    return sft.train("pretrain", cfg, data.load_text, to_examples=list)

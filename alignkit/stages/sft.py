@@ -1,0 +1,77 @@
+"""Supervised fine-tuning: chat data -> a LoRA (or any peft method, or full) adapter on the base, via TRL's SFTTrainer.
+
+Every assistant turn becomes one prompt->completion example, so the loss falls on assistant tokens only and the chat
+template is applied by TRL exactly as at inference (no BOS added twice: the template carries the special tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from alignkit import data, models, runs, training
+from alignkit.config import DataConfig, SFTStageConfig, TrainStageConfig
+from alignkit.errors import AlignkitError
+
+Rows = list[dict[str, Any]]
+
+
+def run(cfg: SFTStageConfig) -> runs.Run:
+    """Train an SFT adapter on chat rows and return the finished run."""
+    return train("sft", cfg, data.load_chat, data.prompt_completion)
+
+
+def train(
+    stage: str, cfg: TrainStageConfig, load_rows: Callable[[list[str]], Rows], to_examples: Callable[[Rows], Rows]
+) -> runs.Run:
+    """The SFTTrainer recipe shared by `sft` (chat rows) and `pretrain` (text rows)."""
+    cfg = training.resolve_resume(stage, cfg)
+    parent = runs.open_run(cfg.from_run) if cfg.from_run else None
+    train_rows, eval_rows, files = load_split(cfg.data, load_rows)  # every file validated before anything heavy
+    path = runs.plan_path(stage, cfg)
+    precision = models.pick_precision(cfg.model.precision)
+    args = sft_args(cfg, path, bool(eval_rows), precision)
+    models.peft_config(cfg.peft)  # reject a bad `peft:` section before any work
+    models.resolve_model(cfg.model.name)  # unknown model: fail before the run dir exists (embedded: convert once)
+    run = runs.create(stage, cfg, path, files, parent, **precision.manifest)
+
+    model, tokenizer, peft_config = training.load_trainable(cfg, parent, precision)
+    trainer = build_trainer(args, model, tokenizer, peft_config, to_examples(train_rows), to_examples(eval_rows))
+    trainer.add_callback(training.RunMetricsCallback(run))
+    if eval_rows and cfg.early_stopping_patience:
+        trainer.add_callback(training.early_stopping(cfg.early_stopping_patience))
+    return training.train_and_save(trainer, run, {"train_rows": len(train_rows), "eval_rows": len(eval_rows)})
+
+
+def sft_args(cfg: TrainStageConfig, path: Any, has_eval: bool, precision: models.Precision) -> Any:
+    from trl import SFTConfig
+
+    return training.trainer_args(SFTConfig, cfg, str(path / "checkpoints"), has_eval, precision)
+
+
+def build_trainer(args: Any, model: Any, tokenizer: Any, peft_config: Any, train_examples: Rows, eval_examples: Rows) -> Any:
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_examples),
+        eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+
+
+def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str]]:
+    """(train rows, validation rows, data files): explicit validation files, else a seeded split."""
+    if not cfg.paths:
+        raise AlignkitError("no training data given", "pass --data FILE (repeatable) or data.paths in the config")
+    rows = load_rows(cfg.paths)
+    if cfg.validation_paths:
+        train_rows, eval_rows = rows, load_rows(cfg.validation_paths)
+    else:
+        train_rows, eval_rows = data.split(rows, cfg.validation_split, cfg.seed)
+    if cfg.max_rows:
+        train_rows = train_rows[: cfg.max_rows]
+    return train_rows, eval_rows, [*cfg.paths, *cfg.validation_paths]

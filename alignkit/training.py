@@ -1,0 +1,138 @@
+"""Glue every TRL-trainer stage shares: trainer arguments from config, the model to train, metrics, saving."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from typing import Any
+
+from transformers import TrainerCallback
+
+from alignkit import models, runs
+from alignkit.config import TrainStageConfig, check_keys, load_config
+from alignkit.errors import AlignkitError
+
+logger = logging.getLogger("alignkit")
+
+
+def resolve_resume(stage: str, cfg: Any) -> Any:
+    """With `--resume`, continue with the run's own saved config (the data and settings it started with)."""
+    if not cfg.resume:
+        return cfg
+    run = runs.find_resumable(stage, cfg)
+    resumed = load_config(type(cfg), run.path / "config.yaml", values={"resume": True, "out": str(run.path)})
+    for key in ("max_steps", "num_train_epochs"):  # a resumed run may be given a new length
+        if key in cfg.trainer and cfg.trainer[key] != resumed.trainer.get(key):
+            resumed.trainer[key] = cfg.trainer[key]
+    return resumed
+
+
+def trainer_args(config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, has_eval: bool, precision: models.Precision) -> Any:
+    """A TRL `*Config` from the `trainer:` section, with alignkit's defaults for what the user did not set.
+
+    Keys are checked against the TRL dataclass's own fields, so every TRL option is available as `trainer.<name>`.
+    """
+    valid = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    check_keys("trainer", cfg.trainer, valid)
+    options: dict[str, Any] = {
+        "output_dir": output_dir,
+        "seed": cfg.seed,
+        "report_to": "none",
+        # TRL defaults to activation checkpointing; on a small model or a CPU it only costs a second forward pass.
+        checkpointing_key(valid): precision.device == "cuda",
+        "include_num_input_tokens_seen": "non_padding",
+        "save_strategy": "steps",
+        "logging_first_step": True,
+        **precision.trainer_flags,
+    }
+    if has_eval:
+        options |= {"eval_strategy": "steps", "load_best_model_at_end": True, "metric_for_best_model": "eval_loss"}
+    options |= cfg.trainer
+    if "eval_steps" in options:
+        options.setdefault("save_steps", options["eval_steps"])  # best-checkpoint tracking needs them aligned
+    if not has_eval:
+        options["eval_strategy"] = "no"
+        options["load_best_model_at_end"] = False
+    for key in ("max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size"):
+        value = options.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0 and key != "max_steps":
+            raise AlignkitError(f"config: trainer.{key} must be positive, got {value}")
+    if isinstance(options.get("max_steps"), int) and options["max_steps"] == 0:
+        raise AlignkitError("config: trainer.max_steps must be positive or -1 (use epochs)", "e.g. --max-steps 10")
+    try:
+        return config_cls(**options)
+    except (ValueError, TypeError) as exc:
+        raise AlignkitError(f"config: invalid trainer settings ({models.first_line(exc)})", "fix the `trainer:` keys") from None
+
+
+def checkpointing_key(valid: set[str]) -> str:
+    """transformers renamed `gradient_checkpointing` to `activation_checkpointing`; use the current name."""
+    return "activation_checkpointing" if "activation_checkpointing" in valid else "gradient_checkpointing"
+
+
+def load_trainable(cfg: TrainStageConfig, parent: runs.Run | None, precision: models.Precision) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, peft_config): base with the parent's lineage merged in memory; peft adds a fresh adapter."""
+    peft_cfg = models.peft_config(cfg.peft)
+    ancestors = [runs.open_run(step["run"]) for step in parent.manifest["lineage"]] if parent else []
+    model, tokenizer = models.load_merged(ancestors, cfg.model, precision)
+    return model, tokenizer, peft_cfg
+
+
+def early_stopping(patience: int) -> Any:
+    """Stop after `patience` evaluations without a better validation loss (the best checkpoint is kept)."""
+    from transformers import EarlyStoppingCallback
+
+    return EarlyStoppingCallback(early_stopping_patience=patience)
+
+
+class RunMetricsCallback(TrainerCallback):
+    """Append every log record (loss, eval_loss, learning rate, tokens, ...) to the run's metrics.jsonl."""
+
+    def __init__(self, run: runs.Run) -> None:
+        self.run = run
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if logs and state.is_world_process_zero:
+            self.run.log_metrics({"step": state.global_step, "epoch": state.epoch, **logs})
+
+
+def train_and_save(trainer: Any, run: runs.Run, extra_metrics: dict[str, Any] | None = None) -> runs.Run:
+    """Train (from the last checkpoint if resuming), save the adapter or full model atomically, finish the run."""
+    checkpoint = run.last_checkpoint()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics: dict[str, Any] = {
+        "train_runtime": result.metrics.get("train_runtime"),
+        "train_loss": result.metrics.get("train_loss"),
+        "train_tokens": int(trainer.state.num_input_tokens_seen),
+        "global_step": trainer.state.global_step,
+        "resumed_from": checkpoint,
+    }
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    if losses:
+        metrics["final_train_loss"] = losses[-1]
+    if trainer.eval_dataset is not None:
+        metrics |= {k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
+        evals = [r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r]
+        metrics["eval_loss_first"] = evals[0] if evals else None
+        metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
+    metrics |= extra_metrics or {}
+    if trainer.is_world_process_zero():
+        save_model(trainer, run)
+        run.finish(metrics)
+    return run
+
+
+def save_model(trainer: Any, run: runs.Run) -> None:
+    """`adapter/` for PEFT runs, `model/` for full fine-tuning; written to a temp dir, then renamed."""
+    from peft import PeftModel
+
+    target = run.adapter_dir if isinstance(trainer.model, PeftModel) else run.model_dir
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(tmp, safe_serialization=True)
+    trainer.processing_class.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
