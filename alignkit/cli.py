@@ -82,7 +82,7 @@ def show_run(run: Any) -> None:
     """Short summary of a finished run (the full record is in its directory)."""
     metrics = run.metrics
     table = Table(title=f"{run.stage} run complete", show_header=False)
-    for key in ("global_step", "train_loss", "eval_loss_first", "eval_loss", "train_tokens", "train_runtime"):
+    for key in ("global_step", "train_loss", "eval_loss_start", "eval_loss", "train_tokens", "train_runtime"):
         if metrics.get(key) is not None:
             value = metrics[key]
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
@@ -151,25 +151,43 @@ for _name, _help in (
 
 
 @app.command("runs", help="List run directories with their lineage and key metrics.")
-def list_runs(runs_dir: Annotated[Path, typer.Option("--dir", help="Where runs live.")] = Path("runs")) -> None:
+def list_runs(
+    runs_dir: Annotated[Path, typer.Option("--dir", help="Where runs live.")] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
+    import json
+
     from alignkit import runs
 
-    found = runs.list_runs(runs_dir)
-    if not found:
+    rows = []
+    for run in runs.list_runs(runs_dir):
+        manifest, metrics = run.manifest, run.metrics
+        base = Path(manifest.get("model", {}).get("name", "?")).name
+        rows.append(
+            {
+                "run": str(run.path),
+                "stage": manifest.get("stage"),
+                "status": manifest.get("status"),
+                "lineage": " → ".join([base] + [step["stage"] for step in manifest.get("lineage", [])]),
+                "parent": manifest.get("parent"),
+                "global_step": metrics.get("global_step"),
+                "eval_loss": metrics.get("eval_loss"),
+                "created": manifest.get("created"),
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
         console.print(f"no runs in {runs_dir}/")
         return
     table = Table()
     for column in ("run", "stage", "status", "lineage", "steps", "eval loss", "created"):
-        table.add_column(column)
-    for run in found:
-        manifest, metrics = run.manifest, run.metrics
-        lineage = " → ".join([manifest.get("model", {}).get("name", "?")] + [s["stage"] for s in manifest.get("lineage", [])])
-        eval_loss = metrics.get("eval_loss")
-        table.add_row(
-            str(run.path), manifest.get("stage", "?"), manifest.get("status", "?"), lineage,
-            str(metrics.get("global_step", "")), f"{eval_loss:.4f}" if eval_loss is not None else "",
-            manifest.get("created", ""),
-        )
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        loss = f"{row['eval_loss']:.4f}" if row["eval_loss"] is not None else ""
+        step = str(row["global_step"] or "")
+        table.add_row(row["run"], row["stage"], row["status"], row["lineage"], step, loss, row["created"])
     Console().print(table)
 
 

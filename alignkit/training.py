@@ -48,7 +48,12 @@ def trainer_args(config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, 
         **precision.trainer_flags,
     }
     if has_eval:
-        options |= {"eval_strategy": "steps", "load_best_model_at_end": True, "metric_for_best_model": "eval_loss"}
+        options |= {
+            "eval_strategy": "steps",
+            "eval_on_start": True,  # the validation loss before training: the baseline every later figure is read against
+            "load_best_model_at_end": True,
+            "metric_for_best_model": "eval_loss",
+        }
     options |= cfg.trainer
     if "eval_steps" in options:
         options.setdefault("save_steps", options["eval_steps"])  # best-checkpoint tracking needs them aligned
@@ -115,7 +120,7 @@ def train_and_save(trainer: Any, run: runs.Run, extra_metrics: dict[str, Any] | 
     if trainer.eval_dataset is not None:
         metrics |= {k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
         evals = [r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r]
-        metrics["eval_loss_first"] = evals[0] if evals else None
+        metrics["eval_loss_start"] = evals[0] if evals else None
         metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
     metrics |= extra_metrics or {}
     if trainer.is_world_process_zero():

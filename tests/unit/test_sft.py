@@ -1,0 +1,189 @@
+"""SFT and pretraining on a tiny random model: every input format, run directory contents, labels, resume, lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import alignkit
+from alignkit import data, models, runs
+from alignkit.config import SFTStageConfig, load_config
+from alignkit.stages import sft
+from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_cli, write_jsonl
+
+FORMAT_ROWS = {
+    "messages": CHAT_ROWS,
+    "sharegpt": [
+        {"conversations": [{"from": "human", "value": m["messages"][0]["content"]}, {"from": "gpt", "value": m["messages"][1]["content"]}]}
+        for m in CHAT_ROWS
+    ],
+    "alpaca": [{"instruction": m["messages"][0]["content"], "input": "", "output": m["messages"][1]["content"]} for m in CHAT_ROWS],
+    "prompt_completion": [{"prompt": m["messages"][0]["content"], "completion": m["messages"][1]["content"]} for m in CHAT_ROWS],
+}
+
+
+def write_format(tmp_path: Path, fmt: str, suffix: str) -> Path:
+    rows = FORMAT_ROWS[fmt]
+    path = tmp_path / f"{fmt}{suffix}"
+    if suffix == ".jsonl":
+        write_jsonl(path, rows)
+    elif suffix == ".json":
+        path.write_text(json.dumps(rows))
+    elif suffix == ".csv":
+        pd.DataFrame([{k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows]).to_csv(path, index=False)
+    elif suffix == ".parquet":
+        pd.DataFrame(rows).to_parquet(path)
+    elif suffix == "-saved":
+        from datasets import Dataset
+
+        Dataset.from_list(rows).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fmt", "suffix"),
+    [
+        ("messages", ".jsonl"), ("sharegpt", ".json"), ("alpaca", ".csv"), ("prompt_completion", ".parquet"),
+        ("messages", "-saved"), ("alpaca", ".jsonl"), ("messages", ".csv"),
+    ],
+)
+def test_each_format_converts_to_the_same_messages(fmt, suffix, tmp_path):
+    rows = data.load_chat([str(write_format(tmp_path, fmt, suffix))])
+    assert [r["messages"] for r in rows] == [r["messages"] for r in CHAT_ROWS]
+
+
+@pytest.mark.parametrize("fmt", ["messages", "sharegpt", "alpaca", "prompt_completion"])
+def test_sft_cli_trains_each_format(fmt, tmp_path, tiny_model):
+    path = write_format(tmp_path, fmt, {"messages": ".jsonl", "sharegpt": ".json", "alpaca": ".csv"}.get(fmt, ".parquet"))
+    out = tmp_path / "run"
+    result = run_cli("sft", "--data", str(path), "--model", tiny_model, "--max-steps", "5", "--out", str(out), *TINY_TRAINER)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = runs.Run(out)
+    assert run.complete
+    assert run.metrics["global_step"] == 5
+    assert run.metrics["train_tokens"] > 0 and run.metrics["train_runtime"] > 0
+    assert "eval_loss" in run.metrics and "final_train_loss" in run.metrics
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert not list((out / "adapter").glob("*.bin")), "adapters are safetensors only"
+    manifest = run.manifest
+    assert manifest["precision"] == "float32" and manifest["device"] == "cpu"
+    assert manifest["data"][str(path)] == runs.file_sha256(path)
+    assert {"torch", "transformers", "trl", "peft"} <= set(manifest["versions"])
+    assert (out / "config.yaml").is_file() and (out / "metrics.jsonl").read_text().strip()
+
+
+def test_only_assistant_tokens_carry_labels_and_special_tokens_are_not_doubled(tmp_path, tiny_model):
+    cfg = load_config(SFTStageConfig, values={"model": {"name": tiny_model}, "trainer": {"per_device_train_batch_size": 2}})
+    precision = models.pick_precision()
+    tokenizer = models.load_tokenizer(cfg.model)
+    model = models.load_base(cfg.model, precision)
+    conversation = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is two plus three?"},
+            {"role": "assistant", "content": "It is five."},
+            {"role": "user", "content": "And two plus two?"},
+            {"role": "assistant", "content": "Four."},
+        ]
+    }
+    examples = data.prompt_completion([conversation])
+    assert len(examples) == 2  # one example per assistant turn
+    args = sft.sft_args(cfg, tmp_path, False, precision)
+    trainer = sft.build_trainer(args, model, tokenizer, models.peft_config(cfg.peft), examples, [])
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    for ids, labels, reply in zip(batch["input_ids"], batch["labels"], ["It is five.", "Four."], strict=True):
+        trained = tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
+        assert trained == reply + "<|im_end|>\n" or trained == reply + "<|im_end|>"
+        text = tokenizer.decode([t for t, m in zip(ids, batch["attention_mask"][0], strict=False) if m])
+        assert "<|im_start|><|im_start|>" not in text and "<|im_end|><|im_end|>" not in text
+    # the same template renders training and inference prompts
+    rendered = tokenizer.apply_chat_template(examples[1]["prompt"], tokenize=False, add_generation_prompt=True)
+    assert tokenizer.decode(batch["input_ids"][1]).startswith(rendered)
+
+
+def test_split_is_seeded_and_disjoint():
+    rows = [{"i": i} for i in range(50)]
+    train_a, val_a = data.split(rows, 0.2, seed=7)
+    train_b, val_b = data.split(rows, 0.2, seed=7)
+    assert val_a == val_b and len(val_a) == 10 and len(train_a) == 40
+    assert not {r["i"] for r in val_a} & {r["i"] for r in train_a}
+    assert data.split(rows, 0.2, seed=8)[1] != val_a
+
+
+def test_resume_after_kill_reaches_same_step_and_continues_loss_curve(tmp_path, tiny_model, chat_file):
+    out = tmp_path / "run"
+    args = [
+        "sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(out), "--max-steps", "120",
+        "--set", "trainer.save_steps=10", "--set", "trainer.eval_steps=10", "--set", "trainer.save_total_limit=3",
+        "--set", "early_stopping_patience=null", *TINY_TRAINER,
+    ]
+    proc = subprocess.Popen([sys.executable, "-m", "alignkit.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    run = runs.Run(out)
+    while time.time() < deadline and proc.poll() is None:
+        checkpoint = run.last_checkpoint() if (out / "manifest.json").exists() else None
+        if checkpoint and int(checkpoint.rsplit("-", 1)[-1]) >= 20:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not run.complete
+    killed_at = int(run.last_checkpoint().rsplit("-", 1)[-1])
+    assert killed_at < 120
+
+    result = run_cli("sft", "--resume", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert run.complete
+    assert run.metrics["global_step"] == 120
+    assert run.metrics["resumed_from"].endswith(f"checkpoint-{killed_at}")
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps_after = [r["step"] for r in logged if "loss" in r and r["step"] > killed_at]
+    assert steps_after and steps_after[0] == killed_at + 1, "the loss curve continues from the checkpoint"
+    assert steps_after[-1] == 120
+
+
+def test_pretrain_then_sft_records_lineage(tmp_path, tiny_model, chat_file):
+    text = tmp_path / "domain.txt"
+    text.write_text("\n\n".join(f"Compost pile number {i} needs air, water and browns." for i in range(20)))
+    pre = alignkit.pretrain(
+        data={"paths": [str(text)]}, model={"name": tiny_model}, out=str(tmp_path / "pre"),
+        trainer={"max_steps": 3, "per_device_train_batch_size": 2, "max_length": 32},
+    )
+    assert pre.complete and (pre.path / "adapter").is_dir()
+    tuned = alignkit.sft(
+        data={"paths": [str(chat_file)]}, model={"name": tiny_model}, from_run=str(pre.path), out=str(tmp_path / "sft"),
+        trainer={"max_steps": 3, "per_device_train_batch_size": 4},
+    )
+    lineage = [step["stage"] for step in tuned.manifest["lineage"]]
+    assert lineage == ["pretrain", "sft"]
+    assert tuned.manifest["parent"] == str(pre.path.resolve())
+    model, tokenizer = tuned.load_model()
+    assert model.active_adapters == ["default"]
+    listing = run_cli("runs", "--dir", str(tmp_path), "--json")
+    assert listing.returncode == 0, listing.stderr
+    by_stage = {row["stage"]: row for row in json.loads(listing.stdout)}
+    assert by_stage["sft"]["lineage"].endswith("pretrain → sft") and by_stage["sft"]["status"] == "complete"
+
+
+@pytest.mark.parametrize("method", ["full", "dora", "ia3", "prompt_tuning", "prefix_tuning"])
+def test_peft_methods_by_name(method, tmp_path, tiny_model, chat_file):
+    peft_section = {"method": method}
+    if method == "ia3":
+        peft_section |= {"target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]}
+    run = alignkit.sft(
+        data={"paths": [str(chat_file)]}, model={"name": tiny_model}, out=str(tmp_path / method), peft=peft_section,
+        trainer={"max_steps": 2, "per_device_train_batch_size": 4},
+    )
+    assert run.complete
+    assert (run.path / ("model" if method == "full" else "adapter")).is_dir()
+    model, _ = run.load_model()
+    assert model is not None
