@@ -19,15 +19,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-feedback_app = typer.Typer(help="Preference collection in Argilla: server, users, push, pull, simulate.", no_args_is_help=True)
+feedback_app = typer.Typer(
+    help="Preference collection in Argilla: server, users, push, pull, simulate.", no_args_is_help=True
+)
 app.add_typer(feedback_app, name="feedback")
 console = Console(stderr=True)
 
-Data = Annotated[list[str] | None, typer.Option("--data", help="Data file or dir (repeatable): jsonl/json/csv/parquet/txt.")]
-Model = Annotated[str | None, typer.Option("--model", help="`embedded`, a local HF model dir, a .gguf file or a hub id.")]
+Data = Annotated[
+    list[str] | None, typer.Option("--data", help="Data file or dir (repeatable): jsonl/json/csv/parquet/txt.")
+]
+Model = Annotated[
+    str | None, typer.Option("--model", help="`embedded`, a local HF model dir, a .gguf file or a hub id.")
+]
 FromRun = Annotated[str | None, typer.Option("--from", help="Parent run directory to start from.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config file.")]
-Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set trainer.learning_rate=2e-5.")]
+Sets = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key: --set trainer.learning_rate=2e-5.")
+]
 Out = Annotated[str | None, typer.Option("--out", help="Run directory (default runs/<stage>-<time>-<id>).")]
 Epochs = Annotated[float | None, typer.Option("--epochs", help="Training epochs.")]
 MaxSteps = Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")]
@@ -55,8 +63,14 @@ def escape(text: str) -> str:
 
 
 def stage_values(
-    data: list[str] | None, model: str | None, from_run: str | None, out: str | None,
-    epochs: float | None, max_steps: int | None, resume: bool, overwrite: bool,
+    data: list[str] | None,
+    model: str | None,
+    from_run: str | None,
+    out: str | None,
+    epochs: float | None,
+    max_steps: int | None,
+    resume: bool,
+    overwrite: bool,
 ) -> dict[str, Any]:
     """The common training options as a partial config (only what was given)."""
     values: dict[str, Any] = {"resume": resume, "overwrite": overwrite}
@@ -93,9 +107,15 @@ def show_run(run: Any) -> None:
 def train_command(name: str, api: Callable[..., Any], help_text: str) -> None:
     @app.command(name, help=help_text)
     def command(
-        data: Data = None, model: Model = None, from_run: FromRun = None, config: ConfigFile = None,
+        data: Data = None,
+        model: Model = None,
+        from_run: FromRun = None,
+        config: ConfigFile = None,
         set_: Sets = None,
-        out: Out = None, epochs: Epochs = None, max_steps: MaxSteps = None, resume: Resume = False,
+        out: Out = None,
+        epochs: Epochs = None,
+        max_steps: MaxSteps = None,
+        resume: Resume = False,
         overwrite: Overwrite = False,
     ) -> None:
         values = stage_values(data, model, from_run, out, epochs, max_steps, resume, overwrite)
@@ -125,13 +145,25 @@ def not_built(issue: str) -> Callable[..., Any]:
     return api
 
 
-train_command("reward", not_built("reward modeling, DPO and online RL"), "Reward model from preference pairs. (not built yet)")
-train_command("dpo", not_built("reward modeling, DPO and online RL"), "DPO and variants from preference pairs. (not built yet)")
-train_command("rl", not_built("reward modeling, DPO and online RL"), "Online RL (GRPO/RLOO) against a reward model. (not built yet)")
+train_command(
+    "reward", not_built("reward modeling, DPO and online RL"), "Reward model from preference pairs. (not built yet)"
+)
+train_command(
+    "dpo", not_built("reward modeling, DPO and online RL"), "DPO and variants from preference pairs. (not built yet)"
+)
+train_command(
+    "rl",
+    not_built("reward modeling, DPO and online RL"),
+    "Online RL (GRPO/RLOO) against a reward model. (not built yet)",
+)
 
 
 def planned(name: str, help_text: str, issue: str, target: typer.Typer = app) -> None:
-    @target.command(name, help=f"{help_text} (not built yet)", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    @target.command(
+        name,
+        help=f"{help_text} (not built yet)",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
     def command(ctx: typer.Context) -> None:
         not_built(issue)()
 
@@ -195,7 +227,9 @@ def list_runs(
 def demo(
     out: Annotated[str | None, typer.Option("--out", help="Run directory.")] = None,
     max_steps: Annotated[int, typer.Option("--max-steps", help="SFT steps.")] = 60,
-    prompt: Annotated[str, typer.Option("--prompt", help="Sample prompt for the tuned model.")] = "What is the capital of Italy?",
+    prompt: Annotated[
+        str, typer.Option("--prompt", help="Sample prompt for the tuned model.")
+    ] = "What is the capital of Italy?",
 ) -> None:
     import alignkit
     from alignkit import generate
@@ -206,7 +240,9 @@ def demo(
     show_run(run)
     model, tokenizer = run.load_model()
     reply = generate.answer(model, tokenizer, [{"role": "user", "content": prompt}])
-    Console().print(f"[bold]prompt:[/] {escape(prompt)}\n[bold]tuned model:[/] {escape(reply)}\n[bold]run:[/] {run.path}")
+    Console().print(
+        f"[bold]prompt:[/] {escape(prompt)}\n[bold]tuned model:[/] {escape(reply)}\n[bold]run:[/] {run.path}"
+    )
 
 
 if __name__ == "__main__":

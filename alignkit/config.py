@@ -110,7 +110,9 @@ class PretrainStageConfig(TrainStageConfig):
 
 
 def load_config(
-    cls: type[Any], config_file: str | Path | None = None, values: dict[str, Any] | None = None,
+    cls: type[Any],
+    config_file: str | Path | None = None,
+    values: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
 ) -> Any:
     """Build `cls` from its defaults, a YAML file, explicit values (CLI flags) and `key=value` overrides, in that order.

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def answer(model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int = 64, **sampling: Any) -> str:
+def answer(
+    model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int = 64, **sampling: Any
+) -> str:
     """One reply to a conversation, with the chat template exactly as in training; greedy unless sampling is given."""
     import torch
 

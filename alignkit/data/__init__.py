@@ -55,7 +55,9 @@ def text_row(data: dict[str, Any]) -> dict[str, str]:
 def prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """TRL's conversational prompt/completion rows: one per assistant turn (history masked, reply trained)."""
     return [
-        {"prompt": history, "completion": [reply]} for row in rows for history, reply in iter_assistant_turns(row["messages"])
+        {"prompt": history, "completion": [reply]}
+        for row in rows
+        for history, reply in iter_assistant_turns(row["messages"])
     ]
 
 

@@ -139,7 +139,7 @@ def read_parquet(path: Path) -> list[Row]:
 def read_text(path: Path) -> list[Row]:
     """Plain text for pretraining: paragraphs separated by blank lines become rows."""
     rows, start, block = [], 1, []
-    for number, line in enumerate(decode(path).splitlines() + [""], start=1):
+    for number, line in enumerate([*decode(path).splitlines(), ""], start=1):
         if line.strip():
             if not block:
                 start = number
@@ -156,7 +156,9 @@ def read_saved_dataset(path: Path) -> list[Row]:
     try:
         loaded = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as exc:
-        raise AlignkitError(f"{path}: not a `datasets` save dir ({exc})", "pass a file, or a save_to_disk dir") from None
+        raise AlignkitError(
+            f"{path}: not a `datasets` save dir ({exc})", "pass a file, or a save_to_disk dir"
+        ) from None
     if isinstance(loaded, datasets.DatasetDict):
         if "train" not in loaded:
             raise AlignkitError(f"{path}: dataset has no `train` split (has {list(loaded)})", "save a train split")
@@ -191,7 +193,9 @@ def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
             try:
                 record[column] = json.loads(cell)
             except json.JSONDecodeError as exc:
-                raise AlignkitError(f"{where}: column `{column}` is not valid JSON ({exc.msg})", "fix the cell") from None
+                raise AlignkitError(
+                    f"{where}: column `{column}` is not valid JSON ({exc.msg})", "fix the cell"
+                ) from None
     return record
 
 

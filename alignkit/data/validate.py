@@ -30,7 +30,17 @@ def did_you_mean(data: dict[str, Any], problem: str) -> str:
     """For a missing field, point at a near-miss key in the row (`mesages` for `messages`)."""
     if "missing" not in problem and "expected one of" not in problem:
         return ""
-    wanted = ["messages", "conversations", "instruction", "output", "prompt", "completion", "chosen", "rejected", "text"]
+    wanted = [
+        "messages",
+        "conversations",
+        "instruction",
+        "output",
+        "prompt",
+        "completion",
+        "chosen",
+        "rejected",
+        "text",
+    ]
     for key in data:
         close = difflib.get_close_matches(str(key), wanted, n=1, cutoff=0.75)
         if close and close[0] != key:

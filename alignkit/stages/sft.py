@@ -49,9 +49,12 @@ def sft_args(cfg: TrainStageConfig, path: Any, has_eval: bool, precision: models
     return training.trainer_args(SFTConfig, cfg, str(path / "checkpoints"), has_eval, precision)
 
 
-def build_trainer(args: Any, model: Any, tokenizer: Any, peft_config: Any, train_examples: Rows, eval_examples: Rows) -> Any:
-    from datasets import Dataset
+def build_trainer(
+    args: Any, model: Any, tokenizer: Any, peft_config: Any, train_examples: Rows, eval_examples: Rows
+) -> Any:
     from trl import SFTTrainer
+
+    from datasets import Dataset
 
     return SFTTrainer(
         model=model,

@@ -125,3 +125,11 @@ def test_error_in_a_real_subprocess_has_no_traceback(tmp_path):
 def test_unbuilt_stage_says_so_and_fails(capsys):
     code, err = invoke(["dpo", "--data", "x.jsonl"], capsys)
     assert_one_line_error(code, err, ["not built yet"])
+
+
+def test_shipped_configs_load():
+    from alignkit.config import PretrainStageConfig, SFTStageConfig, load_config
+
+    repo = Path(__file__).resolve().parent.parent.parent
+    assert load_config(SFTStageConfig, repo / "configs" / "sft.yaml").peft["r"] == 16
+    assert load_config(PretrainStageConfig, repo / "configs" / "pretrain.yaml").trainer["packing"] is True

@@ -22,11 +22,21 @@ from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_cli, write_jsonl
 FORMAT_ROWS = {
     "messages": CHAT_ROWS,
     "sharegpt": [
-        {"conversations": [{"from": "human", "value": m["messages"][0]["content"]}, {"from": "gpt", "value": m["messages"][1]["content"]}]}
+        {
+            "conversations": [
+                {"from": "human", "value": m["messages"][0]["content"]},
+                {"from": "gpt", "value": m["messages"][1]["content"]},
+            ]
+        }
         for m in CHAT_ROWS
     ],
-    "alpaca": [{"instruction": m["messages"][0]["content"], "input": "", "output": m["messages"][1]["content"]} for m in CHAT_ROWS],
-    "prompt_completion": [{"prompt": m["messages"][0]["content"], "completion": m["messages"][1]["content"]} for m in CHAT_ROWS],
+    "alpaca": [
+        {"instruction": m["messages"][0]["content"], "input": "", "output": m["messages"][1]["content"]}
+        for m in CHAT_ROWS
+    ],
+    "prompt_completion": [
+        {"prompt": m["messages"][0]["content"], "completion": m["messages"][1]["content"]} for m in CHAT_ROWS
+    ],
 }
 
 
@@ -38,7 +48,9 @@ def write_format(tmp_path: Path, fmt: str, suffix: str) -> Path:
     elif suffix == ".json":
         path.write_text(json.dumps(rows))
     elif suffix == ".csv":
-        pd.DataFrame([{k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows]).to_csv(path, index=False)
+        pd.DataFrame([{k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows]).to_csv(
+            path, index=False
+        )
     elif suffix == ".parquet":
         pd.DataFrame(rows).to_parquet(path)
     elif suffix == "-saved":
@@ -51,8 +63,13 @@ def write_format(tmp_path: Path, fmt: str, suffix: str) -> Path:
 @pytest.mark.parametrize(
     ("fmt", "suffix"),
     [
-        ("messages", ".jsonl"), ("sharegpt", ".json"), ("alpaca", ".csv"), ("prompt_completion", ".parquet"),
-        ("messages", "-saved"), ("alpaca", ".jsonl"), ("messages", ".csv"),
+        ("messages", ".jsonl"),
+        ("sharegpt", ".json"),
+        ("alpaca", ".csv"),
+        ("prompt_completion", ".parquet"),
+        ("messages", "-saved"),
+        ("alpaca", ".jsonl"),
+        ("messages", ".csv"),
     ],
 )
 def test_each_format_converts_to_the_same_messages(fmt, suffix, tmp_path):
@@ -62,9 +79,13 @@ def test_each_format_converts_to_the_same_messages(fmt, suffix, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["messages", "sharegpt", "alpaca", "prompt_completion"])
 def test_sft_cli_trains_each_format(fmt, tmp_path, tiny_model):
-    path = write_format(tmp_path, fmt, {"messages": ".jsonl", "sharegpt": ".json", "alpaca": ".csv"}.get(fmt, ".parquet"))
+    path = write_format(
+        tmp_path, fmt, {"messages": ".jsonl", "sharegpt": ".json", "alpaca": ".csv"}.get(fmt, ".parquet")
+    )
     out = tmp_path / "run"
-    result = run_cli("sft", "--data", str(path), "--model", tiny_model, "--max-steps", "5", "--out", str(out), *TINY_TRAINER)
+    result = run_cli(
+        "sft", "--data", str(path), "--model", tiny_model, "--max-steps", "5", "--out", str(out), *TINY_TRAINER
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     run = runs.Run(out)
     assert run.complete
@@ -81,7 +102,9 @@ def test_sft_cli_trains_each_format(fmt, tmp_path, tiny_model):
 
 
 def test_only_assistant_tokens_carry_labels_and_special_tokens_are_not_doubled(tmp_path, tiny_model):
-    cfg = load_config(SFTStageConfig, values={"model": {"name": tiny_model}, "trainer": {"per_device_train_batch_size": 2}})
+    cfg = load_config(
+        SFTStageConfig, values={"model": {"name": tiny_model}, "trainer": {"per_device_train_batch_size": 2}}
+    )
     precision = models.pick_precision()
     tokenizer = models.load_tokenizer(cfg.model)
     model = models.load_base(cfg.model, precision)
@@ -112,7 +135,7 @@ def test_only_assistant_tokens_carry_labels_and_special_tokens_are_not_doubled(t
 def test_split_is_seeded_and_disjoint():
     rows = [{"i": i} for i in range(50)]
     train_a, val_a = data.split(rows, 0.2, seed=7)
-    train_b, val_b = data.split(rows, 0.2, seed=7)
+    _, val_b = data.split(rows, 0.2, seed=7)
     assert val_a == val_b and len(val_a) == 10 and len(train_a) == 40
     assert not {r["i"] for r in val_a} & {r["i"] for r in train_a}
     assert data.split(rows, 0.2, seed=8)[1] != val_a
@@ -121,11 +144,28 @@ def test_split_is_seeded_and_disjoint():
 def test_resume_after_kill_reaches_same_step_and_continues_loss_curve(tmp_path, tiny_model, chat_file):
     out = tmp_path / "run"
     args = [
-        "sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(out), "--max-steps", "120",
-        "--set", "trainer.save_steps=10", "--set", "trainer.eval_steps=10", "--set", "trainer.save_total_limit=3",
-        "--set", "early_stopping_patience=null", *TINY_TRAINER,
+        "sft",
+        "--data",
+        str(chat_file),
+        "--model",
+        tiny_model,
+        "--out",
+        str(out),
+        "--max-steps",
+        "120",
+        "--set",
+        "trainer.save_steps=10",
+        "--set",
+        "trainer.eval_steps=10",
+        "--set",
+        "trainer.save_total_limit=3",
+        "--set",
+        "early_stopping_patience=null",
+        *TINY_TRAINER,
     ]
-    proc = subprocess.Popen([sys.executable, "-m", "alignkit.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alignkit.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     run = runs.Run(out)
     while time.time() < deadline and proc.poll() is None:
@@ -155,18 +195,23 @@ def test_pretrain_then_sft_records_lineage(tmp_path, tiny_model, chat_file):
     text = tmp_path / "domain.txt"
     text.write_text("\n\n".join(f"Compost pile number {i} needs air, water and browns." for i in range(20)))
     pre = alignkit.pretrain(
-        data={"paths": [str(text)]}, model={"name": tiny_model}, out=str(tmp_path / "pre"),
+        data={"paths": [str(text)]},
+        model={"name": tiny_model},
+        out=str(tmp_path / "pre"),
         trainer={"max_steps": 3, "per_device_train_batch_size": 2, "max_length": 32},
     )
     assert pre.complete and (pre.path / "adapter").is_dir()
     tuned = alignkit.sft(
-        data={"paths": [str(chat_file)]}, model={"name": tiny_model}, from_run=str(pre.path), out=str(tmp_path / "sft"),
+        data={"paths": [str(chat_file)]},
+        model={"name": tiny_model},
+        from_run=str(pre.path),
+        out=str(tmp_path / "sft"),
         trainer={"max_steps": 3, "per_device_train_batch_size": 4},
     )
     lineage = [step["stage"] for step in tuned.manifest["lineage"]]
     assert lineage == ["pretrain", "sft"]
     assert tuned.manifest["parent"] == str(pre.path.resolve())
-    model, tokenizer = tuned.load_model()
+    model, _ = tuned.load_model()
     assert model.active_adapters == ["default"]
     listing = run_cli("runs", "--dir", str(tmp_path), "--json")
     assert listing.returncode == 0, listing.stderr
@@ -180,7 +225,10 @@ def test_peft_methods_by_name(method, tmp_path, tiny_model, chat_file):
     if method == "ia3":
         peft_section |= {"target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]}
     run = alignkit.sft(
-        data={"paths": [str(chat_file)]}, model={"name": tiny_model}, out=str(tmp_path / method), peft=peft_section,
+        data={"paths": [str(chat_file)]},
+        model={"name": tiny_model},
+        out=str(tmp_path / method),
+        peft=peft_section,
         trainer={"max_steps": 2, "per_device_train_batch_size": 4},
     )
     assert run.complete
