@@ -6,6 +6,7 @@ Annotators use only what the Argilla UI uses: a password login (`/api/v1/token`)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -261,9 +262,17 @@ def start_in_child_process(data_dir: Path) -> tuple[subprocess.Popen, list[psuti
 
 
 def assert_all_gone(processes: list[psutil.Process], timeout_s: float = 15) -> None:
-    _, alive = psutil.wait_procs(processes, timeout=timeout_s)
-    alive = [process for process in alive if process.status() != psutil.STATUS_ZOMBIE]
+    """Every process has exited (a zombie left for its own parent to reap counts as exited)."""
+    deadline = time.monotonic() + timeout_s
+    while (alive := [process for process in processes if running(process)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not alive, [process.cmdline() for process in alive]
+
+
+def running(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    return False
 
 
 def test_stop_from_another_process_leaves_no_process_alive(tmp_path: Path) -> None:
