@@ -168,7 +168,28 @@ def planned(name: str, help_text: str, issue: str, target: typer.Typer = app) ->
         not_built(issue)()
 
 
-planned("generate", "Sample N candidates per prompt from a run.", "preference collection")
+@app.command("generate", help="Sample N distinct candidates per prompt from a run (or the base model) to JSONL.")
+def generate_command(
+    prompts: Annotated[str, typer.Option("--prompts", help="Prompts file: rows with prompt/instruction/messages.")],
+    out: Annotated[str, typer.Option("--out", help="Output JSONL file.")],
+    from_run: FromRun = None,
+    model: Model = None,
+    n: Annotated[int, typer.Option("--n", help="Candidates per prompt.")] = 4,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling.")] = 0.95,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per candidate.")] = 128,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per generate call.")] = 8,
+    limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    from alignkit import generate
+
+    sampling = generate.Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    path = generate.run(prompts, out, n, from_run, model, sampling, batch_size, limit, overwrite)
+    console.print(f"candidates written to {path}")
+
+
 planned("eval", "Evaluate runs: loss, task metrics, win-rate, KL, forgetting.", "reward modeling, DPO and online RL")
 planned("serve", "Start Argilla and the Streamlit apps.", "preference collection / playground")
 planned("export", "Merge an adapter into the base and save safetensors (or GGUF).", "scale-out")

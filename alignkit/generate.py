@@ -1,19 +1,175 @@
-"""Sampling from a run's model (or the base): answers for the demo and playground, candidates for annotation."""
+"""Sampling from a run's model (or the base): answers for the demo and playground, candidates for annotation.
+
+`alignkit generate` writes one JSONL row per prompt:
+`{"prompt_id", "prompt": [messages], "candidates": [{"text", "run", "model", "sampling"}, ...]}`.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from alignkit.data.formats import RowError, message_list, read_rows, text_field
+from alignkit.data.validate import convert_all
+from alignkit.errors import AlignkitError
 
-def answer(
-    model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int = 64, **sampling: Any
-) -> str:
+
+@dataclass
+class Sampling:
+    """Sampling parameters, recorded with every candidate."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 128
+    seed: int = 0
+
+
+def answer(model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int = 64, **sampling: Any) -> str:
     """One reply to a conversation, with the chat template exactly as in training; greedy unless sampling is given."""
+    return sample(model, tokenizer, [messages], n=1, max_new_tokens=max_new_tokens, **sampling)[0][0]
+
+
+def sample(
+    model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], n: int, max_new_tokens: int, **sampling: Any
+) -> list[list[str]]:
+    """`n` replies for each conversation, in one batched `generate` call (left padding); greedy if no sampling."""
     import torch
 
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(model.device)
-    options = {"do_sample": False} if not sampling else {"do_sample": True, **sampling}
+    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        inputs = tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True).to(model.device)
+    finally:
+        tokenizer.padding_side = side
+    options = {"do_sample": True, **sampling} if sampling else {"do_sample": False}
     with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **options)
-    return tokenizer.decode(output[0, inputs.input_ids.shape[1] :], skip_special_tokens=True).strip()
+        output = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=tokenizer.pad_token_id, **options
+        )
+    replies = tokenizer.batch_decode(output[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
+    return [[r.strip() for r in replies[i * n : (i + 1) * n]] for i in range(len(conversations))]
+
+
+def load_prompts(path: str) -> list[list[dict[str, str]]]:
+    """Prompts as message lists from rows with `prompt` (string or messages), `instruction`, or `messages`."""
+    return convert_all(read_rows(path), prompt_row, "rows with `prompt` (string or messages), `instruction` or `messages`")
+
+
+def prompt_row(data: dict[str, Any]) -> list[dict[str, str]]:
+    if isinstance(data.get("prompt"), list):
+        return message_list(data["prompt"], "prompt", "role", "content", roles=None)
+    if "prompt" in data:
+        return [{"role": "user", "content": text_field(data, "prompt")}]
+    if "instruction" in data:
+        extra = data.get("input") or ""
+        instruction = text_field(data, "instruction")
+        return [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}]
+    if "messages" in data:
+        messages = message_list(data["messages"], "messages", "role", "content", roles=None)
+        while messages and messages[-1]["role"] == "assistant":  # generate a fresh reply to the last user turn
+            messages = messages[:-1]
+        if not messages or messages[-1]["role"] != "user":
+            raise RowError("messages", "expected a conversation ending with a user turn")
+        return messages
+    raise RowError("prompt", "missing")
+
+
+def prompt_id(prompt: list[dict[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def candidates(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[dict[str, str]]],
+    n: int,
+    sampling: Sampling,
+    source: dict[str, str],
+    batch_size: int = 8,
+    max_attempts: int = 3,
+) -> list[dict[str, Any]]:
+    """N distinct candidates per prompt (identical samples are dropped and resampled up to `max_attempts` times)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(sampling.seed)
+    rows = []
+    params = {"temperature": sampling.temperature, "top_p": sampling.top_p}
+    with tqdm(total=len(prompts), desc="generating", unit="prompt") as progress:
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
+            found: list[list[str]] = [[] for _ in batch]
+            for _ in range(max_attempts):
+                todo = [i for i, got in enumerate(found) if len(got) < n]
+                if not todo:
+                    break
+                replies = sample(model, tokenizer, [batch[i] for i in todo], n, sampling.max_new_tokens, **params)
+                for i, new in zip(todo, replies, strict=True):
+                    for text in new:
+                        if text and text not in found[i] and len(found[i]) < n:
+                            found[i].append(text)
+            for prompt, texts in zip(batch, found, strict=True):
+                rows.append(
+                    {
+                        "prompt_id": prompt_id(prompt),
+                        "prompt": prompt,
+                        "candidates": [{"text": t, **source, "sampling": asdict(sampling)} for t in texts],
+                    }
+                )
+            progress.update(len(batch))
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]], overwrite: bool = False) -> None:
+    """Write rows atomically; never replace an existing file unless asked."""
+    if path.exists() and not overwrite:
+        raise AlignkitError(f"{path}: output file exists", "pass --overwrite or choose another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def load_policy(from_run: str | None, model_name: str | None) -> tuple[Any, Any, dict[str, str]]:
+    """(model, tokenizer, source record) for a run's policy, or for a bare base model when no run is given."""
+    from alignkit import models, runs
+    from alignkit.config import ModelConfig
+
+    if from_run:
+        run = runs.open_run(from_run)
+        model, tokenizer = run.load_model()
+        return model, tokenizer, {"run": str(run.path.resolve()), "model": run.manifest["model"]["name"]}
+    cfg = ModelConfig(name=model_name or ModelConfig.name)
+    model = models.load_base(cfg, models.pick_precision(cfg.precision)).eval()
+    return model, models.load_tokenizer(cfg), {"run": "", "model": cfg.name}
+
+
+def run(
+    prompts_file: str,
+    out: str,
+    n: int = 4,
+    from_run: str | None = None,
+    model_name: str | None = None,
+    sampling: Sampling | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """`alignkit generate`: N candidates per prompt from a run (or the base) to a JSONL file."""
+    if n < 1:
+        raise AlignkitError(f"--n must be at least 1, got {n}")
+    out_path = Path(out)
+    if out_path.exists() and not overwrite:
+        raise AlignkitError(f"{out_path}: output file exists", "pass --overwrite or choose another --out")
+    prompts = load_prompts(prompts_file)[:limit]
+    model, tokenizer, source = load_policy(from_run, model_name)
+    rows = candidates(model, tokenizer, prompts, n, sampling or Sampling(), source, batch_size=batch_size)
+    write_jsonl(out_path, rows, overwrite=overwrite)
+    return out_path
