@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from alignkit.runs import Run
 
 __version__ = "0.1.0"
-__all__ = ["AlignkitError", "pretrain", "sft"]
+__all__ = ["AlignkitError", "dpo", "pretrain", "reward", "sft"]
 
 
 def sft(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
@@ -33,3 +33,19 @@ def pretrain(config: str | None = None, overrides: list[str] | None = None, **se
     from alignkit.stages import pretrain as stage
 
     return stage.run(load_config(PretrainStageConfig, config, sections, overrides))
+
+
+def reward(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+    """Reward model from preference pairs (see `alignkit.stages.reward`; score with `reward.load_scorer`)."""
+    from alignkit.config import RewardStageConfig, load_config
+    from alignkit.stages import reward as stage
+
+    return stage.run(load_config(RewardStageConfig, config, sections, overrides))
+
+
+def dpo(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+    """DPO (and KTO, SimPO, ORPO) on top of an SFT run (see `alignkit.stages.dpo`)."""
+    from alignkit.config import DPOStageConfig, load_config
+    from alignkit.stages import dpo as stage
+
+    return stage.run(load_config(DPOStageConfig, config, sections, overrides))

@@ -192,15 +192,140 @@ def generate_command(
 
 planned("eval", "Evaluate runs: loss, task metrics, win-rate, KL, forgetting.", "reward modeling, DPO and online RL")
 planned("serve", "Start Argilla and the Streamlit apps.", "preference collection / playground")
+server_app = typer.Typer(help="The local Argilla server (SQLite + in-process search), bound to 127.0.0.1.")
+feedback_app.add_typer(server_app, name="server")
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Server data dir (default ~/.cache/alignkit/argilla-data).")
+]
+
+
+@server_app.command("start", help="Start Argilla in the foreground (installs its venv on first use); Ctrl-C stops it.")
+def server_start(
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
+    data_dir: DataDir = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url", help="A real Redis instead of fakeredis.")] = None,
+) -> None:
+    from alignkit.feedback import server
+
+    with server.start(data_dir=data_dir, port=port, redis_url=redis_url) as local:
+        console.print(f"Argilla: {local.url}  (owner `{server.DEMO_OWNER_USERNAME}`, demo credentials: local use only)")
+        wait_for_interrupt()
+
+
+@server_app.command("status", help="Whether the local server runs, and where.")
+def server_status(data_dir: DataDir = None) -> None:
+    from alignkit.feedback import server
+
+    state = server.status(data_dir)
+    if state is None:
+        console.print("no local Argilla server running")
+        raise typer.Exit(1)
+    console.print(f"Argilla: {state['url']} ({'healthy' if state['healthy'] else 'not answering'})")
+
+
+@server_app.command("stop", help="Stop the local server (from any shell).")
+def server_stop(data_dir: DataDir = None) -> None:
+    from alignkit.feedback import server
+
+    console.print("stopped" if server.stop(data_dir) else "no local Argilla server was running")
+
+
+def wait_for_interrupt() -> None:
+    import time
+
+    while True:
+        time.sleep(3600)
+
+
 planned("export", "Merge an adapter into the base and save safetensors (or GGUF).", "scale-out")
-for _name, _help in (
-    ("server", "Start/stop/status of the local Argilla server."),
-    ("users", "Add and list annotators."),
-    ("push", "Push candidates to Argilla as a rating round."),
-    ("pull", "Pull ratings as preference pairs with agreement."),
-    ("simulate", "Oracle annotators that rate through the API."),
-):
-    planned(_name, _help, "preference collection", target=feedback_app)
+users_app = typer.Typer(help="Annotators: add and list Argilla users.", no_args_is_help=True)
+feedback_app.add_typer(users_app, name="users")
+Dataset = Annotated[str, typer.Option("--dataset", help="Argilla dataset (one per collection round).")]
+Workspace = Annotated[str, typer.Option("--workspace", help="Argilla workspace.")]
+
+
+@users_app.command("add", help="Create a user (annotator by default) and add it to workspaces.")
+def users_add(
+    username: str,
+    password: Annotated[str, typer.Option("--password", prompt=True, hide_input=True, help="At least 8 characters.")],
+    role: Annotated[str, typer.Option(help="annotator | admin | owner.")] = "annotator",
+    workspace: Annotated[list[str] | None, typer.Option("--workspace", help="Workspace (repeatable).")] = None,
+) -> None:
+    from alignkit.feedback import client
+
+    client.add_user(client.connect(), username, password, role, workspace or ["alignkit"])
+    console.print(f"user {username} ({role}) ready in {', '.join(workspace or ['alignkit'])}")
+
+
+@users_app.command("list", help="Users with their roles and workspaces.")
+def users_list() -> None:
+    from alignkit.feedback import client
+
+    table = Table("username", "role", "workspaces")
+    for row in client.list_users(client.connect()):
+        table.add_row(row["username"], row["role"], ", ".join(row["workspaces"]))
+    Console().print(table)
+
+
+@feedback_app.command("push", help="Push candidates (from `alignkit generate`) to Argilla as one rating round.")
+def feedback_push(
+    candidates: Annotated[str, typer.Option("--candidates", help="JSONL from `alignkit generate`.")],
+    dataset: Dataset,
+    workspace: Workspace = "alignkit",
+    round_number: Annotated[int, typer.Option("--round", help="Collection round number.")] = 1,
+    min_submitted: Annotated[int, typer.Option("--min-submitted", help="Annotators per record (overlap).")] = 1,
+    append: Annotated[bool, typer.Option(help="Add records to an existing dataset.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the per-record A/B shuffle.")] = 0,
+) -> None:
+    from alignkit.feedback import push
+
+    summary = push.push(candidates, dataset, workspace, round_number, min_submitted, seed, append)
+    console.print(f"pushed {summary['records']} records to {workspace}/{dataset} ({summary})")
+
+
+@feedback_app.command("pull", help="Pull submitted ratings as preference pairs, with agreement.")
+def feedback_pull(
+    dataset: Dataset,
+    out: Annotated[str, typer.Option("--out", help="Output JSONL of preference pairs.")],
+    workspace: Workspace = "alignkit",
+    ties: Annotated[str, typer.Option(help="drop | keep (margin 0).")] = "drop",
+    min_agreement: Annotated[
+        float, typer.Option("--min-agreement", help="Drop pairs below this majority share.")
+    ] = 0.0,
+    min_annotators: Annotated[int, typer.Option("--min-annotators", help="Skip records rated by fewer.")] = 1,
+    overwrite: Overwrite = False,
+) -> None:
+    import json
+
+    from alignkit.feedback import pull
+    from alignkit.generate import write_jsonl
+
+    result = pull.pull(dataset, workspace, ties, min_agreement, min_annotators)
+    write_jsonl(Path(out), result.pairs, overwrite=overwrite)
+    table = Table("figure", "value", title=f"pulled {dataset}")
+    for key, value in result.summary.items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+    Path(out).with_suffix(".summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+
+
+@feedback_app.command("simulate", help="Oracle annotators rate through Argilla's API with a rule plus noise.")
+def feedback_simulate(
+    dataset: Dataset,
+    annotator: Annotated[list[str], typer.Option("--annotator", help="username:password (repeatable).")],
+    rule: Annotated[str, typer.Option(help="concise | verbose | no_lists | exclamation.")] = "concise",
+    noise: Annotated[float, typer.Option(help="Probability an annotator flips the rule's answer.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="At most N responses per annotator.")] = None,
+) -> None:
+    from alignkit.feedback import client, simulate
+
+    for entry in annotator:
+        username, sep, password = entry.partition(":")
+        if not sep:
+            raise AlignkitError(f"--annotator {entry!r}: expected username:password")
+        done = simulate.rate_all(client.annotator_session(username, password), dataset, rule, noise, seed, limit)
+        console.print(f"{username}: {done} responses submitted")
 
 
 @app.command("runs", help="List run directories with their lineage and key metrics.")

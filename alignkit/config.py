@@ -238,3 +238,50 @@ def dataclass_to_dict(obj: Any) -> dict[str, Any]:
 
 def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(dataclass_to_dict(cfg), sort_keys=False)
+
+
+@dataclass
+class RewardStageConfig(TrainStageConfig):
+    """`alignkit reward`: a reward model (sequence-classification head, own LoRA adapter) from preference pairs."""
+
+    use_margin: bool = True  # pass the data's `margin` column (annotator strength) to TRL's loss when present
+    calibration_bins: int = 5  # bins of the held-out reliability table in metrics.json
+    trainer: dict[str, Any] = field(
+        default_factory=lambda: {
+            "learning_rate": 1e-4,
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 4,
+            "per_device_eval_batch_size": 8,
+            "max_length": 512,
+            "logging_steps": 5,
+            "eval_steps": 50,
+            "save_total_limit": 2,
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.05,
+        }
+    )
+
+
+@dataclass
+class DPOStageConfig(TrainStageConfig):
+    """`alignkit dpo`: preference optimisation of an SFT policy: DPO (any `trainer.loss_type`), KTO, SimPO, ORPO."""
+
+    method: str = "dpo"  # dpo (pairs) | kto (unpaired rows, or pairs split in two) | simpo | orpo
+    # Empty: keep training the parent run's adapter (reference = a frozen copy of it). A `peft:` section instead trains
+    # a new adapter on the parent model merged in memory (reference = that model with the adapter disabled).
+    peft: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(
+        default_factory=lambda: {
+            "learning_rate": 5e-5,
+            "beta": 0.1,
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 4,
+            "per_device_eval_batch_size": 8,
+            "max_length": 512,
+            "logging_steps": 5,
+            "eval_steps": 50,
+            "save_total_limit": 2,
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.05,
+        }
+    )

@@ -28,7 +28,9 @@ class Sampling:
     seed: int = 0
 
 
-def answer(model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int = 64, **sampling: Any) -> str:
+def answer(
+    model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int = 64, **sampling: Any
+) -> str:
     """One reply to a conversation, with the chat template exactly as in training; greedy unless sampling is given."""
     return sample(model, tokenizer, [messages], n=1, max_new_tokens=max_new_tokens, **sampling)[0][0]
 
@@ -49,7 +51,11 @@ def sample(
     options = {"do_sample": True, **sampling} if sampling else {"do_sample": False}
     with torch.no_grad():
         output = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=tokenizer.pad_token_id, **options
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            pad_token_id=tokenizer.pad_token_id,
+            **options,
         )
     replies = tokenizer.batch_decode(output[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
     return [[r.strip() for r in replies[i * n : (i + 1) * n]] for i in range(len(conversations))]
@@ -57,7 +63,9 @@ def sample(
 
 def load_prompts(path: str) -> list[list[dict[str, str]]]:
     """Prompts as message lists from rows with `prompt` (string or messages), `instruction`, or `messages`."""
-    return convert_all(read_rows(path), prompt_row, "rows with `prompt` (string or messages), `instruction` or `messages`")
+    return convert_all(
+        read_rows(path), prompt_row, "rows with `prompt` (string or messages), `instruction` or `messages`"
+    )
 
 
 def prompt_row(data: dict[str, Any]) -> list[dict[str, str]]:

@@ -277,7 +277,7 @@ def load_run_model(run_dir: str | Path, trainable: bool = False, precision: Prec
         tokenizer = load_tokenizer(model_cfg, source=str(run.model_dir))
         model = load_base(model_cfg, precision, source=str(run.model_dir))
     else:
-        ancestors = [runs.open_run(step["run"]) for step in manifest["lineage"][:-1]]
+        ancestors = adapter_runs(manifest["lineage"])[:-1]
         model, tokenizer = load_merged(ancestors, model_cfg, precision)
         model = apply_adapter(model, run, trainable=trainable)
     if not trainable:
@@ -317,3 +317,20 @@ def apply_adapter(model: Any, run: Any, trainable: bool) -> Any:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def adapter_runs(lineage: list[dict[str, Any]]) -> list[Any]:
+    """The runs whose adapters make up a model, oldest first.
+
+    A run that kept training its parent's adapter (DPO on the SFT adapter; manifest `adapter_continues`) replaces that
+    adapter instead of stacking on it, so the parent's is not applied twice.
+    """
+    from alignkit import runs
+
+    chain: list[Any] = []
+    for step in lineage:
+        run = runs.open_run(step["run"])
+        if run.manifest.get("adapter_continues") and chain:
+            chain.pop()
+        chain.append(run)
+    return chain

@@ -6,12 +6,14 @@ import dataclasses
 import logging
 import os
 import shutil
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from alignkit import models, runs
-from alignkit.config import TrainStageConfig, check_keys, load_config
+from alignkit.config import EMBEDDED_MODEL, ModelConfig, TrainStageConfig, check_keys, load_config
 from alignkit.errors import AlignkitError
 
 logger = logging.getLogger("alignkit")
@@ -84,8 +86,10 @@ def checkpointing_key(valid: set[str]) -> str:
 def load_trainable(cfg: TrainStageConfig, parent: runs.Run | None, precision: models.Precision) -> tuple[Any, Any, Any]:
     """(model, tokenizer, peft_config): base with the parent's lineage merged in memory; peft adds a fresh adapter."""
     peft_cfg = models.peft_config(cfg.peft)
-    ancestors = [runs.open_run(step["run"]) for step in parent.manifest["lineage"]] if parent else []
+    ancestors = models.adapter_runs(parent.manifest["lineage"]) if parent else []
     model, tokenizer = models.load_merged(ancestors, cfg.model, precision)
+    if peft_cfg is None:  # full fine-tuning: merging the ancestors' adapters left the weights frozen
+        model.requires_grad_(True)
     return model, tokenizer, peft_cfg
 
 
@@ -107,8 +111,16 @@ class RunMetricsCallback(TrainerCallback):
             self.run.log_metrics({"step": state.global_step, "epoch": state.epoch, **logs})
 
 
-def train_and_save(trainer: Any, run: runs.Run, extra_metrics: dict[str, Any] | None = None) -> runs.Run:
-    """Train (from the last checkpoint if resuming), save the adapter or full model atomically, finish the run."""
+def train_and_save(
+    trainer: Any,
+    run: runs.Run,
+    extra_metrics: dict[str, Any] | None = None,
+    final_metrics: Callable[[Any], dict[str, Any]] | None = None,
+) -> runs.Run:
+    """Train (from the last checkpoint if resuming), save the adapter or full model atomically, finish the run.
+
+    `final_metrics(trainer)` adds figures of the trained model (e.g. reward calibration) before the run is finished.
+    """
     checkpoint = run.last_checkpoint()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics: dict[str, Any] = {
@@ -127,6 +139,8 @@ def train_and_save(trainer: Any, run: runs.Run, extra_metrics: dict[str, Any] | 
         metrics["eval_loss_start"] = evals[0] if evals else None
         metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
     metrics |= extra_metrics or {}
+    if final_metrics is not None:
+        metrics |= final_metrics(trainer)
     if trainer.is_world_process_zero():
         save_model(trainer, run)
         run.finish(metrics)
@@ -140,8 +154,23 @@ def save_model(trainer: Any, run: runs.Run) -> None:
     target = run.adapter_dir if isinstance(trainer.model, PeftModel) else run.model_dir
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp, safe_serialization=True)
+    if isinstance(trainer.model, PeftModel):  # the trained adapter only (DPO keeps a frozen `ref` copy beside it)
+        trainer.model.save_pretrained(tmp, safe_serialization=True, selected_adapters=[trainer.model.active_adapter])
+    else:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
     trainer.processing_class.save_pretrained(tmp)
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
+
+
+def parent_model_config(model_cfg: ModelConfig, parent: runs.Run) -> ModelConfig:
+    """The base model of a stage started from `parent`: the parent's own base (a different `--model` is an error)."""
+    recorded = {k: v for k, v in parent.manifest.get("model", {}).items() if k in ModelConfig.__dataclass_fields__}
+    base = ModelConfig(**recorded)
+    if model_cfg.name != EMBEDDED_MODEL and Path(model_cfg.name).expanduser().resolve() != Path(base.name).resolve():
+        raise AlignkitError(
+            f"--model {model_cfg.name} differs from the base model of {parent.path} ({base.name})",
+            "drop --model: a run started --from another uses that run's base",
+        )
+    return dataclasses.replace(base, precision=model_cfg.precision)

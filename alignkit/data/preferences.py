@@ -1,0 +1,215 @@
+"""Preference data in, canonical rows out: pairs for `reward`/`dpo`, unpaired rows for KTO.
+
+Canonical pair (TRL's conversational preference format): `{"prompt": [messages], "chosen": [assistant message(s)],
+"rejected": [assistant message(s)]}`, plus `margin` (float, annotator strength), `annotators` (names) and `agreement`
+(0..1) when the data has them. Accepted input rows:
+
+- conversational: `prompt` a list of messages, `chosen`/`rejected` lists of assistant messages;
+- standard: `prompt`, `chosen`, `rejected` strings (the prompt becomes a user turn, the replies assistant turns);
+- implicit prompt: `chosen`/`rejected` whole conversations sharing their first turns (no `prompt`): the shared turns
+  are the prompt;
+- `question` or `instruction` (+ optional `input`, `system`) instead of `prompt`.
+
+Canonical unpaired row (KTO): `{"prompt": [messages], "completion": [assistant message(s)], "label": bool}`; a pair
+row in a KTO file gives two unpaired rows (chosen: true, rejected: false).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from alignkit.data.formats import RowError, message_list, read_rows, text_field
+from alignkit.data.validate import convert_all
+
+Messages = list[dict[str, str]]
+
+PROMPT_KEYS = ("prompt", "question", "instruction")
+PAIR_EXPECTED = (
+    "preference rows: {prompt, chosen, rejected} as strings or message lists, "
+    "or {chosen, rejected} conversations sharing their prompt turns"
+)
+UNPAIRED_EXPECTED = (
+    "unpaired rows {prompt, completion, label: true|false}, or preference rows {prompt, chosen, rejected}"
+)
+LABELS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def load_preferences(paths: list[str]) -> list[dict[str, Any]]:
+    """Canonical preference pairs from every file in `paths`, each file validated whole first."""
+    rows = []
+    for path in paths:
+        rows += convert_all(read_rows(path), preference_row, PAIR_EXPECTED)
+    return rows
+
+
+def load_unpaired(paths: list[str]) -> list[dict[str, Any]]:
+    """Canonical unpaired `{prompt, completion, label}` rows (KTO) from every file in `paths`, validated whole first."""
+    rows = []
+    for path in paths:
+        for converted in convert_all(read_rows(path), unpaired_rows, UNPAIRED_EXPECTED):
+            rows += converted
+    return rows
+
+
+def preference_row(data: dict[str, Any]) -> dict[str, Any]:
+    """One input row as a canonical pair; raises RowError naming the field."""
+    for key in ("chosen", "rejected"):
+        if data.get(key) is None:
+            raise RowError(key, "missing")
+    prompt_key = next((k for k in PROMPT_KEYS if k in data), None)
+    if prompt_key is None:
+        prompt, chosen, rejected = split_shared_prompt(data)
+    else:
+        prompt = prompt_turns(data, prompt_key)
+        chosen, rejected = reply_turns(data, "chosen"), reply_turns(data, "rejected")
+    if same_turns(chosen, rejected):
+        raise RowError("rejected", "chosen and rejected are identical (the pair teaches nothing)")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **annotations(data)}
+
+
+def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One input row as canonical unpaired rows: itself, or both halves of a preference pair."""
+    if "completion" not in data and "response" not in data and ("chosen" in data or "rejected" in data):
+        pair = preference_row(data)
+        return [
+            {"prompt": pair["prompt"], "completion": pair["chosen"], "label": True},
+            {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False},
+        ]
+    prompt_key = next((k for k in PROMPT_KEYS if k in data), "prompt")
+    completion_key = "response" if "response" in data and "completion" not in data else "completion"
+    return [
+        {
+            "prompt": prompt_turns(data, prompt_key),
+            "completion": reply_turns(data, completion_key),
+            "label": label_field(data),
+        }
+    ]
+
+
+def prompt_turns(data: dict[str, Any], key: str) -> Messages:
+    """The prompt as messages ending with a user turn: a message list, or a string (Alpaca-style `input`/`system`)."""
+    value = data.get(key)
+    if isinstance(value, list):
+        turns = message_list(value, key, "role", "content", roles=None)
+    else:
+        text = text_field(data, key)
+        extra = data.get("input") if key == "instruction" else None
+        if extra is not None and not isinstance(extra, str):
+            raise RowError("input", f"expected a string, got {type(extra).__name__}")
+        turns = [{"role": "user", "content": f"{text}\n\n{extra}" if extra and extra.strip() else text}]
+        system = data.get("system")
+        if isinstance(system, str) and system.strip():
+            turns.insert(0, {"role": "system", "content": system})
+    check_prompt(turns, key)
+    return turns
+
+
+def check_prompt(turns: Messages, key: str) -> None:
+    for i, turn in enumerate(turns):
+        if turn["role"] == "system" and i != 0:
+            raise RowError(f"{key}[{i}].role", "a system message may only come first")
+        if not turn["content"].strip():
+            raise RowError(f"{key}[{i}].content", "is empty")
+    if turns[-1]["role"] != "user":
+        raise RowError(f"{key}[{len(turns) - 1}].role", "the prompt must end with a user turn")
+
+
+def reply_turns(data: dict[str, Any], key: str) -> Messages:
+    """A reply as assistant message(s): a string, or a message list that starts and ends with an assistant turn."""
+    value = data.get(key)
+    if not isinstance(value, list):
+        return [{"role": "assistant", "content": text_field(data, key)}]
+    return check_reply(message_list(value, key, "role", "content", roles=None), key, offset=0)
+
+
+def check_reply(turns: Messages, key: str, offset: int) -> Messages:
+    """`turns` are `key[offset:]` of the input row (offset > 0 after splitting off an implicit prompt)."""
+    if not turns:
+        raise RowError(key, "has no reply after the turns it shares with the other reply")
+    for i, turn in enumerate(turns, start=offset):
+        if not turn["content"].strip():
+            raise RowError(f"{key}[{i}].content", "is empty")
+    for i in (offset, offset + len(turns) - 1):
+        if turns[i - offset]["role"] != "assistant":
+            raise RowError(f"{key}[{i}].role", "a reply must start and end with an assistant turn")
+    return turns
+
+
+def split_shared_prompt(data: dict[str, Any]) -> tuple[Messages, Messages, Messages]:
+    """Implicit prompt: `chosen` and `rejected` are whole conversations; their shared first turns are the prompt."""
+    if not isinstance(data["chosen"], list) or not isinstance(data["rejected"], list):
+        raise RowError("prompt", "missing (needed when chosen and rejected are plain strings)")
+    chosen = message_list(data["chosen"], "chosen", "role", "content", roles=None)
+    rejected = message_list(data["rejected"], "rejected", "role", "content", roles=None)
+    if same_turns(chosen, rejected):
+        raise RowError("rejected", "chosen and rejected are identical (the pair teaches nothing)")
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and same_turns(
+        chosen[shared : shared + 1], rejected[shared : shared + 1]
+    ):
+        shared += 1
+    if shared == 0:
+        raise RowError("chosen", "shares no prompt turns with rejected; add a `prompt` field")
+    prompt = chosen[:shared]
+    check_prompt(prompt, "chosen")
+    return prompt, check_reply(chosen[shared:], "chosen", shared), check_reply(rejected[shared:], "rejected", shared)
+
+
+def same_turns(a: Messages, b: Messages) -> bool:
+    return [(m["role"], m["content"].strip()) for m in a] == [(m["role"], m["content"].strip()) for m in b]
+
+
+def annotations(data: dict[str, Any]) -> dict[str, Any]:
+    """Optional `margin`, `agreement` (numbers; CSV strings parsed) and `annotators` (names) of a pair."""
+    found: dict[str, Any] = {}
+    for key in ("margin", "agreement"):
+        value = number_field(data, key)
+        if value is not None:
+            found[key] = value
+    if "agreement" in found and not 0.0 <= found["agreement"] <= 1.0:
+        raise RowError("agreement", f"expected a fraction between 0 and 1, got {found['agreement']}")
+    names = data.get("annotators")
+    if isinstance(names, str) and names.strip():  # a CSV cell: a JSON list or comma-separated names
+        try:
+            names = json.loads(names) if names.lstrip().startswith("[") else [n.strip() for n in names.split(",")]
+        except json.JSONDecodeError as exc:
+            raise RowError("annotators", f"not a valid JSON list ({exc.msg})") from None
+    if names not in (None, "", []):
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise RowError("annotators", "expected a list of annotator names")
+        found["annotators"] = names
+    return found
+
+
+def number_field(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise RowError(key, f"expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RowError(key, f"expected a number, got {type(value).__name__}")
+    if math.isnan(value):
+        return None  # an empty cell in a Parquet/pandas column
+    if math.isinf(value):
+        raise RowError(key, f"expected a finite number, got {value}")
+    return float(value)
+
+
+def label_field(data: dict[str, Any]) -> bool:
+    """KTO's `label`: true (desirable) or false (undesirable); CSV spellings true/false/1/0/yes/no."""
+    value = data.get("label")
+    if value is None:
+        raise RowError("label", "missing (true for a desirable completion, false for an undesirable one)")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in LABELS:
+        return LABELS[value.strip().lower()]
+    raise RowError("label", f"expected true or false, got {value!r}")

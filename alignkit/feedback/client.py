@@ -1,0 +1,172 @@
+"""Argilla access, in one place: the owner/admin client (SDK) and annotator sessions (REST, own credentials).
+
+Where Argilla is: `ARGILLA_API_URL` / `ARGILLA_API_KEY` (any deployment, e.g. Elasticsearch-backed), else the local
+server started by `alignkit feedback server start` / `alignkit serve`.
+
+SDK gaps covered here (each has a contract test in tests/integration): `rg.User` exposes no API key, so annotators
+log in with username/password at `/api/v1/token` and read their key from `/api/v1/me`; annotators may not list
+`dataset.records` (admin endpoint), so their queue comes from `/api/v1/me/datasets/{id}/records/search`, the endpoint
+Argilla's own UI uses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from alignkit.errors import AlignkitError
+
+TIMEOUT_S = 15.0
+
+
+def server_location(url: str | None = None, api_key: str | None = None) -> tuple[str, str | None]:
+    """(url, api key): explicit values, else the environment, else the local server's state file."""
+    url = url or os.environ.get("ARGILLA_API_URL")
+    api_key = api_key or os.environ.get("ARGILLA_API_KEY")
+    if not url:
+        from alignkit.feedback import server
+
+        state = server.status()
+        if state is None:
+            raise AlignkitError(
+                "no Argilla server: ARGILLA_API_URL is not set and no local server is running",
+                "run `alignkit feedback server start` (or `alignkit serve`), or set ARGILLA_API_URL/ARGILLA_API_KEY",
+            )
+        url, api_key = state["url"], api_key or state.get("api_key")
+    return url.rstrip("/"), api_key
+
+
+def check_reachable(url: str) -> None:
+    try:
+        httpx.get(f"{url}/api/v1/status", timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise AlignkitError(
+            f"Argilla at {url} is unreachable ({type(exc).__name__})",
+            "start it with `alignkit feedback server start`, or fix ARGILLA_API_URL",
+        ) from None
+
+
+def connect(url: str | None = None, api_key: str | None = None) -> Any:
+    """An `argilla.Argilla` client for an owner/admin (push, pull, users)."""
+    import argilla as rg
+
+    url, api_key = server_location(url, api_key)
+    check_reachable(url)
+    if not api_key:
+        raise AlignkitError(f"no API key for Argilla at {url}", "set ARGILLA_API_KEY (an owner or admin key)")
+    try:
+        client = rg.Argilla(api_url=url, api_key=api_key, timeout=int(TIMEOUT_S))
+        client.me  # noqa: B018 — validates the key now, not at the first real call
+    except rg.ArgillaError as exc:
+        raise AlignkitError(
+            f"Argilla at {url} refused the API key ({type(exc).__name__})", "check ARGILLA_API_KEY"
+        ) from None
+    return client
+
+
+@dataclass
+class AnnotatorSession:
+    """An annotator's own REST session (their API key, their permissions)."""
+
+    url: str
+    username: str
+    http: httpx.Client
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """Datasets in the annotator's workspaces."""
+        return self.get("/api/v1/me/datasets")["items"]
+
+    def queue(self, dataset_id: str, status: str = "pending", limit: int = 50) -> list[dict[str, Any]]:
+        """Records of a dataset for this annotator with their response status (`pending`, `draft`, `submitted`...)."""
+        body = {
+            "filters": {
+                "and": [
+                    {
+                        "type": "terms",
+                        "scope": {"entity": "response", "property": "status"},
+                        "values": [status],
+                    }
+                ]
+            }
+        }
+        found = self.request(
+            "POST",
+            f"/api/v1/me/datasets/{dataset_id}/records/search",
+            params={"include": ["responses"], "limit": limit},
+            json=body,
+        )
+        return [item["record"] for item in found["items"]]
+
+    def progress(self, dataset_id: str) -> dict[str, int]:
+        """This annotator's counts: submitted, draft, discarded, pending."""
+        return self.get(f"/api/v1/me/datasets/{dataset_id}/metrics")["responses"]
+
+    def respond(self, record_id: str, values: dict[str, Any], status: str = "submitted") -> dict[str, Any]:
+        """Create (or update, when one exists) this annotator's response to a record."""
+        payload = {"values": {k: {"value": v} for k, v in values.items()}, "status": status}
+        return self.request("POST", f"/api/v1/records/{record_id}/responses", json=payload)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise AlignkitError(
+                f"Argilla at {self.url} is unreachable ({type(exc).__name__})", "retry when it is back"
+            ) from None
+        if response.status_code == 403:
+            raise AlignkitError(f"{self.username} may not access {path}", "ask an owner to add you to the workspace")
+        if response.status_code >= 400:
+            raise AlignkitError(f"Argilla answered {response.status_code} to {method} {path}: {response.text[:200]}")
+        return response.json() if response.content else None
+
+
+def annotator_session(username: str, password: str, url: str | None = None) -> AnnotatorSession:
+    """Log in with an annotator's own credentials (password -> token -> their API key)."""
+    url, _ = server_location(url, api_key="unused")
+    check_reachable(url)
+    token = httpx.post(f"{url}/api/v1/token", data={"username": username, "password": password}, timeout=TIMEOUT_S)
+    if token.status_code in (401, 403, 422):
+        raise AlignkitError(f"Argilla login failed for {username!r}", "check the username and password")
+    token.raise_for_status()
+    me = httpx.get(
+        f"{url}/api/v1/me",
+        headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+        timeout=TIMEOUT_S,
+    )
+    me.raise_for_status()
+    http = httpx.Client(base_url=url, headers={"X-Argilla-Api-Key": me.json()["api_key"]}, timeout=TIMEOUT_S)
+    return AnnotatorSession(url=url, username=username, http=http)
+
+
+def add_user(
+    client: Any, username: str, password: str, role: str = "annotator", workspaces: list[str] | None = None
+) -> Any:
+    """Create an Argilla user (annotator by default) and add it to workspaces (created if missing)."""
+    import argilla as rg
+
+    if role not in ("annotator", "admin", "owner"):
+        raise AlignkitError(f"role {role!r}: expected annotator, admin or owner")
+    if len(password) < 8:
+        raise AlignkitError(f"password for {username!r} is too short", "Argilla needs at least 8 characters")
+    user = client.users(username) or rg.User(username=username, password=password, role=role, client=client).create()
+    for name in workspaces or []:
+        workspace = client.workspaces(name) or rg.Workspace(name=name, client=client).create()
+        if username not in {u.username for u in workspace.users}:
+            user.add_to_workspace(workspace)
+    return user
+
+
+def list_users(client: Any) -> list[dict[str, Any]]:
+    """Every user with role and workspaces (never API keys)."""
+    rows = []
+    for user in client.users:
+        rows.append(
+            {"username": user.username, "role": str(user.role), "workspaces": [w.name for w in user.workspaces]}
+        )
+    return rows

@@ -1,0 +1,170 @@
+"""`alignkit feedback pull`: submitted ratings -> TRL preference rows, with inter-annotator agreement.
+
+Per record, every annotator's answer becomes votes on candidate pairs (a choice between two: one vote; a ranking: a
+vote on every ordered pair). Per pair the majority wins; `agreement` is the majority's share of the votes. Records
+below `min_agreement` are dropped; ties are dropped or kept (margin 0) as configured. Krippendorff's alpha (nominal,
+over pair decisions with 2+ annotators) is computed here, since Argilla 2.x does not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from alignkit.errors import AlignkitError
+from alignkit.feedback import argilla_schema as schema
+
+TIE = "tie"
+
+
+@dataclass
+class PullResult:
+    pairs: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def votes_from_choice(value: str, strength: float | None) -> dict[tuple[int, int], list[tuple[str, float]]]:
+    """A two-candidate answer ("1", "2" or "tie") as a vote on the shown pair (0, 1)."""
+    winner = {"1": "0", "2": "1"}.get(str(value), TIE)
+    return {(0, 1): [(winner, float(strength or 1))]}
+
+
+def votes_from_ranking(ranked: list[str]) -> dict[tuple[int, int], list[tuple[str, float]]]:
+    """A ranking (best first) as a vote on every pair of shown candidates."""
+    position = {int(name.rsplit("_", 1)[1]) - 1: i for i, name in enumerate(ranked)}
+    votes: dict[tuple[int, int], list[tuple[str, float]]] = {}
+    shown = sorted(position)
+    for a_index, a in enumerate(shown):
+        for b in shown[a_index + 1 :]:
+            winner = str(a) if position[a] < position[b] else str(b)
+            votes[(a, b)] = [(winner, float(abs(position[a] - position[b])))]
+    return votes
+
+
+def record_votes(record: Any, n: int) -> dict[str, dict[tuple[int, int], list[tuple[str, float]]]]:
+    """{annotator: {(i, j): [(winner, strength)]}} from a record's submitted responses."""
+    by_user: dict[str, dict[str, Any]] = defaultdict(dict)
+    for response in record.responses:
+        if str(response.status) in ("submitted", "ResponseStatus.submitted"):
+            by_user[str(response.user_id)][response.question_name] = response.value
+    votes = {}
+    for user, answers in by_user.items():
+        if n == 2 and schema.PREFERENCE in answers:
+            votes[user] = votes_from_choice(answers[schema.PREFERENCE], answers.get(schema.STRENGTH))
+        elif schema.RANKING in answers:
+            votes[user] = votes_from_ranking(list(answers[schema.RANKING]))
+    return votes
+
+
+def pairwise_agreement(labels: list[str]) -> float:
+    """Share of annotator pairs that gave the same label."""
+    m = len(labels)
+    return sum(c * (c - 1) for c in Counter(labels).values()) / (m * (m - 1))
+
+
+def krippendorff_alpha(units: list[list[str]]) -> float | None:
+    """Nominal alpha over units (each a list of the labels its annotators gave); None when undefined."""
+    import krippendorff
+    import numpy as np
+
+    units = [u for u in units if len(u) >= 2]
+    if not units:
+        return None
+    labels = sorted({label for unit in units for label in unit})
+    width = max(len(u) for u in units)
+    matrix = np.full((width, len(units)), np.nan)
+    for j, unit in enumerate(units):
+        for i, label in enumerate(unit):
+            matrix[i, j] = labels.index(label)
+    if len(labels) == 1:
+        return 1.0
+    return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal"))
+
+
+def pull(
+    dataset_name: str,
+    workspace: str = "alignkit",
+    ties: str = "drop",
+    min_agreement: float = 0.0,
+    min_annotators: int = 1,
+    client: Any = None,
+) -> PullResult:
+    """Preference pairs from a round's submitted responses."""
+    from alignkit.feedback.client import connect
+
+    if ties not in ("drop", "keep"):
+        raise AlignkitError(f"ties={ties!r}: expected drop or keep")
+    client = client or connect()
+    dataset = client.datasets(dataset_name, workspace=workspace)
+    if dataset is None:
+        raise AlignkitError(f"no dataset {dataset_name!r} in workspace {workspace!r}", "check --dataset/--workspace")
+    n = schema.n_candidates([f.name for f in dataset.settings.fields])
+    pairs, units, per_pair_agreement = [], [], []
+    counts: Counter[str] = Counter()
+    annotators: set[str] = set()
+    for record in dataset.records(with_responses=True):
+        counts["records"] += 1
+        votes = record_votes(record, n)
+        if len(votes) < min_annotators:
+            counts["below_min_annotators"] += 1
+            continue
+        counts["rated_records"] += 1
+        annotators |= set(votes)
+        order = [int(i) for i in record.metadata["order"].split(",")]
+        texts = [record.fields[schema.candidate_field(i)] for i in range(n)]
+        prompt = json.loads(record.metadata.get("prompt_messages") or "null") or [
+            {"role": "user", "content": record.fields["prompt"]}
+        ]
+        pooled: dict[tuple[int, int], list[tuple[str, float]]] = defaultdict(list)
+        for user_votes in votes.values():
+            for pair, pair_votes in user_votes.items():
+                pooled[pair] += pair_votes
+        for (a, b), pair_votes in pooled.items():
+            labels = [label for label, _ in pair_votes]
+            units.append(labels)
+            winner, top = Counter(labels).most_common(1)[0]
+            agreement = top / len(labels)
+            per_pair_agreement.append(agreement)
+            if agreement < min_agreement or (top == len(labels) / 2 and len(set(labels)) > 1):
+                counts["dropped_low_agreement"] += 1
+                continue
+            if winner == TIE:
+                counts["ties"] += 1
+                if ties == "drop":
+                    continue
+                chosen, rejected, margin = a, b, 0.0
+            else:
+                chosen = int(winner)
+                rejected = b if chosen == a else a
+                margin = sum(s for label, s in pair_votes if label == winner) / top
+            pairs.append(
+                {
+                    "prompt": prompt,
+                    "chosen": [{"role": "assistant", "content": texts[chosen]}],
+                    "rejected": [{"role": "assistant", "content": texts[rejected]}],
+                    "margin": margin,
+                    "annotators": len(labels),
+                    "agreement": agreement,
+                    "record_id": str(record.id),
+                    "chosen_candidate": order[chosen],
+                    "rejected_candidate": order[rejected],
+                    "tie": winner == TIE,
+                }
+            )
+    multi = [pairwise_agreement(unit) for unit in units if len(unit) >= 2]
+    summary = {
+        "dataset": dataset_name,
+        "records": counts["records"],
+        "rated_records": counts["rated_records"],
+        "pairs": len(pairs),
+        "ties": counts["ties"],
+        "dropped_low_agreement": counts["dropped_low_agreement"],
+        "below_min_annotators": counts["below_min_annotators"],
+        "annotators": len(annotators),
+        "pairwise_agreement": sum(multi) / len(multi) if multi else None,
+        "mean_majority_share": sum(per_pair_agreement) / len(per_pair_agreement) if per_pair_agreement else None,
+        "krippendorff_alpha": krippendorff_alpha(units),
+    }
+    return PullResult(pairs=pairs, summary=summary)

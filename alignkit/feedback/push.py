@@ -1,0 +1,121 @@
+"""`alignkit feedback push`: candidates from `alignkit generate` -> one Argilla dataset per collection round."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from typing import Any
+
+from alignkit.data.formats import RowError, message_list, read_rows
+from alignkit.data.validate import convert_all
+from alignkit.errors import AlignkitError
+from alignkit.feedback import argilla_schema as schema
+from alignkit.feedback import ordering
+
+
+def load_candidates(path: str) -> list[dict[str, Any]]:
+    """Rows `{"prompt": [messages], "candidates": [{"text", ...}, ...]}`, validated whole."""
+    return convert_all(read_rows(path), candidate_row, "rows from `alignkit generate`: {prompt, candidates: [{text}]}")
+
+
+def candidate_row(data: dict[str, Any]) -> dict[str, Any]:
+    prompt = data.get("prompt")
+    prompt = (
+        [{"role": "user", "content": prompt}]
+        if isinstance(prompt, str)
+        else message_list(prompt, "prompt", "role", "content", None)
+    )
+    candidates = data.get("candidates")
+    if not isinstance(candidates, list):
+        raise RowError("candidates", "missing (expected a list of {text})")
+    for i, candidate in enumerate(candidates):
+        if not isinstance(candidate, dict) or not isinstance(candidate.get("text"), str):
+            raise RowError(f"candidates[{i}].text", "expected a string")
+    from alignkit.generate import prompt_id
+
+    return {"prompt_id": data.get("prompt_id") or prompt_id(prompt), "prompt": prompt, "candidates": candidates}
+
+
+def render_prompt(prompt: list[dict[str, str]]) -> str:
+    """The conversation as annotators read it: the last user turn, with earlier turns above it."""
+    if len(prompt) == 1:
+        return prompt[0]["content"]
+    return "\n\n".join(f"**{m['role']}:** {m['content']}" for m in prompt)
+
+
+def stable_seed(*parts: object) -> int:
+    """An integer seed from any values (string seeds make the first random bits of a 2-way shuffle identical)."""
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:16], 16)
+
+
+def records_for_round(
+    rows: list[dict[str, Any]], n: int, round_number: int, seed: int, scorer: ordering.Scorer | None = None
+) -> list[Any]:
+    """Argilla records with the candidates in a per-record shuffled order (recorded in metadata `order`)."""
+    import argilla as rg
+
+    records = []
+    for row in rows:
+        texts = [c["text"] for c in row["candidates"][:n]]
+        order = list(range(n))
+        random.Random(stable_seed(seed, row["prompt_id"])).shuffle(order)
+        fields = {"prompt": render_prompt(row["prompt"])}
+        fields |= {schema.candidate_field(shown): texts[original] for shown, original in enumerate(order)}
+        sources = [{k: v for k, v in c.items() if k != "text"} for c in row["candidates"][:n]]
+        metadata = {
+            "round": str(round_number),
+            "prompt_id": row["prompt_id"],
+            "runs": ",".join(sorted({s.get("run") or s.get("model", "") for s in sources})),
+            "order": ",".join(map(str, order)),
+            "sampling": json.dumps(sources[0].get("sampling", {}), sort_keys=True),
+            "source": json.dumps(sources),
+            "prompt_messages": json.dumps(row["prompt"]),
+            "priority": round(ordering.priority(row["prompt"], texts, scorer), 6),
+        }
+        records.append(rg.Record(id=f"r{round_number}-{row['prompt_id']}", fields=fields, metadata=metadata))
+    return sorted(records, key=lambda r: -r.metadata["priority"])
+
+
+def push(
+    candidates_file: str,
+    dataset_name: str,
+    workspace: str = "alignkit",
+    round_number: int = 1,
+    min_submitted: int = 1,
+    seed: int = 0,
+    append: bool = False,
+    client: Any = None,
+    scorer: ordering.Scorer | None = None,
+) -> dict[str, Any]:
+    """Create the round's dataset (or append to it) and log one record per prompt; returns a summary."""
+    import argilla as rg
+
+    from alignkit.feedback.client import connect
+
+    rows = load_candidates(candidates_file)
+    counts = Counter(min(len(r["candidates"]), 8) for r in rows)
+    n = max((k for k, v in counts.items() if k >= 2), key=lambda k: (counts[k], k), default=0)
+    if n < 2:
+        raise AlignkitError(f"{candidates_file}: no prompt has 2+ distinct candidates", "generate with --n 2 or more")
+    usable = [r for r in rows if len(r["candidates"]) >= n]
+    client = client or connect()
+    ws = client.workspaces(workspace) or rg.Workspace(name=workspace, client=client).create()
+    dataset = client.datasets(dataset_name, workspace=ws)
+    if dataset is not None and not append:
+        raise AlignkitError(
+            f"dataset {dataset_name!r} already exists in workspace {workspace!r}", "pass --append or another --dataset"
+        )
+    if dataset is None:
+        settings = schema.preference_settings(n, min_submitted)
+        dataset = rg.Dataset(name=dataset_name, workspace=ws, settings=settings, client=client).create()
+    dataset.records.log(records_for_round(usable, n, round_number, seed, scorer))
+    return {
+        "dataset": dataset_name,
+        "workspace": workspace,
+        "records": len(usable),
+        "skipped_fewer_candidates": len(rows) - len(usable),
+        "candidates_per_record": n,
+        "min_submitted": min_submitted,
+    }

@@ -1,0 +1,177 @@
+"""Preference optimisation of an SFT policy with TRL: DPO and its loss variants, KTO, SimPO and ORPO.
+
+The reference is the SFT policy itself, and it costs no second model copy:
+
+- default (`peft:` empty): the parent run's adapter is loaded trainable on the base (older ancestors merged in memory)
+  and handed to the trainer without `ref_model`; TRL copies it into a frozen `ref` adapter beside the trained one
+  (trl/trainer/dpo_trainer.py and kto_trainer.py, `model.add_adapter("ref", ...)`). The run's adapter then *replaces*
+  the parent's (`adapter_continues` in the manifest), so `Run.load_model()` applies it instead of the SFT adapter.
+- with a `peft:` section, or a fully fine-tuned parent: the parent model is merged in memory and a new adapter is
+  trained on it; the reference is that model with the adapter disabled.
+- `peft.method: full`: the reference log-probs are precomputed once before training (no second copy either).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from alignkit import models, runs, training
+from alignkit.config import DPOStageConfig
+from alignkit.data import preferences
+from alignkit.errors import AlignkitError
+from alignkit.stages import sft
+
+
+@dataclass(frozen=True)
+class Method:
+    """A TRL trainer and its config class, and what data it takes."""
+
+    module: str
+    trainer: str
+    config: str
+    unpaired: bool = False  # KTO: {prompt, completion, label} rows
+    reference: bool = True  # SimPO and ORPO are reference-free
+    defaults: dict[str, Any] = field(default_factory=dict)  # trainer keys the user did not set
+
+    def classes(self) -> tuple[type[Any], type[Any]]:
+        module = importlib.import_module(self.module)
+        return getattr(module, self.trainer), getattr(module, self.config)
+
+
+METHODS = {
+    "dpo": Method("trl", "DPOTrainer", "DPOConfig"),
+    "kto": Method("trl", "KTOTrainer", "KTOConfig", unpaired=True),
+    # TRL 1.16 keeps SimPO (a CPO loss) and ORPO in trl.experimental.
+    "simpo": Method(
+        "trl.experimental.cpo",
+        "CPOTrainer",
+        "CPOConfig",
+        reference=False,
+        defaults={"loss_type": "simpo", "cpo_alpha": 0.0},
+    ),
+    "orpo": Method("trl.experimental.orpo", "ORPOTrainer", "ORPOConfig", reference=False),
+}
+OTHER_TRAINER_LOSSES = {"simpo": "simpo", "alphapo": "simpo", "orpo": "orpo", "kto": "kto"}
+
+
+def run(cfg: DPOStageConfig) -> runs.Run:
+    """Train the parent run's policy on preference pairs (or KTO on unpaired rows) and return the finished run."""
+    cfg = training.resolve_resume("dpo", cfg)
+    method = pick_method(cfg.method)
+    parent = policy_parent(cfg.from_run)
+    cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
+    load_rows = preferences.load_unpaired if method.unpaired else preferences.load_preferences
+    train_rows, eval_rows, files = sft.load_split(cfg.data, load_rows)  # every file validated before anything heavy
+    path = runs.plan_path("dpo", cfg)
+    precision = models.pick_precision(cfg.model.precision)
+    continues = not cfg.peft and parent.adapter_dir.is_dir()
+    peft_config = None if continues else models.peft_config(cfg.peft)
+    trainer_cls, config_cls = method.classes()
+    args = training.trainer_args(
+        config_cls,
+        with_defaults(cfg, method, full=not continues and peft_config is None),
+        str(path / "checkpoints"),
+        bool(eval_rows),
+        precision,
+    )
+    check_args(cfg.method, args)
+    adapter_continues = str(parent.path.resolve()) if continues else None
+    run = runs.create(
+        "dpo", cfg, path, files, parent, method=cfg.method, adapter_continues=adapter_continues, **precision.manifest
+    )
+
+    if continues:  # base + the parent's adapter, trainable: TRL freezes a copy of it as the reference
+        model, tokenizer = models.load_run_model(parent.path, trainable=True, precision=precision)
+    else:  # the parent merged in memory; the reference is this model with the new adapter disabled
+        model, tokenizer, _ = training.load_trainable(cfg, parent, precision)
+    if method.unpaired:  # KTO samples in order and pairs each completion with its neighbour's prompt for its KL term
+        random.Random(cfg.seed).shuffle(train_rows)
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(train_rows),
+        eval_dataset=to_dataset(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.add_callback(training.RunMetricsCallback(run))
+    if eval_rows and cfg.early_stopping_patience:
+        trainer.add_callback(training.early_stopping(cfg.early_stopping_patience))
+    counts = {"train_rows": len(train_rows), "eval_rows": len(eval_rows), "method": cfg.method}
+    return training.train_and_save(trainer, run, counts, final_metrics=last_training_figures)
+
+
+def pick_method(name: str) -> Method:
+    if name not in METHODS:
+        raise AlignkitError(f"config: unknown dpo method `{name}`", f"one of: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def policy_parent(from_run: str | None) -> runs.Run:
+    """The run whose policy is optimised (and is the reference): required, and a language model, not a reward model."""
+    if not from_run:
+        raise AlignkitError("dpo starts from a policy: no --from run given", "pass --from SFT_RUN_DIR")
+    parent = runs.open_run(from_run)
+    if parent.stage == "reward":
+        raise AlignkitError(f"{parent.path}: is a reward model, not a policy", "pass --from an sft (or dpo) run")
+    return parent
+
+
+def with_defaults(cfg: DPOStageConfig, method: Method, full: bool) -> DPOStageConfig:
+    """The method's own defaults under the user's `trainer:` keys; full fine-tuning precomputes the reference."""
+    defaults = dict(method.defaults)
+    if full and method.reference:
+        defaults["precompute_ref_log_probs"] = True  # the policy before training is the reference: no second copy
+    return dataclasses.replace(cfg, trainer=defaults | cfg.trainer)
+
+
+def check_args(method: str, args: Any) -> None:
+    """Problems TRL would only report once training starts, reported before the run directory exists."""
+    loss_type = getattr(args, "loss_type", [])  # ORPO has a single loss
+    loss_types = loss_type if isinstance(loss_type, list) else [loss_type]
+    valid = known_loss_types(type(args))
+    for loss_type in loss_types:
+        if loss_type in OTHER_TRAINER_LOSSES and loss_type not in valid:
+            raise AlignkitError(
+                f"config: trainer.loss_type={loss_type!r} is not a {type(args).__name__} loss",
+                f"set `method: {OTHER_TRAINER_LOSSES[loss_type]}` instead",
+            )
+        if valid and loss_type not in valid:
+            raise AlignkitError(
+                f"config: unknown trainer.loss_type {loss_type!r} for method {method}", f"one of: {', '.join(valid)}"
+            )
+    if method == "kto" and "apo_zero_unpaired" not in loss_types and args.per_device_train_batch_size < 2:
+        raise AlignkitError(
+            "config: KTO needs trainer.per_device_train_batch_size >= 2 (its KL term pairs rows within a batch)",
+            "e.g. --set trainer.per_device_train_batch_size=4",
+        )
+
+
+def known_loss_types(config_cls: type[Any]) -> list[str]:
+    """The loss types a TRL config documents (its field's `choices`, else the quoted names in its help)."""
+    loss_field = next((f for f in dataclasses.fields(config_cls) if f.name == "loss_type"), None)
+    if loss_field is None:
+        return []
+    if "choices" in loss_field.metadata:
+        return list(loss_field.metadata["choices"])
+    return re.findall(r"`'(\w+)'`", loss_field.metadata.get("help", ""))
+
+
+def to_dataset(rows: list[dict[str, Any]]) -> Any:
+    """TRL's conversational preference (or unpaired) rows; annotation columns stay in the data files."""
+    from datasets import Dataset
+
+    keep = ("prompt", "chosen", "rejected", "completion", "label")
+    return Dataset.from_list([{k: row[k] for k in keep if k in row} for row in rows])
+
+
+def last_training_figures(trainer: Any) -> dict[str, Any]:
+    """The method's own figures at the last logged training step (rewards/accuracies, rewards/margins, kl, ...)."""
+    logged = [row for row in trainer.state.log_history if "loss" in row]
+    last = logged[-1] if logged else {}
+    return {f"train_{key}": value for key, value in last.items() if key.startswith(("rewards/", "logps/", "kl"))}

@@ -1,0 +1,205 @@
+"""Reward modeling: a sequence-classification head with its own LoRA adapter on the same base, trained on preference
+pairs with TRL's RewardTrainer (Bradley-Terry loss; minus the pair's `margin` when the data has one).
+
+With `--from RUN` the run's adapters are merged into the in-memory base first, so the reward model starts from the
+policy's weights and reads text through the policy's chat template. `load_scorer(run_dir)` gives the trained model
+back as a `Scorer` for win-rates and online RL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignkit import models, runs, training
+from alignkit.config import ModelConfig, RewardStageConfig
+from alignkit.data import preferences
+from alignkit.errors import AlignkitError
+from alignkit.stages import sft
+
+HEAD = "sequence-classification"
+Pairs = list[dict[str, Any]]
+
+
+def run(cfg: RewardStageConfig) -> runs.Run:
+    """Train a reward model on preference pairs; metrics.json gets held-out pairwise accuracy and calibration."""
+    from trl import RewardConfig, RewardTrainer
+
+    cfg = training.resolve_resume("reward", cfg)
+    parent = runs.open_run(cfg.from_run) if cfg.from_run else None
+    if parent:
+        cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
+    train_pairs, eval_pairs, files = sft.load_split(cfg.data, preferences.load_preferences)
+    path = runs.plan_path("reward", cfg)
+    precision = models.pick_precision(cfg.model.precision)
+    args = training.trainer_args(RewardConfig, cfg, str(path / "checkpoints"), bool(eval_pairs), precision)
+    peft_config = models.peft_config(cfg.peft, task_type="SEQ_CLS")  # peft keeps the new `score` head trainable+saved
+    models.resolve_model(cfg.model.name)
+    run = runs.create("reward", cfg, path, files, parent, head=HEAD, **precision.manifest)
+
+    ancestors = models.adapter_runs(parent.manifest["lineage"]) if parent else []
+    model, tokenizer = load_reward_base(cfg.model, ancestors, precision)
+    with_margin = cfg.use_margin and any("margin" in pair for pair in train_pairs + eval_pairs)
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=reward_dataset(train_pairs, with_margin),
+        eval_dataset=reward_dataset(eval_pairs, with_margin) if eval_pairs else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.add_callback(training.RunMetricsCallback(run))
+    if eval_pairs and cfg.early_stopping_patience:
+        trainer.add_callback(training.early_stopping(cfg.early_stopping_patience))
+    scored_split, scored_pairs = ("validation", eval_pairs) if eval_pairs else ("train", train_pairs)
+
+    def held_out_metrics(trainer: Any) -> dict[str, Any]:
+        scorer = Scorer(trainer.model, tokenizer, batch_size=args.per_device_eval_batch_size)
+        return {"scored_split": scored_split, **pairwise_metrics(scorer, scored_pairs, cfg.calibration_bins)}
+
+    counts = {"train_rows": len(train_pairs), "eval_rows": len(eval_pairs), "margin_used": with_margin}
+    return training.train_and_save(trainer, run, counts, final_metrics=held_out_metrics)
+
+
+def load_reward_base(model_cfg: ModelConfig, ancestors: list[runs.Run], precision: models.Precision) -> tuple[Any, Any]:
+    """(model, tokenizer): the base with a fresh one-output head; the ancestors' adapters merged in memory first.
+
+    Like `models.load_merged`, but the policy's causal-LM adapters are merged into the same backbone under the
+    classification head (peft's task-specific wrapper would look for generation methods this model has not).
+    """
+    from peft import PeftConfig, PeftModel
+
+    full = [i for i, r in enumerate(ancestors) if r.model_dir.is_dir()]
+    source = str(ancestors[full[-1]].model_dir) if full else models.resolve_model(model_cfg.name)
+    tokenizer = models.load_tokenizer(model_cfg, source=source)
+    model = models.load_base(model_cfg, precision, source=source, head=HEAD)
+    for ancestor in ancestors[full[-1] + 1 if full else 0 :]:
+        adapter_config = PeftConfig.from_pretrained(ancestor.adapter_dir)
+        adapter_config.task_type = None
+        model = PeftModel.from_pretrained(model, ancestor.adapter_dir, config=adapter_config).merge_and_unload()
+    model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
+    return model, tokenizer
+
+
+def reward_dataset(pairs: Pairs, with_margin: bool) -> Any:
+    """TRL's conversational preference rows; `margin` (0 where a pair has none) only when the data has margins."""
+    from datasets import Dataset
+
+    keep = ("prompt", "chosen", "rejected")
+    rows = [{k: pair[k] for k in keep} | ({"margin": pair.get("margin", 0.0)} if with_margin else {}) for pair in pairs]
+    return Dataset.from_list(rows)
+
+
+@dataclass
+class Scorer:
+    """A reward model as a function: one float per (prompt, completion), higher is better."""
+
+    model: Any
+    tokenizer: Any
+    batch_size: int = 8
+
+    def score(
+        self, prompts: list[list[dict[str, str]]], completions: list[str] | list[list[dict[str, str]]]
+    ) -> list[float]:
+        """Rewards of each completion (a string, or assistant messages) as the reply to its prompt (messages)."""
+        conversations = [
+            [*prompt, *([{"role": "assistant", "content": reply}] if isinstance(reply, str) else reply)]
+            for prompt, reply in zip(prompts, completions, strict=True)
+        ]
+        return self.score_conversations(conversations)
+
+    def score_conversations(self, conversations: list[list[dict[str, str]]]) -> list[float]:
+        """Rewards of whole conversations, tokenized through the chat template exactly as in training."""
+        import torch
+
+        ids = [
+            self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"] for c in conversations
+        ]
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        scores: list[float] = []
+        with torch.no_grad():
+            for start in range(0, len(ids), self.batch_size):
+                batch = self.tokenizer.pad(
+                    {"input_ids": ids[start : start + self.batch_size]}, padding=True, return_tensors="pt"
+                )
+                logits = self.model(**batch.to(device)).logits
+                scores += logits[:, 0].float().tolist()
+        self.model.train(was_training)
+        return scores
+
+
+def load_scorer(run_dir: str | Path, precision: models.Precision | None = None, batch_size: int = 8) -> Scorer:
+    """The reward model of a finished `alignkit reward` run, ready to score."""
+    run = runs.open_run(run_dir)
+    if run.stage != "reward":
+        raise AlignkitError(
+            f"{run.path}: is a {run.stage} run, not a reward model", "pass a run made by alignkit reward"
+        )
+    fields = ModelConfig.__dataclass_fields__
+    model_cfg = ModelConfig(**{k: v for k, v in run.manifest.get("model", {}).items() if k in fields})
+    precision = precision or models.pick_precision(model_cfg.precision)
+    if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
+        tokenizer = models.load_tokenizer(model_cfg, source=str(run.model_dir))
+        model = models.load_base(model_cfg, precision, source=str(run.model_dir), head=HEAD)
+    else:
+        ancestors = models.adapter_runs(run.manifest["lineage"])[:-1]
+        model, tokenizer = load_reward_base(model_cfg, ancestors, precision)
+        model = models.apply_adapter(model, run, trainable=False)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return Scorer(model, tokenizer, batch_size)
+
+
+def pairwise_metrics(scorer: Scorer, pairs: Pairs, bins: int) -> dict[str, Any]:
+    """Pairwise accuracy, mean reward margin and a calibration table of `scorer` on preference pairs."""
+    prompts = [pair["prompt"] for pair in pairs]
+    margins = [
+        c - r
+        for c, r in zip(
+            scorer.score(prompts, [pair["chosen"] for pair in pairs]),
+            scorer.score(prompts, [pair["rejected"] for pair in pairs]),
+            strict=True,
+        )
+    ]
+    table = calibration(margins, bins)
+    gaps = [b["count"] * abs(b["observed_accuracy"] - b["mean_predicted"]) for b in table if b["count"]]
+    return {
+        "pairwise_accuracy": sum(m > 0 for m in margins) / len(margins),
+        "mean_margin": sum(margins) / len(margins),
+        "calibration": table,
+        "expected_calibration_error": sum(gaps) / len(margins),
+        "scored_pairs": len(margins),
+    }
+
+
+def calibration(margins: list[float], bins: int) -> list[dict[str, Any]]:
+    """Reliability table of P(chosen ≻ rejected) = sigmoid(r_chosen − r_rejected).
+
+    Each pair counts at the model's confidence in its own pick, max(p, 1 − p) in [0.5, 1]; per bin: count, mean
+    predicted confidence, and observed accuracy (share of pairs where the pick is the annotators' chosen). A calibrated
+    model has observed ≈ predicted in every bin. Empty bins are kept (count 0) so tables line up across runs.
+    """
+    width = 0.5 / bins
+    binned: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    for margin in margins:
+        confidence = max(sigmoid(margin), 1 - sigmoid(margin))
+        binned[min(int((confidence - 0.5) / width), bins - 1)].append((confidence, margin > 0))
+    return [
+        {
+            "lower": round(0.5 + i * width, 6),
+            "upper": round(0.5 + (i + 1) * width, 6),
+            "count": len(picks),
+            "mean_predicted": sum(c for c, _ in picks) / len(picks) if picks else None,
+            "observed_accuracy": sum(right for _, right in picks) / len(picks) if picks else None,
+        }
+        for i, picks in enumerate(binned)
+    ]
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))

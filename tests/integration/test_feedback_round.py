@@ -1,0 +1,117 @@
+"""A collection round against the real local Argilla: push, two annotators rate with overlap 2, pull pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import argilla as rg
+import pytest
+
+from alignkit.errors import AlignkitError
+from alignkit.feedback import argilla_schema as schema
+from alignkit.feedback import client, pull, push, simulate
+from alignkit.generate import write_jsonl
+
+pytestmark = pytest.mark.argilla
+
+PROMPTS = [f"Tell me about topic number {i}." for i in range(6)]
+
+
+def candidates_file(tmp_path: Path, n: int) -> Path:
+    rows = []
+    for i, prompt in enumerate(PROMPTS):
+        texts = [" ".join(["word"] * (3 + 4 * k + i)) + f" ({k})" for k in range(n)]  # candidate k has 3+4k+i words
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": prompt}],
+                "candidates": [{"text": t, "run": "runs/sft-x"} for t in texts],
+            }
+        )
+    path = tmp_path / f"candidates-{n}.jsonl"
+    write_jsonl(path, rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def owner(argilla_server) -> rg.Argilla:
+    return rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
+
+
+@pytest.fixture(scope="module")
+def annotators(owner) -> list[tuple[str, str]]:
+    accounts = [("rater-a", "rater-a-password"), ("rater-b", "rater-b-password")]
+    for username, password in accounts:
+        client.add_user(owner, username, password, "annotator", ["collect"])
+    return accounts
+
+
+def test_two_annotators_overlap_two_pull_expected_pairs(tmp_path, owner, annotators, argilla_server):
+    summary = push.push(str(candidates_file(tmp_path, 2)), "round-1", "collect", min_submitted=2, client=owner)
+    assert summary["records"] == len(PROMPTS) and summary["candidates_per_record"] == 2
+    dataset = owner.datasets("round-1", workspace="collect")
+    assert dataset.settings.distribution.min_submitted == 2
+    orders = {r.metadata["order"] for r in dataset.records}
+    assert orders == {"0,1", "1,0"}, "A/B order is shuffled per record and recorded"
+
+    for username, password in annotators:
+        session = client.annotator_session(username, password, url=argilla_server.url)
+        assert simulate.rate_all(session, "round-1", "concise", noise=0.0) == len(PROMPTS)
+        assert session.queue(next(d["id"] for d in session.datasets() if d["name"] == "round-1")) == []
+
+    result = pull.pull("round-1", "collect", client=owner)
+    assert result.summary["pairs"] == len(PROMPTS) and result.summary["annotators"] == 2
+    assert result.summary["pairwise_agreement"] == 1.0 and result.summary["krippendorff_alpha"] == 1.0
+    for pair in result.pairs:
+        assert pair["chosen_candidate"] == 0 and pair["rejected_candidate"] == 1  # the shorter one (concise rule)
+        assert len(pair["chosen"][0]["content"]) < len(pair["rejected"][0]["content"])
+        assert pair["annotators"] == 2 and pair["agreement"] == 1.0 and pair["margin"] >= 1
+        assert pair["prompt"][0]["role"] == "user"
+
+
+def test_disagreement_is_measured_and_filtered(tmp_path, owner, annotators, argilla_server):
+    push.push(str(candidates_file(tmp_path, 2)), "round-split", "collect", min_submitted=2, client=owner)
+    (a_user, a_pass), (b_user, b_pass) = annotators
+    simulate.rate_all(client.annotator_session(a_user, a_pass, url=argilla_server.url), "round-split", "concise", 0.0)
+    simulate.rate_all(client.annotator_session(b_user, b_pass, url=argilla_server.url), "round-split", "verbose", 0.0)
+    result = pull.pull("round-split", "collect", client=owner, min_agreement=0.6)
+    assert result.pairs == [] and result.summary["dropped_low_agreement"] == len(PROMPTS)
+    assert result.summary["pairwise_agreement"] == 0.0 and result.summary["krippendorff_alpha"] < 0
+
+
+def test_rankings_become_all_ordered_pairs(tmp_path, owner, annotators, argilla_server):
+    push.push(str(candidates_file(tmp_path, 3)), "round-rank", "collect", min_submitted=1, client=owner)
+    username, password = annotators[0]
+    simulate.rate_all(
+        client.annotator_session(username, password, url=argilla_server.url), "round-rank", "concise", 0.0
+    )
+    result = pull.pull("round-rank", "collect", client=owner)
+    assert len(result.pairs) == 3 * len(PROMPTS)
+    assert all(p["chosen_candidate"] < p["rejected_candidate"] for p in result.pairs)  # fewer words = lower index
+
+
+def test_pairs_file_loads_with_datasets(tmp_path, owner):
+    result = pull.pull("round-1", "collect", client=owner)
+    out = tmp_path / "pairs.jsonl"
+    write_jsonl(out, result.pairs)
+    from datasets import load_dataset
+
+    loaded = load_dataset("json", data_files=str(out), split="train")
+    assert set(loaded.column_names) >= {"prompt", "chosen", "rejected", "margin", "agreement"}
+    assert json.loads(out.read_text().splitlines()[0])["chosen"][0]["role"] == "assistant"
+
+
+def test_unreachable_argilla_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ARGILLA_API_KEY", "x")
+    with pytest.raises(AlignkitError, match="unreachable"):
+        client.connect()
+
+
+def test_annotator_outside_workspace_cannot_see_or_submit(owner, argilla_server, tmp_path):
+    client.add_user(owner, "outsider", "outsider-password", "annotator", ["elsewhere"])
+    session = client.annotator_session("outsider", "outsider-password", url=argilla_server.url)
+    assert "round-1" not in {d["name"] for d in session.datasets()}
+    record = next(iter(owner.datasets("round-1", workspace="collect").records))
+    with pytest.raises(AlignkitError, match="may not access"):
+        session.respond(str(record._model.id), {schema.PREFERENCE: "1"})

@@ -1,0 +1,421 @@
+"""Preference data, reward model, DPO/KTO/SimPO/ORPO on a tiny random model: formats, errors, run directories,
+the reference being the SFT policy, and reloading a trained policy."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+from safetensors import safe_open
+
+import alignkit
+from alignkit import AlignkitError, data, runs, training
+from alignkit.config import DPOStageConfig, load_config
+from alignkit.data.preferences import load_preferences, load_unpaired
+from alignkit.stages import reward
+from tests.conftest import write_jsonl
+
+PREFS = Path(__file__).resolve().parent.parent / "data" / "prefs"
+N_PAIRS = 16
+
+
+def question(i: int) -> str:
+    return f"What is {i} plus {i}?"
+
+
+CANONICAL = [
+    {
+        "prompt": [{"role": "user", "content": question(i)}],
+        "chosen": [{"role": "assistant", "content": f"It is {2 * i}."}],
+        "rejected": [{"role": "assistant", "content": f"It is {2 * i + 1}, I think."}],
+    }
+    for i in range(N_PAIRS)
+]
+
+
+def text(turns: list[dict[str, str]]) -> str:
+    return turns[0]["content"]
+
+
+FORMATS: dict[str, list[dict[str, Any]]] = {
+    "conversational": CANONICAL,
+    "standard": [
+        {"prompt": text(p["prompt"]), "chosen": text(p["chosen"]), "rejected": text(p["rejected"])} for p in CANONICAL
+    ],
+    "implicit_prompt": [
+        {"chosen": p["prompt"] + p["chosen"], "rejected": p["prompt"] + p["rejected"]} for p in CANONICAL
+    ],
+    "question": [
+        {"question": text(p["prompt"]), "chosen": text(p["chosen"]), "rejected": text(p["rejected"])} for p in CANONICAL
+    ],
+    "instruction": [
+        {"instruction": text(p["prompt"]), "input": "", "chosen": p["chosen"], "rejected": text(p["rejected"])}
+        for p in CANONICAL
+    ],
+}
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    if path.suffix == ".jsonl":
+        return write_jsonl(path, rows)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(rows))
+    elif path.suffix == ".csv":
+        cells = [{k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows]
+        pd.DataFrame(cells).to_csv(path, index=False)
+    elif path.suffix == ".parquet":
+        pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fmt", "suffix"),
+    [
+        ("conversational", ".jsonl"),
+        ("conversational", ".csv"),
+        ("standard", ".jsonl"),
+        ("standard", ".parquet"),
+        ("implicit_prompt", ".json"),
+        ("question", ".csv"),
+        ("instruction", ".jsonl"),
+    ],
+)
+def test_each_preference_format_loads_to_the_same_canonical_rows(fmt, suffix, tmp_path):
+    path = write_rows(tmp_path / f"{fmt}{suffix}", FORMATS[fmt])
+    assert load_preferences([str(path)]) == CANONICAL
+
+
+def test_implicit_prompt_splits_multi_turn_conversations_at_the_shared_turns(tmp_path):
+    history = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "What is 2 plus 2?"},
+    ]
+    row = {
+        "chosen": [*history, {"role": "assistant", "content": "4."}],
+        "rejected": [*history, {"role": "assistant", "content": "5."}],
+    }
+    [pair] = load_preferences([str(write_jsonl(tmp_path / "p.jsonl", [row]))])
+    assert pair["prompt"] == history
+    assert pair["chosen"] == [{"role": "assistant", "content": "4."}]
+
+
+def test_annotations_are_kept_and_csv_cells_parsed(tmp_path):
+    rows = [
+        {**FORMATS["standard"][0], "margin": 1.5, "annotators": ["ann", "bob"], "agreement": 1.0},
+        {**FORMATS["standard"][1], "margin": "0.25", "annotators": "ann, bob", "agreement": "0.5"},
+        FORMATS["standard"][2],
+    ]
+    loaded = load_preferences([str(write_rows(tmp_path / "p.csv", rows))])
+    assert loaded[0] | {} == CANONICAL[0] | {"margin": 1.5, "annotators": ["ann", "bob"], "agreement": 1.0}
+    assert loaded[1] == CANONICAL[1] | {"margin": 0.25, "annotators": ["ann", "bob"], "agreement": 0.5}
+    assert loaded[2] == CANONICAL[2]
+
+
+def test_unpaired_rows_load_and_pairs_split_in_two_for_kto(tmp_path):
+    unpaired = [
+        {"prompt": question(1), "completion": "It is 2.", "label": True},
+        {"prompt": [{"role": "user", "content": question(2)}], "completion": "It is 5.", "label": "false"},
+    ]
+    rows = load_unpaired([str(write_rows(tmp_path / "u.jsonl", unpaired))])
+    assert rows == [
+        {
+            "prompt": [{"role": "user", "content": question(1)}],
+            "completion": [{"role": "assistant", "content": "It is 2."}],
+            "label": True,
+        },
+        {
+            "prompt": [{"role": "user", "content": question(2)}],
+            "completion": [{"role": "assistant", "content": "It is 5."}],
+            "label": False,
+        },
+    ]
+    from_pairs = load_unpaired([str(write_rows(tmp_path / "p.jsonl", FORMATS["standard"][:2]))])
+    assert [r["label"] for r in from_pairs] == [True, False, True, False]
+    assert from_pairs[1]["completion"] == CANONICAL[0]["rejected"]
+
+
+BAD_CASES = [
+    ("missing_rejected.jsonl", load_preferences, ["missing_rejected.jsonl:line 2", "field `rejected`: missing"]),
+    ("misnamed_rejected.jsonl", load_preferences, ["line 1", "`rejected`: missing", "did you mean `rejected`"]),
+    (
+        "identical.jsonl",
+        load_preferences,
+        ["identical.jsonl:line 1", "field `rejected`", "chosen and rejected are identical"],
+    ),
+    ("empty_chosen.jsonl", load_preferences, ["empty_chosen.jsonl:line 3", "field `chosen`: is empty"]),
+    ("empty.jsonl", load_preferences, ["empty.jsonl", "empty"]),
+    ("no_shared_prompt.jsonl", load_preferences, ["line 1", "field `chosen`", "shares no prompt turns"]),
+    ("reply_not_assistant.jsonl", load_preferences, ["line 1", "chosen[0].role", "assistant turn"]),
+    ("prompt_ends_with_assistant.jsonl", load_preferences, ["line 1", "prompt[1].role", "end with a user turn"]),
+    ("margin_not_number.csv", load_preferences, ["margin_not_number.csv:line 3", "field `margin`", "'high'"]),
+    ("bad_label.jsonl", load_unpaired, ["bad_label.jsonl:line 2", "field `label`", "expected true or false"]),
+    ("empty.jsonl", load_unpaired, ["empty.jsonl", "empty"]),
+]
+
+
+@pytest.mark.parametrize(("name", "load", "expected"), BAD_CASES, ids=[f"{c[1].__name__}-{c[0]}" for c in BAD_CASES])
+def test_bad_preference_files_name_the_file_line_and_field(name, load, expected):
+    with pytest.raises(AlignkitError) as error:
+        load([str(PREFS / name)])
+    message = str(error.value)
+    assert "\n" not in message
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+# ---- training stages -------------------------------------------------------------------------------------------
+
+TINY = {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "logging_steps": 1, "eval_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("prefs")
+    chats = [{"messages": p["prompt"] + p["chosen"]} for p in CANONICAL]
+    write_jsonl(root / "chat.jsonl", chats)
+    write_jsonl(root / "pairs.jsonl", [p | {"margin": float(i % 3)} for i, p in enumerate(CANONICAL)])
+    unpaired = [
+        {"prompt": p["prompt"], "completion": p[side], "label": side == "chosen"}
+        for p in CANONICAL
+        for side in ("chosen", "rejected")
+    ]
+    write_jsonl(root / "unpaired.jsonl", unpaired)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny_model: str, data_dir: Path) -> runs.Run:
+    return alignkit.sft(
+        data={"paths": [str(data_dir / "chat.jsonl")]},
+        model={"name": tiny_model},
+        out=str(data_dir / "sft"),
+        trainer={"max_steps": 3, "learning_rate": 1e-2, **TINY},
+    )
+
+
+def run_capturing_trainer(stage: Any, **sections: Any) -> tuple[runs.Run, Any]:
+    """Run a stage through the public API and keep the TRL trainer it trained (the in-memory policy at the end)."""
+    captured: dict[str, Any] = {}
+    original = training.train_and_save
+
+    def keep_trainer(trainer: Any, run: runs.Run, *args: Any, **kwargs: Any) -> runs.Run:
+        captured["trainer"] = trainer
+        return original(trainer, run, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "train_and_save", keep_trainer)
+        run = stage(**sections)
+    return run, captured["trainer"]
+
+
+def assert_complete_run(run: runs.Run, stages: list[str]) -> None:
+    assert run.complete
+    manifest = run.manifest
+    assert [step["stage"] for step in manifest["lineage"]] == stages
+    assert manifest["precision"] == "float32" and manifest["device"] == "cpu"
+    assert {"torch", "transformers", "trl", "peft"} <= set(manifest["versions"]) and manifest["data"]
+    assert (run.path / "adapter" / "adapter_model.safetensors").is_file()
+    assert not [p for p in (run.path / "adapter").iterdir() if p.is_dir()], "only the trained adapter is saved"
+    assert (run.path / "config.yaml").is_file() and (run.path / "metrics.jsonl").read_text().strip()
+    metrics = run.metrics
+    assert metrics["global_step"] > 0 and metrics["train_runtime"] > 0 and math.isfinite(metrics["train_loss"])
+
+
+def test_reward_model_on_the_sft_base_reports_accuracy_and_calibration(sft_run, data_dir):
+    run, _ = run_capturing_trainer(
+        alignkit.reward,
+        data={"paths": [str(data_dir / "pairs.jsonl")], "validation_split": 0.25},
+        from_run=str(sft_run.path),
+        out=str(data_dir / "reward"),
+        trainer={"max_steps": 4, "learning_rate": 1e-2, **TINY},
+        calibration_bins=4,
+    )
+    assert_complete_run(run, ["sft", "reward"])
+    assert run.manifest["head"] == "sequence-classification"
+    with safe_open(run.path / "adapter" / "adapter_model.safetensors", "pt") as saved:
+        names = saved.keys()
+    assert any(name.endswith("score.weight") for name in names), "the new head is saved with the adapter"
+    metrics = run.metrics
+    assert metrics["margin_used"] is True and metrics["scored_split"] == "validation"
+    assert 0.0 <= metrics["pairwise_accuracy"] <= 1.0 and metrics["scored_pairs"] == metrics["eval_rows"] == 4
+    table = metrics["calibration"]
+    assert len(table) == 4 and sum(b["count"] for b in table) == 4
+    assert table[0]["lower"] == 0.5 and table[-1]["upper"] == 1.0
+    for row in table:
+        if row["count"]:
+            assert row["lower"] <= row["mean_predicted"] <= row["upper"] and 0 <= row["observed_accuracy"] <= 1
+    assert 0 <= metrics["expected_calibration_error"] <= 0.5
+    # TRL's own held-out margin agrees with the scorer's (same tokenization, same head)
+    assert metrics["mean_margin"] == pytest.approx(metrics["eval_margin"], abs=1e-4)
+
+    scorer = reward.load_scorer(run.path)
+    _, held_out = data.split(load_preferences([str(data_dir / "pairs.jsonl")]), 0.25, seed=42)
+    reloaded = reward.pairwise_metrics(scorer, held_out, bins=4)
+    assert reloaded["mean_margin"] == pytest.approx(metrics["mean_margin"], abs=1e-5), "a reload scores as trained"
+    rewards = scorer.score([p["prompt"] for p in held_out], [text(p["chosen"]) for p in held_out])
+    assert len(rewards) == len(held_out) and all(math.isfinite(r) for r in rewards)
+
+
+def test_reward_model_without_parent_or_margins(tiny_model, data_dir, tmp_path):
+    path = write_jsonl(tmp_path / "pairs.jsonl", CANONICAL)
+    run = alignkit.reward(
+        data={"paths": [str(path)], "validation_split": 0.0},
+        model={"name": tiny_model},
+        out=str(tmp_path / "reward"),
+        trainer={"max_steps": 2, **TINY},
+    )
+    assert_complete_run(run, ["reward"])
+    assert run.metrics["margin_used"] is False and run.metrics["scored_split"] == "train"
+
+
+def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed log-probabilities of the completion tokens of a DPO batch (chosen rows, then rejected rows)."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    token_logps = logits[:, :-1].log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    return (token_logps * batch["completion_mask"][:, 1:]).sum(-1)
+
+
+@pytest.fixture(scope="module", params=["continue-sft-adapter", "new-adapter-on-merged-sft"])
+def dpo_result(request, sft_run, data_dir) -> tuple[runs.Run, Any]:
+    peft = {} if request.param == "continue-sft-adapter" else {"method": "lora", "r": 4, "lora_alpha": 8}
+    return run_capturing_trainer(
+        alignkit.dpo,
+        data={"paths": [str(data_dir / "pairs.jsonl")], "validation_split": 0.25},
+        from_run=str(sft_run.path),
+        out=str(data_dir / f"dpo-{request.param}"),
+        peft=peft,
+        trainer={"max_steps": 4, "learning_rate": 5e-3, **TINY},
+    )
+
+
+def test_dpo_reference_log_probs_are_the_sft_policy(dpo_result, sft_run):
+    run, trainer = dpo_result
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    reference = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
+    sft_model, _ = runs.Run(sft_run.path).load_model()
+    torch.testing.assert_close(reference, sequence_logps(sft_model, batch), atol=1e-4, rtol=0)
+    trained = sequence_logps(trainer.model, batch)
+    assert (trained - reference).abs().max() > 1e-3, "the policy moved away from the reference"
+    assert run.metrics["eval_loss_start"] == pytest.approx(math.log(2), abs=1e-4), "policy == reference at step 0"
+
+
+def test_dpo_run_reloads_as_the_trained_policy(dpo_result, sft_run):
+    run, trainer = dpo_result
+    assert_complete_run(run, ["sft", "dpo"])
+    continues = not load_config(DPOStageConfig, run.path / "config.yaml").peft
+    assert run.manifest["adapter_continues"] == (str(sft_run.path.resolve()) if continues else None)
+    metrics = run.metrics
+    for key in ("final_train_loss", "train_rewards/accuracies", "train_rewards/margins", "eval_rewards/accuracies"):
+        assert key in metrics, key
+    assert metrics["train_tokens"] > 0 and metrics["method"] == "dpo"
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    reloaded, _ = run.load_model()
+    torch.testing.assert_close(sequence_logps(reloaded, batch), sequence_logps(trainer.model, batch), atol=1e-4, rtol=0)
+    sft_model, _ = sft_run.load_model()
+    assert (sequence_logps(reloaded, batch) - sequence_logps(sft_model, batch)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "trainer_options",
+    [
+        {"loss_type": "ipo"},
+        {"loss_type": "robust", "label_smoothing": 0.1},
+        {"loss_type": "sigmoid", "precompute_ref_log_probs": True},
+    ],
+    ids=["ipo", "robust", "sigmoid-precomputed-reference"],
+)
+def test_dpo_loss_variants_train(trainer_options, sft_run, data_dir, tmp_path):
+    run = alignkit.dpo(
+        data={"paths": [str(data_dir / "pairs.jsonl")], "validation_split": 0.25},
+        from_run=str(sft_run.path),
+        out=str(tmp_path / "dpo"),
+        trainer={"max_steps": 2, **TINY, **trainer_options},
+    )
+    assert_complete_run(run, ["sft", "dpo"])
+    loss_type = trainer_options["loss_type"]
+    start = run.metrics["eval_loss_start"]
+    assert start == pytest.approx(
+        {"ipo": (1 / (2 * 0.1)) ** 2, "robust": math.log(2), "sigmoid": math.log(2)}[loss_type]
+    )
+
+
+def test_kto_trains_on_unpaired_rows(sft_run, data_dir, tmp_path):
+    run = alignkit.dpo(
+        method="kto",
+        data={"paths": [str(data_dir / "unpaired.jsonl")], "validation_split": 0.0},
+        from_run=str(sft_run.path),
+        out=str(tmp_path / "kto"),
+        trainer={"max_steps": 2, **TINY},
+    )
+    assert_complete_run(run, ["sft", "dpo"])
+    assert run.manifest["method"] == "kto" and run.metrics["train_rows"] == 2 * N_PAIRS
+    assert "train_kl" in run.metrics
+    model, _ = run.load_model()
+    assert model is not None
+
+
+@pytest.mark.parametrize("method", ["simpo", "orpo"])
+def test_reference_free_methods_train(method, sft_run, data_dir, tmp_path):
+    run = alignkit.dpo(
+        method=method,
+        data={"paths": [str(data_dir / "pairs.jsonl")], "validation_split": 0.0},
+        from_run=str(sft_run.path),
+        out=str(tmp_path / method),
+        trainer={"max_steps": 2, **TINY},
+    )
+    assert_complete_run(run, ["sft", "dpo"])
+    assert "train_rewards/accuracies" in run.metrics
+
+
+def test_dpo_on_a_dpo_run_replaces_the_adapter_chain(dpo_result, data_dir, tmp_path):
+    first, _ = dpo_result
+    run, trainer = run_capturing_trainer(
+        alignkit.dpo,
+        data={"paths": [str(data_dir / "pairs.jsonl")], "validation_split": 0.0},
+        from_run=str(first.path),
+        out=str(tmp_path / "dpo2"),
+        trainer={"max_steps": 2, "learning_rate": 5e-3, **TINY},
+    )
+    assert_complete_run(run, ["sft", "dpo", "dpo"])
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    first_model, _ = first.load_model()
+    reference = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
+    torch.testing.assert_close(reference, sequence_logps(first_model, batch), atol=1e-4, rtol=0)
+    reloaded, _ = run.load_model()
+    torch.testing.assert_close(sequence_logps(reloaded, batch), sequence_logps(trainer.model, batch), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        ({}, "no --from run given"),
+        ({"method": "dpoo"}, "unknown dpo method `dpoo`"),
+        ({"trainer": {"loss_type": "simpo"}}, "set `method: simpo`"),
+        ({"trainer": {"loss_type": "sigmoidd"}}, "unknown trainer.loss_type 'sigmoidd'"),
+        ({"method": "kto", "trainer": {"per_device_train_batch_size": 1}}, "KTO needs"),
+        ({"trainer": {"betta": 0.1}}, "did you mean `trainer.beta`"),
+    ],
+    ids=["no-parent", "unknown-method", "simpo-as-loss", "unknown-loss", "kto-batch-of-one", "typo"],
+)
+def test_bad_dpo_settings_fail_before_the_run_directory_exists(sections, expected, sft_run, data_dir, tmp_path):
+    out = tmp_path / "dpo"
+    values = {"from_run": str(sft_run.path)} if sections else {}
+    with pytest.raises(AlignkitError, match=re.escape(expected)):
+        alignkit.dpo(data={"paths": [str(data_dir / "pairs.jsonl")]}, out=str(out), **values, **sections)
+    assert not out.exists()
+
+
+def test_dpo_from_a_reward_run_is_refused(data_dir, tmp_path):
+    with pytest.raises(AlignkitError, match="is a reward model, not a policy"):
+        alignkit.dpo(
+            data={"paths": [str(data_dir / "pairs.jsonl")]}, from_run=str(data_dir / "reward"), out=str(tmp_path / "d")
+        )
