@@ -96,7 +96,15 @@ def show_run(run: Any) -> None:
     """Short summary of a finished run (the full record is in its directory)."""
     metrics = run.metrics
     table = Table(title=f"{run.stage} run complete", show_header=False)
-    for key in ("global_step", "train_loss", "eval_loss_start", "eval_loss", "train_tokens", "train_runtime"):
+    shown = (
+        "global_step",
+        "train_loss",
+        "eval_loss_start",
+        "eval_loss",
+        "pairwise_accuracy",
+        "eval_rewards/accuracies",
+    )
+    for key in (*shown, "train_tokens", "train_runtime"):
         if metrics.get(key) is not None:
             value = metrics[key]
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
@@ -122,20 +130,21 @@ def train_command(name: str, api: Callable[..., Any], help_text: str) -> None:
         show_run(api()(str(config) if config else None, set_, **values))
 
 
-def api_sft() -> Callable[..., Any]:
-    import alignkit
+def api_named(name: str) -> Callable[[], Callable[..., Any]]:
+    """The Python API function of a stage, imported only when the command runs (keeps `--help` fast)."""
 
-    return alignkit.sft
+    def api() -> Callable[..., Any]:
+        import alignkit
+
+        return getattr(alignkit, name)
+
+    return api
 
 
-def api_pretrain() -> Callable[..., Any]:
-    import alignkit
-
-    return alignkit.pretrain
-
-
-train_command("pretrain", api_pretrain, "Continued pretraining on raw domain text (next-token loss, LoRA adapter).")
-train_command("sft", api_sft, "Supervised fine-tuning on chat data with TRL's SFTTrainer (LoRA by default).")
+train_command(
+    "pretrain", api_named("pretrain"), "Continued pretraining on raw domain text (next-token loss, LoRA adapter)."
+)
+train_command("sft", api_named("sft"), "Supervised fine-tuning on chat data with TRL's SFTTrainer (LoRA by default).")
 
 
 def not_built(issue: str) -> Callable[..., Any]:
@@ -145,12 +154,8 @@ def not_built(issue: str) -> Callable[..., Any]:
     return api
 
 
-train_command(
-    "reward", not_built("reward modeling, DPO and online RL"), "Reward model from preference pairs. (not built yet)"
-)
-train_command(
-    "dpo", not_built("reward modeling, DPO and online RL"), "DPO and variants from preference pairs. (not built yet)"
-)
+train_command("reward", api_named("reward"), "Reward model (classification head + LoRA) from preference pairs.")
+train_command("dpo", api_named("dpo"), "DPO and variants (loss_type ipo/robust/...; method=kto|simpo|orpo) from SFT.")
 train_command(
     "rl",
     not_built("reward modeling, DPO and online RL"),
@@ -382,7 +387,7 @@ def demo(
     from alignkit.paths import bundled_data
 
     data_file = bundled_data("sft.jsonl")
-    run = alignkit.sft(data={"paths": [str(data_file)]}, trainer={"max_steps": max_steps, "eval_steps": 20}, out=out)
+    run = alignkit.sft(data={"paths": [str(data_file)]}, trainer={"max_steps": max_steps, "eval_steps": 30}, out=out)
     show_run(run)
     model, tokenizer = run.load_model()
     reply = generate.answer(model, tokenizer, [{"role": "user", "content": prompt}])

@@ -273,7 +273,6 @@ class DPOStageConfig(TrainStageConfig):
     trainer: dict[str, Any] = field(
         default_factory=lambda: {
             "learning_rate": 5e-5,
-            "beta": 0.1,
             "num_train_epochs": 1,
             "per_device_train_batch_size": 4,
             "per_device_eval_batch_size": 8,

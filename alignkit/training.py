@@ -49,6 +49,8 @@ def trainer_args(
         "include_num_input_tokens_seen": "non_padding",
         "save_strategy": "steps",
         "logging_first_step": True,
+        # Without this the Trainer keeps every eval batch's full-vocabulary logits: minutes of copying per evaluation.
+        "prediction_loss_only": True,
         **precision.trainer_flags,
     }
     if has_eval:

@@ -71,15 +71,12 @@ def run(cfg: DPOStageConfig) -> runs.Run:
     precision = models.pick_precision(cfg.model.precision)
     continues = not cfg.peft and parent.adapter_dir.is_dir()
     peft_config = None if continues else models.peft_config(cfg.peft)
+    full = peft_config is None and not continues
     trainer_cls, config_cls = method.classes()
-    args = training.trainer_args(
-        config_cls,
-        with_defaults(cfg, method, full=not continues and peft_config is None),
-        str(path / "checkpoints"),
-        bool(eval_rows),
-        precision,
-    )
+    train_cfg = with_defaults(cfg, method, full)
+    args = training.trainer_args(config_cls, train_cfg, str(path / "checkpoints"), bool(eval_rows), precision)
     check_args(cfg.method, args)
+    models.resolve_model(cfg.model.name)  # the parent's base must still be there before the run dir exists
     adapter_continues = str(parent.path.resolve()) if continues else None
     run = runs.create(
         "dpo", cfg, path, files, parent, method=cfg.method, adapter_continues=adapter_continues, **precision.manifest
@@ -174,4 +171,7 @@ def last_training_figures(trainer: Any) -> dict[str, Any]:
     """The method's own figures at the last logged training step (rewards/accuracies, rewards/margins, kl, ...)."""
     logged = [row for row in trainer.state.log_history if "loss" in row]
     last = logged[-1] if logged else {}
-    return {f"train_{key}": value for key, value in last.items() if key.startswith(("rewards/", "logps/", "kl"))}
+    figures = {f"train_{key}": value for key, value in last.items() if key.startswith(("rewards/", "logps/", "kl"))}
+    if not trainer.state.num_input_tokens_seen:  # SimPO/ORPO batches carry no `input_ids` for transformers to count
+        figures["train_tokens"] = None
+    return figures

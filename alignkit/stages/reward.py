@@ -30,6 +30,8 @@ def run(cfg: RewardStageConfig) -> runs.Run:
 
     cfg = training.resolve_resume("reward", cfg)
     parent = runs.open_run(cfg.from_run) if cfg.from_run else None
+    if parent and parent.stage == "reward":
+        raise AlignkitError(f"{parent.path}: is a reward model, not a policy", "pass --from an sft (or dpo) run")
     if parent:
         cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
     train_pairs, eval_pairs, files = sft.load_split(cfg.data, preferences.load_preferences)

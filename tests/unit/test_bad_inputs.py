@@ -123,7 +123,7 @@ def test_error_in_a_real_subprocess_has_no_traceback(tmp_path):
 
 
 def test_unbuilt_stage_says_so_and_fails(capsys):
-    code, err = invoke(["dpo", "--data", "x.jsonl"], capsys)
+    code, err = invoke(["rl", "--data", "x.jsonl"], capsys)
     assert_one_line_error(code, err, ["not built yet"])
 
 

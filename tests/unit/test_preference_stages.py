@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,8 @@ import torch
 from safetensors import safe_open
 
 import alignkit
-from alignkit import AlignkitError, data, runs, training
-from alignkit.config import DPOStageConfig, load_config
+from alignkit import AlignkitError, data, models, runs, training
+from alignkit.config import DPOStageConfig, ModelConfig, load_config
 from alignkit.data.preferences import load_preferences, load_unpaired
 from alignkit.stages import reward
 from tests.conftest import write_jsonl
@@ -114,7 +115,7 @@ def test_annotations_are_kept_and_csv_cells_parsed(tmp_path):
         FORMATS["standard"][2],
     ]
     loaded = load_preferences([str(write_rows(tmp_path / "p.csv", rows))])
-    assert loaded[0] | {} == CANONICAL[0] | {"margin": 1.5, "annotators": ["ann", "bob"], "agreement": 1.0}
+    assert loaded[0] == CANONICAL[0] | {"margin": 1.5, "annotators": ["ann", "bob"], "agreement": 1.0}
     assert loaded[1] == CANONICAL[1] | {"margin": 0.25, "annotators": ["ann", "bob"], "agreement": 0.5}
     assert loaded[2] == CANONICAL[2]
 
@@ -229,15 +230,19 @@ def assert_complete_run(run: runs.Run, stages: list[str]) -> None:
     assert metrics["global_step"] > 0 and metrics["train_runtime"] > 0 and math.isfinite(metrics["train_loss"])
 
 
-def test_reward_model_on_the_sft_base_reports_accuracy_and_calibration(sft_run, data_dir):
-    run, _ = run_capturing_trainer(
-        alignkit.reward,
+@pytest.fixture(scope="module")
+def reward_run(sft_run: runs.Run, data_dir: Path) -> runs.Run:
+    return alignkit.reward(
         data={"paths": [str(data_dir / "pairs.jsonl")], "validation_split": 0.25},
         from_run=str(sft_run.path),
         out=str(data_dir / "reward"),
         trainer={"max_steps": 4, "learning_rate": 1e-2, **TINY},
         calibration_bins=4,
     )
+
+
+def test_reward_model_on_the_sft_base_reports_accuracy_and_calibration(reward_run, data_dir):
+    run = reward_run
     assert_complete_run(run, ["sft", "reward"])
     assert run.manifest["head"] == "sequence-classification"
     with safe_open(run.path / "adapter" / "adapter_model.safetensors", "pt") as saved:
@@ -297,12 +302,14 @@ def dpo_result(request, sft_run, data_dir) -> tuple[runs.Run, Any]:
     )
 
 
-def test_dpo_reference_log_probs_are_the_sft_policy(dpo_result, sft_run):
+def test_dpo_reference_log_probs_are_the_sft_policy(dpo_result, sft_run, tiny_model):
     run, trainer = dpo_result
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     reference = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
     sft_model, _ = runs.Run(sft_run.path).load_model()
     torch.testing.assert_close(reference, sequence_logps(sft_model, batch), atol=1e-4, rtol=0)
+    base = models.load_base(ModelConfig(name=tiny_model), models.pick_precision())
+    assert (sequence_logps(base, batch) - reference).abs().max() > 1e-3, "the reference is not the bare base"
     trained = sequence_logps(trainer.model, batch)
     assert (trained - reference).abs().max() > 1e-3, "the policy moved away from the reference"
     assert run.metrics["eval_loss_start"] == pytest.approx(math.log(2), abs=1e-4), "policy == reference at step 0"
@@ -414,8 +421,26 @@ def test_bad_dpo_settings_fail_before_the_run_directory_exists(sections, expecte
     assert not out.exists()
 
 
-def test_dpo_from_a_reward_run_is_refused(data_dir, tmp_path):
+@pytest.mark.parametrize("stage", [alignkit.dpo, alignkit.reward], ids=["dpo", "reward"])
+def test_a_reward_run_is_not_a_policy_to_start_from(stage, reward_run, data_dir, tmp_path):
     with pytest.raises(AlignkitError, match="is a reward model, not a policy"):
-        alignkit.dpo(
-            data={"paths": [str(data_dir / "pairs.jsonl")]}, from_run=str(data_dir / "reward"), out=str(tmp_path / "d")
-        )
+        stage(data={"paths": [str(data_dir / "pairs.jsonl")]}, from_run=str(reward_run.path), out=str(tmp_path / "d"))
+    assert not (tmp_path / "d").exists()
+
+
+def test_resumed_dpo_keeps_the_sft_reference(sft_run, data_dir, tmp_path):
+    out = tmp_path / "dpo"
+    common = {"data": {"paths": [str(data_dir / "pairs.jsonl")], "validation_split": 0.0}, "out": str(out)}
+    first = alignkit.dpo(
+        **common, from_run=str(sft_run.path), trainer={"max_steps": 4, "save_steps": 2, "learning_rate": 5e-3, **TINY}
+    )
+    # as if killed after the step-2 checkpoint
+    for leftover in (out / "checkpoints" / "checkpoint-4", out / "adapter"):
+        shutil.rmtree(leftover)
+    first.update_manifest(status="running")
+    run, trainer = run_capturing_trainer(alignkit.dpo, **common, resume=True)
+    assert run.complete and run.metrics["resumed_from"].endswith("checkpoint-2") and run.metrics["global_step"] == 4
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    sft_model, _ = sft_run.load_model()
+    reference = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
+    torch.testing.assert_close(reference, sequence_logps(sft_model, batch), atol=1e-4, rtol=0)
