@@ -195,7 +195,41 @@ def generate_command(
     console.print(f"candidates written to {path}")
 
 
-planned("eval", "Evaluate runs: loss, task metrics, win-rate, KL, forgetting.", "reward modeling, DPO and online RL")
+@app.command("eval", help="Evaluate runs on held-out prompts: task metrics, win-rate vs the first run, KL, forgetting.")
+def eval_command(
+    run_dirs: Annotated[list[str], typer.Option("--runs", help="Run dirs (repeatable); the first is the baseline.")],
+    out: Annotated[str, typer.Option("--out", help="Directory for eval.json, report.md and plots.")] = "eval",
+    prompts: Annotated[str | None, typer.Option(help="Held-out prompts (default: bundled sft_eval.jsonl).")] = None,
+    general: Annotated[str | None, typer.Option(help="General text for the forgetting check.")] = None,
+    reward: Annotated[str | None, typer.Option("--reward", help="Reward run: judge win-rate, score answers.")] = None,
+    rule: Annotated[str | None, typer.Option(help="Oracle rule judge (e.g. concise).")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 64,
+    limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
+) -> None:
+    from alignkit import evaluate
+    from alignkit.paths import bundled_data
+
+    results = evaluate.run_eval(
+        run_dirs,
+        out,
+        prompts or str(bundled_data("sft_eval.jsonl")),
+        general or str(bundled_data("general_heldout.jsonl")),
+        reward,
+        rule,
+        max_new_tokens,
+        limit=limit,
+    )
+    table = Table("run", "general ppl", "forgetting", "mean words", title="evaluation")
+    for name, figures in results["runs"].items():
+        flag = "yes" if figures["forgetting"]["forgetting"] else "no"
+        ratio = f"{figures['forgetting']['ppl_ratio']:.3f}×"
+        table.add_row(name, f"{figures['general_ppl']:.2f}", f"{flag} ({ratio})", f"{figures['mean_words']:.1f}")
+    Console().print(table)
+    for name, comparison in results["comparisons"].items():
+        console.print(f"{name}: {comparison}")
+    console.print(f"report: {Path(out) / 'report.md'}")
+
+
 planned("serve", "Start Argilla and the Streamlit apps.", "preference collection / playground")
 server_app = typer.Typer(help="The local Argilla server (SQLite + in-process search), bound to 127.0.0.1.")
 feedback_app.add_typer(server_app, name="server")
@@ -374,25 +408,35 @@ def list_runs(
     Console().print(table)
 
 
-@app.command("demo", help="The main job on the embedded default: SFT on the bundled data, then answer a sample prompt.")
+@app.command("demo", help="The main job: SFT -> generate -> Argilla -> simulated ratings -> reward -> DPO -> eval.")
 def demo(
-    out: Annotated[str | None, typer.Option("--out", help="Run directory.")] = None,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="SFT steps.")] = 60,
-    prompt: Annotated[
-        str, typer.Option("--prompt", help="Sample prompt for the tuned model.")
-    ] = "What is the capital of Italy?",
+    out: Annotated[str, typer.Option("--out", help="Where runs, data, Argilla and report.json go.")] = "demo",
+    rule: Annotated[str, typer.Option(help="Hidden preference of the simulated annotators.")] = "concise",
+    noise: Annotated[float, typer.Option(help="Chance an annotator flips the rule.")] = 0.1,
+    sft_steps: Annotated[int, typer.Option("--sft-steps")] = 20,
+    reward_steps: Annotated[int, typer.Option("--reward-steps")] = 30,
+    dpo_steps: Annotated[int, typer.Option("--dpo-steps")] = 20,
 ) -> None:
-    import alignkit
-    from alignkit import generate
-    from alignkit.paths import bundled_data
+    from alignkit import demo as loop
 
-    data_file = bundled_data("sft.jsonl")
-    run = alignkit.sft(data={"paths": [str(data_file)]}, trainer={"max_steps": max_steps, "eval_steps": 30}, out=out)
-    show_run(run)
-    model, tokenizer = run.load_model()
-    reply = generate.answer(model, tokenizer, [{"role": "user", "content": prompt}])
+    cfg = loop.DemoConfig(
+        out=out, rule=rule, noise=noise, sft_steps=sft_steps, reward_steps=reward_steps, dpo_steps=dpo_steps
+    )
+    report = loop.run(cfg)
+    table = Table("figure", "value", title="alignkit demo: the closed loop")
+    for key in ("reward_accuracy", "win_rate_vs_sft", "win_rate_vs_sft_reward_model", "forgetting_ppl_ratio"):
+        value = report[key]
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    table.add_row("pairs from Argilla", str(report["pairs"]["pairs"]))
+    table.add_row("seconds_total", str(report["seconds_total"]))
+    for name, path in report["runs"].items():
+        table.add_row(f"{name} run", path)
+    table.add_row("report", str(Path(out) / "report.json"))
+    Console().print(table)
+    example = report["evaluation"]["examples"][0]
     Console().print(
-        f"[bold]prompt:[/] {escape(prompt)}\n[bold]tuned model:[/] {escape(reply)}\n[bold]run:[/] {run.path}"
+        f"[bold]prompt:[/] {escape(example['prompt'])}\n[bold]SFT:[/] {escape(example['sft'])}\n"
+        f"[bold]DPO (tuned on the ratings):[/] {escape(example['dpo'])}"
     )
 
 

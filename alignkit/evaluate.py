@@ -24,8 +24,12 @@ def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(
-            list(texts[start : start + batch_size]), return_tensors="pt", padding=True, truncation=True,
-            max_length=max_length, add_special_tokens=False,
+            list(texts[start : start + batch_size]),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            add_special_tokens=False,
         ).to(model.device)
         with torch.no_grad():
             logits = model(**batch).logits[:, :-1].float()
@@ -63,7 +67,8 @@ def task_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[
         "bleu": sacrebleu.corpus_bleu(list(predictions), [list(references)]).score,
         "rougeL": sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)) / n,
         "token_f1": sum(token_f1(p, r) for p, r in zip(predictions, references, strict=True)) / n,
-        "contains_reference": sum(normalise(r) in normalise(p) for p, r in zip(predictions, references, strict=True)) / n,
+        "contains_reference": sum(normalise(r) in normalise(p) for p, r in zip(predictions, references, strict=True))
+        / n,
     }
 
 
@@ -94,7 +99,9 @@ def reward_judge(scorer: Any) -> Judge:
     return judge
 
 
-def win_rate(prompts: Sequence[Messages], answers: Sequence[str], baseline: Sequence[str], judge: Judge) -> dict[str, float]:
+def win_rate(
+    prompts: Sequence[Messages], answers: Sequence[str], baseline: Sequence[str], judge: Judge
+) -> dict[str, float]:
     """Share of prompts where `answers` beat `baseline` (ties count half)."""
     outcomes = [judge(p, a, b) for p, a, b in zip(prompts, answers, baseline, strict=True)]
     n = max(1, len(outcomes))
@@ -113,9 +120,7 @@ def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Messages], a
     scores = []
     for prompt, answer_text in zip(prompts, answers, strict=True):
         prefix = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(
-            [*prompt, {"role": "assistant", "content": answer_text}], tokenize=False
-        )
+        full = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": answer_text}], tokenize=False)
         prefix_ids = tokenizer(prefix, add_special_tokens=False).input_ids
         ids = tokenizer(full, add_special_tokens=False, return_tensors="pt").input_ids.to(model.device)
         with torch.no_grad():
@@ -146,7 +151,9 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> None:
     lines = ["# alignkit evaluation", ""]
     for name, run in results["runs"].items():
         lines.append(f"## {name}")
-        lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in run.items() if k != "answers"]
+        lines += [
+            f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in run.items() if k != "answers"
+        ]
         lines.append("")
     for name, comparison in results.get("comparisons", {}).items():
         lines.append(f"## {name}")
@@ -172,3 +179,93 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> None:
         fig.tight_layout()
         fig.savefig(out_dir / "win_rate.png")
         plt.close(fig)
+
+
+def load_eval_prompts(path: str) -> tuple[list[Messages], list[str | None]]:
+    """Prompts (as messages) and optional reference answers (`reference`, or the final assistant turn)."""
+    from alignkit.data.formats import read_rows
+    from alignkit.data.validate import convert_all
+    from alignkit.generate import prompt_row
+
+    def row(data: dict[str, Any]) -> tuple[Messages, str | None]:
+        reference = data.get("reference")
+        if reference is None and isinstance(data.get("messages"), list) and data["messages"]:
+            last = data["messages"][-1]
+            reference = last.get("content") if isinstance(last, dict) and last.get("role") == "assistant" else None
+        return prompt_row(data), reference
+
+    rows = convert_all(read_rows(path), row, "rows with `prompt` (and optional `reference`) or `messages`")
+    return [p for p, _ in rows], [r for _, r in rows]
+
+
+def run_eval(
+    run_dirs: Sequence[str],
+    out_dir: str,
+    prompts_file: str,
+    general_file: str,
+    reward_run: str | None = None,
+    rule: str | None = None,
+    max_new_tokens: int = 64,
+    forgetting_threshold: float = 0.05,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate runs on held-out prompts; compare each later run with the first (its baseline)."""
+    from alignkit import models, runs
+    from alignkit.config import ModelConfig
+    from alignkit.generate import sample
+
+    prompts, references = load_eval_prompts(prompts_file)
+    prompts, references = prompts[:limit], references[:limit]
+    general = [
+        row["text"] for row in map(json.loads, Path(general_file).read_text(encoding="utf-8").splitlines()) if row
+    ]
+    results: dict[str, Any] = {"prompts_file": prompts_file, "runs": {}, "comparisons": {}}
+    answers: dict[str, list[str]] = {}
+    loaded = [runs.open_run(d) for d in run_dirs]
+    for run in loaded:
+        model, tokenizer = run.load_model()
+        name = run.path.name
+        answers[name] = [
+            r
+            for start in range(0, len(prompts), 8)
+            for (r,) in sample(model, tokenizer, prompts[start : start + 8], 1, max_new_tokens)
+        ]
+        figures: dict[str, Any] = {"stage": run.stage, "general_ppl": perplexity(model, tokenizer, general)}
+        with_reference = [(a, r) for a, r in zip(answers[name], references, strict=True) if r]
+        if with_reference:
+            figures["task"] = task_metrics([a for a, _ in with_reference], [r for _, r in with_reference])
+        figures["mean_words"] = sum(len(a.split()) for a in answers[name]) / max(1, len(prompts))
+        results["runs"][name] = figures
+    model_cfg = ModelConfig(
+        **{k: v for k, v in loaded[0].manifest["model"].items() if k in ModelConfig.__dataclass_fields__}
+    )
+    base = models.load_base(model_cfg, models.pick_precision(model_cfg.precision))
+    base_ppl = perplexity(base, models.load_tokenizer(model_cfg), general)
+    del base
+    for figures in results["runs"].values():
+        figures["forgetting"] = forgetting(base_ppl, figures["general_ppl"], forgetting_threshold)
+    scorer = None
+    if reward_run:
+        from alignkit.stages.reward import load_scorer
+
+        scorer = load_scorer(reward_run)
+        for name in answers:
+            rewards = scorer.score(prompts, answers[name])
+            results["runs"][name]["reward_mean"] = sum(rewards) / max(1, len(rewards))
+    baseline = loaded[0].path.name
+    for run in loaded[1:]:
+        name = run.path.name
+        comparison: dict[str, Any] = {}
+        if rule:
+            comparison["oracle"] = win_rate(prompts, answers[name], answers[baseline], oracle_judge(rule))
+        if scorer is not None:
+            comparison["reward_model"] = win_rate(prompts, answers[name], answers[baseline], reward_judge(scorer))
+        policy, tokenizer = run.load_model()
+        reference, _ = loaded[0].load_model()
+        comparison["kl_to_baseline"] = kl_to_reference(policy, reference, tokenizer, prompts, answers[name])
+        results["comparisons"][f"{name} vs {baseline}"] = comparison
+    results["examples"] = [
+        {"prompt": p[-1]["content"], **{n: a[i] for n, a in answers.items()}} for i, p in enumerate(prompts[:5])
+    ]
+    write_report(Path(out_dir), results)
+    return results

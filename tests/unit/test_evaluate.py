@@ -1,0 +1,92 @@
+"""Evaluation: metrics on known inputs, and `alignkit eval` end to end on tiny runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import alignkit
+from alignkit import evaluate
+from tests.conftest import run_cli, write_jsonl
+
+
+def test_token_f1_and_task_metrics_on_known_answers():
+    assert evaluate.token_f1("the answer is 42", "the answer is 42") == 1.0
+    assert evaluate.token_f1("no overlap", "something else") == 0.0
+    metrics = evaluate.task_metrics(["Paris is the capital.", "It is 7."], ["Paris", "It is 8."])
+    assert metrics["contains_reference"] == 0.5
+    assert 0 < metrics["rougeL"] < 1 and 0 <= metrics["bleu"] <= 100
+
+
+def test_win_rate_counts_ties_half_and_forgetting_flags_worse_perplexity():
+    judge = evaluate.oracle_judge("concise")
+    prompts = [[{"role": "user", "content": "q"}]] * 3
+    result = evaluate.win_rate(prompts, ["short", "a b c d", "x y"], ["a b c", "short", "p q"], judge)
+    assert result == {"win_rate": 0.5, "wins": 1, "ties": 1, "losses": 1}
+    assert evaluate.forgetting(10.0, 10.4)["forgetting"] is False
+    assert evaluate.forgetting(10.0, 10.6)["forgetting"] is True
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("eval-runs")
+    data = write_jsonl(
+        root / "chat.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": f"Add {i} and {i}."},
+                    {"role": "assistant", "content": f"It is {2 * i}."},
+                ]
+            }
+            for i in range(16)
+        ],
+    )
+    made = []
+    for name, steps in (("first", 1), ("second", 3)):
+        made.append(
+            alignkit.sft(
+                data={"paths": [str(data)]},
+                model={"name": tiny_model},
+                out=str(root / name),
+                trainer={"max_steps": steps, "per_device_train_batch_size": 4},
+            )
+        )
+    return root, made
+
+
+def test_eval_cli_writes_report_with_win_rate_kl_and_forgetting(two_runs, tmp_path):
+    root, (first, second) = two_runs
+    prompts = write_jsonl(
+        tmp_path / "prompts.jsonl", [{"prompt": f"Add {i} and 1.", "reference": f"It is {i + 1}."} for i in range(4)]
+    )
+    general = write_jsonl(tmp_path / "general.jsonl", [{"text": "Bread rises because yeast makes gas."}] * 3)
+    out = tmp_path / "eval"
+    result = run_cli(
+        "eval",
+        "--runs",
+        str(first.path),
+        "--runs",
+        str(second.path),
+        "--prompts",
+        str(prompts),
+        "--general",
+        str(general),
+        "--rule",
+        "concise",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report["runs"]) == {"first", "second"}
+    for figures in report["runs"].values():
+        assert math.isfinite(figures["general_ppl"]) and "ppl_ratio" in figures["forgetting"]
+        assert set(figures["task"]) >= {"bleu", "rougeL", "token_f1"}
+    comparison = report["comparisons"]["second vs first"]
+    assert 0.0 <= comparison["oracle"]["win_rate"] <= 1.0 and math.isfinite(comparison["kl_to_baseline"])
+    assert (out / "report.md").is_file() and (out / "perplexity.png").is_file() and (out / "win_rate.png").is_file()
