@@ -54,11 +54,11 @@ def two_runs(tmp_path_factory, tiny_model):
                 trainer={"max_steps": steps, "per_device_train_batch_size": 4},
             )
         )
-    return root, made
+    return made
 
 
 def test_eval_cli_writes_report_with_win_rate_kl_and_forgetting(two_runs, tmp_path):
-    root, (first, second) = two_runs
+    first, second = two_runs
     prompts = write_jsonl(
         tmp_path / "prompts.jsonl", [{"prompt": f"Add {i} and 1.", "reference": f"It is {i + 1}."} for i in range(4)]
     )
