@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from alignkit.runs import Run
 
 __version__ = "0.1.0"
-__all__ = ["AlignkitError", "dpo", "pretrain", "reward", "sft"]
+__all__ = ["AlignkitError", "dpo", "pretrain", "reward", "rl", "sft"]
 
 
 def sft(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
@@ -49,3 +49,11 @@ def dpo(config: str | None = None, overrides: list[str] | None = None, **section
     from alignkit.stages import dpo as stage
 
     return stage.run(load_config(DPOStageConfig, config, sections, overrides))
+
+
+def rl(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+    """Online RL (GRPO, RLOO) of a policy run against a reward model and/or rules (see `alignkit.stages.rl`)."""
+    from alignkit.config import RLStageConfig, load_config
+    from alignkit.stages import rl as stage
+
+    return stage.run(load_config(RLStageConfig, config, sections, overrides))

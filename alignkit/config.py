@@ -284,3 +284,33 @@ class DPOStageConfig(TrainStageConfig):
             "warmup_steps": 0.05,
         }
     )
+
+
+@dataclass
+class RLStageConfig(TrainStageConfig):
+    """`alignkit rl`: online RL (GRPO, RLOO) of a policy run against a reward model and/or rule-based rewards."""
+
+    method: str = "grpo"  # grpo (trl.GRPOTrainer) | rloo (trl.RLOOTrainer)
+    reward_run: str | None = None  # `--reward`: a finished `alignkit reward` run, the `reward_model` reward
+    # Rewards, summed: `reward_model` and/or rules of feedback.simulate.RULES (concise, verbose, ...). A mapping gives
+    # weights, e.g. {reward_model: 1.0, concise: 0.1}. Empty: [reward_model].
+    rewards: list[str] | dict[str, float] = field(default_factory=list)
+    # Prompts files (rows with `prompt`, `instruction` or `messages`); empty: the bundled datasets/prompts.jsonl.
+    data: DataConfig = field(default_factory=lambda: DataConfig(validation_split=0.0))
+    # Empty: keep training the parent run's adapter (reference = a frozen copy of it, TRL's `ref` adapter). A `peft:`
+    # section trains a new adapter on the parent merged in memory (reference = that model with the adapter disabled).
+    peft: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(
+        default_factory=lambda: {
+            "learning_rate": 2e-5,
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 4,  # completions per step; a multiple of num_generations
+            "num_generations": 4,
+            "max_completion_length": 48,
+            "beta": 0.04,  # KL penalty to the reference (the parent policy); > 0 also makes TRL log `kl`
+            "disable_dropout": True,  # on-policy log-probs match the sampling policy; KL is 0 before the first update
+            "logging_steps": 1,
+            "eval_steps": 50,  # with held-out prompts (data.validation_split); checkpoints are saved as often
+            "save_total_limit": 2,
+        }
+    )

@@ -153,6 +153,8 @@ def load_policy(from_run: str | None, model_name: str | None) -> tuple[Any, Any,
     if from_run:
         run = runs.open_run(from_run)
         model, tokenizer = run.load_model()
+        if hasattr(model, "merge_and_unload"):  # sampling is faster without the adapter's extra matmuls
+            model = model.merge_and_unload()
         return model, tokenizer, {"run": str(run.path.resolve()), "model": run.manifest["model"]["name"]}
     cfg = ModelConfig(name=model_name or ModelConfig.name)
     model = models.load_base(cfg, models.pick_precision(cfg.precision)).eval()
