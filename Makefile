@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU wheel on CPU machines; override on GPU machines, e.g. `make setup TORCH=torch`.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench clean-cache
+.PHONY: setup demo test lint browser serve
 
 setup: $(VENV)/.setup-done
 
@@ -21,9 +21,18 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 demo: setup
 	$(BIN)/alignkit demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Browser tests drive Debian's chromium through Playwright (no browser download); installed here when missing.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "browser tests need chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
 lint: setup
-	$(BIN)/ruff check alignkit tests datasets
-	$(BIN)/ruff format --check alignkit tests datasets
+	$(BIN)/ruff check alignkit apps tests datasets
+	$(BIN)/ruff format --check alignkit apps tests datasets
+
+serve: setup
+	$(BIN)/alignkit serve

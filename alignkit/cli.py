@@ -41,6 +41,9 @@ Epochs = Annotated[float | None, typer.Option("--epochs", help="Training epochs.
 MaxSteps = Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out (or the latest unfinished one).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")]
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Server data dir (default ~/.cache/alignkit/argilla-data).")
+]
 
 
 def main() -> None:
@@ -230,12 +233,21 @@ def eval_command(
     console.print(f"report: {Path(out) / 'report.md'}")
 
 
-planned("serve", "Start Argilla and the Streamlit apps.", "preference collection / playground")
+@app.command("serve", help="Start Argilla and the Streamlit apps (annotate), print their URLs; Ctrl-C stops all.")
+def serve_command(
+    app_names: Annotated[list[str] | None, typer.Option("--app", help="App to start (repeatable): annotate.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port of the first app (default 8501 or a free one).")] = None,
+    argilla_port: Annotated[int | None, typer.Option("--argilla-port", help="Port of the local Argilla.")] = None,
+    data_dir: DataDir = None,
+    jupyter: Annotated[bool, typer.Option(help="Also start JupyterLab on notebooks/.")] = False,
+) -> None:
+    from alignkit import serve
+
+    serve.run(app_names or ["annotate"], port, argilla_port, data_dir, jupyter)
+
+
 server_app = typer.Typer(help="The local Argilla server (SQLite + in-process search), bound to 127.0.0.1.")
 feedback_app.add_typer(server_app, name="server")
-DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Server data dir (default ~/.cache/alignkit/argilla-data).")
-]
 
 
 @server_app.command("start", help="Start Argilla in the foreground (installs its venv on first use); Ctrl-C stops it.")

@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +102,13 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
 
 
 TINY_TRAINER = ["--set", "trainer.per_device_train_batch_size=4", "--set", "trainer.logging_steps=1"]
+
+
+@pytest.fixture(scope="session")
+def argilla_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real local Argilla per test session, on a free 127.0.0.1 port, data in a temp dir (the server venv is
+    installed on first use and shared)."""
+    from alignkit.feedback import server
+
+    with server.start(data_dir=tmp_path_factory.mktemp("argilla-data")) as argilla:
+        yield argilla

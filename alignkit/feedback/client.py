@@ -20,6 +20,7 @@ import httpx
 from alignkit.errors import AlignkitError
 
 TIMEOUT_S = 15.0
+PRIORITY = "priority"  # record metadata written by `feedback push` (ordering.priority): higher = rate sooner
 
 
 def server_location(url: str | None = None, api_key: str | None = None) -> tuple[str, str | None]:
@@ -80,34 +81,33 @@ class AnnotatorSession:
         return self.get("/api/v1/me/datasets")["items"]
 
     def queue(self, dataset_id: str, status: str = "pending", limit: int = 50) -> list[dict[str, Any]]:
-        """Records of a dataset for this annotator with their response status (`pending`, `draft`, `submitted`...)."""
-        body = {
-            "filters": {
-                "and": [
-                    {
-                        "type": "terms",
-                        "scope": {"entity": "response", "property": "status"},
-                        "values": [status],
-                    }
-                ]
-            }
-        }
+        """Records still needing answers (record status pending) where this annotator's response has `status`
+        (`pending` = not answered yet, `draft`, ...), highest priority first."""
+        return self.search(dataset_id, status, limit)["items"]
+
+    def search(self, dataset_id: str, status: str, limit: int) -> dict[str, Any]:
         found = self.request(
             "POST",
             f"/api/v1/me/datasets/{dataset_id}/records/search",
             params={"include": ["responses"], "limit": limit},
-            json=body,
+            json=queue_query(status),
         )
-        return [item["record"] for item in found["items"]]
+        return {"total": found["total"], "items": [item["record"] for item in found["items"]]}
 
     def progress(self, dataset_id: str) -> dict[str, int]:
         """This annotator's counts: submitted, draft, discarded, pending."""
         return self.get(f"/api/v1/me/datasets/{dataset_id}/metrics")["responses"]
 
     def respond(self, record_id: str, values: dict[str, Any], status: str = "submitted") -> dict[str, Any]:
-        """Create (or update, when one exists) this annotator's response to a record."""
-        payload = {"values": {k: {"value": v} for k, v in values.items()}, "status": status}
-        return self.request("POST", f"/api/v1/records/{record_id}/responses", json=payload)
+        """Create or replace this annotator's response (submitted, draft or discarded) to a record.
+
+        Uses the bulk upsert endpoint: `POST /records/{id}/responses` answers 409 once any response exists (a draft).
+        """
+        item = {"record_id": record_id, "status": status, "values": {k: {"value": v} for k, v in values.items()}}
+        result = self.request("POST", "/api/v1/me/responses/bulk", json={"items": [item]})["items"][0]
+        if result.get("error"):
+            raise AlignkitError(f"Argilla did not store the answer: {result['error']['detail']}")
+        return result["item"]
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
@@ -124,6 +124,19 @@ class AnnotatorSession:
         if response.status_code >= 400:
             raise AlignkitError(f"Argilla answered {response.status_code} to {method} {path}: {response.text[:200]}")
         return response.json() if response.content else None
+
+
+def queue_query(my_status: str) -> dict[str, Any]:
+    """Search body: records still needing answers, where this annotator's response has `my_status`, by priority."""
+    return {
+        "filters": {
+            "and": [
+                {"type": "terms", "scope": {"entity": "record", "property": "status"}, "values": ["pending"]},
+                {"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": [my_status]},
+            ]
+        },
+        "sort": [{"scope": {"entity": "metadata", "metadata_property": PRIORITY}, "order": "desc"}],
+    }
 
 
 def annotator_session(username: str, password: str, url: str | None = None) -> AnnotatorSession:

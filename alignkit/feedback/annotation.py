@@ -1,0 +1,157 @@
+"""What the annotate app does with Argilla, without a UI: log in, pick the next record, build answers, save them.
+
+The next record is the highest-`priority` one (metadata written by `feedback push` from `ordering.priority`) that
+Argilla still needs answers for (record status `pending`: fewer than `distribution.min_submitted` submissions) and
+that this annotator has not answered; their own drafts come back once nothing new is left. Both conditions are
+search filters evaluated by the server, so two annotators never need to agree on anything but Argilla's state.
+
+Statuses: submit stores `submitted`, "save draft" stores `draft` (the record comes back later, prefilled), and skip
+stores `discarded` with no values: Argilla's own word for "I will not rate this one". A discarded response leaves this
+annotator's queue for good, counts as `discarded` in their progress, and does not count towards `min_submitted`, so
+the record stays in everyone else's queue. `feedback pull` reads submitted responses only.
+
+Saving is an upsert (`AnnotatorSession.respond`), so a draft is replaced in place when submitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from alignkit.errors import AlignkitError
+from alignkit.feedback import argilla_schema as schema
+from alignkit.feedback.client import PRIORITY, AnnotatorSession, annotator_session, server_location
+
+SUBMITTED, DRAFT, DISCARDED = "submitted", "draft", "discarded"
+STRENGTH_LABELS = {1: "slightly", 2: "clearly", 3: "much"}
+
+
+@dataclass(frozen=True)
+class RecordView:
+    """One record as an annotator sees it, with their own draft answer when they saved one."""
+
+    id: str
+    prompt: str
+    candidates: list[str]
+    priority: float | None = None
+    draft: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.candidates) == 2
+
+
+@dataclass(frozen=True)
+class Progress:
+    """This annotator's response counts, how many records their queue still holds, and the dataset's completion."""
+
+    mine: dict[str, int]
+    left: int
+    completed: int
+    total: int
+
+
+def argilla_url() -> str:
+    """Where annotators log in: `ARGILLA_API_URL`, else the running local server (never needs an API key)."""
+    url, _ = server_location(api_key="unused")
+    return url
+
+
+def login(username: str, password: str, url: str | None = None) -> AnnotatorSession:
+    """An annotator's own session; every failure (unreachable, bad password, server error) is an AlignkitError."""
+    if not username or not password:
+        raise AlignkitError("enter a username and a password")
+    try:
+        return annotator_session(username, password, url=url)
+    except httpx.HTTPError as exc:
+        raise AlignkitError(
+            f"Argilla did not complete the login ({type(exc).__name__})", "retry, or ask the server's owner"
+        ) from None
+
+
+def log_out(session: AnnotatorSession) -> None:
+    """Forget the session's connection (and with it the annotator's API key)."""
+    session.http.close()
+
+
+def datasets(session: AnnotatorSession) -> list[dict[str, Any]]:
+    """The datasets this annotator may rate (ready ones in their workspaces), by name."""
+    return sorted((d for d in session.datasets() if d.get("status", "ready") == "ready"), key=lambda d: d["name"])
+
+
+def guidelines(dataset: dict[str, Any]) -> str:
+    return dataset.get("guidelines") or schema.GUIDELINES
+
+
+def next_record(session: AnnotatorSession, dataset_id: str) -> RecordView | None:
+    """The record to rate now: unanswered first, then this annotator's drafts; None when nothing is left."""
+    for my_status in ("pending", DRAFT):
+        found = session.queue(dataset_id, my_status, limit=1)
+        if found:
+            return record_view(found[0])
+    return None
+
+
+def record_view(record: dict[str, Any]) -> RecordView:
+    fields = record["fields"]
+    n = schema.n_candidates(list(fields))
+    draft = next((r["values"] or {} for r in record.get("responses") or [] if r["status"] == DRAFT), {})
+    return RecordView(
+        id=record["id"],
+        prompt=fields.get("prompt") or "",
+        candidates=[fields.get(schema.candidate_field(i)) or "" for i in range(n)],
+        priority=(record.get("metadata") or {}).get(PRIORITY),
+        draft={name: value.get("value") for name, value in draft.items()},
+    )
+
+
+def pair_values(choice: str | None, strength: int | None = None, rationale: str = "") -> dict[str, Any]:
+    """Answer values for two candidates: the choice (`1`, `2`, `tie`), optional strength 1-3 and rationale."""
+    if choice not in schema.PREFERENCE_LABELS:
+        raise AlignkitError("choose a response first", "press 1 or 2, or t for a tie")
+    values: dict[str, Any] = {schema.PREFERENCE: choice}
+    if strength is not None and choice != "tie":
+        if strength not in schema.STRENGTH_VALUES:
+            raise AlignkitError(f"strength {strength!r}: expected one of {schema.STRENGTH_VALUES}")
+        values[schema.STRENGTH] = strength
+    if rationale.strip():
+        values[schema.RATIONALE] = rationale.strip()
+    return values
+
+
+def ranking_values(ranks: list[int | None], rationale: str = "") -> dict[str, Any]:
+    """Answer values for N candidates: `ranks[i]` is the rank (1 = best) given to the i-th shown candidate."""
+    n = len(ranks)
+    if any(rank is None for rank in ranks) or sorted(ranks) != list(range(1, n + 1)):
+        raise AlignkitError("give every response a different rank", f"use each of 1..{n} once (1 = best)")
+    values: dict[str, Any] = {
+        schema.RANKING: [{"value": schema.candidate_field(i), "rank": rank} for i, rank in enumerate(ranks)]
+    }
+    if rationale.strip():
+        values[schema.RATIONALE] = rationale.strip()
+    return values
+
+
+def draft_ranks(record: RecordView) -> list[int | None]:
+    """The ranks of a saved draft ranking, in shown order (None where the draft has none)."""
+    by_field = {item["value"]: item.get("rank") for item in record.draft.get(schema.RANKING) or []}
+    return [by_field.get(schema.candidate_field(i)) for i in range(len(record.candidates))]
+
+
+def save(session: AnnotatorSession, record_id: str, values: dict[str, Any], status: str) -> dict[str, Any]:
+    """Create or replace this annotator's response to a record (submitted, draft or discarded)."""
+    return session.respond(record_id, values, status)
+
+
+def skip(session: AnnotatorSession, record_id: str) -> dict[str, Any]:
+    """Leave a record to the other annotators (a `discarded` response without values)."""
+    return save(session, record_id, {}, DISCARDED)
+
+
+def progress(session: AnnotatorSession, dataset_id: str) -> Progress:
+    mine = session.progress(dataset_id)
+    left = sum(session.search(dataset_id, status, limit=1)["total"] for status in ("pending", DRAFT))
+    overall = session.get(f"/api/v1/datasets/{dataset_id}/progress")
+    return Progress(mine=mine, left=left, completed=overall.get("completed", 0), total=overall.get("total", 0))

@@ -1,0 +1,259 @@
+"""Online RL of a policy run with TRL: GRPO (`trl.GRPOTrainer`) or RLOO (`trl.RLOOTrainer`).
+
+Each step samples `num_generations` completions per prompt from the policy, scores them with the reward functions
+(a reward model run via `reward.load_scorer`, and/or rules of `feedback.simulate.RULES`), and moves the policy towards
+the better ones, with a KL penalty (`trainer.beta`) to the reference. The reference is the parent policy, with no
+second model copy, as in `alignkit dpo`:
+
+- default (`peft:` empty): the parent run's adapter is loaded trainable and handed to the trainer without a
+  `peft_config`; TRL copies it into a frozen `ref` adapter (trl/trainer/grpo_trainer.py and rloo_trainer.py,
+  `model.add_adapter("ref", ...)`) and computes reference log-probs under it. The run's adapter replaces the
+  parent's (`adapter_continues` in the manifest), so `Run.load_model()` applies it instead of the parent's.
+- with a `peft:` section, or a fully fine-tuned parent: the parent is merged in memory and a new adapter trained on
+  it; the reference is that model with the adapter disabled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from alignkit import models, runs, training
+from alignkit.config import RLStageConfig
+from alignkit.errors import AlignkitError
+from alignkit.stages import sft
+
+REWARD_MODEL = "reward_model"
+RewardFunction = Callable[..., list[float]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A TRL online-RL trainer and its config class."""
+
+    trainer: str
+    config: str
+
+    def classes(self) -> tuple[type[Any], type[Any]]:
+        trl = importlib.import_module("trl")
+        return getattr(trl, self.trainer), getattr(trl, self.config)
+
+
+METHODS = {"grpo": Method("GRPOTrainer", "GRPOConfig"), "rloo": Method("RLOOTrainer", "RLOOConfig")}
+
+
+def run(cfg: RLStageConfig) -> runs.Run:
+    """Train the parent run's policy online against the configured rewards and return the finished run."""
+    from alignkit.generate import load_prompts
+    from alignkit.paths import bundled_data
+
+    cfg = training.resolve_resume("rl", cfg)
+    method = pick_method(cfg.method)
+    parent = policy_parent(cfg.from_run)
+    cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
+    if not cfg.data.paths:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=[str(bundled_data("prompts.jsonl"))]))
+    reward_names, weights = reward_spec(cfg)
+    reward_run = reward_parent(cfg.reward_run, reward_names)
+
+    def load_prompt_rows(paths: list[str]) -> list[dict[str, Any]]:
+        return [{"prompt": prompt} for path in paths for prompt in load_prompts(path)]
+
+    train_rows, eval_rows, files = sft.load_split(cfg.data, load_prompt_rows)  # validated before anything heavy
+    path = runs.plan_path("rl", cfg)
+    precision = models.pick_precision(cfg.model.precision)
+    continues = not cfg.peft and parent.adapter_dir.is_dir()
+    peft_config = None if continues else models.peft_config(cfg.peft)
+    trainer_cls, config_cls = method.classes()
+    args = training.trainer_args(
+        config_cls, with_defaults(cfg, weights, bool(eval_rows)), str(path / "checkpoints"), bool(eval_rows), precision
+    )
+    if peft_config is None and not continues and args.beta != 0.0:
+        raise AlignkitError(
+            "config: rl with peft.method=full and trainer.beta > 0 would load a second full model as the reference "
+            "(TRL loads it from the base's path, not the parent policy)",
+            "train an adapter (drop peft.method=full), or set trainer.beta=0",
+        )
+    models.resolve_model(cfg.model.name)  # the parent's base must still be there before the run dir exists
+    adapter_continues = str(parent.path.resolve()) if continues else None
+    run = runs.create(
+        "rl",
+        cfg,
+        path,
+        files,
+        parent,
+        method=cfg.method,
+        rewards=reward_names,
+        reward_weights=weights,
+        reward_run=str(reward_run.path.resolve()) if reward_run else None,
+        adapter_continues=adapter_continues,
+        **precision.manifest,
+    )
+
+    if continues:  # base + the parent's adapter, trainable: TRL freezes a copy of it as the reference
+        model, tokenizer = models.load_run_model(parent.path, trainable=True, precision=precision)
+    else:  # the parent merged in memory; the reference is this model with the new adapter disabled
+        model, tokenizer, _ = training.load_trainable(cfg, parent, precision)
+    trainer = trainer_cls(
+        model=model,
+        reward_funcs=reward_functions(reward_names, reward_run, batch_size=args.per_device_train_batch_size),
+        args=args,
+        train_dataset=to_dataset(train_rows),
+        eval_dataset=to_dataset(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.add_callback(training.RunMetricsCallback(run))
+    if eval_rows and cfg.early_stopping_patience:
+        trainer.add_callback(training.early_stopping(cfg.early_stopping_patience))
+    counts = {"train_prompts": len(train_rows), "eval_prompts": len(eval_rows), "method": cfg.method}
+    return training.train_and_save(trainer, run, counts, final_metrics=reward_and_kl_figures)
+
+
+def pick_method(name: str) -> Method:
+    if name not in METHODS:
+        raise AlignkitError(f"config: unknown rl method `{name}`", f"one of: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def policy_parent(from_run: str | None) -> runs.Run:
+    """The run whose policy is trained (and is the reference): required, and a language model, not a reward model."""
+    if not from_run:
+        raise AlignkitError("rl starts from a policy: no --from run given", "pass --from SFT_OR_DPO_RUN_DIR")
+    parent = runs.open_run(from_run)
+    if parent.stage == "reward":
+        raise AlignkitError(
+            f"{parent.path}: is a reward model, not a policy", "pass it as --reward; --from a policy run"
+        )
+    return parent
+
+
+def reward_spec(cfg: RLStageConfig) -> tuple[list[str], list[float] | None]:
+    """(reward function names, their weights or None): `rewards` checked against the rules and the reward run."""
+    from alignkit.feedback.simulate import RULES
+
+    known = [REWARD_MODEL, *RULES]
+    rewards = cfg.rewards or ([REWARD_MODEL] if cfg.reward_run else [])
+    if not rewards:
+        raise AlignkitError(
+            "rl needs a reward: no --reward run and no `rewards` given", f"pass --reward REWARD_RUN or rewards: {known}"
+        )
+    names = list(rewards)
+    for name in names:
+        if name not in known:
+            raise AlignkitError(f"config: unknown reward `{name}` in `rewards`", f"one of: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise AlignkitError(f"config: `rewards` names a reward twice: {names}", "list each reward once")
+    if REWARD_MODEL in names and not cfg.reward_run:
+        raise AlignkitError("config: `rewards` has reward_model but no reward run is given", "pass --reward RUN_DIR")
+    if cfg.reward_run and REWARD_MODEL not in names:
+        raise AlignkitError(
+            f"--reward {cfg.reward_run} is given but `rewards` ({', '.join(names)}) does not use reward_model",
+            "add reward_model to `rewards`, or drop --reward",
+        )
+    if not isinstance(rewards, dict):
+        return names, None
+    if "reward_weights" in cfg.trainer:
+        raise AlignkitError(
+            "config: weights given both in `rewards` and in trainer.reward_weights", "give them in one place"
+        )
+    weights = list(rewards.values())
+    for name, weight in rewards.items():
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise AlignkitError(f"config: weight of reward `{name}` must be a number, got {weight!r}")
+    return names, [float(w) for w in weights]
+
+
+def reward_parent(reward_run: str | None, names: list[str]) -> runs.Run | None:
+    """The reward model run (checked to be one) when `reward_model` is used."""
+    if REWARD_MODEL not in names or reward_run is None:
+        return None
+    run = runs.open_run(reward_run)
+    if run.stage != "reward":
+        raise AlignkitError(f"{run.path}: is a {run.stage} run, not a reward model", "pass --reward a reward run")
+    return run
+
+
+def with_defaults(cfg: RLStageConfig, weights: list[float] | None, has_eval: bool) -> RLStageConfig:
+    """Weights from `rewards` as TRL's `reward_weights`; with held-out prompts, the best checkpoint by their reward.
+
+    TRL counts prompt + completion tokens itself; transformers' counter finds no `input_ids` in RL batches.
+    """
+    defaults: dict[str, Any] = {"include_num_input_tokens_seen": "no"}
+    if weights:
+        defaults["reward_weights"] = weights
+    if has_eval:
+        defaults |= {"metric_for_best_model": "reward", "greater_is_better": True}
+    return dataclasses.replace(cfg, trainer=defaults | cfg.trainer)
+
+
+def reward_functions(names: list[str], reward_run: runs.Run | None, batch_size: int) -> list[RewardFunction]:
+    """TRL reward functions (conversational prompts and completions in, one float per completion out), in order."""
+    from alignkit.stages.reward import load_scorer
+
+    functions = []
+    for name in names:
+        if name == REWARD_MODEL:
+            assert reward_run is not None  # reward_spec demands one
+            functions.append(model_reward(load_scorer(reward_run.path, batch_size=batch_size)))
+        else:
+            functions.append(rule_reward(name))
+    return functions
+
+
+def model_reward(scorer: Any) -> RewardFunction:
+    """The reward model's score of each completion as the reply to its prompt (chat template as in its training)."""
+
+    def reward_model(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+        return scorer.score(prompts, completions)
+
+    return reward_model
+
+
+def rule_reward(name: str) -> RewardFunction:
+    """A `feedback.simulate` rule applied to each completion's text; named after the rule in TRL's logs."""
+    from alignkit.feedback.simulate import rule
+
+    score = rule(name)
+
+    def reward(completions: list[Any], **_: Any) -> list[float]:
+        return [float(score(reply_text(completion))) for completion in completions]
+
+    reward.__name__ = name
+    return reward
+
+
+def reply_text(completion: str | list[dict[str, str]]) -> str:
+    return completion if isinstance(completion, str) else "\n".join(turn["content"] for turn in completion)
+
+
+def to_dataset(rows: list[dict[str, Any]]) -> Any:
+    """TRL's conversational prompt-only rows: a `prompt` column of message lists."""
+    from datasets import Dataset
+
+    return Dataset.from_list(rows)
+
+
+def reward_and_kl_figures(trainer: Any) -> dict[str, Any]:
+    """Reward (weighted sum) and KL at the first and last logged steps, and each reward function's mean at both ends."""
+    logged = [row for row in trainer.state.log_history if "reward" in row]
+    if not logged:
+        return {}
+    first, last = logged[0], logged[-1]
+    figures: dict[str, Any] = {"reward_start": first["reward"], "reward_end": last["reward"]}
+    kls = [row["kl"] for row in logged if "kl" in row]
+    if kls:
+        figures |= {"kl_start": kls[0], "kl": kls[-1], "kl_mean": sum(kls) / len(kls)}
+    figures["reward_functions"] = {
+        key.removeprefix("rewards/").removesuffix("/mean"): {"start": first.get(key), "end": last[key]}
+        for key in last
+        if key.startswith("rewards/") and key.endswith("/mean")
+    }
+    figures["completion_length_end"] = last.get("completions/mean_length")
+    evals = [row["eval_reward"] for row in trainer.state.log_history if "eval_reward" in row]
+    if evals:
+        figures["eval_reward_start"] = evals[0]  # before training (`eval_reward`: after it)
+    return figures

@@ -1,0 +1,253 @@
+"""Rate candidate responses in Argilla with your own account, one record at a time, keyboard first.
+
+Run it with `alignkit serve` (or `streamlit run apps/annotate.py` with `ARGILLA_API_URL` set or a local server
+running). Every answer is stored in Argilla as soon as it is given; the queue, statuses and the skip rule are in
+`alignkit/feedback/annotation.py`. Shortcuts are Streamlit's own button shortcuts (ignored while typing in a field).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from alignkit.errors import AlignkitError
+from alignkit.feedback import annotation
+from alignkit.feedback import argilla_schema as schema
+
+PAIR_KEYS = "Keys: `1` / `2` choose · `T` tie · `Shift+1..3` strength · "
+ACTION_KEYS = "`Enter` submit · `D` save draft · `S` skip (outside text fields)"
+MAX_SIDE_BY_SIDE = 4  # more candidates than this are listed one under the other
+
+
+def main() -> None:
+    st.set_page_config(page_title="alignkit · annotate", layout="wide")
+    show_notice()
+    try:
+        if st.session_state.get("session") is None:
+            login_view()
+        else:
+            rating_view(st.session_state.session)
+    except AlignkitError as exc:  # Argilla went away or refused something: a notice, never a traceback
+        st.error(exc.message)
+        if exc.hint:
+            st.caption(exc.hint)
+        st.button("Retry")
+
+
+def show_notice() -> None:
+    notice = st.session_state.pop("notice", None)
+    if notice is not None:
+        st.error(str(notice))
+    flash = st.session_state.pop("flash", None)
+    if flash:
+        st.toast(flash)
+
+
+# -- login ------------------------------------------------------------------------------------------------------
+
+
+def login_view() -> None:
+    st.title("Rate responses")
+    url = annotation.argilla_url()
+    with st.form("login"):
+        username = st.text_input("Username", autocomplete="username")
+        password = st.text_input("Password", type="password", autocomplete="current-password")
+        if st.form_submit_button("Log in", type="primary"):
+            try:
+                st.session_state.session = annotation.login(username.strip(), password, url)
+            except AlignkitError as exc:
+                st.error(exc.message)
+                if exc.hint:
+                    st.caption(exc.hint)
+            else:
+                st.rerun()
+    st.caption(f"Your Argilla account at {url}")
+
+
+def log_out() -> None:
+    annotation.log_out(st.session_state.session)
+    for key in list(st.session_state):
+        del st.session_state[key]
+
+
+# -- rating -----------------------------------------------------------------------------------------------------
+
+
+def rating_view(session: Any) -> None:
+    available = annotation.datasets(session)
+    with st.sidebar:
+        st.markdown(f"Signed in as **{session.username}**")
+        st.button("Log out", on_click=log_out)
+        if not available:
+            st.info("No dataset to rate yet: ask an owner to add you to a workspace with a round.")
+            return
+        by_id = {d["id"]: d for d in available}
+        dataset_id = st.selectbox("Dataset", list(by_id), format_func=lambda i: by_id[i]["name"], key="dataset_id")
+        progress = annotation.progress(session, dataset_id)
+        progress_panel(progress)
+        with st.expander("Guidelines", expanded=False):
+            st.markdown(annotation.guidelines(by_id[dataset_id]))
+
+    name = by_id[dataset_id]["name"]
+    record = current_record(session, dataset_id)
+    if record is None:
+        st.success(f"Nothing left to rate in **{name}**. Thank you!")
+        st.button("Check again", on_click=forget_record)
+        return
+    st.caption(f"{name} · {progress.left} left for you · {progress.completed} of {progress.total} complete")
+    record_view(session, record)
+
+
+def progress_panel(progress: annotation.Progress) -> None:
+    mine = progress.mine
+    st.markdown("**My progress**")
+    st.caption(
+        f"{mine.get('submitted', 0)} submitted · {mine.get('draft', 0)} drafts · "
+        f"{mine.get('discarded', 0)} skipped · {progress.left} left for you"
+    )
+    st.markdown("**Everyone**")
+    share = progress.completed / progress.total if progress.total else 0.0
+    st.progress(share, text=f"{progress.completed} of {progress.total} records complete")
+
+
+def current_record(session: Any, dataset_id: str) -> annotation.RecordView | None:
+    """The record on screen; fetched again only after an answer, a skip or a change of dataset."""
+    if st.session_state.get("record_dataset") != dataset_id:
+        record = annotation.next_record(session, dataset_id)
+        st.session_state.record = record
+        st.session_state.record_dataset = dataset_id
+        if record is not None:
+            st.session_state.choice = record.draft.get(schema.PREFERENCE)
+            st.session_state.strength = record.draft.get(schema.STRENGTH)
+            st.session_state[f"rationale-{record.id}"] = record.draft.get(schema.RATIONALE) or ""
+            for i, rank in enumerate(annotation.draft_ranks(record)):
+                st.session_state[f"rank-{record.id}-{i}"] = rank
+    return st.session_state.record
+
+
+def forget_record() -> None:
+    st.session_state.pop("record_dataset", None)
+
+
+def record_view(session: Any, record: annotation.RecordView) -> None:
+    if record.draft:
+        st.info("You saved a draft for this record: finish it and submit.")
+    st.markdown("##### Prompt")
+    with st.container(border=True):
+        st.markdown(record.prompt)
+    if record.is_pair:
+        pair_answer(record)
+    else:
+        ranking_answer(record)
+    st.text_area("Why? (optional)", key=f"rationale-{record.id}", placeholder="A short reason helps reviewers")
+    submit, draft, skip = st.columns(3)
+    submit.button(
+        "Submit", type="primary", shortcut="Enter", width="stretch", on_click=answer, args=(session, record, "submit")
+    )
+    draft.button("Save draft", shortcut="D", width="stretch", on_click=answer, args=(session, record, "draft"))
+    skip.button("Skip", shortcut="S", width="stretch", on_click=answer, args=(session, record, "skip"))
+    st.caption((PAIR_KEYS if record.is_pair else "Keys: ") + ACTION_KEYS)
+
+
+def pair_answer(record: annotation.RecordView) -> None:
+    for i, column in enumerate(st.columns(2)):
+        with column, st.container(border=True):
+            st.markdown(f"**Response {i + 1}**")
+            st.markdown(record.candidates[i])
+    choice = st.session_state.get("choice")
+    for key, column in zip(("1", "2"), st.columns(2), strict=True):
+        with column:
+            choice_button(key, schema.PREFERENCE_LABELS[key], choice)
+    choice_button("tie", "Tie", choice, shortcut="T")
+    if choice in ("1", "2"):
+        strength = st.session_state.get("strength")
+        st.markdown(f"How much better is response {choice}? (optional)")
+        for value, column in zip(schema.STRENGTH_VALUES, st.columns(len(schema.STRENGTH_VALUES)), strict=True):
+            column.button(
+                f"{value} · {annotation.STRENGTH_LABELS[value]}",
+                key=f"strength-{value}",
+                type="primary" if strength == value else "secondary",
+                shortcut=f"Shift+{value}",
+                width="stretch",
+                on_click=set_state,
+                args=("strength", None if strength == value else value),
+            )
+
+
+def choice_button(value: str, label: str, choice: str | None, shortcut: str | None = None) -> None:
+    st.button(
+        label,
+        key=f"choose-{value}",
+        type="primary" if choice == value else "secondary",
+        shortcut=shortcut or value,
+        width="stretch",
+        on_click=set_state,
+        args=("choice", value),
+    )
+
+
+def ranking_answer(record: annotation.RecordView) -> None:
+    n = len(record.candidates)
+    st.markdown(f"Rank the responses: 1 = best, {n} = worst, each rank once.")
+    columns = st.columns(n) if n <= MAX_SIDE_BY_SIDE else [st.container() for _ in range(n)]
+    for i, (text, column) in enumerate(zip(record.candidates, columns, strict=True)):
+        with column, st.container(border=True):
+            st.markdown(f"**Response {i + 1}**")
+            st.markdown(text)
+            st.selectbox(
+                f"Rank of response {i + 1}", list(range(1, n + 1)), placeholder="rank", key=f"rank-{record.id}-{i}"
+            )
+
+
+def set_state(key: str, value: Any) -> None:
+    st.session_state[key] = value
+
+
+def answer(session: Any, record: annotation.RecordView, action: str) -> None:
+    """Button callback: store the answer in Argilla now, then move on (errors become a notice on the page)."""
+    rationale = st.session_state.get(f"rationale-{record.id}", "")
+    try:
+        if action == "skip":
+            annotation.skip(session, record.id)
+        elif action == "draft":
+            annotation.save(session, record.id, draft_values(record, rationale), annotation.DRAFT)
+        else:
+            annotation.save(session, record.id, submitted_values(record, rationale), annotation.SUBMITTED)
+    except AlignkitError as exc:
+        st.session_state.notice = exc
+        return
+    st.session_state.flash = {"skip": "Skipped", "draft": "Draft saved"}.get(action, "Submitted")
+    for key in [k for k in st.session_state if str(k).startswith(("rationale-", "rank-"))]:
+        del st.session_state[key]
+    st.session_state.choice = st.session_state.strength = None
+    forget_record()
+
+
+def submitted_values(record: annotation.RecordView, rationale: str) -> dict[str, Any]:
+    if record.is_pair:
+        return annotation.pair_values(st.session_state.get("choice"), st.session_state.get("strength"), rationale)
+    ranks = [st.session_state.get(f"rank-{record.id}-{i}") for i in range(len(record.candidates))]
+    return annotation.ranking_values(ranks, rationale)
+
+
+def draft_values(record: annotation.RecordView, rationale: str) -> dict[str, Any]:
+    """Whatever is filled in so far (a draft may be incomplete; a ranking is kept only once it is complete)."""
+    values: dict[str, Any] = {}
+    if record.is_pair:
+        choice, strength = st.session_state.get("choice"), st.session_state.get("strength")
+        if choice:
+            values[schema.PREFERENCE] = choice
+        if strength and choice != "tie":
+            values[schema.STRENGTH] = strength
+    else:
+        try:
+            values = submitted_values(record, "")
+        except AlignkitError:
+            values = {}
+    if rationale.strip():
+        values[schema.RATIONALE] = rationale.strip()
+    return values
+
+
+main()

@@ -1,0 +1,170 @@
+"""The annotate app end to end: real local Argilla, the app started by `alignkit.serve`, headless Chromium, keyboard
+only; then Argilla itself is asked what was stored. Also the queue rules against the real server (no browser)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import argilla as rg
+import pytest
+
+from alignkit.errors import AlignkitError
+from alignkit.feedback import annotation, client, ordering, push
+from alignkit.feedback import argilla_schema as schema
+from alignkit.generate import write_jsonl
+
+pytestmark = pytest.mark.filterwarnings("ignore:.* not found:UserWarning")  # the SDK's lookups before creating
+ANNOTATOR, PASSWORD = "e2e-rater", "e2e-rater-password"
+CANDIDATES = [  # four prompts whose candidate pairs differ by different amounts: four distinct priorities
+    ("Water it daily.", "Add browns, greens, air and water; turn it weekly."),
+    ("Turn the pile every week.", "Turn the pile every week and keep it moist."),
+    ("Use kitchen scraps and dry leaves.", "Use kitchen scraps, dry leaves and a little soil."),
+    ("Keep it moist like a sponge.", "Keep it moist like a wrung-out sponge."),
+]
+
+
+def prompt(i: int) -> str:
+    return f"How do I compost, case {i}?"
+
+
+def candidates_file(path: Path) -> Path:
+    rows = [
+        {"prompt": prompt(i), "candidates": [{"text": a, "run": "runs/sft-e2e"}, {"text": b, "run": "runs/sft-e2e"}]}
+        for i, (a, b) in enumerate(CANDIDATES)
+    ]
+    write_jsonl(path, rows)
+    return path
+
+
+def by_priority() -> list[str]:
+    """The prompts in the order annotators must see them (ordering.priority, highest first)."""
+    priorities = [ordering.diversity(pair) for pair in CANDIDATES]
+    assert len(set(priorities)) == len(CANDIDATES), "the test needs distinct priorities"
+    return [prompt(i) for i in sorted(range(len(CANDIDATES)), key=lambda i: -priorities[i])]
+
+
+@pytest.fixture(scope="module")
+def owner(argilla_server) -> rg.Argilla:
+    return rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
+
+
+def stored_answers(owner: rg.Argilla, dataset_name: str, workspace: str) -> dict[str, dict[str, Any]]:
+    """{prompt: {"status": record status, "responses": [(user_id, status, {question: value})]}} as Argilla has it."""
+    dataset = owner.datasets(dataset_name, workspace=workspace)
+    stored = {}
+    for record in dataset.records(with_responses=True):
+        by_user: dict[tuple[str, str], dict[str, Any]] = {}
+        for response in record.responses:
+            status = getattr(response.status, "value", response.status)
+            by_user.setdefault((str(response.user_id), status), {})[response.question_name] = response.value
+        stored[record.fields["prompt"]] = {
+            "status": getattr(record.status, "value", record.status),
+            "responses": [(user, status, values) for (user, status), values in by_user.items()],
+        }
+    return stored
+
+
+@pytest.mark.e2e
+def test_annotator_rates_three_records_by_keyboard_and_argilla_stores_exactly_those(
+    owner, annotate_app, page, artifacts, tmp_path
+):
+    from playwright.sync_api import expect
+
+    annotator = client.add_user(owner, ANNOTATOR, PASSWORD, "annotator", ["e2e"])
+    push.push(str(candidates_file(tmp_path / "candidates.jsonl")), "e2e-round", "e2e", min_submitted=1, client=owner)
+    order = by_priority()
+
+    page.goto(annotate_app)
+    page.get_by_label("Username").fill(ANNOTATOR)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.keyboard.press("Enter")
+
+    def choose(key: str, label: str) -> None:
+        button = page.get_by_role("button", name=label)
+        button.wait_for()  # its shortcut listens once it is on the page
+        page.keyboard.press(key)
+        expect(button).to_have_attribute("data-testid", "stBaseButton-primary")
+
+    def submitted(count: int, next_prompt: str) -> None:
+        page.keyboard.press("Enter")
+        page.get_by_text(f"{count} submitted").wait_for()
+        page.get_by_text(next_prompt, exact=True).wait_for()
+
+    page.get_by_text(order[0], exact=True).wait_for()  # highest priority first
+    choose("1", "Response 1 is better")
+    submitted(1, order[1])
+
+    choose("2", "Response 2 is better")
+    choose("Shift+2", "2 · clearly")
+    submitted(2, order[2])
+
+    choose("t", "Tie")
+    page.get_by_label("Why? (optional)").focus()
+    page.keyboard.type("1 2 s t: both fine")  # shortcuts must not fire while typing
+    page.keyboard.press("Tab")  # to the Submit button
+    submitted(3, order[3])
+    page.screenshot(path=str(artifacts / "annotate.png"))
+
+    stored = stored_answers(owner, "e2e-round", "e2e")
+    me = str(annotator.id)
+    assert stored[order[0]]["responses"] == [(me, "submitted", {schema.PREFERENCE: "1"})]
+    assert stored[order[1]]["responses"] == [(me, "submitted", {schema.PREFERENCE: "2", schema.STRENGTH: 2})]
+    assert stored[order[2]]["responses"] == [
+        (me, "submitted", {schema.PREFERENCE: "tie", schema.RATIONALE: "1 2 s t: both fine"})
+    ]
+    assert stored[order[3]]["responses"] == []
+    assert [stored[p]["status"] for p in order] == ["completed", "completed", "completed", "pending"]
+
+
+# -- the queue rules against the real server (no browser) ---------------------------------------------------------
+
+
+@pytest.fixture
+def queue_round(owner, argilla_server, tmp_path, request) -> tuple[str, list[annotation.AnnotatorSession]]:
+    """A fresh round (min_submitted=1) in a workspace of its own, and two logged-in annotators."""
+    name = request.node.name.removeprefix("test_")[:40]
+    for user in ("queue-a", "queue-b"):
+        client.add_user(owner, user, f"{user}-password", "annotator", ["e2e-queue"])
+    push.push(str(candidates_file(tmp_path / "c.jsonl")), name, "e2e-queue", min_submitted=1, client=owner)
+    sessions = [annotation.login(user, f"{user}-password", url=argilla_server.url) for user in ("queue-a", "queue-b")]
+    dataset_id = next(d["id"] for d in annotation.datasets(sessions[0]) if d["name"] == name)
+    return dataset_id, sessions
+
+
+@pytest.mark.argilla
+def test_queue_never_hands_out_a_record_that_has_enough_submissions(queue_round):
+    dataset_id, (a, b) = queue_round
+    order = by_priority()
+    first = annotation.next_record(a, dataset_id)
+    assert first.prompt == order[0] and annotation.next_record(b, dataset_id).id == first.id
+    annotation.save(b, first.id, annotation.pair_values("1"), annotation.SUBMITTED)
+    assert annotation.next_record(a, dataset_id).prompt == order[1]  # a never answered it, but it is complete
+
+
+@pytest.mark.argilla
+def test_drafts_come_back_last_prefilled_and_skips_go_to_others(queue_round):
+    dataset_id, (a, b) = queue_round
+    order = by_priority()
+    drafted = annotation.next_record(a, dataset_id)
+    annotation.save(a, drafted.id, {schema.PREFERENCE: "2", schema.RATIONALE: "half"}, annotation.DRAFT)
+    skipped = annotation.next_record(a, dataset_id)
+    assert skipped.prompt == order[1]
+    annotation.skip(a, skipped.id)
+    for _ in order[2:]:
+        annotation.save(a, annotation.next_record(a, dataset_id).id, annotation.pair_values("1"), annotation.SUBMITTED)
+
+    back = annotation.next_record(a, dataset_id)
+    assert back.id == drafted.id and back.draft == {schema.PREFERENCE: "2", schema.RATIONALE: "half"}
+    annotation.save(a, back.id, annotation.pair_values("2"), annotation.SUBMITTED)  # a draft is replaced in place
+    assert annotation.next_record(a, dataset_id) is None
+    progress = annotation.progress(a, dataset_id)
+    assert progress.mine["submitted"] == 3 and progress.mine["discarded"] == 1 and progress.left == 0
+    assert (progress.completed, progress.total) == (3, 4)
+    assert annotation.next_record(b, dataset_id).id == skipped.id  # a's skip leaves it to the others
+
+
+@pytest.mark.argilla
+def test_wrong_password_is_a_login_error(argilla_server):
+    with pytest.raises(AlignkitError, match="login failed"):
+        annotation.login("nobody", "not-the-password", url=argilla_server.url)

@@ -1,0 +1,216 @@
+"""Online RL (GRPO, RLOO) on a tiny random model: rewards from a reward model run and from rules, the reference being
+the parent policy, run directories, reloading the trained policy, and bad settings failing before any work."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from trl.trainer.utils import use_adapter
+
+import alignkit
+from alignkit import AlignkitError, runs, training
+from alignkit.paths import bundled_data
+from alignkit.stages import reward
+from tests.conftest import write_jsonl
+
+TINY = {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "logging_steps": 1}
+RL_TINY = {"max_steps": 2, "max_completion_length": 12, "learning_rate": 1e-2}
+QUESTIONS = [[{"role": "user", "content": f"What is {i} plus {i}?"}] for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rl")
+    pairs = [
+        {
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": f"It is {2 * i}."}],
+            "rejected": [{"role": "assistant", "content": f"It is {2 * i + 1}, I think, but I am not sure."}],
+        }
+        for i, prompt in enumerate(QUESTIONS)
+    ]
+    write_jsonl(root / "chat.jsonl", [{"messages": p["prompt"] + p["chosen"]} for p in pairs])
+    write_jsonl(root / "pairs.jsonl", pairs)
+    write_jsonl(root / "prompts.jsonl", [{"prompt": p} for p in QUESTIONS])
+    return root
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny_model: str, root: Path) -> runs.Run:
+    return alignkit.sft(
+        data={"paths": [str(root / "chat.jsonl")]},
+        model={"name": tiny_model},
+        out=str(root / "sft"),
+        trainer={"max_steps": 3, "learning_rate": 1e-2, **TINY},
+    )
+
+
+@pytest.fixture(scope="module")
+def reward_run(sft_run: runs.Run, root: Path) -> runs.Run:
+    return alignkit.reward(
+        data={"paths": [str(root / "pairs.jsonl")], "validation_split": 0.0},
+        from_run=str(sft_run.path),
+        out=str(root / "reward"),
+        trainer={"max_steps": 2, "learning_rate": 1e-2, **TINY},
+    )
+
+
+def run_capturing_trainer(**sections: Any) -> tuple[runs.Run, Any]:
+    """`alignkit.rl(...)`, keeping the TRL trainer it trained (the in-memory policy at the end)."""
+    captured: dict[str, Any] = {}
+    original = training.train_and_save
+
+    def keep_trainer(trainer: Any, run: runs.Run, *args: Any, **kwargs: Any) -> runs.Run:
+        captured["trainer"] = trainer
+        return original(trainer, run, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "train_and_save", keep_trainer)
+        run = alignkit.rl(**sections)
+    return run, captured["trainer"]
+
+
+def logps(model: Any, tokenizer: Any) -> torch.Tensor:
+    """Log-probabilities a model gives every next token of fixed chat texts."""
+    texts = [[*q, {"role": "assistant", "content": "It is four, I think."}] for q in QUESTIONS[:4]]
+    ids = torch.tensor([tokenizer.apply_chat_template(t, tokenize=True, return_dict=True)["input_ids"] for t in texts])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    return logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+
+def assert_complete_rl_run(run: runs.Run, stages: list[str], rewards: list[str]) -> None:
+    assert run.complete
+    manifest = run.manifest
+    assert [step["stage"] for step in manifest["lineage"]] == stages and manifest["rewards"] == rewards
+    assert (run.path / "adapter" / "adapter_model.safetensors").is_file()
+    assert not [p for p in (run.path / "adapter").iterdir() if p.is_dir()], "only the trained adapter is saved"
+    assert (run.path / "config.yaml").is_file() and (run.path / "metrics.jsonl").read_text().strip()
+    metrics = run.metrics
+    assert metrics["global_step"] == 2 and metrics["train_runtime"] > 0 and metrics["train_tokens"] > 0
+    for key in ("reward_start", "reward_end", "kl_start", "kl", "kl_mean"):
+        assert isinstance(metrics[key], float), key
+    assert set(metrics["reward_functions"]) == set(rewards)
+    assert metrics["kl_start"] == pytest.approx(0.0, abs=1e-6), "policy == reference before the first update"
+
+
+@pytest.fixture(scope="module")
+def grpo_result(sft_run: runs.Run, reward_run: runs.Run, root: Path) -> tuple[runs.Run, Any]:
+    return run_capturing_trainer(
+        from_run=str(sft_run.path),
+        reward_run=str(reward_run.path),
+        rewards={"reward_model": 1.0, "concise": 0.1},
+        out=str(root / "grpo"),
+        trainer={**RL_TINY, **TINY},
+    )
+
+
+def test_grpo_with_the_reward_model_trains_the_parent_adapter_against_a_frozen_copy(grpo_result, sft_run, reward_run):
+    run, trainer = grpo_result
+    assert_complete_rl_run(run, ["sft", "rl"], ["reward_model", "concise"])
+    manifest = run.manifest
+    assert manifest["adapter_continues"] == str(sft_run.path.resolve()) and manifest["method"] == "grpo"
+    assert manifest["reward_run"] == str(reward_run.path.resolve()) and manifest["reward_weights"] == [1.0, 0.1]
+    assert list(manifest["data"]) == [str(bundled_data("prompts.jsonl"))]
+    assert run.metrics["train_prompts"] == 60, "the bundled prompts by default"
+    by_function = run.metrics["reward_functions"]
+    weighted = by_function["reward_model"]["start"] + 0.1 * by_function["concise"]["start"]
+    assert run.metrics["reward_start"] == pytest.approx(weighted, abs=1e-4)
+
+    sft_model, tokenizer = sft_run.load_model()
+    policy = trainer.model
+    assert "ref" in policy.peft_config, "TRL's frozen copy of the parent adapter"
+    with use_adapter(policy, adapter_name="ref"):
+        reference = logps(policy, tokenizer)
+    torch.testing.assert_close(reference, logps(sft_model, tokenizer), atol=1e-5, rtol=0)
+    trained = logps(policy, tokenizer)
+    assert (trained - reference).abs().max() > 1e-3, "the policy moved away from the reference"
+    reloaded, _ = run.load_model()
+    torch.testing.assert_close(logps(reloaded, tokenizer), trained, atol=1e-5, rtol=0)
+
+
+def test_the_reward_model_reward_is_the_scorer(grpo_result, reward_run):
+    _, trainer = grpo_result
+    reward_model = trainer.reward_funcs[0]
+    completions = [[{"role": "assistant", "content": text}] for text in ("It is 2.", "It is 3, I think.")]
+    expected = reward.load_scorer(reward_run.path).score(QUESTIONS[1:3], completions)
+    assert reward_model(prompts=QUESTIONS[1:3], completions=completions) == pytest.approx(expected, abs=1e-5)
+
+
+def test_grpo_with_a_rule_reward_and_a_new_adapter_on_the_merged_parent(sft_run, root, tmp_path):
+    run, trainer = run_capturing_trainer(
+        from_run=str(sft_run.path),
+        rewards=["concise"],
+        data={"paths": [str(root / "prompts.jsonl")]},
+        peft={"method": "lora", "r": 4, "lora_alpha": 8},
+        out=str(tmp_path / "grpo"),
+        trainer={**RL_TINY, **TINY},
+    )
+    assert_complete_rl_run(run, ["sft", "rl"], ["concise"])
+    assert run.manifest["adapter_continues"] is None and run.metrics["train_prompts"] == len(QUESTIONS)
+    sft_model, tokenizer = sft_run.load_model()
+    with use_adapter(trainer.model, adapter_name=None):  # TRL's reference for a new adapter: adapters disabled
+        reference = logps(trainer.model, tokenizer)
+    torch.testing.assert_close(reference, logps(sft_model, tokenizer), atol=1e-4, rtol=0)
+    reloaded, _ = run.load_model()
+    torch.testing.assert_close(logps(reloaded, tokenizer), logps(trainer.model, tokenizer), atol=1e-4, rtol=0)
+
+
+def test_rloo_trains_against_the_parent_policy(sft_run, root, tmp_path):
+    run, trainer = run_capturing_trainer(
+        method="rloo",
+        from_run=str(sft_run.path),
+        rewards=["concise"],
+        data={"paths": [str(root / "prompts.jsonl")]},
+        out=str(tmp_path / "rloo"),
+        trainer={**RL_TINY, **TINY},
+    )
+    assert_complete_rl_run(run, ["sft", "rl"], ["concise"])
+    assert run.manifest["method"] == "rloo" and type(trainer).__name__ == "RLOOTrainer"
+    sft_model, tokenizer = sft_run.load_model()
+    with use_adapter(trainer.model, adapter_name="ref"):
+        reference = logps(trainer.model, tokenizer)
+    torch.testing.assert_close(reference, logps(sft_model, tokenizer), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        ({"from_run": None, "rewards": ["concise"]}, "no --from run given"),
+        ({"rewards": ["consice"]}, "unknown reward `consice`"),
+        ({}, "rl needs a reward"),
+        ({"rewards": ["reward_model"]}, "has reward_model but no reward run"),
+        ({"reward_run": "SFT", "rewards": ["reward_model"]}, "is a sft run, not a reward model"),
+        ({"from_run": "REWARD", "rewards": ["concise"]}, "is a reward model, not a policy"),
+        ({"rewards": {"concise": "high"}}, "weight of reward `concise` must be a number"),
+        ({"method": "ppo", "rewards": ["concise"]}, "unknown rl method `ppo`"),
+        ({"rewards": ["concise"], "peft": {"method": "full"}}, "peft.method=full and trainer.beta > 0"),
+        ({"rewards": ["concise"], "trainer": {"num_generations": 3}}, "divisible by num_generations"),
+        ({"rewards": ["concise"], "trainer": {"num_generation": 3}}, "did you mean `trainer.num_generations`"),
+    ],
+    ids=[
+        "no-parent",
+        "unknown-reward",
+        "no-reward",
+        "reward-model-without-run",
+        "reward-run-not-a-reward-model",
+        "parent-is-a-reward-model",
+        "weight-not-a-number",
+        "unknown-method",
+        "full-with-kl",
+        "batch-not-divisible",
+        "typo",
+    ],
+)
+def test_bad_rl_settings_fail_before_the_run_directory_exists(sections, expected, sft_run, reward_run, tmp_path):
+    out = tmp_path / "rl"
+    named = {"SFT": str(sft_run.path), "REWARD": str(reward_run.path)}
+    values = {"from_run": str(sft_run.path), **sections}
+    values = {k: named.get(v, v) if isinstance(v, str) else v for k, v in values.items()}
+    with pytest.raises(AlignkitError, match=re.escape(expected)):
+        alignkit.rl(out=str(out), **values)
+    assert not out.exists()
