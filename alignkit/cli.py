@@ -159,11 +159,28 @@ def not_built(issue: str) -> Callable[..., Any]:
 
 train_command("reward", api_named("reward"), "Reward model (classification head + LoRA) from preference pairs.")
 train_command("dpo", api_named("dpo"), "DPO and variants (loss_type ipo/robust/...; method=kto|simpo|orpo) from SFT.")
-train_command(
-    "rl",
-    not_built("reward modeling, DPO and online RL"),
-    "Online RL (GRPO/RLOO) against a reward model. (not built yet)",
-)
+
+
+@app.command("rl", help="Online RL (GRPO; method=rloo) of a policy run against a reward model and/or rule rewards.")
+def rl_command(
+    data: Data = None,
+    model: Model = None,
+    from_run: FromRun = None,
+    reward: Annotated[
+        str | None, typer.Option("--reward", help="Reward run: enables the `reward_model` reward.")
+    ] = None,
+    config: ConfigFile = None,
+    set_: Sets = None,
+    out: Out = None,
+    epochs: Epochs = None,
+    max_steps: MaxSteps = None,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+) -> None:
+    values = stage_values(data, model, from_run, out, epochs, max_steps, resume, overwrite)
+    if reward:
+        values["reward_run"] = reward
+    show_run(api_named("rl")()(str(config) if config else None, set_, **values))
 
 
 def planned(name: str, help_text: str, issue: str, target: typer.Typer = app) -> None:

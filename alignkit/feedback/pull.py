@@ -118,9 +118,11 @@ def pull(
             {"role": "user", "content": record.fields["prompt"]}
         ]
         pooled: dict[tuple[int, int], list[tuple[str, float]]] = defaultdict(list)
-        for user_votes in votes.values():
+        voters: dict[tuple[int, int], list[str]] = defaultdict(list)
+        for user, user_votes in votes.items():
             for pair, pair_votes in user_votes.items():
                 pooled[pair] += pair_votes
+                voters[pair].append(user)
         for (a, b), pair_votes in pooled.items():
             labels = [label for label, _ in pair_votes]
             units.append(labels)
@@ -145,7 +147,7 @@ def pull(
                     "chosen": [{"role": "assistant", "content": texts[chosen]}],
                     "rejected": [{"role": "assistant", "content": texts[rejected]}],
                     "margin": margin,
-                    "annotators": len(labels),
+                    "annotators": sorted(voters[(a, b)]),  # Argilla user ids
                     "agreement": agreement,
                     "record_id": str(record.id),
                     "chosen_candidate": order[chosen],

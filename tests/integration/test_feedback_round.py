@@ -65,7 +65,7 @@ def test_two_annotators_overlap_two_pull_expected_pairs(tmp_path, owner, annotat
     for pair in result.pairs:
         assert pair["chosen_candidate"] == 0 and pair["rejected_candidate"] == 1  # the shorter one (concise rule)
         assert len(pair["chosen"][0]["content"]) < len(pair["rejected"][0]["content"])
-        assert pair["annotators"] == 2 and pair["agreement"] == 1.0 and pair["margin"] >= 1
+        assert len(pair["annotators"]) == 2 and pair["agreement"] == 1.0 and pair["margin"] >= 1
         assert pair["prompt"][0]["role"] == "user"
 
 

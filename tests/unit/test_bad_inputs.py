@@ -122,8 +122,8 @@ def test_error_in_a_real_subprocess_has_no_traceback(tmp_path):
     assert_one_line_error(result.returncode, result.stderr, ["unknown_role.jsonl:line 3", "'bot'"])
 
 
-def test_unbuilt_stage_says_so_and_fails(capsys):
-    code, err = invoke(["rl", "--data", "x.jsonl"], capsys)
+def test_unbuilt_command_says_so_and_fails(capsys):
+    code, err = invoke(["export"], capsys)
     assert_one_line_error(code, err, ["not built yet"])
 
 
