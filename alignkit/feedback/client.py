@@ -106,7 +106,10 @@ class AnnotatorSession:
         item = {"record_id": record_id, "status": status, "values": {k: {"value": v} for k, v in values.items()}}
         result = self.request("POST", "/api/v1/me/responses/bulk", json={"items": [item]})["items"][0]
         if result.get("error"):
-            raise AlignkitError(f"Argilla did not store the answer: {result['error']['detail']}")
+            detail = str(result["error"].get("detail"))
+            if "Forbidden" in detail:
+                raise AlignkitError(f"{self.username} may not access record {record_id}", "ask an owner to add you")
+            raise AlignkitError(f"Argilla did not store the answer: {detail}")
         return result["item"]
 
     def get(self, path: str, **kwargs: Any) -> Any:
