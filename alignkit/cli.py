@@ -215,6 +215,58 @@ def generate_command(
     console.print(f"candidates written to {path}")
 
 
+@app.command("synth", help="Self-instruct synthetic SFT rows: new tasks from seed tasks, answered and filtered.")
+def synth_command(
+    seeds: Annotated[str, typer.Option("--seeds", help="Seed tasks: rows with prompt/instruction/messages.")],
+    out: Annotated[str, typer.Option("--out", help="Output JSONL of SFT rows (with `synth` provenance).")],
+    n: Annotated[int, typer.Option("--n", help="Rows to keep.")] = 100,
+    from_run: FromRun = None,
+    model: Model = None,
+    shots: Annotated[int, typer.Option("--shots", help="Seed tasks shown per new task.")] = 3,
+    max_attempts: Annotated[int | None, typer.Option("--max-attempts", help="Tasks to try (default 4n).")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per answer.")] = 96,
+    temperature: Annotated[float, typer.Option(help="Answer sampling temperature.")] = 0.7,
+    max_similarity: Annotated[
+        float, typer.Option("--max-similarity", help="Drop tasks this ROUGE-L-similar to a seed or kept task.")
+    ] = 0.7,
+    allow_truncated: Annotated[
+        bool, typer.Option("--allow-truncated", help="Keep answers cut off at --max-new-tokens.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Tasks per generate call.")] = 8,
+    overwrite: Overwrite = False,
+) -> None:
+    import json
+
+    from alignkit import synth
+
+    filters = synth.Filters(max_similarity=max_similarity, allow_truncated=allow_truncated)
+    summary = synth.run(
+        from_run,
+        model,
+        seeds,
+        n,
+        out,
+        seed,
+        max_new_tokens,
+        overwrite,
+        shots=shots,
+        max_attempts=max_attempts,
+        batch_size=batch_size,
+        temperature=temperature,
+        filters=filters,
+    )
+    table = Table("figure", "value", title=f"synth → {out}")
+    for key in ("kept", "wanted", "attempts", "rounds", "unused"):
+        table.add_row(key, str(summary[key]))
+    for check, count in summary["rejected"].items():
+        table.add_row(f"rejected: {check}", str(count))
+    Console().print(table)
+    Path(out).with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if summary["kept"] < n:
+        console.print(f"[yellow]kept {summary['kept']} of {n}: raise --max-attempts, or use a stronger model[/]")
+
+
 @app.command("eval", help="Evaluate runs on held-out prompts: task metrics, win-rate vs the first run, KL, forgetting.")
 def eval_command(
     run_dirs: Annotated[list[str], typer.Option("--runs", help="Run dirs (repeatable); the first is the baseline.")],
@@ -344,10 +396,14 @@ def feedback_push(
     min_submitted: Annotated[int, typer.Option("--min-submitted", help="Annotators per record (overlap).")] = 1,
     append: Annotated[bool, typer.Option(help="Add records to an existing dataset.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the per-record A/B shuffle.")] = 0,
+    reward: Annotated[
+        str | None, typer.Option("--reward", help="Reward run: least-sure pairs first; its pick stored as a hint.")
+    ] = None,
 ) -> None:
-    from alignkit.feedback import push
+    from alignkit.feedback import ordering, push
 
-    summary = push.push(candidates, dataset, workspace, round_number, min_submitted, seed, append)
+    scorer = ordering.reward_scorer(reward) if reward else None
+    summary = push.push(candidates, dataset, workspace, round_number, min_submitted, seed, append, scorer=scorer)
     console.print(f"pushed {summary['records']} records to {workspace}/{dataset} ({summary})")
 
 
@@ -375,6 +431,41 @@ def feedback_pull(
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     Console().print(table)
     Path(out).with_suffix(".summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+
+
+review_app = typer.Typer(help="Review rounds: annotators accept, edit or reject SFT rows (e.g. from synth).")
+feedback_app.add_typer(review_app, name="review")
+
+
+@review_app.command("push", help="Push SFT rows (e.g. from `alignkit synth`) to Argilla as a review round.")
+def review_push(
+    data: Annotated[str, typer.Option("--data", help="Chat rows ending with the response to review.")],
+    dataset: Dataset,
+    workspace: Workspace = "alignkit",
+    min_submitted: Annotated[int, typer.Option("--min-submitted", help="Reviewers per record (overlap).")] = 1,
+    append: Annotated[bool, typer.Option(help="Add records to an existing review dataset.")] = False,
+) -> None:
+    from alignkit.feedback import push
+
+    summary = push.push_review(data, dataset, workspace, min_submitted=min_submitted, append=append)
+    console.print(f"pushed {summary['records']} records to {workspace}/{dataset} for review ({summary})")
+
+
+@review_app.command("pull", help="Pull the accepted rows of a review round (edits applied) as SFT rows.")
+def review_pull(
+    dataset: Dataset,
+    out: Annotated[str, typer.Option("--out", help="Output JSONL of accepted SFT rows.")],
+    workspace: Workspace = "alignkit",
+    min_reviews: Annotated[int, typer.Option("--min-reviews", help="Skip records reviewed by fewer.")] = 1,
+    overwrite: Overwrite = False,
+) -> None:
+    from alignkit.feedback import pull
+    from alignkit.generate import write_jsonl
+
+    rows = pull.pull_review(dataset, workspace, min_reviews=min_reviews)
+    write_jsonl(Path(out), rows, overwrite=overwrite)
+    edited = sum(row["review"]["edited"] for row in rows)
+    console.print(f"{len(rows)} accepted rows ({edited} edited) written to {out}")
 
 
 @feedback_app.command("simulate", help="Oracle annotators rate through Argilla's API with a rule plus noise.")

@@ -46,6 +46,22 @@ class DataConfig:
     seed: int = 42
 
 
+def trainer_defaults(**overrides: Any) -> dict[str, Any]:
+    """The `trainer:` keys every stage starts from (small batches, cosine schedule, evaluation every 50 steps)."""
+    return {
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "max_length": 512,
+        "logging_steps": 5,
+        "eval_steps": 50,
+        "save_total_limit": 2,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.05,
+        **overrides,
+    }
+
+
 def default_peft() -> dict[str, Any]:
     return {"method": "lora"}  # per-method defaults live in models.PEFT_DEFAULTS
 
@@ -71,21 +87,7 @@ class TrainStageConfig:
 class SFTStageConfig(TrainStageConfig):
     """`alignkit sft`: supervised fine-tuning on chat data; loss on assistant turns only."""
 
-    trainer: dict[str, Any] = field(
-        default_factory=lambda: {
-            "learning_rate": 1e-4,
-            "num_train_epochs": 1,
-            "per_device_train_batch_size": 4,
-            "per_device_eval_batch_size": 8,
-            "gradient_accumulation_steps": 1,
-            "max_length": 512,
-            "logging_steps": 5,
-            "eval_steps": 50,
-            "save_total_limit": 2,
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 0.05,
-        }
-    )
+    trainer: dict[str, Any] = field(default_factory=lambda: trainer_defaults(learning_rate=1e-4))
 
 
 @dataclass
@@ -93,19 +95,7 @@ class PretrainStageConfig(TrainStageConfig):
     """`alignkit pretrain`: continued next-token pretraining on raw domain text."""
 
     trainer: dict[str, Any] = field(
-        default_factory=lambda: {
-            "learning_rate": 1e-4,
-            "num_train_epochs": 1,
-            "per_device_train_batch_size": 4,
-            "per_device_eval_batch_size": 8,
-            "max_length": 256,
-            "packing": True,
-            "logging_steps": 5,
-            "eval_steps": 50,
-            "save_total_limit": 2,
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 0.05,
-        }
+        default_factory=lambda: trainer_defaults(learning_rate=1e-4, max_length=256, packing=True)
     )
 
 
@@ -246,20 +236,7 @@ class RewardStageConfig(TrainStageConfig):
 
     use_margin: bool = True  # pass the data's `margin` column (annotator strength) to TRL's loss when present
     calibration_bins: int = 5  # bins of the held-out reliability table in metrics.json
-    trainer: dict[str, Any] = field(
-        default_factory=lambda: {
-            "learning_rate": 1e-4,
-            "num_train_epochs": 1,
-            "per_device_train_batch_size": 4,
-            "per_device_eval_batch_size": 8,
-            "max_length": 512,
-            "logging_steps": 5,
-            "eval_steps": 50,
-            "save_total_limit": 2,
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 0.05,
-        }
-    )
+    trainer: dict[str, Any] = field(default_factory=lambda: trainer_defaults(learning_rate=1e-4))
 
 
 @dataclass
@@ -270,20 +247,7 @@ class DPOStageConfig(TrainStageConfig):
     # Empty: keep training the parent run's adapter (reference = a frozen copy of it). A `peft:` section instead trains
     # a new adapter on the parent model merged in memory (reference = that model with the adapter disabled).
     peft: dict[str, Any] = field(default_factory=dict)
-    trainer: dict[str, Any] = field(
-        default_factory=lambda: {
-            "learning_rate": 5e-5,
-            "num_train_epochs": 1,
-            "per_device_train_batch_size": 4,
-            "per_device_eval_batch_size": 8,
-            "max_length": 512,
-            "logging_steps": 5,
-            "eval_steps": 50,
-            "save_total_limit": 2,
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 0.05,
-        }
-    )
+    trainer: dict[str, Any] = field(default_factory=lambda: trainer_defaults(learning_rate=5e-5))
 
 
 @dataclass

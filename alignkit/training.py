@@ -95,6 +95,23 @@ def load_trainable(cfg: TrainStageConfig, parent: runs.Run | None, precision: mo
     return model, tokenizer, peft_cfg
 
 
+def add_callbacks(trainer: Any, run: runs.Run, cfg: TrainStageConfig, has_eval: bool) -> None:
+    """Every logged figure to the run's metrics.jsonl; early stopping on validation loss when there is validation."""
+    trainer.add_callback(RunMetricsCallback(run))
+    if has_eval and cfg.early_stopping_patience:
+        trainer.add_callback(early_stopping(cfg.early_stopping_patience))
+
+
+def policy_parent(stage: str, from_run: str | None) -> runs.Run:
+    """The run whose policy a preference/RL stage trains (and uses as reference): required, and not a reward model."""
+    if not from_run:
+        raise AlignkitError(f"{stage} starts from a policy: no --from run given", "pass --from an sft (or dpo) run")
+    parent = runs.open_run(from_run)
+    if parent.stage == "reward":
+        raise AlignkitError(f"{parent.path}: is a reward model, not a policy", "pass --from an sft (or dpo) run")
+    return parent
+
+
 def early_stopping(patience: int) -> Any:
     """Stop after `patience` evaluations without a better validation loss (the best checkpoint is kept)."""
     from transformers import EarlyStoppingCallback

@@ -1,4 +1,5 @@
-"""Rate candidate responses in Argilla with your own account, one record at a time, keyboard first.
+"""Rate candidate responses in Argilla with your own account, one record at a time, keyboard first (a review
+round shows one response to accept, edit or reject instead).
 
 Run it with `alignkit serve` (or `streamlit run apps/annotate.py` with `ARGILLA_API_URL` set or a local server
 running). Every answer is stored in Argilla as soon as it is given; the queue, statuses and the skip rule are in
@@ -16,6 +17,8 @@ from alignkit.feedback import annotation
 from alignkit.feedback import argilla_schema as schema
 
 PAIR_KEYS = "Keys: `1` / `2` choose · `T` tie · `Shift+1..3` strength · "
+REVIEW_KEYS = "Keys: `A` accept · `X` reject · "
+REVIEW_SHORTCUTS = {"accept": "A", "reject": "X"}  # Streamlit reserves R (rerun) and C (clear cache)
 ACTION_KEYS = "`Enter` submit · `D` save draft · `S` skip (outside text fields)"
 MAX_SIDE_BY_SIDE = 4  # more candidates than this are listed one under the other
 
@@ -118,7 +121,8 @@ def current_record(session: Any, dataset_id: str) -> annotation.RecordView | Non
         st.session_state.record = record
         st.session_state.record_dataset = dataset_id
         if record is not None:
-            st.session_state.choice = record.draft.get(schema.PREFERENCE)
+            st.session_state.choice = record.draft.get(schema.REVIEW if record.is_review else schema.PREFERENCE)
+            st.session_state[f"edit-{record.id}"] = record.draft.get(schema.EDITED_RESPONSE) or ""
             st.session_state.strength = record.draft.get(schema.STRENGTH)
             st.session_state[f"rationale-{record.id}"] = record.draft.get(schema.RATIONALE) or ""
             for i, rank in enumerate(annotation.draft_ranks(record)):
@@ -136,18 +140,39 @@ def record_view(session: Any, record: annotation.RecordView) -> None:
     st.markdown("##### Prompt")
     with st.container(border=True):
         st.markdown(record.prompt)
-    if record.is_pair:
+    if record.is_review:
+        review_answer(record)
+    elif record.is_pair:
         pair_answer(record)
     else:
         ranking_answer(record)
-    st.text_area("Why? (optional)", key=f"rationale-{record.id}", placeholder="A short reason helps reviewers")
+    if record.suggestion is not None:
+        suggestion_toggle(record)
+    if not record.is_review:
+        st.text_area("Why? (optional)", key=f"rationale-{record.id}", placeholder="A short reason helps reviewers")
     submit, draft, skip = st.columns(3)
     submit.button(
         "Submit", type="primary", shortcut="Enter", width="stretch", on_click=answer, args=(session, record, "submit")
     )
     draft.button("Save draft", shortcut="D", width="stretch", on_click=answer, args=(session, record, "draft"))
     skip.button("Skip", shortcut="S", width="stretch", on_click=answer, args=(session, record, "skip"))
-    st.caption((PAIR_KEYS if record.is_pair else "Keys: ") + ACTION_KEYS)
+    keys = REVIEW_KEYS if record.is_review else PAIR_KEYS if record.is_pair else "Keys: "
+    st.caption(keys + ACTION_KEYS)
+
+
+def review_answer(record: annotation.RecordView) -> None:
+    with st.container(border=True):
+        st.markdown("**Response**")
+        st.markdown(record.response or "")
+    choice = st.session_state.get("choice")
+    for value, column in zip(schema.REVIEW_LABELS, st.columns(len(schema.REVIEW_LABELS)), strict=True):
+        with column:
+            choice_button(value, schema.REVIEW_LABELS[value], choice, shortcut=REVIEW_SHORTCUTS[value])
+    st.text_area(
+        "Edited response (optional: replaces the response when you accept)",
+        key=f"edit-{record.id}",
+        placeholder="Write the corrected response here",
+    )
 
 
 def pair_answer(record: annotation.RecordView) -> None:
@@ -200,6 +225,13 @@ def ranking_answer(record: annotation.RecordView) -> None:
             )
 
 
+def suggestion_toggle(record: annotation.RecordView) -> None:
+    """The reward model's pick, hidden until asked for on each record (seeing it first would anchor the rating)."""
+    if st.toggle("Show model suggestion", key=f"suggest-{record.id}"):
+        shown, p = record.suggestion
+        st.info(f"Model suggests: Response {shown + 1} (p={p:.2f})")
+
+
 def set_state(key: str, value: Any) -> None:
     st.session_state[key] = value
 
@@ -218,13 +250,15 @@ def answer(session: Any, record: annotation.RecordView, action: str) -> None:
         st.session_state.notice = exc
         return
     st.session_state.flash = {"skip": "Skipped", "draft": "Draft saved"}.get(action, "Submitted")
-    for key in [k for k in st.session_state if str(k).startswith(("rationale-", "rank-"))]:
+    for key in [k for k in st.session_state if str(k).startswith(("rationale-", "rank-", "suggest-", "edit-"))]:
         del st.session_state[key]
     st.session_state.choice = st.session_state.strength = None
     forget_record()
 
 
 def submitted_values(record: annotation.RecordView, rationale: str) -> dict[str, Any]:
+    if record.is_review:
+        return annotation.review_values(st.session_state.get("choice"), st.session_state.get(f"edit-{record.id}", ""))
     if record.is_pair:
         return annotation.pair_values(st.session_state.get("choice"), st.session_state.get("strength"), rationale)
     ranks = [st.session_state.get(f"rank-{record.id}-{i}") for i in range(len(record.candidates))]
@@ -234,6 +268,10 @@ def submitted_values(record: annotation.RecordView, rationale: str) -> dict[str,
 def draft_values(record: annotation.RecordView, rationale: str) -> dict[str, Any]:
     """Whatever is filled in so far (a draft may be incomplete; a ranking is kept only once it is complete)."""
     values: dict[str, Any] = {}
+    if record.is_review:
+        choice, edited = st.session_state.get("choice"), st.session_state.get(f"edit-{record.id}", "")
+        values = {schema.REVIEW: choice} if choice else {}
+        return values | ({schema.EDITED_RESPONSE: edited.strip()} if edited.strip() else {})
     if record.is_pair:
         choice, strength = st.session_state.get("choice"), st.session_state.get("strength")
         if choice:

@@ -37,10 +37,16 @@ class RecordView:
     candidates: list[str]
     priority: float | None = None
     draft: dict[str, Any] = field(default_factory=dict)
+    suggestion: tuple[int, float] | None = None  # the reward model's pick (shown index, probability), from push
+    response: str | None = None  # a review round's one response (accept / edit / reject) instead of candidates
 
     @property
     def is_pair(self) -> bool:
         return len(self.candidates) == 2
+
+    @property
+    def is_review(self) -> bool:
+        return self.response is not None
 
 
 @dataclass(frozen=True)
@@ -98,12 +104,16 @@ def record_view(record: dict[str, Any]) -> RecordView:
     fields = record["fields"]
     n = schema.n_candidates(list(fields))
     draft = next((r["values"] or {} for r in record.get("responses") or [] if r["status"] == DRAFT), {})
+    metadata = record.get("metadata") or {}
+    suggested = metadata.get("suggested")
     return RecordView(
         id=record["id"],
         prompt=fields.get("prompt") or "",
         candidates=[fields.get(schema.candidate_field(i)) or "" for i in range(n)],
-        priority=(record.get("metadata") or {}).get(PRIORITY),
+        priority=metadata.get(PRIORITY),
         draft={name: value.get("value") for name, value in draft.items()},
+        suggestion=None if suggested is None else (int(suggested), float(metadata.get("suggested_p") or 0.0)),
+        response=fields.get("response") if n == 0 else None,
     )
 
 
@@ -131,6 +141,16 @@ def ranking_values(ranks: list[int | None], rationale: str = "") -> dict[str, An
     }
     if rationale.strip():
         values[schema.RATIONALE] = rationale.strip()
+    return values
+
+
+def review_values(verdict: str | None, edited: str = "") -> dict[str, Any]:
+    """Answer values for a review round: `accept` or `reject`, and an optional edited response."""
+    if verdict not in schema.REVIEW_LABELS:
+        raise AlignkitError("accept or reject the response first", "press A or X")
+    values: dict[str, Any] = {schema.REVIEW: verdict}
+    if edited.strip():
+        values[schema.EDITED_RESPONSE] = edited.strip()
     return values
 
 

@@ -2,7 +2,8 @@
 
 Fields: `prompt` and `candidate_1..N` (shown in a per-record shuffled order, recorded in metadata `order`).
 Questions: with two candidates, `preference` (1 / 2 / tie) and `strength` (1 slight .. 3 strong); with more, a
-`ranking`; always an optional free-text `rationale`. Metadata: round, prompt id, producing runs, order, sampling.
+`ranking`; always an optional free-text `rationale`. Metadata: round, prompt id, producing runs, order, sampling,
+priority, and with a reward model the shown index it prefers (`suggested`) and its probability (`suggested_p`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def preference_settings(n_candidates: int, min_submitted: int = 1, guidelines: s
     questions.append(rg.TextQuestion(name=RATIONALE, title="Why? (optional)", required=False))
     metadata: list[Any] = [rg.TermsMetadataProperty(name=name) for name in METADATA]
     metadata.append(rg.FloatMetadataProperty(name="priority"))  # ordering.priority: higher = rate sooner
+    # the reward model's pre-label (push with a scorer): declared, since Argilla shows annotators declared metadata only
+    metadata += [rg.IntegerMetadataProperty(name="suggested", min=0), rg.FloatMetadataProperty(name="suggested_p")]
     return rg.Settings(
         fields=fields,
         questions=questions,
@@ -65,3 +68,43 @@ def preference_settings(n_candidates: int, min_submitted: int = 1, guidelines: s
 def n_candidates(field_names: list[str]) -> int:
     """How many candidate fields a round's dataset has."""
     return sum(1 for name in field_names if name.startswith("candidate_"))
+
+
+# ---- review rounds: accept / edit / reject single responses (e.g. from `alignkit synth`) ------------------------
+
+REVIEW = "review"
+EDITED_RESPONSE = "edited_response"
+REVIEW_LABELS = {"accept": "Accept", "reject": "Reject"}
+REVIEW_GUIDELINES = """\
+**Is this a good training example?** Read the prompt, then the response.
+
+- **Accept** a correct, helpful and safe response to a sensible prompt.
+- To fix a response that is almost right, write the corrected response under *Edited response* and **Accept**:
+  the edit replaces the response.
+- **Reject** a nonsensical prompt, or a response that is wrong, unsafe or not worth fixing.
+"""
+
+
+def review_settings(min_submitted: int = 1, guidelines: str = REVIEW_GUIDELINES) -> Any:
+    """`rg.Settings` for a review round: one response per prompt, accept/reject plus an optional edited response."""
+    import argilla as rg
+
+    return rg.Settings(
+        fields=[
+            rg.TextField(name="prompt", title="Prompt", use_markdown=True),
+            rg.TextField(name="response", title="Response", use_markdown=True),
+        ],
+        questions=[
+            rg.LabelQuestion(name=REVIEW, title="Keep this example?", labels=REVIEW_LABELS),
+            rg.TextQuestion(
+                name=EDITED_RESPONSE, title="Edited response (optional: replaces the response)", required=False
+            ),
+        ],
+        metadata=[
+            rg.TermsMetadataProperty(name="prompt_id"),
+            rg.FloatMetadataProperty(name="priority"),  # the annotate app's queue order; here the file's order
+        ],
+        guidelines=guidelines,
+        distribution=rg.TaskDistribution(min_submitted=min_submitted),
+        allow_extra_metadata=True,
+    )

@@ -37,3 +37,15 @@ def suggestion(prompt: list[dict[str, str]], candidates: Sequence[str], scorer: 
     order = sorted(range(len(rewards)), key=lambda i: rewards[i], reverse=True)
     margin = rewards[order[0]] - rewards[order[1]] if len(order) > 1 else 0.0
     return order[0], 1.0 / (1.0 + math.exp(-margin))
+
+
+def reward_scorer(run_dir: str) -> Scorer:
+    """A finished `alignkit reward` run as a `Scorer`: the reward of each candidate as the reply to the prompt."""
+    from alignkit.stages.reward import load_scorer
+
+    reward_model = load_scorer(run_dir)
+
+    def score(prompt: list[dict[str, str]], candidates: list[str]) -> list[float]:
+        return reward_model.score([prompt] * len(candidates), list(candidates))
+
+    return score

@@ -170,3 +170,49 @@ def pull(
         "krippendorff_alpha": krippendorff_alpha(units),
     }
     return PullResult(pairs=pairs, summary=summary)
+
+
+def pull_review(
+    dataset_name: str, workspace: str = "alignkit", client: Any = None, min_reviews: int = 1
+) -> list[dict[str, Any]]:
+    """The accepted rows of a review round as SFT rows: accepted by a majority of its submitted reviews (a tie is not
+    acceptance), with the accepting reviewers' edited response (the most common, if they differ) replacing the
+    original. Each row keeps its `synth` provenance and gains `review` (record id, votes, reviewers, edited)."""
+    from alignkit.feedback.client import connect
+
+    client = client or connect()
+    dataset = client.datasets(dataset_name, workspace=workspace)
+    if dataset is None:
+        raise AlignkitError(f"no dataset {dataset_name!r} in workspace {workspace!r}", "check --dataset/--workspace")
+    if schema.REVIEW not in {q.name for q in dataset.settings.questions}:
+        raise AlignkitError(f"dataset {dataset_name!r} is not a review round", "use `feedback pull` for ratings")
+    accepted = []
+    for record in dataset.records(with_responses=True):
+        answers: dict[str, dict[str, Any]] = defaultdict(dict)
+        for response in record.responses:
+            if str(response.status) in ("submitted", "ResponseStatus.submitted"):
+                answers[str(response.user_id)][response.question_name] = response.value
+        verdicts = {user: a.get(schema.REVIEW) for user, a in answers.items() if a.get(schema.REVIEW)}
+        accepts = [user for user, verdict in verdicts.items() if verdict == "accept"]
+        if len(verdicts) < min_reviews or 2 * len(accepts) <= len(verdicts):
+            continue
+        row = json.loads(record.metadata.get("row") or "null") or {
+            "messages": [
+                {"role": "user", "content": record.fields["prompt"]},
+                {"role": "assistant", "content": record.fields["response"]},
+            ]
+        }
+        edits = [str(answers[user].get(schema.EDITED_RESPONSE) or "").strip() for user in accepts]
+        edits = [edit for edit in edits if edit]
+        final = Counter(edits).most_common(1)[0][0] if edits else row["messages"][-1]["content"]
+        row["messages"] = [*row["messages"][:-1], {"role": "assistant", "content": final}]
+        row["review"] = {
+            "dataset": dataset_name,
+            "record_id": str(record.id),
+            "accepts": len(accepts),
+            "rejects": len(verdicts) - len(accepts),
+            "reviewers": sorted(verdicts),  # Argilla user ids
+            "edited": bool(edits),
+        }
+        accepted.append(row)
+    return accepted

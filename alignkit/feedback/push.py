@@ -53,7 +53,8 @@ def stable_seed(*parts: object) -> int:
 def records_for_round(
     rows: list[dict[str, Any]], n: int, round_number: int, seed: int, scorer: ordering.Scorer | None = None
 ) -> list[Any]:
-    """Argilla records with the candidates in a per-record shuffled order (recorded in metadata `order`)."""
+    """Argilla records with the candidates in a per-record shuffled order (recorded in metadata `order`); with a
+    scorer, also the reward model's pick as metadata `suggested` (shown index) and `suggested_p` (its probability)."""
     import argilla as rg
 
     records = []
@@ -72,8 +73,14 @@ def records_for_round(
             "sampling": json.dumps(sources[0].get("sampling", {}), sort_keys=True),
             "source": json.dumps(sources),
             "prompt_messages": json.dumps(row["prompt"]),
-            "priority": round(ordering.priority(row["prompt"], texts, scorer), 6),
         }
+        if scorer is not None:  # score once; the reward model's pre-label is stored, shown only on request
+            rewards = scorer(row["prompt"], texts)
+            best, p_best = ordering.suggestion(row["prompt"], texts, lambda *_, r=rewards: r)
+            metadata |= {"suggested": order.index(best), "suggested_p": round(p_best, 6)}
+            metadata["priority"] = round(ordering.priority(row["prompt"], texts, lambda *_, r=rewards: r), 6)
+        else:
+            metadata["priority"] = round(ordering.priority(row["prompt"], texts), 6)
         records.append(rg.Record(id=f"r{round_number}-{row['prompt_id']}", fields=fields, metadata=metadata))
     return sorted(records, key=lambda r: -r.metadata["priority"])
 
@@ -117,5 +124,79 @@ def push(
         "records": len(usable),
         "skipped_fewer_candidates": len(rows) - len(usable),
         "candidates_per_record": n,
+        "min_submitted": min_submitted,
+    }
+
+
+def load_reviewable(path: str) -> list[dict[str, Any]]:
+    """Chat rows ending with an assistant turn (e.g. from `alignkit synth`), each with any `synth` provenance."""
+    return convert_all(read_rows(path), reviewable_row, "chat rows that end with an assistant turn")
+
+
+def reviewable_row(data: dict[str, Any]) -> dict[str, Any]:
+    from alignkit.data.formats import detect_chat_format, to_messages
+
+    messages = to_messages(data, detect_chat_format(data))
+    if messages[-1]["role"] != "assistant":
+        raise RowError("messages", "expected the conversation to end with the assistant response to review")
+    return {"messages": messages, **({"synth": data["synth"]} if "synth" in data else {})}
+
+
+def review_records(rows: list[dict[str, Any]]) -> list[Any]:
+    """One Argilla record per row: the conversation up to the last response, and that response to review."""
+    import argilla as rg
+
+    from alignkit.generate import prompt_id
+
+    records, seen = [], set()
+    for i, row in enumerate(rows):
+        record_id = f"review-{prompt_id(row['messages'])}"  # stable: pushing a row again updates its record
+        if record_id in seen:
+            continue
+        seen.add(record_id)
+        prompt, response = row["messages"][:-1], row["messages"][-1]["content"]
+        metadata = {
+            "prompt_id": prompt_id(prompt),
+            "priority": float(len(rows) - i),  # reviewed in the file's order
+            "row": json.dumps(row, ensure_ascii=False),
+        }
+        fields = {"prompt": render_prompt(prompt), "response": response}
+        records.append(rg.Record(id=record_id, fields=fields, metadata=metadata))
+    return records
+
+
+def push_review(
+    synth_file: str,
+    dataset_name: str,
+    workspace: str = "alignkit",
+    client: Any = None,
+    min_submitted: int = 1,
+    append: bool = False,
+) -> dict[str, Any]:
+    """A review round: every row's last response is accepted, edited or rejected by annotators; returns a summary."""
+    import argilla as rg
+
+    from alignkit.feedback.client import connect
+
+    rows = load_reviewable(synth_file)
+    client = client or connect()
+    ws = client.workspaces(workspace) or rg.Workspace(name=workspace, client=client).create()
+    dataset = client.datasets(dataset_name, workspace=ws)
+    if dataset is not None and not append:
+        raise AlignkitError(
+            f"dataset {dataset_name!r} already exists in workspace {workspace!r}", "pass --append or another --dataset"
+        )
+    if dataset is None:
+        settings = schema.review_settings(min_submitted)
+        dataset = rg.Dataset(name=dataset_name, workspace=ws, settings=settings, client=client).create()
+    elif schema.REVIEW not in {q.name for q in dataset.settings.questions}:
+        raise AlignkitError(f"dataset {dataset_name!r} is not a review round", "choose another --dataset")
+    records = review_records(rows)
+    dataset.records.log(records)
+    return {
+        "dataset": dataset_name,
+        "workspace": workspace,
+        "records": len(records),
+        "duplicates": len(rows) - len(records),
         "min_submitted": min_submitted,
     }

@@ -63,7 +63,7 @@ def run(cfg: DPOStageConfig) -> runs.Run:
     """Train the parent run's policy on preference pairs (or KTO on unpaired rows) and return the finished run."""
     cfg = training.resolve_resume("dpo", cfg)
     method = pick_method(cfg.method)
-    parent = policy_parent(cfg.from_run)
+    parent = training.policy_parent("dpo", cfg.from_run)
     cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
     load_rows = preferences.load_unpaired if method.unpaired else preferences.load_preferences
     train_rows, eval_rows, files = sft.load_split(cfg.data, load_rows)  # every file validated before anything heavy
@@ -96,9 +96,7 @@ def run(cfg: DPOStageConfig) -> runs.Run:
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainer.add_callback(training.RunMetricsCallback(run))
-    if eval_rows and cfg.early_stopping_patience:
-        trainer.add_callback(training.early_stopping(cfg.early_stopping_patience))
+    training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
     counts = {"train_rows": len(train_rows), "eval_rows": len(eval_rows), "method": cfg.method}
     return training.train_and_save(trainer, run, counts, final_metrics=last_training_figures)
 
@@ -107,16 +105,6 @@ def pick_method(name: str) -> Method:
     if name not in METHODS:
         raise AlignkitError(f"config: unknown dpo method `{name}`", f"one of: {', '.join(METHODS)}")
     return METHODS[name]
-
-
-def policy_parent(from_run: str | None) -> runs.Run:
-    """The run whose policy is optimised (and is the reference): required, and a language model, not a reward model."""
-    if not from_run:
-        raise AlignkitError("dpo starts from a policy: no --from run given", "pass --from SFT_RUN_DIR")
-    parent = runs.open_run(from_run)
-    if parent.stage == "reward":
-        raise AlignkitError(f"{parent.path}: is a reward model, not a policy", "pass --from an sft (or dpo) run")
-    return parent
 
 
 def with_defaults(cfg: DPOStageConfig, method: Method, full: bool) -> DPOStageConfig:

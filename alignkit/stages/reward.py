@@ -53,9 +53,7 @@ def run(cfg: RewardStageConfig) -> runs.Run:
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainer.add_callback(training.RunMetricsCallback(run))
-    if eval_pairs and cfg.early_stopping_patience:
-        trainer.add_callback(training.early_stopping(cfg.early_stopping_patience))
+    training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_pairs))
     scored_split, scored_pairs = ("validation", eval_pairs) if eval_pairs else ("train", train_pairs)
 
     def held_out_metrics(trainer: Any) -> dict[str, Any]:

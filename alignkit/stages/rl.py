@@ -52,7 +52,7 @@ def run(cfg: RLStageConfig) -> runs.Run:
 
     cfg = training.resolve_resume("rl", cfg)
     method = pick_method(cfg.method)
-    parent = policy_parent(cfg.from_run)
+    parent = training.policy_parent("rl", cfg.from_run)
     cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
     if not cfg.data.paths:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=[str(bundled_data("prompts.jsonl"))]))
@@ -106,9 +106,7 @@ def run(cfg: RLStageConfig) -> runs.Run:
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainer.add_callback(training.RunMetricsCallback(run))
-    if eval_rows and cfg.early_stopping_patience:
-        trainer.add_callback(training.early_stopping(cfg.early_stopping_patience))
+    training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
     counts = {"train_prompts": len(train_rows), "eval_prompts": len(eval_rows), "method": cfg.method}
     return training.train_and_save(trainer, run, counts, final_metrics=reward_and_kl_figures)
 
@@ -117,18 +115,6 @@ def pick_method(name: str) -> Method:
     if name not in METHODS:
         raise AlignkitError(f"config: unknown rl method `{name}`", f"one of: {', '.join(METHODS)}")
     return METHODS[name]
-
-
-def policy_parent(from_run: str | None) -> runs.Run:
-    """The run whose policy is trained (and is the reference): required, and a language model, not a reward model."""
-    if not from_run:
-        raise AlignkitError("rl starts from a policy: no --from run given", "pass --from SFT_OR_DPO_RUN_DIR")
-    parent = runs.open_run(from_run)
-    if parent.stage == "reward":
-        raise AlignkitError(
-            f"{parent.path}: is a reward model, not a policy", "pass it as --reward; --from a policy run"
-        )
-    return parent
 
 
 def reward_spec(cfg: RLStageConfig) -> tuple[list[str], list[float] | None]:

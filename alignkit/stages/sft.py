@@ -37,9 +37,7 @@ def train(
 
     model, tokenizer, peft_config = training.load_trainable(cfg, parent, precision)
     trainer = build_trainer(args, model, tokenizer, peft_config, to_examples(train_rows), to_examples(eval_rows))
-    trainer.add_callback(training.RunMetricsCallback(run))
-    if eval_rows and cfg.early_stopping_patience:
-        trainer.add_callback(training.early_stopping(cfg.early_stopping_patience))
+    training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
     return training.train_and_save(trainer, run, {"train_rows": len(train_rows), "eval_rows": len(eval_rows)})
 
 

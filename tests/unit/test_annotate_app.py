@@ -286,3 +286,83 @@ def test_queue_asks_argilla_for_pending_records_by_priority():
     assert record_filter["values"] == ["pending"]
     assert response_filter["scope"] == {"entity": "response", "property": "status"}
     assert query["sort"] == [{"scope": {"entity": "metadata", "metadata_property": "priority"}, "order": "desc"}]
+
+
+# -- model suggestion (reward model pre-label) and review rounds -------------------------------------------------
+
+
+def suggested(i: int) -> annotation.RecordView:
+    return annotation.RecordView(
+        f"rec-{i}", f"Prompt {i}?", [f"first answer {i}", f"second answer {i}"], 1.0, suggestion=(1, 0.834)
+    )
+
+
+def test_model_suggestion_is_shown_only_when_asked_for_on_each_record(app, monkeypatch):
+    fake = FakeArgilla([suggested(1), suggested(2)])
+    logged_in(app, fake, monkeypatch)
+    assert "Model suggests" not in rendered(app)
+    assert app.toggle[0].label == "Show model suggestion" and not app.toggle[0].value
+    app.toggle[0].set_value(True).run()
+    assert "Model suggests: Response 2 (p=0.83)" in [i.value for i in app.info]
+    button(app, "Response 1 is better").click().run()
+    button(app, "Submit").click().run()
+    assert fake.saved == [("rec-1", {schema.PREFERENCE: "1"}, "submitted")]  # the suggestion is never an answer
+    assert "Prompt 2?" in markdown(app)
+    assert not app.toggle[0].value and "Model suggests" not in rendered(app)  # asked for again per record
+
+
+def test_no_suggestion_no_toggle(app, monkeypatch):
+    logged_in(app, FakeArgilla([pair(1)]), monkeypatch)
+    assert len(app.toggle) == 0
+
+
+def review(i: int, **draft: Any) -> annotation.RecordView:
+    return annotation.RecordView(f"rev-{i}", f"Task {i}?", [], 1.0, draft, response=f"answer {i}")
+
+
+def test_review_accept_with_an_edit_then_reject(app, monkeypatch):
+    fake = FakeArgilla([review(1), review(2)])
+    logged_in(app, fake, monkeypatch)
+    assert "Task 1?" in markdown(app) and "answer 1" in markdown(app)
+    assert [t.label for t in app.text_area] == ["Edited response (optional: replaces the response when you accept)"]
+    button(app, "Submit").click().run()
+    assert fake.saved == [] and "accept or reject" in app.error[0].value
+    button(app, "Accept").click().run()
+    app.text_area[0].input("  a better answer  ").run()
+    button(app, "Submit").click().run()
+    button(app, "Reject").click().run()
+    button(app, "Submit").click().run()
+    assert not app.exception
+    assert fake.saved == [
+        ("rev-1", {schema.REVIEW: "accept", schema.EDITED_RESPONSE: "a better answer"}, "submitted"),
+        ("rev-2", {schema.REVIEW: "reject"}, "submitted"),
+    ]
+
+
+def test_review_draft_comes_back_prefilled(app, monkeypatch):
+    fake = FakeArgilla([review(1)])
+    logged_in(app, fake, monkeypatch)
+    app.text_area[0].input("half an edit").run()
+    button(app, "Save draft").click().run()
+    assert fake.saved == [("rev-1", {schema.EDITED_RESPONSE: "half an edit"}, "draft")]
+
+    fake.queue = [review(1, review="accept", edited_response="half an edit")]
+    app.session_state["record_dataset"] = None
+    app.run()
+    assert button(app, "Accept").proto.type == "primary"
+    assert app.text_area[0].value == "half an edit"
+
+
+def test_record_view_reads_suggestion_and_review_response():
+    record = {
+        "id": "x",
+        "fields": {"prompt": "p", "candidate_1": "a", "candidate_2": "b"},
+        "metadata": {"priority": 0.5, "suggested": 1, "suggested_p": 0.75},
+    }
+    assert annotation.record_view(record).suggestion == (1, 0.75)
+    assert annotation.record_view({**record, "metadata": {}}).suggestion is None
+    view = annotation.record_view({"id": "y", "fields": {"prompt": "p", "response": "r"}, "metadata": {}})
+    assert view.is_review and view.response == "r" and view.candidates == []
+    assert annotation.review_values("accept", " fixed ") == {"review": "accept", "edited_response": "fixed"}
+    with pytest.raises(AlignkitError, match="accept or reject"):
+        annotation.review_values(None)

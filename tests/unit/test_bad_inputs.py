@@ -133,3 +133,26 @@ def test_shipped_configs_load():
     repo = Path(__file__).resolve().parent.parent.parent
     assert load_config(SFTStageConfig, repo / "configs" / "sft.yaml").peft["r"] == 16
     assert load_config(PretrainStageConfig, repo / "configs" / "pretrain.yaml").trainer["packing"] is True
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["feedback", "push", "--candidates", "CANDIDATES", "--dataset", "r1"],
+        ["feedback", "pull", "--dataset", "r1", "--out", "OUT"],
+        ["feedback", "users", "list"],
+        ["feedback", "users", "add", "alice", "--password", "alice-password"],
+        ["feedback", "simulate", "--dataset", "r1", "--annotator", "alice:alice-password"],
+        ["feedback", "review", "pull", "--dataset", "r1", "--out", "OUT"],
+    ],
+    ids=["push", "pull", "users-list", "users-add", "simulate", "review-pull"],
+)
+def test_every_feedback_command_reports_unreachable_argilla_in_one_line(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ARGILLA_API_KEY", "owner-api-key")
+    candidates = tmp_path / "candidates.jsonl"
+    candidates.write_text('{"prompt": "Hi", "candidates": [{"text": "Hello"}, {"text": "Hey"}]}\n')
+    argv = [a.replace("CANDIDATES", str(candidates)).replace("OUT", str(tmp_path / "out.jsonl")) for a in argv]
+    code, err = invoke(argv, capsys)
+    assert_one_line_error(code, err, ["Argilla at http://127.0.0.1:9 is unreachable"])
+    assert not (tmp_path / "out.jsonl").exists()
