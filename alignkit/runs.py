@@ -36,6 +36,9 @@ class Run:
 
     path: Path
 
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
     @property
     def manifest(self) -> dict[str, Any]:
         return read_json(self.path / "manifest.json")

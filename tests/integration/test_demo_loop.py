@@ -1,0 +1,39 @@
+"""The main job end to end on a tiny model: SFT -> generate -> Argilla -> simulated ratings -> reward -> DPO -> eval."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignkit import demo, runs
+
+pytestmark = pytest.mark.argilla
+
+
+def test_demo_loop_writes_report_with_every_figure(tmp_path, tiny_model, argilla_server, monkeypatch):
+    # Point the loop at the session's server as if it were a remote deployment (the ARGILLA_API_URL path).
+    monkeypatch.setenv("ARGILLA_API_URL", argilla_server.url)
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.api_key)
+    cfg = demo.DemoConfig(
+        out=str(tmp_path / "demo"),
+        model=tiny_model,
+        candidates=3,
+        train_prompts=12,
+        sft_steps=2,
+        reward_steps=2,
+        dpo_steps=2,
+        max_new_tokens=8,
+    )
+    report = demo.run(cfg)
+    saved = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert saved["seconds_total"] == report["seconds_total"] > 0
+    for key in ("reward_accuracy", "win_rate_vs_sft", "forgetting_ppl_ratio"):
+        assert 0 <= saved[key] <= 1 or key == "forgetting_ppl_ratio", key
+    assert saved["pairs"]["pairs"] > 0 and saved["pairs"]["annotators"] == 2
+    assert set(saved["seconds_per_stage"]) == {"sft", "generate", "argilla", "annotate", "reward", "dpo", "eval"}
+    for stage, path in saved["runs"].items():
+        run = runs.Run(path)
+        assert run.complete and run.stage == stage
+    lineage = [step["stage"] for step in runs.Run(saved["runs"]["dpo"]).manifest["lineage"]]
+    assert lineage == ["sft", "dpo"]
