@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from alignkit.data.formats import RowError, message_list, read_rows
@@ -48,6 +49,21 @@ def render_prompt(prompt: list[dict[str, str]]) -> str:
 def stable_seed(*parts: object) -> int:
     """An integer seed from any values (string seeds make the first random bits of a 2-way shuffle identical)."""
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:16], 16)
+
+
+def round_dataset(client: Any, workspace: str, name: str, append: bool, settings: Callable[[], Any]) -> Any:
+    """The round's dataset: created with `settings()` (workspace too, if missing), or reopened with `append`."""
+    import argilla as rg
+
+    ws = client.workspaces(workspace) or rg.Workspace(name=workspace, client=client).create()
+    dataset = client.datasets(name, workspace=ws)
+    if dataset is not None and not append:
+        raise AlignkitError(
+            f"dataset {name!r} already exists in workspace {workspace!r}", "pass --append or another --dataset"
+        )
+    if dataset is None:
+        dataset = rg.Dataset(name=name, workspace=ws, settings=settings(), client=client).create()
+    return dataset
 
 
 def records_for_round(
@@ -97,7 +113,6 @@ def push(
     scorer: ordering.Scorer | None = None,
 ) -> dict[str, Any]:
     """Create the round's dataset (or append to it) and log one record per prompt; returns a summary."""
-    import argilla as rg
 
     from alignkit.feedback.client import connect
 
@@ -108,15 +123,9 @@ def push(
         raise AlignkitError(f"{candidates_file}: no prompt has 2+ distinct candidates", "generate with --n 2 or more")
     usable = [r for r in rows if len(r["candidates"]) >= n]
     client = client or connect()
-    ws = client.workspaces(workspace) or rg.Workspace(name=workspace, client=client).create()
-    dataset = client.datasets(dataset_name, workspace=ws)
-    if dataset is not None and not append:
-        raise AlignkitError(
-            f"dataset {dataset_name!r} already exists in workspace {workspace!r}", "pass --append or another --dataset"
-        )
-    if dataset is None:
-        settings = schema.preference_settings(n, min_submitted)
-        dataset = rg.Dataset(name=dataset_name, workspace=ws, settings=settings, client=client).create()
+    dataset = round_dataset(
+        client, workspace, dataset_name, append, lambda: schema.preference_settings(n, min_submitted)
+    )
     dataset.records.log(records_for_round(usable, n, round_number, seed, scorer))
     return {
         "dataset": dataset_name,
@@ -174,22 +183,13 @@ def push_review(
     append: bool = False,
 ) -> dict[str, Any]:
     """A review round: every row's last response is accepted, edited or rejected by annotators; returns a summary."""
-    import argilla as rg
 
     from alignkit.feedback.client import connect
 
     rows = load_reviewable(synth_file)
     client = client or connect()
-    ws = client.workspaces(workspace) or rg.Workspace(name=workspace, client=client).create()
-    dataset = client.datasets(dataset_name, workspace=ws)
-    if dataset is not None and not append:
-        raise AlignkitError(
-            f"dataset {dataset_name!r} already exists in workspace {workspace!r}", "pass --append or another --dataset"
-        )
-    if dataset is None:
-        settings = schema.review_settings(min_submitted)
-        dataset = rg.Dataset(name=dataset_name, workspace=ws, settings=settings, client=client).create()
-    elif schema.REVIEW not in {q.name for q in dataset.settings.questions}:
+    dataset = round_dataset(client, workspace, dataset_name, append, lambda: schema.review_settings(min_submitted))
+    if schema.REVIEW not in {q.name for q in dataset.settings.questions}:
         raise AlignkitError(f"dataset {dataset_name!r} is not a review round", "choose another --dataset")
     records = review_records(rows)
     dataset.records.log(records)
