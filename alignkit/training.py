@@ -49,7 +49,7 @@ def trainer_args(
         "include_num_input_tokens_seen": "non_padding",
         "save_strategy": "steps",
         "logging_first_step": True,
-        # Without this the Trainer keeps every eval batch's full-vocabulary logits: minutes of copying per evaluation.
+        # Evaluation needs only the loss; otherwise the Trainer gathers full-vocabulary logits of every eval batch.
         "prediction_loss_only": True,
         **precision.trainer_flags,
     }
