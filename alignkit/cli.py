@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 feedback_app = typer.Typer(
-    help="Preference collection in Argilla: server, users, push, pull, simulate.", no_args_is_help=True
+    help="Preference collection in Argilla: server, users, push, pull, review, simulate.", no_args_is_help=True
 )
 app.add_typer(feedback_app, name="feedback")
 console = Console(stderr=True)
