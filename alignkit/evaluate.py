@@ -211,7 +211,6 @@ def run_eval(
 ) -> dict[str, Any]:
     """Evaluate runs on held-out prompts; compare each later run with the first (its baseline)."""
     from alignkit import models, runs
-    from alignkit.config import ModelConfig
     from alignkit.generate import sample
 
     prompts, references = load_eval_prompts(prompts_file)
@@ -236,9 +235,7 @@ def run_eval(
             figures["task"] = task_metrics([a for a, _ in with_reference], [r for _, r in with_reference])
         figures["mean_words"] = sum(len(a.split()) for a in answers[name]) / max(1, len(prompts))
         results["runs"][name] = figures
-    model_cfg = ModelConfig(
-        **{k: v for k, v in loaded[0].manifest["model"].items() if k in ModelConfig.__dataclass_fields__}
-    )
+    model_cfg = loaded[0].model_config
     base = models.load_base(model_cfg, models.pick_precision(model_cfg.precision))
     base_ppl = perplexity(base, models.load_tokenizer(model_cfg), general)
     del base

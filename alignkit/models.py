@@ -265,13 +265,10 @@ def load_run_model(run_dir: str | Path, trainable: bool = False, precision: Prec
     Returns (model, tokenizer). The model is in eval mode unless `trainable`.
     """
     from alignkit import runs
-    from alignkit.config import ModelConfig
 
     run = runs.open_run(run_dir)
     manifest = run.manifest
-    model_cfg = ModelConfig(
-        **{k: v for k, v in manifest.get("model", {}).items() if k in ModelConfig.__dataclass_fields__}
-    )
+    model_cfg = run.model_config
     precision = precision or pick_precision(model_cfg.precision)
     if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
         tokenizer = load_tokenizer(model_cfg, source=str(run.model_dir))

@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from alignkit.config import to_yaml
+from alignkit.config import ModelConfig, to_yaml
 from alignkit.errors import AlignkitError
 
 TRACKED_PACKAGES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
@@ -46,6 +46,12 @@ class Run:
     @property
     def stage(self) -> str:
         return self.manifest["stage"]
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The base model this run was trained on, as recorded in its manifest."""
+        recorded = self.manifest.get("model", {})
+        return ModelConfig(**{k: v for k, v in recorded.items() if k in ModelConfig.__dataclass_fields__})
 
     @property
     def metrics(self) -> dict[str, Any]:

@@ -185,8 +185,7 @@ def save_model(trainer: Any, run: runs.Run) -> None:
 
 def parent_model_config(model_cfg: ModelConfig, parent: runs.Run) -> ModelConfig:
     """The base model of a stage started from `parent`: the parent's own base (a different `--model` is an error)."""
-    recorded = {k: v for k, v in parent.manifest.get("model", {}).items() if k in ModelConfig.__dataclass_fields__}
-    base = ModelConfig(**recorded)
+    base = parent.model_config
     if model_cfg.name != EMBEDDED_MODEL and Path(model_cfg.name).expanduser().resolve() != Path(base.name).resolve():
         raise AlignkitError(
             f"--model {model_cfg.name} differs from the base model of {parent.path} ({base.name})",

@@ -140,8 +140,7 @@ def load_scorer(run_dir: str | Path, precision: models.Precision | None = None, 
         raise AlignkitError(
             f"{run.path}: is a {run.stage} run, not a reward model", "pass a run made by alignkit reward"
         )
-    fields = ModelConfig.__dataclass_fields__
-    model_cfg = ModelConfig(**{k: v for k, v in run.manifest.get("model", {}).items() if k in fields})
+    model_cfg = run.model_config
     precision = precision or models.pick_precision(model_cfg.precision)
     if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
         tokenizer = models.load_tokenizer(model_cfg, source=str(run.model_dir))
