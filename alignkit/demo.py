@@ -150,12 +150,11 @@ def compare(
     from alignkit.config import ModelConfig
     from alignkit.stages.reward import load_scorer
 
-    lines = bundled_data("general_heldout.jsonl").read_text().splitlines()
-    general = [json.loads(line)["text"] for line in lines[:40]]  # 40 texts: a stable perplexity in seconds
+    general = evaluate.read_texts(bundled_data("general_heldout.jsonl"), limit=40)  # a stable perplexity in seconds
     answers, ppl = {}, {}
     for name, run in (("sft", sft_run), ("dpo", dpo_run)):
         model, tokenizer = run.load_model()
-        answers[name] = [r[0] for r in generate_greedy(model, tokenizer, prompts, cfg.max_new_tokens)]
+        answers[name] = generate.greedy_replies(model, tokenizer, prompts, cfg.max_new_tokens)
         if name == "dpo":
             ppl["dpo"] = evaluate.perplexity(model, tokenizer, general)
     base_cfg = ModelConfig(name=cfg.model)
@@ -174,13 +173,6 @@ def compare(
             for p, s, d in list(zip(prompts, answers["sft"], answers["dpo"], strict=True))[:3]
         ],
     }
-
-
-def generate_greedy(model: Any, tokenizer: Any, prompts: list[Any], max_new_tokens: int) -> list[list[str]]:
-    replies: list[list[str]] = []
-    for start in range(0, len(prompts), 8):
-        replies += generate.sample(model, tokenizer, prompts[start : start + 8], n=1, max_new_tokens=max_new_tokens)
-    return replies
 
 
 def write_prompts(path: Path, prompts: list[Any]) -> None:

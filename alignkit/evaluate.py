@@ -181,6 +181,12 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> None:
         plt.close(fig)
 
 
+def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
+    """The `text` of each row of a JSONL file (general held-out text for perplexity)."""
+    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line)["text"] for line in lines[:limit]]
+
+
 def load_eval_prompts(path: str) -> tuple[list[Messages], list[str | None]]:
     """Prompts (as messages) and optional reference answers (`reference`, or the final assistant turn)."""
     from alignkit.data.formats import read_rows
@@ -211,24 +217,18 @@ def run_eval(
 ) -> dict[str, Any]:
     """Evaluate runs on held-out prompts; compare each later run with the first (its baseline)."""
     from alignkit import models, runs
-    from alignkit.generate import sample
+    from alignkit.generate import greedy_replies
 
     prompts, references = load_eval_prompts(prompts_file)
     prompts, references = prompts[:limit], references[:limit]
-    general = [
-        row["text"] for row in map(json.loads, Path(general_file).read_text(encoding="utf-8").splitlines()) if row
-    ]
+    general = read_texts(general_file)
     results: dict[str, Any] = {"prompts_file": prompts_file, "runs": {}, "comparisons": {}}
     answers: dict[str, list[str]] = {}
     loaded = [runs.open_run(d) for d in run_dirs]
     for run in loaded:
         model, tokenizer = run.load_model()
         name = run.path.name
-        answers[name] = [
-            r
-            for start in range(0, len(prompts), 8)
-            for (r,) in sample(model, tokenizer, prompts[start : start + 8], 1, max_new_tokens)
-        ]
+        answers[name] = greedy_replies(model, tokenizer, prompts, max_new_tokens)
         figures: dict[str, Any] = {"stage": run.stage, "general_ppl": perplexity(model, tokenizer, general)}
         with_reference = [(a, r) for a, r in zip(answers[name], references, strict=True) if r]
         if with_reference:

@@ -61,6 +61,16 @@ def sample(
     return [[r.strip() for r in replies[i * n : (i + 1) * n]] for i in range(len(conversations))]
 
 
+def greedy_replies(
+    model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int = 8
+) -> list[str]:
+    """One greedy reply per prompt, in batches (evaluation answers)."""
+    replies = []
+    for start in range(0, len(prompts), batch_size):
+        replies += [r for (r,) in sample(model, tokenizer, prompts[start : start + batch_size], 1, max_new_tokens)]
+    return replies
+
+
 def load_prompts(path: str) -> list[list[dict[str, str]]]:
     """Prompts as message lists from rows with `prompt` (string or messages), `instruction`, or `messages`."""
     return convert_all(
