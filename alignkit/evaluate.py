@@ -80,11 +80,10 @@ def oracle_judge(rule_name: str) -> Judge:
     """A judge from the simulated annotators' rule (`feedback.simulate.RULES`)."""
     from alignkit.feedback.simulate import rule
 
-    score = rule(rule_name)
+    oracle = rule(rule_name)
 
     def judge(prompt: Messages, first: str, second: str) -> float:
-        a, b = score(first), score(second)
-        return 0.5 if a == b else float(a > b)
+        return oracle.compare(first, second)
 
     return judge
 

@@ -186,3 +186,16 @@ def list_users(client: Any) -> list[dict[str, Any]]:
             {"username": user.username, "role": str(user.role), "workspaces": [w.name for w in user.workspaces]}
         )
     return rows
+
+
+def submitted_answers(record: Any) -> dict[str, dict[str, Any]]:
+    """{user id: {question: value}} of a record's submitted responses, as stored on the server.
+
+    Read from the record's API model because the SDK's `record.responses` turns a ranking into a bare list of values,
+    dropping the ranks (and with them ties and any order other than best-first).
+    """
+    answers: dict[str, dict[str, Any]] = {}
+    for response in record._model.responses or []:
+        if str(response.status) in ("submitted", "ResponseStatus.submitted"):
+            answers[str(response.user_id)] = {question: item["value"] for question, item in response.values.items()}
+    return answers

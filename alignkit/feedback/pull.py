@@ -31,26 +31,25 @@ def votes_from_choice(value: str, strength: float | None) -> dict[tuple[int, int
     return {(0, 1): [(winner, float(strength or 1))]}
 
 
-def votes_from_ranking(ranked: list[str]) -> dict[tuple[int, int], list[tuple[str, float]]]:
-    """A ranking (best first) as a vote on every pair of shown candidates."""
-    position = {int(name.rsplit("_", 1)[1]) - 1: i for i, name in enumerate(ranked)}
+def votes_from_ranking(ranking: list[dict[str, Any]]) -> dict[tuple[int, int], list[tuple[str, float]]]:
+    """A ranking ([{"value": candidate field, "rank": 1 = best}], shared ranks for ties) as a vote on every pair of
+    shown candidates; the strength is the rank distance."""
+    rank = {int(item["value"].rsplit("_", 1)[1]) - 1: int(item["rank"]) for item in ranking}
     votes: dict[tuple[int, int], list[tuple[str, float]]] = {}
-    shown = sorted(position)
+    shown = sorted(rank)
     for a_index, a in enumerate(shown):
         for b in shown[a_index + 1 :]:
-            winner = str(a) if position[a] < position[b] else str(b)
-            votes[(a, b)] = [(winner, float(abs(position[a] - position[b])))]
+            winner = TIE if rank[a] == rank[b] else str(a) if rank[a] < rank[b] else str(b)
+            votes[(a, b)] = [(winner, float(abs(rank[a] - rank[b])))]
     return votes
 
 
 def record_votes(record: Any, n: int) -> dict[str, dict[tuple[int, int], list[tuple[str, float]]]]:
     """{annotator: {(i, j): [(winner, strength)]}} from a record's submitted responses."""
-    by_user: dict[str, dict[str, Any]] = defaultdict(dict)
-    for response in record.responses:
-        if str(response.status) in ("submitted", "ResponseStatus.submitted"):
-            by_user[str(response.user_id)][response.question_name] = response.value
+    from alignkit.feedback.client import submitted_answers
+
     votes = {}
-    for user, answers in by_user.items():
+    for user, answers in submitted_answers(record).items():
         if n == 2 and schema.PREFERENCE in answers:
             votes[user] = votes_from_choice(answers[schema.PREFERENCE], answers.get(schema.STRENGTH))
         elif schema.RANKING in answers:

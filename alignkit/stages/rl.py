@@ -203,7 +203,7 @@ def rule_reward(name: str) -> RewardFunction:
     """A `feedback.simulate` rule applied to each completion's text; named after the rule in TRL's logs."""
     from alignkit.feedback.simulate import rule
 
-    score = rule(name)
+    score = rule(name).score
 
     def reward(completions: list[Any], **_: Any) -> list[float]:
         return [float(score(reply_text(completion))) for completion in completions]

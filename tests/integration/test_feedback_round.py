@@ -90,6 +90,35 @@ def test_rankings_become_all_ordered_pairs(tmp_path, owner, annotators, argilla_
     assert all(p["chosen_candidate"] < p["rejected_candidate"] for p in result.pairs)  # fewer words = lower index
 
 
+def test_rankings_keep_their_ranks_and_ties(tmp_path, owner, annotators, argilla_server):
+    """The app submits ranks in shown order (not best-first) and the oracle may share a rank: pull reads the ranks."""
+    from alignkit.feedback import annotation
+
+    push.push(str(candidates_file(tmp_path, 3)), "round-ranks", "collect", min_submitted=1, client=owner)
+    username, password = annotators[0]
+    session = client.annotator_session(username, password, url=argilla_server.url)
+    dataset_id = next(d["id"] for d in session.datasets() if d["name"] == "round-ranks")
+    for record in session.queue(dataset_id, limit=50):
+        session.respond(record["id"], annotation.ranking_values([3, 1, 2]))  # shown #2 best, then #3, then #1
+    result = pull.pull("round-ranks", "collect", client=owner)
+    assert len(result.pairs) == 3 * len(PROMPTS)
+    records = owner.datasets("round-ranks", workspace="collect").records
+    best = {str(r.id): int(r.metadata["order"].split(",")[1]) for r in records}  # the candidate shown second
+    assert all(p["rejected_candidate"] != best[p["record_id"]] for p in result.pairs)
+    assert sum(p["chosen_candidate"] == best[p["record_id"]] for p in result.pairs) == 2 * len(PROMPTS)
+
+    tied = {
+        "prompt": [{"role": "user", "content": "q"}],
+        "candidates": [{"text": t} for t in ("a b c d e", "a b c d", "x")],
+    }
+    write_jsonl(tmp_path / "tied.jsonl", [tied])
+    push.push(str(tmp_path / "tied.jsonl"), "round-tied", "collect", min_submitted=1, client=owner)
+    assert simulate.rate_all(session, "round-tied", "concise", noise=0.0) == 1
+    result = pull.pull("round-tied", "collect", client=owner)
+    assert result.summary["ties"] == 1 and len(result.pairs) == 2  # 5 vs 4 words: not noticeable; 1 word beats both
+    assert all(p["chosen"][0]["content"] == "x" for p in result.pairs)
+
+
 def test_pairs_file_loads_with_datasets(tmp_path, owner):
     result = pull.pull("round-1", "collect", client=owner)
     out = tmp_path / "pairs.jsonl"
