@@ -32,18 +32,18 @@ GENERAL_FILE = "general_heldout.jsonl"
 CHECKABLE = ("arithmetic", "unit_conversion", "word_ops", "geography", "json", "yes_no")
 SKILLS = (*CHECKABLE, "rewrite", "definition", "greeting", "refusal")
 POOL_SIZES = {
-    "arithmetic": 60,
-    "unit_conversion": 60,
-    "word_ops": 60,
+    "arithmetic": 64,
+    "unit_conversion": 64,
+    "word_ops": 64,
     "geography": 61,
-    "json": 58,
-    "yes_no": 58,
-    "rewrite": 50,
+    "json": 62,
+    "yes_no": 62,
+    "rewrite": 54,
     "definition": 50,
-    "greeting": 28,
+    "greeting": 32,
     "refusal": 22,
 }
-PROMPTS_PER_SKILL = 6
+PROMPTS_PER_SKILL = 10
 EVAL_PER_SKILL = {
     "arithmetic": 7,
     "unit_conversion": 7,
@@ -1778,7 +1778,7 @@ def check(out_dir: Path = HERE) -> None:
     assert 0.12 <= n_system / len(sft) <= 0.18, n_system
     assert 0.08 <= n_multi / len(sft) <= 0.12, n_multi
     assert len(ev) == 40 and all(len(c) == 2 for c in ev), len(ev)
-    assert len(prompts) == 60, len(prompts)
+    assert len(prompts) == 100, len(prompts)
     for row in prompts:
         assert set(row) <= {"prompt", "skill", "reference"} and {"prompt", "skill"} <= set(row), row
         assert row["skill"] in SKILLS and isinstance(row["prompt"], str) and row["prompt"].strip(), row

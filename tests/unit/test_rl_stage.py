@@ -116,7 +116,7 @@ def test_grpo_with_the_reward_model_trains_the_parent_adapter_against_a_frozen_c
     assert manifest["adapter_continues"] == str(sft_run.path.resolve()) and manifest["method"] == "grpo"
     assert manifest["reward_run"] == str(reward_run.path.resolve()) and manifest["reward_weights"] == [1.0, 0.1]
     assert list(manifest["data"]) == [str(bundled_data("prompts.jsonl"))]
-    assert run.metrics["train_prompts"] == 60, "the bundled prompts by default"
+    assert run.metrics["train_prompts"] == 100, "the bundled prompts by default"
     by_function = run.metrics["reward_functions"]
     weighted = by_function["reward_model"]["start"] + 0.1 * by_function["concise"]["start"]
     assert run.metrics["reward_start"] == pytest.approx(weighted, abs=1e-4)
