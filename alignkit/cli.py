@@ -530,21 +530,28 @@ def list_runs(
 
 @app.command("demo", help="The main job: SFT -> generate -> Argilla -> simulated ratings -> reward -> DPO -> eval.")
 def demo(
-    out: Annotated[str, typer.Option("--out", help="Where runs, data, Argilla and report.json go.")] = "demo",
-    rule: Annotated[str, typer.Option(help="Hidden preference of the simulated annotators.")] = "concise",
-    noise: Annotated[float, typer.Option(help="Chance an annotator flips the rule.")] = 0.1,
-    sft_steps: Annotated[int, typer.Option("--sft-steps")] = 20,
-    reward_steps: Annotated[int, typer.Option("--reward-steps")] = 30,
-    dpo_steps: Annotated[int, typer.Option("--dpo-steps")] = 20,
+    out: Annotated[str | None, typer.Option("--out", help="Where runs, data, Argilla and report.json go.")] = None,
+    model: Model = None,
+    rule: Annotated[str | None, typer.Option(help="Hidden preference of the simulated annotators.")] = None,
+    noise: Annotated[float | None, typer.Option(help="Chance an annotator flips the rule.")] = None,
+    sft_steps: Annotated[int | None, typer.Option("--sft-steps")] = None,
+    reward_steps: Annotated[int | None, typer.Option("--reward-steps")] = None,
+    dpo_steps: Annotated[int | None, typer.Option("--dpo-steps")] = None,
+    rl_steps: Annotated[int | None, typer.Option("--rl-steps", help="Short GRPO after DPO; 0 skips it.")] = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
 ) -> None:
     from alignkit import demo as loop
+    from alignkit.config import load_config
 
-    cfg = loop.DemoConfig(
-        out=out, rule=rule, noise=noise, sft_steps=sft_steps, reward_steps=reward_steps, dpo_steps=dpo_steps
-    )
+    flags = {"out": out, "model": model, "rule": rule, "noise": noise, "sft_steps": sft_steps}
+    flags |= {"reward_steps": reward_steps, "dpo_steps": dpo_steps, "rl_steps": rl_steps}
+    cfg = load_config(loop.DemoConfig, config, {k: v for k, v in flags.items() if v is not None}, sets)
+    out = cfg.out
     report = loop.run(cfg)
     table = Table("figure", "value", title="alignkit demo: the closed loop")
-    for key in ("reward_accuracy", "win_rate_vs_sft", "win_rate_vs_sft_reward_model", "forgetting_ppl_ratio"):
+    figures = ("reward_accuracy", "win_rate_vs_sft", "win_rate_vs_sft_noticeable", "win_rate_vs_sft_reward_model")
+    for key in (*figures, "forgetting_ppl_ratio"):
         value = report[key]
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     table.add_row("pairs from Argilla", str(report["pairs"]["pairs"]))

@@ -38,15 +38,24 @@ class DemoConfig:
     rule: str = "concise"
     noise: float = 0.1
     candidates: int = 4
-    train_prompts: int = 45  # the rest of datasets/prompts.jsonl is held out for evaluation
-    sft_steps: int = 20
-    reward_steps: int = 30
-    dpo_steps: int = 20
+    train_prompts: int = 48  # rated in the round; the rest of datasets/prompts.jsonl is held out for evaluation
+    eval_prompts: int = 40
+    temperature: float = 0.8
+    top_p: float = 0.95
+    sft_steps: int = 12
+    reward_steps: int = 24
+    dpo_steps: int = 16
+    rl_steps: int = 3  # a short GRPO from the DPO policy against the reward model; 0 skips it
     max_new_tokens: int = 48
     seed: int = 0
     sft: dict[str, Any] = field(default_factory=dict)  # extra `trainer:` keys per stage
     reward: dict[str, Any] = field(default_factory=dict)
     dpo: dict[str, Any] = field(default_factory=dict)
+    rl: dict[str, Any] = field(default_factory=dict)
+
+
+# The demo evaluates each model once, after training: no baseline evaluation, no best-checkpoint reload.
+ONE_EVALUATION = {"eval_on_start": False, "load_best_model_at_end": False}
 
 
 def run(cfg: DemoConfig) -> dict[str, Any]:
@@ -62,7 +71,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
 
     prompts = generate.load_prompts(str(bundled_data("prompts.jsonl")))
     random.Random(cfg.seed).shuffle(prompts)
-    train_prompts, heldout_prompts = prompts[: cfg.train_prompts], prompts[cfg.train_prompts :]
+    train_prompts = prompts[: cfg.train_prompts]
+    heldout_prompts = prompts[cfg.train_prompts :][: cfg.eval_prompts]
     write_prompts(out / "train_prompts.jsonl", train_prompts)
 
     sft_run = alignkit.sft(
@@ -71,15 +81,16 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         out=str(out / "runs" / "sft"),
         overwrite=True,
         early_stopping_patience=None,
-        trainer={"max_steps": cfg.sft_steps, "eval_steps": cfg.sft_steps, **cfg.sft},
+        trainer={"max_steps": cfg.sft_steps, "eval_steps": cfg.sft_steps, **ONE_EVALUATION, **cfg.sft},
     )
     step("sft")
+    sampling = generate.Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
     candidates_file = generate.run(
         str(out / "train_prompts.jsonl"),
         str(out / "candidates.jsonl"),
         n=cfg.candidates,
         from_run=str(sft_run.path),
-        sampling=generate.Sampling(temperature=1.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed),
+        sampling=sampling,
         batch_size=8,
         overwrite=True,
     )
@@ -110,7 +121,9 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         out=str(out / "runs" / "reward"),
         overwrite=True,
         early_stopping_patience=None,
-        trainer={"max_steps": cfg.reward_steps, "eval_steps": cfg.reward_steps, "learning_rate": 3e-4, **cfg.reward},
+        # Held-out accuracy is scored once at the end (metrics.json); no Trainer evaluation in between.
+        trainer={"max_steps": cfg.reward_steps, "learning_rate": 1e-3, "eval_strategy": "no", **ONE_EVALUATION}
+        | cfg.reward,
     )
     step("reward")
     dpo_run = alignkit.dpo(
@@ -119,26 +132,52 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         out=str(out / "runs" / "dpo"),
         overwrite=True,
         early_stopping_patience=None,
-        trainer={"max_steps": cfg.dpo_steps, "eval_steps": cfg.dpo_steps, "learning_rate": 2e-4, **cfg.dpo},
+        trainer={"max_steps": cfg.dpo_steps, "eval_steps": cfg.dpo_steps, "learning_rate": 3e-4, **ONE_EVALUATION}
+        | cfg.dpo,
     )
     step("dpo")
+    rl_run = None
+    if cfg.rl_steps:
+        rl_run = alignkit.rl(
+            data={"paths": [str(out / "train_prompts.jsonl")]},
+            from_run=str(dpo_run.path),
+            reward_run=str(reward_run.path),
+            out=str(out / "runs" / "rl"),
+            overwrite=True,
+            early_stopping_patience=None,
+            trainer={"max_steps": cfg.rl_steps, "max_completion_length": cfg.max_new_tokens} | cfg.rl,
+        )
+        step("rl")
 
     evaluation = compare(sft_run, dpo_run, reward_run, heldout_prompts, cfg)
     step("eval")
     report = {
         "reward_accuracy": reward_run.metrics.get("pairwise_accuracy"),
         "win_rate_vs_sft": evaluation["oracle"]["win_rate"],
+        "win_rate_vs_sft_noticeable": evaluation["oracle_noticeable"]["win_rate"],
         "win_rate_vs_sft_reward_model": evaluation["reward_model"]["win_rate"],
         "forgetting_ppl_ratio": evaluation["forgetting"]["ppl_ratio"],
         "seconds_total": round(time.time() - started, 1),
         "seconds_per_stage": timings,
         "pairs": pulled.summary,
         "evaluation": evaluation,
-        "runs": {"sft": str(sft_run.path), "reward": str(reward_run.path), "dpo": str(dpo_run.path)},
+        "rl": rl_summary(rl_run) if rl_run else None,
+        "runs": {
+            "sft": str(sft_run.path),
+            "reward": str(reward_run.path),
+            "dpo": str(dpo_run.path),
+            **({"rl": str(rl_run.path)} if rl_run else {}),
+        },
         "config": asdict(cfg),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     return report
+
+
+def rl_summary(rl_run: runs.Run) -> dict[str, Any]:
+    """The short GRPO's figures: steps, reward at the first and last step, KL to its reference (the DPO policy)."""
+    keys = ("global_step", "reward_start", "reward_end", "kl", "completion_length_end")
+    return {key: rl_run.metrics.get(key) for key in keys}
 
 
 def compare(
@@ -154,7 +193,7 @@ def compare(
     answers, ppl = {}, {}
     for name, run in (("sft", sft_run), ("dpo", dpo_run)):
         model, tokenizer = run.load_model()
-        answers[name] = generate.greedy_replies(model, tokenizer, prompts, cfg.max_new_tokens)
+        answers[name] = generate.greedy_replies(model, tokenizer, prompts, cfg.max_new_tokens, batch_size=20)
         if name == "dpo":
             ppl["dpo"] = evaluate.perplexity(model, tokenizer, general)
     base_cfg = ModelConfig(name=cfg.model)
@@ -162,10 +201,14 @@ def compare(
     ppl["base"] = evaluate.perplexity(base, models.load_tokenizer(base_cfg), general)
     scorer = load_scorer(reward_run.path)
     words = {name: sum(len(a.split()) for a in texts) / max(1, len(texts)) for name, texts in answers.items()}
+    judge = {
+        "oracle": evaluate.oracle_judge(cfg.rule),
+        "oracle_noticeable": evaluate.oracle_judge(cfg.rule, exact=False),
+        "reward_model": evaluate.reward_judge(scorer),
+    }
     return {
         "heldout_prompts": len(prompts),
-        "oracle": evaluate.win_rate(prompts, answers["dpo"], answers["sft"], evaluate.oracle_judge(cfg.rule)),
-        "reward_model": evaluate.win_rate(prompts, answers["dpo"], answers["sft"], evaluate.reward_judge(scorer)),
+        **{name: evaluate.win_rate(prompts, answers["dpo"], answers["sft"], j) for name, j in judge.items()},
         "forgetting": evaluate.forgetting(ppl["base"], ppl["dpo"]),
         "mean_words": words,
         "examples": [

@@ -76,14 +76,15 @@ def normalise(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
-def oracle_judge(rule_name: str) -> Judge:
-    """A judge from the simulated annotators' rule (`feedback.simulate.RULES`)."""
+def oracle_judge(rule_name: str, exact: bool = True) -> Judge:
+    """A judge from the simulated annotators' rule (`feedback.simulate.RULES`): by its exact score, or (`exact=False`)
+    only where the gap is one an annotator notices."""
     from alignkit.feedback.simulate import rule
 
     oracle = rule(rule_name)
 
     def judge(prompt: Messages, first: str, second: str) -> float:
-        return oracle.compare(first, second)
+        return oracle.compare(first, second, exact)
 
     return judge
 

@@ -32,10 +32,10 @@ class Rule:
         gap = abs(a - b)
         return gap > 0 and gap >= self.min_gap and gap >= self.min_ratio * max(abs(a), abs(b))
 
-    def compare(self, first: str, second: str) -> float:
-        """1.0 when `first` is preferred, 0.0 when `second` is, 0.5 for a tie."""
+    def compare(self, first: str, second: str, exact: bool = False) -> float:
+        """1.0 when `first` is preferred, 0.0 when `second` is, 0.5 for a tie (`exact`: any score gap counts)."""
         a, b = self.score(first), self.score(second)
-        return float(a > b) if self.noticeable(a, b) else 0.5
+        return float(a > b) if (a != b if exact else self.noticeable(a, b)) else 0.5
 
 
 def words(text: str) -> int:

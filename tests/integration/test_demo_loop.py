@@ -23,6 +23,8 @@ def test_demo_loop_writes_report_with_every_figure(tmp_path, tiny_model, argilla
         sft_steps=2,
         reward_steps=2,
         dpo_steps=2,
+        rl_steps=1,
+        eval_prompts=6,
         max_new_tokens=8,
     )
     report = demo.run(cfg)
@@ -31,7 +33,8 @@ def test_demo_loop_writes_report_with_every_figure(tmp_path, tiny_model, argilla
     for key in ("reward_accuracy", "win_rate_vs_sft", "forgetting_ppl_ratio"):
         assert 0 <= saved[key] <= 1 or key == "forgetting_ppl_ratio", key
     assert saved["pairs"]["pairs"] > 0 and saved["pairs"]["annotators"] == 2
-    assert set(saved["seconds_per_stage"]) == {"sft", "generate", "argilla", "annotate", "reward", "dpo", "eval"}
+    assert set(saved["seconds_per_stage"]) == {"sft", "generate", "argilla", "annotate", "reward", "dpo", "rl", "eval"}
+    assert saved["rl"]["global_step"] == 1 and saved["rl"]["kl"] is not None
     for stage, path in saved["runs"].items():
         run = runs.Run(path)
         assert run.complete and run.stage == stage
