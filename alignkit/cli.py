@@ -538,6 +538,10 @@ def demo(
     reward_steps: Annotated[int | None, typer.Option("--reward-steps")] = None,
     dpo_steps: Annotated[int | None, typer.Option("--dpo-steps")] = None,
     rl_steps: Annotated[int | None, typer.Option("--rl-steps", help="Short GRPO after DPO; 0 skips it.")] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option("--rounds", help="2+: rate the DPO policy's answers the reward model is least sure of."),
+    ] = None,
     config: ConfigFile = None,
     sets: Sets = None,
 ) -> None:
@@ -545,7 +549,7 @@ def demo(
     from alignkit.config import load_config
 
     flags = {"out": out, "model": model, "rule": rule, "noise": noise, "sft_steps": sft_steps}
-    flags |= {"reward_steps": reward_steps, "dpo_steps": dpo_steps, "rl_steps": rl_steps}
+    flags |= {"reward_steps": reward_steps, "dpo_steps": dpo_steps, "rl_steps": rl_steps, "rounds": rounds}
     cfg = load_config(loop.DemoConfig, config, {k: v for k, v in flags.items() if v is not None}, sets)
     out = cfg.out
     report = loop.run(cfg)

@@ -1,7 +1,9 @@
 """The main job: the whole loop on the embedded default, in one process (model files and TRL loaded once).
 
 SFT -> generate candidates -> push to Argilla -> simulated annotators rate through Argilla (a hidden, deterministic
-rule + noise) -> pull pairs -> reward model -> DPO -> evaluate against SFT -> report.json.
+rule + noise) -> pull pairs -> reward model -> DPO [-> next round: candidates from the DPO policy, the reward model's
+least certain prompts rated, reward and DPO retrained on every pair] -> a short GRPO -> evaluate against SFT ->
+report.json.
 
 The rule (`concise` by default: shorter answers win) is one a 135M model visibly learns in minutes; swap it with
 `rule=`. Everything it writes lands under `out/`: run directories, candidates, pairs, the Argilla data, the report.
@@ -13,6 +15,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +25,8 @@ from rich.console import Console
 
 import alignkit
 from alignkit import evaluate, generate, runs
-from alignkit.feedback import client, pull, push, server, simulate
+from alignkit.errors import AlignkitError
+from alignkit.feedback import client, ordering, pull, push, server, simulate
 from alignkit.paths import bundled_data
 
 console = Console(stderr=True)
@@ -46,6 +50,10 @@ class DemoConfig:
     reward_steps: int = 24
     dpo_steps: int = 16
     rl_steps: int = 3  # a short GRPO from the DPO policy against the reward model; 0 skips it
+    # Round 2+: candidates from the DPO policy; annotators rate the `round_records` prompts the reward model is least
+    # sure about; reward and DPO retrain on every round's pairs.
+    rounds: int = 1
+    round_records: int = 16
     max_new_tokens: int = 48
     seed: int = 0
     sft: dict[str, Any] = field(default_factory=dict)  # extra `trainer:` keys per stage
@@ -84,17 +92,6 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         trainer={"max_steps": cfg.sft_steps, "eval_steps": cfg.sft_steps, **ONE_EVALUATION, **cfg.sft},
     )
     step("sft")
-    sampling = generate.Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
-    candidates_file = generate.run(
-        str(out / "train_prompts.jsonl"),
-        str(out / "candidates.jsonl"),
-        n=cfg.candidates,
-        from_run=str(sft_run.path),
-        sampling=sampling,
-        batch_size=8,
-        overwrite=True,
-    )
-    step("generate")
 
     with ExitStack() as stack:
         if os.environ.get("ARGILLA_API_URL"):
@@ -102,40 +99,45 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         else:
             local = stack.enter_context(server.start(data_dir=out / "argilla"))
             owner, url = client.connect(local.url, local.api_key), local.url
-        step("argilla")
-        dataset = f"demo-round-1-{int(started)}"
         for username, password in DEMO_ANNOTATORS:
             client.add_user(owner, username, password, "annotator", ["demo"])
-        push.push(str(candidates_file), dataset, "demo", min_submitted=2, client=owner, seed=cfg.seed)
-        for i, (username, password) in enumerate(DEMO_ANNOTATORS):
-            session = client.annotator_session(username, password, url=str(url))
-            simulate.rate_all(session, dataset, cfg.rule, cfg.noise, seed=cfg.seed + i)
-        pulled = pull.pull(dataset, "demo", client=owner)
-        step("annotate")
-    pairs_file = out / "pairs.jsonl"
-    generate.write_jsonl(pairs_file, pulled.pairs, overwrite=True)
-
-    reward_run = alignkit.reward(
-        data={"paths": [str(pairs_file)], "validation_split": 0.2},
-        from_run=str(sft_run.path),
-        out=str(out / "runs" / "reward"),
-        overwrite=True,
-        early_stopping_patience=None,
-        # Held-out accuracy is scored once at the end (metrics.json); no Trainer evaluation in between.
-        trainer={"max_steps": cfg.reward_steps, "learning_rate": 1e-3, "eval_strategy": "no", **ONE_EVALUATION}
-        | cfg.reward,
-    )
-    step("reward")
-    dpo_run = alignkit.dpo(
-        data={"paths": [str(pairs_file)], "validation_split": 0.1},
-        from_run=str(sft_run.path),
-        out=str(out / "runs" / "dpo"),
-        overwrite=True,
-        early_stopping_patience=None,
-        trainer={"max_steps": cfg.dpo_steps, "eval_steps": cfg.dpo_steps, "learning_rate": 3e-4, **ONE_EVALUATION}
-        | cfg.dpo,
-    )
-    step("dpo")
+        step("argilla")
+        policy, reward_run, dpo_run, pairs, summaries = sft_run, None, None, [], []
+        for round_number in range(1, cfg.rounds + 1):
+            suffix = "" if round_number == 1 else f"-round-{round_number}"
+            pulled = collect_round(cfg, out, policy, reward_run, round_number, owner, str(url), int(started), step)
+            summaries.append(pulled.summary)
+            pairs += pulled.pairs
+            if not pairs:
+                raise AlignkitError(
+                    f"round {round_number} gave no preference pairs (every comparison a tie or a disagreement)",
+                    "use more --candidates, a longer max_new_tokens or another rule",
+                )
+            pairs_file = out / f"pairs{suffix}.jsonl"
+            generate.write_jsonl(pairs_file, pairs, overwrite=True)
+            reward_run = alignkit.reward(
+                data={"paths": [str(pairs_file)], "validation_split": 0.2},
+                from_run=str(sft_run.path),
+                out=str(out / "runs" / f"reward{suffix}"),
+                overwrite=True,
+                early_stopping_patience=None,
+                # Held-out accuracy is scored once at the end (metrics.json); no Trainer evaluation in between.
+                trainer={"max_steps": cfg.reward_steps, "learning_rate": 1e-3, "eval_strategy": "no", **ONE_EVALUATION}
+                | cfg.reward,
+            )
+            step(f"reward{suffix}")
+            dpo_run = policy = alignkit.dpo(
+                data={"paths": [str(pairs_file)], "validation_split": 0.1},
+                from_run=str(sft_run.path),
+                out=str(out / "runs" / f"dpo{suffix}"),
+                overwrite=True,
+                early_stopping_patience=None,
+                trainer={"max_steps": cfg.dpo_steps, "eval_steps": cfg.dpo_steps, "learning_rate": 3e-4}
+                | ONE_EVALUATION
+                | cfg.dpo,
+            )
+            step(f"dpo{suffix}")
+    assert reward_run is not None and dpo_run is not None
     rl_run = None
     if cfg.rl_steps:
         rl_run = alignkit.rl(
@@ -159,7 +161,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         "forgetting_ppl_ratio": evaluation["forgetting"]["ppl_ratio"],
         "seconds_total": round(time.time() - started, 1),
         "seconds_per_stage": timings,
-        "pairs": pulled.summary,
+        "pairs": summaries[0] if len(summaries) == 1 else {"rounds": summaries, "pairs": len(pairs)},
         "evaluation": evaluation,
         "rl": rl_summary(rl_run) if rl_run else None,
         "runs": {
@@ -172,6 +174,43 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     return report
+
+
+def collect_round(
+    cfg: DemoConfig,
+    out: Path,
+    policy: runs.Run,
+    reward_run: runs.Run | None,
+    round_number: int,
+    owner: Any,
+    url: str,
+    stamp: int,
+    step: Callable[[str], None],
+) -> pull.PullResult:
+    """One collection round: candidates from the current policy, pushed to Argilla (after round 1 ordered by the
+    reward model's uncertainty, and only the `round_records` least certain prompts rated), rated, pulled."""
+    name = "candidates.jsonl" if round_number == 1 else f"candidates-round-{round_number}.jsonl"
+    candidates_file = generate.run(
+        str(out / "train_prompts.jsonl"),
+        str(out / name),
+        n=cfg.candidates,
+        from_run=str(policy.path),
+        sampling=generate.Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed + round_number - 1),
+        batch_size=8,
+        overwrite=True,
+    )
+    suffix = "" if round_number == 1 else f"-round-{round_number}"
+    step(f"generate{suffix}")
+    scorer = ordering.reward_scorer(str(reward_run.path)) if reward_run else None
+    dataset = f"demo-round-{round_number}-{stamp}"
+    push.push(str(candidates_file), dataset, "demo", round_number, 2, cfg.seed, client=owner, scorer=scorer)
+    limit = None if round_number == 1 else cfg.round_records
+    for i, (username, password) in enumerate(DEMO_ANNOTATORS):
+        session = client.annotator_session(username, password, url=url)
+        simulate.rate_all(session, dataset, cfg.rule, cfg.noise, seed=cfg.seed + i, limit=limit)
+    pulled = pull.pull(dataset, "demo", client=owner)
+    step(f"annotate{suffix}")
+    return pulled
 
 
 def rl_summary(rl_run: runs.Run) -> dict[str, Any]:

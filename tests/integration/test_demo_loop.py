@@ -25,7 +25,7 @@ def test_demo_loop_writes_report_with_every_figure(tmp_path, tiny_model, argilla
         dpo_steps=2,
         rl_steps=1,
         eval_prompts=6,
-        max_new_tokens=8,
+        max_new_tokens=24,
     )
     report = demo.run(cfg)
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
@@ -40,3 +40,34 @@ def test_demo_loop_writes_report_with_every_figure(tmp_path, tiny_model, argilla
         assert run.complete and run.stage == stage
     lineage = [step["stage"] for step in runs.Run(saved["runs"]["dpo"]).manifest["lineage"]]
     assert lineage == ["sft", "dpo"]
+
+
+def test_second_round_rates_the_dpo_policys_least_certain_prompts(tmp_path, tiny_model, argilla_server, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_URL", argilla_server.url)
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.api_key)
+    cfg = demo.DemoConfig(
+        out=str(tmp_path / "demo"),
+        model=tiny_model,
+        candidates=3,
+        train_prompts=8,
+        eval_prompts=4,
+        sft_steps=1,
+        reward_steps=1,
+        dpo_steps=1,
+        rl_steps=0,
+        max_new_tokens=24,
+        rounds=2,
+        round_records=3,
+    )
+    report = demo.run(cfg)
+    first, second = report["pairs"]["rounds"]
+    assert second["rated_records"] == 3 < first["rated_records"]
+    assert report["pairs"]["pairs"] == first["pairs"] + second["pairs"]
+    assert {"generate-round-2", "annotate-round-2", "reward-round-2", "dpo-round-2"} <= set(report["seconds_per_stage"])
+    candidates = [
+        json.loads(line) for line in (tmp_path / "demo" / "candidates-round-2.jsonl").read_text().splitlines()
+    ]
+    dpo_round_1 = str(runs.Run(tmp_path / "demo" / "runs" / "dpo").path.resolve())
+    assert all(c["run"] == dpo_round_1 for row in candidates for c in row["candidates"])
+    lineage = [step["stage"] for step in runs.Run(report["runs"]["dpo"]).manifest["lineage"]]
+    assert lineage == ["sft", "dpo"] and report["runs"]["dpo"].endswith("dpo-round-2")
