@@ -20,6 +20,11 @@ import httpx
 from alignkit.errors import AlignkitError
 
 TIMEOUT_S = 15.0
+UNAVAILABLE_STATUS = (502, 503, 504)  # a proxy or the server itself says it is not there right now
+
+
+class ArgillaUnavailable(AlignkitError):
+    """Argilla could not be reached (or answered "unavailable"): retrying later may succeed, nothing was refused."""
 PRIORITY = "priority"  # record metadata written by `feedback push` (ordering.priority): higher = rate sooner
 
 
@@ -119,9 +124,11 @@ class AnnotatorSession:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise AlignkitError(
+            raise ArgillaUnavailable(
                 f"Argilla at {self.url} is unreachable ({type(exc).__name__})", "retry when it is back"
             ) from None
+        if response.status_code in UNAVAILABLE_STATUS:
+            raise ArgillaUnavailable(f"Argilla at {self.url} is unavailable ({response.status_code})", "retry later")
         if response.status_code == 403:
             raise AlignkitError(f"{self.username} may not access {path}", "ask an owner to add you to the workspace")
         if response.status_code >= 400:
