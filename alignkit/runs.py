@@ -178,6 +178,10 @@ def create(stage: str, cfg: Any, path: Path, data_files: list[str], parent: Run 
         run.discard_unfinished_checkpoints()
         logger.info("resuming %s from %s", run.path, run.last_checkpoint() or "the start")
         return run
+    if getattr(cfg, "model", None) is not None:
+        from alignkit import models
+
+        models.check_loadable(cfg.model)  # a model that cannot load fails here, before the run dir exists
     # Built beside the target and renamed into place: the run dir exists only with its config and manifest.
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
