@@ -200,9 +200,11 @@ def add_user(
 
 def list_users(client: Any) -> list[dict[str, Any]]:
     """Every user with role and workspaces (never API keys)."""
-    rows = []
-    for user in client.users:
-        rows.append(
-            {"username": user.username, "role": str(user.role), "workspaces": [w.name for w in user.workspaces]}
-        )
-    return rows
+    member_of: dict[str, list[str]] = {}
+    for workspace in client.workspaces:  # the SDK's User has no workspace list; each Workspace lists its users
+        for user in workspace.users:
+            member_of.setdefault(user.username, []).append(workspace.name)
+    return [
+        {"username": user.username, "role": str(user.role), "workspaces": member_of.get(user.username, [])}
+        for user in client.users
+    ]
