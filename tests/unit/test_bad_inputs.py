@@ -274,3 +274,14 @@ def test_overwrite_with_bad_input_keeps_what_was_there(tmp_path, capsys, tiny_mo
 
 def test_bad_corpus_has_thirty_plus_files():
     assert len(list(BAD.iterdir())) >= 30
+
+
+@pytest.mark.parametrize("command", ["generate", "synth"])
+def test_existing_output_file_is_not_clobbered(command, tmp_path, capsys, tiny_model):
+    out = tmp_path / "candidates.jsonl"
+    out.write_text("precious\n")
+    prompts = str(Path(__file__).resolve().parents[2] / "datasets" / "prompts.jsonl")
+    source = ["--prompts", prompts] if command == "generate" else ["--seeds", prompts]
+    code, err = invoke([command, *source, "--model", tiny_model, "--out", str(out)], capsys)
+    assert_one_line_error(code, err, ["output file exists", "--overwrite"])
+    assert out.read_text() == "precious\n"
