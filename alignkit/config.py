@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import operator
 import types
 import typing
 from dataclasses import dataclass, field
@@ -186,6 +188,24 @@ def check_keys(section: str, given: dict[str, Any], valid: list[str] | set[str])
     for key in given:
         if key not in valid:
             raise unknown_key(f"{section}.{key}", sorted(valid), "config", prefix=f"{section}.")
+
+
+SIMPLE_TYPES = (int, float, bool, str, type(None))
+
+
+def check_types(section: str, given: dict[str, Any], config_cls: type[Any]) -> None:
+    """Check the values of a free-form section against the library dataclass's simple field types (int, float, bool,
+    str, optional): `trainer.max_steps: ten` is an error here, not a crash mid-training."""
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # a library's forward references that do not resolve here: its own checks remain
+        return
+    for key, value in given.items():
+        hint = hints.get(key)
+        origin = typing.get_origin(hint)
+        allowed = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
+        if hint is not None and all(t in SIMPLE_TYPES for t in allowed):
+            coerce(value, functools.reduce(operator.or_, allowed), f"{section}.{key}")
 
 
 def build(cls: type[Any], tree: dict[str, Any], where: str) -> Any:

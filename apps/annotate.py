@@ -3,7 +3,9 @@ round shows one response to accept, edit or reject instead).
 
 Run it with `alignkit serve` (or `streamlit run apps/annotate.py` with `ARGILLA_API_URL` set or a local server
 running). Every answer is stored in Argilla as soon as it is given; the queue, statuses and the skip rule are in
-`alignkit/feedback/annotation.py`. Shortcuts are Streamlit's own button shortcuts (ignored while typing in a field).
+`alignkit/feedback/annotation.py`. While Argilla is unreachable, answers are kept in a durable local outbox (an
+"offline, N pending" notice says so) and sent exactly once when it is back. Shortcuts are Streamlit's own button
+shortcuts (ignored while typing in a field).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import streamlit as st
 from alignkit.errors import AlignkitError
 from alignkit.feedback import annotation
 from alignkit.feedback import argilla_schema as schema
+from alignkit.feedback.client import ArgillaUnavailable
 
 PAIR_KEYS = "Keys: `1` / `2` choose · `T` tie · `Shift+1..3` strength · "
 REVIEW_KEYS = "Keys: `A` accept · `X` reject · "
 REVIEW_SHORTCUTS = {"accept": "A", "reject": "X"}  # Streamlit reserves R (rerun) and C (clear cache)
 ACTION_KEYS = "`Enter` submit · `D` save draft · `S` skip (outside text fields)"
 MAX_SIDE_BY_SIDE = 4  # more candidates than this are listed one under the other
+PREFETCH = 20  # records kept at hand, so rating goes on while Argilla is unreachable
 
 
 def main() -> None:
@@ -78,7 +82,8 @@ def log_out() -> None:
 
 
 def rating_view(session: Any) -> None:
-    available = annotation.datasets(session)
+    sync_outbox(session)
+    available = online_or_cached("datasets", lambda: annotation.datasets(session))
     with st.sidebar:
         st.markdown(f"Signed in as **{session.username}**")
         st.button("Log out", on_click=log_out)
@@ -87,7 +92,7 @@ def rating_view(session: Any) -> None:
             return
         by_id = {d["id"]: d for d in available}
         dataset_id = st.selectbox("Dataset", list(by_id), format_func=lambda i: by_id[i]["name"], key="dataset_id")
-        progress = annotation.progress(session, dataset_id)
+        progress = online_or_cached(f"progress-{dataset_id}", lambda: annotation.progress(session, dataset_id))
         progress_panel(progress)
         with st.expander("Guidelines", expanded=False):
             st.markdown(annotation.guidelines(by_id[dataset_id]))
@@ -100,6 +105,38 @@ def rating_view(session: Any) -> None:
         return
     st.caption(f"{name} · {progress.left} left for you · {progress.completed} of {progress.total} complete")
     record_view(session, record)
+
+
+def sync_outbox(session: Any) -> None:
+    """Send answers queued while Argilla was unreachable; say "offline, N pending" while any are left."""
+    outbox = annotation.outbox(session)
+    if len(outbox):
+        result = outbox.flush(session)
+        st.session_state.offline = bool(result.pending)
+        if result.sent:
+            st.toast(f"Back online: {result.sent} saved answers sent to Argilla")
+        for item in result.failed:
+            st.error(f"Argilla refused a saved answer to record {item.record_id}: {item.error}")
+    pending = len(outbox)
+    if st.session_state.get("offline") or pending:
+        st.warning(
+            f"Offline, {pending} pending: Argilla cannot be reached. Keep rating: your answers are saved on this "
+            "machine and sent when it is back."
+        )
+
+
+def online_or_cached(key: str, fetch: Any) -> Any:
+    """`fetch()` from Argilla (remembered), or its last value while Argilla is unreachable."""
+    try:
+        value = fetch()
+    except ArgillaUnavailable:
+        st.session_state.offline = True
+        if f"cached-{key}" not in st.session_state:
+            raise
+        return st.session_state[f"cached-{key}"]
+    st.session_state.offline = False
+    st.session_state[f"cached-{key}"] = value
+    return value
 
 
 def progress_panel(progress: annotation.Progress) -> None:
@@ -117,7 +154,11 @@ def progress_panel(progress: annotation.Progress) -> None:
 def current_record(session: Any, dataset_id: str) -> annotation.RecordView | None:
     """The record on screen; fetched again only after an answer, a skip or a change of dataset."""
     if st.session_state.get("record_dataset") != dataset_id:
-        record = annotation.next_record(session, dataset_id)
+        queued = annotation.outbox(session).record_ids()
+        upcoming = online_or_cached(
+            f"upcoming-{dataset_id}", lambda: annotation.next_records(session, dataset_id, PREFETCH)
+        )
+        record = next((r for r in upcoming if r.id not in queued), None)
         st.session_state.record = record
         st.session_state.record_dataset = dataset_id
         if record is not None:
@@ -241,15 +282,18 @@ def answer(session: Any, record: annotation.RecordView, action: str) -> None:
     rationale = st.session_state.get(f"rationale-{record.id}", "")
     try:
         if action == "skip":
-            annotation.skip(session, record.id)
+            values, status = {}, annotation.DISCARDED
         elif action == "draft":
-            annotation.save(session, record.id, draft_values(record, rationale), annotation.DRAFT)
+            values, status = draft_values(record, rationale), annotation.DRAFT
         else:
-            annotation.save(session, record.id, submitted_values(record, rationale), annotation.SUBMITTED)
+            values, status = submitted_values(record, rationale), annotation.SUBMITTED
+        stored = annotation.save_or_queue(session, annotation.outbox(session), record.id, values, status)
     except AlignkitError as exc:
         st.session_state.notice = exc
         return
-    st.session_state.flash = {"skip": "Skipped", "draft": "Draft saved"}.get(action, "Submitted")
+    st.session_state.offline = not stored
+    done = {"skip": "Skipped", "draft": "Draft saved"}.get(action, "Submitted")
+    st.session_state.flash = done if stored else f"{done} (offline: kept on this machine until Argilla is back)"
     for key in [k for k in st.session_state if str(k).startswith(("rationale-", "rank-", "suggest-", "edit-"))]:
         del st.session_state[key]
     st.session_state.choice = st.session_state.strength = None

@@ -10,7 +10,8 @@ stores `discarded` with no values: Argilla's own word for "I will not rate this 
 annotator's queue for good, counts as `discarded` in their progress, and does not count towards `min_submitted`, so
 the record stays in everyone else's queue. `feedback pull` reads submitted responses only.
 
-Saving is an upsert (`AnnotatorSession.respond`), so a draft is replaced in place when submitted.
+Saving is an upsert (`AnnotatorSession.respond`), so a draft is replaced in place when submitted. While Argilla is
+unreachable, answers go to a durable local outbox (`offline_queue.py`) and are sent, exactly once, when it is back.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import httpx
 
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
-from alignkit.feedback.client import PRIORITY, AnnotatorSession, annotator_session, server_location
+from alignkit.feedback.client import PRIORITY, AnnotatorSession, ArgillaUnavailable, annotator_session, server_location
+from alignkit.feedback.offline_queue import OfflineQueue
 
 SUBMITTED, DRAFT, DISCARDED = "submitted", "draft", "discarded"
 STRENGTH_LABELS = {1: "slightly", 2: "clearly", 3: "much"}
@@ -93,11 +95,19 @@ def guidelines(dataset: dict[str, Any]) -> str:
 
 def next_record(session: AnnotatorSession, dataset_id: str) -> RecordView | None:
     """The record to rate now: unanswered first, then this annotator's drafts; None when nothing is left."""
+    found = next_records(session, dataset_id, limit=1)
+    return found[0] if found else None
+
+
+def next_records(session: AnnotatorSession, dataset_id: str, limit: int) -> list[RecordView]:
+    """Up to `limit` records to rate, in order (unanswered by priority, then drafts): the head of the queue and what
+    the app can keep rating from while Argilla is unreachable."""
+    found: list[RecordView] = []
     for my_status in ("pending", DRAFT):
-        found = session.queue(dataset_id, my_status, limit=1)
-        if found:
-            return record_view(found[0])
-    return None
+        found += [record_view(r) for r in session.queue(dataset_id, my_status, limit=limit - len(found))]
+        if len(found) >= limit:
+            break
+    return found
 
 
 def record_view(record: dict[str, Any]) -> RecordView:
@@ -163,6 +173,29 @@ def draft_ranks(record: RecordView) -> list[int | None]:
 def save(session: AnnotatorSession, record_id: str, values: dict[str, Any], status: str) -> dict[str, Any]:
     """Create or replace this annotator's response to a record (submitted, draft or discarded)."""
     return session.respond(record_id, values, status)
+
+
+def outbox(session: AnnotatorSession) -> OfflineQueue:
+    """This annotator's durable outbox for answers given while Argilla is unreachable."""
+    return OfflineQueue(session.url, session.username)
+
+
+def save_or_queue(
+    session: AnnotatorSession, queue: OfflineQueue, record_id: str, values: dict[str, Any], status: str
+) -> bool:
+    """Store an answer in Argilla, or durably in `queue` when Argilla is unreachable; True when Argilla has it.
+
+    Earlier queued answers go first, so a newer answer to a record is never overwritten by an older queued one.
+    """
+    if len(queue) and queue.flush(session).pending:
+        queue.put(record_id, values, status)
+        return False
+    try:
+        save(session, record_id, values, status)
+    except ArgillaUnavailable:
+        queue.put(record_id, values, status)
+        return False
+    return True
 
 
 def skip(session: AnnotatorSession, record_id: str) -> dict[str, Any]:

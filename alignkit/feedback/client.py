@@ -12,6 +12,7 @@ Argilla's own UI uses.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,13 @@ import httpx
 from alignkit.errors import AlignkitError
 
 TIMEOUT_S = 15.0
+RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # a busy server (SQLite write lock, restart) gets a few seconds to answer
+
+
+class ArgillaUnavailable(AlignkitError):
+    """Argilla could not be reached (or answered "unavailable"): retrying later may succeed, nothing was refused."""
+
+
 PRIORITY = "priority"  # record metadata written by `feedback push` (ordering.priority): higher = rate sooner
 
 
@@ -116,12 +124,24 @@ class AnnotatorSession:
         return self.request("GET", path, **kwargs)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise AlignkitError(
-                f"Argilla at {self.url} is unreachable ({type(exc).__name__})", "retry when it is back"
-            ) from None
+        """One API call, retried with backoff on a timeout, a dropped connection or a 5xx: every call a session makes
+        is a read, a search or an upsert, so sending it twice is harmless. Still failing: `ArgillaUnavailable`."""
+        for pause in (*RETRY_PAUSES_S, None):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.ConnectError:  # nothing listens: down, not busy (the app goes offline at once)
+                raise ArgillaUnavailable(
+                    f"Argilla at {self.url} is unreachable (ConnectError)", "retry later"
+                ) from None
+            except httpx.HTTPError as exc:
+                failure = f"is unreachable ({type(exc).__name__})"
+            else:
+                if response.status_code < 500:
+                    break
+                failure = f"failed ({response.status_code}: {response.text[:120]})"
+            if pause is None:
+                raise ArgillaUnavailable(f"Argilla at {self.url} {failure}", "retry when it is back") from None
+            time.sleep(pause)
         if response.status_code == 403:
             raise AlignkitError(f"{self.username} may not access {path}", "ask an owner to add you to the workspace")
         if response.status_code >= 400:
@@ -180,12 +200,14 @@ def add_user(
 
 def list_users(client: Any) -> list[dict[str, Any]]:
     """Every user with role and workspaces (never API keys)."""
-    rows = []
-    for user in client.users:
-        rows.append(
-            {"username": user.username, "role": str(user.role), "workspaces": [w.name for w in user.workspaces]}
-        )
-    return rows
+    member_of: dict[str, list[str]] = {}
+    for workspace in client.workspaces:  # the SDK's User has no workspace list; each Workspace lists its users
+        for user in workspace.users:
+            member_of.setdefault(user.username, []).append(workspace.name)
+    return [
+        {"username": user.username, "role": str(user.role), "workspaces": member_of.get(user.username, [])}
+        for user in client.users
+    ]
 
 
 def submitted_answers(record: Any) -> dict[str, dict[str, Any]]:

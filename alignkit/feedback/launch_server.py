@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -124,6 +126,9 @@ def migrate_database() -> None:
     from argilla_server.database import ALEMBIC_CONFIG_FILE
 
     command.upgrade(Config(ALEMBIC_CONFIG_FILE), "head")
+    # WAL (kept in the database file): annotators' searches read while another annotator's answer is being written.
+    with contextlib.closing(sqlite3.connect(Path(os.environ["ARGILLA_HOME_PATH"]) / "argilla.db")) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 async def ensure_owner(username: str, password: str, api_key: str) -> None:

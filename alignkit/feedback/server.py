@@ -314,6 +314,8 @@ def _server_env(data_dir: Path, redis_url: str) -> dict[str, str]:
         "ARGILLA_HOME_PATH": str(data_dir),
         "ARGILLA_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'argilla.db'}?check_same_thread=False",
         "ARGILLA_SEARCH_ENGINE": "sqlite",
+        # Many annotators at once: wait for SQLite's write lock instead of failing after Argilla's default 5 s.
+        "ARGILLA_DATABASE_SQLITE_TIMEOUT": "60",
         "ARGILLA_REDIS_URL": redis_url,
         "ARGILLA_AUTH_SECRET_KEY": _secret_key(data_dir),
         "HF_HUB_DISABLE_TELEMETRY": "1",

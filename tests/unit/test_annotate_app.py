@@ -34,19 +34,25 @@ class FakeArgilla:
         monkeypatch.setattr(annotation, "login", self.login)
         monkeypatch.setattr(annotation, "datasets", lambda session: [{"id": "d1", "name": "round-1"}])
         monkeypatch.setattr(annotation, "next_record", self.next_record)
+        monkeypatch.setattr(annotation, "next_records", self.next_records)
         monkeypatch.setattr(annotation, "progress", self.progress)
         monkeypatch.setattr(annotation, "save", self.save)
 
     def login(self, username: str, password: str, url: str | None = None) -> Any:
         if password != "right-password":
             raise AlignkitError(f"Argilla login failed for {username!r}", "check the username and password")
-        return SimpleNamespace(username=username, api_key=SECRET, http=SimpleNamespace(close=self.close))
+        return SimpleNamespace(
+            url=UNREACHABLE, username=username, api_key=SECRET, http=SimpleNamespace(close=self.close)
+        )
 
     def close(self) -> None:
         self.closed = True
 
     def next_record(self, session: Any, dataset_id: str) -> annotation.RecordView | None:
         return self.check(self.queue[0] if self.queue else None)
+
+    def next_records(self, session: Any, dataset_id: str, limit: int) -> list[annotation.RecordView]:
+        return self.check(self.queue[:limit])
 
     def check(self, value: Any) -> Any:
         if self.down:
@@ -70,8 +76,9 @@ def pair(i: int, **draft: Any) -> annotation.RecordView:
 
 
 @pytest.fixture
-def app(monkeypatch: pytest.MonkeyPatch) -> AppTest:
+def app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AppTest:
     monkeypatch.setenv("ARGILLA_API_URL", UNREACHABLE)
+    monkeypatch.setenv("ALIGNKIT_OUTBOX", str(tmp_path / "outbox.sqlite"))
     return AppTest.from_file(str(APP), default_timeout=30)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,6 +36,17 @@ DATA_CASES = [
     ("broken.json", "sft", ["broken.json:line 2", "not valid JSON"]),
     ("prompt_missing_completion.jsonl", "sft", ["line 2", "`completion`: missing"]),
     ("empty.jsonl", "pretrain", ["empty.jsonl", "empty"]),
+    ("utf16.jsonl", "sft", ["utf16.jsonl:line 1", "UTF-8"]),
+    ("messages_not_a_list.jsonl", "sft", ["line 1", "`messages`", "list of messages"]),
+    ("message_missing_content.jsonl", "sft", ["line 1", "messages[1].content", "missing"]),
+    ("missing_cell.tsv", "sft", ["missing_cell.tsv:line 3", "`output`: missing"]),
+    ("pref_missing_rejected.jsonl", "reward", ["pref_missing_rejected.jsonl:line 2", "`rejected`: missing"]),
+    ("pref_identical.jsonl", "reward", ["pref_identical.jsonl:line 1", "identical"]),
+    ("pref_empty_chosen.jsonl", "reward", ["pref_empty_chosen.jsonl:line 2", "`chosen`: is empty"]),
+    ("pref_empty_prompt.jsonl", "reward", ["line 1", "`prompt`: is empty"]),
+    ("pref_chosen_not_text.jsonl", "reward", ["line 1", "`chosen`: expected a string, got int"]),
+    ("pref_no_rejected_column.csv", "reward", ["pref_no_rejected_column.csv:line 2", "`rejected`: missing"]),
+    ("unknown_role.jsonl", "reward", ["unknown_role.jsonl:line 1", "`chosen`: missing"]),
 ]
 
 CONFIG_CASES = [
@@ -44,6 +56,11 @@ CONFIG_CASES = [
     ("bad_syntax.yaml", ["bad_syntax.yaml", "not valid YAML"]),
     ("unknown_peft.yaml", ["unknown peft.method `loraa`", "did you mean `lora`"]),
     ("unknown_peft_key.yaml", ["unknown config key `peft.rank`"]),
+    ("negative_steps.yaml", ["trainer.max_steps must be positive or -1"]),
+    ("negative_learning_rate.yaml", ["trainer.learning_rate must be positive", "-0.001"]),
+    ("steps_not_a_number.yaml", ["`trainer.max_steps` must be int", "'ten'"]),
+    ("section_not_a_mapping.yaml", ["`trainer` must be dict"]),
+    ("config_not_a_mapping.yaml", ["config_not_a_mapping.yaml", "expected a mapping"]),
 ]
 
 
@@ -156,3 +173,115 @@ def test_every_feedback_command_reports_unreachable_argilla_in_one_line(argv, tm
     code, err = invoke(argv, capsys)
     assert_one_line_error(code, err, ["Argilla at http://127.0.0.1:9 is unreachable"])
     assert not (tmp_path / "out.jsonl").exists()
+
+
+# -- inputs generated at test time (binary, huge, or built from the tiny model) ---------------------------------------
+
+
+def sft_argv(data: Path, model: str, out: Path, *extra: str) -> list[str]:
+    return ["sft", "--data", str(data), "--model", model, "--out", str(out), *extra]
+
+
+def test_huge_cut_off_row_is_named_without_loading_a_model(tmp_path, capsys, tiny_model):
+    data = tmp_path / "huge.jsonl"
+    with open(data, "w", encoding="utf-8") as f:
+        f.write('{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\n')
+        f.write('{"messages": [{"role": "user", "content": "' + "x" * (16 << 20))  # 16 MB, never closed
+    out = tmp_path / "run"
+    code, err = invoke(sft_argv(data, tiny_model, out), capsys)
+    assert_one_line_error(code, err, ["huge.jsonl:line 2", "not valid JSON"])
+    assert len(err) < 1000, "the error quotes no megabytes of the row"
+    assert not out.exists()
+
+
+def test_truncated_gguf_is_one_line_error(tmp_path, capsys, chat_file, monkeypatch):
+    from alignkit import models
+
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    truncated = tmp_path / "model.gguf"
+    with open(models.embedded_gguf(), "rb") as f:
+        truncated.write_bytes(f.read(64 << 10))  # the real header, then nothing
+    out = tmp_path / "run"
+    code, err = invoke(sft_argv(chat_file, str(truncated), out), capsys)
+    assert_one_line_error(code, err, ["model.gguf", "cannot read GGUF", "is the file complete?"])
+    assert not out.exists()
+    assert not list((tmp_path / "cache").glob("models/*")), "no half-converted model is cached"
+
+
+def copy_model(tiny_model: str, dest: Path, skip: tuple[str, ...] = ()) -> Path:
+    dest.mkdir()
+    for file in Path(tiny_model).iterdir():
+        if not file.name.startswith(skip):
+            shutil.copy(file, dest / file.name)
+    return dest
+
+
+def test_model_dir_without_tokenizer_fails_before_the_run_dir_exists(tmp_path, capsys, chat_file, tiny_model):
+    model = copy_model(tiny_model, tmp_path / "no-tokenizer", skip=("tokenizer", "special_tokens", "chat_template"))
+    out = tmp_path / "run"
+    code, err = invoke(sft_argv(chat_file, str(model), out), capsys)
+    assert_one_line_error(code, err, ["no-tokenizer", "no tokenizer files"])
+    assert not out.exists()
+
+
+def test_model_dir_with_broken_config_is_one_line_error(tmp_path, capsys, chat_file, tiny_model):
+    model = copy_model(tiny_model, tmp_path / "broken-config")
+    (model / "config.json").write_text('{"model_type": "llama", "hidden_size": ')
+    code, err = invoke(sft_argv(chat_file, str(model), tmp_path / "run"), capsys)
+    assert_one_line_error(code, err, ["broken-config", "cannot read config.json"])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ('{"stage": "sft", "status": "running", "lineage": []}', ["run did not finish", "--resume --out"]),
+        ('{"stage": "sft", "status": "comp', ["manifest.json: unreadable"]),
+        (None, ["not a run directory (no manifest.json)"]),
+    ],
+    ids=["still-running", "half-written-manifest", "no-manifest"],
+)
+def test_from_a_half_written_run_is_one_line_error(manifest, expected, tmp_path, capsys, chat_file, tiny_model):
+    parent = tmp_path / "parent"
+    (parent / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    if manifest is not None:
+        (parent / "manifest.json").write_text(manifest)
+    out = tmp_path / "run"
+    code, err = invoke(sft_argv(chat_file, tiny_model, out, "--from", str(parent)), capsys)
+    assert_one_line_error(code, err, [str(parent), *expected])
+    assert not out.exists()
+
+
+def test_resume_of_a_complete_or_missing_run_is_one_line_error(tmp_path, capsys):
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "manifest.json").write_text('{"stage": "sft", "status": "complete"}')
+    code, err = invoke(["sft", "--resume", "--out", str(done)], capsys)
+    assert_one_line_error(code, err, ["already complete"])
+    code, err = invoke(["sft", "--resume", "--out", str(tmp_path / "nothing")], capsys)
+    assert_one_line_error(code, err, ["no run to resume here"])
+
+
+def test_overwrite_with_bad_input_keeps_what_was_there(tmp_path, capsys, tiny_model):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    argv = sft_argv(BAD / "unknown_role.jsonl", tiny_model, out, "--overwrite")
+    code, err = invoke(argv, capsys)
+    assert_one_line_error(code, err, ["unknown_role.jsonl:line 3"])
+    assert (out / "precious.txt").read_text() == "keep me", "--overwrite replaces only once the input is valid"
+
+
+def test_bad_corpus_has_thirty_plus_files():
+    assert len(list(BAD.iterdir())) >= 30
+
+
+@pytest.mark.parametrize("command", ["generate", "synth"])
+def test_existing_output_file_is_not_clobbered(command, tmp_path, capsys, tiny_model):
+    out = tmp_path / "candidates.jsonl"
+    out.write_text("precious\n")
+    prompts = str(Path(__file__).resolve().parents[2] / "datasets" / "prompts.jsonl")
+    source = ["--prompts", prompts] if command == "generate" else ["--seeds", prompts]
+    code, err = invoke([command, *source, "--model", tiny_model, "--out", str(out)], capsys)
+    assert_one_line_error(code, err, ["output file exists", "--overwrite"])
+    assert out.read_text() == "precious\n"

@@ -1,0 +1,66 @@
+"""The annotate app in headless Chromium while its Argilla is stopped and restarted: ratings keep being accepted with
+an "Offline, N pending" notice and reach Argilla once when it is back (screenshot: test-artifacts/annotate-offline.png).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from alignkit import serve
+from tests.integration.test_argilla_outage import RestartableArgilla, new_round, stored_by
+
+pytestmark = [pytest.mark.e2e, pytest.mark.argilla, pytest.mark.filterwarnings("ignore:.* not found:UserWarning")]
+
+
+@pytest.fixture
+def argilla(tmp_path_factory):
+    local = RestartableArgilla(tmp_path_factory.mktemp("offline-argilla"))
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def test_browser_rating_survives_an_argilla_restart(argilla, page, artifacts, tmp_path):
+    import argilla as rg
+    from playwright.sync_api import expect
+
+    owner = rg.Argilla(api_url=argilla.url, api_key=argilla.api_key)
+    password = new_round(owner, tmp_path, "offline-browser", "browser-rater", 4)
+    env = {"ARGILLA_API_URL": argilla.url, "ALIGNKIT_OUTBOX": str(tmp_path / "outbox.sqlite")}
+    with serve.start_app("annotate", env=env, log_dir=tmp_path / "logs") as app:
+        page.goto(app.url)
+        page.get_by_label("Username").fill("browser-rater")
+        page.get_by_label("Password", exact=True).fill(password)
+        page.keyboard.press("Enter")
+
+        def rate(key: str) -> None:
+            """Choose and submit on the record shown, then wait until the page shows another one."""
+            prompt = page.get_by_text(re.compile(r"^offline-browser: question \d\?$"))
+            prompt.wait_for()
+            shown = prompt.inner_text()
+            button = page.get_by_role("button", name=f"Response {key} is better")
+            page.keyboard.press(key)
+            expect(button).to_have_attribute("data-testid", "stBaseButton-primary")
+            page.keyboard.press("Enter")
+            expect(page.get_by_text(shown, exact=True)).to_have_count(0)
+
+        rate("1")
+        page.get_by_text("1 submitted").wait_for()
+        argilla.stop()
+        rate("2")
+        page.get_by_text("Offline, 1 pending").wait_for()
+        rate("2")
+        page.get_by_text("Offline, 2 pending").wait_for()
+        page.screenshot(path=str(artifacts / "annotate-offline.png"))
+
+        argilla.restart()
+        rate("1")  # the next answer flushes the outbox first, then goes straight to Argilla
+        page.get_by_text("4 submitted").wait_for(timeout=60_000)
+        expect(page.get_by_text("Offline,")).to_have_count(0)
+
+    stored = stored_by(owner, "offline-browser", "browser-rater")
+    assert sorted(preference for *_, preference in stored) == ["1", "1", "2", "2"]
+    assert len({record_id for record_id, *_ in stored}) == 4, "four records, one response each"

@@ -1,0 +1,186 @@
+"""Crash safety: `kill -9` a training run anywhere (mid-step, mid-checkpoint-save); `--resume` always reaches the
+same final step, a checkpoint cut short is detected and dropped, and a killed run never looks complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alignkit import runs
+from tests.conftest import TINY_TRAINER, run_cli
+from tests.unit.test_bad_inputs import assert_one_line_error
+
+MAX_STEPS = 40
+
+# Runs the real CLI with one change: the checkpoint save at step >= 20 stops half way (weights and optimizer written,
+# RNG state and trainer_state.json not yet) and says so in a marker file, so the test can kill -9 it right there.
+SLOW_SAVE = """
+import sys, time
+from pathlib import Path
+import transformers.trainer as hf
+marker = Path(sys.argv[1])
+original = hf.Trainer._save_rng_state
+def stalled(self, output_dir):
+    if self.state.global_step >= 20:
+        marker.write_text(output_dir)
+        time.sleep(600)
+    original(self, output_dir)
+hf.Trainer._save_rng_state = stalled
+from alignkit import cli
+sys.argv = ["alignkit", *sys.argv[2:]]
+cli.main()
+"""
+
+
+def train_args(data: Path, model: str, out: Path) -> list[str]:
+    return [
+        "sft",
+        "--data",
+        str(data),
+        "--model",
+        model,
+        "--out",
+        str(out),
+        "--max-steps",
+        str(MAX_STEPS),
+        "--set",
+        "trainer.save_steps=5",
+        "--set",
+        "trainer.eval_steps=5",
+        "--set",
+        "trainer.save_total_limit=2",
+        "--set",
+        "early_stopping_patience=null",
+        *TINY_TRAINER,
+    ]
+
+
+def kill(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def logged_loss_steps(out: Path) -> list[int]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "loss" in r]
+
+
+def assert_resumes_to_the_end(out: Path) -> runs.Run:
+    result = run_cli("sft", "--resume", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = runs.Run(out)
+    assert run.complete and run.metrics["global_step"] == MAX_STEPS
+    steps = logged_loss_steps(out)
+    assert steps == sorted(set(steps)), "no step logged twice after a resume"
+    assert steps[-1] == MAX_STEPS
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    return run
+
+
+def test_kill_during_checkpoint_save_is_detected_and_resume_reaches_the_same_step(tmp_path, tiny_model, chat_file):
+    out, marker = tmp_path / "run", tmp_path / "saving"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(chat_file, tiny_model, out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the run never reached the stalled checkpoint save"
+    kill(proc)
+    half_written = Path(marker.read_text())
+    assert (half_written / "optimizer.pt").is_file() and not (half_written / "trainer_state.json").exists()
+
+    run = runs.Run(out)
+    assert not run.complete
+    assert run.last_checkpoint() != str(half_written), "a checkpoint whose save was cut short is never resumed from"
+    resumed_from = run.last_checkpoint()
+    assert resumed_from is not None
+
+    run = assert_resumes_to_the_end(out)
+    assert run.metrics["resumed_from"] == resumed_from
+
+
+def test_kill_at_random_points_then_resume_always_finishes(tmp_path, tiny_model, chat_file):
+    """Three kill -9s at random moments (before the first checkpoint, mid-step, maybe mid-save), each followed by a
+    resume that is itself killed, then a last resume to the end."""
+    out = tmp_path / "run"
+    rng = random.Random(int(os.environ.get("ALIGNKIT_KILL_SEED", "8")))
+    command = [sys.executable, "-m", "alignkit.cli", *train_args(chat_file, tiny_model, out)]
+    killed = 0
+    for attempt in range(3):
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # wait until training has started (a manifest and a first logged step), then a random moment more
+        deadline = time.time() + 240
+        while proc.poll() is None and time.time() < deadline:
+            if (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip():
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
+        if proc.poll() is not None:
+            break  # finished before this kill: nothing to resume
+        kill(proc)
+        killed += 1
+        assert not runs.Run(out).complete, "a killed run never looks complete"
+        command = [sys.executable, "-m", "alignkit.cli", "sft", "--resume", "--out", str(out)]
+        if attempt == 0:
+            # a kill before the first checkpoint still resumes (from the start)
+            assert (out / "manifest.json").is_file()
+    assert killed >= 1
+    assert_resumes_to_the_end(out)
+
+
+def damaged_run(tmp_path: Path, steps: list[int]) -> runs.Run:
+    """A run dir with complete checkpoints at `steps` (the files transformers writes, minimal contents)."""
+    run = runs.Run(tmp_path / "run")
+    for step in steps:
+        checkpoint = run.checkpoints_dir / f"checkpoint-{step}"
+        checkpoint.mkdir(parents=True)
+        for name in ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            (checkpoint / name).write_bytes(b"x")
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (run.path / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, max(steps) + 1)) + '{"step": 3'
+    )
+    return run
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated_state", "state_of_another_step", "no_optimizer", "no_weights", "no_state"],
+)
+def test_a_damaged_newest_checkpoint_is_skipped_and_removed_on_resume(damage, tmp_path):
+    run = damaged_run(tmp_path, [5, 10])
+    newest = run.checkpoints_dir / "checkpoint-10"
+    if damage == "truncated_state":
+        (newest / "trainer_state.json").write_text('{"global_step": 1')
+    elif damage == "state_of_another_step":
+        (newest / "trainer_state.json").write_text('{"global_step": 5}')
+    elif damage == "no_optimizer":
+        (newest / "optimizer.pt").unlink()
+    elif damage == "no_weights":
+        (newest / "adapter_model.safetensors").unlink()
+    else:
+        (newest / "trainer_state.json").unlink()
+    assert run.last_checkpoint() == str(run.checkpoints_dir / "checkpoint-5")
+    assert run.discard_unfinished_checkpoints() == [newest]
+    assert not newest.exists()
+    assert logged_loss_steps(run.path) == [1, 2, 3, 4, 5], "rows after the checkpoint (and a cut-off row) dropped"
+
+
+def test_a_killed_run_cannot_be_used_as_a_parent(tmp_path, chat_file, capsys):
+    from tests.unit.test_bad_inputs import invoke
+
+    run = damaged_run(tmp_path, [5])
+    runs.write_json(run.path / "manifest.json", {"stage": "sft", "status": "running", "lineage": []})
+    code, err = invoke(["dpo", "--from", str(run.path), "--data", str(chat_file)], capsys)
+    assert_one_line_error(code, err, ["run did not finish", "--resume"])
