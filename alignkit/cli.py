@@ -96,7 +96,11 @@ def stage_values(
 
 
 def show_run(run: Any) -> None:
-    """Short summary of a finished run (the full record is in its directory)."""
+    """Short summary of a finished run (the full record is in its directory); under accelerate, the main process's."""
+    from alignkit import distributed
+
+    if not distributed.is_main():
+        return
     metrics = run.metrics
     table = Table(title=f"{run.stage} run complete", show_header=False)
     shown = (

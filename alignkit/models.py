@@ -230,7 +230,9 @@ def load_base(cfg: ModelConfig, precision: Precision, source: str | None = None,
     except (OSError, ValueError) as exc:
         hint = "only safetensors load by default; set model.allow_pickle=true to load .bin weights you trust"
         raise AlignkitError(f"model {cfg.name}: cannot load weights ({first_line(exc)})", hint) from None
-    return model.to(precision.device)
+    from alignkit import distributed
+
+    return model.to(distributed.device(precision.device))  # under accelerate launch, each process its own GPU
 
 
 def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from alignkit import models, runs
+from alignkit import distributed, models, runs
 from alignkit.config import EMBEDDED_MODEL, ModelConfig, TrainStageConfig, check_keys, load_config
 from alignkit.errors import AlignkitError
 
@@ -53,6 +53,10 @@ def trainer_args(
         "prediction_loss_only": True,
         **precision.trainer_flags,
     }
+    if distributed.world_size() > 1:
+        options["ddp_find_unused_parameters"] = False  # every adapter weight is used; True costs a graph traversal
+        if precision.device == "cpu":
+            options["use_cpu"] = True  # else transformers sees no GPU backend and each process trains alone
     if has_eval:
         options |= {
             "eval_strategy": "steps",
@@ -160,23 +164,32 @@ def train_and_save(
     metrics |= extra_metrics or {}
     if final_metrics is not None:
         metrics |= final_metrics(trainer)
+    # DeepSpeed ZeRO-3 and FSDP shard the weights: every process takes part in gathering them, the main one saves.
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if sharded else None
     if trainer.is_world_process_zero():
-        save_model(trainer, run)
+        save_model(trainer, run, state_dict)
         run.finish(metrics)
+    distributed.wait_for_everyone()
     return run
 
 
-def save_model(trainer: Any, run: runs.Run) -> None:
-    """`adapter/` for PEFT runs, `model/` for full fine-tuning; written to a temp dir, then renamed."""
+def save_model(trainer: Any, run: runs.Run, state_dict: dict[str, Any] | None = None) -> None:
+    """`adapter/` for PEFT runs, `model/` for full fine-tuning; written to a temp dir, then renamed.
+
+    `state_dict`: the full weights gathered from a sharded (ZeRO-3 / FSDP) model; None saves the model's own.
+    """
     from peft import PeftModel
 
     target = run.adapter_dir if isinstance(trainer.model, PeftModel) else run.model_dir
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if isinstance(trainer.model, PeftModel):  # the trained adapter only (DPO keeps a frozen `ref` copy beside it)
-        trainer.model.save_pretrained(tmp, safe_serialization=True, selected_adapters=[trainer.model.active_adapter])
+        trainer.model.save_pretrained(
+            tmp, safe_serialization=True, selected_adapters=[trainer.model.active_adapter], state_dict=state_dict
+        )
     else:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        trainer.model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     trainer.processing_class.save_pretrained(tmp)
     if target.exists():
         shutil.rmtree(target)
