@@ -32,7 +32,7 @@ PAIRS = [
 
 
 def accelerate_launch(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`accelerate launch --config_file ddp.yaml --num_processes 2 -m alignkit.cli ARGS` with this checkout on the path."""
+    """`accelerate launch --config_file ddp.yaml --num_processes 2 -m alignkit.cli ARGS` with this checkout."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     command = [accelerate, "launch", "--config_file", str(DDP_CONFIG), "--num_processes", "2"]
