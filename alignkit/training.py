@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import shutil
@@ -65,6 +66,7 @@ def trainer_args(
             "metric_for_best_model": "eval_loss",
         }
     options |= cfg.trainer
+    options |= tracking_defaults(options, valid, run_name=Path(output_dir).parent.name)
     if "eval_steps" in options:
         options.setdefault("save_steps", options["eval_steps"])  # best-checkpoint tracking needs them aligned
     if not has_eval:
@@ -82,6 +84,37 @@ def trainer_args(
         raise AlignkitError(
             f"config: invalid trainer settings ({models.first_line(exc)})", "fix the `trainer:` keys"
         ) from None
+
+
+# `trainer.report_to` names that write locally, and the package each needs (pip install 'alignkit[track]').
+LOCAL_TRACKERS = {"tensorboard": "tensorboard", "trackio": "trackio"}
+
+
+def tracking_defaults(options: dict[str, Any], valid: set[str], run_name: str) -> dict[str, Any]:
+    """Local-first experiment tracking for `trainer.report_to`: each tracker checked to be installed (one clear error,
+    not the Trainer's traceback), runs named after their directory, trackio kept local (project `alignkit`, no Space).
+
+    TensorBoard writes to the run's `tensorboard/` (set in `add_callbacks`); trackio to its store (`$TRACKIO_DIR`).
+    """
+    report_to = options.get("report_to") or []
+    wanted = [report_to] if isinstance(report_to, str) else list(report_to)
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    for name in wanted:
+        if name not in (*INTEGRATION_TO_CALLBACK, "all", "none"):
+            raise AlignkitError(
+                f"config: unknown tracker trainer.report_to={name}", f"one of: {', '.join(INTEGRATION_TO_CALLBACK)}"
+            )
+        package = LOCAL_TRACKERS.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise AlignkitError(
+                f"config: trainer.report_to={name} but {package} is not installed",
+                f"pip install 'alignkit[track]' (or {package}), or drop {name} from trainer.report_to",
+            )
+    defaults: dict[str, Any] = {"run_name": run_name}
+    if "trackio" in wanted:
+        defaults |= {"project": "alignkit", "trackio_static_space_id": False}
+    return {key: value for key, value in defaults.items() if key in valid and key not in options}
 
 
 def checkpointing_key(valid: set[str]) -> str:
@@ -102,6 +135,11 @@ def load_trainable(cfg: TrainStageConfig, parent: runs.Run | None, precision: mo
 def add_callbacks(trainer: Any, run: runs.Run, cfg: TrainStageConfig, has_eval: bool) -> None:
     """Every logged figure to the run's metrics.jsonl; early stopping on validation loss when there is validation."""
     trainer.add_callback(RunMetricsCallback(run))
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:  # `report_to: tensorboard`: event files in the run directory
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = str(run.path / "tensorboard")
     if has_eval and cfg.early_stopping_patience:
         trainer.add_callback(early_stopping(cfg.early_stopping_patience))
 
