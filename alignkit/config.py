@@ -33,6 +33,7 @@ class ModelConfig:
     allow_pickle: bool = False  # load `.bin` (pickle) weights; safetensors only by default
     attn_implementation: str | None = "sdpa"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16; auto picks from the hardware
+    quantization: str | None = None  # 4bit | 8bit: a bitsandbytes-quantized base for QLoRA (CUDA only)
 
 
 @dataclass

@@ -81,7 +81,7 @@ def load_for_export(run: runs.Run, precision: models.Precision) -> tuple[Any, An
 
         scorer = load_scorer(run.path, precision=precision)
         return scorer.model, scorer.tokenizer
-    model_cfg = dataclasses.replace(run.model_config, attn_implementation="sdpa")
+    model_cfg = dataclasses.replace(run.model_config, attn_implementation="sdpa", quantization=None)
     return models.load_merged(models.adapter_runs(run.manifest["lineage"]), model_cfg, precision)
 
 

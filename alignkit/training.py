@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from alignkit import distributed, models, runs
+from alignkit import distributed, hardware, models, runs
 from alignkit.config import EMBEDDED_MODEL, ModelConfig, TrainStageConfig, check_keys, load_config
 from alignkit.errors import AlignkitError
 
@@ -54,6 +54,9 @@ def trainer_args(
         "prediction_loss_only": True,
         **precision.trainer_flags,
     }
+    hardware.check_model(cfg.model, precision.device, precision.dtype)
+    if precision.device == "cpu" and precision.dtype == "bfloat16":
+        options["use_cpu"] = True  # transformers refuses bf16 without a GPU unless told to train on the CPU
     if distributed.world_size() > 1:
         options["ddp_find_unused_parameters"] = False  # every adapter weight is used; True costs a graph traversal
         if precision.device == "cpu":
@@ -67,6 +70,7 @@ def trainer_args(
         }
     options |= cfg.trainer
     options |= tracking_defaults(options, valid, run_name=Path(output_dir).parent.name)
+    hardware.check_trainer(options)
     if "eval_steps" in options:
         options.setdefault("save_steps", options["eval_steps"])  # best-checkpoint tracking needs them aligned
     if not has_eval:
