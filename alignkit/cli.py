@@ -194,11 +194,12 @@ def generate_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per generate call.")] = 8,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
     overwrite: Overwrite = False,
+    backend: Annotated[str, typer.Option(help="transformers | vllm (CUDA GPUs, vllm installed).")] = "transformers",
 ) -> None:
     from alignkit import generate
 
     sampling = generate.Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
-    path = generate.run(prompts, out, n, from_run, model, sampling, batch_size, limit, overwrite)
+    path = generate.run(prompts, out, n, from_run, model, sampling, batch_size, limit, overwrite, backend=backend)
     console.print(f"candidates written to {path}")
 
 
