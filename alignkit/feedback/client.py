@@ -53,6 +53,7 @@ def check_reachable(url: str) -> None:
 def connect(url: str | None = None, api_key: str | None = None) -> Any:
     """An `argilla.Argilla` client for an owner/admin (push, pull, users)."""
     import argilla as rg
+    from argilla._exceptions import ArgillaError  # the SDK's base error; `rg` does not export it
 
     url, api_key = server_location(url, api_key)
     check_reachable(url)
@@ -61,7 +62,7 @@ def connect(url: str | None = None, api_key: str | None = None) -> Any:
     try:
         client = rg.Argilla(api_url=url, api_key=api_key, timeout=int(TIMEOUT_S))
         client.me  # noqa: B018 — validates the key now, not at the first real call
-    except rg.ArgillaError as exc:
+    except ArgillaError as exc:
         raise AlignkitError(
             f"Argilla at {url} refused the API key ({type(exc).__name__})", "check ARGILLA_API_KEY"
         ) from None
@@ -180,9 +181,9 @@ def add_user(
 
 def list_users(client: Any) -> list[dict[str, Any]]:
     """Every user with role and workspaces (never API keys)."""
-    rows = []
-    for user in client.users:
-        rows.append(
-            {"username": user.username, "role": str(user.role), "workspaces": [w.name for w in user.workspaces]}
-        )
-    return rows
+    members: dict[str, list[str]] = {}
+    for workspace in client.workspaces:  # the SDK's User has no workspaces; each Workspace lists its users
+        for user in workspace.users:
+            members.setdefault(user.username, []).append(workspace.name)
+    role = lambda user: getattr(user.role, "value", str(user.role))  # noqa: E731
+    return [{"username": u.username, "role": role(u), "workspaces": members.get(u.username, [])} for u in client.users]
