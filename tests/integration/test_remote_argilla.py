@@ -9,12 +9,21 @@ Argilla is.
 from __future__ import annotations
 
 import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
 from urllib.parse import urlparse
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from alignkit.feedback import server
+from alignkit.serve import free_port
 from tests.conftest import REPO, run_cli, write_jsonl
 
 pytestmark = pytest.mark.argilla
@@ -116,3 +125,37 @@ def test_annotate_app_logs_in_and_shows_a_record_from_the_remote_server(remote_e
     assert not app.exception and not app.error
     shown = "\n".join(m.value for m in app.markdown)
     assert "Remote prompt?" in shown and "B!" in shown
+
+
+def test_serve_starts_the_app_on_the_remote_argilla_and_no_local_server(remote_env, tmp_path):
+    """`alignkit serve` with ARGILLA_API_URL set: the annotate app answers, on that URL; nothing local starts."""
+    data_dir = tmp_path / "argilla-data"
+    command = [sys.executable, "-m", "alignkit.cli", "serve", "--app", "annotate", "--data-dir", str(data_dir)]
+    command += ["--port", str(free_port())]
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **remote_env, "PYTHONWARNINGS": "ignore"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not any(line.startswith("annotate") for line in seen) and time.monotonic() < deadline:
+            try:
+                seen.append(lines.get(timeout=1.0))
+            except queue.Empty:
+                assert process.poll() is None, "".join(seen)
+        output = "".join(seen)
+        app_url = next(line.split()[1] for line in seen if line.startswith("annotate"))
+        assert remote_env["ARGILLA_API_URL"] in output and "Starting the local Argilla" not in output
+        with urllib.request.urlopen(app_url, timeout=30) as page:
+            assert page.status == 200
+        assert server.status(data_dir) is None, "no local Argilla was started"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # alignkit serve stops its app on SIGTERM
+        process.wait(timeout=60)
