@@ -357,7 +357,7 @@ def export_command(
     from alignkit import export
 
     path = export.export(run_dir, out, dtype=dtype, gguf=gguf, gguf_type=gguf_type, overwrite=overwrite)
-    console.print(f"exported to {path} (loads with transformers' AutoModelForCausalLM.from_pretrained)")
+    console.print(f"exported to {path} (a plain transformers model dir: from_pretrained loads it)")
 
 
 users_app = typer.Typer(help="Annotators: add and list Argilla users.", no_args_is_help=True)
