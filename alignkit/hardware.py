@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from typing import Any
@@ -55,7 +56,7 @@ def check_model(cfg: ModelConfig, device: str, dtype: str) -> None:
         from alignkit.models import cpu_flags
 
         if not {"amx_bf16", "avx512_bf16"} & cpu_flags():
-            logger.warning("model.precision=bf16 on a CPU without native bf16: emulated, far slower than fp32")
+            warn_once("model.precision=bf16 on a CPU without native bf16: emulated, far slower than fp32")
     if cfg.quantization not in QUANTIZATIONS:
         raise AlignkitError(
             f"config: model.quantization={cfg.quantization!r} is not one of 4bit, 8bit", "set 4bit (QLoRA) or drop it"
@@ -71,6 +72,12 @@ def check_model(cfg: ModelConfig, device: str, dtype: str) -> None:
                 f"model.attn_implementation={cfg.attn_implementation} needs flash-attn, which is not installed",
                 "pip install flash-attn --no-build-isolation, or use sdpa (the default)",
             )
+
+
+@functools.cache
+def warn_once(message: str) -> None:
+    """A warning shown once per process (the model is checked at config time and again at each load)."""
+    logger.warning(message)
 
 
 def check_trainer(options: dict[str, Any]) -> None:
