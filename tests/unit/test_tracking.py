@@ -112,3 +112,16 @@ def test_unknown_tracker_name_is_one_clear_error(tiny_model, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "tensorbored" in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_rl_reward_and_kl_curves(tracked_sft, tmp_path):
+    run, _ = tracked_sft
+    result = run_cli(
+        "rl", "--from", str(run.path), "--max-steps", "2", "--out", str(tmp_path / "rl"),
+        "--set", "rewards=[concise]", "--set", "trainer.max_completion_length=8",
+        "--set", "trainer.report_to=tensorboard",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    scalars = tensorboard_scalars(runs.Run(tmp_path / "rl"))
+    for tag in ("train/reward", "train/kl", "train/rewards/concise/mean"):
+        assert len(scalars[tag]) == 2, tag
