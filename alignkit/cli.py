@@ -96,7 +96,11 @@ def stage_values(
 
 
 def show_run(run: Any) -> None:
-    """Short summary of a finished run (the full record is in its directory)."""
+    """Short summary of a finished run (the full record is in its directory); under accelerate, the main process's."""
+    from alignkit import distributed
+
+    if not distributed.is_main():
+        return
     metrics = run.metrics
     table = Table(title=f"{run.stage} run complete", show_header=False)
     shown = (
@@ -150,13 +154,6 @@ train_command(
 train_command("sft", api_named("sft"), "Supervised fine-tuning on chat data with TRL's SFTTrainer (LoRA by default).")
 
 
-def not_built(issue: str) -> Callable[..., Any]:
-    def api() -> Callable[..., Any]:
-        raise AlignkitError(f"this stage is not built yet (planned in the issue: {issue})", "see `alignkit --help`")
-
-    return api
-
-
 train_command("reward", api_named("reward"), "Reward model (classification head + LoRA) from preference pairs.")
 train_command("dpo", api_named("dpo"), "DPO and variants (loss_type ipo/robust/...; method=kto|simpo|orpo) from SFT.")
 
@@ -183,16 +180,6 @@ def rl_command(
     show_run(api_named("rl")()(str(config) if config else None, set_, **values))
 
 
-def planned(name: str, help_text: str, issue: str, target: typer.Typer = app) -> None:
-    @target.command(
-        name,
-        help=f"{help_text} (not built yet)",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )
-    def command(ctx: typer.Context) -> None:
-        not_built(issue)()
-
-
 @app.command("generate", help="Sample N distinct candidates per prompt from a run (or the base model) to JSONL.")
 def generate_command(
     prompts: Annotated[str, typer.Option("--prompts", help="Prompts file: rows with prompt/instruction/messages.")],
@@ -207,11 +194,12 @@ def generate_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per generate call.")] = 8,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
     overwrite: Overwrite = False,
+    backend: Annotated[str, typer.Option(help="transformers | vllm (CUDA GPUs, vllm installed).")] = "transformers",
 ) -> None:
     from alignkit import generate
 
     sampling = generate.Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
-    path = generate.run(prompts, out, n, from_run, model, sampling, batch_size, limit, overwrite)
+    path = generate.run(prompts, out, n, from_run, model, sampling, batch_size, limit, overwrite, backend=backend)
     console.print(f"candidates written to {path}")
 
 
@@ -357,7 +345,21 @@ def wait_for_interrupt() -> None:
         time.sleep(3600)
 
 
-planned("export", "Merge an adapter into the base and save safetensors (or GGUF).", "scale-out")
+@app.command("export", help="Merge a run's adapters into its base: a plain HF model dir (safetensors), or GGUF.")
+def export_command(
+    run_dir: Annotated[str, typer.Argument(help="Finished run directory (sft, dpo, rl, pretrain or reward).")],
+    out: Annotated[str, typer.Option("--out", help="Output model directory.")],
+    dtype: Annotated[str, typer.Option(help="auto (the run's training precision) | fp32 | bf16 | fp16.")] = "auto",
+    gguf: Annotated[bool, typer.Option("--gguf", help="Also write a GGUF file (needs llama.cpp's converter).")] = False,
+    gguf_type: Annotated[str, typer.Option("--gguf-type", help="GGUF tensor type: f16, bf16, q8_0, f32.")] = "f16",
+    overwrite: Overwrite = False,
+) -> None:
+    from alignkit import export
+
+    path = export.export(run_dir, out, dtype=dtype, gguf=gguf, gguf_type=gguf_type, overwrite=overwrite)
+    console.print(f"exported to {path} (a plain transformers model dir: from_pretrained loads it)")
+
+
 users_app = typer.Typer(help="Annotators: add and list Argilla users.", no_args_is_help=True)
 feedback_app.add_typer(users_app, name="users")
 Dataset = Annotated[str, typer.Option("--dataset", help="Argilla dataset (one per collection round).")]

@@ -35,6 +35,7 @@ class ModelConfig:
     allow_pickle: bool = False  # load `.bin` (pickle) weights; safetensors only by default
     attn_implementation: str | None = "sdpa"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16; auto picks from the hardware
+    quantization: str | None = None  # 4bit | 8bit: a bitsandbytes-quantized base for QLoRA (CUDA only)
 
 
 @dataclass
@@ -275,6 +276,7 @@ class RLStageConfig(TrainStageConfig):
     """`alignkit rl`: online RL (GRPO, RLOO) of a policy run against a reward model and/or rule-based rewards."""
 
     method: str = "grpo"  # grpo (trl.GRPOTrainer) | rloo (trl.RLOOTrainer)
+    backend: str = "transformers"  # generation of completions: transformers | vllm (TRL's vLLM, colocated; CUDA)
     reward_run: str | None = None  # `--reward`: a finished `alignkit reward` run, the `reward_model` reward
     # Rewards, summed: `reward_model` and/or rules of feedback.simulate.RULES (concise, verbose, ...). A mapping gives
     # weights, e.g. {reward_model: 1.0, concise: 0.1}. Empty: [reward_model].

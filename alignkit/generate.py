@@ -181,15 +181,25 @@ def run(
     batch_size: int = 8,
     limit: int | None = None,
     overwrite: bool = False,
+    backend: str = "transformers",
 ) -> Path:
-    """`alignkit generate`: N candidates per prompt from a run (or the base) to a JSONL file."""
+    """`alignkit generate`: N candidates per prompt from a run (or the base) to a JSONL file.
+
+    `backend`: transformers (here) or vllm (alignkit/backends.py).
+    """
+    from alignkit import backends
+
     if n < 1:
         raise AlignkitError(f"--n must be at least 1, got {n}")
+    backends.check(backend)
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise AlignkitError(f"{out_path}: output file exists", "pass --overwrite or choose another --out")
     prompts = load_prompts(prompts_file)[:limit]
-    model, tokenizer, source = load_policy(from_run, model_name)
-    rows = candidates(model, tokenizer, prompts, n, sampling or Sampling(), source, batch_size=batch_size)
+    if backend == "vllm":
+        rows = backends.vllm_candidates(prompts, n, sampling or Sampling(), from_run, model_name)
+    else:
+        model, tokenizer, source = load_policy(from_run, model_name)
+        rows = candidates(model, tokenizer, prompts, n, sampling or Sampling(), source, batch_size=batch_size)
     write_jsonl(out_path, rows, overwrite=overwrite)
     return out_path

@@ -251,6 +251,11 @@ def load_base(cfg: ModelConfig, precision: Precision, source: str | None = None,
     """The base model with weights as stored (never modified on disk). `head`: causal-lm | sequence-classification."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from alignkit import distributed, hardware
+
+    hardware.check_model(cfg, precision.device, precision.dtype)
+    device = distributed.device(precision.device)  # under accelerate launch, each process its own GPU
+    quantized = hardware.quantization_options(cfg, precision.dtype, device)
     source = source or resolve_model(cfg.name)
     cls = AutoModelForCausalLM if head == "causal-lm" else AutoModelForSequenceClassification
     extra = {"num_labels": 1} if head == "sequence-classification" else {}
@@ -263,11 +268,12 @@ def load_base(cfg: ModelConfig, precision: Precision, source: str | None = None,
             use_safetensors=None if cfg.allow_pickle else True,
             attn_implementation=cfg.attn_implementation,
             **extra,
+            **quantized,
         )
     except (OSError, ValueError) as exc:
         hint = "only safetensors load by default; set model.allow_pickle=true to load .bin weights you trust"
         raise AlignkitError(f"model {cfg.name}: cannot load weights ({first_line(exc)})", hint) from None
-    return model.to(precision.device)
+    return model if quantized else model.to(device)  # a quantized model is placed by device_map
 
 
 def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | None:

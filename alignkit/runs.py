@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from alignkit import distributed
 from alignkit.config import ModelConfig, to_yaml
 from alignkit.errors import AlignkitError
 
@@ -152,7 +153,14 @@ def logged_step(line: str) -> int:
 
 
 def plan_path(stage: str, cfg: Any) -> Path:
-    """Where the run will live: `--out`, the resumed run, or a new `runs/<stage>-<time>-<id>`; checked, not made."""
+    """Where the run will live: `--out`, the resumed run, or a new `runs/<stage>-<time>-<id>`; checked, not made.
+
+    Under `accelerate launch` the main process decides and checks; every process gets its answer.
+    """
+    return distributed.from_main(lambda: _plan_path(stage, cfg))
+
+
+def _plan_path(stage: str, cfg: Any) -> Path:
     if cfg.resume:
         return find_resumable(stage, cfg).path
     path = (
@@ -171,8 +179,22 @@ def plan_path(stage: str, cfg: Any) -> Path:
 
 
 def create(stage: str, cfg: Any, path: Path, data_files: list[str], parent: Run | None = None, **manifest: Any) -> Run:
-    """Create (or, with `cfg.resume`, reopen) the run directory and write its config and manifest."""
+    """Create (or, with `cfg.resume`, reopen) the run directory and write its config and manifest.
+
+    Only the main process writes; the others wait until the directory is there.
+    """
     run = Run(path)
+    if not distributed.is_main():
+        distributed.wait_for_everyone()
+        return run
+    try:
+        return _create(stage, cfg, run, data_files, parent, **manifest)
+    finally:
+        distributed.wait_for_everyone()
+
+
+def _create(stage: str, cfg: Any, run: Run, data_files: list[str], parent: Run | None, **manifest: Any) -> Run:
+    path = run.path
     if cfg.resume:
         attach_log(run)
         run.discard_unfinished_checkpoints()
@@ -203,6 +225,7 @@ def create(stage: str, cfg: Any, path: Path, data_files: list[str], parent: Run 
             "versions": package_versions(),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
+            "distributed": distributed.manifest(),
             **manifest,
         },
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import shutil
@@ -12,7 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from alignkit import models, runs
+from alignkit import distributed, hardware, models, runs
 from alignkit.config import EMBEDDED_MODEL, ModelConfig, TrainStageConfig, check_keys, check_types, load_config
 from alignkit.errors import AlignkitError
 
@@ -54,6 +55,13 @@ def trainer_args(
         "prediction_loss_only": True,
         **precision.trainer_flags,
     }
+    hardware.check_model(cfg.model, precision.device, precision.dtype)
+    if precision.device == "cpu" and precision.dtype == "bfloat16":
+        options["use_cpu"] = True  # transformers refuses bf16 without a GPU unless told to train on the CPU
+    if distributed.world_size() > 1:
+        options["ddp_find_unused_parameters"] = False  # every adapter weight is used; True costs a graph traversal
+        if precision.device == "cpu":
+            options["use_cpu"] = True  # else transformers sees no GPU backend and each process trains alone
     if has_eval:
         options |= {
             "eval_strategy": "steps",
@@ -62,6 +70,8 @@ def trainer_args(
             "metric_for_best_model": "eval_loss",
         }
     options |= cfg.trainer
+    options |= tracking_defaults(options, valid, run_name=Path(output_dir).parent.name)
+    hardware.check_trainer(options)
     if "eval_steps" in options:
         options.setdefault("save_steps", options["eval_steps"])  # best-checkpoint tracking needs them aligned
     if not has_eval:
@@ -79,6 +89,37 @@ def trainer_args(
         raise AlignkitError(
             f"config: invalid trainer settings ({models.first_line(exc)})", "fix the `trainer:` keys"
         ) from None
+
+
+# `trainer.report_to` names that write locally, and the package each needs (pip install 'alignkit[track]').
+LOCAL_TRACKERS = {"tensorboard": "tensorboard", "trackio": "trackio"}
+
+
+def tracking_defaults(options: dict[str, Any], valid: set[str], run_name: str) -> dict[str, Any]:
+    """Local-first experiment tracking for `trainer.report_to`: each tracker checked to be installed (one clear error,
+    not the Trainer's traceback), runs named after their directory, trackio kept local (project `alignkit`, no Space).
+
+    TensorBoard writes to the run's `tensorboard/` (set in `add_callbacks`); trackio to its store (`$TRACKIO_DIR`).
+    """
+    report_to = options.get("report_to") or []
+    wanted = [report_to] if isinstance(report_to, str) else list(report_to)
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    for name in wanted:
+        if name not in (*INTEGRATION_TO_CALLBACK, "all", "none"):
+            raise AlignkitError(
+                f"config: unknown tracker trainer.report_to={name}", f"one of: {', '.join(INTEGRATION_TO_CALLBACK)}"
+            )
+        package = LOCAL_TRACKERS.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise AlignkitError(
+                f"config: trainer.report_to={name} but {package} is not installed",
+                f"pip install 'alignkit[track]' (or {package}), or drop {name} from trainer.report_to",
+            )
+    defaults: dict[str, Any] = {"run_name": run_name}
+    if "trackio" in wanted:
+        defaults |= {"project": "alignkit", "trackio_static_space_id": False}
+    return {key: value for key, value in defaults.items() if key in valid and key not in options}
 
 
 def checkpointing_key(valid: set[str]) -> str:
@@ -99,6 +140,11 @@ def load_trainable(cfg: TrainStageConfig, parent: runs.Run | None, precision: mo
 def add_callbacks(trainer: Any, run: runs.Run, cfg: TrainStageConfig, has_eval: bool) -> None:
     """Every logged figure to the run's metrics.jsonl; early stopping on validation loss when there is validation."""
     trainer.add_callback(RunMetricsCallback(run))
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:  # `report_to: tensorboard`: event files in the run directory
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = str(run.path / "tensorboard")
     if has_eval and cfg.early_stopping_patience:
         trainer.add_callback(early_stopping(cfg.early_stopping_patience))
 
@@ -161,23 +207,32 @@ def train_and_save(
     metrics |= extra_metrics or {}
     if final_metrics is not None:
         metrics |= final_metrics(trainer)
+    # DeepSpeed ZeRO-3 and FSDP shard the weights: every process takes part in gathering them, the main one saves.
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if sharded else None
     if trainer.is_world_process_zero():
-        save_model(trainer, run)
+        save_model(trainer, run, state_dict)
         run.finish(metrics)
+    distributed.wait_for_everyone()
     return run
 
 
-def save_model(trainer: Any, run: runs.Run) -> None:
-    """`adapter/` for PEFT runs, `model/` for full fine-tuning; written to a temp dir, then renamed."""
+def save_model(trainer: Any, run: runs.Run, state_dict: dict[str, Any] | None = None) -> None:
+    """`adapter/` for PEFT runs, `model/` for full fine-tuning; written to a temp dir, then renamed.
+
+    `state_dict`: the full weights gathered from a sharded (ZeRO-3 / FSDP) model; None saves the model's own.
+    """
     from peft import PeftModel
 
     target = run.adapter_dir if isinstance(trainer.model, PeftModel) else run.model_dir
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if isinstance(trainer.model, PeftModel):  # the trained adapter only (DPO keeps a frozen `ref` copy beside it)
-        trainer.model.save_pretrained(tmp, safe_serialization=True, selected_adapters=[trainer.model.active_adapter])
+        trainer.model.save_pretrained(
+            tmp, safe_serialization=True, selected_adapters=[trainer.model.active_adapter], state_dict=state_dict
+        )
     else:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        trainer.model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     trainer.processing_class.save_pretrained(tmp)
     if target.exists():
         shutil.rmtree(target)

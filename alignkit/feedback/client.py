@@ -61,6 +61,7 @@ def check_reachable(url: str) -> None:
 def connect(url: str | None = None, api_key: str | None = None) -> Any:
     """An `argilla.Argilla` client for an owner/admin (push, pull, users)."""
     import argilla as rg
+    from argilla._exceptions import ArgillaError  # the SDK's base error; `rg` does not export it
 
     url, api_key = server_location(url, api_key)
     check_reachable(url)
@@ -69,7 +70,7 @@ def connect(url: str | None = None, api_key: str | None = None) -> Any:
     try:
         client = rg.Argilla(api_url=url, api_key=api_key, timeout=int(TIMEOUT_S))
         client.me  # noqa: B018 — validates the key now, not at the first real call
-    except rg.ArgillaError as exc:
+    except ArgillaError as exc:
         raise AlignkitError(
             f"Argilla at {url} refused the API key ({type(exc).__name__})", "check ARGILLA_API_KEY"
         ) from None
@@ -205,7 +206,11 @@ def list_users(client: Any) -> list[dict[str, Any]]:
         for user in workspace.users:
             member_of.setdefault(user.username, []).append(workspace.name)
     return [
-        {"username": user.username, "role": str(user.role), "workspaces": member_of.get(user.username, [])}
+        {
+            "username": user.username,
+            "role": getattr(user.role, "value", str(user.role)),
+            "workspaces": member_of.get(user.username, []),
+        }
         for user in client.users
     ]
 

@@ -167,8 +167,11 @@ def with_defaults(cfg: RLStageConfig, weights: list[float] | None, has_eval: boo
     """Weights from `rewards` as TRL's `reward_weights`; with held-out prompts, the best checkpoint by their reward.
 
     TRL counts prompt + completion tokens itself; transformers' counter finds no `input_ids` in RL batches.
+    `backend: vllm` turns on TRL's vLLM generation (alignkit/backends.py).
     """
-    defaults: dict[str, Any] = {"include_num_input_tokens_seen": "no"}
+    from alignkit import backends
+
+    defaults: dict[str, Any] = {"include_num_input_tokens_seen": "no", **backends.rl_options(cfg.backend)}
     if weights:
         defaults["reward_weights"] = weights
     if has_eval:

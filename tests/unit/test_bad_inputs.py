@@ -139,9 +139,10 @@ def test_error_in_a_real_subprocess_has_no_traceback(tmp_path):
     assert_one_line_error(result.returncode, result.stderr, ["unknown_role.jsonl:line 3", "'bot'"])
 
 
-def test_unbuilt_command_says_so_and_fails(capsys):
-    code, err = invoke(["export"], capsys)
-    assert_one_line_error(code, err, ["not built yet"])
+def test_export_of_a_directory_that_is_no_run_is_one_error(tmp_path, capsys):
+    code, err = invoke(["export", str(tmp_path), "--out", str(tmp_path / "merged")], capsys)
+    assert_one_line_error(code, err, ["not a run directory"])
+    assert not (tmp_path / "merged").exists()
 
 
 def test_shipped_configs_load():

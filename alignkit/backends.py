@@ -1,0 +1,90 @@
+"""Generation backends: `transformers` (default, any machine; alignkit/generate.py) and `vllm` (CUDA GPUs, installed).
+
+- `alignkit generate --backend vllm`: the run's model is merged once into a plain model dir (`alignkit export`, cached
+  under `~/.cache/alignkit/merged/`) and served by `vllm.LLM`, which batches and pages the KV cache itself.
+- `alignkit rl --set backend=vllm`: TRL's own vLLM integration generates GRPO/RLOO completions
+  (`GRPOConfig(use_vllm=True, vllm_mode="colocate")`: vLLM shares the training GPUs; `vllm_mode=server` with
+  `trl vllm-serve` on other GPUs is set through `trainer.vllm_mode` and `trainer.vllm_server_base_url`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from alignkit.errors import AlignkitError
+
+BACKENDS = ("transformers", "vllm")
+
+
+def check(name: str) -> None:
+    """A known backend that can run here (vLLM: a CUDA GPU and the `vllm` package)."""
+    from alignkit import hardware
+
+    if name not in BACKENDS:
+        raise AlignkitError(f"unknown generation backend {name!r}", f"one of: {', '.join(BACKENDS)}")
+    if name == "vllm":
+        hardware.require("the vllm generation backend", "vllm", "use --backend transformers (the default)")
+
+
+def rl_options(backend: str) -> dict[str, Any]:
+    """`trainer:` defaults that make TRL's GRPO/RLOO generate with `backend`."""
+    check(backend)
+    return {"use_vllm": True, "vllm_mode": "colocate"} if backend == "vllm" else {}
+
+
+def vllm_candidates(
+    prompts: list[list[dict[str, str]]],
+    n: int,
+    sampling: Any,
+    from_run: str | None,
+    model_name: str | None,
+    max_attempts: int = 3,
+) -> list[dict[str, Any]]:
+    """`alignkit generate`'s rows (same format as the transformers backend), sampled by vLLM."""
+    from vllm import LLM, SamplingParams
+
+    from alignkit.generate import prompt_id
+
+    model_dir, source = servable_model(from_run, model_name)
+    llm = LLM(model=str(model_dir), seed=sampling.seed)
+    params = SamplingParams(
+        n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens
+    )
+    found: list[list[str]] = [[] for _ in prompts]
+    for _ in range(max_attempts):  # identical samples are dropped and resampled, as with transformers
+        todo = [i for i, got in enumerate(found) if len(got) < n]
+        if not todo:
+            break
+        outputs = llm.chat([prompts[i] for i in todo], params, use_tqdm=True)
+        for i, output in zip(todo, outputs, strict=True):
+            for completion in output.outputs:
+                text = completion.text.strip()
+                if text and text not in found[i] and len(found[i]) < n:
+                    found[i].append(text)
+    return [
+        {
+            "prompt_id": prompt_id(prompt),
+            "prompt": prompt,
+            "candidates": [{"text": t, **source, "sampling": asdict(sampling), "backend": "vllm"} for t in texts],
+        }
+        for prompt, texts in zip(prompts, found, strict=True)
+    ]
+
+
+def servable_model(from_run: str | None, model_name: str | None) -> tuple[Path, dict[str, str]]:
+    """A plain model dir vLLM can load: the run merged once (cached by run path and completion time), or the base."""
+    from alignkit import export, models, runs
+    from alignkit.paths import cache_dir
+
+    if not from_run:
+        name = model_name or "embedded"
+        return Path(models.resolve_model(name)), {"run": "", "model": name}
+    run = runs.open_run(from_run)
+    key = hashlib.sha256(f"{run.path.resolve()}|{run.manifest.get('finished')}".encode()).hexdigest()[:16]
+    merged = cache_dir() / "merged" / f"{run.path.name}-{key}"
+    if not (merged / "alignkit-export.json").is_file():
+        export.export(run.path, merged, overwrite=True)
+    return merged, {"run": str(run.path.resolve()), "model": run.manifest["model"]["name"]}

@@ -1,0 +1,112 @@
+"""`alignkit export`: a run's model (base + its adapter lineage) merged into one plain Hugging Face model dir.
+
+The output loads with `AutoModelForCausalLM.from_pretrained(out)` and no peft or alignkit: safetensors weights, config,
+generation config, tokenizer with its chat template. Optionally also a GGUF file, written by llama.cpp's
+`convert_hf_to_gguf.py` when that tooling is installed (the `gguf` package alone reads GGUF, it does not convert).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from alignkit import models, runs
+from alignkit.errors import AlignkitError
+
+DTYPES = {"auto": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+GGUF_CONVERTER = "convert_hf_to_gguf.py"
+
+
+def export(
+    run_dir: str | Path,
+    out: str | Path,
+    dtype: str = "auto",
+    gguf: bool = False,
+    gguf_type: str = "f16",
+    overwrite: bool = False,
+) -> Path:
+    """Merge the run's adapters into its base and save the result to `out` (safetensors); returns `out`.
+
+    `dtype`: auto (the precision the run trained in) | fp32 | bf16 | fp16. A reward run exports its classifier model.
+    """
+    run = runs.open_run(run_dir)
+    out = Path(out)
+    if dtype not in DTYPES:
+        raise AlignkitError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise AlignkitError(f"{out}: exists and is not empty", "pass --overwrite or choose another --out")
+    converter = gguf_converter() if gguf else None  # missing tooling: fail before any work
+    precision = export_precision(run, dtype)
+
+    model, tokenizer = load_for_export(run, precision)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)  # with the chat template (chat_template.jinja)
+    record = {
+        "source_run": str(run.path.resolve()),
+        "stage": run.stage,
+        "lineage": run.manifest.get("lineage", []),
+        "base_model": run.manifest.get("model", {}).get("name"),
+        "dtype": precision.dtype,
+    }
+    (tmp / "alignkit-export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    if converter is not None:
+        write_gguf(converter, out, gguf_type)
+    return out
+
+
+def export_precision(run: runs.Run, dtype: str) -> models.Precision:
+    """Merging runs on the CPU (no GPU memory needed) in the run's training precision unless another is asked for."""
+    name = DTYPES[dtype] or run.manifest.get("precision") or "float32"
+    return models.Precision("cpu", name, "export")
+
+
+def load_for_export(run: runs.Run, precision: models.Precision) -> tuple[Any, Any]:
+    """The run's model unquantised (a QLoRA run merges into the full-precision base) on the CPU."""
+    if run.stage == "reward":
+        from alignkit.stages.reward import load_scorer
+
+        scorer = load_scorer(run.path, precision=precision)
+        return scorer.model, scorer.tokenizer
+    model_cfg = dataclasses.replace(run.model_config, attn_implementation="sdpa", quantization=None)
+    return models.load_merged(models.adapter_runs(run.manifest["lineage"]), model_cfg, precision)
+
+
+def gguf_converter() -> Path:
+    """llama.cpp's converter script: `$LLAMA_CPP_DIR/convert_hf_to_gguf.py`, or `convert_hf_to_gguf.py` on PATH."""
+    candidates = []
+    if os.environ.get("LLAMA_CPP_DIR"):
+        candidates.append(Path(os.environ["LLAMA_CPP_DIR"]) / GGUF_CONVERTER)
+    on_path = shutil.which(GGUF_CONVERTER)
+    if on_path:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise AlignkitError(
+        "GGUF export needs llama.cpp's convert_hf_to_gguf.py, which is not installed",
+        "clone llama.cpp and set LLAMA_CPP_DIR to it (pip install -r its requirements.txt), or drop --gguf",
+    )
+
+
+def write_gguf(converter: Path, model_dir: Path, gguf_type: str) -> Path:
+    target = model_dir / f"{model_dir.name}-{gguf_type}.gguf"
+    command = [sys.executable, str(converter), str(model_dir), "--outfile", str(target), "--outtype", gguf_type]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise AlignkitError(f"GGUF conversion of {model_dir} failed ({tail[0][:200]})", "the safetensors dir is fine")
+    return target

@@ -1,0 +1,122 @@
+"""`alignkit sft` and `alignkit dpo` unchanged under `accelerate launch` with 2 processes (gloo on this CPU machine).
+
+The launch uses configs/accelerate/ddp.yaml, the file GPU users use, with `--num_processes 2`: on a machine without GPUs
+accelerate starts the two processes and alignkit runs them on CPUs (torch.distributed, gloo). What is checked: both
+processes trained one model together (each step consumed 2 x the per-device batch), and only the main process wrote the
+run directory, which records the world size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alignkit import runs
+from tests.conftest import CHAT_ROWS, REPO, write_jsonl
+
+CONFIGS = REPO / "configs" / "accelerate"
+PAIRS = [
+    {
+        "prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
+        "chosen": [{"role": "assistant", "content": f"It is {2 * i}."}],
+        "rejected": [{"role": "assistant", "content": f"It is {2 * i + 1}, I think."}],
+    }
+    for i in range(16)
+]
+
+
+def accelerate_launch(cwd: Path, *args: str, config: str = "ddp.yaml") -> subprocess.CompletedProcess[str]:
+    """`accelerate launch --config_file CONFIG --num_processes 2 -m alignkit.cli ARGS` with this checkout."""
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    command = [accelerate, "launch", "--config_file", str(CONFIGS / config), "--num_processes", "2"]
+    command += ["--main_process_port", "0", "-m", "alignkit.cli", *args]  # port 0: a free one
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def only_run(runs_dir: Path) -> runs.Run:
+    """The single run directory under runs_dir: the processes agreed on one path and no other one wrote its own."""
+    made = [p for p in runs_dir.iterdir()]
+    assert len(made) == 1, f"expected one run directory, found {made}"
+    return runs.Run(made[0])
+
+
+def assert_written_by_main_only(run: runs.Run, steps: int, engine: str = "ddp") -> None:
+    manifest = run.manifest
+    assert manifest["status"] == "complete"
+    assert manifest["distributed"] == {"world_size": 2, "engine": engine}
+    logged = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [row["step"] for row in logged if "loss" in row]
+    assert train_steps == list(range(1, steps + 1)), "each step logged once (main process only), not twice"
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> runs.Run:
+    work = tmp_path_factory.mktemp("ddp-sft")
+    data = write_jsonl(work / "chat.jsonl", CHAT_ROWS)  # 24 rows: 21 train, 3 validation
+    accelerate_launch(
+        work, "sft", "--data", str(data), "--model", tiny_model, "--max-steps", "3",
+        "--set", "trainer.per_device_train_batch_size=2", "--set", "trainer.logging_steps=1",
+    )  # fmt: skip
+    return only_run(work / "runs")
+
+
+def test_sft_two_processes_train_one_model_and_only_main_writes(sft_run):
+    assert_written_by_main_only(sft_run, steps=3)
+    # 21 train rows, 2 per process per step: 2 processes make an epoch 6 steps (one alone would need 11).
+    assert sft_run.metrics["global_step"] == 3
+    last = [json.loads(line) for line in (sft_run.path / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["epoch"] == pytest.approx(3 / 6)
+    assert sft_run.metrics["train_tokens"] > 0 and sft_run.metrics["eval_loss"] is not None
+
+
+def test_dpo_two_processes_from_the_sft_run(sft_run, tmp_path):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    accelerate_launch(
+        tmp_path, "dpo", "--from", str(sft_run.path), "--data", str(pairs), "--max-steps", "2",
+        "--set", "trainer.per_device_train_batch_size=2", "--set", "trainer.logging_steps=1",
+        "--set", "data.validation_split=0",
+    )  # fmt: skip
+    run = only_run(tmp_path / "runs")
+    assert_written_by_main_only(run, steps=2)
+    assert run.manifest["adapter_continues"] == str(sft_run.path.resolve())
+    assert "train_rewards/accuracies" in run.metrics
+    # 16 pairs, 2 per process per step: an epoch is 4 steps with 2 processes.
+    last = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["epoch"] == pytest.approx(2 / 4)
+    model, _ = run.load_model()  # the saved adapter reloads as the DPO policy
+    assert model is not None
+
+
+def test_fsdp_shards_on_cpu_and_saves_the_whole_adapter(sft_run, tiny_model, tmp_path):
+    """FSDP2 runs on CPUs (gloo) too: the adapter is gathered from the shards and saved whole by the main process."""
+    from safetensors import safe_open
+
+    data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    accelerate_launch(
+        tmp_path, "sft", "--data", str(data), "--model", tiny_model, "--max-steps", "2",
+        "--set", "trainer.per_device_train_batch_size=2", "--set", "trainer.logging_steps=1",
+        config="fsdp.yaml",
+    )  # fmt: skip
+    run = only_run(tmp_path / "runs")
+    assert_written_by_main_only(run, steps=2, engine="fsdp")
+
+    def tensors(r: runs.Run) -> dict[str, Any]:
+        with safe_open(r.adapter_dir / "adapter_model.safetensors", "pt") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 — safe_open is not a mapping
+
+    sharded, replicated = tensors(run), tensors(sft_run)
+    assert {k: v.shape for k, v in sharded.items()} == {k: v.shape for k, v in replicated.items()}
+    assert all(v.abs().sum() > 0 for k, v in sharded.items() if "lora_B" in k), "trained, not zero-initialised"
+    model, _ = run.load_model()
+    assert model is not None

@@ -1,0 +1,56 @@
+"""GPU-only flags on a machine without a GPU: one clear error before any work (or a warning where it still runs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from alignkit import models, training
+from alignkit.config import RLStageConfig
+from alignkit.errors import AlignkitError
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU paths")
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("model.quantization=4bit", "needs a CUDA GPU"),
+        ("model.quantization=3bit", "not one of 4bit, 8bit"),
+        ("model.attn_implementation=flash_attention_2", "needs a CUDA GPU"),
+        ("model.precision=fp16", "needs a CUDA GPU"),
+        ("trainer.use_liger_kernel=true", "needs a CUDA GPU"),
+    ],
+)
+def test_gpu_flag_without_a_gpu_is_one_error_and_no_run_dir(setting, expected, tmp_path, chat_file, tiny_model):
+    out = tmp_path / "run"
+    result = run_cli("sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(out), "--set", setting)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0] and "fix:" in lines[0]
+    assert not out.exists()
+
+
+def test_trl_vllm_generation_without_vllm_is_one_error():
+    cfg = RLStageConfig(trainer={**RLStageConfig().trainer, "use_vllm": True})
+    from trl import GRPOConfig
+
+    precision = models.pick_precision("fp32")
+    with pytest.raises(AlignkitError, match=r"use_vllm.*needs a CUDA GPU"):
+        training.trainer_args(GRPOConfig, cfg, "unused/checkpoints", has_eval=False, precision=precision)
+
+
+def test_bf16_on_a_cpu_trains_with_a_warning_when_emulated(tmp_path, chat_file, tiny_model):
+    out = tmp_path / "run"
+    result = run_cli(
+        "sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(out), "--max-steps", "1",
+        "--set", "model.precision=bf16", "--set", "data.validation_split=0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "bfloat16" and manifest["status"] == "complete"
+    if not {"amx_bf16", "avx512_bf16"} & models.cpu_flags():
+        assert "emulated" in result.stderr
