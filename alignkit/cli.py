@@ -302,9 +302,13 @@ def eval_command(
     console.print(f"report: {Path(out) / 'report.md'}")
 
 
-@app.command("serve", help="Start Argilla and the Streamlit apps (annotate), print their URLs; Ctrl-C stops all.")
+@app.command(
+    "serve", help="Start Argilla and the Streamlit apps (annotate, playground), print their URLs; Ctrl-C stops all."
+)
 def serve_command(
-    app_names: Annotated[list[str] | None, typer.Option("--app", help="App to start (repeatable): annotate.")] = None,
+    app_names: Annotated[
+        list[str] | None, typer.Option("--app", help="App to start (repeatable): annotate, playground.")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port of the first app (default 8501 or a free one).")] = None,
     argilla_port: Annotated[int | None, typer.Option("--argilla-port", help="Port of the local Argilla.")] = None,
     data_dir: DataDir = None,
@@ -312,7 +316,7 @@ def serve_command(
 ) -> None:
     from alignkit import serve
 
-    serve.run(app_names or ["annotate"], port, argilla_port, data_dir, jupyter)
+    serve.run(app_names or list(serve.APPS), port, argilla_port, data_dir, jupyter)
 
 
 server_app = typer.Typer(help="The local Argilla server (SQLite + in-process search), bound to 127.0.0.1.")

@@ -149,3 +149,7 @@ def config_diff(first: str | Path, second: str | Path) -> list[dict[str, Any]]:
         for key in sorted(a.keys() | b.keys())
         if a.get(key) != b.get(key)
     ]
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8")) or {}

@@ -139,13 +139,12 @@ class ModelPool:
         cfg = run.model_config
         model, tokenizer = self.base(cfg)
         name = adapter_name(adapter_run.path)
-        if not isinstance(model, PeftModel):
-            model = models.apply_adapter(model, adapter_run, trainable=False)
-            model.load_adapter(adapter_run.adapter_dir, adapter_name=name)
-            model.delete_adapter("default")
-        elif name not in model.peft_config:
+        if not isinstance(model, PeftModel) or name not in model.peft_config:
             try:
-                model.load_adapter(adapter_run.adapter_dir, adapter_name=name)
+                if isinstance(model, PeftModel):
+                    model.load_adapter(adapter_run.adapter_dir, adapter_name=name)
+                else:
+                    model = PeftModel.from_pretrained(model, adapter_run.adapter_dir, adapter_name=name)
             except (ValueError, RuntimeError, KeyError) as exc:
                 raise AlignkitError(
                     f"{adapter_run.adapter_dir}: adapter does not fit this base model ({models.first_line(exc)})",

@@ -71,7 +71,7 @@ class AppProcess:
 
 
 def run(
-    apps: Iterable[str] = ("annotate",),
+    apps: Iterable[str] = ("annotate", "playground"),
     port: int | None = None,
     argilla_port: int | None = None,
     data_dir: Path | None = None,
