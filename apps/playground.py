@@ -33,8 +33,8 @@ def model_pool() -> playground.ModelPool:
 def main() -> None:
     st.set_page_config(page_title="alignkit · playground", layout="wide")
     pages = [
-        st.Page(chat_page, title="Playground", icon="💬", url_path="playground", default=True),
-        st.Page(str(APPS / "runs.py"), title="Runs", icon="📈", url_path="runs"),
+        st.Page(chat_page, title="Playground", icon=":material/chat:", url_path="playground", default=True),
+        st.Page(str(APPS / "runs.py"), title="Runs", icon=":material/monitoring:", url_path="runs"),
     ]
     st.navigation(pages).run()
 
@@ -202,7 +202,7 @@ def clear_chat() -> None:
 def sign_in() -> None:
     """Argilla sign-in for feedback (owners and admins: feedback creates records; annotators rate in Annotate)."""
     user = st.session_state.get("argilla_user")
-    with st.expander("Feedback to Argilla", expanded=user is None):
+    with st.expander("Feedback to Argilla", expanded=True):
         if user is not None:
             st.caption(f"Signed in as **{user}**")
             st.text_input("Workspace", value=playground.DEFAULT_WORKSPACE, key="workspace")
