@@ -83,6 +83,9 @@ def run_choice(path: Path) -> ModelChoice:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         error = f"{path}: unreadable run ({type(exc).__name__}: {exc}) — fix: pick another run or train it again"
         return ModelChoice(key=str(path), label=f"{path.name} (broken)", stage="?", error=error)
+    if manifest["stage"] == "reward":
+        error = f"{path}: is a reward model (it scores answers, it does not chat) — fix: pick a policy run"
+        return ModelChoice(key=str(path), label=f"reward · {path.name}", stage="reward", error=error)
     base = Path(manifest.get("model", {}).get("name", "?")).name
     shown = {k: metrics[k] for k in KEY_METRICS if metrics.get(k) is not None}
     return ModelChoice(
@@ -92,6 +95,11 @@ def run_choice(path: Path) -> ModelChoice:
         lineage=[base] + [step["stage"] for step in manifest.get("lineage", [])],
         metrics={**shown, "_created": manifest.get("created", "")},
     )
+
+
+def base_of(run_dir: str) -> str:
+    """The choice key of the bare base model a run was trained on (the few-shot baseline's model)."""
+    return BASE_PREFIX + runs.open_run(run_dir).model_config.name
 
 
 @dataclass

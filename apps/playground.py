@@ -55,7 +55,7 @@ def chat_page() -> None:
     picked = st.multiselect(
         "Models (side by side)",
         list(by_key),
-        default=st.session_state.get("picked", default),
+        default=default,
         format_func=lambda k: by_key[k].label,
         max_selections=MAX_COLUMNS,
         key="picked",
@@ -147,8 +147,9 @@ def conversation_for(key: str, user_text: str, settings: dict[str, Any]) -> list
     return playground.conversation(history, user_text, settings["system"])
 
 
-def model_key(key: str, settings: dict[str, Any]) -> str:
-    return playground.BASE_PREFIX + settings["base_model"] if key == ICL else key
+def model_key(key: str, icl_source: str | None) -> str:
+    """The model answering in a column: the run itself, or for the few-shot column the base of the source run."""
+    return playground.base_of(str(icl_source)) if key == ICL else key
 
 
 def generate_turn(prompt: str, keys: list[str], cells: list[Any], settings: dict[str, Any], icl: str | None) -> None:
@@ -167,7 +168,7 @@ def generate_turn(prompt: str, keys: list[str], cells: list[Any], settings: dict
                 try:
                     turn["answers"][key] = ""
                     turn["prompt"][key] = messages = conversation_for(key, prompt, settings)
-                    turn["models"][key] = model_key(key, settings)
+                    turn["models"][key] = model_key(key, icl)
                     turn["few_shot"][key] = settings["few_shot"] if key == ICL else 0
                     if key == ICL:  # the examples go in front of the conversation, and only into the model
                         examples = playground.sft_examples(str(icl))
