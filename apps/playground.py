@@ -155,7 +155,9 @@ def model_key(key: str, icl_source: str | None) -> str:
 def generate_turn(prompt: str, keys: list[str], cells: list[Any], settings: dict[str, Any], icl: str | None) -> None:
     """Stream each column's reply in turn; partial text is kept in the history as it arrives (Stop keeps it)."""
     turns = st.session_state.turns
-    turns.append({"user": prompt, "answers": {}, "prompt": {}, "models": {}, "few_shot": {}})
+    turns.append(
+        {"user": prompt, "answers": {}, "prompt": {}, "models": {}, "few_shot": {}, "sampling": settings["sampling"]}
+    )
     turn = turns[-1]
     stop_area = st.empty()
     stop_area.button("Stop", key="stop", type="secondary")  # any click reruns the page, which ends generation
@@ -178,17 +180,19 @@ def generate_turn(prompt: str, keys: list[str], cells: list[Any], settings: dict
                     with st.spinner("loading model…", show_time=True):
                         model_pool().get(turn["models"][key])
                     stop = threading.Event()
-                    for chunk in playground.stream_reply(
-                        model_pool(), turn["models"][key], messages, settings["sampling"], stop
-                    ):
-                        turn["answers"][key] += chunk
-                        placeholder.markdown(turn["answers"][key] + "▌")
+                    try:  # Stop (or any rerun) interrupts this loop; the partial reply stays in the history
+                        for chunk in playground.stream_reply(
+                            model_pool(), turn["models"][key], messages, settings["sampling"], stop
+                        ):
+                            turn["answers"][key] += chunk
+                            placeholder.markdown(turn["answers"][key] + "▌")
+                    finally:
+                        stop.set()
                     turn["answers"][key] = turn["answers"][key].strip()
                     placeholder.markdown(turn["answers"][key] or "_(empty reply)_")
                 except AlignkitError as exc:
                     turn["answers"][key] = ""
                     placeholder.error(exc.message + (f" — fix: {exc.hint}" if exc.hint else ""))
-    turn["sampling"] = settings["sampling"]
     stop_area.empty()
     st.rerun()
 
