@@ -153,3 +153,19 @@ def config_diff(first: str | Path, second: str | Path) -> list[dict[str, Any]]:
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
     return yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8")) or {}
+
+
+def plot_curves(run_dirs: list[str | Path], names: list[str] | None = None) -> Any:
+    """A matplotlib figure of the runs' logged curves (`CURVES`, or those in `names`), one panel per curve."""
+    import matplotlib.pyplot as plt
+
+    found = {name: per_run for name, per_run in curves(run_dirs).items() if names is None or name in names}
+    fig, axes = plt.subplots(1, max(1, len(found)), figsize=(4 * max(1, len(found)), 3), squeeze=False)
+    for ax, (name, per_run) in zip(axes[0], found.items(), strict=False):
+        for run_name, points in per_run.items():
+            ax.plot([step for step, _ in points], [value for _, value in points], marker=".", label=run_name)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    return fig
