@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import argilla as rg
 import pytest
@@ -72,7 +73,7 @@ def test_pick_two_runs_chat_and_left_is_better_lands_in_argilla(
     owner = rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
     admin = client.add_user(owner, ADMIN, PASSWORD, "admin", [WORKSPACE])
     runs, _ = runs_dir
-    page.set_default_timeout(120_000)  # the first answer loads the model
+    page.set_default_timeout(600_000 if os.environ.get("ALIGNKIT_SCREENSHOT_RUNS") else 120_000)  # loads models
     page.goto(playground_app)
 
     sidebar = page.get_by_test_id("stSidebar")
@@ -83,6 +84,9 @@ def test_pick_two_runs_chat_and_left_is_better_lands_in_argilla(
     workspace = sidebar.get_by_label("Workspace")
     workspace.fill(WORKSPACE)
     workspace.press("Enter")
+    tokens = sidebar.get_by_label("Max new tokens")
+    tokens.fill("48")
+    tokens.press("Enter")
 
     picker = page.get_by_test_id("stMultiSelect")
     remove = picker.get_by_role("button", name="Remove")
@@ -90,11 +94,9 @@ def test_pick_two_runs_chat_and_left_is_better_lands_in_argilla(
         left = remove.count() - 1
         remove.first.click()
         expect(remove).to_have_count(left)
-    for label in ("sft · sft", "dpo · dpo"):
-        picker.get_by_role("combobox").click()
-        page.get_by_role("option", name=label).click()
-    page.keyboard.press("Escape")
-    expect(picker.get_by_role("button", name="Remove")).to_have_count(2)
+    for count, label in enumerate(("sft · sft", "dpo · dpo"), start=1):
+        pick(page, picker, label)
+        expect(remove).to_have_count(count)
 
     chat = page.get_by_test_id("stChatInputTextArea")
     chat.fill(PROMPT)
@@ -124,6 +126,21 @@ def test_pick_two_runs_chat_and_left_is_better_lands_in_argilla(
     assert sources[order[int(response.value) - 1]]["run"] == str((runs / "sft").resolve())  # the left column won
     assert letters(record.fields[chosen_field]) == letters(left_text)  # the text shown on the left (as rendered)
     assert record.fields["prompt"] == PROMPT and record.metadata["round"] == "playground"
+
+
+def pick(page: Any, picker: Any, label: str, attempts: int = 5) -> None:
+    """Choose an option of a Streamlit multiselect (its list can close again while the page is still rerunning)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(attempts):
+        picker.get_by_role("combobox").click()
+        try:
+            page.get_by_role("option", name=label).click(timeout=10_000)
+            page.keyboard.press("Escape")  # an open list hides the rest of the page from the accessibility tree
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    raise AssertionError(f"option {label!r} never appeared")
 
 
 def letters(text: str) -> str:
