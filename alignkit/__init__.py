@@ -1,22 +1,43 @@
 """alignkit: generate -> rate -> pairs -> reward -> DPO/RL -> rate again, on one PEFT-adapted base model.
 
 The Python API mirrors the CLI: each stage takes an optional YAML config, `key=value` overrides and keyword sections,
-and returns a `Run` with `.path`, `.metrics` and `.load_model()`.
+and returns a `Run` with `.path`, `.metrics` and `.load_model()`. The rest of the loop (candidates, Argilla rounds,
+simulated ratings, evaluation, chatting with a run) has one function each here too; the CLI and the notebooks call
+these.
 
     run = alignkit.sft(data={"paths": ["datasets/sft.jsonl"]}, trainer={"max_steps": 20})
+    alignkit.chat("What is compost?", run=run.path)
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alignkit.errors import AlignkitError
 
 if TYPE_CHECKING:
+    from alignkit.feedback.pull import PullResult
+    from alignkit.playground import ModelPool
     from alignkit.runs import Run
 
 __version__ = "0.1.0"
-__all__ = ["AlignkitError", "dpo", "pretrain", "reward", "rl", "sft"]
+__all__ = [
+    "AlignkitError",
+    "candidates",
+    "chat",
+    "dpo",
+    "evaluate_runs",
+    "list_runs",
+    "open_run",
+    "pretrain",
+    "pull",
+    "push",
+    "reward",
+    "rl",
+    "sft",
+    "simulate_ratings",
+]
 
 
 def sft(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
@@ -57,3 +78,155 @@ def rl(config: str | None = None, overrides: list[str] | None = None, **sections
     from alignkit.stages import rl as stage
 
     return stage.run(load_config(RLStageConfig, config, sections, overrides))
+
+
+def open_run(path: str | Path) -> Run:
+    """A finished run directory (`.path`, `.metrics`, `.manifest`, `.load_model()`)."""
+    from alignkit import runs
+
+    return runs.open_run(path)
+
+
+def list_runs(runs_dir: str | Path = "runs") -> list[Run]:
+    """Every run directory under `runs_dir`, oldest first."""
+    from alignkit import runs
+
+    return runs.list_runs(Path(runs_dir))
+
+
+_chat_models: ModelPool | None = None
+
+
+def chat(
+    messages: str | list[dict[str, str]],
+    run: str | Path | None = None,
+    model: str = "embedded",
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 0.95,
+    seed: int = 0,
+) -> str:
+    """One reply from a run (or the bare base `model`), as the playground gives it; models stay loaded between calls.
+    `temperature=0` is greedy."""
+    from alignkit import playground
+    from alignkit.generate import Sampling
+
+    global _chat_models
+    _chat_models = _chat_models or playground.ModelPool()
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    key = str(run) if run is not None else playground.BASE_PREFIX + model
+    sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    return playground.reply(_chat_models, key, messages, sampling)
+
+
+def candidates(
+    prompts: str | Path,
+    out: str | Path,
+    n: int = 4,
+    from_run: str | Path | None = None,
+    model: str | None = None,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    batch_size: int = 8,
+    limit: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """`alignkit generate`: N distinct candidates per prompt from a run (or the base) to a JSONL file."""
+    from alignkit import generate
+
+    sampling = generate.Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    run_dir = str(from_run) if from_run is not None else None
+    return generate.run(str(prompts), str(out), n, run_dir, model, sampling, batch_size, limit, overwrite)
+
+
+def push(
+    candidates_file: str | Path,
+    dataset: str,
+    workspace: str = "alignkit",
+    min_submitted: int = 1,
+    round_number: int = 1,
+    seed: int = 0,
+    append: bool = False,
+    reward_run: str | Path | None = None,
+    client: Any = None,
+) -> dict[str, Any]:
+    """`alignkit feedback push`: one Argilla dataset per collection round; `reward_run` orders it (active learning)."""
+    from alignkit.feedback import ordering
+    from alignkit.feedback import push as rounds
+
+    scorer = ordering.reward_scorer(str(reward_run)) if reward_run else None
+    return rounds.push(
+        str(candidates_file), dataset, workspace, round_number, min_submitted, seed, append, client, scorer
+    )
+
+
+def simulate_ratings(
+    dataset: str,
+    annotators: list[tuple[str, str]],
+    rule: str = "concise",
+    noise: float = 0.1,
+    seed: int = 0,
+    limit: int | None = None,
+    url: str | None = None,
+) -> dict[str, int]:
+    """`alignkit feedback simulate`: oracle annotators (username, password) rate through Argilla with a rule plus
+    noise; returns responses submitted per annotator."""
+    from alignkit.feedback import client, simulate
+
+    done = {}
+    for username, password in annotators:
+        session = client.annotator_session(username, password, url)
+        done[username] = simulate.rate_all(session, dataset, rule, noise, seed, limit)
+    return done
+
+
+def pull(
+    dataset: str,
+    out: str | Path,
+    workspace: str = "alignkit",
+    ties: str = "drop",
+    min_agreement: float = 0.0,
+    min_annotators: int = 1,
+    overwrite: bool = False,
+    client: Any = None,
+) -> PullResult:
+    """`alignkit feedback pull`: submitted ratings -> preference pairs in `out` (JSONL) and `out`.summary.json."""
+    import json
+
+    from alignkit.feedback import pull as rounds
+    from alignkit.generate import write_jsonl
+
+    result = rounds.pull(dataset, workspace, ties, min_agreement, min_annotators, client)
+    write_jsonl(Path(out), result.pairs, overwrite=overwrite)
+    Path(out).with_suffix(".summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+    return result
+
+
+def evaluate_runs(
+    runs: list[str | Path],
+    out: str | Path = "eval",
+    prompts: str | Path | None = None,
+    general: str | Path | None = None,
+    reward_run: str | Path | None = None,
+    rule: str | None = None,
+    max_new_tokens: int = 64,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """`alignkit eval`: every run answers held-out prompts (default: bundled sft_eval.jsonl); later runs are compared
+    with the first (win-rate, KL), all with the base (forgetting). Writes eval.json, report.md and plots to `out`."""
+    from alignkit import evaluate
+    from alignkit.paths import bundled_data
+
+    return evaluate.run_eval(
+        [str(r) for r in runs],
+        str(out),
+        str(prompts or bundled_data("sft_eval.jsonl")),
+        str(general or bundled_data("general_heldout.jsonl")),
+        str(reward_run) if reward_run else None,
+        rule,
+        max_new_tokens,
+        limit=limit,
+    )

@@ -266,19 +266,9 @@ def eval_command(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 64,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
 ) -> None:
-    from alignkit import evaluate
-    from alignkit.paths import bundled_data
+    import alignkit
 
-    results = evaluate.run_eval(
-        run_dirs,
-        out,
-        prompts or str(bundled_data("sft_eval.jsonl")),
-        general or str(bundled_data("general_heldout.jsonl")),
-        reward,
-        rule,
-        max_new_tokens,
-        limit=limit,
-    )
+    results = alignkit.evaluate_runs(run_dirs, out, prompts, general, reward, rule, max_new_tokens, limit)
     table = Table("run", "general ppl", "forgetting", "mean words", title="evaluation")
     for name, figures in results["runs"].items():
         flag = "yes" if figures["forgetting"]["forgetting"] else "no"
@@ -290,9 +280,13 @@ def eval_command(
     console.print(f"report: {Path(out) / 'report.md'}")
 
 
-@app.command("serve", help="Start Argilla and the Streamlit apps (annotate), print their URLs; Ctrl-C stops all.")
+@app.command(
+    "serve", help="Start Argilla and the Streamlit apps (annotate, playground), print their URLs; Ctrl-C stops all."
+)
 def serve_command(
-    app_names: Annotated[list[str] | None, typer.Option("--app", help="App to start (repeatable): annotate.")] = None,
+    app_names: Annotated[
+        list[str] | None, typer.Option("--app", help="App to start (repeatable): annotate, playground.")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port of the first app (default 8501 or a free one).")] = None,
     argilla_port: Annotated[int | None, typer.Option("--argilla-port", help="Port of the local Argilla.")] = None,
     data_dir: DataDir = None,
@@ -300,7 +294,7 @@ def serve_command(
 ) -> None:
     from alignkit import serve
 
-    serve.run(app_names or ["annotate"], port, argilla_port, data_dir, jupyter)
+    serve.run(app_names or list(serve.APPS), port, argilla_port, data_dir, jupyter)
 
 
 server_app = typer.Typer(help="The local Argilla server (SQLite + in-process search), bound to 127.0.0.1.")
@@ -421,18 +415,13 @@ def feedback_pull(
     min_annotators: Annotated[int, typer.Option("--min-annotators", help="Skip records rated by fewer.")] = 1,
     overwrite: Overwrite = False,
 ) -> None:
-    import json
+    import alignkit
 
-    from alignkit.feedback import pull
-    from alignkit.generate import write_jsonl
-
-    result = pull.pull(dataset, workspace, ties, min_agreement, min_annotators)
-    write_jsonl(Path(out), result.pairs, overwrite=overwrite)
+    result = alignkit.pull(dataset, out, workspace, ties, min_agreement, min_annotators, overwrite)
     table = Table("figure", "value", title=f"pulled {dataset}")
     for key, value in result.summary.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     Console().print(table)
-    Path(out).with_suffix(".summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
 
 
 review_app = typer.Typer(help="Review rounds: annotators accept, edit or reject SFT rows (e.g. from synth).")
@@ -479,14 +468,15 @@ def feedback_simulate(
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
     limit: Annotated[int | None, typer.Option(help="At most N responses per annotator.")] = None,
 ) -> None:
-    from alignkit.feedback import client, simulate
+    import alignkit
 
-    for entry in annotator:
-        username, sep, password = entry.partition(":")
+    credentials = [entry.partition(":") for entry in annotator]
+    for entry, (_, sep, _) in zip(annotator, credentials, strict=True):
         if not sep:
             raise AlignkitError(f"--annotator {entry!r}: expected username:password")
-        done = simulate.rate_all(client.annotator_session(username, password), dataset, rule, noise, seed, limit)
-        console.print(f"{username}: {done} responses submitted")
+    done = alignkit.simulate_ratings(dataset, [(u, p) for u, _, p in credentials], rule, noise, seed, limit)
+    for username, count in done.items():
+        console.print(f"{username}: {count} responses submitted")
 
 
 @app.command("runs", help="List run directories with their lineage and key metrics.")

@@ -71,7 +71,7 @@ class AppProcess:
 
 
 def run(
-    apps: Iterable[str] = ("annotate",),
+    apps: Iterable[str] = ("annotate", "playground"),
     port: int | None = None,
     argilla_port: int | None = None,
     data_dir: Path | None = None,
@@ -103,7 +103,7 @@ def run(
             argilla = server.start(data_dir=data_dir, port=argilla_port)
             argilla_url = argilla.url
         console.print(f"{'argilla':<10} {argilla_url}")
-        env = {"ARGILLA_API_URL": argilla_url}
+        env = {"ARGILLA_API_URL": argilla_url, **workdir_env()}
         for name, app_port in zip(apps, ports, strict=True):
             children.append(start_app(name, port=app_port, env=env, log_dir=data_dir / "logs"))
             console.print(f"{name:<10} {children[-1].url}")
@@ -121,6 +121,15 @@ def run(
             argilla.stop()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def workdir_env() -> dict[str, str]:
+    """Where the playground and Runs page look for runs and eval results: the caller's `runs/` and `eval/` (apps run
+    from the repository root), unless `ALIGNKIT_RUNS_DIR` / `ALIGNKIT_EVAL_DIR` say otherwise."""
+    return {
+        "ALIGNKIT_RUNS_DIR": str(Path(os.environ.get("ALIGNKIT_RUNS_DIR", "runs")).resolve()),
+        "ALIGNKIT_EVAL_DIR": str(Path(os.environ.get("ALIGNKIT_EVAL_DIR", "eval")).resolve()),
+    }
 
 
 def app_ports(count: int, port: int | None = None) -> list[int]:

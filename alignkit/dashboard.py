@@ -1,0 +1,171 @@
+"""What the Runs page shows, without a UI: runs with lineage, their metric curves, eval figures and config diffs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignkit import runs
+
+# metrics.jsonl keys plotted on the Runs page, by what they mean (TRL's names differ per trainer)
+CURVES = {
+    "loss": ("loss",),
+    "validation loss": ("eval_loss",),
+    "reward accuracy": ("eval_rewards/accuracies", "rewards/accuracies", "eval_accuracy"),
+    "KL": ("kl", "objective/kl", "eval_kl"),
+    "reward": ("reward", "rewards/chosen", "eval_rewards/margins"),
+}
+
+
+def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per run directory (oldest first): name, stage, status, lineage, parent, key metrics; unreadable
+    manifests are listed with status `broken`."""
+    runs_dir = Path(runs_dir)
+    rows = []
+    for path in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
+        if not (path / "manifest.json").is_file():
+            continue
+        run = runs.Run(path)
+        try:
+            manifest, metrics = run.manifest, run.metrics
+        except (OSError, ValueError):
+            rows.append({"run": path.name, "path": str(path), "stage": "?", "status": "broken", "created": ""})
+            continue
+        base = Path(manifest.get("model", {}).get("name", "?")).name
+        rows.append(
+            {
+                "run": path.name,
+                "path": str(path),
+                "stage": manifest.get("stage"),
+                "status": manifest.get("status"),
+                "lineage": " → ".join([base] + [step["stage"] for step in manifest.get("lineage", [])]),
+                "base": base,
+                "parent": Path(manifest["parent"]).name if manifest.get("parent") else None,
+                "created": manifest.get("created", ""),
+                **{k: metrics.get(k) for k in ("global_step", "train_loss", "eval_loss", "pairwise_accuracy")},
+            }
+        )
+    return sorted(rows, key=lambda r: r["created"])
+
+
+def lineage_dot(rows: list[dict[str, Any]]) -> str:
+    """A Graphviz graph: base model(s) → runs, each run under its parent (drawn by the browser)."""
+    lines = ["digraph runs {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fillcolor="#f0f2f6"];']
+    for base in sorted({r.get("base") for r in rows if r.get("base")}):
+        lines.append(f'  "base:{base}" [label="{base}\\n(base)", fillcolor="#dbe9f6"];')
+    for row in rows:
+        if row["status"] == "broken":
+            continue
+        label = f"{row['stage']}\\n{row['run']}"
+        colour = "" if row["status"] == "complete" else ', fillcolor="#fde2e2"'
+        lines.append(f'  "{row["run"]}" [label="{label}"{colour}];')
+        source = row["parent"] if row.get("parent") else f"base:{row['base']}"
+        lines.append(f'  "{source}" -> "{row["run"]}";')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def curves(run_dirs: list[str | Path]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """{curve name: {run name: [(step, value)]}} from each run's metrics.jsonl, for the curves in `CURVES`."""
+    found: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut off by a killed run
+            for name, keys in CURVES.items():
+                key = next((k for k in keys if isinstance(row.get(k), int | float)), None)
+                if key is not None and row.get("step") is not None:
+                    found.setdefault(name, {}).setdefault(Path(run_dir).name, []).append((row["step"], row[key]))
+    return found
+
+
+def eval_results(places: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """Every readable `eval.json` in the given dirs (and one level below them), newest first."""
+    files: set[Path] = set()
+    for place in map(Path, places):
+        if place.is_dir():
+            files |= {*place.glob("eval.json"), *place.glob("*/eval.json")}
+    results = []
+    for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            results.append((path, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError):
+            continue
+    return results
+
+
+def eval_tables(results: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(per-run rows: perplexity, forgetting, words, reward; per-comparison rows: win-rates and KL) of an eval.json."""
+    per_run = []
+    for name, figures in results.get("runs", {}).items():
+        forgetting = figures.get("forgetting") or {}
+        per_run.append(
+            {
+                "run": name,
+                "general ppl": figures.get("general_ppl"),
+                "ppl ratio vs base": forgetting.get("ppl_ratio"),
+                "forgetting": forgetting.get("forgetting"),
+                "mean words": figures.get("mean_words"),
+                "reward mean": figures.get("reward_mean"),
+            }
+        )
+    comparisons = []
+    for name, comparison in results.get("comparisons", {}).items():
+        comparisons.append(
+            {
+                "comparison": name,
+                "win-rate (oracle)": (comparison.get("oracle") or {}).get("win_rate"),
+                "win-rate (reward model)": (comparison.get("reward_model") or {}).get("win_rate"),
+                "KL to baseline": comparison.get("kl_to_baseline"),
+            }
+        )
+    return per_run, comparisons
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def config_diff(first: str | Path, second: str | Path) -> list[dict[str, Any]]:
+    """The config keys whose values differ between two runs (dotted keys, as `--set` takes them)."""
+    a, b = (
+        flatten(yaml.safe_load((Path(p) / "config.yaml").read_text(encoding="utf-8")) or {}) for p in (first, second)
+    )
+    return [
+        {"key": key, Path(first).name: a.get(key), Path(second).name: b.get(key)}
+        for key in sorted(a.keys() | b.keys())
+        if a.get(key) != b.get(key)
+    ]
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8")) or {}
+
+
+def plot_curves(run_dirs: list[str | Path], names: list[str] | None = None) -> Any:
+    """A matplotlib figure of the runs' logged curves (`CURVES`, or those in `names`), one panel per curve."""
+    import matplotlib.pyplot as plt
+
+    found = {name: per_run for name, per_run in curves(run_dirs).items() if names is None or name in names}
+    fig, axes = plt.subplots(1, max(1, len(found)), figsize=(4 * max(1, len(found)), 3), squeeze=False)
+    for ax, (name, per_run) in zip(axes[0], found.items(), strict=False):
+        for run_name, points in per_run.items():
+            ax.plot([step for step, _ in points], [value for _, value in points], marker=".", label=run_name)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,311 @@
+"""Chat with any run (or the base) and compare 2-3 models side by side, with an in-context-learning baseline; rate
+replies into Argilla. The Runs page (apps/runs.py) is the second page of this app.
+
+Run it with `alignkit serve` (or `alignkit serve --app playground`). `ALIGNKIT_RUNS_DIR` (default `runs`) and
+`ALIGNKIT_BASE_MODEL` (default `embedded`) set the defaults in the sidebar. The logic (model list, loading, streaming,
+few-shot prompts, feedback records) is in `alignkit/playground.py`; this file only draws it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from alignkit import playground
+from alignkit.errors import AlignkitError
+from alignkit.generate import Sampling
+
+APPS = Path(__file__).resolve().parent
+MAX_COLUMNS = 3  # models side by side (the few-shot baseline may add one more)
+ICL = "icl"  # column key of the in-context-learning baseline
+
+
+@st.cache_resource(show_spinner=False)
+def model_pool() -> playground.ModelPool:
+    """One pool per server process: each base is loaded once, adapters are switched in it."""
+    return playground.ModelPool()
+
+
+def main() -> None:
+    st.set_page_config(page_title="alignkit · playground", layout="wide")
+    pages = [
+        st.Page(chat_page, title="Playground", icon=":material/chat:", url_path="playground", default=True),
+        st.Page(str(APPS / "runs.py"), title="Runs", icon=":material/monitoring:", url_path="runs"),
+    ]
+    st.navigation(pages).run()
+
+
+# -- chat ----------------------------------------------------------------------------------------------------------
+
+
+def chat_page() -> None:
+    notice = st.session_state.pop("notice", None)
+    if notice:
+        st.toast(notice)
+    with st.sidebar:
+        settings = sidebar()
+    choices = playground.model_choices(settings["runs_dir"], settings["base_model"])
+    by_key = {c.key: c for c in choices}
+    st.title("Playground")
+    default = [c.key for c in choices if c.usable][:2]
+    picked = st.multiselect(
+        "Models (side by side)",
+        list(by_key),
+        default=default,
+        format_func=lambda k: by_key[k].label,
+        max_selections=MAX_COLUMNS,
+        key="picked",
+        help="Pick 1-3 models: runs under the runs directory, or the bare base model.",
+    )
+    broken = [by_key[k] for k in picked if not by_key[k].usable]
+    for choice in broken:
+        st.error(f"{choice.label}: {choice.error}")
+    columns = [k for k in picked if by_key[k].usable]
+    icl_source = icl_run(columns, by_key) if settings["few_shot"] else None
+    if settings["few_shot"] and icl_source is None:
+        st.info("The few-shot baseline needs a fine-tuned run (SFT, DPO or RL) among the picked models.")
+    keys = [*columns, *([ICL] if icl_source else [])]
+    if not keys:
+        st.info("Pick a model to chat with.")
+        return
+    titles = {k: column_title(k, by_key, settings["few_shot"], icl_source) for k in keys}
+    turns: list[dict[str, Any]] = st.session_state.setdefault("turns", [])
+    cells = st.columns(len(keys))
+    for key, cell in zip(keys, cells, strict=True):
+        with cell:
+            st.markdown(f"**{titles[key]}**")
+            if key != ICL:
+                describe(by_key[key])
+            for turn in turns:
+                with st.chat_message("user"):
+                    st.markdown(turn["user"])
+                if key in turn["answers"]:
+                    with st.chat_message("assistant"):
+                        st.markdown(turn["answers"][key] or "_(empty reply)_")
+    prompt = st.chat_input("Message the models")
+    if prompt:
+        generate_turn(prompt, keys, cells, settings, icl_source)
+    if turns and all(k in turns[-1]["answers"] for k in keys):
+        feedback_row(keys, cells, titles, settings)
+    st.button("Clear chat", on_click=clear_chat, disabled=not turns)
+
+
+def sidebar() -> dict[str, Any]:
+    st.header("Settings")
+    runs_dir = st.text_input("Runs directory", value=os.environ.get("ALIGNKIT_RUNS_DIR", "runs"))
+    base_model = st.text_input("Base model", value=os.environ.get("ALIGNKIT_BASE_MODEL", "embedded"))
+    system = st.text_area("System prompt", value="", placeholder="You are a helpful assistant.")
+    with st.expander("Sampling", expanded=True):
+        temperature = st.slider("Temperature", 0.0, 2.0, 0.7, 0.05, help="0 = greedy")
+        top_p = st.slider("Top-p", 0.05, 1.0, 0.95, 0.05)
+        max_new_tokens = st.number_input("Max new tokens", 1, 2048, 128)
+        seed = st.number_input("Seed", 0, 2**31 - 1, 0)
+    few_shot = st.number_input(
+        "Few-shot baseline: examples", 0, 16, 0, help="Adds a column: the base model with k SFT examples in context."
+    )
+    sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=int(max_new_tokens), seed=int(seed))
+    sign_in()
+    return {
+        "runs_dir": runs_dir,
+        "base_model": base_model or "embedded",
+        "system": system,
+        "sampling": sampling,
+        "few_shot": int(few_shot),
+    }
+
+
+def describe(choice: playground.ModelChoice) -> None:
+    """Lineage and key metrics of a run, in one caption."""
+    lineage = " → ".join(choice.lineage) if choice.lineage else choice.stage
+    figures = " · ".join(
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in choice.metrics.items() if k[0] != "_"
+    )
+    st.caption(f"{lineage}" + (f" · {figures}" if figures else ""))
+
+
+def icl_run(columns: list[str], by_key: dict[str, playground.ModelChoice]) -> str | None:
+    """The first picked fine-tuned run: its SFT data gives the few-shot examples."""
+    return next((k for k in columns if by_key[k].stage not in ("base", "pretrain", "reward")), None)
+
+
+def column_title(key: str, by_key: dict[str, playground.ModelChoice], k: int, icl_source: str | None) -> str:
+    if key == ICL:
+        return f"base + {k}-shot (from {Path(str(icl_source)).name}'s SFT data)"
+    return by_key[key].label
+
+
+def conversation_for(key: str, user_text: str, settings: dict[str, Any]) -> list[dict[str, str]]:
+    """One column's conversation: the system prompt, that column's own earlier turns, the new message."""
+    history: list[dict[str, str]] = []
+    for turn in st.session_state.turns[:-1]:
+        history += [{"role": "user", "content": turn["user"]}]
+        history += [{"role": "assistant", "content": turn["answers"].get(key, "")}]
+    return playground.conversation(history, user_text, settings["system"])
+
+
+def model_key(key: str, icl_source: str | None) -> str:
+    """The model answering in a column: the run itself, or for the few-shot column the base of the source run."""
+    return playground.base_of(str(icl_source)) if key == ICL else key
+
+
+def generate_turn(prompt: str, keys: list[str], cells: list[Any], settings: dict[str, Any], icl: str | None) -> None:
+    """Stream each column's reply in turn; partial text is kept in the history as it arrives (Stop keeps it)."""
+    turns = st.session_state.turns
+    turns.append(
+        {"user": prompt, "answers": {}, "prompt": {}, "models": {}, "few_shot": {}, "sampling": settings["sampling"]}
+    )
+    turn = turns[-1]
+    stop_area = st.empty()
+    stop_area.button("Stop", key="stop", type="secondary")  # any click reruns the page, which ends generation
+    for key, cell in zip(keys, cells, strict=True):
+        with cell:
+            with st.chat_message("user"):
+                st.markdown(prompt)
+            with st.chat_message("assistant"):
+                placeholder = st.empty()
+                try:
+                    turn["answers"][key] = ""
+                    turn["prompt"][key] = messages = conversation_for(key, prompt, settings)
+                    turn["models"][key] = model_key(key, icl)
+                    turn["few_shot"][key] = settings["few_shot"] if key == ICL else 0
+                    if key == ICL:  # the examples go in front of the conversation, and only into the model
+                        examples = playground.sft_examples(str(icl))
+                        messages = playground.few_shot(
+                            examples, messages, settings["few_shot"], settings["sampling"].seed
+                        )
+                    with st.spinner("loading model…", show_time=True):
+                        model_pool().get(turn["models"][key])
+                    stop = threading.Event()
+                    try:  # Stop (or any rerun) interrupts this loop; the partial reply stays in the history
+                        for chunk in playground.stream_reply(
+                            model_pool(), turn["models"][key], messages, settings["sampling"], stop
+                        ):
+                            turn["answers"][key] += chunk
+                            placeholder.markdown(turn["answers"][key] + "▌")
+                    finally:
+                        stop.set()
+                    turn["answers"][key] = turn["answers"][key].strip()
+                    placeholder.markdown(turn["answers"][key] or "_(empty reply)_")
+                except AlignkitError as exc:
+                    turn["answers"][key] = ""
+                    placeholder.error(exc.message + (f" — fix: {exc.hint}" if exc.hint else ""))
+    stop_area.empty()
+    st.rerun()
+
+
+def clear_chat() -> None:
+    st.session_state.turns = []
+
+
+# -- feedback ------------------------------------------------------------------------------------------------------
+
+
+def sign_in() -> None:
+    """Argilla sign-in for feedback (owners and admins: feedback creates records; annotators rate in Annotate)."""
+    user = st.session_state.get("argilla_user")
+    with st.expander("Feedback to Argilla", expanded=True):
+        if user is not None:
+            st.caption(f"Signed in as **{user}**")
+            st.text_input("Workspace", value=playground.DEFAULT_WORKSPACE, key="workspace")
+            st.button("Sign out", on_click=sign_out)
+            return
+        with st.form("sign-in"):
+            username = st.text_input("Username", autocomplete="username")
+            password = st.text_input("Password", type="password", autocomplete="current-password")
+            if st.form_submit_button("Sign in"):
+                try:
+                    client, role = playground.user_client(username.strip(), password)
+                except AlignkitError as exc:
+                    st.error(exc.message + (f" — fix: {exc.hint}" if exc.hint else ""))
+                    return
+                if role == "annotator":
+                    st.error("Annotators rate in the annotate app; playground feedback needs an owner or admin.")
+                    return
+                st.session_state.argilla_client, st.session_state.argilla_user = client, username.strip()
+                st.rerun()
+
+
+def sign_out() -> None:
+    for key in ("argilla_client", "argilla_user"):
+        st.session_state.pop(key, None)
+
+
+def feedback_row(keys: list[str], cells: list[Any], titles: dict[str, str], settings: dict[str, Any]) -> None:
+    """Thumbs under each reply of the last turn; with 2-3 columns, "which is better?" buttons."""
+    signed_in = st.session_state.get("argilla_client") is not None
+    turn_id = len(st.session_state.turns)
+    for key, cell in zip(keys, cells, strict=True):
+        with cell:
+            copy_box(st.session_state.turns[-1]["answers"][key])
+            st.feedback("thumbs", key=f"thumb-{turn_id}-{key}", on_change=send_thumb, args=(key, turn_id))
+    if len(keys) == 2:
+        left, tie, right = st.columns(3)
+        left.button("⬅ Left is better", on_click=send_choice, args=(keys, "first"), disabled=not signed_in)
+        tie.button("Tie", on_click=send_choice, args=(keys, "tie"), disabled=not signed_in)
+        right.button("Right is better ➡", on_click=send_choice, args=(keys, "second"), disabled=not signed_in)
+    elif len(keys) > 2:
+        for key, column in zip(keys, st.columns(len(keys)), strict=True):
+            column.button(f"Best: {titles[key]}", key=f"best-{key}", on_click=send_best, args=(keys, key))
+    if not signed_in:
+        st.caption("Sign in to Argilla (sidebar) to send feedback: it becomes preference records for the next round.")
+
+
+def copy_box(text: str) -> None:
+    with st.expander("Copy"):
+        st.code(text, language=None, wrap_lines=True)
+
+
+def answer(key: str) -> playground.Answer:
+    """The last turn's reply of one column, with the model, sampling and few-shot count that produced it."""
+    turn = st.session_state.turns[-1]
+    return playground.Answer(turn["answers"][key], turn["models"][key], turn["sampling"], turn["few_shot"][key])
+
+
+def send_thumb(key: str, turn_id: int) -> None:
+    value = st.session_state.get(f"thumb-{turn_id}-{key}")
+    if value is None:
+        return
+    feedback(key, lambda client, prompt: playground.send_thumb(client, prompt, answer(key), value == 1, workspace()))
+
+
+def send_choice(keys: list[str], choice: str) -> None:
+    first, second = answer(keys[0]), answer(keys[1])
+    feedback(
+        keys[0], lambda client, prompt: playground.send_preference(client, prompt, first, second, choice, workspace())
+    )
+
+
+def send_best(keys: list[str], best: str) -> None:
+    others = [k for k in keys if k != best]
+    feedback(
+        keys[0],
+        lambda client, prompt: [
+            playground.send_preference(client, prompt, answer(best), answer(k), "first", workspace()) for k in others
+        ],
+    )
+
+
+def workspace() -> str:
+    return st.session_state.get("workspace") or playground.DEFAULT_WORKSPACE
+
+
+def feedback(key: str, send: Any) -> None:
+    """Send feedback on the last turn (as `key`'s column saw the conversation) with the signed-in user's client;
+    the outcome becomes a toast, never a traceback."""
+    client = st.session_state.get("argilla_client")
+    if client is None:
+        st.session_state.notice = "Sign in to Argilla (sidebar) to send feedback."
+        return
+    try:
+        send(client, st.session_state.turns[-1]["prompt"][key])
+    except AlignkitError as exc:
+        st.session_state.notice = f"Feedback not stored: {exc.message}"
+        return
+    st.session_state.notice = "Feedback stored in Argilla"
+
+
+main()

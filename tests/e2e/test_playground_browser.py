@@ -1,0 +1,148 @@
+"""The playground end to end: real runs (tiny SFT, DPO on its adapter), the app started by `alignkit.serve`, a real
+local Argilla, headless Chromium. An admin signs in, picks the two runs, sends a prompt, sees both answers stream,
+clicks "Left is better"; then the Argilla SDK is asked what was stored.
+
+`ALIGNKIT_SCREENSHOT_RUNS=<runs dir>` (with `ALIGNKIT_SCREENSHOT_MODEL`, default `embedded`) runs the same test on
+real runs of a real model (their `sft` and `dpo` runs) and writes docs/images/playground.png for the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import argilla as rg
+import pytest
+
+import alignkit
+from alignkit import playground, serve
+from alignkit.feedback import argilla_schema as schema
+from alignkit.feedback import client
+from tests.conftest import CHAT_ROWS, write_jsonl
+
+pytestmark = pytest.mark.filterwarnings("ignore:.* not found:UserWarning")
+ADMIN, PASSWORD, WORKSPACE = "pg-admin", "pg-admin-password", "e2e-playground"
+DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "playground.png"
+TINY = {"per_device_train_batch_size": 4, "logging_steps": 1, "eval_steps": 2}
+PROMPT = "How do I keep a compost pile healthy?"
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(runs dir with `sft` and `dpo` runs, their base model)."""
+    if os.environ.get("ALIGNKIT_SCREENSHOT_RUNS"):
+        return Path(os.environ["ALIGNKIT_SCREENSHOT_RUNS"]), os.environ.get("ALIGNKIT_SCREENSHOT_MODEL", "embedded")
+    root = tmp_path_factory.mktemp("playground-e2e")
+    write_jsonl(root / "chat.jsonl", CHAT_ROWS)
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    write_jsonl(
+        root / "pairs.jsonl",
+        [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS],
+    )
+    sft = alignkit.sft(
+        data={"paths": [str(root / "chat.jsonl")]},
+        model={"name": tiny_model},
+        out=str(root / "runs" / "sft"),
+        trainer={"max_steps": 2, "learning_rate": 1e-2, **TINY},
+    )
+    alignkit.dpo(
+        data={"paths": [str(root / "pairs.jsonl")]},
+        from_run=str(sft.path),
+        out=str(root / "runs" / "dpo"),
+        trainer={"max_steps": 2, "learning_rate": 1e-2, **TINY},
+    )
+    return root / "runs", tiny_model
+
+
+@pytest.fixture(scope="module")
+def playground_app(runs_dir, argilla_server, tmp_path_factory: pytest.TempPathFactory):
+    runs, base = runs_dir
+    env = {"ARGILLA_API_URL": argilla_server.url, "ALIGNKIT_RUNS_DIR": str(runs), "ALIGNKIT_BASE_MODEL": base}
+    with serve.start_app("playground", env=env, log_dir=tmp_path_factory.mktemp("playground-logs")) as app:
+        yield app.url
+
+
+@pytest.mark.e2e
+def test_pick_two_runs_chat_and_left_is_better_lands_in_argilla(
+    playground_app, runs_dir, argilla_server, page, artifacts
+):
+    from playwright.sync_api import expect
+
+    owner = rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
+    admin = client.add_user(owner, ADMIN, PASSWORD, "admin", [WORKSPACE])
+    runs, _ = runs_dir
+    page.set_default_timeout(600_000 if os.environ.get("ALIGNKIT_SCREENSHOT_RUNS") else 120_000)  # loads models
+    page.goto(playground_app)
+
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_label("Username").fill(ADMIN)
+    sidebar.get_by_label("Password", exact=True).fill(PASSWORD)
+    sidebar.get_by_role("button", name="Sign in").click()
+    sidebar.get_by_text(f"Signed in as {ADMIN}").wait_for()
+    workspace = sidebar.get_by_label("Workspace")
+    workspace.fill(WORKSPACE)
+    workspace.press("Enter")
+    tokens = sidebar.get_by_label("Max new tokens")
+    tokens.fill("48")
+    tokens.press("Enter")
+
+    picker = page.get_by_test_id("stMultiSelect")
+    remove = picker.get_by_role("button", name="Remove")
+    while remove.count():  # drop the default picks
+        left = remove.count() - 1
+        remove.first.click()
+        expect(remove).to_have_count(left)
+    for count, label in enumerate(("sft · sft", "dpo · dpo"), start=1):
+        pick(page, picker, label)
+        expect(remove).to_have_count(count)
+
+    chat = page.get_by_test_id("stChatInputTextArea")
+    chat.fill(PROMPT)
+    chat.press("Enter")
+    answers = page.get_by_test_id("stChatMessage").filter(has=page.get_by_test_id("stChatMessageAvatarAssistant"))
+    left_is_better = page.get_by_role("button", name="Left is better")
+    left_is_better.wait_for()  # shown once both columns have answered
+    expect(answers).to_have_count(2)
+    left_text, right_text = (answers.nth(i).get_by_test_id("stChatMessageContent").inner_text() for i in range(2))
+    assert left_text and right_text
+    page.screenshot(path=str(artifacts / "playground.png"))
+    if os.environ.get("ALIGNKIT_SCREENSHOT_RUNS"):
+        page.screenshot(path=str(DOCS_IMAGE))
+
+    left_is_better.click()
+    page.get_by_text("Feedback stored in Argilla").wait_for()
+
+    dataset = owner.datasets(playground.PREFERENCE_DATASET, workspace=WORKSPACE)
+    records = list(dataset.records(with_responses=True))
+    assert len(records) == 1
+    record = records[0]
+    (response,) = list(record.responses)
+    assert str(response.user_id) == str(admin.id) and str(response.status).endswith("submitted")
+    chosen_field = schema.candidate_field(int(response.value) - 1)
+    order = [int(i) for i in record.metadata["order"].split(",")]
+    sources = json.loads(record.metadata["source"])
+    assert sources[order[int(response.value) - 1]]["run"] == str((runs / "sft").resolve())  # the left column won
+    assert letters(record.fields[chosen_field]) == letters(left_text)  # the text shown on the left (as rendered)
+    assert record.fields["prompt"] == PROMPT and record.metadata["round"] == "playground"
+
+
+def pick(page: Any, picker: Any, label: str, attempts: int = 5) -> None:
+    """Choose an option of a Streamlit multiselect (its list can close again while the page is still rerunning)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(attempts):
+        picker.get_by_role("combobox").click()
+        try:
+            page.get_by_role("option", name=label).click(timeout=10_000)
+            page.keyboard.press("Escape")  # an open list hides the rest of the page from the accessibility tree
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    raise AssertionError(f"option {label!r} never appeared")
+
+
+def letters(text: str) -> str:
+    """Letters and digits only: markdown rendering drops or changes punctuation of the random tiny model's text."""
+    return "".join(c for c in text if c.isalnum())

@@ -1,0 +1,187 @@
+"""The playground and Runs pages under Streamlit's AppTest, on real tiny runs (SFT, then DPO on its adapter): the
+model list, streamed multi-turn history per column, the few-shot baseline, broken runs, adapter switching on one
+shared base. Feedback to a real Argilla in a real browser: tests/e2e/test_playground_browser.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+import alignkit
+from alignkit import dashboard, models
+from alignkit import playground as pg
+from alignkit.errors import AlignkitError
+from alignkit.generate import Sampling
+from tests.conftest import CHAT_ROWS, write_jsonl
+
+APPS = Path(__file__).resolve().parents[2] / "apps"
+TINY = {"per_device_train_batch_size": 4, "logging_steps": 1, "eval_steps": 2}
+SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """runs/sft (LoRA on the tiny base), runs/dpo (continues the SFT adapter), runs/broken (damaged manifest)."""
+    root = tmp_path_factory.mktemp("playground")
+    write_jsonl(root / "chat.jsonl", CHAT_ROWS)
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    pairs = [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
+    write_jsonl(root / "pairs.jsonl", pairs)
+    sft = alignkit.sft(
+        data={"paths": [str(root / "chat.jsonl")]},
+        model={"name": tiny_model},
+        out=str(root / "runs" / "sft"),
+        trainer={"max_steps": 3, "learning_rate": 1e-2, **TINY},
+    )
+    alignkit.dpo(
+        data={"paths": [str(root / "pairs.jsonl")]},
+        from_run=str(sft.path),
+        out=str(root / "runs" / "dpo"),
+        trainer={"max_steps": 2, "learning_rate": 1e-2, **TINY},
+    )
+    (root / "runs" / "broken").mkdir()
+    (root / "runs" / "broken" / "manifest.json").write_text("{not json")
+    return root / "runs"
+
+
+def test_model_list_is_the_base_then_runs_with_lineage_metrics_and_broken_ones_explained(runs_dir, tiny_model):
+    choices = {Path(c.key).name: c for c in pg.model_choices(runs_dir, tiny_model)}
+    assert pg.model_choices(runs_dir, tiny_model)[0].key == pg.BASE_PREFIX + tiny_model
+    assert choices["dpo"].lineage == [Path(tiny_model).name, "sft", "dpo"] and choices["dpo"].usable
+    assert choices["sft"].metrics["global_step"] == 3 and "eval_loss" in choices["sft"].metrics
+    assert not choices["broken"].usable and "manifest.json: unreadable" in choices["broken"].error
+    assert "fix:" in choices["broken"].error
+    assert [c.stage for c in pg.model_choices(runs_dir / "missing", tiny_model)] == ["base"]
+
+
+def test_adapters_switched_on_one_base_answer_like_each_run_loaded_alone(runs_dir, tiny_model):
+    pool = pg.ModelPool()
+    messages = [{"role": "user", "content": "What is 3 plus 3?"}]
+    for key in (str(runs_dir / "sft"), str(runs_dir / "dpo"), pg.BASE_PREFIX + tiny_model, str(runs_dir / "sft")):
+        streamed = list(pg.stream_reply(pool, key, messages, SAMPLING))
+        if key.startswith(pg.BASE_PREFIX):
+            cfg = models.ModelConfig(name=tiny_model)
+            model, tokenizer = models.load_base(cfg, models.pick_precision()), models.load_tokenizer(cfg)
+        else:
+            model, tokenizer = models.load_run_model(key)
+        inputs = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        torch.manual_seed(SAMPLING.seed)
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=True, top_p=1.0, pad_token_id=tokenizer.pad_token_id)
+        expected = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert len(streamed) > 1 and "".join(streamed).strip() == expected.strip(), key
+    assert list(pool.bases) == [tiny_model] and not pool.whole  # one base in memory, adapters switched inside it
+    assert len(pool.bases[tiny_model][0].peft_config) == 2
+
+
+def test_stop_ends_generation_early(runs_dir):
+    pool = pg.ModelPool()
+    stop = pg.threading.Event()
+    messages = [{"role": "user", "content": "Hello"}]
+    chunks = []
+    for chunk in pg.stream_reply(pool, str(runs_dir / "sft"), messages, Sampling(max_new_tokens=200), stop):
+        chunks.append(chunk)
+        stop.set()
+    assert 1 <= len(chunks) <= 3
+
+
+def test_few_shot_baseline_puts_sft_examples_before_the_conversation(runs_dir):
+    examples = pg.sft_examples(runs_dir / "dpo")  # the DPO run's SFT ancestor's data
+    assert examples == [row["messages"] for row in CHAT_ROWS]
+    messages = pg.conversation([], "What is 5 plus 5?", system="Be brief.")
+    shown = pg.few_shot(examples, messages, k=3, seed=1)
+    assert shown[0] == {"role": "system", "content": "Be brief."} and shown[-1] == messages[-1]
+    assert [m["role"] for m in shown[1:-1]] == ["user", "assistant"] * 3
+    with pytest.raises(AlignkitError, match="not a run directory"):
+        pg.sft_examples(runs_dir / "missing")
+    with pytest.raises(AlignkitError, match="not a run directory"):
+        pg.ModelPool().get(str(runs_dir / "missing"))
+
+
+def test_feedback_records_use_the_collection_round_schema(tiny_model):
+    prompt = [{"role": "user", "content": "Hi?"}]
+    left, right = (pg.Answer(text, pg.BASE_PREFIX + tiny_model, SAMPLING) for text in ("Left answer.", "Right."))
+    for choice, winner in (("first", "Left answer."), ("second", "Right.")):
+        record = pg.preference_record(prompt, left, right, choice, user_id="00000000-0000-0000-0000-000000000001")
+        value = next(iter(record.responses)).value
+        assert record.fields[f"candidate_{value}"] == winner
+        assert record.metadata["round"] == "playground" and json.loads(record.metadata["prompt_messages"]) == prompt
+    thumbs = pg.reply_record(prompt, left, False, user_id="00000000-0000-0000-0000-000000000001")
+    assert thumbs.fields == {"prompt": "Hi?", "response": "Left answer."}
+    assert next(iter(thumbs.responses)).value == "reject"
+
+
+# -- the pages under AppTest ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(runs_dir: Path, tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("ALIGNKIT_RUNS_DIR", str(runs_dir))
+    monkeypatch.setenv("ALIGNKIT_BASE_MODEL", tiny_model)
+    monkeypatch.setenv("ARGILLA_API_URL", "http://127.0.0.1:9")
+    return AppTest.from_file(str(APPS / "playground.py"), default_timeout=120)
+
+
+def test_picker_offers_base_and_runs_and_a_broken_run_is_an_error_not_a_traceback(app, runs_dir, tiny_model):
+    app.run()
+    assert not app.exception
+    picker = app.multiselect[0]
+    assert picker.options[0] == f"base · {Path(tiny_model).name}" and len(picker.options) == 4
+    assert "dpo · dpo" in picker.options and "broken (broken)" in picker.options
+    picker.set_value([str(runs_dir / "broken")]).run()
+    assert not app.exception
+    assert "manifest.json: unreadable" in app.error[0].value
+
+
+def test_two_models_answer_each_turn_and_keep_their_own_history(app, runs_dir, tiny_model):
+    app.run()
+    app.multiselect[0].set_value([pg.BASE_PREFIX + tiny_model, str(runs_dir / "sft")]).run()
+    app.sidebar.number_input[0].set_value(6).run()  # max new tokens
+    app.chat_input[0].set_value("What is 2 plus 2?").run()
+    assert not app.exception
+    app.chat_input[0].set_value("And 3 plus 3?").run()
+    assert not app.exception
+    turns = app.session_state["turns"]
+    assert [t["user"] for t in turns] == ["What is 2 plus 2?", "And 3 plus 3?"]
+    for key in (pg.BASE_PREFIX + tiny_model, str(runs_dir / "sft")):
+        second = turns[1]["prompt"][key]
+        assert second[1] == {"role": "assistant", "content": turns[0]["answers"][key]}  # its own earlier reply
+        assert second[-1] == {"role": "user", "content": "And 3 plus 3?"}
+    assert any(b.label == "⬅ Left is better" and b.disabled for b in app.button)  # not signed in to Argilla
+    next(b for b in app.button if b.label == "Clear chat").click().run()
+    assert app.session_state["turns"] == []
+
+
+def test_few_shot_column_answers_from_the_base_with_sft_examples(app, runs_dir, tiny_model):
+    app.run()
+    app.multiselect[0].set_value([str(runs_dir / "dpo")]).run()
+    app.sidebar.number_input[0].set_value(4).run()
+    app.sidebar.number_input[2].set_value(2).run()  # few-shot examples
+    app.chat_input[0].set_value("What is 7 plus 7?").run()
+    assert not app.exception
+    turn = app.session_state["turns"][0]
+    assert set(turn["answers"]) == {str(runs_dir / "dpo"), "icl"}
+    assert turn["models"]["icl"] == pg.BASE_PREFIX + tiny_model and turn["few_shot"]["icl"] == 2
+    assert any("2-shot" in m.value for m in app.markdown)
+
+
+def test_runs_page_shows_lineage_curves_and_a_config_diff(runs_dir, monkeypatch):
+    monkeypatch.setenv("ALIGNKIT_RUNS_DIR", str(runs_dir))
+    page = AppTest.from_file(str(APPS / "runs.py"), default_timeout=60).run()
+    assert not page.exception
+    rows = dashboard.run_rows(runs_dir)
+    assert {r["run"]: r["status"] for r in rows} == {"sft": "complete", "dpo": "complete", "broken": "broken"}
+    dot = dashboard.lineage_dot(rows)
+    assert '"sft" -> "dpo"' in dot and '"base:' in dot
+    found = dashboard.curves([runs_dir / "sft", runs_dir / "dpo"])
+    assert {"loss", "validation loss", "reward accuracy"} <= set(found) and len(found["loss"]["sft"]) == 3
+    diff = {row["key"]: row for row in dashboard.config_diff(runs_dir / "sft", runs_dir / "dpo")}
+    assert diff["trainer.max_steps"]["sft"] == 3 and diff["trainer.max_steps"]["dpo"] == 2
+    assert page.get("graphviz_chart")[0].proto.spec == dot
+    charts = [e for e in page.main if e.type == "vega_lite_chart"]
+    assert len(charts) == len(found) and len(page.dataframe) == 2  # runs table and config diff (no eval.json yet)
