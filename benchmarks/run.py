@@ -3,10 +3,11 @@
 Writes `benchmarks/results/<date>.json` (every repetition) and `docs/benchmarks.md` (medians and ratios). Sizes come
 from environment variables so a run fits the time there is (defaults: ~20 minutes on a quiet 2-core CPU):
 
-BENCH_REPS (3), BENCH_SECTIONS (sft,dpo,gen,loop,roundtrip), BENCH_SFT_STEPS (12), BENCH_SFT_STEPS_TRL_DEFAULT (3:
-TRL's defaults emulate bf16 on CPUs without it, each step is slow), BENCH_DPO_STEPS (8), BENCH_GEN_PROMPTS (16),
-BENCH_GEN_N (4), BENCH_GEN_TOKENS (48), BENCH_LOOP (0: `alignkit demo` once, ~10 min; 1 to include it),
-BENCH_ROUNDTRIP_RECORDS (1000), BENCH_OUT (results dir), BENCH_DOC (markdown path).
+- BENCH_REPS (3), BENCH_SECTIONS (sft,dpo,gen,loop,roundtrip)
+- BENCH_SFT_STEPS (12); BENCH_SFT_STEPS_TRL_DEFAULT (3: TRL's defaults emulate bf16 on CPUs without it, slow steps)
+- BENCH_DPO_STEPS (8); BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48)
+- BENCH_LOOP (0; 1 runs `alignkit demo` once, ~10 min), BENCH_LOOP_ARGS (extra `alignkit demo` flags)
+- BENCH_ROUNDTRIP_RECORDS (1000); BENCH_OUT (results dir), BENCH_DOC (markdown path)
 """
 
 from __future__ import annotations
