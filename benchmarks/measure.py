@@ -186,7 +186,13 @@ def dpo_alignkit(cfg: dict[str, Any], work: Path, precompute: bool) -> dict[str,
     except SystemExit as exc:
         if exc.code:
             raise
-    return {"pairs": 4 * cfg["dpo_steps"]}
+    return pairs_rate()
+
+
+def pairs_rate() -> dict[str, Any]:
+    """A DPO batch holds each pair's chosen and rejected rows: pairs/s is half the rows/s."""
+    rates = steady_state(STEPS)
+    return {"pairs_per_s": rates["rows_per_s"] / 2}
 
 
 def dpo_trl(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -195,7 +201,7 @@ def dpo_trl(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 
     adapter = str(runs.open_run(cfg["sft_run"]).adapter_dir)
     plain_trl_dpo.main(cfg["model_dir"], adapter, cfg["dpo_data"], cfg["dpo_steps"], out=str(work / "out"))
-    return {"pairs": 4 * cfg["dpo_steps"]}
+    return pairs_rate()
 
 
 def generation_prompts(cfg: dict[str, Any]) -> list[list[dict[str, str]]]:

@@ -82,8 +82,9 @@ def add_sft_figures(rep: dict[str, dict[str, Any]], shape: dict[str, int]) -> No
     """Real FLOPs/s and MFU of each SFT variant against the matmul peak measured in the same repetition."""
     peak = rep.get("matmul-peak", {}).get("gflops")
     for name, result in rep.items():
-        if name.startswith("sft-") and "lengths" in result:
-            step_flops = flops.sft_step_flops(shape, result.pop("lengths"), result["loss_tokens"])
+        lengths = result.pop("lengths", None)
+        if name.startswith("sft-") and lengths:
+            step_flops = flops.sft_step_flops(shape, lengths, result["loss_tokens"])
             result["real_gflops"] = step_flops / result["seconds"] / 1e9
             if peak:
                 result["mfu"] = result["real_gflops"] / peak
@@ -93,7 +94,7 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Median of every figure per variant, and ratios taken within each repetition (then their median)."""
     variants = sorted({v for rep in reps for v in rep})
     keys = ["tokens_per_s", "loss_tokens_per_s", "step_s", "peak_rss_mb", "mfu", "real_gflops", "gflops"]
-    keys += ["rows_per_s", "completions_per_s", "wall_s", "seconds_total"]
+    keys += ["rows_per_s", "pairs_per_s", "completions_per_s", "wall_s"]
     medians = {v: {k: median([rep[v] for rep in reps if v in rep], k) for k in keys} for v in variants}
     medians = {v: {k: x for k, x in m.items() if x is not None} for v, m in medians.items()}
 
@@ -109,8 +110,8 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "sft_tokens_per_s_vs_ceiling": ratio("sft-alignkit", "sft-ceiling", "tokens_per_s"),
         "sft_trl_careful_vs_ceiling": ratio("sft-trl-careful", "sft-ceiling", "tokens_per_s"),
         "sft_peak_rss_vs_trl_careful": ratio("sft-alignkit", "sft-trl-careful", "peak_rss_mb"),
-        "dpo_pairs_per_s_vs_plain": ratio("dpo-alignkit", "dpo-trl-plain", "rows_per_s"),
-        "dpo_precompute_pairs_per_s_vs_plain": ratio("dpo-alignkit-precompute", "dpo-trl-plain", "rows_per_s"),
+        "dpo_pairs_per_s_vs_plain": ratio("dpo-alignkit", "dpo-trl-plain", "pairs_per_s"),
+        "dpo_precompute_pairs_per_s_vs_plain": ratio("dpo-alignkit-precompute", "dpo-trl-plain", "pairs_per_s"),
         "gen_completions_per_s_batched_vs_sequential": ratio("gen-batched", "gen-sequential", "completions_per_s"),
     }
     rss = {v: medians.get(v, {}).get("peak_rss_mb") for v in ("dpo-alignkit", "dpo-trl-plain")}
@@ -218,6 +219,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+METHOD = [
+    "How: each variant runs in its own process (its peak RSS is its own) and the variants alternate within every",
+    "repetition. The same hooks time every trainer: rates count steps 2..n (step 1 is warm-up) from the batches each",
+    "`training_step` receives. *Real tokens* are non-pad tokens; *loss tokens* those the loss falls on (the replies).",
+    "*Real FLOPs* (`benchmarks/flops.py`): 4 x decoder linear params per real token (forward, and backward through",
+    "the frozen weights), 4 x LM-head params per loss token, 6 x LoRA params per token, and causal attention",
+    "(3 x 4 x layers x width per causal pair); MFU divides them by the fp32 matmul peak of the same repetition.",
+    "The plain scripts (`benchmarks/plain_trl_*.py`, `benchmarks/plain_generate.py`) are what TRL's and transformers'",
+    "docs show; the ceiling (`sft-ceiling` in `benchmarks/measure.py`) is a hand-written padding-free step with the LM",
+    "head only on loss positions: the least work a step can do.",
+]
+
+
 def fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "—"
@@ -255,12 +269,17 @@ def markdown(report: dict[str, Any]) -> str:
             )
     if "matmul-peak" in m:
         lines += ["", f"fp32 matmul peak measured in the same run: {fmt(m['matmul-peak'].get('gflops'), 1)} GFLOP/s."]
+    lines += ["", *METHOD]
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {fmt(v)} |" for k, v in r.items()]
     dpo = {v: m[v] for v in ("dpo-alignkit", "dpo-alignkit-precompute", "dpo-trl-plain") if v in m}
     if dpo:
-        lines += ["", "## DPO", "", "| variant | pairs/s | peak RSS MB |", "|---|---|---|"]
-        lines += [f"| {v} | {fmt(x.get('rows_per_s'), 3)} | {fmt(x.get('peak_rss_mb'), 0)} |" for v, x in dpo.items()]
+        lines += ["", "## DPO", "", "| variant | pairs/s (steps) | wall s (with load, precompute) | peak RSS MB |"]
+        lines += ["|---|---|---|---|"]
+        lines += [
+            f"| {v} | {fmt(x.get('pairs_per_s'), 3)} | {fmt(x.get('wall_s'), 0)} | {fmt(x.get('peak_rss_mb'), 0)} |"
+            for v, x in dpo.items()
+        ]
     gen = {v: m[v] for v in ("gen-batched", "gen-sequential") if v in m}
     if gen:
         lines += ["", "## Generation", "", "| variant | completions/s | wall s |", "|---|---|---|"]
