@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU wheel on CPU machines; override on GPU machines, e.g. `make setup TORCH=torch`.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint browser serve
+.PHONY: setup demo test lint browser serve bench
 
 setup: $(VENV)/.setup-done
 
@@ -36,3 +36,8 @@ lint: setup
 
 serve: setup
 	$(BIN)/alignkit serve
+
+# alignkit vs plain TRL (SFT, DPO), batched vs sequential sampling, the demo loop, the Argilla round-trip: prints
+# ratios, writes benchmarks/results/<date>.json and docs/benchmarks.md. Sizes: BENCH_* variables (benchmarks/run.py).
+bench: setup
+	$(BIN)/python -m benchmarks.run

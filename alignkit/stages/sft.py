@@ -37,6 +37,8 @@ def train(
 
     model, tokenizer, peft_config = training.load_trainable(cfg, parent, precision)
     trainer = build_trainer(args, model, tokenizer, peft_config, to_examples(train_rows), to_examples(eval_rows))
+    if "padding_free" not in cfg.trainer:  # `trainer.padding_free: false` keeps padded batches
+        use_padding_free(trainer, peft_config)
     training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
     return training.train_and_save(trainer, run, {"train_rows": len(train_rows), "eval_rows": len(eval_rows)})
 
@@ -62,6 +64,25 @@ def build_trainer(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+
+
+def use_padding_free(trainer: Any, peft_config: Any) -> None:
+    """Batches as one row of real tokens (TRL's padding-free collator), not rows padded to the longest one.
+
+    On mixed-length chat data most of a padded batch is padding, computed through every layer and the LM head. TRL
+    refuses `padding_free=True` with `max_length` unless packing, because the flattened row can exceed `max_length`;
+    but each example is still truncated to `max_length` when the dataset is prepared, so a batch never holds more than
+    batch x max_length tokens, the bound a padded batch has. Attention stays within each example: transformers builds
+    a block-diagonal mask from the restarting `position_ids`. Not for prompt learning (virtual tokens are prepended
+    to each row) nor with packing (already padding-free).
+    """
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    args, collator = trainer.args, trainer.data_collator
+    if getattr(peft_config, "is_prompt_learning", False) or args.packing or args.padding_free:
+        return
+    if isinstance(collator, DataCollatorForLanguageModeling):
+        collator.padding_free = True
 
 
 def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str]]:

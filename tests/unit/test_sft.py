@@ -132,6 +132,44 @@ def test_only_assistant_tokens_carry_labels_and_special_tokens_are_not_doubled(t
     assert tokenizer.decode(batch["input_ids"][1]).startswith(rendered)
 
 
+def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tmp_path, tiny_model):
+    import torch
+
+    cfg = load_config(SFTStageConfig, values={"model": {"name": tiny_model}})
+    precision = models.pick_precision()
+    tokenizer = models.load_tokenizer(cfg.model)
+    model = models.load_base(cfg.model, precision)
+    replies = ["Five.", "It is five, since two plus three makes five.", "Paris is the capital of France, yes."]
+    examples = data.prompt_completion(
+        [
+            {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": reply}]}
+            for i, reply in enumerate(replies)
+        ]
+    )
+    args = sft.sft_args(cfg, tmp_path, False, precision)
+    trainer = sft.build_trainer(args, model, tokenizer, models.peft_config(cfg.peft), examples, [])
+    trainer.model.eval()  # no LoRA dropout: both batches see the same function
+    rows = [trainer.train_dataset[i] for i in range(len(examples))]
+
+    def loss_and_grads(batch):
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        grads = [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
+        return loss.detach(), grads
+
+    padded = trainer.data_collator(rows)
+    assert (padded["attention_mask"] == 0).any()  # the lengths differ, so the padded batch carries padding
+    sft.use_padding_free(trainer, trainer.model.peft_config["default"])
+    flat = trainer.data_collator(rows)
+    assert flat["input_ids"].shape == (1, int(padded["attention_mask"].sum()))  # one row, real tokens only
+    padded_loss, padded_grads = loss_and_grads(padded)
+    flat_loss, flat_grads = loss_and_grads(flat)
+    torch.testing.assert_close(flat_loss, padded_loss, rtol=1e-5, atol=1e-6)
+    for flat_grad, padded_grad in zip(flat_grads, padded_grads, strict=True):
+        torch.testing.assert_close(flat_grad, padded_grad, rtol=1e-4, atol=1e-6)
+
+
 def test_split_is_seeded_and_disjoint():
     rows = [{"i": i} for i in range(50)]
     train_a, val_a = data.split(rows, 0.2, seed=7)

@@ -1,0 +1,64 @@
+"""The benchmark's SFT data: mixed lengths, many short samples (as real chat data is), one assistant turn per row.
+
+Short rows are the bundled chats (single-turn ones); every `long_every`-th row is a long answer built from the bundled
+domain text, so padded batches waste what real data wastes. One assistant turn per row keeps alignkit's
+prompt/completion examples and TRL's `messages` rows the same tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from alignkit.paths import bundled_data
+
+
+def sft_rows(n: int, long_every: int = 6, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` chat rows: mostly the bundled short chats, every `long_every`-th a long (~250-400 token) answer."""
+    rng = random.Random(seed)
+    chats = [json.loads(line) for line in bundled_data("sft.jsonl").read_text().splitlines()]
+    short = [c for c in chats if sum(m["role"] == "assistant" for m in c["messages"]) == 1]
+    texts = [json.loads(line)["text"] for line in bundled_data("domain_text.jsonl").read_text().splitlines()]
+    rows = []
+    for i in range(n):
+        if i % long_every == long_every - 1:
+            answer = " ".join(rng.sample(texts, 3))
+            rows.append(
+                {
+                    "messages": [
+                        {"role": "user", "content": "Tell me about this topic in some detail."},
+                        {"role": "assistant", "content": answer},
+                    ]
+                }
+            )
+        else:
+            rows.append(rng.choice(short))
+    return rows
+
+
+def preference_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` preference pairs (TRL's conversational format): the bundled answer vs a longer, padded-out one."""
+    rng = random.Random(seed)
+    chats = [json.loads(line) for line in bundled_data("sft.jsonl").read_text().splitlines()]
+    short = [c["messages"] for c in chats if c["messages"][-1]["role"] == "assistant" and len(c["messages"]) <= 3]
+    rows = []
+    for _ in range(n):
+        messages = rng.choice(short)
+        answer = messages[-1]["content"]
+        worse = answer + " " + " ".join(rng.choice(short)[-1]["content"] for _ in range(2))
+        rows.append(
+            {
+                "prompt": messages[:-1],
+                "chosen": [{"role": "assistant", "content": answer}],
+                "rejected": [{"role": "assistant", "content": worse}],
+            }
+        )
+    return rows
+
+
+def write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

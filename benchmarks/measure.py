@@ -1,0 +1,269 @@
+"""One benchmark variant in its own process: `python -m benchmarks.measure VARIANT CONFIG.json RESULT.json`.
+
+Each variant runs in a fresh process so its peak RSS is its own. The same two hooks wrap every trainer, alignkit's
+and the plain scripts' alike: per-step token counts (from the batch each `training_step` receives) and per-step wall
+clock (from `on_step_end`). The first step is warm-up and is left out of every rate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STEPS: list[dict[str, Any]] = []  # one record per optimizer step: tokens, label tokens, sequence lengths, end time
+
+
+def install_hooks() -> None:
+    """Count each step's tokens and time it, in whichever Trainer subclass runs (alignkit's or a plain script's)."""
+    import transformers
+    from transformers.trainer_callback import CallbackHandler
+
+    training_step = transformers.Trainer.training_step
+
+    def counted_training_step(self: Any, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        STEPS.append(batch_stats(inputs))
+        return training_step(self, model, inputs, *args, **kwargs)
+
+    on_step_end = CallbackHandler.on_step_end
+
+    def timed_on_step_end(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if STEPS:
+            STEPS[-1]["end"] = time.perf_counter()
+        return on_step_end(self, *args, **kwargs)
+
+    transformers.Trainer.training_step = counted_training_step
+    CallbackHandler.on_step_end = timed_on_step_end
+
+
+def batch_stats(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Real (non-pad) tokens, tokens the loss falls on, padded tokens computed, and each sequence's length."""
+    if "input_ids" not in inputs:  # preference batches: count rows only
+        rows = next(v.shape[0] for v in inputs.values() if isinstance(v, torch.Tensor))
+        return {"rows": int(rows)}
+    ids = inputs["input_ids"]
+    if "attention_mask" in inputs:
+        lengths = inputs["attention_mask"].sum(-1).tolist()
+    else:  # padding-free: one row, sequences start where position_ids restart at 0
+        starts = [*(inputs["position_ids"][0] == 0).nonzero().flatten().tolist(), ids.shape[1]]
+        lengths = [b - a for a, b in itertools.pairwise(starts)]
+    labels = inputs.get("labels")
+    loss_tokens = int((labels[:, 1:] != -100).sum()) if labels is not None else sum(lengths)
+    if labels is not None and "completion_mask" in inputs:
+        loss_tokens = int(inputs["completion_mask"][:, 1:].sum())
+    return {
+        "rows": len(lengths),
+        "tokens": int(sum(lengths)),
+        "loss_tokens": loss_tokens,
+        "computed_tokens": int(ids.numel()),
+        "lengths": [int(n) for n in lengths],
+    }
+
+
+def steady_state(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rates over steps 2..n (step 1 is warm-up): wall time from the end of step 1 to the end of step n."""
+    timed = [s for s in steps if "end" in s]
+    if len(timed) < 2:
+        raise RuntimeError(f"need at least 2 timed steps, got {len(timed)}")
+    seconds = timed[-1]["end"] - timed[0]["end"]
+    counted = timed[1:]
+    out: dict[str, Any] = {"steps_timed": len(counted), "seconds": seconds, "step_s": seconds / len(counted)}
+    out["rows_per_s"] = sum(s["rows"] for s in counted) / seconds
+    if "tokens" in counted[0]:
+        for key in ("tokens", "loss_tokens", "computed_tokens"):
+            out[key] = sum(s[key] for s in counted)
+            out[f"{key}_per_s"] = out[key] / seconds
+        out["lengths"] = [n for s in counted for n in s["lengths"]]
+    return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# --- variants ------------------------------------------------------------------------------------------------------
+
+
+def sft_alignkit(cfg: dict[str, Any], work: Path) -> None:
+    """`alignkit sft` exactly as a user runs it (defaults), on the benchmark data, no validation split."""
+    from alignkit import cli
+
+    sys.argv = ["alignkit", "sft", "--data", cfg["sft_data"], "--max-steps", str(cfg["sft_steps"])]
+    sys.argv += ["--out", str(work / "run"), "--set", "data.validation_split=0"]
+    try:
+        cli.app(standalone_mode=False)
+    except SystemExit as exc:  # typer exits 0 after a command
+        if exc.code:
+            raise
+
+
+def sft_trl(cfg: dict[str, Any], work: Path, careful: bool) -> None:
+    from benchmarks import plain_trl_sft
+
+    steps = cfg["sft_steps_trl_default"] if not careful else cfg["sft_steps"]
+    plain_trl_sft.main(cfg["model_dir"], cfg["sft_data"], steps, careful=careful, out=str(work / "out"))
+
+
+def sft_ceiling(cfg: dict[str, Any], work: Path) -> None:
+    """The least work an SFT step can do: frozen fp32 base + LoRA, no padding, LM head only where the loss falls."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(cfg["model_dir"])
+    model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], dtype=torch.float32, attn_implementation="sdpa")
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    rows = [json.loads(line) for line in Path(cfg["sft_data"]).read_text().splitlines()]
+    examples = []
+    for row in rows:
+        prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=True)
+        full = tokenizer.apply_chat_template(row["messages"], tokenize=True)
+        prompt, full = list(getattr(prompt, "input_ids", prompt)), list(getattr(full, "input_ids", full))
+        examples.append((full[:512], len(prompt)))
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0)).tolist()
+    backbone, head = model.base_model.model.model, model.base_model.model.lm_head
+    model.train()
+    for step in range(cfg["sft_steps"]):
+        batch = [examples[order[(step * 4 + i) % len(order)]] for i in range(4)]
+        ids = torch.tensor([t for full, _ in batch for t in full])[None]
+        positions = torch.cat([torch.arange(len(full)) for full, _ in batch])[None]
+        targets = torch.cat([torch.tensor([*full[1:], -100]) for full, _ in batch])
+        loss_mask = torch.cat([torch.arange(len(full)) >= n_prompt - 1 for full, n_prompt in batch])
+        loss_mask[torch.cumsum(torch.tensor([len(f) for f, _ in batch]), 0) - 1] = False  # no target past each end
+        hidden = backbone(input_ids=ids, position_ids=positions).last_hidden_state[0]
+        logits = head(hidden[loss_mask])
+        loss = torch.nn.functional.cross_entropy(logits, targets[loss_mask])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        lengths = [len(full) for full, _ in batch]
+        STEPS.append(
+            {
+                "rows": 4,
+                "tokens": sum(lengths),
+                "loss_tokens": int(loss_mask.sum()),
+                "computed_tokens": sum(lengths),
+                "lengths": lengths,
+                "end": time.perf_counter(),
+            }
+        )
+
+
+def matmul_peak(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """The best fp32 matmul rate (GFLOP/s) on the training's own shapes, with torch's default threads."""
+    hidden, inter = cfg["hidden_size"], cfg["intermediate_size"]
+    shapes = [(1024, hidden, inter), (1024, inter, hidden), (1024, hidden, hidden), (2048, hidden, inter)]
+    best = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(2):
+            a @ b
+        for _ in range(cfg.get("matmul_reps", 10)):
+            start = time.perf_counter()
+            a @ b
+            best = max(best, 2 * m * k * n / (time.perf_counter() - start) / 1e9)
+    return {"gflops": best, "threads": torch.get_num_threads()}
+
+
+def dpo_alignkit(cfg: dict[str, Any], work: Path, precompute: bool) -> dict[str, Any]:
+    """`alignkit dpo` from the SFT run: the reference is the SFT adapter frozen beside the trained copy (one base)."""
+    from alignkit import cli
+
+    sys.argv = ["alignkit", "dpo", "--from", cfg["sft_run"], "--data", cfg["dpo_data"]]
+    sys.argv += ["--max-steps", str(cfg["dpo_steps"]), "--out", str(work / "run"), "--set", "data.validation_split=0"]
+    if precompute:
+        sys.argv += ["--set", "trainer.precompute_ref_log_probs=true"]
+    try:
+        cli.app(standalone_mode=False)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    return pairs_rate()
+
+
+def pairs_rate() -> dict[str, Any]:
+    """A DPO batch holds each pair's chosen and rejected rows: pairs/s is half the rows/s."""
+    rates = steady_state(STEPS)
+    return {"pairs_per_s": rates["rows_per_s"] / 2}
+
+
+def dpo_trl(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    from alignkit import runs
+    from benchmarks import plain_trl_dpo
+
+    adapter = str(runs.open_run(cfg["sft_run"]).adapter_dir)
+    plain_trl_dpo.main(cfg["model_dir"], adapter, cfg["dpo_data"], cfg["dpo_steps"], out=str(work / "out"))
+    return pairs_rate()
+
+
+def generation_prompts(cfg: dict[str, Any]) -> list[list[dict[str, str]]]:
+    from alignkit import generate
+    from alignkit.paths import bundled_data
+
+    return generate.load_prompts(str(bundled_data("prompts.jsonl")))[: cfg["gen_prompts"]]
+
+
+def gen_batched(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """alignkit's candidate sampling: 8 prompts x N candidates per `generate` call; duplicates resampled."""
+    from alignkit import generate
+
+    model, tokenizer, source = generate.load_policy(None, cfg["model_dir"])
+    prompts = generation_prompts(cfg)
+    sampling = generate.Sampling(max_new_tokens=cfg["gen_tokens"])
+    started = time.perf_counter()
+    rows = generate.candidates(model, tokenizer, prompts, cfg["gen_n"], sampling, source)  # as `alignkit generate`
+    seconds = time.perf_counter() - started
+    completions = sum(len(r["candidates"]) for r in rows)
+    return {"completions": completions, "gen_seconds": seconds, "completions_per_s": completions / seconds}
+
+
+def gen_sequential(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    from benchmarks import plain_generate
+
+    prompts = generation_prompts(cfg)
+    model, tokenizer = plain_generate.load(cfg["model_dir"])
+    started = time.perf_counter()  # sampling only, as in gen_batched
+    replies = plain_generate.candidates(model, tokenizer, prompts, cfg["gen_n"], cfg["gen_tokens"])
+    seconds = time.perf_counter() - started
+    completions = sum(len(r) for r in replies)
+    return {"completions": completions, "gen_seconds": seconds, "completions_per_s": completions / seconds}
+
+
+VARIANTS = {
+    "dpo-alignkit": lambda cfg, work: dpo_alignkit(cfg, work, precompute=False),
+    "dpo-alignkit-precompute": lambda cfg, work: dpo_alignkit(cfg, work, precompute=True),
+    "dpo-trl-plain": dpo_trl,
+    "gen-batched": gen_batched,
+    "gen-sequential": gen_sequential,
+    "sft-alignkit": sft_alignkit,
+    "sft-trl-default": lambda cfg, work: sft_trl(cfg, work, careful=False),
+    "sft-trl-careful": lambda cfg, work: sft_trl(cfg, work, careful=True),
+    "sft-ceiling": sft_ceiling,
+    "matmul-peak": matmul_peak,
+}
+
+
+def main() -> None:
+    variant, cfg_path, result_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    cfg = json.loads(cfg_path.read_text())
+    work = result_path.with_suffix("")
+    work.mkdir(parents=True, exist_ok=True)
+    install_hooks()
+    started = time.perf_counter()
+    extra = VARIANTS[variant](cfg, work) or {}
+    result = {"variant": variant, "wall_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), **extra}
+    if STEPS:
+        result |= steady_state(STEPS)
+    result_path.write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""`make bench`: every variant in its own process, interleaved (A B C, A B C, ...) so load drifts hit all alike.
+
+Writes `benchmarks/results/<date>.json` (every repetition) and `docs/benchmarks.md` (medians and ratios). Sizes come
+from environment variables so a run fits the time there is (defaults: ~20 minutes on a quiet 2-core CPU):
+
+- BENCH_REPS (3), BENCH_SECTIONS (sft,dpo,gen,loop,roundtrip)
+- BENCH_SFT_STEPS (12); BENCH_SFT_STEPS_TRL_DEFAULT (3: TRL's defaults emulate bf16 on CPUs without it, slow steps)
+- BENCH_DPO_STEPS (8); BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48)
+- BENCH_LOOP (0; 1 runs `alignkit demo` once, ~10 min), BENCH_LOOP_ARGS (extra `alignkit demo` flags)
+- BENCH_ROUNDTRIP_RECORDS (1000); BENCH_OUT (results dir), BENCH_DOC (markdown path)
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks import data, flops
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = {
+    "sft": ["matmul-peak", "sft-alignkit", "sft-trl-careful", "sft-ceiling", "sft-trl-default"],
+    "dpo": ["dpo-alignkit", "dpo-alignkit-precompute", "dpo-trl-plain"],
+    "gen": ["gen-batched", "gen-sequential"],
+}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def settings() -> dict[str, Any]:
+    return {
+        "reps": env_int("BENCH_REPS", 3),
+        "sections": os.environ.get("BENCH_SECTIONS", "sft,dpo,gen,loop,roundtrip").split(","),
+        "sft_steps": env_int("BENCH_SFT_STEPS", 12),
+        "sft_steps_trl_default": env_int("BENCH_SFT_STEPS_TRL_DEFAULT", 3),
+        "dpo_steps": env_int("BENCH_DPO_STEPS", 8),
+        "gen_prompts": env_int("BENCH_GEN_PROMPTS", 16),
+        "gen_n": env_int("BENCH_GEN_N", 4),
+        "gen_tokens": env_int("BENCH_GEN_TOKENS", 48),
+        "loop": env_int("BENCH_LOOP", 0),
+        "roundtrip_records": env_int("BENCH_ROUNDTRIP_RECORDS", 1000),
+    }
+
+
+def run_variant(variant: str, cfg_path: Path, work: Path, rep: int) -> dict[str, Any]:
+    result_path = work / f"{variant}-{rep}.json"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    log = work / f"{variant}-{rep}.log"
+    print(f"  rep {rep + 1}: {variant} ...", end="", flush=True)
+    with open(log, "w") as out:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.measure", variant, str(cfg_path), str(result_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+            env=env,
+        )
+    if proc.returncode != 0:
+        print(f" failed (log: {log})")
+        return {"variant": variant, "error": log.read_text()[-2000:]}
+    result = json.loads(result_path.read_text())
+    print(f" {result.get('wall_s', 0):.0f} s")
+    return result
+
+
+def median(results: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in results if isinstance(r.get(key), int | float)]
+    return statistics.median(values) if values else None
+
+
+def add_sft_figures(rep: dict[str, dict[str, Any]], shape: dict[str, int]) -> None:
+    """Real FLOPs/s and MFU of each SFT variant against the matmul peak measured in the same repetition."""
+    peak = rep.get("matmul-peak", {}).get("gflops")
+    for name, result in rep.items():
+        lengths = result.pop("lengths", None)
+        if name.startswith("sft-") and lengths:
+            step_flops = flops.sft_step_flops(shape, lengths, result["loss_tokens"])
+            result["real_gflops"] = step_flops / result["seconds"] / 1e9
+            if peak:
+                result["mfu"] = result["real_gflops"] / peak
+
+
+def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Median of every figure per variant, and ratios taken within each repetition (then their median)."""
+    variants = sorted({v for rep in reps for v in rep})
+    keys = ["tokens_per_s", "loss_tokens_per_s", "step_s", "peak_rss_mb", "mfu", "real_gflops", "gflops"]
+    keys += ["rows_per_s", "pairs_per_s", "completions_per_s", "wall_s"]
+    medians = {v: {k: median([rep[v] for rep in reps if v in rep], k) for k in keys} for v in variants}
+    medians = {v: {k: x for k, x in m.items() if x is not None} for v, m in medians.items()}
+
+    def ratio(a: str, b: str, key: str) -> float | None:
+        values = [
+            rep[a][key] / rep[b][key] for rep in reps if a in rep and b in rep and rep[a].get(key) and rep[b].get(key)
+        ]
+        return statistics.median(values) if values else None
+
+    ratios = {
+        "sft_tokens_per_s_vs_trl_careful": ratio("sft-alignkit", "sft-trl-careful", "tokens_per_s"),
+        "sft_tokens_per_s_vs_trl_default": ratio("sft-alignkit", "sft-trl-default", "tokens_per_s"),
+        "sft_tokens_per_s_vs_ceiling": ratio("sft-alignkit", "sft-ceiling", "tokens_per_s"),
+        "sft_trl_careful_vs_ceiling": ratio("sft-trl-careful", "sft-ceiling", "tokens_per_s"),
+        "sft_peak_rss_vs_trl_careful": ratio("sft-alignkit", "sft-trl-careful", "peak_rss_mb"),
+        "dpo_pairs_per_s_vs_plain": ratio("dpo-alignkit", "dpo-trl-plain", "pairs_per_s"),
+        "dpo_precompute_pairs_per_s_vs_plain": ratio("dpo-alignkit-precompute", "dpo-trl-plain", "pairs_per_s"),
+        "gen_completions_per_s_batched_vs_sequential": ratio("gen-batched", "gen-sequential", "completions_per_s"),
+    }
+    rss = {v: medians.get(v, {}).get("peak_rss_mb") for v in ("dpo-alignkit", "dpo-trl-plain")}
+    if all(rss.values()):
+        ratios["dpo_peak_rss_saved_mb"] = rss["dpo-trl-plain"] - rss["dpo-alignkit"]
+    return {"medians": medians, "ratios": {k: v for k, v in ratios.items() if v is not None}}
+
+
+def main() -> None:
+    s = settings()
+    from alignkit import models
+
+    model_dir = models.resolve_model("embedded")
+    model_config = json.loads((Path(model_dir) / "config.json").read_text())
+    shape = flops.model_shape(model_config)
+    out_dir = Path(os.environ.get("BENCH_OUT", ROOT / "benchmarks" / "results"))
+    doc = Path(os.environ.get("BENCH_DOC", ROOT / "docs" / "benchmarks.md"))
+    work = Path(tempfile.mkdtemp(prefix="alignkit-bench-"))
+    print(f"benchmark settings {s}\nwork dir {work}")
+    cfg = {
+        **s,
+        "model_dir": model_dir,
+        "hidden_size": model_config["hidden_size"],
+        "intermediate_size": model_config["intermediate_size"],
+        "sft_data": str(data.write_jsonl(data.sft_rows(max(64, 4 * s["sft_steps"] + 16)), work / "sft.jsonl")),
+        "dpo_data": str(data.write_jsonl(data.preference_rows(4 * s["dpo_steps"]), work / "pairs.jsonl")),
+        "work": str(work),
+    }
+    cfg_path = work / "config.json"
+    cfg_path.write_text(json.dumps(cfg))
+    if "dpo" in s["sections"]:
+        cfg["sft_run"] = prepare_sft_run(cfg, work)
+        cfg_path.write_text(json.dumps(cfg))
+
+    variants = [v for section in s["sections"] for v in SECTIONS.get(section, [])]
+    reps: list[dict[str, dict[str, Any]]] = []
+    for rep in range(s["reps"]):
+        results = {v: run_variant(v, cfg_path, work, rep) for v in variants}
+        add_sft_figures(results, shape)
+        reps.append(results)
+    extra: dict[str, Any] = {}
+    if "loop" in s["sections"] and s["loop"]:
+        from benchmarks import loop
+
+        extra["loop"] = loop.demo_stages(work)
+    if "roundtrip" in s["sections"]:
+        from benchmarks import loop
+
+        extra["roundtrip"] = loop.roundtrip(s["roundtrip_records"], s["reps"])
+
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": s,
+        "model": {"dir": model_dir, **shape},
+        **summarise(reps),
+        **extra,
+        "repetitions": reps,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result_file = out_dir / f"{report['date'][:10]}.json"
+    result_file.write_text(json.dumps(report, indent=1))
+    doc.write_text(markdown(report))
+    print(json.dumps({"ratios": report["ratios"], **extra}, indent=1))
+    print(f"wrote {result_file} and {doc}")
+
+
+def prepare_sft_run(cfg: dict[str, Any], work: Path) -> str:
+    """The SFT run every DPO variant starts from (a few steps: only its adapter's shape matters here)."""
+    run_dir = work / "sft-parent"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alignkit.cli",
+            "sft",
+            "--data",
+            cfg["sft_data"],
+            "--max-steps",
+            "2",
+            "--out",
+            str(run_dir),
+            "--set",
+            "data.validation_split=0",
+        ],
+        check=True,
+        cwd=work,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+    )
+    return str(run_dir)
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_end": load,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+METHOD = [
+    "How: each variant runs in its own process (its peak RSS is its own) and the variants alternate within every",
+    "repetition. The same hooks time every trainer: rates count steps 2..n (step 1 is warm-up) from the batches each",
+    "`training_step` receives. *Real tokens* are non-pad tokens; *loss tokens* those the loss falls on (the replies).",
+    "*Real FLOPs* (`benchmarks/flops.py`): 4 x decoder linear params per real token (forward, and backward through",
+    "the frozen weights), 4 x LM-head params per loss token, 6 x LoRA params per token, and causal attention",
+    "(3 x 4 x layers x width per causal pair); MFU divides them by the fp32 matmul peak of the same repetition.",
+    "The plain scripts (`benchmarks/plain_trl_*.py`, `benchmarks/plain_generate.py`) are what TRL's and transformers'",
+    "docs show; the ceiling (`sft-ceiling` in `benchmarks/measure.py`) is a hand-written padding-free step with the LM",
+    "head only on loss positions: the least work a step can do.",
+]
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m, r, s = report["medians"], report["ratios"], report["settings"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured on {report['date']} on {report['machine']['cores']} CPU cores "
+        f"(load average {fmt(report['machine']['load_average_at_end'])} at the end of the run; figures are medians of "
+        f"{s['reps']} interleaved repetitions; ratios are taken within each repetition). Reproduce with `make bench`;"
+        " every repetition is in `benchmarks/results/`.",
+        "",
+        "## SFT throughput (embedded SmolLM2-135M, LoRA r=16 on all linear layers, batch 4, mixed-length chats)",
+        "",
+        "| variant | real tokens/s | loss tokens/s | step s | peak RSS MB | real GFLOP/s | MFU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    names = {
+        "sft-alignkit": "`alignkit sft` (defaults)",
+        "sft-trl-careful": "plain TRL, fp32, no gradient checkpointing",
+        "sft-trl-default": "plain TRL, defaults untouched",
+        "sft-ceiling": "ceiling: frozen-base fwd+bwd, no padding, no extra passes",
+    }
+    for v, name in names.items():
+        if v in m:
+            x = m[v]
+            lines.append(
+                f"| {name} | {fmt(x.get('tokens_per_s'), 1)} | {fmt(x.get('loss_tokens_per_s'), 1)} | "
+                f"{fmt(x.get('step_s'))} | {fmt(x.get('peak_rss_mb'), 0)} | {fmt(x.get('real_gflops'), 1)} | "
+                f"{fmt(x.get('mfu'))} |"
+            )
+    if "matmul-peak" in m:
+        lines += ["", f"fp32 matmul peak measured in the same run: {fmt(m['matmul-peak'].get('gflops'), 1)} GFLOP/s."]
+    lines += ["", *METHOD]
+    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += [f"| {k} | {fmt(v)} |" for k, v in r.items()]
+    dpo = {v: m[v] for v in ("dpo-alignkit", "dpo-alignkit-precompute", "dpo-trl-plain") if v in m}
+    if dpo:
+        lines += ["", "## DPO", "", "| variant | pairs/s (steps) | wall s (with load, precompute) | peak RSS MB |"]
+        lines += ["|---|---|---|---|"]
+        lines += [
+            f"| {v} | {fmt(x.get('pairs_per_s'), 3)} | {fmt(x.get('wall_s'), 0)} | {fmt(x.get('peak_rss_mb'), 0)} |"
+            for v, x in dpo.items()
+        ]
+    gen = {v: m[v] for v in ("gen-batched", "gen-sequential") if v in m}
+    if gen:
+        lines += ["", "## Generation", "", "| variant | completions/s | wall s |", "|---|---|---|"]
+        lines += [f"| {v} | {fmt(x.get('completions_per_s'))} | {fmt(x.get('wall_s'), 1)} |" for v, x in gen.items()]
+    if "loop" in report:
+        lines += ["", "## Full embedded loop (`alignkit demo`), seconds per stage", ""]
+        lines += ["| stage | s |", "|---|---|"] + [f"| {k} | {v} |" for k, v in report["loop"].items()]
+    if "roundtrip" in report:
+        lines += ["", "## Annotation round-trip (local Argilla)", "", "| step | s |", "|---|---|"]
+        lines += [f"| {k} | {fmt(v)} |" for k, v in report["roundtrip"].items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
