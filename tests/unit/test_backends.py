@@ -11,29 +11,27 @@ from alignkit.config import RLStageConfig
 from alignkit.errors import AlignkitError
 from alignkit.stages import rl
 from tests.conftest import run_cli, write_jsonl
+from tests.unit.test_bad_inputs import assert_one_line_error, invoke
 
 PROMPTS = [{"prompt": f"Say {i}."} for i in range(3)]
 VLLM_RUNS = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
 @pytest.mark.skipif(VLLM_RUNS, reason="vLLM can run here")
-def test_generate_with_vllm_where_it_cannot_run_is_one_error_before_loading(tmp_path, tiny_model):
+def test_generate_with_vllm_where_it_cannot_run_is_one_error_before_loading(tmp_path, tiny_model, capsys):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     out = tmp_path / "candidates.jsonl"
-    result = run_cli(
-        "generate", "--prompts", str(prompts), "--out", str(out), "--model", tiny_model, "--backend", "vllm"
-    )
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "vllm" in lines[0] and "--backend transformers" in lines[0]
+    argv = ["generate", "--prompts", str(prompts), "--out", str(out), "--model", tiny_model, "--backend", "vllm"]
+    code, err = invoke(argv, capsys)
+    assert_one_line_error(code, err, ["vllm", "--backend transformers"])
     assert not out.exists()
 
 
-def test_unknown_backend_names_the_choices(tmp_path, tiny_model):
+def test_unknown_backend_names_the_choices(tmp_path, capsys):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
-    result = run_cli("generate", "--prompts", str(prompts), "--out", str(tmp_path / "c.jsonl"), "--backend", "tgi")
-    assert result.returncode == 2 and "unknown generation backend 'tgi'" in result.stderr
-    assert "transformers, vllm" in result.stderr
+    argv = ["generate", "--prompts", str(prompts), "--out", str(tmp_path / "c.jsonl"), "--backend", "tgi"]
+    code, err = invoke(argv, capsys)
+    assert_one_line_error(code, err, ["unknown generation backend 'tgi'", "transformers, vllm"])
 
 
 def test_transformers_backend_is_the_default_and_writes_candidates(tmp_path, tiny_model):

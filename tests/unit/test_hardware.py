@@ -11,6 +11,7 @@ from alignkit import models, training
 from alignkit.config import RLStageConfig
 from alignkit.errors import AlignkitError
 from tests.conftest import run_cli
+from tests.unit.test_bad_inputs import assert_one_line_error, invoke
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU paths")
 
@@ -25,12 +26,12 @@ pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no
         ("trainer.use_liger_kernel=true", "needs a CUDA GPU"),
     ],
 )
-def test_gpu_flag_without_a_gpu_is_one_error_and_no_run_dir(setting, expected, tmp_path, chat_file, tiny_model):
+def test_gpu_flag_without_a_gpu_is_one_error_and_no_run_dir(setting, expected, tmp_path, chat_file, tiny_model, capsys):
     out = tmp_path / "run"
-    result = run_cli("sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(out), "--set", setting)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0] and "fix:" in lines[0]
+    code, err = invoke(
+        ["sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(out), "--set", setting], capsys
+    )
+    assert_one_line_error(code, err, [expected, "fix:"])
     assert not out.exists()
 
 

@@ -104,14 +104,14 @@ def test_dpo_reward_margin_and_win_rate_curves(tracked_sft, tmp_path):
         assert len(scalars[tag]) == 2, tag
 
 
-def test_unknown_tracker_name_is_one_clear_error(tiny_model, tmp_path):
+def test_unknown_tracker_name_is_one_clear_error(tiny_model, tmp_path, capsys):
+    from tests.unit.test_bad_inputs import assert_one_line_error, invoke
+
     data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
-    result = run_cli(
-        "sft", "--data", str(data), "--model", tiny_model, "--out", str(tmp_path / "run"),
-        "--set", "trainer.report_to=tensorbored",
-    )  # fmt: skip
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "tensorbored" in result.stderr and not (tmp_path / "run").exists()
+    argv = ["sft", "--data", str(data), "--model", tiny_model, "--out", str(tmp_path / "run")]
+    code, err = invoke([*argv, "--set", "trainer.report_to=tensorbored"], capsys)
+    assert_one_line_error(code, err, ["tensorbored", "tensorboard"])
+    assert not (tmp_path / "run").exists()
 
 
 def test_rl_reward_and_kl_curves(tracked_sft, tmp_path):
