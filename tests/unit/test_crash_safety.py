@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,8 +66,19 @@ def train_args(data: Path, model: str, out: Path) -> list[str]:
 
 
 def kill(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+@contextmanager
+def training(command: list[str]) -> Iterator[subprocess.Popen]:
+    """A training subprocess that is killed however the test ends (a failed assertion must not leave it running)."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        kill(proc)
 
 
 def logged_loss_steps(out: Path) -> list[int]:
@@ -87,16 +100,11 @@ def assert_resumes_to_the_end(out: Path) -> runs.Run:
 
 def test_kill_during_checkpoint_save_is_detected_and_resume_reaches_the_same_step(tmp_path, tiny_model, chat_file):
     out, marker = tmp_path / "run", tmp_path / "saving"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(chat_file, tiny_model, out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 240
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), "the run never reached the stalled checkpoint save"
-    kill(proc)
+    with training([sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(chat_file, tiny_model, out)]) as proc:
+        deadline = time.time() + 240
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the run never reached the stalled checkpoint save"
     half_written = Path(marker.read_text())
     assert (half_written / "optimizer.pt").is_file() and not (half_written / "trainer_state.json").exists()
 
@@ -118,17 +126,15 @@ def test_kill_at_random_points_then_resume_always_finishes(tmp_path, tiny_model,
     command = [sys.executable, "-m", "alignkit.cli", *train_args(chat_file, tiny_model, out)]
     killed = 0
     for attempt in range(3):
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # wait until training has started (a manifest and a first logged step), then a random moment more
-        deadline = time.time() + 240
-        while proc.poll() is None and time.time() < deadline:
-            if (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip():
-                break
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.5))
-        if proc.poll() is not None:
-            break  # finished before this kill: nothing to resume
-        kill(proc)
+        with training(command) as proc:
+            # wait until training has started (a manifest and a first logged step), then a random moment more
+            deadline = time.time() + 240
+            while proc.poll() is None and time.time() < deadline:
+                if (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip():
+                    break
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 1.5))
+            assert proc.poll() is None, "the run finished before it could be killed"
         killed += 1
         assert not runs.Run(out).complete, "a killed run never looks complete"
         command = [sys.executable, "-m", "alignkit.cli", "sft", "--resume", "--out", str(out)]
@@ -136,7 +142,7 @@ def test_kill_at_random_points_then_resume_always_finishes(tmp_path, tiny_model,
             # a kill before the first checkpoint still resumes (from the start)
             assert (out / "manifest.json").is_file()
     assert killed >= 1
-    assert_resumes_to_the_end(out)
+    assert_resumes_to_the_end(out)  # a run that finished before its kill would fail here: `already complete`
 
 
 def damaged_run(tmp_path: Path, steps: list[int]) -> runs.Run:
