@@ -11,10 +11,15 @@ from alignkit import demo, runs
 pytestmark = pytest.mark.argilla
 
 
-def test_demo_loop_writes_report_with_every_figure(tmp_path, tiny_model, argilla_server, monkeypatch):
-    # Point the loop at the session's server as if it were a remote deployment (the ARGILLA_API_URL path).
+@pytest.fixture
+def remote_argilla(argilla_server, monkeypatch):
+    """The session's server, reached as if it were a remote deployment (the ARGILLA_API_URL path)."""
     monkeypatch.setenv("ARGILLA_API_URL", argilla_server.url)
     monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.api_key)
+    return argilla_server
+
+
+def test_demo_loop_writes_report_with_every_figure(tmp_path, tiny_model, remote_argilla):
     cfg = demo.DemoConfig(
         out=str(tmp_path / "demo"),
         model=tiny_model,
@@ -42,9 +47,7 @@ def test_demo_loop_writes_report_with_every_figure(tmp_path, tiny_model, argilla
     assert lineage == ["sft", "dpo"]
 
 
-def test_second_round_rates_the_dpo_policys_least_certain_prompts(tmp_path, tiny_model, argilla_server, monkeypatch):
-    monkeypatch.setenv("ARGILLA_API_URL", argilla_server.url)
-    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.api_key)
+def test_second_round_rates_the_dpo_policys_least_certain_prompts(tmp_path, tiny_model, remote_argilla):
     cfg = demo.DemoConfig(
         out=str(tmp_path / "demo"),
         model=tiny_model,
