@@ -33,7 +33,7 @@ def figures(tiny_model, argilla_server, tmp_path_factory) -> dict[str, dict[str,
         env.setenv("ALIGNKIT_NB_MODEL", tiny_model)
         env.setenv("ALIGNKIT_NB_STEPS", "2")
         env.setenv("ALIGNKIT_NB_LIMIT", "6")
-        env.setenv("ALIGNKIT_NB_MAX_NEW_TOKENS", "8")
+        env.setenv("ALIGNKIT_NB_MAX_NEW_TOKENS", "24")  # long enough for unequal lengths (no all-tie round)
         env.setenv("ALIGNKIT_NB_WORK", str(work))
         env.setenv("ARGILLA_API_URL", argilla_server.url)
         env.setenv("ARGILLA_API_KEY", argilla_server.api_key)
@@ -74,4 +74,4 @@ def test_evaluate_notebook_compares_every_run_with_sft(figures):
 def test_full_loop_notebook_reports_the_figures(figures):
     report = figures["00_full_loop"]
     assert 0 <= report["win_rate_vs_sft"] <= 1 and report["forgetting_ppl_ratio"] > 0
-    assert set(report["runs"]) == {"sft", "reward", "dpo"}
+    assert set(report["runs"]) == {"sft", "reward", "dpo", "rl"}
