@@ -7,7 +7,8 @@ from environment variables so a run fits the time there is (defaults: ~20 minute
 - BENCH_SFT_STEPS (12); BENCH_SFT_STEPS_TRL_DEFAULT (3: TRL's defaults emulate bf16 on CPUs without it, slow steps)
 - BENCH_DPO_STEPS (8); BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48)
 - BENCH_LOOP (0; 1 runs `alignkit demo` once, ~10 min), BENCH_LOOP_ARGS (extra `alignkit demo` flags)
-- BENCH_ROUNDTRIP_RECORDS (1000); BENCH_OUT (results dir), BENCH_DOC (markdown path)
+- BENCH_ROUNDTRIP_RECORDS (1000); BENCH_SKIP (variants to leave out, e.g. sft-trl-default)
+- BENCH_OUT (results dir), BENCH_DOC (markdown path)
 """
 
 from __future__ import annotations
@@ -146,7 +147,8 @@ def main() -> None:
         cfg["sft_run"] = prepare_sft_run(cfg, work)
         cfg_path.write_text(json.dumps(cfg))
 
-    variants = [v for section in s["sections"] for v in SECTIONS.get(section, [])]
+    skip = os.environ.get("BENCH_SKIP", "").split(",")
+    variants = [v for section in s["sections"] for v in SECTIONS.get(section, []) if v not in skip]
     reps: list[dict[str, dict[str, Any]]] = []
     for rep in range(s["reps"]):
         results = {v: run_variant(v, cfg_path, work, rep) for v in variants}
