@@ -94,7 +94,8 @@ def add_sft_figures(rep: dict[str, dict[str, Any]], shape: dict[str, int]) -> No
 def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Median of every figure per variant, and ratios taken within each repetition (then their median)."""
     variants = sorted({v for rep in reps for v in rep})
-    keys = ["tokens_per_s", "loss_tokens_per_s", "step_s", "peak_rss_mb", "mfu", "real_gflops", "gflops"]
+    keys = ["tokens_per_s", "tokens_per_cpu_s", "loss_tokens_per_s", "step_s", "peak_rss_mb", "mfu", "real_gflops"]
+    keys += ["gflops"]
     keys += ["rows_per_s", "pairs_per_s", "completions_per_s", "wall_s"]
     medians = {v: {k: median([rep[v] for rep in reps if v in rep], k) for k in keys} for v in variants}
     medians = {v: {k: x for k, x in m.items() if x is not None} for v, m in medians.items()}
@@ -107,6 +108,8 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
     ratios = {
         "sft_tokens_per_s_vs_trl_careful": ratio("sft-alignkit", "sft-trl-careful", "tokens_per_s"),
+        "sft_tokens_per_cpu_s_vs_trl_careful": ratio("sft-alignkit", "sft-trl-careful", "tokens_per_cpu_s"),
+        "sft_tokens_per_cpu_s_vs_ceiling": ratio("sft-alignkit", "sft-ceiling", "tokens_per_cpu_s"),
         "sft_tokens_per_s_vs_trl_default": ratio("sft-alignkit", "sft-trl-default", "tokens_per_s"),
         "sft_tokens_per_s_vs_ceiling": ratio("sft-alignkit", "sft-ceiling", "tokens_per_s"),
         "sft_trl_careful_vs_ceiling": ratio("sft-trl-careful", "sft-ceiling", "tokens_per_s"),
@@ -252,8 +255,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## SFT throughput (embedded SmolLM2-135M, LoRA r=16 on all linear layers, batch 4, mixed-length chats)",
         "",
-        "| variant | real tokens/s | loss tokens/s | step s | peak RSS MB | real GFLOP/s | MFU |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | real tokens/s | real tokens/CPU-s | loss tokens/s | step s | peak RSS MB | real GFLOP/s | MFU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     names = {
         "sft-alignkit": "`alignkit sft` (defaults)",
@@ -265,7 +268,8 @@ def markdown(report: dict[str, Any]) -> str:
         if v in m:
             x = m[v]
             lines.append(
-                f"| {name} | {fmt(x.get('tokens_per_s'), 1)} | {fmt(x.get('loss_tokens_per_s'), 1)} | "
+                f"| {name} | {fmt(x.get('tokens_per_s'), 1)} | {fmt(x.get('tokens_per_cpu_s'), 1)} | "
+                f"{fmt(x.get('loss_tokens_per_s'), 1)} | "
                 f"{fmt(x.get('step_s'))} | {fmt(x.get('peak_rss_mb'), 0)} | {fmt(x.get('real_gflops'), 1)} | "
                 f"{fmt(x.get('mfu'))} |"
             )
