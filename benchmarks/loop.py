@@ -48,9 +48,10 @@ def candidates_file(path: Path, records: int) -> Path:
     with open(path, "w") as f:
         for i in range(records):
             prompt = [{"role": "user", "content": f"Question number {i}: how do plants grow?"}]
+            # a short and a much longer answer: the `concise` annotator always sees a difference (no ties)
             texts = [
-                f"Plants grow with light and water ({i}).",
-                f"With sunlight, water and nutrients, plants grow ({i}).",
+                f"Light and water ({i}).",
+                f"Plants grow when they get enough sunlight, water, air and nutrients from the soil ({i}).",
             ]
             row = {"prompt_id": f"p{i}", "prompt": prompt, "candidates": [{"text": t} for t in texts]}
             f.write(json.dumps(row) + "\n")
@@ -59,7 +60,8 @@ def candidates_file(path: Path, records: int) -> Path:
 
 def roundtrip(records: int, reps: int) -> dict[str, float]:
     """Median seconds: push `records` records, until the annotator sees them all, rate them all, pull them to pairs."""
-    figures: dict[str, list[float]] = {"push_s": [], "visible_s": [], "rate_s": [], "pull_s": [], "pairs": []}
+    keys = ("push_s", "visible_s", "rate_s", "pull_s", "pairs", "ties")
+    figures: dict[str, list[float]] = {key: [] for key in keys}
     with tempfile.TemporaryDirectory(prefix="alignkit-bench-argilla-") as tmp:
         started = time.perf_counter()
         with server.start(data_dir=Path(tmp) / "argilla") as local:
@@ -85,5 +87,6 @@ def roundtrip(records: int, reps: int) -> dict[str, float]:
                 pulled = pull.pull(name, "bench", client=owner)
                 figures["pull_s"].append(time.perf_counter() - t2)
                 figures["pairs"].append(len(pulled.pairs))
+                figures["ties"].append(pulled.summary["ties"])
     summary = {key: statistics.median(values) for key, values in figures.items()}
     return {"records": records, "server_start_s": server_start_s, **summary}

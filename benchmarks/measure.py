@@ -35,7 +35,7 @@ def install_hooks() -> None:
 
     def timed_on_step_end(self: Any, *args: Any, **kwargs: Any) -> Any:
         if STEPS:
-            STEPS[-1]["end"] = time.perf_counter()
+            STEPS[-1]["end"], STEPS[-1]["cpu"] = time.perf_counter(), time.process_time()
         return on_step_end(self, *args, **kwargs)
 
     transformers.Trainer.training_step = counted_training_step
@@ -74,11 +74,15 @@ def steady_state(steps: list[dict[str, Any]]) -> dict[str, Any]:
     seconds = timed[-1]["end"] - timed[0]["end"]
     counted = timed[1:]
     out: dict[str, Any] = {"steps_timed": len(counted), "seconds": seconds, "step_s": seconds / len(counted)}
+    # CPU seconds of this process (all its threads): robust to other processes taking turns on the cores
+    cpu_seconds = timed[-1]["cpu"] - timed[0]["cpu"]
+    out["cpu_seconds"] = cpu_seconds
     out["rows_per_s"] = sum(s["rows"] for s in counted) / seconds
     if "tokens" in counted[0]:
         for key in ("tokens", "loss_tokens", "computed_tokens"):
             out[key] = sum(s[key] for s in counted)
             out[f"{key}_per_s"] = out[key] / seconds
+        out["tokens_per_cpu_s"] = out["tokens"] / cpu_seconds
         out["lengths"] = [n for s in counted for n in s["lengths"]]
     return out
 
@@ -153,6 +157,7 @@ def sft_ceiling(cfg: dict[str, Any], work: Path) -> None:
                 "computed_tokens": sum(lengths),
                 "lengths": lengths,
                 "end": time.perf_counter(),
+                "cpu": time.process_time(),
             }
         )
 
@@ -260,6 +265,7 @@ def main() -> None:
     started = time.perf_counter()
     extra = VARIANTS[variant](cfg, work) or {}
     result = {"variant": variant, "wall_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), **extra}
+    result["torch_threads"] = torch.get_num_threads()  # at the end: a library that changed it would show here
     if STEPS:
         result |= steady_state(STEPS)
     result_path.write_text(json.dumps(result))

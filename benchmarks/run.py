@@ -7,7 +7,8 @@ from environment variables so a run fits the time there is (defaults: ~20 minute
 - BENCH_SFT_STEPS (12); BENCH_SFT_STEPS_TRL_DEFAULT (3: TRL's defaults emulate bf16 on CPUs without it, slow steps)
 - BENCH_DPO_STEPS (8); BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48)
 - BENCH_LOOP (0; 1 runs `alignkit demo` once, ~10 min), BENCH_LOOP_ARGS (extra `alignkit demo` flags)
-- BENCH_ROUNDTRIP_RECORDS (1000); BENCH_OUT (results dir), BENCH_DOC (markdown path)
+- BENCH_ROUNDTRIP_RECORDS (1000); BENCH_SKIP (variants to leave out, e.g. sft-trl-default)
+- BENCH_OUT (results dir), BENCH_DOC (markdown path)
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def add_sft_figures(rep: dict[str, dict[str, Any]], shape: dict[str, int]) -> No
 def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Median of every figure per variant, and ratios taken within each repetition (then their median)."""
     variants = sorted({v for rep in reps for v in rep})
-    keys = ["tokens_per_s", "loss_tokens_per_s", "step_s", "peak_rss_mb", "mfu", "real_gflops", "gflops"]
+    keys = ["tokens_per_s", "tokens_per_cpu_s", "loss_tokens_per_s", "step_s", "peak_rss_mb", "mfu", "real_gflops"]
+    keys += ["gflops"]
     keys += ["rows_per_s", "pairs_per_s", "completions_per_s", "wall_s"]
     medians = {v: {k: median([rep[v] for rep in reps if v in rep], k) for k in keys} for v in variants}
     medians = {v: {k: x for k, x in m.items() if x is not None} for v, m in medians.items()}
@@ -106,6 +108,8 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
     ratios = {
         "sft_tokens_per_s_vs_trl_careful": ratio("sft-alignkit", "sft-trl-careful", "tokens_per_s"),
+        "sft_tokens_per_cpu_s_vs_trl_careful": ratio("sft-alignkit", "sft-trl-careful", "tokens_per_cpu_s"),
+        "sft_tokens_per_cpu_s_vs_ceiling": ratio("sft-alignkit", "sft-ceiling", "tokens_per_cpu_s"),
         "sft_tokens_per_s_vs_trl_default": ratio("sft-alignkit", "sft-trl-default", "tokens_per_s"),
         "sft_tokens_per_s_vs_ceiling": ratio("sft-alignkit", "sft-ceiling", "tokens_per_s"),
         "sft_trl_careful_vs_ceiling": ratio("sft-trl-careful", "sft-ceiling", "tokens_per_s"),
@@ -146,7 +150,8 @@ def main() -> None:
         cfg["sft_run"] = prepare_sft_run(cfg, work)
         cfg_path.write_text(json.dumps(cfg))
 
-    variants = [v for section in s["sections"] for v in SECTIONS.get(section, [])]
+    skip = os.environ.get("BENCH_SKIP", "").split(",")
+    variants = [v for section in s["sections"] for v in SECTIONS.get(section, []) if v not in skip]
     reps: list[dict[str, dict[str, Any]]] = []
     for rep in range(s["reps"]):
         results = {v: run_variant(v, cfg_path, work, rep) for v in variants}
@@ -250,8 +255,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## SFT throughput (embedded SmolLM2-135M, LoRA r=16 on all linear layers, batch 4, mixed-length chats)",
         "",
-        "| variant | real tokens/s | loss tokens/s | step s | peak RSS MB | real GFLOP/s | MFU |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | real tokens/s | real tokens/CPU-s | loss tokens/s | step s | peak RSS MB | real GFLOP/s | MFU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     names = {
         "sft-alignkit": "`alignkit sft` (defaults)",
@@ -263,7 +268,8 @@ def markdown(report: dict[str, Any]) -> str:
         if v in m:
             x = m[v]
             lines.append(
-                f"| {name} | {fmt(x.get('tokens_per_s'), 1)} | {fmt(x.get('loss_tokens_per_s'), 1)} | "
+                f"| {name} | {fmt(x.get('tokens_per_s'), 1)} | {fmt(x.get('tokens_per_cpu_s'), 1)} | "
+                f"{fmt(x.get('loss_tokens_per_s'), 1)} | "
                 f"{fmt(x.get('step_s'))} | {fmt(x.get('peak_rss_mb'), 0)} | {fmt(x.get('real_gflops'), 1)} | "
                 f"{fmt(x.get('mfu'))} |"
             )

@@ -83,6 +83,9 @@ def use_padding_free(trainer: Any, peft_config: Any) -> None:
         return
     if isinstance(collator, DataCollatorForLanguageModeling):
         collator.padding_free = True
+        if args.include_num_input_tokens_seen == "non_padding" and collator.pad_to_multiple_of is None:
+            # Every token of the row is real; "non_padding" would count ids != pad, dropping each EOS when pad == EOS.
+            args.include_num_input_tokens_seen = "all"
 
 
 def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str]]:

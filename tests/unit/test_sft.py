@@ -163,6 +163,8 @@ def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tmp_path, ti
     sft.use_padding_free(trainer, trainer.model.peft_config["default"])
     flat = trainer.data_collator(rows)
     assert flat["input_ids"].shape == (1, int(padded["attention_mask"].sum()))  # one row, real tokens only
+    trainer._track_num_input_tokens(flat)  # metrics.json `train_tokens`: every real token, EOS (== pad) included
+    assert trainer.state.num_input_tokens_seen == flat["input_ids"].numel()
     padded_loss, padded_grads = loss_and_grads(padded)
     flat_loss, flat_grads = loss_and_grads(flat)
     torch.testing.assert_close(flat_loss, padded_loss, rtol=1e-5, atol=1e-6)
