@@ -130,7 +130,7 @@ def candidates(
     top_p: float = 0.95,
     max_new_tokens: int = 128,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: int = 16,
     limit: int | None = None,
     overwrite: bool = False,
 ) -> Path:

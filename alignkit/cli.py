@@ -191,7 +191,7 @@ def generate_command(
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling.")] = 0.95,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per candidate.")] = 128,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per generate call.")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per generate call.")] = 16,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
     overwrite: Overwrite = False,
     backend: Annotated[str, typer.Option(help="transformers | vllm (CUDA GPUs, vllm installed).")] = "transformers",

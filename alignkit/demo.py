@@ -47,8 +47,8 @@ class DemoConfig:
     temperature: float = 0.8
     top_p: float = 0.95
     sft_steps: int = 12
-    reward_steps: int = 24
-    dpo_steps: int = 16
+    reward_steps: int = 32
+    dpo_steps: int = 12
     rl_steps: int = 3  # a short GRPO from the DPO policy against the reward model; 0 skips it
     # Round 2+: candidates from the DPO policy; annotators rate the `round_records` prompts the reward model is least
     # sure about; reward and DPO retrain on every round's pairs.
@@ -196,7 +196,7 @@ def collect_round(
         n=cfg.candidates,
         from_run=str(policy.path),
         sampling=generate.Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed + round_number - 1),
-        batch_size=8,
+        batch_size=16,  # 64 sequences per call: ~35 % faster per prompt than 32 on 2 CPU cores
         overwrite=True,
     )
     suffix = "" if round_number == 1 else f"-round-{round_number}"

@@ -108,7 +108,7 @@ def candidates(
     n: int,
     sampling: Sampling,
     source: dict[str, str],
-    batch_size: int = 8,
+    batch_size: int = 16,
     max_attempts: int = 3,
 ) -> list[dict[str, Any]]:
     """N distinct candidates per prompt (identical samples are dropped and resampled up to `max_attempts` times)."""
@@ -178,7 +178,7 @@ def run(
     from_run: str | None = None,
     model_name: str | None = None,
     sampling: Sampling | None = None,
-    batch_size: int = 8,
+    batch_size: int = 16,
     limit: int | None = None,
     overwrite: bool = False,
     backend: str = "transformers",
