@@ -48,7 +48,7 @@ class DemoConfig:
     top_p: float = 0.95
     sft_steps: int = 12
     reward_steps: int = 32
-    dpo_steps: int = 12
+    dpo_steps: int = 16
     rl_steps: int = 3  # a short GRPO from the DPO policy against the reward model; 0 skips it
     # Round 2+: candidates from the DPO policy; annotators rate the `round_records` prompts the reward model is least
     # sure about; reward and DPO retrain on every round's pairs.
