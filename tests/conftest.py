@@ -114,3 +114,27 @@ def argilla_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     with server.start(data_dir=tmp_path_factory.mktemp("argilla-data")) as argilla:
         yield argilla
+
+
+def train_sft_and_dpo(root: Path, model: str, sft_steps: int) -> Path:
+    """`root/runs/sft` (a LoRA on `model`, `sft_steps` steps), `root/runs/dpo` (2 steps continuing it); the runs dir."""
+    import alignkit
+
+    tiny = {"per_device_train_batch_size": 4, "logging_steps": 1, "eval_steps": 2, "learning_rate": 1e-2}
+    write_jsonl(root / "chat.jsonl", CHAT_ROWS)
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    pairs = [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
+    write_jsonl(root / "pairs.jsonl", pairs)
+    sft = alignkit.sft(
+        data={"paths": [str(root / "chat.jsonl")]},
+        model={"name": model},
+        out=str(root / "runs" / "sft"),
+        trainer={"max_steps": sft_steps, **tiny},
+    )
+    alignkit.dpo(
+        data={"paths": [str(root / "pairs.jsonl")]},
+        from_run=str(sft.path),
+        out=str(root / "runs" / "dpo"),
+        trainer={"max_steps": 2, **tiny},
+    )
+    return root / "runs"

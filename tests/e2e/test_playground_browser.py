@@ -16,16 +16,14 @@ from typing import Any
 import argilla as rg
 import pytest
 
-import alignkit
 from alignkit import playground, serve
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback import client
-from tests.conftest import CHAT_ROWS, write_jsonl
+from tests.conftest import train_sft_and_dpo
 
 pytestmark = pytest.mark.filterwarnings("ignore:.* not found:UserWarning")
 ADMIN, PASSWORD, WORKSPACE = "pg-admin", "pg-admin-password", "e2e-playground"
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "playground.png"
-TINY = {"per_device_train_batch_size": 4, "logging_steps": 1, "eval_steps": 2}
 PROMPT = "How do I keep a compost pile healthy?"
 
 
@@ -34,26 +32,7 @@ def runs_dir(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> tuple
     """(runs dir with `sft` and `dpo` runs, their base model)."""
     if os.environ.get("ALIGNKIT_SCREENSHOT_RUNS"):
         return Path(os.environ["ALIGNKIT_SCREENSHOT_RUNS"]), os.environ.get("ALIGNKIT_SCREENSHOT_MODEL", "embedded")
-    root = tmp_path_factory.mktemp("playground-e2e")
-    write_jsonl(root / "chat.jsonl", CHAT_ROWS)
-    rejected = [{"role": "assistant", "content": "No idea."}]
-    write_jsonl(
-        root / "pairs.jsonl",
-        [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS],
-    )
-    sft = alignkit.sft(
-        data={"paths": [str(root / "chat.jsonl")]},
-        model={"name": tiny_model},
-        out=str(root / "runs" / "sft"),
-        trainer={"max_steps": 2, "learning_rate": 1e-2, **TINY},
-    )
-    alignkit.dpo(
-        data={"paths": [str(root / "pairs.jsonl")]},
-        from_run=str(sft.path),
-        out=str(root / "runs" / "dpo"),
-        trainer={"max_steps": 2, "learning_rate": 1e-2, **TINY},
-    )
-    return root / "runs", tiny_model
+    return train_sft_and_dpo(tmp_path_factory.mktemp("playground-e2e"), tiny_model, sft_steps=2), tiny_model
 
 
 @pytest.fixture(scope="module")

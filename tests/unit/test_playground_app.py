@@ -11,15 +11,13 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-import alignkit
 from alignkit import dashboard, models
 from alignkit import playground as pg
 from alignkit.errors import AlignkitError
 from alignkit.generate import Sampling
-from tests.conftest import CHAT_ROWS, write_jsonl
+from tests.conftest import CHAT_ROWS, train_sft_and_dpo
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
-TINY = {"per_device_train_batch_size": 4, "logging_steps": 1, "eval_steps": 2}
 SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, seed=3)
 
 
@@ -27,25 +25,10 @@ SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, seed=3)
 def runs_dir(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """runs/sft (LoRA on the tiny base), runs/dpo (continues the SFT adapter), runs/broken (damaged manifest)."""
     root = tmp_path_factory.mktemp("playground")
-    write_jsonl(root / "chat.jsonl", CHAT_ROWS)
-    rejected = [{"role": "assistant", "content": "No idea."}]
-    pairs = [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
-    write_jsonl(root / "pairs.jsonl", pairs)
-    sft = alignkit.sft(
-        data={"paths": [str(root / "chat.jsonl")]},
-        model={"name": tiny_model},
-        out=str(root / "runs" / "sft"),
-        trainer={"max_steps": 3, "learning_rate": 1e-2, **TINY},
-    )
-    alignkit.dpo(
-        data={"paths": [str(root / "pairs.jsonl")]},
-        from_run=str(sft.path),
-        out=str(root / "runs" / "dpo"),
-        trainer={"max_steps": 2, "learning_rate": 1e-2, **TINY},
-    )
-    (root / "runs" / "broken").mkdir()
-    (root / "runs" / "broken" / "manifest.json").write_text("{not json")
-    return root / "runs"
+    runs = train_sft_and_dpo(root, tiny_model, sft_steps=3)
+    (runs / "broken").mkdir()
+    (runs / "broken" / "manifest.json").write_text("{not json")
+    return runs
 
 
 def test_model_list_is_the_base_then_runs_with_lineage_metrics_and_broken_ones_explained(runs_dir, tiny_model):
