@@ -177,6 +177,30 @@ class RunMetricsCallback(TrainerCallback):
             self.run.log_metrics({"step": state.global_step, "epoch": state.epoch, **logs})
 
 
+def score_only_loss_positions() -> None:
+    """Make TRL's fused LM head score only the positions the loss falls on, on every device.
+
+    TRL's SFT, DPO, KTO and GRPO trainers project hidden states through the LM head in tiles. On Triton devices they
+    first drop the positions without a label (prompt and pad tokens); elsewhere they score every position, so that
+    compilers for static shapes (Neuron) see one tile shape (`trl/trainer/utils.py:add_fused_lm_head`). In eager CPU
+    training that is LM-head work, forward and backward, on tokens the loss masks out anyway (a third of the tokens of
+    SFT chat data). Same loss and gradients (`tests/unit/test_sft.py`); a no-op on TRL versions without the switch.
+    """
+    try:
+        from trl.trainer import utils as trl_utils
+    except ImportError:  # pragma: no cover - TRL's layout changed
+        return
+    uses_triton = getattr(trl_utils, "_use_triton", None)
+    if uses_triton is None or getattr(uses_triton, "alignkit_compact", False):
+        return
+
+    def compact_on_cpu(device: Any) -> bool:
+        return device.type == "cpu" or uses_triton(device)
+
+    compact_on_cpu.alignkit_compact = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact_on_cpu
+
+
 def train_and_save(
     trainer: Any,
     run: runs.Run,
@@ -188,6 +212,7 @@ def train_and_save(
     `final_metrics(trainer)` adds figures of the trained model (e.g. reward calibration) before the run is finished.
     """
     checkpoint = run.last_checkpoint()
+    score_only_loss_positions()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics: dict[str, Any] = {
         "train_runtime": result.metrics.get("train_runtime"),

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import alignkit
-from alignkit import data, models, runs
+from alignkit import data, models, runs, training
 from alignkit.config import SFTStageConfig, load_config
 from alignkit.stages import sft
 from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_cli, write_jsonl
@@ -275,3 +275,53 @@ def test_peft_methods_by_name(method, tmp_path, tiny_model, chat_file):
     assert (run.path / ("model" if method == "full" else "adapter")).is_dir()
     model, _ = run.load_model()
     assert model is not None
+
+
+def test_loss_positions_only_head_gives_the_same_loss_and_gradients(tmp_path, tiny_model, monkeypatch):
+    import torch
+    from trl.trainer import utils as trl_utils
+
+    cfg = load_config(SFTStageConfig, values={"model": {"name": tiny_model}})
+    precision = models.pick_precision()
+    tokenizer = models.load_tokenizer(cfg.model)
+    model = models.load_base(cfg.model, precision)
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"A longer question number {i}?"},
+                {"role": "assistant", "content": a},
+            ]
+        }
+        for i, a in enumerate(["Five.", "It is five, since two plus three makes five."])
+    ]
+    args = sft.sft_args(cfg, tmp_path, False, precision)
+    trainer = sft.build_trainer(args, model, tokenizer, models.peft_config(cfg.peft), data.prompt_completion(rows), [])
+    trainer.model.eval()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    scored = []
+    original_forward = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting_apply(hidden, *rest):
+        scored.append(hidden.shape[0])
+        return original_forward(hidden, *rest)
+
+    def loss_and_grads():
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
+    from trl.kernels import chunked_logprob
+
+    # TRL's own switch, whether or not a training run earlier in this process already applied alignkit's
+    monkeypatch.setattr(trl_utils, "_use_triton", chunked_logprob._use_triton)
+    every_loss, every_grads = loss_and_grads()
+    training.score_only_loss_positions()
+    training.score_only_loss_positions()  # idempotent
+    compact_loss, compact_grads = loss_and_grads()
+    loss_positions = int((batch["labels"][:, 1:] != -100).sum())
+    assert scored == [batch["input_ids"][:, 1:].numel(), loss_positions]  # the prompt tokens are no longer scored
+    torch.testing.assert_close(compact_loss, every_loss, rtol=1e-5, atol=1e-6)
+    for compact_grad, every_grad in zip(compact_grads, every_grads, strict=True):
+        torch.testing.assert_close(compact_grad, every_grad, rtol=1e-4, atol=1e-6)
