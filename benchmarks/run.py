@@ -1,12 +1,13 @@
 """`make bench`: every variant in its own process, interleaved (A B C, A B C, ...) so load drifts hit all alike.
 
 Writes `benchmarks/results/<date>.json` (every repetition) and `docs/benchmarks.md` (medians and ratios). Sizes come
-from environment variables so a run fits the time there is (defaults: ~20 minutes on a quiet 2-core CPU):
+from environment variables so a run fits the time there is (defaults: ~30 minutes on a quiet 2-core CPU, a third of
+it the demo loop):
 
 - BENCH_REPS (3), BENCH_SECTIONS (sft,dpo,gen,loop,roundtrip)
 - BENCH_SFT_STEPS (12); BENCH_SFT_STEPS_TRL_DEFAULT (3: TRL's defaults emulate bf16 on CPUs without it, slow steps)
 - BENCH_DPO_STEPS (8); BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48)
-- BENCH_LOOP (0; 1 runs `alignkit demo` once, ~10 min), BENCH_LOOP_ARGS (extra `alignkit demo` flags)
+- BENCH_LOOP (1: runs `alignkit demo` once, ~10 min; 0 skips it), BENCH_LOOP_ARGS (extra `alignkit demo` flags)
 - BENCH_ROUNDTRIP_RECORDS (1000); BENCH_SKIP (variants to leave out, e.g. sft-trl-default)
 - BENCH_OUT (results dir), BENCH_DOC (markdown path)
 """
@@ -48,7 +49,7 @@ def settings() -> dict[str, Any]:
         "gen_prompts": env_int("BENCH_GEN_PROMPTS", 16),
         "gen_n": env_int("BENCH_GEN_N", 4),
         "gen_tokens": env_int("BENCH_GEN_TOKENS", 48),
-        "loop": env_int("BENCH_LOOP", 0),
+        "loop": env_int("BENCH_LOOP", 1),
         "roundtrip_records": env_int("BENCH_ROUNDTRIP_RECORDS", 1000),
     }
 
@@ -171,7 +172,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "settings": s,
-        "model": {"dir": model_dir, **shape},
+        "model": {"dir": model_dir, **shape, "weights_mb": weights_mb(Path(model_dir))},
         **summarise(reps),
         **extra,
         "repetitions": reps,
@@ -182,6 +183,11 @@ def main() -> None:
     doc.write_text(markdown(report))
     print(json.dumps({"ratios": report["ratios"], **extra}, indent=1))
     print(f"wrote {result_file} and {doc}")
+
+
+def weights_mb(model_dir: Path) -> float:
+    """One copy of the model's weights in memory as stored (fp32 safetensors for the embedded model), in MB."""
+    return sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 2**20
 
 
 def prepare_sft_run(cfg: dict[str, Any], work: Path) -> str:
@@ -276,7 +282,10 @@ def markdown(report: dict[str, Any]) -> str:
     if "matmul-peak" in m:
         lines += ["", f"fp32 matmul peak measured in the same run: {fmt(m['matmul-peak'].get('gflops'), 1)} GFLOP/s."]
     lines += ["", *METHOD]
-    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += ["", "## Targets (issue #7), measured in this run", "", "| figure | target | measured | met |"]
+    lines += ["|---|---|---|---|"]
+    lines += [f"| {name} | {goal} | {fmt(value)} | {met} |" for name, goal, value, met in targets(report)]
+    lines += ["", "All ratios (medians of the per-repetition ratios):", "", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {fmt(v)} |" for k, v in r.items()]
     dpo = {v: m[v] for v in ("dpo-alignkit", "dpo-alignkit-precompute", "dpo-trl-plain") if v in m}
     if dpo:
@@ -296,7 +305,39 @@ def markdown(report: dict[str, Any]) -> str:
     if "roundtrip" in report:
         lines += ["", "## Annotation round-trip (local Argilla)", "", "| step | s |", "|---|---|"]
         lines += [f"| {k} | {fmt(v)} |" for k, v in report["roundtrip"].items()]
+    notes = ROOT / "benchmarks" / "notes.md"  # hand-written: where the time goes, what was tried
+    if notes.is_file():
+        lines += ["", notes.read_text().strip()]
     return "\n".join(lines) + "\n"
+
+
+def targets(report: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
+    """(figure, target, measured, met) for each target of the benchmark issue that this run measured."""
+    m, r = report["medians"], report["ratios"]
+    model_copy_mb = report["model"].get("weights_mb")
+    rows = [
+        ("SFT real tokens/s vs plain TRL (careful)", ">= 1.6", r.get("sft_tokens_per_s_vs_trl_careful"), 1.6, 1),
+        ("SFT peak RSS vs plain TRL (careful)", "<= 1.0", r.get("sft_peak_rss_vs_trl_careful"), 1.0, -1),
+        ("SFT MFU on real tokens (alignkit)", ">= 0.70", m.get("sft-alignkit", {}).get("mfu"), 0.70, 1),
+        ("SFT real tokens/s vs the ceiling", "(report)", r.get("sft_tokens_per_s_vs_ceiling"), None, 1),
+        ("DPO pairs/s vs plain TRL (two models)", ">= 1.3", r.get("dpo_pairs_per_s_vs_plain"), 1.3, 1),
+        (
+            "DPO peak RSS saved, MB (one model copy: " + fmt(model_copy_mb, 0) + " MB)",
+            ">= 0.9 x one copy",
+            r.get("dpo_peak_rss_saved_mb"),
+            0.9 * model_copy_mb if model_copy_mb else None,
+            1,
+        ),
+        ("Batched generation vs sequential", ">= 3", r.get("gen_completions_per_s_batched_vs_sequential"), 3.0, 1),
+        ("Full embedded loop, s", "<= 600", report.get("loop", {}).get("total"), 600.0, -1),
+    ]
+    out = []
+    for name, goal, value, bound, sign in rows:
+        if value is None:
+            continue
+        met = "—" if bound is None else ("yes" if sign * (value - bound) >= 0 else "no")
+        out.append((name, goal, value, met))
+    return out
 
 
 if __name__ == "__main__":

@@ -45,3 +45,35 @@ def test_padded_and_padding_free_batches_count_the_same_real_tokens(tmp_path, ti
         assert flat[key] == padded[key]
     assert flat["computed_tokens"] == flat["tokens"]
     assert 0 < padded["loss_tokens"] < padded["tokens"]  # the loss falls on the replies only
+
+
+def test_report_marks_each_target_met_or_not_from_the_measured_figures():
+    from benchmarks import run
+
+    reps = [
+        {
+            "sft-alignkit": {"tokens_per_s": 100.0, "peak_rss_mb": 900.0, "mfu": 0.6},
+            "sft-trl-careful": {"tokens_per_s": 60.0, "peak_rss_mb": 1000.0},
+            "dpo-alignkit": {"pairs_per_s": 0.4, "peak_rss_mb": 2000.0},
+            "dpo-trl-plain": {"pairs_per_s": 0.2, "peak_rss_mb": 2600.0},
+        }
+    ]
+    report = {
+        "date": "2026-11-23T00:00:00+00:00",
+        "machine": {"cores": 2, "load_average_at_end": 0.1},
+        "settings": {"reps": 1},
+        "model": {"weights_mb": 500.0},
+        **run.summarise(reps),
+        "loop": {"total": 550.0},
+    }
+    met = {name: verdict for name, _, _, verdict in run.targets(report)}
+    assert met["SFT real tokens/s vs plain TRL (careful)"] == "yes"  # 1.67 >= 1.6
+    assert met["SFT MFU on real tokens (alignkit)"] == "no"  # 0.6 < 0.7
+    assert met["SFT peak RSS vs plain TRL (careful)"] == "yes"
+    assert met["DPO pairs/s vs plain TRL (two models)"] == "yes"
+    assert met["DPO peak RSS saved, MB (one model copy: 500 MB)"] == "yes"  # 600 MB >= 450
+    assert met["Full embedded loop, s"] == "yes"
+    assert "Batched generation vs sequential" not in met  # not measured in this run: no row
+    doc = run.markdown(report)
+    assert "| SFT MFU on real tokens (alignkit) | >= 0.70 | 0.60 | no |" in doc
+    assert "Where the SFT time goes" in doc  # the hand-written notes follow the measured tables
