@@ -192,14 +192,16 @@ def pull(
     min_annotators: int = 1,
     overwrite: bool = False,
     client: Any = None,
+    pairing: str = "all",
 ) -> PullResult:
-    """`alignkit feedback pull`: submitted ratings -> preference pairs in `out` (JSONL) and `out`.summary.json."""
+    """`alignkit feedback pull`: submitted ratings -> preference pairs in `out` (JSONL) and `out`.summary.json;
+    `pairing="best-worst"` keeps one pair per record, the widest."""
     import json
 
     from alignkit.feedback import pull as rounds
     from alignkit.generate import write_jsonl
 
-    result = rounds.pull(dataset, workspace, ties, min_agreement, min_annotators, client)
+    result = rounds.pull(dataset, workspace, ties, min_agreement, min_annotators, client, pairing)
     write_jsonl(Path(out), result.pairs, overwrite=overwrite)
     Path(out).with_suffix(".summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
     return result

@@ -413,11 +413,14 @@ def feedback_pull(
         float, typer.Option("--min-agreement", help="Drop pairs below this majority share.")
     ] = 0.0,
     min_annotators: Annotated[int, typer.Option("--min-annotators", help="Skip records rated by fewer.")] = 1,
+    pairs: Annotated[
+        str, typer.Option("--pairs", help="all (every decided pair) | best-worst (one per record, the widest).")
+    ] = "all",
     overwrite: Overwrite = False,
 ) -> None:
     import alignkit
 
-    result = alignkit.pull(dataset, out, workspace, ties, min_agreement, min_annotators, overwrite)
+    result = alignkit.pull(dataset, out, workspace, ties, min_agreement, min_annotators, overwrite, pairing=pairs)
     table = Table("figure", "value", title=f"pulled {dataset}")
     for key, value in result.summary.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))

@@ -82,6 +82,9 @@ def krippendorff_alpha(units: list[list[str]]) -> float | None:
     return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal"))
 
 
+PAIRINGS = ("all", "best-worst")
+
+
 def pull(
     dataset_name: str,
     workspace: str = "alignkit",
@@ -89,12 +92,16 @@ def pull(
     min_agreement: float = 0.0,
     min_annotators: int = 1,
     client: Any = None,
+    pairing: str = "all",
 ) -> PullResult:
-    """Preference pairs from a round's submitted responses."""
+    """Preference pairs from a round's submitted responses: every decided pair, or (`pairing="best-worst"`) one per
+    record, the widest."""
     from alignkit.feedback.client import connect
 
     if ties not in ("drop", "keep"):
         raise AlignkitError(f"ties={ties!r}: expected drop or keep")
+    if pairing not in PAIRINGS:
+        raise AlignkitError(f"pairs={pairing!r}: expected one of {', '.join(PAIRINGS)}")
     client = client or connect()
     dataset = client.datasets(dataset_name, workspace=workspace)
     if dataset is None:
@@ -155,6 +162,8 @@ def pull(
                 }
             )
     multi = [pairwise_agreement(unit) for unit in units if len(unit) >= 2]
+    if pairing == "best-worst":
+        pairs = best_vs_worst(pairs)
     summary = {
         "dataset": dataset_name,
         "records": counts["records"],
@@ -169,6 +178,24 @@ def pull(
         "krippendorff_alpha": krippendorff_alpha(units),
     }
     return PullResult(pairs=pairs, summary=summary)
+
+
+def best_vs_worst(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pair per record (per prompt for rows without `record_id`): the widest margin, ties never; for a ranking
+    that is the best candidate against the worst. Preference training on these sees the rule's clearest signal, one
+    example per prompt, rather than every ordered pair of the same few candidates (correlated, some nearly equal)."""
+    widest: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        if pair.get("tie"):
+            continue
+        key = str(pair.get("record_id") or json.dumps(pair["prompt"], sort_keys=True))
+        best = widest.get(key)
+        if best is None or (pair.get("margin", 0), pair.get("agreement", 1)) > (
+            best.get("margin", 0),
+            best.get("agreement", 1),
+        ):
+            widest[key] = pair
+    return list(widest.values())
 
 
 def pull_review(

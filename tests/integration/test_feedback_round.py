@@ -106,6 +106,14 @@ def test_rankings_keep_their_ranks_and_ties(tmp_path, owner, annotators, argilla
     best = {str(r.id): int(r.metadata["order"].split(",")[1]) for r in records}  # the candidate shown second
     assert all(p["rejected_candidate"] != best[p["record_id"]] for p in result.pairs)
     assert sum(p["chosen_candidate"] == best[p["record_id"]] for p in result.pairs) == 2 * len(PROMPTS)
+    widest = pull.pull("round-ranks", "collect", client=owner, pairing="best-worst").pairs
+    worst = {str(r.id): int(r.metadata["order"].split(",")[0]) for r in records}  # ranked 3rd: shown first
+    assert len(widest) == len(PROMPTS)  # one pair per record: best vs worst
+    assert all(
+        (p["chosen_candidate"], p["rejected_candidate"]) == (best[id_], worst[id_])
+        for p in widest
+        for id_ in [p["record_id"]]
+    )
 
     tied = {
         "prompt": [{"role": "user", "content": "q"}],
@@ -144,3 +152,19 @@ def test_annotator_outside_workspace_cannot_see_or_submit(owner, argilla_server,
     record = next(iter(owner.datasets("round-1", workspace="collect").records))
     with pytest.raises(AlignkitError, match="may not access"):
         session.respond(str(record._model.id), {schema.PREFERENCE: "1"})
+
+
+def test_best_vs_worst_keeps_each_prompts_widest_pair_of_any_pairs_file():
+    def pair(prompt, chosen, rejected, margin, tie=False):
+        return {
+            "prompt": [{"role": "user", "content": prompt}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+            "margin": margin,
+            "tie": tie,
+        }
+
+    pairs = [pair("p", "a", "b", 1.0), pair("p", "a", "c", 2.0), pair("p", "b", "c", 1.0), pair("q", "x", "y", 0, True)]
+    assert pull.best_vs_worst(pairs) == [pairs[1]]  # q's only pair is a tie: no pair for q
+    with pytest.raises(AlignkitError, match="best-worst"):
+        pull.pull("round-1", pairing="widest")
