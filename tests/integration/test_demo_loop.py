@@ -38,6 +38,8 @@ def test_demo_loop_writes_report_with_every_figure(tmp_path, tiny_model, remote_
     for key in ("reward_accuracy", "win_rate_vs_sft", "forgetting_ppl_ratio"):
         assert 0 <= saved[key] <= 1 or key == "forgetting_ppl_ratio", key
     assert saved["pairs"]["pairs"] > 0 and saved["pairs"]["annotators"] == 2
+    dpo_pairs = (tmp_path / "demo" / "pairs-best-worst.jsonl").read_text().splitlines()
+    assert 0 < saved["dpo_pairs"] == len(dpo_pairs) <= cfg.train_prompts  # DPO: one pair per prompt at most
     assert set(saved["seconds_per_stage"]) == {"sft", "generate", "argilla", "annotate", "reward", "dpo", "rl", "eval"}
     assert saved["rl"]["global_step"] == 1 and saved["rl"]["kl"] is not None
     for stage, path in saved["runs"].items():
