@@ -169,6 +169,7 @@ def pull(
         "records": counts["records"],
         "rated_records": counts["rated_records"],
         "pairs": len(pairs),
+        "pairing": pairing,
         "ties": counts["ties"],
         "dropped_low_agreement": counts["dropped_low_agreement"],
         "below_min_annotators": counts["below_min_annotators"],
@@ -184,16 +185,16 @@ def best_vs_worst(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One pair per record (per prompt for rows without `record_id`): the widest margin, ties never; for a ranking
     that is the best candidate against the worst. Preference training on these sees the rule's clearest signal, one
     example per prompt, rather than every ordered pair of the same few candidates (correlated, some nearly equal)."""
+
+    def width(pair: dict[str, Any]) -> tuple[float, float]:
+        return pair.get("margin", 0), pair.get("agreement", 1)
+
     widest: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         if pair.get("tie"):
             continue
         key = str(pair.get("record_id") or json.dumps(pair["prompt"], sort_keys=True))
-        best = widest.get(key)
-        if best is None or (pair.get("margin", 0), pair.get("agreement", 1)) > (
-            best.get("margin", 0),
-            best.get("agreement", 1),
-        ):
+        if key not in widest or width(pair) > width(widest[key]):
             widest[key] = pair
     return list(widest.values())
 
