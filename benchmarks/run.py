@@ -126,6 +126,12 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--render"]:  # re-render the markdown from a results file (e.g. after editing notes.md)
+        report = json.loads(Path(sys.argv[2]).read_text())
+        doc = Path(os.environ.get("BENCH_DOC", ROOT / "docs" / "benchmarks.md"))
+        doc.write_text(markdown(report))
+        print(f"wrote {doc}")
+        return
     s = settings()
     from alignkit import models
 
@@ -271,7 +277,7 @@ def markdown(report: dict[str, Any]) -> str:
         "sft-ceiling": "ceiling: frozen-base fwd+bwd, no padding, no extra passes",
     }
     for v, name in names.items():
-        if v in m:
+        if m.get(v):
             x = m[v]
             lines.append(
                 f"| {name} | {fmt(x.get('tokens_per_s'), 1)} | {fmt(x.get('tokens_per_cpu_s'), 1)} | "
@@ -279,6 +285,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{fmt(x.get('step_s'))} | {fmt(x.get('peak_rss_mb'), 0)} | {fmt(x.get('real_gflops'), 1)} | "
                 f"{fmt(x.get('mfu'))} |"
             )
+    for v, error in failures(report).items():
+        lines.append(f"| {names.get(v, v)} | did not run: `{error}` |||||||")
     if "matmul-peak" in m:
         lines += ["", f"fp32 matmul peak measured in the same run: {fmt(m['matmul-peak'].get('gflops'), 1)} GFLOP/s."]
     lines += ["", *METHOD]
@@ -311,6 +319,16 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def failures(report: dict[str, Any]) -> dict[str, str]:
+    """The last line of each SFT variant's error, for variants that failed in every repetition."""
+    out = {}
+    for v in sorted({v for rep in report.get("repetitions", []) for v in rep if v.startswith("sft-")}):
+        results = [rep[v] for rep in report.get("repetitions", []) if v in rep]
+        if results and all("error" in r for r in results):
+            out[v] = results[-1]["error"].strip().splitlines()[-1][:160]
+    return out
+
+
 def targets(report: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
     """(figure, target, measured, met) for each target of the benchmark issue that this run measured."""
     m, r = report["medians"], report["ratios"]
@@ -321,6 +339,13 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
         ("SFT MFU on real tokens (alignkit)", ">= 0.70", m.get("sft-alignkit", {}).get("mfu"), 0.70, 1),
         ("SFT real tokens/s vs the ceiling", "(report)", r.get("sft_tokens_per_s_vs_ceiling"), None, 1),
         ("DPO pairs/s vs plain TRL (two models)", ">= 1.3", r.get("dpo_pairs_per_s_vs_plain"), 1.3, 1),
+        (
+            "DPO pairs/s vs plain TRL, reference log-probs precomputed",
+            ">= 1.3",
+            r.get("dpo_precompute_pairs_per_s_vs_plain"),
+            1.3,
+            1,
+        ),
         (
             "DPO peak RSS saved, MB (one model copy: " + fmt(model_copy_mb, 0) + " MB)",
             ">= 0.9 x one copy",

@@ -65,6 +65,7 @@ def test_report_marks_each_target_met_or_not_from_the_measured_figures():
         "model": {"weights_mb": 500.0},
         **run.summarise(reps),
         "loop": {"total": 550.0},
+        "repetitions": [{"sft-trl-default": {"variant": "sft-trl-default", "error": "Traceback\nValueError: no bf16"}}],
     }
     met = {name: verdict for name, _, _, verdict in run.targets(report)}
     assert met["SFT real tokens/s vs plain TRL (careful)"] == "yes"  # 1.67 >= 1.6
@@ -76,4 +77,5 @@ def test_report_marks_each_target_met_or_not_from_the_measured_figures():
     assert "Batched generation vs sequential" not in met  # not measured in this run: no row
     doc = run.markdown(report)
     assert "| SFT MFU on real tokens (alignkit) | >= 0.70 | 0.60 | no |" in doc
+    assert "| plain TRL, defaults untouched | did not run: `ValueError: no bf16` |" in doc
     assert "Where the SFT time goes" in doc  # the hand-written notes follow the measured tables
