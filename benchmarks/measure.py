@@ -217,7 +217,7 @@ def generation_prompts(cfg: dict[str, Any]) -> list[list[dict[str, str]]]:
 
 
 def gen_batched(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
-    """alignkit's candidate sampling: 8 prompts x N candidates per `generate` call; duplicates resampled."""
+    """alignkit's candidate sampling: up to 16 prompts x N candidates per `generate` call; duplicates resampled."""
     from alignkit import generate
 
     model, tokenizer, source = generate.load_policy(None, cfg["model_dir"])
