@@ -5,7 +5,7 @@ from environment variables so a run fits the time there is (defaults: ~30 minute
 it the demo loop):
 
 - BENCH_REPS (3), BENCH_SECTIONS (sft,dpo,gen,loop,roundtrip)
-- BENCH_SFT_STEPS (12); BENCH_SFT_STEPS_TRL_DEFAULT (3: TRL's defaults emulate bf16 on CPUs without it, slow steps)
+- BENCH_SFT_STEPS (12); BENCH_SFT_STEPS_TRL_DEFAULT (3; on CPUs without bf16, TRL's defaults do not run at all)
 - BENCH_DPO_STEPS (8); BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48)
 - BENCH_LOOP (1: runs `alignkit demo` once, ~10 min; 0 skips it), BENCH_LOOP_ARGS (extra `alignkit demo` flags)
 - BENCH_ROUNDTRIP_RECORDS (1000); BENCH_SKIP (variants to leave out, e.g. sft-trl-default)
