@@ -132,14 +132,10 @@ def test_only_assistant_tokens_carry_labels_and_special_tokens_are_not_doubled(t
     assert tokenizer.decode(batch["input_ids"][1]).startswith(rendered)
 
 
-def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tmp_path, tiny_model):
-    import torch
-
+def eval_sft_trainer(tmp_path, tiny_model, replies):
+    """An SFTTrainer on one-turn chats ending in `replies`, in eval mode (no LoRA dropout: batches compare exactly)."""
     cfg = load_config(SFTStageConfig, values={"model": {"name": tiny_model}})
     precision = models.pick_precision()
-    tokenizer = models.load_tokenizer(cfg.model)
-    model = models.load_base(cfg.model, precision)
-    replies = ["Five.", "It is five, since two plus three makes five.", "Paris is the capital of France, yes."]
     examples = data.prompt_completion(
         [
             {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": reply}]}
@@ -147,17 +143,30 @@ def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tmp_path, ti
         ]
     )
     args = sft.sft_args(cfg, tmp_path, False, precision)
+    model, tokenizer = models.load_base(cfg.model, precision), models.load_tokenizer(cfg.model)
     trainer = sft.build_trainer(args, model, tokenizer, models.peft_config(cfg.peft), examples, [])
-    trainer.model.eval()  # no LoRA dropout: both batches see the same function
-    rows = [trainer.train_dataset[i] for i in range(len(examples))]
+    trainer.model.eval()
+    return trainer, [trainer.train_dataset[i] for i in range(len(examples))]
 
-    def loss_and_grads(batch):
-        trainer.model.zero_grad()
-        loss = trainer.compute_loss(trainer.model, dict(batch))
-        loss.backward()
-        grads = [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
-        return loss.detach(), grads
 
+def loss_and_grads(trainer, batch):
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
+
+
+def assert_same_loss_and_grads(a, b):
+    import torch
+
+    torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-6)
+    for grad_a, grad_b in zip(a[1], b[1], strict=True):
+        torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-6)
+
+
+def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tmp_path, tiny_model):
+    replies = ["Five.", "It is five, since two plus three makes five.", "Paris is the capital of France, yes."]
+    trainer, rows = eval_sft_trainer(tmp_path, tiny_model, replies)
     padded = trainer.data_collator(rows)
     assert (padded["attention_mask"] == 0).any()  # the lengths differ, so the padded batch carries padding
     sft.use_padding_free(trainer, trainer.model.peft_config["default"])
@@ -165,11 +174,7 @@ def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tmp_path, ti
     assert flat["input_ids"].shape == (1, int(padded["attention_mask"].sum()))  # one row, real tokens only
     trainer._track_num_input_tokens(flat)  # metrics.json `train_tokens`: every real token, EOS (== pad) included
     assert trainer.state.num_input_tokens_seen == flat["input_ids"].numel()
-    padded_loss, padded_grads = loss_and_grads(padded)
-    flat_loss, flat_grads = loss_and_grads(flat)
-    torch.testing.assert_close(flat_loss, padded_loss, rtol=1e-5, atol=1e-6)
-    for flat_grad, padded_grad in zip(flat_grads, padded_grads, strict=True):
-        torch.testing.assert_close(flat_grad, padded_grad, rtol=1e-4, atol=1e-6)
+    assert_same_loss_and_grads(loss_and_grads(trainer, flat), loss_and_grads(trainer, padded))
 
 
 def test_split_is_seeded_and_disjoint():
@@ -278,50 +283,25 @@ def test_peft_methods_by_name(method, tmp_path, tiny_model, chat_file):
 
 
 def test_loss_positions_only_head_gives_the_same_loss_and_gradients(tmp_path, tiny_model, monkeypatch):
-    import torch
+    from trl.kernels import chunked_logprob
     from trl.trainer import utils as trl_utils
 
-    cfg = load_config(SFTStageConfig, values={"model": {"name": tiny_model}})
-    precision = models.pick_precision()
-    tokenizer = models.load_tokenizer(cfg.model)
-    model = models.load_base(cfg.model, precision)
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": f"A longer question number {i}?"},
-                {"role": "assistant", "content": a},
-            ]
-        }
-        for i, a in enumerate(["Five.", "It is five, since two plus three makes five."])
-    ]
-    args = sft.sft_args(cfg, tmp_path, False, precision)
-    trainer = sft.build_trainer(args, model, tokenizer, models.peft_config(cfg.peft), data.prompt_completion(rows), [])
-    trainer.model.eval()
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    trainer, rows = eval_sft_trainer(tmp_path, tiny_model, ["Five.", "It is five, since two plus three makes five."])
+    batch = trainer.data_collator(rows)
     scored = []
-    original_forward = trl_utils._ChunkedLogProbFunction.apply
+    original_apply = trl_utils._ChunkedLogProbFunction.apply
 
     def counting_apply(hidden, *rest):
         scored.append(hidden.shape[0])
-        return original_forward(hidden, *rest)
-
-    def loss_and_grads():
-        trainer.model.zero_grad()
-        loss = trainer.compute_loss(trainer.model, dict(batch))
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
+        return original_apply(hidden, *rest)
 
     monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
-    from trl.kernels import chunked_logprob
-
     # TRL's own switch, whether or not a training run earlier in this process already applied alignkit's
     monkeypatch.setattr(trl_utils, "_use_triton", chunked_logprob._use_triton)
-    every_loss, every_grads = loss_and_grads()
+    every_position = loss_and_grads(trainer, batch)
     training.score_only_loss_positions()
     training.score_only_loss_positions()  # idempotent
-    compact_loss, compact_grads = loss_and_grads()
+    loss_positions_only = loss_and_grads(trainer, batch)
     loss_positions = int((batch["labels"][:, 1:] != -100).sum())
     assert scored == [batch["input_ids"][:, 1:].numel(), loss_positions]  # the prompt tokens are no longer scored
-    torch.testing.assert_close(compact_loss, every_loss, rtol=1e-5, atol=1e-6)
-    for compact_grad, every_grad in zip(compact_grads, every_grads, strict=True):
-        torch.testing.assert_close(compact_grad, every_grad, rtol=1e-4, atol=1e-6)
+    assert_same_loss_and_grads(loss_positions_only, every_position)
