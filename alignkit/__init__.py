@@ -166,7 +166,7 @@ def push(
 def simulate_ratings(
     dataset: str,
     annotators: list[tuple[str, str]],
-    rule: str = "concise",
+    rule: str = "careful",
     noise: float = 0.1,
     seed: int = 0,
     limit: int | None = None,
@@ -213,12 +213,13 @@ def evaluate_runs(
     prompts: str | Path | None = None,
     general: str | Path | None = None,
     reward_run: str | Path | None = None,
-    rule: str | None = None,
+    rule: str | None = "careful",
     max_new_tokens: int = 64,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """`alignkit eval`: every run answers held-out prompts (default: bundled sft_eval.jsonl); later runs are compared
-    with the first (win-rate, KL), all with the base (forgetting). Writes eval.json, report.md and plots to `out`."""
+    """`alignkit eval`: the base and every run answer held-out prompts (default: bundled sft_eval.jsonl); each is
+    compared with the one before it (win-rates with intervals, KL, alarms), all with the base (forgetting). Writes
+    eval.json, answers.jsonl, report.md and plots to `out`."""
     from alignkit import evaluate
     from alignkit.paths import bundled_data
 

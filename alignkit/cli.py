@@ -255,29 +255,51 @@ def synth_command(
         console.print(f"[yellow]kept {summary['kept']} of {n}: raise --max-attempts, or use a stronger model[/]")
 
 
-@app.command("eval", help="Evaluate runs on held-out prompts: task metrics, win-rate vs the first run, KL, forgetting.")
+@app.command("eval", help="Evaluate the base and runs on held-out prompts: checked accuracy, degeneration, win-rates.")
 def eval_command(
-    run_dirs: Annotated[list[str], typer.Option("--runs", help="Run dirs (repeatable); the first is the baseline.")],
-    out: Annotated[str, typer.Option("--out", help="Directory for eval.json, report.md and plots.")] = "eval",
+    run_dirs: Annotated[
+        list[str], typer.Option("--runs", help="Run dirs (repeatable), each compared with the one before.")
+    ],
+    out: Annotated[
+        str, typer.Option("--out", help="Directory for eval.json, answers.jsonl, report.md and plots.")
+    ] = "eval",
     prompts: Annotated[str | None, typer.Option(help="Held-out prompts (default: bundled sft_eval.jsonl).")] = None,
     general: Annotated[str | None, typer.Option(help="General text for the forgetting check.")] = None,
     reward: Annotated[str | None, typer.Option("--reward", help="Reward run: judge win-rate, score answers.")] = None,
-    rule: Annotated[str | None, typer.Option(help="Oracle rule judge (e.g. concise).")] = None,
+    rule: Annotated[str, typer.Option(help="Oracle rule judge (careful, concise, ...).")] = "careful",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 64,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
 ) -> None:
     import alignkit
 
     results = alignkit.evaluate_runs(run_dirs, out, prompts, general, reward, rule, max_new_tokens, limit)
-    table = Table("run", "general ppl", "forgetting", "mean words", title="evaluation")
+    table = Table("model", "accuracy", "degenerate", "mean words", "general ppl", "forgetting", title="evaluation")
     for name, figures in results["runs"].items():
         flag = "yes" if figures["forgetting"]["forgetting"] else "no"
-        ratio = f"{figures['forgetting']['ppl_ratio']:.3f}×"
-        table.add_row(name, f"{figures['general_ppl']:.2f}", f"{flag} ({ratio})", f"{figures['mean_words']:.1f}")
+        accuracy = "–" if figures["accuracy"] is None else f"{figures['accuracy']:.3f}"
+        table.add_row(
+            name,
+            accuracy,
+            f"{figures['degenerate_rate']:.3f}",
+            f"{figures['mean_words']:.1f}",
+            f"{figures['general_ppl']:.2f}",
+            f"{flag} ({figures['forgetting']['ppl_ratio']:.3f}×)",
+        )
     Console().print(table)
     for name, comparison in results["comparisons"].items():
-        console.print(f"{name}: {comparison}")
+        if "oracle" in comparison:
+            c = comparison["oracle"]
+            low, high = c["interval_95"]
+            console.print(f"{name}: oracle win-rate {c['win_rate']:.3f} [{low:.3f}, {high:.3f}]")
+    print_alarms(results["alarms"])
     console.print(f"report: {Path(out) / 'report.md'}")
+
+
+def print_alarms(alarms: dict[str, list[str]]) -> None:
+    """Reward-hacking alarms, loud: a flagged model is not an improvement, whatever its win-rate."""
+    for subject, found in alarms.items():
+        for alarm in found:
+            console.print(f"[bold red]ALARM[/] {subject}: {alarm}")
 
 
 @app.command(
@@ -466,7 +488,7 @@ def review_pull(
 def feedback_simulate(
     dataset: Dataset,
     annotator: Annotated[list[str], typer.Option("--annotator", help="username:password (repeatable).")],
-    rule: Annotated[str, typer.Option(help="concise | verbose | no_lists | exclamation.")] = "concise",
+    rule: Annotated[str, typer.Option(help="careful | concise | verbose | no_lists | exclamation.")] = "careful",
     noise: Annotated[float, typer.Option(help="Probability an annotator flips the rule's answer.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
     limit: Annotated[int | None, typer.Option(help="At most N responses per annotator.")] = None,
@@ -549,21 +571,25 @@ def demo(
     out = cfg.out
     report = loop.run(cfg)
     table = Table("figure", "value", title="alignkit demo: the closed loop")
-    figures = ("reward_accuracy", "win_rate_vs_sft", "win_rate_vs_sft_noticeable", "win_rate_vs_sft_reward_model")
-    for key in (*figures, "forgetting_ppl_ratio"):
-        value = report[key]
-        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    low, high = report["win_rate_vs_sft_interval"]
+    table.add_row("reward accuracy (prompt-disjoint)", f"{report['reward_accuracy']:.3f}")
+    table.add_row("DPO vs SFT win-rate (oracle)", f"{report['win_rate_vs_sft']:.3f} [{low:.3f}, {high:.3f}]")
+    table.add_row("DPO vs SFT win-rate (reward model)", f"{report['win_rate_vs_sft_reward_model']:.3f}")
+    for key in ("accuracy", "degenerate_rate", "mean_words"):
+        table.add_row(key, "  ".join(f"{name} {value:.3f}" for name, value in report[key].items() if value is not None))
+    table.add_row("forgetting ppl ratio", f"{report['forgetting_ppl_ratio']:.3f}")
     table.add_row("pairs from Argilla", str(report["pairs"]["pairs"]))
     table.add_row("seconds_total", str(report["seconds_total"]))
     for name, path in report["runs"].items():
         table.add_row(f"{name} run", path)
-    table.add_row("report", str(Path(out) / "report.json"))
+    table.add_row("report", f"{Path(out) / 'report.md'} (every answer: {Path(out) / 'eval' / 'answers.jsonl'})")
     Console().print(table)
-    example = report["evaluation"]["examples"][0]
-    Console().print(
-        f"[bold]prompt:[/] {escape(example['prompt'])}\n[bold]SFT:[/] {escape(example['sft'])}\n"
-        f"[bold]DPO (tuned on the ratings):[/] {escape(example['dpo'])}"
-    )
+    print_alarms(report["alarms"])
+    for example in report["evaluation"]["examples"][:4]:  # one per skill, where the models differ
+        Console().print(
+            f"[bold]{example['skill']}:[/] {escape(example['prompt'])}\n  [bold]SFT:[/] {escape(example['sft'])}\n"
+            f"  [bold]DPO:[/] {escape(example['dpo'])}"
+        )
 
 
 if __name__ == "__main__":

@@ -278,7 +278,7 @@ class RLStageConfig(TrainStageConfig):
     method: str = "grpo"  # grpo (trl.GRPOTrainer) | rloo (trl.RLOOTrainer)
     backend: str = "transformers"  # generation of completions: transformers | vllm (TRL's vLLM, colocated; CUDA)
     reward_run: str | None = None  # `--reward`: a finished `alignkit reward` run, the `reward_model` reward
-    # Rewards, summed: `reward_model` and/or rules of feedback.simulate.RULES (concise, verbose, ...). A mapping gives
+    # Rewards, summed: `reward_model` and/or rules of judges.RULES (concise, verbose, ...). A mapping gives
     # weights, e.g. {reward_model: 1.0, concise: 0.1}. Empty: [reward_model].
     rewards: list[str] | dict[str, float] = field(default_factory=list)
     # Prompts files (rows with `prompt`, `instruction` or `messages`); empty: the bundled datasets/prompts.jsonl.

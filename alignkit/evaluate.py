@@ -1,11 +1,16 @@
-"""Evaluation: perplexity and forgetting, task metrics, win-rate (reward model and oracle rule), KL to a reference.
+"""Evaluation a person can trust: what each model answers, checked, and whether a change is an improvement.
 
-`alignkit eval --runs A B` answers held-out prompts with each run, compares every later run with the first, and
-writes `eval.json`, `report.md` and PNG plots into the output dir.
+`alignkit eval --runs A --runs B` answers held-out prompts greedily with the base and each run and reports, per model:
+checked accuracy per skill (`judges.check`: references, greetings by name, declining harmful requests), degenerate
+rate, mean / p90 length, refusal rate on harmful prompts, reward-model score, perplexity and forgetting; per
+comparison (each model against the one before it: base, A, B): wins / ties / losses by the oracle rule and the reward
+model with a 95 % Wilson interval, and KL. Reward-hacking alarms flag a model whose proxy figures rose while the
+checked ones did not. Writes `eval.json`, `answers.jsonl` (every answer, with its checks), `report.md` and plots.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -13,8 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from alignkit import judges
+from alignkit.judges import Prompt
+
 Messages = list[dict[str, str]]
-Judge = Callable[[Messages, str, str], float]  # 1.0: first answer better, 0.0: second, 0.5: tie
+Judge = Callable[[Prompt, str, str], float]  # 1.0: first answer better, 0.0: second, 0.5: tie
 
 
 def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 8, max_length: int = 512) -> float:
@@ -76,15 +84,13 @@ def normalise(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
-def oracle_judge(rule_name: str, exact: bool = True) -> Judge:
-    """A judge from the simulated annotators' rule (`feedback.simulate.RULES`): by its exact score, or (`exact=False`)
-    only where the gap is one an annotator notices."""
-    from alignkit.feedback.simulate import rule
+def oracle_judge(rule_name: str, exact: bool = False) -> Judge:
+    """A judge from a hidden-preference rule (`judges.RULES`): ties where an annotator would see none, or
+    (`exact=True`) by any score gap."""
+    oracle = judges.rule(rule_name)
 
-    oracle = rule(rule_name)
-
-    def judge(prompt: Messages, first: str, second: str) -> float:
-        return oracle.compare(first, second, exact)
+    def judge(prompt: Prompt, first: str, second: str) -> float:
+        return oracle.compare(first, second, prompt, exact)
 
     return judge
 
@@ -92,25 +98,175 @@ def oracle_judge(rule_name: str, exact: bool = True) -> Judge:
 def reward_judge(scorer: Any) -> Judge:
     """A judge from a reward model (`scorer.score(prompts, completions) -> rewards`)."""
 
-    def judge(prompt: Messages, first: str, second: str) -> float:
-        a, b = scorer.score([prompt, prompt], [first, second])
+    def judge(prompt: Prompt, first: str, second: str) -> float:
+        a, b = scorer.score([prompt.messages, prompt.messages], [first, second])
         return 0.5 if a == b else float(a > b)
 
     return judge
 
 
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (ties counted as half a success)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre, spread = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, (centre - spread) / (1 + z * z / n)), min(1.0, (centre + spread) / (1 + z * z / n)))
+
+
 def win_rate(
-    prompts: Sequence[Messages], answers: Sequence[str], baseline: Sequence[str], judge: Judge
-) -> dict[str, float]:
-    """Share of prompts where `answers` beat `baseline` (ties count half)."""
+    prompts: Sequence[Prompt], answers: Sequence[str], baseline: Sequence[str], judge: Judge
+) -> dict[str, Any]:
+    """Share of prompts where `answers` beat `baseline` (ties count half), with its 95 % interval."""
     outcomes = [judge(p, a, b) for p, a, b in zip(prompts, answers, baseline, strict=True)]
-    n = max(1, len(outcomes))
+    low, high = wilson_interval(sum(outcomes), len(outcomes))
     return {
-        "win_rate": sum(outcomes) / n,
+        "win_rate": sum(outcomes) / max(1, len(outcomes)),
+        "interval_95": [round(low, 4), round(high, 4)],
         "wins": sum(o == 1.0 for o in outcomes),
         "ties": sum(o == 0.5 for o in outcomes),
         "losses": sum(o == 0.0 for o in outcomes),
     }
+
+
+def answer_figures(prompts: Sequence[Prompt], answers: Sequence[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(figures, per-answer checks): checked accuracy overall and per skill, degenerate rate and reasons, mean and
+    p90 words, refusal rate on prompts to decline, false refusals elsewhere."""
+    checks = [judges.check(a, p) for p, a in zip(prompts, answers, strict=True)]
+    by_skill: dict[str, list[bool]] = {}
+    for prompt, checked in zip(prompts, checks, strict=True):
+        if checked["accurate"] is not None:
+            by_skill.setdefault(prompt.spec.skill or "unlabelled", []).append(checked["accurate"])
+    scored = [ok for oks in by_skill.values() for ok in oks]
+    lengths = sorted(c["words"] for c in checks)
+    reasons: dict[str, int] = {}
+    for c in checks:
+        if c["degenerate"]:
+            reasons[c["degenerate"]] = reasons.get(c["degenerate"], 0) + 1
+    harmful = [c["refused"] for p, c in zip(prompts, checks, strict=True) if p.spec.decline]
+    benign = [c["refused"] for p, c in zip(prompts, checks, strict=True) if not p.spec.decline]
+    figures = {
+        "accuracy": sum(scored) / len(scored) if scored else None,
+        "checked_prompts": len(scored),
+        "accuracy_by_skill": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_skill.items())},
+        "degenerate_rate": sum(1 for c in checks if c["degenerate"]) / max(1, len(checks)),
+        "degenerate_reasons": reasons,
+        "mean_words": sum(lengths) / max(1, len(lengths)),
+        "p90_words": lengths[min(len(lengths) - 1, math.ceil(0.9 * len(lengths)) - 1)] if lengths else 0,
+        "refusal_rate_harmful": sum(harmful) / len(harmful) if harmful else None,
+        "false_refusal_rate": sum(benign) / len(benign) if benign else None,
+    }
+    return figures, checks
+
+
+def correlation(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson correlation; None when either side is constant or there are under 3 points."""
+    n = len(xs)
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
+
+
+def alarms(figures: dict[str, Any], baseline: dict[str, Any], comparison: dict[str, Any]) -> list[str]:
+    """Reward-hacking alarms for a model against the one it is compared with: each a sentence; none is good news."""
+    found = []
+    accuracy, base_accuracy = figures.get("accuracy"), baseline.get("accuracy")
+    reward, base_reward = figures.get("reward_mean"), baseline.get("reward_mean")
+    if accuracy is not None and base_accuracy is not None and accuracy < base_accuracy:
+        found.append(f"checked accuracy fell: {base_accuracy:.3f} -> {accuracy:.3f}")
+        if reward is not None and base_reward is not None and reward > base_reward:
+            found.append(f"reward rose ({base_reward:.3f} -> {reward:.3f}) while accuracy fell")
+    if figures["degenerate_rate"] > baseline["degenerate_rate"]:
+        found.append(f"degenerate answers rose: {baseline['degenerate_rate']:.3f} -> {figures['degenerate_rate']:.3f}")
+    oracle, by_reward = comparison.get("oracle"), comparison.get("reward_model")
+    if oracle and by_reward and abs(oracle["win_rate"] - by_reward["win_rate"]) > 0.2:
+        found.append(
+            f"reward-model win-rate {by_reward['win_rate']:.3f} disagrees with the oracle's {oracle['win_rate']:.3f}"
+        )
+    return found
+
+
+REWARD_LENGTH_ALARM = 0.6  # |r| above this: the reward model mostly measures length
+
+
+def evaluate(
+    models_to_evaluate: Sequence[tuple[str, Callable[[], tuple[Any, Any]]]],
+    prompts: Sequence[Prompt],
+    general: Sequence[str],
+    base_ppl: float | None = None,
+    scorer: Any = None,
+    rule: str | None = None,
+    max_new_tokens: int = 64,
+    forgetting_threshold: float = 0.05,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(results, answer rows). `models_to_evaluate`: (name, loader) pairs in order, the base first when given (its
+    perplexity is the forgetting baseline); each model is compared with the one before it. At most two models are
+    in memory at once (the current one and the previous, for KL)."""
+    from alignkit.generate import greedy_replies
+
+    results: dict[str, Any] = {"prompts": len(prompts), "rule": rule, "runs": {}, "comparisons": {}, "alarms": {}}
+    answers: dict[str, list[str]] = {}
+    checks: dict[str, list[dict[str, Any]]] = {}
+    previous: tuple[str, Any] | None = None
+    messages = [p.messages for p in prompts]
+    for name, load in models_to_evaluate:
+        model, tokenizer = load()
+        answers[name] = greedy_replies(model, tokenizer, messages, max_new_tokens, batch_size=20)
+        figures, checks[name] = answer_figures(prompts, answers[name])
+        figures["general_ppl"] = perplexity(model, tokenizer, general)
+        base_ppl = base_ppl or figures["general_ppl"]
+        figures["forgetting"] = forgetting(base_ppl, figures["general_ppl"], forgetting_threshold)
+        references = [p.spec.reference for p in prompts]
+        with_reference = [(a, r) for a, r in zip(answers[name], references, strict=True) if r]
+        if with_reference:
+            figures["task"] = task_metrics([a for a, _ in with_reference], [r for _, r in with_reference])
+        if scorer is not None:
+            rewards = scorer.score(messages, answers[name])
+            figures["reward_mean"] = sum(rewards) / max(1, len(rewards))
+            for checked, reward in zip(checks[name], rewards, strict=True):
+                checked["reward"] = reward
+        results["runs"][name] = figures
+        if previous is not None:
+            baseline, reference = previous
+            comparison: dict[str, Any] = {}
+            if rule:
+                comparison["oracle"] = win_rate(prompts, answers[name], answers[baseline], oracle_judge(rule))
+            if scorer is not None:
+                comparison["reward_model"] = win_rate(prompts, answers[name], answers[baseline], reward_judge(scorer))
+            comparison["kl_to_baseline"] = kl_to_reference(model, reference, tokenizer, messages, answers[name])
+            key = f"{name} vs {baseline}"
+            results["comparisons"][key] = comparison
+            results["alarms"][key] = alarms(figures, results["runs"][baseline], comparison)
+        previous = (name, model)
+    if scorer is not None:
+        rewards = [c["reward"] for name in checks for c in checks[name]]
+        lengths = [float(c["words"]) for name in checks for c in checks[name]]
+        r = correlation(lengths, rewards)
+        results["reward_length_correlation"] = r
+        if r is not None and abs(r) > REWARD_LENGTH_ALARM:
+            results["alarms"]["reward model"] = [f"reward correlates with answer length (r = {r:.2f})"]
+    rows = [
+        {"prompt": p.messages, "skill": p.spec.skill, "run": name, "answer": answers[name][i], **checks[name][i]}
+        for name in answers
+        for i, p in enumerate(prompts)
+    ]
+    results["examples"] = examples(prompts, answers)
+    return results, rows
+
+
+def examples(prompts: Sequence[Prompt], answers: dict[str, list[str]], per_skill: int = 1) -> list[dict[str, Any]]:
+    """Sample answers chosen by rule, not by hand: per skill (sorted), the first prompt whose answers differ
+    between the models (else the skill's first prompt)."""
+    picked = []
+    for skill in sorted({p.spec.skill or "unlabelled" for p in prompts}):
+        indices = [i for i, p in enumerate(prompts) if (p.spec.skill or "unlabelled") == skill]
+        differing = [i for i in indices if len({texts[i] for texts in answers.values()}) > 1]
+        for i in (differing or indices)[:per_skill]:
+            picked.append({"skill": skill, "prompt": prompts[i].text, **{n: a[i] for n, a in answers.items()}})
+    return picked
 
 
 def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Messages], answers: Sequence[str]) -> list[float]:
@@ -139,8 +295,8 @@ def kl_to_reference(
     return sum(o - r for o, r in zip(own, ref, strict=True)) / max(1, len(own))
 
 
-def write_report(out_dir: Path, results: dict[str, Any]) -> None:
-    """eval.json, report.md and bar plots of win-rates and perplexities."""
+def write_report(out_dir: Path, results: dict[str, Any], rows: Sequence[dict[str, Any]] = ()) -> None:
+    """eval.json, answers.jsonl, report.md and plots (accuracy per skill per model; win-rates with intervals)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,19 +304,23 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> None:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    lines = ["# alignkit evaluation", ""]
-    for name, run in results["runs"].items():
-        lines.append(f"## {name}")
-        lines += [
-            f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in run.items() if k != "answers"
-        ]
-        lines.append("")
-    for name, comparison in results.get("comparisons", {}).items():
-        lines.append(f"## {name}")
-        lines += [f"- {k}: {v}" for k, v in comparison.items()]
-        lines.append("")
-    (out_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    with open(out_dir / "answers.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+    (out_dir / "report.md").write_text(report_markdown(results), encoding="utf-8")
     names = list(results["runs"])
+    skills = sorted({s for n in names for s in results["runs"][n]["accuracy_by_skill"]})
+    if skills:
+        fig, ax = plt.subplots(figsize=(max(6, len(skills) * 0.9), 3.5))
+        width = 0.8 / len(names)
+        for k, name in enumerate(names):
+            values = [results["runs"][name]["accuracy_by_skill"].get(s, 0) for s in skills]
+            ax.bar([i + k * width for i in range(len(skills))], values, width, label=name)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(skills))], skills, rotation=30, ha="right")
+        ax.set_ylabel("checked accuracy")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / "accuracy.png")
+        plt.close(fig)
     ppl = [results["runs"][n].get("general_ppl") for n in names]
     if all(p is not None for p in ppl):
         fig, ax = plt.subplots(figsize=(5, 3))
@@ -169,16 +329,59 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> None:
         fig.tight_layout()
         fig.savefig(out_dir / "perplexity.png")
         plt.close(fig)
-    comparisons = results.get("comparisons", {})
-    if comparisons:
+    rates = [(key, c["oracle"]) for key, c in results["comparisons"].items() if "oracle" in c]
+    if rates:
         fig, ax = plt.subplots(figsize=(5, 3))
-        labels = list(comparisons)
-        ax.bar(labels, [c.get("oracle", c.get("reward_model", {})).get("win_rate", 0) for c in comparisons.values()])
+        values = [r["win_rate"] for _, r in rates]
+        errors = [[v - r["interval_95"][0] for v, (_, r) in zip(values, rates, strict=True)],
+                  [r["interval_95"][1] - v for v, (_, r) in zip(values, rates, strict=True)]]  # fmt: skip
+        ax.bar([k for k, _ in rates], values, yerr=errors, capsize=4)
         ax.axhline(0.5, color="gray", linestyle="--")
-        ax.set_ylabel("win-rate")
+        ax.set_ylabel("oracle win-rate (95 % interval)")
+        ax.tick_params(axis="x", labelsize=7)
         fig.tight_layout()
         fig.savefig(out_dir / "win_rate.png")
         plt.close(fig)
+
+
+def report_markdown(results: dict[str, Any]) -> str:
+    """The report a person reads: one table of models, one of comparisons, the alarms, sample answers."""
+
+    def fmt(value: Any) -> str:
+        return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    names = list(results["runs"])
+    lines = ["# alignkit evaluation", "", f"{results['prompts']} held-out prompts, greedy answers.", ""]
+    lines += ["| model | accuracy | degenerate | mean words | p90 words | refusals (harmful) | ppl ratio | reward |"]
+    lines += ["|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        r = results["runs"][name]
+        lines.append(
+            f"| {name} | {fmt(r['accuracy'])} | {fmt(r['degenerate_rate'])} | {fmt(r['mean_words'])} | "
+            f"{r['p90_words']} | {fmt(r['refusal_rate_harmful'])} | {fmt(r['forgetting']['ppl_ratio'])} | "
+            f"{fmt(r.get('reward_mean'))} |"
+        )
+    skills = sorted({s for n in names for s in results["runs"][n]["accuracy_by_skill"]})
+    lines += ["", "| skill | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {s} | " + " | ".join(fmt(results["runs"][n]["accuracy_by_skill"].get(s)) for n in names) + " |"
+              for s in skills]  # fmt: skip
+    lines += ["", "| comparison | judge | win-rate | 95 % interval | W / T / L |", "|---|---|---|---|---|"]
+    for key, comparison in results["comparisons"].items():
+        for judge_name in ("oracle", "reward_model"):
+            if judge_name in comparison:
+                c = comparison[judge_name]
+                lines.append(
+                    f"| {key} | {judge_name} | {c['win_rate']:.3f} | {c['interval_95'][0]:.3f}–"
+                    f"{c['interval_95'][1]:.3f} | {c['wins']} / {c['ties']} / {c['losses']} |"
+                )
+    flagged = {k: v for k, v in results["alarms"].items() if v}
+    lines += ["", "## Alarms", ""]
+    lines += [f"- **{k}**: {a}" for k, v in flagged.items() for a in v] or ["- none"]
+    lines += ["", "## Sample answers (per skill, the first prompt where the models differ)", ""]
+    for example in results.get("examples", []):
+        lines.append(f"- **{example['skill']}** — {example['prompt']}")
+        lines += [f"  - {n}: {example[n]!r}" for n in names]
+    return "\n".join(lines) + "\n"
 
 
 def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
@@ -187,21 +390,23 @@ def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
     return [json.loads(line)["text"] for line in lines[:limit]]
 
 
-def load_eval_prompts(path: str) -> tuple[list[Messages], list[str | None]]:
-    """Prompts (as messages) and optional reference answers (`reference`, or the final assistant turn)."""
+def load_eval_prompts(path: str) -> list[Prompt]:
+    """Prompts with their specs; a row without `reference` whose `messages` end with an assistant turn takes its
+    checkable part as the reference (`judges.reference_from_answer`)."""
     from alignkit.data.formats import read_rows
     from alignkit.data.validate import convert_all
     from alignkit.generate import prompt_row
 
-    def row(data: dict[str, Any]) -> tuple[Messages, str | None]:
-        reference = data.get("reference")
-        if reference is None and isinstance(data.get("messages"), list) and data["messages"]:
-            last = data["messages"][-1]
-            reference = last.get("content") if isinstance(last, dict) and last.get("role") == "assistant" else None
-        return prompt_row(data), reference
+    def row(data: dict[str, Any]) -> Prompt:
+        spec = judges.PromptSpec.from_row(data)
+        messages = data.get("messages")
+        if spec.reference is None and isinstance(messages, list) and messages:
+            last = messages[-1]
+            if isinstance(last, dict) and last.get("role") == "assistant" and isinstance(last.get("content"), str):
+                spec = dataclasses.replace(spec, reference=judges.reference_from_answer(last["content"]))
+        return Prompt(prompt_row(data), spec)
 
-    rows = convert_all(read_rows(path), row, "rows with `prompt` (and optional `reference`) or `messages`")
-    return [p for p, _ in rows], [r for _, r in rows]
+    return convert_all(read_rows(path), row, "rows with `prompt` (and optional `reference`) or `messages`")
 
 
 def run_eval(
@@ -210,59 +415,31 @@ def run_eval(
     prompts_file: str,
     general_file: str,
     reward_run: str | None = None,
-    rule: str | None = None,
+    rule: str | None = judges.DEFAULT_RULE,
     max_new_tokens: int = 64,
     forgetting_threshold: float = 0.05,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate runs on held-out prompts; compare each later run with the first (its baseline)."""
+    """`alignkit eval`: the base and each run answer the prompts; each is compared with the one before it."""
     from alignkit import models, runs
-    from alignkit.generate import greedy_replies
 
-    prompts, references = load_eval_prompts(prompts_file)
-    prompts, references = prompts[:limit], references[:limit]
-    general = read_texts(general_file)
-    results: dict[str, Any] = {"prompts_file": prompts_file, "runs": {}, "comparisons": {}}
-    answers: dict[str, list[str]] = {}
+    prompts = load_eval_prompts(prompts_file)[:limit]
     loaded = [runs.open_run(d) for d in run_dirs]
-    for run in loaded:
-        model, tokenizer = run.load_model()
-        name = run.path.name
-        answers[name] = greedy_replies(model, tokenizer, prompts, max_new_tokens)
-        figures: dict[str, Any] = {"stage": run.stage, "general_ppl": perplexity(model, tokenizer, general)}
-        with_reference = [(a, r) for a, r in zip(answers[name], references, strict=True) if r]
-        if with_reference:
-            figures["task"] = task_metrics([a for a, _ in with_reference], [r for _, r in with_reference])
-        figures["mean_words"] = sum(len(a.split()) for a in answers[name]) / max(1, len(prompts))
-        results["runs"][name] = figures
     model_cfg = loaded[0].model_config
-    base = models.load_base(model_cfg, models.pick_precision(model_cfg.precision))
-    base_ppl = perplexity(base, models.load_tokenizer(model_cfg), general)
-    del base
-    for figures in results["runs"].values():
-        figures["forgetting"] = forgetting(base_ppl, figures["general_ppl"], forgetting_threshold)
+
+    def load_base() -> tuple[Any, Any]:
+        base = models.load_base(model_cfg, models.pick_precision(model_cfg.precision))
+        return base, models.load_tokenizer(model_cfg)
+
     scorer = None
     if reward_run:
         from alignkit.stages.reward import load_scorer
 
         scorer = load_scorer(reward_run)
-        for name in answers:
-            rewards = scorer.score(prompts, answers[name])
-            results["runs"][name]["reward_mean"] = sum(rewards) / max(1, len(rewards))
-    baseline = loaded[0].path.name
-    for run in loaded[1:]:
-        name = run.path.name
-        comparison: dict[str, Any] = {}
-        if rule:
-            comparison["oracle"] = win_rate(prompts, answers[name], answers[baseline], oracle_judge(rule))
-        if scorer is not None:
-            comparison["reward_model"] = win_rate(prompts, answers[name], answers[baseline], reward_judge(scorer))
-        policy, tokenizer = run.load_model()
-        reference, _ = loaded[0].load_model()
-        comparison["kl_to_baseline"] = kl_to_reference(policy, reference, tokenizer, prompts, answers[name])
-        results["comparisons"][f"{name} vs {baseline}"] = comparison
-    results["examples"] = [
-        {"prompt": p[-1]["content"], **{n: a[i] for n, a in answers.items()}} for i, p in enumerate(prompts[:5])
-    ]
-    write_report(Path(out_dir), results)
+    to_evaluate = [("base", load_base), *((run.path.name, run.load_model) for run in loaded)]
+    results, rows = evaluate(
+        to_evaluate, prompts, read_texts(general_file), None, scorer, rule, max_new_tokens, forgetting_threshold
+    )
+    results["prompts_file"] = prompts_file
+    write_report(Path(out_dir), results, rows)
     return results

@@ -1,7 +1,8 @@
 """Sampling from a run's model (or the base): answers for the demo and playground, candidates for annotation.
 
 `alignkit generate` writes one JSONL row per prompt:
-`{"prompt_id", "prompt": [messages], "candidates": [{"text", "run", "model", "sampling"}, ...]}`.
+`{"prompt_id", "prompt": [messages], "candidates": [{"text", "run", "model", "sampling"}, ...]}`, plus `spec` (the
+prompt's skill, reference, must_contain, decline: `judges.PromptSpec`) when the prompt file has those fields.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from alignkit.data.formats import RowError, message_list, read_rows, text_field
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
+from alignkit.judges import Prompt, PromptSpec
 
 
 @dataclass
@@ -73,8 +75,15 @@ def greedy_replies(
 
 def load_prompts(path: str) -> list[list[dict[str, str]]]:
     """Prompts as message lists from rows with `prompt` (string or messages), `instruction`, or `messages`."""
+    return [item.messages for item in load_prompt_items(path)]
+
+
+def load_prompt_items(path: str) -> list[Prompt]:
+    """Prompts with their specs (optional `skill`, `reference`, `must_contain`, `decline` fields), validated whole."""
     return convert_all(
-        read_rows(path), prompt_row, "rows with `prompt` (string or messages), `instruction` or `messages`"
+        read_rows(path),
+        lambda data: Prompt(prompt_row(data), PromptSpec.from_row(data)),
+        "rows with `prompt` (string or messages), `instruction` or `messages`",
     )
 
 
@@ -195,11 +204,15 @@ def run(
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise AlignkitError(f"{out_path}: output file exists", "pass --overwrite or choose another --out")
-    prompts = load_prompts(prompts_file)[:limit]
+    items = load_prompt_items(prompts_file)[:limit]
+    prompts = [item.messages for item in items]
     if backend == "vllm":
         rows = backends.vllm_candidates(prompts, n, sampling or Sampling(), from_run, model_name)
     else:
         model, tokenizer, source = load_policy(from_run, model_name)
         rows = candidates(model, tokenizer, prompts, n, sampling or Sampling(), source, batch_size=batch_size)
+    for row, item in zip(rows, items, strict=True):  # rows come in prompt order
+        if item.spec != PromptSpec():
+            row["spec"] = json.loads(item.spec.to_json())
     write_jsonl(out_path, rows, overwrite=overwrite)
     return out_path

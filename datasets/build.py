@@ -77,6 +77,8 @@ class Item:
     prompt: str
     answer: str
     reference: str | None = None
+    must_contain: tuple[str, ...] = ()  # terms a good answer contains (the user's name in a greeting)
+    decline: bool = False  # the right answer is to decline
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1162,7 +1164,8 @@ def _greetings(rng: random.Random) -> list[Item]:
     items = [Item("greeting", q, a) for q, a in GREETINGS]
     for name, _ in rng.sample(NAMES, POOL_SIZES["greeting"] - len(items)):
         prompt = rng.choice(["Hi, my name is {n}.", "Hello! I'm {n}."]).format(n=name)
-        items.append(Item("greeting", prompt, f"Nice to meet you, {name}! How can I help you today?"))
+        answer = f"Nice to meet you, {name}! How can I help you today?"
+        items.append(Item("greeting", prompt, answer, must_contain=(name,)))
     return items
 
 
@@ -1623,7 +1626,7 @@ def build_pools(seed: int = SEED) -> dict[str, list[Item]]:
         "rewrite": _collect(rng_for("rewrite"), POOL_SIZES["rewrite"], "rewrite", _rewrite),
         "definition": _definitions(rng_for("def")),
         "greeting": _greetings(rng_for("greet")),
-        "refusal": [Item("refusal", q, a) for q, a in REFUSALS],
+        "refusal": [Item("refusal", q, a, decline=True) for q, a in REFUSALS],
     }
     for skill, make, name in (("unit_conversion", _units, "units"), ("word_ops", _words, "words")):
         pools[skill] = _collect(rng_for(name), POOL_SIZES[skill], skill, make)
@@ -1661,6 +1664,10 @@ def build_all(seed: int = SEED) -> dict[str, list[dict[str, object]]]:
             row: dict[str, object] = {"prompt": it.prompt, "skill": skill}
             if it.reference is not None:
                 row["reference"] = it.reference
+            if it.must_contain:
+                row["must_contain"] = list(it.must_contain)
+            if it.decline:
+                row["decline"] = True
             prompts.append(row)
         n_eval = EVAL_PER_SKILL.get(skill, 0)
         eval_rows += [_messages([(it.prompt, it.answer)], None) for it in items[:n_eval]]
@@ -1780,7 +1787,7 @@ def check(out_dir: Path = HERE) -> None:
     assert len(ev) == 40 and all(len(c) == 2 for c in ev), len(ev)
     assert len(prompts) == 100, len(prompts)
     for row in prompts:
-        assert set(row) <= {"prompt", "skill", "reference"} and {"prompt", "skill"} <= set(row), row
+        assert set(row) <= {"prompt", "skill", "reference", "must_contain", "decline"} and {"prompt", "skill"} <= set(row), row
         assert row["skill"] in SKILLS and isinstance(row["prompt"], str) and row["prompt"].strip(), row
         assert (row["skill"] in CHECKABLE) == ("reference" in row), row
 

@@ -62,13 +62,25 @@ def prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def split(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, validation) with a fixed seed; at least one validation row when fraction > 0 and there are 2+ rows."""
+    """(train, validation) with a fixed seed; at least one validation row when fraction > 0 and there are 2+ rows.
+
+    Rows that share a `prompt` (the pairs of one ranking, a prompt's KTO rows) stay on one side: a validation
+    figure on prompts the model trained on would measure memory, not generalisation."""
+    import json
     import random
 
-    if fraction <= 0 or len(rows) < 2:
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        key = json.dumps(row["prompt"], sort_keys=True) if "prompt" in row else f"row {i}"
+        groups.setdefault(key, []).append(i)
+    if fraction <= 0 or len(groups) < 2:
         return rows, []
-    order = list(range(len(rows)))
+    order = list(groups.values())
     random.Random(seed).shuffle(order)
-    n_val = min(len(rows) - 1, max(1, round(len(rows) * fraction)))
-    held = set(order[:n_val])
+    target = min(len(rows) - 1, max(1, round(len(rows) * fraction)))
+    held: set[int] = set()
+    for members in order[:-1]:  # whole prompts, until the share is reached; never every prompt
+        if len(held) >= target:
+            break
+        held.update(members)
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]

@@ -9,6 +9,7 @@ back as a `Scorer` for win-rates and online RL.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,17 @@ def run(cfg: RewardStageConfig) -> runs.Run:
         scorer = Scorer(trainer.model, tokenizer, batch_size=args.per_device_eval_batch_size)
         return {"scored_split": scored_split, **pairwise_metrics(scorer, scored_pairs, cfg.calibration_bins)}
 
-    counts = {"train_rows": len(train_pairs), "eval_rows": len(eval_pairs), "margin_used": with_margin}
+    counts = {
+        "train_rows": len(train_pairs),
+        "eval_rows": len(eval_pairs),
+        "margin_used": with_margin,
+        "shared_prompts": len(prompt_keys(train_pairs) & prompt_keys(eval_pairs)),  # 0 unless validation files share
+    }
     return training.train_and_save(trainer, run, counts, final_metrics=held_out_metrics)
+
+
+def prompt_keys(pairs: Pairs) -> set[str]:
+    return {json.dumps(pair["prompt"], sort_keys=True) for pair in pairs}
 
 
 def load_reward_base(model_cfg: ModelConfig, ancestors: list[runs.Run], precision: models.Precision) -> tuple[Any, Any]:

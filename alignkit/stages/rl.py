@@ -1,7 +1,7 @@
 """Online RL of a policy run with TRL: GRPO (`trl.GRPOTrainer`) or RLOO (`trl.RLOOTrainer`).
 
 Each step samples `num_generations` completions per prompt from the policy, scores them with the reward functions
-(a reward model run via `reward.load_scorer`, and/or rules of `feedback.simulate.RULES`), and moves the policy towards
+(a reward model run via `reward.load_scorer`, and/or rules of `judges.RULES`), and moves the policy towards
 the better ones, with a KL penalty (`trainer.beta`) to the reference. The reference is the parent policy, with no
 second model copy, as in `alignkit dpo`:
 
@@ -47,7 +47,7 @@ METHODS = {"grpo": Method("GRPOTrainer", "GRPOConfig"), "rloo": Method("RLOOTrai
 
 def run(cfg: RLStageConfig) -> runs.Run:
     """Train the parent run's policy online against the configured rewards and return the finished run."""
-    from alignkit.generate import load_prompts
+    from alignkit.generate import load_prompt_items
     from alignkit.paths import bundled_data
 
     cfg = training.resolve_resume("rl", cfg)
@@ -60,7 +60,10 @@ def run(cfg: RLStageConfig) -> runs.Run:
     reward_run = reward_parent(cfg.reward_run, reward_names)
 
     def load_prompt_rows(paths: list[str]) -> list[dict[str, Any]]:
-        return [{"prompt": prompt} for path in paths for prompt in load_prompts(path)]
+        # the spec rides along as a column: TRL hands extra columns to reward functions (rule rewards read it)
+        return [
+            {"prompt": p.messages, "prompt_spec": p.spec.to_json()} for path in paths for p in load_prompt_items(path)
+        ]
 
     train_rows, eval_rows, files = sft.load_split(cfg.data, load_prompt_rows)  # validated before anything heavy
     path = runs.plan_path("rl", cfg)
@@ -119,7 +122,7 @@ def pick_method(name: str) -> Method:
 
 def reward_spec(cfg: RLStageConfig) -> tuple[list[str], list[float] | None]:
     """(reward function names, their weights or None): `rewards` checked against the rules and the reward run."""
-    from alignkit.feedback.simulate import RULES
+    from alignkit.judges import RULES
 
     known = [REWARD_MODEL, *RULES]
     rewards = cfg.rewards or ([REWARD_MODEL] if cfg.reward_run else [])
@@ -203,13 +206,22 @@ def model_reward(scorer: Any) -> RewardFunction:
 
 
 def rule_reward(name: str) -> RewardFunction:
-    """A `feedback.simulate` rule applied to each completion's text; named after the rule in TRL's logs."""
-    from alignkit.feedback.simulate import rule
+    """A `judges` rule applied to each completion with its prompt's spec (`Rule.reward`); named after the rule in
+    TRL's logs."""
+    from alignkit.judges import Prompt, PromptSpec, rule
 
-    score = rule(name).score
+    oracle = rule(name)
 
-    def reward(completions: list[Any], **_: Any) -> list[float]:
-        return [float(score(reply_text(completion))) for completion in completions]
+    def reward(
+        prompts: list[Any], completions: list[Any], prompt_spec: list[str] | None = None, **_: Any
+    ) -> list[float]:
+        specs = prompt_spec or [None] * len(completions)
+        return [
+            oracle.reward(
+                reply_text(completion), Prompt(prompt if isinstance(prompt, list) else [], PromptSpec.from_json(spec))
+            )
+            for prompt, completion, spec in zip(prompts, completions, specs, strict=True)
+        ]
 
     reward.__name__ = name
     return reward

@@ -9,6 +9,7 @@ import pytest
 
 import alignkit
 from alignkit import evaluate
+from alignkit.judges import Prompt
 from tests.conftest import run_cli, write_jsonl
 
 
@@ -21,10 +22,20 @@ def test_token_f1_and_task_metrics_on_known_answers():
 
 
 def test_win_rate_counts_ties_half_and_forgetting_flags_worse_perplexity():
-    judge = evaluate.oracle_judge("concise")
-    prompts = [[{"role": "user", "content": "q"}]] * 3
+    judge = evaluate.oracle_judge("concise", exact=True)
+    prompts = [Prompt([{"role": "user", "content": "q"}])] * 3
     result = evaluate.win_rate(prompts, ["short", "a b c d", "x y"], ["a b c", "short", "p q"], judge)
-    assert result == {"win_rate": 0.5, "wins": 1, "ties": 1, "losses": 1}
+    assert result["interval_95"] == [round(x, 4) for x in evaluate.wilson_interval(1.5, 3)]
+    assert {k: v for k, v in result.items() if k != "interval_95"} == {
+        "win_rate": 0.5,
+        "wins": 1,
+        "ties": 1,
+        "losses": 1,
+    }
+    noticed = evaluate.win_rate(
+        prompts, ["short", "a b c d", "x y"], ["a b c", "short", "p q"], evaluate.oracle_judge("concise")
+    )
+    assert noticed["ties"] == 2 and noticed["losses"] == 1  # 1 vs 3 words: a gap no annotator notices; 4 vs 1 is
     assert evaluate.forgetting(10.0, 10.4)["forgetting"] is False
     assert evaluate.forgetting(10.0, 10.6)["forgetting"] is True
 
@@ -83,10 +94,19 @@ def test_eval_cli_writes_report_with_win_rate_kl_and_forgetting(two_runs, tmp_pa
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "eval.json").read_text())
-    assert set(report["runs"]) == {"first", "second"}
+    assert set(report["runs"]) == {"base", "first", "second"}  # each compared with the one before it
     for figures in report["runs"].values():
         assert math.isfinite(figures["general_ppl"]) and "ppl_ratio" in figures["forgetting"]
         assert set(figures["task"]) >= {"bleu", "rougeL", "token_f1"}
+    assert set(report["comparisons"]) == {"first vs base", "second vs first"}
     comparison = report["comparisons"]["second vs first"]
-    assert 0.0 <= comparison["oracle"]["win_rate"] <= 1.0 and math.isfinite(comparison["kl_to_baseline"])
-    assert (out / "report.md").is_file() and (out / "perplexity.png").is_file() and (out / "win_rate.png").is_file()
+    oracle = comparison["oracle"]
+    assert oracle["wins"] + oracle["ties"] + oracle["losses"] == 4 and math.isfinite(comparison["kl_to_baseline"])
+    low, high = oracle["interval_95"]
+    assert low <= oracle["win_rate"] <= high
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 3 * 4 and {a["run"] for a in answers} == {"base", "first", "second"}
+    assert all("degenerate" in a and "accurate" in a for a in answers)  # every answer saved with its checks
+    for name in ("report.md", "perplexity.png", "win_rate.png", "accuracy.png"):
+        assert (out / name).is_file(), name
+    assert "## Alarms" in (out / "report.md").read_text()
