@@ -171,15 +171,18 @@ def simulate_ratings(
     seed: int = 0,
     limit: int | None = None,
     url: str | None = None,
+    answer_key: str | Path | None = None,
 ) -> dict[str, int]:
     """`alignkit feedback simulate`: oracle annotators (username, password) rate through Argilla with a rule plus
-    noise; returns responses submitted per annotator."""
+    noise, checking answers against `answer_key` (a prompt or candidates file with prompt specs); returns responses
+    submitted per annotator."""
     from alignkit.feedback import client, simulate
 
+    key = simulate.load_answer_key(str(answer_key)) if answer_key else None
     done = {}
     for username, password in annotators:
         session = client.annotator_session(username, password, url)
-        done[username] = simulate.rate_all(session, dataset, rule, noise, seed, limit)
+        done[username] = simulate.rate_all(session, dataset, rule, noise, seed, limit, key)
     return done
 
 

@@ -492,6 +492,14 @@ def feedback_simulate(
     noise: Annotated[float, typer.Option(help="Probability an annotator flips the rule's answer.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
     limit: Annotated[int | None, typer.Option(help="At most N responses per annotator.")] = None,
+    answer_key: Annotated[
+        str | None,
+        typer.Option(
+            "--answer-key",
+            help="Prompt (or candidates) file whose rows carry skill / reference / must_contain / decline: what the "
+            "annotators check answers against.",
+        ),
+    ] = None,
 ) -> None:
     import alignkit
 
@@ -499,7 +507,8 @@ def feedback_simulate(
     for entry, (_, sep, _) in zip(annotator, credentials, strict=True):
         if not sep:
             raise AlignkitError(f"--annotator {entry!r}: expected username:password")
-    done = alignkit.simulate_ratings(dataset, [(u, p) for u, _, p in credentials], rule, noise, seed, limit)
+    logins = [(u, p) for u, _, p in credentials]
+    done = alignkit.simulate_ratings(dataset, logins, rule, noise, seed, limit, answer_key=answer_key)
     for username, count in done.items():
         console.print(f"{username}: {count} responses submitted")
 

@@ -236,9 +236,10 @@ def collect_round(
     dataset = f"demo-round-{round_number}-{stamp}"
     push.push(str(candidates_file), dataset, "demo", round_number, 2, cfg.seed, client=owner, scorer=scorer)
     limit = None if round_number == 1 else cfg.round_records
+    answer_key = simulate.load_answer_key(str(out / "train_prompts.jsonl"))
     for i, (username, password) in enumerate(DEMO_ANNOTATORS):
         session = client.annotator_session(username, password, url=url)
-        simulate.rate_all(session, dataset, cfg.rule, cfg.noise, seed=cfg.seed + i, limit=limit)
+        simulate.rate_all(session, dataset, cfg.rule, cfg.noise, cfg.seed + i, limit, answer_key)
     pulled = pull.pull(dataset, "demo", client=owner)
     step(f"annotate{suffix}")
     return pulled

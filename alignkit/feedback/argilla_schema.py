@@ -17,9 +17,6 @@ RATIONALE = "rationale"
 PREFERENCE_LABELS = {"1": "Response 1 is better", "2": "Response 2 is better", "tie": "Tie"}
 STRENGTH_VALUES = [1, 2, 3]  # slight, clear, strong
 METADATA = ("round", "prompt_id", "runs", "order", "sampling", "source")
-# Extra (undeclared, so never shown to annotators) metadata: the prompt's `judges.PromptSpec` as JSON, which the
-# simulated annotators' hidden rule reads.
-PROMPT_SPEC = "prompt_spec"
 
 GUIDELINES = """\
 **Which response is better?** Read the prompt, then each response.

@@ -14,7 +14,6 @@ from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback import ordering
-from alignkit.judges import PromptSpec
 
 
 def load_candidates(path: str) -> list[dict[str, Any]]:
@@ -37,15 +36,7 @@ def candidate_row(data: dict[str, Any]) -> dict[str, Any]:
             raise RowError(f"candidates[{i}].text", "expected a string")
     from alignkit.generate import prompt_id
 
-    spec = data.get("spec") or {}
-    if not isinstance(spec, dict):
-        raise RowError("spec", "expected an object with skill / reference / must_contain / decline")
-    return {
-        "prompt_id": data.get("prompt_id") or prompt_id(prompt),
-        "prompt": prompt,
-        "candidates": candidates,
-        "spec": PromptSpec.from_row(spec),
-    }
+    return {"prompt_id": data.get("prompt_id") or prompt_id(prompt), "prompt": prompt, "candidates": candidates}
 
 
 def render_prompt(prompt: list[dict[str, str]]) -> str:
@@ -98,7 +89,6 @@ def records_for_round(
             "sampling": json.dumps(sources[0].get("sampling", {}), sort_keys=True),
             "source": json.dumps(sources),
             "prompt_messages": json.dumps(row["prompt"]),
-            schema.PROMPT_SPEC: row["spec"].to_json(),
         }
         if scorer is not None:  # score once; the reward model's pre-label is stored, shown only on request
             rewards = scorer(row["prompt"], texts)

@@ -1,23 +1,42 @@
 """`alignkit feedback simulate`: oracle annotators that rate through Argilla's API exactly as people do (own login,
 own queue, one response per record), with a hidden preference rule (`alignkit.judges`) plus noise.
 
-The rule sees each record's prompt spec (skill, reference, must_contain, decline: metadata `prompt_spec`, pushed from
-the prompt file, never shown to annotators). `careful` (the default) puts non-degenerate before correct before doing
-the task before concise; swap it with `--rule`. The noise is seeded from the annotator and the record's content, so
-a rating does not depend on ids the server assigns.
+Like a person who knows the subject, the simulated annotator holds an answer key: the prompt specs (skill, reference,
+must_contain, decline) of the prompt file the candidates came from, matched to records by `prompt_id`. The key stays
+with the annotator; Argilla records carry no hidden answers. `careful` (the default) puts non-degenerate before
+correct before doing the task before concise; swap it with `--rule`. The noise is seeded from the annotator and the
+record's content, so a rating does not depend on ids the server assigns.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping
 from typing import Any
 
+from alignkit.data.formats import RowError, read_rows
+from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.client import AnnotatorSession
 from alignkit.feedback.push import stable_seed
 from alignkit.judges import DEFAULT_RULE, Prompt, PromptSpec, Rule, rule
+
+AnswerKey = Mapping[str, PromptSpec]  # prompt_id -> what the annotator knows about that prompt
+
+
+def load_answer_key(path: str) -> dict[str, PromptSpec]:
+    """prompt_id -> spec from a prompt file (spec fields on each row) or an `alignkit generate` file (`spec`)."""
+    from alignkit.generate import prompt_id, prompt_row
+
+    def entry(data: dict[str, Any]) -> tuple[str, PromptSpec]:
+        spec = data.get("spec", data)
+        if not isinstance(spec, dict):
+            raise RowError("spec", "expected an object with skill / reference / must_contain / decline")
+        return prompt_id(prompt_row(data)), PromptSpec.from_row(spec)
+
+    return dict(convert_all(read_rows(path), entry, "prompt rows with optional skill / reference / must_contain"))
 
 
 def judge(texts: list[str], oracle: Rule, flip: bool, prompt: Prompt | None = None) -> dict[str, Any]:
@@ -48,8 +67,11 @@ def rate_all(
     noise: float = 0.1,
     seed: int = 0,
     limit: int | None = None,
+    answer_key: AnswerKey | None = None,
 ) -> int:
-    """Rate every record pending for this annotator (up to `limit`); returns how many responses were submitted."""
+    """Rate every record pending for this annotator (up to `limit`); returns how many responses were submitted.
+    `answer_key` (`load_answer_key`): the prompt specs a prompt-aware rule such as `careful` checks answers against;
+    without it such a rule can judge only degeneration, refusals and length."""
     oracle = rule(rule_name)
     dataset = next((d for d in session.datasets() if d["name"] == dataset_name), None)
     if dataset is None:
@@ -64,7 +86,7 @@ def rate_all(
         for record in queue:
             n = sum(1 for name in record["fields"] if name.startswith("candidate_"))
             texts = [record["fields"][schema.candidate_field(i)] for i in range(n)]
-            prompt = record_prompt(record)
+            prompt = record_prompt(record, answer_key or {})
             content = json.dumps([prompt.messages, texts])
             flip = random.Random(stable_seed(seed, session.username, content)).random() < noise
             session.respond(record["id"], judge(texts, oracle, flip, prompt))
@@ -74,9 +96,8 @@ def rate_all(
     return submitted
 
 
-def record_prompt(record: dict[str, Any]) -> Prompt:
-    """The record's conversation and prompt spec, from the metadata push wrote (the shown prompt field otherwise)."""
+def record_prompt(record: dict[str, Any], answer_key: AnswerKey) -> Prompt:
+    """The record's conversation (as shown: the prompt field) and its spec from the annotator's answer key."""
     metadata = record.get("metadata") or {}
-    messages = json.loads(metadata["prompt_messages"]) if metadata.get("prompt_messages") else None
-    messages = messages or [{"role": "user", "content": record["fields"].get("prompt", "")}]
-    return Prompt(messages, PromptSpec.from_json(metadata.get(schema.PROMPT_SPEC)))
+    messages = [{"role": "user", "content": record["fields"].get("prompt", "")}]
+    return Prompt(messages, answer_key.get(str(metadata.get("prompt_id")), PromptSpec()))

@@ -168,3 +168,40 @@ def test_best_vs_worst_keeps_each_prompts_widest_pair_of_any_pairs_file():
     assert pull.best_vs_worst(pairs) == [pairs[1]]  # q's only pair is a tie: no pair for q
     with pytest.raises(AlignkitError, match="best-worst"):
         pull.pull("round-1", pairing="widest")
+
+
+def test_careful_annotators_check_against_their_answer_key_and_rate_the_same_content_alike(
+    tmp_path, owner, annotators, argilla_server
+):
+    questions = [f"What is {i} plus {i}?" for i in range(6)]
+    prompts = tmp_path / "prompts.jsonl"
+    write_jsonl(
+        prompts, [{"prompt": q, "skill": "arithmetic", "reference": str(2 * i)} for i, q in enumerate(questions)]
+    )
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": q}],
+            "candidates": [
+                {"text": f"The answer is {2 * i + 1}."},  # shorter, wrong
+                {"text": f"{i} + {i} = {2 * i}, so the answer is {2 * i}."},  # longer, right
+                {"text": "Deer. Deer. Deer."},  # degenerate
+            ],
+        }
+        for i, q in enumerate(questions)
+    ]
+    candidates = tmp_path / "careful.jsonl"
+    write_jsonl(candidates, rows)
+    key = simulate.load_answer_key(str(prompts))
+    rankings = {}
+    for name in ("careful-a", "careful-b"):  # the same content twice: new server ids, the same noisy ratings
+        push.push(str(candidates), name, "collect", min_submitted=2, client=owner)
+        for username, password in annotators:
+            session = client.annotator_session(username, password, url=argilla_server.url)
+            assert simulate.rate_all(session, name, "careful", noise=0.3, seed=1, answer_key=key) == len(questions)
+        result = pull.pull(name, "collect", client=owner, min_agreement=0.0)
+        rankings[name] = sorted((p["prompt"][0]["content"], p["chosen_candidate"], p["rejected_candidate"])
+                                for p in result.pairs)  # fmt: skip
+    assert rankings["careful-a"] == rankings["careful-b"]
+    unanimous = pull.pull("careful-a", "collect", client=owner, min_agreement=1.0).pairs
+    assert unanimous and all(p["chosen_candidate"] != 2 for p in unanimous)  # degenerate never wins unanimously
+    assert all((p["chosen_candidate"], p["rejected_candidate"]) in ((1, 0), (1, 2), (0, 2)) for p in unanimous)

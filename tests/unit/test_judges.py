@@ -5,12 +5,13 @@ fire on a degenerate policy."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from alignkit import data, evaluate, judges
+from alignkit import data, evaluate, generate, judges
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback import simulate
 from alignkit.judges import Prompt, PromptSpec
@@ -134,14 +135,18 @@ def test_simulated_ranking_puts_degenerate_last_and_noise_reverses_it():
     assert min(flipped, key=lambda item: item["rank"])["value"] == schema.candidate_field(0)
 
 
-def test_simulated_annotator_reads_the_prompt_spec_from_record_metadata():
-    record = {
-        "fields": {"prompt": FELIX.text, "candidate_1": "x"},
-        "metadata": {"prompt_messages": '[{"role": "user", "content": "Hi, my name is Felix."}]'}
-        | {schema.PROMPT_SPEC: FELIX.spec.to_json()},
-    }
-    assert simulate.record_prompt(record) == FELIX
-    assert simulate.record_prompt({"fields": {"prompt": "Hi"}}) == prompt("Hi")
+def test_simulated_annotator_checks_records_against_its_answer_key(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        '{"prompt": "Hi, my name is Felix.", "skill": "greeting", "must_contain": ["Felix"]}\n{"prompt": "Hi"}\n'
+    )
+    key = simulate.load_answer_key(str(prompts))
+    record = {"fields": {"prompt": FELIX.text}, "metadata": {"prompt_id": generate.prompt_id(FELIX.messages)}}
+    assert simulate.record_prompt(record, key) == FELIX
+    assert simulate.record_prompt({"fields": {"prompt": "Hi"}, "metadata": {"prompt_id": "x"}}, key) == prompt("Hi")
+    candidates = tmp_path / "candidates.jsonl"  # `alignkit generate` output works as the key too
+    candidates.write_text(json.dumps({"prompt": FELIX.messages, "candidates": [], "spec": {"must_contain": ["Felix"]}}))
+    assert simulate.load_answer_key(str(candidates))[generate.prompt_id(FELIX.messages)].must_contain == ("Felix",)
 
 
 def test_prompt_spec_rejects_wrong_types_with_the_field_named():
