@@ -266,15 +266,15 @@ def contains(text: str, term: str) -> bool:
 
 
 def names_reference(answer: str, reference: str, prompt_text: str) -> bool:
-    """A free-form answer names the reference as its claim: after the last copula of its last sentence ("Portugal
-    is in Europe."), or as the subject of a restated prompt ("Hanoi is the capital of Vietnam."), not as the subject
-    of a wrong claim ("Hanoi is Hungry.")."""
+    """A free-form answer names the reference as its claim: after a copula of its last sentence ("Portugal is in
+    Europe."), or as the subject of a restated prompt ("Hanoi is the capital of Vietnam."), not as the subject of a
+    wrong claim ("The capital city of Hanoi is Hungry.")."""
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
     last = sentences[-1] if sentences else answer
     parts = re.split(r"\b(?:is|are|was|were|lies|sits)\b", last, flags=re.IGNORECASE)
     if len(parts) == 1:
         return contains(answer, reference)
-    if contains(parts[-1], reference):
+    if any(contains(part, reference) for part in parts[1:]):  # "The largest ocean is the Pacific Ocean, which is ..."
         return True
     prompt_words = {w.lower() for w in words(prompt_text)} - STOP_WORDS
     restates = bool(prompt_words & ({w.lower() for w in words(parts[-1])} - STOP_WORDS))

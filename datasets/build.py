@@ -1670,7 +1670,7 @@ def build_all(seed: int = SEED) -> dict[str, list[dict[str, object]]]:
                 row["decline"] = True
             prompts.append(row)
         n_eval = EVAL_PER_SKILL.get(skill, 0)
-        eval_rows += [_messages([(it.prompt, it.answer)], None) for it in items[:n_eval]]
+        eval_rows += [_messages([(it.prompt, it.answer)], None) | {"skill": skill} for it in items[:n_eval]]
         train[skill] = items[n_eval:]
 
     # Multi-turn rows: two items from the same skill group (greeting then refusal for chat).
@@ -1727,11 +1727,13 @@ def _read_jsonl(path: Path) -> list[dict[str, object]]:
     return rows
 
 
-def _check_messages(rows: list[dict[str, object]], name: str) -> list[list[dict[str, str]]]:
-    """Assert the OpenAI messages shape and role order of every row."""
+def _check_messages(
+    rows: list[dict[str, object]], name: str, extra: frozenset[str] = frozenset()
+) -> list[list[dict[str, str]]]:
+    """Assert the OpenAI messages shape and role order of every row (`extra`: other keys allowed)."""
     convs = []
     for n, row in enumerate(rows, 1):
-        assert set(row) == {"messages"}, f"{name}:{n} keys {set(row)}"
+        assert set(row) - extra == {"messages"}, f"{name}:{n} keys {set(row)}"
         msgs = row["messages"]
         assert isinstance(msgs, list) and msgs, f"{name}:{n} empty"
         body = msgs[1:] if msgs[0].get("role") == "system" else msgs
@@ -1774,7 +1776,7 @@ def _strip_prefix(text: str) -> str:
 def check(out_dir: Path = HERE) -> None:
     """Re-read the written files and assert the documented properties."""
     sft = _check_messages(_read_jsonl(out_dir / SFT_FILE), SFT_FILE)
-    ev = _check_messages(_read_jsonl(out_dir / EVAL_FILE), EVAL_FILE)
+    ev = _check_messages(_read_jsonl(out_dir / EVAL_FILE), EVAL_FILE, frozenset({"skill"}))
     prompts = _read_jsonl(out_dir / PROMPTS_FILE)
     domain = _read_jsonl(out_dir / DOMAIN_FILE)
     general = _read_jsonl(out_dir / GENERAL_FILE)

@@ -1,12 +1,16 @@
-"""The main job end to end on a tiny model: SFT -> generate -> Argilla -> simulated ratings -> reward -> DPO -> eval."""
+"""The main job end to end on a tiny model: SFT -> generate -> Argilla -> simulated ratings -> reward -> DPO -> eval,
+in a setting small enough for CI where rating can only help: the aligned policy must beat its parent."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from alignkit import demo, runs
+from benchmarks import demo_seeds
+from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.argilla
 
@@ -19,24 +23,66 @@ def remote_argilla(argilla_server, monkeypatch):
     return argilla_server
 
 
-def test_demo_loop_writes_report_with_every_figure(tmp_path, tiny_model, remote_argilla):
+def learnable_files(root: Path) -> tuple[Path, Path]:
+    """A task a tiny model learns in seconds, where the rated loop must fix what SFT got wrong: SFT data answers
+    "is it valid?" with the wrong "No" 7 times in 10 (so SFT's greedy answer is wrong, yet its samples hold the right
+    one), and the prompt file's reference is "Yes"."""
+    sft_rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Check number {i}: is it valid?"},
+                {"role": "assistant", "content": "Yes, it is valid." if k < 3 else "No, it is not valid."},
+            ]
+        }
+        for i in range(100, 140)
+        for k in range(10)
+    ]
+    prompts = [{"prompt": f"Check number {i}: is it valid?", "skill": "yes_no", "reference": "Yes"} for i in range(24)]
+    return write_jsonl(root / "sft.jsonl", sft_rows), write_jsonl(root / "prompts.jsonl", prompts)
+
+
+def test_the_rated_loop_makes_a_learnable_policy_better_than_its_parent(tmp_path, tiny_model, remote_argilla):
+    sft_data, prompts = learnable_files(tmp_path)
+    tiny = {"per_device_train_batch_size": 8, "learning_rate": 1e-2, "logging_steps": 5}
     cfg = demo.DemoConfig(
         out=str(tmp_path / "demo"),
         model=tiny_model,
+        sft_data=str(sft_data),
+        prompts=str(prompts),
         candidates=3,
         train_prompts=12,
-        sft_steps=2,
-        reward_steps=2,
-        dpo_steps=2,
+        eval_prompts=12,
+        sft_steps=40,
+        reward_steps=4,
+        dpo_steps=16,
         rl_steps=1,
-        eval_prompts=6,
-        max_new_tokens=24,
+        max_new_tokens=16,
+        sft=tiny,
+        reward=tiny,
+        dpo=tiny,
+        rl={"learning_rate": 1e-4},
     )
     report = demo.run(cfg)
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert saved["seconds_total"] == report["seconds_total"] > 0
-    for key in ("reward_accuracy", "win_rate_vs_sft", "forgetting_ppl_ratio"):
-        assert 0 <= saved[key] <= 1 or key == "forgetting_ppl_ratio", key
+    # the relations that make it alignment: the aligned policy beats its parent and loses no accuracy
+    assert saved["accuracy"]["dpo"] > saved["accuracy"]["sft"], saved["accuracy"]
+    assert saved["win_rate_vs_sft"] > 0.5 and saved["win_rate_vs_sft_interval"][0] > 0.5
+    assert saved["degenerate_rate"]["dpo"] <= saved["degenerate_rate"]["sft"]
+    assert "dpo vs sft" not in saved["alarms"], saved["alarms"]
+    assert saved["reward_shared_prompts"] == 0  # the reward model is scored on prompts it never trained on
+    assert set(saved["evaluation"]["comparisons"]) == {"sft vs base", "dpo vs sft", "rl vs dpo"}
+    answers = (tmp_path / "demo" / "eval" / "answers.jsonl").read_text().splitlines()
+    assert len(answers) == 4 * cfg.eval_prompts  # base, sft, dpo, rl: every answer saved
+    checked = demo_seeds.met(demo_seeds.seed_figures(saved))  # the three-seed benchmark reads the same report
+    assert (
+        checked["accuracy"]
+        and checked["degenerate_rate"]
+        and "| 0 |" in demo_seeds.table({"seeds": {"0": demo_seeds.seed_figures(saved)}})
+    )
+    report_md = (tmp_path / "demo" / "report.md").read_text()
+    assert "| dpo vs sft | oracle |" in report_md and (tmp_path / "demo" / "eval" / "accuracy.png").is_file()
+
     assert saved["pairs"]["pairs"] > 0 and saved["pairs"]["annotators"] == 2
     dpo_pairs = (tmp_path / "demo" / "pairs-best-worst.jsonl").read_text().splitlines()
     assert 0 < saved["dpo_pairs"] == len(dpo_pairs) <= cfg.train_prompts  # DPO: one pair per prompt at most

@@ -97,6 +97,8 @@ def test_a_named_reference_must_be_the_claim_not_a_word_in_a_wrong_one():
     assert judges.correct("Hanoi is the capital of Vietnam.", VIETNAM.spec, VIETNAM.text) is True
     assert judges.correct("The capital of Vietnam is Hanoi.", VIETNAM.spec, VIETNAM.text) is True
     assert judges.correct("The answer is Hanoi.", VIETNAM.spec, VIETNAM.text) is True
+    ocean = PromptSpec(reference="the Pacific Ocean")
+    assert judges.correct("The largest ocean is the Pacific Ocean, which is huge.", ocean, "Largest ocean?") is True
 
 
 def test_yes_no_and_json_are_checked_as_decisions_and_data():
