@@ -52,7 +52,8 @@ class Precision:
 
 
 def pick_precision(requested: str = "auto") -> Precision:
-    """bf16 where the hardware runs it fast (recent GPUs, CPUs with AMX/AVX512-BF16), else fp32.
+    """bf16 where the hardware runs it fast (recent GPUs, CPUs with AMX/AVX512-BF16), else fp32; `auto` can be
+    pinned machine-wide with the ALIGNKIT_PRECISION environment variable (fp32 | bf16 | fp16).
 
     TRL turns bf16 on by default; on a CPU without native bf16 that makes matmuls ~60x slower.
     """
@@ -60,10 +61,13 @@ def pick_precision(requested: str = "auto") -> Precision:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+    source = "config: model.precision"
+    if requested == "auto":  # the machine-wide default, e.g. fp32 for exact comparisons in a test suite
+        source, requested = "ALIGNKIT_PRECISION", os.environ.get("ALIGNKIT_PRECISION", "auto")
     if requested != "auto":
         if requested not in names:
-            raise AlignkitError(f"config: model.precision={requested!r} is not one of auto, fp32, bf16, fp16")
-        return Precision(device, names[requested], "requested")
+            raise AlignkitError(f"{source}={requested!r} is not one of auto, fp32, bf16, fp16")
+        return Precision(device, names[requested], "requested" if source.startswith("config") else source)
     if device == "cuda":
         if torch.cuda.is_bf16_supported():
             return Precision(device, "bfloat16", "GPU supports bf16")

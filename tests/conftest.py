@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Every run in the suite (CLI subprocesses inherit it) in fp32 whatever the CPU: the tests compare log-probs, losses
+# and replies exactly, and on CPUs with native bf16 `auto` would pick bf16. tests/unit/test_hardware.py checks
+# the automatic choice itself.
+os.environ.setdefault("ALIGNKIT_PRECISION", "fp32")
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -26,8 +30,11 @@ CORPUS = [
 ]
 
 
-def build_tiny_model(path: Path) -> Path:
-    """A 2-layer Llama with a byte-level BPE tokenizer and a ChatML template, saved as a normal HF model dir."""
+def build_tiny_model(path: Path, initializer_range: float = 0.02) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer and a ChatML template, saved as a normal HF model dir.
+
+    At the default initializer range its logits stay near uniform whatever a LoRA adapter learns (RMSNorm fixes the
+    hidden norm and the tied embeddings are tiny); a larger range gives a model whose answers a LoRA can make sure."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -61,6 +68,7 @@ def build_tiny_model(path: Path) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )
     LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)

@@ -43,7 +43,7 @@ def learnable_files(root: Path) -> tuple[Path, Path]:
 
 def test_the_rated_loop_makes_a_learnable_policy_better_than_its_parent(tmp_path, tiny_model, remote_argilla):
     sft_data, prompts = learnable_files(tmp_path)
-    tiny = {"per_device_train_batch_size": 8, "learning_rate": 1e-2, "logging_steps": 5}
+    tiny = {"per_device_train_batch_size": 8, "logging_steps": 5}
     cfg = demo.DemoConfig(
         out=str(tmp_path / "demo"),
         model=tiny_model,
@@ -52,14 +52,16 @@ def test_the_rated_loop_makes_a_learnable_policy_better_than_its_parent(tmp_path
         candidates=3,
         train_prompts=12,
         eval_prompts=12,
-        sft_steps=40,
+        sft_steps=100,
         reward_steps=4,
         dpo_steps=16,
         rl_steps=1,
         max_new_tokens=16,
-        sft=tiny,
-        reward=tiny,
-        dpo=tiny,
+        # a full fine-tune: a LoRA cannot sharpen this tiny model's near-uniform logits; DPO then adds a LoRA on it
+        sft_peft={"method": "full"},
+        sft=tiny | {"learning_rate": 3e-3},
+        reward=tiny | {"learning_rate": 1e-2},
+        dpo=tiny | {"learning_rate": 1e-2},
         rl={"learning_rate": 1e-4},
     )
     report = demo.run(cfg)

@@ -55,3 +55,14 @@ def test_bf16_on_a_cpu_trains_with_a_warning_when_emulated(tmp_path, chat_file, 
     assert manifest["precision"] == "bfloat16" and manifest["status"] == "complete"
     if not {"amx_bf16", "avx512_bf16"} & models.cpu_flags():
         assert "emulated" in result.stderr
+
+
+def test_auto_precision_follows_the_cpu_unless_pinned_by_the_environment(monkeypatch):
+    monkeypatch.delenv("ALIGNKIT_PRECISION", raising=False)
+    native = {"amx_bf16", "avx512_bf16"} & models.cpu_flags()
+    assert models.pick_precision().dtype == ("bfloat16" if native else "float32")
+    monkeypatch.setenv("ALIGNKIT_PRECISION", "bf16")
+    assert models.pick_precision().dtype == "bfloat16" and models.pick_precision("fp32").dtype == "float32"
+    monkeypatch.setenv("ALIGNKIT_PRECISION", "fp8")
+    with pytest.raises(AlignkitError, match="ALIGNKIT_PRECISION='fp8' is not one of"):
+        models.pick_precision()

@@ -17,9 +17,6 @@ from alignkit.paths import bundled_data
 from alignkit.stages import reward
 from tests.conftest import write_jsonl
 
-# fp32 in every run: the reference-equals-parent check is exact, and on CPUs with native bf16 (picked by default)
-# the policy's fp32 adapter weights over a bf16 base sum differently from a bf16 reload
-FP32 = {"precision": "fp32"}
 TINY = {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "logging_steps": 1}
 RL_TINY = {"max_steps": 2, "max_completion_length": 12, "learning_rate": 1e-2}
 QUESTIONS = [[{"role": "user", "content": f"What is {i} plus {i}?"}] for i in range(12)]
@@ -46,7 +43,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sft_run(tiny_model: str, root: Path) -> runs.Run:
     return alignkit.sft(
         data={"paths": [str(root / "chat.jsonl")]},
-        model={"name": tiny_model, "precision": FP32["precision"]},
+        model={"name": tiny_model},
         out=str(root / "sft"),
         trainer={"max_steps": 3, "learning_rate": 1e-2, **TINY},
     )
@@ -57,7 +54,6 @@ def reward_run(sft_run: runs.Run, root: Path) -> runs.Run:
     return alignkit.reward(
         data={"paths": [str(root / "pairs.jsonl")], "validation_split": 0.0},
         from_run=str(sft_run.path),
-        model=FP32,
         out=str(root / "reward"),
         trainer={"max_steps": 2, "learning_rate": 1e-2, **TINY},
     )
@@ -74,7 +70,7 @@ def run_capturing_trainer(**sections: Any) -> tuple[runs.Run, Any]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training, "train_and_save", keep_trainer)
-        run = alignkit.rl(**{"model": FP32, **sections})
+        run = alignkit.rl(**sections)
     return run, captured["trainer"]
 
 
