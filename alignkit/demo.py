@@ -211,7 +211,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         f"# alignkit demo (rule `{cfg.rule}`, seed {cfg.seed})\n\n"
         f"Reward model, prompt-disjoint held-out pairs: accuracy {report['reward_accuracy']:.3f}. "
         f"Plots: `eval/accuracy.png`, `eval/win_rate.png`; every answer: `eval/answers.jsonl`.\n\n"
-        + evaluate.report_markdown(evaluation).removeprefix("# alignkit evaluation\n"),
+        + evaluate.report_markdown(evaluation, images="eval/").removeprefix("# alignkit evaluation\n"),
         encoding="utf-8",
     )
     return report
@@ -264,7 +264,7 @@ def rl_summary(rl_run: runs.Run) -> dict[str, Any]:
 def evaluate_policies(
     policies: dict[str, runs.Run], reward_run: runs.Run, prompts: list[judges.Prompt], cfg: DemoConfig, out: Path
 ) -> dict[str, Any]:
-    """Base and each policy answer the held-out prompts greedily; `evaluate.evaluate` checks and compares them
+    """Base and each policy answer the held-out prompts greedily; `evaluate.evaluate_models` checks and compares them
     (each with the one before it: sft vs base, dpo vs sft, rl vs dpo) and writes eval/."""
     from alignkit import models
     from alignkit.config import ModelConfig
@@ -277,8 +277,8 @@ def evaluate_policies(
 
     general = evaluate.read_texts(bundled_data("general_heldout.jsonl"), limit=40)  # a stable perplexity in seconds
     to_evaluate = [("base", load_base), *((name, run.load_model) for name, run in policies.items())]
-    results, rows = evaluate.evaluate(
-        to_evaluate, prompts, general, None, load_scorer(reward_run.path), cfg.rule, cfg.max_new_tokens
+    results, rows = evaluate.evaluate_models(
+        to_evaluate, prompts, general, load_scorer(reward_run.path), cfg.rule, cfg.max_new_tokens
     )
     evaluate.write_report(out, results, rows)
     return results

@@ -192,11 +192,10 @@ def alarms(figures: dict[str, Any], baseline: dict[str, Any], comparison: dict[s
 REWARD_LENGTH_ALARM = 0.6  # |r| above this: the reward model mostly measures length
 
 
-def evaluate(
+def evaluate_models(
     models_to_evaluate: Sequence[tuple[str, Callable[[], tuple[Any, Any]]]],
     prompts: Sequence[Prompt],
     general: Sequence[str],
-    base_ppl: float | None = None,
     scorer: Any = None,
     rule: str | None = None,
     max_new_tokens: int = 64,
@@ -211,6 +210,7 @@ def evaluate(
     answers: dict[str, list[str]] = {}
     checks: dict[str, list[dict[str, Any]]] = {}
     previous: tuple[str, Any] | None = None
+    base_ppl: float | None = None
     messages = [p.messages for p in prompts]
     for name, load in models_to_evaluate:
         model, tokenizer = load()
@@ -344,8 +344,9 @@ def write_report(out_dir: Path, results: dict[str, Any], rows: Sequence[dict[str
         plt.close(fig)
 
 
-def report_markdown(results: dict[str, Any]) -> str:
-    """The report a person reads: one table of models, one of comparisons, the alarms, sample answers."""
+def report_markdown(results: dict[str, Any], images: str = "") -> str:
+    """The report a person reads: one table of models, one of comparisons, the alarms, the plots (`images`: their
+    folder relative to the report), sample answers."""
 
     def fmt(value: Any) -> str:
         return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -374,6 +375,7 @@ def report_markdown(results: dict[str, Any]) -> str:
                     f"| {key} | {judge_name} | {c['win_rate']:.3f} | {c['interval_95'][0]:.3f}–"
                     f"{c['interval_95'][1]:.3f} | {c['wins']} / {c['ties']} / {c['losses']} |"
                 )
+    lines += ["", f"![checked accuracy per skill]({images}accuracy.png) ![oracle win-rates]({images}win_rate.png)"]
     flagged = {k: v for k, v in results["alarms"].items() if v}
     lines += ["", "## Alarms", ""]
     lines += [f"- **{k}**: {a}" for k, v in flagged.items() for a in v] or ["- none"]
@@ -437,8 +439,8 @@ def run_eval(
 
         scorer = load_scorer(reward_run)
     to_evaluate = [("base", load_base), *((run.path.name, run.load_model) for run in loaded)]
-    results, rows = evaluate(
-        to_evaluate, prompts, read_texts(general_file), None, scorer, rule, max_new_tokens, forgetting_threshold
+    results, rows = evaluate_models(
+        to_evaluate, prompts, read_texts(general_file), scorer, rule, max_new_tokens, forgetting_threshold
     )
     results["prompts_file"] = prompts_file
     write_report(Path(out_dir), results, rows)

@@ -347,8 +347,11 @@ class Rule:
         return float(a > b) if (a != b if exact else self.noticeable(a, b)) else 0.5
 
     def reward(self, answer: str, prompt: Prompt) -> float:
-        """One number for RL: earlier components weigh 10x each later one; the last is scaled into [-1, 1]."""
+        """One number for RL: a one-level rule's score as it is; otherwise earlier components weigh 10x each later
+        one and the last is squashed into (-1, 1), so no length outweighs a level."""
         *levels, last = self.score(answer, prompt)
+        if not levels:
+            return last
         return sum(v * 10.0 ** (len(levels) - i) for i, v in enumerate(levels)) + last / (1.0 + abs(last))
 
 

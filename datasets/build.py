@@ -1789,7 +1789,7 @@ def check(out_dir: Path = HERE) -> None:
     assert len(ev) == 40 and all(len(c) == 2 for c in ev), len(ev)
     assert len(prompts) == 100, len(prompts)
     for row in prompts:
-        assert set(row) <= {"prompt", "skill", "reference", "must_contain", "decline"} and {"prompt", "skill"} <= set(row), row
+        assert {"prompt", "skill"} <= set(row) <= {"prompt", "skill", "reference", "must_contain", "decline"}, row
         assert row["skill"] in SKILLS and isinstance(row["prompt"], str) and row["prompt"].strip(), row
         assert (row["skill"] in CHECKABLE) == ("reference" in row), row
 

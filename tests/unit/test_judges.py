@@ -213,3 +213,9 @@ def test_split_never_puts_one_prompt_on_both_sides():
         assert len(train) + len(held) == 60 and len(held) == 12
         train_prompts = {r["prompt"][0]["content"] for r in train}
         assert train_prompts.isdisjoint({r["prompt"][0]["content"] for r in held})
+
+
+def test_rule_reward_keeps_the_levels_order_and_a_one_level_score_as_it_is():
+    right, wrong = "9 × 2 = 18. The answer is 18 square meters.", "The answer is 11."
+    assert CAREFUL.reward(right, GARDEN) > CAREFUL.reward(wrong, GARDEN) > CAREFUL.reward("", GARDEN)
+    assert judges.rule("concise").reward("a b c", GARDEN) == -3.0
