@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -38,6 +39,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (url, username, record_id)
 )
 """
+
+# Turning a new file to WAL needs it to itself: the app's sessions are threads of one process, so they take turns.
+_CREATE_LOCK = threading.Lock()
 
 
 def default_path() -> Path:
@@ -69,17 +73,26 @@ class OfflineQueue:
         self.url, self.username = url, username
         self.path = Path(path or default_path())
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connect() as db:
+        with _CREATE_LOCK, closing(sqlite3.connect(self.path, timeout=30)) as db:
+            db.execute("PRAGMA journal_mode=WAL")  # stored in the file: every later connection uses it
             db.execute(SCHEMA)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: committed (and on disk) on leaving the block, rolled back on an error."""
-        with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
+        """One transaction: committed (and on disk) on leaving the block, rolled back on an error.
+
+        `BEGIN IMMEDIATE` takes the write lock up front, waiting up to 30 s for it; a deferred transaction that reads
+        and then writes can instead fail at once with "database is locked" when another writer holds the file.
+        """
+        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
             db.execute("PRAGMA synchronous=FULL")
-            with db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
                 yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def put(self, record_id: str, values: dict[str, Any], status: str) -> None:
         """Store an answer durably; a newer answer to the same record replaces the queued one."""

@@ -63,12 +63,14 @@ def test_rl_notebook_continues_the_dpo_policy(figures):
     assert result["lineage"] == ["sft", "dpo", "rl"] and isinstance(result["metrics"]["kl"], float)
 
 
-def test_evaluate_notebook_compares_every_run_with_sft(figures):
+def test_evaluate_notebook_compares_every_run_with_its_parent(figures):
     result = figures["05_evaluate"]
-    assert set(result["comparisons"]) == {"dpo vs sft", "rl vs sft"}
+    assert set(result["comparisons"]) == {"sft vs base", "dpo vs sft", "rl vs dpo"}
     for comparison in result["comparisons"].values():
-        assert 0 <= comparison["oracle"]["win_rate"] <= 1 and 0 <= comparison["reward_model"]["win_rate"] <= 1
-    assert set(result["forgetting"]) == {"sft", "dpo", "rl"}
+        for judged in (comparison["oracle"], comparison["reward_model"]):
+            prompts = judged["wins"] + judged["ties"] + judged["losses"]
+            assert prompts == 6 and judged["win_rate"] == pytest.approx((judged["wins"] + judged["ties"] / 2) / 6)
+    assert {"sft", "dpo", "rl"} <= set(result["forgetting"])
 
 
 def test_full_loop_notebook_reports_the_figures(figures):
