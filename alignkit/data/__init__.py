@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from alignkit.data.formats import (
@@ -9,14 +10,19 @@ from alignkit.data.formats import (
     detect_chat_format,
     iter_assistant_turns,
     read_rows,
+    renders_tools,
     text_field,
     to_messages,
+    tools_field,
+    uses_tools,
 )
 from alignkit.data.validate import convert_all
+from alignkit.errors import AlignkitError
 
 CHAT_EXPECTED = (
     "one of: {messages: [{role, content}]}, ShareGPT {conversations: [{from, value}]}, "
-    "Alpaca {instruction, input, output}, {prompt, completion}"
+    "Alpaca {instruction, input, output}, {prompt, completion}; tool calls: OpenAI `tool_calls`/`tool` turns or "
+    "ShareGPT `function_call`/`observation` turns, plus a `tools` column"
 )
 
 
@@ -32,7 +38,18 @@ def chat_row(data: dict[str, Any]) -> dict[str, Any]:
     fmt = detect_chat_format(data)
     if fmt == "text":
         raise RowError("text", "raw text rows are for `alignkit pretrain`; SFT needs chat rows")
-    return {"messages": to_messages(data, fmt)}
+    messages, tools = to_messages(data, fmt), tools_field(data)
+    return {"messages": messages, "tools": tools} if tools else {"messages": messages}
+
+
+def check_tool_template(tokenizer: Any, rows: list[dict[str, Any]], source: str) -> None:
+    """Refuse chat rows with tools or tool calls (from `source`, named in the error) when the tokenizer's chat
+    template does not render them: training would teach calls to tools the model is never shown."""
+    if any(uses_tools(row) for row in rows) and not renders_tools(tokenizer):
+        raise AlignkitError(
+            f"{source}: rows use tool calls but the model's chat template does not render tools",
+            "use a model whose template supports tools",
+        )
 
 
 def load_text(paths: list[str]) -> list[dict[str, str]]:
@@ -53,9 +70,14 @@ def text_row(data: dict[str, Any]) -> dict[str, str]:
 
 
 def prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """TRL's conversational prompt/completion rows: one per assistant turn (history masked, reply trained)."""
+    """TRL's conversational prompt/completion rows: one per assistant turn (history masked, reply trained).
+
+    Rows with tools give every example a `tools` column, JSON text (SFTTrainer parses it): as nested lists, Arrow
+    would merge all rows' schemas into one, filling each with the others' parameters as None."""
+    with_tools = any("tools" in row for row in rows)
     return [
         {"prompt": history, "completion": [reply]}
+        | ({"tools": json.dumps(row["tools"]) if "tools" in row else None} if with_tools else {})
         for row in rows
         for history, reply in iter_assistant_turns(row["messages"])
     ]

@@ -4,8 +4,14 @@ Readers: JSONL, JSON (a list of objects), CSV/TSV, Parquet, plain text (pretrain
 id. Every row keeps where it came from (`file:line N`) so a problem can be reported at its place.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
-`conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
-`output`), prompt/completion (strings or message lists; `response` is accepted for `completion`).
+`conversations` with role/content), ShareGPT (`conversations` with from/value, optional `system` column), Alpaca
+(`instruction`, `input`, `output`), prompt/completion (strings or message lists; `response` is accepted for
+`completion`).
+
+Tool calling, in the form transformers chat templates render: an assistant turn carries `tool_calls`
+(`[{"type": "function", "function": {"name", "arguments": {...}}}]`, arguments given as JSON text are parsed), a
+result is a `tool` turn, and the row keeps its `tools` (function schemas). Input: OpenAI `tool_calls`/`tool` turns,
+or ShareGPT `function_call` (JSON `{name, arguments}`) / `observation` turns; `tools` a list or a JSON string.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +28,10 @@ from typing import Any
 from alignkit.errors import AlignkitError
 
 ROLES = ("system", "user", "assistant")
+CHAT_ROLES = {role: role for role in (*ROLES, "tool")}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+# LLaMA-Factory's tool turns: `function_call` (an assistant turn, the call as JSON) and `observation` (its result)
+SHAREGPT_CHAT_ROLES = {**SHAREGPT_ROLES, "function_call": "tool_call", "observation": "tool"}
 JSON_COLUMNS = ("messages", "conversations", "prompt", "completion", "chosen", "rejected")
 
 
@@ -34,10 +44,25 @@ class Row:
 
 
 class RowError(Exception):
-    """A problem with one field of one row; collected, then reported with the row's place."""
+    """A problem with one field of one row; collected, then reported with the row's place.
 
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"field `{field}`: {problem}")
+    `looks_like` names the format the row was read as, when the row's fields made that a guess."""
+
+    def __init__(self, field: str, problem: str, looks_like: str = "") -> None:
+        prefix = f"row looks like {looks_like} data: " if looks_like else ""
+        super().__init__(f"{prefix}field `{field}`: {problem}")
+        self.field, self.problem, self.looks_like = field, problem, looks_like
+
+
+@contextmanager
+def looks_like(fmt: str) -> Iterator[None]:
+    """RowErrors raised inside name `fmt` ("row looks like sharegpt preference data: field `chosen`: ...")."""
+    try:
+        yield
+    except RowError as exc:
+        if exc.looks_like:
+            raise
+        raise RowError(exc.field, exc.problem, fmt) from None
 
 
 def read_rows(source: str) -> list[Row]:
@@ -219,54 +244,179 @@ def detect_chat_format(data: dict[str, Any]) -> str:
     return "unknown"
 
 
-def to_messages(data: dict[str, Any], fmt: str) -> list[dict[str, str]]:
+def to_messages(data: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
     """Convert one row of format `fmt` to a checked list of messages; raises RowError naming the field."""
     if fmt == "messages":
         key = "messages" if "messages" in data else "conversations"
-        messages = message_list(data[key], key, role_key="role", content_key="content", roles=None)
+        messages = message_list(data[key], key, role_key="role", content_key="content", roles=CHAT_ROLES)
     elif fmt == "sharegpt":
-        messages = message_list(data["conversations"], "conversations", "from", "value", roles=SHAREGPT_ROLES)
+        messages = message_list(data["conversations"], "conversations", "from", "value", roles=SHAREGPT_CHAT_ROLES)
     elif fmt == "alpaca":
         instruction = text_field(data, "instruction")
         extra = data.get("input") or ""
         if not isinstance(extra, str):
             raise RowError("input", f"expected a string, got {type(extra).__name__}")
         messages = [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra.strip() else instruction}]
-        if isinstance(data.get("system"), str) and data["system"].strip():
-            messages.insert(0, {"role": "system", "content": data["system"]})
         messages.append({"role": "assistant", "content": text_field(data, "output")})
     elif fmt == "prompt_completion":
         completion_key = "response" if "response" in data and "completion" not in data else "completion"
         messages = turns_or_text(data, "prompt", "user") + turns_or_text(data, completion_key, "assistant")
     else:
         raise RowError("messages", "expected one of: messages, conversations, instruction+output, prompt+completion")
-    check_conversation(messages, fmt)
+    check_conversation(messages, fmt)  # before a `system` column is added: error indices are the row's own
+    return with_system_column(data, messages) if fmt in ("sharegpt", "alpaca") else messages
+
+
+def with_system_column(data: dict[str, Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A `system` column (Alpaca, LLaMA-Factory ShareGPT) as the first turn, unless the turns have one."""
+    system = data.get("system")
+    if isinstance(system, str) and system.strip() and messages and messages[0]["role"] != "system":
+        return [{"role": "system", "content": system}, *messages]
     return messages
 
 
 def message_list(
     turns: Any, key: str, role_key: str, content_key: str, roles: dict[str, str] | None
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
+    """Checked messages from a list of turns; tool calls and `tool` turns only where `roles` allows a `tool` role."""
     if not isinstance(turns, list) or not turns:
         raise RowError(key, "expected a non-empty list of messages")
+    allowed = roles or {r: r for r in ROLES}
     messages = []
     for i, turn in enumerate(turns):
+        where = f"{key}[{i}]"
         if not isinstance(turn, dict):
-            raise RowError(f"{key}[{i}]", f"expected an object with `{role_key}` and `{content_key}`")
-        for needed in (role_key, content_key):
-            if needed not in turn:
-                raise RowError(f"{key}[{i}].{needed}", "missing")
-        role, content = turn[role_key], turn[content_key]
-        allowed = roles or {r: r for r in ROLES}
+            raise RowError(where, f"expected an object with `{role_key}` and `{content_key}`")
+        turn = {k: v for k, v in turn.items() if v is not None}  # Arrow (Parquet, save dirs) fills absent keys
+        if role_key not in turn:
+            raise RowError(f"{where}.{role_key}", "missing")
+        role = turn[role_key]
         if role not in allowed:
-            raise RowError(f"{key}[{i}].{role_key}", f"unknown role {role!r} (expected {', '.join(allowed)})")
+            raise RowError(f"{where}.{role_key}", f"unknown role {role!r} (expected {', '.join(allowed)})")
+        if allowed[role] == "tool_call":
+            messages.append(sharegpt_call(turn.get(content_key), f"{where}.{content_key}"))
+            continue
+        tool_calls = turn.get("tool_calls") if "tool" in allowed.values() and allowed[role] == "assistant" else None
+        if tool_calls is not None and not isinstance(tool_calls, list):
+            raise RowError(f"{where}.tool_calls", "expected a list of tool calls")
+        if content_key not in turn and not tool_calls:
+            raise RowError(f"{where}.{content_key}", "missing")
+        content = turn.get(content_key, "")
         if not isinstance(content, str):
-            raise RowError(f"{key}[{i}].{content_key}", f"expected a string, got {type(content).__name__}")
-        messages.append({"role": allowed[role], "content": content})
+            raise RowError(f"{where}.{content_key}", f"expected a string, got {type(content).__name__}")
+        message: dict[str, Any] = {"role": allowed[role], "content": content}
+        if tool_calls:
+            message["tool_calls"] = [tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(tool_calls)]
+        if message["role"] == "tool":
+            message |= {k: turn[k] for k in ("tool_call_id", "name") if isinstance(turn.get(k), str)}
+        messages.append(message)
     return messages
 
 
-def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, str]]:
+def sharegpt_call(value: Any, field: str) -> dict[str, Any]:
+    """A ShareGPT `function_call` turn (JSON `{name, arguments}`, or a list of them) as an assistant tool-call turn."""
+    calls = json_value(value, field, "a JSON tool call {name, arguments}")
+    calls = calls if isinstance(calls, list) else [calls]
+    return {"role": "assistant", "content": "", "tool_calls": [tool_call(c, field) for c in calls]}
+
+
+def tool_call(call: Any, where: str) -> dict[str, Any]:
+    """One call as `{"type": "function", "function": {"name", "arguments": {...}}}` (+ its `id`): OpenAI's nested
+    form or a bare `{name, arguments}`; arguments given as JSON text are parsed, as chat templates expect a mapping."""
+    if not isinstance(call, dict):
+        raise RowError(where, "expected a tool call {type: function, function: {name, arguments}}")
+    nested = isinstance(call.get("function"), dict)
+    function, prefix = (call["function"], f"{where}.function") if nested else (call, where)
+    name = function.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise RowError(f"{prefix}.name", "missing" if name is None else "expected the tool's name")
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        arguments = json_value(arguments, f"{prefix}.arguments", "a JSON object") if arguments.strip() else {}
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise RowError(f"{prefix}.arguments", f"expected a JSON object, got {type(arguments).__name__}")
+    converted: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": arguments}}
+    if isinstance(call.get("id"), str):
+        converted["id"] = call["id"]
+    return converted
+
+
+def json_value(value: Any, field: str, expected: str) -> Any:
+    """`value` parsed when it is JSON text (as ShareGPT tool turns and CSV cells hold it), else as it is."""
+    if not isinstance(value, str):
+        if value is None:
+            raise RowError(field, "missing")
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise RowError(field, f"expected {expected} (not valid JSON: {exc.msg})") from None
+
+
+def tools_field(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The row's `tools` (a list or JSON text of function schemas, bare or OpenAI-wrapped) as chat-template tools.
+
+    None values are dropped: Arrow fills the keys one row's schema lacks and another's has with None."""
+    value = data.get("tools")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return []
+    value = without_none(json_value(value, "tools", "a list of function schemas"))
+    if not isinstance(value, list):
+        raise RowError("tools", f"expected a list of function schemas, got {type(value).__name__}")
+    tools = []
+    for i, tool in enumerate(value):
+        function = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise RowError(f"tools[{i}]", "expected a function schema {name, description, parameters}")
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_none(v) for v in value]
+    return value
+
+
+def uses_tools(row: dict[str, Any]) -> bool:
+    """Whether a canonical chat row has tools or tool calls (so the chat template must render them)."""
+    return bool(row.get("tools")) or any("tool_calls" in m or m["role"] == "tool" for m in row["messages"])
+
+
+PROBE_TOOL = "alignkit_probe_tool"
+PROBE_CALL = "alignkit_probe_call"
+
+
+def renders_tools(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template shows the model a tools list and an assistant's tool calls; a template
+    without tool support drops both silently, and the model would learn calls it never sees the tools for."""
+    from jinja2 import TemplateError
+
+    def schema(name: str) -> dict[str, Any]:
+        parameters = {"type": "object", "properties": {"x": {"type": "string", "description": "x"}}, "required": ["x"]}
+        return {"type": "function", "function": {"name": name, "description": "A probe.", "parameters": parameters}}
+
+    call = {"id": "call00001", "type": "function", "function": {"name": PROBE_CALL, "arguments": {"x": "1"}}}
+    conversation = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "1", "tool_call_id": "call00001"},
+        {"role": "assistant", "content": "Done."},
+    ]
+    tools = [schema(PROBE_TOOL)]
+    try:
+        with_tools = tokenizer.apply_chat_template(conversation[:1], tools=tools, tokenize=False)
+        with_call = tokenizer.apply_chat_template(conversation, tools=tools, tokenize=False)
+    except TemplateError:  # e.g. a template that raises on the `tool` role
+        return False
+    return PROBE_TOOL in with_tools and PROBE_CALL in with_call
+
+
+def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, Any]]:
     value = data.get(key)
     if isinstance(value, list):
         return message_list(value, key, "role", "content", roles=None)
@@ -284,12 +434,14 @@ def text_field(data: dict[str, Any], key: str) -> str:
     return value
 
 
-def check_conversation(messages: list[dict[str, str]], fmt: str) -> None:
+def check_conversation(messages: list[dict[str, Any]], fmt: str) -> None:
     key = "conversations" if fmt == "sharegpt" else "messages"
     for i, message in enumerate(messages):
         if message["role"] == "system" and i != 0:
             raise RowError(f"{key}[{i}].role", "a system message may only come first")
-        if message["role"] != "system" and not message["content"].strip():
+        if message["role"] == "tool" and (i == 0 or not is_call_or_result(messages[i - 1])):
+            raise RowError(f"{key}[{i}].role", "a tool result must follow an assistant tool call")
+        if message["role"] != "system" and not message["content"].strip() and "tool_calls" not in message:
             raise RowError(f"{key}[{i}].content", "is empty")
     if not any(m["role"] == "assistant" for m in messages):
         raise RowError(key, "has no assistant turn (nothing to learn from)")
@@ -298,7 +450,11 @@ def check_conversation(messages: list[dict[str, str]], fmt: str) -> None:
         raise RowError(f"{key}[{first}].role", "the conversation must start with a user turn (after any system turn)")
 
 
-def iter_assistant_turns(messages: list[dict[str, str]]) -> Iterator[tuple[list[dict[str, str]], dict[str, str]]]:
+def is_call_or_result(message: dict[str, Any]) -> bool:
+    return "tool_calls" in message or message["role"] == "tool"
+
+
+def iter_assistant_turns(messages: list[dict[str, Any]]) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
     """(history, reply) for every assistant turn: each becomes one prompt→completion example, so every assistant
     turn is trained and the prompt is masked, with any chat template."""
     for i, message in enumerate(messages):

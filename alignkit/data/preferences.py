@@ -7,20 +7,37 @@ Canonical pair (TRL's conversational preference format): `{"prompt": [messages],
 - conversational: `prompt` a list of messages, `chosen`/`rejected` lists of assistant messages;
 - standard: `prompt`, `chosen`, `rejected` strings (the prompt becomes a user turn, the replies assistant turns);
 - implicit prompt: `chosen`/`rejected` whole conversations sharing their first turns (no `prompt`): the shared turns
-  are the prompt;
-- `question` or `instruction` (+ optional `input`, `system`) instead of `prompt`.
+  are the prompt; a `prompt` that repeats those turns (UltraFeedback-style rows) is taken off them;
+- `question` or `instruction` (+ optional `input`, `system`) instead of `prompt` (LLaMA-Factory's Alpaca pairs);
+- LLaMA-Factory ShareGPT pairs: `conversations` (from/value, or `messages` with role/content) up to the last user
+  turn, `chosen`/`rejected` one `{from: gpt, value}` reply each, optional `system`;
+- Anthropic HH-RLHF: `chosen`/`rejected` raw text of `\\n\\nHuman: ...\\n\\nAssistant: ...` turns; the turns they share
+  are the prompt.
 
-Canonical unpaired row (KTO): `{"prompt": [messages], "completion": [assistant message(s)], "label": bool}`; a pair
-row in a KTO file gives two unpaired rows (chosen: true, rejected: false).
+Other columns (`score_chosen`, `prompt_id`, ...) are ignored. Canonical unpaired row (KTO): `{"prompt": [messages],
+"completion": [assistant message(s)], "label": bool}`; input rows: `prompt`/`completion`/`label`, LLaMA-Factory's
+`messages` (or ShareGPT `conversations`) + `label` (the last assistant turn is the completion), or a pair row, which
+gives two unpaired rows (chosen: true, rejected: false).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
-from alignkit.data.formats import RowError, message_list, read_rows, text_field
+from alignkit.data.formats import (
+    SHAREGPT_ROLES,
+    RowError,
+    detect_chat_format,
+    looks_like,
+    message_list,
+    read_rows,
+    text_field,
+    to_messages,
+    with_system_column,
+)
 from alignkit.data.validate import convert_all
 
 Messages = list[dict[str, str]]
@@ -28,11 +45,15 @@ Messages = list[dict[str, str]]
 PROMPT_KEYS = ("prompt", "question", "instruction")
 PAIR_EXPECTED = (
     "preference rows: {prompt, chosen, rejected} as strings or message lists, "
-    "or {chosen, rejected} conversations sharing their prompt turns"
+    "{chosen, rejected} conversations sharing their prompt turns, ShareGPT {conversations, chosen: {from, value}, "
+    "rejected: {from, value}}, or HH-RLHF {chosen, rejected} Human:/Assistant: text"
 )
 UNPAIRED_EXPECTED = (
-    "unpaired rows {prompt, completion, label: true|false}, or preference rows {prompt, chosen, rejected}"
+    "unpaired rows {prompt, completion, label: true|false} or {messages, label}, "
+    "or preference rows {prompt, chosen, rejected}"
 )
+HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
+HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 LABELS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -54,16 +75,27 @@ def load_unpaired(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def preference_row(data: dict[str, Any]) -> dict[str, Any]:
-    """One input row as a canonical pair; raises RowError naming the field."""
+    """One input row as a canonical pair; raises RowError naming the field (and the format, where it is a guess)."""
     for key in ("chosen", "rejected"):
         if data.get(key) is None:
             raise RowError(key, "missing")
     prompt_key = next((k for k in PROMPT_KEYS if k in data), None)
-    if prompt_key is None:
-        prompt, chosen, rejected = split_shared_prompt(data)
-    else:
+    if prompt_key is not None:
         prompt = prompt_turns(data, prompt_key)
-        chosen, rejected = reply_turns(data, "chosen"), reply_turns(data, "rejected")
+        chosen, rejected = reply_turns(data, "chosen", prompt), reply_turns(data, "rejected", prompt)
+    elif ("conversations" in data or "messages" in data) and not isinstance(data["chosen"], list):
+        with looks_like("sharegpt preference"):
+            prompt, chosen, rejected = sharegpt_pair(data)
+    elif is_hh_text(data["chosen"]):
+        with looks_like("HH-RLHF"):
+            prompt, chosen, rejected = split_shared_prompt(hh_turns(data, "chosen"), hh_turns(data, "rejected"))
+    elif isinstance(data["chosen"], list) and isinstance(data["rejected"], list):
+        prompt, chosen, rejected = split_shared_prompt(
+            message_list(data["chosen"], "chosen", "role", "content", roles=None),
+            message_list(data["rejected"], "rejected", "role", "content", roles=None),
+        )
+    else:
+        raise RowError("prompt", "missing (needed when chosen and rejected are plain strings)")
     if same_turns(chosen, rejected):
         raise RowError("rejected", "chosen and rejected are identical (the pair teaches nothing)")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **annotations(data)}
@@ -77,6 +109,10 @@ def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             {"prompt": pair["prompt"], "completion": pair["chosen"], "label": True},
             {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False},
         ]
+    if "prompt" not in data and ("messages" in data or "conversations" in data):
+        with looks_like("KTO conversation"):
+            prompt, completion = split_last_reply(data)
+            return [{"prompt": prompt, "completion": completion, "label": label_field(data)}]
     prompt_key = next((k for k in PROMPT_KEYS if k in data), "prompt")
     completion_key = "response" if "response" in data and "completion" not in data else "completion"
     return [
@@ -85,6 +121,60 @@ def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             "completion": reply_turns(data, completion_key),
             "label": label_field(data),
         }
+    ]
+
+
+def split_last_reply(data: dict[str, Any]) -> tuple[Messages, Messages]:
+    """LLaMA-Factory KTO rows: a whole conversation whose last (assistant) turn is the rated completion."""
+    messages = to_messages(data, detect_chat_format(data))
+    key = "messages" if "messages" in data else "conversations"
+    if messages[-1]["role"] != "assistant":
+        raise RowError(f"{key}[{len(messages) - 1}].role", "the last turn must be the assistant reply the label rates")
+    return messages[:-1], messages[-1:]
+
+
+def sharegpt_pair(data: dict[str, Any]) -> tuple[Messages, Messages, Messages]:
+    """LLaMA-Factory ShareGPT pairs: the turns up to the last user turn, and one reply object per side."""
+    key = "conversations" if "conversations" in data else "messages"
+    turns = data[key]
+    sharegpt = isinstance(turns, list) and bool(turns) and isinstance(turns[0], dict) and "from" in turns[0]
+    role_key, content_key = ("from", "value") if sharegpt else ("role", "content")
+    prompt = message_list(turns, key, role_key, content_key, roles=SHAREGPT_ROLES if sharegpt else None)
+    check_prompt(prompt, key)
+    return with_system_column(data, prompt), reply_object(data, "chosen"), reply_object(data, "rejected")
+
+
+def reply_object(data: dict[str, Any], key: str) -> Messages:
+    """A ShareGPT reply `{from: gpt, value}` (or `{role: assistant, content}`) as one assistant turn."""
+    reply = data[key]
+    if not isinstance(reply, dict):
+        raise RowError(key, f"expected {{from, value}}, got {type(reply).__name__}")
+    role_key, content_key = ("from", "value") if "from" in reply or "value" in reply else ("role", "content")
+    if reply.get(content_key) is None:
+        raise RowError(key, f"expected {{from, value}}, got an object with {sorted(map(str, reply))}")
+    content = reply[content_key]
+    if not isinstance(content, str):
+        raise RowError(f"{key}.{content_key}", f"expected a string, got {type(content).__name__}")
+    if reply.get(role_key) not in ("gpt", "assistant"):
+        raise RowError(f"{key}.{role_key}", f"expected 'gpt' (a reply), got {reply.get(role_key)!r}")
+    if not content.strip():
+        raise RowError(f"{key}.{content_key}", "is empty")
+    return [{"role": "assistant", "content": content}]
+
+
+def is_hh_text(value: Any) -> bool:
+    return isinstance(value, str) and value.lstrip().startswith("Human:")
+
+
+def hh_turns(data: dict[str, Any], key: str) -> Messages:
+    """Anthropic HH-RLHF text (`\\n\\nHuman: ...\\n\\nAssistant: ...`) as messages."""
+    text = text_field(data, key)
+    parts = HH_TURN.split(text.strip())
+    if parts[0].strip() or len(parts) < 3:
+        raise RowError(key, 'expected "\\n\\nHuman: ...\\n\\nAssistant: ..." turns')
+    return [
+        {"role": HH_ROLES[speaker], "content": said.strip()}
+        for speaker, said in zip(parts[1::2], parts[2::2], strict=True)
     ]
 
 
@@ -116,12 +206,15 @@ def check_prompt(turns: Messages, key: str) -> None:
         raise RowError(f"{key}[{len(turns) - 1}].role", "the prompt must end with a user turn")
 
 
-def reply_turns(data: dict[str, Any], key: str) -> Messages:
-    """A reply as assistant message(s): a string, or a message list that starts and ends with an assistant turn."""
+def reply_turns(data: dict[str, Any], key: str, prompt: Messages | None = None) -> Messages:
+    """A reply as assistant message(s): a string, or a message list that starts and ends with an assistant turn (a
+    list that starts with the row's `prompt` turns, as in UltraFeedback, is the conversation: the prompt is cut off)."""
     value = data.get(key)
     if not isinstance(value, list):
         return [{"role": "assistant", "content": text_field(data, key)}]
-    return check_reply(message_list(value, key, "role", "content", roles=None), key, offset=0)
+    turns = message_list(value, key, "role", "content", roles=None)
+    offset = len(prompt) if prompt and len(turns) > len(prompt) and same_turns(turns[: len(prompt)], prompt) else 0
+    return check_reply(turns[offset:], key, offset)
 
 
 def check_reply(turns: Messages, key: str, offset: int) -> Messages:
@@ -137,12 +230,8 @@ def check_reply(turns: Messages, key: str, offset: int) -> Messages:
     return turns
 
 
-def split_shared_prompt(data: dict[str, Any]) -> tuple[Messages, Messages, Messages]:
+def split_shared_prompt(chosen: Messages, rejected: Messages) -> tuple[Messages, Messages, Messages]:
     """Implicit prompt: `chosen` and `rejected` are whole conversations; their shared first turns are the prompt."""
-    if not isinstance(data["chosen"], list) or not isinstance(data["rejected"], list):
-        raise RowError("prompt", "missing (needed when chosen and rejected are plain strings)")
-    chosen = message_list(data["chosen"], "chosen", "role", "content", roles=None)
-    rejected = message_list(data["rejected"], "rejected", "role", "content", roles=None)
     if same_turns(chosen, rejected):
         raise RowError("rejected", "chosen and rejected are identical (the pair teaches nothing)")
     shared = 0

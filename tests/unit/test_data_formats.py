@@ -1,0 +1,380 @@
+"""Public data formats (LLaMA-Factory, Anthropic HH-RLHF, TRL with extra columns, tool calling) load as alignkit's
+canonical rows through the public loaders; rows that fit no format name the closest one and the field; a DPO and an
+SFT run train on them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import alignkit
+from alignkit import AlignkitError, runs, training
+from alignkit.data import check_tool_template, load_chat, prompt_completion
+from alignkit.data.formats import renders_tools
+from alignkit.data.preferences import load_preferences, load_unpaired
+from tests.conftest import CHATML, write_jsonl
+
+QUESTION = "What is 2 plus 2?"
+HISTORY = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": QUESTION},
+]
+PAIR = {
+    "prompt": [{"role": "user", "content": QUESTION}],
+    "chosen": [{"role": "assistant", "content": "4."}],
+    "rejected": [{"role": "assistant", "content": "5."}],
+}
+SHAREGPT_PAIR = {
+    "system": "Be brief.",
+    "conversations": [
+        {"from": "human", "value": "Hi"},
+        {"from": "gpt", "value": "Hello!"},
+        {"from": "human", "value": QUESTION},
+    ],
+    "chosen": {"from": "gpt", "value": "4."},
+    "rejected": {"from": "gpt", "value": "5."},
+}
+# What TRL-format hub sets look like: implicit prompt plus scores (trl-lib/ultrafeedback_binarized), and a `prompt`
+# repeated inside whole conversations plus `prompt_id`/`messages` columns (HuggingFaceH4/ultrafeedback_binarized).
+TRL_WITH_EXTRA_COLUMNS = [
+    {
+        "chosen": [PAIR["prompt"][0], PAIR["chosen"][0]],
+        "rejected": [PAIR["prompt"][0], PAIR["rejected"][0]],
+        "score_chosen": 8.0,
+        "score_rejected": 3.0,
+    },
+    {
+        "prompt": QUESTION,
+        "prompt_id": "a1b2",
+        "chosen": [PAIR["prompt"][0], PAIR["chosen"][0]],
+        "rejected": [PAIR["prompt"][0], PAIR["rejected"][0]],
+        "messages": [PAIR["prompt"][0], PAIR["chosen"][0]],
+        "score_chosen": 8.0,
+        "score_rejected": 3.0,
+    },
+    {**PAIR, "source": "evol_instruct", "score_chosen": None},
+]
+
+WEATHER_FUNCTION = {
+    "name": "get_weather",
+    "description": "Current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+WEATHER_TOOL = {"type": "function", "function": WEATHER_FUNCTION}
+CITIES = ["Paris", "Oslo", "Lima", "Rome"]
+
+
+def openai_tool_row(city: str) -> dict[str, Any]:
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": f'{{"city": "{city}"}}'},
+    }
+    return {
+        "messages": [
+            {"role": "user", "content": f"Weather in {city}?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C and sunny"},
+            {"role": "assistant", "content": f"It is 18C and sunny in {city}."},
+        ],
+        "tools": [WEATHER_TOOL],
+    }
+
+
+def sharegpt_tool_row(city: str) -> dict[str, Any]:
+    """LLaMA-Factory's ShareGPT tool data: the call is JSON text in a `function_call` turn, `tools` is JSON text."""
+    return {
+        "conversations": [
+            {"from": "human", "value": f"Weather in {city}?"},
+            {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": city}})},
+            {"from": "observation", "value": "18C and sunny"},
+            {"from": "gpt", "value": f"It is 18C and sunny in {city}."},
+        ],
+        "tools": json.dumps([WEATHER_FUNCTION]),
+    }
+
+
+def canonical_tool_row(city: str, call_id: str | None) -> dict[str, Any]:
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}
+    result = {"role": "tool", "content": "18C and sunny"}
+    return {
+        "messages": [
+            {"role": "user", "content": f"Weather in {city}?"},
+            {"role": "assistant", "content": "", "tool_calls": [call | ({"id": call_id} if call_id else {})]},
+            result | ({"tool_call_id": call_id} if call_id else {}),
+            {"role": "assistant", "content": f"It is 18C and sunny in {city}."},
+        ],
+        "tools": [WEATHER_TOOL],
+    }
+
+
+# A ChatML template that renders tools and tool calls (as tool-aware hub templates do), and one that shows the tools
+# list but drops the calls.
+TOOLS_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\n# Tools\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
+    "<|im_end|>\n{% endif %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] or '' }}"
+    "{% for call in message['tool_calls'] or [] %}<tool_call>{{ call['function'] | tojson }}</tool_call>{% endfor %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TOOLS_LIST_ONLY_TEMPLATE = "{% for tool in tools or [] %}{{ tool | tojson }}\n{% endfor %}" + CHATML
+
+
+def load_error(load: Any, path: Path) -> str:
+    with pytest.raises(AlignkitError) as error:
+        load([str(path)])
+    return error.value.message
+
+
+def tokenizer_with(model_dir: str, template: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+# ---- preference rows ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_llama_factory_sharegpt_pairs_load_as_conversational_pairs(suffix, tmp_path):
+    path = tmp_path / f"sharegpt{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist([SHAREGPT_PAIR]), path)
+    else:
+        write_jsonl(path, [SHAREGPT_PAIR])
+    system = {"role": "system", "content": "Be brief."}
+    assert load_preferences([str(path)]) == [
+        {"prompt": [system, *HISTORY], "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    ]
+
+
+def test_llama_factory_alpaca_pairs_load_with_input_and_system(tmp_path):
+    row = {
+        "system": "Be brief.",
+        "instruction": "Add the numbers.",
+        "input": "2 and 2",
+        "chosen": "4.",
+        "rejected": "5.",
+    }
+    assert load_preferences([str(write_jsonl(tmp_path / "alpaca.jsonl", [row]))]) == [
+        {
+            "prompt": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Add the numbers.\n\n2 and 2"},
+            ],
+            "chosen": PAIR["chosen"],
+            "rejected": PAIR["rejected"],
+        }
+    ]
+
+
+def test_hh_rlhf_text_splits_into_shared_prompt_turns_and_the_differing_replies(tmp_path):
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+    row = {"chosen": f"{history}\n\nAssistant: 4.", "rejected": f"{history}\n\nAssistant: 5."}
+    assert load_preferences([str(write_jsonl(tmp_path / "hh.jsonl", [row]))]) == [
+        {"prompt": HISTORY, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    ]
+
+
+def test_trl_pairs_with_extra_columns_load_and_the_extra_columns_are_dropped(tmp_path):
+    path = write_jsonl(tmp_path / "ultrafeedback.jsonl", TRL_WITH_EXTRA_COLUMNS)
+    assert load_preferences([str(path)]) == [PAIR, PAIR, PAIR]
+
+
+def test_llama_factory_kto_conversations_split_at_the_last_assistant_turn(tmp_path):
+    rows = [
+        {"messages": [*HISTORY, {"role": "assistant", "content": "4."}], "label": True},
+        {"conversations": [{"from": "human", "value": QUESTION}, {"from": "gpt", "value": "5."}], "label": False},
+    ]
+    assert load_unpaired([str(write_jsonl(tmp_path / "kto.jsonl", rows))]) == [
+        {"prompt": HISTORY, "completion": PAIR["chosen"], "label": True},
+        {"prompt": PAIR["prompt"], "completion": PAIR["rejected"], "label": False},
+    ]
+
+
+# ---- tool-calling chat rows -----------------------------------------------------------------------------------
+
+
+def test_openai_tool_calls_load_the_same_from_jsonl_and_a_save_dir(tmp_path):
+    from datasets import Dataset
+
+    rows = [openai_tool_row(city) for city in CITIES[:2]]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))  # Arrow fills absent keys (tool_calls...) with None
+    expected = [canonical_tool_row(city, "call_1") for city in CITIES[:2]]
+    assert load_chat([str(write_jsonl(tmp_path / "tools.jsonl", rows))]) == expected
+    assert load_chat([str(tmp_path / "saved")]) == expected
+
+
+def test_sharegpt_function_call_and_observation_turns_load_as_tool_calls(tmp_path):
+    path = write_jsonl(tmp_path / "sharegpt_tools.jsonl", [sharegpt_tool_row("Paris")])
+    assert load_chat([str(path)]) == [canonical_tool_row("Paris", None)]
+
+
+def test_tool_rows_give_every_example_its_tools_as_json_text():
+    rows = [canonical_tool_row("Paris", None), {"messages": HISTORY[:2]}]
+    examples = prompt_completion(rows)
+    assert [json.loads(e["tools"]) if e["tools"] else None for e in examples] == [[WEATHER_TOOL], [WEATHER_TOOL], None]
+    assert examples[0]["completion"] == [rows[0]["messages"][1]]
+    assert examples[1]["prompt"] == rows[0]["messages"][:3]
+
+
+def test_tool_rows_are_refused_when_the_chat_template_drops_tools(tiny_model):
+    rows = [canonical_tool_row("Paris", None)]
+    with pytest.raises(AlignkitError) as error:
+        check_tool_template(tokenizer_with(tiny_model, CHATML), rows, "tools.jsonl")
+    assert error.value.message == "tools.jsonl: rows use tool calls but the model's chat template does not render tools"
+    assert error.value.hint == "use a model whose template supports tools"
+    check_tool_template(tokenizer_with(tiny_model, CHATML), [{"messages": HISTORY[:2]}], "chat.jsonl")
+    check_tool_template(tokenizer_with(tiny_model, TOOLS_TEMPLATE), rows, "tools.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("template", "renders"),
+    [(TOOLS_TEMPLATE, True), (CHATML, False), (TOOLS_LIST_ONLY_TEMPLATE, False)],
+    ids=["tools-and-calls", "neither", "tools-list-only"],
+)
+def test_renders_tools_needs_both_the_tools_list_and_the_calls(template, renders, tiny_model):
+    assert renders_tools(tokenizer_with(tiny_model, template)) is renders
+
+
+# ---- rows that fit no format ------------------------------------------------------------------------------------
+
+ARGUMENTS_NOT_JSON = openai_tool_row("Paris")
+ARGUMENTS_NOT_JSON["messages"][1]["tool_calls"][0]["function"]["arguments"] = "city=Paris"
+CALL_NOT_JSON = sharegpt_tool_row("Paris")
+CALL_NOT_JSON["conversations"][1]["value"] = "get_weather(Paris)"
+HH_HISTORY = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+
+BAD_ROWS = [
+    (
+        load_preferences,
+        {**SHAREGPT_PAIR, "chosen": "4."},
+        "row looks like sharegpt preference data: field `chosen`: expected {from, value}, got str",
+    ),
+    (
+        load_preferences,
+        {**SHAREGPT_PAIR, "rejected": {"from": "human", "value": "5."}},
+        "row looks like sharegpt preference data: field `rejected.from`: expected 'gpt' (a reply), got 'human'",
+    ),
+    (
+        load_preferences,
+        {**SHAREGPT_PAIR, "conversations": SHAREGPT_PAIR["conversations"][:2]},
+        "row looks like sharegpt preference data: field `conversations[1].role`: the prompt must end with a user turn",
+    ),
+    (
+        load_preferences,
+        {"chosen": f"{HH_HISTORY}\n\nAssistant: 4.", "rejected": "5."},
+        'row looks like HH-RLHF data: field `rejected`: expected "\\n\\nHuman: ...\\n\\nAssistant: ..." turns',
+    ),
+    (
+        load_preferences,
+        {"chosen": f"{HH_HISTORY}\n\nAssistant: 4.", "rejected": f"{HH_HISTORY}\n\nAssistant:"},
+        "row looks like HH-RLHF data: field `rejected[3].content`: is empty",
+    ),
+    (
+        load_unpaired,
+        {"messages": [*HISTORY[:2], HISTORY[2]], "label": True},
+        "row looks like KTO conversation data: field `messages[2].role`: "
+        "the last turn must be the assistant reply the label rates",
+    ),
+    (
+        load_unpaired,
+        {"messages": HISTORY[:2], "label": "maybe"},
+        "row looks like KTO conversation data: field `label`: expected true or false, got 'maybe'",
+    ),
+    (
+        load_chat,
+        ARGUMENTS_NOT_JSON,
+        "field `messages[1].tool_calls[0].function.arguments`: "
+        "expected a JSON object (not valid JSON: Expecting value)",
+    ),
+    (
+        load_chat,
+        CALL_NOT_JSON,
+        "field `conversations[1].value`: expected a JSON tool call {name, arguments} (not valid JSON: Expecting value)",
+    ),
+    (
+        load_chat,
+        {"messages": [HISTORY[0], {"role": "tool", "content": "18C"}, HISTORY[1]]},
+        "field `messages[1].role`: a tool result must follow an assistant tool call",
+    ),
+    (
+        load_chat,
+        {**openai_tool_row("Paris"), "tools": WEATHER_FUNCTION},
+        "field `tools`: expected a list of function schemas, got dict",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("load", "row", "expected"),
+    BAD_ROWS,
+    ids=[
+        "sharegpt-chosen-string",
+        "sharegpt-reply-from-human",
+        "sharegpt-prompt-ends-with-gpt",
+        "hh-rejected-not-turns",
+        "hh-empty-reply",
+        "kto-ends-with-user",
+        "kto-bad-label",
+        "openai-arguments-not-json",
+        "sharegpt-call-not-json",
+        "tool-result-without-call",
+        "tools-not-a-list",
+    ],
+)
+def test_a_row_that_fits_no_format_names_the_closest_format_and_the_field(load, row, expected, tmp_path):
+    path = write_jsonl(tmp_path / "data.jsonl", [row])
+    assert load_error(load, path) == f"{path}:line 1: {expected}"
+
+
+# ---- training -------------------------------------------------------------------------------------------------
+
+
+def test_sft_trains_on_tool_calls_and_dpo_on_sharegpt_pairs(tiny_model, tmp_path):
+    model_dir = tmp_path / "tiny-tools"
+    shutil.copytree(tiny_model, model_dir)
+    tokenizer_with(tiny_model, TOOLS_TEMPLATE).save_pretrained(model_dir)
+    openai = write_jsonl(tmp_path / "openai_tools.jsonl", [openai_tool_row(city) for city in CITIES])
+    sharegpt = write_jsonl(tmp_path / "sharegpt_tools.jsonl", [sharegpt_tool_row(city) for city in CITIES])
+    pairs = write_jsonl(tmp_path / "sharegpt_pairs.jsonl", [SHAREGPT_PAIR] * 4)
+    extra = write_jsonl(tmp_path / "ultrafeedback.jsonl", TRL_WITH_EXTRA_COLUMNS)
+    tiny = {"max_steps": 1, "per_device_train_batch_size": 2, "logging_steps": 1}
+
+    captured: dict[str, Any] = {}
+    original = training.train_and_save
+
+    def keep_trainer(trainer: Any, run: runs.Run, *args: Any, **kwargs: Any) -> runs.Run:
+        captured["trainer"] = trainer
+        return original(trainer, run, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "train_and_save", keep_trainer)
+        sft = alignkit.sft(
+            data={"paths": [str(openai), str(sharegpt)], "validation_split": 0.0},
+            model={"name": str(model_dir)},
+            out=str(tmp_path / "runs" / "sft"),
+            trainer=tiny,
+        )
+    assert sft.complete and sft.metrics["train_rows"] == 2 * len(CITIES)
+    trainer = captured["trainer"]
+    texts = [trainer.processing_class.decode(ids) for ids in trainer.train_dataset["input_ids"]]
+    assert len(texts) == 4 * len(CITIES) and all(json.dumps(WEATHER_TOOL) in text for text in texts)
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' in texts[0]
+
+    dpo = alignkit.dpo(
+        data={"paths": [str(pairs), str(extra)], "validation_split": 0.0},
+        from_run=str(sft.path),
+        out=str(tmp_path / "runs" / "dpo"),
+        trainer=tiny,
+    )
+    assert dpo.complete and dpo.metrics["train_rows"] == 4 + len(TRL_WITH_EXTRA_COLUMNS)
