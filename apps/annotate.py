@@ -21,6 +21,7 @@ from alignkit.feedback.client import ArgillaUnavailable
 
 PAIR_KEYS = "Keys: `1` / `2` choose · `T` tie · `Shift+1..3` strength · "
 REVIEW_KEYS = "Keys: `A` accept · `X` reject · "
+RANKING_KEYS = "Keys: `1`–`9` the next best response · `T` tie with the previous · `Backspace` undo · "
 REVIEW_SHORTCUTS = {"accept": "A", "reject": "X"}  # Streamlit reserves R (rerun) and C (clear cache)
 ACTION_KEYS = "`Enter` submit · `D` save draft · `S` skip (outside text fields)"
 MAX_SIDE_BY_SIDE = 4  # more candidates than this are listed one under the other
@@ -166,8 +167,7 @@ def current_record(session: Any, dataset_id: str) -> annotation.RecordView | Non
             st.session_state[f"edit-{record.id}"] = record.draft.get(schema.EDITED_RESPONSE) or ""
             st.session_state.strength = record.draft.get(schema.STRENGTH)
             st.session_state[f"rationale-{record.id}"] = record.draft.get(schema.RATIONALE) or ""
-            for i, rank in enumerate(annotation.draft_ranks(record)):
-                st.session_state[f"rank-{record.id}-{i}"] = rank
+            st.session_state[f"ranking-{record.id}"] = annotation.ranking_from_ranks(annotation.draft_ranks(record))
     return st.session_state.record
 
 
@@ -197,7 +197,7 @@ def record_view(session: Any, record: annotation.RecordView) -> None:
     )
     draft.button("Save draft", shortcut="D", width="stretch", on_click=answer, args=(session, record, "draft"))
     skip.button("Skip", shortcut="S", width="stretch", on_click=answer, args=(session, record, "skip"))
-    keys = REVIEW_KEYS if record.is_review else PAIR_KEYS if record.is_pair else "Keys: "
+    keys = REVIEW_KEYS if record.is_review else PAIR_KEYS if record.is_pair else RANKING_KEYS
     st.caption(keys + ACTION_KEYS)
 
 
@@ -254,16 +254,33 @@ def choice_button(value: str, label: str, choice: str | None, shortcut: str | No
 
 
 def ranking_answer(record: annotation.RecordView) -> None:
-    n = len(record.candidates)
-    st.markdown(f"Rank the responses: 1 = best, {n} = worst, each rank once.")
+    """Rank by placing the responses best first: their number keys (or buttons) in order, ties and undo."""
+    n, key = len(record.candidates), f"ranking-{record.id}"
+    ranking: annotation.Ranking = st.session_state.setdefault(key, [])
+    ranks = annotation.ranks_of(ranking, n)
+    st.markdown("Place the responses best first: press their numbers (or click them) in order.")
     columns = st.columns(n) if n <= MAX_SIDE_BY_SIDE else [st.container() for _ in range(n)]
     for i, (text, column) in enumerate(zip(record.candidates, columns, strict=True)):
         with column, st.container(border=True):
             st.markdown(f"**Response {i + 1}**")
             st.markdown(text)
-            st.selectbox(
-                f"Rank of response {i + 1}", list(range(1, n + 1)), placeholder="rank", key=f"rank-{record.id}-{i}"
+            st.button(
+                f"Response {i + 1}: rank {ranks[i]}" if ranks[i] else f"Response {i + 1} next",
+                key=f"place-{record.id}-{i}",
+                type="primary" if ranks[i] else "secondary",
+                shortcut=str(i + 1) if i < 9 else None,
+                width="stretch",
+                on_click=change_ranking,
+                args=(key, annotation.place, i),
             )
+    tie, back, shown = st.columns([1, 1, 3])
+    tie.button("Tie with previous", shortcut="T", on_click=change_ranking, args=(key, annotation.tie_with_previous))
+    back.button("Undo", shortcut="Backspace", on_click=change_ranking, args=(key, annotation.undo))
+    shown.markdown(f"**Ranking:** {annotation.ranking_text(ranking) or 'nothing placed yet'}")
+
+
+def change_ranking(key: str, change: Any, *args: Any) -> None:
+    st.session_state[key] = change(st.session_state.get(key, []), *args)
 
 
 def suggestion_toggle(record: annotation.RecordView) -> None:
@@ -294,7 +311,7 @@ def answer(session: Any, record: annotation.RecordView, action: str) -> None:
     st.session_state.offline = not stored
     done = {"skip": "Skipped", "draft": "Draft saved"}.get(action, "Submitted")
     st.session_state.flash = done if stored else f"{done} (offline: kept on this machine until Argilla is back)"
-    for key in [k for k in st.session_state if str(k).startswith(("rationale-", "rank-", "suggest-", "edit-"))]:
+    for key in [k for k in st.session_state if str(k).startswith(("rationale-", "ranking-", "suggest-", "edit-"))]:
         del st.session_state[key]
     st.session_state.choice = st.session_state.strength = None
     forget_record()
@@ -305,7 +322,7 @@ def submitted_values(record: annotation.RecordView, rationale: str) -> dict[str,
         return annotation.review_values(st.session_state.get("choice"), st.session_state.get(f"edit-{record.id}", ""))
     if record.is_pair:
         return annotation.pair_values(st.session_state.get("choice"), st.session_state.get("strength"), rationale)
-    ranks = [st.session_state.get(f"rank-{record.id}-{i}") for i in range(len(record.candidates))]
+    ranks = annotation.ranks_of(st.session_state.get(f"ranking-{record.id}", []), len(record.candidates))
     return annotation.ranking_values(ranks, rationale)
 
 

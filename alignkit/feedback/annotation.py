@@ -142,16 +142,60 @@ def pair_values(choice: str | None, strength: int | None = None, rationale: str 
 
 
 def ranking_values(ranks: list[int | None], rationale: str = "") -> dict[str, Any]:
-    """Answer values for N candidates: `ranks[i]` is the rank (1 = best) given to the i-th shown candidate."""
-    n = len(ranks)
-    if any(rank is None for rank in ranks) or sorted(ranks) != list(range(1, n + 1)):
-        raise AlignkitError("give every response a different rank", f"use each of 1..{n} once (1 = best)")
+    """Answer values for N candidates: `ranks[i]` is the rank (1 = best) given to the i-th shown candidate; tied
+    candidates share a rank, and the ranks used are 1..k with none skipped."""
+    if any(rank is None for rank in ranks) or set(ranks) != set(range(1, max(ranks, default=0) + 1)):
+        raise AlignkitError(
+            "rank every response", "press their numbers best first (T ties with the previous, Backspace undoes)"
+        )
     values: dict[str, Any] = {
         schema.RANKING: [{"value": schema.candidate_field(i), "rank": rank} for i, rank in enumerate(ranks)]
     }
     if rationale.strip():
         values[schema.RATIONALE] = rationale.strip()
     return values
+
+
+# A ranking being built, best first: groups of shown-candidate indices; the candidates of one group share a rank.
+Ranking = list[list[int]]
+
+
+def place(ranking: Ranking, candidate: int) -> Ranking:
+    """`candidate` is the next best (already placed: unchanged)."""
+    return ranking if any(candidate in group for group in ranking) else [*ranking, [candidate]]
+
+
+def tie_with_previous(ranking: Ranking) -> Ranking:
+    """The last placed candidate shares its rank with the one placed before it."""
+    if sum(len(group) for group in ranking) < 2 or len(ranking[-1]) > 1:
+        return ranking
+    return [*ranking[:-2], [*ranking[-2], *ranking[-1]]]
+
+
+def undo(ranking: Ranking) -> Ranking:
+    """Take back the last placed candidate."""
+    if not ranking:
+        return ranking
+    return ranking[:-1] + ([ranking[-1][:-1]] if len(ranking[-1]) > 1 else [])
+
+
+def ranks_of(ranking: Ranking, n: int) -> list[int | None]:
+    """The rank of each of the n shown candidates (1 = best, tied ones equal), None where not placed yet."""
+    ranks: list[int | None] = [None] * n
+    for rank, group in enumerate(ranking, 1):
+        for candidate in group:
+            ranks[candidate] = rank
+    return ranks
+
+
+def ranking_from_ranks(ranks: list[int | None]) -> Ranking:
+    """The groups of a stored ranking (a draft), best first; unranked candidates are left out."""
+    return [[i for i, r in enumerate(ranks) if r == rank] for rank in sorted({r for r in ranks if r is not None})]
+
+
+def ranking_text(ranking: Ranking) -> str:
+    """`3 > 1 = 4 > 2`: response numbers best first, `=` for a tie."""
+    return " > ".join(" = ".join(str(i + 1) for i in group) for group in ranking)
 
 
 def review_values(verdict: str | None, edited: str = "") -> dict[str, Any]:

@@ -3,6 +3,8 @@ only; then Argilla itself is asked what was stored. Also the queue rules against
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,61 @@ def test_annotator_rates_three_records_by_keyboard_and_argilla_stores_exactly_th
     ]
     assert stored[order[3]]["responses"] == []
     assert [stored[p]["status"] for p in order] == ["completed", "completed", "completed", "pending"]
+
+
+RANKED = [  # (prompt, four candidates); keys pressed best first; the ranks Argilla must hold, in shown order
+    ("Rank these greetings, case A.", ["Hi.", "Hello there.", "Hey!", "Good day to you."], "3 1 T 2 4", [1, 2, 1, 3]),
+    ("Rank these greetings, case B.", ["Yo.", "Hello.", "Greetings.", "Hi!"], "4 2 1 Backspace 3 1", [4, 2, 3, 1]),
+]  # fmt: skip
+SHOWN = {"Rank these greetings, case A.": "3 = 1 > 2 > 4", "Rank these greetings, case B.": "4 > 2 > 3 > 1"}
+
+
+@pytest.mark.e2e
+def test_annotator_ranks_four_candidates_by_keyboard_with_a_tie_and_an_undo(
+    owner, annotate_app, page, artifacts, tmp_path
+):
+    """Keyboard only: number keys place the responses best first, T ties with the previous, Backspace undoes, Enter
+    submits; Argilla stores the ranks (ties shared). Seconds per judgement are written to test-artifacts, never
+    asserted."""
+    from playwright.sync_api import expect
+
+    annotator = client.add_user(owner, "e2e-ranker", PASSWORD, "annotator", ["e2e-rank"])
+    rows = [{"prompt": text, "candidates": [{"text": c} for c in candidates]} for text, candidates, _, _ in RANKED]
+    write_jsonl(tmp_path / "ranked.jsonl", rows)
+    push.push(str(tmp_path / "ranked.jsonl"), "e2e-ranking", "e2e-rank", min_submitted=1, client=owner)
+
+    page.goto(annotate_app)
+    page.get_by_label("Username").fill("e2e-ranker")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.keyboard.press("Enter")
+    seconds = []
+    for done in range(1, len(RANKED) + 1):
+        shown = page.get_by_text("Rank these greetings, case", exact=False)
+        shown.wait_for()
+        prompt_text = next(text for text, *_ in RANKED if text == shown.inner_text().strip())
+        _, _, keys, ranks = next(r for r in RANKED if r[0] == prompt_text)
+        started = time.monotonic()
+        page.get_by_role("button", name="Response 4 next").wait_for()  # shortcuts listen once the buttons are there
+        line = page.locator("p", has_text="Ranking:")
+        for key in keys.split():
+            placed = line.inner_text()
+            page.keyboard.press(key)
+            expect(line).not_to_have_text(placed)  # each key changed it
+        expect(line).to_have_text(f"Ranking: {SHOWN[prompt_text]}")  # what the annotator sees before submitting
+        page.keyboard.press("Enter")
+        page.get_by_text(f"{done} submitted").wait_for()
+        seconds.append(time.monotonic() - started)
+    page.screenshot(path=str(artifacts / "annotate-ranking.png"))
+    (artifacts / "annotate-ranking.json").write_text(json.dumps({"seconds_per_judgement": seconds}) + "\n")
+
+    # the SDK's `response.value` lists a ranking's candidates without ranks; the raw answers keep ties
+    records = owner.datasets("e2e-ranking", workspace="e2e-rank").records(with_responses=True)
+    stored = {record.fields["prompt"]: client.submitted_answers(record) for record in records}
+    for text, _, _, ranks in RANKED:
+        expected = [{"value": schema.candidate_field(i), "rank": rank} for i, rank in enumerate(ranks)]
+        assert list(stored[text]) == [str(annotator.id)]
+        given = stored[text][str(annotator.id)][schema.RANKING]
+        assert sorted(given, key=lambda item: item["value"]) == expected
 
 
 # -- the queue rules against the real server (no browser) ---------------------------------------------------------

@@ -196,26 +196,42 @@ def test_draft_is_saved_and_comes_back_prefilled(app, monkeypatch):
     assert "You saved a draft" in app.info[0].value
 
 
-def test_ranking_needs_distinct_ranks(app, monkeypatch):
-    three = annotation.RecordView("rec-r", "Rank?", ["a", "b", "c"], 0.5)
-    fake = FakeArgilla([three])
+def test_ranking_is_built_best_first_with_ties_and_undo_and_shown_before_submit(app, monkeypatch):
+    four = annotation.RecordView("rec-r", "Rank?", ["a", "b", "c", "d"], 0.5)
+    fake = FakeArgilla([four])
     logged_in(app, fake, monkeypatch)
 
-    def rank(i: int, value: int) -> None:
-        app.selectbox(key=f"rank-rec-r-{i}").select(value)
+    def place(i: int) -> None:
+        app.button(key=f"place-rec-r-{i}").click().run()
 
-    for i, value in enumerate((1, 1, 2)):
-        rank(i, value)
+    place(2)
+    place(0)
+    button(app, "Tie with previous").click().run()  # response 1 shares response 3's rank
+    place(1)
+    assert "**Ranking:** 3 = 1 > 2" in markdown(app)
     button(app, "Submit").click().run()
-    assert fake.saved == [] and "different rank" in app.error[0].value
-    rank(1, 3)
+    assert fake.saved == [] and "rank every response" in app.error[0].value
+    place(3)
+    button(app, "Undo").click().run()  # takes back response 4
+    place(1)  # already placed: nothing changes
+    assert "**Ranking:** 3 = 1 > 2" in markdown(app) and button(app, "Response 3: rank 1").proto.type == "primary"
+    place(3)
     button(app, "Submit").click().run()
     ranking = [
         {"value": "candidate_1", "rank": 1},
-        {"value": "candidate_2", "rank": 3},
-        {"value": "candidate_3", "rank": 2},
+        {"value": "candidate_2", "rank": 2},
+        {"value": "candidate_3", "rank": 1},
+        {"value": "candidate_4", "rank": 3},
     ]
     assert fake.saved == [("rec-r", {schema.RANKING: ranking}, "submitted")]
+
+
+def test_a_draft_ranking_comes_back_placed(app, monkeypatch):
+    draft = {schema.RANKING: [{"value": "candidate_1", "rank": 2}, {"value": "candidate_2", "rank": 1},
+                              {"value": "candidate_3", "rank": 2}]}  # fmt: skip
+    fake = FakeArgilla([annotation.RecordView("rec-d", "Rank?", ["a", "b", "c"], 0.5, draft=draft)])
+    logged_in(app, fake, monkeypatch)
+    assert "**Ranking:** 2 > 1 = 3" in markdown(app)
 
 
 def test_argilla_going_away_mid_session_is_a_notice(app, monkeypatch):
@@ -276,14 +292,25 @@ def test_pair_values_validate_choice_and_strength():
         annotation.pair_values("2", 5)
 
 
-def test_ranking_values_need_each_rank_once():
-    assert annotation.ranking_values([2, 1])[schema.RANKING] == [
+def test_ranking_values_allow_ties_but_no_gap_or_unranked_response():
+    assert annotation.ranking_values([2, 1, 2])[schema.RANKING] == [
         {"value": "candidate_1", "rank": 2},
         {"value": "candidate_2", "rank": 1},
+        {"value": "candidate_3", "rank": 2},
     ]
-    for ranks in ([1, 1, 2], [1, None, 2], [1, 2, 4]):
-        with pytest.raises(AlignkitError, match="different rank"):
+    for ranks in ([1, None, 2], [1, 2, 4], [2, 2]):
+        with pytest.raises(AlignkitError, match="rank every response"):
             annotation.ranking_values(ranks)
+
+
+def test_placing_tying_and_undoing_build_dense_ranks():
+    ranking = annotation.place(annotation.place(annotation.place([], 1), 3), 0)
+    assert annotation.ranks_of(ranking, 4) == [3, 1, None, 2]
+    tied = annotation.tie_with_previous(ranking)
+    assert annotation.ranks_of(tied, 4) == [2, 1, None, 2] and annotation.ranking_text(tied) == "2 > 4 = 1"
+    assert annotation.tie_with_previous(tied) == tied  # the last one is tied already
+    assert annotation.undo(tied) == [[1], [3]] and annotation.undo(annotation.undo(annotation.undo(tied))) == []
+    assert annotation.ranks_of(annotation.ranking_from_ranks(annotation.ranks_of(tied, 4)), 4) == [2, 1, None, 2]
 
 
 def test_queue_asks_argilla_for_pending_records_by_priority():
