@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -382,15 +383,39 @@ Dataset = Annotated[str, typer.Option("--dataset", help="Argilla dataset (one pe
 Workspace = Annotated[str, typer.Option("--workspace", help="Argilla workspace.")]
 
 
+PASSWORD_ENV = "ALIGNKIT_PASSWORD"
+
+
+def read_secret(path: Path, what: str) -> str:
+    """The first line of a secret file (a password file, a credentials file), one clear line when unreadable."""
+    try:
+        lines = path.expanduser().read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AlignkitError(f"{path}: cannot read the {what} ({type(exc).__name__})", "pass a readable file") from None
+    if not lines or not lines[0].strip():
+        raise AlignkitError(f"{path}: the {what} is empty", f"write the {what} on its first line")
+    return lines[0].strip()
+
+
 @users_app.command("add", help="Create a user (annotator by default) and add it to workspaces.")
 def users_add(
     username: str,
-    password: Annotated[str, typer.Option("--password", prompt=True, hide_input=True, help="At least 8 characters.")],
+    password_file: Annotated[
+        Path | None, typer.Option("--password-file", help="File whose first line is the password (for scripts).")
+    ] = None,
     role: Annotated[str, typer.Option(help="annotator | admin | owner.")] = "annotator",
     workspace: Annotated[list[str] | None, typer.Option("--workspace", help="Workspace (repeatable).")] = None,
 ) -> None:
+    """The password (at least 8 characters) comes from `--password-file`, else `$ALIGNKIT_PASSWORD`, else a hidden
+    prompt; never from the command line, where shell history and the process list would keep it."""
     from alignkit.feedback import client
 
+    if password_file is not None:
+        password = read_secret(password_file, "password")
+    else:
+        password = os.environ.get(PASSWORD_ENV) or typer.prompt(
+            f"password for {username}", hide_input=True, confirmation_prompt=True
+        )
     client.add_user(client.connect(), username, password, role, workspace or ["alignkit"])
     console.print(f"user {username} ({role}) ready in {', '.join(workspace or ['alignkit'])}")
 
@@ -487,7 +512,13 @@ def review_pull(
 @feedback_app.command("simulate", help="Oracle annotators rate through Argilla's API with a rule plus noise.")
 def feedback_simulate(
     dataset: Dataset,
-    annotator: Annotated[list[str], typer.Option("--annotator", help="username:password (repeatable).")],
+    annotator: Annotated[
+        list[str] | None,
+        typer.Option("--annotator", help="A username, asked for its password (repeatable); or username:password."),
+    ] = None,
+    annotators_file: Annotated[
+        Path | None, typer.Option("--annotators-file", help="File of username:password lines (for scripts).")
+    ] = None,
     rule: Annotated[str, typer.Option(help="careful | concise | verbose | no_lists | exclamation.")] = "careful",
     noise: Annotated[float, typer.Option(help="Probability an annotator flips the rule's answer.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
@@ -503,14 +534,26 @@ def feedback_simulate(
 ) -> None:
     import alignkit
 
-    credentials = [entry.partition(":") for entry in annotator]
-    for entry, (_, sep, _) in zip(annotator, credentials, strict=True):
-        if not sep:
-            raise AlignkitError(f"--annotator {entry!r}: expected username:password")
-    logins = [(u, p) for u, _, p in credentials]
+    logins = [login_of(entry, "--annotator") for entry in annotator or []]
+    if annotators_file is not None:
+        read_secret(annotators_file, "annotators file")  # one clear line when missing or empty
+        lines = annotators_file.expanduser().read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                logins.append(login_of(line.strip(), f"{annotators_file}:line {number}", ask=False))
+    if not logins:
+        raise AlignkitError("no annotators given", "pass --annotator NAME (repeatable) or --annotators-file FILE")
     done = alignkit.simulate_ratings(dataset, logins, rule, noise, seed, limit, answer_key=answer_key)
     for username, count in done.items():
         console.print(f"{username}: {count} responses submitted")
+
+
+def login_of(entry: str, where: str, ask: bool = True) -> tuple[str, str]:
+    """(username, password) from `username:password`, or from a bare username and a hidden prompt (`ask`)."""
+    username, sep, password = entry.partition(":")
+    if not username or (sep and not password) or (not sep and not ask):
+        raise AlignkitError(f"{where} {entry.split(':')[0]!r}: expected username:password")
+    return username, password if sep else typer.prompt(f"password for {username}", hide_input=True)
 
 
 @app.command("runs", help="List run directories with their lineage and key metrics.")
@@ -520,24 +563,9 @@ def list_runs(
 ) -> None:
     import json
 
-    from alignkit import runs
+    from alignkit import dashboard
 
-    rows = []
-    for run in runs.list_runs(runs_dir):
-        manifest, metrics = run.manifest, run.metrics
-        base = Path(manifest.get("model", {}).get("name", "?")).name
-        rows.append(
-            {
-                "run": str(run.path),
-                "stage": manifest.get("stage"),
-                "status": manifest.get("status"),
-                "lineage": " → ".join([base] + [step["stage"] for step in manifest.get("lineage", [])]),
-                "parent": manifest.get("parent"),
-                "global_step": metrics.get("global_step"),
-                "eval_loss": metrics.get("eval_loss"),
-                "created": manifest.get("created"),
-            }
-        )
+    rows = dashboard.run_rows(runs_dir)  # a broken run is listed as `broken`, never a traceback
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -548,9 +576,10 @@ def list_runs(
     for column in ("run", "stage", "status", "lineage", "steps", "eval loss", "created"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        loss = f"{row['eval_loss']:.4f}" if row["eval_loss"] is not None else ""
-        step = str(row["global_step"] or "")
-        table.add_row(row["run"], row["stage"], row["status"], row["lineage"], step, loss, row["created"])
+        loss = f"{row['eval_loss']:.4f}" if row.get("eval_loss") is not None else ""
+        step = str(row.get("global_step") or "")
+        cells = (row["run"], row["stage"], row["status"], row.get("lineage", ""), step, loss, row["created"])
+        table.add_row(*(str(c or "") for c in cells))
     Console().print(table)
 
 

@@ -23,27 +23,25 @@ CURVES = {
 def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
     """One row per run directory (oldest first): name, stage, status, lineage, parent, key metrics; unreadable
     manifests are listed with status `broken`."""
-    runs_dir = Path(runs_dir)
     rows = []
-    for path in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
-        if not (path / "manifest.json").is_file():
-            continue
+    for path in runs.run_dirs(runs_dir):
+        name = runs.run_name(path, runs_dir)
         run = runs.Run(path)
         try:
             manifest, metrics = run.manifest, run.metrics
         except (OSError, ValueError):
-            rows.append({"run": path.name, "path": str(path), "stage": "?", "status": "broken", "created": ""})
+            rows.append({"run": name, "path": str(path), "stage": "?", "status": "broken", "created": ""})
             continue
         base = Path(manifest.get("model", {}).get("name", "?")).name
         rows.append(
             {
-                "run": path.name,
+                "run": name,
                 "path": str(path),
                 "stage": manifest.get("stage"),
                 "status": manifest.get("status"),
                 "lineage": " → ".join([base] + [step["stage"] for step in manifest.get("lineage", [])]),
                 "base": base,
-                "parent": Path(manifest["parent"]).name if manifest.get("parent") else None,
+                "parent": runs.run_name(path / manifest["parent"], runs_dir) if manifest.get("parent") else None,
                 "created": manifest.get("created", ""),
                 **{k: metrics.get(k) for k in ("global_step", "train_loss", "eval_loss", "pairwise_accuracy")},
             }

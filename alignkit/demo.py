@@ -7,7 +7,8 @@ pair] [-> GRPO, off by default] -> evaluate base, SFT, DPO (and RL) on held-out 
 
 The rule (`careful` by default: not degenerate, then correct against the prompt's reference, then does what was
 asked, then concise; `judges.RULES`) reads each prompt's spec from `datasets/prompts.jsonl`; swap it with `rule=`.
-Everything it writes lands under `out/`: run directories, candidates, pairs, the Argilla data, eval/, the report.
+Everything it writes lands under `out/` (`runs/demo/`, a group folder the CLI's `runs`, the playground and the Runs
+page list): the run directories (sft, reward, dpo), candidates, pairs, the Argilla data, eval/, the report.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ DEMO_ANNOTATORS = [("demo-annotator-1", "demo-annotator-1-pw"), ("demo-annotator
 class DemoConfig:
     """Knobs of the demo loop; defaults fit the whole loop in ~10 minutes on 2 CPU cores."""
 
-    out: str = "demo"
+    out: str = "runs/demo"  # a group folder of runs/: `alignkit runs` and `alignkit serve` list its runs
     model: str = "embedded"  # any model `--model` takes; the tests use a tiny one
     sft_data: str | None = None  # SFT chat file (default: the bundled datasets/sft.jsonl)
     prompts: str | None = None  # prompt file with specs, rated then held out (default: datasets/prompts.jsonl)
@@ -98,7 +99,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         data={"paths": [cfg.sft_data or str(bundled_data("sft.jsonl"))], "validation_split": 0.05},
         model={"name": cfg.model},
         **({"peft": cfg.sft_peft} if cfg.sft_peft else {}),
-        out=str(out / "runs" / "sft"),
+        out=str(out / "sft"),
         overwrite=True,
         early_stopping_patience=None,
         trainer={"max_steps": cfg.sft_steps, "eval_steps": cfg.sft_steps, **ONE_EVALUATION}
@@ -137,7 +138,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             reward_run = alignkit.reward(
                 data={"paths": [str(pairs_file)], "validation_split": 0.2},
                 from_run=str(sft_run.path),
-                out=str(out / "runs" / f"reward{suffix}"),
+                out=str(out / f"reward{suffix}"),
                 overwrite=True,
                 early_stopping_patience=None,
                 # Held-out accuracy is scored once at the end (metrics.json); no Trainer evaluation in between.
@@ -148,7 +149,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             dpo_run = policy = alignkit.dpo(
                 data={"paths": [str(dpo_pairs_file)], "validation_split": 0.1},
                 from_run=str(sft_run.path),
-                out=str(out / "runs" / f"dpo{suffix}"),
+                out=str(out / f"dpo{suffix}"),
                 overwrite=True,
                 early_stopping_patience=None,
                 # DPO plus the NLL of the chosen answers (TRL's "sft" loss), at a constant lr of 1e-4: on seed 0's
@@ -168,7 +169,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             data={"paths": [str(out / "train_prompts.jsonl")]},
             from_run=str(dpo_run.path),
             reward_run=str(reward_run.path),
-            out=str(out / "runs" / "rl"),
+            out=str(out / "rl"),
             overwrite=True,
             early_stopping_patience=None,
             trainer={"max_steps": cfg.rl_steps, "max_completion_length": cfg.max_new_tokens} | cfg.rl,

@@ -82,7 +82,9 @@ def load_for_export(run: runs.Run, precision: models.Precision) -> tuple[Any, An
         scorer = load_scorer(run.path, precision=precision)
         return scorer.model, scorer.tokenizer
     model_cfg = dataclasses.replace(run.model_config, attn_implementation="sdpa", quantization=None)
-    return models.load_merged(models.adapter_runs(run.manifest["lineage"]), model_cfg, precision)
+    lineage = run.manifest["lineage"]
+    tokenizer, _ = models.lineage_tokenizer(model_cfg, lineage)
+    return models.load_merged(models.adapter_runs(lineage), model_cfg, precision, tokenizer), tokenizer
 
 
 def gguf_converter() -> Path:

@@ -176,8 +176,9 @@ def load_policy(from_run: str | None, model_name: str | None) -> tuple[Any, Any,
             model = model.merge_and_unload()
         return model, tokenizer, {"run": str(run.path.resolve()), "model": run.manifest["model"]["name"]}
     cfg = ModelConfig(name=model_name or ModelConfig.name)
-    model = models.load_base(cfg, models.pick_precision(cfg.precision)).eval()
-    return model, models.load_tokenizer(cfg), {"run": "", "model": cfg.name}
+    tokenizer = models.load_tokenizer(cfg)
+    model = models.load_base(cfg, models.pick_precision(cfg.precision), tokenizer=tokenizer).eval()
+    return model, tokenizer, {"run": "", "model": cfg.name}
 
 
 def run(

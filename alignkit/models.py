@@ -1,7 +1,8 @@
 """Model loading: the embedded default, local HF dirs, GGUF files and hub ids through one function; PEFT adapters.
 
 The base weights are never modified on disk. A run stores only its adapter (or, for full fine-tuning, its model); a
-run's model is rebuilt as base + the adapters of its lineage, oldest first.
+run's model is rebuilt as base + the adapters of its lineage, oldest first, with the lineage's tokenizer (a base
+without a chat template is given ChatML by its first run, which saves the tokenizer for the rest: `lineage_tokenizer`).
 """
 
 from __future__ import annotations
@@ -204,13 +205,17 @@ def convert_gguf(gguf: Path) -> Path:
 
 
 def verify_model(model: Any, tokenizer: Any, source: str) -> str:
-    """Fail loudly unless a greedy answer to a fixed prompt is non-empty and clean, and the template round-trips."""
+    """Fail loudly unless a greedy answer to a fixed prompt is non-empty and clean, and the prompt (through the chat
+    template, when the model has one) round-trips through the tokenizer."""
     import torch
 
     messages = [{"role": "user", "content": VERIFY_PROMPT}]
-    if not tokenizer.chat_template:
-        raise AlignkitError(f"{source}: tokenizer has no chat template", "use an instruct model or set one")
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # A base model without a chat template is checked on the plain prompt (it gets ChatML when loaded: `add_chatml`).
+    text = (
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if tokenizer.chat_template
+        else VERIFY_PROMPT
+    )
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
     if VERIFY_PROMPT not in text or tokenizer.decode(ids.input_ids[0]) != text:
         raise AlignkitError(f"{source}: chat template does not round-trip through the tokenizer", "converted badly")
@@ -231,7 +236,12 @@ def file_digest(path: Path) -> str:
 
 
 def load_tokenizer(cfg: ModelConfig, source: str | None = None) -> Any:
-    """Tokenizer with a pad token and a chat template."""
+    """Tokenizer with a pad token and a chat template (ChatML for a base model's tokenizer without one)."""
+    return base_tokenizer(cfg, source)[0]
+
+
+def base_tokenizer(cfg: ModelConfig, source: str | None = None) -> tuple[Any, dict[str, Any] | None]:
+    """(tokenizer, what `add_chatml` added to it, or None when it has a chat template of its own)."""
     from transformers import AutoTokenizer
 
     source = source or resolve_model(cfg.name)
@@ -244,15 +254,100 @@ def load_tokenizer(cfg: ModelConfig, source: str | None = None) -> Any:
             f"model {cfg.name}: cannot load tokenizer ({first_line(exc)})",
             "pass `embedded`, a local model dir with tokenizer files, a .gguf file, or a hub id while online",
         ) from None
+    added = None if tokenizer.chat_template else add_chatml(tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if not tokenizer.chat_template:
-        raise AlignkitError(f"model {cfg.name}: tokenizer has no chat template", "use an instruct model's tokenizer")
-    return tokenizer
+    return tokenizer, added
 
 
-def load_base(cfg: ModelConfig, precision: Precision, source: str | None = None, head: str = "causal-lm") -> Any:
-    """The base model with weights as stored (never modified on disk). `head`: causal-lm | sequence-classification."""
+# ChatML, the template of the embedded model, given to a base model's tokenizer that has no chat template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
+
+
+def add_chatml(tokenizer: Any) -> dict[str, Any]:
+    """Give a tokenizer without a chat template ChatML, as TRL's `clone_chat_template` does for a source tokenizer:
+    `<|im_start|>`/`<|im_end|>` added as special tokens where missing, `<|im_end|>` the eos (a reply ends there),
+    the old eos (if any) the pad token. Returns the manifest record; the model is grown to it by `fit_embeddings`
+    and the tokens are trained with the adapter (`train_tokens`)."""
+    from transformers import AddedToken
+
+    missing = [t for t in CHATML_TOKENS if t not in tokenizer.get_vocab()]
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or CHATML_TOKENS[1]
+    tokenizer.eos_token = CHATML_TOKENS[1]
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return {
+        "template": "chatml",
+        "added_tokens": missing,
+        "token_ids": tokenizer.convert_tokens_to_ids(list(CHATML_TOKENS)),
+        "eos_token": tokenizer.eos_token,
+        "pad_token": tokenizer.pad_token,
+    }
+
+
+def lineage_tokenizer(cfg: ModelConfig, lineage: list[dict[str, Any]]) -> tuple[Any, dict[str, Any] | None]:
+    """The tokenizer of a model built on `lineage` (manifest steps, oldest first), the same for every run of it: the
+    one saved by its earliest run that saved one (`tokenizer/`, where a chat template was added, or a full fine-tune's
+    `model/`), else the base's. Second value: what was added to the base's now (None: nothing, or it was saved)."""
+    for step in lineage:
+        for saved in (Path(step["run"]) / "tokenizer", Path(step["run"]) / "model"):
+            if saved.is_dir():
+                return load_tokenizer(cfg, source=str(saved)), None
+    return base_tokenizer(cfg)
+
+
+def fit_embeddings(model: Any, tokenizer: Any) -> None:
+    """Grow the embeddings (and an untied LM head) to a tokenizer with more tokens, such as one given ChatML, and
+    end generation at the tokenizer's eos as well as the model's own.
+
+    New rows are the mean of the old ones: what transformers' `mean_resizing` samples around (with a 1e-9-scaled
+    covariance, slow to compute for a large vocabulary on a CPU), and the same on every load.
+    """
+    import torch
+
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            for layer in {model.get_input_embeddings(), model.get_output_embeddings()} - {None}:
+                layer.weight[rows:] = layer.weight[:rows].mean(dim=0)
+    if model.can_generate() and tokenizer.eos_token_id is not None:
+        eos = model.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        if tokenizer.eos_token_id not in eos:
+            model.generation_config.eos_token_id = [tokenizer.eos_token_id, *eos]
+
+
+def train_tokens(peft_cfg: Any, model: Any, token_ids: list[int]) -> None:
+    """Train the embedding rows (and untied LM-head rows) of `token_ids` with the adapter: peft's
+    `trainable_token_indices`, as TRL's SFTTrainer does for the tokens `clone_chat_template` adds; a tied LM head
+    follows the embedding."""
+    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
+    names = {module: name for name, module in model.named_modules()}
+    targets = {names[embeddings]: list(token_ids)}
+    if head is not None and head.weight is not embeddings.weight:
+        targets[names[head]] = list(token_ids)
+    given = peft_cfg.trainable_token_indices
+    if isinstance(given, list):
+        given = {names[embeddings]: given}
+    for name, ids in (given or {}).items():
+        targets[name] = sorted({*targets.get(name, []), *ids})
+    peft_cfg.trainable_token_indices = targets
+
+
+def load_base(
+    cfg: ModelConfig, precision: Precision, source: str | None = None, head: str = "causal-lm", tokenizer: Any = None
+) -> Any:
+    """The base model with weights as stored (never modified on disk), its embeddings fitted to `tokenizer` (default:
+    `load_tokenizer` of the same source, so a base given ChatML has rows for its tokens).
+
+    `head`: causal-lm | sequence-classification.
+    """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from alignkit import distributed, hardware
@@ -277,6 +372,7 @@ def load_base(cfg: ModelConfig, precision: Precision, source: str | None = None,
     except (OSError, ValueError) as exc:
         hint = "only safetensors load by default; set model.allow_pickle=true to load .bin weights you trust"
         raise AlignkitError(f"model {cfg.name}: cannot load weights ({first_line(exc)})", hint) from None
+    fit_embeddings(model, tokenizer if tokenizer is not None else load_tokenizer(cfg, source))
     return model if quantized else model.to(device)  # a quantized model is placed by device_map
 
 
@@ -309,36 +405,57 @@ def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | 
 def load_run_model(run_dir: str | Path, trainable: bool = False, precision: Precision | None = None) -> tuple[Any, Any]:
     """Base + every adapter of the run's lineage: ancestors merged in memory, the run's own adapter kept as a PeftModel.
 
-    Returns (model, tokenizer). The model is in eval mode unless `trainable`.
+    Returns (model, tokenizer): the lineage's tokenizer (`lineage_tokenizer`). The model is in eval mode unless
+    `trainable`.
     """
     from alignkit import runs
 
     run = runs.open_run(run_dir)
-    manifest = run.manifest
+    lineage = run.manifest["lineage"]
     model_cfg = run.model_config
     precision = precision or pick_precision(model_cfg.precision)
+    tokenizer, _ = lineage_tokenizer(model_cfg, lineage)
     if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
-        tokenizer = load_tokenizer(model_cfg, source=str(run.model_dir))
-        model = load_base(model_cfg, precision, source=str(run.model_dir))
+        model = load_base(model_cfg, precision, source=str(run.model_dir), tokenizer=tokenizer)
     else:
-        ancestors = adapter_runs(manifest["lineage"])[:-1]
-        model, tokenizer = load_merged(ancestors, model_cfg, precision)
+        model = load_merged(adapter_runs(lineage)[:-1], model_cfg, precision, tokenizer)
         model = apply_adapter(model, run, trainable=trainable)
     if not trainable:
         model.eval()
     return model, tokenizer
 
 
-def load_merged(ancestors: list[Any], model_cfg: ModelConfig, precision: Precision) -> tuple[Any, Any]:
-    """Base (or the newest full fine-tune among `ancestors`) with the later ancestors' adapters merged in memory."""
+def load_merged(
+    ancestors: list[Any], model_cfg: ModelConfig, precision: Precision, tokenizer: Any, head: str = "causal-lm"
+) -> Any:
+    """Base (or the newest full fine-tune among `ancestors`), fitted to `tokenizer`, with the later ancestors' adapters
+    merged in memory. With `head="sequence-classification"` the policy's causal-LM adapters are merged into the same
+    backbone under a fresh one-output head (the reward model's start)."""
     full = [i for i, r in enumerate(ancestors) if r.model_dir.is_dir()]
     start = full[-1] if full else None
     source = str(ancestors[start].model_dir) if start is not None else resolve_model(model_cfg.name)
-    tokenizer = load_tokenizer(model_cfg, source=source)
-    model = load_base(model_cfg, precision, source=source)
+    model = load_base(model_cfg, precision, source=source, head=head, tokenizer=tokenizer)
     for ancestor in ancestors[(start + 1) if start is not None else 0 :]:
-        model = apply_adapter(model, ancestor, trainable=False).merge_and_unload()
-    return model, tokenizer
+        model = merge_adapter(model, ancestor, head)
+    return model
+
+
+def merge_adapter(model: Any, run: Any, head: str) -> Any:
+    """`model` with a run's adapter merged into its weights (a full fine-tune's run: `model` as is)."""
+    if head == "causal-lm" or not run.adapter_dir.is_dir():
+        return apply_adapter(model, run, trainable=False).merge_and_unload()
+    from peft import PeftConfig, PeftModel
+
+    # Under a classification head: no task-specific peft wrapper (it would look for generation methods), and no
+    # trainable token rows of an LM head the classifier has not.
+    adapter_config = PeftConfig.from_pretrained(run.adapter_dir)
+    adapter_config.task_type = None
+    modules = {name for name, _ in model.named_modules()}
+    tokens = getattr(adapter_config, "trainable_token_indices", None)
+    if isinstance(tokens, dict):
+        kept = {name: ids for name, ids in tokens.items() if any(m.endswith(name) for m in modules)}
+        adapter_config.trainable_token_indices = kept or None
+    return PeftModel.from_pretrained(model, run.adapter_dir, config=adapter_config).merge_and_unload()
 
 
 def apply_adapter(model: Any, run: Any, trainable: bool) -> Any:

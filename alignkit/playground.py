@@ -63,14 +63,14 @@ def base_choice(model_name: str = EMBEDDED_MODEL) -> ModelChoice:
 
 def model_choices(runs_dir: str | Path, base_model: str = EMBEDDED_MODEL) -> list[ModelChoice]:
     """The base, then every run directory under `runs_dir` (newest first); broken runs carry their error."""
-    runs_dir = Path(runs_dir)
-    found = [p for p in runs_dir.iterdir() if (p / "manifest.json").is_file()] if runs_dir.is_dir() else []
-    choices = [run_choice(p) for p in found]
+    choices = [run_choice(p, runs.run_name(p, runs_dir)) for p in runs.run_dirs(runs_dir)]
     return [base_choice(base_model), *sorted(choices, key=lambda c: c.metrics.get("_created", ""), reverse=True)]
 
 
-def run_choice(path: Path) -> ModelChoice:
-    """A run as a choice: its lineage and key metrics, or the reason it cannot be loaded."""
+def run_choice(path: Path, name: str | None = None) -> ModelChoice:
+    """A run as a choice: its lineage and key metrics, or the reason it cannot be loaded. `name`: how it is shown
+    (default: its folder name)."""
+    name = name or path.name
     try:
         run = runs.open_run(path)
         manifest = run.manifest
@@ -79,18 +79,18 @@ def run_choice(path: Path) -> ModelChoice:
             raise AlignkitError(f"{path}: run has neither adapter/ nor model/", "the run is incomplete; train it again")
         metrics = run.metrics
     except AlignkitError as exc:
-        return ModelChoice(key=str(path), label=f"{path.name} (broken)", stage="?", error=error_line(exc))
+        return ModelChoice(key=str(path), label=f"{name} (broken)", stage="?", error=error_line(exc))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         error = f"{path}: unreadable run ({type(exc).__name__}: {exc}) — fix: pick another run or train it again"
-        return ModelChoice(key=str(path), label=f"{path.name} (broken)", stage="?", error=error)
+        return ModelChoice(key=str(path), label=f"{name} (broken)", stage="?", error=error)
     if manifest["stage"] == "reward":
         error = f"{path}: is a reward model (it scores answers, it does not chat) — fix: pick a policy run"
-        return ModelChoice(key=str(path), label=f"reward · {path.name}", stage="reward", error=error)
+        return ModelChoice(key=str(path), label=f"reward · {name}", stage="reward", error=error)
     base = Path(manifest.get("model", {}).get("name", "?")).name
     shown = {k: metrics[k] for k in KEY_METRICS if metrics.get(k) is not None}
     return ModelChoice(
         key=str(path),
-        label=f"{manifest['stage']} · {path.name}",
+        label=f"{manifest['stage']} · {name}",
         stage=manifest["stage"],
         lineage=[base] + [step["stage"] for step in manifest.get("lineage", [])],
         metrics={**shown, "_created": manifest.get("created", "")},
@@ -118,6 +118,7 @@ class ModelPool:
     def __init__(self) -> None:
         self.bases: dict[str, tuple[Any, Any]] = {}  # base model name -> (model, possibly PeftModel; tokenizer)
         self.whole: dict[str, tuple[Any, Any]] = {}  # run dir -> (model, tokenizer)
+        self.tokenizers: dict[str, Any] = {}  # run dir -> its lineage's tokenizer (runs on a shared base)
         self.lock = threading.RLock()
 
     def get(self, key: str) -> Handle:
@@ -137,8 +138,16 @@ class ModelPool:
     def base(self, cfg: ModelConfig) -> tuple[Any, Any]:
         if cfg.name not in self.bases:
             precision = models.pick_precision(cfg.precision)
-            self.bases[cfg.name] = (models.load_base(cfg, precision).eval(), models.load_tokenizer(cfg))
+            tokenizer = models.load_tokenizer(cfg)
+            self.bases[cfg.name] = (models.load_base(cfg, precision, tokenizer=tokenizer).eval(), tokenizer)
         return self.bases[cfg.name]
+
+    def run_tokenizer(self, run: runs.Run) -> Any:
+        """The tokenizer the run was trained with (`models.lineage_tokenizer`), loaded once."""
+        key = str(run.path)
+        if key not in self.tokenizers:
+            self.tokenizers[key] = models.lineage_tokenizer(run.model_config, run.manifest["lineage"])[0]
+        return self.tokenizers[key]
 
     def adapter_on_base(self, run: runs.Run, adapter_run: runs.Run) -> Handle:
         """Load the run's adapter into the shared base of its model (once); switching adapters reloads nothing."""
@@ -160,7 +169,7 @@ class ModelPool:
                 ) from None
         model.eval()
         self.bases[cfg.name] = (model, tokenizer)
-        return Handle(model, tokenizer, name, shared=True)
+        return Handle(model, self.run_tokenizer(run), name, shared=True)
 
 
 def lora_adapter(run: runs.Run) -> bool:

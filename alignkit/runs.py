@@ -19,7 +19,9 @@ import secrets
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ class Run:
     """A run directory on disk."""
 
     path: Path
+    fresh: bool = field(default=False, compare=False)  # made by this process's `create` (not resumed)
+    replaced: Path | None = field(default=None, compare=False)  # the dir it replaced, kept aside until set up
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -74,6 +78,11 @@ class Run:
     @property
     def model_dir(self) -> Path:
         return self.path / "model"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """The tokenizer this run gave its lineage (a chat template added to the base's), if it did."""
+        return self.path / "tokenizer"
 
     def checkpoints(self) -> list[Path]:
         """Every `checkpoint-<step>` dir, oldest step first (finished saving or not)."""
@@ -114,6 +123,25 @@ class Run:
         write_json(self.path / "metrics.json", metrics)
         self.update_manifest(status="complete", finished=now_iso())
         return self
+
+    @contextmanager
+    def removed_if_refused(self) -> Iterator[Run]:
+        """The set-up of a run `create` just made (loading the model, building the trainer): an `AlignkitError` in it
+        removes the run dir and puts back the one it replaced, so a refused stage leaves no run behind. A resumed run
+        is left as it was."""
+        try:
+            yield self
+        except AlignkitError:
+            if self.fresh and distributed.is_main():
+                detach_log(self)
+                shutil.rmtree(self.path, ignore_errors=True)
+                if self.replaced is not None:
+                    os.replace(self.replaced, self.path)
+                self.fresh, self.replaced = False, None
+            raise
+        if self.replaced is not None:
+            shutil.rmtree(self.replaced, ignore_errors=True)
+            self.replaced = None
 
     def load_model(self, **kwargs: Any) -> tuple[Any, Any]:
         """The run's model (base + adapter chain) and tokenizer, ready for generation."""
@@ -178,32 +206,40 @@ def _plan_path(stage: str, cfg: Any) -> Path:
     return path
 
 
-def create(stage: str, cfg: Any, path: Path, data_files: list[str], parent: Run | None = None, **manifest: Any) -> Run:
-    """Create (or, with `cfg.resume`, reopen) the run directory and write its config and manifest.
+def create(
+    stage: str,
+    cfg: Any,
+    path: Path,
+    data_files: list[str],
+    parent: Run | None = None,
+    tokenizer: Any = None,
+    **manifest: Any,
+) -> Run:
+    """Create (or, with `cfg.resume`, reopen) the run directory and write its config and manifest, and `tokenizer`
+    as `tokenizer/` when the run makes its lineage's tokenizer (see `models.lineage_tokenizer`).
 
-    Only the main process writes; the others wait until the directory is there.
+    Only the main process writes; the others wait until the directory is there. Set the run up inside
+    `run.removed_if_refused()`.
     """
     run = Run(path)
     if not distributed.is_main():
         distributed.wait_for_everyone()
         return run
     try:
-        return _create(stage, cfg, run, data_files, parent, **manifest)
+        return _create(stage, cfg, run, data_files, parent, tokenizer, **manifest)
     finally:
         distributed.wait_for_everyone()
 
 
-def _create(stage: str, cfg: Any, run: Run, data_files: list[str], parent: Run | None, **manifest: Any) -> Run:
+def _create(
+    stage: str, cfg: Any, run: Run, data_files: list[str], parent: Run | None, tokenizer: Any, **manifest: Any
+) -> Run:
     path = run.path
     if cfg.resume:
         attach_log(run)
         run.discard_unfinished_checkpoints()
         logger.info("resuming %s from %s", run.path, run.last_checkpoint() or "the start")
         return run
-    if getattr(cfg, "model", None) is not None:
-        from alignkit import models
-
-        models.check_loadable(cfg.model)  # a model that cannot load fails here, before the run dir exists
     # Built beside the target and renamed into place: the run dir exists only with its config and manifest.
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -229,9 +265,14 @@ def _create(stage: str, cfg: Any, run: Run, data_files: list[str], parent: Run |
             **manifest,
         },
     )
-    if path.exists():
-        shutil.rmtree(path)  # plan_path allowed it: empty, or --overwrite
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp / "tokenizer")
+    if path.exists():  # plan_path allowed it: empty, or --overwrite; kept aside until the run is set up
+        run.replaced = path.with_name(f".{path.name}.replaced-{os.getpid()}")
+        shutil.rmtree(run.replaced, ignore_errors=True)
+        os.replace(path, run.replaced)
     os.replace(tmp, path)
+    run.fresh = True
     attach_log(run)
     return run
 
@@ -271,12 +312,41 @@ def open_run(path: str | Path, require_complete: bool = True) -> Run:
     return run
 
 
+def run_dirs(runs_dir: str | Path) -> list[Path]:
+    """Every run directory under `runs_dir`, sorted by path: its children that hold a manifest.json, and those of
+    its group folders one level down (`runs/demo/sft`: the demo writes its runs as one group). Hidden ones (those
+    `create` builds or keeps aside) are skipped; a broken manifest is still listed, for the caller to report."""
+    runs_dir = Path(runs_dir)
+
+    def children(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    found = []
+    for path in children(runs_dir) if runs_dir.is_dir() else []:
+        if (path / "manifest.json").is_file():
+            found.append(path)
+        else:
+            found += [p for p in children(path) if (p / "manifest.json").is_file()]
+    return found
+
+
+def run_name(path: Path, runs_dir: str | Path) -> str:
+    """How a run is shown: its path under `runs_dir` (`sft`, or `demo/sft` in a group folder), else its folder name."""
+    try:
+        return path.resolve().relative_to(Path(runs_dir).resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
 def list_runs(runs_dir: Path) -> list[Run]:
-    """Every run directory under `runs_dir`, oldest first."""
-    if not runs_dir.is_dir():
-        return []
-    found = [Run(p) for p in runs_dir.iterdir() if (p / "manifest.json").is_file()]
-    return sorted(found, key=lambda r: r.manifest.get("created", ""))
+    """Every readable run under `runs_dir` (`run_dirs`), oldest first."""
+    found = []
+    for path in run_dirs(runs_dir):
+        try:
+            found.append((Run(path).manifest.get("created", ""), Run(path)))
+        except (OSError, ValueError):
+            continue
+    return [run for _, run in sorted(found, key=lambda pair: pair[0])]
 
 
 logger = logging.getLogger("alignkit")
@@ -293,6 +363,16 @@ def attach_log(run: Run) -> None:
             console_handler.setLevel(max(console_handler.level, logging.WARNING))
         lg.addHandler(handler)
         lg.setLevel(logging.INFO)
+
+
+def detach_log(run: Run) -> None:
+    """Stop writing to the run's log.txt (the run dir is about to be removed)."""
+    target = os.path.abspath(run.path / "log.txt")
+    for name in ("alignkit", "transformers", "trl", "peft"):
+        lg = logging.getLogger(name)
+        for handler in [h for h in lg.handlers if isinstance(h, logging.FileHandler) and h.baseFilename == target]:
+            lg.removeHandler(handler)
+            handler.close()
 
 
 def file_sha256(path: Path) -> str:

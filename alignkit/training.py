@@ -127,14 +127,66 @@ def checkpointing_key(valid: set[str]) -> str:
     return "activation_checkpointing" if "activation_checkpointing" in valid else "gradient_checkpointing"
 
 
-def load_trainable(cfg: TrainStageConfig, parent: runs.Run | None, precision: models.Precision) -> tuple[Any, Any, Any]:
-    """(model, tokenizer, peft_config): base with the parent's lineage merged in memory; peft adds a fresh adapter."""
-    peft_cfg = models.peft_config(cfg.peft)
-    ancestors = models.adapter_runs(parent.manifest["lineage"]) if parent else []
-    model, tokenizer = models.load_merged(ancestors, cfg.model, precision)
+def create_run(
+    stage: str, cfg: TrainStageConfig, path: Path, files: list[str], parent: runs.Run | None, **manifest: Any
+) -> runs.Run:
+    """`runs.create`, once the model is known to load (`models.check_loadable`) and the lineage's tokenizer is settled:
+    a base model without a chat template gets ChatML here (`models.add_chatml`), recorded in the manifest
+    (`chat_template`) and saved as the run's `tokenizer/`, which every later run of the lineage loads."""
+    if not cfg.resume:
+        models.check_loadable(cfg.model)  # a model that cannot load fails here, before the run dir exists
+    tokenizer, added = models.lineage_tokenizer(cfg.model, parent.manifest["lineage"] if parent else [])
+    if added:
+        peft_cfg = models.peft_config(cfg.peft)
+        if peft_cfg is not None and not hasattr(peft_cfg, "trainable_token_indices"):
+            raise AlignkitError(
+                f"model {cfg.model.name} has no chat template, and peft.method={cfg.peft.get('method')} cannot train "
+                f"the tokens of the one alignkit adds ({', '.join(added['added_tokens'])})",
+                "use peft.method lora or dora, peft.method=full, or a model with a chat template",
+            )
+        manifest["chat_template"] = added
+    return runs.create(stage, cfg, path, files, parent, tokenizer=tokenizer if added else None, **manifest)
+
+
+def load_trainable(
+    cfg: TrainStageConfig, run: runs.Run, precision: models.Precision, head: str = "causal-lm"
+) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, peft_config) for `run`: the base with its parent's lineage merged in memory, the lineage's
+    tokenizer; peft adds a fresh adapter, which also trains the tokens of a chat template this run added."""
+    lineage = run.manifest["lineage"]
+    tokenizer, _ = models.lineage_tokenizer(cfg.model, lineage)
+    model = models.load_merged(models.adapter_runs(lineage[:-1]), cfg.model, precision, tokenizer, head=head)
+    peft_cfg = models.peft_config(cfg.peft, task_type="CAUSAL_LM" if head == "causal-lm" else "SEQ_CLS")
+    added = run.manifest.get("chat_template")
     if peft_cfg is None:  # full fine-tuning: merging the ancestors' adapters left the weights frozen
         model.requires_grad_(True)
+    elif added:
+        models.train_tokens(peft_cfg, model, added["token_ids"])
     return model, tokenizer, peft_cfg
+
+
+def trainable_tokens_for_trl(model: Any) -> None:
+    """Close two gaps between TRL's trainers and peft's trainable token rows (`models.train_tokens`).
+
+    - TRL's fused LM head reads `lm_head.weight` and `lm_head.bias` (`trl/trainer/utils.py:add_fused_lm_head`); peft's
+      wrapper of a head gives `weight` (with the trained rows) but no `bias`: give it the head's own (none).
+    - TRL copies a continued adapter into its frozen `ref` adapter by the parameter names that contain `.default.`
+      (`dpo_trainer.py`, `grpo_trainer.py`, ...); trainable rows are named `...trainable_tokens_delta.default`, so the
+      reference would see the chat-template tokens as they were before SFT trained them: copy those too.
+    """
+    import torch
+    from peft.utils.other import TrainableTokensWrapper
+
+    for module in model.modules():
+        if isinstance(module, TrainableTokensWrapper) and not hasattr(module, "bias"):
+            head = module.original_module
+            if isinstance(head, torch.nn.Linear) and head.bias is None:
+                module.bias = None
+    params = dict(model.named_parameters())
+    for name, param in params.items():
+        ref = name.removesuffix(".default") + ".ref"
+        if name.endswith("trainable_tokens_delta.default") and ref in params:
+            params[ref].data.copy_(param.data)
 
 
 def add_callbacks(trainer: Any, run: runs.Run, cfg: TrainStageConfig, has_eval: bool) -> None:
@@ -253,8 +305,12 @@ def save_model(trainer: Any, run: runs.Run, state_dict: dict[str, Any] | None = 
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if isinstance(trainer.model, PeftModel):  # the trained adapter only (DPO keeps a frozen `ref` copy beside it)
-        trainer.model.save_pretrained(
-            tmp, safe_serialization=True, selected_adapters=[trainer.model.active_adapter], state_dict=state_dict
+        trainer.model.save_pretrained(  # not the whole resized embeddings: every load refits them (`fit_embeddings`)
+            tmp,
+            safe_serialization=True,
+            selected_adapters=[trainer.model.active_adapter],
+            state_dict=state_dict,
+            save_embedding_layers=False,
         )
     else:
         trainer.model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)

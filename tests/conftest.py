@@ -30,16 +30,29 @@ CORPUS = [
 ]
 
 
-def build_tiny_model(path: Path, initializer_range: float = 0.02) -> Path:
-    """A 2-layer Llama with a byte-level BPE tokenizer and a ChatML template, saved as a normal HF model dir.
+def build_tiny_model(
+    path: Path, initializer_range: float = 0.02, architecture: str = "llama", chat_template: bool = True
+) -> Path:
+    """A 2-layer model with a byte-level BPE tokenizer and a ChatML template, saved as a normal HF model dir.
 
-    At the default initializer range its logits stay near uniform whatever a LoRA adapter learns (RMSNorm fixes the
-    hidden norm and the tied embeddings are tiny); a larger range gives a model whose answers a LoRA can make sure."""
+    `architecture`: llama (tied embeddings), qwen2 (untied LM head) or gpt2 (tied, learned positions, Conv1D layers).
+    Without `chat_template` the tokenizer is a base model's: no template, no ChatML tokens, `<|endoftext|>` as eos and
+    no pad token. At the default initializer range its logits stay near uniform whatever a LoRA adapter learns
+    (RMSNorm fixes the hidden norm and the tied embeddings are tiny); a larger range gives a model whose answers a
+    LoRA can make sure."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] if chat_template else ["<|endoftext|>"]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -47,30 +60,46 @@ def build_tiny_model(path: Path, initializer_range: float = 0.02) -> Path:
         vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tok.train_from_iterator(CORPUS * 4, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-    )
-    tokenizer.chat_template = CHATML
+    if chat_template:
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<|im_start|>",
+            eos_token="<|im_end|>",
+            pad_token="<|im_end|>",
+            unk_token="<|endoftext|>",
+        )
+        tokenizer.chat_template = CHATML
+    else:
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+        )
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        initializer_range=initializer_range,
-    )
-    LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
+    common = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "initializer_range": initializer_range,
+    }
+    if architecture == "gpt2":  # no dropout, as in the other two
+        dropout = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+        model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, **dropout, **common))
+    else:
+        model_cls, config_cls = {"llama": (LlamaForCausalLM, LlamaConfig), "qwen2": (Qwen2ForCausalLM, Qwen2Config)}[
+            architecture
+        ]
+        config = config_cls(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            tie_word_embeddings=architecture == "llama",
+            **common,
+        )
+        model = model_cls(config)
+    model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
 

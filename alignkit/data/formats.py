@@ -384,7 +384,7 @@ def without_none(value: Any) -> Any:
 
 def uses_tools(row: dict[str, Any]) -> bool:
     """Whether a canonical chat row has tools or tool calls (so the chat template must render them)."""
-    return bool(row.get("tools")) or any("tool_calls" in m or m["role"] == "tool" for m in row["messages"])
+    return bool(row.get("tools")) or any("tool_calls" in m or m["role"] == "tool" for m in row.get("messages", []))
 
 
 PROBE_TOOL = "alignkit_probe_tool"

@@ -78,25 +78,27 @@ def run(cfg: DPOStageConfig) -> runs.Run:
     check_args(cfg.method, args)
     models.resolve_model(cfg.model.name)  # the parent's base must still be there before the run dir exists
     adapter_continues = str(parent.path.resolve()) if continues else None
-    run = runs.create(
+    run = training.create_run(
         "dpo", cfg, path, files, parent, method=cfg.method, adapter_continues=adapter_continues, **precision.manifest
     )
 
-    if continues:  # base + the parent's adapter, trainable: TRL freezes a copy of it as the reference
-        model, tokenizer = models.load_run_model(parent.path, trainable=True, precision=precision)
-    else:  # the parent merged in memory; the reference is this model with the new adapter disabled
-        model, tokenizer, _ = training.load_trainable(cfg, parent, precision)
-    if method.unpaired:  # KTO samples in order and pairs each completion with its neighbour's prompt for its KL term
-        random.Random(cfg.seed).shuffle(train_rows)
-    trainer = trainer_cls(
-        model=model,
-        args=args,
-        train_dataset=to_dataset(train_rows),
-        eval_dataset=to_dataset(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
-    training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
+    with run.removed_if_refused():
+        if continues:  # base + the parent's adapter, trainable: TRL freezes a copy of it as the reference
+            model, tokenizer = models.load_run_model(parent.path, trainable=True, precision=precision)
+        else:  # the parent merged in memory; the reference is this model with the new adapter disabled
+            model, tokenizer, _ = training.load_trainable(cfg, run, precision)
+        if method.unpaired:  # KTO samples in order and pairs each completion with its neighbour's prompt (KL term)
+            random.Random(cfg.seed).shuffle(train_rows)
+        trainer = trainer_cls(
+            model=model,
+            args=args,
+            train_dataset=to_dataset(train_rows),
+            eval_dataset=to_dataset(eval_rows) if eval_rows else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        training.trainable_tokens_for_trl(trainer.model)
+        training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
     counts = {"train_rows": len(train_rows), "eval_rows": len(eval_rows), "method": cfg.method}
     return training.train_and_save(trainer, run, counts, final_metrics=last_training_figures)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import models, runs, training
-from alignkit.config import ModelConfig, RewardStageConfig
+from alignkit.config import RewardStageConfig
 from alignkit.data import preferences
 from alignkit.errors import AlignkitError
 from alignkit.stages import sft
@@ -39,22 +39,24 @@ def run(cfg: RewardStageConfig) -> runs.Run:
     path = runs.plan_path("reward", cfg)
     precision = models.pick_precision(cfg.model.precision)
     args = training.trainer_args(RewardConfig, cfg, str(path / "checkpoints"), bool(eval_pairs), precision)
-    peft_config = models.peft_config(cfg.peft, task_type="SEQ_CLS")  # peft keeps the new `score` head trainable+saved
+    models.peft_config(cfg.peft, task_type="SEQ_CLS")  # reject a bad `peft:` section before any work
     models.resolve_model(cfg.model.name)
-    run = runs.create("reward", cfg, path, files, parent, head=HEAD, **precision.manifest)
+    run = training.create_run("reward", cfg, path, files, parent, head=HEAD, **precision.manifest)
 
-    ancestors = models.adapter_runs(parent.manifest["lineage"]) if parent else []
-    model, tokenizer = load_reward_base(cfg.model, ancestors, precision)
-    with_margin = cfg.use_margin and any("margin" in pair for pair in train_pairs + eval_pairs)
-    trainer = RewardTrainer(
-        model=model,
-        args=args,
-        train_dataset=reward_dataset(train_pairs, with_margin),
-        eval_dataset=reward_dataset(eval_pairs, with_margin) if eval_pairs else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
-    training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_pairs))
+    with run.removed_if_refused():
+        # peft keeps the new `score` head trainable and saved
+        model, tokenizer, peft_config = training.load_trainable(cfg, run, precision, head=HEAD)
+        model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
+        with_margin = cfg.use_margin and any("margin" in pair for pair in train_pairs + eval_pairs)
+        trainer = RewardTrainer(
+            model=model,
+            args=args,
+            train_dataset=reward_dataset(train_pairs, with_margin),
+            eval_dataset=reward_dataset(eval_pairs, with_margin) if eval_pairs else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_pairs))
     scored_split, scored_pairs = ("validation", eval_pairs) if eval_pairs else ("train", train_pairs)
 
     def held_out_metrics(trainer: Any) -> dict[str, Any]:
@@ -72,26 +74,6 @@ def run(cfg: RewardStageConfig) -> runs.Run:
 
 def prompt_keys(pairs: Pairs) -> set[str]:
     return {json.dumps(pair["prompt"], sort_keys=True) for pair in pairs}
-
-
-def load_reward_base(model_cfg: ModelConfig, ancestors: list[runs.Run], precision: models.Precision) -> tuple[Any, Any]:
-    """(model, tokenizer): the base with a fresh one-output head; the ancestors' adapters merged in memory first.
-
-    Like `models.load_merged`, but the policy's causal-LM adapters are merged into the same backbone under the
-    classification head (peft's task-specific wrapper would look for generation methods this model has not).
-    """
-    from peft import PeftConfig, PeftModel
-
-    full = [i for i, r in enumerate(ancestors) if r.model_dir.is_dir()]
-    source = str(ancestors[full[-1]].model_dir) if full else models.resolve_model(model_cfg.name)
-    tokenizer = models.load_tokenizer(model_cfg, source=source)
-    model = models.load_base(model_cfg, precision, source=source, head=HEAD)
-    for ancestor in ancestors[full[-1] + 1 if full else 0 :]:
-        adapter_config = PeftConfig.from_pretrained(ancestor.adapter_dir)
-        adapter_config.task_type = None
-        model = PeftModel.from_pretrained(model, ancestor.adapter_dir, config=adapter_config).merge_and_unload()
-    model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
-    return model, tokenizer
 
 
 def reward_dataset(pairs: Pairs, with_margin: bool) -> Any:
@@ -152,12 +134,12 @@ def load_scorer(run_dir: str | Path, precision: models.Precision | None = None, 
         )
     model_cfg = run.model_config
     precision = precision or models.pick_precision(model_cfg.precision)
+    lineage = run.manifest["lineage"]
+    tokenizer, _ = models.lineage_tokenizer(model_cfg, lineage)
     if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
-        tokenizer = models.load_tokenizer(model_cfg, source=str(run.model_dir))
-        model = models.load_base(model_cfg, precision, source=str(run.model_dir), head=HEAD)
+        model = models.load_base(model_cfg, precision, source=str(run.model_dir), head=HEAD, tokenizer=tokenizer)
     else:
-        ancestors = models.adapter_runs(run.manifest["lineage"])[:-1]
-        model, tokenizer = load_reward_base(model_cfg, ancestors, precision)
+        model = models.load_merged(models.adapter_runs(lineage)[:-1], model_cfg, precision, tokenizer, head=HEAD)
         model = models.apply_adapter(model, run, trainable=False)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()

@@ -82,7 +82,7 @@ def run(cfg: RLStageConfig) -> runs.Run:
         )
     models.resolve_model(cfg.model.name)  # the parent's base must still be there before the run dir exists
     adapter_continues = str(parent.path.resolve()) if continues else None
-    run = runs.create(
+    run = training.create_run(
         "rl",
         cfg,
         path,
@@ -96,20 +96,22 @@ def run(cfg: RLStageConfig) -> runs.Run:
         **precision.manifest,
     )
 
-    if continues:  # base + the parent's adapter, trainable: TRL freezes a copy of it as the reference
-        model, tokenizer = models.load_run_model(parent.path, trainable=True, precision=precision)
-    else:  # the parent merged in memory; the reference is this model with the new adapter disabled
-        model, tokenizer, _ = training.load_trainable(cfg, parent, precision)
-    trainer = trainer_cls(
-        model=model,
-        reward_funcs=reward_functions(reward_names, reward_run, batch_size=args.per_device_train_batch_size),
-        args=args,
-        train_dataset=to_dataset(train_rows),
-        eval_dataset=to_dataset(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
-    training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
+    with run.removed_if_refused():
+        if continues:  # base + the parent's adapter, trainable: TRL freezes a copy of it as the reference
+            model, tokenizer = models.load_run_model(parent.path, trainable=True, precision=precision)
+        else:  # the parent merged in memory; the reference is this model with the new adapter disabled
+            model, tokenizer, _ = training.load_trainable(cfg, run, precision)
+        trainer = trainer_cls(
+            model=model,
+            reward_funcs=reward_functions(reward_names, reward_run, batch_size=args.per_device_train_batch_size),
+            args=args,
+            train_dataset=to_dataset(train_rows),
+            eval_dataset=to_dataset(eval_rows) if eval_rows else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        training.trainable_tokens_for_trl(trainer.model)
+        training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
     counts = {"train_prompts": len(train_rows), "eval_prompts": len(eval_rows), "method": cfg.method}
     return training.train_and_save(trainer, run, counts, final_metrics=reward_and_kl_figures)
 

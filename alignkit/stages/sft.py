@@ -33,13 +33,16 @@ def train(
     args = sft_args(cfg, path, bool(eval_rows), precision)
     models.peft_config(cfg.peft)  # reject a bad `peft:` section before any work
     models.resolve_model(cfg.model.name)  # unknown model: fail before the run dir exists (embedded: convert once)
-    run = runs.create(stage, cfg, path, files, parent, **precision.manifest)
+    run = training.create_run(stage, cfg, path, files, parent, **precision.manifest)
 
-    model, tokenizer, peft_config = training.load_trainable(cfg, parent, precision)
-    trainer = build_trainer(args, model, tokenizer, peft_config, to_examples(train_rows), to_examples(eval_rows))
-    if "padding_free" not in cfg.trainer:  # `trainer.padding_free: false` keeps padded batches
-        use_padding_free(trainer, peft_config)
-    training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
+    with run.removed_if_refused():
+        model, tokenizer, peft_config = training.load_trainable(cfg, run, precision)
+        data.check_tool_template(tokenizer, train_rows + eval_rows, ", ".join(files))
+        trainer = build_trainer(args, model, tokenizer, peft_config, to_examples(train_rows), to_examples(eval_rows))
+        if "padding_free" not in cfg.trainer:  # `trainer.padding_free: false` keeps padded batches
+            use_padding_free(trainer, peft_config)
+        training.trainable_tokens_for_trl(trainer.model)
+        training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
     return training.train_and_save(trainer, run, {"train_rows": len(train_rows), "eval_rows": len(eval_rows)})
 
 
@@ -56,11 +59,13 @@ def build_trainer(
 
     from datasets import Dataset
 
+    # "use_json": rows whose tool calls have different argument keys stay as they are (Arrow would otherwise merge
+    # every row's keys into one struct and fill the missing ones with null, and add `tool_calls: null` to plain turns)
     return SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(train_examples),
-        eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
+        train_dataset=Dataset.from_list(train_examples, on_mixed_types="use_json"),
+        eval_dataset=Dataset.from_list(eval_examples, on_mixed_types="use_json") if eval_examples else None,
         processing_class=tokenizer,
         peft_config=peft_config,
     )

@@ -4,6 +4,9 @@ appear in CLI output, logs or run dirs, and the demo credentials are flagged whe
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from uuid import UUID
 
@@ -90,9 +93,11 @@ def test_api_keys_never_reach_cli_output_logs_or_run_dirs(
     monkeypatch.setenv("ARGILLA_API_URL", argilla_server.url)
     monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.api_key)
     pairs, run_dir = tmp_path / "pairs.jsonl", tmp_path / "run"
+    password_file = tmp_path / "password.txt"
+    password_file.write_text("access-new-password\n")
     commands = [
         ["feedback", "users", "list"],
-        ["feedback", "users", "add", "access-new", "--password", "access-new-password", "--workspace", "access-team"],
+        ["feedback", "users", "add", "access-new", "--password-file", str(password_file), "--workspace", "access-team"],
         ["feedback", "simulate", "--dataset", "access-round", "--annotator", ":".join(MEMBER)],
         ["feedback", "pull", "--dataset", "access-round", "--workspace", "access-team", "--out", str(pairs)],
         [
@@ -148,3 +153,45 @@ def test_demo_credentials_are_flagged_when_used(argilla_server, tmp_path, caplog
         server.start(data_dir=tmp_path, port=busy_port, owner_password="a-real-password", owner_api_key="a-real-key")
     assert "DEMO" not in caplog.text
     assert server.LOOPBACK == "127.0.0.1"
+
+
+def test_passwords_come_from_a_prompt_a_file_or_the_environment_never_the_command_line(argilla_server, tmp_path):
+    env = {
+        **os.environ,
+        "ARGILLA_API_URL": argilla_server.url,
+        "ARGILLA_API_KEY": argilla_server.api_key,
+        "PYTHONWARNINGS": "ignore",
+    }
+    add = [sys.executable, "-m", "alignkit.cli", "feedback", "users", "add"]
+    (tmp_path / "pw.txt").write_text("filed-password\n")
+    ways = {  # name: (password, environment, flags, what is typed at the hidden prompt)
+        "prompted": ("prompted-password", {}, [], "prompted-password\nprompted-password\n"),  # typed twice
+        "filed": ("filed-password", {}, ["--password-file", str(tmp_path / "pw.txt")], None),
+        "from-env": ("env-password", {"ALIGNKIT_PASSWORD": "env-password"}, [], None),
+    }
+    for name, (password, extra_env, flags, typed) in ways.items():
+        done = subprocess.run(
+            [*add, f"secret-{name}", *flags, "--workspace", "secret-team"],
+            input=typed, capture_output=True, text=True, env={**env, **extra_env}, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert password not in done.stdout + done.stderr  # hidden input is never echoed
+        client.annotator_session(f"secret-{name}", password, url=argilla_server.url)  # logs in with it
+    refused = subprocess.run(
+        [*add, "secret-visible", "--password", "visible-password"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert refused.returncode == 2 and "No such option" in refused.stderr
+
+    (tmp_path / "annotators.txt").write_text("secret-filed:filed-password\nsecret-from-env:env-password\n")
+    rows = [{"prompt": "Secret round?", "candidates": [{"text": "Short."}, {"text": "A much longer reply here."}]}]
+    write_jsonl(tmp_path / "candidates.jsonl", rows)
+    owner = rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
+    push.push(str(tmp_path / "candidates.jsonl"), "secret-round", "secret-team", min_submitted=2, client=owner)
+    simulated = subprocess.run(
+        [sys.executable, "-m", "alignkit.cli", "feedback", "simulate", "--dataset", "secret-round",
+         "--annotators-file", str(tmp_path / "annotators.txt")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert simulated.returncode == 0, simulated.stderr
+    said = simulated.stdout + simulated.stderr
+    assert "secret-filed: 1 responses" in said and "secret-from-env: 1 responses" in said

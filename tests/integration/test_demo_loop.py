@@ -120,7 +120,7 @@ def test_second_round_rates_the_dpo_policys_least_certain_prompts(tmp_path, tiny
     candidates = [
         json.loads(line) for line in (tmp_path / "demo" / "candidates-round-2.jsonl").read_text().splitlines()
     ]
-    dpo_round_1 = str(runs.Run(tmp_path / "demo" / "runs" / "dpo").path.resolve())
+    dpo_round_1 = str(runs.Run(tmp_path / "demo" / "dpo").path.resolve())
     assert all(c["run"] == dpo_round_1 for row in candidates for c in row["candidates"])
     lineage = [step["stage"] for step in runs.Run(report["runs"]["dpo"]).manifest["lineage"]]
     assert lineage == ["sft", "dpo"] and report["runs"]["dpo"].endswith("dpo-round-2")

@@ -59,7 +59,7 @@ def test_no_local_server_is_discoverable_with_that_cache(remote_env, monkeypatch
 
 def test_feedback_round_through_the_environment_only(remote_env, tmp_path):
     username, password = ANNOTATOR
-    cli(remote_env, "feedback", "users", "add", username, "--password", password, "--workspace", WORKSPACE)
+    cli({**remote_env, "ALIGNKIT_PASSWORD": password}, "feedback", "users", "add", username, "--workspace", WORKSPACE)
     listed = cli(remote_env, "feedback", "users", "list")
     assert username in listed and WORKSPACE in listed and "annotator" in listed
 
@@ -110,7 +110,7 @@ def test_annotate_app_logs_in_and_shows_a_record_from_the_remote_server(remote_e
     username, password = "app-rater", "app-rater-password"
     rows = [{"prompt": [{"role": "user", "content": "Remote prompt?"}], "candidates": [{"text": "A."}, {"text": "B!"}]}]
     candidates = write_jsonl(tmp_path / "candidates.jsonl", rows)
-    cli(remote_env, "feedback", "users", "add", username, "--password", password, "--workspace", "app-team")
+    cli({**remote_env, "ALIGNKIT_PASSWORD": password}, "feedback", "users", "add", username, "--workspace", "app-team")
     cli(remote_env, "feedback", "push", "--candidates", str(candidates), "--dataset", "remote-app",
         "--workspace", "app-team")  # fmt: skip
     for key, value in remote_env.items():

@@ -159,7 +159,7 @@ def test_shipped_configs_load():
         ["feedback", "push", "--candidates", "CANDIDATES", "--dataset", "r1"],
         ["feedback", "pull", "--dataset", "r1", "--out", "OUT"],
         ["feedback", "users", "list"],
-        ["feedback", "users", "add", "alice", "--password", "alice-password"],
+        ["feedback", "users", "add", "alice", "--password-file", "PASSWORD"],
         ["feedback", "simulate", "--dataset", "r1", "--annotator", "alice:alice-password"],
         ["feedback", "review", "pull", "--dataset", "r1", "--out", "OUT"],
     ],
@@ -170,7 +170,13 @@ def test_every_feedback_command_reports_unreachable_argilla_in_one_line(argv, tm
     monkeypatch.setenv("ARGILLA_API_KEY", "owner-api-key")
     candidates = tmp_path / "candidates.jsonl"
     candidates.write_text('{"prompt": "Hi", "candidates": [{"text": "Hello"}, {"text": "Hey"}]}\n')
-    argv = [a.replace("CANDIDATES", str(candidates)).replace("OUT", str(tmp_path / "out.jsonl")) for a in argv]
+    (tmp_path / "password.txt").write_text("alice-password\n")
+    argv = [
+        a.replace("CANDIDATES", str(candidates))
+        .replace("OUT", str(tmp_path / "out.jsonl"))
+        .replace("PASSWORD", str(tmp_path / "password.txt"))
+        for a in argv
+    ]
     code, err = invoke(argv, capsys)
     assert_one_line_error(code, err, ["Argilla at http://127.0.0.1:9 is unreachable"])
     assert not (tmp_path / "out.jsonl").exists()

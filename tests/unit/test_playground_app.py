@@ -5,6 +5,8 @@ shared base. Feedback to a real Argilla in a real browser: tests/e2e/test_playgr
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,23 @@ def test_runs_page_shows_lineage_curves_and_a_config_diff(runs_dir, monkeypatch)
     assert page.get("graphviz_chart")[0].proto.spec == dot
     charts = [e for e in page.main if e.type == "vega_lite_chart"]
     assert len(charts) == len(found) and len(page.dataframe) == 2  # runs table and config diff (no eval.json yet)
+
+
+def test_runs_in_a_group_folder_are_listed_by_the_cli_the_runs_page_and_the_playground(runs_dir, tiny_model):
+    # `alignkit demo` writes its runs as one group, runs/demo/<stage>: here the group is runs_dir inside its parent
+    root, group = runs_dir.parent, runs_dir.name
+    rows = {r["run"]: r for r in dashboard.run_rows(root)}
+    assert {name: r["status"] for name, r in rows.items()} == {
+        f"{group}/sft": "complete",
+        f"{group}/dpo": "complete",
+        f"{group}/broken": "broken",
+    }
+    assert rows[f"{group}/dpo"]["parent"] == f"{group}/sft"
+    assert f'"{group}/sft" -> "{group}/dpo"' in dashboard.lineage_dot(list(rows.values()))
+    labels = {c.label for c in pg.model_choices(root, tiny_model)}
+    assert {f"sft · {group}/sft", f"dpo · {group}/dpo", f"{group}/broken (broken)"} <= labels
+    listing = subprocess.run(
+        [sys.executable, "-m", "alignkit.cli", "runs", "--dir", str(root), "--json"], capture_output=True, text=True
+    )
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr
+    assert {row["run"] for row in json.loads(listing.stdout)} == set(rows)
