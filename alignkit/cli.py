@@ -47,8 +47,23 @@ DataDir = Annotated[
 ]
 
 
+@app.callback()
+def options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show library warnings and trainer logs (anywhere on the line).")
+    ] = False,
+) -> None:
+    """Library warnings, load reports and trainer log dicts go to the run's log.txt (`alignkit.logs`)."""
+
+
 def main() -> None:
     """Console-script entry point: user-fixable errors are one red line and exit code 2, never a traceback."""
+    from alignkit import logs
+
+    if "--verbose" in sys.argv[1:]:  # accepted after the sub-command too
+        sys.argv.remove("--verbose")
+        os.environ["ALIGNKIT_VERBOSE"] = "1"
+    logs.quiet_terminal()
     try:
         app()
     except AlignkitError as exc:

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from alignkit import distributed
+from alignkit import distributed, logs
 from alignkit.config import ModelConfig, to_yaml
 from alignkit.errors import AlignkitError
 
@@ -353,26 +353,13 @@ logger = logging.getLogger("alignkit")
 
 
 def attach_log(run: Run) -> None:
-    """Send alignkit's, transformers' and TRL's log records to the run's log.txt."""
-    handler = logging.FileHandler(run.path / "log.txt", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    for name in ("alignkit", "transformers", "trl", "peft"):
-        lg = logging.getLogger(name)
-        lg.handlers = [h for h in lg.handlers if not isinstance(h, logging.FileHandler)]
-        for console_handler in lg.handlers:  # the terminal keeps showing warnings only
-            console_handler.setLevel(max(console_handler.level, logging.WARNING))
-        lg.addHandler(handler)
-        lg.setLevel(logging.INFO)
+    """Send alignkit's and the libraries' log records to the run's log.txt (`logs.to_file`)."""
+    logs.to_file(run.path / "log.txt")
 
 
 def detach_log(run: Run) -> None:
     """Stop writing to the run's log.txt (the run dir is about to be removed)."""
-    target = os.path.abspath(run.path / "log.txt")
-    for name in ("alignkit", "transformers", "trl", "peft"):
-        lg = logging.getLogger(name)
-        for handler in [h for h in lg.handlers if isinstance(h, logging.FileHandler) and h.baseFilename == target]:
-            lg.removeHandler(handler)
-            handler.close()
+    logs.stop_file(run.path / "log.txt")
 
 
 def file_sha256(path: Path) -> str:

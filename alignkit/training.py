@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import ProgressCallback, TrainerCallback
 
-from alignkit import distributed, hardware, models, runs
+from alignkit import distributed, hardware, logs, models, runs
 from alignkit.config import EMBEDDED_MODEL, ModelConfig, TrainStageConfig, check_keys, check_types, load_config
 from alignkit.errors import AlignkitError
 
@@ -190,8 +190,12 @@ def trainable_tokens_for_trl(model: Any) -> None:
 
 
 def add_callbacks(trainer: Any, run: runs.Run, cfg: TrainStageConfig, has_eval: bool) -> None:
-    """Every logged figure to the run's metrics.jsonl; early stopping on validation loss when there is validation."""
+    """Every logged figure to the run's metrics.jsonl; early stopping on validation loss when there is validation; the
+    progress bar without per-step log dicts under it (`--verbose` keeps them)."""
     trainer.add_callback(RunMetricsCallback(run))
+    if not logs.verbose() and any(type(c) is ProgressCallback for c in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(QuietProgressCallback)
     from transformers.integrations import TensorBoardCallback
 
     for callback in trainer.callback_handler.callbacks:  # `report_to: tensorboard`: event files in the run directory
@@ -227,6 +231,18 @@ class RunMetricsCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if logs and state.is_world_process_zero:
             self.run.log_metrics({"step": state.global_step, "epoch": state.epoch, **logs})
+
+
+class QuietProgressCallback(ProgressCallback):
+    """transformers' progress bar without the log dict it prints under it at every logging step: those go to the
+    run's log.txt (and every figure to metrics.jsonl)."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and logs:
+            logger.info("step %s: %s", state.global_step, {k: v for k, v in logs.items() if k != "total_flos"})
+
+    def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """No second bar for each evaluation: its lines would stay under the training bar."""
 
 
 def score_only_loss_positions() -> None:

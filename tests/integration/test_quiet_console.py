@@ -1,0 +1,80 @@
+"""The terminal of each stage and of `feedback push` / `pull` shows alignkit's own lines only: no library warning, no
+trainer log dict, no load report (they go to the run's log.txt); `--verbose` shows them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alignkit import runs
+from alignkit.generate import write_jsonl
+from tests.conftest import CHAT_ROWS
+
+NOISE = ("Warning", "warnings.warn", "{'loss'", "LOAD REPORT", "MISSING", "not found", "normalized")
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> str:
+    """The real entry point with Python's default warning filters (no PYTHONWARNINGS=ignore); its whole output."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"} | (env or {})
+    done = subprocess.run(
+        [sys.executable, "-m", "alignkit.cli", *args], capture_output=True, text=True, env=environment, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def noise_in(output: str) -> list[str]:
+    return [line for line in output.splitlines() if any(word in line for word in NOISE)]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("quiet")
+    write_jsonl(work / "chat.jsonl", CHAT_ROWS)
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    pairs = [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
+    write_jsonl(work / "pairs.jsonl", pairs)
+    return work
+
+
+TINY = ["--max-steps", "2", "--set", "trainer.per_device_train_batch_size=4", "--set", "trainer.logging_steps=1"]
+
+
+def test_sft_reward_and_dpo_print_no_library_noise_and_log_it_to_the_run(work, tiny_model):
+    sft = cli("sft", "--data", str(work / "chat.jsonl"), "--model", tiny_model, "--out", str(work / "sft"), *TINY)
+    reward = cli("reward", "--from", str(work / "sft"), "--data", str(work / "pairs.jsonl"), "--out",
+                 str(work / "reward"), *TINY)  # fmt: skip
+    dpo = cli("dpo", "--from", str(work / "sft"), "--data", str(work / "pairs.jsonl"), "--out", str(work / "dpo"),
+              *TINY)  # fmt: skip
+    for output in (sft, reward, dpo):
+        assert noise_in(output) == []
+    log = (work / "sft" / "log.txt").read_text()
+    assert "step 1: {'loss'" in log  # the trainer's log dicts are in the run's log, not on the terminal
+    assert runs.Run(work / "dpo").complete and "MISSING" in (work / "reward" / "log.txt").read_text()
+
+
+def test_verbose_shows_what_the_quiet_console_hides(work, tiny_model):
+    output = cli("sft", "--data", str(work / "chat.jsonl"), "--model", tiny_model, "--out", str(work / "loud"),
+                 "--verbose", *TINY)  # fmt: skip
+    assert any("{'loss'" in line for line in noise_in(output))
+
+
+@pytest.mark.argilla
+def test_feedback_push_and_pull_print_no_sdk_warnings(argilla_server, tmp_path):
+    rows = [
+        {"prompt": f"Quiet question {i}?", "candidates": [{"text": "Short."}, {"text": "A longer answer here."}]}
+        for i in range(3)
+    ]
+    write_jsonl(tmp_path / "candidates.jsonl", rows)
+    env = {"ARGILLA_API_URL": argilla_server.url, "ARGILLA_API_KEY": argilla_server.api_key}
+    pushed = cli("feedback", "push", "--candidates", str(tmp_path / "candidates.jsonl"), "--dataset", "quiet-round",
+                 "--workspace", "quiet-team", env=env)  # fmt: skip
+    pulled = cli("feedback", "pull", "--dataset", "quiet-round", "--workspace", "quiet-team", "--out",
+                 str(tmp_path / "pairs.jsonl"), "--min-agreement", "0", env=env)  # fmt: skip
+    assert noise_in(pushed) == [] and noise_in(pulled) == []
+    assert "3" in pushed and json.loads((tmp_path / "pairs.jsonl").read_text() or "null") is None
