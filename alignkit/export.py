@@ -55,7 +55,7 @@ def export(
     record = {
         "source_run": str(run.path.resolve()),
         "stage": run.stage,
-        "lineage": run.manifest.get("lineage", []),
+        "lineage": run.lineage,
         "base_model": run.manifest.get("model", {}).get("name"),
         "dtype": precision.dtype,
     }
@@ -82,7 +82,7 @@ def load_for_export(run: runs.Run, precision: models.Precision) -> tuple[Any, An
         scorer = load_scorer(run.path, precision=precision)
         return scorer.model, scorer.tokenizer
     model_cfg = dataclasses.replace(run.model_config, attn_implementation="sdpa", quantization=None)
-    lineage = run.manifest["lineage"]
+    lineage = run.lineage
     tokenizer, _ = models.lineage_tokenizer(model_cfg, lineage)
     return models.load_merged(models.adapter_runs(lineage), model_cfg, precision, tokenizer), tokenizer
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from alignkit.config import EMBEDDED_MODEL, ModelConfig
 from alignkit.errors import AlignkitError
-from alignkit.paths import cache_dir
+from alignkit.paths import cache_dir, file_sha256
 
 logger = logging.getLogger("alignkit")
 
@@ -170,7 +170,7 @@ def embedded_gguf() -> Path:
 
 def convert_gguf(gguf: Path) -> Path:
     """Dequantise a GGUF file once into a cached safetensors model dir (with tokenizer and chat template), verified."""
-    digest = file_digest(gguf)
+    digest = file_sha256(gguf)
     target = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
     if (target / "alignkit-conversion.json").is_file():
         return target
@@ -227,12 +227,26 @@ def verify_model(model: Any, tokenizer: Any, source: str) -> str:
     return answer
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def base_identity(cfg: ModelConfig) -> dict[str, Any]:
+    """How a run names its base model: the name it was given and the sha256 of its weight files (none for a hub id
+    not on disk), so a moved run's base can be checked, not only found by path. Digests are cached by file size and
+    modification time (`<cache>/digests.json`): hashing the embedded model takes about a second."""
+    source = Path(resolve_model(cfg.name))
+    identity: dict[str, Any] = {"name": cfg.name, "revision": cfg.revision, "sha256": None}
+    weights = sorted(source.glob("*.safetensors")) + sorted(source.glob("*.bin")) if source.is_dir() else []
+    if weights:
+        cache_file = cache_dir() / "digests.json"
+        try:
+            cached = json.loads(cache_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cached = {}
+        keys = [f"{w.resolve()}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights]
+        digests = [cached.get(key) or file_sha256(w) for key, w in zip(keys, weights, strict=True)]
+        if any(key not in cached for key in keys):
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            cache_file.write_text(json.dumps(cached | dict(zip(keys, digests, strict=True))), encoding="utf-8")
+        identity["sha256"] = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
+    return identity
 
 
 def load_tokenizer(cfg: ModelConfig, source: str | None = None) -> Any:
@@ -411,7 +425,7 @@ def load_run_model(run_dir: str | Path, trainable: bool = False, precision: Prec
     from alignkit import runs
 
     run = runs.open_run(run_dir)
-    lineage = run.manifest["lineage"]
+    lineage = run.lineage
     model_cfg = run.model_config
     precision = precision or pick_precision(model_cfg.precision)
     tokenizer, _ = lineage_tokenizer(model_cfg, lineage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,3 +18,16 @@ def cache_dir() -> Path:
 def bundled_data(name: str) -> Path:
     """A file of the project's own `datasets/` (installed editable from the repository)."""
     return Path(__file__).resolve().parent.parent / "datasets" / name
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, or of every file under a directory (sorted by relative path)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -74,7 +74,7 @@ def run_choice(path: Path, name: str | None = None) -> ModelChoice:
     try:
         run = runs.open_run(path)
         manifest = run.manifest
-        chain = models.adapter_runs(manifest.get("lineage", []))  # every ancestor must still be there and complete
+        chain = models.adapter_runs(run.lineage)  # every ancestor must still be there and complete
         if not chain or not (chain[-1].adapter_dir.is_dir() or chain[-1].model_dir.is_dir()):
             raise AlignkitError(f"{path}: run has neither adapter/ nor model/", "the run is incomplete; train it again")
         metrics = run.metrics
@@ -128,7 +128,7 @@ class ModelPool:
                 model, tokenizer = self.base(ModelConfig(name=key.removeprefix(BASE_PREFIX)))
                 return Handle(model, tokenizer, None, shared=True)
             run = runs.open_run(key)
-            chain = models.adapter_runs(run.manifest.get("lineage", []))
+            chain = models.adapter_runs(run.lineage)
             if len(chain) == 1 and lora_adapter(chain[0]):
                 return self.adapter_on_base(run, chain[0])
             if key not in self.whole:
@@ -146,7 +146,7 @@ class ModelPool:
         """The tokenizer the run was trained with (`models.lineage_tokenizer`), loaded once."""
         key = str(run.path)
         if key not in self.tokenizers:
-            self.tokenizers[key] = models.lineage_tokenizer(run.model_config, run.manifest["lineage"])[0]
+            self.tokenizers[key] = models.lineage_tokenizer(run.model_config, run.lineage)[0]
         return self.tokenizers[key]
 
     def adapter_on_base(self, run: runs.Run, adapter_run: runs.Run) -> Handle:
@@ -275,7 +275,7 @@ def sft_examples(run_dir: str | Path) -> list[Messages]:
     from alignkit.data import load_chat
 
     run = runs.open_run(run_dir)
-    lineage = [runs.Run(Path(step["run"])) for step in run.manifest.get("lineage", [])]
+    lineage = [runs.Run(Path(step["run"])) for step in run.lineage]
     for ancestor in reversed(lineage):
         if ancestor.stage == "sft":
             config = yaml.safe_load((ancestor.path / "config.yaml").read_text(encoding="utf-8"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from typing import Any
 from alignkit import distributed, logs
 from alignkit.config import ModelConfig, to_yaml
 from alignkit.errors import AlignkitError
+from alignkit.paths import file_sha256
 
 TRACKED_PACKAGES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
 
@@ -78,6 +78,18 @@ class Run:
     @property
     def model_dir(self) -> Path:
         return self.path / "model"
+
+    @property
+    def lineage(self) -> list[dict[str, Any]]:
+        """The runs whose adapters make this model, oldest first (this run last): `{"stage", "run"}` with `run` an
+        absolute path. The manifest stores them relative to this run's dir, so runs/ (or a run with its parents)
+        can be moved or copied; absolute entries of older runs are read as they are."""
+        return [step | {"run": str((self.path / step["run"]).resolve())} for step in self.manifest.get("lineage", [])]
+
+    @property
+    def parent_path(self) -> Path | None:
+        parent = self.manifest.get("parent")
+        return (self.path / parent).resolve() if parent else None
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -245,6 +257,7 @@ def _create(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+    ancestors = parent.lineage if parent else []
     write_json(
         tmp / "manifest.json",
         {
@@ -253,9 +266,9 @@ def _create(
             "created": now_iso(),
             "seed": cfg.seed,
             "model": dataclasses.asdict(cfg.model),
-            "parent": str(parent.path.resolve()) if parent else None,
-            "lineage": (parent.manifest.get("lineage", []) if parent else [])
-            + [{"stage": stage, "run": str(path.resolve())}],
+            "parent": relative_to_run(parent.path, path) if parent else None,
+            "lineage": [step | {"run": relative_to_run(Path(step["run"]), path)} for step in ancestors]
+            + [{"stage": stage, "run": "."}],
             "data": {f: file_sha256(Path(f)) for f in data_files if Path(f).exists()},
             "git_commit": git_commit(),
             "versions": package_versions(),
@@ -275,6 +288,11 @@ def _create(
     run.fresh = True
     attach_log(run)
     return run
+
+
+def relative_to_run(target: Path, run_dir: Path) -> str:
+    """`target` as a path relative to `run_dir` (`../sft`), as manifests store their parents."""
+    return Path(os.path.relpath(target.resolve(), run_dir.resolve())).as_posix()
 
 
 def find_resumable(stage: str, cfg: Any) -> Run:
@@ -360,19 +378,6 @@ def attach_log(run: Run) -> None:
 def detach_log(run: Run) -> None:
     """Stop writing to the run's log.txt (the run dir is about to be removed)."""
     logs.stop_file(run.path / "log.txt")
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, or of every file under a directory (sorted by relative path)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def git_commit() -> str | None:

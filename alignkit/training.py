@@ -135,7 +135,7 @@ def create_run(
     (`chat_template`) and saved as the run's `tokenizer/`, which every later run of the lineage loads."""
     if not cfg.resume:
         models.check_loadable(cfg.model)  # a model that cannot load fails here, before the run dir exists
-    tokenizer, added = models.lineage_tokenizer(cfg.model, parent.manifest["lineage"] if parent else [])
+    tokenizer, added = models.lineage_tokenizer(cfg.model, parent.lineage if parent else [])
     if added:
         peft_cfg = models.peft_config(cfg.peft)
         if peft_cfg is not None and not hasattr(peft_cfg, "trainable_token_indices"):
@@ -145,6 +145,8 @@ def create_run(
                 "use peft.method lora or dora, peft.method=full, or a model with a chat template",
             )
         manifest["chat_template"] = added
+    if not cfg.resume:
+        manifest["base"] = models.base_identity(cfg.model)
     return runs.create(stage, cfg, path, files, parent, tokenizer=tokenizer if added else None, **manifest)
 
 
@@ -153,7 +155,7 @@ def load_trainable(
 ) -> tuple[Any, Any, Any]:
     """(model, tokenizer, peft_config) for `run`: the base with its parent's lineage merged in memory, the lineage's
     tokenizer; peft adds a fresh adapter, which also trains the tokens of a chat template this run added."""
-    lineage = run.manifest["lineage"]
+    lineage = run.lineage
     tokenizer, _ = models.lineage_tokenizer(cfg.model, lineage)
     model = models.load_merged(models.adapter_runs(lineage[:-1]), cfg.model, precision, tokenizer, head=head)
     peft_cfg = models.peft_config(cfg.peft, task_type="CAUSAL_LM" if head == "causal-lm" else "SEQ_CLS")
@@ -163,6 +165,18 @@ def load_trainable(
     elif added:
         models.train_tokens(peft_cfg, model, added["token_ids"])
     return model, tokenizer, peft_cfg
+
+
+def load_policy(
+    cfg: TrainStageConfig, run: runs.Run, parent: runs.Run, continues: bool, precision: models.Precision
+) -> tuple[Any, Any]:
+    """(model, tokenizer) a preference or RL stage trains from `parent`: with `continues`, base + the parent's adapter,
+    trainable (TRL freezes a copy of it as the reference); else the parent merged in memory under a new adapter (the
+    reference is this model with the adapter disabled)."""
+    if continues:
+        return models.load_run_model(parent.path, trainable=True, precision=precision)
+    model, tokenizer, _ = load_trainable(cfg, run, precision)
+    return model, tokenizer
 
 
 def trainable_tokens_for_trl(model: Any) -> None:

@@ -175,3 +175,21 @@ def train_sft_and_dpo(root: Path, model: str, sft_steps: int) -> Path:
         trainer={"max_steps": 2, **tiny},
     )
     return root / "runs"
+
+
+def run_capturing_trainer(stage: Any, **sections: Any) -> tuple[Any, Any]:
+    """Run a stage through the public API (`alignkit.sft`, `.dpo`, `.rl`, ...) and keep the TRL trainer it trained
+    (the in-memory model at the end)."""
+    from alignkit import training
+
+    captured: dict[str, Any] = {}
+    original = training.train_and_save
+
+    def keep_trainer(trainer: Any, run: Any, *args: Any, **kwargs: Any) -> Any:
+        captured["trainer"] = trainer
+        return original(trainer, run, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "train_and_save", keep_trainer)
+        run = stage(**sections)
+    return run, captured["trainer"]

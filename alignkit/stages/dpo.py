@@ -83,10 +83,7 @@ def run(cfg: DPOStageConfig) -> runs.Run:
     )
 
     with run.removed_if_refused():
-        if continues:  # base + the parent's adapter, trainable: TRL freezes a copy of it as the reference
-            model, tokenizer = models.load_run_model(parent.path, trainable=True, precision=precision)
-        else:  # the parent merged in memory; the reference is this model with the new adapter disabled
-            model, tokenizer, _ = training.load_trainable(cfg, run, precision)
+        model, tokenizer = training.load_policy(cfg, run, parent, continues, precision)
         if method.unpaired:  # KTO samples in order and pairs each completion with its neighbour's prompt (KL term)
             random.Random(cfg.seed).shuffle(train_rows)
         trainer = trainer_cls(

@@ -134,7 +134,7 @@ def load_scorer(run_dir: str | Path, precision: models.Precision | None = None, 
         )
     model_cfg = run.model_config
     precision = precision or models.pick_precision(model_cfg.precision)
-    lineage = run.manifest["lineage"]
+    lineage = run.lineage
     tokenizer, _ = models.lineage_tokenizer(model_cfg, lineage)
     if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
         model = models.load_base(model_cfg, precision, source=str(run.model_dir), head=HEAD, tokenizer=tokenizer)

@@ -97,10 +97,7 @@ def run(cfg: RLStageConfig) -> runs.Run:
     )
 
     with run.removed_if_refused():
-        if continues:  # base + the parent's adapter, trainable: TRL freezes a copy of it as the reference
-            model, tokenizer = models.load_run_model(parent.path, trainable=True, precision=precision)
-        else:  # the parent merged in memory; the reference is this model with the new adapter disabled
-            model, tokenizer, _ = training.load_trainable(cfg, run, precision)
+        model, tokenizer = training.load_policy(cfg, run, parent, continues, precision)
         trainer = trainer_cls(
             model=model,
             reward_funcs=reward_functions(reward_names, reward_run, batch_size=args.per_device_train_batch_size),

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import alignkit
-from alignkit import AlignkitError, runs, training
+from alignkit import AlignkitError, runs
 from alignkit.data import check_tool_template, load_chat, prompt_completion
 from alignkit.data.formats import renders_tools
 from alignkit.data.preferences import load_preferences, load_unpaired
-from tests.conftest import CHATML, write_jsonl
+from tests.conftest import CHATML, run_capturing_trainer, run_cli, write_jsonl
 
 QUESTION = "What is 2 plus 2?"
 HISTORY = [
@@ -350,23 +350,14 @@ def test_sft_trains_on_tool_calls_and_dpo_on_sharegpt_pairs(tiny_model, tmp_path
     extra = write_jsonl(tmp_path / "ultrafeedback.jsonl", TRL_WITH_EXTRA_COLUMNS)
     tiny = {"max_steps": 1, "per_device_train_batch_size": 2, "logging_steps": 1}
 
-    captured: dict[str, Any] = {}
-    original = training.train_and_save
-
-    def keep_trainer(trainer: Any, run: runs.Run, *args: Any, **kwargs: Any) -> runs.Run:
-        captured["trainer"] = trainer
-        return original(trainer, run, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "train_and_save", keep_trainer)
-        sft = alignkit.sft(
-            data={"paths": [str(openai), str(sharegpt)], "validation_split": 0.0},
-            model={"name": str(model_dir)},
-            out=str(tmp_path / "runs" / "sft"),
-            trainer=tiny,
-        )
+    sft, trainer = run_capturing_trainer(
+        alignkit.sft,
+        data={"paths": [str(openai), str(sharegpt)], "validation_split": 0.0},
+        model={"name": str(model_dir)},
+        out=str(tmp_path / "runs" / "sft"),
+        trainer=tiny,
+    )
     assert sft.complete and sft.metrics["train_rows"] == 2 * len(CITIES)
-    trainer = captured["trainer"]
     texts = [trainer.processing_class.decode(ids) for ids in trainer.train_dataset["input_ids"]]
     assert len(texts) == 4 * len(CITIES) and all(json.dumps(WEATHER_TOOL) in text for text in texts)
     assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' in texts[0]
@@ -378,3 +369,44 @@ def test_sft_trains_on_tool_calls_and_dpo_on_sharegpt_pairs(tiny_model, tmp_path
         trainer=tiny,
     )
     assert dpo.complete and dpo.metrics["train_rows"] == 4 + len(TRL_WITH_EXTRA_COLUMNS)
+
+
+def test_each_public_format_trains_one_step_through_the_cli(tiny_model, tmp_path):
+    """The files users bring, one optimizer step each through the matching stage's command."""
+    alpaca = tmp_path / "alpaca.json"  # LLaMA-Factory's alpaca: one JSON list, `{{name}}` placeholders left as text
+    alpaca.write_text(json.dumps([
+        {"instruction": "Say hello to {{name}}.", "input": "", "output": "Hello, {{name}}!"},
+        {"instruction": "Add the numbers.", "input": "2 and 2", "output": "4."},
+    ]))  # fmt: skip
+    c4 = write_jsonl(tmp_path / "c4.jsonl", [{"text": f"Compost needs air and water, part {i}."} for i in range(4)])
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+    files = {
+        "sharegpt pairs": write_jsonl(tmp_path / "sharegpt_pairs.jsonl", [SHAREGPT_PAIR] * 2),
+        "alpaca pairs": write_jsonl(tmp_path / "alpaca_pairs.jsonl", [
+            {"instruction": "Add the numbers.", "input": "2 and 2", "chosen": "4.", "rejected": "5."}] * 2),
+        "hh-rlhf": write_jsonl(tmp_path / "hh.jsonl", [
+            {"chosen": f"{history}\n\nAssistant: 4.", "rejected": f"{history}\n\nAssistant: 5."}] * 2),
+        "trl + extra columns": write_jsonl(tmp_path / "ultrafeedback.jsonl", TRL_WITH_EXTRA_COLUMNS),
+    }  # fmt: skip
+    kto = write_jsonl(tmp_path / "kto.jsonl", [
+        {"messages": [*HISTORY, {"role": "assistant", "content": "4."}], "label": True},
+        {"messages": [*HISTORY, {"role": "assistant", "content": "5."}], "label": False}])  # fmt: skip
+    one_step = ["--max-steps", "1", "--set", "trainer.per_device_train_batch_size=2"]
+
+    made: list[runs.Run] = []
+
+    def trains(*argv: str) -> runs.Run:
+        out = tmp_path / "runs" / f"{argv[0]}-{len(made)}"
+        done = run_cli(*argv, "--out", str(out), *one_step)
+        assert done.returncode == 0, f"alignkit {' '.join(argv)}: {done.stderr[-1500:]}"
+        run = runs.Run(out)
+        assert run.complete and run.metrics["global_step"] == 1
+        made.append(run)
+        return run
+
+    sft = trains("sft", "--data", str(alpaca), "--model", tiny_model)
+    trains("pretrain", "--data", str(c4), "--model", tiny_model)
+    for path in files.values():
+        trains("dpo", "--from", str(sft.path), "--data", str(path))
+        trains("reward", "--from", str(sft.path), "--data", str(path))
+    trains("dpo", "--from", str(sft.path), "--data", str(kto), "--set", "method=kto")

@@ -9,7 +9,7 @@ import pytest
 import alignkit
 from alignkit import generate, models
 from alignkit.config import ModelConfig
-from alignkit.paths import bundled_data
+from alignkit.paths import bundled_data, file_sha256
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def test_embedded_model_converts_once_to_verified_safetensors():
     assert converted == models.convert_gguf(models.embedded_gguf())  # cached: same dir, no second conversion
     assert (converted / "model.safetensors").is_file() and not list(converted.glob("*.bin"))
     record = json.loads((converted / "alignkit-conversion.json").read_text())
-    assert record["sha256"] == models.file_digest(models.embedded_gguf())
+    assert record["sha256"] == file_sha256(models.embedded_gguf())
     assert "Paris" in record["verify_answer"]
     tokenizer = models.load_tokenizer(ModelConfig())
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token is not None

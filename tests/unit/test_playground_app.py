@@ -13,7 +13,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from alignkit import dashboard, models
+from alignkit import dashboard, demo, models, serve
 from alignkit import playground as pg
 from alignkit.errors import AlignkitError
 from alignkit.generate import Sampling
@@ -172,9 +172,13 @@ def test_runs_page_shows_lineage_curves_and_a_config_diff(runs_dir, monkeypatch)
     assert len(charts) == len(found) and len(page.dataframe) == 2  # runs table and config diff (no eval.json yet)
 
 
-def test_runs_in_a_group_folder_are_listed_by_the_cli_the_runs_page_and_the_playground(runs_dir, tiny_model):
-    # `alignkit demo` writes its runs as one group, runs/demo/<stage>: here the group is runs_dir inside its parent
-    root, group = runs_dir.parent, runs_dir.name
+def test_runs_in_a_group_folder_are_listed_by_the_cli_the_runs_page_and_the_playground(
+    runs_dir, tiny_model, monkeypatch
+):
+    # `alignkit demo` writes its runs as one group, runs/demo/<stage>, inside the runs dir `alignkit serve` shows
+    monkeypatch.delenv("ALIGNKIT_RUNS_DIR", raising=False)
+    assert Path(serve.workdir_env()["ALIGNKIT_RUNS_DIR"]) == Path(demo.DemoConfig().out).parent.resolve()
+    root, group = runs_dir.parent, runs_dir.name  # here the group is runs_dir inside its parent
     rows = {r["run"]: r for r in dashboard.run_rows(root)}
     assert {name: r["status"] for name, r in rows.items()} == {
         f"{group}/sft": "complete",

@@ -16,11 +16,11 @@ import torch
 from safetensors import safe_open
 
 import alignkit
-from alignkit import AlignkitError, data, models, runs, training
+from alignkit import AlignkitError, data, models, runs
 from alignkit.config import DPOStageConfig, ModelConfig, load_config
 from alignkit.data.preferences import load_preferences, load_unpaired
 from alignkit.stages import reward
-from tests.conftest import write_jsonl
+from tests.conftest import run_capturing_trainer, write_jsonl
 
 PREFS = Path(__file__).resolve().parent.parent / "data" / "prefs"
 N_PAIRS = 16
@@ -200,21 +200,6 @@ def sft_run(tiny_model: str, data_dir: Path) -> runs.Run:
         out=str(data_dir / "sft"),
         trainer={"max_steps": 3, "learning_rate": 1e-2, **TINY},
     )
-
-
-def run_capturing_trainer(stage: Any, **sections: Any) -> tuple[runs.Run, Any]:
-    """Run a stage through the public API and keep the TRL trainer it trained (the in-memory policy at the end)."""
-    captured: dict[str, Any] = {}
-    original = training.train_and_save
-
-    def keep_trainer(trainer: Any, run: runs.Run, *args: Any, **kwargs: Any) -> runs.Run:
-        captured["trainer"] = trainer
-        return original(trainer, run, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "train_and_save", keep_trainer)
-        run = stage(**sections)
-    return run, captured["trainer"]
 
 
 def assert_complete_run(run: runs.Run, stages: list[str]) -> None:

@@ -12,10 +12,10 @@ import torch
 from trl.trainer.utils import use_adapter
 
 import alignkit
-from alignkit import AlignkitError, runs, training
+from alignkit import AlignkitError, runs
 from alignkit.paths import bundled_data
 from alignkit.stages import reward
-from tests.conftest import write_jsonl
+from tests.conftest import run_capturing_trainer, write_jsonl
 
 TINY = {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "logging_steps": 1}
 RL_TINY = {"max_steps": 2, "max_completion_length": 12, "learning_rate": 1e-2}
@@ -59,21 +59,6 @@ def reward_run(sft_run: runs.Run, root: Path) -> runs.Run:
     )
 
 
-def run_capturing_trainer(**sections: Any) -> tuple[runs.Run, Any]:
-    """`alignkit.rl(...)`, keeping the TRL trainer it trained (the in-memory policy at the end)."""
-    captured: dict[str, Any] = {}
-    original = training.train_and_save
-
-    def keep_trainer(trainer: Any, run: runs.Run, *args: Any, **kwargs: Any) -> runs.Run:
-        captured["trainer"] = trainer
-        return original(trainer, run, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "train_and_save", keep_trainer)
-        run = alignkit.rl(**sections)
-    return run, captured["trainer"]
-
-
 def logps(model: Any, tokenizer: Any) -> torch.Tensor:
     """Log-probabilities a model gives every next token of fixed chat texts."""
     texts = [[*q, {"role": "assistant", "content": "It is four, I think."}] for q in QUESTIONS[:4]]
@@ -101,6 +86,7 @@ def assert_complete_rl_run(run: runs.Run, stages: list[str], rewards: list[str])
 @pytest.fixture(scope="module")
 def grpo_result(sft_run: runs.Run, reward_run: runs.Run, root: Path) -> tuple[runs.Run, Any]:
     return run_capturing_trainer(
+        alignkit.rl,
         from_run=str(sft_run.path),
         reward_run=str(reward_run.path),
         rewards={"reward_model": 1.0, "concise": 0.1},
@@ -143,6 +129,7 @@ def test_the_reward_model_reward_is_the_scorer(grpo_result, reward_run):
 
 def test_grpo_with_a_rule_reward_and_a_new_adapter_on_the_merged_parent(sft_run, root, tmp_path):
     run, trainer = run_capturing_trainer(
+        alignkit.rl,
         from_run=str(sft_run.path),
         rewards=["concise"],
         data={"paths": [str(root / "prompts.jsonl")]},
@@ -162,6 +149,7 @@ def test_grpo_with_a_rule_reward_and_a_new_adapter_on_the_merged_parent(sft_run,
 
 def test_rloo_trains_against_the_parent_policy(sft_run, root, tmp_path):
     run, trainer = run_capturing_trainer(
+        alignkit.rl,
         method="rloo",
         from_run=str(sft_run.path),
         rewards=["concise"],

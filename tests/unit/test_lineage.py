@@ -1,0 +1,81 @@
+"""Runs can be moved: manifests store their parents relative to the run dir, so moving runs/ (or copying a run with
+its parents elsewhere) keeps `runs`, `generate --from`, `dpo --from`, `eval`, `export` and the playground working;
+the base model is recorded by name and by the sha256 of its weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+import alignkit
+from alignkit import playground as pg
+from alignkit import runs
+from alignkit.paths import file_sha256
+from tests.conftest import CHAT_ROWS, run_cli, train_sft_and_dpo, write_jsonl
+
+
+def test_moved_runs_keep_their_lineage_everywhere(tiny_model, tmp_path):
+    (tmp_path / "first-home").mkdir()
+    original = train_sft_and_dpo(tmp_path / "first-home", tiny_model, sft_steps=2)
+    dpo_before = runs.Run(original / "dpo")
+    model, tokenizer = dpo_before.load_model()
+    messages = CHAT_ROWS[0]["messages"][:1]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+    with torch.no_grad():
+        logits_before = model(prompt if isinstance(prompt, torch.Tensor) else prompt["input_ids"]).logits
+
+    moved = tmp_path / "colleague" / "runs"
+    moved.parent.mkdir()
+    shutil.move(str(original.parent), str(moved.parent / "project"))  # the whole project folder, runs/ inside it
+    moved = moved.parent / "project" / "runs"
+    assert not original.exists()
+
+    dpo = runs.open_run(moved / "dpo")
+    assert dpo.manifest["parent"] == "../sft" and dpo.parent_path == (moved / "sft").resolve()
+    assert [step["run"] for step in dpo.lineage] == [str((moved / "sft").resolve()), str((moved / "dpo").resolve())]
+    base = dpo.manifest["base"]
+    assert base["name"] == tiny_model and base["sha256"] == file_sha256(Path(tiny_model) / "model.safetensors")
+
+    model, tokenizer = dpo.load_model()  # base + the SFT adapter + the DPO adapter, found from the new place
+    with torch.no_grad():
+        logits_after = model(prompt if isinstance(prompt, torch.Tensor) else prompt["input_ids"]).logits
+    assert torch.equal(logits_before, logits_after)
+
+    listing = run_cli("runs", "--dir", str(moved), "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert {row["run"]: row["parent"] for row in json.loads(listing.stdout)} == {"sft": None, "dpo": "sft"}
+    choices = {c.label: c for c in pg.model_choices(moved, tiny_model)}
+    assert choices["dpo · dpo"].usable and choices["sft · sft"].usable
+
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "How do I start composting?"}])
+    generated = run_cli("generate", "--from", str(moved / "dpo"), "--prompts", str(prompts), "--out",
+                        str(tmp_path / "candidates.jsonl"), "--n", "1", "--max-new-tokens", "4")  # fmt: skip
+    assert generated.returncode == 0, generated.stderr
+    exported = run_cli("export", str(moved / "dpo"), "--out", str(tmp_path / "merged"))
+    assert exported.returncode == 0, exported.stderr
+    evaluated = run_cli("eval", "--runs", str(moved / "sft"), "--runs", str(moved / "dpo"), "--prompts", str(prompts),
+                        "--out", str(tmp_path / "eval"), "--max-new-tokens", "4")  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    again = alignkit.dpo(
+        data={"paths": [str(moved.parent / "pairs.jsonl")]},
+        from_run=str(moved / "sft"),
+        out=str(moved / "dpo-again"),
+        trainer={"max_steps": 1, "per_device_train_batch_size": 4},
+    )
+    assert [step["stage"] for step in again.lineage] == ["sft", "dpo"] and again.manifest["parent"] == "../sft"
+    assert Path(again.lineage[0]["run"]) == (moved / "sft").resolve() and again.load_model()[0] is not None
+
+
+def test_a_run_copied_with_its_parents_loads_in_the_copy(tiny_model, tmp_path):
+    (tmp_path / "home").mkdir()
+    original = train_sft_and_dpo(tmp_path / "home", tiny_model, sft_steps=2)
+    copy = tmp_path / "shared"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original / "sft")  # the copy must not lean on the original
+    dpo = runs.open_run(copy / "dpo")
+    assert all(Path(step["run"]).is_relative_to(copy.resolve()) for step in dpo.lineage)
+    model, _ = dpo.load_model()
+    assert model.active_adapters == ["default"]
