@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from alignkit.config import DataConfig
 from alignkit.data.formats import (
     RowError,
     detect_chat_format,
@@ -24,6 +26,9 @@ CHAT_EXPECTED = (
     "Alpaca {instruction, input, output}, {prompt, completion}; tool calls: OpenAI `tool_calls`/`tool` turns or "
     "ShareGPT `function_call`/`observation` turns, plus a `tools` column"
 )
+
+
+Rows = list[dict[str, Any]]
 
 
 def load_chat(paths: list[str]) -> list[dict[str, Any]]:
@@ -106,3 +111,17 @@ def split(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[
             break
         held.update(members)
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+
+
+def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str]]:
+    """(train rows, validation rows, data files): explicit validation files, else a seeded split."""
+    if not cfg.paths:
+        raise AlignkitError("no training data given", "pass --data FILE (repeatable) or data.paths in the config")
+    rows = load_rows(cfg.paths)
+    if cfg.validation_paths:
+        train_rows, eval_rows = rows, load_rows(cfg.validation_paths)
+    else:
+        train_rows, eval_rows = split(rows, cfg.validation_split, cfg.seed)
+    if cfg.max_rows:
+        train_rows = train_rows[: cfg.max_rows]
+    return train_rows, eval_rows, [*cfg.paths, *cfg.validation_paths]

@@ -20,11 +20,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from alignkit import models, runs, training
+from alignkit import data, distributed, models, runs, training
 from alignkit.config import DPOStageConfig
 from alignkit.data import preferences
 from alignkit.errors import AlignkitError
-from alignkit.stages import sft
 
 
 @dataclass(frozen=True)
@@ -66,14 +65,14 @@ def run(cfg: DPOStageConfig) -> runs.Run:
     parent = training.policy_parent("dpo", cfg.from_run)
     cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
     load_rows = preferences.load_unpaired if method.unpaired else preferences.load_preferences
-    train_rows, eval_rows, files = sft.load_split(cfg.data, load_rows)  # every file validated before anything heavy
+    train_rows, eval_rows, files = data.load_split(cfg.data, load_rows)  # every file validated before anything heavy
     path = runs.plan_path("dpo", cfg)
     precision = models.pick_precision(cfg.model.precision)
     continues = not cfg.peft and parent.adapter_dir.is_dir()
     peft_config = None if continues else models.peft_config(cfg.peft)
     full = peft_config is None and not continues
     trainer_cls, config_cls = method.classes()
-    train_cfg = with_defaults(cfg, method, full)
+    train_cfg = with_defaults(cfg, method, full, config_cls, len(train_rows))
     args = training.trainer_args(config_cls, train_cfg, str(path / "checkpoints"), bool(eval_rows), precision)
     check_args(cfg.method, args)
     models.resolve_model(cfg.model.name)  # the parent's base must still be there before the run dir exists
@@ -106,12 +105,31 @@ def pick_method(name: str) -> Method:
     return METHODS[name]
 
 
-def with_defaults(cfg: DPOStageConfig, method: Method, full: bool) -> DPOStageConfig:
-    """The method's own defaults under the user's `trainer:` keys; full fine-tuning precomputes the reference."""
+def with_defaults(
+    cfg: DPOStageConfig, method: Method, full: bool, config_cls: type[Any], train_rows: int
+) -> DPOStageConfig:
+    """The method's own defaults under the user's `trainer:` keys; the reference log-probs precomputed where that
+    pays (`precompute_pays`) and always for full fine-tuning (then the policy before training is the reference: no
+    second copy of the model)."""
     defaults = dict(method.defaults)
-    if full and method.reference:
-        defaults["precompute_ref_log_probs"] = True  # the policy before training is the reference: no second copy
+    if method.reference and (full or (cfg.method == "dpo" and precompute_pays(cfg.trainer, config_cls, train_rows))):
+        defaults["precompute_ref_log_probs"] = True
     return dataclasses.replace(cfg, trainer=defaults | cfg.trainer)
+
+
+def precompute_pays(trainer: dict[str, Any], config_cls: type[Any], train_rows: int) -> bool:
+    """Whether to score the training rows with the reference once, before training, instead of in every step.
+
+    Precomputing costs one reference forward pass per training row; scoring in each step costs one per row per
+    epoch (and on a CPU or a small GPU the step's reference pass is a third of its time). So it pays whenever
+    training sees every row at least once: an epoch count of 1 or more, or `max_steps` x the global batch covering
+    the rows. Below one epoch it would score rows that are never trained on."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config_cls) if f.init}
+    options = defaults | trainer
+    if not isinstance(options.get("max_steps"), int) or options["max_steps"] <= 0:
+        return float(options.get("num_train_epochs") or 0) >= 1
+    batch = options["per_device_train_batch_size"] * options["gradient_accumulation_steps"] * distributed.world_size()
+    return options["max_steps"] * batch >= train_rows
 
 
 def check_args(method: str, args: Any) -> None:

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit import models, runs, training
+from alignkit import data, models, runs, training
 from alignkit.config import RewardStageConfig
 from alignkit.data import preferences
 from alignkit.errors import AlignkitError
-from alignkit.stages import sft
 
 HEAD = "sequence-classification"
 Pairs = list[dict[str, Any]]
@@ -35,7 +34,7 @@ def run(cfg: RewardStageConfig) -> runs.Run:
         raise AlignkitError(f"{parent.path}: is a reward model, not a policy", "pass --from an sft (or dpo) run")
     if parent:
         cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
-    train_pairs, eval_pairs, files = sft.load_split(cfg.data, preferences.load_preferences)
+    train_pairs, eval_pairs, files = data.load_split(cfg.data, preferences.load_preferences)
     path = runs.plan_path("reward", cfg)
     precision = models.pick_precision(cfg.model.precision)
     args = training.trainer_args(RewardConfig, cfg, str(path / "checkpoints"), bool(eval_pairs), precision)

@@ -21,10 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from alignkit import models, runs, training
+from alignkit import data, models, runs, training
 from alignkit.config import RLStageConfig
 from alignkit.errors import AlignkitError
-from alignkit.stages import sft
 
 REWARD_MODEL = "reward_model"
 RewardFunction = Callable[..., list[float]]
@@ -65,7 +64,7 @@ def run(cfg: RLStageConfig) -> runs.Run:
             {"prompt": p.messages, "prompt_spec": p.spec.to_json()} for path in paths for p in load_prompt_items(path)
         ]
 
-    train_rows, eval_rows, files = sft.load_split(cfg.data, load_prompt_rows)  # validated before anything heavy
+    train_rows, eval_rows, files = data.load_split(cfg.data, load_prompt_rows)  # validated before anything heavy
     path = runs.plan_path("rl", cfg)
     precision = models.pick_precision(cfg.model.precision)
     continues = not cfg.peft and parent.adapter_dir.is_dir()

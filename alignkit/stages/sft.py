@@ -10,8 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from alignkit import data, models, runs, training
-from alignkit.config import DataConfig, SFTStageConfig, TrainStageConfig
-from alignkit.errors import AlignkitError
+from alignkit.config import SFTStageConfig, TrainStageConfig
 
 Rows = list[dict[str, Any]]
 
@@ -27,7 +26,7 @@ def train(
     """The SFTTrainer recipe shared by `sft` (chat rows) and `pretrain` (text rows)."""
     cfg = training.resolve_resume(stage, cfg)
     parent = runs.open_run(cfg.from_run) if cfg.from_run else None
-    train_rows, eval_rows, files = load_split(cfg.data, load_rows)  # every file validated before anything heavy
+    train_rows, eval_rows, files = data.load_split(cfg.data, load_rows)  # every file validated before anything heavy
     path = runs.plan_path(stage, cfg)
     precision = models.pick_precision(cfg.model.precision)
     args = sft_args(cfg, path, bool(eval_rows), precision)
@@ -91,17 +90,3 @@ def use_padding_free(trainer: Any, peft_config: Any) -> None:
         if args.include_num_input_tokens_seen == "non_padding" and collator.pad_to_multiple_of is None:
             # Every token of the row is real; "non_padding" would count ids != pad, dropping each EOS when pad == EOS.
             args.include_num_input_tokens_seen = "all"
-
-
-def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str]]:
-    """(train rows, validation rows, data files): explicit validation files, else a seeded split."""
-    if not cfg.paths:
-        raise AlignkitError("no training data given", "pass --data FILE (repeatable) or data.paths in the config")
-    rows = load_rows(cfg.paths)
-    if cfg.validation_paths:
-        train_rows, eval_rows = rows, load_rows(cfg.validation_paths)
-    else:
-        train_rows, eval_rows = data.split(rows, cfg.validation_split, cfg.seed)
-    if cfg.max_rows:
-        train_rows = train_rows[: cfg.max_rows]
-    return train_rows, eval_rows, [*cfg.paths, *cfg.validation_paths]

@@ -429,3 +429,41 @@ def test_resumed_dpo_keeps_the_sft_reference(sft_run, data_dir, tmp_path):
     sft_model, _ = sft_run.load_model()
     reference = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
     torch.testing.assert_close(reference, sequence_logps(sft_model, batch), atol=1e-4, rtol=0)
+
+
+def test_dpo_precomputes_the_reference_by_default_only_when_training_sees_every_row(sft_run, data_dir, tmp_path):
+    common = {
+        "data": {"paths": [str(data_dir / "pairs.jsonl")], "validation_split": 0.25},
+        "from_run": str(sft_run.path),
+    }
+    train_rows = N_PAIRS - N_PAIRS // 4
+    covering = {"max_steps": math.ceil(train_rows / 4), **TINY}  # one epoch at batch 4
+    _, trainer = run_capturing_trainer(alignkit.dpo, **common, out=str(tmp_path / "epoch"), trainer=covering)
+    assert trainer.args.precompute_ref_log_probs
+    _, trainer = run_capturing_trainer(
+        alignkit.dpo, **common, out=str(tmp_path / "part"), trainer={"max_steps": 1, **TINY}
+    )
+    assert not trainer.args.precompute_ref_log_probs  # a quarter of the rows: scoring them all would not pay
+
+
+def test_precomputed_reference_trains_exactly_like_the_reference_in_each_step(sft_run, data_dir, tmp_path):
+    """The speed-up keeps the training: same loss at every step and the same adapter at the end."""
+    trained = {}
+    for precompute in (False, True):
+        run, trainer = run_capturing_trainer(
+            alignkit.dpo,
+            data={"paths": [str(data_dir / "pairs.jsonl")], "validation_split": 0.0},
+            from_run=str(sft_run.path),
+            out=str(tmp_path / f"precompute-{precompute}"),
+            trainer={"max_steps": 4, "learning_rate": 5e-3, **TINY, "precompute_ref_log_probs": precompute},
+        )
+        assert trainer.args.precompute_ref_log_probs == precompute
+        losses = [row["loss"] for row in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines())
+                  if "loss" in row]  # fmt: skip
+        weights = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if v.requires_grad}
+        trained[precompute] = (losses, weights)
+    (losses, weights), (pre_losses, pre_weights) = trained[False], trained[True]
+    assert len(losses) == 4 and losses == pytest.approx(pre_losses, abs=1e-5)
+    assert weights.keys() == pre_weights.keys()
+    for name, value in weights.items():
+        torch.testing.assert_close(pre_weights[name], value, atol=1e-5, rtol=0)
