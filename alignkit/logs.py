@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from alignkit.paths import cache_dir
@@ -30,8 +31,17 @@ def default_log_file() -> Path:
 
 
 def quiet_terminal() -> None:
-    """Library records and Python warnings go to the log file, not the terminal (all of them with `--verbose`)."""
+    """Library records and Python warnings go to the log file, not the terminal (all of them with `--verbose`);
+    alignkit's own warnings stay on the terminal."""
     logging.captureWarnings(True)  # warnings.warn -> the `py.warnings` logger
+    own = logging.getLogger("alignkit")
+    if not any(getattr(h, "alignkit_terminal", False) for h in own.handlers):
+        # once a log file is attached, Python's last-resort handler no longer prints alignkit's warnings: this does
+        terminal = logging.StreamHandler(sys.stderr)
+        terminal.setLevel(logging.WARNING)
+        terminal.setFormatter(logging.Formatter("warning: %(message)s"))
+        terminal.alignkit_terminal = True  # type: ignore[attr-defined]
+        own.addHandler(terminal)
     if verbose():
         return
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # datasets' map/filter bars, one per step
