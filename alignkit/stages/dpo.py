@@ -9,6 +9,9 @@ The reference is the SFT policy itself, and it costs no second model copy:
 - with a `peft:` section, or a fully fine-tuned parent: the parent model is merged in memory and a new adapter is
   trained on it; the reference is that model with the adapter disabled.
 - `peft.method: full`: the reference log-probs are precomputed once before training (no second copy either).
+
+DPO also precomputes them by default whenever training sees every row at least once (`precompute_pays`): one
+reference pass per row instead of one per row per epoch, with the same loss and updates.
 """
 
 from __future__ import annotations
