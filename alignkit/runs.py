@@ -409,6 +409,19 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def jsonable(value: Any) -> Any:
+    """`value` with sets as sorted lists, enums as their values and other objects as strings: what JSON can hold."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(jsonable(v) for v in value)
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return getattr(value, "value", str(value))
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomic write: a reader never sees half a file."""
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")

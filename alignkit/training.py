@@ -38,7 +38,38 @@ def trainer_args(
     """A TRL `*Config` from the `trainer:` section, with alignkit's defaults for what the user did not set.
 
     Keys are checked against the TRL dataclass's own fields, so every TRL option is available as `trainer.<name>`.
+    The returned config carries the options it was built from as `alignkit_options`: `create_run` records them.
     """
+    options = trainer_options(config_cls, cfg, output_dir, has_eval, precision)
+    try:
+        args = config_cls(**options)
+    except (ValueError, TypeError) as exc:
+        raise AlignkitError(
+            f"config: invalid trainer settings ({models.first_line(exc)})", "fix the `trainer:` keys"
+        ) from None
+    args.alignkit_options = options  # not a dataclass field: TRL's to_dict / to_json leave it out
+    return args
+
+
+# Trainer options alignkit derives from the machine or the run directory: recorded in the manifest, left out of the
+# config.yaml that reproduces a run, so the same file also works on another machine and for another --out.
+DERIVED_OPTIONS = frozenset(
+    {"output_dir", "run_name", "bf16", "fp16", "use_cpu", "gradient_checkpointing", "activation_checkpointing",
+     "ddp_find_unused_parameters"}
+)  # fmt: skip
+
+
+def recorded_trainer(args: Any, user_trainer: dict[str, Any]) -> dict[str, Any]:
+    """The `trainer:` section that reproduces `args`: every option passed to the TRL config (method defaults and
+    alignkit's additions included), less those derived from the machine and run directory the user did not set."""
+    options = args.alignkit_options
+    return {k: v for k, v in options.items() if k not in DERIVED_OPTIONS or k in user_trainer}
+
+
+def trainer_options(
+    config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, has_eval: bool, precision: models.Precision
+) -> dict[str, Any]:
+    """The keyword arguments of the TRL config: alignkit's defaults, then the user's `trainer:` keys, checked."""
     valid = {f.name for f in dataclasses.fields(config_cls) if f.init}
     check_keys("trainer", cfg.trainer, valid)
     check_types("trainer", cfg.trainer, config_cls)
@@ -74,21 +105,15 @@ def trainer_args(
     hardware.check_trainer(options)
     if "eval_steps" in options:
         options.setdefault("save_steps", options["eval_steps"])  # best-checkpoint tracking needs them aligned
-    if not has_eval:
-        options["eval_strategy"] = "no"
-        options["load_best_model_at_end"] = False
+    if not has_eval:  # also when a recorded config.yaml that had validation is reused on data without it
+        options |= {"eval_strategy": "no", "load_best_model_at_end": False, "eval_on_start": False}
     for key in ("max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size"):
         value = options.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0 and key != "max_steps":
             raise AlignkitError(f"config: trainer.{key} must be positive, got {value}")
     if isinstance(options.get("max_steps"), int) and (options["max_steps"] == 0 or options["max_steps"] < -1):
         raise AlignkitError("config: trainer.max_steps must be positive or -1 (use epochs)", "e.g. --max-steps 10")
-    try:
-        return config_cls(**options)
-    except (ValueError, TypeError) as exc:
-        raise AlignkitError(
-            f"config: invalid trainer settings ({models.first_line(exc)})", "fix the `trainer:` keys"
-        ) from None
+    return options
 
 
 # `trainer.report_to` names that write locally, and the package each needs (pip install 'alignkit[track]').
@@ -128,13 +153,28 @@ def checkpointing_key(valid: set[str]) -> str:
 
 
 def create_run(
-    stage: str, cfg: TrainStageConfig, path: Path, files: list[str], parent: runs.Run | None, **manifest: Any
+    stage: str,
+    cfg: TrainStageConfig,
+    path: Path,
+    files: list[str],
+    parent: runs.Run | None,
+    args: Any,
+    peft_config: Any,
+    **manifest: Any,
 ) -> runs.Run:
     """`runs.create`, once the model is known to load (`models.check_loadable`) and the lineage's tokenizer is settled:
     a base model without a chat template gets ChatML here (`models.add_chatml`), recorded in the manifest
-    (`chat_template`) and saved as the run's `tokenizer/`, which every later run of the lineage loads."""
+    (`chat_template`) and saved as the run's `tokenizer/`, which every later run of the lineage loads.
+
+    The run describes itself: config.yaml's `trainer:` holds every option passed to the TRL config `args`
+    (`recorded_trainer`: `--config <run>/config.yaml` builds the same arguments), the manifest all of them
+    (`trainer_args`) and the peft config of the adapter it trains (`peft_config`, None when it continues its
+    parent's adapter or trains every weight)."""
     if not cfg.resume:
         models.check_loadable(cfg.model)  # a model that cannot load fails here, before the run dir exists
+        manifest["trainer_args"] = runs.jsonable(args.alignkit_options)
+        manifest["peft_config"] = runs.jsonable(peft_config.to_dict()) if peft_config is not None else None
+        cfg = dataclasses.replace(cfg, trainer=recorded_trainer(args, cfg.trainer))
     tokenizer, added = models.lineage_tokenizer(cfg.model, parent.lineage if parent else [])
     if added:
         peft_cfg = models.peft_config(cfg.peft)

@@ -81,7 +81,16 @@ def run(cfg: DPOStageConfig) -> runs.Run:
     models.resolve_model(cfg.model.name)  # the parent's base must still be there before the run dir exists
     adapter_continues = str(parent.path.resolve()) if continues else None
     run = training.create_run(
-        "dpo", cfg, path, files, parent, method=cfg.method, adapter_continues=adapter_continues, **precision.manifest
+        "dpo",
+        cfg,
+        path,
+        files,
+        parent,
+        args,
+        peft_config,
+        method=cfg.method,
+        adapter_continues=adapter_continues,
+        **precision.manifest,
     )
 
     with run.removed_if_refused():

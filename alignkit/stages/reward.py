@@ -38,9 +38,9 @@ def run(cfg: RewardStageConfig) -> runs.Run:
     path = runs.plan_path("reward", cfg)
     precision = models.pick_precision(cfg.model.precision)
     args = training.trainer_args(RewardConfig, cfg, str(path / "checkpoints"), bool(eval_pairs), precision)
-    models.peft_config(cfg.peft, task_type="SEQ_CLS")  # reject a bad `peft:` section before any work
+    peft_config = models.peft_config(cfg.peft, task_type="SEQ_CLS")  # a bad `peft:` section fails before any work
     models.resolve_model(cfg.model.name)
-    run = training.create_run("reward", cfg, path, files, parent, head=HEAD, **precision.manifest)
+    run = training.create_run("reward", cfg, path, files, parent, args, peft_config, head=HEAD, **precision.manifest)
 
     with run.removed_if_refused():
         # peft keeps the new `score` head trainable and saved

@@ -87,6 +87,8 @@ def run(cfg: RLStageConfig) -> runs.Run:
         path,
         files,
         parent,
+        args,
+        peft_config,
         method=cfg.method,
         rewards=reward_names,
         reward_weights=weights,

@@ -30,9 +30,9 @@ def train(
     path = runs.plan_path(stage, cfg)
     precision = models.pick_precision(cfg.model.precision)
     args = sft_args(cfg, path, bool(eval_rows), precision)
-    models.peft_config(cfg.peft)  # reject a bad `peft:` section before any work
+    peft_config = models.peft_config(cfg.peft)  # a bad `peft:` section fails before any work
     models.resolve_model(cfg.model.name)  # unknown model: fail before the run dir exists (embedded: convert once)
-    run = training.create_run(stage, cfg, path, files, parent, **precision.manifest)
+    run = training.create_run(stage, cfg, path, files, parent, args, peft_config, **precision.manifest)
 
     with run.removed_if_refused():
         model, tokenizer, peft_config = training.load_trainable(cfg, run, precision)

@@ -1,0 +1,54 @@
+"""Runs describe themselves: config.yaml's `trainer:` holds every option passed to the TRL config (the method's
+defaults and alignkit's additions included), so `--config <run>/config.yaml` builds the same trainer arguments; the
+manifest records all of them and the peft config of the trained adapter."""
+
+from __future__ import annotations
+
+import yaml
+
+from alignkit import runs
+from tests.conftest import CHAT_ROWS, run_cli, write_jsonl
+
+PER_RUN = {"output_dir", "run_name"}  # derived from the run directory
+
+
+def trained(*argv: str) -> runs.Run:
+    done = run_cli(*argv)
+    assert done.returncode == 0, f"alignkit {' '.join(argv)}: {done.stderr[-1500:]}"
+    return runs.open_run(argv[argv.index("--out") + 1])
+
+
+def trainer_section(run: runs.Run) -> dict:
+    return yaml.safe_load((run.path / "config.yaml").read_text())["trainer"]
+
+
+def same_arguments(first: runs.Run, second: runs.Run) -> None:
+    one, two = first.manifest["trainer_args"], second.manifest["trainer_args"]
+    assert {k: v for k, v in one.items() if k not in PER_RUN} == {k: v for k, v in two.items() if k not in PER_RUN}
+    assert trainer_section(first) == trainer_section(second)
+    assert first.manifest["peft_config"] == second.manifest["peft_config"]
+
+
+def test_a_runs_config_yaml_reproduces_its_trainer_arguments(tiny_model, tmp_path):
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    pairs = [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
+    pairs_file = write_jsonl(tmp_path / "pairs.jsonl", pairs[:5])  # 4 to train on, 1 held out: one step sees all
+    tiny = ["--max-steps", "1", "--set", "trainer.per_device_train_batch_size=4", "--set", "peft.r=4"]
+
+    sft = trained("sft", "--data", str(chat), "--model", tiny_model, "--out", str(tmp_path / "sft"), *tiny)
+    recorded = trainer_section(sft)
+    # alignkit's own additions and the user's keys are in the file, not only the user's
+    assert recorded["prediction_loss_only"] is True and recorded["max_steps"] == 1
+    assert recorded["include_num_input_tokens_seen"] == "non_padding" and "output_dir" not in recorded
+    assert sft.manifest["trainer_args"]["output_dir"] == str(sft.path / "checkpoints")
+    assert sft.manifest["peft_config"]["r"] == 4 and sft.manifest["peft_config"]["peft_type"] == "LORA"
+    again = trained("sft", "--config", str(sft.path / "config.yaml"), "--out", str(tmp_path / "sft-again"))
+    same_arguments(sft, again)
+
+    dpo = trained("dpo", "--from", str(sft.path), "--data", str(pairs_file), "--out", str(tmp_path / "dpo"),
+                  "--max-steps", "1", "--set", "trainer.per_device_train_batch_size=4")  # fmt: skip
+    assert trainer_section(dpo)["precompute_ref_log_probs"] is True  # the stage's default, chosen by its rule
+    assert dpo.manifest["peft_config"] is None  # it continues the SFT adapter
+    dpo_again = trained("dpo", "--config", str(dpo.path / "config.yaml"), "--out", str(tmp_path / "dpo-again"))
+    same_arguments(dpo, dpo_again)
