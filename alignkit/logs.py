@@ -35,6 +35,9 @@ def quiet_terminal() -> None:
     alignkit's own warnings stay on the terminal."""
     logging.captureWarnings(True)  # warnings.warn -> the `py.warnings` logger
     own = logging.getLogger("alignkit")
+    # A library that calls `logging.basicConfig` (seen after the Argilla round of `alignkit demo`) would otherwise
+    # print every record of alignkit's, the trainer's per-step dicts included, through the root logger.
+    own.propagate = False
     if not any(getattr(h, "alignkit_terminal", False) for h in own.handlers):
         # once a log file is attached, Python's last-resort handler no longer prints alignkit's warnings: this does
         terminal = logging.StreamHandler(sys.stderr)

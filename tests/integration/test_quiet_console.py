@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from alignkit import runs
-from alignkit.generate import write_jsonl
+from alignkit.jsonl import write_jsonl
 from tests.conftest import CHAT_ROWS
 
 NOISE = ("Warning", "warnings.warn", "{'loss'", "LOAD REPORT", "MISSING", "not found", "normalized")
@@ -78,3 +78,15 @@ def test_feedback_push_and_pull_print_no_sdk_warnings(argilla_server, tmp_path):
                  str(tmp_path / "pairs.jsonl"), "--min-agreement", "0", env=env)  # fmt: skip
     assert noise_in(pushed) == [] and noise_in(pulled) == []
     assert "3" in pushed and json.loads((tmp_path / "pairs.jsonl").read_text() or "null") is None
+
+
+def test_a_library_configuring_the_root_logger_does_not_bring_the_log_dicts_back():
+    """`alignkit demo` printed "INFO:alignkit:step 1: {'loss': ...}" once something in its Argilla round had called
+    `logging.basicConfig`: alignkit's records must not reach the root logger's handlers."""
+    script = (
+        "import logging; from alignkit import logs; logs.quiet_terminal(); logging.basicConfig(level=logging.INFO); "
+        "own = logging.getLogger('alignkit'); own.info(\"step 1: {'loss': 1.0}\"); own.warning('disk almost full')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["warning: disk almost full"]
