@@ -1,12 +1,16 @@
 """alignkit: generate -> rate -> pairs -> reward -> DPO/RL -> rate again, on one PEFT-adapted base model.
 
 The Python API mirrors the CLI: each stage takes an optional YAML config, `key=value` overrides and keyword sections,
-and returns a `Run` with `.path`, `.metrics` and `.load_model()`. The rest of the loop (candidates, Argilla rounds,
-simulated ratings, evaluation, chatting with a run) has one function each here too; the CLI and the notebooks call
-these.
+and returns a `Run` with `.path` and `.metrics` (its model: `alignkit.lineage.load_run_model(run.path)`). The rest of
+the loop (candidates, Argilla rounds, simulated ratings, evaluation, chatting with a run) has one function each here
+too; the CLI and the notebooks call these.
 
     run = alignkit.sft(data={"paths": ["datasets/sft.jsonl"]}, trainer={"max_steps": 20})
     alignkit.chat("What is compost?", run=run.path)
+
+Each function imports the alignkit modules it needs when called, for start-up time: `import alignkit` loads almost
+nothing. This facade and `cli.py` may import any module that way; every other module's imports, at the top or inside
+functions, form an acyclic graph (`tests/unit/test_imports.py`).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def pretrain(config: str | None = None, overrides: list[str] | None = None, **se
 
 
 def reward(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
-    """Reward model from preference pairs (see `alignkit.stages.reward`; score with `reward.load_scorer`)."""
+    """Reward model from preference pairs (see `alignkit.stages.reward`; score with `lineage.load_scorer`)."""
     from alignkit.config import RewardStageConfig, load_config
     from alignkit.stages import reward as stage
 
@@ -81,7 +85,7 @@ def rl(config: str | None = None, overrides: list[str] | None = None, **sections
 
 
 def open_run(path: str | Path) -> Run:
-    """A finished run directory (`.path`, `.metrics`, `.manifest`, `.load_model()`)."""
+    """A finished run directory (`.path`, `.metrics`, `.manifest`; its model: `lineage.load_run_model(run.path)`)."""
     from alignkit import runs
 
     return runs.open_run(path)
@@ -202,7 +206,7 @@ def pull(
     import json
 
     from alignkit.feedback import pull as rounds
-    from alignkit.generate import write_jsonl
+    from alignkit.jsonl import write_jsonl
 
     result = rounds.pull(dataset, workspace, ties, min_agreement, min_annotators, client, pairing)
     write_jsonl(Path(out), result.pairs, overwrite=overwrite)

@@ -5,24 +5,28 @@
 - `alignkit rl --set backend=vllm`: TRL's own vLLM integration generates GRPO/RLOO completions
   (`GRPOConfig(use_vllm=True, vllm_mode="colocate")`: vLLM shares the training GPUs; `vllm_mode=server` with
   `trl vllm-serve` on other GPUs is set through `trainer.vllm_mode` and `trainer.vllm_server_base_url`).
+
+Both `alignkit generate` backends keep N distinct candidates per prompt by one rule (`distinct_replies`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from alignkit import export, hardware, models, runs
 from alignkit.errors import AlignkitError
+from alignkit.jsonl import generated_row
+from alignkit.paths import cache_dir
 
 BACKENDS = ("transformers", "vllm")
 
 
 def check(name: str) -> None:
     """A known backend that can run here (vLLM: a CUDA GPU and the `vllm` package)."""
-    from alignkit import hardware
-
     if name not in BACKENDS:
         raise AlignkitError(f"unknown generation backend {name!r}", f"one of: {', '.join(BACKENDS)}")
     if name == "vllm":
@@ -46,39 +50,43 @@ def vllm_candidates(
     """`alignkit generate`'s rows (same format as the transformers backend), sampled by vLLM."""
     from vllm import LLM, SamplingParams
 
-    from alignkit.generate import prompt_id
-
     model_dir, source = servable_model(from_run, model_name)
     llm = LLM(model=str(model_dir), seed=sampling.seed)
     params = SamplingParams(
         n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens
     )
+
+    def draw(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
+        outputs = llm.chat(conversations, params, use_tqdm=True)
+        return [[completion.text.strip() for completion in output.outputs] for output in outputs]
+
+    record = {**source, "sampling": asdict(sampling), "backend": "vllm"}
+    found = distinct_replies(prompts, n, draw, max_attempts)
+    return [generated_row(prompt, texts, record) for prompt, texts in zip(prompts, found, strict=True)]
+
+
+def distinct_replies(
+    prompts: list[list[dict[str, str]]],
+    n: int,
+    draw: Callable[[list[list[dict[str, str]]]], list[list[str]]],
+    max_attempts: int = 3,
+) -> list[list[str]]:
+    """Up to `n` distinct non-empty replies per prompt, the rule of both backends: `draw(prompts)` samples `n` replies
+    for each; identical ones are dropped and the prompts still short are drawn again, up to `max_attempts` times."""
     found: list[list[str]] = [[] for _ in prompts]
-    for _ in range(max_attempts):  # identical samples are dropped and resampled, as with transformers
+    for _ in range(max_attempts):
         todo = [i for i, got in enumerate(found) if len(got) < n]
         if not todo:
             break
-        outputs = llm.chat([prompts[i] for i in todo], params, use_tqdm=True)
-        for i, output in zip(todo, outputs, strict=True):
-            for completion in output.outputs:
-                text = completion.text.strip()
+        for i, replies in zip(todo, draw([prompts[i] for i in todo]), strict=True):
+            for text in replies:
                 if text and text not in found[i] and len(found[i]) < n:
                     found[i].append(text)
-    return [
-        {
-            "prompt_id": prompt_id(prompt),
-            "prompt": prompt,
-            "candidates": [{"text": t, **source, "sampling": asdict(sampling), "backend": "vllm"} for t in texts],
-        }
-        for prompt, texts in zip(prompts, found, strict=True)
-    ]
+    return found
 
 
 def servable_model(from_run: str | None, model_name: str | None) -> tuple[Path, dict[str, str]]:
     """A plain model dir vLLM can load: the run merged once (cached by run path and completion time), or the base."""
-    from alignkit import export, models, runs
-    from alignkit.paths import cache_dir
-
     if not from_run:
         name = model_name or "embedded"
         return Path(models.resolve_model(name)), {"run": "", "model": name}

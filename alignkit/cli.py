@@ -1,4 +1,9 @@
-"""The `alignkit` command: one sub-command per stage, a thin layer over the Python API (no logic here)."""
+"""The `alignkit` command: one sub-command per stage, a thin layer over the Python API (no logic here).
+
+alignkit modules are imported inside the commands, for start-up time: `alignkit --help` and each command load only
+what they need. This entry point and `alignkit/__init__.py` may import any module that way; every other module's
+imports form an acyclic graph (`tests/unit/test_imports.py`).
+"""
 
 from __future__ import annotations
 
@@ -516,7 +521,7 @@ def review_pull(
     overwrite: Overwrite = False,
 ) -> None:
     from alignkit.feedback import pull
-    from alignkit.generate import write_jsonl
+    from alignkit.jsonl import write_jsonl
 
     rows = pull.pull_review(dataset, workspace, min_reviews=min_reviews)
     write_jsonl(Path(out), rows, overwrite=overwrite)

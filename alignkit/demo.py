@@ -13,6 +13,7 @@ page list): the run directories (sft, reward, dpo), candidates, pairs, the Argil
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -26,9 +27,11 @@ from typing import Any
 from rich.console import Console
 
 import alignkit
-from alignkit import evaluate, generate, judges, runs
+from alignkit import evaluate, generate, jsonl, judges, lineage, models, runs
+from alignkit.config import ModelConfig
 from alignkit.errors import AlignkitError
 from alignkit.feedback import client, ordering, pull, push, server, simulate
+from alignkit.hardware import pick_precision
 from alignkit.paths import bundled_data
 
 console = Console(stderr=True)
@@ -129,12 +132,12 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                     "use more --candidates, a longer max_new_tokens or another rule",
                 )
             pairs_file = out / f"pairs{suffix}.jsonl"
-            generate.write_jsonl(pairs_file, pairs, overwrite=True)
+            jsonl.write_jsonl(pairs_file, pairs, overwrite=True)
             # The reward model learns from every decided pair; DPO from each prompt's best vs worst candidate (the
             # rule's clearest signal, two epochs in 16 steps), which made the win-rate steady across candidate sets.
             dpo_pairs_file = out / f"pairs-best-worst{suffix}.jsonl"
             dpo_pairs = pull.best_vs_worst(pairs)
-            generate.write_jsonl(dpo_pairs_file, dpo_pairs, overwrite=True)
+            jsonl.write_jsonl(dpo_pairs_file, dpo_pairs, overwrite=True)
             reward_run = alignkit.reward(
                 data={"paths": [str(pairs_file)], "validation_split": 0.2},
                 from_run=str(sft_run.path),
@@ -267,19 +270,18 @@ def evaluate_policies(
 ) -> dict[str, Any]:
     """Base and each policy answer the held-out prompts greedily; `evaluate.evaluate_models` checks and compares them
     (each with the one before it: sft vs base, dpo vs sft, rl vs dpo) and writes eval/."""
-    from alignkit import models
-    from alignkit.config import ModelConfig
-    from alignkit.stages.reward import load_scorer
-
     base_cfg = ModelConfig(name=cfg.model)
 
     def load_base() -> tuple[Any, Any]:
-        return models.load_base(base_cfg, models.pick_precision()), models.load_tokenizer(base_cfg)
+        return models.load_base(base_cfg, pick_precision()), models.load_tokenizer(base_cfg)
 
     general = evaluate.read_texts(bundled_data("general_heldout.jsonl"), limit=40)  # a stable perplexity in seconds
-    to_evaluate = [("base", load_base), *((name, run.load_model) for name, run in policies.items())]
+    to_evaluate = [
+        ("base", load_base),
+        *((name, functools.partial(lineage.load_run_model, run.path)) for name, run in policies.items()),
+    ]
     results, rows = evaluate.evaluate_models(
-        to_evaluate, prompts, general, load_scorer(reward_run.path), cfg.rule, cfg.max_new_tokens
+        to_evaluate, prompts, general, lineage.load_scorer(reward_run.path), cfg.rule, cfg.max_new_tokens
     )
     evaluate.write_report(out, results, rows)
     return results
@@ -288,4 +290,4 @@ def evaluate_policies(
 def write_prompts(path: Path, prompts: list[judges.Prompt]) -> None:
     """The round's prompts with their specs, in the prompt-file format `generate` reads."""
     rows = [{"prompt": p.messages, **json.loads(p.spec.to_json())} for p in prompts]
-    generate.write_jsonl(path, rows, overwrite=True)
+    jsonl.write_jsonl(path, rows, overwrite=True)

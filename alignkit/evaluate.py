@@ -11,6 +11,7 @@ checked ones did not. Writes `eval.json`, `answers.jsonl` (every answer, with it
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -18,7 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from alignkit import judges
+from alignkit import judges, lineage, models, runs
+from alignkit.data.formats import read_rows
+from alignkit.data.validate import convert_all
+from alignkit.generate import greedy_replies
+from alignkit.hardware import pick_precision
+from alignkit.jsonl import prompt_row
 from alignkit.judges import Prompt
 
 Messages = list[dict[str, str]]
@@ -204,8 +210,6 @@ def evaluate_models(
     """(results, answer rows). `models_to_evaluate`: (name, loader) pairs in order, the base first when given (its
     perplexity is the forgetting baseline); each model is compared with the one before it. At most two models are
     in memory at once (the current one and the previous, for KL)."""
-    from alignkit.generate import greedy_replies
-
     results: dict[str, Any] = {"prompts": len(prompts), "rule": rule, "runs": {}, "comparisons": {}, "alarms": {}}
     answers: dict[str, list[str]] = {}
     checks: dict[str, list[dict[str, Any]]] = {}
@@ -395,9 +399,6 @@ def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
 def load_eval_prompts(path: str) -> list[Prompt]:
     """Prompts with their specs; a row without `reference` whose `messages` end with an assistant turn takes its
     checkable part as the reference (`judges.reference_from_answer`)."""
-    from alignkit.data.formats import read_rows
-    from alignkit.data.validate import convert_all
-    from alignkit.generate import prompt_row
 
     def row(data: dict[str, Any]) -> Prompt:
         spec = judges.PromptSpec.from_row(data)
@@ -423,22 +424,19 @@ def run_eval(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """`alignkit eval`: the base and each run answer the prompts; each is compared with the one before it."""
-    from alignkit import models, runs
-
     prompts = load_eval_prompts(prompts_file)[:limit]
     loaded = [runs.open_run(d) for d in run_dirs]
     model_cfg = loaded[0].model_config
 
     def load_base() -> tuple[Any, Any]:
-        base = models.load_base(model_cfg, models.pick_precision(model_cfg.precision))
+        base = models.load_base(model_cfg, pick_precision(model_cfg.precision))
         return base, models.load_tokenizer(model_cfg)
 
-    scorer = None
-    if reward_run:
-        from alignkit.stages.reward import load_scorer
-
-        scorer = load_scorer(reward_run)
-    to_evaluate = [("base", load_base), *((run.path.name, run.load_model) for run in loaded)]
+    scorer = lineage.load_scorer(reward_run) if reward_run else None
+    to_evaluate = [
+        ("base", load_base),
+        *((run.path.name, functools.partial(lineage.load_run_model, run.path)) for run in loaded),
+    ]
     results, rows = evaluate_models(
         to_evaluate, prompts, read_texts(general_file), scorer, rule, max_new_tokens, forgetting_threshold
     )

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alignkit import models, runs
+from alignkit import lineage, runs
 from alignkit.errors import AlignkitError
+from alignkit.hardware import Precision
 
 DTYPES = {"auto": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 GGUF_CONVERTER = "convert_hf_to_gguf.py"
@@ -68,23 +69,20 @@ def export(
     return out
 
 
-def export_precision(run: runs.Run, dtype: str) -> models.Precision:
+def export_precision(run: runs.Run, dtype: str) -> Precision:
     """Merging runs on the CPU (no GPU memory needed) in the run's training precision unless another is asked for."""
     name = DTYPES[dtype] or run.manifest.get("precision") or "float32"
-    return models.Precision("cpu", name, "export")
+    return Precision("cpu", name, "export")
 
 
-def load_for_export(run: runs.Run, precision: models.Precision) -> tuple[Any, Any]:
+def load_for_export(run: runs.Run, precision: Precision) -> tuple[Any, Any]:
     """The run's model unquantised (a QLoRA run merges into the full-precision base) on the CPU."""
     if run.stage == "reward":
-        from alignkit.stages.reward import load_scorer
-
-        scorer = load_scorer(run.path, precision=precision)
+        scorer = lineage.load_scorer(run.path, precision=precision)
         return scorer.model, scorer.tokenizer
     model_cfg = dataclasses.replace(run.model_config, attn_implementation="sdpa", quantization=None)
-    lineage = run.lineage
-    tokenizer, _ = models.lineage_tokenizer(model_cfg, lineage)
-    return models.load_merged(models.adapter_runs(lineage), model_cfg, precision, tokenizer), tokenizer
+    tokenizer, _ = lineage.lineage_tokenizer(model_cfg, run.lineage)
+    return lineage.load_merged(lineage.adapter_runs(run.lineage), model_cfg, precision, tokenizer), tokenizer
 
 
 def gguf_converter() -> Path:

@@ -7,16 +7,18 @@ prompt's skill, reference, must_contain, decline: `judges.PromptSpec`) when the 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit.data.formats import RowError, message_list, read_rows, text_field
+from alignkit import backends, lineage, models, runs
+from alignkit.config import ModelConfig
+from alignkit.data.formats import read_rows
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
+from alignkit.hardware import pick_precision
+from alignkit.jsonl import generated_row, prompt_row, write_jsonl
 from alignkit.judges import Prompt, PromptSpec
 
 
@@ -87,29 +89,6 @@ def load_prompt_items(path: str) -> list[Prompt]:
     )
 
 
-def prompt_row(data: dict[str, Any]) -> list[dict[str, str]]:
-    if isinstance(data.get("prompt"), list):
-        return message_list(data["prompt"], "prompt", "role", "content", roles=None)
-    if "prompt" in data:
-        return [{"role": "user", "content": text_field(data, "prompt")}]
-    if "instruction" in data:
-        extra = data.get("input") or ""
-        instruction = text_field(data, "instruction")
-        return [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}]
-    if "messages" in data:
-        messages = message_list(data["messages"], "messages", "role", "content", roles=None)
-        while messages and messages[-1]["role"] == "assistant":  # generate a fresh reply to the last user turn
-            messages = messages[:-1]
-        if not messages or messages[-1]["role"] != "user":
-            raise RowError("messages", "expected a conversation ending with a user turn")
-        return messages
-    raise RowError("prompt", "missing")
-
-
-def prompt_id(prompt: list[dict[str, str]]) -> str:
-    return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def candidates(
     model: Any,
     tokenizer: Any,
@@ -127,57 +106,31 @@ def candidates(
     torch.manual_seed(sampling.seed)
     rows = []
     params = {"temperature": sampling.temperature, "top_p": sampling.top_p}
+    record = {**source, "sampling": asdict(sampling)}
+
+    def draw(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
+        return sample(model, tokenizer, conversations, n, sampling.max_new_tokens, **params)
+
     with tqdm(total=len(prompts), desc="generating", unit="prompt") as progress:
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
-            found: list[list[str]] = [[] for _ in batch]
-            for _ in range(max_attempts):
-                todo = [i for i, got in enumerate(found) if len(got) < n]
-                if not todo:
-                    break
-                replies = sample(model, tokenizer, [batch[i] for i in todo], n, sampling.max_new_tokens, **params)
-                for i, new in zip(todo, replies, strict=True):
-                    for text in new:
-                        if text and text not in found[i] and len(found[i]) < n:
-                            found[i].append(text)
-            for prompt, texts in zip(batch, found, strict=True):
-                rows.append(
-                    {
-                        "prompt_id": prompt_id(prompt),
-                        "prompt": prompt,
-                        "candidates": [{"text": t, **source, "sampling": asdict(sampling)} for t in texts],
-                    }
-                )
+            found = backends.distinct_replies(batch, n, draw, max_attempts)
+            rows += [generated_row(prompt, texts, record) for prompt, texts in zip(batch, found, strict=True)]
             progress.update(len(batch))
     return rows
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]], overwrite: bool = False) -> None:
-    """Write rows atomically; never replace an existing file unless asked."""
-    if path.exists() and not overwrite:
-        raise AlignkitError(f"{path}: output file exists", "pass --overwrite or choose another --out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def load_policy(from_run: str | None, model_name: str | None) -> tuple[Any, Any, dict[str, str]]:
     """(model, tokenizer, source record) for a run's policy, or for a bare base model when no run is given."""
-    from alignkit import models, runs
-    from alignkit.config import ModelConfig
-
     if from_run:
         run = runs.open_run(from_run)
-        model, tokenizer = run.load_model()
+        model, tokenizer = lineage.load_run_model(run.path)
         if hasattr(model, "merge_and_unload"):  # sampling is faster without the adapter's extra matmuls
             model = model.merge_and_unload()
         return model, tokenizer, {"run": str(run.path.resolve()), "model": run.manifest["model"]["name"]}
     cfg = ModelConfig(name=model_name or ModelConfig.name)
     tokenizer = models.load_tokenizer(cfg)
-    model = models.load_base(cfg, models.pick_precision(cfg.precision), tokenizer=tokenizer).eval()
+    model = models.load_base(cfg, pick_precision(cfg.precision), tokenizer=tokenizer).eval()
     return model, tokenizer, {"run": "", "model": cfg.name}
 
 
@@ -197,8 +150,6 @@ def run(
 
     `backend`: transformers (here) or vllm (alignkit/backends.py).
     """
-    from alignkit import backends
-
     if n < 1:
         raise AlignkitError(f"--n must be at least 1, got {n}")
     backends.check(backend)

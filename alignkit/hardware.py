@@ -1,4 +1,5 @@
-"""GPU-only features behind flags, each checked before any work: one clear error (or warning) where they cannot run.
+"""Precision and hardware: the precision a run trains in (`pick_precision`, from the machine unless pinned), and
+GPU-only features behind flags, each checked before any work: one clear error (or warning) where they cannot run.
 
 | flag | needs |
 |---|---|
@@ -17,6 +18,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from alignkit.config import ModelConfig
@@ -27,6 +31,62 @@ logger = logging.getLogger("alignkit")
 GPU_EXTRA = "pip install 'alignkit[gpu]' on a CUDA machine"
 QUANTIZATIONS = (None, "4bit", "8bit")
 FLASH_ATTENTION = {"flash_attention_2": "is_flash_attn_2_available", "flash_attention_3": "is_flash_attn_3_available"}
+
+
+@dataclass
+class Precision:
+    """Training precision picked for the hardware (recorded in the manifest)."""
+
+    device: str
+    dtype: str  # float32 | bfloat16 | float16
+    reason: str
+
+    @property
+    def manifest(self) -> dict[str, str]:
+        return {"device": self.device, "precision": self.dtype, "precision_reason": self.reason}
+
+    @property
+    def trainer_flags(self) -> dict[str, bool]:
+        return {"bf16": self.dtype == "bfloat16", "fp16": self.dtype == "float16"}
+
+
+def pick_precision(requested: str = "auto") -> Precision:
+    """bf16 where the hardware runs it fast (recent GPUs, CPUs with AMX/AVX512-BF16), else fp32; `auto` can be
+    pinned machine-wide with the ALIGNKIT_PRECISION environment variable (fp32 | bf16 | fp16).
+
+    TRL turns bf16 on by default; on a CPU without native bf16 that makes matmuls ~60x slower.
+    """
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+    source = "config: model.precision"
+    if requested == "auto":  # the machine-wide default, e.g. fp32 for exact comparisons in a test suite
+        source, requested = "ALIGNKIT_PRECISION", os.environ.get("ALIGNKIT_PRECISION", "auto")
+    if requested != "auto":
+        if requested not in names:
+            raise AlignkitError(f"{source}={requested!r} is not one of auto, fp32, bf16, fp16")
+        return Precision(device, names[requested], "requested" if source.startswith("config") else source)
+    if device == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision(device, "bfloat16", "GPU supports bf16")
+        return Precision(device, "float16", "GPU without bf16")
+    flags = cpu_flags()
+    if {"amx_bf16", "avx512_bf16"} & flags:
+        return Precision(device, "bfloat16", "CPU has native bf16")
+    return Precision(device, "float32", "CPU without native bf16 (bf16 would be emulated, far slower)")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
 
 
 def cuda_available() -> bool:
@@ -52,11 +112,8 @@ def check_model(cfg: ModelConfig, device: str, dtype: str) -> None:
     """Precision, quantization and attention kernel of `model:` against this machine."""
     if dtype == "float16" and device != "cuda":
         require("model.precision=fp16", fallback="use model.precision=fp32 or bf16 on CPUs")
-    if dtype == "bfloat16" and device == "cpu":
-        from alignkit.models import cpu_flags
-
-        if not {"amx_bf16", "avx512_bf16"} & cpu_flags():
-            warn_once("model.precision=bf16 on a CPU without native bf16: emulated, far slower than fp32")
+    if dtype == "bfloat16" and device == "cpu" and not {"amx_bf16", "avx512_bf16"} & cpu_flags():
+        warn_once("model.precision=bf16 on a CPU without native bf16: emulated, far slower than fp32")
     if cfg.quantization not in QUANTIZATIONS:
         raise AlignkitError(
             f"config: model.quantization={cfg.quantization!r} is not one of 4bit, 8bit", "set 4bit (QLoRA) or drop it"

@@ -1,8 +1,8 @@
-"""Model loading: the embedded default, local HF dirs, GGUF files and hub ids through one function; PEFT adapters.
+"""Model loading: the embedded default, local HF dirs, GGUF files and hub ids through one function; tokenizers with a
+chat template; peft configs.
 
-The base weights are never modified on disk. A run stores only its adapter (or, for full fine-tuning, its model); a
-run's model is rebuilt as base + the adapters of its lineage, oldest first, with the lineage's tokenizer (a base
-without a chat template is given ChatML by its first run, which saves the tokenizer for the rest: `lineage_tokenizer`).
+The base weights are never modified on disk. A run's model (base + the adapters of its lineage) is assembled in
+`alignkit/lineage.py` from the pieces here.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit.config import EMBEDDED_MODEL, ModelConfig
+from alignkit import distributed, hardware
+from alignkit.config import EMBEDDED_MODEL, ModelConfig, check_keys
 from alignkit.errors import AlignkitError
 from alignkit.paths import cache_dir, file_sha256
 
@@ -33,61 +33,6 @@ PEFT_DEFAULTS: dict[str, dict[str, Any]] = {
     "prompt_tuning": {"num_virtual_tokens": 16},
     "prefix_tuning": {"num_virtual_tokens": 16},
 }
-
-
-@dataclass
-class Precision:
-    """Training precision picked for the hardware (recorded in the manifest)."""
-
-    device: str
-    dtype: str  # float32 | bfloat16 | float16
-    reason: str
-
-    @property
-    def manifest(self) -> dict[str, str]:
-        return {"device": self.device, "precision": self.dtype, "precision_reason": self.reason}
-
-    @property
-    def trainer_flags(self) -> dict[str, bool]:
-        return {"bf16": self.dtype == "bfloat16", "fp16": self.dtype == "float16"}
-
-
-def pick_precision(requested: str = "auto") -> Precision:
-    """bf16 where the hardware runs it fast (recent GPUs, CPUs with AMX/AVX512-BF16), else fp32; `auto` can be
-    pinned machine-wide with the ALIGNKIT_PRECISION environment variable (fp32 | bf16 | fp16).
-
-    TRL turns bf16 on by default; on a CPU without native bf16 that makes matmuls ~60x slower.
-    """
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-    source = "config: model.precision"
-    if requested == "auto":  # the machine-wide default, e.g. fp32 for exact comparisons in a test suite
-        source, requested = "ALIGNKIT_PRECISION", os.environ.get("ALIGNKIT_PRECISION", "auto")
-    if requested != "auto":
-        if requested not in names:
-            raise AlignkitError(f"{source}={requested!r} is not one of auto, fp32, bf16, fp16")
-        return Precision(device, names[requested], "requested" if source.startswith("config") else source)
-    if device == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return Precision(device, "bfloat16", "GPU supports bf16")
-        return Precision(device, "float16", "GPU without bf16")
-    flags = cpu_flags()
-    if {"amx_bf16", "avx512_bf16"} & flags:
-        return Precision(device, "bfloat16", "CPU has native bf16")
-    return Precision(device, "float32", "CPU without native bf16 (bf16 would be emulated, far slower)")
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def resolve_model(name: str) -> str:
@@ -304,17 +249,6 @@ def add_chatml(tokenizer: Any) -> dict[str, Any]:
     }
 
 
-def lineage_tokenizer(cfg: ModelConfig, lineage: list[dict[str, Any]]) -> tuple[Any, dict[str, Any] | None]:
-    """The tokenizer of a model built on `lineage` (manifest steps, oldest first), the same for every run of it: the
-    one saved by its earliest run that saved one (`tokenizer/`, where a chat template was added, or a full fine-tune's
-    `model/`), else the base's. Second value: what was added to the base's now (None: nothing, or it was saved)."""
-    for step in lineage:
-        for saved in (Path(step["run"]) / "tokenizer", Path(step["run"]) / "model"):
-            if saved.is_dir():
-                return load_tokenizer(cfg, source=str(saved)), None
-    return base_tokenizer(cfg)
-
-
 def fit_embeddings(model: Any, tokenizer: Any) -> None:
     """Grow the embeddings (and an untied LM head) to a tokenizer with more tokens, such as one given ChatML, and
     end generation at the tokenizer's eos as well as the model's own.
@@ -355,7 +289,11 @@ def train_tokens(peft_cfg: Any, model: Any, token_ids: list[int]) -> None:
 
 
 def load_base(
-    cfg: ModelConfig, precision: Precision, source: str | None = None, head: str = "causal-lm", tokenizer: Any = None
+    cfg: ModelConfig,
+    precision: hardware.Precision,
+    source: str | None = None,
+    head: str = "causal-lm",
+    tokenizer: Any = None,
 ) -> Any:
     """The base model with weights as stored (never modified on disk), its embeddings fitted to `tokenizer` (default:
     `load_tokenizer` of the same source, so a base given ChatML has rows for its tokens).
@@ -363,8 +301,6 @@ def load_base(
     `head`: causal-lm | sequence-classification.
     """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from alignkit import distributed, hardware
 
     hardware.check_model(cfg, precision.device, precision.dtype)
     device = distributed.device(precision.device)  # under accelerate launch, each process its own GPU
@@ -394,8 +330,6 @@ def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | 
     """A peft config from the `peft:` section (`method` + that method's own keys); None for full fine-tuning."""
     import peft
 
-    from alignkit.config import check_keys
-
     options = dict(section)
     method = str(options.pop("method", "lora")).lower()
     if method == "full":
@@ -416,96 +350,6 @@ def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | 
     return config_cls(task_type=task_type, **options)
 
 
-def load_run_model(run_dir: str | Path, trainable: bool = False, precision: Precision | None = None) -> tuple[Any, Any]:
-    """Base + every adapter of the run's lineage: ancestors merged in memory, the run's own adapter kept as a PeftModel.
-
-    Returns (model, tokenizer): the lineage's tokenizer (`lineage_tokenizer`). The model is in eval mode unless
-    `trainable`.
-    """
-    from alignkit import runs
-
-    run = runs.open_run(run_dir)
-    lineage = run.lineage
-    model_cfg = run.model_config
-    precision = precision or pick_precision(model_cfg.precision)
-    tokenizer, _ = lineage_tokenizer(model_cfg, lineage)
-    if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
-        model = load_base(model_cfg, precision, source=str(run.model_dir), tokenizer=tokenizer)
-    else:
-        model = load_merged(adapter_runs(lineage)[:-1], model_cfg, precision, tokenizer)
-        model = apply_adapter(model, run, trainable=trainable)
-    if not trainable:
-        model.eval()
-    return model, tokenizer
-
-
-def load_merged(
-    ancestors: list[Any], model_cfg: ModelConfig, precision: Precision, tokenizer: Any, head: str = "causal-lm"
-) -> Any:
-    """Base (or the newest full fine-tune among `ancestors`), fitted to `tokenizer`, with the later ancestors' adapters
-    merged in memory. With `head="sequence-classification"` the policy's causal-LM adapters are merged into the same
-    backbone under a fresh one-output head (the reward model's start)."""
-    full = [i for i, r in enumerate(ancestors) if r.model_dir.is_dir()]
-    start = full[-1] if full else None
-    source = str(ancestors[start].model_dir) if start is not None else resolve_model(model_cfg.name)
-    model = load_base(model_cfg, precision, source=source, head=head, tokenizer=tokenizer)
-    for ancestor in ancestors[(start + 1) if start is not None else 0 :]:
-        model = merge_adapter(model, ancestor, head)
-    return model
-
-
-def merge_adapter(model: Any, run: Any, head: str) -> Any:
-    """`model` with a run's adapter merged into its weights (a full fine-tune's run: `model` as is)."""
-    if head == "causal-lm" or not run.adapter_dir.is_dir():
-        return apply_adapter(model, run, trainable=False).merge_and_unload()
-    from peft import PeftConfig, PeftModel
-
-    # Under a classification head: no task-specific peft wrapper (it would look for generation methods), and no
-    # trainable token rows of an LM head the classifier has not.
-    adapter_config = PeftConfig.from_pretrained(run.adapter_dir)
-    adapter_config.task_type = None
-    modules = {name for name, _ in model.named_modules()}
-    tokens = getattr(adapter_config, "trainable_token_indices", None)
-    if isinstance(tokens, dict):
-        kept = {name: ids for name, ids in tokens.items() if any(m.endswith(name) for m in modules)}
-        adapter_config.trainable_token_indices = kept or None
-    return PeftModel.from_pretrained(model, run.adapter_dir, config=adapter_config).merge_and_unload()
-
-
-def apply_adapter(model: Any, run: Any, trainable: bool) -> Any:
-    """Attach a run's saved adapter (or return the run's full model as is)."""
-    from peft import PeftModel
-
-    if run.adapter_dir.is_dir():
-        try:
-            return PeftModel.from_pretrained(model, run.adapter_dir, is_trainable=trainable)
-        except (ValueError, RuntimeError, KeyError) as exc:
-            raise AlignkitError(
-                f"{run.adapter_dir}: adapter does not fit this base model ({first_line(exc)})",
-                "train the adapter on the same base model, or pick the matching --model",
-            ) from None
-    if run.model_dir.is_dir():
-        return model
-    raise AlignkitError(f"{run.path}: run has neither adapter/ nor model/", "the run is incomplete; train it again")
-
-
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def adapter_runs(lineage: list[dict[str, Any]]) -> list[Any]:
-    """The runs whose adapters make up a model, oldest first.
-
-    A run that kept training its parent's adapter (DPO on the SFT adapter; manifest `adapter_continues`) replaces that
-    adapter instead of stacking on it, so the parent's is not applied twice.
-    """
-    from alignkit import runs
-
-    chain: list[Any] = []
-    for step in lineage:
-        run = runs.open_run(step["run"])
-        if run.manifest.get("adapter_continues") and chain:
-            chain.pop()
-        chain.append(run)
-    return chain

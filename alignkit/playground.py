@@ -4,7 +4,7 @@ few-shot (in-context learning) baseline, and send feedback on replies to Argilla
 Models: every run under a runs dir (broken ones listed with the reason, never a traceback) plus the bare base.
 Runs that are one LoRA adapter on a base (SFT, and DPO/RL that kept training it) share one copy of that base in a
 `ModelPool`: their adapters are loaded into it and switched per reply; other runs (stacked adapters, full fine-tunes)
-are loaded whole with `models.load_run_model`. One lock serialises generation, since the active adapter and the
+are loaded whole with `lineage.load_run_model`. One lock serialises generation, since the active adapter and the
 seeded RNG are process-wide.
 
 Feedback: "which answer is better?" becomes a record of the collection rounds' own schema
@@ -26,10 +26,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit import models, runs
+from alignkit import lineage, models, runs
 from alignkit.config import EMBEDDED_MODEL, ModelConfig
+from alignkit.data import load_chat
 from alignkit.errors import AlignkitError
-from alignkit.generate import Sampling, prompt_id
+from alignkit.feedback import argilla_schema as schema
+from alignkit.feedback.client import annotator_session, connect
+from alignkit.feedback.push import records_for_round, review_records, round_dataset
+from alignkit.generate import Sampling
+from alignkit.hardware import pick_precision
+from alignkit.jsonl import prompt_id
 
 BASE_PREFIX = "base:"
 PREFERENCE_DATASET = "playground"
@@ -74,7 +80,7 @@ def run_choice(path: Path, name: str | None = None) -> ModelChoice:
     try:
         run = runs.open_run(path)
         manifest = run.manifest
-        chain = models.adapter_runs(run.lineage)  # every ancestor must still be there and complete
+        chain = lineage.adapter_runs(run.lineage)  # every ancestor must still be there and complete
         if not chain or not (chain[-1].adapter_dir.is_dir() or chain[-1].model_dir.is_dir()):
             raise AlignkitError(f"{path}: run has neither adapter/ nor model/", "the run is incomplete; train it again")
         metrics = run.metrics
@@ -128,25 +134,25 @@ class ModelPool:
                 model, tokenizer = self.base(ModelConfig(name=key.removeprefix(BASE_PREFIX)))
                 return Handle(model, tokenizer, None, shared=True)
             run = runs.open_run(key)
-            chain = models.adapter_runs(run.lineage)
+            chain = lineage.adapter_runs(run.lineage)
             if len(chain) == 1 and lora_adapter(chain[0]):
                 return self.adapter_on_base(run, chain[0])
             if key not in self.whole:
-                self.whole[key] = models.load_run_model(run.path)
+                self.whole[key] = lineage.load_run_model(run.path)
             return Handle(*self.whole[key])
 
     def base(self, cfg: ModelConfig) -> tuple[Any, Any]:
         if cfg.name not in self.bases:
-            precision = models.pick_precision(cfg.precision)
+            precision = pick_precision(cfg.precision)
             tokenizer = models.load_tokenizer(cfg)
             self.bases[cfg.name] = (models.load_base(cfg, precision, tokenizer=tokenizer).eval(), tokenizer)
         return self.bases[cfg.name]
 
     def run_tokenizer(self, run: runs.Run) -> Any:
-        """The tokenizer the run was trained with (`models.lineage_tokenizer`), loaded once."""
+        """The tokenizer the run was trained with (`lineage.lineage_tokenizer`), loaded once."""
         key = str(run.path)
         if key not in self.tokenizers:
-            self.tokenizers[key] = models.lineage_tokenizer(run.model_config, run.lineage)[0]
+            self.tokenizers[key] = lineage.lineage_tokenizer(run.model_config, run.lineage)[0]
         return self.tokenizers[key]
 
     def adapter_on_base(self, run: runs.Run, adapter_run: runs.Run) -> Handle:
@@ -272,11 +278,9 @@ def sft_examples(run_dir: str | Path) -> list[Messages]:
     """The chat rows a run (or its nearest SFT ancestor) was trained on, for few-shot prompting."""
     import yaml
 
-    from alignkit.data import load_chat
-
     run = runs.open_run(run_dir)
-    lineage = [runs.Run(Path(step["run"])) for step in run.lineage]
-    for ancestor in reversed(lineage):
+    ancestors = [runs.Run(Path(step["run"])) for step in run.lineage]
+    for ancestor in reversed(ancestors):
         if ancestor.stage == "sft":
             config = yaml.safe_load((ancestor.path / "config.yaml").read_text(encoding="utf-8"))
             return [row["messages"] for row in load_chat(config.get("data", {}).get("paths", []))]
@@ -318,9 +322,6 @@ def preference_record(prompt: Messages, first: Answer, second: Answer, choice: s
     """A collection-round record for two answers with the user's submitted choice (`first`, `second` or `tie`)."""
     import argilla as rg
 
-    from alignkit.feedback import argilla_schema as schema
-    from alignkit.feedback.push import records_for_round
-
     row = {"prompt_id": prompt_id(prompt), "prompt": prompt, "candidates": [candidate(first), candidate(second)]}
     record = records_for_round([row], 2, 0, seed=random.randrange(1 << 30))[0]
     record.id = f"playground-{uuid.uuid4().hex[:16]}"
@@ -335,9 +336,6 @@ def reply_record(prompt: Messages, answer: Answer, thumbs_up: bool, user_id: Any
     """A review-round record for one answer: thumbs up = accept, thumbs down = reject (submitted)."""
     import argilla as rg
 
-    from alignkit.feedback import argilla_schema as schema
-    from alignkit.feedback.push import review_records
-
     messages = [*prompt, {"role": "assistant", "content": answer.text}]
     record = review_records([{"messages": messages, "playground": candidate(answer)}])[0]
     record.id = f"playground-{uuid.uuid4().hex[:16]}"
@@ -350,8 +348,6 @@ def send_preference(
     client: Any, prompt: Messages, first: Answer, second: Answer, choice: str, workspace: str = DEFAULT_WORKSPACE
 ) -> str:
     """Store "which answer is better?" in Argilla (dataset `playground`); returns the record id."""
-    from alignkit.feedback import argilla_schema as schema
-    from alignkit.feedback.push import round_dataset
 
     if choice not in ("first", "second", "tie"):
         raise AlignkitError(f"choice {choice!r}: expected first, second or tie")
@@ -365,8 +361,6 @@ def send_thumb(
     client: Any, prompt: Messages, answer: Answer, thumbs_up: bool, workspace: str = DEFAULT_WORKSPACE
 ) -> str:
     """Store a thumbs up/down on one reply in Argilla (dataset `playground-replies`); returns the record id."""
-    from alignkit.feedback import argilla_schema as schema
-    from alignkit.feedback.push import round_dataset
 
     dataset = round_dataset(client, workspace, REPLIES_DATASET, True, lambda: schema.review_settings())
     record = reply_record(prompt, answer, thumbs_up, client.me.id)
@@ -388,7 +382,6 @@ def log_records(dataset: Any, records: list[Any]) -> None:
 
 def user_client(username: str, password: str, url: str | None = None) -> tuple[Any, str]:
     """(SDK client with the user's own API key, their role): feedback is stored under their name."""
-    from alignkit.feedback.client import annotator_session, connect
 
     session = annotator_session(username, password, url)
     api_key = session.http.headers["X-Argilla-Api-Key"]

@@ -3,7 +3,7 @@
 Layout (`runs/<stage>-<yyyymmdd-hhmmss>-<id>/`): `config.yaml`, `manifest.json` (versions, git commit, data hashes,
 parent run, seed, device, precision, status), `metrics.jsonl` (every logged step), `metrics.json` (final figures),
 `adapter/` or `model/`, `checkpoints/`, `log.txt`. A run is complete only once `manifest.json` says
-`"status": "complete"`, which is written last.
+`"status": "complete"`, which is written last. Runs record; a run's model is built by `alignkit/lineage.py`.
 """
 
 from __future__ import annotations
@@ -155,12 +155,6 @@ class Run:
             shutil.rmtree(self.replaced, ignore_errors=True)
             self.replaced = None
 
-    def load_model(self, **kwargs: Any) -> tuple[Any, Any]:
-        """The run's model (base + adapter chain) and tokenizer, ready for generation."""
-        from alignkit import models
-
-        return models.load_run_model(self.path, **kwargs)
-
 
 # What a checkpoint must hold to resume from. transformers writes trainer_state.json last, but not atomically, and
 # deletes old checkpoints file by file (save_total_limit): a kill can leave any of these missing or cut short.
@@ -228,7 +222,7 @@ def create(
     **manifest: Any,
 ) -> Run:
     """Create (or, with `cfg.resume`, reopen) the run directory and write its config and manifest, and `tokenizer`
-    as `tokenizer/` when the run makes its lineage's tokenizer (see `models.lineage_tokenizer`).
+    as `tokenizer/` when the run makes its lineage's tokenizer (see `lineage.lineage_tokenizer`).
 
     Only the main process writes; the others wait until the directory is there. Set the run up inside
     `run.removed_if_refused()`.

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit import generate
+from alignkit import generate, jsonl
 from alignkit.data.formats import read_rows
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
@@ -115,7 +115,7 @@ def run(
     rows, counts = synthesize(
         model, tokenizer, seeds, n, source, sampling, filters, shots, max_attempts or 4 * n, batch_size
     )
-    generate.write_jsonl(out_path, rows, overwrite=overwrite)
+    jsonl.write_jsonl(out_path, rows, overwrite=overwrite)
     return {
         "out": str(out_path),
         "kept": len(rows),
@@ -132,13 +132,13 @@ def run(
 
 def load_seeds(path: str) -> list[dict[str, str]]:
     """`{"id", "task"}` per seed row (rows with `prompt`, `instruction` or `messages`; the last user turn is the
-    task, and its id is the prompt's `generate.prompt_id`)."""
+    task, and its id is the prompt's `jsonl.prompt_id`)."""
     prompts = convert_all(
         read_rows(path),
-        generate.prompt_row,
+        jsonl.prompt_row,
         "seed rows with `prompt` (string or messages), `instruction` or `messages`",
     )
-    seeds = {generate.prompt_id(p): p[-1]["content"].strip() for p in prompts}
+    seeds = {jsonl.prompt_id(p): p[-1]["content"].strip() for p in prompts}
     return [{"id": seed_id, "task": task} for seed_id, task in seeds.items()]
 
 

@@ -1,4 +1,5 @@
-"""Glue every TRL-trainer stage shares: trainer arguments from config, the model to train, metrics, saving."""
+"""Glue every TRL-trainer stage shares: trainer arguments from config, the model to train, metrics, saving; and the
+SFTTrainer recipe of the `sft` and `pretrain` stages (`train_sft`)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from typing import Any
 
 from transformers import ProgressCallback, TrainerCallback
 
-from alignkit import distributed, hardware, logs, models, runs
+from alignkit import data, distributed, hardware, lineage, logs, models, runs
 from alignkit.config import EMBEDDED_MODEL, ModelConfig, TrainStageConfig, check_keys, check_types, load_config
 from alignkit.errors import AlignkitError
 
 logger = logging.getLogger("alignkit")
+
+Rows = list[dict[str, Any]]
 
 
 def resolve_resume(stage: str, cfg: Any) -> Any:
@@ -33,7 +36,7 @@ def resolve_resume(stage: str, cfg: Any) -> Any:
 
 
 def trainer_args(
-    config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, has_eval: bool, precision: models.Precision
+    config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, has_eval: bool, precision: hardware.Precision
 ) -> Any:
     """A TRL `*Config` from the `trainer:` section, with alignkit's defaults for what the user did not set.
 
@@ -67,7 +70,7 @@ def recorded_trainer(args: Any, user_trainer: dict[str, Any]) -> dict[str, Any]:
 
 
 def trainer_options(
-    config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, has_eval: bool, precision: models.Precision
+    config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, has_eval: bool, precision: hardware.Precision
 ) -> dict[str, Any]:
     """The keyword arguments of the TRL config: alignkit's defaults, then the user's `trainer:` keys, checked."""
     valid = {f.name for f in dataclasses.fields(config_cls) if f.init}
@@ -175,7 +178,7 @@ def create_run(
         manifest["trainer_args"] = runs.jsonable(args.alignkit_options)
         manifest["peft_config"] = runs.jsonable(peft_config.to_dict()) if peft_config is not None else None
         cfg = dataclasses.replace(cfg, trainer=recorded_trainer(args, cfg.trainer))
-    tokenizer, added = models.lineage_tokenizer(cfg.model, parent.lineage if parent else [])
+    tokenizer, added = lineage.lineage_tokenizer(cfg.model, parent.lineage if parent else [])
     if added:
         peft_cfg = models.peft_config(cfg.peft)
         if peft_cfg is not None and not hasattr(peft_cfg, "trainable_token_indices"):
@@ -191,13 +194,12 @@ def create_run(
 
 
 def load_trainable(
-    cfg: TrainStageConfig, run: runs.Run, precision: models.Precision, head: str = "causal-lm"
+    cfg: TrainStageConfig, run: runs.Run, precision: hardware.Precision, head: str = "causal-lm"
 ) -> tuple[Any, Any, Any]:
     """(model, tokenizer, peft_config) for `run`: the base with its parent's lineage merged in memory, the lineage's
     tokenizer; peft adds a fresh adapter, which also trains the tokens of a chat template this run added."""
-    lineage = run.lineage
-    tokenizer, _ = models.lineage_tokenizer(cfg.model, lineage)
-    model = models.load_merged(models.adapter_runs(lineage[:-1]), cfg.model, precision, tokenizer, head=head)
+    tokenizer, _ = lineage.lineage_tokenizer(cfg.model, run.lineage)
+    model = lineage.load_merged(lineage.adapter_runs(run.lineage[:-1]), cfg.model, precision, tokenizer, head=head)
     peft_cfg = models.peft_config(cfg.peft, task_type="CAUSAL_LM" if head == "causal-lm" else "SEQ_CLS")
     added = run.manifest.get("chat_template")
     if peft_cfg is None:  # full fine-tuning: merging the ancestors' adapters left the weights frozen
@@ -208,13 +210,13 @@ def load_trainable(
 
 
 def load_policy(
-    cfg: TrainStageConfig, run: runs.Run, parent: runs.Run, continues: bool, precision: models.Precision
+    cfg: TrainStageConfig, run: runs.Run, parent: runs.Run, continues: bool, precision: hardware.Precision
 ) -> tuple[Any, Any]:
     """(model, tokenizer) a preference or RL stage trains from `parent`: with `continues`, base + the parent's adapter,
     trainable (TRL freezes a copy of it as the reference); else the parent merged in memory under a new adapter (the
     reference is this model with the adapter disabled)."""
     if continues:
-        return models.load_run_model(parent.path, trainable=True, precision=precision)
+        return lineage.load_run_model(parent.path, trainable=True, precision=precision)
     model, tokenizer, _ = load_trainable(cfg, run, precision)
     return model, tokenizer
 
@@ -399,3 +401,77 @@ def parent_model_config(model_cfg: ModelConfig, parent: runs.Run) -> ModelConfig
             "drop --model: a run started --from another uses that run's base",
         )
     return dataclasses.replace(base, precision=model_cfg.precision)
+
+
+def train_sft(
+    stage: str, cfg: TrainStageConfig, load_rows: Callable[[list[str]], Rows], to_examples: Callable[[Rows], Rows]
+) -> runs.Run:
+    """The SFTTrainer recipe of the `sft` (chat rows) and `pretrain` (text rows) stages."""
+    cfg = resolve_resume(stage, cfg)
+    parent = runs.open_run(cfg.from_run) if cfg.from_run else None
+    train_rows, eval_rows, files = data.load_split(cfg.data, load_rows)  # every file validated before anything heavy
+    path = runs.plan_path(stage, cfg)
+    precision = hardware.pick_precision(cfg.model.precision)
+    args = sft_args(cfg, path, bool(eval_rows), precision)
+    peft_config = models.peft_config(cfg.peft)  # a bad `peft:` section fails before any work
+    models.resolve_model(cfg.model.name)  # unknown model: fail before the run dir exists (embedded: convert once)
+    run = create_run(stage, cfg, path, files, parent, args, peft_config, **precision.manifest)
+
+    with run.removed_if_refused():
+        model, tokenizer, peft_config = load_trainable(cfg, run, precision)
+        data.check_tool_template(tokenizer, train_rows + eval_rows, ", ".join(files))
+        trainer = sft_trainer(args, model, tokenizer, peft_config, to_examples(train_rows), to_examples(eval_rows))
+        if "padding_free" not in cfg.trainer:  # `trainer.padding_free: false` keeps padded batches
+            use_padding_free(trainer, peft_config)
+        trainable_tokens_for_trl(trainer.model)
+        add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
+    return train_and_save(trainer, run, {"train_rows": len(train_rows), "eval_rows": len(eval_rows)})
+
+
+def sft_args(cfg: TrainStageConfig, path: Any, has_eval: bool, precision: hardware.Precision) -> Any:
+    """TRL's `SFTConfig` of a run at `path` (`trainer_args`)."""
+    from trl import SFTConfig
+
+    return trainer_args(SFTConfig, cfg, str(path / "checkpoints"), has_eval, precision)
+
+
+def sft_trainer(
+    args: Any, model: Any, tokenizer: Any, peft_config: Any, train_examples: Rows, eval_examples: Rows
+) -> Any:
+    """TRL's SFTTrainer on prompt->completion (or text) examples."""
+    from trl import SFTTrainer
+
+    from datasets import Dataset
+
+    # "use_json": rows whose tool calls have different argument keys stay as they are (Arrow would otherwise merge
+    # every row's keys into one struct and fill the missing ones with null, and add `tool_calls: null` to plain turns)
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_examples, on_mixed_types="use_json"),
+        eval_dataset=Dataset.from_list(eval_examples, on_mixed_types="use_json") if eval_examples else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+
+
+def use_padding_free(trainer: Any, peft_config: Any) -> None:
+    """Batches as one row of real tokens (TRL's padding-free collator), not rows padded to the longest one.
+
+    On mixed-length chat data most of a padded batch is padding, computed through every layer and the LM head. TRL
+    refuses `padding_free=True` with `max_length` unless packing, because the flattened row can exceed `max_length`;
+    but each example is still truncated to `max_length` when the dataset is prepared, so a batch never holds more than
+    batch x max_length tokens, the bound a padded batch has. Attention stays within each example: transformers builds
+    a block-diagonal mask from the restarting `position_ids`. Not for prompt learning (virtual tokens are prepended
+    to each row) nor with packing (already padding-free).
+    """
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    args, collator = trainer.args, trainer.data_collator
+    if getattr(peft_config, "is_prompt_learning", False) or args.packing or args.padding_free:
+        return
+    if isinstance(collator, DataCollatorForLanguageModeling):
+        collator.padding_free = True
+        if args.include_num_input_tokens_seen == "non_padding" and collator.pad_to_multiple_of is None:
+            # Every token of the row is real; "non_padding" would count ids != pad, dropping each EOS when pad == EOS.
+            args.include_num_input_tokens_seen = "all"

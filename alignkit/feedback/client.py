@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from alignkit.errors import AlignkitError
+from alignkit.feedback import server
 
 TIMEOUT_S = 15.0
 RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # a busy server (SQLite write lock, restart) gets a few seconds to answer
@@ -36,8 +37,6 @@ def server_location(url: str | None = None, api_key: str | None = None) -> tuple
     url = url or os.environ.get("ARGILLA_API_URL")
     api_key = api_key or os.environ.get("ARGILLA_API_KEY")
     if not url:
-        from alignkit.feedback import server
-
         state = server.status()
         if state is None:
             raise AlignkitError(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from alignkit import lineage
+
 Scorer = Callable[[list[dict[str, str]], list[str]], list[float]]
 
 
@@ -41,9 +43,7 @@ def suggestion(prompt: list[dict[str, str]], candidates: Sequence[str], scorer: 
 
 def reward_scorer(run_dir: str) -> Scorer:
     """A finished `alignkit reward` run as a `Scorer`: the reward of each candidate as the reply to the prompt."""
-    from alignkit.stages.reward import load_scorer
-
-    reward_model = load_scorer(run_dir)
+    reward_model = lineage.load_scorer(run_dir)
 
     def score(prompt: list[dict[str, str]], candidates: list[str]) -> list[float]:
         return reward_model.score([prompt] * len(candidates), list(candidates))

@@ -15,6 +15,7 @@ from typing import Any
 
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
+from alignkit.feedback.client import connect, submitted_answers
 
 TIE = "tie"
 
@@ -46,8 +47,6 @@ def votes_from_ranking(ranking: list[dict[str, Any]]) -> dict[tuple[int, int], l
 
 def record_votes(record: Any, n: int) -> dict[str, dict[tuple[int, int], list[tuple[str, float]]]]:
     """{annotator: {(i, j): [(winner, strength)]}} from a record's submitted responses."""
-    from alignkit.feedback.client import submitted_answers
-
     votes = {}
     for user, answers in submitted_answers(record).items():
         if n == 2 and schema.PREFERENCE in answers:
@@ -96,8 +95,6 @@ def pull(
 ) -> PullResult:
     """Preference pairs from a round's submitted responses: every decided pair, or (`pairing="best-worst"`) one per
     record, the widest."""
-    from alignkit.feedback.client import connect
-
     if ties not in ("drop", "keep"):
         raise AlignkitError(f"ties={ties!r}: expected drop or keep")
     if pairing not in PAIRINGS:
@@ -205,8 +202,6 @@ def pull_review(
     """The accepted rows of a review round as SFT rows: accepted by a majority of its submitted reviews (a tie is not
     acceptance), with the accepting reviewers' edited response (the most common, if they differ) replacing the
     original. Each row keeps its `synth` provenance and gains `review` (record id, votes, reviewers, edited)."""
-    from alignkit.feedback.client import connect
-
     client = client or connect()
     dataset = client.datasets(dataset_name, workspace=workspace)
     if dataset is None:

@@ -9,11 +9,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from alignkit.data.formats import RowError, message_list, read_rows
+from alignkit.data.formats import RowError, detect_chat_format, message_list, read_rows, to_messages
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback import ordering
+from alignkit.feedback.client import connect
+from alignkit.jsonl import prompt_id
 
 
 def load_candidates(path: str) -> list[dict[str, Any]]:
@@ -34,8 +36,6 @@ def candidate_row(data: dict[str, Any]) -> dict[str, Any]:
     for i, candidate in enumerate(candidates):
         if not isinstance(candidate, dict) or not isinstance(candidate.get("text"), str):
             raise RowError(f"candidates[{i}].text", "expected a string")
-    from alignkit.generate import prompt_id
-
     return {"prompt_id": data.get("prompt_id") or prompt_id(prompt), "prompt": prompt, "candidates": candidates}
 
 
@@ -113,9 +113,6 @@ def push(
     scorer: ordering.Scorer | None = None,
 ) -> dict[str, Any]:
     """Create the round's dataset (or append to it) and log one record per prompt; returns a summary."""
-
-    from alignkit.feedback.client import connect
-
     rows = load_candidates(candidates_file)
     counts = Counter(min(len(r["candidates"]), 8) for r in rows)
     n = max((k for k, v in counts.items() if k >= 2), key=lambda k: (counts[k], k), default=0)
@@ -143,8 +140,6 @@ def load_reviewable(path: str) -> list[dict[str, Any]]:
 
 
 def reviewable_row(data: dict[str, Any]) -> dict[str, Any]:
-    from alignkit.data.formats import detect_chat_format, to_messages
-
     messages = to_messages(data, detect_chat_format(data))
     if messages[-1]["role"] != "assistant":
         raise RowError("messages", "expected the conversation to end with the assistant response to review")
@@ -154,8 +149,6 @@ def reviewable_row(data: dict[str, Any]) -> dict[str, Any]:
 def review_records(rows: list[dict[str, Any]]) -> list[Any]:
     """One Argilla record per row: the conversation up to the last response, and that response to review."""
     import argilla as rg
-
-    from alignkit.generate import prompt_id
 
     records, seen = [], set()
     for i, row in enumerate(rows):
@@ -183,9 +176,6 @@ def push_review(
     append: bool = False,
 ) -> dict[str, Any]:
     """A review round: every row's last response is accepted, edited or rejected by annotators; returns a summary."""
-
-    from alignkit.feedback.client import connect
-
     rows = load_reviewable(synth_file)
     client = client or connect()
     dataset = round_dataset(client, workspace, dataset_name, append, lambda: schema.review_settings(min_submitted))

@@ -21,6 +21,7 @@ from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.client import AnnotatorSession
 from alignkit.feedback.push import stable_seed
+from alignkit.jsonl import prompt_id, prompt_row
 from alignkit.judges import DEFAULT_RULE, Prompt, PromptSpec, Rule, rule
 
 AnswerKey = Mapping[str, PromptSpec]  # prompt_id -> what the annotator knows about that prompt
@@ -28,7 +29,6 @@ AnswerKey = Mapping[str, PromptSpec]  # prompt_id -> what the annotator knows ab
 
 def load_answer_key(path: str) -> dict[str, PromptSpec]:
     """prompt_id -> spec from a prompt file (spec fields on each row) or an `alignkit generate` file (`spec`)."""
-    from alignkit.generate import prompt_id, prompt_row
 
     def entry(data: dict[str, Any]) -> tuple[str, PromptSpec]:
         spec = data.get("spec", data)

@@ -5,7 +5,7 @@ The reference is the SFT policy itself, and it costs no second model copy:
 - default (`peft:` empty): the parent run's adapter is loaded trainable on the base (older ancestors merged in memory)
   and handed to the trainer without `ref_model`; TRL copies it into a frozen `ref` adapter beside the trained one
   (trl/trainer/dpo_trainer.py and kto_trainer.py, `model.add_adapter("ref", ...)`). The run's adapter then *replaces*
-  the parent's (`adapter_continues` in the manifest), so `Run.load_model()` applies it instead of the SFT adapter.
+  the parent's (`adapter_continues` in the manifest), so `lineage.load_run_model` applies it instead of the SFT adapter.
 - with a `peft:` section, or a fully fine-tuned parent: the parent model is merged in memory and a new adapter is
   trained on it; the reference is that model with the adapter disabled.
 - `peft.method: full`: the reference log-probs are precomputed once before training (no second copy either).
@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from alignkit import data, distributed, models, runs, training
+from alignkit import data, distributed, hardware, models, runs, training
 from alignkit.config import DPOStageConfig
 from alignkit.data import preferences
 from alignkit.errors import AlignkitError
@@ -70,7 +70,7 @@ def run(cfg: DPOStageConfig) -> runs.Run:
     load_rows = preferences.load_unpaired if method.unpaired else preferences.load_preferences
     train_rows, eval_rows, files = data.load_split(cfg.data, load_rows)  # every file validated before anything heavy
     path = runs.plan_path("dpo", cfg)
-    precision = models.pick_precision(cfg.model.precision)
+    precision = hardware.pick_precision(cfg.model.precision)
     continues = not cfg.peft and parent.adapter_dir.is_dir()
     peft_config = None if continues else models.peft_config(cfg.peft)
     full = peft_config is None and not continues

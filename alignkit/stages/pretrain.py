@@ -5,11 +5,10 @@ Its run can be the `--from` of `alignkit sft`: the adapter is merged into the in
 
 from __future__ import annotations
 
-from alignkit import data, runs
+from alignkit import data, runs, training
 from alignkit.config import PretrainStageConfig
-from alignkit.stages import sft
 
 
 def run(cfg: PretrainStageConfig) -> runs.Run:
     """Train a pretraining adapter on `{"text"}` rows (TRL's language-modeling format) and return the finished run."""
-    return sft.train("pretrain", cfg, data.load_text, to_examples=list)
+    return training.train_sft("pretrain", cfg, data.load_text, to_examples=list)

@@ -2,8 +2,8 @@
 pairs with TRL's RewardTrainer (Bradley-Terry loss; minus the pair's `margin` when the data has one).
 
 With `--from RUN` the run's adapters are merged into the in-memory base first, so the reward model starts from the
-policy's weights and reads text through the policy's chat template. `load_scorer(run_dir)` gives the trained model
-back as a `Scorer` for win-rates and online RL.
+policy's weights and reads text through the policy's chat template. `lineage.load_scorer(run_dir)` gives the trained
+model back as a `Scorer` for win-rates and online RL.
 """
 
 from __future__ import annotations
@@ -11,16 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from alignkit import data, models, runs, training
+from alignkit import data, hardware, models, runs, training
 from alignkit.config import RewardStageConfig
 from alignkit.data import preferences
 from alignkit.errors import AlignkitError
+from alignkit.lineage import REWARD_HEAD, Scorer
 
-HEAD = "sequence-classification"
 Pairs = list[dict[str, Any]]
 
 
@@ -36,15 +34,17 @@ def run(cfg: RewardStageConfig) -> runs.Run:
         cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
     train_pairs, eval_pairs, files = data.load_split(cfg.data, preferences.load_preferences)
     path = runs.plan_path("reward", cfg)
-    precision = models.pick_precision(cfg.model.precision)
+    precision = hardware.pick_precision(cfg.model.precision)
     args = training.trainer_args(RewardConfig, cfg, str(path / "checkpoints"), bool(eval_pairs), precision)
     peft_config = models.peft_config(cfg.peft, task_type="SEQ_CLS")  # a bad `peft:` section fails before any work
     models.resolve_model(cfg.model.name)
-    run = training.create_run("reward", cfg, path, files, parent, args, peft_config, head=HEAD, **precision.manifest)
+    run = training.create_run(
+        "reward", cfg, path, files, parent, args, peft_config, head=REWARD_HEAD, **precision.manifest
+    )
 
     with run.removed_if_refused():
         # peft keeps the new `score` head trainable and saved
-        model, tokenizer, peft_config = training.load_trainable(cfg, run, precision, head=HEAD)
+        model, tokenizer, peft_config = training.load_trainable(cfg, run, precision, head=REWARD_HEAD)
         model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
         with_margin = cfg.use_margin and any("margin" in pair for pair in train_pairs + eval_pairs)
         trainer = RewardTrainer(
@@ -82,67 +82,6 @@ def reward_dataset(pairs: Pairs, with_margin: bool) -> Any:
     keep = ("prompt", "chosen", "rejected")
     rows = [{k: pair[k] for k in keep} | ({"margin": pair.get("margin", 0.0)} if with_margin else {}) for pair in pairs]
     return Dataset.from_list(rows)
-
-
-@dataclass
-class Scorer:
-    """A reward model as a function: one float per (prompt, completion), higher is better."""
-
-    model: Any
-    tokenizer: Any
-    batch_size: int = 8
-
-    def score(
-        self, prompts: list[list[dict[str, str]]], completions: list[str] | list[list[dict[str, str]]]
-    ) -> list[float]:
-        """Rewards of each completion (a string, or assistant messages) as the reply to its prompt (messages)."""
-        conversations = [
-            [*prompt, *([{"role": "assistant", "content": reply}] if isinstance(reply, str) else reply)]
-            for prompt, reply in zip(prompts, completions, strict=True)
-        ]
-        return self.score_conversations(conversations)
-
-    def score_conversations(self, conversations: list[list[dict[str, str]]]) -> list[float]:
-        """Rewards of whole conversations, tokenized through the chat template exactly as in training."""
-        import torch
-
-        ids = [
-            self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"] for c in conversations
-        ]
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
-        scores: list[float] = []
-        with torch.no_grad():
-            for start in range(0, len(ids), self.batch_size):
-                batch = self.tokenizer.pad(
-                    {"input_ids": ids[start : start + self.batch_size]}, padding=True, return_tensors="pt"
-                )
-                logits = self.model(**batch.to(device)).logits
-                scores += logits[:, 0].float().tolist()
-        self.model.train(was_training)
-        return scores
-
-
-def load_scorer(run_dir: str | Path, precision: models.Precision | None = None, batch_size: int = 8) -> Scorer:
-    """The reward model of a finished `alignkit reward` run, ready to score."""
-    run = runs.open_run(run_dir)
-    if run.stage != "reward":
-        raise AlignkitError(
-            f"{run.path}: is a {run.stage} run, not a reward model", "pass a run made by alignkit reward"
-        )
-    model_cfg = run.model_config
-    precision = precision or models.pick_precision(model_cfg.precision)
-    lineage = run.lineage
-    tokenizer, _ = models.lineage_tokenizer(model_cfg, lineage)
-    if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
-        model = models.load_base(model_cfg, precision, source=str(run.model_dir), head=HEAD, tokenizer=tokenizer)
-    else:
-        model = models.load_merged(models.adapter_runs(lineage)[:-1], model_cfg, precision, tokenizer, head=HEAD)
-        model = models.apply_adapter(model, run, trainable=False)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.eval()
-    return Scorer(model, tokenizer, batch_size)
 
 
 def pairwise_metrics(scorer: Scorer, pairs: Pairs, bins: int) -> dict[str, Any]:

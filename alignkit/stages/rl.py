@@ -1,14 +1,14 @@
 """Online RL of a policy run with TRL: GRPO (`trl.GRPOTrainer`) or RLOO (`trl.RLOOTrainer`).
 
 Each step samples `num_generations` completions per prompt from the policy, scores them with the reward functions
-(a reward model run via `reward.load_scorer`, and/or rules of `judges.RULES`), and moves the policy towards
+(a reward model run via `lineage.load_scorer`, and/or rules of `judges.RULES`), and moves the policy towards
 the better ones, with a KL penalty (`trainer.beta`) to the reference. The reference is the parent policy, with no
 second model copy, as in `alignkit dpo`:
 
 - default (`peft:` empty): the parent run's adapter is loaded trainable and handed to the trainer without a
   `peft_config`; TRL copies it into a frozen `ref` adapter (trl/trainer/grpo_trainer.py and rloo_trainer.py,
   `model.add_adapter("ref", ...)`) and computes reference log-probs under it. The run's adapter replaces the
-  parent's (`adapter_continues` in the manifest), so `Run.load_model()` applies it instead of the parent's.
+  parent's (`adapter_continues` in the manifest), so `lineage.load_run_model` applies it instead of the parent's.
 - with a `peft:` section, or a fully fine-tuned parent: the parent is merged in memory and a new adapter trained on
   it; the reference is that model with the adapter disabled.
 """
@@ -21,9 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from alignkit import data, models, runs, training
+from alignkit import backends, data, hardware, models, runs, training
 from alignkit.config import RLStageConfig
 from alignkit.errors import AlignkitError
+from alignkit.generate import load_prompt_items
+from alignkit.judges import RULES, Prompt, PromptSpec, rule
+from alignkit.lineage import Scorer, load_scorer
+from alignkit.paths import bundled_data
 
 REWARD_MODEL = "reward_model"
 RewardFunction = Callable[..., list[float]]
@@ -46,9 +50,6 @@ METHODS = {"grpo": Method("GRPOTrainer", "GRPOConfig"), "rloo": Method("RLOOTrai
 
 def run(cfg: RLStageConfig) -> runs.Run:
     """Train the parent run's policy online against the configured rewards and return the finished run."""
-    from alignkit.generate import load_prompt_items
-    from alignkit.paths import bundled_data
-
     cfg = training.resolve_resume("rl", cfg)
     method = pick_method(cfg.method)
     parent = training.policy_parent("rl", cfg.from_run)
@@ -66,7 +67,7 @@ def run(cfg: RLStageConfig) -> runs.Run:
 
     train_rows, eval_rows, files = data.load_split(cfg.data, load_prompt_rows)  # validated before anything heavy
     path = runs.plan_path("rl", cfg)
-    precision = models.pick_precision(cfg.model.precision)
+    precision = hardware.pick_precision(cfg.model.precision)
     continues = not cfg.peft and parent.adapter_dir.is_dir()
     peft_config = None if continues else models.peft_config(cfg.peft)
     trainer_cls, config_cls = method.classes()
@@ -122,8 +123,6 @@ def pick_method(name: str) -> Method:
 
 def reward_spec(cfg: RLStageConfig) -> tuple[list[str], list[float] | None]:
     """(reward function names, their weights or None): `rewards` checked against the rules and the reward run."""
-    from alignkit.judges import RULES
-
     known = [REWARD_MODEL, *RULES]
     rewards = cfg.rewards or ([REWARD_MODEL] if cfg.reward_run else [])
     if not rewards:
@@ -172,8 +171,6 @@ def with_defaults(cfg: RLStageConfig, weights: list[float] | None, has_eval: boo
     TRL counts prompt + completion tokens itself; transformers' counter finds no `input_ids` in RL batches.
     `backend: vllm` turns on TRL's vLLM generation (alignkit/backends.py).
     """
-    from alignkit import backends
-
     defaults: dict[str, Any] = {"include_num_input_tokens_seen": "no", **backends.rl_options(cfg.backend)}
     if weights:
         defaults["reward_weights"] = weights
@@ -184,8 +181,6 @@ def with_defaults(cfg: RLStageConfig, weights: list[float] | None, has_eval: boo
 
 def reward_functions(names: list[str], reward_run: runs.Run | None, batch_size: int) -> list[RewardFunction]:
     """TRL reward functions (conversational prompts and completions in, one float per completion out), in order."""
-    from alignkit.stages.reward import load_scorer
-
     functions = []
     for name in names:
         if name == REWARD_MODEL:
@@ -196,7 +191,7 @@ def reward_functions(names: list[str], reward_run: runs.Run | None, batch_size: 
     return functions
 
 
-def model_reward(scorer: Any) -> RewardFunction:
+def model_reward(scorer: Scorer) -> RewardFunction:
     """The reward model's score of each completion as the reply to its prompt (chat template as in its training)."""
 
     def reward_model(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
@@ -208,8 +203,6 @@ def model_reward(scorer: Any) -> RewardFunction:
 def rule_reward(name: str) -> RewardFunction:
     """A `judges` rule applied to each completion with its prompt's spec (`Rule.reward`); named after the rule in
     TRL's logs."""
-    from alignkit.judges import Prompt, PromptSpec, rule
-
     oracle = rule(name)
 
     def reward(

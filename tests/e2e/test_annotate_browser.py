@@ -14,7 +14,7 @@ import pytest
 from alignkit.errors import AlignkitError
 from alignkit.feedback import annotation, client, ordering, push
 from alignkit.feedback import argilla_schema as schema
-from alignkit.generate import write_jsonl
+from alignkit.jsonl import write_jsonl
 
 pytestmark = pytest.mark.filterwarnings("ignore:.* not found:UserWarning")  # the SDK's lookups before creating
 ANNOTATOR, PASSWORD = "e2e-rater", "e2e-rater-password"

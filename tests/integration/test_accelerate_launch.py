@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from alignkit import runs
+from alignkit import lineage, runs
 from tests.conftest import CHAT_ROWS, REPO, write_jsonl
 
 CONFIGS = REPO / "configs" / "accelerate"
@@ -94,7 +94,7 @@ def test_dpo_two_processes_from_the_sft_run(sft_run, tmp_path):
     # 16 pairs, 2 per process per step: an epoch is 4 steps with 2 processes.
     last = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["epoch"] == pytest.approx(2 / 4)
-    model, _ = run.load_model()  # the saved adapter reloads as the DPO policy
+    model, _ = lineage.load_run_model(run.path)  # the saved adapter reloads as the DPO policy
     assert model is not None
 
 
@@ -118,5 +118,5 @@ def test_fsdp_shards_on_cpu_and_saves_the_whole_adapter(sft_run, tiny_model, tmp
     sharded, replicated = tensors(run), tensors(sft_run)
     assert {k: v.shape for k, v in sharded.items()} == {k: v.shape for k, v in replicated.items()}
     assert all(v.abs().sum() > 0 for k, v in sharded.items() if "lora_B" in k), "trained, not zero-initialised"
-    model, _ = run.load_model()
+    model, _ = lineage.load_run_model(run.path)
     assert model is not None

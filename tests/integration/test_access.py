@@ -20,7 +20,7 @@ from alignkit import runs
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback import client, push, server
-from alignkit.generate import write_jsonl
+from alignkit.jsonl import write_jsonl
 from tests.conftest import TINY_TRAINER
 
 pytestmark = [pytest.mark.argilla, pytest.mark.filterwarnings("ignore:.* not found:UserWarning")]

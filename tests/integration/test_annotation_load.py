@@ -28,7 +28,7 @@ from argilla._models._record._response import UserResponseModel
 from alignkit.feedback import annotation, client, push
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.offline_queue import OfflineQueue
-from alignkit.generate import write_jsonl
+from alignkit.jsonl import write_jsonl
 
 pytestmark = [pytest.mark.argilla, pytest.mark.load, pytest.mark.filterwarnings("ignore:.* not found:UserWarning")]
 ANNOTATORS, SDK_ANNOTATORS = 50, 10

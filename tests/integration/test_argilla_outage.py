@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from alignkit.feedback import annotation, client, push, server
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.offline_queue import OfflineQueue
-from alignkit.generate import write_jsonl
+from alignkit.jsonl import write_jsonl
 
 pytestmark = [pytest.mark.argilla, pytest.mark.filterwarnings("ignore:.* not found:UserWarning")]
 APP = Path(__file__).resolve().parents[2] / "apps" / "annotate.py"

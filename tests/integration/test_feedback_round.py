@@ -11,7 +11,7 @@ import pytest
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback import client, pull, push, simulate
-from alignkit.generate import write_jsonl
+from alignkit.jsonl import write_jsonl
 
 pytestmark = pytest.mark.argilla
 

@@ -13,7 +13,7 @@ from alignkit import cli, data
 from alignkit.errors import AlignkitError
 from alignkit.feedback import annotation, client, ordering, pull, push
 from alignkit.feedback import argilla_schema as schema
-from alignkit.generate import write_jsonl
+from alignkit.jsonl import write_jsonl
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.argilla
@@ -187,7 +187,7 @@ def test_reward_scorer_adapts_a_reward_run_to_the_ordering_signature(monkeypatch
             calls.append((prompts, completions))
             return [float(len(c)) for c in completions]
 
-    monkeypatch.setattr("alignkit.stages.reward.load_scorer", lambda run_dir: FakeRewardModel())
+    monkeypatch.setattr("alignkit.lineage.load_scorer", lambda run_dir: FakeRewardModel())
     scorer = ordering.reward_scorer("runs/reward-x")
     prompt = [{"role": "user", "content": "hi"}]
     assert scorer(prompt, ["a", "bbb"]) == [1.0, 3.0]

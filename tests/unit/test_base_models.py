@@ -12,10 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import alignkit
-from alignkit import AlignkitError, generate, models, playground, runs
+from alignkit import AlignkitError, generate, hardware, lineage, models, playground, runs
 from alignkit.config import ModelConfig
 from alignkit.export import export
-from alignkit.stages import reward
 from tests.conftest import CHAT_ROWS, build_tiny_model, write_jsonl
 
 # architecture -> whether its tokenizer has a chat template; qwen2 has an untied LM head, gpt2 and llama tie it
@@ -99,10 +98,10 @@ def test_a_base_without_chat_template_gets_chatml_recorded_once_in_the_manifest(
 
 
 def test_every_stage_and_the_export_use_the_sft_runs_tokenizer(loop):
-    sft_model, sft_tokenizer = loop.sft.load_model()
-    dpo_model, dpo_tokenizer = loop.dpo.load_model()
+    sft_model, sft_tokenizer = lineage.load_run_model(loop.sft.path)
+    dpo_model, dpo_tokenizer = lineage.load_run_model(loop.dpo.path)
     exported_tokenizer = AutoTokenizer.from_pretrained(loop.exported)
-    scorer = reward.load_scorer(loop.reward.path)
+    scorer = lineage.load_scorer(loop.reward.path)
     handle = playground.ModelPool().get(str(loop.dpo.path))
     expected = rendered(sft_tokenizer)
     for tokenizer in (dpo_tokenizer, exported_tokenizer, scorer.tokenizer, handle.tokenizer):
@@ -131,8 +130,8 @@ def test_sft_trains_the_rows_of_the_tokens_chatml_added(loop):
         pytest.skip("nothing added to a model with its own chat template")
     ids = torch.tensor(loop.sft.manifest["chat_template"]["token_ids"])
     cfg = ModelConfig(name=str(loop.base))
-    base = models.load_base(cfg, models.pick_precision("fp32"))  # the ChatML rows as every load makes them
-    trained = loop.sft.load_model()[0].merge_and_unload()
+    base = models.load_base(cfg, hardware.pick_precision("fp32"))  # the ChatML rows as every load makes them
+    trained = lineage.load_run_model(loop.sft.path)[0].merge_and_unload()
     layers = [(base.get_input_embeddings(), trained.get_input_embeddings())]
     if not base.config.tie_word_embeddings:
         layers.append((base.get_output_embeddings(), trained.get_output_embeddings()))

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import torch
 
-from alignkit import data, models
+from alignkit import data, hardware, models, training
 from alignkit.config import SFTStageConfig, load_config
-from alignkit.stages import sft
 from benchmarks import flops, measure
 
 
@@ -25,7 +24,7 @@ def test_flops_shape_counts_the_models_own_linear_weights(tiny_model):
 
 def test_padded_and_padding_free_batches_count_the_same_real_tokens(tmp_path, tiny_model):
     cfg = load_config(SFTStageConfig, values={"model": {"name": tiny_model}})
-    precision = models.pick_precision()
+    precision = hardware.pick_precision()
     replies = ["Five.", "It is five, since two plus three makes five."]
     examples = data.prompt_completion(
         [
@@ -33,12 +32,12 @@ def test_padded_and_padding_free_batches_count_the_same_real_tokens(tmp_path, ti
             for reply in replies
         ]
     )
-    args = sft.sft_args(cfg, tmp_path, False, precision)
+    args = training.sft_args(cfg, tmp_path, False, precision)
     model, tokenizer = models.load_base(cfg.model, precision), models.load_tokenizer(cfg.model)
-    trainer = sft.build_trainer(args, model, tokenizer, models.peft_config(cfg.peft), examples, [])
+    trainer = training.sft_trainer(args, model, tokenizer, models.peft_config(cfg.peft), examples, [])
     rows = [trainer.train_dataset[i] for i in range(2)]
     padded = measure.batch_stats(trainer.data_collator(rows))
-    sft.use_padding_free(trainer, None)
+    training.use_padding_free(trainer, None)
     flat = measure.batch_stats(trainer.data_collator(rows))
     assert padded["computed_tokens"] > padded["tokens"]  # padding is computed but not counted
     for key in ("rows", "tokens", "loss_tokens", "lengths"):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import alignkit
-from alignkit import generate, models
+from alignkit import generate, hardware, lineage, models
 from alignkit.config import ModelConfig
 from alignkit.paths import bundled_data, file_sha256
 
@@ -23,7 +23,7 @@ def test_embedded_model_converts_once_to_verified_safetensors():
     assert "Paris" in record["verify_answer"]
     tokenizer = models.load_tokenizer(ModelConfig())
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token is not None
-    model = models.load_base(ModelConfig(), models.pick_precision())
+    model = models.load_base(ModelConfig(), hardware.pick_precision())
     assert not model.config.to_dict().get("quantization_config")
     assert "Paris" in generate.answer(model, tokenizer, [{"role": "user", "content": "What is the capital of France?"}])
 
@@ -38,6 +38,6 @@ def test_sft_on_embedded_model_lowers_validation_loss(tmp_path):
     metrics = run.metrics
     assert metrics["global_step"] == 8
     assert metrics["eval_loss"] < metrics["eval_loss_start"], metrics
-    model, tokenizer = run.load_model()
+    model, tokenizer = lineage.load_run_model(run.path)
     reply = generate.answer(model, tokenizer, [{"role": "user", "content": "What is 12 plus 30?"}], max_new_tokens=24)
     assert reply and "\ufffd" not in reply

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import alignkit
-from alignkit import generate
+from alignkit import generate, lineage
 from alignkit.errors import AlignkitError
 from alignkit.export import export
 from tests.conftest import run_cli
@@ -44,7 +44,7 @@ def test_exported_model_loads_with_plain_transformers_and_answers_like_the_run(s
     exported = AutoModelForCausalLM.from_pretrained(out).eval()  # no peft, no alignkit
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer.chat_template, "the chat template travels with the model"
-    run_model, run_tokenizer = sft_run.load_model()
+    run_model, run_tokenizer = lineage.load_run_model(sft_run.path)
     assert tokenizer.apply_chat_template(PROMPTS[0], tokenize=False) == run_tokenizer.apply_chat_template(
         PROMPTS[0], tokenize=False
     )

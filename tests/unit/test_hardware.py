@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from alignkit import models, training
+from alignkit import hardware, training
 from alignkit.config import RLStageConfig
 from alignkit.errors import AlignkitError
 from tests.conftest import run_cli
@@ -39,7 +39,7 @@ def test_trl_vllm_generation_without_vllm_is_one_error():
     cfg = RLStageConfig(trainer={**RLStageConfig().trainer, "use_vllm": True})
     from trl import GRPOConfig
 
-    precision = models.pick_precision("fp32")
+    precision = hardware.pick_precision("fp32")
     with pytest.raises(AlignkitError, match=r"use_vllm.*needs a CUDA GPU"):
         training.trainer_args(GRPOConfig, cfg, "unused/checkpoints", has_eval=False, precision=precision)
 
@@ -53,16 +53,16 @@ def test_bf16_on_a_cpu_trains_with_a_warning_when_emulated(tmp_path, chat_file, 
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["precision"] == "bfloat16" and manifest["status"] == "complete"
-    if not {"amx_bf16", "avx512_bf16"} & models.cpu_flags():
+    if not {"amx_bf16", "avx512_bf16"} & hardware.cpu_flags():
         assert "emulated" in result.stderr
 
 
 def test_auto_precision_follows_the_cpu_unless_pinned_by_the_environment(monkeypatch):
     monkeypatch.delenv("ALIGNKIT_PRECISION", raising=False)
-    native = {"amx_bf16", "avx512_bf16"} & models.cpu_flags()
-    assert models.pick_precision().dtype == ("bfloat16" if native else "float32")
+    native = {"amx_bf16", "avx512_bf16"} & hardware.cpu_flags()
+    assert hardware.pick_precision().dtype == ("bfloat16" if native else "float32")
     monkeypatch.setenv("ALIGNKIT_PRECISION", "bf16")
-    assert models.pick_precision().dtype == "bfloat16" and models.pick_precision("fp32").dtype == "float32"
+    assert hardware.pick_precision().dtype == "bfloat16" and hardware.pick_precision("fp32").dtype == "float32"
     monkeypatch.setenv("ALIGNKIT_PRECISION", "fp8")
     with pytest.raises(AlignkitError, match="ALIGNKIT_PRECISION='fp8' is not one of"):
-        models.pick_precision()
+        hardware.pick_precision()

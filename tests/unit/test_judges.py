@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkit import data, evaluate, generate, judges
+from alignkit import data, evaluate, jsonl, judges
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback import simulate
 from alignkit.judges import Prompt, PromptSpec
@@ -143,12 +143,12 @@ def test_simulated_annotator_checks_records_against_its_answer_key(tmp_path):
         '{"prompt": "Hi, my name is Felix.", "skill": "greeting", "must_contain": ["Felix"]}\n{"prompt": "Hi"}\n'
     )
     key = simulate.load_answer_key(str(prompts))
-    record = {"fields": {"prompt": FELIX.text}, "metadata": {"prompt_id": generate.prompt_id(FELIX.messages)}}
+    record = {"fields": {"prompt": FELIX.text}, "metadata": {"prompt_id": jsonl.prompt_id(FELIX.messages)}}
     assert simulate.record_prompt(record, key) == FELIX
     assert simulate.record_prompt({"fields": {"prompt": "Hi"}, "metadata": {"prompt_id": "x"}}, key) == prompt("Hi")
     candidates = tmp_path / "candidates.jsonl"  # `alignkit generate` output works as the key too
     candidates.write_text(json.dumps({"prompt": FELIX.messages, "candidates": [], "spec": {"must_contain": ["Felix"]}}))
-    assert simulate.load_answer_key(str(candidates))[generate.prompt_id(FELIX.messages)].must_contain == ("Felix",)
+    assert simulate.load_answer_key(str(candidates))[jsonl.prompt_id(FELIX.messages)].must_contain == ("Felix",)
 
 
 def test_prompt_spec_rejects_wrong_types_with_the_field_named():

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 import alignkit
+from alignkit import lineage, runs
 from alignkit import playground as pg
-from alignkit import runs
 from alignkit.paths import file_sha256
 from tests.conftest import CHAT_ROWS, run_cli, train_sft_and_dpo, write_jsonl
 
@@ -21,7 +21,7 @@ def test_moved_runs_keep_their_lineage_everywhere(tiny_model, tmp_path):
     (tmp_path / "first-home").mkdir()
     original = train_sft_and_dpo(tmp_path / "first-home", tiny_model, sft_steps=2)
     dpo_before = runs.Run(original / "dpo")
-    model, tokenizer = dpo_before.load_model()
+    model, tokenizer = lineage.load_run_model(dpo_before.path)
     messages = CHAT_ROWS[0]["messages"][:1]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
     with torch.no_grad():
@@ -39,7 +39,8 @@ def test_moved_runs_keep_their_lineage_everywhere(tiny_model, tmp_path):
     base = dpo.manifest["base"]
     assert base["name"] == tiny_model and base["sha256"] == file_sha256(Path(tiny_model) / "model.safetensors")
 
-    model, tokenizer = dpo.load_model()  # base + the SFT adapter + the DPO adapter, found from the new place
+    # base + the SFT adapter + the DPO adapter, found from the new place
+    model, tokenizer = lineage.load_run_model(dpo.path)
     with torch.no_grad():
         logits_after = model(prompt if isinstance(prompt, torch.Tensor) else prompt["input_ids"]).logits
     assert torch.equal(logits_before, logits_after)
@@ -66,7 +67,8 @@ def test_moved_runs_keep_their_lineage_everywhere(tiny_model, tmp_path):
         trainer={"max_steps": 1, "per_device_train_batch_size": 4},
     )
     assert [step["stage"] for step in again.lineage] == ["sft", "dpo"] and again.manifest["parent"] == "../sft"
-    assert Path(again.lineage[0]["run"]) == (moved / "sft").resolve() and again.load_model()[0] is not None
+    assert Path(again.lineage[0]["run"]) == (moved / "sft").resolve()
+    assert lineage.load_run_model(again.path)[0] is not None
 
 
 def test_a_run_copied_with_its_parents_loads_in_the_copy(tiny_model, tmp_path):
@@ -77,5 +79,5 @@ def test_a_run_copied_with_its_parents_loads_in_the_copy(tiny_model, tmp_path):
     shutil.rmtree(original / "sft")  # the copy must not lean on the original
     dpo = runs.open_run(copy / "dpo")
     assert all(Path(step["run"]).is_relative_to(copy.resolve()) for step in dpo.lineage)
-    model, _ = dpo.load_model()
+    model, _ = lineage.load_run_model(dpo.path)
     assert model.active_adapters == ["default"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkit import models, runs
+from alignkit import hardware, lineage, models, runs
 from alignkit.config import ModelConfig
 from alignkit.errors import AlignkitError
 from tests.unit.test_bad_inputs import assert_one_line_error, invoke, sft_argv
@@ -37,10 +37,10 @@ def test_pickle_weights_are_refused_unless_allowed(tmp_path, capsys, chat_file, 
     assert not out.exists()
 
     with pytest.raises(AlignkitError, match="allow_pickle"):  # the loader itself refuses too
-        models.load_base(ModelConfig(name=str(model)), models.pick_precision("fp32"))
+        models.load_base(ModelConfig(name=str(model)), hardware.pick_precision("fp32"))
     allowed = ModelConfig(name=str(model), allow_pickle=True)
     models.check_loadable(allowed)
-    assert models.load_base(allowed, models.pick_precision("fp32")).num_parameters() > 0
+    assert models.load_base(allowed, hardware.pick_precision("fp32")).num_parameters() > 0
 
 
 CUSTOM_CODE = """
@@ -96,7 +96,7 @@ def test_adapter_of_another_base_is_a_clear_error(tmp_path, tiny_model):
         },
     )
     with pytest.raises(AlignkitError) as error:
-        run.load_model()
+        lineage.load_run_model(run.path)
     assert "adapter does not fit this base model" in error.value.message
     assert str(run.adapter_dir) in error.value.message
     assert "same base model" in error.value.hint

@@ -13,7 +13,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from alignkit import dashboard, demo, models, serve
+from alignkit import dashboard, demo, hardware, lineage, models, serve
 from alignkit import playground as pg
 from alignkit.errors import AlignkitError
 from alignkit.generate import Sampling
@@ -50,9 +50,9 @@ def test_adapters_switched_on_one_base_answer_like_each_run_loaded_alone(runs_di
         streamed = list(pg.stream_reply(pool, key, messages, SAMPLING))
         if key.startswith(pg.BASE_PREFIX):
             cfg = models.ModelConfig(name=tiny_model)
-            model, tokenizer = models.load_base(cfg, models.pick_precision()), models.load_tokenizer(cfg)
+            model, tokenizer = models.load_base(cfg, hardware.pick_precision()), models.load_tokenizer(cfg)
         else:
-            model, tokenizer = models.load_run_model(key)
+            model, tokenizer = lineage.load_run_model(key)
         inputs = tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )

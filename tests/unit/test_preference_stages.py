@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 
 import alignkit
-from alignkit import AlignkitError, data, models, runs
+from alignkit import AlignkitError, data, hardware, lineage, models, runs
 from alignkit.config import DPOStageConfig, ModelConfig, load_config
 from alignkit.data.preferences import load_preferences, load_unpaired
 from alignkit.stages import reward
@@ -246,7 +246,7 @@ def test_reward_model_on_the_sft_base_reports_accuracy_and_calibration(reward_ru
     # TRL's own held-out margin agrees with the scorer's (same tokenization, same head)
     assert metrics["mean_margin"] == pytest.approx(metrics["eval_margin"], abs=1e-4)
 
-    scorer = reward.load_scorer(run.path)
+    scorer = lineage.load_scorer(run.path)
     _, held_out = data.split(load_preferences([str(data_dir / "pairs.jsonl")]), 0.25, seed=42)
     reloaded = reward.pairwise_metrics(scorer, held_out, bins=4)
     assert reloaded["mean_margin"] == pytest.approx(metrics["mean_margin"], abs=1e-5), "a reload scores as trained"
@@ -291,9 +291,9 @@ def test_dpo_reference_log_probs_are_the_sft_policy(dpo_result, sft_run, tiny_mo
     run, trainer = dpo_result
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     reference = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
-    sft_model, _ = runs.Run(sft_run.path).load_model()
+    sft_model, _ = lineage.load_run_model(sft_run.path)
     torch.testing.assert_close(reference, sequence_logps(sft_model, batch), atol=1e-4, rtol=0)
-    base = models.load_base(ModelConfig(name=tiny_model), models.pick_precision())
+    base = models.load_base(ModelConfig(name=tiny_model), hardware.pick_precision())
     assert (sequence_logps(base, batch) - reference).abs().max() > 1e-3, "the reference is not the bare base"
     trained = sequence_logps(trainer.model, batch)
     assert (trained - reference).abs().max() > 1e-3, "the policy moved away from the reference"
@@ -310,9 +310,9 @@ def test_dpo_run_reloads_as_the_trained_policy(dpo_result, sft_run):
         assert key in metrics, key
     assert metrics["train_tokens"] > 0 and metrics["method"] == "dpo"
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    reloaded, _ = run.load_model()
+    reloaded, _ = lineage.load_run_model(run.path)
     torch.testing.assert_close(sequence_logps(reloaded, batch), sequence_logps(trainer.model, batch), atol=1e-4, rtol=0)
-    sft_model, _ = sft_run.load_model()
+    sft_model, _ = lineage.load_run_model(sft_run.path)
     assert (sequence_logps(reloaded, batch) - sequence_logps(sft_model, batch)).abs().max() > 1e-3
 
 
@@ -351,7 +351,7 @@ def test_kto_trains_on_unpaired_rows(sft_run, data_dir, tmp_path):
     assert_complete_run(run, ["sft", "dpo"])
     assert run.manifest["method"] == "kto" and run.metrics["train_rows"] == 2 * N_PAIRS
     assert "train_kl" in run.metrics
-    model, _ = run.load_model()
+    model, _ = lineage.load_run_model(run.path)
     assert model is not None
 
 
@@ -379,10 +379,10 @@ def test_dpo_on_a_dpo_run_replaces_the_adapter_chain(dpo_result, data_dir, tmp_p
     )
     assert_complete_run(run, ["sft", "dpo", "dpo"])
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    first_model, _ = first.load_model()
+    first_model, _ = lineage.load_run_model(first.path)
     reference = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
     torch.testing.assert_close(reference, sequence_logps(first_model, batch), atol=1e-4, rtol=0)
-    reloaded, _ = run.load_model()
+    reloaded, _ = lineage.load_run_model(run.path)
     torch.testing.assert_close(sequence_logps(reloaded, batch), sequence_logps(trainer.model, batch), atol=1e-4, rtol=0)
 
 
@@ -426,7 +426,7 @@ def test_resumed_dpo_keeps_the_sft_reference(sft_run, data_dir, tmp_path):
     run, trainer = run_capturing_trainer(alignkit.dpo, **common, resume=True)
     assert run.complete and run.metrics["resumed_from"].endswith("checkpoint-2") and run.metrics["global_step"] == 4
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    sft_model, _ = sft_run.load_model()
+    sft_model, _ = lineage.load_run_model(sft_run.path)
     reference = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
     torch.testing.assert_close(reference, sequence_logps(sft_model, batch), atol=1e-4, rtol=0)
 

@@ -12,9 +12,8 @@ import torch
 from trl.trainer.utils import use_adapter
 
 import alignkit
-from alignkit import AlignkitError, runs
+from alignkit import AlignkitError, lineage, runs
 from alignkit.paths import bundled_data
-from alignkit.stages import reward
 from tests.conftest import run_capturing_trainer, write_jsonl
 
 TINY = {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "logging_steps": 1}
@@ -107,7 +106,7 @@ def test_grpo_with_the_reward_model_trains_the_parent_adapter_against_a_frozen_c
     weighted = by_function["reward_model"]["start"] + 0.1 * by_function["concise"]["start"]
     assert run.metrics["reward_start"] == pytest.approx(weighted, abs=1e-4)
 
-    sft_model, tokenizer = sft_run.load_model()
+    sft_model, tokenizer = lineage.load_run_model(sft_run.path)
     policy = trainer.model
     assert "ref" in policy.peft_config, "TRL's frozen copy of the parent adapter"
     with use_adapter(policy, adapter_name="ref"):
@@ -115,7 +114,7 @@ def test_grpo_with_the_reward_model_trains_the_parent_adapter_against_a_frozen_c
     torch.testing.assert_close(reference, logps(sft_model, tokenizer), atol=1e-5, rtol=0)
     trained = logps(policy, tokenizer)
     assert (trained - reference).abs().max() > 1e-3, "the policy moved away from the reference"
-    reloaded, _ = run.load_model()
+    reloaded, _ = lineage.load_run_model(run.path)
     torch.testing.assert_close(logps(reloaded, tokenizer), trained, atol=1e-5, rtol=0)
 
 
@@ -123,7 +122,7 @@ def test_the_reward_model_reward_is_the_scorer(grpo_result, reward_run):
     _, trainer = grpo_result
     reward_model = trainer.reward_funcs[0]
     completions = [[{"role": "assistant", "content": text}] for text in ("It is 2.", "It is 3, I think.")]
-    expected = reward.load_scorer(reward_run.path).score(QUESTIONS[1:3], completions)
+    expected = lineage.load_scorer(reward_run.path).score(QUESTIONS[1:3], completions)
     assert reward_model(prompts=QUESTIONS[1:3], completions=completions) == pytest.approx(expected, abs=1e-5)
 
 
@@ -139,11 +138,11 @@ def test_grpo_with_a_rule_reward_and_a_new_adapter_on_the_merged_parent(sft_run,
     )
     assert_complete_rl_run(run, ["sft", "rl"], ["concise"])
     assert run.manifest["adapter_continues"] is None and run.metrics["train_prompts"] == len(QUESTIONS)
-    sft_model, tokenizer = sft_run.load_model()
+    sft_model, tokenizer = lineage.load_run_model(sft_run.path)
     with use_adapter(trainer.model, adapter_name=None):  # TRL's reference for a new adapter: adapters disabled
         reference = logps(trainer.model, tokenizer)
     torch.testing.assert_close(reference, logps(sft_model, tokenizer), atol=1e-4, rtol=0)
-    reloaded, _ = run.load_model()
+    reloaded, _ = lineage.load_run_model(run.path)
     torch.testing.assert_close(logps(reloaded, tokenizer), logps(trainer.model, tokenizer), atol=1e-4, rtol=0)
 
 
@@ -159,7 +158,7 @@ def test_rloo_trains_against_the_parent_policy(sft_run, root, tmp_path):
     )
     assert_complete_rl_run(run, ["sft", "rl"], ["concise"])
     assert run.manifest["method"] == "rloo" and type(trainer).__name__ == "RLOOTrainer"
-    sft_model, tokenizer = sft_run.load_model()
+    sft_model, tokenizer = lineage.load_run_model(sft_run.path)
     with use_adapter(trainer.model, adapter_name="ref"):
         reference = logps(trainer.model, tokenizer)
     torch.testing.assert_close(reference, logps(sft_model, tokenizer), atol=1e-5, rtol=0)

@@ -14,9 +14,8 @@ import pandas as pd
 import pytest
 
 import alignkit
-from alignkit import data, models, runs, training
+from alignkit import data, hardware, lineage, models, runs, training
 from alignkit.config import SFTStageConfig, load_config
-from alignkit.stages import sft
 from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_cli, write_jsonl
 
 FORMAT_ROWS = {
@@ -105,7 +104,7 @@ def test_only_assistant_tokens_carry_labels_and_special_tokens_are_not_doubled(t
     cfg = load_config(
         SFTStageConfig, values={"model": {"name": tiny_model}, "trainer": {"per_device_train_batch_size": 2}}
     )
-    precision = models.pick_precision()
+    precision = hardware.pick_precision()
     tokenizer = models.load_tokenizer(cfg.model)
     model = models.load_base(cfg.model, precision)
     conversation = {
@@ -119,8 +118,8 @@ def test_only_assistant_tokens_carry_labels_and_special_tokens_are_not_doubled(t
     }
     examples = data.prompt_completion([conversation])
     assert len(examples) == 2  # one example per assistant turn
-    args = sft.sft_args(cfg, tmp_path, False, precision)
-    trainer = sft.build_trainer(args, model, tokenizer, models.peft_config(cfg.peft), examples, [])
+    args = training.sft_args(cfg, tmp_path, False, precision)
+    trainer = training.sft_trainer(args, model, tokenizer, models.peft_config(cfg.peft), examples, [])
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     for ids, labels, reply in zip(batch["input_ids"], batch["labels"], ["It is five.", "Four."], strict=True):
         trained = tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
@@ -135,16 +134,16 @@ def test_only_assistant_tokens_carry_labels_and_special_tokens_are_not_doubled(t
 def eval_sft_trainer(tmp_path, tiny_model, replies):
     """An SFTTrainer on one-turn chats ending in `replies`, in eval mode (no LoRA dropout: batches compare exactly)."""
     cfg = load_config(SFTStageConfig, values={"model": {"name": tiny_model}})
-    precision = models.pick_precision()
+    precision = hardware.pick_precision()
     examples = data.prompt_completion(
         [
             {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": reply}]}
             for i, reply in enumerate(replies)
         ]
     )
-    args = sft.sft_args(cfg, tmp_path, False, precision)
+    args = training.sft_args(cfg, tmp_path, False, precision)
     model, tokenizer = models.load_base(cfg.model, precision), models.load_tokenizer(cfg.model)
-    trainer = sft.build_trainer(args, model, tokenizer, models.peft_config(cfg.peft), examples, [])
+    trainer = training.sft_trainer(args, model, tokenizer, models.peft_config(cfg.peft), examples, [])
     trainer.model.eval()
     return trainer, [trainer.train_dataset[i] for i in range(len(examples))]
 
@@ -169,7 +168,7 @@ def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tmp_path, ti
     trainer, rows = eval_sft_trainer(tmp_path, tiny_model, replies)
     padded = trainer.data_collator(rows)
     assert (padded["attention_mask"] == 0).any()  # the lengths differ, so the padded batch carries padding
-    sft.use_padding_free(trainer, trainer.model.peft_config["default"])
+    training.use_padding_free(trainer, trainer.model.peft_config["default"])
     flat = trainer.data_collator(rows)
     assert flat["input_ids"].shape == (1, int(padded["attention_mask"].sum()))  # one row, real tokens only
     trainer._track_num_input_tokens(flat)  # metrics.json `train_tokens`: every real token, EOS (== pad) included
@@ -253,10 +252,10 @@ def test_pretrain_then_sft_records_lineage(tmp_path, tiny_model, chat_file):
         out=str(tmp_path / "sft"),
         trainer={"max_steps": 3, "per_device_train_batch_size": 4},
     )
-    lineage = [step["stage"] for step in tuned.manifest["lineage"]]
-    assert lineage == ["pretrain", "sft"]
+    stages = [step["stage"] for step in tuned.manifest["lineage"]]
+    assert stages == ["pretrain", "sft"]
     assert tuned.manifest["parent"] == "../pre" and tuned.parent_path == pre.path.resolve()  # relative: runs move
-    model, _ = tuned.load_model()
+    model, _ = lineage.load_run_model(tuned.path)
     assert model.active_adapters == ["default"]
     listing = run_cli("runs", "--dir", str(tmp_path), "--json")
     assert listing.returncode == 0, listing.stderr
@@ -278,7 +277,7 @@ def test_peft_methods_by_name(method, tmp_path, tiny_model, chat_file):
     )
     assert run.complete
     assert (run.path / ("model" if method == "full" else "adapter")).is_dir()
-    model, _ = run.load_model()
+    model, _ = lineage.load_run_model(run.path)
     assert model is not None
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from rouge_score import rouge_scorer
 
-from alignkit import cli, data, generate, synth
+from alignkit import cli, data, jsonl, synth
 from alignkit.errors import AlignkitError
 from tests.conftest import run_cli, write_jsonl
 
@@ -130,7 +130,7 @@ def test_seeds_come_from_any_prompt_format_with_stable_ids(seeds_file):
         "Name three primary colors.",
         "Explain photosynthesis in one sentence.",
     ]
-    assert seeds[0]["id"] == generate.prompt_id([{"role": "user", "content": "How many meters are in 18 feet?"}])
+    assert seeds[0]["id"] == jsonl.prompt_id([{"role": "user", "content": "How many meters are in 18 feet?"}])
 
 
 def test_seeds_file_problems_name_the_row(tmp_path):

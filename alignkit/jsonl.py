@@ -1,0 +1,58 @@
+"""The rows alignkit's steps pass to each other as JSONL files: prompts (from any prompt row format, named by
+`prompt_id`), `alignkit generate`'s candidate rows, and the atomic writing of them all."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from alignkit.data.formats import RowError, message_list, text_field
+from alignkit.errors import AlignkitError
+
+Messages = list[dict[str, str]]
+
+
+def prompt_row(data: dict[str, Any]) -> Messages:
+    """A prompt as messages from a row with `prompt` (string or messages), `instruction` (+ `input`) or `messages`
+    (the trailing assistant turns dropped: a fresh reply to the last user turn)."""
+    if isinstance(data.get("prompt"), list):
+        return message_list(data["prompt"], "prompt", "role", "content", roles=None)
+    if "prompt" in data:
+        return [{"role": "user", "content": text_field(data, "prompt")}]
+    if "instruction" in data:
+        extra = data.get("input") or ""
+        instruction = text_field(data, "instruction")
+        return [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}]
+    if "messages" in data:
+        messages = message_list(data["messages"], "messages", "role", "content", roles=None)
+        while messages and messages[-1]["role"] == "assistant":  # generate a fresh reply to the last user turn
+            messages = messages[:-1]
+        if not messages or messages[-1]["role"] != "user":
+            raise RowError("messages", "expected a conversation ending with a user turn")
+        return messages
+    raise RowError("prompt", "missing")
+
+
+def prompt_id(prompt: Messages) -> str:
+    """A prompt's stable id: the first 16 hex digits of the sha256 of its messages."""
+    return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def generated_row(prompt: Messages, texts: list[str], record: dict[str, Any]) -> dict[str, Any]:
+    """One `alignkit generate` row: the prompt, its id, and each candidate text with `record` (run, model, sampling)."""
+    return {"prompt_id": prompt_id(prompt), "prompt": prompt, "candidates": [{"text": t, **record} for t in texts]}
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]], overwrite: bool = False) -> None:
+    """Write rows atomically; never replace an existing file unless asked."""
+    if path.exists() and not overwrite:
+        raise AlignkitError(f"{path}: output file exists", "pass --overwrite or choose another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,172 @@
+"""A run's model rebuilt from its lineage: the base + the adapters of its runs, oldest first, with the lineage's
+tokenizer; for a reward run, the same backbone under its one-output head, as a `Scorer`.
+
+The one place models are assembled from run directories (`runs.py` records lineages, `models.py` loads bases). A base
+without a chat template is given ChatML by its first run, which saves the tokenizer for the rest (`lineage_tokenizer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignkit import models, runs
+from alignkit.config import ModelConfig
+from alignkit.errors import AlignkitError
+from alignkit.hardware import Precision, pick_precision
+
+REWARD_HEAD = "sequence-classification"  # the reward model: the policy's backbone under a one-output head
+
+
+def load_run_model(run_dir: str | Path, trainable: bool = False, precision: Precision | None = None) -> tuple[Any, Any]:
+    """Base + every adapter of the run's lineage: ancestors merged in memory, the run's own adapter kept as a PeftModel.
+
+    Returns (model, tokenizer): the lineage's tokenizer (`lineage_tokenizer`). The model is in eval mode unless
+    `trainable`. A reward run's model is `load_scorer`'s.
+    """
+    return assemble(runs.open_run(run_dir), precision, "causal-lm", trainable)
+
+
+@dataclass
+class Scorer:
+    """A reward model as a function: one float per (prompt, completion), higher is better."""
+
+    model: Any
+    tokenizer: Any
+    batch_size: int = 8
+
+    def score(
+        self, prompts: list[list[dict[str, str]]], completions: list[str] | list[list[dict[str, str]]]
+    ) -> list[float]:
+        """Rewards of each completion (a string, or assistant messages) as the reply to its prompt (messages)."""
+        conversations = [
+            [*prompt, *([{"role": "assistant", "content": reply}] if isinstance(reply, str) else reply)]
+            for prompt, reply in zip(prompts, completions, strict=True)
+        ]
+        return self.score_conversations(conversations)
+
+    def score_conversations(self, conversations: list[list[dict[str, str]]]) -> list[float]:
+        """Rewards of whole conversations, tokenized through the chat template exactly as in training."""
+        import torch
+
+        ids = [
+            self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"] for c in conversations
+        ]
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        scores: list[float] = []
+        with torch.no_grad():
+            for start in range(0, len(ids), self.batch_size):
+                batch = self.tokenizer.pad(
+                    {"input_ids": ids[start : start + self.batch_size]}, padding=True, return_tensors="pt"
+                )
+                logits = self.model(**batch.to(device)).logits
+                scores += logits[:, 0].float().tolist()
+        self.model.train(was_training)
+        return scores
+
+
+def load_scorer(run_dir: str | Path, precision: Precision | None = None, batch_size: int = 8) -> Scorer:
+    """The reward model of a finished `alignkit reward` run, ready to score."""
+    run = runs.open_run(run_dir)
+    if run.stage != "reward":
+        raise AlignkitError(
+            f"{run.path}: is a {run.stage} run, not a reward model", "pass a run made by alignkit reward"
+        )
+    model, tokenizer = assemble(run, precision, REWARD_HEAD, trainable=False)
+    model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
+    return Scorer(model, tokenizer, batch_size)
+
+
+def assemble(run: runs.Run, precision: Precision | None, head: str, trainable: bool) -> tuple[Any, Any]:
+    """(model, tokenizer) of `run` under `head`: its whole model for a full fine-tune, else the base with the
+    ancestors merged and the run's own adapter attached."""
+    model_cfg = run.model_config
+    precision = precision or pick_precision(model_cfg.precision)
+    tokenizer, _ = lineage_tokenizer(model_cfg, run.lineage)
+    if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
+        model = models.load_base(model_cfg, precision, source=str(run.model_dir), head=head, tokenizer=tokenizer)
+    else:
+        model = load_merged(adapter_runs(run.lineage)[:-1], model_cfg, precision, tokenizer, head=head)
+        model = apply_adapter(model, run, trainable=trainable)
+    if not trainable:
+        model.eval()
+    return model, tokenizer
+
+
+def lineage_tokenizer(cfg: ModelConfig, lineage: list[dict[str, Any]]) -> tuple[Any, dict[str, Any] | None]:
+    """The tokenizer of a model built on `lineage` (manifest steps, oldest first), the same for every run of it: the
+    one saved by its earliest run that saved one (`tokenizer/`, where a chat template was added, or a full fine-tune's
+    `model/`), else the base's. Second value: what was added to the base's now (None: nothing, or it was saved)."""
+    for step in lineage:
+        for saved in (Path(step["run"]) / "tokenizer", Path(step["run"]) / "model"):
+            if saved.is_dir():
+                return models.load_tokenizer(cfg, source=str(saved)), None
+    return models.base_tokenizer(cfg)
+
+
+def adapter_runs(lineage: list[dict[str, Any]]) -> list[runs.Run]:
+    """The runs whose adapters make up a model, oldest first.
+
+    A run that kept training its parent's adapter (DPO on the SFT adapter; manifest `adapter_continues`) replaces that
+    adapter instead of stacking on it, so the parent's is not applied twice.
+    """
+    chain: list[runs.Run] = []
+    for step in lineage:
+        run = runs.open_run(step["run"])
+        if run.manifest.get("adapter_continues") and chain:
+            chain.pop()
+        chain.append(run)
+    return chain
+
+
+def load_merged(
+    ancestors: list[runs.Run], model_cfg: ModelConfig, precision: Precision, tokenizer: Any, head: str = "causal-lm"
+) -> Any:
+    """Base (or the newest full fine-tune among `ancestors`), fitted to `tokenizer`, with the later ancestors' adapters
+    merged in memory. With `head=REWARD_HEAD` the policy's causal-LM adapters are merged into the same backbone under
+    a fresh one-output head (the reward model's start)."""
+    full = [i for i, r in enumerate(ancestors) if r.model_dir.is_dir()]
+    start = full[-1] if full else None
+    source = str(ancestors[start].model_dir) if start is not None else models.resolve_model(model_cfg.name)
+    model = models.load_base(model_cfg, precision, source=source, head=head, tokenizer=tokenizer)
+    for ancestor in ancestors[(start + 1) if start is not None else 0 :]:
+        model = merge_adapter(model, ancestor, head)
+    return model
+
+
+def merge_adapter(model: Any, run: runs.Run, head: str) -> Any:
+    """`model` with a run's adapter merged into its weights (a full fine-tune's run: `model` as is)."""
+    if head == "causal-lm" or not run.adapter_dir.is_dir():
+        return apply_adapter(model, run, trainable=False).merge_and_unload()
+    from peft import PeftConfig, PeftModel
+
+    # Under a classification head: no task-specific peft wrapper (it would look for generation methods), and no
+    # trainable token rows of an LM head the classifier has not.
+    adapter_config = PeftConfig.from_pretrained(run.adapter_dir)
+    adapter_config.task_type = None
+    modules = {name for name, _ in model.named_modules()}
+    tokens = getattr(adapter_config, "trainable_token_indices", None)
+    if isinstance(tokens, dict):
+        kept = {name: ids for name, ids in tokens.items() if any(m.endswith(name) for m in modules)}
+        adapter_config.trainable_token_indices = kept or None
+    return PeftModel.from_pretrained(model, run.adapter_dir, config=adapter_config).merge_and_unload()
+
+
+def apply_adapter(model: Any, run: runs.Run, trainable: bool) -> Any:
+    """Attach a run's saved adapter (or return the run's full model as is)."""
+    from peft import PeftModel
+
+    if run.adapter_dir.is_dir():
+        try:
+            return PeftModel.from_pretrained(model, run.adapter_dir, is_trainable=trainable)
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise AlignkitError(
+                f"{run.adapter_dir}: adapter does not fit this base model ({models.first_line(exc)})",
+                "train the adapter on the same base model, or pick the matching --model",
+            ) from None
+    if run.model_dir.is_dir():
+        return model
+    raise AlignkitError(f"{run.path}: run has neither adapter/ nor model/", "the run is incomplete; train it again")
