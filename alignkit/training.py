@@ -1,5 +1,5 @@
-"""Glue every TRL-trainer stage shares: trainer arguments from config, the model to train, metrics, saving; and the
-SFTTrainer recipe of the `sft` and `pretrain` stages (`train_sft`)."""
+"""Glue every TRL-trainer stage shares (`runner.run` calls it): trainer arguments from config, the model to train,
+metrics, saving; and the SFTTrainer of the `sft` and `pretrain` recipes (`build_sft`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import ProgressCallback, TrainerCallback
 
-from alignkit import data, distributed, hardware, lineage, logs, models, runs
+from alignkit import distributed, hardware, lineage, logs, models, runs
 from alignkit.config import EMBEDDED_MODEL, ModelConfig, TrainStageConfig, check_keys, check_types, load_config
 from alignkit.errors import AlignkitError
 
@@ -209,18 +209,6 @@ def load_trainable(
     return model, tokenizer, peft_cfg
 
 
-def load_policy(
-    cfg: TrainStageConfig, run: runs.Run, parent: runs.Run, continues: bool, precision: hardware.Precision
-) -> tuple[Any, Any]:
-    """(model, tokenizer) a preference or RL stage trains from `parent`: with `continues`, base + the parent's adapter,
-    trainable (TRL freezes a copy of it as the reference); else the parent merged in memory under a new adapter (the
-    reference is this model with the adapter disabled)."""
-    if continues:
-        return lineage.load_run_model(parent.path, trainable=True, precision=precision)
-    model, tokenizer, _ = load_trainable(cfg, run, precision)
-    return model, tokenizer
-
-
 def trainable_tokens_for_trl(model: Any) -> None:
     """Close two gaps between TRL's trainers and peft's trainable token rows (`models.train_tokens`).
 
@@ -261,16 +249,6 @@ def add_callbacks(trainer: Any, run: runs.Run, cfg: TrainStageConfig, has_eval: 
         trainer.add_callback(early_stopping(cfg.early_stopping_patience))
 
 
-def policy_parent(stage: str, from_run: str | None) -> runs.Run:
-    """The run whose policy a preference/RL stage trains (and uses as reference): required, and not a reward model."""
-    if not from_run:
-        raise AlignkitError(f"{stage} starts from a policy: no --from run given", "pass --from an sft (or dpo) run")
-    parent = runs.open_run(from_run)
-    if parent.stage == "reward":
-        raise AlignkitError(f"{parent.path}: is a reward model, not a policy", "pass --from an sft (or dpo) run")
-    return parent
-
-
 def early_stopping(patience: int) -> Any:
     """Stop after `patience` evaluations without a better validation loss (the best checkpoint is kept)."""
     from transformers import EarlyStoppingCallback
@@ -308,14 +286,17 @@ def score_only_loss_positions() -> None:
     first drop the positions without a label (prompt and pad tokens); elsewhere they score every position, so that
     compilers for static shapes (Neuron) see one tile shape (`trl/trainer/utils.py:add_fused_lm_head`). In eager CPU
     training that is LM-head work, forward and backward, on tokens the loss masks out anyway (a third of the tokens of
-    SFT chat data). Same loss and gradients (`tests/unit/test_sft.py`); a no-op on TRL versions without the switch.
+    SFT chat data). Same loss and gradients (`tests/unit/test_sft.py`, which fails when the switch is gone); TRL is
+    pinned to the minor version this was read from. Should a TRL without the switch be installed anyway, training
+    goes on at TRL's own speed, with a warning.
     """
-    try:
-        from trl.trainer import utils as trl_utils
-    except ImportError:  # pragma: no cover - TRL's layout changed
-        return
+    from trl.trainer import utils as trl_utils
+
     uses_triton = getattr(trl_utils, "_use_triton", None)
-    if uses_triton is None or getattr(uses_triton, "alignkit_compact", False):
+    if uses_triton is None:
+        hardware.warn_once("this TRL has no trl.trainer.utils._use_triton: the LM head scores every position")
+        return
+    if getattr(uses_triton, "alignkit_compact", False):
         return
 
     def compact_on_cpu(device: Any) -> bool:
@@ -403,29 +384,21 @@ def parent_model_config(model_cfg: ModelConfig, parent: runs.Run) -> ModelConfig
     return dataclasses.replace(base, precision=model_cfg.precision)
 
 
-def train_sft(
-    stage: str, cfg: TrainStageConfig, load_rows: Callable[[list[str]], Rows], to_examples: Callable[[Rows], Rows]
-) -> runs.Run:
-    """The SFTTrainer recipe of the `sft` (chat rows) and `pretrain` (text rows) stages."""
-    cfg = resolve_resume(stage, cfg)
-    parent = runs.open_run(cfg.from_run) if cfg.from_run else None
-    train_rows, eval_rows, files = data.load_split(cfg.data, load_rows)  # every file validated before anything heavy
-    path = runs.plan_path(stage, cfg)
-    precision = hardware.pick_precision(cfg.model.precision)
-    args = sft_args(cfg, path, bool(eval_rows), precision)
-    peft_config = models.peft_config(cfg.peft)  # a bad `peft:` section fails before any work
-    models.resolve_model(cfg.model.name)  # unknown model: fail before the run dir exists (embedded: convert once)
-    run = create_run(stage, cfg, path, files, parent, args, peft_config, **precision.manifest)
+def sft_classes(cfg: Any) -> tuple[type[Any], type[Any]]:
+    """TRL's SFTTrainer and SFTConfig (the `sft` and `pretrain` recipes)."""
+    from trl import SFTConfig, SFTTrainer
 
-    with run.removed_if_refused():
-        model, tokenizer, peft_config = load_trainable(cfg, run, precision)
-        data.check_tool_template(tokenizer, train_rows + eval_rows, ", ".join(files))
-        trainer = sft_trainer(args, model, tokenizer, peft_config, to_examples(train_rows), to_examples(eval_rows))
-        if "padding_free" not in cfg.trainer:  # `trainer.padding_free: false` keeps padded batches
-            use_padding_free(trainer, peft_config)
-        trainable_tokens_for_trl(trainer.model)
-        add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
-    return train_and_save(trainer, run, {"train_rows": len(train_rows), "eval_rows": len(eval_rows)})
+    return SFTTrainer, SFTConfig
+
+
+def build_sft(plan: Any, to_examples: Callable[[Rows], Rows]) -> Any:
+    """The SFTTrainer of a `runner.Plan` (`sft` and `pretrain`): rows made examples, padding-free batches unless
+    `trainer.padding_free` is set."""
+    examples = to_examples(plan.train_rows), to_examples(plan.eval_rows)
+    trainer = sft_trainer(plan.args, plan.model, plan.tokenizer, plan.peft_config, *examples)
+    if "padding_free" not in plan.cfg.trainer:  # `trainer.padding_free: false` keeps padded batches
+        use_padding_free(trainer, plan.peft_config)
+    return trainer
 
 
 def sft_args(cfg: TrainStageConfig, path: Any, has_eval: bool, precision: hardware.Precision) -> Any:

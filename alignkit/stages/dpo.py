@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from alignkit import data, distributed, hardware, models, runs, training
+from alignkit import distributed, runner, runs
 from alignkit.config import DPOStageConfig
 from alignkit.data import preferences
 from alignkit.errors import AlignkitError
@@ -61,72 +61,67 @@ METHODS = {
 OTHER_TRAINER_LOSSES = {"simpo": "simpo", "alphapo": "simpo", "orpo": "orpo", "kto": "kto"}
 
 
-def run(cfg: DPOStageConfig) -> runs.Run:
-    """Train the parent run's policy on preference pairs (or KTO on unpaired rows) and return the finished run."""
-    cfg = training.resolve_resume("dpo", cfg)
-    method = pick_method(cfg.method)
-    parent = training.policy_parent("dpo", cfg.from_run)
-    cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
-    load_rows = preferences.load_unpaired if method.unpaired else preferences.load_preferences
-    train_rows, eval_rows, files = data.load_split(cfg.data, load_rows)  # every file validated before anything heavy
-    path = runs.plan_path("dpo", cfg)
-    precision = hardware.pick_precision(cfg.model.precision)
-    continues = not cfg.peft and parent.adapter_dir.is_dir()
-    peft_config = None if continues else models.peft_config(cfg.peft)
-    full = peft_config is None and not continues
-    trainer_cls, config_cls = method.classes()
-    train_cfg = with_defaults(cfg, method, full, config_cls, len(train_rows))
-    args = training.trainer_args(config_cls, train_cfg, str(path / "checkpoints"), bool(eval_rows), precision)
-    check_args(cfg.method, args)
-    models.resolve_model(cfg.model.name)  # the parent's base must still be there before the run dir exists
-    adapter_continues = str(parent.path.resolve()) if continues else None
-    run = training.create_run(
-        "dpo",
-        cfg,
-        path,
-        files,
-        parent,
-        args,
-        peft_config,
-        method=cfg.method,
-        adapter_continues=adapter_continues,
-        **precision.manifest,
-    )
-
-    with run.removed_if_refused():
-        model, tokenizer = training.load_policy(cfg, run, parent, continues, precision)
-        if method.unpaired:  # KTO samples in order and pairs each completion with its neighbour's prompt (KL term)
-            random.Random(cfg.seed).shuffle(train_rows)
-        trainer = trainer_cls(
-            model=model,
-            args=args,
-            train_dataset=to_dataset(train_rows),
-            eval_dataset=to_dataset(eval_rows) if eval_rows else None,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
-        training.trainable_tokens_for_trl(trainer.model)
-        training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
-    counts = {"train_rows": len(train_rows), "eval_rows": len(eval_rows), "method": cfg.method}
-    return training.train_and_save(trainer, run, counts, final_metrics=last_training_figures)
-
-
 def pick_method(name: str) -> Method:
     if name not in METHODS:
         raise AlignkitError(f"config: unknown dpo method `{name}`", f"one of: {', '.join(METHODS)}")
     return METHODS[name]
 
 
-def with_defaults(
-    cfg: DPOStageConfig, method: Method, full: bool, config_cls: type[Any], train_rows: int
-) -> DPOStageConfig:
-    """The method's own defaults under the user's `trainer:` keys; the reference log-probs precomputed where that
-    pays (`precompute_pays`) and always for full fine-tuning (then the policy before training is the reference: no
-    second copy of the model)."""
+def known_method(cfg: DPOStageConfig) -> DPOStageConfig:
+    """`cfg`, once its method is known: an unknown one fails before any data loads."""
+    pick_method(cfg.method)
+    return cfg
+
+
+def load_rows(cfg: DPOStageConfig, paths: list[str]) -> list[dict[str, Any]]:
+    """Preference pairs, or KTO's unpaired rows (pairs are split in two)."""
+    unpaired = pick_method(cfg.method).unpaired
+    return (preferences.load_unpaired if unpaired else preferences.load_preferences)(paths)
+
+
+def trainer_defaults(plan: runner.Plan) -> dict[str, Any]:
+    """The method's own defaults; the reference log-probs precomputed where that pays (`precompute_pays`) and always
+    for full fine-tuning (then the policy before training is the reference: no second copy of the model)."""
+    cfg, method = plan.cfg, pick_method(plan.cfg.method)
     defaults = dict(method.defaults)
-    if method.reference and (full or (cfg.method == "dpo" and precompute_pays(cfg.trainer, config_cls, train_rows))):
+    pays = cfg.method == "dpo" and precompute_pays(cfg.trainer, plan.config_cls, len(plan.train_rows))
+    if method.reference and (plan.full or pays):
         defaults["precompute_ref_log_probs"] = True
-    return dataclasses.replace(cfg, trainer=defaults | cfg.trainer)
+    return defaults
+
+
+def build(plan: runner.Plan) -> Any:
+    """The method's TRL trainer on the policy; without `peft_config` when it continues the parent's adapter."""
+    if pick_method(plan.cfg.method).unpaired:  # KTO pairs each completion with its neighbour's prompt (KL term)
+        random.Random(plan.cfg.seed).shuffle(plan.train_rows)
+    return plan.trainer_cls(
+        model=plan.model,
+        args=plan.args,
+        train_dataset=to_dataset(plan.train_rows),
+        eval_dataset=to_dataset(plan.eval_rows) if plan.eval_rows else None,
+        processing_class=plan.tokenizer,
+        peft_config=plan.peft_config,
+    )
+
+
+RECIPE = runner.Recipe(
+    "dpo",
+    classes=lambda cfg: pick_method(cfg.method).classes(),
+    load_rows=load_rows,
+    build=build,
+    needs_policy=True,
+    prepare=known_method,
+    trainer_defaults=trainer_defaults,
+    check=lambda plan, args: check_args(plan.cfg.method, args),
+    manifest=lambda plan: {"method": plan.cfg.method},
+    counts=lambda plan: runner.row_counts(plan) | {"method": plan.cfg.method},
+    final_metrics=lambda trainer, plan: last_training_figures(trainer),
+)
+
+
+def run(cfg: DPOStageConfig) -> runs.Run:
+    """Train the parent run's policy on preference pairs (or KTO on unpaired rows) and return the finished run."""
+    return runner.run(RECIPE, cfg)
 
 
 def precompute_pays(trainer: dict[str, Any], config_cls: type[Any], train_rows: int) -> bool:

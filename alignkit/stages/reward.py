@@ -8,67 +8,72 @@ model back as a `Scorer` for win-rates and online RL.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from typing import Any
 
-from alignkit import data, hardware, models, runs, training
+from alignkit import runner, runs
 from alignkit.config import RewardStageConfig
 from alignkit.data import preferences
-from alignkit.errors import AlignkitError
 from alignkit.lineage import REWARD_HEAD, Scorer
 
 Pairs = list[dict[str, Any]]
 
 
-def run(cfg: RewardStageConfig) -> runs.Run:
-    """Train a reward model on preference pairs; metrics.json gets held-out pairwise accuracy and calibration."""
+def classes(cfg: RewardStageConfig) -> tuple[type[Any], type[Any]]:
     from trl import RewardConfig, RewardTrainer
 
-    cfg = training.resolve_resume("reward", cfg)
-    parent = runs.open_run(cfg.from_run) if cfg.from_run else None
-    if parent and parent.stage == "reward":
-        raise AlignkitError(f"{parent.path}: is a reward model, not a policy", "pass --from an sft (or dpo) run")
-    if parent:
-        cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
-    train_pairs, eval_pairs, files = data.load_split(cfg.data, preferences.load_preferences)
-    path = runs.plan_path("reward", cfg)
-    precision = hardware.pick_precision(cfg.model.precision)
-    args = training.trainer_args(RewardConfig, cfg, str(path / "checkpoints"), bool(eval_pairs), precision)
-    peft_config = models.peft_config(cfg.peft, task_type="SEQ_CLS")  # a bad `peft:` section fails before any work
-    models.resolve_model(cfg.model.name)
-    run = training.create_run(
-        "reward", cfg, path, files, parent, args, peft_config, head=REWARD_HEAD, **precision.manifest
+    return RewardTrainer, RewardConfig
+
+
+def uses_margin(plan: runner.Plan) -> bool:
+    return plan.cfg.use_margin and any("margin" in pair for pair in plan.train_rows + plan.eval_rows)
+
+
+def build(plan: runner.Plan) -> Any:
+    """TRL's RewardTrainer; peft keeps the new `score` head trainable and saved."""
+    plan.model.config.pad_token_id = plan.tokenizer.pad_token_id  # the head reads the last non-pad token
+    with_margin = uses_margin(plan)
+    return plan.trainer_cls(
+        model=plan.model,
+        args=plan.args,
+        train_dataset=reward_dataset(plan.train_rows, with_margin),
+        eval_dataset=reward_dataset(plan.eval_rows, with_margin) if plan.eval_rows else None,
+        processing_class=plan.tokenizer,
+        peft_config=plan.peft_config,
     )
 
-    with run.removed_if_refused():
-        # peft keeps the new `score` head trainable and saved
-        model, tokenizer, peft_config = training.load_trainable(cfg, run, precision, head=REWARD_HEAD)
-        model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
-        with_margin = cfg.use_margin and any("margin" in pair for pair in train_pairs + eval_pairs)
-        trainer = RewardTrainer(
-            model=model,
-            args=args,
-            train_dataset=reward_dataset(train_pairs, with_margin),
-            eval_dataset=reward_dataset(eval_pairs, with_margin) if eval_pairs else None,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
-        training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_pairs))
-    scored_split, scored_pairs = ("validation", eval_pairs) if eval_pairs else ("train", train_pairs)
 
-    def held_out_metrics(trainer: Any) -> dict[str, Any]:
-        scorer = Scorer(trainer.model, tokenizer, batch_size=args.per_device_eval_batch_size)
-        return {"scored_split": scored_split, **pairwise_metrics(scorer, scored_pairs, cfg.calibration_bins)}
-
-    counts = {
-        "train_rows": len(train_pairs),
-        "eval_rows": len(eval_pairs),
-        "margin_used": with_margin,
-        "shared_prompts": len(prompt_keys(train_pairs) & prompt_keys(eval_pairs)),  # 0 unless validation files share
+def counts(plan: runner.Plan) -> dict[str, Any]:
+    return runner.row_counts(plan) | {
+        "margin_used": uses_margin(plan),
+        # 0 unless validation files share prompts with the training files (the split is by prompt)
+        "shared_prompts": len(prompt_keys(plan.train_rows) & prompt_keys(plan.eval_rows)),
     }
-    return training.train_and_save(trainer, run, counts, final_metrics=held_out_metrics)
+
+
+def held_out_metrics(trainer: Any, plan: runner.Plan) -> dict[str, Any]:
+    """Pairwise accuracy and calibration of the trained model on the validation pairs (else the training pairs)."""
+    scored_split, scored_pairs = ("validation", plan.eval_rows) if plan.eval_rows else ("train", plan.train_rows)
+    scorer = Scorer(trainer.model, plan.tokenizer, batch_size=plan.args.per_device_eval_batch_size)
+    return {"scored_split": scored_split, **pairwise_metrics(scorer, scored_pairs, plan.cfg.calibration_bins)}
+
+
+RECIPE = runner.Recipe(
+    "reward",
+    classes=classes,
+    load_rows=lambda cfg, paths: preferences.load_preferences(paths),
+    build=build,
+    head=REWARD_HEAD,
+    manifest=lambda plan: {"head": REWARD_HEAD},
+    counts=counts,
+    final_metrics=held_out_metrics,
+)
+
+
+def run(cfg: RewardStageConfig) -> runs.Run:
+    """Train a reward model on preference pairs; metrics.json gets held-out pairwise accuracy and calibration."""
+    return runner.run(RECIPE, cfg)
 
 
 def prompt_keys(pairs: Pairs) -> set[str]:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from alignkit import backends, data, hardware, models, runs, training
+from alignkit import backends, runner, runs
 from alignkit.config import RLStageConfig
 from alignkit.errors import AlignkitError
 from alignkit.generate import load_prompt_items
@@ -48,71 +48,77 @@ class Method:
 METHODS = {"grpo": Method("GRPOTrainer", "GRPOConfig"), "rloo": Method("RLOOTrainer", "RLOOConfig")}
 
 
-def run(cfg: RLStageConfig) -> runs.Run:
-    """Train the parent run's policy online against the configured rewards and return the finished run."""
-    cfg = training.resolve_resume("rl", cfg)
-    method = pick_method(cfg.method)
-    parent = training.policy_parent("rl", cfg.from_run)
-    cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
-    if not cfg.data.paths:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=[str(bundled_data("prompts.jsonl"))]))
-    reward_names, weights = reward_spec(cfg)
-    reward_run = reward_parent(cfg.reward_run, reward_names)
+def prepare(cfg: RLStageConfig) -> RLStageConfig:
+    """`cfg` checked (method, rewards, the reward run) before any data loads; the bundled prompts by default."""
+    pick_method(cfg.method)
+    reward_parent(cfg.reward_run, reward_spec(cfg)[0])
+    if cfg.data.paths:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=[str(bundled_data("prompts.jsonl"))]))
 
-    def load_prompt_rows(paths: list[str]) -> list[dict[str, Any]]:
-        # the spec rides along as a column: TRL hands extra columns to reward functions (rule rewards read it)
-        return [
-            {"prompt": p.messages, "prompt_spec": p.spec.to_json()} for path in paths for p in load_prompt_items(path)
-        ]
 
-    train_rows, eval_rows, files = data.load_split(cfg.data, load_prompt_rows)  # validated before anything heavy
-    path = runs.plan_path("rl", cfg)
-    precision = hardware.pick_precision(cfg.model.precision)
-    continues = not cfg.peft and parent.adapter_dir.is_dir()
-    peft_config = None if continues else models.peft_config(cfg.peft)
-    trainer_cls, config_cls = method.classes()
-    args = training.trainer_args(
-        config_cls, with_defaults(cfg, weights, bool(eval_rows)), str(path / "checkpoints"), bool(eval_rows), precision
-    )
-    if peft_config is None and not continues and args.beta != 0.0:
+def load_rows(cfg: RLStageConfig, paths: list[str]) -> list[dict[str, Any]]:
+    """Prompt-only rows; the spec rides along as a column: TRL hands extra columns to reward functions (rule rewards
+    read it)."""
+    return [{"prompt": p.messages, "prompt_spec": p.spec.to_json()} for path in paths for p in load_prompt_items(path)]
+
+
+def check(plan: runner.Plan, args: Any) -> None:
+    if plan.full and args.beta != 0.0:
         raise AlignkitError(
             "config: rl with peft.method=full and trainer.beta > 0 would load a second full model as the reference "
             "(TRL loads it from the base's path, not the parent policy)",
             "train an adapter (drop peft.method=full), or set trainer.beta=0",
         )
-    models.resolve_model(cfg.model.name)  # the parent's base must still be there before the run dir exists
-    adapter_continues = str(parent.path.resolve()) if continues else None
-    run = training.create_run(
-        "rl",
-        cfg,
-        path,
-        files,
-        parent,
-        args,
-        peft_config,
-        method=cfg.method,
-        rewards=reward_names,
-        reward_weights=weights,
-        reward_run=str(reward_run.path.resolve()) if reward_run else None,
-        adapter_continues=adapter_continues,
-        **precision.manifest,
+
+
+def manifest(plan: runner.Plan) -> dict[str, Any]:
+    names, weights = reward_spec(plan.cfg)
+    reward_run = reward_parent(plan.cfg.reward_run, names)
+    return {
+        "method": plan.cfg.method,
+        "rewards": names,
+        "reward_weights": weights,
+        "reward_run": runs.relative_to_run(reward_run.path, plan.path) if reward_run else None,  # as the lineage
+    }
+
+
+def build(plan: runner.Plan) -> Any:
+    """The method's TRL trainer with the reward functions; without `peft_config` when it continues the parent's
+    adapter."""
+    names, _ = reward_spec(plan.cfg)
+    reward_run = reward_parent(plan.cfg.reward_run, names)
+    return plan.trainer_cls(
+        model=plan.model,
+        reward_funcs=reward_functions(names, reward_run, batch_size=plan.args.per_device_train_batch_size),
+        args=plan.args,
+        train_dataset=to_dataset(plan.train_rows),
+        eval_dataset=to_dataset(plan.eval_rows) if plan.eval_rows else None,
+        processing_class=plan.tokenizer,
+        peft_config=plan.peft_config,
     )
 
-    with run.removed_if_refused():
-        model, tokenizer = training.load_policy(cfg, run, parent, continues, precision)
-        trainer = trainer_cls(
-            model=model,
-            reward_funcs=reward_functions(reward_names, reward_run, batch_size=args.per_device_train_batch_size),
-            args=args,
-            train_dataset=to_dataset(train_rows),
-            eval_dataset=to_dataset(eval_rows) if eval_rows else None,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
-        training.trainable_tokens_for_trl(trainer.model)
-        training.add_callbacks(trainer, run, cfg, has_eval=bool(eval_rows))
-    counts = {"train_prompts": len(train_rows), "eval_prompts": len(eval_rows), "method": cfg.method}
-    return training.train_and_save(trainer, run, counts, final_metrics=reward_and_kl_figures)
+
+RECIPE = runner.Recipe(
+    "rl",
+    classes=lambda cfg: pick_method(cfg.method).classes(),
+    load_rows=load_rows,
+    build=build,
+    needs_policy=True,
+    prepare=prepare,
+    trainer_defaults=lambda plan: trainer_defaults(plan.cfg, reward_spec(plan.cfg)[1], bool(plan.eval_rows)),
+    check=check,
+    manifest=manifest,
+    counts=lambda plan: (
+        {"train_prompts": len(plan.train_rows), "eval_prompts": len(plan.eval_rows)} | {"method": plan.cfg.method}
+    ),
+    final_metrics=lambda trainer, plan: reward_and_kl_figures(trainer),
+)
+
+
+def run(cfg: RLStageConfig) -> runs.Run:
+    """Train the parent run's policy online against the configured rewards and return the finished run."""
+    return runner.run(RECIPE, cfg)
 
 
 def pick_method(name: str) -> Method:
@@ -165,7 +171,7 @@ def reward_parent(reward_run: str | None, names: list[str]) -> runs.Run | None:
     return run
 
 
-def with_defaults(cfg: RLStageConfig, weights: list[float] | None, has_eval: bool) -> RLStageConfig:
+def trainer_defaults(cfg: RLStageConfig, weights: list[float] | None, has_eval: bool) -> dict[str, Any]:
     """Weights from `rewards` as TRL's `reward_weights`; with held-out prompts, the best checkpoint by their reward.
 
     TRL counts prompt + completion tokens itself; transformers' counter finds no `input_ids` in RL batches.
@@ -176,7 +182,7 @@ def with_defaults(cfg: RLStageConfig, weights: list[float] | None, has_eval: boo
         defaults["reward_weights"] = weights
     if has_eval:
         defaults |= {"metric_for_best_model": "reward", "greater_is_better": True}
-    return dataclasses.replace(cfg, trainer=defaults | cfg.trainer)
+    return defaults
 
 
 def reward_functions(names: list[str], reward_run: runs.Run | None, batch_size: int) -> list[RewardFunction]:

@@ -6,10 +6,23 @@ template is applied by TRL exactly as at inference (no BOS added twice: the temp
 
 from __future__ import annotations
 
-from alignkit import data, runs, training
+from typing import Any
+
+from alignkit import data, runner, runs, training
 from alignkit.config import SFTStageConfig
+
+
+def build(plan: runner.Plan) -> Any:
+    """TRL's SFTTrainer on prompt->completion examples, once the model's template is known to render the tool calls."""
+    data.check_tool_template(plan.tokenizer, plan.train_rows + plan.eval_rows, ", ".join(plan.files))
+    return training.build_sft(plan, data.prompt_completion)
+
+
+RECIPE = runner.Recipe(
+    "sft", classes=training.sft_classes, load_rows=lambda cfg, paths: data.load_chat(paths), build=build
+)
 
 
 def run(cfg: SFTStageConfig) -> runs.Run:
     """Train an SFT adapter on chat rows and return the finished run."""
-    return training.train_sft("sft", cfg, data.load_chat, data.prompt_completion)
+    return runner.run(RECIPE, cfg)

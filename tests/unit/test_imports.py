@@ -7,9 +7,12 @@ them are not counted.
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 from pathlib import Path
 
 import alignkit
+from alignkit import runner
 
 PACKAGE_DIR = Path(alignkit.__file__).parent
 FACADES = {"alignkit", "alignkit.cli"}
@@ -100,3 +103,11 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path):
     assert graph == {"pkg": set(), "pkg.a": {"pkg.sub.b"}, "pkg.sub": set(), "pkg.sub.b": {"pkg.c"}, "pkg.c": {"pkg.a"}}
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_training_stage_is_a_recipe_for_the_one_runner():
+    """Each stage module declares a `runner.Recipe` for its own stage and hands its config to `runner.run`."""
+    for stage in ("pretrain", "sft", "reward", "dpo", "rl"):
+        module = importlib.import_module(f"alignkit.stages.{stage}")
+        assert isinstance(module.RECIPE, runner.Recipe) and module.RECIPE.stage == stage
+        assert "runner.run(RECIPE, cfg)" in inspect.getsource(module.run)

@@ -1,0 +1,123 @@
+"""The one stage runner: resume -> validate -> plan -> create -> load -> train -> save -> finish, for every training
+stage. A stage module declares only what is its own, as a `Recipe`: its TRL trainer and config, how its rows load,
+its model head, whether it continues its parent's policy (and with it the reference), its trainer defaults and
+checks, its manifest fields, how its trainer is built, and its final metrics.
+
+Everything is validated (data files, config keys, trainer arguments, the model) before the run directory exists;
+a stage refused while it loads the model leaves none behind (`Run.removed_if_refused`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignkit import data, hardware, lineage, models, runs, training
+from alignkit.config import TrainStageConfig
+from alignkit.errors import AlignkitError
+
+Rows = list[dict[str, Any]]
+
+
+@dataclass
+class Plan:
+    """What the runner settled for one run; a recipe's hooks read it. `run`, `args`, `model` and `tokenizer` are
+    filled in as the runner gets to them (`build` and `final_metrics` see them all)."""
+
+    cfg: Any
+    path: Path  # the run directory to be
+    parent: runs.Run | None
+    train_rows: Rows
+    eval_rows: Rows
+    files: list[str]
+    trainer_cls: type[Any]
+    config_cls: type[Any]
+    continues: bool  # the stage keeps training its parent's adapter (TRL freezes a copy as the reference)
+    peft_config: Any  # the new adapter's peft config; None when it continues or trains every weight
+    run: runs.Run | None = None
+    args: Any = None
+    model: Any = None
+    tokenizer: Any = None
+
+    @property
+    def full(self) -> bool:
+        """Every weight trains (`peft.method: full`)."""
+        return self.peft_config is None and not self.continues
+
+
+def row_counts(plan: Plan) -> dict[str, Any]:
+    return {"train_rows": len(plan.train_rows), "eval_rows": len(plan.eval_rows)}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a stage declares; `run` does the rest."""
+
+    stage: str
+    classes: Callable[[Any], tuple[type[Any], type[Any]]]  # cfg -> (TRL trainer, its config class)
+    load_rows: Callable[[Any, list[str]], Rows]  # (cfg, data files) -> rows, each file validated
+    build: Callable[[Plan], Any]  # -> the TRL trainer
+    head: str = "causal-lm"  # or lineage.REWARD_HEAD
+    needs_policy: bool = False  # `--from` a policy is required, and its adapter is continued unless `peft:` is set
+    prepare: Callable[[Any], Any] = lambda cfg: cfg  # checks and defaults of cfg before any data loads
+    trainer_defaults: Callable[[Plan], dict[str, Any]] = lambda plan: {}  # under the user's `trainer:` keys
+    check: Callable[[Plan, Any], None] = lambda plan, args: None  # what TRL would only refuse once training starts
+    manifest: Callable[[Plan], dict[str, Any]] = lambda plan: {}
+    counts: Callable[[Plan], dict[str, Any]] = row_counts  # figures of the data, into metrics.json
+    final_metrics: Callable[[Any, Plan], dict[str, Any]] | None = None  # (trainer, plan) -> figures of the model
+
+
+def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
+    """Train `recipe`'s stage with `cfg` and return the finished run (resumed with `cfg.resume`)."""
+    cfg = recipe.prepare(training.resolve_resume(recipe.stage, cfg))
+    parent = parent_run(recipe, cfg.from_run)
+    if parent:
+        cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
+    train_rows, eval_rows, files = data.load_split(cfg.data, lambda paths: recipe.load_rows(cfg, paths))
+    path = runs.plan_path(recipe.stage, cfg)
+    precision = hardware.pick_precision(cfg.model.precision)
+    continues = recipe.needs_policy and not cfg.peft and parent is not None and parent.adapter_dir.is_dir()
+    task_type = "CAUSAL_LM" if recipe.head == "causal-lm" else "SEQ_CLS"
+    peft_config = None if continues else models.peft_config(cfg.peft, task_type=task_type)  # a bad `peft:` fails
+    trainer_cls, config_cls = recipe.classes(cfg)
+    plan = Plan(cfg, path, parent, train_rows, eval_rows, files, trainer_cls, config_cls, continues, peft_config)
+    trainer_cfg = dataclasses.replace(cfg, trainer=recipe.trainer_defaults(plan) | cfg.trainer)
+    plan.args = training.trainer_args(config_cls, trainer_cfg, str(path / "checkpoints"), bool(eval_rows), precision)
+    recipe.check(plan, plan.args)
+    models.resolve_model(cfg.model.name)  # an unknown (or moved) base fails before the run dir exists
+    manifest = recipe.manifest(plan) | precision.manifest
+    if recipe.needs_policy:  # `lineage.adapter_runs` applies this run's adapter in place of the parent's
+        manifest["adapter_continues"] = str(parent.path.resolve()) if continues and parent else None
+    plan.run = training.create_run(recipe.stage, cfg, path, files, parent, plan.args, peft_config, **manifest)
+
+    with plan.run.removed_if_refused():
+        if continues:
+            assert parent is not None
+            plan.model, plan.tokenizer = lineage.load_run_model(parent.path, trainable=True, precision=precision)
+        else:
+            plan.model, plan.tokenizer, plan.peft_config = training.load_trainable(
+                cfg, plan.run, precision, head=recipe.head
+            )
+        trainer = recipe.build(plan)
+        training.trainable_tokens_for_trl(trainer.model)
+        training.add_callbacks(trainer, plan.run, cfg, has_eval=bool(eval_rows))
+    final = recipe.final_metrics
+    return training.train_and_save(
+        trainer, plan.run, recipe.counts(plan), final_metrics=(lambda t: final(t, plan)) if final else None
+    )
+
+
+def parent_run(recipe: Recipe, from_run: str | None) -> runs.Run | None:
+    """The `--from` run: a policy (never a reward model); required where the stage trains a policy further."""
+    hint = "pass --from an sft (or dpo) run"
+    if not from_run:
+        if recipe.needs_policy:
+            raise AlignkitError(f"{recipe.stage} starts from a policy: no --from run given", hint)
+        return None
+    parent = runs.open_run(from_run)
+    if parent.stage == "reward":
+        raise AlignkitError(f"{parent.path}: is a reward model, not a policy", hint)
+    return parent
