@@ -1,0 +1,97 @@
+"""`python -m benchmarks.dpo_variants DEMO_OUT SEED NAME [key=value ...]`: one DPO variant retrained on a finished
+`alignkit demo` output (its SFT run and pairs), judged against the demo's SFT answers on the same held-out prompts.
+
+`key=value` are `trainer:` keys over the demo's DPO settings (values read as JSON where they parse, e.g.
+`max_steps=32`, `loss_weights=[1.0,2.0]`), plus `pairs=all` to train on every decided pair instead of each prompt's
+best vs worst. Appends one row to `benchmarks/results/dpo-variants-<date>.jsonl`: the oracle win-rate vs SFT with
+its interval and W/T/L, checked accuracy and degenerate rate (SFT, variant), mean words, training seconds.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import alignkit
+from alignkit import evaluate, generate, judges, lineage
+from alignkit.paths import bundled_data
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DPO = {  # alignkit/demo.py's DPO trainer settings
+    "max_steps": 16,
+    "eval_steps": 16,
+    "learning_rate": 1e-4,
+    "lr_scheduler_type": "constant",
+    "loss_type": ["sigmoid", "sft"],
+    "loss_weights": [1.0, 1.0],
+    "eval_on_start": False,
+    "load_best_model_at_end": False,
+}
+
+
+def held_out_prompts(seed: int, train_prompts: int = 60, eval_prompts: int = 40) -> list[judges.Prompt]:
+    """The demo's held-out prompts for `seed` with its default sizes (`demo.run`)."""
+    prompts = generate.load_prompt_items(str(bundled_data("prompts.jsonl")))
+    random.Random(seed).shuffle(prompts)
+    extra = evaluate.load_eval_prompts(str(bundled_data("sft_eval.jsonl")))
+    return prompts[train_prompts:][:eval_prompts] + extra
+
+
+def parse(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def main(demo_out: Path, seed: int, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    pairs = overrides.pop("pairs", "best-worst")
+    held = held_out_prompts(seed)
+    rows = [json.loads(line) for line in (demo_out / "eval" / "answers.jsonl").read_text().splitlines()]
+    sft_by_prompt = {json.dumps(r["prompt"]): r["answer"] for r in rows if r["run"] == "sft"}
+    sft = [sft_by_prompt[json.dumps(p.messages)] for p in held]
+    started = time.time()
+    run = alignkit.dpo(
+        data={"paths": [str(demo_out / ("pairs.jsonl" if pairs == "all" else "pairs-best-worst.jsonl"))],
+              "validation_split": 0.1},
+        from_run=str(demo_out / "sft"),
+        out=str(demo_out / "variants" / name),
+        overwrite=True,
+        early_stopping_patience=None,
+        trainer=DEMO_DPO | overrides,
+    )  # fmt: skip
+    seconds = time.time() - started
+    model, tokenizer = lineage.load_run_model(run.path)
+    answers = generate.greedy_replies(model, tokenizer, [p.messages for p in held], 48, batch_size=20)
+    won = evaluate.win_rate(held, answers, sft, evaluate.oracle_judge(judges.DEFAULT_RULE))
+    sft_figures, _ = evaluate.answer_figures(held, sft)
+    variant_figures, _ = evaluate.answer_figures(held, answers)
+    return {
+        "date": datetime.date.today().isoformat(),
+        "seed": seed,
+        "name": name,
+        "pairs": pairs,
+        "trainer": overrides,
+        "train_seconds": round(seconds),
+        "win_rate_vs_sft": round(won["win_rate"], 4),
+        "interval_95": won["interval_95"],
+        "wins_ties_losses": [won["wins"], won["ties"], won["losses"]],
+        "accuracy_sft_variant": [sft_figures["accuracy"], variant_figures["accuracy"]],
+        "degenerate_sft_variant": [sft_figures["degenerate_rate"], variant_figures["degenerate_rate"]],
+        "mean_words_sft_variant": [sft_figures["mean_words"], variant_figures["mean_words"]],
+    }
+
+
+if __name__ == "__main__":
+    out_dir, seed_arg, variant, *assignments = sys.argv[1:]
+    overrides = {key: parse(value) for key, value in (a.split("=", 1) for a in assignments)}
+    row = main(Path(out_dir), int(seed_arg), variant, overrides)
+    results = ROOT / "benchmarks" / "results" / f"dpo-variants-{row['date']}.jsonl"
+    with results.open("a", encoding="utf-8") as file:
+        file.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
