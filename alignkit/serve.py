@@ -10,58 +10,41 @@ API key: annotators log in with their own credentials. App output goes to `<argi
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
+from alignkit import processes
 from alignkit.errors import AlignkitError
 from alignkit.feedback import server
 from alignkit.feedback.client import check_reachable
+from alignkit.processes import LOOPBACK
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = {"annotate": REPO / "apps" / "annotate.py", "playground": REPO / "apps" / "playground.py"}
-LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8501  # Streamlit's own default; a free port is used when it is taken
 JUPYTER_PORT = 8888
 START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
-_PR_SET_PDEATHSIG = 1
 _HIDDEN_FROM_APPS = ("ARGILLA_API_KEY",)
 
 
 @dataclass
 class AppProcess:
-    """A running child (a Streamlit app or Jupyter); `stop()` or leaving the `with` block ends its process group."""
+    """A running Streamlit app or JupyterLab at `url`; `stop()` or leaving the `with` block ends its process group."""
 
-    name: str
     url: str
-    process: subprocess.Popen
-    log: Path
+    child: processes.Child
 
     def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-                return
+        self.child.stop()
 
     def __enter__(self) -> AppProcess:
         return self
@@ -108,10 +91,14 @@ def run(
             children.append(start_app(name, port=app_port, env=env, log_dir=data_dir / "logs"))
             console.print(f"{name:<10} {children[-1].url}")
         if jupyter:
-            children.append(start_jupyter(free_port(prefer=JUPYTER_PORT), env=env, log_dir=data_dir / "logs"))
+            children.append(start_jupyter(processes.free_port(prefer=JUPYTER_PORT), env=env, log_dir=data_dir / "logs"))
             console.print(f"{'jupyter':<10} {children[-1].url}")
         console.print("Ctrl-C stops everything.")
-        _wait_for_exit(children)
+        stopped = processes.wait_for_exit([app.child for app in children])
+        raise AlignkitError(
+            f"{stopped.name} stopped (code {stopped.process.returncode})",
+            f"see {stopped.log}:\n{processes.tail(stopped.log)}",
+        )
     except KeyboardInterrupt:
         console.print("Stopping…")
     finally:
@@ -134,13 +121,13 @@ def workdir_env() -> dict[str, str]:
 
 def app_ports(count: int, port: int | None = None) -> list[int]:
     """Ports for `count` apps: `port` (which must be free) or 8501 (or any free port when taken), then the next."""
-    if port is not None and free_port(prefer=port) != port:
+    if port is not None and processes.is_listening(port):
         raise AlignkitError(f"port {port} on {LOOPBACK} is already in use", "pass another --port, or none")
     first = port or DEFAULT_PORT
     ports: list[int] = []
     for i in range(count):
-        candidate = free_port(prefer=first + i)
-        ports.append(candidate if candidate not in ports else free_port())
+        candidate = processes.free_port(prefer=first + i)
+        ports.append(candidate if candidate not in ports else processes.free_port())
     return ports
 
 
@@ -161,7 +148,7 @@ def start_app(
 ) -> AppProcess:
     """Start one Streamlit app on 127.0.0.1 (a free port by default) and return once `/_stcore/health` answers."""
     path = app_file(name)
-    port = port or free_port()
+    port = port or processes.free_port()
     command = [
         sys.executable,
         "-m",
@@ -184,9 +171,9 @@ def start_app(
         "false",
     ]
     url = f"http://{LOOPBACK}:{port}"
-    child = _spawn(name, command, url, env or {}, log_dir)
-    _wait_until_answers(child, f"{url}/_stcore/health", timeout_s)
-    return child
+    app = _spawn_app(name, command, url, env or {}, log_dir)
+    _wait_until_answers(app, f"{url}/_stcore/health", timeout_s)
+    return app
 
 
 def start_jupyter(port: int, env: Mapping[str, str] | None = None, log_dir: Path | None = None) -> AppProcess:
@@ -208,79 +195,25 @@ def start_jupyter(port: int, env: Mapping[str, str] | None = None, log_dir: Path
     ]
     if os.geteuid() == 0:  # containers often run as root; Jupyter refuses that unless told
         command.append("--ServerApp.allow_root=True")
-    child = _spawn("jupyter", command, f"http://{LOOPBACK}:{port}/lab?token={token}", env or {}, log_dir)
-    _wait_until_answers(child, f"http://{LOOPBACK}:{port}/api/status?token={token}", START_TIMEOUT_S)
-    return child
+    app = _spawn_app("jupyter", command, f"http://{LOOPBACK}:{port}/lab?token={token}", env or {}, log_dir)
+    _wait_until_answers(app, f"http://{LOOPBACK}:{port}/api/status?token={token}", START_TIMEOUT_S)
+    return app
 
 
-def free_port(prefer: int | None = None) -> int:
-    """`prefer` when nothing listens there, else any free port on 127.0.0.1."""
-    if prefer is not None:
-        with socket.socket() as probe:
-            if probe.connect_ex((LOOPBACK, prefer)) != 0:
-                return prefer
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+def _spawn_app(name: str, command: list[str], url: str, env: Mapping[str, str], log_dir: Path | None) -> AppProcess:
+    """Start an app from the repository root, its output in `<log_dir>/app-<name>.log`, without the owner's key."""
+    log = Path(log_dir or server.default_data_dir() / "logs") / f"app-{name}.log"
+    child = processes.spawn(name, command, log=log, cwd=REPO, env=env, unset=_HIDDEN_FROM_APPS)
+    return AppProcess(url=url, child=child)
 
 
-def _spawn(name: str, command: list[str], url: str, env: Mapping[str, str], log_dir: Path | None) -> AppProcess:
-    log_dir = Path(log_dir or server.default_data_dir() / "logs")
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"app-{name}.log"
-    child_env = {k: v for k, v in os.environ.items() if k not in _HIDDEN_FROM_APPS} | dict(env)
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+def _wait_until_answers(app: AppProcess, url: str, timeout_s: float) -> None:
+    if not processes.wait_until(lambda: processes.answers(url), [app.child], timeout_s, poll_s=0.2):
+        app.stop()
+        raise AlignkitError(
+            f"{app.child.name} did not answer at {url} within {timeout_s:.0f} s", f"see {app.child.log}"
         )
-    return AppProcess(name=name, url=url, process=process, log=log_path)
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (so a killed `alignkit serve` leaves nothing)."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _wait_until_answers(child: AppProcess, url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if child.process.poll() is not None:
-            raise AlignkitError(
-                f"{child.name} exited while starting (code {child.process.returncode})",
-                f"see {child.log}; last lines:\n{_tail(child.log)}",
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            child.stop()
-            raise AlignkitError(f"{child.name} did not answer at {url} within {timeout_s:.0f} s", f"see {child.log}")
-        time.sleep(0.2)
-
-
-def _wait_for_exit(children: list[AppProcess]) -> None:
-    while True:
-        for child in children:
-            if child.process.poll() is not None:
-                raise AlignkitError(
-                    f"{child.name} stopped (code {child.process.returncode})", f"see {child.log}:\n{_tail(child.log)}"
-                )
-        time.sleep(0.5)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"

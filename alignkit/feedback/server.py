@@ -19,18 +19,14 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -47,8 +43,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from alignkit import processes
 from alignkit.errors import AlignkitError
 from alignkit.paths import cache_dir
+from alignkit.processes import LOOPBACK
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +58,9 @@ DEMO_OWNER_API_KEY = "alignkit.demo.owner.apikey"
 SERVER_REQUIREMENTS = ["argilla-server==2.8.0", "fakeredis[lua]"]
 CONSTRAINTS_FILE = Path(__file__).with_name("server-constraints.txt")
 LAUNCHER = Path(__file__).with_name("launch_server.py")
-LOOPBACK = "127.0.0.1"
 STATE_FILE = "server.json"
 COMPLETE_MARKER = ".alignkit-complete"
 START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
-LOG_TAIL_LINES = 15
 _NOT_INHERITED = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")  # the server venv must see only itself
 
 _running: list[LocalArgilla] = []
@@ -162,7 +157,7 @@ def _build_env(venv_dir: Path, fingerprint: str) -> None:
                 raise AlignkitError(
                     f"Could not create the Argilla server environment in {venv_dir} "
                     f"({description.lower()} failed with exit code {returncode})",
-                    hint=f"see {install_log}; last lines:\n{_tail(install_log)}\n"
+                    hint=f"see {install_log}; last lines:\n{processes.tail(install_log)}\n"
                     "check that the package index is reachable, then run again (the install starts over)",
                 )
             progress.update(task, completed=total or 1, total=total or 1)
@@ -201,13 +196,13 @@ class LocalArgilla:
     api_key: str
     data_dir: Path
     _state: dict = field(default_factory=dict, repr=False)
-    _processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
+    _children: list[processes.Child] = field(default_factory=list, repr=False)
 
     def stop(self) -> None:
-        if not self._processes:  # never started, or already stopped
+        if not self._children:  # never started, or already stopped
             return
-        _stop_processes(self._state["processes"], own=self._processes)
-        self._processes.clear()
+        _stop_processes(self._state["processes"], own=[child.process for child in self._children])
+        self._children.clear()
         _remove_state(self.data_dir, self._state["processes"])
         if self in _running:
             _running.remove(self)
@@ -246,10 +241,13 @@ def start(
             f"An Argilla server is already running for {data_dir} at {running['url']}",
             hint="use it, or stop it first (alignkit.feedback.server.stop)",
         )
-    if port is not None:
-        _check_port_free(port)  # before a possibly minute-long first install
+    if port is not None and processes.is_listening(port):  # checked before a possibly minute-long first install
+        raise AlignkitError(
+            f"Port {port} on {LOOPBACK} is already in use",
+            hint="pass another port (or none, to pick a free one), or stop what is listening there",
+        )
     python = ensure_server_env(venv_dir)
-    port = port or _free_port()
+    port = port or processes.free_port()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     _clear_tmp(data_dir)
 
@@ -258,10 +256,11 @@ def start(
     argilla = LocalArgilla(url=url, api_key=owner_api_key, data_dir=data_dir, _state=state | {"processes": []})
     try:
         if redis_url is None:
-            redis_port = _free_port()
+            redis_port = processes.free_port()
             redis_url = f"redis://{LOOPBACK}:{redis_port}/0"
-            _spawn(argilla, "redis", [python, LAUNCHER, "redis", "--port", str(redis_port)], env={})
-            _wait_for_port(argilla, redis_port, timeout_s)
+            _launch(argilla, "redis", [python, LAUNCHER, "redis", "--port", str(redis_port)], env={})
+            where = f"{LOOPBACK}:{redis_port}"
+            _wait_until(argilla, lambda: processes.is_listening(redis_port), where, timeout_s, poll_s=0.1)
         argilla._state["redis_url"] = redis_url
         env = _server_env(data_dir, redis_url)
         owner_env = {
@@ -269,10 +268,12 @@ def start(
             "ALIGNKIT_ARGILLA_OWNER_PASSWORD": owner_password,
             "ALIGNKIT_ARGILLA_OWNER_API_KEY": owner_api_key,
         }
-        _spawn(argilla, "server", [python, LAUNCHER, "server", "--port", str(port)], env=env | owner_env)
-        _spawn(argilla, "worker", [python, LAUNCHER, "worker"], env=env)
+        _launch(argilla, "server", [python, LAUNCHER, "server", "--port", str(port)], env=env | owner_env)
+        _launch(argilla, "worker", [python, LAUNCHER, "worker"], env=env)
         _write_state(data_dir, argilla._state)
-        _wait_until_ready(argilla, timeout_s)
+        # Ready = the API answers an authenticated request as the owner (so migrations are done too).
+        owner_key = {"X-Argilla-Api-Key": owner_api_key}
+        _wait_until(argilla, lambda: processes.answers(url + "/api/v1/me", owner_key), url, timeout_s, poll_s=0.25)
     except BaseException:
         argilla.stop()
         raise
@@ -288,10 +289,10 @@ def status(data_dir: Path | None = None) -> dict | None:
     if state is None:
         return None
     for process in state["processes"]:
-        process["alive"] = _find_process(process) is not None
+        process["alive"] = processes.find_running(process["pid"], process["create_time"]) is not None
     if not any(process["alive"] for process in state["processes"]):
         return None
-    state["healthy"] = _answers(state["url"] + "/api/v1/status")
+    state["healthy"] = processes.answers(state["url"] + "/api/v1/status")
     return state
 
 
@@ -340,146 +341,46 @@ def _clear_tmp(data_dir: Path) -> None:
     tmp_dir.mkdir()
 
 
-def _spawn(argilla: LocalArgilla, name: str, command: list, env: dict[str, str]) -> None:
-    inherited = {key: value for key, value in os.environ.items() if key not in _NOT_INHERITED}
+def _launch(argilla: LocalArgilla, name: str, command: list, env: dict[str, str]) -> None:
+    """Start one of the server's processes, logging to `logs/<name>.log`, and record it in the state."""
     log_path = argilla.data_dir / "logs" / f"{name}.log"
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [str(part) for part in command],
-            cwd=argilla.data_dir,
-            env=inherited | env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: stop() kills it whole, Ctrl-C here does not reach it
-        )
-    argilla._processes.append(process)
-    create_time = psutil.Process(process.pid).create_time()
-    record = {"name": name, "pid": process.pid, "create_time": create_time, "log": str(log_path)}
+    child = processes.spawn(name, command, log=log_path, cwd=argilla.data_dir, env=env, unset=_NOT_INHERITED)
+    argilla._children.append(child)
+    create_time = psutil.Process(child.process.pid).create_time()
+    record = {"name": name, "pid": child.process.pid, "create_time": create_time, "log": str(log_path)}
     argilla._state["processes"].append(record)
 
 
-def _wait_for_port(argilla: LocalArgilla, port: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        _raise_if_exited(argilla)
-        with socket.socket() as probe:
-            if probe.connect_ex((LOOPBACK, port)) == 0:
-                return
-        if time.monotonic() > deadline:
-            raise _start_timeout_error(argilla, f"{LOOPBACK}:{port}", timeout_s)
-        time.sleep(0.1)
-
-
-def _wait_until_ready(argilla: LocalArgilla, timeout_s: float) -> None:
-    """Ready = the API answers an authenticated request as the owner (so migrations are done too)."""
-    deadline = time.monotonic() + timeout_s
-    while not _answers(argilla.url + "/api/v1/me", api_key=argilla.api_key):
-        _raise_if_exited(argilla)
-        if time.monotonic() > deadline:
-            raise _start_timeout_error(argilla, argilla.url, timeout_s)
-        time.sleep(0.25)
-
-
-def _answers(url: str, api_key: str | None = None) -> bool:
-    request = urllib.request.Request(url, headers={"X-Argilla-Api-Key": api_key} if api_key else {})
+def _wait_until(argilla: LocalArgilla, ready: Callable[[], bool], where: str, timeout_s: float, poll_s: float) -> None:
+    """Poll `ready` until it holds; a process that exits first, or the timeout, is an error showing the logs."""
     try:
-        with urllib.request.urlopen(request, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
-def _raise_if_exited(argilla: LocalArgilla) -> None:
-    for process, record in zip(argilla._processes, argilla._state["processes"], strict=True):
-        if process.poll() is not None:
-            raise AlignkitError(
-                f"The local Argilla {record['name']} process exited early (code {process.returncode})",
-                hint=f"see {record['log']}; last lines:\n{_tail(Path(record['log']))}",
-            )
-
-
-def _start_timeout_error(argilla: LocalArgilla, where: str, timeout_s: float) -> AlignkitError:
-    logs = "\n".join(f"--- {p['log']}\n{_tail(Path(p['log']))}" for p in argilla._state["processes"])
-    return AlignkitError(
+        if processes.wait_until(ready, argilla._children, timeout_s, poll_s):
+            return
+    except processes.ChildExited as exited:
+        child = exited.child
+        raise AlignkitError(
+            f"The local Argilla {child.name} process exited early (code {child.process.returncode})", exited.hint
+        ) from None
+    logs = "\n".join(f"--- {child.log}\n{processes.tail(child.log)}" for child in argilla._children)
+    raise AlignkitError(
         f"The local Argilla did not answer at {where} within {timeout_s:.0f} s",
         hint=f"the machine may be busy (retry with a longer timeout_s) or a process is stuck; logs:\n{logs}",
     )
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    if not path.exists():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
-
-
-def _check_port_free(port: int) -> None:
-    with socket.socket() as probe:
-        if probe.connect_ex((LOOPBACK, port)) == 0:
-            raise AlignkitError(
-                f"Port {port} on {LOOPBACK} is already in use",
-                hint="pass another port (or none, to pick a free one), or stop what is listening there",
-            )
-
-
-def _find_process(record: dict) -> psutil.Process | None:
-    """The recorded process if it still runs (same pid *and* start time, so a reused pid is not mistaken)."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        process = psutil.Process(record["pid"])
-        same = abs(process.create_time() - record["create_time"]) < 0.01
-        if same and process.status() != psutil.STATUS_ZOMBIE:
-            return process
-    return None
 
 
 def _stop_processes(records: list[dict], own: list[subprocess.Popen]) -> bool:
     """Stop the server and worker first, then Redis (so they do not log lost connections)."""
     first = [record for record in records if record["name"] != "redis"]
     last = [record for record in records if record["name"] == "redis"]
-    stopped = [_terminate_groups([p for r in wave if (p := _find_process(r))], own) for wave in (first, last)]
+    stopped = [processes.stop_groups(_running_leaders(wave), own) for wave in (first, last)]
     for process in own:
-        process.wait(timeout=STOP_TIMEOUT_S)
+        process.wait(timeout=processes.STOP_GRACE_S)
     return any(stopped)
 
 
-def _terminate_groups(leaders: list[psutil.Process], own: list[subprocess.Popen]) -> bool:
-    """SIGTERM each leader's process group and any descendant outside it (RQ's job process calls setsid),
-    wait, then SIGKILL whatever is left."""
-    groups = {leader.pid for leader in leaders}
-    targets = list(leaders)
-    for leader in leaders:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            targets += leader.children(recursive=True)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = [process for process in targets if _is_alive(process, own)]
-        if not alive:
-            break
-        for group in groups:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group, sig)
-        for process in alive:
-            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
-                if os.getpgid(process.pid) not in groups:
-                    process.send_signal(sig)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while any(_is_alive(process, own) for process in alive) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    return bool(targets)
-
-
-def _is_alive(process: psutil.Process, own: list[subprocess.Popen]) -> bool:
-    for child in own:
-        if child.pid == process.pid:
-            child.poll()  # reap our own child, so it does not linger as a zombie
-    with contextlib.suppress(psutil.NoSuchProcess):
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    return False
+def _running_leaders(records: list[dict]) -> list[psutil.Process]:
+    found = (processes.find_running(record["pid"], record["create_time"]) for record in records)
+    return [process for process in found if process is not None]
 
 
 def _write_state(data_dir: Path, state: dict) -> None:

@@ -16,7 +16,7 @@ from argilla._exceptions import ForbiddenError, NotFoundError
 from argilla._models._record._response import UserResponseModel
 from streamlit.testing.v1 import AppTest
 
-from alignkit import runs
+from alignkit import processes, runs
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback import client, push, server
@@ -152,7 +152,7 @@ def test_demo_credentials_are_flagged_when_used(argilla_server, tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="alignkit.feedback.server"), pytest.raises(AlignkitError):
         server.start(data_dir=tmp_path, port=busy_port, owner_password="a-real-password", owner_api_key="a-real-key")
     assert "DEMO" not in caplog.text
-    assert server.LOOPBACK == "127.0.0.1"
+    assert processes.LOOPBACK == "127.0.0.1"
 
 
 def test_passwords_come_from_a_prompt_a_file_or_the_environment_never_the_command_line(argilla_server, tmp_path):

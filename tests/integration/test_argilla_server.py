@@ -21,6 +21,7 @@ import httpx
 import psutil
 import pytest
 
+from alignkit import processes
 from alignkit.errors import AlignkitError
 from alignkit.feedback import server
 
@@ -140,8 +141,8 @@ def test_server_answers_and_listens_on_loopback_only(argilla_server: server.Loca
     assert httpx.get(argilla_server.url + "/").status_code == 200  # the bundled web UI
 
     addresses = listening_addresses(argilla_server)
-    assert (server.LOOPBACK, state["port"]) in addresses
-    assert all(ip == server.LOOPBACK for ip, _ in addresses), addresses
+    assert (processes.LOOPBACK, state["port"]) in addresses
+    assert all(ip == processes.LOOPBACK for ip, _ in addresses), addresses
 
 
 def test_start_refuses_a_busy_port_and_a_running_data_dir(argilla_server: server.LocalArgilla, tmp_path: Path) -> None:

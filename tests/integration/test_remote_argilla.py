@@ -23,7 +23,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from alignkit.feedback import server
-from alignkit.serve import free_port
+from alignkit.processes import free_port
 from tests.conftest import REPO, run_cli, write_jsonl
 
 pytestmark = pytest.mark.argilla
