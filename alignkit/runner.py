@@ -110,6 +110,20 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     )
 
 
+def trl_trainer(plan: Plan, to_dataset: Callable[[Rows], Any], **extra: Any) -> Any:
+    """The plan's TRL trainer on its rows as `to_dataset` makes them; `extra`: the method's own arguments (reward
+    functions, ...). Without `peft_config` when the stage continues its parent's adapter."""
+    return plan.trainer_cls(
+        model=plan.model,
+        args=plan.args,
+        train_dataset=to_dataset(plan.train_rows),
+        eval_dataset=to_dataset(plan.eval_rows) if plan.eval_rows else None,
+        processing_class=plan.tokenizer,
+        peft_config=plan.peft_config,
+        **extra,
+    )
+
+
 def parent_run(recipe: Recipe, from_run: str | None) -> runs.Run | None:
     """The `--from` run: a policy (never a reward model); required where the stage trains a policy further."""
     hint = "pass --from an sft (or dpo) run"

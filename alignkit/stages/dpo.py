@@ -94,14 +94,7 @@ def build(plan: runner.Plan) -> Any:
     """The method's TRL trainer on the policy; without `peft_config` when it continues the parent's adapter."""
     if pick_method(plan.cfg.method).unpaired:  # KTO pairs each completion with its neighbour's prompt (KL term)
         random.Random(plan.cfg.seed).shuffle(plan.train_rows)
-    return plan.trainer_cls(
-        model=plan.model,
-        args=plan.args,
-        train_dataset=to_dataset(plan.train_rows),
-        eval_dataset=to_dataset(plan.eval_rows) if plan.eval_rows else None,
-        processing_class=plan.tokenizer,
-        peft_config=plan.peft_config,
-    )
+    return runner.trl_trainer(plan, to_dataset)
 
 
 RECIPE = runner.Recipe(

@@ -34,14 +34,7 @@ def build(plan: runner.Plan) -> Any:
     """TRL's RewardTrainer; peft keeps the new `score` head trainable and saved."""
     plan.model.config.pad_token_id = plan.tokenizer.pad_token_id  # the head reads the last non-pad token
     with_margin = uses_margin(plan)
-    return plan.trainer_cls(
-        model=plan.model,
-        args=plan.args,
-        train_dataset=reward_dataset(plan.train_rows, with_margin),
-        eval_dataset=reward_dataset(plan.eval_rows, with_margin) if plan.eval_rows else None,
-        processing_class=plan.tokenizer,
-        peft_config=plan.peft_config,
-    )
+    return runner.trl_trainer(plan, lambda pairs: reward_dataset(pairs, with_margin))
 
 
 def counts(plan: runner.Plan) -> dict[str, Any]:

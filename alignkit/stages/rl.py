@@ -88,15 +88,8 @@ def build(plan: runner.Plan) -> Any:
     adapter."""
     names, _ = reward_spec(plan.cfg)
     reward_run = reward_parent(plan.cfg.reward_run, names)
-    return plan.trainer_cls(
-        model=plan.model,
-        reward_funcs=reward_functions(names, reward_run, batch_size=plan.args.per_device_train_batch_size),
-        args=plan.args,
-        train_dataset=to_dataset(plan.train_rows),
-        eval_dataset=to_dataset(plan.eval_rows) if plan.eval_rows else None,
-        processing_class=plan.tokenizer,
-        peft_config=plan.peft_config,
-    )
+    functions = reward_functions(names, reward_run, batch_size=plan.args.per_device_train_batch_size)
+    return runner.trl_trainer(plan, to_dataset, reward_funcs=functions)
 
 
 RECIPE = runner.Recipe(
