@@ -278,7 +278,7 @@ def evaluate_policies(
     general = evaluate.read_texts(bundled_data("general_heldout.jsonl"), limit=40)  # a stable perplexity in seconds
     to_evaluate = [
         ("base", load_base),
-        *((name, functools.partial(lineage.load_run_model, run.path)) for name, run in policies.items()),
+        *((name, functools.partial(lineage.load_inference_model, run.path)) for name, run in policies.items()),
     ]
     results, rows = evaluate.evaluate_models(
         to_evaluate, prompts, general, lineage.load_scorer(reward_run.path), cfg.rule, cfg.max_new_tokens

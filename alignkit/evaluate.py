@@ -123,7 +123,8 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
 def win_rate(
     prompts: Sequence[Prompt], answers: Sequence[str], baseline: Sequence[str], judge: Judge
 ) -> dict[str, Any]:
-    """Share of prompts where `answers` beat `baseline` (ties count half), with its 95 % interval."""
+    """Share of prompts where `answers` beat `baseline` (ties count half), with its 95 % interval. `identical`: the
+    ties where both answers are the same text (the policy did not move there), as opposed to judged equal."""
     outcomes = [judge(p, a, b) for p, a, b in zip(prompts, answers, baseline, strict=True)]
     low, high = wilson_interval(sum(outcomes), len(outcomes))
     return {
@@ -132,6 +133,7 @@ def win_rate(
         "wins": sum(o == 1.0 for o in outcomes),
         "ties": sum(o == 0.5 for o in outcomes),
         "losses": sum(o == 0.0 for o in outcomes),
+        "identical": sum(a.strip() == b.strip() for a, b in zip(answers, baseline, strict=True)),
     }
 
 
@@ -370,14 +372,15 @@ def report_markdown(results: dict[str, Any], images: str = "") -> str:
     lines += ["", "| skill | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     lines += [f"| {s} | " + " | ".join(fmt(results["runs"][n]["accuracy_by_skill"].get(s)) for n in names) + " |"
               for s in skills]  # fmt: skip
-    lines += ["", "| comparison | judge | win-rate | 95 % interval | W / T / L |", "|---|---|---|---|---|"]
+    lines += ["", "| comparison | judge | win-rate | 95 % interval | W / T / L | identical answers |"]
+    lines += ["|---|---|---|---|---|---|"]
     for key, comparison in results["comparisons"].items():
         for judge_name in ("oracle", "reward_model"):
             if judge_name in comparison:
                 c = comparison[judge_name]
                 lines.append(
                     f"| {key} | {judge_name} | {c['win_rate']:.3f} | {c['interval_95'][0]:.3f}–"
-                    f"{c['interval_95'][1]:.3f} | {c['wins']} / {c['ties']} / {c['losses']} |"
+                    f"{c['interval_95'][1]:.3f} | {c['wins']} / {c['ties']} / {c['losses']} | {c['identical']} |"
                 )
     lines += ["", f"![checked accuracy per skill]({images}accuracy.png) ![oracle win-rates]({images}win_rate.png)"]
     flagged = {k: v for k, v in results["alarms"].items() if v}
@@ -435,7 +438,7 @@ def run_eval(
     scorer = lineage.load_scorer(reward_run) if reward_run else None
     to_evaluate = [
         ("base", load_base),
-        *((run.path.name, functools.partial(lineage.load_run_model, run.path)) for run in loaded),
+        *((run.path.name, functools.partial(lineage.load_inference_model, run.path)) for run in loaded),
     ]
     results, rows = evaluate_models(
         to_evaluate, prompts, read_texts(general_file), scorer, rule, max_new_tokens, forgetting_threshold

@@ -124,9 +124,7 @@ def load_policy(from_run: str | None, model_name: str | None) -> tuple[Any, Any,
     """(model, tokenizer, source record) for a run's policy, or for a bare base model when no run is given."""
     if from_run:
         run = runs.open_run(from_run)
-        model, tokenizer = lineage.load_run_model(run.path)
-        if hasattr(model, "merge_and_unload"):  # sampling is faster without the adapter's extra matmuls
-            model = model.merge_and_unload()
+        model, tokenizer = lineage.load_inference_model(run.path)
         return model, tokenizer, {"run": str(run.path.resolve()), "model": run.manifest["model"]["name"]}
     cfg = ModelConfig(name=model_name or ModelConfig.name)
     tokenizer = models.load_tokenizer(cfg)

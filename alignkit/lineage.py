@@ -28,6 +28,15 @@ def load_run_model(run_dir: str | Path, trainable: bool = False, precision: Prec
     return assemble(runs.open_run(run_dir), precision, "causal-lm", trainable)
 
 
+def load_inference_model(run_dir: str | Path, precision: Precision | None = None) -> tuple[Any, Any]:
+    """`load_run_model` with the run's own adapter merged too: the same model without the adapter's extra matmuls
+    on every layer (generation, evaluation, perplexity). Returns (model, tokenizer), in eval mode."""
+    model, tokenizer = load_run_model(run_dir, precision=precision)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload().eval()
+    return model, tokenizer
+
+
 @dataclass
 class Scorer:
     """A reward model as a function: one float per (prompt, completion), higher is better."""

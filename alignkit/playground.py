@@ -4,8 +4,8 @@ few-shot (in-context learning) baseline, and send feedback on replies to Argilla
 Models: every run under a runs dir (broken ones listed with the reason, never a traceback) plus the bare base.
 Runs that are one LoRA adapter on a base (SFT, and DPO/RL that kept training it) share one copy of that base in a
 `ModelPool`: their adapters are loaded into it and switched per reply; other runs (stacked adapters, full fine-tunes)
-are loaded whole with `lineage.load_run_model`. One lock serialises generation, since the active adapter and the
-seeded RNG are process-wide.
+are loaded whole and merged (`lineage.load_inference_model`). One lock serialises generation, since the active
+adapter and the seeded RNG are process-wide.
 
 Feedback: "which answer is better?" becomes a record of the collection rounds' own schema
 (`argilla_schema.preference_settings(2)`, built by `push.records_for_round`) with the user's answer as a submitted
@@ -138,7 +138,7 @@ class ModelPool:
             if len(chain) == 1 and lora_adapter(chain[0]):
                 return self.adapter_on_base(run, chain[0])
             if key not in self.whole:
-                self.whole[key] = lineage.load_run_model(run.path)
+                self.whole[key] = lineage.load_inference_model(run.path)
             return Handle(*self.whole[key])
 
     def base(self, cfg: ModelConfig) -> tuple[Any, Any]:

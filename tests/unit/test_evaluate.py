@@ -31,7 +31,10 @@ def test_win_rate_counts_ties_half_and_forgetting_flags_worse_perplexity():
         "wins": 1,
         "ties": 1,
         "losses": 1,
+        "identical": 0,  # "x y" vs "p q" tie by the rule, with different words
     }
+    unmoved = evaluate.win_rate(prompts, ["short", "a b c d", "x y"], ["short", "short", " x y"], judge)
+    assert (unmoved["ties"], unmoved["identical"]) == (2, 2)
     noticed = evaluate.win_rate(
         prompts, ["short", "a b c d", "x y"], ["a b c", "short", "p q"], evaluate.oracle_judge("concise")
     )
@@ -110,3 +113,22 @@ def test_eval_cli_writes_report_with_win_rate_kl_and_forgetting(two_runs, tmp_pa
     for name in ("report.md", "perplexity.png", "win_rate.png", "accuracy.png"):
         assert (out / name).is_file(), name
     assert "## Alarms" in (out / "report.md").read_text()
+
+
+def test_inference_model_is_the_run_model_with_its_adapter_merged(two_runs):
+    """Evaluation, `generate` and the playground answer with the adapter merged (no per-layer LoRA matmuls): the
+    same logits and greedy answers as the run's PeftModel."""
+    import torch
+
+    from alignkit import generate, lineage
+
+    run_model, tokenizer = lineage.load_run_model(two_runs[1].path)
+    merged, _ = lineage.load_inference_model(two_runs[1].path)
+    assert not any("lora" in name for name, _ in merged.named_modules())
+    assert any("lora" in name for name, _ in run_model.named_modules())
+    prompts = [[{"role": "user", "content": f"Add {i} and 2."}] for i in range(4)]
+    ids = tokenizer.apply_chat_template(prompts[0], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        assert torch.allclose(run_model(**ids).logits, merged(**ids).logits, atol=1e-5)
+    greedy = [generate.greedy_replies(m, tokenizer, prompts, 8) for m in (run_model, merged)]
+    assert greedy[0] == greedy[1]
