@@ -54,15 +54,33 @@ def sample(
         tokenizer.padding_side = side
     options = {"do_sample": True, **sampling} if sampling else {"do_sample": False}
     with torch.no_grad():
+        if n > 1:  # each prompt's N samples share one prefill of it
+            options["cache"] = shared_prefix_cache(model, inputs.input_ids, inputs.attention_mask, n)
+            inputs = {key: value.repeat_interleave(n, dim=0) for key, value in inputs.items()}
         output = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            num_return_sequences=n,
-            pad_token_id=tokenizer.pad_token_id,
-            **options,
+            **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **options
         )
-    replies = tokenizer.batch_decode(output[:, inputs.input_ids.shape[1] :], skip_special_tokens=True)
+    replies = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return [[r.strip() for r in replies[i * n : (i + 1) * n]] for i in range(len(conversations))]
+
+
+def shared_prefix_cache(model: Any, input_ids: Any, attention_mask: Any, n: int) -> Any:
+    """The KV cache of every prompt but its last token, computed once and repeated for its `n` samples: `generate`
+    then runs only the last prompt token and the new ones per sample (with `num_return_sequences=n` it would prefill
+    each prompt n times, which on CPU costs about as much as decoding a short answer)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # as `generate` derives them (left padding)
+    model(
+        input_ids=input_ids[:, :-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=positions[:, :-1],
+        cache=cache,
+        use_cache=True,
+    )
+    cache.batch_repeat_interleave(n)
+    return cache
 
 
 def greedy_replies(
