@@ -7,8 +7,10 @@ clock (from `on_step_end`). The first step is warm-up and is left out of every r
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
+import os
 import resource
 import sys
 import time
@@ -242,12 +244,89 @@ def gen_sequential(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     return {"completions": completions, "gen_seconds": seconds, "completions_per_s": completions / seconds}
 
 
+SINGLE_STREAM_PROMPT = [{"role": "user", "content": "Explain in a few sentences why the sky is blue."}]
+
+
+def memory_bandwidth(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """The best read rate of a 512 MB fp32 tensor (GB/s) with torch's default threads: what bounds decoding, which
+    reads every weight once per token."""
+    x = torch.ones(128 * 2**20)
+    best = 0.0
+    for _ in range(cfg.get("bandwidth_reps", 8)):
+        start = time.perf_counter()
+        x.sum()
+        best = max(best, x.numel() * 4 / (time.perf_counter() - start) / 1e9)
+    return {"read_gb_per_s": best}
+
+
+def gen_single(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """One greedy stream of `single_tokens` new tokens (the playground's and evaluation's path): tokens/s."""
+    from alignkit import generate
+
+    model, tokenizer, _ = generate.load_policy(None, cfg["model_dir"])
+    inputs = tokenizer.apply_chat_template(
+        SINGLE_STREAM_PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    n = cfg["single_tokens"]
+    options = {"do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    with torch.no_grad():
+        model.generate(**inputs, max_new_tokens=8, **options)  # warm-up
+        started = time.perf_counter()
+        model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, **options)
+    seconds = time.perf_counter() - started
+    return {"tokens": n, "gen_seconds": seconds, "tokens_per_s": n / seconds}
+
+
+def llama_cpp_model() -> Any:
+    """The embedded model's own GGUF file in llama.cpp (llama-cpp-python), a thread per core; None if missing."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return None
+    from llama_cpp import Llama
+
+    from alignkit import models
+
+    return Llama(model_path=str(models.embedded_gguf()), n_threads=os.cpu_count(), n_ctx=1024, seed=0, verbose=False)
+
+
+def llama_cpp_single(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    llm = llama_cpp_model()
+    if llm is None:
+        return {"not_installed": True}
+    llm.create_chat_completion(SINGLE_STREAM_PROMPT, max_tokens=8, temperature=0.0)
+    started = time.perf_counter()
+    reply = llm.create_chat_completion(SINGLE_STREAM_PROMPT, max_tokens=cfg["single_tokens"], temperature=0.0)
+    seconds = time.perf_counter() - started
+    tokens = reply["usage"]["completion_tokens"]
+    return {"tokens": tokens, "gen_seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def llama_cpp_sequential(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """The same candidates as gen-batched, one llama.cpp completion after another (what a CPU user would run)."""
+    llm = llama_cpp_model()
+    if llm is None:
+        return {"not_installed": True}
+    prompts = generation_prompts(cfg)
+    started, tokens = time.perf_counter(), 0
+    for messages in prompts:
+        for _ in range(cfg["gen_n"]):
+            reply = llm.create_chat_completion(messages, max_tokens=cfg["gen_tokens"], temperature=0.8, top_p=0.95)
+            tokens += reply["usage"]["completion_tokens"]
+    seconds = time.perf_counter() - started
+    completions = len(prompts) * cfg["gen_n"]
+    return {"completions": completions, "gen_seconds": seconds, "completions_per_s": completions / seconds,
+            "tokens_per_s": tokens / seconds}  # fmt: skip
+
+
 VARIANTS = {
     "dpo-alignkit": lambda cfg, work: dpo_alignkit(cfg, work, precompute=False),
     "dpo-alignkit-precompute": lambda cfg, work: dpo_alignkit(cfg, work, precompute=True),
     "dpo-trl-plain": dpo_trl,
     "gen-batched": gen_batched,
     "gen-sequential": gen_sequential,
+    "gen-single": gen_single,
+    "gen-llama-cpp-single": llama_cpp_single,
+    "gen-llama-cpp-sequential": llama_cpp_sequential,
+    "memory-bandwidth": memory_bandwidth,
     "sft-alignkit": sft_alignkit,
     "sft-trl-default": lambda cfg, work: sft_trl(cfg, work, careful=False),
     "sft-trl-careful": lambda cfg, work: sft_trl(cfg, work, careful=True),

@@ -6,7 +6,9 @@ it the demo loop):
 
 - BENCH_REPS (3), BENCH_SECTIONS (sft,dpo,gen,loop,roundtrip)
 - BENCH_SFT_STEPS (12); BENCH_SFT_STEPS_TRL_DEFAULT (3; on CPUs without bf16, TRL's defaults do not run at all)
-- BENCH_DPO_STEPS (8); BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48)
+- BENCH_DPO_STEPS (8); BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48), BENCH_SINGLE_TOKENS (128)
+- llama.cpp rows need `llama-cpp-python` in the bench's environment (`pip install llama-cpp-python` builds it);
+  without it they say "not installed"
 - BENCH_LOOP (1: runs `alignkit demo` once, ~10 min; 0 skips it), BENCH_LOOP_ARGS (extra `alignkit demo` flags)
 - BENCH_ROUNDTRIP_RECORDS (1000); BENCH_SKIP (variants to leave out, e.g. sft-trl-default)
 - BENCH_OUT (results dir), BENCH_DOC (markdown path)
@@ -31,7 +33,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = {
     "sft": ["matmul-peak", "sft-alignkit", "sft-trl-careful", "sft-ceiling", "sft-trl-default"],
     "dpo": ["dpo-alignkit", "dpo-alignkit-precompute", "dpo-trl-plain"],
-    "gen": ["gen-batched", "gen-sequential"],
+    "gen": [
+        "memory-bandwidth",
+        "gen-single",
+        "gen-llama-cpp-single",
+        "gen-batched",
+        "gen-sequential",
+        "gen-llama-cpp-sequential",
+    ],
 }
 
 
@@ -49,6 +58,7 @@ def settings() -> dict[str, Any]:
         "gen_prompts": env_int("BENCH_GEN_PROMPTS", 16),
         "gen_n": env_int("BENCH_GEN_N", 4),
         "gen_tokens": env_int("BENCH_GEN_TOKENS", 48),
+        "single_tokens": env_int("BENCH_SINGLE_TOKENS", 128),
         "loop": env_int("BENCH_LOOP", 1),
         "roundtrip_records": env_int("BENCH_ROUNDTRIP_RECORDS", 1000),
     }
@@ -97,7 +107,7 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     variants = sorted({v for rep in reps for v in rep})
     keys = ["tokens_per_s", "tokens_per_cpu_s", "loss_tokens_per_s", "step_s", "peak_rss_mb", "mfu", "real_gflops"]
     keys += ["gflops"]
-    keys += ["rows_per_s", "pairs_per_s", "completions_per_s", "wall_s"]
+    keys += ["rows_per_s", "pairs_per_s", "completions_per_s", "wall_s", "read_gb_per_s"]
     medians = {v: {k: median([rep[v] for rep in reps if v in rep], k) for k in keys} for v in variants}
     medians = {v: {k: x for k, x in m.items() if x is not None} for v, m in medians.items()}
 
@@ -118,6 +128,8 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "dpo_pairs_per_s_vs_plain": ratio("dpo-alignkit", "dpo-trl-plain", "pairs_per_s"),
         "dpo_precompute_pairs_per_s_vs_plain": ratio("dpo-alignkit-precompute", "dpo-trl-plain", "pairs_per_s"),
         "gen_completions_per_s_batched_vs_sequential": ratio("gen-batched", "gen-sequential", "completions_per_s"),
+        "gen_single_tokens_per_s_vs_llama_cpp": ratio("gen-single", "gen-llama-cpp-single", "tokens_per_s"),
+        "gen_batched_vs_llama_cpp_sequential": ratio("gen-batched", "gen-llama-cpp-sequential", "completions_per_s"),
     }
     rss = {v: medians.get(v, {}).get("peak_rss_mb") for v in ("dpo-alignkit", "dpo-trl-plain")}
     if all(rss.values()):
@@ -178,7 +190,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "settings": s,
-        "model": {"dir": model_dir, **shape, "weights_mb": weights_mb(Path(model_dir))},
+        "model": {"dir": model_dir, **shape, "weights_mb": weights_mb(Path(model_dir)), "gguf_mb": gguf_mb()},
         **summarise(reps),
         **extra,
         "repetitions": reps,
@@ -194,6 +206,23 @@ def main() -> None:
 def weights_mb(model_dir: Path) -> float:
     """One copy of the model's weights in memory as stored (fp32 safetensors for the embedded model), in MB."""
     return sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 2**20
+
+
+def gguf_mb() -> float:
+    """The embedded model's GGUF file (what llama.cpp reads per token), in MB."""
+    from alignkit import models
+
+    return models.embedded_gguf().stat().st_size / 2**20
+
+
+def decode_bounds(report: dict[str, Any]) -> dict[str, float]:
+    """Tokens/s that single-stream decoding cannot exceed at the measured read bandwidth: each token reads every
+    weight once (fp32 safetensors for transformers, the GGUF file for llama.cpp)."""
+    bandwidth = report["medians"].get("memory-bandwidth", {}).get("read_gb_per_s")
+    if not bandwidth:
+        return {}
+    sizes = {"fp32": report["model"].get("weights_mb"), "gguf": report["model"].get("gguf_mb")}
+    return {name: bandwidth * 1e9 / (mb * 2**20) for name, mb in sizes.items() if mb}
 
 
 def prepare_sft_run(cfg: dict[str, Any], work: Path) -> str:
@@ -303,10 +332,33 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {v} | {fmt(x.get('pairs_per_s'), 3)} | {fmt(x.get('wall_s'), 0)} | {fmt(x.get('peak_rss_mb'), 0)} |"
             for v, x in dpo.items()
         ]
-    gen = {v: m[v] for v in ("gen-batched", "gen-sequential") if v in m}
+    gen = [v for v in SECTIONS["gen"] if v in m or v in not_installed(report)]
     if gen:
-        lines += ["", "## Generation", "", "| variant | completions/s | wall s |", "|---|---|---|"]
-        lines += [f"| {v} | {fmt(x.get('completions_per_s'))} | {fmt(x.get('wall_s'), 1)} |" for v, x in gen.items()]
+        lines += ["", "## Generation (embedded SmolLM2-135M)", ""]
+        lines += ["| variant | tokens/s | completions/s | wall s (with load) |", "|---|---|---|---|"]
+        for v in (v for v in gen if v != "memory-bandwidth"):
+            if v in not_installed(report):
+                lines.append(f"| {v} | not installed (llama-cpp-python) | | |")
+                continue
+            x = m[v]
+            lines.append(
+                f"| {v} | {fmt(x.get('tokens_per_s'), 1)} | {fmt(x.get('completions_per_s'))} | "
+                f"{fmt(x.get('wall_s'), 1)} |"
+            )
+        bounds = decode_bounds(report)
+        if bounds:
+            lines += [
+                "",
+                f"Read bandwidth measured in the same run: {fmt(m['memory-bandwidth']['read_gb_per_s'], 1)} GB/s. "
+                f"Single-stream decoding reads every weight per token, so it cannot exceed "
+                f"{fmt(bounds.get('fp32'), 1)} tokens/s from the fp32 weights ({fmt(report['model']['weights_mb'], 0)}"
+                f" MB) or {fmt(bounds.get('gguf'), 1)} tokens/s from the GGUF file "
+                f"({fmt(report['model'].get('gguf_mb'), 0)} MB). gen-single is the playground's and evaluation's "
+                f"path (one greedy stream, {s['single_tokens']} tokens); gen-batched is `alignkit generate`'s "
+                f"({s['gen_prompts']} prompts x {s['gen_n']} candidates x {s['gen_tokens']} tokens, the prompt's "
+                "prefill shared by its candidates); gen-sequential the same candidates one prompt at a time with "
+                "plain transformers; gen-llama-cpp-* the same GGUF in llama.cpp.",
+            ]
     if "loop" in report:
         lines += ["", "## Full embedded loop (`alignkit demo`), seconds per stage", ""]
         lines += ["| stage | s |", "|---|---|"] + [f"| {k} | {v} |" for k, v in report["loop"].items()]
@@ -317,6 +369,17 @@ def markdown(report: dict[str, Any]) -> str:
     if notes.is_file():
         lines += ["", notes.read_text().strip()]
     return "\n".join(lines) + "\n"
+
+
+def not_installed(report: dict[str, Any]) -> set[str]:
+    """Variants that found their engine missing (llama.cpp) in every repetition."""
+    reps = report.get("repetitions", [])
+    found = {v for rep in reps for v, r in rep.items() if r.get("not_installed")}
+    return {v for v in found if all(rep.get(v, {}).get("not_installed") for rep in reps)}
+
+
+def ratio_to(value: float | None, bound: float | None) -> float | None:
+    return value / bound if value and bound else None
 
 
 def failures(report: dict[str, Any]) -> dict[str, str]:
@@ -354,6 +417,15 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
             1,
         ),
         ("Batched generation vs sequential", ">= 3", r.get("gen_completions_per_s_batched_vs_sequential"), 3.0, 1),
+        ("Single-stream tokens/s vs llama.cpp", ">= 0.8", r.get("gen_single_tokens_per_s_vs_llama_cpp"), 0.8, 1),
+        ("Batched candidates vs llama.cpp sequential", ">= 4", r.get("gen_batched_vs_llama_cpp_sequential"), 4.0, 1),
+        (
+            "Single-stream tokens/s vs its fp32 bandwidth bound",
+            "(report)",
+            ratio_to(m.get("gen-single", {}).get("tokens_per_s"), decode_bounds(report).get("fp32")),
+            None,
+            1,
+        ),
         ("Full embedded loop, s", "<= 600", report.get("loop", {}).get("total"), 600.0, -1),
     ]
     out = []

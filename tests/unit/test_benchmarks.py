@@ -78,3 +78,35 @@ def test_report_marks_each_target_met_or_not_from_the_measured_figures():
     assert "| SFT MFU on real tokens (alignkit) | >= 0.70 | 0.60 | no |" in doc
     assert "| plain TRL, defaults untouched | did not run: `ValueError: no bf16` |" in doc
     assert "Where the SFT time goes" in doc  # the hand-written notes follow the measured tables
+
+
+def test_generation_rows_give_the_bandwidth_bound_and_say_when_llama_cpp_is_missing():
+    from benchmarks import run
+
+    reps = [
+        {
+            "memory-bandwidth": {"read_gb_per_s": 20.0},
+            "gen-single": {"tokens_per_s": 10.0, "wall_s": 5.0},
+            "gen-llama-cpp-single": {"variant": "gen-llama-cpp-single", "not_installed": True},
+            "gen-batched": {"completions_per_s": 2.0, "wall_s": 40.0},
+            "gen-sequential": {"completions_per_s": 0.5, "wall_s": 130.0},
+        }
+    ]
+    report = {
+        "date": "2026-12-02T00:00:00+00:00",
+        "machine": {"cores": 2, "load_average_at_end": 0.1},
+        "settings": {"reps": 1, "single_tokens": 128, "gen_prompts": 16, "gen_n": 4, "gen_tokens": 48},
+        "model": {"weights_mb": 500.0, "gguf_mb": 100.0},
+        **run.summarise(reps),
+        "repetitions": reps,
+    }
+    bounds = run.decode_bounds(report)
+    assert round(bounds["fp32"], 1) == round(20e9 / (500 * 2**20), 1)  # one read of every weight per token
+    assert bounds["gguf"] == 5 * bounds["fp32"]
+    met = {name: (value, verdict) for name, _, value, verdict in run.targets(report)}
+    assert met["Batched generation vs sequential"] == (4.0, "yes")
+    assert "Single-stream tokens/s vs llama.cpp" not in met  # llama.cpp not installed: nothing to compare
+    assert round(met["Single-stream tokens/s vs its fp32 bandwidth bound"][0], 3) == round(10.0 / bounds["fp32"], 3)
+    doc = run.markdown(report)
+    assert "| gen-llama-cpp-single | not installed (llama-cpp-python) | | |" in doc
+    assert "| gen-single | 10.0 |" in doc
