@@ -1,8 +1,11 @@
-"""The benchmark's SFT data: mixed lengths, many short samples (as real chat data is), one assistant turn per row.
+"""The benchmark's SFT data, two length distributions:
 
-Short rows are the bundled chats (single-turn ones); every `long_every`-th row is a long answer built from the bundled
-domain text, so padded batches waste what real data wastes. One assistant turn per row keeps alignkit's
-prompt/completion examples and TRL's `messages` rows the same tokens.
+- `sft_rows` (mixed): many short samples, as real chat data is, one assistant turn per row. Short rows are the bundled
+  single-turn chats; every `long_every`-th row is a long answer built from the bundled domain text, so padded
+  batches waste what real data wastes. One assistant turn per row keeps alignkit's prompt/completion examples and
+  TRL's `messages` rows the same tokens.
+- `multiturn_rows` (long multi-turn): every row a conversation of 4-8 exchanges (~250-500 tokens), the bundled
+  chats strung together, the shape of assistant logs and tool-use traces.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ def sft_rows(n: int, long_every: int = 6, seed: int = 0) -> list[dict[str, Any]]
         else:
             rows.append(rng.choice(short))
     return rows
+
+
+def multiturn_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` long conversations: 4-8 of the bundled single-turn chats as consecutive exchanges of one conversation."""
+    rng = random.Random(seed)
+    chats = [json.loads(line) for line in bundled_data("sft.jsonl").read_text().splitlines()]
+    exchanges = [c["messages"][-2:] for c in chats if [m["role"] for m in c["messages"]] == ["user", "assistant"]]
+    return [{"messages": [m for pair in rng.sample(exchanges, rng.randint(4, 8)) for m in pair]} for _ in range(n)]
 
 
 def preference_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:

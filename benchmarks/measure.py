@@ -338,12 +338,15 @@ VARIANTS = {
 def main() -> None:
     variant, cfg_path, result_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     cfg = json.loads(cfg_path.read_text())
+    variant, _, distribution = variant.partition(":")  # "sft-alignkit:multiturn": the same variant on other data
+    if distribution:
+        cfg["sft_data"] = cfg[f"sft_data_{distribution}"]
     work = result_path.with_suffix("")
     work.mkdir(parents=True, exist_ok=True)
     install_hooks()
     started = time.perf_counter()
     extra = VARIANTS[variant](cfg, work) or {}
-    result = {"variant": variant, "wall_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), **extra}
+    result = {"variant": sys.argv[1], "wall_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), **extra}
     result["torch_threads"] = torch.get_num_threads()  # at the end: a library that changed it would show here
     if STEPS:
         result |= steady_state(STEPS)

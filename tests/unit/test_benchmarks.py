@@ -110,3 +110,18 @@ def test_generation_rows_give_the_bandwidth_bound_and_say_when_llama_cpp_is_miss
     doc = run.markdown(report)
     assert "| gen-llama-cpp-single | not installed (llama-cpp-python) | | |" in doc
     assert "| gen-single | 10.0 |" in doc
+
+
+def test_the_two_sft_length_distributions_differ_in_turns_and_length():
+    from benchmarks import data
+
+    mixed, multiturn = data.sft_rows(60), data.multiturn_rows(60)
+    turns = [sum(m["role"] == "assistant" for m in row["messages"]) for row in multiturn]
+    assert min(turns) >= 4 and max(turns) <= 8
+    assert all(m["role"] == ("user", "assistant")[i % 2] for row in multiturn for i, m in enumerate(row["messages"]))
+    assert all(sum(m["role"] == "assistant" for m in row["messages"]) == 1 for row in mixed)
+
+    def chars(rows: list) -> float:
+        return sorted(sum(len(m["content"]) for m in row["messages"]) for row in rows)[len(rows) // 2]
+
+    assert chars(multiturn) > 3 * chars(mixed)  # median conversation length
