@@ -49,6 +49,12 @@ def multiturn_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return [{"messages": [m for pair in rng.sample(exchanges, rng.randint(4, 8)) for m in pair]} for _ in range(n)]
 
 
+def rl_prompts(n: int) -> list[dict[str, Any]]:
+    """`n` prompts for online RL, TRL's conversational prompt rows: the bundled prompt file's first ones."""
+    rows = [json.loads(line) for line in bundled_data("prompts.jsonl").read_text().splitlines()]
+    return [{"prompt": [{"role": "user", "content": row["prompt"]}]} for row in rows[:n]]
+
+
 def preference_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
     """`n` preference pairs (TRL's conversational format): the bundled answer vs a longer, padded-out one."""
     rng = random.Random(seed)

@@ -46,6 +46,8 @@ def install_hooks() -> None:
 
 def batch_stats(inputs: dict[str, Any]) -> dict[str, Any]:
     """Real (non-pad) tokens, tokens the loss falls on, padded tokens computed, and each sequence's length."""
+    if not isinstance(inputs, dict):  # online RL: the step's prompt rows, completions generated inside the step
+        return {"rows": len(inputs)}
     if "input_ids" not in inputs:  # preference batches: count rows only
         rows = next(v.shape[0] for v in inputs.values() if isinstance(v, torch.Tensor))
         return {"rows": int(rows)}
@@ -211,6 +213,34 @@ def dpo_trl(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     return pairs_rate()
 
 
+def rl_alignkit(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """`alignkit rl` (GRPO) from the SFT run, rewarded by the `concise` rule, as the plain script is."""
+    from alignkit import cli
+
+    sys.argv = ["alignkit", "rl", "--from", cfg["sft_run"], "--data", cfg["rl_prompts"], "--out", str(work / "run")]
+    sys.argv += ["--max-steps", str(cfg["rl_steps"]), "--set", "rewards=[concise]"]
+    try:
+        cli.app(standalone_mode=False)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    return completions_rate()
+
+
+def rl_trl(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    from alignkit import runs
+    from benchmarks import plain_trl_grpo
+
+    adapter = str(runs.open_run(cfg["sft_run"]).adapter_dir)
+    plain_trl_grpo.main(cfg["model_dir"], adapter, cfg["rl_prompts"], cfg["rl_steps"], out=str(work / "out"))
+    return completions_rate()
+
+
+def completions_rate() -> dict[str, Any]:
+    """A GRPO step's rows are its completions (per_device_train_batch_size), sampled and scored inside the step."""
+    return {"completions_per_s": steady_state(STEPS)["rows_per_s"]}
+
+
 def generation_prompts(cfg: dict[str, Any]) -> list[list[dict[str, str]]]:
     from alignkit import generate
     from alignkit.paths import bundled_data
@@ -321,6 +351,8 @@ VARIANTS = {
     "dpo-alignkit": lambda cfg, work: dpo_alignkit(cfg, work, precompute=False),
     "dpo-alignkit-precompute": lambda cfg, work: dpo_alignkit(cfg, work, precompute=True),
     "dpo-trl-plain": dpo_trl,
+    "rl-alignkit": rl_alignkit,
+    "rl-trl-plain": rl_trl,
     "gen-batched": gen_batched,
     "gen-sequential": gen_sequential,
     "gen-single": gen_single,
@@ -336,9 +368,9 @@ VARIANTS = {
 
 
 def main() -> None:
-    variant, cfg_path, result_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    name, cfg_path, result_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     cfg = json.loads(cfg_path.read_text())
-    variant, _, distribution = variant.partition(":")  # "sft-alignkit:multiturn": the same variant on other data
+    variant, _, distribution = name.partition(":")  # "sft-alignkit:multiturn": the same variant on other data
     if distribution:
         cfg["sft_data"] = cfg[f"sft_data_{distribution}"]
     work = result_path.with_suffix("")
@@ -346,7 +378,7 @@ def main() -> None:
     install_hooks()
     started = time.perf_counter()
     extra = VARIANTS[variant](cfg, work) or {}
-    result = {"variant": sys.argv[1], "wall_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), **extra}
+    result = {"variant": name, "wall_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), **extra}
     result["torch_threads"] = torch.get_num_threads()  # at the end: a library that changed it would show here
     if STEPS:
         result |= steady_state(STEPS)

@@ -4,10 +4,11 @@ Writes `benchmarks/results/<date>.json` (every repetition) and `docs/benchmarks.
 from environment variables so a run fits the time there is (defaults: ~30 minutes on a quiet 2-core CPU, a third of
 it the demo loop):
 
-- BENCH_REPS (3), BENCH_SECTIONS (sft,sft-multiturn,dpo,gen,loop,roundtrip): `sft` on mixed-length chats,
+- BENCH_REPS (3), BENCH_SECTIONS (sft,sft-multiturn,dpo,rl,gen,loop,roundtrip): `sft` on mixed-length chats,
   `sft-multiturn` the same trainers on long multi-turn conversations (benchmarks/data.py)
 - BENCH_SFT_STEPS (12); BENCH_SFT_STEPS_TRL_DEFAULT (3; on CPUs without bf16, TRL's defaults do not run at all)
-- BENCH_DPO_STEPS (8); BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48), BENCH_SINGLE_TOKENS (128)
+- BENCH_DPO_STEPS (8); BENCH_RL_STEPS (4: GRPO steps of 4 completions, one group of 4 per prompt)
+- BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48), BENCH_SINGLE_TOKENS (128)
 - llama.cpp rows need `llama-cpp-python` in the bench's environment (`pip install llama-cpp-python` builds it);
   without it they say "not installed"
 - BENCH_LOOP (1: runs `alignkit demo` once, ~10 min; 0 skips it), BENCH_LOOP_ARGS (extra `alignkit demo` flags)
@@ -35,6 +36,7 @@ SECTIONS = {
     "sft": ["matmul-peak", "sft-alignkit", "sft-trl-careful", "sft-ceiling", "sft-trl-default"],
     "sft-multiturn": ["sft-alignkit:multiturn", "sft-trl-careful:multiturn", "sft-ceiling:multiturn"],
     "dpo": ["dpo-alignkit", "dpo-alignkit-precompute", "dpo-trl-plain"],
+    "rl": ["rl-alignkit", "rl-trl-plain"],
     "gen": [
         "memory-bandwidth",
         "gen-single",
@@ -53,10 +55,11 @@ def env_int(name: str, default: int) -> int:
 def settings() -> dict[str, Any]:
     return {
         "reps": env_int("BENCH_REPS", 3),
-        "sections": os.environ.get("BENCH_SECTIONS", "sft,sft-multiturn,dpo,gen,loop,roundtrip").split(","),
+        "sections": os.environ.get("BENCH_SECTIONS", "sft,sft-multiturn,dpo,rl,gen,loop,roundtrip").split(","),
         "sft_steps": env_int("BENCH_SFT_STEPS", 12),
         "sft_steps_trl_default": env_int("BENCH_SFT_STEPS_TRL_DEFAULT", 3),
         "dpo_steps": env_int("BENCH_DPO_STEPS", 8),
+        "rl_steps": env_int("BENCH_RL_STEPS", 4),
         "gen_prompts": env_int("BENCH_GEN_PROMPTS", 16),
         "gen_n": env_int("BENCH_GEN_N", 4),
         "gen_tokens": env_int("BENCH_GEN_TOKENS", 48),
@@ -135,6 +138,7 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         ),
         "dpo_pairs_per_s_vs_plain": ratio("dpo-alignkit", "dpo-trl-plain", "pairs_per_s"),
         "dpo_precompute_pairs_per_s_vs_plain": ratio("dpo-alignkit-precompute", "dpo-trl-plain", "pairs_per_s"),
+        "rl_completions_per_s_vs_plain": ratio("rl-alignkit", "rl-trl-plain", "completions_per_s"),
         "gen_completions_per_s_batched_vs_sequential": ratio("gen-batched", "gen-sequential", "completions_per_s"),
         "gen_single_tokens_per_s_vs_llama_cpp": ratio("gen-single", "gen-llama-cpp-single", "tokens_per_s"),
         "gen_batched_vs_llama_cpp_sequential": ratio("gen-batched", "gen-llama-cpp-sequential", "completions_per_s"),
@@ -172,11 +176,12 @@ def main() -> None:
             data.write_jsonl(data.multiturn_rows(max(64, 4 * s["sft_steps"] + 16)), work / "sft-multiturn.jsonl")
         ),
         "dpo_data": str(data.write_jsonl(data.preference_rows(4 * s["dpo_steps"]), work / "pairs.jsonl")),
+        "rl_prompts": str(data.write_jsonl(data.rl_prompts(4 * s["rl_steps"]), work / "rl-prompts.jsonl")),
         "work": str(work),
     }
     cfg_path = work / "config.json"
     cfg_path.write_text(json.dumps(cfg))
-    if "dpo" in s["sections"]:
+    if "dpo" in s["sections"] or "rl" in s["sections"]:
         cfg["sft_run"] = prepare_sft_run(cfg, work)
         cfg_path.write_text(json.dumps(cfg))
 
@@ -347,6 +352,18 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {v} | {fmt(x.get('pairs_per_s'), 3)} | {fmt(x.get('wall_s'), 0)} | {fmt(x.get('peak_rss_mb'), 0)} |"
             for v, x in dpo.items()
         ]
+    rl = {v: m[v] for v in SECTIONS["rl"] if v in m}
+    if rl:
+        lines += ["", "## GRPO (`concise` reward, 4 completions per step, groups of 4, 48 tokens)", ""]
+        lines += [
+            "| variant | completions/s (steps) | step s | wall s (with load) | peak RSS MB |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {v} | {fmt(x.get('completions_per_s'), 3)} | {fmt(x.get('step_s'))} | {fmt(x.get('wall_s'), 0)} | "
+            f"{fmt(x.get('peak_rss_mb'), 0)} |"
+            for v, x in rl.items()
+        ]
     gen = [v for v in SECTIONS["gen"] if v in m or v in not_installed(report)]
     if gen:
         lines += ["", "## Generation (embedded SmolLM2-135M)", ""]
@@ -445,6 +462,7 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
             0.9 * model_copy_mb if model_copy_mb else None,
             1,
         ),
+        ("GRPO completions/s vs plain TRL GRPO", ">= 1.5", r.get("rl_completions_per_s_vs_plain"), 1.5, 1),
         ("Batched generation vs sequential", ">= 3", r.get("gen_completions_per_s_batched_vs_sequential"), 3.0, 1),
         ("Single-stream tokens/s vs llama.cpp", ">= 0.8", r.get("gen_single_tokens_per_s_vs_llama_cpp"), 0.8, 1),
         ("Batched candidates vs llama.cpp sequential", ">= 4", r.get("gen_batched_vs_llama_cpp_sequential"), 4.0, 1),
