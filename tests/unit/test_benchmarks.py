@@ -125,3 +125,19 @@ def test_the_two_sft_length_distributions_differ_in_turns_and_length():
         return sorted(sum(len(m["content"]) for m in row["messages"]) for row in rows)[len(rows) // 2]
 
     assert chars(multiturn) > 3 * chars(mixed)  # median conversation length
+
+
+def test_multi_turn_sft_is_compared_per_conversation_not_per_repeated_token():
+    """alignkit makes one example per assistant turn: its examples/s over-count the data it covers."""
+    from benchmarks import run
+
+    per_row = run.alignkit_examples_per_row({"sft_steps": 8})
+    assert per_row["mixed"] == 1.0 and 4 <= per_row["multiturn"] <= 8
+    reps = [{"sft-alignkit:multiturn": {"rows_per_s": 0.6}, "sft-trl-careful:multiturn": {"rows_per_s": 0.2},
+             "sft-alignkit": {"rows_per_s": 0.5}}]  # fmt: skip
+    run.add_conversation_rates(reps, per_row)
+    assert reps[0]["sft-alignkit:multiturn"]["conversations_per_s"] == 0.6 / per_row["multiturn"]
+    assert reps[0]["sft-trl-careful:multiturn"]["conversations_per_s"] == 0.2
+    assert reps[0]["sft-alignkit"]["conversations_per_s"] == 0.5
+    ratios = run.summarise(reps)["ratios"]
+    assert ratios["sft_multiturn_conversations_per_s_vs_trl_careful"] == 3.0 / per_row["multiturn"]
