@@ -98,17 +98,22 @@ def peak_rss_mb() -> float:
 # --- variants ------------------------------------------------------------------------------------------------------
 
 
-def sft_alignkit(cfg: dict[str, Any], work: Path) -> None:
-    """`alignkit sft` exactly as a user runs it (defaults), on the benchmark data, no validation split."""
+def run_cli() -> None:
+    """`alignkit` with `sys.argv`, in this process (its trainer is the one the hooks time)."""
     from alignkit import cli
 
-    sys.argv = ["alignkit", "sft", "--data", cfg["sft_data"], "--max-steps", str(cfg["sft_steps"])]
-    sys.argv += ["--out", str(work / "run"), "--set", "data.validation_split=0"]
     try:
         cli.app(standalone_mode=False)
     except SystemExit as exc:  # typer exits 0 after a command
         if exc.code:
             raise
+
+
+def sft_alignkit(cfg: dict[str, Any], work: Path) -> None:
+    """`alignkit sft` exactly as a user runs it (defaults), on the benchmark data, no validation split."""
+    sys.argv = ["alignkit", "sft", "--data", cfg["sft_data"], "--max-steps", str(cfg["sft_steps"])]
+    sys.argv += ["--out", str(work / "run"), "--set", "data.validation_split=0"]
+    run_cli()
 
 
 def sft_trl(cfg: dict[str, Any], work: Path, careful: bool) -> None:
@@ -184,17 +189,11 @@ def matmul_peak(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 
 def dpo_alignkit(cfg: dict[str, Any], work: Path, precompute: bool) -> dict[str, Any]:
     """`alignkit dpo` from the SFT run: the reference is the SFT adapter frozen beside the trained copy (one base)."""
-    from alignkit import cli
-
     sys.argv = ["alignkit", "dpo", "--from", cfg["sft_run"], "--data", cfg["dpo_data"]]
     sys.argv += ["--max-steps", str(cfg["dpo_steps"]), "--out", str(work / "run"), "--set", "data.validation_split=0"]
     if precompute:
         sys.argv += ["--set", "trainer.precompute_ref_log_probs=true"]
-    try:
-        cli.app(standalone_mode=False)
-    except SystemExit as exc:
-        if exc.code:
-            raise
+    run_cli()
     return pairs_rate()
 
 
@@ -215,15 +214,9 @@ def dpo_trl(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 
 def rl_alignkit(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     """`alignkit rl` (GRPO) from the SFT run, rewarded by the `concise` rule, as the plain script is."""
-    from alignkit import cli
-
     sys.argv = ["alignkit", "rl", "--from", cfg["sft_run"], "--data", cfg["rl_prompts"], "--out", str(work / "run")]
     sys.argv += ["--max-steps", str(cfg["rl_steps"]), "--set", "rewards=[concise]"]
-    try:
-        cli.app(standalone_mode=False)
-    except SystemExit as exc:
-        if exc.code:
-            raise
+    run_cli()
     return completions_rate()
 
 
