@@ -57,9 +57,7 @@ def sample(
         if n > 1:  # each prompt's N samples share one prefill of it
             options["cache"] = shared_prefix_cache(model, inputs.input_ids, inputs.attention_mask, n)
             inputs = {key: value.repeat_interleave(n, dim=0) for key, value in inputs.items()}
-        output = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **options
-        )
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **options)
     replies = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return [[r.strip() for r in replies[i * n : (i + 1) * n]] for i in range(len(conversations))]
 

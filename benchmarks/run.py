@@ -111,12 +111,21 @@ def sft_rows(settings: dict[str, Any]) -> int:
     return max(64, 4 * settings["sft_steps"] + 16)
 
 
-def alignkit_examples_per_row(settings: dict[str, Any]) -> dict[str, float]:
-    """Training examples `alignkit sft` makes per conversation of each SFT distribution: one per assistant turn
-    (stages/sft.py), where the plain script and the ceiling make one per conversation."""
-    rows = data.multiturn_rows(sft_rows(settings))
-    turns = sum(m["role"] == "assistant" for row in rows for m in row["messages"])
-    return {"mixed": 1.0, "multiturn": turns / len(rows)}
+def alignkit_examples_per_row(settings: dict[str, Any], tokenizer: Any = None) -> dict[str, float]:
+    """Training examples `alignkit sft` makes per conversation of each SFT distribution (`data.sft_examples` with the
+    model's tokenizer), where the plain script and the ceiling make one per conversation. A results file records it;
+    files from before it did (2026-12-02 and earlier) were made one example per assistant turn."""
+    if "alignkit_examples_per_row" in settings:
+        return settings["alignkit_examples_per_row"]
+    distributions = {"mixed": data.sft_rows(sft_rows(settings)), "multiturn": data.multiturn_rows(sft_rows(settings))}
+    if tokenizer is None:  # an older results file: one example per assistant turn
+        return {
+            name: sum(m["role"] == "assistant" for row in rows for m in row["messages"]) / len(rows)
+            for name, rows in distributions.items()
+        }
+    from alignkit.data import sft_examples
+
+    return {name: len(sft_examples(rows, tokenizer)) / len(rows) for name, rows in distributions.items()}
 
 
 def add_conversation_rates(reps: list[dict[str, dict[str, Any]]], examples_per_row: dict[str, float]) -> None:
@@ -189,8 +198,10 @@ def main() -> None:
         return
     s = settings()
     from alignkit import models
+    from alignkit.config import ModelConfig
 
     model_dir = models.resolve_model("embedded")
+    s["alignkit_examples_per_row"] = alignkit_examples_per_row(s, models.load_tokenizer(ModelConfig(name=model_dir)))
     model_config = json.loads((Path(model_dir) / "config.json").read_text())
     shape = flops.model_shape(model_config)
     out_dir = Path(os.environ.get("BENCH_OUT", ROOT / "benchmarks" / "results"))

@@ -88,6 +88,47 @@ def prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def conversation_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]] | None:
+    """One tokenized example per conversation, `input_ids` and `assistant_masks` (TRL builds the labels from it):
+    every assistant turn trained once, in its conversation, instead of one example per turn that repeats the earlier
+    turns. The mask covers the tokens each turn's prompt->completion example would train, where TRL would put them
+    (after the common prefix of the prompt and prompt+reply renders), and the context is the same. None when the
+    template does not render some conversation's turns as prefixes of the whole (templates that rewrite earlier
+    turns, e.g. dropping past reasoning): then `prompt_completion` is the exact form."""
+    from trl.data_utils import common_prefix_length
+
+    def ids(turns: list[dict[str, Any]], tools: Any, generation_prompt: bool = False) -> list[int]:
+        rendered = tokenizer.apply_chat_template(
+            turns, tools=tools, add_generation_prompt=generation_prompt, tokenize=True, return_dict=True
+        )
+        return list(rendered["input_ids"])
+
+    examples = []
+    for row in rows:
+        messages, tools = row["messages"], row.get("tools")
+        whole = ids(messages, tools)
+        mask = [0] * len(whole)
+        end = 0
+        for history, _ in iter_assistant_turns(messages):
+            with_reply = ids(messages[: len(history) + 1], tools)
+            if whole[: len(with_reply)] != with_reply:
+                return None
+            start, end = common_prefix_length(ids(history, tools, generation_prompt=True), with_reply), len(with_reply)
+            mask[start:end] = [1] * (end - start)
+        if end:  # a conversation without an assistant turn trains nothing, as it makes no per-turn example
+            examples.append({"input_ids": whole[:end], "assistant_masks": mask[:end]})
+    return examples
+
+
+def sft_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+    """SFT's examples: one per conversation where the template allows it, else one per assistant turn."""
+    if any(sum(m["role"] == "assistant" for m in row["messages"]) > 1 for row in rows):
+        per_conversation = conversation_examples(rows, tokenizer)
+        if per_conversation is not None:
+            return per_conversation
+    return prompt_completion(rows)
+
+
 def split(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, validation) with a fixed seed; at least one validation row when fraction > 0 and there are 2+ rows.
 

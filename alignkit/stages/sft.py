@@ -1,7 +1,9 @@
 """Supervised fine-tuning: chat data -> a LoRA (or any peft method, or full) adapter on the base, via TRL's SFTTrainer.
 
-Every assistant turn becomes one prompt->completion example, so the loss falls on assistant tokens only and the chat
-template is applied by TRL exactly as at inference (no BOS added twice: the template carries the special tokens).
+The loss falls on assistant tokens only. A conversation is one example, every assistant turn masked in, when the
+model's chat template renders its turns as prefixes of the whole (`data.sft_examples`); otherwise every assistant turn
+becomes one prompt->completion example. Either way the template is applied exactly as at inference (no BOS added
+twice: the template carries the special tokens).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from alignkit.config import SFTStageConfig
 
 
 def build(plan: runner.Plan) -> Any:
-    """TRL's SFTTrainer on prompt->completion examples, once the model's template is known to render the tool calls."""
+    """TRL's SFTTrainer on the chat rows' examples, once the model's template is known to render the tool calls."""
     data.check_tool_template(plan.tokenizer, plan.train_rows + plan.eval_rows, ", ".join(plan.files))
-    return training.build_sft(plan, data.prompt_completion)
+    return training.build_sft(plan, lambda rows: data.sft_examples(rows, plan.tokenizer))
 
 
 RECIPE = runner.Recipe(

@@ -127,12 +127,17 @@ def test_the_two_sft_length_distributions_differ_in_turns_and_length():
     assert chars(multiturn) > 3 * chars(mixed)  # median conversation length
 
 
-def test_multi_turn_sft_is_compared_per_conversation_not_per_repeated_token():
-    """alignkit makes one example per assistant turn: its examples/s over-count the data it covers."""
+def test_multi_turn_sft_is_compared_per_conversation_not_per_repeated_token(tiny_model):
+    """Where a trainer makes several examples of one conversation, its examples/s over-count the data it covers."""
+    from alignkit import models
+    from alignkit.config import ModelConfig
     from benchmarks import run
 
-    per_row = run.alignkit_examples_per_row({"sft_steps": 8})
+    tokenizer = models.load_tokenizer(ModelConfig(name=tiny_model))
+    assert run.alignkit_examples_per_row({"sft_steps": 8}, tokenizer) == {"mixed": 1.0, "multiturn": 1.0}
+    per_row = run.alignkit_examples_per_row({"sft_steps": 8})  # results files made one example per assistant turn
     assert per_row["mixed"] == 1.0 and 4 <= per_row["multiturn"] <= 8
+    assert run.alignkit_examples_per_row({"sft_steps": 8, "alignkit_examples_per_row": per_row}, tokenizer) == per_row
     reps = [{"sft-alignkit:multiturn": {"rows_per_s": 0.6}, "sft-trl-careful:multiturn": {"rows_per_s": 0.2},
              "sft-alignkit": {"rows_per_s": 0.5}}]  # fmt: skip
     run.add_conversation_rates(reps, per_row)

@@ -359,8 +359,14 @@ def test_sft_trains_on_tool_calls_and_dpo_on_sharegpt_pairs(tiny_model, tmp_path
     )
     assert sft.complete and sft.metrics["train_rows"] == 2 * len(CITIES)
     texts = [trainer.processing_class.decode(ids) for ids in trainer.train_dataset["input_ids"]]
-    assert len(texts) == 4 * len(CITIES) and all(json.dumps(WEATHER_TOOL) in text for text in texts)
-    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' in texts[0]
+    # one example per conversation, its two assistant turns (the call and the answer) both trained
+    assert len(texts) == 2 * len(CITIES) and all(json.dumps(WEATHER_TOOL) in text for text in texts)
+    first = trainer.train_dataset[0]
+    trained = trainer.processing_class.decode(
+        [t for t, lab in zip(first["input_ids"], first["labels"], strict=True) if lab != -100]
+    )
+    assert trained.startswith('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>')
+    assert "sunny in Paris." in trained and "18C and sunny<|im_end|>" not in trained  # the tool's result is context
 
     dpo = alignkit.dpo(
         data={"paths": [str(pairs), str(extra)], "validation_split": 0.0},

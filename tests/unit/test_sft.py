@@ -131,11 +131,57 @@ def test_only_assistant_tokens_carry_labels_and_special_tokens_are_not_doubled(t
     assert tokenizer.decode(batch["input_ids"][1]).startswith(rendered)
 
 
-def eval_sft_trainer(tmp_path, tiny_model, replies):
-    """An SFTTrainer on one-turn chats ending in `replies`, in eval mode (no LoRA dropout: batches compare exactly)."""
+MULTI_TURN = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is two plus three?"},
+        {"role": "assistant", "content": "It is five."},
+        {"role": "user", "content": "And two plus two?"},
+        {"role": "assistant", "content": "Four."},
+        {"role": "user", "content": "Thanks!"},
+        {"role": "assistant", "content": "You are welcome, glad to help."},
+    ]
+}
+
+
+def test_a_conversation_is_one_example_with_the_loss_and_gradients_of_its_per_turn_examples(tmp_path, tiny_model):
+    trainer, per_turn = eval_sft_trainer(tmp_path, tiny_model, examples=data.prompt_completion([MULTI_TURN]))
+    tokenizer = trainer.processing_class
+    examples = data.sft_examples([MULTI_TURN], tokenizer)
+    assert len(per_turn) == 3 and len(examples) == 1  # three assistant turns, one conversation
+    args = training.sft_args(
+        load_config(SFTStageConfig, values={"model": {"name": tiny_model}}), tmp_path, False, hardware.pick_precision()
+    )
+    whole = training.sft_trainer(args, trainer.model, tokenizer, None, examples, []).train_dataset[0]
+
+    def trained(row):
+        return [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+
+    assert trained(whole) == [t for row in per_turn for t in trained(row)]  # the same tokens, each once
+    assert len(whole["input_ids"]) < sum(len(row["input_ids"]) for row in per_turn)  # earlier turns not repeated
+    # the same context for every trained token: per-turn and per-conversation batches give one loss and gradient
+    assert_same_loss_and_grads(
+        loss_and_grads(trainer, trainer.data_collator(per_turn)),
+        loss_and_grads(trainer, trainer.data_collator([whole])),
+    )
+
+
+def test_a_template_that_rewrites_earlier_turns_keeps_one_example_per_turn(tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    # like templates that drop past reasoning: an earlier turn renders differently once the conversation goes on
+    tokenizer.chat_template = "{{ messages | length }}\n" + tokenizer.chat_template
+    assert data.conversation_examples([MULTI_TURN], tokenizer) is None
+    assert data.sft_examples([MULTI_TURN], tokenizer) == data.prompt_completion([MULTI_TURN])
+
+
+def eval_sft_trainer(tmp_path, tiny_model, replies=(), examples=None):
+    """An SFTTrainer on one-turn chats ending in `replies` (or on `examples`), in eval mode (no LoRA dropout: batches
+    compare exactly)."""
     cfg = load_config(SFTStageConfig, values={"model": {"name": tiny_model}})
     precision = hardware.pick_precision()
-    examples = data.prompt_completion(
+    examples = examples or data.prompt_completion(
         [
             {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": reply}]}
             for i, reply in enumerate(replies)
