@@ -101,11 +101,18 @@ def oracle_judge(rule_name: str, exact: bool = False) -> Judge:
     return judge
 
 
-def reward_judge(scorer: Any) -> Judge:
-    """A judge from a reward model (`scorer.score(prompts, completions) -> rewards`)."""
+def reward_judge(scorer: Any, known: dict[tuple[str, str], float] | None = None) -> Judge:
+    """A judge from a reward model (`scorer.score(prompts, completions) -> rewards`). `known`: rewards already scored,
+    by (prompt JSON, answer), filled as it goes, so each answer is scored once however many comparisons it is in."""
+    known = {} if known is None else known
 
     def judge(prompt: Prompt, first: str, second: str) -> float:
-        a, b = scorer.score([prompt.messages, prompt.messages], [first, second])
+        key = json.dumps(prompt.messages)
+        missing = list(dict.fromkeys(a for a in (first, second) if (key, a) not in known))
+        if missing:
+            rewards = scorer.score([prompt.messages] * len(missing), missing)
+            known.update(zip([(key, a) for a in missing], rewards, strict=True))
+        a, b = known[(key, first)], known[(key, second)]
         return 0.5 if a == b else float(a > b)
 
     return judge
@@ -218,6 +225,7 @@ def evaluate_models(
     previous: tuple[str, Any] | None = None
     base_ppl: float | None = None
     messages = [p.messages for p in prompts]
+    scored: dict[tuple[str, str], float] = {}  # each run's rewards, reused by the reward-model comparisons
     for name, load in models_to_evaluate:
         model, tokenizer = load()
         answers[name] = greedy_replies(model, tokenizer, messages, max_new_tokens, batch_size=20)
@@ -234,6 +242,7 @@ def evaluate_models(
             figures["reward_mean"] = sum(rewards) / max(1, len(rewards))
             for checked, reward in zip(checks[name], rewards, strict=True):
                 checked["reward"] = reward
+            scored.update(((json.dumps(m), a), r) for m, a, r in zip(messages, answers[name], rewards, strict=True))
         results["runs"][name] = figures
         if previous is not None:
             baseline, reference = previous
@@ -241,7 +250,8 @@ def evaluate_models(
             if rule:
                 comparison["oracle"] = win_rate(prompts, answers[name], answers[baseline], oracle_judge(rule))
             if scorer is not None:
-                comparison["reward_model"] = win_rate(prompts, answers[name], answers[baseline], reward_judge(scorer))
+                judge = reward_judge(scorer, scored)
+                comparison["reward_model"] = win_rate(prompts, answers[name], answers[baseline], judge)
             comparison["kl_to_baseline"] = kl_to_reference(model, reference, tokenizer, messages, answers[name])
             key = f"{name} vs {baseline}"
             results["comparisons"][key] = comparison
@@ -275,20 +285,37 @@ def examples(prompts: Sequence[Prompt], answers: dict[str, list[str]], per_skill
     return picked
 
 
-def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Messages], answers: Sequence[str]) -> list[float]:
-    """Sum of log-probabilities each model assigns to each answer given its prompt (chat template applied)."""
+def sequence_logprobs(
+    model: Any, tokenizer: Any, prompts: Sequence[Messages], answers: Sequence[str], batch_size: int = 8
+) -> list[float]:
+    """Sum of log-probabilities each model assigns to each answer given its prompt (chat template applied), in
+    batches of similar lengths (right-padded: the real tokens see no padding)."""
     import torch
 
-    scores = []
+    rows = []
     for prompt, answer_text in zip(prompts, answers, strict=True):
         prefix = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": answer_text}], tokenize=False)
-        prefix_ids = tokenizer(prefix, add_special_tokens=False).input_ids
-        ids = tokenizer(full, add_special_tokens=False, return_tensors="pt").input_ids.to(model.device)
+        rows.append(
+            (
+                tokenizer(full, add_special_tokens=False).input_ids,
+                len(tokenizer(prefix, add_special_tokens=False).input_ids),
+            )
+        )
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    scores = [0.0] * len(rows)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = tokenizer.pad(
+            {"input_ids": [rows[i][0] for i in chunk]}, padding=True, padding_side="right", return_tensors="pt"
+        )
+        batch = batch.to(model.device)
         with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, :-1].float()
-        logprobs = torch.log_softmax(logits, dim=-1).gather(1, ids[0, 1:, None])[:, 0]
-        scores.append(float(logprobs[len(prefix_ids) - 1 :].sum()))
+            logits = model(**batch).logits[:, :-1].float()
+        logprobs = torch.log_softmax(logits, dim=-1).gather(2, batch.input_ids[:, 1:, None])[..., 0]
+        for row, i in enumerate(chunk):
+            ids, prefix_len = rows[i]
+            scores[i] = float(logprobs[row, prefix_len - 1 : len(ids) - 1].sum())
     return scores
 
 

@@ -132,3 +132,44 @@ def test_inference_model_is_the_run_model_with_its_adapter_merged(two_runs):
         assert torch.allclose(run_model(**ids).logits, merged(**ids).logits, atol=1e-5)
     greedy = [generate.greedy_replies(m, tokenizer, prompts, 8) for m in (run_model, merged)]
     assert greedy[0] == greedy[1]
+
+
+def test_batched_sequence_logprobs_are_the_one_by_one_logprobs(two_runs):
+    """KL to the baseline scores answers in right-padded batches of similar lengths: each answer's log-probability
+    is the one it has alone, whatever batch it falls in."""
+    from alignkit import lineage
+
+    model, tokenizer = lineage.load_inference_model(two_runs[1].path)
+    prompts = [[{"role": "user", "content": f"Add {i} and {i}."}] for i in range(5)]
+    answers = ["It is 2.", "", "It is four, since two and two make four.", "Six", "It is 8, I think, or maybe 9."]
+    alone = evaluate.sequence_logprobs(model, tokenizer, prompts, answers, batch_size=1)
+    batched = evaluate.sequence_logprobs(model, tokenizer, prompts, answers, batch_size=4)
+    assert batched == pytest.approx(alone, rel=1e-4)
+    assert len(set(alone)) == len(alone)  # each answer's own figure, not a neighbour's
+
+
+def test_reward_judge_reuses_known_rewards_and_keeps_what_it_scores(tiny_model):
+    """The reward-model comparisons reuse the rewards each run's answers got: an answer is scored once."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from alignkit import models
+    from alignkit.config import ModelConfig
+    from alignkit.lineage import Scorer
+
+    torch.manual_seed(0)  # the random score head of the tiny model
+    tokenizer = models.load_tokenizer(ModelConfig(name=tiny_model))
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    scorer = Scorer(model, tokenizer)
+    prompt = Prompt([{"role": "user", "content": "Hi, I am Ada."}])
+    key = json.dumps(prompt.messages)
+    known = {(key, "known"): -1e9}
+    judge = evaluate.reward_judge(scorer, known)
+    assert judge(prompt, "known", "Hello Ada.") == 0.0  # the known reward, not a fresh score
+    alone = {a: scorer.score([prompt.messages], [a])[0] for a in ("Hello Ada.", "Nice to meet you, Ada!")}
+    assert known[(key, "Hello Ada.")] == pytest.approx(alone["Hello Ada."], abs=1e-5)
+    assert judge(prompt, "Hello Ada.", "Nice to meet you, Ada!") == float(
+        alone["Hello Ada."] > alone["Nice to meet you, Ada!"]
+    )
+    assert set(known) == {(key, "known"), (key, "Hello Ada."), (key, "Nice to meet you, Ada!")}
