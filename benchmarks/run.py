@@ -484,7 +484,7 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
         ),
         (
             "SFT real tokens/s vs plain TRL (careful), long multi-turn",
-            "(report: alignkit repeats earlier turns)",
+            "(report: counts repeated turns where examples are per turn)",
             r.get("sft_multiturn_tokens_per_s_vs_trl_careful"),
             None,
             1,
