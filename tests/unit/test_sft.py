@@ -100,37 +100,6 @@ def test_sft_cli_trains_each_format(fmt, tmp_path, tiny_model):
     assert (out / "config.yaml").is_file() and (out / "metrics.jsonl").read_text().strip()
 
 
-def test_only_assistant_tokens_carry_labels_and_special_tokens_are_not_doubled(tmp_path, tiny_model):
-    cfg = load_config(
-        SFTStageConfig, values={"model": {"name": tiny_model}, "trainer": {"per_device_train_batch_size": 2}}
-    )
-    precision = hardware.pick_precision()
-    tokenizer = models.load_tokenizer(cfg.model)
-    model = models.load_base(cfg.model, precision)
-    conversation = {
-        "messages": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "What is two plus three?"},
-            {"role": "assistant", "content": "It is five."},
-            {"role": "user", "content": "And two plus two?"},
-            {"role": "assistant", "content": "Four."},
-        ]
-    }
-    examples = data.prompt_completion([conversation])
-    assert len(examples) == 2  # one example per assistant turn
-    args = training.sft_args(cfg, tmp_path, False, precision)
-    trainer = training.sft_trainer(args, model, tokenizer, models.peft_config(cfg.peft), examples, [])
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
-    for ids, labels, reply in zip(batch["input_ids"], batch["labels"], ["It is five.", "Four."], strict=True):
-        trained = tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
-        assert trained == reply + "<|im_end|>\n" or trained == reply + "<|im_end|>"
-        text = tokenizer.decode([t for t, m in zip(ids, batch["attention_mask"][0], strict=False) if m])
-        assert "<|im_start|><|im_start|>" not in text and "<|im_end|><|im_end|>" not in text
-    # the same template renders training and inference prompts
-    rendered = tokenizer.apply_chat_template(examples[1]["prompt"], tokenize=False, add_generation_prompt=True)
-    assert tokenizer.decode(batch["input_ids"][1]).startswith(rendered)
-
-
 MULTI_TURN = {
     "messages": [
         {"role": "system", "content": "Be brief."},
@@ -142,6 +111,29 @@ MULTI_TURN = {
         {"role": "assistant", "content": "You are welcome, glad to help."},
     ]
 }
+
+
+def test_only_assistant_tokens_carry_labels_and_special_tokens_are_not_doubled(tmp_path, tiny_model):
+    cfg = load_config(
+        SFTStageConfig, values={"model": {"name": tiny_model}, "trainer": {"per_device_train_batch_size": 2}}
+    )
+    precision = hardware.pick_precision()
+    tokenizer = models.load_tokenizer(cfg.model)
+    model = models.load_base(cfg.model, precision)
+    examples = data.prompt_completion([MULTI_TURN])
+    replies = [m["content"] for m in MULTI_TURN["messages"] if m["role"] == "assistant"]
+    assert len(examples) == len(replies) == 3  # one example per assistant turn
+    args = training.sft_args(cfg, tmp_path, False, precision)
+    trainer = training.sft_trainer(args, model, tokenizer, models.peft_config(cfg.peft), examples, [])
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    for ids, labels, reply in zip(batch["input_ids"], batch["labels"], replies, strict=True):
+        trained = tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
+        assert trained == reply + "<|im_end|>\n" or trained == reply + "<|im_end|>"
+        text = tokenizer.decode([t for t, m in zip(ids, batch["attention_mask"][0], strict=False) if m])
+        assert "<|im_start|><|im_start|>" not in text and "<|im_end|><|im_end|>" not in text
+    # the same template renders training and inference prompts
+    rendered = tokenizer.apply_chat_template(examples[1]["prompt"], tokenize=False, add_generation_prompt=True)
+    assert tokenizer.decode(batch["input_ids"][1]).startswith(rendered)
 
 
 def test_a_conversation_is_one_example_with_the_loss_and_gradients_of_its_per_turn_examples(tmp_path, tiny_model):
