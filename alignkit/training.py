@@ -434,9 +434,10 @@ def use_padding_free(trainer: Any, peft_config: Any) -> None:
     On mixed-length chat data most of a padded batch is padding, computed through every layer and the LM head. TRL
     refuses `padding_free=True` with `max_length` unless packing, because the flattened row can exceed `max_length`;
     but each example is still truncated to `max_length` when the dataset is prepared, so a batch never holds more than
-    batch x max_length tokens, the bound a padded batch has. Attention stays within each example: transformers builds
-    a block-diagonal mask from the restarting `position_ids`. Not for prompt learning (virtual tokens are prepended
-    to each row) nor with packing (already padding-free).
+    batch x max_length tokens, the bound a padded batch has. Attention stays within each example: causal SDPA per
+    example (`segment_attention`) on models using SDPA, else the block-diagonal mask transformers builds from the
+    restarting `position_ids`. Not for prompt learning (virtual tokens are prepended to each row) nor with packing
+    (already padding-free).
     """
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -448,3 +449,60 @@ def use_padding_free(trainer: Any, peft_config: Any) -> None:
         if args.include_num_input_tokens_seen == "non_padding" and collator.pad_to_multiple_of is None:
             # Every token of the row is real; "non_padding" would count ids != pad, dropping each EOS when pad == EOS.
             args.include_num_input_tokens_seen = "all"
+        model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+        if model.config._attn_implementation == "sdpa":
+            register_segment_attention()
+            model.set_attn_implementation(SEGMENT_ATTENTION)
+
+
+SEGMENT_ATTENTION = "alignkit_segment_sdpa"
+
+
+def segment_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: Any = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """SDPA within each example of a padding-free row (the collator's `cu_seq_lens_q` bounds them): causal attention
+    per example. The row's block-diagonal mask gives the same result, but SDPA on CPU computes it over the whole row,
+    n^2 for n tokens where the examples need the sum of their squares (a row of four ~350-token conversations: about
+    2x the attention time). Anything else (no bounds, a sliding window, a cache) is transformers' SDPA."""
+    import itertools
+
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    bounds = kwargs.get("cu_seq_lens_q")
+    if bounds is None or query.shape[0] != 1 or key.shape[2] != query.shape[2] or kwargs.get("sliding_window"):
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    edges = bounds.tolist()
+    outputs = [
+        torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, start:end],
+            key[:, :, start:end],
+            value[:, :, start:end],
+            dropout_p=dropout,
+            is_causal=True,
+            scale=scaling,
+            enable_gqa=key.shape[1] != query.shape[1],
+        )
+        for start, end in itertools.pairwise(edges)
+        if end > start
+    ]
+    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def register_segment_attention() -> None:
+    """`segment_attention` as an attention implementation, with SDPA's masks (used when a batch has no bounds)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(SEGMENT_ATTENTION, sdpa_mask)

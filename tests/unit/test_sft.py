@@ -209,6 +209,9 @@ def test_padding_free_batch_has_the_padded_batch_loss_and_gradients(tmp_path, ti
     training.use_padding_free(trainer, trainer.model.peft_config["default"])
     flat = trainer.data_collator(rows)
     assert flat["input_ids"].shape == (1, int(padded["attention_mask"].sum()))  # one row, real tokens only
+    # attention runs per example of the row (its bounds from the collator), not under one block-diagonal mask
+    assert trainer.model.config._attn_implementation == training.SEGMENT_ATTENTION
+    assert flat["cu_seq_lens_q"].tolist()[-1] == flat["input_ids"].shape[1] and len(flat["cu_seq_lens_q"]) == 4
     trainer._track_num_input_tokens(flat)  # metrics.json `train_tokens`: every real token, EOS (== pad) included
     assert trainer.state.num_input_tokens_seen == flat["input_ids"].numel()
     assert_same_loss_and_grads(loss_and_grads(trainer, flat), loss_and_grads(trainer, padded))
