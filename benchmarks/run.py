@@ -117,15 +117,12 @@ def alignkit_examples_per_row(settings: dict[str, Any], tokenizer: Any = None) -
     files from before it did (2026-12-02 and earlier) were made one example per assistant turn."""
     if "alignkit_examples_per_row" in settings:
         return settings["alignkit_examples_per_row"]
-    distributions = {"mixed": data.sft_rows(sft_rows(settings)), "multiturn": data.multiturn_rows(sft_rows(settings))}
-    if tokenizer is None:  # an older results file: one example per assistant turn
-        return {
-            name: sum(m["role"] == "assistant" for row in rows for m in row["messages"]) / len(rows)
-            for name, rows in distributions.items()
-        }
-    from alignkit.data import sft_examples
+    from alignkit.data import prompt_completion, sft_examples
 
-    return {name: len(sft_examples(rows, tokenizer)) / len(rows) for name, rows in distributions.items()}
+    distributions = {"mixed": data.sft_rows(sft_rows(settings)), "multiturn": data.multiturn_rows(sft_rows(settings))}
+    # an older results file (no tokenizer): one prompt->completion example per assistant turn
+    examples = prompt_completion if tokenizer is None else lambda rows: sft_examples(rows, tokenizer)
+    return {name: len(examples(rows)) / len(rows) for name, rows in distributions.items()}
 
 
 def add_conversation_rates(reps: list[dict[str, dict[str, Any]]], examples_per_row: dict[str, float]) -> None:
