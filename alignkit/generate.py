@@ -64,24 +64,21 @@ def decode(
     n: int = 1,
     temperature: float | None = None,
     top_p: float = 1.0,
-    top_k: int | None = None,
+    top_k: int = 50,
 ) -> list[list[int]]:
     """The new tokens of `n` replies to each left-padded prompt, end-of-sequence token excluded: greedy, or sampled
-    (torch's global generator) when a positive `temperature` is given; `top_k` defaults to the model's generation
-    config (transformers' 50), whose other options (repetition penalty, ...) are not applied.
+    (torch's global generator) when `temperature` is given.
 
     Written out rather than `model.generate` for two costs that dominate batched decoding on a CPU: each prompt is
     prefilled once for its `n` replies, and a row that has ended leaves the batch (with `generate` it is computed
     to the longest reply). Sampling draws from the top-k tokens only, not the whole vocabulary (in `generate` a
-    draw over 49k tokens x 64 rows took a quarter of each step on 2 CPU cores). Greedy tokens are those of
+    draw over 49k tokens x 64 rows costs as much as a fifth of the model's own step). Greedy tokens are those of
     `generate` (tests/unit/test_generate.py)."""
     import torch
     from transformers import DynamicCache
 
-    config = model.generation_config
-    ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
-    eos = torch.tensor([t for t in ends if t is not None], dtype=torch.long, device=input_ids.device)
-    top_k = config.top_k if top_k is None else top_k
+    eos = model.generation_config.eos_token_id
+    eos = torch.tensor(eos if isinstance(eos, list) else [eos], device=input_ids.device)
     cache = DynamicCache(config=model.config)
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # as `generate` derives them (left padding)
     with torch.no_grad():
@@ -114,17 +111,17 @@ def decode(
     return tokens
 
 
-def next_tokens(logits: Any, temperature: float | None, top_p: float, top_k: int | None) -> Any:
+def next_tokens(logits: Any, temperature: float | None, top_p: float, top_k: int) -> Any:
     """One token per row: the argmax, or a draw from `filtered`."""
     import torch
 
-    if not temperature:  # None or 0: greedy
+    if temperature is None:
         return logits.argmax(-1)
     probs, ids = filtered(logits, temperature, top_p, top_k)
     return ids.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)
 
 
-def filtered(logits: Any, temperature: float, top_p: float, top_k: int | None) -> tuple[Any, Any]:
+def filtered(logits: Any, temperature: float, top_p: float, top_k: int) -> tuple[Any, Any]:
     """(probabilities, token ids) per row after temperature, top-k and top-p, as transformers' warpers give them:
     the `top_k` most likely tokens, of those the most likely whose probability first reaches `top_p`, renormalised.
     Tokens outside it have probability 0."""
