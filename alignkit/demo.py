@@ -241,7 +241,7 @@ def collect_round(
         n=cfg.candidates,
         from_run=str(policy.path),
         sampling=generate.Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed + round_number - 1),
-        batch_size=32,  # 128 sequences per call (rows leave as they end): ~10 % faster per prompt than 80 on 2 CPU cores
+        batch_size=16,  # 64 sequences per call: ~35 % faster per prompt than 32 on 2 CPU cores
         overwrite=True,
     )
     suffix = "" if round_number == 1 else f"-round-{round_number}"
