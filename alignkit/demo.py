@@ -241,7 +241,9 @@ def collect_round(
         n=cfg.candidates,
         from_run=str(policy.path),
         sampling=generate.Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed + round_number - 1),
-        batch_size=16,  # 64 sequences per call: ~35 % faster per prompt than 32 on 2 CPU cores
+        # 128 sequences per call. 60 prompts x 4 x 48 tokens on 2 CPU cores: 53 s at 20 per call, 54 s at 30, 49 s at
+        # all 60; 32 keeps the KV cache modest for larger models.
+        batch_size=32,
         overwrite=True,
     )
     suffix = "" if round_number == 1 else f"-round-{round_number}"

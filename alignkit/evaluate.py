@@ -228,7 +228,7 @@ def evaluate_models(
     scored: dict[tuple[str, str], float] = {}  # each run's rewards, reused by the reward-model comparisons
     for name, load in models_to_evaluate:
         model, tokenizer = load()
-        answers[name] = greedy_replies(model, tokenizer, messages, max_new_tokens, batch_size=20)
+        answers[name] = greedy_replies(model, tokenizer, messages, max_new_tokens, batch_size=40)
         figures, checks[name] = answer_figures(prompts, answers[name])
         figures["general_ppl"] = perplexity(model, tokenizer, general)
         base_ppl = base_ppl or figures["general_ppl"]

@@ -42,9 +42,8 @@ def answer(
 def sample(
     model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], n: int, max_new_tokens: int, **sampling: Any
 ) -> list[list[str]]:
-    """`n` replies for each conversation, in one batched `generate` call (left padding); greedy if no sampling."""
-    import torch
-
+    """`n` replies for each conversation, in one batched `decode` (left padding); greedy if no sampling is given
+    (`temperature`, `top_p`, `top_k`: the same warpers, in the same order, as transformers' `generate`)."""
     texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -52,37 +51,92 @@ def sample(
         inputs = tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True).to(model.device)
     finally:
         tokenizer.padding_side = side
-    options = {"do_sample": True, **sampling} if sampling else {"do_sample": False}
-    with torch.no_grad():
-        if n > 1:  # each prompt's N samples share one prefill of it
-            options["cache"] = shared_prefix_cache(model, inputs.input_ids, inputs.attention_mask, n)
-            inputs = {key: value.repeat_interleave(n, dim=0) for key, value in inputs.items()}
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **options)
-    replies = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    tokens = decode(model, inputs.input_ids, inputs.attention_mask, max_new_tokens, n, **sampling)
+    replies = tokenizer.batch_decode(tokens, skip_special_tokens=True)
     return [[r.strip() for r in replies[i * n : (i + 1) * n]] for i in range(len(conversations))]
 
 
-def shared_prefix_cache(model: Any, input_ids: Any, attention_mask: Any, n: int) -> Any:
-    """The KV cache of every prompt but its last token, computed once and repeated for its `n` samples: `generate`
-    then runs only the last prompt token and the new ones per sample (with `num_return_sequences=n` it would prefill
-    each prompt n times, which on CPU costs about as much as decoding a short answer)."""
+def decode(
+    model: Any,
+    input_ids: Any,
+    attention_mask: Any,
+    max_new_tokens: int,
+    n: int = 1,
+    temperature: float | None = None,
+    top_p: float = 1.0,
+    top_k: int | None = None,
+) -> list[list[int]]:
+    """The new tokens of `n` replies to each left-padded prompt, end-of-sequence token excluded: greedy, or sampled
+    (torch's global generator) when a positive `temperature` is given; `top_k` defaults to the model's generation
+    config (transformers' 50), whose other options (repetition penalty, ...) are not applied.
+
+    Written out rather than `model.generate` for two costs that dominate batched decoding on a CPU: each prompt is
+    prefilled once for its `n` replies, and a row that has ended leaves the batch (with `generate` it is computed
+    to the longest reply). Sampling draws from the top-k tokens only, not the whole vocabulary (in `generate` a
+    draw over 49k tokens x 64 rows took a quarter of each step on 2 CPU cores). Greedy tokens are those of
+    `generate` (tests/unit/test_generate.py)."""
+    import torch
     from transformers import DynamicCache
 
+    config = model.generation_config
+    ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    eos = torch.tensor([t for t in ends if t is not None], dtype=torch.long, device=input_ids.device)
+    top_k = config.top_k if top_k is None else top_k
     cache = DynamicCache(config=model.config)
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # as `generate` derives them (left padding)
-    model(
-        input_ids=input_ids[:, :-1],
-        attention_mask=attention_mask[:, :-1],
-        position_ids=positions[:, :-1],
-        cache=cache,
-        use_cache=True,
-    )
-    cache.batch_repeat_interleave(n)
-    return cache
+    with torch.no_grad():
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache, logits_to_keep=1
+        ).logits[:, -1]
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits, attention_mask, positions = (t.repeat_interleave(n, 0) for t in (logits, attention_mask, positions))
+        rows = torch.arange(logits.shape[0], device=logits.device)  # original row of each row still decoding
+        tokens: list[list[int]] = [[] for _ in range(logits.shape[0])]
+        for step in range(max_new_tokens):
+            chosen = next_tokens(logits, temperature, top_p, top_k)
+            ended = torch.isin(chosen, eos)
+            for row, token, done in zip(rows.tolist(), chosen.tolist(), ended.tolist(), strict=True):
+                if not done:
+                    tokens[row].append(token)
+            if step == max_new_tokens - 1 or bool(ended.all()):
+                break
+            if bool(ended.any()):
+                keep = (~ended).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                rows, chosen = rows[keep], chosen[keep]
+                attention_mask, positions = attention_mask[keep], positions[keep]
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=-1)
+            positions = positions[:, -1:] + 1
+            logits = model(
+                input_ids=chosen[:, None], attention_mask=attention_mask, position_ids=positions, cache=cache
+            ).logits[:, -1]
+    return tokens
+
+
+def next_tokens(logits: Any, temperature: float | None, top_p: float, top_k: int | None) -> Any:
+    """One token per row: the argmax, or a draw from `filtered`."""
+    import torch
+
+    if not temperature:  # None or 0: greedy
+        return logits.argmax(-1)
+    probs, ids = filtered(logits, temperature, top_p, top_k)
+    return ids.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)
+
+
+def filtered(logits: Any, temperature: float, top_p: float, top_k: int | None) -> tuple[Any, Any]:
+    """(probabilities, token ids) per row after temperature, top-k and top-p, as transformers' warpers give them:
+    the `top_k` most likely tokens, of those the most likely whose probability first reaches `top_p`, renormalised.
+    Tokens outside it have probability 0."""
+    k = min(top_k, logits.shape[-1]) if top_k else logits.shape[-1]
+    values, ids = (logits.float() / temperature).topk(k)  # sorted, most likely first
+    probs = values.softmax(-1)
+    probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)  # the mass before it already reaches top_p
+    return probs / probs.sum(-1, keepdim=True), ids
 
 
 def greedy_replies(
-    model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int = 8
+    model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int = 32
 ) -> list[str]:
     """One greedy reply per prompt, in batches (evaluation answers)."""
     replies = []

@@ -67,7 +67,7 @@ def main(demo_out: Path, seed: int, name: str, overrides: dict[str, Any]) -> dic
     )  # fmt: skip
     seconds = time.time() - started
     model, tokenizer = lineage.load_run_model(run.path)
-    answers = generate.greedy_replies(model, tokenizer, [p.messages for p in held], 48, batch_size=20)
+    answers = generate.greedy_replies(model, tokenizer, [p.messages for p in held], 48, batch_size=40)
     won = evaluate.win_rate(held, answers, sft, evaluate.oracle_judge(judges.DEFAULT_RULE))
     sft_figures, _ = evaluate.answer_figures(held, sft)
     variant_figures, _ = evaluate.answer_figures(held, answers)

@@ -1,0 +1,89 @@
+"""alignkit's decoding loop (`generate.decode`) against transformers' `generate`: the same greedy tokens with left
+padding, rows that end early and N replies per prompt; the same sampling distribution as its warpers; seeded draws."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignkit import generate, models
+from alignkit.config import ModelConfig
+from alignkit.hardware import pick_precision
+
+PROMPTS = [[{"role": "user", "content": "hi " * k}] for k in (1, 5, 12, 3)]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model):
+    cfg = ModelConfig(name=tiny_model)
+    tokenizer = models.load_tokenizer(cfg)
+    model = models.load_base(cfg, pick_precision(cfg.precision), tokenizer=tokenizer).eval()
+    # The shared tiny model says one token forever; larger random weights give replies that vary by prompt and step.
+    seeded = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() > 1:
+                weight.normal_(0.0, 0.5, generator=seeded)
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in PROMPTS]
+    tokenizer.padding_side = "left"
+    batch = tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True)
+    assert len(set(batch.attention_mask.sum(-1).tolist())) == len(PROMPTS), "the prompts must need left padding"
+    return model, tokenizer, batch
+
+
+def reference(model, batch, max_new_tokens: int, eos: int) -> list[list[int]]:
+    """transformers' greedy tokens, each row cut at its first `eos` (excluded)."""
+    with torch.no_grad():
+        out = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=eos
+        )[:, batch.input_ids.shape[1] :].tolist()
+    return [row[: row.index(eos)] if eos in row else row for row in out]
+
+
+def test_greedy_tokens_are_generates_with_rows_that_end_early(loaded):
+    model, _, batch = loaded
+    # A tiny random model never says its real end token: take as "end" a token its rows say at different steps, so
+    # some rows leave the batch while others go on.
+    free = reference(model, batch, 12, eos=-1)
+
+    def ends(token: int) -> set[int | None]:
+        return {row.index(token) if token in row else None for row in free}
+
+    eos = max(sorted({t for row in free for t in row}), key=lambda token: len(ends(token)))
+    assert len(ends(eos)) >= 2, "the chosen end token must end rows at different steps"
+    expected = reference(model, batch, 12, eos)
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = eos
+    try:
+        assert generate.decode(model, batch.input_ids, batch.attention_mask, 12) == expected
+        # N replies per prompt share one prefill: greedy copies of the single reply
+        tripled = generate.decode(model, batch.input_ids, batch.attention_mask, 12, n=3)
+        assert tripled == [row for row in expected for _ in range(3)]
+    finally:
+        model.generation_config.eos_token_id = saved
+    assert any(len(row) < 12 for row in expected) and any(len(row) == 12 for row in expected)
+
+
+def test_sampling_distribution_is_transformers_warpers():
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    logits = torch.randn(5, 300, generator=torch.Generator().manual_seed(0)) * 3
+    for temperature, top_p, top_k in [(0.8, 0.95, 50), (1.0, 0.5, 0), (0.7, 1.0, 20), (1.3, 0.3, 100)]:
+        scores = TemperatureLogitsWarper(temperature)(None, logits.clone())
+        if top_k:
+            scores = TopKLogitsWarper(top_k)(None, scores)
+        expected = TopPLogitsWarper(top_p)(None, scores).softmax(-1)
+        probs, ids = generate.filtered(logits, temperature, top_p, top_k)
+        ours = torch.zeros_like(expected).scatter(-1, ids, probs)
+        assert torch.allclose(ours, expected, atol=1e-6), (temperature, top_p, top_k)
+        assert (ours > 0).sum() < logits.numel(), "the filters must drop tokens"
+
+
+def test_seeded_draws_repeat_and_differ_by_seed(loaded):
+    model, tokenizer, _ = loaded
+    draws = []
+    for seed in (7, 7, 8):
+        torch.manual_seed(seed)
+        draws.append(generate.sample(model, tokenizer, PROMPTS, 3, 8, temperature=1.0, top_p=1.0))
+    assert draws[0] == draws[1]
+    assert draws[0] != draws[2]
