@@ -137,11 +137,13 @@ def candidates(
     batch_size: int = 16,
     limit: int | None = None,
     overwrite: bool = False,
+    greedy_first: bool = False,
 ) -> Path:
-    """`alignkit generate`: N distinct candidates per prompt from a run (or the base) to a JSONL file."""
+    """`alignkit generate`: N distinct candidates per prompt from a run (or the base) to a JSONL file; with
+    `greedy_first`, the first is the greedy reply (the answer evaluation sees) and the other N-1 are sampled."""
     from alignkit import generate
 
-    sampling = generate.Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    sampling = generate.Sampling(temperature, top_p, max_new_tokens, seed, greedy_first)
     run_dir = str(from_run) if from_run is not None else None
     return generate.run(str(prompts), str(out), n, run_dir, model, sampling, batch_size, limit, overwrite)
 

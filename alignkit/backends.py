@@ -61,8 +61,12 @@ def vllm_candidates(
         return [[completion.text.strip() for completion in output.outputs] for output in outputs]
 
     record = {**source, "sampling": asdict(sampling), "backend": "vllm"}
-    found = distinct_replies(prompts, n, draw, max_attempts)
-    return [generated_row(prompt, texts, record) for prompt, texts in zip(prompts, found, strict=True)]
+    first: list[str | None] = [None] * len(prompts)
+    if sampling.greedy_first:
+        greedy = SamplingParams(n=1, temperature=0.0, max_tokens=sampling.max_new_tokens)
+        first = [output.outputs[0].text.strip() for output in llm.chat(prompts, greedy, use_tqdm=True)]
+    found = distinct_replies(prompts, n, draw, max_attempts, first)
+    return [generated_row(p, texts, record, g) for p, texts, g in zip(prompts, found, first, strict=True)]
 
 
 def distinct_replies(
@@ -70,10 +74,12 @@ def distinct_replies(
     n: int,
     draw: Callable[[list[list[dict[str, str]]]], list[list[str]]],
     max_attempts: int = 3,
+    first: list[str | None] | None = None,
 ) -> list[list[str]]:
     """Up to `n` distinct non-empty replies per prompt, the rule of both backends: `draw(prompts)` samples `n` replies
-    for each; identical ones are dropped and the prompts still short are drawn again, up to `max_attempts` times."""
-    found: list[list[str]] = [[] for _ in prompts]
+    for each; identical ones are dropped and the prompts still short are drawn again, up to `max_attempts` times.
+    `first`: one reply per prompt that opens its list (the greedy reply), samples equal to it count as repeats."""
+    found: list[list[str]] = [[text] if text else [] for text in first or [None] * len(prompts)]
     for _ in range(max_attempts):
         todo = [i for i, got in enumerate(found) if len(got) < n]
         if not todo:

@@ -216,10 +216,13 @@ def generate_command(
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
     overwrite: Overwrite = False,
     backend: Annotated[str, typer.Option(help="transformers | vllm (CUDA GPUs, vllm installed).")] = "transformers",
+    greedy_first: Annotated[
+        bool, typer.Option("--greedy-first", help="The first candidate is the greedy reply, the others sampled.")
+    ] = False,
 ) -> None:
     from alignkit import generate
 
-    sampling = generate.Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    sampling = generate.Sampling(temperature, top_p, max_new_tokens, seed, greedy_first)
     path = generate.run(prompts, out, n, from_run, model, sampling, batch_size, limit, overwrite, backend=backend)
     console.print(f"candidates written to {path}")
 

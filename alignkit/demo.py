@@ -51,6 +51,9 @@ class DemoConfig:
     rule: str = judges.DEFAULT_RULE
     noise: float = 0.1
     candidates: int = 4
+    # One of them is the policy's greedy reply, the answer evaluation scores, so the pairs speak about what the
+    # policy says rather than only about its samples.
+    greedy_candidate: bool = True
     train_prompts: int = 60  # rated in the round; the rest of the prompt file is held out for evaluation
     eval_prompts: int = 40  # from the prompt file, after the rated ones
     temperature: float = 0.8
@@ -240,7 +243,9 @@ def collect_round(
         str(out / name),
         n=cfg.candidates,
         from_run=str(policy.path),
-        sampling=generate.Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed + round_number - 1),
+        sampling=generate.Sampling(
+            cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed + round_number - 1, cfg.greedy_candidate
+        ),
         # 128 sequences per call. 60 prompts x 4 x 48 tokens on 2 CPU cores: 53 s at 20 per call, 54 s at 30, 49 s at
         # all 60; 32 keeps the KV cache modest for larger models.
         batch_size=32,

@@ -30,6 +30,9 @@ class Sampling:
     top_p: float = 0.95
     max_new_tokens: int = 128
     seed: int = 0
+    # The first candidate is the policy's greedy reply, the answer evaluation and the playground see: rating it
+    # against samples gives pairs about the answer the policy actually gives.
+    greedy_first: bool = False
 
 
 def answer(
@@ -169,7 +172,8 @@ def candidates(
     batch_size: int = 16,
     max_attempts: int = 3,
 ) -> list[dict[str, Any]]:
-    """N distinct candidates per prompt (identical samples are dropped and resampled up to `max_attempts` times)."""
+    """N distinct candidates per prompt (identical samples are dropped and resampled up to `max_attempts` times); with
+    `sampling.greedy_first`, the first is the greedy reply."""
     import torch
     from tqdm.auto import tqdm
 
@@ -184,8 +188,11 @@ def candidates(
     with tqdm(total=len(prompts), desc="generating", unit="prompt") as progress:
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
-            found = backends.distinct_replies(batch, n, draw, max_attempts)
-            rows += [generated_row(prompt, texts, record) for prompt, texts in zip(batch, found, strict=True)]
+            first: list[str | None] = [None] * len(batch)
+            if sampling.greedy_first:
+                first = list(greedy_replies(model, tokenizer, batch, sampling.max_new_tokens, batch_size))
+            found = backends.distinct_replies(batch, n, draw, max_attempts, first)
+            rows += [generated_row(p, texts, record, g) for p, texts, g in zip(batch, found, first, strict=True)]
             progress.update(len(batch))
     return rows
 

@@ -41,9 +41,13 @@ def prompt_id(prompt: Messages) -> str:
     return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def generated_row(prompt: Messages, texts: list[str], record: dict[str, Any]) -> dict[str, Any]:
-    """One `alignkit generate` row: the prompt, its id, and each candidate text with `record` (run, model, sampling)."""
-    return {"prompt_id": prompt_id(prompt), "prompt": prompt, "candidates": [{"text": t, **record} for t in texts]}
+def generated_row(
+    prompt: Messages, texts: list[str], record: dict[str, Any], greedy: str | None = None
+) -> dict[str, Any]:
+    """One `alignkit generate` row: the prompt, its id, and each candidate text with `record` (run, model, sampling);
+    the candidate equal to `greedy`, the policy's greedy reply, is marked `"greedy": true`."""
+    candidates = [{"text": t, **record, **({"greedy": True} if t == greedy else {})} for t in texts]
+    return {"prompt_id": prompt_id(prompt), "prompt": prompt, "candidates": candidates}
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]], overwrite: bool = False) -> None:

@@ -87,3 +87,16 @@ def test_seeded_draws_repeat_and_differ_by_seed(loaded):
         draws.append(generate.sample(model, tokenizer, PROMPTS, 3, 8, temperature=1.0, top_p=1.0))
     assert draws[0] == draws[1]
     assert draws[0] != draws[2]
+
+
+def test_greedy_first_candidate_is_the_greedy_reply_and_the_rest_are_distinct_samples(loaded):
+    model, tokenizer, _ = loaded
+    sampling = generate.Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, seed=3, greedy_first=True)
+    rows = generate.candidates(model, tokenizer, PROMPTS, 3, sampling, {"run": "", "model": "tiny"})
+    greedy = generate.greedy_replies(model, tokenizer, PROMPTS, 8)
+    for row, reply in zip(rows, greedy, strict=True):
+        texts = [c["text"] for c in row["candidates"]]
+        assert texts[0] == reply and row["candidates"][0]["greedy"] is True
+        assert len(set(texts)) == len(texts) == 3 and not any(c.get("greedy") for c in row["candidates"][1:])
+    plain = generate.candidates(model, tokenizer, PROMPTS, 3, generate.Sampling(1.0, 1.0, 8, 3), {"run": ""})
+    assert not any(c.get("greedy") for row in plain for c in row["candidates"])
