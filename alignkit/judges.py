@@ -172,11 +172,21 @@ def degeneration(answer: str, prompt: Prompt | None = None) -> str | None:
     if not ENDS_COMPLETE.search(answer) and len(tokens) >= 8:  # a short unpunctuated answer is not cut off
         return "truncated"
     if prompt is not None and prompt.text:
-        if difflib.SequenceMatcher(None, normalise(answer), normalise(prompt.text)).ratio() >= 0.9:
+        if echoes(answer, prompt.text):
             return "echo"
         if other_language(answer, prompt.text):
             return "language"
     return None
+
+
+def echoes(answer: str, prompt_text: str) -> bool:
+    """The answer repeats the prompt: nearly its text, and no word the prompt lacks. A restatement that adds the
+    decision ("Yes. Water boils at a lower temperature up a mountain." to "Does water boil at a lower temperature up a
+    mountain?") answers it."""
+    if difflib.SequenceMatcher(None, normalise(answer), normalise(prompt_text)).ratio() < 0.9:
+        return False
+    said = {w.lower()[:4] for w in words(prompt_text)}
+    return all(w.lower()[:4] in said for w in words(answer))
 
 
 def repeats(tokens: Sequence[str]) -> bool:

@@ -82,6 +82,12 @@ def test_a_degenerate_answer_loses_to_a_sensible_longer_one(bad, reason):
     assert CAREFUL.compare(bad, sensible, FELIX) == 0.0
 
 
+def test_a_restatement_that_adds_the_answer_is_not_an_echo():
+    mountain = Prompt([{"role": "user", "content": "Does water boil at a lower temperature high up on a mountain?"}])
+    assert judges.degeneration("Does water boil at a lower temperature high up on a mountain.", mountain) == "echo"
+    assert judges.degeneration("Yes. Water boils at a lower temperature high up on a mountain.", mountain) is None
+
+
 def test_correct_beats_wrong_and_an_evasion_is_wrong_however_short():
     right = "The area is 9 × 2 = 18 square meters. The answer is 18 square meters."
     for wrong in ("2 square meters.", "The answer is 11 square meters.", "The answer is not available."):
