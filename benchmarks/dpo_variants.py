@@ -3,8 +3,9 @@
 
 `key=value` are `trainer:` keys over the demo's DPO settings (values read as JSON where they parse, e.g.
 `max_steps=32`, `loss_weights=[1.0,2.0]`), plus `pairs=all` to train on every decided pair instead of each prompt's
-best vs worst. Appends one row to `benchmarks/results/dpo-variants-<date>.jsonl`: the oracle win-rate vs SFT with
-its interval and W/T/L, checked accuracy and degenerate rate (SFT, variant), mean words, training seconds.
+best vs worst, or `pairs=PATH` for a pairs file of its own. Appends one row to
+`benchmarks/results/dpo-variants-<date>.jsonl`: the oracle win-rate vs SFT with its interval and W/T/L, checked
+accuracy and degenerate rate (SFT, variant), mean words, training seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ DEMO_DPO = {  # alignkit/demo.py's DPO trainer settings
 }
 
 
+PAIR_FILES = {  # `pairs=` names; any other value is a pairs file's path
+    "all": lambda demo_out: demo_out / "pairs.jsonl",
+    "best-worst": lambda demo_out: demo_out / "pairs-best-worst.jsonl",
+}
+
+
 def held_out_prompts(seed: int, train_prompts: int = 60, eval_prompts: int = 40) -> list[judges.Prompt]:
     """The demo's held-out prompts for `seed` with its default sizes (`demo.run`)."""
     prompts = generate.load_prompt_items(str(bundled_data("prompts.jsonl")))
@@ -57,7 +64,7 @@ def main(demo_out: Path, seed: int, name: str, overrides: dict[str, Any]) -> dic
     sft = [sft_by_prompt[json.dumps(p.messages)] for p in held]
     started = time.time()
     run = alignkit.dpo(
-        data={"paths": [str(demo_out / ("pairs.jsonl" if pairs == "all" else "pairs-best-worst.jsonl"))],
+        data={"paths": [str(PAIR_FILES[pairs](demo_out) if pairs in PAIR_FILES else Path(pairs))],
               "validation_split": 0.1},
         from_run=str(demo_out / "sft"),
         out=str(demo_out / "variants" / name),
