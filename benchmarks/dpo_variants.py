@@ -35,10 +35,7 @@ DEMO_DPO = {  # alignkit/demo.py's DPO trainer settings
 }
 
 
-PAIR_FILES = {  # `pairs=` names; any other value is a pairs file's path
-    "all": lambda demo_out: demo_out / "pairs.jsonl",
-    "best-worst": lambda demo_out: demo_out / "pairs-best-worst.jsonl",
-}
+PAIR_FILES = {"all": "pairs.jsonl", "best-worst": "pairs-best-worst.jsonl"}  # else `pairs=` is a file's path
 
 
 def held_out_prompts(seed: int, train_prompts: int = 60, eval_prompts: int = 40) -> list[judges.Prompt]:
@@ -64,7 +61,7 @@ def main(demo_out: Path, seed: int, name: str, overrides: dict[str, Any]) -> dic
     sft = [sft_by_prompt[json.dumps(p.messages)] for p in held]
     started = time.time()
     run = alignkit.dpo(
-        data={"paths": [str(PAIR_FILES[pairs](demo_out) if pairs in PAIR_FILES else Path(pairs))],
+        data={"paths": [str(demo_out / PAIR_FILES[pairs] if pairs in PAIR_FILES else Path(pairs))],
               "validation_split": 0.1},
         from_run=str(demo_out / "sft"),
         out=str(demo_out / "variants" / name),
