@@ -52,11 +52,11 @@ def vllm_candidates(
 
     model_dir, source = servable_model(from_run, model_name)
     llm = LLM(model=str(model_dir), seed=sampling.seed)
-    params = SamplingParams(
-        n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens
-    )
 
-    def draw(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
+    def draw(conversations: list[list[dict[str, str]]], count: int) -> list[list[str]]:
+        params = SamplingParams(
+            n=count, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens
+        )
         outputs = llm.chat(conversations, params, use_tqdm=True)
         return [[completion.text.strip() for completion in output.outputs] for output in outputs]
 
@@ -72,19 +72,22 @@ def vllm_candidates(
 def distinct_replies(
     prompts: list[list[dict[str, str]]],
     n: int,
-    draw: Callable[[list[list[dict[str, str]]]], list[list[str]]],
+    draw: Callable[[list[list[dict[str, str]]], int], list[list[str]]],
     max_attempts: int = 3,
     first: list[str | None] | None = None,
 ) -> list[list[str]]:
-    """Up to `n` distinct non-empty replies per prompt, the rule of both backends: `draw(prompts)` samples `n` replies
-    for each; identical ones are dropped and the prompts still short are drawn again, up to `max_attempts` times.
-    `first`: one reply per prompt that opens its list (the greedy reply), samples equal to it count as repeats."""
+    """Up to `n` distinct non-empty replies per prompt, the rule of both backends: `draw(prompts, count)` samples
+    `count` replies for each; identical ones are dropped and the prompts still short are drawn again, up to
+    `max_attempts` times. `first`: one reply per prompt that opens its list (the greedy reply), samples equal to it
+    count as repeats. The first draw samples only what is missing (n - 1 beside a greedy reply); a redraw samples n,
+    as a prompt whose samples repeat needs more tries than replies."""
     found: list[list[str]] = [[text] if text else [] for text in first or [None] * len(prompts)]
-    for _ in range(max_attempts):
+    for attempt in range(max_attempts):
         todo = [i for i, got in enumerate(found) if len(got) < n]
         if not todo:
             break
-        for i, replies in zip(todo, draw([prompts[i] for i in todo]), strict=True):
+        count = max(n - len(found[i]) for i in todo) if attempt == 0 else n
+        for i, replies in zip(todo, draw([prompts[i] for i in todo], count), strict=True):
             for text in replies:
                 if text and text not in found[i] and len(found[i]) < n:
                     found[i].append(text)

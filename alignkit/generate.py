@@ -182,8 +182,8 @@ def candidates(
     params = {"temperature": sampling.temperature, "top_p": sampling.top_p}
     record = {**source, "sampling": asdict(sampling)}
 
-    def draw(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
-        return sample(model, tokenizer, conversations, n, sampling.max_new_tokens, **params)
+    def draw(conversations: list[list[dict[str, str]]], count: int) -> list[list[str]]:
+        return sample(model, tokenizer, conversations, count, sampling.max_new_tokens, **params)
 
     with tqdm(total=len(prompts), desc="generating", unit="prompt") as progress:
         for start in range(0, len(prompts), batch_size):

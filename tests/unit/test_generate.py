@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alignkit import generate, models
+from alignkit import backends, generate, models
 from alignkit.config import ModelConfig
 from alignkit.hardware import pick_precision
 
@@ -100,3 +100,17 @@ def test_greedy_first_candidate_is_the_greedy_reply_and_the_rest_are_distinct_sa
         assert len(set(texts)) == len(texts) == 3 and not any(c.get("greedy") for c in row["candidates"][1:])
     plain = generate.candidates(model, tokenizer, PROMPTS, 3, generate.Sampling(1.0, 1.0, 8, 3), {"run": ""})
     assert not any(c.get("greedy") for row in plain for c in row["candidates"])
+
+
+def test_beside_the_greedy_reply_the_first_draw_samples_only_the_missing_replies(loaded):
+    model, tokenizer, _ = loaded
+    counts: list[int] = []
+
+    def draw(conversations: list[list[dict[str, str]]], count: int) -> list[list[str]]:
+        counts.append(count)
+        return generate.sample(model, tokenizer, conversations, count, 8, temperature=1.0, top_p=1.0)
+
+    greedy = list(generate.greedy_replies(model, tokenizer, PROMPTS, 8))
+    found = backends.distinct_replies(PROMPTS, 3, draw, first=greedy)
+    assert counts[0] == 2 and all(count == 3 for count in counts[1:])  # a redraw samples n again
+    assert [texts[0] for texts in found] == greedy and all(len(set(texts)) == len(texts) for texts in found)
