@@ -58,7 +58,7 @@ class DemoConfig:
     eval_prompts: int = 40  # from the prompt file, after the rated ones
     temperature: float = 0.8
     top_p: float = 0.95
-    sft_steps: int = 90  # one epoch of datasets/sft.jsonl at batch 4: the skills have to be learnt to be judged
+    sft_steps: int = 96  # one epoch of datasets/sft.jsonl at batch 4: the skills have to be learnt to be judged
     sft_learning_rate: float = 3e-4
     reward_steps: int = 64  # about one epoch of the ~280 pairs: 32 steps left held-out accuracy at 0.76
     dpo_steps: int = 16

@@ -6,7 +6,7 @@ Each seed runs `alignkit demo --set seed=N` in its own process (a fresh Argilla,
 the DPO-vs-SFT oracle win-rate with its 95 % interval, checked accuracy and degenerate rate of base / SFT / DPO,
 mean words, the forgetting ratio, the alarms, seconds. Writes `benchmarks/results/demo-seeds-<date>.json` and prints
 a markdown table (the one in docs/preference-training.md). Environment: DEMO_SEEDS (0,1,2), DEMO_OUT (demo-seeds),
-DEMO_ARGS (extra `alignkit demo` flags).
+DEMO_ARGS (extra `alignkit demo` flags), DEMO_RESULTS (the results file's name, for a second run on one day).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def main() -> None:
         figures = seed_figures(json.loads((seed_out / "report.json").read_text()))
         results["seeds"][str(seed)] = figures
         results["met"][str(seed)] = met(figures)
-    path = ROOT / "benchmarks" / "results" / f"demo-seeds-{results['date']}.json"
+    path = ROOT / "benchmarks" / "results" / os.environ.get("DEMO_RESULTS", f"demo-seeds-{results['date']}.json")
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(table(results))
     print(f"results: {path}")
