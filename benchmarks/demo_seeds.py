@@ -6,7 +6,8 @@ Each seed runs `alignkit demo --set seed=N` in its own process (a fresh Argilla,
 the DPO-vs-SFT oracle win-rate with its 95 % interval, checked accuracy and degenerate rate of base / SFT / DPO,
 mean words, the forgetting ratio, the alarms, seconds. Writes `benchmarks/results/demo-seeds-<date>.json` and prints
 a markdown table (the one in docs/preference-training.md). Environment: DEMO_SEEDS (0,1,2), DEMO_OUT (demo-seeds),
-DEMO_ARGS (extra `alignkit demo` flags), DEMO_RESULTS (the results file's name, for a second run on one day).
+DEMO_ARGS (extra `alignkit demo` flags), DEMO_RESULTS (the results file's name, for a second run on one day),
+DEMO_KEEP=1 (a seed whose report.json is already in DEMO_OUT is read, not rerun: resume after an interruption).
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def main() -> None:
     for seed in seeds:
         seed_out = out / f"seed-{seed}"
         command = [sys.executable, "-m", "alignkit.cli", "demo", "--out", str(seed_out), "--set", f"seed={seed}"]
-        subprocess.run([*command, *extra], check=True)
+        if not (os.environ.get("DEMO_KEEP") == "1" and (seed_out / "report.json").is_file()):
+            subprocess.run([*command, *extra], check=True)
         figures = seed_figures(json.loads((seed_out / "report.json").read_text()))
         results["seeds"][str(seed)] = figures
         results["met"][str(seed)] = met(figures)
