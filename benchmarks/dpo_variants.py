@@ -78,6 +78,7 @@ def main(demo_out: Path, seed: int, name: str, overrides: dict[str, Any]) -> dic
     return {
         "date": datetime.date.today().isoformat(),
         "seed": seed,
+        "demo_out": str(demo_out),  # which demo's SFT run and pairs
         "name": name,
         "pairs": pairs,
         "trainer": overrides,
