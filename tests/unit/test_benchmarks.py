@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from alignkit import data, hardware, models, training
@@ -145,4 +146,4 @@ def test_multi_turn_sft_is_compared_per_conversation_not_per_repeated_token(tiny
     assert reps[0]["sft-trl-careful:multiturn"]["conversations_per_s"] == 0.2
     assert reps[0]["sft-alignkit"]["conversations_per_s"] == 0.5
     ratios = run.summarise(reps)["ratios"]
-    assert ratios["sft_multiturn_conversations_per_s_vs_trl_careful"] == 3.0 / per_row["multiturn"]
+    assert ratios["sft_multiturn_conversations_per_s_vs_trl_careful"] == pytest.approx(3.0 / per_row["multiturn"])
