@@ -62,7 +62,7 @@ class DemoConfig:
     sft_learning_rate: float = 3e-4
     # About 1.5 epochs of the ~140 training pairs. On the three seeds' pairs of 2026-12-03, 48 steps gave
     # prompt-disjoint accuracy 0.72 / 0.84 / 0.60 and 64 steps 0.75 / 0.76 / 0.65 (36-40 pairs each): the same within
-    # noise, 35 s less.
+    # noise, and the stage took 102-104 s instead of 142-147 s.
     reward_steps: int = 48
     dpo_steps: int = 16
     # GRPO from the DPO policy against the reward model. Off: 3 steps left every held-out answer byte-identical to
