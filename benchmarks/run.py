@@ -40,6 +40,7 @@ SECTIONS = {
     "gen": [
         "memory-bandwidth",
         "gen-single",
+        "gen-single-transformers",
         "gen-llama-cpp-single",
         "gen-batched",
         "gen-sequential",
@@ -176,6 +177,9 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "rl_completions_per_s_vs_plain": ratio("rl-alignkit", "rl-trl-plain", "completions_per_s"),
         "gen_completions_per_s_batched_vs_sequential": ratio("gen-batched", "gen-sequential", "completions_per_s"),
         "gen_single_tokens_per_s_vs_llama_cpp": ratio("gen-single", "gen-llama-cpp-single", "tokens_per_s"),
+        "gen_single_transformers_tokens_per_s_vs_llama_cpp": ratio(
+            "gen-single-transformers", "gen-llama-cpp-single", "tokens_per_s"
+        ),
         "gen_batched_vs_llama_cpp_sequential": ratio("gen-batched", "gen-llama-cpp-sequential", "completions_per_s"),
     }
     rss = {v: medians.get(v, {}).get("peak_rss_mb") for v in ("dpo-alignkit", "dpo-trl-plain")}
@@ -347,6 +351,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"(load average {fmt(report['machine']['load_average_at_end'])} at the end of the run; figures are medians of "
         f"{s['reps']} interleaved repetitions; ratios are taken within each repetition). Reproduce with `make bench`;"
         " every repetition is in `benchmarks/results/`.",
+    ]
+    sft = [
         "",
         "## SFT throughput (embedded SmolLM2-135M, LoRA r=16 on all linear layers, batch 4; mixed-length chats, and"
         " long multi-turn conversations where marked)",
@@ -367,17 +373,18 @@ def markdown(report: dict[str, Any]) -> str:
     for v, name in names.items():
         if m.get(v):
             x = m[v]
-            lines.append(
+            sft.append(
                 f"| {name} | {fmt(x.get('tokens_per_s'), 1)} | {fmt(x.get('tokens_per_cpu_s'), 1)} | "
                 f"{fmt(x.get('loss_tokens_per_s'), 1)} | {fmt(x.get('conversations_per_s'), 3)} | "
                 f"{fmt(x.get('step_s'))} | {fmt(x.get('peak_rss_mb'), 0)} | {fmt(x.get('real_gflops'), 1)} | "
                 f"{fmt(x.get('mfu'))} |"
             )
     for v, error in failures(report).items():
-        lines.append(f"| {names.get(v, v)} | did not run: `{error}` ||||||||")
+        sft.append(f"| {names.get(v, v)} | did not run: `{error}` ||||||||")
     if "matmul-peak" in m:
-        lines += ["", f"fp32 matmul peak measured in the same run: {fmt(m['matmul-peak'].get('gflops'), 1)} GFLOP/s."]
-    lines += ["", *METHOD]
+        sft += ["", f"fp32 matmul peak measured in the same run: {fmt(m['matmul-peak'].get('gflops'), 1)} GFLOP/s."]
+    if len(sft) > 6:  # a run with SFT variants (a generation-only run has none)
+        lines += [*sft, "", *METHOD]
     lines += ["", "## Targets (issues #7 and #16), measured in this run", "", "| figure | target | measured | met |"]
     lines += ["|---|---|---|---|"]
     lines += [f"| {name} | {goal} | {fmt(value)} | {met} |" for name, goal, value, met in targets(report)]
@@ -417,6 +424,22 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{fmt(x.get('wall_s'), 1)} |"
             )
         bounds = decode_bounds(report)
+        if "gen-single-transformers" in gen:
+            precision = next(
+                (r[v]["precision"] for r in report.get("repetitions", []) for v in r if "precision" in r[v]),
+                "the precision `auto` picks",
+            )
+            single_stream = (
+                f"gen-single is the playground's path for an SFT run (one greedy stream of up to {s['single_tokens']}"
+                " tokens: llama.cpp on the GGUF with a LoRA adapter of alignkit's default shape, "
+                "`alignkit/llamacpp.py`); gen-single-transformers the same stream in transformers "
+                f"({precision}, exactly {s['single_tokens']} tokens), which answers where llama.cpp is not installed;"
+            )
+        else:  # results files from before the llama.cpp engine (2026-12-02 and earlier)
+            single_stream = (
+                f"gen-single is the playground's and evaluation's path then (transformers, one greedy stream, "
+                f"{s['single_tokens']} tokens);"
+            )
         if bounds:
             lines += [
                 "",
@@ -424,8 +447,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"Single-stream decoding reads every weight per token, so it cannot exceed "
                 f"{fmt(bounds.get('fp32'), 1)} tokens/s from the fp32 weights ({fmt(report['model']['weights_mb'], 0)}"
                 f" MB) or {fmt(bounds.get('gguf'), 1)} tokens/s from the GGUF file "
-                f"({fmt(report['model'].get('gguf_mb'), 0)} MB). gen-single is the playground's and evaluation's "
-                f"path (one greedy stream, {s['single_tokens']} tokens); gen-batched is `alignkit generate`'s "
+                f"({fmt(report['model'].get('gguf_mb'), 0)} MB). {single_stream} gen-batched is `alignkit generate`'s "
                 f"({s['gen_prompts']} prompts x {s['gen_n']} candidates x {s['gen_tokens']} tokens, the prompt's "
                 "prefill shared by its candidates); gen-sequential the same candidates one prompt at a time with "
                 "plain transformers; gen-llama-cpp-* the same GGUF in llama.cpp.",
@@ -467,6 +489,7 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
     """(figure, target, measured, met) for each target of the benchmark issue that this run measured."""
     m, r = report["medians"], report["ratios"]
     model_copy_mb = report["model"].get("weights_mb")
+    bound_of_single = "gguf" if "gen-single-transformers" in m else "fp32"  # llama.cpp since 2026-12-03
     rows = [
         ("SFT real tokens/s vs plain TRL (careful)", ">= 1.6", r.get("sft_tokens_per_s_vs_trl_careful"), 1.6, 1),
         ("SFT peak RSS vs plain TRL (careful)", "<= 1.0", r.get("sft_peak_rss_vs_trl_careful"), 1.0, -1),
@@ -513,9 +536,16 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
         ("Single-stream tokens/s vs llama.cpp", ">= 0.8", r.get("gen_single_tokens_per_s_vs_llama_cpp"), 0.8, 1),
         ("Batched candidates vs llama.cpp sequential", ">= 4", r.get("gen_batched_vs_llama_cpp_sequential"), 4.0, 1),
         (
-            "Single-stream tokens/s vs its fp32 bandwidth bound",
+            f"Single-stream tokens/s vs its {bound_of_single} bandwidth bound",
             "(report)",
-            ratio_to(m.get("gen-single", {}).get("tokens_per_s"), decode_bounds(report).get("fp32")),
+            ratio_to(m.get("gen-single", {}).get("tokens_per_s"), decode_bounds(report).get(bound_of_single)),
+            None,
+            1,
+        ),
+        (
+            "Single-stream tokens/s in transformers (fallback) vs llama.cpp",
+            "(report)",
+            r.get("gen_single_transformers_tokens_per_s_vs_llama_cpp"),
             None,
             1,
         ),
