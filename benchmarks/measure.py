@@ -283,9 +283,10 @@ def memory_bandwidth(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 def gen_single(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
-    """One greedy stream of up to `single_tokens` new tokens as the playground answers for an SFT run: llama.cpp with
-    the run's LoRA adapter (here an SFT-shaped one: r 16 on every linear layer, random weights) where llama.cpp is
-    installed, else transformers (`gen-single-transformers`). Tokens/s of the reply's tokens."""
+    """One greedy stream of up to `single_tokens` new tokens as the playground answers for an SFT run: llama.cpp on
+    the base GGUF with the run's LoRA adapter merged in (here an SFT-shaped one: r 16 on every linear layer, random
+    weights; the merged file is written before timing, as the playground caches it), where llama.cpp is installed;
+    else transformers answers (`gen-single-transformers`). Tokens/s of the reply's tokens."""
     from alignkit import llamacpp, models
     from alignkit.config import ModelConfig
     from alignkit.generate import Sampling

@@ -87,7 +87,8 @@ def test_generation_rows_give_the_bandwidth_bound_and_say_when_llama_cpp_is_miss
     reps = [
         {
             "memory-bandwidth": {"read_gb_per_s": 20.0},
-            "gen-single": {"tokens_per_s": 10.0, "wall_s": 5.0},
+            "gen-single": {"variant": "gen-single", "not_installed": True},  # the playground's llama.cpp path
+            "gen-single-transformers": {"tokens_per_s": 10.0, "wall_s": 5.0, "precision": "torch.float32"},
             "gen-llama-cpp-single": {"variant": "gen-llama-cpp-single", "not_installed": True},
             "gen-batched": {"completions_per_s": 2.0, "wall_s": 40.0},
             "gen-sequential": {"completions_per_s": 0.5, "wall_s": 130.0},
@@ -107,10 +108,12 @@ def test_generation_rows_give_the_bandwidth_bound_and_say_when_llama_cpp_is_miss
     met = {name: (value, verdict) for name, _, value, verdict in run.targets(report)}
     assert met["Batched generation vs sequential"] == (4.0, "yes")
     assert "Single-stream tokens/s vs llama.cpp" not in met  # llama.cpp not installed: nothing to compare
-    assert round(met["Single-stream tokens/s vs its fp32 bandwidth bound"][0], 3) == round(10.0 / bounds["fp32"], 3)
+    transformers_bound = met["Single-stream tokens/s in transformers vs the fp32 bandwidth bound"][0]
+    assert round(transformers_bound, 3) == round(10.0 / bounds["fp32"], 3)
     doc = run.markdown(report)
     assert "| gen-llama-cpp-single | not installed (llama-cpp-python) | | |" in doc
-    assert "| gen-single | 10.0 |" in doc
+    assert "| gen-single | not installed (llama-cpp-python) | | |" in doc
+    assert "| gen-single-transformers | 10.0 |" in doc and "(torch.float32, exactly 128 tokens)" in doc
 
 
 def test_the_two_sft_length_distributions_differ_in_turns_and_length():

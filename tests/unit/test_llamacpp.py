@@ -1,6 +1,6 @@
-"""llama.cpp as the single-stream engine: the embedded GGUF plus the lineage's LoRA adapters written as one GGUF
-LoRA must decode what transformers decodes from the same base with the adapters merged, within a tolerance: llama.cpp
-multiplies the Q4_1 weights with 8-bit activations, transformers the dequantised weights in fp32."""
+"""llama.cpp as the single-stream engine: the embedded GGUF with the lineage's LoRA adapters merged in (Q8_0) must
+decode what transformers decodes from the same base with the adapters merged, within a tolerance: llama.cpp
+multiplies quantized weights with 8-bit activations, transformers the dequantised weights in fp32."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def argmax_agreement(reference: object, llm: object, tokenizer: object, new_toke
     return agree / total
 
 
-def test_stacked_lora_adapters_in_llama_cpp_decode_like_the_merged_model(
+def test_stacked_lora_adapters_merged_for_llama_cpp_decode_like_transformers_merged_model(
     embedded: tuple[object, object], tmp_path: Path
 ) -> None:
     from llama_cpp import Llama
@@ -93,17 +93,17 @@ def test_stacked_lora_adapters_in_llama_cpp_decode_like_the_merged_model(
     ]
     reference = merged(model, adapters)
     assert llamacpp.unsupported(EMBEDDED, adapters, tokenizer) is None
-    lora = llamacpp.write_lora(adapters, models.embedded_gguf(), tmp_path / "lora.gguf")
+    written = llamacpp.write_merged(adapters, models.embedded_gguf(), tmp_path / "merged.gguf")
     options = {"n_ctx": 512, "n_threads": 2, "logits_all": True, "verbose": False}
-    with_lora = Llama(model_path=str(models.embedded_gguf()), lora_path=str(lora), **options)
+    with_updates = Llama(model_path=str(written), **options)
     without = Llama(model_path=str(models.embedded_gguf()), **options)
     try:
-        served = argmax_agreement(reference, with_lora, tokenizer)
+        served = argmax_agreement(reference, with_updates, tokenizer)
         unadapted = argmax_agreement(reference, without, tokenizer)
     finally:
-        with_lora.close()
+        with_updates.close()
         without.close()
-    # A wrong tensor name, scale or q/k row order leaves the adapter's effect out or garbles it: the agreement then
+    # A wrong tensor name, scale or q/k row order leaves the adapters' effect out or garbles it: the agreement then
     # falls to the unadapted model's level or below.
     assert served >= 0.9, served
     assert served - unadapted >= 0.2, (served, unadapted)
