@@ -108,7 +108,7 @@ def test_generation_rows_give_the_bandwidth_bound_and_say_when_llama_cpp_is_miss
     met = {name: (value, verdict) for name, _, value, verdict in run.targets(report)}
     assert met["Batched generation vs sequential"] == (4.0, "yes")
     assert "Single-stream tokens/s vs llama.cpp" not in met  # llama.cpp not installed: nothing to compare
-    transformers_bound = met["Single-stream tokens/s in transformers vs the fp32 bandwidth bound"][0]
+    transformers_bound = met["Single-stream tokens/s in transformers vs its bandwidth bound (torch.float32 weights)"][0]
     assert round(transformers_bound, 3) == round(10.0 / bounds["fp32"], 3)
     doc = run.markdown(report)
     assert "| gen-llama-cpp-single | not installed (llama-cpp-python) | | |" in doc
