@@ -70,7 +70,7 @@ def unsupported(cfg: ModelConfig, adapter_dirs: list[Path], tokenizer: Any) -> s
             return f"{adapter_dir} is a {config.get('peft_type')} adapter, not LoRA"
         for key in ("use_dora", "modules_to_save", "trainable_token_indices", "rank_pattern", "alpha_pattern"):
             if config.get(key):
-                return f"{adapter_dir} sets {key}, which a GGUF LoRA adapter cannot hold"
+                return f"{adapter_dir} sets {key}, which the merge for llama.cpp does not handle"
     return None
 
 
@@ -200,8 +200,8 @@ def cached_model(adapter_dirs: list[Path], base: Path) -> Path:
 
 @dataclass
 class LlamaCppModel:
-    """A base GGUF (+ one LoRA adapter) in llama.cpp; prompts are tokenized by the lineage's tokenizer, exactly as
-    in training, and passed as token ids."""
+    """A GGUF model in llama.cpp; prompts are tokenized by the lineage's tokenizer, exactly as in training, and
+    passed as token ids."""
 
     llm: Any
     tokenizer: Any
@@ -236,6 +236,7 @@ def load(cfg: ModelConfig, adapter_dirs: list[Path], tokenizer: Any) -> LlamaCpp
     base = base_gguf(cfg)
     assert base is not None, "check `unsupported` first"
     model = cached_model(adapter_dirs, base) if adapter_dirs else base
-    llm = Llama(model_path=str(model), n_ctx=4096, n_threads=os.cpu_count(), seed=0, verbose=False)
+    # n_ctx 0: the model's own context length, as transformers allows
+    llm = Llama(model_path=str(model), n_ctx=0, n_threads=os.cpu_count(), seed=0, verbose=False)
     atexit.register(llm.close)  # freed while the interpreter still can: at teardown `Llama.__del__` prints errors
     return LlamaCppModel(llm, tokenizer)

@@ -169,9 +169,15 @@ class ModelPool:
                 cfg, adapter_dirs = run.model_config, [r.adapter_dir for r in lineage.adapter_runs(run.lineage)]
                 tokenizer = self.run_tokenizer(run)
             reason = llamacpp.unsupported(cfg, adapter_dirs, tokenizer)
+            served = None
+            if reason is None:
+                try:
+                    served = llamacpp.load(cfg, adapter_dirs, tokenizer)
+                except ValueError as exc:  # an adapter tensor or file llama.cpp cannot take
+                    reason = str(exc)
             if reason and self.engine == "llama.cpp":
                 raise AlignkitError(f"{key}: llama.cpp cannot serve it ({reason})", "use the transformers engine")
-            self.served[key] = None if reason else llamacpp.load(cfg, adapter_dirs, tokenizer)
+            self.served[key] = served
         return self.served[key]
 
     def base(self, cfg: ModelConfig) -> tuple[Any, Any]:
