@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit import lineage, llamacpp, models, runs
+from alignkit import hardware, lineage, llamacpp, models, runs
 from alignkit.config import EMBEDDED_MODEL, ModelConfig
 from alignkit.data import load_chat
 from alignkit.errors import AlignkitError
@@ -127,8 +127,8 @@ ENGINES = ("auto", "transformers", "llama.cpp")
 class ModelPool:
     """Models loaded once per process (the app keeps one pool in `st.cache_resource`).
 
-    `engine`: auto (llama.cpp where it can serve the model, else transformers) | transformers | llama.cpp (an error
-    for a model it cannot serve). `ALIGNKIT_ENGINE` sets the default.
+    `engine`: auto (on a machine without a CUDA GPU, llama.cpp where it can serve the model; else transformers) |
+    transformers | llama.cpp (an error for a model it cannot serve). `ALIGNKIT_ENGINE` sets the default.
     """
 
     def __init__(self, engine: str | None = None) -> None:
@@ -144,7 +144,7 @@ class ModelPool:
     def get(self, key: str) -> Handle:
         """The model for a choice key, loaded on first use; an `AlignkitError` for a missing or broken run."""
         with self.lock:
-            served = self.llama_cpp(key) if self.engine != "transformers" else None
+            served = self.llama_cpp(key) if self.uses_llama_cpp() else None
             if served is not None:
                 return Handle(None, served.tokenizer, engine=served)
             if key.startswith(BASE_PREFIX):
@@ -157,6 +157,10 @@ class ModelPool:
             if key not in self.whole:
                 self.whole[key] = lineage.load_inference_model(run.path)
             return Handle(*self.whole[key])
+
+    def uses_llama_cpp(self) -> bool:
+        """`auto` takes llama.cpp on CPU-only machines; on a GPU, transformers decodes there already."""
+        return self.engine == "llama.cpp" or (self.engine == "auto" and not hardware.cuda_available())
 
     def llama_cpp(self, key: str) -> llamacpp.LlamaCppModel | None:
         """The model in llama.cpp, loaded once; None where llama.cpp cannot serve it (engine `auto`)."""
