@@ -27,7 +27,7 @@ from typing import Any
 
 from alignkit import models
 from alignkit.config import EMBEDDED_MODEL, ModelConfig
-from alignkit.paths import cache_dir
+from alignkit.paths import cache_dir, file_sha256
 
 logger = logging.getLogger("alignkit")
 
@@ -75,17 +75,11 @@ def unsupported(cfg: ModelConfig, adapter_dirs: list[Path], tokenizer: Any) -> s
 
 
 def gguf_fields(path: Path, *names: str) -> dict[str, Any]:
-    """Metadata values of a GGUF file (strings decoded, one-element arrays unwrapped)."""
+    """Metadata values of a GGUF file, as Python values."""
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
-    values: dict[str, Any] = {}
-    for name in names:
-        field = reader.fields[name]
-        value = field.parts[field.data[0]]
-        is_text = field.types and field.types[0] == gguf.GGUFValueType.STRING
-        values[name] = bytes(value).decode() if is_text else value.tolist()[0]
-    return values
+    fields = gguf.GGUFReader(str(path)).fields
+    return {name: fields[name].contents() for name in names}
 
 
 def vocab_size(path: Path) -> int:
@@ -190,7 +184,7 @@ def cached_model(adapter_dirs: list[Path], base: Path) -> Path:
     digest = hashlib.sha256(MERGED_FORMAT.encode())
     for adapter_dir in adapter_dirs:
         for name in ("adapter_config.json", "adapter_model.safetensors"):
-            digest.update((adapter_dir / name).read_bytes())
+            digest.update(file_sha256(adapter_dir / name).encode())
     out = cache_dir() / "gguf-merged" / f"{base.stem}-{digest.hexdigest()[:16]}.gguf"
     if not out.is_file():
         logger.info("writing the run's model for llama.cpp once: %s", out)

@@ -36,7 +36,6 @@ from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.client import annotator_session, connect
 from alignkit.feedback.push import records_for_round, review_records, round_dataset
 from alignkit.generate import Sampling
-from alignkit.hardware import pick_precision
 from alignkit.jsonl import prompt_id
 
 BASE_PREFIX = "base:"
@@ -186,7 +185,7 @@ class ModelPool:
 
     def base(self, cfg: ModelConfig) -> tuple[Any, Any]:
         if cfg.name not in self.bases:
-            precision = pick_precision(cfg.precision)
+            precision = hardware.pick_precision(cfg.precision)
             tokenizer = models.load_tokenizer(cfg)
             self.bases[cfg.name] = (models.load_base(cfg, precision, tokenizer=tokenizer).eval(), tokenizer)
         return self.bases[cfg.name]

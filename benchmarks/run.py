@@ -352,15 +352,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['reps']} interleaved repetitions; ratios are taken within each repetition). Reproduce with `make bench`;"
         " every repetition is in `benchmarks/results/`.",
     ]
-    sft = [
-        "",
-        "## SFT throughput (embedded SmolLM2-135M, LoRA r=16 on all linear layers, batch 4; mixed-length chats, and"
-        " long multi-turn conversations where marked)",
-        "",
-        "| variant | real tokens/s | real tokens/CPU-s | loss tokens/s | conversations/s | step s | peak RSS MB | "
-        "real GFLOP/s | MFU |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    sft: list[str] = []  # table rows; none in a generation-only run, which then has no SFT section
     names = {
         "sft-alignkit": "`alignkit sft` (defaults)",
         "sft-trl-careful": "plain TRL, fp32, no gradient checkpointing",
@@ -381,10 +373,21 @@ def markdown(report: dict[str, Any]) -> str:
             )
     for v, error in failures(report).items():
         sft.append(f"| {names.get(v, v)} | did not run: `{error}` ||||||||")
-    if "matmul-peak" in m:
-        sft += ["", f"fp32 matmul peak measured in the same run: {fmt(m['matmul-peak'].get('gflops'), 1)} GFLOP/s."]
-    if len(sft) > 6:  # a run with SFT variants (a generation-only run has none)
-        lines += [*sft, "", *METHOD]
+    if sft:
+        lines += [
+            "",
+            "## SFT throughput (embedded SmolLM2-135M, LoRA r=16 on all linear layers, batch 4; mixed-length chats,"
+            " and long multi-turn conversations where marked)",
+            "",
+            "| variant | real tokens/s | real tokens/CPU-s | loss tokens/s | conversations/s | step s | peak RSS MB | "
+            "real GFLOP/s | MFU |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *sft,
+        ]
+        if "matmul-peak" in m:
+            peak = fmt(m["matmul-peak"].get("gflops"), 1)
+            lines += ["", f"fp32 matmul peak measured in the same run: {peak} GFLOP/s."]
+        lines += ["", *METHOD]
     lines += ["", "## Targets (issues #7 and #16), measured in this run", "", "| figure | target | measured | met |"]
     lines += ["|---|---|---|---|"]
     lines += [f"| {name} | {goal} | {fmt(value)} | {met} |" for name, goal, value, met in targets(report)]
@@ -424,7 +427,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{fmt(x.get('wall_s'), 1)} |"
             )
         bounds = decode_bounds(report)
-        if "gen-single-transformers" in gen:
+        if llama_single_stream(report):
             precision = stream_precision(report)
             single_stream = (
                 f"gen-single is the playground's path for an SFT run (one greedy stream of up to {s['single_tokens']}"
@@ -482,6 +485,12 @@ def failures(report: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def llama_single_stream(report: dict[str, Any]) -> bool:
+    """Whether gen-single is llama.cpp with transformers' stream in a row of its own (results files since
+    2026-12-03); before, gen-single was transformers' stream."""
+    return any("gen-single-transformers" in rep for rep in report.get("repetitions", []))
+
+
 def stream_precision(report: dict[str, Any]) -> str:
     """The dtype transformers' single stream ran in (recorded since 2026-12-03; fp32 before)."""
     reps = report.get("repetitions", [])
@@ -492,8 +501,7 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
     """(figure, target, measured, met) for each target of the benchmark issue that this run measured."""
     m, r = report["medians"], report["ratios"]
     model_copy_mb = report["model"].get("weights_mb")
-    # Since 2026-12-03 gen-single is llama.cpp and transformers' stream has its own row; before, gen-single was it.
-    llama_single = any("gen-single-transformers" in rep for rep in report.get("repetitions", []))
+    llama_single = llama_single_stream(report)
     transformers_single = m.get("gen-single-transformers" if llama_single else "gen-single", {})
     bounds = decode_bounds(report)
     precision = stream_precision(report)
