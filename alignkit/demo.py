@@ -6,7 +6,8 @@ candidates from the DPO policy, the reward model's least certain prompts rated, 
 pair] [-> GRPO, off by default] -> evaluate base, SFT, DPO (and RL) on held-out prompts -> report.json / report.md.
 
 The rule (`careful` by default: not degenerate, then correct against the prompt's reference, then does what was
-asked, then concise; `judges.RULES`) reads each prompt's spec from `datasets/prompts.jsonl`; swap it with `rule=`.
+asked, then concise between answers that pass those checks; `judges.RULES`) reads each prompt's spec from
+`datasets/prompts.jsonl`; swap it with `rule=`.
 Everything it writes lands under `out/` (`runs/demo/`, a group folder the CLI's `runs`, the playground and the Runs
 page list): the run directories (sft, reward, dpo), candidates, pairs, the Argilla data, eval/, the report.
 """

@@ -9,8 +9,9 @@ The default rule, `careful`, is lexicographic: a degenerate answer (empty, one w
 echo of the prompt, not in the prompt's language) always loses to a non-degenerate one; then a correct answer beats a
 wrong one where a reference exists (an evasion such as "I don't know" on an answerable prompt is wrong); then the
 answer that does what was asked (greets back by name, declines a harmful request and only that, keeps the meaning of
-a rewrite); then the more concise one, where the difference is one a person notices. The surface rules (`concise`,
-`verbose`, `no_lists`, `exclamation`) stay available by name.
+a rewrite); then, between two answers that pass every check, the more concise one, where the difference is one a
+person notices (two wrong answers tie, whatever their lengths). The surface rules (`concise`, `verbose`, `no_lists`,
+`exclamation`) stay available by name.
 """
 
 from __future__ import annotations
@@ -366,11 +367,15 @@ class Rule:
 
 
 def careful_score(answer: str, prompt: Prompt) -> Score:
-    """(not degenerate, correct, does the task, -words): unknown checks count as passed, so they never decide."""
-    ok = degeneration(answer, prompt) is None
-    right = correct(answer, prompt.spec, prompt.text)
-    task = does_task(answer, prompt)
-    return (float(ok), float(right is not False), float(task is not False), -float(len(words(answer))))
+    """(not degenerate, correct, does the task, -words): unknown checks count as passed, so they never decide.
+    Length speaks only for an answer that passes every check: a shorter wrong answer is not a better one, and a rule
+    that said so taught DPO to cut the worked steps that made answers right (docs/preference-training.md)."""
+    checks = (
+        float(degeneration(answer, prompt) is None),
+        float(correct(answer, prompt.spec, prompt.text) is not False),
+        float(does_task(answer, prompt) is not False),
+    )
+    return (*checks, -float(len(words(answer))) if all(checks) else 0.0)
 
 
 def list_items(answer: str, _: Prompt) -> Score:

@@ -134,6 +134,16 @@ def test_between_two_good_answers_the_noticeably_shorter_wins_and_a_small_gap_ti
     assert CAREFUL.compare("Hello, Felix! How can I help?", "Hi, Felix! How can I help you?", FELIX) == 0.5
 
 
+def test_length_never_decides_between_two_wrong_answers():
+    # Shortening a wrong answer is not an improvement: a policy that cut every answer short would otherwise win
+    # every prompt it gets wrong.
+    worked = "The area is 9 × 2 = 16 square meters. The answer is 16 square meters."
+    assert CAREFUL.compare("The answer is 16.", worked, GARDEN) == 0.5
+    assert CAREFUL.compare("The answer is 18 square meters.", worked, GARDEN) == 1.0
+    assert CAREFUL.compare("The area is 9 × 2 = 18 square meters. The answer is 18 square meters.", "The answer is 16.",
+                           GARDEN) == 1.0  # fmt: skip
+
+
 def test_simulated_ranking_puts_degenerate_last_and_noise_reverses_it():
     texts = ["Deer. Deer. Deer.", "Hello, Felix! How can I help?", "Benjamin Felix."]
     ranking = simulate.judge(texts, CAREFUL, flip=False, prompt=FELIX)[schema.RANKING]
