@@ -314,7 +314,9 @@ def eval_command(
         if "oracle" in comparison:
             c = comparison["oracle"]
             low, high = c["interval_95"]
-            console.print(f"{name}: oracle win-rate {c['win_rate']:.3f} [{low:.3f}, {high:.3f}]")
+            console.print(
+                f"{name}: oracle win-rate {c['win_rate']:.3f} [{low:.3f}, {high:.3f}]: {comparison['verdict']}"
+            )
     print_alarms(results["alarms"])
     console.print(f"report: {Path(out) / 'report.md'}")
 
@@ -636,6 +638,7 @@ def demo(
     table.add_row("reward accuracy (prompt-disjoint)", f"{report['reward_accuracy']:.3f}")
     table.add_row("DPO vs SFT win-rate (oracle)", f"{report['win_rate_vs_sft']:.3f} [{low:.3f}, {high:.3f}]")
     table.add_row("DPO vs SFT win-rate (reward model)", f"{report['win_rate_vs_sft_reward_model']:.3f}")
+    table.add_row("DPO vs SFT verdict", str(report["verdict"]))
     for key in ("accuracy", "degenerate_rate", "mean_words"):
         table.add_row(key, "  ".join(f"{name} {value:.3f}" for name, value in report[key].items() if value is not None))
     table.add_row("forgetting ppl ratio", f"{report['forgetting_ppl_ratio']:.3f}")

@@ -198,6 +198,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         "win_rate_vs_sft": headline["oracle"]["win_rate"],
         "win_rate_vs_sft_interval": headline["oracle"]["interval_95"],
         "win_rate_vs_sft_reward_model": headline["reward_model"]["win_rate"],
+        "verdict": headline["verdict"],  # better / no measurable difference / flagged / worse
         "accuracy": {name: f["accuracy"] for name, f in figures.items()},
         "degenerate_rate": {name: f["degenerate_rate"] for name, f in figures.items()},
         "mean_words": {name: f["mean_words"] for name, f in figures.items()},

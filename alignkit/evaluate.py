@@ -207,6 +207,21 @@ def alarms(figures: dict[str, Any], baseline: dict[str, Any], comparison: dict[s
 REWARD_LENGTH_ALARM = 0.6  # |r| above this: the reward model mostly measures length
 
 
+def verdict(comparison: dict[str, Any], found: Sequence[str]) -> str | None:
+    """One word on a comparison, from the oracle's win-rate interval and the alarms: `better` only when the interval
+    lies above 0.5 and no alarm fired; `worse` when it lies below 0.5; `flagged` when an alarm fired; otherwise
+    `no measurable difference`. None without an oracle: a reward model's own win-rate is no evidence."""
+    oracle = comparison.get("oracle")
+    if not oracle:
+        return None
+    low, high = oracle["interval_95"]
+    if high < 0.5:
+        return "worse"
+    if found:
+        return "flagged"
+    return "better" if low > 0.5 else "no measurable difference"
+
+
 def evaluate_models(
     models_to_evaluate: Sequence[tuple[str, Callable[[], tuple[Any, Any]]]],
     prompts: Sequence[Prompt],
@@ -256,6 +271,7 @@ def evaluate_models(
             key = f"{name} vs {baseline}"
             results["comparisons"][key] = comparison
             results["alarms"][key] = alarms(figures, results["runs"][baseline], comparison)
+            comparison["verdict"] = verdict(comparison, results["alarms"][key])
         previous = (name, model)
     if scorer is not None:
         rewards = [c["reward"] for name in checks for c in checks[name]]
@@ -409,6 +425,8 @@ def report_markdown(results: dict[str, Any], images: str = "") -> str:
                     f"| {key} | {judge_name} | {c['win_rate']:.3f} | {c['interval_95'][0]:.3f}–"
                     f"{c['interval_95'][1]:.3f} | {c['wins']} / {c['ties']} / {c['losses']} | {c['identical']} |"
                 )
+    verdicts = [f"- **{key}**: {c['verdict']}" for key, c in results["comparisons"].items() if c.get("verdict")]
+    lines += ["", "## Verdicts (oracle interval and alarms)", "", *verdicts] if verdicts else []
     lines += ["", f"![checked accuracy per skill]({images}accuracy.png) ![oracle win-rates]({images}win_rate.png)"]
     flagged = {k: v for k, v in results["alarms"].items() if v}
     lines += ["", "## Alarms", ""]

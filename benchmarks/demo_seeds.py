@@ -50,6 +50,7 @@ def seed_figures(report: dict[str, Any]) -> dict[str, Any]:
         "refusal_rate_harmful": {name: figures["refusal_rate_harmful"] for name, figures in runs.items()},
         "forgetting_ppl_ratio": report["forgetting_ppl_ratio"],
         "alarms": report["alarms"],
+        "verdict": report.get("verdict"),  # reports before 2026-12-03 (evening) have none
         "seconds_total": report["seconds_total"],
         "seconds_per_stage": report["seconds_per_stage"],
         "examples": report["evaluation"]["examples"],

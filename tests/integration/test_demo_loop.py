@@ -72,6 +72,7 @@ def test_the_rated_loop_makes_a_learnable_policy_better_than_its_parent(tmp_path
     assert saved["win_rate_vs_sft"] > 0.5 and saved["win_rate_vs_sft_interval"][0] > 0.5
     assert saved["degenerate_rate"]["dpo"] <= saved["degenerate_rate"]["sft"]
     assert "dpo vs sft" not in saved["alarms"], saved["alarms"]
+    assert saved["verdict"] == "better"
     assert saved["reward_shared_prompts"] == 0  # the reward model is scored on prompts it never trained on
     assert set(saved["evaluation"]["comparisons"]) == {"sft vs base", "dpo vs sft", "rl vs dpo"}
     answers = (tmp_path / "demo" / "eval" / "answers.jsonl").read_text().splitlines()

@@ -235,3 +235,22 @@ def test_rule_reward_keeps_the_levels_order_and_a_one_level_score_as_it_is():
     right, wrong = "9 × 2 = 18. The answer is 18 square meters.", "The answer is 11."
     assert CAREFUL.reward(right, GARDEN) > CAREFUL.reward(wrong, GARDEN) > CAREFUL.reward("", GARDEN)
     assert judges.rule("concise").reward("a b c", GARDEN) == -3.0
+
+
+def test_the_verdict_calls_a_model_better_only_when_the_oracle_interval_clears_half_and_no_alarm_fired():
+    prompts = [p for p, _ in SENSIBLE] * 3
+    sensible, degenerate = [a for _, a in SENSIBLE] * 3, DEGENERATE * 3
+    careful = evaluate.oracle_judge("careful")
+    good, _ = evaluate.answer_figures(prompts, sensible)
+    bad, _ = evaluate.answer_figures(prompts, degenerate)
+
+    def judged(answers: list[str], baseline: list[str], figures: dict, base_figures: dict) -> str | None:
+        comparison = {"oracle": evaluate.win_rate(prompts, answers, baseline, careful)}
+        return evaluate.verdict(comparison, evaluate.alarms(figures, base_figures, comparison))
+
+    assert judged(sensible, degenerate, good, bad) == "better"
+    assert judged(degenerate, sensible, bad, good) == "worse"
+    assert judged(sensible, sensible, good, good) == "no measurable difference"  # all ties: the interval holds 0.5
+    # beats its parent on the oracle, yet an alarm fired (accuracy fell): flagged, never "better"
+    assert judged(sensible, degenerate, good | {"accuracy": 0.0}, bad | {"accuracy": 0.5}) == "flagged"
+    assert evaluate.verdict({"reward_model": {"win_rate": 1.0}}, []) is None  # no oracle, no verdict
