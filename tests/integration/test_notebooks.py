@@ -34,6 +34,9 @@ def figures(tiny_model, argilla_server, tmp_path_factory) -> dict[str, dict[str,
         env.setenv("ALIGNKIT_NB_STEPS", "2")
         env.setenv("ALIGNKIT_NB_LIMIT", "6")
         env.setenv("ALIGNKIT_NB_MAX_NEW_TOKENS", "24")  # long enough for unequal lengths (no all-tie round)
+        # The untrained model's answers are all degenerate, and `careful` ties two degenerate answers; `concise`
+        # orders them by length, so the round always has pairs.
+        env.setenv("ALIGNKIT_NB_RULE", "concise")
         env.setenv("ALIGNKIT_NB_WORK", str(work))
         env.setenv("ARGILLA_API_URL", argilla_server.url)
         env.setenv("ARGILLA_API_KEY", argilla_server.api_key)
