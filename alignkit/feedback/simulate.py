@@ -5,8 +5,8 @@ Like a person who knows the subject, the simulated annotator holds an answer key
 must_contain, decline) of the prompt file the candidates came from, matched to records by `prompt_id`. The key stays
 with the annotator; Argilla records carry no hidden answers. `careful` (the default) puts non-degenerate before
 correct before doing the task before concise (length only between answers that pass every check); swap it with
-`--rule`. The noise is seeded from the annotator and the
-record's content, so a rating does not depend on ids the server assigns.
+`--rule`. The noise is seeded from the annotator and the record's content, so a rating does not depend on ids the
+server assigns.
 """
 
 from __future__ import annotations
