@@ -114,3 +114,22 @@ def test_beside_the_greedy_reply_the_first_draw_samples_only_the_missing_replies
     found = backends.distinct_replies(PROMPTS, 3, draw, first=greedy)
     assert counts[0] == 2 and all(count == 3 for count in counts[1:])  # a redraw samples n again
     assert [texts[0] for texts in found] == greedy and all(len(set(texts)) == len(texts) for texts in found)
+
+
+def test_a_config_without_top_k_samples_from_generates_default_top_50(loaded):
+    """transformers 5 leaves top_k None in a model's generation config and applies 50 when it samples; `decode` must
+    too, not draw from the whole vocabulary."""
+    model, _, batch = loaded
+    saved = model.generation_config.top_k
+    model.generation_config.top_k = None
+    try:
+        with torch.no_grad():
+            first = model(**batch).logits[:, -1]
+        allowed = first.topk(generate.GENERATE_DEFAULT_TOP_K).indices
+        torch.manual_seed(0)
+        drawn = generate.decode(model, batch.input_ids, batch.attention_mask, 1, n=64, temperature=50.0, top_p=1.0)
+    finally:
+        model.generation_config.top_k = saved
+    for row, tokens in enumerate(drawn):
+        assert tokens[0] in allowed[row // 64].tolist()
+    assert len({t[0] for t in drawn}) > 20, "a hot temperature spreads the draws over the top 50"
