@@ -120,17 +120,20 @@ def sft_trl(cfg: dict[str, Any], work: Path, careful: bool) -> None:
     from benchmarks import plain_trl_sft
 
     steps = cfg["sft_steps_trl_default"] if not careful else cfg["sft_steps"]
-    plain_trl_sft.main(cfg["model_dir"], cfg["sft_data"], steps, careful=careful, out=str(work / "out"))
+    bf16 = careful and cfg["precision"] == "bfloat16"
+    plain_trl_sft.main(cfg["model_dir"], cfg["sft_data"], steps, careful=careful, bf16=bf16, out=str(work / "out"))
 
 
 def sft_ceiling(cfg: dict[str, Any], work: Path) -> None:
-    """The least work an SFT step can do: frozen fp32 base + LoRA, no padding, LM head only where the loss falls."""
+    """The least work an SFT step can do: frozen base + LoRA in the run's precision, no padding, LM head only where
+    the loss falls."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(cfg["model_dir"])
-    model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], dtype=torch.float32, attn_implementation="sdpa")
+    dtype = getattr(torch, cfg["precision"])
+    model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], dtype=dtype, attn_implementation="sdpa")
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -172,12 +175,12 @@ def sft_ceiling(cfg: dict[str, Any], work: Path) -> None:
 
 
 def matmul_peak(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
-    """The best fp32 matmul rate (GFLOP/s) on the training's own shapes, with torch's default threads."""
+    """The best matmul rate (GFLOP/s) in the run's precision on the training's own shapes, torch's default threads."""
     hidden, inter = cfg["hidden_size"], cfg["intermediate_size"]
     shapes = [(1024, hidden, inter), (1024, inter, hidden), (1024, hidden, hidden), (2048, hidden, inter)]
-    best = 0.0
+    best, dtype = 0.0, getattr(torch, cfg["precision"])
     for m, k, n in shapes:
-        a, b = torch.randn(m, k), torch.randn(k, n)
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
         for _ in range(2):
             a @ b
         for _ in range(cfg.get("matmul_reps", 10)):
@@ -208,7 +211,8 @@ def dpo_trl(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     from benchmarks import plain_trl_dpo
 
     adapter = str(runs.open_run(cfg["sft_run"]).adapter_dir)
-    plain_trl_dpo.main(cfg["model_dir"], adapter, cfg["dpo_data"], cfg["dpo_steps"], out=str(work / "out"))
+    bf16 = cfg["precision"] == "bfloat16"
+    plain_trl_dpo.main(cfg["model_dir"], adapter, cfg["dpo_data"], cfg["dpo_steps"], bf16=bf16, out=str(work / "out"))
     return pairs_rate()
 
 
@@ -225,7 +229,8 @@ def rl_trl(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     from benchmarks import plain_trl_grpo
 
     adapter = str(runs.open_run(cfg["sft_run"]).adapter_dir)
-    plain_trl_grpo.main(cfg["model_dir"], adapter, cfg["rl_prompts"], cfg["rl_steps"], out=str(work / "out"))
+    bf16 = cfg["precision"] == "bfloat16"
+    plain_trl_grpo.main(cfg["model_dir"], adapter, cfg["rl_prompts"], cfg["rl_steps"], bf16=bf16, out=str(work / "out"))
     return completions_rate()
 
 

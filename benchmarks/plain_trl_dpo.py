@@ -1,12 +1,13 @@
 """Plain TRL DPO, as a user would write it from TRL's docs: the policy is the SFT model, the reference a second copy.
 
-`python benchmarks/plain_trl_dpo.py BASE_MODEL_DIR SFT_ADAPTER_DIR PAIRS.jsonl STEPS`
-fp32 and no gradient checkpointing (the careful choice on a CPU without native bf16); a new LoRA adapter on the SFT
-model, a separately loaded SFT model as `ref_model`.
+`python benchmarks/plain_trl_dpo.py BASE_MODEL_DIR SFT_ADAPTER_DIR PAIRS.jsonl STEPS [--bf16]`
+No gradient checkpointing and the machine's native precision (`--bf16` on a CPU with native bf16, else fp32); a new
+LoRA adapter on the SFT model, a separately loaded SFT model as `ref_model`.
 """
 
 import sys
 
+import torch
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
@@ -14,13 +15,16 @@ from trl import DPOConfig, DPOTrainer
 from datasets import load_dataset
 
 
-def load_sft_model(base_dir: str, adapter_dir: str):
-    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir).merge_and_unload()
+def load_sft_model(base_dir: str, adapter_dir: str, bf16: bool):
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16 if bf16 else torch.float32)
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
-def main(base_dir: str, adapter_dir: str, data_file: str, steps: int, out: str = "plain-dpo-out") -> DPOTrainer:
-    model = load_sft_model(base_dir, adapter_dir)
-    ref_model = load_sft_model(base_dir, adapter_dir)
+def main(
+    base_dir: str, adapter_dir: str, data_file: str, steps: int, bf16: bool = False, out: str = "plain-dpo-out"
+) -> DPOTrainer:
+    model = load_sft_model(base_dir, adapter_dir, bf16)
+    ref_model = load_sft_model(base_dir, adapter_dir, bf16)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     dataset = load_dataset("json", data_files=data_file, split="train")
     args = DPOConfig(
@@ -32,7 +36,7 @@ def main(base_dir: str, adapter_dir: str, data_file: str, steps: int, out: str =
         logging_steps=5,
         save_strategy="no",
         report_to="none",
-        bf16=False,
+        bf16=bf16,
         gradient_checkpointing=False,
     )
     peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -49,4 +53,4 @@ def main(base_dir: str, adapter_dir: str, data_file: str, steps: int, out: str =
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), bf16="--bf16" in sys.argv)

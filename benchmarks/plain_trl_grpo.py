@@ -1,13 +1,15 @@
 """Plain TRL GRPO, as a user would write it from TRL's docs: the baseline for `alignkit rl`.
 
-`python benchmarks/plain_trl_grpo.py BASE_MODEL_DIR SFT_ADAPTER_DIR PROMPTS.jsonl STEPS`
-fp32 and no gradient checkpointing (the careful choice on a CPU without native bf16); a new LoRA adapter on the
-merged SFT model (TRL's reference: the same model with the adapter disabled), the same reward as the alignkit run
-it is compared with (`concise`: minus the reply's word count), the same batch, group and completion sizes.
+`python benchmarks/plain_trl_grpo.py BASE_MODEL_DIR SFT_ADAPTER_DIR PROMPTS.jsonl STEPS [--bf16]`
+No gradient checkpointing and the machine's native precision (`--bf16` on a CPU with native bf16, else fp32); a new
+LoRA adapter on the merged SFT model (TRL's reference: the same model with the adapter disabled), the same reward as
+the alignkit run it is compared with (`concise`: minus the reply's word count), the same batch, group and completion
+sizes.
 """
 
 import sys
 
+import torch
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
@@ -19,8 +21,11 @@ def concise(completions, **kwargs) -> list[float]:
     return [-float(len(c[-1]["content"].split())) for c in completions]
 
 
-def main(base_dir: str, adapter_dir: str, prompts_file: str, steps: int, out: str = "plain-grpo-out") -> GRPOTrainer:
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir).merge_and_unload()
+def main(
+    base_dir: str, adapter_dir: str, prompts_file: str, steps: int, bf16: bool = False, out: str = "plain-grpo-out"
+) -> GRPOTrainer:
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16 if bf16 else torch.float32)
+    model = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     dataset = load_dataset("json", data_files=prompts_file, split="train")
     args = GRPOConfig(
@@ -34,7 +39,7 @@ def main(base_dir: str, adapter_dir: str, prompts_file: str, steps: int, out: st
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        bf16=False,
+        bf16=bf16,
         gradient_checkpointing=False,
     )
     peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -51,4 +56,4 @@ def main(base_dir: str, adapter_dir: str, prompts_file: str, steps: int, out: st
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), bf16="--bf16" in sys.argv)

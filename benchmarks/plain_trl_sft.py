@@ -2,11 +2,13 @@
 
 `python benchmarks/plain_trl_sft.py MODEL_DIR DATA.jsonl STEPS [--careful]`
 - default: `SFTConfig` untouched except what any script sets (output dir, steps, batch size, learning rate, LoRA);
-- `--careful`: what a careful user picks on a CPU without native bf16: fp32 and no gradient checkpointing.
+- `--careful`: what a careful user picks on a CPU: no gradient checkpointing, and the machine's native precision
+  (`--bf16`: weights loaded in bf16 and `bf16=True`, on a CPU with native bf16; else fp32).
 """
 
 import sys
 
+import torch
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
@@ -14,11 +16,13 @@ from trl import SFTConfig, SFTTrainer
 from datasets import load_dataset
 
 
-def main(model_dir: str, data_file: str, steps: int, careful: bool = False, out: str = "plain-sft-out") -> SFTTrainer:
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+def main(
+    model_dir: str, data_file: str, steps: int, careful: bool = False, bf16: bool = False, out: str = "plain-sft-out"
+) -> SFTTrainer:
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **({"dtype": torch.bfloat16} if bf16 else {}))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset = load_dataset("json", data_files=data_file, split="train")
-    careful_flags = {"bf16": False, "gradient_checkpointing": False} if careful else {}
+    careful_flags = {"bf16": bf16, "gradient_checkpointing": False} if careful else {}
     args = SFTConfig(
         output_dir=out,
         max_steps=steps,
@@ -39,4 +43,4 @@ def main(model_dir: str, data_file: str, steps: int, careful: bool = False, out:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), careful="--careful" in sys.argv)
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), careful="--careful" in sys.argv, bf16="--bf16" in sys.argv)

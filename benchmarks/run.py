@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from alignkit.hardware import pick_precision
 from benchmarks import data, flops
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +68,9 @@ def settings() -> dict[str, Any]:
         "single_tokens": env_int("BENCH_SINGLE_TOKENS", 128),
         "loop": env_int("BENCH_LOOP", 1),
         "roundtrip_records": env_int("BENCH_ROUNDTRIP_RECORDS", 1000),
+        # alignkit's `auto` precision on this machine. The plain scripts and the ceiling run in it too: what a careful
+        # user picks here (bf16 where the CPU has it natively, else fp32), so no ratio is a precision's doing.
+        "precision": pick_precision().dtype,
     }
 
 
@@ -323,13 +327,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+SHORT_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 METHOD = [
     "How: each variant runs in its own process (its peak RSS is its own) and the variants alternate within every",
     "repetition. The same hooks time every trainer: rates count steps 2..n (step 1 is warm-up) from the batches each",
     "`training_step` receives. *Real tokens* are non-pad tokens; *loss tokens* those the loss falls on (the replies).",
     "*Real FLOPs* (`benchmarks/flops.py`): 4 x decoder linear params per real token (forward, and backward through",
     "the frozen weights), 4 x LM-head params per loss token, 6 x LoRA params per token, and causal attention",
-    "(3 x 4 x layers x width per causal pair); MFU divides them by the fp32 matmul peak of the same repetition.",
+    "(3 x 4 x layers x width per causal pair); MFU divides them by the matmul peak of the same repetition, in the",
+    "run's precision (alignkit's `auto` on this machine, which the plain scripts and the ceiling use too).",
     "The plain scripts (`benchmarks/plain_trl_*.py`, `benchmarks/plain_generate.py`) are what TRL's and transformers'",
     "docs show; the ceiling (`sft-ceiling` in `benchmarks/measure.py`) is a hand-written padding-free step with the LM",
     "head only on loss positions: the least work a step can do.",
@@ -353,13 +359,14 @@ def markdown(report: dict[str, Any]) -> str:
         " every repetition is in `benchmarks/results/`.",
     ]
     sft: list[str] = []  # table rows; none in a generation-only run, which then has no SFT section
+    precision = SHORT_PRECISION[s.get("precision", "float32")]  # runs before 2026-12-03 (night) were all fp32
     names = {
         "sft-alignkit": "`alignkit sft` (defaults)",
-        "sft-trl-careful": "plain TRL, fp32, no gradient checkpointing",
+        "sft-trl-careful": f"plain TRL, {precision}, no gradient checkpointing",
         "sft-trl-default": "plain TRL, defaults untouched",
         "sft-ceiling": "ceiling: frozen-base fwd+bwd, no padding, no extra passes",
         "sft-alignkit:multiturn": "long multi-turn: `alignkit sft` (defaults)",
-        "sft-trl-careful:multiturn": "long multi-turn: plain TRL, fp32, no gradient checkpointing",
+        "sft-trl-careful:multiturn": f"long multi-turn: plain TRL, {precision}, no gradient checkpointing",
         "sft-ceiling:multiturn": "long multi-turn: ceiling",
     }
     for v, name in names.items():
@@ -386,7 +393,7 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         if "matmul-peak" in m:
             peak = fmt(m["matmul-peak"].get("gflops"), 1)
-            lines += ["", f"fp32 matmul peak measured in the same run: {peak} GFLOP/s."]
+            lines += ["", f"{precision} matmul peak measured in the same run: {peak} GFLOP/s."]
         lines += ["", *METHOD]
     lines += ["", "## Targets (issues #7 and #16), measured in this run", "", "| figure | target | measured | met |"]
     lines += ["|---|---|---|---|"]
