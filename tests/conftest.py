@@ -99,6 +99,11 @@ def build_tiny_model(
             **common,
         )
         model = model_cls(config)
+    # Sample over the whole 400-token vocabulary, not generate's default top 50: the tests that rate a tiny model's
+    # noise under `concise` need replies of different lengths, and from its top 50 tokens the notebook demo's
+    # candidates tied on every prompt ("round 1 gave no preference pairs"). transformers saves top_k only with
+    # do_sample; alignkit's own decoding samples only when given a temperature either way.
+    model.generation_config.do_sample, model.generation_config.top_k = True, 0
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
