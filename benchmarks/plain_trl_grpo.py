@@ -40,7 +40,7 @@ def main(
         save_strategy="no",
         report_to="none",
         bf16=bf16,
-        use_cpu=bf16,  # transformers refuses bf16 without a GPU unless told to train on the CPU
+        use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on a CPU unless told so
         gradient_checkpointing=False,
     )
     peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")

@@ -22,8 +22,9 @@ def main(
     model = AutoModelForCausalLM.from_pretrained(model_dir, **({"dtype": torch.bfloat16} if bf16 else {}))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset = load_dataset("json", data_files=data_file, split="train")
-    # transformers refuses bf16 without a GPU unless told to train on the CPU
-    careful_flags = {"bf16": bf16, "use_cpu": bf16, "gradient_checkpointing": False} if careful else {}
+    # transformers refuses bf16 on a CPU unless told so with use_cpu
+    on_cpu = not torch.cuda.is_available()
+    careful_flags = {"bf16": bf16, "use_cpu": on_cpu, "gradient_checkpointing": False} if careful else {}
     args = SFTConfig(
         output_dir=out,
         max_steps=steps,
