@@ -116,11 +116,16 @@ def sft_alignkit(cfg: dict[str, Any], work: Path) -> None:
     run_cli()
 
 
+def run_dtype(cfg: dict[str, Any]) -> torch.dtype:
+    """The precision alignkit picks on this machine (`settings.precision`): the plain scripts and the ceiling use it."""
+    return getattr(torch, cfg["precision"])
+
+
 def sft_trl(cfg: dict[str, Any], work: Path, careful: bool) -> None:
     from benchmarks import plain_trl_sft
 
     steps = cfg["sft_steps_trl_default"] if not careful else cfg["sft_steps"]
-    bf16 = careful and cfg["precision"] == "bfloat16"
+    bf16 = careful and run_dtype(cfg) == torch.bfloat16
     plain_trl_sft.main(cfg["model_dir"], cfg["sft_data"], steps, careful=careful, bf16=bf16, out=str(work / "out"))
 
 
@@ -132,8 +137,7 @@ def sft_ceiling(cfg: dict[str, Any], work: Path) -> None:
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(cfg["model_dir"])
-    dtype = getattr(torch, cfg["precision"])
-    model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], dtype=dtype, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], dtype=run_dtype(cfg), attn_implementation="sdpa")
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -178,7 +182,7 @@ def matmul_peak(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     """The best matmul rate (GFLOP/s) in the run's precision on the training's own shapes, torch's default threads."""
     hidden, inter = cfg["hidden_size"], cfg["intermediate_size"]
     shapes = [(1024, hidden, inter), (1024, inter, hidden), (1024, hidden, hidden), (2048, hidden, inter)]
-    best, dtype = 0.0, getattr(torch, cfg["precision"])
+    best, dtype = 0.0, run_dtype(cfg)
     for m, k, n in shapes:
         a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
         for _ in range(2):
@@ -211,7 +215,7 @@ def dpo_trl(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     from benchmarks import plain_trl_dpo
 
     adapter = str(runs.open_run(cfg["sft_run"]).adapter_dir)
-    bf16 = cfg["precision"] == "bfloat16"
+    bf16 = run_dtype(cfg) == torch.bfloat16
     plain_trl_dpo.main(cfg["model_dir"], adapter, cfg["dpo_data"], cfg["dpo_steps"], bf16=bf16, out=str(work / "out"))
     return pairs_rate()
 
@@ -229,7 +233,7 @@ def rl_trl(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     from benchmarks import plain_trl_grpo
 
     adapter = str(runs.open_run(cfg["sft_run"]).adapter_dir)
-    bf16 = cfg["precision"] == "bfloat16"
+    bf16 = run_dtype(cfg) == torch.bfloat16
     plain_trl_grpo.main(cfg["model_dir"], adapter, cfg["rl_prompts"], cfg["rl_steps"], bf16=bf16, out=str(work / "out"))
     return completions_rate()
 
