@@ -86,13 +86,12 @@ def decode(
     draw over 49k tokens x 64 rows took a quarter of each step on 2 CPU cores). Greedy tokens are those of
     `generate` (tests/unit/test_generate.py)."""
     import torch
-    from transformers import DynamicCache
 
     config = model.generation_config
     ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     eos = torch.tensor([t for t in ends if t is not None], dtype=torch.long, device=input_ids.device)
     top_k = next(k for k in (top_k, config.top_k, GENERATE_DEFAULT_TOP_K) if k is not None)
-    cache = DynamicCache(config=model.config)
+    cache = reserved_cache(model.config, max_new_tokens)
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # as `generate` derives them (left padding)
     with torch.no_grad():
         logits = model(
@@ -122,6 +121,45 @@ def decode(
                 input_ids=chosen[:, None], attention_mask=attention_mask, position_ids=positions, cache=cache
             ).logits[:, -1]
     return tokens
+
+
+def reserved_cache(model_config: Any, room: int) -> Any:
+    """A `DynamicCache` whose full-attention layers keep `room` spare positions after the prompt, so that each step
+    writes its keys and values in place. `DynamicLayer` concatenates instead: every step copied every layer's whole
+    cache, a quarter of the CPU time of 16 prompts x 4 replies x 48 tokens on 2 cores; in place, that call took about
+    10 % less wall time in paired runs (attention reads the strided views a little slower than compact tensors)."""
+    import torch
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class ReservedLayer(DynamicLayer):
+        # `keys`/`values` are views of the first `length` positions of `buffers`, which hold `room` more.
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                shape = (*key_states.shape[:2], key_states.shape[2] + room, key_states.shape[3])
+                self.buffers = tuple(
+                    torch.empty(shape, dtype=t.dtype, device=t.device) for t in (key_states, value_states)
+                )
+                self.length = 0
+            end = self.length + key_states.shape[-2]  # `decode` writes at most the prompt plus `room` positions
+            self.buffers[0][..., self.length : end, :] = key_states
+            self.buffers[1][..., self.length : end, :] = value_states
+            self.length = end
+            self.keys, self.values = (b[..., :end, :] for b in self.buffers)
+            return self.keys, self.values
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            self.buffers = tuple(b.repeat_interleave(repeats, dim=0) for b in self.buffers)
+            self.keys, self.values = (b[..., : self.length, :] for b in self.buffers)
+
+        def batch_select_indices(self, indices: Any) -> None:
+            self.buffers = tuple(b[indices] for b in self.buffers)
+            self.keys, self.values = (b[..., : self.length, :] for b in self.buffers)
+
+    cache = DynamicCache(config=model_config)
+    cache.layers = [ReservedLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 def next_tokens(logits: Any, temperature: float | None, top_p: float, top_k: int | None) -> Any:
