@@ -306,6 +306,107 @@ def score_only_loss_positions() -> None:
     trl_utils._use_triton = compact_on_cpu
 
 
+class DenseLogProbsOnCPU:
+    """TRL's `ChunkedLogProbFunction` with the same signature and outputs, computed on CPU from each token chunk's
+    dense logits, which autograd differentiates; elsewhere TRL's own. Installed by `dense_lm_head_on_cpu`.
+
+    TRL folds vocabulary tiles into online log-sum-exp statistics and recomputes them in a hand-written backward:
+    on a GPU that avoids the `[tokens, vocab]` logits; on a CPU, where the tiles are folded with torch ops, its
+    forward and backward of 560 tokens with entropy and top-1 took 1.1-1.2 s, dense logits 0.4 s, checkpointed
+    0.35-0.55 s (SmolLM2's 49k vocabulary, bf16, 2 cores; TRL's was about a fifth of a multi-turn SFT step there).
+    Up to `chunk_floats` logits are kept for the backward (about 10 bytes each with their fp32 log-softmax); beyond,
+    each chunk of that size is checkpointed, so only one chunk's logits live at a time, as in TRL, at the cost of one
+    more matmul in the backward."""
+
+    chunk_floats = 2**26  # 1,365 tokens of a 49k vocabulary: about 670 MB held for the backward
+
+    @staticmethod
+    def apply(
+        hidden: Any,
+        weight: Any,
+        bias: Any,
+        targets: Any,
+        temperature: float,
+        chunk_size: int,
+        final_logit_softcapping: float | None = None,
+        logit_scale: float = 1.0,
+        outputs: tuple[str, ...] = (),
+    ) -> tuple[Any, ...]:
+        import torch
+        from torch.utils.checkpoint import checkpoint
+        from trl.kernels import ChunkedLogProbFunction
+
+        if hidden.device.type != "cpu":
+            return ChunkedLogProbFunction.apply(
+                hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping, logit_scale, outputs
+            )
+        options = (temperature, final_logit_softcapping, logit_scale, outputs)
+        step = max(1, DenseLogProbsOnCPU.chunk_floats // weight.shape[0])
+        if hidden.shape[0] <= step:  # one chunk: its logits stay for the backward, no recomputation
+            return dense_log_probs(hidden, weight, bias, targets, *options)
+        pieces = [
+            checkpoint(
+                dense_log_probs,
+                hidden[i : i + step],
+                weight,
+                bias,
+                targets[i : i + step],
+                *options,
+                use_reentrant=False,
+            )
+            for i in range(0, hidden.shape[0], step)
+        ]
+        return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*pieces, strict=True))
+
+
+def dense_log_probs(
+    hidden: Any,
+    weight: Any,
+    bias: Any,
+    targets: Any,
+    temperature: float,
+    softcap: float | None,
+    logit_scale: float,
+    outputs: tuple[str, ...],
+) -> tuple[Any, ...]:
+    """(log-probability of each target, entropy, log of the summed squared probabilities, mean logit, whether the
+    target is the first argmax) from the logits of `hidden`, each None unless in `outputs` (log-probabilities always),
+    as TRL's kernel defines them: the matmul in the autocast (else `hidden`'s) dtype, the rest in fp32."""
+    import torch
+
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden.dtype
+    with torch.autocast("cpu", enabled=False):
+        z = torch.nn.functional.linear(
+            hidden.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+        ).float()
+        if logit_scale != 1.0:  # each is a pass over [tokens, vocab], forward and backward: only where it changes z
+            z = z * logit_scale
+        if softcap is not None:
+            z = softcap * torch.tanh(z / softcap)
+        if temperature != 1.0:
+            z = z / temperature
+        log_p = z.log_softmax(-1)
+        log_probs = log_p.gather(-1, targets[:, None]).squeeze(-1)
+        entropy = -(log_p.exp() * log_p).sum(-1) if "entropy" in outputs else None
+        with torch.no_grad():
+            log_sum_sq = (2 * log_p).logsumexp(-1) if "log_sum_sq_probs" in outputs else None
+            mean_logits = z.mean(-1) if "mean_logits" in outputs else None
+            is_top1 = z.argmax(-1) == targets if "is_top1" in outputs else None
+    return log_probs, entropy, log_sum_sq, mean_logits, is_top1
+
+
+def dense_lm_head_on_cpu() -> None:
+    """Make TRL's fused LM head (every trainer's log-probabilities) use `DenseLogProbsOnCPU`. Same loss, gradients
+    and metrics as TRL's kernel (`tests/unit/test_sft.py`, which fails when the switch is gone); a TRL without the
+    name it replaces trains at its own speed, with a warning."""
+    from trl.trainer import utils as trl_utils
+
+    if not hasattr(trl_utils, "_ChunkedLogProbFunction"):
+        hardware.warn_once("this TRL has no trl.trainer.utils._ChunkedLogProbFunction: its CPU LM head stays")
+        return
+    trl_utils._ChunkedLogProbFunction = DenseLogProbsOnCPU
+
+
 def train_and_save(
     trainer: Any,
     run: runs.Run,
@@ -318,6 +419,7 @@ def train_and_save(
     """
     checkpoint = run.last_checkpoint()
     score_only_loss_positions()
+    dense_lm_head_on_cpu()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics: dict[str, Any] = {
         "train_runtime": result.metrics.get("train_runtime"),

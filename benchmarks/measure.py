@@ -131,7 +131,7 @@ def sft_trl(cfg: dict[str, Any], work: Path, careful: bool) -> None:
 
 def sft_ceiling(cfg: dict[str, Any], work: Path) -> None:
     """The least work an SFT step can do: frozen base + LoRA in the run's precision, no padding, LM head only where
-    the loss falls."""
+    the loss falls: every assistant turn's tokens, as `alignkit sft` trains a conversation."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -142,12 +142,21 @@ def sft_ceiling(cfg: dict[str, Any], work: Path) -> None:
     model = get_peft_model(model, lora)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     rows = [json.loads(line) for line in Path(cfg["sft_data"]).read_text().splitlines()]
-    examples = []
+
+    def token_count(messages: list[dict[str, str]], **options: Any) -> int:
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, **options)
+        return len(getattr(ids, "input_ids", ids))
+
+    examples = []  # (token ids, whether each position is a target: a token of an assistant turn)
     for row in rows:
-        prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=True)
-        full = tokenizer.apply_chat_template(row["messages"], tokenize=True)
-        prompt, full = list(getattr(prompt, "input_ids", prompt)), list(getattr(full, "input_ids", full))
-        examples.append((full[:512], len(prompt)))
+        messages = row["messages"]
+        full = tokenizer.apply_chat_template(messages, tokenize=True)
+        full = list(getattr(full, "input_ids", full))[:512]
+        target = torch.zeros(len(full), dtype=torch.bool)
+        for i, message in enumerate(messages):
+            if message["role"] == "assistant":
+                target[token_count(messages[:i], add_generation_prompt=True) : token_count(messages[: i + 1])] = True
+        examples.append((full, target))
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0)).tolist()
     backbone, head = model.base_model.model.model, model.base_model.model.lm_head
     model.train()
@@ -156,8 +165,7 @@ def sft_ceiling(cfg: dict[str, Any], work: Path) -> None:
         ids = torch.tensor([t for full, _ in batch for t in full])[None]
         positions = torch.cat([torch.arange(len(full)) for full, _ in batch])[None]
         targets = torch.cat([torch.tensor([*full[1:], -100]) for full, _ in batch])
-        loss_mask = torch.cat([torch.arange(len(full)) >= n_prompt - 1 for full, n_prompt in batch])
-        loss_mask[torch.cumsum(torch.tensor([len(f) for f, _ in batch]), 0) - 1] = False  # no target past each end
+        loss_mask = torch.cat([torch.cat([target[1:], target.new_zeros(1)]) for _, target in batch])  # predicts one
         hidden = backbone(input_ids=ids, position_ids=positions).last_hidden_state[0]
         logits = head(hidden[loss_mask])
         loss = torch.nn.functional.cross_entropy(logits, targets[loss_mask])

@@ -345,3 +345,42 @@ def test_loss_positions_only_head_gives_the_same_loss_and_gradients(tmp_path, ti
     loss_positions = int((batch["labels"][:, 1:] != -100).sum())
     assert scored == [batch["input_ids"][:, 1:].numel(), loss_positions]  # the prompt tokens are no longer scored
     assert_same_loss_and_grads(loss_positions_only, every_position)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["dense", "checkpointed-chunks"])
+def test_dense_cpu_lm_head_has_trls_log_probs_metrics_and_gradients(monkeypatch, chunked):
+    import torch
+    from trl.kernels import ChunkedLogProbFunction
+
+    tokens, hidden_size, vocab = 37, 16, 300
+    seeded = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(shape, generator=seeded) for shape in ((tokens, hidden_size), (vocab, hidden_size), (vocab,))]
+    targets = torch.randint(0, vocab, (tokens,), generator=seeded)
+    if chunked:
+        monkeypatch.setattr(training.DenseLogProbsOnCPU, "chunk_floats", 8 * vocab)  # five chunks of <= 8 tokens
+    outputs = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+
+    def run(function):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        result = function.apply(*leaves, targets, 0.7, 128, 5.0, 1.3, outputs)
+        log_probs, entropy = result[:2]
+        (log_probs.sum() + 0.1 * entropy.sum()).backward()  # the entropy's own gradient too (GRPO can use it)
+        return [r.detach() for r in result], [leaf.grad for leaf in leaves]
+
+    (ours, our_grads), (trls, trl_grads) = run(training.DenseLogProbsOnCPU), run(ChunkedLogProbFunction)
+    assert ours[4].dtype == torch.bool and ours[4].equal(trls[4])  # the target is the first argmax
+    for a, b in zip(ours[:4] + our_grads, trls[:4] + trl_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_sft_with_the_dense_cpu_lm_head_has_trls_loss_and_gradients(tmp_path, tiny_model, monkeypatch):
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.trainer import utils as trl_utils
+
+    trainer, rows = eval_sft_trainer(tmp_path, tiny_model, ["Five.", "It is five, since two plus three makes five."])
+    batch = trainer.data_collator(rows)
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", ChunkedLogProbFunction)  # TRL's, as a fresh process has
+    trls = loss_and_grads(trainer, batch)
+    training.dense_lm_head_on_cpu()
+    assert trl_utils._ChunkedLogProbFunction is training.DenseLogProbsOnCPU
+    assert_same_loss_and_grads(loss_and_grads(trainer, batch), trls)
