@@ -313,7 +313,7 @@ class DenseLogProbsOnCPU:
     TRL folds vocabulary tiles into online log-sum-exp statistics and recomputes them in a hand-written backward:
     on a GPU that avoids the `[tokens, vocab]` logits; on a CPU, where the tiles are folded with torch ops, its
     forward and backward of 560 tokens with entropy and top-1 took 1.1-1.2 s, dense logits 0.4 s, checkpointed
-    0.35-0.55 s (SmolLM2's 49k vocabulary, bf16, 2 cores; TRL's was about a fifth of a multi-turn SFT step there).
+    0.35-0.55 s (SmolLM2's 49k vocabulary, bf16, 2 cores; TRL's took 16 of 41 s of CPU time in 6 multi-turn SFT steps).
     Up to `chunk_floats` logits are kept for the backward (10-14 bytes each with their fp32 log-softmax); beyond,
     each chunk of that size is checkpointed, so only one chunk's logits live at a time, as in TRL, at the cost of one
     more matmul in the backward."""
