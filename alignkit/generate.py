@@ -146,16 +146,18 @@ def reserved_cache(model_config: Any, room: int) -> Any:
             self.buffers[0][..., self.length : end, :] = key_states
             self.buffers[1][..., self.length : end, :] = value_states
             self.length = end
-            self.keys, self.values = (b[..., :end, :] for b in self.buffers)
-            return self.keys, self.values
+            return self.view(self.buffers)
 
         def batch_repeat_interleave(self, repeats: int) -> None:
-            self.buffers = tuple(b.repeat_interleave(repeats, dim=0) for b in self.buffers)
-            self.keys, self.values = (b[..., : self.length, :] for b in self.buffers)
+            self.view(tuple(b.repeat_interleave(repeats, dim=0) for b in self.buffers))
 
         def batch_select_indices(self, indices: Any) -> None:
-            self.buffers = tuple(b[indices] for b in self.buffers)
-            self.keys, self.values = (b[..., : self.length, :] for b in self.buffers)
+            self.view(tuple(b[indices] for b in self.buffers))
+
+        def view(self, buffers: tuple[Any, Any]) -> tuple[Any, Any]:
+            self.buffers = buffers
+            self.keys, self.values = (b[..., : self.length, :] for b in buffers)
+            return self.keys, self.values
 
     cache = DynamicCache(config=model_config)
     cache.layers = [ReservedLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
