@@ -30,7 +30,7 @@ def install_hooks() -> None:
     training_step = transformers.Trainer.training_step
 
     def counted_training_step(self: Any, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        STEPS.append(batch_stats(inputs))
+        STEPS.append(batch_stats(inputs) if isinstance(inputs, dict) else online_rl_stats(self.args))
         return training_step(self, model, inputs, *args, **kwargs)
 
     on_step_end = CallbackHandler.on_step_end
@@ -46,8 +46,6 @@ def install_hooks() -> None:
 
 def batch_stats(inputs: dict[str, Any]) -> dict[str, Any]:
     """Real (non-pad) tokens, tokens the loss falls on, padded tokens computed, and each sequence's length."""
-    if not isinstance(inputs, dict):  # online RL: the step's prompt rows, completions generated inside the step
-        return {"rows": len(inputs)}
     if "input_ids" not in inputs:  # preference batches: count rows only
         rows = next(v.shape[0] for v in inputs.values() if isinstance(v, torch.Tensor))
         return {"rows": int(rows)}
@@ -70,16 +68,22 @@ def batch_stats(inputs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def steady_state(steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rates over steps 2..n (step 1 is warm-up): wall time from the end of step 1 to the end of step n."""
+def online_rl_stats(args: Any) -> dict[str, Any]:
+    """An online-RL step trains on `per_device_train_batch_size` completions, sampled inside the step every
+    `steps_per_generation` steps (its input is the prompts of the whole generation batch, repeated each step)."""
+    return {"rows": args.per_device_train_batch_size, "generate_every": args.steps_per_generation}
+
+
+def steady_state(steps: list[dict[str, Any]], warmup: int = 1) -> dict[str, Any]:
+    """Rates over steps warmup+1..n: wall time from the end of step `warmup` to the end of step n."""
     timed = [s for s in steps if "end" in s]
-    if len(timed) < 2:
-        raise RuntimeError(f"need at least 2 timed steps, got {len(timed)}")
-    seconds = timed[-1]["end"] - timed[0]["end"]
-    counted = timed[1:]
+    if len(timed) < warmup + 1:
+        raise RuntimeError(f"need at least {warmup + 1} timed steps, got {len(timed)}")
+    seconds = timed[-1]["end"] - timed[warmup - 1]["end"]
+    counted = timed[warmup:]
     out: dict[str, Any] = {"steps_timed": len(counted), "seconds": seconds, "step_s": seconds / len(counted)}
     # CPU seconds of this process (all its threads): robust to other processes taking turns on the cores
-    cpu_seconds = timed[-1]["cpu"] - timed[0]["cpu"]
+    cpu_seconds = timed[-1]["cpu"] - timed[warmup - 1]["cpu"]
     out["cpu_seconds"] = cpu_seconds
     out["rows_per_s"] = sum(s["rows"] for s in counted) / seconds
     if "tokens" in counted[0]:
@@ -247,8 +251,12 @@ def rl_trl(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 def completions_rate() -> dict[str, Any]:
-    """A GRPO step's rows are its completions (per_device_train_batch_size), sampled and scored inside the step."""
-    return {"completions_per_s": steady_state(STEPS)["rows_per_s"]}
+    """Completions trained per second over whole generation cycles: the first cycle is warm-up, so the steps counted
+    sample as often as they train (a run of 2 cycles or more)."""
+    cycle = STEPS[0]["generate_every"]
+    if len(STEPS) % cycle:
+        raise RuntimeError(f"{len(STEPS)} steps are not whole generation cycles of {cycle} steps")
+    return {"completions_per_s": steady_state(STEPS, warmup=cycle)["rows_per_s"]}
 
 
 def generation_prompts(cfg: dict[str, Any]) -> list[list[dict[str, str]]]:
@@ -435,7 +443,7 @@ def main() -> None:
     result = {"variant": name, "wall_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), **extra}
     result["torch_threads"] = torch.get_num_threads()  # at the end: a library that changed it would show here
     if STEPS:
-        result |= steady_state(STEPS)
+        result |= steady_state(STEPS, warmup=STEPS[0].get("generate_every", 1))
     result_path.write_text(json.dumps(result))
 
 

@@ -7,7 +7,8 @@ it the demo loop):
 - BENCH_REPS (3), BENCH_SECTIONS (sft,sft-multiturn,dpo,rl,gen,loop,roundtrip): `sft` on mixed-length chats,
   `sft-multiturn` the same trainers on long multi-turn conversations (benchmarks/data.py)
 - BENCH_SFT_STEPS (12); BENCH_SFT_STEPS_TRL_DEFAULT (3; on CPUs without bf16, TRL's defaults do not run at all)
-- BENCH_DPO_STEPS (8); BENCH_RL_STEPS (4: GRPO steps of 4 completions, one group of 4 per prompt)
+- BENCH_DPO_STEPS (8); BENCH_RL_STEPS (8: GRPO steps of 4 completions, one group of 4 per prompt; two
+  generation cycles of alignkit's 4 steps, the first one warm-up)
 - BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48), BENCH_SINGLE_TOKENS (128)
 - llama.cpp rows need `llama-cpp-python` in the bench's environment (`pip install llama-cpp-python` builds it);
   without it they say "not installed"
@@ -61,7 +62,7 @@ def settings() -> dict[str, Any]:
         "sft_steps": env_int("BENCH_SFT_STEPS", 12),
         "sft_steps_trl_default": env_int("BENCH_SFT_STEPS_TRL_DEFAULT", 3),
         "dpo_steps": env_int("BENCH_DPO_STEPS", 8),
-        "rl_steps": env_int("BENCH_RL_STEPS", 4),
+        "rl_steps": env_int("BENCH_RL_STEPS", 8),
         "gen_prompts": env_int("BENCH_GEN_PROMPTS", 16),
         "gen_n": env_int("BENCH_GEN_N", 4),
         "gen_tokens": env_int("BENCH_GEN_TOKENS", 48),

@@ -47,6 +47,23 @@ def test_padded_and_padding_free_batches_count_the_same_real_tokens(tmp_path, ti
     assert 0 < padded["loss_tokens"] < padded["tokens"]  # the loss falls on the replies only
 
 
+def test_online_rl_rates_count_whole_generation_cycles(monkeypatch):
+    """GRPO that samples once every 4 steps: the rate spans whole cycles after the first one (sampling included as
+    often as it happens), not steps 2..n, which would count the first cycle's cheap steps without its sampling."""
+    args = type("Args", (), {"per_device_train_batch_size": 4, "steps_per_generation": 4})()
+    steps, clock = [], 0.0
+    for i in range(8):
+        clock += 10.0 if i % 4 == 0 else 1.0  # the step that samples is the slow one
+        steps.append(measure.online_rl_stats(args) | {"end": clock, "cpu": clock})
+    monkeypatch.setattr(measure, "STEPS", steps)
+    rate = measure.completions_rate()["completions_per_s"]
+    assert rate == pytest.approx(16 / 13)  # steps 5-8: one sampling step and three training steps
+    assert measure.steady_state(steps)["rows_per_s"] > rate  # steps 2-8 would hold 7 steps but one sampling step
+    monkeypatch.setattr(measure, "STEPS", steps[:6])
+    with pytest.raises(RuntimeError, match="whole generation cycles"):
+        measure.completions_rate()
+
+
 def test_report_marks_each_target_met_or_not_from_the_measured_figures():
     from benchmarks import run
 

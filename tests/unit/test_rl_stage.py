@@ -13,7 +13,9 @@ from trl.trainer.utils import use_adapter
 
 import alignkit
 from alignkit import AlignkitError, lineage, runs
+from alignkit.config import RLStageConfig
 from alignkit.paths import bundled_data
+from alignkit.stages import rl
 from tests.conftest import run_capturing_trainer, write_jsonl
 
 TINY = {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "logging_steps": 1}
@@ -101,6 +103,7 @@ def test_grpo_with_the_reward_model_trains_the_parent_adapter_against_a_frozen_c
     assert manifest["adapter_continues"] == str(sft_run.path.resolve()) and manifest["method"] == "grpo"
     assert (run.path / manifest["reward_run"]).resolve() == reward_run.path.resolve()  # relative: runs/ can move
     assert manifest["reward_weights"] == [1.0, 0.1]
+    assert trainer.args.steps_per_generation == 2, "both steps' completions sampled at once"
     assert list(manifest["data"]) == [str(bundled_data("prompts.jsonl"))]
     assert run.metrics["train_prompts"] == 100, "the bundled prompts by default"
     by_function = run.metrics["reward_functions"]
@@ -163,6 +166,16 @@ def test_rloo_trains_against_the_parent_policy(sft_run, root, tmp_path):
     with use_adapter(trainer.model, adapter_name="ref"):
         reference = logps(trainer.model, tokenizer)
     torch.testing.assert_close(reference, logps(sft_model, tokenizer), atol=1e-5, rtol=0)
+
+
+def test_completions_are_sampled_for_several_steps_unless_too_few_or_the_user_sizes_the_batch():
+    trainer = {"per_device_train_batch_size": 8, "num_generations": 4}  # two prompts per step
+    assert rl.steps_per_generation(trainer, train_prompts=100) == rl.GENERATE_FOR_STEPS
+    assert rl.steps_per_generation(trainer, train_prompts=5) == 2, "TRL's sampler would drop a batch of 4 steps"
+    assert rl.steps_per_generation(trainer, train_prompts=1) == 1
+    assert rl.steps_per_generation(trainer | {"max_steps": 3}, train_prompts=100) == 3, "no unused completions"
+    cfg = RLStageConfig(rewards=["concise"], trainer={"generation_batch_size": 16})
+    assert "steps_per_generation" not in rl.trainer_defaults(cfg, None, False, 100), "TRL takes only one of the two"
 
 
 @pytest.mark.parametrize(
