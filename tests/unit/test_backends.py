@@ -48,9 +48,9 @@ def test_transformers_backend_is_the_default_and_writes_candidates(tmp_path, tin
 @pytest.mark.skipif(VLLM_RUNS, reason="vLLM can run here")
 def test_rl_with_the_vllm_backend_where_it_cannot_run_is_one_error():
     with pytest.raises(AlignkitError, match="vllm"):
-        rl.trainer_defaults(RLStageConfig(backend="vllm"), None, has_eval=False)
+        rl.trainer_defaults(RLStageConfig(backend="vllm"), None, has_eval=False, train_prompts=100)
 
 
 def test_rl_transformers_backend_leaves_trl_generation_as_is():
-    defaults = rl.trainer_defaults(RLStageConfig(), None, has_eval=False)
+    defaults = rl.trainer_defaults(RLStageConfig(), None, has_eval=False, train_prompts=100)
     assert "use_vllm" not in defaults
