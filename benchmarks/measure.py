@@ -368,19 +368,21 @@ def gen_single_transformers(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     return {"tokens": n, "gen_seconds": seconds, "tokens_per_s": n / seconds, "precision": str(model.dtype)}
 
 
-def llama_cpp_model() -> Any:
-    """The embedded model's own GGUF file in llama.cpp (llama-cpp-python), a thread per core; None if missing."""
+def llama_cpp_model(path: Path | None = None) -> Any:
+    """A GGUF file in llama.cpp (llama-cpp-python), a thread per core: the embedded model's own unless `path` is
+    given; None if llama.cpp is missing."""
     if importlib.util.find_spec("llama_cpp") is None:
         return None
     from llama_cpp import Llama
 
     from alignkit import models
 
-    return Llama(model_path=str(models.embedded_gguf()), n_threads=os.cpu_count(), n_ctx=1024, seed=0, verbose=False)
+    model = path or models.embedded_gguf()
+    return Llama(model_path=str(model), n_threads=os.cpu_count(), n_ctx=1024, seed=0, verbose=False)
 
 
-def llama_cpp_single(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
-    llm = llama_cpp_model()
+def llama_cpp_single(cfg: dict[str, Any], work: Path, path: Path | None = None) -> dict[str, Any]:
+    llm = llama_cpp_model(path)
     if llm is None:
         return {"not_installed": True}
     llm.create_chat_completion(SINGLE_STREAM_PROMPT, max_tokens=8, temperature=0.0)
@@ -389,6 +391,17 @@ def llama_cpp_single(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     tokens = reply["usage"]["completion_tokens"]
     return {"tokens": tokens, "gen_seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def llama_cpp_single_merged(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Plain llama.cpp on the file gen-single serves (the base with the SFT-shaped adapter merged, Q8_0): what the
+    merged file's format costs, apart from alignkit's code."""
+    from alignkit import llamacpp, models
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return {"not_installed": True}
+    merged = llamacpp.cached_model([sft_shaped_adapter(cfg, work)], models.embedded_gguf())
+    return llama_cpp_single(cfg, work, merged) | {"gguf_mb": merged.stat().st_size / 2**20}
 
 
 def llama_cpp_sequential(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -418,6 +431,7 @@ VARIANTS = {
     "gen-sequential": gen_sequential,
     "gen-single": gen_single,
     "gen-single-transformers": gen_single_transformers,
+    "gen-llama-cpp-single-merged": llama_cpp_single_merged,
     "gen-llama-cpp-single": llama_cpp_single,
     "gen-llama-cpp-sequential": llama_cpp_sequential,
     "memory-bandwidth": memory_bandwidth,

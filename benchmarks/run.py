@@ -44,6 +44,7 @@ SECTIONS = {
         "gen-single",
         "gen-single-transformers",
         "gen-llama-cpp-single",
+        "gen-llama-cpp-single-merged",
         "gen-batched",
         "gen-sequential",
         "gen-llama-cpp-sequential",
@@ -146,7 +147,7 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Median of every figure per variant, and ratios taken within each repetition (then their median)."""
     variants = sorted({v for rep in reps for v in rep})
     keys = ["tokens_per_s", "tokens_per_cpu_s", "loss_tokens_per_s", "step_s", "peak_rss_mb", "mfu", "real_gflops"]
-    keys += ["gflops"]
+    keys += ["gflops", "gguf_mb"]
     keys += ["rows_per_s", "conversations_per_s", "pairs_per_s", "completions_per_s", "wall_s", "read_gb_per_s"]
     medians = {v: {k: median([rep[v] for rep in reps if v in rep], k) for k in keys} for v in variants}
     medians = {v: {k: x for k, x in m.items() if x is not None} for v, m in medians.items()}
@@ -182,6 +183,9 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "rl_completions_per_s_vs_plain": ratio("rl-alignkit", "rl-trl-plain", "completions_per_s"),
         "gen_completions_per_s_batched_vs_sequential": ratio("gen-batched", "gen-sequential", "completions_per_s"),
         "gen_single_tokens_per_s_vs_llama_cpp": ratio("gen-single", "gen-llama-cpp-single", "tokens_per_s"),
+        "gen_single_tokens_per_s_vs_llama_cpp_same_file": ratio(
+            "gen-single", "gen-llama-cpp-single-merged", "tokens_per_s"
+        ),
         "gen_single_transformers_tokens_per_s_vs_llama_cpp": ratio(
             "gen-single-transformers", "gen-llama-cpp-single", "tokens_per_s"
         ),
@@ -458,7 +462,9 @@ def markdown(report: dict[str, Any]) -> str:
                 f"({fmt(report['model'].get('gguf_mb'), 0)} MB). {single_stream} gen-batched is `alignkit generate`'s "
                 f"({s['gen_prompts']} prompts x {s['gen_n']} candidates x {s['gen_tokens']} tokens, the prompt's "
                 "prefill shared by its candidates); gen-sequential the same candidates one prompt at a time with "
-                "plain transformers; gen-llama-cpp-* the same GGUF in llama.cpp.",
+                "plain transformers; gen-llama-cpp-single and -sequential the same GGUF in llama.cpp"
+                + merged_file(m)
+                + ".",
             ]
     if "loop" in report:
         lines += ["", "## Full embedded loop (`alignkit demo`), seconds per stage", ""]
@@ -491,6 +497,14 @@ def failures(report: dict[str, Any]) -> dict[str, str]:
         if results and all("error" in r for r in results):
             out[v] = results[-1]["error"].strip().splitlines()[-1][:160]
     return out
+
+
+def merged_file(medians: dict[str, Any]) -> str:
+    """The sentence on gen-llama-cpp-single-merged, where the run measured it."""
+    size = medians.get("gen-llama-cpp-single-merged", {}).get("gguf_mb")
+    if not size:
+        return ""
+    return f"; gen-llama-cpp-single-merged plain llama.cpp on the file gen-single serves ({fmt(size, 0)} MB, Q8_0)"
 
 
 def llama_single_stream(report: dict[str, Any]) -> bool:
@@ -558,6 +572,13 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
         ("GRPO completions/s vs plain TRL GRPO", ">= 1.5", r.get("rl_completions_per_s_vs_plain"), 1.5, 1),
         ("Batched generation vs sequential", ">= 3", r.get("gen_completions_per_s_batched_vs_sequential"), 3.0, 1),
         ("Single-stream tokens/s vs llama.cpp", ">= 0.8", r.get("gen_single_tokens_per_s_vs_llama_cpp"), 0.8, 1),
+        (
+            "Single-stream tokens/s vs llama.cpp on the file it serves (base + adapter merged, Q8_0)",
+            "(report: what alignkit's code costs, apart from the file's format)",
+            r.get("gen_single_tokens_per_s_vs_llama_cpp_same_file"),
+            None,
+            1,
+        ),
         ("Batched candidates vs llama.cpp sequential", ">= 4", r.get("gen_batched_vs_llama_cpp_sequential"), 4.0, 1),
         (
             "Single-stream tokens/s (llama.cpp) vs the base GGUF file's bandwidth bound",

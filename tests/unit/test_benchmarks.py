@@ -167,3 +167,23 @@ def test_multi_turn_sft_is_compared_per_conversation_not_per_repeated_token(tiny
     assert reps[0]["sft-alignkit"]["conversations_per_s"] == 0.5
     ratios = run.summarise(reps)["ratios"]
     assert ratios["sft_multiturn_conversations_per_s_vs_trl_careful"] == pytest.approx(3.0 / per_row["multiturn"])
+
+
+def test_single_stream_is_compared_with_llama_cpp_on_the_file_it_serves():
+    """The merged run model is Q8_0 (4-bit would round the adapter's update away): a row of its own separates what
+    that format costs from what alignkit's code costs."""
+    from benchmarks import run
+
+    reps = [
+        {
+            "gen-single": {"tokens_per_s": 90.0},
+            "gen-llama-cpp-single": {"tokens_per_s": 120.0},
+            "gen-llama-cpp-single-merged": {"tokens_per_s": 100.0, "gguf_mb": 138.0},
+        }
+    ]
+    report = {"settings": {}, "model": {}, **run.summarise(reps), "repetitions": reps}
+    met = {name: (value, verdict) for name, _, value, verdict in run.targets(report)}
+    assert met["Single-stream tokens/s vs llama.cpp"] == (0.75, "no")
+    same_file = "Single-stream tokens/s vs llama.cpp on the file it serves (base + adapter merged, Q8_0)"
+    assert met[same_file] == (0.9, "—")
+    assert "on the file gen-single serves (138 MB, Q8_0)" in run.merged_file(report["medians"])
