@@ -119,6 +119,22 @@ def test_what_llama_cpp_cannot_serve_is_named(embedded: tuple[object, object], t
         playground.ModelPool(engine="llama.cpp").get(playground.BASE_PREFIX + hf_dir.name)
 
 
+def test_a_llama_cpp_build_with_amx_kernels_is_not_used_unless_asked(
+    embedded: tuple[object, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llama_cpp
+
+    _, tokenizer = embedded
+    info = llama_cpp.llama_print_system_info().replace(b"AMX_INT8 = 1 | ", b"")
+    monkeypatch.setattr(llama_cpp, "llama_print_system_info", lambda: info + b"AMX_INT8 = 1 | ")
+    assert "AMX" in llamacpp.unsupported(EMBEDDED, [], tokenizer)
+    monkeypatch.setenv("ALIGNKIT_LLAMA_AMX", "1")
+    assert llamacpp.unsupported(EMBEDDED, [], tokenizer) is None
+    monkeypatch.setattr(llama_cpp, "llama_print_system_info", lambda: info)
+    monkeypatch.delenv("ALIGNKIT_LLAMA_AMX")
+    assert llamacpp.unsupported(EMBEDDED, [], tokenizer) is None
+
+
 def test_the_playground_streams_the_embedded_base_through_llama_cpp(embedded: tuple[object, object]) -> None:
     pool = playground.ModelPool(engine="auto")
     key = playground.BASE_PREFIX + "embedded"
