@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import threading
@@ -38,6 +39,7 @@ from alignkit.feedback.push import records_for_round, review_records, round_data
 from alignkit.generate import Sampling
 from alignkit.jsonl import prompt_id
 
+logger = logging.getLogger("alignkit")
 BASE_PREFIX = "base:"
 PREFERENCE_DATASET = "playground"
 REPLIES_DATASET = "playground-replies"
@@ -180,6 +182,8 @@ class ModelPool:
                     reason = str(exc)
             if reason and self.engine == "llama.cpp":
                 raise AlignkitError(f"{key}: llama.cpp cannot serve it ({reason})", "use the transformers engine")
+            if reason:
+                logger.info("%s: transformers answers, llama.cpp cannot serve it (%s)", key, reason)
             self.served[key] = served
         return self.served[key]
 
