@@ -42,12 +42,10 @@ def installed() -> bool:
 
 
 def amx_kernels() -> bool:
-    """Whether the installed llama.cpp runs its AMX kernels (built for a CPU that has AMX). On a Sapphire Rapids VM
-    they crashed the process on the first prompt of more than one token (ggml-org/llama.cpp#20824), so alignkit does
-    not use such a build unless `ALIGNKIT_LLAMA_AMX=1`; `make setup` builds without them."""
+    """Whether the installed llama.cpp runs its AMX kernels (it was built for a CPU that has AMX)."""
     import llama_cpp
 
-    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info() and os.environ.get("ALIGNKIT_LLAMA_AMX") != "1"
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
 
 
 def base_gguf(cfg: ModelConfig) -> Path | None:
@@ -62,7 +60,9 @@ def unsupported(cfg: ModelConfig, adapter_dirs: list[Path], tokenizer: Any) -> s
     """Why llama.cpp cannot serve this base with these adapters and the lineage's tokenizer, or None when it can."""
     if not installed():
         return "llama-cpp-python is not installed"
-    if amx_kernels():
+    if amx_kernels() and os.environ.get("ALIGNKIT_LLAMA_AMX") != "1":
+        # On a Sapphire Rapids VM they crashed the process on the first prompt of more than one token
+        # (ggml-org/llama.cpp#20824); `make setup` builds without them.
         return (
             "llama-cpp-python was built with AMX kernels, which can crash the process (ggml-org/llama.cpp#20824): "
             "rebuild it with `make setup` or the flags in the README, or set ALIGNKIT_LLAMA_AMX=1 to use it anyway"

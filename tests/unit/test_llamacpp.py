@@ -119,6 +119,21 @@ def test_what_llama_cpp_cannot_serve_is_named(embedded: tuple[object, object], t
         playground.ModelPool(engine="llama.cpp").get(playground.BASE_PREFIX + hf_dir.name)
 
 
+def test_the_merged_file_keeps_an_update_that_the_base_4_bit_type_rounds_away(
+    embedded: tuple[object, object], tmp_path: Path
+) -> None:
+    """Why `write_merged` stores Q8_0 although Q4_1 is read faster: the update of a small adapter (as after a short
+    SFT) mostly rounds back to the base's 4-bit weights (`benchmarks/merge_rounding.py`)."""
+    from benchmarks import merge_rounding
+
+    model, _ = embedded
+    adapter = random_adapter(model, tmp_path / "small", seed=3, r=4, target_modules=["down_proj"])
+    kept = merge_rounding.update_kept([adapter], ("Q4_1", "Q8_0"))
+    assert kept["Q8_0"]["energy_kept"] > 0.9
+    assert kept["Q4_1"]["energy_kept"] < 0.5 * kept["Q8_0"]["energy_kept"]
+    assert kept["Q4_1"]["unchanged_share"] > 0.5 > kept["Q8_0"]["unchanged_share"]
+
+
 def test_a_llama_cpp_build_with_amx_kernels_is_not_used_unless_asked(
     embedded: tuple[object, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
