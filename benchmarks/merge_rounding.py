@@ -3,9 +3,10 @@ merged weights are stored in each GGUF type llama.cpp could serve.
 
 Why the playground's merged file is Q8_0, not the base's own Q4_1 (`alignkit/llamacpp.py`): a 4-bit file is read
 faster per token, but the base's weights already sit on its 4-bit grid, and an update smaller than half a grid step
-rounds back to the base weight. For each type this prints (and writes as JSON with `--out FILE`) the share of the
-update's entries that leave the weight unchanged and the share of the update's energy that is kept: the projection
-of what was stored minus the base onto the update, over the update's squared norm (1.0: all of it; 0: none).
+rounds back to the base weight. For each type this prints (and writes as JSON with `--out FILE`) two figures over
+every tensor the adapters update: `kept`, the projection of what was stored minus the base onto the update, over the
+update's squared norm (1.0: all of it; 0: none), and `error`, the storage error of the merged weights over the
+update's norm (below 1: the update stands out of the rounding; about 1 or more: it is lost in it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ TYPES = ("Q4_1", "Q5_1", "Q8_0")
 
 
 def update_kept(adapter_dirs: list[Path], types: tuple[str, ...] = TYPES) -> dict[str, dict[str, float]]:
-    """{type: {"unchanged_share", "energy_kept"}} over every tensor the adapters update, on the embedded base."""
+    """{type: {"kept", "error"}} over every tensor the adapters update, on the embedded base (see the module)."""
     import gguf
     import numpy as np
 
@@ -27,24 +28,21 @@ def update_kept(adapter_dirs: list[Path], types: tuple[str, ...] = TYPES) -> dic
 
     base = models.embedded_gguf()
     updates = llamacpp.lora_updates(adapter_dirs, base)
-    totals = {t: {"unchanged": 0, "entries": 0, "projected": 0.0, "energy": 0.0} for t in types}
+    totals = {t: {"projected": 0.0, "error": 0.0} for t in types}
+    energy = 0.0
     for tensor in gguf.GGUFReader(str(base)).tensors:
         if tensor.name not in updates:
             continue
         weights = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         update = updates[tensor.name].astype(np.float32)
+        energy += float((update * update).sum())
         for name in types:
             qtype = gguf.GGMLQuantizationType[name]
             stored = gguf.quants.dequantize(gguf.quants.quantize(weights + update, qtype), qtype)
-            change = stored - weights
-            total = totals[name]
-            total["unchanged"] += int(np.count_nonzero((change == 0) & (update != 0)))
-            total["entries"] += int(np.count_nonzero(update))
-            total["projected"] += float((change * update).sum())
-            total["energy"] += float((update * update).sum())
+            totals[name]["projected"] += float(((stored - weights) * update).sum())
+            totals[name]["error"] += float(((stored - weights - update) ** 2).sum())
     return {
-        name: {"unchanged_share": t["unchanged"] / t["entries"], "energy_kept": t["projected"] / t["energy"]}
-        for name, t in totals.items()
+        name: {"kept": t["projected"] / energy, "error": (t["error"] / energy) ** 0.5} for name, t in totals.items()
     }
 
 
@@ -70,8 +68,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     dirs = adapter_dirs(argv)
     result = {"adapters": [str(d) for d in dirs], "types": update_kept(dirs)}
     for name, figures in result["types"].items():
-        print(f"{name}: {figures['unchanged_share']:.3f} of updated entries unchanged, "
-              f"{figures['energy_kept']:.3f} of the update kept")  # fmt: skip
+        print(f"{name}: kept {figures['kept']:.3f} of the update, storage error {figures['error']:.2f}x its norm")
     if out:
         out.write_text(json.dumps(result, indent=1))
     return result
