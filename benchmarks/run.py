@@ -318,12 +318,26 @@ def prepare_sft_run(cfg: dict[str, Any], work: Path) -> str:
     return str(run_dir)
 
 
+def cpu_model(machine: dict[str, Any]) -> str:
+    """The CPU model and its bf16 and matrix features, as the doc's first line names them; empty where not recorded."""
+    if not machine.get("cpu_model"):
+        return ""
+    features = ", ".join(machine.get("cpu_features", [])) or "no AVX512-BF16 or AMX"
+    return f", {machine['cpu_model']} ({features})"
+
+
 def machine() -> dict[str, Any]:
     import torch
 
+    from alignkit.hardware import cpu_flags
+
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
     return {
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": names[0] if names else None,
+        "cpu_features": sorted({"avx512_bf16", "amx_bf16"} & cpu_flags()),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_at_end": load,
@@ -358,7 +372,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Benchmarks",
         "",
-        f"Measured on {report['date']} on {report['machine']['cores']} CPU cores "
+        f"Measured on {report['date']} on {report['machine']['cores']} CPU cores{cpu_model(report['machine'])} "
         f"(load average {fmt(report['machine']['load_average_at_end'])} at the end of the run; figures are medians of "
         f"{s['reps']} interleaved repetitions; ratios are taken within each repetition). Reproduce with `make bench`;"
         " every repetition is in `benchmarks/results/`.",

@@ -187,3 +187,12 @@ def test_single_stream_is_compared_with_llama_cpp_on_the_file_it_serves():
     same_file = "Single-stream tokens/s vs llama.cpp on the file it serves (base + adapter merged, Q8_0)"
     assert met[same_file] == (0.9, "—")
     assert "on the file gen-single serves (138 MB, Q8_0)" in run.merged_file(report["medians"])
+
+
+def test_the_doc_names_the_cpu_where_the_results_file_records_it():
+    from benchmarks import run
+
+    recorded = {"cores": 2, "cpu_model": "Some CPU", "cpu_features": ["amx_bf16", "avx512_bf16"]}
+    assert run.cpu_model(recorded) == ", Some CPU (amx_bf16, avx512_bf16)"
+    assert run.cpu_model(recorded | {"cpu_features": []}) == ", Some CPU (no AVX512-BF16 or AMX)"
+    assert run.cpu_model({"cores": 2}) == ""  # results files before 2026-12-04 (evening)
