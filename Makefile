@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 # (`--no-cache-dir`), since a wheel cached on another CPU may use instructions this one lacks.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF
 # Without AMX kernels on x86-64: on Sapphire Rapids VMs, llama.cpp's AMX matmul crashes the process on the first
-# prompt of more than one token (ggml-org/llama.cpp#20824); AVX-512 does the work instead.
+# prompt of more than one token (ggml-org/llama.cpp#20824); its AVX kernels do the work instead.
 LLAMA_CFLAGS ?= $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
 
 .PHONY: setup demo test lint browser serve bench

@@ -5,8 +5,9 @@ Why the playground's merged file is Q8_0, not the base's own Q4_1 (`alignkit/lla
 faster per token, but the base's weights already sit on its 4-bit grid, and an update smaller than half a grid step
 rounds back to the base weight. For each type this prints (and writes as JSON with `--out FILE`) two figures over
 every tensor the adapters update: `kept`, the projection of what was stored minus the base onto the update, over the
-update's squared norm (1.0: all of it; 0: none), and `error`, the storage error of the merged weights over the
-update's norm (below 1: the update stands out of the rounding; about 1 or more: it is lost in it).
+update's squared norm (1.0: all of it; 0: none), and `error`, the norm of the merged weights' rounding error over the
+update's norm. Q8_0's error is unbiased noise of about the update's size for a short SFT, which keeps the update on
+average; re-rounding the base's 4-bit grid onto Q5_1's adds noise several times larger than the update.
 """
 
 from __future__ import annotations
