@@ -30,6 +30,7 @@ logger = logging.getLogger("alignkit")
 
 GPU_EXTRA = "pip install 'alignkit[gpu]' on a CUDA machine"
 QUANTIZATIONS = (None, "4bit", "8bit")
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # CPU flags under which bf16 runs natively, not emulated
 FLASH_ATTENTION = {"flash_attention_2": "is_flash_attn_2_available", "flash_attention_3": "is_flash_attn_3_available"}
 
 
@@ -72,21 +73,26 @@ def pick_precision(requested: str = "auto") -> Precision:
             return Precision(device, "bfloat16", "GPU supports bf16")
         return Precision(device, "float16", "GPU without bf16")
     flags = cpu_flags()
-    if {"amx_bf16", "avx512_bf16"} & flags:
+    if NATIVE_BF16_FLAGS & flags:
         return Precision(device, "bfloat16", "CPU has native bf16")
     return Precision(device, "float32", "CPU without native bf16 (bf16 would be emulated, far slower)")
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+def cpuinfo_field(name: str) -> str | None:
+    """The first value of a /proc/cpuinfo field (`flags`, `model name`), or None where there is none."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if line.split(":", 1)[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    return set((cpuinfo_field("flags") or "").split())
 
 
 def cuda_available() -> bool:
@@ -112,7 +118,7 @@ def check_model(cfg: ModelConfig, device: str, dtype: str) -> None:
     """Precision, quantization and attention kernel of `model:` against this machine."""
     if dtype == "float16" and device != "cuda":
         require("model.precision=fp16", fallback="use model.precision=fp32 or bf16 on CPUs")
-    if dtype == "bfloat16" and device == "cpu" and not {"amx_bf16", "avx512_bf16"} & cpu_flags():
+    if dtype == "bfloat16" and device == "cpu" and not NATIVE_BF16_FLAGS & cpu_flags():
         warn_once("model.precision=bf16 on a CPU without native bf16: emulated, far slower than fp32")
     if cfg.quantization not in QUANTIZATIONS:
         raise AlignkitError(

@@ -329,15 +329,13 @@ def cpu_model(machine: dict[str, Any]) -> str:
 def machine() -> dict[str, Any]:
     import torch
 
-    from alignkit.hardware import cpu_flags
+    from alignkit import hardware
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
     return {
         "cpu": platform.processor() or platform.machine(),
-        "cpu_model": names[0] if names else None,
-        "cpu_features": sorted({"avx512_bf16", "amx_bf16"} & cpu_flags()),
+        "cpu_model": hardware.cpuinfo_field("model name"),
+        "cpu_features": sorted(hardware.NATIVE_BF16_FLAGS & hardware.cpu_flags()),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_at_end": load,
