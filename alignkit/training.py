@@ -418,6 +418,7 @@ def train_and_save(
     `final_metrics(trainer)` adds figures of the trained model (e.g. reward calibration) before the run is finished.
     """
     checkpoint = run.last_checkpoint()
+    hardware.reuse_freed_memory()
     score_only_loss_positions()
     dense_lm_head_on_cpu()
     result = trainer.train(resume_from_checkpoint=checkpoint)

@@ -135,10 +135,14 @@ def sft_trl(cfg: dict[str, Any], work: Path, careful: bool) -> None:
 
 def sft_ceiling(cfg: dict[str, Any], work: Path) -> None:
     """The least work an SFT step can do: frozen base + LoRA in the run's precision, no padding, LM head only where
-    the loss falls: every assistant turn's tokens, as `alignkit sft` trains a conversation."""
+    the loss falls: every assistant turn's tokens, as `alignkit sft` trains a conversation; alignkit's allocator
+    setting (`hardware.reuse_freed_memory`)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from alignkit import hardware
+
+    hardware.reuse_freed_memory()  # the allocator setting `alignkit sft` trains with
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(cfg["model_dir"])
     model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], dtype=run_dtype(cfg), attn_implementation="sdpa")

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import resource
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -66,3 +71,35 @@ def test_auto_precision_follows_the_cpu_unless_pinned_by_the_environment(monkeyp
     monkeypatch.setenv("ALIGNKIT_PRECISION", "fp8")
     with pytest.raises(AlignkitError, match="ALIGNKIT_PRECISION='fp8' is not one of"):
         hardware.pick_precision()
+
+
+REALLOCATION_FAULTS = """
+import resource, torch
+from alignkit import hardware
+took = hardware.reuse_freed_memory()
+torch.ones(25 * 2**20)  # 100 MB, written, then freed
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(22 * 2**20)  # a smaller tensor, as the next training step's logits may be
+print(took, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
+def test_a_freed_large_tensor_is_reused_without_page_faults_unless_the_allocator_is_left_alone():
+    def second_allocation(env: dict[str, str]) -> tuple[str, int]:
+        result = subprocess.run(
+            [sys.executable, "-c", REALLOCATION_FAULTS],
+            env=os.environ | env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        took, faults = result.stdout.split()
+        return took, int(faults)
+
+    pages = 88 * 2**20 // resource.getpagesize()
+    took, reused = second_allocation({})
+    left_alone, fresh = second_allocation({"ALIGNKIT_MALLOC": "default"})
+    assert (took, left_alone) == ("True", "False")
+    assert fresh > pages // 2  # glibc maps the 88 MB afresh: every page faults in (and is zeroed) again
+    assert reused < pages // 20
