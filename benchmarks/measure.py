@@ -12,8 +12,10 @@ import itertools
 import json
 import os
 import resource
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -311,28 +313,38 @@ def memory_bandwidth(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     return {"read_gb_per_s": best}
 
 
-def gen_single(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+def gen_single(cfg: dict[str, Any], work: Path, adapter: bool = True) -> dict[str, Any]:
     """One greedy stream of up to `single_tokens` new tokens as the playground answers for an SFT run: llama.cpp on
     the base GGUF with the run's LoRA adapter merged in (here an SFT-shaped one: r 16 on every linear layer, random
     weights; the merged file is written before timing, as the playground caches it), where llama.cpp is installed;
-    else transformers answers (`gen-single-transformers`). Tokens/s of the reply's tokens."""
+    else transformers answers (`gen-single-transformers`). `adapter=False`: the playground's base model, the
+    embedded GGUF as it is (`gen-single-base`). Tokens/s of the reply's tokens."""
     from alignkit import llamacpp, models
     from alignkit.config import ModelConfig
     from alignkit.generate import Sampling
 
     cfg_model = ModelConfig(name="embedded")
     tokenizer = models.load_tokenizer(cfg_model)
-    adapter = sft_shaped_adapter(cfg, work)
-    if llamacpp.unsupported(cfg_model, [adapter], tokenizer):
+    adapters = [sft_shaped_adapter(cfg, work)] if adapter else []
+    if llamacpp.unsupported(cfg_model, adapters, tokenizer):
         return {"not_installed": True}
-    engine = llamacpp.load(cfg_model, [adapter], tokenizer)
+    engine = llamacpp.load(cfg_model, adapters, tokenizer)
     sampling = Sampling(temperature=0.0, max_new_tokens=cfg["single_tokens"])
     "".join(engine.stream(SINGLE_STREAM_PROMPT, Sampling(temperature=0.0, max_new_tokens=8)))  # warm-up
-    started = time.perf_counter()
-    reply = "".join(engine.stream(SINGLE_STREAM_PROMPT, sampling))
-    seconds = time.perf_counter() - started
+    seconds, reply = median_time(lambda: "".join(engine.stream(SINGLE_STREAM_PROMPT, sampling)))
     tokens = len(tokenizer(reply, add_special_tokens=False)["input_ids"])
     return {"tokens": tokens, "gen_seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def median_time(stream: Callable[[], Any], times: int = 5) -> tuple[float, Any]:
+    """The median wall time of `times` calls of `stream` (a greedy reply, the same each time: one takes under a
+    second, where one busy moment of the machine moves a single timing by 10-20 %) and the last call's result."""
+    seconds = []
+    for _ in range(times):
+        started = time.perf_counter()
+        result = stream()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), result
 
 
 def sft_shaped_adapter(cfg: dict[str, Any], work: Path) -> Path:
@@ -390,9 +402,9 @@ def llama_cpp_single(cfg: dict[str, Any], work: Path, path: Path | None = None) 
     if llm is None:
         return {"not_installed": True}
     llm.create_chat_completion(SINGLE_STREAM_PROMPT, max_tokens=8, temperature=0.0)
-    started = time.perf_counter()
-    reply = llm.create_chat_completion(SINGLE_STREAM_PROMPT, max_tokens=cfg["single_tokens"], temperature=0.0)
-    seconds = time.perf_counter() - started
+    seconds, reply = median_time(
+        lambda: llm.create_chat_completion(SINGLE_STREAM_PROMPT, max_tokens=cfg["single_tokens"], temperature=0.0)
+    )
     tokens = reply["usage"]["completion_tokens"]
     return {"tokens": tokens, "gen_seconds": seconds, "tokens_per_s": tokens / seconds}
 
@@ -434,6 +446,7 @@ VARIANTS = {
     "gen-batched": gen_batched,
     "gen-sequential": gen_sequential,
     "gen-single": gen_single,
+    "gen-single-base": lambda cfg, work: gen_single(cfg, work, adapter=False),
     "gen-single-transformers": gen_single_transformers,
     "gen-llama-cpp-single-merged": llama_cpp_single_merged,
     "gen-llama-cpp-single": llama_cpp_single,
