@@ -118,13 +118,28 @@ def reward_judge(scorer: Any, known: dict[tuple[str, str], float] | None = None)
     return judge
 
 
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion (ties counted as half a success)."""
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion."""
     if n == 0:
         return (0.0, 1.0)
     p = successes / n
     centre, spread = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return (max(0.0, (centre - spread) / (1 + z * z / n)), min(1.0, (centre + spread) / (1 + z * z / n)))
+
+
+def win_rate_interval(wins: int, ties: int, losses: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % interval of the win-rate (wins + ties / 2) / n. A tie is an observed half, not a coin flip: the
+    uncertainty is in how the decisive comparisons split, so this is the Wilson interval of wins / (wins + losses)
+    (the sign test's), scaled by their share of n. Without ties it is the Wilson interval of wins / n; counting each
+    tie as a Bernoulli half-success instead overstates the variance (docs/preference-training.md)."""
+    n, decisive = wins + ties + losses, wins + losses
+    if n == 0:
+        return (0.0, 1.0)
+    if decisive == 0:
+        return (0.5, 0.5)
+    low, high = wilson_interval(wins, decisive, z)
+    share = decisive / n
+    return (0.5 + share * (low - 0.5), 0.5 + share * (high - 0.5))
 
 
 def win_rate(
@@ -133,13 +148,14 @@ def win_rate(
     """Share of prompts where `answers` beat `baseline` (ties count half), with its 95 % interval. `identical`: the
     ties where both answers are the same text (the policy did not move there), as opposed to judged equal."""
     outcomes = [judge(p, a, b) for p, a, b in zip(prompts, answers, baseline, strict=True)]
-    low, high = wilson_interval(sum(outcomes), len(outcomes))
+    wins, ties, losses = (sum(o == v for o in outcomes) for v in (1.0, 0.5, 0.0))
+    low, high = win_rate_interval(wins, ties, losses)
     return {
         "win_rate": sum(outcomes) / max(1, len(outcomes)),
         "interval_95": [round(low, 4), round(high, 4)],
-        "wins": sum(o == 1.0 for o in outcomes),
-        "ties": sum(o == 0.5 for o in outcomes),
-        "losses": sum(o == 0.0 for o in outcomes),
+        "wins": wins,
+        "ties": ties,
+        "losses": losses,
         "identical": sum(a.strip() == b.strip() for a, b in zip(answers, baseline, strict=True)),
     }
 

@@ -25,7 +25,7 @@ def test_win_rate_counts_ties_half_and_forgetting_flags_worse_perplexity():
     judge = evaluate.oracle_judge("concise", exact=True)
     prompts = [Prompt([{"role": "user", "content": "q"}])] * 3
     result = evaluate.win_rate(prompts, ["short", "a b c d", "x y"], ["a b c", "short", "p q"], judge)
-    assert result["interval_95"] == [round(x, 4) for x in evaluate.wilson_interval(1.5, 3)]
+    assert result["interval_95"] == [round(x, 4) for x in evaluate.win_rate_interval(1, 1, 1)]
     assert {k: v for k, v in result.items() if k != "interval_95"} == {
         "win_rate": 0.5,
         "wins": 1,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -213,10 +214,28 @@ def test_a_degenerate_policy_loses_and_trips_the_alarms():
     assert evaluate.alarms(good, good, {"oracle": comparison["oracle"] | {"win_rate": 0.5}}) == []
 
 
-def test_win_rate_interval_is_the_wilson_interval():
+def test_win_rate_interval_is_the_sign_tests_and_holds_its_level_with_ties():
     low, high = evaluate.wilson_interval(8, 10)
     assert round(low, 3) == 0.490 and round(high, 3) == 0.943
-    assert evaluate.wilson_interval(30, 40)[0] > 0.5 > evaluate.wilson_interval(24, 40)[0]
+    assert evaluate.win_rate_interval(8, 0, 2) == evaluate.wilson_interval(8, 10)  # no ties: plain Wilson
+    assert evaluate.win_rate_interval(0, 80, 0) == (0.5, 0.5)
+    # ties are observed halves: 14 wins and 2 losses among 80 is an edge (sign test p < 0.01), 4 and 2 is not
+    assert evaluate.win_rate_interval(14, 64, 2)[0] > 0.5 > evaluate.win_rate_interval(4, 74, 2)[0]
+    assert evaluate.win_rate_interval(2, 64, 14)[1] < 0.5
+    # its level: when wins and losses are equally likely (80 % ties, as in the demo), the interval lies above 0.5 in
+    # about 2.5 % of runs, not more; with a real 3 : 1 edge among the decisive comparisons it does so most of the time
+    rng = random.Random(17)
+
+    def above_half(p_win: float, p_loss: float, runs: int = 2000, n: int = 80) -> float:
+        hits = 0
+        for _ in range(runs):
+            draws = [rng.random() for _ in range(n)]
+            wins, losses = sum(d < p_win for d in draws), sum(p_win <= d < p_win + p_loss for d in draws)
+            hits += evaluate.win_rate_interval(wins, n - wins - losses, losses)[0] > 0.5
+        return hits / runs
+
+    assert above_half(0.1, 0.1) < 0.035
+    assert above_half(0.15, 0.05) > 0.4
 
 
 def test_split_never_puts_one_prompt_on_both_sides():
