@@ -80,7 +80,7 @@ def table(results: dict[str, Any]) -> str:
         acc, deg, words = f["accuracy"], f["degenerate_rate"], f["mean_words"]
         alarms = "; ".join(a for found in f["alarms"].values() for a in found) or "none"
         lines.append(
-            f"| {seed} | {f['reward_accuracy']:.3f} | {f['win_rate_vs_sft']:.3f} [{low:.2f}, {high:.2f}] "
+            f"| {seed} | {f['reward_accuracy']:.3f} | {f['win_rate_vs_sft']:.3f} [{low:.3f}, {high:.3f}] "
             f"({'/'.join(map(str, f['wins_ties_losses']))}) | {acc['base']:.3f} / {acc['sft']:.3f} / "
             f"{acc['dpo']:.3f} | {deg['sft']:.3f} / {deg['dpo']:.3f} | {words['sft']:.1f} / {words['dpo']:.1f} | "
             f"{f['forgetting_ppl_ratio']:.3f} | {f['seconds_total']:.0f} | {alarms} |"
