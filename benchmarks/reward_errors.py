@@ -1,0 +1,64 @@
+"""`python -m benchmarks.reward_errors DEMO_OUT [DEMO_OUT ...]`: where a demo's reward model errs on its held-out
+pairs. For each finished `alignkit demo` output, the reward run's prompt-disjoint validation pairs (the same
+`data.split` the reward stage made, from its config), each scored by the reward model and labelled by the level at
+which the `careful` rule tells its two answers apart: degenerate, correct, task, length, or none.
+
+Writes `benchmarks/results/reward-errors-<date>.json`: per demo output, the held-out prompts and pairs, and per level
+the pairs ordered right, the pairs and the prompts they come from (a level whose rule disagrees with the annotators'
+label is counted apart). It answers whether a low reward accuracy is a few hard prompts or a rule the model did not
+learn.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignkit import data, generate, judges, lineage
+
+ROOT = Path(__file__).resolve().parent.parent
+LEVELS = ("degenerate", "correct", "task", "length")
+
+
+def reward_errors(demo_out: Path) -> dict[str, Any]:
+    config = yaml.safe_load((demo_out / "reward" / "config.yaml").read_text())
+    rows = [json.loads(line) for line in (demo_out / "pairs.jsonl").read_text().splitlines()]
+    _, held = data.split(rows, config["data"]["validation_split"], config["data"]["seed"])
+    specs = {json.dumps(p.messages): p for p in generate.load_prompt_items(str(demo_out / "train_prompts.jsonl"))}
+    scorer = lineage.load_scorer(demo_out / "reward")
+    prompts = [row["prompt"] for row in held]
+    chosen = scorer.score(prompts, [row["chosen"][0]["content"] for row in held])
+    rejected = scorer.score(prompts, [row["rejected"][0]["content"] for row in held])
+    levels: dict[str, dict[str, int]] = {}
+    for row, good, bad in zip(held, chosen, rejected, strict=True):
+        prompt = specs[json.dumps(row["prompt"])]
+        a = judges.careful_score(row["chosen"][0]["content"], prompt)
+        b = judges.careful_score(row["rejected"][0]["content"], prompt)
+        level = next((LEVELS[i] for i in range(len(LEVELS)) if a[i] != b[i]), "none")
+        key = level if a >= b else f"{level} (rule disagrees with the label)"
+        counts = levels.setdefault(key, {"right": 0, "pairs": 0, "prompts": set()})
+        counts["right"] += good > bad
+        counts["pairs"] += 1
+        counts["prompts"].add(prompt.text)
+    return {
+        "held_out_prompts": len({json.dumps(p) for p in prompts}),
+        "held_out_pairs": len(held),
+        "accuracy": sum(c["right"] for c in levels.values()) / max(1, len(held)),
+        "by_level": {key: c | {"prompts": len(c["prompts"])} for key, c in sorted(levels.items())},
+    }
+
+
+if __name__ == "__main__":
+    results = {
+        "date": datetime.date.today().isoformat(),
+        "command": "python -m benchmarks.reward_errors " + " ".join(sys.argv[1:]),
+        "outputs": {path: reward_errors(Path(path)) for path in sys.argv[1:]},
+    }
+    out = ROOT / "benchmarks" / "results" / f"reward-errors-{results['date']}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(results, indent=2))
