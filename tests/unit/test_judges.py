@@ -223,7 +223,7 @@ def test_win_rate_interval_is_the_sign_tests_and_holds_its_level_with_ties():
     assert evaluate.win_rate_interval(14, 64, 2)[0] > 0.5 > evaluate.win_rate_interval(4, 74, 2)[0]
     assert evaluate.win_rate_interval(2, 64, 14)[1] < 0.5
     # its level: when wins and losses are equally likely (80 % ties, as in the demo), the interval lies above 0.5 in
-    # about 2.5 % of runs, not more; with a real 3 : 1 edge among the decisive comparisons it does so most of the time
+    # about 2.5 % of runs, not more; with a real 3 : 1 edge among the decisive comparisons, in about half of them
     rng = random.Random(17)
 
     def above_half(p_win: float, p_loss: float, runs: int = 2000, n: int = 80) -> float:
