@@ -200,6 +200,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     report = {
         "reward_accuracy": reward_run.metrics.get("pairwise_accuracy"),  # validation prompts never trained on
         "reward_shared_prompts": reward_run.metrics.get("shared_prompts"),
+        "reward_eval_pairs": reward_run.metrics.get("scored_pairs"),
+        "reward_eval_prompts": reward_run.metrics.get("eval_prompts"),
         "win_rate_vs_sft": headline["oracle"]["win_rate"],
         "win_rate_vs_sft_interval": headline["oracle"]["interval_95"],
         "win_rate_vs_sft_reward_model": headline["reward_model"]["win_rate"],
@@ -226,7 +228,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     (out / "report.md").write_text(
         f"# alignkit demo (rule `{cfg.rule}`, seed {cfg.seed})\n\n"
-        f"Reward model, prompt-disjoint held-out pairs: accuracy {report['reward_accuracy']:.3f}. "
+        f"Reward model, prompt-disjoint held-out pairs: accuracy {report['reward_accuracy']:.3f} "
+        f"({report['reward_eval_pairs']} pairs from {report['reward_eval_prompts']} prompts). "
         f"Plots: `eval/accuracy.png`, `eval/win_rate.png`; every answer: `eval/answers.jsonl`.\n\n"
         + evaluate.report_markdown(evaluation, images="eval/").removeprefix("# alignkit evaluation\n"),
         encoding="utf-8",

@@ -39,6 +39,7 @@ def seed_figures(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "reward_accuracy": report["reward_accuracy"],
         "reward_shared_prompts": report["reward_shared_prompts"],
+        "reward_eval_prompts": report.get("reward_eval_prompts"),  # reports before 2026-12-04 (late) have none
         "win_rate_vs_sft": report["win_rate_vs_sft"],
         "win_rate_vs_sft_interval": report["win_rate_vs_sft_interval"],
         "wins_ties_losses": [comparison["wins"], comparison["ties"], comparison["losses"]],

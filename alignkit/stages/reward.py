@@ -42,6 +42,8 @@ def counts(plan: runner.Plan) -> dict[str, Any]:
         "margin_used": uses_margin(plan),
         # 0 unless validation files share prompts with the training files (the split is by prompt)
         "shared_prompts": len(prompt_keys(plan.train_rows) & prompt_keys(plan.eval_rows)),
+        # how many prompts the held-out accuracy rests on: one prompt's pairs move it together
+        "eval_prompts": len(prompt_keys(plan.eval_rows)),
     }
 
 

@@ -74,6 +74,7 @@ def test_the_rated_loop_makes_a_learnable_policy_better_than_its_parent(tmp_path
     assert "dpo vs sft" not in saved["alarms"], saved["alarms"]
     assert saved["verdict"] == "better"
     assert saved["reward_shared_prompts"] == 0  # the reward model is scored on prompts it never trained on
+    assert saved["reward_eval_pairs"] >= saved["reward_eval_prompts"] >= 1  # and says how many
     assert set(saved["evaluation"]["comparisons"]) == {"sft vs base", "dpo vs sft", "rl vs dpo"}
     answers = (tmp_path / "demo" / "eval" / "answers.jsonl").read_text().splitlines()
     assert len(answers) == 4 * cfg.eval_prompts  # base, sft, dpo, rl: every answer saved
