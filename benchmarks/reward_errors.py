@@ -34,7 +34,7 @@ def reward_errors(demo_out: Path) -> dict[str, Any]:
     prompts = [row["prompt"] for row in held]
     chosen = scorer.score(prompts, [row["chosen"][0]["content"] for row in held])
     rejected = scorer.score(prompts, [row["rejected"][0]["content"] for row in held])
-    levels: dict[str, dict[str, int]] = {}
+    levels: dict[str, dict[str, Any]] = {}
     for row, good, bad in zip(held, chosen, rejected, strict=True):
         prompt = specs[json.dumps(row["prompt"])]
         a = judges.careful_score(row["chosen"][0]["content"], prompt)
