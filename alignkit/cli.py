@@ -635,8 +635,9 @@ def demo(
     report = loop.run(cfg)
     table = Table("figure", "value", title="alignkit demo: the closed loop")
     low, high = report["win_rate_vs_sft_interval"]
-    held_out = f"{report['reward_eval_pairs']} pairs from {report['reward_eval_prompts']} prompts"
-    table.add_row("reward accuracy (prompt-disjoint)", f"{report['reward_accuracy']:.3f} ({held_out})")
+    table.add_row(
+        "reward accuracy (prompt-disjoint)", f"{report['reward_accuracy']:.3f} ({loop.reward_held_out(report)})"
+    )
     table.add_row("DPO vs SFT win-rate (oracle)", f"{report['win_rate_vs_sft']:.3f} [{low:.3f}, {high:.3f}]")
     table.add_row("DPO vs SFT win-rate (reward model)", f"{report['win_rate_vs_sft_reward_model']:.3f}")
     table.add_row("DPO vs SFT verdict", str(report["verdict"]))

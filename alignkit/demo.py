@@ -108,17 +108,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     heldout_prompts += evaluate.load_eval_prompts(extra) if extra else []
     write_prompts(out / "train_prompts.jsonl", train_prompts)
 
-    sft_run = alignkit.sft(
-        data={"paths": [cfg.sft_data or str(bundled_data("sft.jsonl"))], "validation_split": 0.05},
-        model={"name": cfg.model},
-        **({"peft": cfg.sft_peft} if cfg.sft_peft else {}),
-        out=str(out / "sft"),
-        overwrite=True,
-        early_stopping_patience=None,
-        trainer={"max_steps": cfg.sft_steps, "eval_steps": cfg.sft_steps, **ONE_EVALUATION}
-        | {"learning_rate": cfg.sft_learning_rate, "lr_scheduler_type": "constant"}
-        | cfg.sft,
-    )
+    sft_run = train_sft(cfg, out / "sft")
     step("sft")
 
     with ExitStack() as stack:
@@ -229,12 +219,32 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     (out / "report.md").write_text(
         f"# alignkit demo (rule `{cfg.rule}`, seed {cfg.seed})\n\n"
         f"Reward model, prompt-disjoint held-out pairs: accuracy {report['reward_accuracy']:.3f} "
-        f"({report['reward_eval_pairs']} pairs from {report['reward_eval_prompts']} prompts). "
+        f"({reward_held_out(report)}). "
         f"Plots: `eval/accuracy.png`, `eval/win_rate.png`; every answer: `eval/answers.jsonl`.\n\n"
         + evaluate.report_markdown(evaluation, images="eval/").removeprefix("# alignkit evaluation\n"),
         encoding="utf-8",
     )
     return report
+
+
+def train_sft(cfg: DemoConfig, run_dir: Path) -> runs.Run:
+    """The demo's SFT stage on `cfg.sft_data` (default: the bundled chats), into `run_dir`."""
+    return alignkit.sft(
+        data={"paths": [cfg.sft_data or str(bundled_data("sft.jsonl"))], "validation_split": 0.05},
+        model={"name": cfg.model},
+        **({"peft": cfg.sft_peft} if cfg.sft_peft else {}),
+        out=str(run_dir),
+        overwrite=True,
+        early_stopping_patience=None,
+        trainer={"max_steps": cfg.sft_steps, "eval_steps": cfg.sft_steps, **ONE_EVALUATION}
+        | {"learning_rate": cfg.sft_learning_rate, "lr_scheduler_type": "constant"}
+        | cfg.sft,
+    )
+
+
+def reward_held_out(report: dict[str, Any]) -> str:
+    """What the reward accuracy rests on, as the console and report.md print it."""
+    return f"{report['reward_eval_pairs']} pairs from {report['reward_eval_prompts']} prompts"
 
 
 def collect_round(

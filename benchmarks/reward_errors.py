@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from alignkit import data, generate, judges, lineage
+from alignkit.data import preferences
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVELS = ("degenerate", "correct", "task", "length")
@@ -27,7 +28,7 @@ LEVELS = ("degenerate", "correct", "task", "length")
 
 def reward_errors(demo_out: Path) -> dict[str, Any]:
     config = yaml.safe_load((demo_out / "reward" / "config.yaml").read_text())
-    rows = [json.loads(line) for line in (demo_out / "pairs.jsonl").read_text().splitlines()]
+    rows = preferences.load_preferences([str(demo_out / "pairs.jsonl")])  # the rows the reward stage split
     _, held = data.split(rows, config["data"]["validation_split"], config["data"]["seed"])
     specs = {json.dumps(p.messages): p for p in generate.load_prompt_items(str(demo_out / "train_prompts.jsonl"))}
     scorer = lineage.load_scorer(demo_out / "reward")
@@ -39,7 +40,7 @@ def reward_errors(demo_out: Path) -> dict[str, Any]:
         prompt = specs[json.dumps(row["prompt"])]
         a = judges.careful_score(row["chosen"][0]["content"], prompt)
         b = judges.careful_score(row["rejected"][0]["content"], prompt)
-        level = next((LEVELS[i] for i in range(len(LEVELS)) if a[i] != b[i]), "none")
+        level = next((name for name, x, y in zip(LEVELS, a, b, strict=True) if x != y), "none")
         key = level if a >= b else f"{level} (rule disagrees with the label)"
         counts = levels.setdefault(key, {"right": 0, "pairs": 0, "prompts": set()})
         counts["right"] += good > bad

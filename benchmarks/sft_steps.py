@@ -1,9 +1,10 @@
-"""`python -m benchmarks.sft_steps OUT NAME STEPS LEARNING_RATE`: one SFT run of the demo's settings on the bundled
-`datasets/sft.jsonl` (constant learning rate, LoRA), then its greedy answers to every bundled prompt with a spec
-(`datasets/prompts.jsonl` and `datasets/sft_eval.jsonl`, 140 prompts; SFT never trains on either), checked.
+"""`python -m benchmarks.sft_steps OUT NAME STEPS LEARNING_RATE`: the demo's SFT stage (`demo.train_sft`, on the
+bundled `datasets/sft.jsonl`) with those steps and learning rate, then its greedy answers to every bundled prompt
+with a spec (`datasets/prompts.jsonl` and `datasets/sft_eval.jsonl`, 140 prompts; SFT never trains on either),
+checked.
 
 Appends one row to `benchmarks/results/sft-steps-<date>.jsonl`: steps, learning rate, training seconds, checked
-accuracy overall and per skill (right / checked), degenerate rate, mean words. It answers how much SFT the demo
+accuracy overall and per skill, the checked prompts, degenerate rate, mean words. It answers how much SFT the demo
 should do: more steps only help the loop if the SFT model gets more answers right.
 """
 
@@ -16,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import alignkit
-from alignkit import evaluate, generate, lineage
+from alignkit import demo, evaluate, generate, lineage
 from alignkit.paths import bundled_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,15 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(out: Path, name: str, steps: int, learning_rate: float) -> dict[str, Any]:
     started = time.time()
-    run = alignkit.sft(
-        data={"paths": [str(bundled_data("sft.jsonl"))], "validation_split": 0.05},
-        model={"name": "embedded"},
-        out=str(out / name),
-        overwrite=True,
-        early_stopping_patience=None,
-        trainer={"max_steps": steps, "eval_steps": steps, "eval_on_start": False, "load_best_model_at_end": False}
-        | {"learning_rate": learning_rate, "lr_scheduler_type": "constant"},
-    )
+    run = demo.train_sft(demo.DemoConfig(sft_steps=steps, sft_learning_rate=learning_rate), out / name)
     seconds = time.time() - started
     prompts = generate.load_prompt_items(str(bundled_data("prompts.jsonl")))
     prompts += evaluate.load_eval_prompts(str(bundled_data("sft_eval.jsonl")))
