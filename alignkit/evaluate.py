@@ -14,8 +14,9 @@ import dataclasses
 import functools
 import json
 import math
+import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,21 @@ def win_rate_interval(wins: int, ties: int, losses: int, z: float = 1.96) -> tup
     return (0.5 + share * (low - 0.5), 0.5 + share * (high - 0.5))
 
 
+def grouped_interval(groups: Sequence[Sequence[bool]], resamples: int = 2000) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the share of hits when whole groups are resampled. The pairs of one
+    prompt rise and fall together (a reward model reads the prompt once for all of them), so an interval over pairs
+    as if independent would be far too narrow when a figure rests on a few prompts. Deterministic: a fixed seed."""
+    if not groups:
+        return (0.0, 1.0)
+    rng = random.Random(0)
+    shares = []
+    for _ in range(resamples):
+        drawn = [groups[rng.randrange(len(groups))] for _ in groups]
+        shares.append(sum(sum(g) for g in drawn) / max(1, sum(len(g) for g in drawn)))
+    shares.sort()
+    return (shares[int(0.025 * resamples)], shares[int(0.975 * resamples) - 1])
+
+
 def win_rate(
     prompts: Sequence[Prompt], answers: Sequence[str], baseline: Sequence[str], judge: Judge
 ) -> dict[str, Any]:
@@ -212,15 +228,36 @@ def alarms(figures: dict[str, Any], baseline: dict[str, Any], comparison: dict[s
             found.append(f"reward rose ({base_reward:.3f} -> {reward:.3f}) while accuracy fell")
     if figures["degenerate_rate"] > baseline["degenerate_rate"]:
         found.append(f"degenerate answers rose: {baseline['degenerate_rate']:.3f} -> {figures['degenerate_rate']:.3f}")
-    oracle, by_reward = comparison.get("oracle"), comparison.get("reward_model")
-    if oracle and by_reward and abs(oracle["win_rate"] - by_reward["win_rate"]) > 0.2:
-        found.append(
-            f"reward-model win-rate {by_reward['win_rate']:.3f} disagrees with the oracle's {oracle['win_rate']:.3f}"
-        )
+    if disagreement := reward_disagreement(comparison):
+        found.append(disagreement)
     return found
 
 
+def reward_disagreement(comparison: dict[str, Any]) -> str | None:
+    """The alarm for a reward-model win-rate more than 0.2 from the oracle's on one comparison, if it fires."""
+    oracle, by_reward = comparison.get("oracle"), comparison.get("reward_model")
+    if oracle and by_reward and abs(oracle["win_rate"] - by_reward["win_rate"]) > 0.2:
+        return f"reward-model win-rate {by_reward['win_rate']:.3f} disagrees with the oracle's {oracle['win_rate']:.3f}"
+    return None
+
+
 REWARD_LENGTH_ALARM = 0.6  # |r| above this: the reward model mostly measures length
+
+
+def flag_trained_on_reward_model(results: dict[str, Any], keys: Collection[str]) -> None:
+    """A model trained against the reward model (RL) can look better by exploiting it. When that reward model tripped
+    an alarm of its own (its scores follow length, or disagree with the oracle on another comparison), the
+    comparisons `keys` of such models get the alarm too, and their verdicts are taken again."""
+    own = [*results["alarms"].get("reward model", [])]
+    own += [
+        f"{key}: {d}" for key, c in results["comparisons"].items() if key not in keys and (d := reward_disagreement(c))
+    ]
+    if not own:
+        return
+    for key in keys:
+        found = results["alarms"][key]
+        found.append(f"trained against a reward model that tripped its own alarms ({'; '.join(own)})")
+        results["comparisons"][key]["verdict"] = verdict(results["comparisons"][key], found)
 
 
 def verdict(comparison: dict[str, Any], found: Sequence[str]) -> str | None:
@@ -246,11 +283,14 @@ def evaluate_models(
     rule: str | None = None,
     max_new_tokens: int = 64,
     forgetting_threshold: float = 0.05,
+    trained_on_scorer: Collection[str] = (),
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, answer rows). `models_to_evaluate`: (name, loader) pairs in order, the base first when given (its
     perplexity is the forgetting baseline); each model is compared with the one before it. At most two models are
-    in memory at once (the current one and the previous, for KL)."""
+    in memory at once (the current one and the previous, for KL). `trained_on_scorer`: the names of models trained
+    against `scorer` (`lineage.trained_against`), whose verdicts also weigh the scorer's own alarms."""
     results: dict[str, Any] = {"prompts": len(prompts), "rule": rule, "runs": {}, "comparisons": {}, "alarms": {}}
+    compared: dict[str, str] = {}  # model name -> its comparison's key
     answers: dict[str, list[str]] = {}
     checks: dict[str, list[dict[str, Any]]] = {}
     previous: tuple[str, Any] | None = None
@@ -284,7 +324,7 @@ def evaluate_models(
                 judge = reward_judge(scorer, scored)
                 comparison["reward_model"] = win_rate(prompts, answers[name], answers[baseline], judge)
             comparison["kl_to_baseline"] = kl_to_reference(model, reference, tokenizer, messages, answers[name])
-            key = f"{name} vs {baseline}"
+            key = compared[name] = f"{name} vs {baseline}"
             results["comparisons"][key] = comparison
             results["alarms"][key] = alarms(figures, results["runs"][baseline], comparison)
             comparison["verdict"] = verdict(comparison, results["alarms"][key])
@@ -296,6 +336,8 @@ def evaluate_models(
         results["reward_length_correlation"] = r
         if r is not None and abs(r) > REWARD_LENGTH_ALARM:
             results["alarms"]["reward model"] = [f"reward correlates with answer length (r = {r:.2f})"]
+        results["trained_on_reward_model"] = [name for name in trained_on_scorer if name in answers]
+        flag_trained_on_reward_model(results, [compared[n] for n in trained_on_scorer if n in compared])
     rows = [
         {"prompt": p.messages, "skill": p.spec.skill, "run": name, "answer": answers[name][i], **checks[name][i]}
         for name in answers
@@ -501,8 +543,9 @@ def run_eval(
         ("base", load_base),
         *((run.path.name, functools.partial(lineage.load_inference_model, run.path)) for run in loaded),
     ]
+    on_scorer = [run.path.name for run in loaded if reward_run and lineage.trained_against(run, reward_run)]
     results, rows = evaluate_models(
-        to_evaluate, prompts, read_texts(general_file), scorer, rule, max_new_tokens, forgetting_threshold
+        to_evaluate, prompts, read_texts(general_file), scorer, rule, max_new_tokens, forgetting_threshold, on_scorer
     )
     results["prompts_file"] = prompts_file
     write_report(Path(out_dir), results, rows)

@@ -77,6 +77,17 @@ class Scorer:
         return scores
 
 
+def trained_against(run: runs.Run, reward_run: str | Path) -> bool:
+    """Whether `run`, or a run its adapters build on, was trained by RL against the reward model in `reward_run`: that
+    model's scores of it are then no independent evidence."""
+    target = Path(reward_run).resolve()
+    for step in run.lineage:
+        used = runs.Run(step["run"]).manifest.get("reward_run")  # set by `alignkit rl` when it scores with a model
+        if used and (Path(step["run"]) / used).resolve() == target:
+            return True
+    return False
+
+
 def load_scorer(run_dir: str | Path, precision: Precision | None = None, batch_size: int = 8) -> Scorer:
     """The reward model of a finished `alignkit reward` run, ready to score."""
     run = runs.open_run(run_dir)

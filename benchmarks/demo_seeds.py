@@ -40,6 +40,7 @@ def seed_figures(report: dict[str, Any]) -> dict[str, Any]:
         "reward_accuracy": report["reward_accuracy"],
         "reward_shared_prompts": report["reward_shared_prompts"],
         "reward_eval_prompts": report.get("reward_eval_prompts"),  # reports before 2026-12-04 (late) have none
+        "reward_accuracy_interval": report.get("reward_accuracy_interval"),  # before 2026-12-04 (session 17): none
         "win_rate_vs_sft": report["win_rate_vs_sft"],
         "win_rate_vs_sft_interval": report["win_rate_vs_sft_interval"],
         "wins_ties_losses": [comparison["wins"], comparison["ties"], comparison["losses"]],

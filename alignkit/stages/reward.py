@@ -15,6 +15,7 @@ from typing import Any
 from alignkit import runner, runs
 from alignkit.config import RewardStageConfig
 from alignkit.data import preferences
+from alignkit.evaluate import grouped_interval
 from alignkit.lineage import REWARD_HEAD, Scorer
 
 Pairs = list[dict[str, Any]]
@@ -97,8 +98,13 @@ def pairwise_metrics(scorer: Scorer, pairs: Pairs, bins: int) -> dict[str, Any]:
     ]
     table = calibration(margins, bins)
     gaps = [b["count"] * abs(b["observed_accuracy"] - b["mean_predicted"]) for b in table if b["count"]]
+    by_prompt: dict[str, list[bool]] = {}
+    for pair, margin in zip(pairs, margins, strict=True):
+        by_prompt.setdefault(json.dumps(pair["prompt"], sort_keys=True), []).append(margin > 0)
     return {
         "pairwise_accuracy": sum(m > 0 for m in margins) / len(margins),
+        # resampling prompts, not pairs: one prompt's pairs are right or wrong together
+        "accuracy_interval_95": [round(x, 4) for x in grouped_interval(list(by_prompt.values()))],
         "mean_margin": sum(margins) / len(margins),
         "calibration": table,
         "expected_calibration_error": sum(gaps) / len(margins),

@@ -75,7 +75,10 @@ def test_the_rated_loop_makes_a_learnable_policy_better_than_its_parent(tmp_path
     assert saved["verdict"] == "better"
     assert saved["reward_shared_prompts"] == 0  # the reward model is scored on prompts it never trained on
     assert saved["reward_eval_pairs"] >= saved["reward_eval_prompts"] >= 1  # and says how many
+    low, high = saved["reward_accuracy_interval"]
+    assert low <= saved["reward_accuracy"] <= high
     assert set(saved["evaluation"]["comparisons"]) == {"sft vs base", "dpo vs sft", "rl vs dpo"}
+    assert saved["evaluation"]["trained_on_reward_model"] == ["rl"]  # its verdict weighs the reward model's alarms
     answers = (tmp_path / "demo" / "eval" / "answers.jsonl").read_text().splitlines()
     assert len(answers) == 4 * cfg.eval_prompts  # base, sft, dpo, rl: every answer saved
     checked = demo_seeds.met(demo_seeds.seed_figures(saved))  # the three-seed benchmark reads the same report
@@ -85,6 +88,7 @@ def test_the_rated_loop_makes_a_learnable_policy_better_than_its_parent(tmp_path
         and "| 0 |" in demo_seeds.table({"seeds": {"0": demo_seeds.seed_figures(saved)}})
     )
     report_md = (tmp_path / "demo" / "report.md").read_text()
+    assert "resampling prompts" in report_md  # the reward accuracy's interval, over prompts
     assert "| dpo vs sft | oracle |" in report_md and (tmp_path / "demo" / "eval" / "accuracy.png").is_file()
 
     assert saved["pairs"]["pairs"] > 0 and saved["pairs"]["annotators"] == 2

@@ -273,3 +273,41 @@ def test_the_verdict_calls_a_model_better_only_when_the_oracle_interval_clears_h
     # beats its parent on the oracle, yet an alarm fired (accuracy fell): flagged, never "better"
     assert judged(sensible, degenerate, good | {"accuracy": 0.0}, bad | {"accuracy": 0.5}) == "flagged"
     assert evaluate.verdict({"reward_model": {"win_rate": 1.0}}, []) is None  # no oracle, no verdict
+
+
+def test_a_model_trained_on_a_flagged_reward_model_is_flagged_too():
+    prompts = [p for p, _ in SENSIBLE] * 3
+    sensible, degenerate = [a for _, a in SENSIBLE] * 3, DEGENERATE * 3
+    better = evaluate.win_rate(prompts, sensible, degenerate, evaluate.oracle_judge("careful"))
+
+    def results(**alarms: list[str]) -> dict:
+        comparisons = {key: {"oracle": better, "verdict": "better"} for key in ("sft vs base", "rl vs sft")}
+        return {"comparisons": comparisons, "alarms": {key: [] for key in comparisons} | alarms}
+
+    clean = results()
+    evaluate.flag_trained_on_reward_model(clean, ["rl vs sft"])
+    assert clean["comparisons"]["rl vs sft"]["verdict"] == "better" and clean["alarms"]["rl vs sft"] == []
+
+    by_length = results(**{"reward model": ["reward correlates with answer length (r = -0.70)"]})
+    evaluate.flag_trained_on_reward_model(by_length, ["rl vs sft"])
+    assert by_length["comparisons"]["rl vs sft"]["verdict"] == "flagged"
+    assert "answer length" in by_length["alarms"]["rl vs sft"][0]
+    assert by_length["comparisons"]["sft vs base"]["verdict"] == "better"  # not trained on the reward model
+
+    # the reward model disagreed with the oracle on another comparison: its scores are suspect for RL too
+    disagreeing = results()
+    disagreeing["comparisons"]["sft vs base"]["reward_model"] = {"win_rate": better["win_rate"] - 0.3}
+    evaluate.flag_trained_on_reward_model(disagreeing, ["rl vs sft"])
+    assert disagreeing["comparisons"]["rl vs sft"]["verdict"] == "flagged"
+    assert "sft vs base: reward-model win-rate" in disagreeing["alarms"]["rl vs sft"][0]
+
+
+def test_the_reward_accuracy_interval_resamples_prompts_not_pairs():
+    # 8 prompts of 10 pairs each, four all right and four all wrong: the figure rests on 8 prompts, not 80 pairs
+    split = [[True] * 10] * 4 + [[False] * 10] * 4
+    low, high = evaluate.grouped_interval(split)
+    pairs_low, pairs_high = evaluate.wilson_interval(40, 80)  # as if the 80 pairs were independent
+    assert low < pairs_low - 0.1 and high > pairs_high + 0.1
+    assert evaluate.grouped_interval(split) == (low, high)  # a fixed seed: the same report every time
+    # every prompt half right: resampling prompts cannot move the figure
+    assert evaluate.grouped_interval([[True] * 5 + [False] * 5] * 8) == (0.5, 0.5)

@@ -238,6 +238,8 @@ def test_reward_model_on_the_sft_base_reports_accuracy_and_calibration(reward_ru
     assert 0.0 <= metrics["pairwise_accuracy"] <= 1.0 and metrics["scored_pairs"] == metrics["eval_rows"] == 4
     _, held_out = data.split(load_preferences([str(data_dir / "pairs.jsonl")]), 0.25, seed=42)  # the stage's split
     assert metrics["eval_prompts"] == len({json.dumps(row["prompt"]) for row in held_out}) > 0
+    low, high = metrics["accuracy_interval_95"]
+    assert low <= metrics["pairwise_accuracy"] <= high
     table = metrics["calibration"]
     assert len(table) == 4 and sum(b["count"] for b in table) == 4
     assert table[0]["lower"] == 0.5 and table[-1]["upper"] == 1.0

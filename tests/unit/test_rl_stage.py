@@ -102,6 +102,7 @@ def test_grpo_with_the_reward_model_trains_the_parent_adapter_against_a_frozen_c
     manifest = run.manifest
     assert manifest["adapter_continues"] == str(sft_run.path.resolve()) and manifest["method"] == "grpo"
     assert (run.path / manifest["reward_run"]).resolve() == reward_run.path.resolve()  # relative: runs/ can move
+    assert lineage.trained_against(run, reward_run.path) and not lineage.trained_against(sft_run, reward_run.path)
     assert manifest["reward_weights"] == [1.0, 0.1]
     assert trainer.args.steps_per_generation == 2, "both steps' completions sampled at once"
     assert list(manifest["data"]) == [str(bundled_data("prompts.jsonl"))]

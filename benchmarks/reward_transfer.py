@@ -1,0 +1,86 @@
+"""`python -m benchmarks.reward_transfer NAME REWARD_RUN [REWARD_RUN ...]`: reward models scored on every rated pair
+they never trained on, from several demo outputs, not only on their own 6-8 held-out prompts.
+
+A demo's reward run holds out a fifth of its 52-54 rated prompts, so its accuracy rests on 6-8 prompts and moves by
+0.15 between settings that differ little. Each `alignkit demo` seed rates 60 of the same 100 bundled prompts, so the
+other seeds' pairs hold about 25 more prompts each that a seed's reward model never saw (with other candidates and
+other simulated annotators). Each run is scored on every pair of every given run's pairs file whose prompt is not
+among its own training rows (the same `data.split` its stage made, from its config).
+
+Appends one row per run to `benchmarks/results/reward-transfer-<date>.jsonl`: NAME, the run, its settings, and the
+accuracy on its own held-out pairs and on all unseen pairs (pairs, prompts, and the mean of per-prompt accuracies,
+which weighs each prompt once).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignkit import data, lineage
+from alignkit.data import preferences
+from alignkit.stages.reward import pairwise_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def prompt_key(row: dict[str, Any]) -> str:
+    return json.dumps(row["prompt"], sort_keys=True)
+
+
+def training_split(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(config, train rows, held-out rows) as the run's reward stage split them."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    rows = preferences.load_preferences(config["data"]["paths"])
+    train, held = data.split(rows, config["data"]["validation_split"], config["data"]["seed"])
+    return config, train, held
+
+
+def per_prompt_accuracy(pairs: list[dict[str, Any]], margins: list[float]) -> float:
+    by_prompt: dict[str, list[bool]] = {}
+    for pair, margin in zip(pairs, margins, strict=True):
+        by_prompt.setdefault(prompt_key(pair), []).append(margin > 0)
+    return sum(sum(v) / len(v) for v in by_prompt.values()) / len(by_prompt)
+
+
+def score(run_dir: Path, pair_files: list[str]) -> dict[str, Any]:
+    config, train, held = training_split(run_dir)
+    seen = {prompt_key(row) for row in train}
+    unseen = [row for row in preferences.load_preferences(pair_files) if prompt_key(row) not in seen]
+    scorer = lineage.load_scorer(run_dir)
+    margins = [
+        c - r
+        for c, r in zip(
+            scorer.score([p["prompt"] for p in unseen], [p["chosen"] for p in unseen]),
+            scorer.score([p["prompt"] for p in unseen], [p["rejected"] for p in unseen]),
+            strict=True,
+        )
+    ]
+    own = pairwise_metrics(scorer, held, bins=5)
+    return {
+        "settings": {"use_margin": config["use_margin"], "max_steps": config["trainer"].get("max_steps")}
+        | {"learning_rate": config["trainer"].get("learning_rate")},
+        "train_pairs": len(train),
+        "own_held_out": {"pairs": len(held), "prompts": len({prompt_key(r) for r in held})}
+        | {"accuracy": round(own["pairwise_accuracy"], 4)},
+        "unseen": {"pairs": len(unseen), "prompts": len({prompt_key(r) for r in unseen})}
+        | {"accuracy": round(sum(m > 0 for m in margins) / len(margins), 4)}
+        | {"per_prompt_accuracy": round(per_prompt_accuracy(unseen, margins), 4)},
+    }
+
+
+if __name__ == "__main__":
+    name, run_dirs = sys.argv[1], [Path(p) for p in sys.argv[2:]]
+    pair_files = sorted({path for run in run_dirs for path in training_split(run)[0]["data"]["paths"]})
+    out = ROOT / "benchmarks" / "results" / f"reward-transfer-{datetime.date.today().isoformat()}.jsonl"
+    for run_dir in run_dirs:
+        row = {"date": datetime.date.today().isoformat(), "name": name, "run": str(run_dir)}
+        row |= {"pair_files": pair_files} | score(run_dir, pair_files)
+        with out.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row))
