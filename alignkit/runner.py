@@ -94,6 +94,11 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     plan.run = training.create_run(recipe.stage, cfg, path, files, parent, plan.args, peft_config, **manifest)
 
     with plan.run.removed_if_refused():
+        # A new adapter and a new head are drawn from torch's generator: seed it, or the same config would train
+        # another model after whatever ran before in the process (the demo's reward model after SFT and sampling).
+        from transformers import set_seed
+
+        set_seed(plan.args.seed)
         if continues:
             assert parent is not None
             plan.model, plan.tokenizer = lineage.load_run_model(parent.path, trainable=True, precision=precision)

@@ -1,11 +1,12 @@
 """`python -m benchmarks.reward_transfer NAME REWARD_RUN [REWARD_RUN ...]`: reward models scored on every rated pair
 they never trained on, from several demo outputs, not only on their own 6-8 held-out prompts.
 
-A demo's reward run holds out a fifth of its 52-54 rated prompts, so its accuracy rests on 6-8 prompts and moves by
-0.15 between settings that differ little. Each `alignkit demo` seed rates 60 of the same 100 bundled prompts, so the
-other seeds' pairs hold about 25 more prompts each that a seed's reward model never saw (with other candidates and
-other simulated annotators). Each run is scored on every pair of every given run's pairs file whose prompt is not
-among its own training rows (the same `data.split` its stage made, from its config).
+A demo's reward run holds out a fifth of its pairs, whole prompts at a time: 6-8 of its 52-54 rated prompts. Its
+accuracy moved by up to 0.18 between settings that differ little. Each `alignkit demo` seed rates 60 of the same 100
+bundled prompts, so the other seeds' pairs hold more prompts a seed's reward model never saw (31-35 in all with its
+own held-out ones; other candidates, other simulated annotators, the same rule). Each run is scored on every pair of
+the given runs' pair files whose prompt is not among its own training rows (the same `data.split` its stage made,
+from its config).
 
 Appends one row per run to `benchmarks/results/reward-transfer-<date>.jsonl`: NAME, the run, its settings, and the
 accuracy on its own held-out pairs and on all unseen pairs (pairs, prompts, and the mean of per-prompt accuracies,

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 import alignkit
 from alignkit import AlignkitError, data, hardware, lineage, models, runs
@@ -471,3 +472,22 @@ def test_precomputed_reference_trains_exactly_like_the_reference_in_each_step(sf
     assert weights.keys() == pre_weights.keys()
     for name, value in weights.items():
         torch.testing.assert_close(pre_weights[name], value, atol=1e-5, rtol=0)
+
+
+def test_a_config_trains_the_same_reward_model_whatever_ran_before_in_the_process(tiny_model, tmp_path):
+    """The new head and adapter are drawn after seeding: a reward run in the demo (after SFT and sampling drew from
+    torch's generator) equals the same config run on its own."""
+    path = write_jsonl(tmp_path / "pairs.jsonl", CANONICAL)
+    weights = []
+    for name, draws in (("fresh", 0), ("after-draws", 1000)):
+        torch.rand(draws)  # what other stages take from the generator
+        run = alignkit.reward(
+            data={"paths": [str(path)], "validation_split": 0.0},
+            model={"name": tiny_model},
+            out=str(tmp_path / name),
+            trainer={"max_steps": 1, **TINY},
+        )
+        weights.append(load_file(run.path / "adapter" / "adapter_model.safetensors"))
+    assert weights[0].keys() == weights[1].keys() and any(key.endswith("score.weight") for key in weights[0])
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], atol=0, rtol=0, msg=key)
