@@ -94,8 +94,9 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     plan.run = training.create_run(recipe.stage, cfg, path, files, parent, plan.args, peft_config, **manifest)
 
     with plan.run.removed_if_refused():
-        # A new adapter and a new head are drawn from torch's generator: seed it, or the same config would train
-        # another model after whatever ran before in the process (the demo's reward model after SFT and sampling).
+        # A reward model's new head is drawn from torch's generator as the model loads, before the trainer seeds
+        # it: seed here, or one config trains another model after whatever ran before in the process (the demo's
+        # reward model, after SFT and sampling). TRL seeds first only when it loads the model itself.
         from transformers import set_seed
 
         set_seed(plan.args.seed)
