@@ -25,7 +25,7 @@ import yaml
 
 from alignkit import data, lineage
 from alignkit.data import preferences
-from alignkit.stages.reward import pairwise_metrics
+from alignkit.stages.reward import pairwise_metrics, right_by_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,9 +43,7 @@ def training_split(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]],
 
 
 def per_prompt_accuracy(pairs: list[dict[str, Any]], margins: list[float]) -> float:
-    by_prompt: dict[str, list[bool]] = {}
-    for pair, margin in zip(pairs, margins, strict=True):
-        by_prompt.setdefault(prompt_key(pair), []).append(margin > 0)
+    by_prompt = right_by_prompt(pairs, margins)
     return sum(sum(v) / len(v) for v in by_prompt.values()) / len(by_prompt)
 
 

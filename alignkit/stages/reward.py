@@ -98,18 +98,23 @@ def pairwise_metrics(scorer: Scorer, pairs: Pairs, bins: int) -> dict[str, Any]:
     ]
     table = calibration(margins, bins)
     gaps = [b["count"] * abs(b["observed_accuracy"] - b["mean_predicted"]) for b in table if b["count"]]
-    by_prompt: dict[str, list[bool]] = {}
-    for pair, margin in zip(pairs, margins, strict=True):
-        by_prompt.setdefault(json.dumps(pair["prompt"], sort_keys=True), []).append(margin > 0)
     return {
         "pairwise_accuracy": sum(m > 0 for m in margins) / len(margins),
         # resampling prompts, not pairs: one prompt's pairs are right or wrong together
-        "accuracy_interval_95": [round(x, 4) for x in grouped_interval(list(by_prompt.values()))],
+        "accuracy_interval_95": [round(x, 4) for x in grouped_interval(list(right_by_prompt(pairs, margins).values()))],
         "mean_margin": sum(margins) / len(margins),
         "calibration": table,
         "expected_calibration_error": sum(gaps) / len(margins),
         "scored_pairs": len(margins),
     }
+
+
+def right_by_prompt(pairs: Pairs, margins: list[float]) -> dict[str, list[bool]]:
+    """Whether each pair was ordered right (margin > 0), grouped by its prompt."""
+    grouped: dict[str, list[bool]] = {}
+    for pair, margin in zip(pairs, margins, strict=True):
+        grouped.setdefault(json.dumps(pair["prompt"], sort_keys=True), []).append(margin > 0)
+    return grouped
 
 
 def calibration(margins: list[float], bins: int) -> list[dict[str, Any]]:
