@@ -475,7 +475,7 @@ def test_precomputed_reference_trains_exactly_like_the_reference_in_each_step(sf
 
 
 def test_a_config_trains_the_same_reward_model_whatever_ran_before_in_the_process(tiny_model, tmp_path):
-    """The new head and adapter are drawn after seeding: a reward run in the demo (after SFT and sampling drew from
+    """The reward model's new head is drawn after seeding: a reward run in the demo (after SFT and sampling drew from
     torch's generator) equals the same config run on its own."""
     path = write_jsonl(tmp_path / "pairs.jsonl", CANONICAL)
     weights = []
