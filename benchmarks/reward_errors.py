@@ -17,37 +17,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from alignkit import data, generate, judges, lineage
-from alignkit.data import preferences
+from alignkit import generate, judges, lineage
+from alignkit.stages.reward import pair_margins, prompt_keys
+from benchmarks.reward_transfer import training_split
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVELS = ("degenerate", "correct", "task", "length")
 
 
 def reward_errors(demo_out: Path) -> dict[str, Any]:
-    config = yaml.safe_load((demo_out / "reward" / "config.yaml").read_text())
-    rows = preferences.load_preferences([str(demo_out / "pairs.jsonl")])  # the rows the reward stage split
-    _, held = data.split(rows, config["data"]["validation_split"], config["data"]["seed"])
+    _, _, held = training_split(demo_out / "reward")  # the rows the reward stage held out
     specs = {json.dumps(p.messages): p for p in generate.load_prompt_items(str(demo_out / "train_prompts.jsonl"))}
-    scorer = lineage.load_scorer(demo_out / "reward")
-    prompts = [row["prompt"] for row in held]
-    chosen = scorer.score(prompts, [row["chosen"][0]["content"] for row in held])
-    rejected = scorer.score(prompts, [row["rejected"][0]["content"] for row in held])
+    margins = pair_margins(lineage.load_scorer(demo_out / "reward"), held)
     levels: dict[str, dict[str, Any]] = {}
-    for row, good, bad in zip(held, chosen, rejected, strict=True):
+    for row, margin in zip(held, margins, strict=True):
         prompt = specs[json.dumps(row["prompt"])]
         a = judges.careful_score(row["chosen"][0]["content"], prompt)
         b = judges.careful_score(row["rejected"][0]["content"], prompt)
         level = next((name for name, x, y in zip(LEVELS, a, b, strict=True) if x != y), "none")
         key = level if a >= b else f"{level} (rule disagrees with the label)"
         counts = levels.setdefault(key, {"right": 0, "pairs": 0, "prompts": set()})
-        counts["right"] += good > bad
+        counts["right"] += margin > 0
         counts["pairs"] += 1
         counts["prompts"].add(prompt.text)
     return {
-        "held_out_prompts": len({json.dumps(p) for p in prompts}),
+        "held_out_prompts": len(prompt_keys(held)),
         "held_out_pairs": len(held),
         "accuracy": sum(c["right"] for c in levels.values()) / max(1, len(held)),
         "by_level": {key: c | {"prompts": len(c["prompts"])} for key, c in sorted(levels.items())},

@@ -25,13 +25,14 @@ import yaml
 
 from alignkit import data, lineage
 from alignkit.data import preferences
-from alignkit.stages.reward import pairwise_metrics, right_by_prompt
+from alignkit.stages.reward import pair_margins, pairwise_metrics, prompt_key, prompt_keys, right_by_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def prompt_key(row: dict[str, Any]) -> str:
-    return json.dumps(row["prompt"], sort_keys=True)
+def pair_files(run_dir: Path) -> list[str]:
+    """The pairs files a reward run trained on, from its config."""
+    return yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["paths"]
 
 
 def training_split(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -47,27 +48,20 @@ def per_prompt_accuracy(pairs: list[dict[str, Any]], margins: list[float]) -> fl
     return sum(sum(v) / len(v) for v in by_prompt.values()) / len(by_prompt)
 
 
-def score(run_dir: Path, pair_files: list[str]) -> dict[str, Any]:
+def score(run_dir: Path, files: list[str]) -> dict[str, Any]:
     config, train, held = training_split(run_dir)
-    seen = {prompt_key(row) for row in train}
-    unseen = [row for row in preferences.load_preferences(pair_files) if prompt_key(row) not in seen]
+    seen = prompt_keys(train)
+    unseen = [row for row in preferences.load_preferences(files) if prompt_key(row) not in seen]
     scorer = lineage.load_scorer(run_dir)
-    margins = [
-        c - r
-        for c, r in zip(
-            scorer.score([p["prompt"] for p in unseen], [p["chosen"] for p in unseen]),
-            scorer.score([p["prompt"] for p in unseen], [p["rejected"] for p in unseen]),
-            strict=True,
-        )
-    ]
+    margins = pair_margins(scorer, unseen)
     own = pairwise_metrics(scorer, held, bins=5)
     return {
         "settings": {"use_margin": config["use_margin"], "max_steps": config["trainer"].get("max_steps")}
         | {"learning_rate": config["trainer"].get("learning_rate")},
         "train_pairs": len(train),
-        "own_held_out": {"pairs": len(held), "prompts": len({prompt_key(r) for r in held})}
+        "own_held_out": {"pairs": len(held), "prompts": len(prompt_keys(held))}
         | {"accuracy": round(own["pairwise_accuracy"], 4)},
-        "unseen": {"pairs": len(unseen), "prompts": len({prompt_key(r) for r in unseen})}
+        "unseen": {"pairs": len(unseen), "prompts": len(prompt_keys(unseen))}
         | {"accuracy": round(sum(m > 0 for m in margins) / len(margins), 4)}
         | {"per_prompt_accuracy": round(per_prompt_accuracy(unseen, margins), 4)},
     }
@@ -75,11 +69,11 @@ def score(run_dir: Path, pair_files: list[str]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     name, run_dirs = sys.argv[1], [Path(p) for p in sys.argv[2:]]
-    pair_files = sorted({path for run in run_dirs for path in training_split(run)[0]["data"]["paths"]})
+    files = sorted({path for run in run_dirs for path in pair_files(run)})
     out = ROOT / "benchmarks" / "results" / f"reward-transfer-{datetime.date.today().isoformat()}.jsonl"
     for run_dir in run_dirs:
         row = {"date": datetime.date.today().isoformat(), "name": name, "run": str(run_dir)}
-        row |= {"pair_files": pair_files} | score(run_dir, pair_files)
+        row |= {"pair_files": files} | score(run_dir, files)
         with out.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row))

@@ -72,8 +72,13 @@ def run(cfg: RewardStageConfig) -> runs.Run:
     return runner.run(RECIPE, cfg)
 
 
+def prompt_key(pair: dict[str, Any]) -> str:
+    """The key a pair's prompt is split and grouped by."""
+    return json.dumps(pair["prompt"], sort_keys=True)
+
+
 def prompt_keys(pairs: Pairs) -> set[str]:
-    return {json.dumps(pair["prompt"], sort_keys=True) for pair in pairs}
+    return {prompt_key(pair) for pair in pairs}
 
 
 def reward_dataset(pairs: Pairs, with_margin: bool) -> Any:
@@ -87,15 +92,7 @@ def reward_dataset(pairs: Pairs, with_margin: bool) -> Any:
 
 def pairwise_metrics(scorer: Scorer, pairs: Pairs, bins: int) -> dict[str, Any]:
     """Pairwise accuracy, mean reward margin and a calibration table of `scorer` on preference pairs."""
-    prompts = [pair["prompt"] for pair in pairs]
-    margins = [
-        c - r
-        for c, r in zip(
-            scorer.score(prompts, [pair["chosen"] for pair in pairs]),
-            scorer.score(prompts, [pair["rejected"] for pair in pairs]),
-            strict=True,
-        )
-    ]
+    margins = pair_margins(scorer, pairs)
     table = calibration(margins, bins)
     gaps = [b["count"] * abs(b["observed_accuracy"] - b["mean_predicted"]) for b in table if b["count"]]
     return {
@@ -109,11 +106,19 @@ def pairwise_metrics(scorer: Scorer, pairs: Pairs, bins: int) -> dict[str, Any]:
     }
 
 
+def pair_margins(scorer: Scorer, pairs: Pairs) -> list[float]:
+    """r_chosen − r_rejected of each pair: positive where `scorer` orders it as the annotators did."""
+    prompts = [pair["prompt"] for pair in pairs]
+    chosen = scorer.score(prompts, [pair["chosen"] for pair in pairs])
+    rejected = scorer.score(prompts, [pair["rejected"] for pair in pairs])
+    return [c - r for c, r in zip(chosen, rejected, strict=True)]
+
+
 def right_by_prompt(pairs: Pairs, margins: list[float]) -> dict[str, list[bool]]:
     """Whether each pair was ordered right (margin > 0), grouped by its prompt."""
     grouped: dict[str, list[bool]] = {}
     for pair, margin in zip(pairs, margins, strict=True):
-        grouped.setdefault(json.dumps(pair["prompt"], sort_keys=True), []).append(margin > 0)
+        grouped.setdefault(prompt_key(pair), []).append(margin > 0)
     return grouped
 
 
