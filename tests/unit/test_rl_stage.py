@@ -106,7 +106,8 @@ def test_grpo_with_the_reward_model_trains_the_parent_adapter_against_a_frozen_c
     assert manifest["reward_weights"] == [1.0, 0.1]
     assert trainer.args.steps_per_generation == 2, "both steps' completions sampled at once"
     assert list(manifest["data"]) == [str(bundled_data("prompts.jsonl"))]
-    assert run.metrics["train_prompts"] == 100, "the bundled prompts by default"
+    bundled = bundled_data("prompts.jsonl").read_text(encoding="utf-8").splitlines()
+    assert run.metrics["train_prompts"] == len(bundled), "the bundled prompts by default"
     by_function = run.metrics["reward_functions"]
     weighted = by_function["reward_model"]["start"] + 0.1 * by_function["concise"]["start"]
     assert run.metrics["reward_start"] == pytest.approx(weighted, abs=1e-4)
