@@ -1,5 +1,6 @@
 """`python -m benchmarks.dpo_variants DEMO_OUT SEED NAME [key=value ...]`: one DPO variant retrained on a finished
-`alignkit demo` output (its SFT run and pairs), judged against the demo's SFT answers on the same held-out prompts.
+`alignkit demo` output (its SFT run and pairs), judged against the demo's SFT answers on the same held-out prompts
+(its `heldout_prompts.jsonl`).
 
 `key=value` are `trainer:` keys over the demo's DPO settings (values read as JSON where they parse, e.g.
 `max_steps=32`, `loss_weights=[1.0,2.0]`), plus `pairs=all` to train on every decided pair instead of each prompt's
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -20,7 +20,6 @@ from typing import Any
 
 import alignkit
 from alignkit import evaluate, generate, judges, lineage
-from alignkit.paths import bundled_data
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DPO = {  # alignkit/demo.py's DPO trainer settings
@@ -38,14 +37,6 @@ DEMO_DPO = {  # alignkit/demo.py's DPO trainer settings
 PAIR_FILES = {"all": "pairs.jsonl", "best-worst": "pairs-best-worst.jsonl"}  # else `pairs=` is a file's path
 
 
-def held_out_prompts(seed: int, train_prompts: int = 60, eval_prompts: int = 40) -> list[judges.Prompt]:
-    """The demo's held-out prompts for `seed` with its default sizes (`demo.run`)."""
-    prompts = generate.load_prompt_items(str(bundled_data("prompts.jsonl")))
-    random.Random(seed).shuffle(prompts)
-    extra = evaluate.load_eval_prompts(str(bundled_data("sft_eval.jsonl")))
-    return prompts[train_prompts:][:eval_prompts] + extra
-
-
 def parse(value: str) -> Any:
     try:
         return json.loads(value)
@@ -55,7 +46,7 @@ def parse(value: str) -> Any:
 
 def main(demo_out: Path, seed: int, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     pairs = overrides.pop("pairs", "best-worst")
-    held = held_out_prompts(seed)
+    held = generate.load_prompt_items(str(demo_out / "heldout_prompts.jsonl"))  # as `alignkit demo` wrote them
     rows = [json.loads(line) for line in (demo_out / "eval" / "answers.jsonl").read_text().splitlines()]
     sft_by_prompt = {json.dumps(r["prompt"]): r["answer"] for r in rows if r["run"] == "sft"}
     sft = [sft_by_prompt[json.dumps(p.messages)] for p in held]

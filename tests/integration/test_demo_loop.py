@@ -81,6 +81,13 @@ def test_the_rated_loop_makes_a_learnable_policy_better_than_its_parent(tmp_path
     assert saved["evaluation"]["trained_on_reward_model"] == ["rl"]  # its verdict weighs the reward model's alarms
     answers = (tmp_path / "demo" / "eval" / "answers.jsonl").read_text().splitlines()
     assert len(answers) == 4 * cfg.eval_prompts  # base, sft, dpo, rl: every answer saved
+
+    def saved_prompts(name: str) -> set[str]:
+        return {json.dumps(json.loads(row)["prompt"]) for row in (tmp_path / "demo" / name).read_text().splitlines()}
+
+    held, rated = saved_prompts("heldout_prompts.jsonl"), saved_prompts("train_prompts.jsonl")
+    evaluated = {json.dumps(row["prompt"]) for row in map(json.loads, answers) if row["run"] == "sft"}
+    assert held == evaluated and len(held) == cfg.eval_prompts and not held & rated  # the held-out prompts, saved
     checked = demo_seeds.met(demo_seeds.seed_figures(saved))  # the three-seed benchmark reads the same report
     assert (
         checked["accuracy"]
