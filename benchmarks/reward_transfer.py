@@ -1,10 +1,11 @@
 """`python -m benchmarks.reward_transfer NAME REWARD_RUN [REWARD_RUN ...]`: reward models scored on every rated pair
-they never trained on, from several demo outputs, not only on their own 6-8 held-out prompts.
+they never trained on, from several demo outputs, not only on their own few held-out prompts.
 
-A demo's reward run holds out a fifth of its pairs, whole prompts at a time: 6-8 of its 52-54 rated prompts. Its
-accuracy moved by up to 0.18 between settings that differ little. Each `alignkit demo` seed rates 60 of the same 100
-bundled prompts, so the other seeds' pairs hold more prompts a seed's reward model never saw (31-35 in all with its
-own held-out ones; other candidates, other simulated annotators, the same rule). Each run is scored on every pair of
+A demo's reward run holds out a fifth of its pairs, whole prompts at a time (6-8 prompts when the demo rated 60 of
+100, until 2026-12-04). Its accuracy moved by up to 0.18 between settings that differ little. Each `alignkit demo`
+seed rates some of the same bundled prompts, so the other seeds' pairs hold more prompts a seed's reward model never
+saw (31-35 in all with its own held-out ones, then; other candidates, other simulated annotators, the same rule).
+Each run is scored on every pair of
 the given runs' pair files whose prompt is not among its own training rows (the same `data.split` its stage made,
 from its config).
 
