@@ -41,9 +41,12 @@ def test_browser_rating_survives_an_argilla_restart(argilla, page, artifacts, tm
             prompt = page.get_by_text(re.compile(r"^offline-browser: question \d\?$"))
             prompt.wait_for()
             shown = prompt.inner_text()
-            button = page.get_by_role("button", name=f"Response {key} is better")
+            # Only elements of the finished run: while a slow rerun (Argilla just restarted) is under way, Streamlit
+            # keeps the last run's button beside the new one, and two matches would fail the strict locator.
+            fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')
+            button = fresh.get_by_role("button", name=f"Response {key} is better")
             page.keyboard.press(key)
-            expect(button).to_have_attribute("data-testid", "stBaseButton-primary")
+            expect(button).to_have_attribute("data-testid", "stBaseButton-primary", timeout=15_000)
             page.keyboard.press("Enter")
             expect(page.get_by_text(shown, exact=True)).to_have_count(0)
 
