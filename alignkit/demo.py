@@ -60,8 +60,9 @@ class DemoConfig:
     greedy_candidate: bool = True
     # Rated in the round: 120 of the 200 bundled prompts. Two demos' pairs gave a reward model that ordered a third's
     # unseen pairs better than one demo's (0.794 against 0.669 on average, reward-more-prompts-2026-12-04.jsonl). On
-    # three seeds of the 200-prompt file, 120 gave DPO 2 `better` verdicts and 1 flagged, 60 gave 1, 1 and 1 flagged
-    # (benchmarks/results/demo-seeds-2026-12-04-prompts120.json, -prompts200-rate60.json).
+    # three seeds of the 200-prompt file, 120 gave DPO two `better` verdicts and one `flagged`; 60 gave one each of
+    # `better`, `no measurable difference` and `flagged` (benchmarks/results/demo-seeds-2026-12-04-prompts120.json,
+    # demo-seeds-2026-12-04-prompts200-rate60.json).
     train_prompts: int = 120
     eval_prompts: int = 40  # from the prompt file, after the rated ones; the rest of it is not used
     temperature: float = 0.8
