@@ -30,7 +30,7 @@ from alignkit.config import RewardStageConfig, load_config
 from alignkit.data import preferences
 from alignkit.stages import reward
 from alignkit.stages.reward import pair_margins, prompt_key, prompt_keys
-from benchmarks.reward_transfer import pair_files, per_prompt_accuracy, training_split
+from benchmarks.reward_transfer import accuracy, pair_files, training_split
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,12 +71,8 @@ def main(out: Path, demos: list[Path], steps: int) -> list[dict[str, Any]]:
         row |= {"unseen": {"pairs": len(unseen), "prompts": len(prompt_keys(unseen))}}
         for name, run in runs.items():
             margins = pair_margins(lineage.load_scorer(run), unseen)
-            row[name] = {
-                "train_pairs": len(trained[name]),
-                "train_prompts": len(prompt_keys(trained[name])),
-                "accuracy": round(sum(m > 0 for m in margins) / len(margins), 4),
-                "per_prompt_accuracy": round(per_prompt_accuracy(unseen, margins), 4),
-            }
+            row[name] = {"train_pairs": len(trained[name]), "train_prompts": len(prompt_keys(trained[name]))}
+            row[name] |= accuracy(unseen, margins)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows

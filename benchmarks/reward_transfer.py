@@ -5,9 +5,8 @@ A demo's reward run holds out a fifth of its pairs, whole prompts at a time (6-8
 100, until 2026-12-04). Its accuracy moved by up to 0.18 between settings that differ little. Each `alignkit demo`
 seed rates some of the same bundled prompts, so the other seeds' pairs hold more prompts a seed's reward model never
 saw (31-35 in all with its own held-out ones, then; other candidates, other simulated annotators, the same rule).
-Each run is scored on every pair of
-the given runs' pair files whose prompt is not among its own training rows (the same `data.split` its stage made,
-from its config).
+Each run is scored on every pair of the given runs' pair files whose prompt is not among its own training rows (the
+same `data.split` its stage made, from its config).
 
 Appends one row per run to `benchmarks/results/reward-transfer-<date>.jsonl`: NAME, the run, its settings, and the
 accuracy on its own held-out pairs and on all unseen pairs (pairs, prompts, and the mean of per-prompt accuracies,
@@ -44,9 +43,12 @@ def training_split(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]],
     return config, train, held
 
 
-def per_prompt_accuracy(pairs: list[dict[str, Any]], margins: list[float]) -> float:
+def accuracy(pairs: list[dict[str, Any]], margins: list[float]) -> dict[str, float]:
+    """The share of `pairs` ordered right, over pairs and as the mean of per-prompt shares (each prompt weighs once)."""
     by_prompt = right_by_prompt(pairs, margins)
-    return sum(sum(v) / len(v) for v in by_prompt.values()) / len(by_prompt)
+    per_prompt = sum(sum(v) / len(v) for v in by_prompt.values()) / len(by_prompt)
+    over_pairs = sum(m > 0 for m in margins) / len(margins)
+    return {"accuracy": round(over_pairs, 4), "per_prompt_accuracy": round(per_prompt, 4)}
 
 
 def score(run_dir: Path, files: list[str]) -> dict[str, Any]:
@@ -62,9 +64,7 @@ def score(run_dir: Path, files: list[str]) -> dict[str, Any]:
         "train_pairs": len(train),
         "own_held_out": {"pairs": len(held), "prompts": len(prompt_keys(held))}
         | {"accuracy": round(own["pairwise_accuracy"], 4)},
-        "unseen": {"pairs": len(unseen), "prompts": len(prompt_keys(unseen))}
-        | {"accuracy": round(sum(m > 0 for m in margins) / len(margins), 4)}
-        | {"per_prompt_accuracy": round(per_prompt_accuracy(unseen, margins), 4)},
+        "unseen": {"pairs": len(unseen), "prompts": len(prompt_keys(unseen))} | accuracy(unseen, margins),
     }
 
 
