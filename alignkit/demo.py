@@ -64,7 +64,10 @@ class DemoConfig:
     # `better`, `no measurable difference` and `flagged` (benchmarks/results/demo-seeds-2026-12-04-prompts120.json,
     # demo-seeds-2026-12-04-prompts200-rate60.json).
     train_prompts: int = 120
-    eval_prompts: int = 40  # from the prompt file, after the rated ones; the rest of it is not used
+    eval_prompts: int = 40  # from the prompt file, after the rated ones
+    # After those: prompts DPO's model selection checks (`checked_prompts`: the step whose greedy answers score best,
+    # the SFT policy's included), neither rated nor evaluated. 0 keeps DPO's last step.
+    checked_prompts: int = 40
     temperature: float = 0.8
     top_p: float = 0.95
     sft_steps: int = 96  # one epoch of datasets/sft.jsonl at batch 4: the skills have to be learnt to be judged
@@ -113,10 +116,15 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     random.Random(cfg.seed).shuffle(prompts)
     train_prompts = prompts[: cfg.train_prompts]
     heldout_prompts = prompts[cfg.train_prompts :][: cfg.eval_prompts]
+    checked_prompts = prompts[cfg.train_prompts + cfg.eval_prompts :][: cfg.checked_prompts]
+    if not any(p.spec.checkable for p in checked_prompts):  # a prompt file without references: DPO's last step
+        checked_prompts = []
     extra = cfg.extra_eval_prompts or (None if cfg.prompts else str(bundled_data("sft_eval.jsonl")))
     heldout_prompts += evaluate.load_eval_prompts(extra) if extra else []
     write_prompts(out / "train_prompts.jsonl", train_prompts)
     write_prompts(out / "heldout_prompts.jsonl", heldout_prompts)
+    if checked_prompts:
+        write_prompts(out / "checked_prompts.jsonl", checked_prompts)
 
     sft_run = train_sft(cfg, out / "sft")
     step("sft")
@@ -171,7 +179,9 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                 # DPO plus the NLL of the chosen answers (TRL's "sft" loss), at a constant lr of 1e-4: on seed 0's
                 # pairs, plain DPO at 3e-4 made answers shorter and wrong (held-out accuracy 0.50 -> 0.30);
                 # this kept accuracy and degeneration level (docs/preference-training.md).
-                trainer={"max_steps": cfg.dpo_steps, "eval_steps": cfg.dpo_steps}
+                **({"checked_prompts": str(out / "checked_prompts.jsonl")} if checked_prompts else {}),
+                checked_max_new_tokens=cfg.max_new_tokens,
+                trainer={"max_steps": cfg.dpo_steps, "eval_steps": max(1, cfg.dpo_steps // 2)}
                 | {"learning_rate": 1e-4, "lr_scheduler_type": "constant"}
                 | {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0]}
                 | ONE_EVALUATION

@@ -67,6 +67,11 @@ class PromptSpec:
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, (), False)}, sort_keys=True)
 
+    @property
+    def checkable(self) -> bool:
+        """Whether an answer's accuracy can be checked: a reference, terms it must contain, or a request to decline."""
+        return bool(self.reference or self.must_contain or self.decline)
+
 
 @dataclass(frozen=True)
 class Prompt:

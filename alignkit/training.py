@@ -256,6 +256,77 @@ def early_stopping(patience: int) -> Any:
     return EarlyStoppingCallback(early_stopping_patience=patience)
 
 
+class KeepBestCheckedCallback(TrainerCallback):
+    """Model selection on prompts with references (a stage's `checked_prompts`): the policy's greedy answers to them
+    are checked (`evaluate.answer_figures`) when training starts, at each evaluation and when it ends, and the
+    trainable weights that scored best (accuracy minus degenerate rate; the later on a tie) are put back before the
+    model is saved. The starting policy (the parent, or the checkpoint resumed from) is one of the candidates: a run
+    whose training made every answer set worse keeps its start, and says so. Snapshots are held in memory."""
+
+    def __init__(self, prompts: list[Any], tokenizer: Any, max_new_tokens: int) -> None:
+        self.prompts, self.tokenizer, self.max_new_tokens = prompts, tokenizer, max_new_tokens
+        self.scores: dict[int, dict[str, Any]] = {}
+        self.kept_step: int | None = None
+        self.kept_weights: dict[str, Any] = {}
+        self.ended = False
+
+    def check(self, model: Any, step: int) -> None:
+        import torch
+
+        from alignkit import evaluate, generate
+
+        training = model.training
+        model.eval()
+        with torch.no_grad():
+            answers = generate.greedy_replies(
+                model, self.tokenizer, [p.messages for p in self.prompts], self.max_new_tokens, batch_size=40
+            )
+        model.train(training)
+        figures, _ = evaluate.answer_figures(self.prompts, answers)
+        score = (figures["accuracy"] or 0.0) - figures["degenerate_rate"]
+        self.scores[step] = {
+            "accuracy": figures["accuracy"],
+            "degenerate_rate": figures["degenerate_rate"],
+            "score": round(score, 4),
+        }
+        logger.info("step %s on the checked prompts: %s", step, self.scores[step])
+        kept = self.scores[self.kept_step]["score"] if self.kept_step is not None else None
+        if kept is None or score >= kept:
+            self.kept_step = step
+            self.kept_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        self.check(model, state.global_step)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if not self.ended and state.global_step not in self.scores:
+            self.check(model, state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        import torch
+
+        if state.global_step not in self.scores:
+            self.check(model, state.global_step)
+        self.ended = True
+        if self.kept_step != state.global_step:
+            logger.warning(
+                "kept the weights of step %s, which scored best on the checked prompts (the end, step %s: %s)",
+                self.kept_step,
+                state.global_step,
+                self.scores[state.global_step]["score"],
+            )
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    if name in self.kept_weights:
+                        param.copy_(self.kept_weights[name])
+        self.kept_weights = {}
+
+    def summary(self) -> dict[str, Any]:
+        """For metrics.json: each checked step's figures and the step whose weights were saved."""
+        steps = {str(step): figures for step, figures in sorted(self.scores.items())}
+        return {"checked_steps": steps, "checked_kept_step": self.kept_step}
+
+
 class RunMetricsCallback(TrainerCallback):
     """Append every log record (loss, eval_loss, learning rate, tokens, ...) to the run's metrics.jsonl."""
 

@@ -21,12 +21,15 @@ import importlib
 import random
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from alignkit import distributed, runner, runs
+from alignkit import distributed, generate, runner, runs, training
 from alignkit.config import DPOStageConfig
 from alignkit.data import preferences
 from alignkit.errors import AlignkitError
+from alignkit.judges import Prompt
+from alignkit.paths import file_sha256
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,22 @@ def pick_method(name: str) -> Method:
 
 
 def known_method(cfg: DPOStageConfig) -> DPOStageConfig:
-    """`cfg`, once its method is known: an unknown one fails before any data loads."""
+    """`cfg`, once its method is known and its checked prompts load: a bad one fails before any data loads."""
     pick_method(cfg.method)
+    if cfg.checked_prompts:
+        load_checked_prompts(cfg.checked_prompts)
     return cfg
+
+
+def load_checked_prompts(path: str) -> list[Prompt]:
+    """`checked_prompts`: a prompt file of which at least one row can be checked (a reference, terms or decline)."""
+    prompts = generate.load_prompt_items(path)
+    if not any(p.spec.checkable for p in prompts):
+        raise AlignkitError(
+            f"{path}: checked_prompts has no row with `reference`, `must_contain` or `decline`, so nothing to check",
+            "add those fields (docs/data-formats.md) or drop checked_prompts",
+        )
+    return prompts
 
 
 def load_rows(cfg: DPOStageConfig, paths: list[str]) -> list[dict[str, Any]]:
@@ -94,7 +110,22 @@ def build(plan: runner.Plan) -> Any:
     """The method's TRL trainer on the policy; without `peft_config` when it continues the parent's adapter."""
     if pick_method(plan.cfg.method).unpaired:  # KTO pairs each completion with its neighbour's prompt (KL term)
         random.Random(plan.cfg.seed).shuffle(plan.train_rows)
-    return runner.trl_trainer(plan, to_dataset)
+    trainer = runner.trl_trainer(plan, to_dataset)
+    if plan.cfg.checked_prompts:
+        prompts = load_checked_prompts(plan.cfg.checked_prompts)
+        trainer.add_callback(training.KeepBestCheckedCallback(prompts, plan.tokenizer, plan.cfg.checked_max_new_tokens))
+    return trainer
+
+
+def manifest(plan: runner.Plan) -> dict[str, Any]:
+    checked = plan.cfg.checked_prompts
+    return {"method": plan.cfg.method} | ({"checked_prompts": {checked: file_sha256(Path(checked))}} if checked else {})
+
+
+def final_metrics(trainer: Any, plan: runner.Plan) -> dict[str, Any]:
+    """The method's last training figures, and what the checked prompts scored at each step and which was kept."""
+    checked = [c for c in trainer.callback_handler.callbacks if isinstance(c, training.KeepBestCheckedCallback)]
+    return last_training_figures(trainer) | (checked[0].summary() if checked else {})
 
 
 RECIPE = runner.Recipe(
@@ -106,9 +137,9 @@ RECIPE = runner.Recipe(
     prepare=known_method,
     trainer_defaults=trainer_defaults,
     check=lambda plan, args: check_args(plan.cfg.method, args),
-    manifest=lambda plan: {"method": plan.cfg.method},
+    manifest=manifest,
     counts=lambda plan: runner.row_counts(plan) | {"method": plan.cfg.method},
-    final_metrics=lambda trainer, plan: last_training_figures(trainer),
+    final_metrics=final_metrics,
 )
 
 

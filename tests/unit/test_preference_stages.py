@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import alignkit
-from alignkit import AlignkitError, data, hardware, lineage, models, runs
+from alignkit import AlignkitError, data, evaluate, generate, hardware, lineage, models, runs
 from alignkit.config import DPOStageConfig, ModelConfig, load_config
 from alignkit.data.preferences import load_preferences, load_unpaired
 from alignkit.stages import reward
@@ -491,3 +491,61 @@ def test_a_config_trains_the_same_reward_model_whatever_ran_before_in_the_proces
     assert weights[0].keys() == weights[1].keys() and any(key.endswith("score.weight") for key in weights[0])
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key], atol=0, rtol=0, msg=key)
+
+
+def test_dpo_keeps_the_step_that_answers_the_checked_prompts_best(tiny_model, tmp_path):
+    """SFT answers "is it valid?" with the right "Yes"; pairs that prefer "No" then make DPO's last step wrong. With
+    `checked_prompts`, the run keeps its start (the SFT policy) and saves it; without, it saves the wrong last step."""
+    asked = [f"Check number {i}: is it valid?" for i in range(60)]
+    yes, no = "Yes, it is valid.", "No, it is not valid."
+    sft_file = write_jsonl(
+        tmp_path / "sft.jsonl", [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": yes}]}
+                                 for q in asked[12:]]
+    )  # fmt: skip
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": q, "chosen": no, "rejected": yes} for q in asked[12:]])
+    checked = write_jsonl(tmp_path / "checked.jsonl", [{"prompt": q, "reference": "Yes"} for q in asked[:12]])
+    tiny = {"per_device_train_batch_size": 8, "logging_steps": 4}
+    sft = alignkit.sft(
+        data={"paths": [str(sft_file)], "validation_split": 0.0},
+        model={"name": tiny_model},
+        peft={"method": "full"},  # a LoRA cannot sharpen this tiny model's near-uniform logits
+        out=str(tmp_path / "sft"),
+        trainer={"max_steps": 100, "learning_rate": 3e-3, **tiny},
+    )
+    common = {
+        "data": {"paths": [str(pairs)], "validation_split": 0.0},
+        "from_run": str(sft.path),
+        "trainer": {"max_steps": 12, "learning_rate": 1e-2, **tiny},
+    }
+    kept = alignkit.dpo(**common, out=str(tmp_path / "kept"), checked_prompts=str(checked), checked_max_new_tokens=8)
+    last = alignkit.dpo(**common, out=str(tmp_path / "last"))
+
+    steps = kept.metrics["checked_steps"]
+    assert steps["0"]["accuracy"] == 1.0 > steps["12"]["accuracy"], steps  # training on the pairs broke the answers
+    assert kept.metrics["checked_kept_step"] == 0
+    assert str(checked) in kept.manifest["checked_prompts"]
+    prompts = generate.load_prompt_items(str(checked))
+
+    def accuracy(run: runs.Run) -> float:
+        model, tokenizer = lineage.load_run_model(run.path)
+        answers = generate.greedy_replies(model, tokenizer, [p.messages for p in prompts], 8)
+        return evaluate.answer_figures(prompts, answers)[0]["accuracy"]
+
+    assert accuracy(kept) == 1.0 > accuracy(last)  # the saved adapter is the kept step's, not the last one's
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [([{"prompt": "Hi"}], "has no row with `reference`"), ([{"question": "Hi"}], "line 1")],
+    ids=["nothing-to-check", "no-prompt-field"],
+)
+def test_bad_checked_prompts_fail_before_the_run_directory_exists(rows, expected, sft_run, data_dir, tmp_path):
+    checked = write_jsonl(tmp_path / "checked.jsonl", rows)
+    with pytest.raises(AlignkitError, match=re.escape(expected)):
+        alignkit.dpo(
+            data={"paths": [str(data_dir / "pairs.jsonl")]},
+            from_run=str(sft_run.path),
+            checked_prompts=str(checked),
+            out=str(tmp_path / "dpo"),
+        )
+    assert not (tmp_path / "dpo").exists()
