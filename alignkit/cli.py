@@ -641,6 +641,7 @@ def demo(
     table.add_row("DPO vs SFT win-rate (oracle)", f"{report['win_rate_vs_sft']:.3f} [{low:.3f}, {high:.3f}]")
     table.add_row("DPO vs SFT win-rate (reward model)", f"{report['win_rate_vs_sft_reward_model']:.3f}")
     table.add_row("DPO vs SFT verdict", str(report["verdict"]))
+    table.add_row("DPO model selection", loop.dpo_selection(report))
     for key in ("accuracy", "degenerate_rate", "mean_words"):
         table.add_row(key, "  ".join(f"{name} {value:.3f}" for name, value in report[key].items() if value is not None))
     table.add_row("forgetting ppl ratio", f"{report['forgetting_ppl_ratio']:.3f}")

@@ -227,6 +227,9 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         "seconds_per_stage": timings,
         "pairs": summaries[0] if len(summaries) == 1 else {"rounds": summaries, "pairs": len(pairs)},
         "dpo_pairs": len(dpo_pairs),
+        # what DPO's model selection scored on the checked prompts at each step, and the step it saved
+        "dpo_checked_steps": dpo_run.metrics.get("checked_steps"),
+        "dpo_kept_step": dpo_run.metrics.get("checked_kept_step"),
         "evaluation": evaluation,
         "rl": rl_summary(rl_run) if rl_run else None,
         "runs": {
@@ -243,10 +246,21 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         f"Reward model, prompt-disjoint held-out pairs: accuracy {report['reward_accuracy']:.3f} "
         f"({reward_held_out(report)}). "
         f"Plots: `eval/accuracy.png`, `eval/win_rate.png`; every answer: `eval/answers.jsonl`.\n\n"
+        f"DPO's model selection: {dpo_selection(report)}.\n\n"
         + evaluate.report_markdown(evaluation, images="eval/").removeprefix("# alignkit evaluation\n"),
         encoding="utf-8",
     )
     return report
+
+
+def dpo_selection(report: dict[str, Any]) -> str:
+    """Which DPO step was saved and what each checked step scored (accuracy, degenerate rate), as the console and
+    report.md print it."""
+    steps = report["dpo_checked_steps"]
+    if not steps:
+        return "off (no checked prompts), the last step saved"
+    scored = ", ".join(f"{step}: {f['accuracy']:.3f} / {f['degenerate_rate']:.3f}" for step, f in steps.items())
+    return f"step {report['dpo_kept_step']} saved; accuracy / degenerate rate on the checked prompts by step: {scored}"
 
 
 def train_sft(cfg: DemoConfig, run_dir: Path) -> runs.Run:
