@@ -53,6 +53,8 @@ def seed_figures(report: dict[str, Any]) -> dict[str, Any]:
         "forgetting_ppl_ratio": report["forgetting_ppl_ratio"],
         "alarms": report["alarms"],
         "verdict": report.get("verdict"),  # reports before 2026-12-03 (evening) have none
+        "dpo_checked_steps": report.get("dpo_checked_steps"),  # reports before 2026-12-05: no model selection
+        "dpo_kept_step": report.get("dpo_kept_step"),
         "seconds_total": report["seconds_total"],
         "seconds_per_stage": report["seconds_per_stage"],
         "examples": report["evaluation"]["examples"],
