@@ -269,7 +269,7 @@ class DPOStageConfig(TrainStageConfig):
     # a new adapter on the parent model merged in memory (reference = that model with the adapter disabled).
     peft: dict[str, Any] = field(default_factory=dict)
     trainer: dict[str, Any] = field(default_factory=lambda: trainer_defaults(learning_rate=5e-5))
-    # A prompt file with specs (`reference`, `must_contain`, `decline`; docs/data-formats.md), none of them trained on:
+    # A prompt file with specs (`reference`, `must_contain`, `decline`; datasets/README.md), none of them trained on:
     # the policy's greedy answers to it are checked at the start, at each evaluation and at the end, and the run keeps
     # the weights that scored best (accuracy minus degenerate rate, the later on a tie), its parent's included.
     checked_prompts: str | None = None

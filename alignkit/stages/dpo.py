@@ -84,7 +84,7 @@ def load_checked_prompts(path: str) -> list[Prompt]:
     if not any(p.spec.checkable for p in prompts):
         raise AlignkitError(
             f"{path}: checked_prompts has no row with `reference`, `must_contain` or `decline`, so nothing to check",
-            "add those fields (docs/data-formats.md) or drop checked_prompts",
+            "add those fields (datasets/README.md) or drop checked_prompts",
         )
     return prompts
 
