@@ -234,8 +234,8 @@ def trainable_tokens_for_trl(model: Any) -> None:
 
 
 def add_callbacks(trainer: Any, run: runs.Run, cfg: TrainStageConfig, has_eval: bool) -> None:
-    """Every logged figure to the run's metrics.jsonl; early stopping on validation loss when there is validation; the
-    progress bar without per-step log dicts under it (`--verbose` keeps them)."""
+    """Every logged figure to the run's metrics.jsonl; early stopping on validation loss when there is validation and
+    the best checkpoint is kept; the progress bar without per-step log dicts under it (`--verbose` keeps them)."""
     trainer.add_callback(RunMetricsCallback(run))
     if not logs.verbose() and any(type(c) is ProgressCallback for c in trainer.callback_handler.callbacks):
         trainer.remove_callback(ProgressCallback)
@@ -245,7 +245,7 @@ def add_callbacks(trainer: Any, run: runs.Run, cfg: TrainStageConfig, has_eval: 
     for callback in trainer.callback_handler.callbacks:  # `report_to: tensorboard`: event files in the run directory
         if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
             callback.logging_dir = str(run.path / "tensorboard")
-    if has_eval and cfg.early_stopping_patience:
+    if has_eval and cfg.early_stopping_patience and trainer.args.load_best_model_at_end:
         trainer.add_callback(early_stopping(cfg.early_stopping_patience))
 
 

@@ -103,6 +103,8 @@ def trainer_defaults(plan: runner.Plan) -> dict[str, Any]:
     pays = cfg.method == "dpo" and precompute_pays(cfg.trainer, plan.config_cls, len(plan.train_rows))
     if method.reference and (plan.full or pays):
         defaults["precompute_ref_log_probs"] = True
+    if cfg.checked_prompts:  # the checked prompts choose the step to save, not the validation loss
+        defaults["load_best_model_at_end"] = False
     return defaults
 
 
@@ -136,7 +138,7 @@ RECIPE = runner.Recipe(
     needs_policy=True,
     prepare=known_method,
     trainer_defaults=trainer_defaults,
-    check=lambda plan, args: check_args(plan.cfg.method, args),
+    check=lambda plan, args: check_args(plan.cfg, args),
     manifest=manifest,
     counts=lambda plan: runner.row_counts(plan) | {"method": plan.cfg.method},
     final_metrics=final_metrics,
@@ -163,8 +165,14 @@ def precompute_pays(trainer: dict[str, Any], config_cls: type[Any], train_rows: 
     return options["max_steps"] * batch >= train_rows
 
 
-def check_args(method: str, args: Any) -> None:
+def check_args(cfg: DPOStageConfig, args: Any) -> None:
     """Problems TRL would only report once training starts, reported before the run directory exists."""
+    method = cfg.method
+    if cfg.checked_prompts and args.load_best_model_at_end:
+        raise AlignkitError(
+            "config: checked_prompts chooses the step to save; trainer.load_best_model_at_end would pick by eval_loss",
+            "drop trainer.load_best_model_at_end or checked_prompts",
+        )
     loss_type = getattr(args, "loss_type", [])  # ORPO has a single loss
     loss_types = loss_type if isinstance(loss_type, list) else [loss_type]
     valid = known_loss_types(type(args))

@@ -534,12 +534,31 @@ def test_dpo_keeps_the_step_that_answers_the_checked_prompts_best(tiny_model, tm
     assert accuracy(kept) == 1.0 > accuracy(last)  # the saved adapter is the kept step's, not the last one's
 
 
+def test_checked_prompts_are_scored_at_each_evaluation(sft_run, data_dir, tmp_path):
+    checked = write_jsonl(tmp_path / "checked.jsonl", [{"prompt": question(i), "reference": 2 * i} for i in range(4)])
+    run = alignkit.dpo(
+        data={"paths": [str(data_dir / "pairs.jsonl")], "validation_split": 0.25},  # early stopping stays off
+        from_run=str(sft_run.path),
+        checked_prompts=str(checked),
+        checked_max_new_tokens=4,
+        out=str(tmp_path / "dpo"),
+        trainer={"max_steps": 4, "eval_steps": 2, **TINY},
+    )
+    scores = {int(step): figures["score"] for step, figures in run.metrics["checked_steps"].items()}
+    assert list(scores) == [0, 2, 4]
+    assert run.metrics["checked_kept_step"] == max(scores, key=lambda step: (scores[step], step))  # later on a tie
+
+
 @pytest.mark.parametrize(
-    ("rows", "expected"),
-    [([{"prompt": "Hi"}], "has no row with `reference`"), ([{"question": "Hi"}], "line 1")],
-    ids=["nothing-to-check", "no-prompt-field"],
+    ("rows", "sections", "expected"),
+    [
+        ([{"prompt": "Hi"}], {}, "has no row with `reference`"),
+        ([{"question": "Hi"}], {}, "line 1"),
+        ([{"prompt": "Hi", "reference": "Hello"}], {"trainer": {"load_best_model_at_end": True}}, "would pick by"),
+    ],
+    ids=["nothing-to-check", "no-prompt-field", "two-selections"],
 )
-def test_bad_checked_prompts_fail_before_the_run_directory_exists(rows, expected, sft_run, data_dir, tmp_path):
+def test_bad_checked_prompts_fail_before_the_run_exists(rows, sections, expected, sft_run, data_dir, tmp_path):
     checked = write_jsonl(tmp_path / "checked.jsonl", rows)
     with pytest.raises(AlignkitError, match=re.escape(expected)):
         alignkit.dpo(
@@ -547,5 +566,6 @@ def test_bad_checked_prompts_fail_before_the_run_directory_exists(rows, expected
             from_run=str(sft_run.path),
             checked_prompts=str(checked),
             out=str(tmp_path / "dpo"),
+            **sections,
         )
     assert not (tmp_path / "dpo").exists()
