@@ -128,6 +128,13 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, (centre - spread) / (1 + z * z / n)), min(1.0, (centre + spread) / (1 + z * z / n)))
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided exact sign test: the chance of at least `wins` of the `wins + losses` discordant outcomes going one
+    way if either way were equally likely (ties dropped)."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+
+
 def win_rate_interval(wins: int, ties: int, losses: int, z: float = 1.96) -> tuple[float, float]:
     """95 % interval of the win-rate (wins + ties / 2) / n. A tie is an observed half, not a coin flip: the
     uncertainty is in how the decisive comparisons split, so this is the Wilson interval of wins / (wins + losses)

@@ -220,6 +220,10 @@ class LlamaCppModel:
         """Text chunks of one reply: greedy when `sampling.temperature` is 0, else seeded by `sampling.seed` with
         transformers' warpers only (no min-p, no repetition penalty)."""
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        # The whole prompt is evaluated afresh: reusing the cached prefix of the last reply evaluates only its last
+        # token, whose logits then differ in the last bits on some CPUs (AVX2, seen 2026-12-05), and one seed
+        # sampled two different replies.
+        self.llm.reset()
         chunks = self.llm.create_completion(
             prompt=list(ids),
             max_tokens=sampling.max_new_tokens,

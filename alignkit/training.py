@@ -257,17 +257,21 @@ def early_stopping(patience: int) -> Any:
 
 
 class KeepBestCheckedCallback(TrainerCallback):
-    """Model selection on prompts with references (a stage's `checked_prompts`): the policy's greedy answers to them
-    are checked (`evaluate.answer_figures`) when training starts, at each evaluation and when it ends, and the
-    trainable weights that scored best (accuracy minus degenerate rate; the later on a tie) are put back before the
-    model is saved. The starting policy (the parent, or the checkpoint resumed from) is one of the candidates: a run
-    whose training made every answer set worse keeps its start, and says so. Snapshots are held in memory."""
+    """Model selection on prompts with references (a stage's `checked_prompts`). The policy's greedy answers to them
+    are checked (`evaluate.answer_figures`) when training starts, at each evaluation and when it ends; an answer
+    passes when it is accurate (where checkable) and not degenerate. The last step is saved unless an earlier one,
+    the start included, passed on more prompts beyond chance: the best-scoring earlier step (the later on a tie) is
+    put back when a one-sided sign test over the prompts where the two differ gives p < `alpha`. So a run whose
+    training clearly broke its answers saves its parent instead, and noise between steps never undoes training.
+    The one snapshot of weights this needs is held in memory."""
 
-    def __init__(self, prompts: list[Any], tokenizer: Any, max_new_tokens: int) -> None:
-        self.prompts, self.tokenizer, self.max_new_tokens = prompts, tokenizer, max_new_tokens
+    def __init__(self, prompts: list[Any], tokenizer: Any, max_new_tokens: int, alpha: float = 0.05) -> None:
+        self.prompts, self.tokenizer, self.max_new_tokens, self.alpha = prompts, tokenizer, max_new_tokens, alpha
         self.scores: dict[int, dict[str, Any]] = {}
+        self.passes: dict[int, list[bool]] = {}
+        self.best_earlier: int | None = None
+        self.best_weights: dict[str, Any] = {}
         self.kept_step: int | None = None
-        self.kept_weights: dict[str, Any] = {}
         self.ended = False
 
     def check(self, model: Any, step: int) -> None:
@@ -282,18 +286,16 @@ class KeepBestCheckedCallback(TrainerCallback):
                 model, self.tokenizer, [p.messages for p in self.prompts], self.max_new_tokens, batch_size=40
             )
         model.train(training)
-        figures, _ = evaluate.answer_figures(self.prompts, answers)
-        score = (figures["accuracy"] or 0.0) - figures["degenerate_rate"]
-        self.scores[step] = {
-            "accuracy": figures["accuracy"],
-            "degenerate_rate": figures["degenerate_rate"],
-            "score": round(score, 4),
-        }
+        figures, checks = evaluate.answer_figures(self.prompts, answers)
+        self.passes[step] = [c["accurate"] if c["accurate"] is not None else not c["degenerate"] for c in checks]
+        score = sum(self.passes[step]) / len(checks)
+        self.scores[step] = {"accuracy": figures["accuracy"], "degenerate_rate": figures["degenerate_rate"]}
+        self.scores[step]["score"] = round(score, 4)
         logger.info("step %s on the checked prompts: %s", step, self.scores[step])
-        kept = self.scores[self.kept_step]["score"] if self.kept_step is not None else None
-        if kept is None or score >= kept:
-            self.kept_step = step
-            self.kept_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        best = self.scores[self.best_earlier]["score"] if self.best_earlier is not None else None
+        if best is None or score >= best:  # a candidate to put back; the last step's snapshot is never needed
+            self.best_earlier = step
+            self.best_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         self.check(model, state.global_step)
@@ -305,21 +307,34 @@ class KeepBestCheckedCallback(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         import torch
 
-        if state.global_step not in self.scores:
-            self.check(model, state.global_step)
+        from alignkit.evaluate import sign_test
+
+        last = state.global_step
+        if last not in self.scores:
+            self.check(model, last)
         self.ended = True
-        if self.kept_step != state.global_step:
+        earlier = max((s for s in self.scores if s != last), key=lambda s: (self.scores[s]["score"], s), default=None)
+        self.kept_step = last
+        if earlier is not None:
+            wins = sum(a and not b for a, b in zip(self.passes[earlier], self.passes[last], strict=True))
+            losses = sum(b and not a for a, b in zip(self.passes[earlier], self.passes[last], strict=True))
+            p_value = sign_test(wins, losses)
+            self.scores[last]["p_earlier_better"] = round(p_value, 4)
+            if p_value < self.alpha:
+                self.kept_step = earlier
+        if self.kept_step != last:
             logger.warning(
-                "kept the weights of step %s, which scored best on the checked prompts (the end, step %s: %s)",
+                "kept the weights of step %s: on the checked prompts it passed %s, the last step %s (sign test p=%s)",
                 self.kept_step,
-                state.global_step,
-                self.scores[state.global_step]["score"],
+                self.scores[self.kept_step]["score"],
+                self.scores[last]["score"],
+                self.scores[last]["p_earlier_better"],
             )
             with torch.no_grad():
                 for name, param in model.named_parameters():
-                    if name in self.kept_weights:
-                        param.copy_(self.kept_weights[name])
-        self.kept_weights = {}
+                    if name in self.best_weights:
+                        param.copy_(self.best_weights[name])
+        self.best_weights = {}
 
     def summary(self) -> dict[str, Any]:
         """For metrics.json: each checked step's figures and the step whose weights were saved."""

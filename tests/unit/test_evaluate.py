@@ -173,3 +173,11 @@ def test_reward_judge_reuses_known_rewards_and_keeps_what_it_scores(tiny_model):
         alone["Hello Ada."] > alone["Nice to meet you, Ada!"]
     )
     assert set(known) == {(key, "known"), (key, "Hello Ada."), (key, "Nice to meet you, Ada!")}
+
+
+def test_sign_test_is_the_binomial_tail_of_the_discordant_outcomes():
+    assert evaluate.sign_test(5, 0) == 1 / 32  # five of five one way: the smallest count that clears 0.05
+    assert evaluate.sign_test(4, 0) == 1 / 16 > 0.05
+    assert evaluate.sign_test(1, 0) == evaluate.sign_test(3, 2) == 0.5  # one prompt ahead is never evidence
+    assert evaluate.sign_test(0, 0) == 1.0
+    assert evaluate.sign_test(12, 0) < evaluate.sign_test(10, 1) < 0.05 < evaluate.sign_test(9, 3)
