@@ -271,7 +271,7 @@ class DPOStageConfig(TrainStageConfig):
     trainer: dict[str, Any] = field(default_factory=lambda: trainer_defaults(learning_rate=5e-5))
     # A prompt file with specs (`reference`, `must_contain`, `decline`; datasets/README.md), none of them trained on:
     # the policy's greedy answers to it are checked at the start, at each evaluation and at the end; the last step is
-    # saved unless an earlier one, the parent included, passed more of them beyond chance (`KeepBestCheckedCallback`).
+    # saved unless an earlier one, the parent included, passed more of them beyond chance (`CheckedPromptsCallback`).
     checked_prompts: str | None = None
     checked_max_new_tokens: int = 128
 

@@ -256,7 +256,7 @@ def early_stopping(patience: int) -> Any:
     return EarlyStoppingCallback(early_stopping_patience=patience)
 
 
-class KeepBestCheckedCallback(TrainerCallback):
+class CheckedPromptsCallback(TrainerCallback):
     """Model selection on prompts with references (a stage's `checked_prompts`). The policy's greedy answers to them
     are checked (`evaluate.answer_figures`) when training starts, at each evaluation and when it ends; an answer
     passes when it is accurate (where checkable) and not degenerate. The last step is saved unless an earlier one,
@@ -269,7 +269,7 @@ class KeepBestCheckedCallback(TrainerCallback):
         self.prompts, self.tokenizer, self.max_new_tokens, self.alpha = prompts, tokenizer, max_new_tokens, alpha
         self.scores: dict[int, dict[str, Any]] = {}
         self.passes: dict[int, list[bool]] = {}
-        self.best_earlier: int | None = None
+        self.best_step: int | None = None
         self.best_weights: dict[str, Any] = {}
         self.kept_step: int | None = None
         self.ended = False
@@ -292,9 +292,9 @@ class KeepBestCheckedCallback(TrainerCallback):
         self.scores[step] = {"accuracy": figures["accuracy"], "degenerate_rate": figures["degenerate_rate"]}
         self.scores[step]["score"] = round(score, 4)
         logger.info("step %s on the checked prompts: %s", step, self.scores[step])
-        best = self.scores[self.best_earlier]["score"] if self.best_earlier is not None else None
+        best = self.scores[self.best_step]["score"] if self.best_step is not None else None
         if best is None or score >= best:  # a candidate to put back; the last step's snapshot is never needed
-            self.best_earlier = step
+            self.best_step = step
             self.best_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:

@@ -115,7 +115,7 @@ def build(plan: runner.Plan) -> Any:
     trainer = runner.trl_trainer(plan, to_dataset)
     if plan.cfg.checked_prompts:
         prompts = load_checked_prompts(plan.cfg.checked_prompts)
-        trainer.add_callback(training.KeepBestCheckedCallback(prompts, plan.tokenizer, plan.cfg.checked_max_new_tokens))
+        trainer.add_callback(training.CheckedPromptsCallback(prompts, plan.tokenizer, plan.cfg.checked_max_new_tokens))
     return trainer
 
 
@@ -126,7 +126,7 @@ def manifest(plan: runner.Plan) -> dict[str, Any]:
 
 def final_metrics(trainer: Any, plan: runner.Plan) -> dict[str, Any]:
     """The method's last training figures, and what the checked prompts scored at each step and which was kept."""
-    checked = [c for c in trainer.callback_handler.callbacks if isinstance(c, training.KeepBestCheckedCallback)]
+    checked = [c for c in trainer.callback_handler.callbacks if isinstance(c, training.CheckedPromptsCallback)]
     return last_training_figures(trainer) | (checked[0].summary() if checked else {})
 
 
