@@ -4,7 +4,9 @@
 
 `key=value` are `trainer:` keys over the demo's DPO settings (values read as JSON where they parse, e.g.
 `max_steps=32`, `loss_weights=[1.0,2.0]`), plus `pairs=all` to train on every decided pair instead of each prompt's
-best vs worst, or `pairs=PATH` for a pairs file of its own. Appends one row to
+best vs worst, or `pairs=PATH` for a pairs file of its own, and `checked=PATH` for DPO's model selection on that
+prompt file (`checked_prompts`, checked at steps 0, 8 and 16; the demo writes `checked_prompts.jsonl` with `--set
+checked_prompts=40`). Appends one row to
 `benchmarks/results/dpo-variants-<date>.jsonl`: the oracle win-rate vs SFT with its interval and W/T/L, checked
 accuracy and degenerate rate (SFT, variant), mean words, training seconds.
 """
@@ -46,6 +48,8 @@ def parse(value: str) -> Any:
 
 def main(demo_out: Path, seed: int, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     pairs = overrides.pop("pairs", "best-worst")
+    checked = overrides.pop("checked", None)
+    selection = {"checked_prompts": checked, "checked_max_new_tokens": 48} if checked else {}
     held = generate.load_prompt_items(str(demo_out / "heldout_prompts.jsonl"))  # as `alignkit demo` wrote them
     rows = [json.loads(line) for line in (demo_out / "eval" / "answers.jsonl").read_text().splitlines()]
     sft_by_prompt = {json.dumps(r["prompt"]): r["answer"] for r in rows if r["run"] == "sft"}
@@ -58,7 +62,8 @@ def main(demo_out: Path, seed: int, name: str, overrides: dict[str, Any]) -> dic
         out=str(demo_out / "variants" / name),
         overwrite=True,
         early_stopping_patience=None,
-        trainer=DEMO_DPO | overrides,
+        **selection,
+        trainer=DEMO_DPO | ({"eval_steps": 8} if checked else {}) | overrides,
     )  # fmt: skip
     seconds = time.time() - started
     model, tokenizer = lineage.load_run_model(run.path)
@@ -73,6 +78,8 @@ def main(demo_out: Path, seed: int, name: str, overrides: dict[str, Any]) -> dic
         "name": name,
         "pairs": pairs,
         "trainer": overrides,
+        "checked": checked,  # DPO's model selection: its prompt file, the step saved
+        "kept_step": run.metrics.get("checked_kept_step"),
         "train_seconds": round(seconds),
         "win_rate_vs_sft": round(won["win_rate"], 4),
         "interval_95": won["interval_95"],
