@@ -493,7 +493,7 @@ def test_a_config_trains_the_same_reward_model_whatever_ran_before_in_the_proces
         torch.testing.assert_close(weights[0][key], weights[1][key], atol=0, rtol=0, msg=key)
 
 
-def test_dpo_keeps_the_step_that_answers_the_checked_prompts_best(tiny_model, tmp_path):
+def test_dpo_saves_its_parent_when_training_breaks_the_checked_answers(tiny_model, tmp_path):
     """SFT answers "is it valid?" with the right "Yes"; pairs that prefer "No" then make DPO's last step wrong. With
     `checked_prompts`, the run keeps its start (the SFT policy) and saves it; without, it saves the wrong last step."""
     asked = [f"Check number {i}: is it valid?" for i in range(60)]
