@@ -41,11 +41,14 @@ DEMO_ANNOTATORS = [("demo-annotator-1", "demo-annotator-1-pw"), ("demo-annotator
 
 @dataclass
 class DemoConfig:
-    """Knobs of the demo loop; defaults fit the whole loop in ~10 minutes on 2 CPU cores."""
+    """Knobs of the demo loop; defaults fit the whole loop in ~10 minutes on 2 CPU cores with native bf16."""
 
     out: str = "runs/demo"  # a group folder of runs/: `alignkit runs` and `alignkit serve` list its runs
     model: str = "embedded"  # any model `--model` takes; the tests use a tiny one
     sft_data: str | None = None  # SFT chat file (default: the bundled datasets/sft.jsonl)
+    # A finished `alignkit sft` run of `model` to start from instead of training one. The demo's SFT does not depend
+    # on its seed, so other seeds or preference settings need not repeat it (in fp32 it is the longest stage).
+    sft_run: str | None = None
     prompts: str | None = None  # prompt file with specs, rated then held out (default: datasets/prompts.jsonl)
     # more held-out prompts, evaluated only (default with the bundled prompts: the 40 rows of datasets/sft_eval.jsonl)
     extra_eval_prompts: str | None = None
@@ -107,8 +110,15 @@ ONE_EVALUATION = {"eval_on_start": False, "load_best_model_at_end": False}
 def run(cfg: DemoConfig) -> dict[str, Any]:
     """Run the loop and return (and write) the report."""
     started = time.time()
+    reused_sft = finished_sft(cfg.sft_run, cfg.model) if cfg.sft_run else None
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    precision = pick_precision()
+    if precision.device == "cpu" and precision.dtype == "float32":
+        console.print(
+            f"[yellow]training in fp32[/] ({precision.reason}): the demo's ~10 minutes on 2 cores were measured with "
+            "bf16 (AMX); in fp32 on 2 AVX2 cores one took 40 minutes (docs/preference-training.md)"
+        )
     timings: dict[str, float] = {}
 
     def step(name: str) -> None:
@@ -130,7 +140,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     if checked_prompts:
         write_prompts(out / "checked_prompts.jsonl", checked_prompts)
 
-    sft_run = train_sft(cfg, out / "sft")
+    sft_run = reused_sft or train_sft(cfg, out / "sft")
     step("sft")
 
     with ExitStack() as stack:
@@ -280,6 +290,20 @@ def train_sft(cfg: DemoConfig, run_dir: Path) -> runs.Run:
         | {"learning_rate": cfg.sft_learning_rate, "lr_scheduler_type": "constant"}
         | cfg.sft,
     )
+
+
+def finished_sft(path: str, model: str) -> runs.Run:
+    """The finished SFT run at `path`, refused unless it was trained on `model` (the base the demo evaluates)."""
+    run = runs.open_run(path)
+    if run.stage != "sft":
+        raise AlignkitError(f"sft_run={path}: is a {run.stage} run, not an SFT run", "pass a run of `alignkit sft`")
+    trained_on = run.model_config.name
+    if trained_on != model and not (Path(model).exists() and Path(trained_on).resolve() == Path(model).resolve()):
+        raise AlignkitError(
+            f"sft_run={path}: was trained on model {trained_on!r}, the demo's model is {model!r}",
+            f"pass --model {trained_on}, or drop sft_run to train SFT on {model}",
+        )
+    return run
 
 
 def reward_held_out(report: dict[str, Any]) -> str:

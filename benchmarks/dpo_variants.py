@@ -58,7 +58,7 @@ def main(demo_out: Path, seed: int, name: str, overrides: dict[str, Any]) -> dic
     run = alignkit.dpo(
         data={"paths": [str(demo_out / PAIR_FILES[pairs] if pairs in PAIR_FILES else Path(pairs))],
               "validation_split": 0.1},
-        from_run=str(demo_out / "sft"),
+        from_run=json.loads((demo_out / "report.json").read_text())["runs"]["sft"],  # the demo's, or its `sft_run`
         out=str(demo_out / "variants" / name),
         overwrite=True,
         early_stopping_patience=None,

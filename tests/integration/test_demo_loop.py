@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from alignkit import demo, runs
+from alignkit.errors import AlignkitError
 from benchmarks import demo_seeds
 from tests.conftest import write_jsonl
 
@@ -111,13 +112,14 @@ def test_the_rated_loop_makes_a_learnable_policy_better_than_its_parent(tmp_path
 
 
 def test_second_round_rates_the_dpo_policys_least_certain_prompts(tmp_path, tiny_model, remote_argilla):
+    settings = {"model": tiny_model, "sft_steps": 1}
+    finished_sft = demo.train_sft(demo.DemoConfig(**settings), tmp_path / "sft-of-an-earlier-demo")
     cfg = demo.DemoConfig(
         out=str(tmp_path / "demo"),
-        model=tiny_model,
+        sft_run=str(finished_sft.path),  # started from, not trained again
         candidates=3,
         train_prompts=8,
         eval_prompts=4,
-        sft_steps=1,
         reward_steps=1,
         dpo_steps=1,
         rl_steps=0,
@@ -127,6 +129,7 @@ def test_second_round_rates_the_dpo_policys_least_certain_prompts(tmp_path, tiny
         # The round mechanics, not the rule, are under test: an untrained model's answers are all degenerate, which
         # `careful` ties; `concise` still orders them by length, so both rounds give pairs.
         rule="concise",
+        **settings,
     )
     report = demo.run(cfg)
     first, second = report["pairs"]["rounds"]
@@ -140,3 +143,9 @@ def test_second_round_rates_the_dpo_policys_least_certain_prompts(tmp_path, tiny
     assert all(c["run"] == dpo_round_1 for row in candidates for c in row["candidates"])
     lineage = [step["stage"] for step in runs.Run(report["runs"]["dpo"]).manifest["lineage"]]
     assert lineage == ["sft", "dpo"] and report["runs"]["dpo"].endswith("dpo-round-2")
+    assert report["runs"]["sft"] == str(finished_sft.path) and not (tmp_path / "demo" / "sft").exists()
+    assert runs.Run(report["runs"]["dpo"]).parent_path.resolve() == finished_sft.path.resolve()
+    with pytest.raises(AlignkitError, match="is a dpo run, not an SFT run"):
+        demo.finished_sft(report["runs"]["dpo"], tiny_model)
+    with pytest.raises(AlignkitError, match="the demo's model is 'embedded'"):
+        demo.finished_sft(str(finished_sft.path), "embedded")
