@@ -151,6 +151,10 @@ COURTESY = re.compile(  # a greeting is answered in kind: "Benjamin Felix." name
     r"great to|sorry|please|go ahead)\b",
     re.IGNORECASE,
 )
+# What kind of place a name is: "Everest" alone names "Mount Everest".
+PLACE_KINDS = frozenset(
+    ["mount", "mt", "mountain", "mountains", "river", "ocean", "sea", "lake", "desert", "island", "islands", "city"]
+)
 STOP_WORDS = FUNCTION_WORDS | frozenset(
     ["please", "hey", "just", "got", "can't", "wanna", "gonna", "sorry", "quick", "up"]
 )
@@ -273,12 +277,20 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
         unit = [w for w in normalise(reference).split() if not w.replace(".", "").isdigit()]
         return not unit or all(any(u[:4] in w for w in normalise(answer).split()) for u in unit)
     if part is not answer:  # "... The answer is X.": X decides
-        return contains(part, reference)
+        return names(part, reference)
     return names_reference(answer, reference, prompt_text)
 
 
 def contains(text: str, term: str) -> bool:
     return f" {normalise(term)} " in f" {normalise(text)} "
+
+
+def names(text: str, reference: str) -> bool:
+    """`text` holds the reference, or its name without the word for the kind of place: a careful person counts
+    "Everest" as naming "Mount Everest" and "Pacific" as naming "the Pacific Ocean"."""
+    full = normalise(reference)
+    name = " ".join(w for w in full.split() if w not in PLACE_KINDS)
+    return contains(text, reference) or (bool(name) and name != full and contains(text, name))
 
 
 def names_reference(answer: str, reference: str, prompt_text: str) -> bool:
@@ -289,12 +301,12 @@ def names_reference(answer: str, reference: str, prompt_text: str) -> bool:
     last = sentences[-1] if sentences else answer
     parts = re.split(r"\b(?:is|are|was|were|lies|sits)\b", last, flags=re.IGNORECASE)
     if len(parts) == 1:
-        return contains(answer, reference)
-    if any(contains(part, reference) for part in parts[1:]):  # "The largest ocean is the Pacific Ocean, which is ..."
+        return names(answer, reference)
+    if any(names(part, reference) for part in parts[1:]):  # "The largest ocean is the Pacific Ocean, which is ..."
         return True
     prompt_words = {w.lower() for w in words(prompt_text)} - STOP_WORDS
     restates = bool(prompt_words & ({w.lower() for w in words(parts[-1])} - STOP_WORDS))
-    return contains(parts[0], reference) and restates
+    return names(parts[0], reference) and restates
 
 
 def same_json(answer: str, reference: str) -> bool:

@@ -108,6 +108,15 @@ def test_a_named_reference_must_be_the_claim_not_a_word_in_a_wrong_one():
     assert judges.correct("The largest ocean is the Pacific Ocean, which is huge.", ocean, "Largest ocean?") is True
 
 
+def test_a_place_named_without_its_kind_word_is_named():
+    highest, question = PromptSpec(reference="Mount Everest"), "What is the highest mountain above sea level?"
+    for right in ("Mount Everest, at 8,849 meters. The answer is Everest.", "The highest mountain is Everest."):
+        assert judges.correct(right, highest, question) is True
+    for wrong in ("The answer is Mount.", "The answer is K2.", "The highest mountain is Mount Kilimanjaro."):
+        assert judges.correct(wrong, highest, question) is False
+    assert judges.correct("The answer is Pacific.", PromptSpec(reference="the Pacific Ocean"), "Largest ocean?")
+
+
 def test_yes_no_and_json_are_checked_as_decisions_and_data():
     assert judges.correct("No. 1981 is not divisible by 4.", LEAP.spec) is True
     assert judges.correct("Yes, it is a leap year.", LEAP.spec) is False
