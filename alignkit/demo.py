@@ -116,8 +116,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     precision = pick_precision()
     if precision.device == "cpu" and precision.dtype == "float32":
         console.print(
-            f"[yellow]training in fp32[/] ({precision.reason}): the demo's ~10 minutes on 2 cores were measured with "
-            "bf16 (AMX); in fp32 on 2 AVX2 cores one took 40 minutes (docs/preference-training.md)"
+            f"[yellow]fp32[/]: {precision.reason}. The demo's ~10 minutes on 2 cores were measured with bf16 "
+            "(AMX); in fp32 on 2 AVX2 cores one took 40 minutes (docs/preference-training.md)."
         )
     timings: dict[str, float] = {}
 

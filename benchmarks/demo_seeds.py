@@ -38,7 +38,9 @@ TARGETS = {  # issue 17's bar for the demo, per seed
 def seed_figures(report: dict[str, Any]) -> dict[str, Any]:
     comparison = report["evaluation"]["comparisons"]["dpo vs sft"]["oracle"]
     runs = report["evaluation"]["runs"]
+    dpo_manifest = json.loads((Path(report["runs"]["dpo"]) / "manifest.json").read_text())
     return {
+        "git_commit": dpo_manifest.get("git_commit"),  # the code this seed ran (DEMO_KEEP reads earlier seeds)
         "reward_accuracy": report["reward_accuracy"],
         "reward_shared_prompts": report["reward_shared_prompts"],
         "reward_eval_prompts": report.get("reward_eval_prompts"),  # reports before 2026-12-04 (late) have none
