@@ -46,8 +46,9 @@ class DemoConfig:
     out: str = "runs/demo"  # a group folder of runs/: `alignkit runs` and `alignkit serve` list its runs
     model: str = "embedded"  # any model `--model` takes; the tests use a tiny one
     sft_data: str | None = None  # SFT chat file (default: the bundled datasets/sft.jsonl)
-    # A finished `alignkit sft` run of `model` to start from instead of training one. The demo's SFT does not depend
-    # on its seed, so other seeds or preference settings need not repeat it (in fp32 it is the longest stage).
+    # A finished `alignkit sft` run of `model` to start from instead of training one (`sft_data`, `sft_steps`, `sft`
+    # and `sft_peft` are then unused). The demo's SFT does not depend on its seed, so other seeds or preference
+    # settings need not repeat it.
     sft_run: str | None = None
     prompts: str | None = None  # prompt file with specs, rated then held out (default: datasets/prompts.jsonl)
     # more held-out prompts, evaluated only (default with the bundled prompts: the 40 rows of datasets/sft_eval.jsonl)

@@ -151,10 +151,9 @@ COURTESY = re.compile(  # a greeting is answered in kind: "Benjamin Felix." name
     r"great to|sorry|please|go ahead)\b",
     re.IGNORECASE,
 )
-# What kind of place a name is: "Everest" alone names "Mount Everest".
-PLACE_KINDS = frozenset(
-    ["mount", "mt", "mountain", "mountains", "river", "ocean", "sea", "lake", "desert", "island", "islands", "city"]
-)
+# What kind of natural feature a name is: "Everest" alone names "Mount Everest". Not "city" or "island": "Mexico"
+# does not name Mexico City.
+PLACE_KINDS = frozenset(["mount", "mt", "mountain", "mountains", "river", "ocean", "sea", "lake", "desert"])
 STOP_WORDS = FUNCTION_WORDS | frozenset(
     ["please", "hey", "just", "got", "can't", "wanna", "gonna", "sorry", "quick", "up"]
 )
@@ -286,7 +285,7 @@ def contains(text: str, term: str) -> bool:
 
 
 def names(text: str, reference: str) -> bool:
-    """`text` holds the reference, or its name without the word for the kind of place: a careful person counts
+    """`text` holds the reference, or its name without the word for the kind of feature: a careful person counts
     "Everest" as naming "Mount Everest" and "Pacific" as naming "the Pacific Ocean"."""
     full = normalise(reference)
     name = " ".join(w for w in full.split() if w not in PLACE_KINDS)

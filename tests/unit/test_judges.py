@@ -115,6 +115,7 @@ def test_a_place_named_without_its_kind_word_is_named():
     for wrong in ("The answer is Mount.", "The answer is K2.", "The highest mountain is Mount Kilimanjaro."):
         assert judges.correct(wrong, highest, question) is False
     assert judges.correct("The answer is Pacific.", PromptSpec(reference="the Pacific Ocean"), "Largest ocean?")
+    assert not judges.correct("The answer is Mexico.", PromptSpec(reference="Mexico City"), "Capital of Mexico?")
 
 
 def test_yes_no_and_json_are_checked_as_decisions_and_data():
