@@ -40,7 +40,9 @@ def seed_figures(report: dict[str, Any]) -> dict[str, Any]:
     runs = report["evaluation"]["runs"]
     dpo_manifest = json.loads((Path(report["runs"]["dpo"]) / "manifest.json").read_text())
     return {
-        "git_commit": dpo_manifest.get("git_commit"),  # the code this seed ran (DEMO_KEEP reads earlier seeds)
+        # HEAD when the seed's DPO run was made (DEMO_KEEP reads earlier seeds); a tree changed while a demo ran
+        # can differ from the code that process had already imported
+        "git_commit": dpo_manifest.get("git_commit"),
         "reward_accuracy": report["reward_accuracy"],
         "reward_shared_prompts": report["reward_shared_prompts"],
         "reward_eval_prompts": report.get("reward_eval_prompts"),  # reports before 2026-12-04 (late) have none
