@@ -71,9 +71,9 @@ class DemoConfig:
     eval_prompts: int = 40  # from the prompt file, after the rated ones
     # After those, prompts for DPO's model selection (`alignkit dpo`'s `checked_prompts`), neither rated nor evaluated:
     # DPO's start, middle and end are checked on them, and an earlier step is saved only if it beats the last beyond
-    # chance. Off (0): it costs three generation passes, and on seed 0 (2026-12-05, fp32 on an AVX2 CPU) a first rule,
-    # "the best-scoring step", saved step 8 for one more right answer of 37 while the last step was better on the
-    # held-out prompts (docs/preference-training.md); 40 turns it on.
+    # chance. Off (0): it costs three generation passes, and on seeds 0, 1 and 2 (2026-12-05, fp32 on an AVX2 CPU)
+    # this rule kept the last step each time, so the demo's answers did not change (docs/preference-training.md,
+    # where a first rule, "the best-scoring step", picked noise); 40 turns it on.
     checked_prompts: int = 0
     temperature: float = 0.8
     top_p: float = 0.95
