@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import hardware
+from alignkit.runs import Run, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {  # issue 17's bar for the demo, per seed
@@ -38,11 +39,10 @@ TARGETS = {  # issue 17's bar for the demo, per seed
 def seed_figures(report: dict[str, Any]) -> dict[str, Any]:
     comparison = report["evaluation"]["comparisons"]["dpo vs sft"]["oracle"]
     runs = report["evaluation"]["runs"]
-    dpo_manifest = json.loads((Path(report["runs"]["dpo"]) / "manifest.json").read_text())
     return {
         # HEAD when the seed's DPO run was made (DEMO_KEEP reads earlier seeds); a tree changed while a demo ran
         # can differ from the code that process had already imported
-        "git_commit": dpo_manifest.get("git_commit"),
+        "git_commit": Run(report["runs"]["dpo"]).manifest.get("git_commit"),
         "reward_accuracy": report["reward_accuracy"],
         "reward_shared_prompts": report["reward_shared_prompts"],
         "reward_eval_prompts": report.get("reward_eval_prompts"),  # reports before 2026-12-04 (late) have none
@@ -107,9 +107,7 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "command": f"python -m benchmarks.demo_seeds (DEMO_SEEDS={','.join(map(str, seeds))})"
         + (f" (DEMO_ARGS={shlex.join(extra)})" if extra else ""),
-        "git_commit": subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "git_commit": git_commit(),
         # fp32 on CPUs without native bf16: a seed takes several times longer there (docs/preference-training.md)
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), **hardware.pick_precision().manifest},
         "targets": TARGETS,

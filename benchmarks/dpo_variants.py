@@ -22,6 +22,7 @@ from typing import Any
 
 import alignkit
 from alignkit import evaluate, generate, judges, lineage
+from benchmarks.rescore import saved_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DPO = {  # alignkit/demo.py's DPO trainer settings
@@ -51,9 +52,7 @@ def main(demo_out: Path, seed: int, name: str, overrides: dict[str, Any]) -> dic
     checked = overrides.pop("checked", None)
     selection = {"checked_prompts": checked, "checked_max_new_tokens": 48} if checked else {}
     held = generate.load_prompt_items(str(demo_out / "heldout_prompts.jsonl"))  # as `alignkit demo` wrote them
-    rows = [json.loads(line) for line in (demo_out / "eval" / "answers.jsonl").read_text().splitlines()]
-    sft_by_prompt = {json.dumps(r["prompt"]): r["answer"] for r in rows if r["run"] == "sft"}
-    sft = [sft_by_prompt[json.dumps(p.messages)] for p in held]
+    sft = saved_answers(demo_out, held)["sft"]
     started = time.time()
     run = alignkit.dpo(
         data={"paths": [str(demo_out / PAIR_FILES[pairs] if pairs in PAIR_FILES else Path(pairs))],

@@ -9,31 +9,34 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from alignkit import evaluate, generate
+from alignkit import evaluate, generate, runs
+from alignkit.judges import Prompt
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def saved_answers(demo_out: Path, held: list[Prompt]) -> dict[str, list[str]]:
+    """Each evaluated run's saved answer (`eval/answers.jsonl`) to each of the `held` prompts, in their order."""
+    answers: dict[str, dict[str, str]] = {}
+    for line in (demo_out / "eval" / "answers.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        answers.setdefault(row["run"], {})[json.dumps(row["prompt"])] = row["answer"]
+    return {run: [found[json.dumps(p.messages)] for p in held] for run, found in answers.items()}
 
 
 def rescore(demo_out: Path) -> dict[str, Any]:
     report = json.loads((demo_out / "report.json").read_text())
     held = generate.load_prompt_items(str(demo_out / "heldout_prompts.jsonl"))
-    rows = [json.loads(line) for line in (demo_out / "eval" / "answers.jsonl").read_text().splitlines()]
-    answers: dict[str, dict[str, str]] = {}
-    for row in rows:
-        answers.setdefault(row["run"], {})[json.dumps(row["prompt"])] = row["answer"]
-    by_run = {run: [found[json.dumps(p.messages)] for p in held] for run, found in answers.items()}
+    by_run = saved_answers(demo_out, held)
     now = {run: evaluate.answer_figures(held, texts)[0] for run, texts in by_run.items()}
     won = evaluate.win_rate(held, by_run["dpo"], by_run["sft"], evaluate.oracle_judge(report["config"]["rule"]))
     return {
         "date": datetime.date.today().isoformat(),
-        "git_commit": subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "git_commit": runs.git_commit(),
         "demo_out": str(demo_out),
         "seed": report["config"]["seed"],
         "accuracy": {"report": report["accuracy"], "now": {run: f["accuracy"] for run, f in now.items()}},
