@@ -56,25 +56,32 @@ class Scorer:
         return self.score_conversations(conversations)
 
     def score_conversations(self, conversations: list[list[dict[str, str]]]) -> list[float]:
-        """Rewards of whole conversations, tokenized through the chat template exactly as in training."""
+        """Rewards of whole conversations, tokenized through the chat template exactly as in training.
+
+        Each distinct conversation is scored once (a candidate sits in several preference pairs), in batches of
+        similar length so that little of each batch is padding.
+        """
         import torch
 
         ids = [
-            self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"] for c in conversations
+            tuple(self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"])
+            for c in conversations
         ]
+        distinct = sorted(set(ids), key=len)
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
-        scores: list[float] = []
+        scores: dict[tuple[int, ...], float] = {}
         with torch.no_grad():
-            for start in range(0, len(ids), self.batch_size):
+            for start in range(0, len(distinct), self.batch_size):
+                chunk = distinct[start : start + self.batch_size]
                 batch = self.tokenizer.pad(
-                    {"input_ids": ids[start : start + self.batch_size]}, padding=True, return_tensors="pt"
+                    {"input_ids": [list(c) for c in chunk]}, padding=True, padding_side="right", return_tensors="pt"
                 )
                 logits = self.model(**batch.to(device)).logits
-                scores += logits[:, 0].float().tolist()
+                scores |= zip(chunk, logits[:, 0].float().tolist(), strict=True)
         self.model.train(was_training)
-        return scores
+        return [scores[c] for c in ids]
 
 
 def trained_against(run: runs.Run, reward_run: str | Path) -> bool:

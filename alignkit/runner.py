@@ -68,6 +68,8 @@ class Recipe:
     manifest: Callable[[Plan], dict[str, Any]] = lambda plan: {}
     counts: Callable[[Plan], dict[str, Any]] = row_counts  # figures of the data, into metrics.json
     final_metrics: Callable[[Any, Plan], dict[str, Any]] | None = None  # (trainer, plan) -> figures of the model
+    # False where `final_metrics` scores the validation rows itself: TRL's last evaluation would score them again
+    final_evaluation: bool = True
 
 
 def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
@@ -112,7 +114,11 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
         training.add_callbacks(trainer, plan.run, cfg, has_eval=bool(eval_rows))
     final = recipe.final_metrics
     return training.train_and_save(
-        trainer, plan.run, recipe.counts(plan), final_metrics=(lambda t: final(t, plan)) if final else None
+        trainer,
+        plan.run,
+        recipe.counts(plan),
+        final_metrics=(lambda t: final(t, plan)) if final else None,
+        final_evaluation=recipe.final_evaluation,
     )
 
 

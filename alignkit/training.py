@@ -498,10 +498,12 @@ def train_and_save(
     run: runs.Run,
     extra_metrics: dict[str, Any] | None = None,
     final_metrics: Callable[[Any], dict[str, Any]] | None = None,
+    final_evaluation: bool = True,
 ) -> runs.Run:
     """Train (from the last checkpoint if resuming), save the adapter or full model atomically, finish the run.
 
-    `final_metrics(trainer)` adds figures of the trained model (e.g. reward calibration) before the run is finished.
+    `final_metrics(trainer)` adds figures of the trained model (e.g. reward calibration) before the run is finished;
+    `final_evaluation=False` leaves out TRL's last `evaluate()` where those figures score the validation rows too.
     """
     checkpoint = run.last_checkpoint()
     hardware.reuse_freed_memory()
@@ -519,7 +521,8 @@ def train_and_save(
     if losses:
         metrics["final_train_loss"] = losses[-1]
     if trainer.eval_dataset is not None:
-        metrics |= {k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
+        if final_evaluation:
+            metrics |= {k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
         evals = [r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r]
         metrics["eval_loss_start"] = evals[0] if evals else None
         metrics["best_checkpoint"] = trainer.state.best_model_checkpoint

@@ -49,10 +49,18 @@ def counts(plan: runner.Plan) -> dict[str, Any]:
 
 
 def held_out_metrics(trainer: Any, plan: runner.Plan) -> dict[str, Any]:
-    """Pairwise accuracy and calibration of the trained model on the validation pairs (else the training pairs)."""
-    scored_split, scored_pairs = ("validation", plan.eval_rows) if plan.eval_rows else ("train", plan.train_rows)
+    """Pairwise accuracy and calibration of the trained model on the validation pairs (else the training pairs), and
+    on validation pairs `eval_loss`: the Bradley-Terry loss TRL trains (less its optional reward-centring term).
+
+    These stand in for TRL's last `evaluate()` (`final_evaluation=False`), which would score the same pairs again."""
+    scored_split, pairs = ("validation", plan.eval_rows) if plan.eval_rows else ("train", plan.train_rows)
     scorer = Scorer(trainer.model, plan.tokenizer, batch_size=plan.args.per_device_eval_batch_size)
-    return {"scored_split": scored_split, **pairwise_metrics(scorer, scored_pairs, plan.cfg.calibration_bins)}
+    margins = pair_margins(scorer, pairs)
+    metrics = {"scored_split": scored_split, **margin_metrics(pairs, margins, plan.cfg.calibration_bins)}
+    if scored_split == "validation":
+        offsets = [pair.get("margin", 0.0) if uses_margin(plan) else 0.0 for pair in pairs]
+        metrics["eval_loss"] = sum(softplus(o - m) for m, o in zip(margins, offsets, strict=True)) / len(pairs)
+    return metrics
 
 
 RECIPE = runner.Recipe(
@@ -64,6 +72,7 @@ RECIPE = runner.Recipe(
     manifest=lambda plan: {"head": REWARD_HEAD},
     counts=counts,
     final_metrics=held_out_metrics,
+    final_evaluation=False,
 )
 
 
@@ -92,7 +101,11 @@ def reward_dataset(pairs: Pairs, with_margin: bool) -> Any:
 
 def pairwise_metrics(scorer: Scorer, pairs: Pairs, bins: int) -> dict[str, Any]:
     """Pairwise accuracy, mean reward margin and a calibration table of `scorer` on preference pairs."""
-    margins = pair_margins(scorer, pairs)
+    return margin_metrics(pairs, pair_margins(scorer, pairs), bins)
+
+
+def margin_metrics(pairs: Pairs, margins: list[float], bins: int) -> dict[str, Any]:
+    """`pairwise_metrics` from each pair's r_chosen − r_rejected."""
     table = calibration(margins, bins)
     gaps = [b["count"] * abs(b["observed_accuracy"] - b["mean_predicted"]) for b in table if b["count"]]
     return {
@@ -109,9 +122,8 @@ def pairwise_metrics(scorer: Scorer, pairs: Pairs, bins: int) -> dict[str, Any]:
 def pair_margins(scorer: Scorer, pairs: Pairs) -> list[float]:
     """r_chosen − r_rejected of each pair: positive where `scorer` orders it as the annotators did."""
     prompts = [pair["prompt"] for pair in pairs]
-    chosen = scorer.score(prompts, [pair["chosen"] for pair in pairs])
-    rejected = scorer.score(prompts, [pair["rejected"] for pair in pairs])
-    return [c - r for c, r in zip(chosen, rejected, strict=True)]
+    rewards = scorer.score(prompts * 2, [pair["chosen"] for pair in pairs] + [pair["rejected"] for pair in pairs])
+    return [c - r for c, r in zip(rewards[: len(pairs)], rewards[len(pairs) :], strict=True)]
 
 
 def right_by_prompt(pairs: Pairs, margins: list[float]) -> dict[str, list[bool]]:
@@ -144,6 +156,11 @@ def calibration(margins: list[float], bins: int) -> list[dict[str, Any]]:
         }
         for i, picks in enumerate(binned)
     ]
+
+
+def softplus(x: float) -> float:
+    """log(1 + e^x) without overflow: −log sigmoid(−x), the Bradley-Terry loss of a pair whose margin is −x."""
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
 def sigmoid(x: float) -> float:

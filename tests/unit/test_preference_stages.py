@@ -248,8 +248,14 @@ def test_reward_model_on_the_sft_base_reports_accuracy_and_calibration(reward_ru
         if row["count"]:
             assert row["lower"] <= row["mean_predicted"] <= row["upper"] and 0 <= row["observed_accuracy"] <= 1
     assert 0 <= metrics["expected_calibration_error"] <= 0.5
-    # TRL's own held-out margin agrees with the scorer's (same tokenization, same head)
-    assert metrics["mean_margin"] == pytest.approx(metrics["eval_margin"], abs=1e-4)
+    # TRL's own held-out figures of the kept checkpoint agree with the scorer's (same tokenization, same head); the
+    # stage does not ask TRL to score the validation pairs a last time
+    assert "eval_margin" not in metrics and metrics["best_checkpoint"]
+    step = int(metrics["best_checkpoint"].rsplit("-", 1)[1])
+    logged = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    trl_eval = next(row for row in logged if row.get("step") == step and "eval_margin" in row)
+    assert metrics["mean_margin"] == pytest.approx(trl_eval["eval_margin"], abs=1e-4)
+    assert metrics["eval_loss"] == pytest.approx(trl_eval["eval_loss"], abs=1e-4), "the loss TRL trains, margins in"
 
     scorer = lineage.load_scorer(run.path)
     _, held_out = data.split(load_preferences([str(data_dir / "pairs.jsonl")]), 0.25, seed=42)
@@ -257,6 +263,12 @@ def test_reward_model_on_the_sft_base_reports_accuracy_and_calibration(reward_ru
     assert reloaded["mean_margin"] == pytest.approx(metrics["mean_margin"], abs=1e-5), "a reload scores as trained"
     rewards = scorer.score([p["prompt"] for p in held_out], [text(p["chosen"]) for p in held_out])
     assert len(rewards) == len(held_out) and all(math.isfinite(r) for r in rewards)
+    # a conversation scores the same alone, repeated, or batched (padded) with longer ones
+    texts = [text(p[side]) for p in held_out for side in ("chosen", "rejected")]
+    prompts = [p["prompt"] for p in held_out for _ in range(2)]
+    alone = [scorer.score([prompt], [answer])[0] for prompt, answer in zip(prompts, texts, strict=True)]
+    assert len(set(alone)) > 1, "distinct answers score differently"
+    assert scorer.score(prompts[::-1] + prompts, texts[::-1] + texts) == pytest.approx(alone[::-1] + alone, abs=1e-5)
 
 
 def test_reward_model_without_parent_or_margins(tiny_model, data_dir, tmp_path):
