@@ -45,6 +45,7 @@ def test_browser_rating_survives_an_argilla_restart(argilla, page, artifacts, tm
             # keeps the last run's button beside the new one, and two matches would fail the strict locator.
             fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')
             button = fresh.get_by_role("button", name=f"Response {key} is better")
+            button.wait_for()  # its shortcut listens once it is on the page: the prompt can be drawn before it
             page.keyboard.press(key)
             expect(button).to_have_attribute("data-testid", "stBaseButton-primary", timeout=15_000)
             page.keyboard.press("Enter")
