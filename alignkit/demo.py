@@ -46,9 +46,9 @@ class DemoConfig:
     out: str = "runs/demo"  # a group folder of runs/: `alignkit runs` and `alignkit serve` list its runs
     model: str = "embedded"  # any model `--model` takes; the tests use a tiny one
     sft_data: str | None = None  # SFT chat file (default: the bundled datasets/sft.jsonl)
-    # A finished `alignkit sft` run of `model` to start from instead of training one (`sft_data`, `sft_steps`, `sft`
-    # and `sft_peft` are then unused). The demo's SFT does not depend on its seed, so other seeds or preference
-    # settings need not repeat it.
+    # A finished `alignkit sft` run of `model` to start from instead of training one (the SFT settings, `SFT_SETTINGS`,
+    # are then refused unless left at their defaults). The demo's SFT does not depend on its seed, so other seeds or
+    # preference settings need not repeat it.
     sft_run: str | None = None
     prompts: str | None = None  # prompt file with specs, rated then held out (default: datasets/prompts.jsonl)
     # more held-out prompts, evaluated only (default with the bundled prompts: the 40 rows of datasets/sft_eval.jsonl)
@@ -106,11 +106,23 @@ class DemoConfig:
 
 # The demo evaluates each model once, after training: no baseline evaluation, no best-checkpoint reload.
 ONE_EVALUATION = {"eval_on_start": False, "load_best_model_at_end": False}
+# What the demo's own SFT stage reads, and so what a reused `sft_run` leaves without effect.
+SFT_SETTINGS = ("sft_data", "sft_steps", "sft_learning_rate", "sft_peft", "sft")
 
 
 def run(cfg: DemoConfig) -> dict[str, Any]:
     """Run the loop and return (and write) the report."""
     started = time.time()
+    if cfg.sft_run:
+        defaults = DemoConfig()
+        unused = [
+            f"{name}={getattr(cfg, name)!r}" for name in SFT_SETTINGS if getattr(cfg, name) != getattr(defaults, name)
+        ]
+        if unused:
+            raise AlignkitError(
+                f"sft_run={cfg.sft_run}: {', '.join(unused)} would have no effect: the reused run is trained already",
+                "drop those settings, or drop sft_run to train SFT with them",
+            )
     reused_sft = finished_sft(cfg.sft_run, cfg.model) if cfg.sft_run else None
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

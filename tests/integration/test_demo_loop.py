@@ -3,6 +3,7 @@ in a setting small enough for CI where rating can only help: the aligned policy 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -112,8 +113,8 @@ def test_the_rated_loop_makes_a_learnable_policy_better_than_its_parent(tmp_path
 
 
 def test_second_round_rates_the_dpo_policys_least_certain_prompts(tmp_path, tiny_model, remote_argilla):
-    settings = {"model": tiny_model, "sft_steps": 1}
-    finished_sft = demo.train_sft(demo.DemoConfig(**settings), tmp_path / "sft-of-an-earlier-demo")
+    finished_sft = demo.train_sft(demo.DemoConfig(model=tiny_model, sft_steps=1), tmp_path / "sft-of-an-earlier-demo")
+    settings = {"model": tiny_model}
     cfg = demo.DemoConfig(
         out=str(tmp_path / "demo"),
         sft_run=str(finished_sft.path),  # started from, not trained again
@@ -149,3 +150,7 @@ def test_second_round_rates_the_dpo_policys_least_certain_prompts(tmp_path, tiny
         demo.finished_sft(report["runs"]["dpo"], tiny_model)
     with pytest.raises(AlignkitError, match="the demo's model is 'embedded'"):
         demo.finished_sft(str(finished_sft.path), "embedded")
+    elsewhere = tmp_path / "not-written"
+    with pytest.raises(AlignkitError, match=r"sft_steps=1 would have no effect: the reused run is trained already"):
+        demo.run(dataclasses.replace(cfg, out=str(elsewhere), sft_steps=1))
+    assert not elsewhere.exists(), "refused before anything is written"
