@@ -58,7 +58,8 @@ def held_out_metrics(trainer: Any, plan: runner.Plan) -> dict[str, Any]:
     margins = pair_margins(scorer, pairs)
     metrics = {"scored_split": scored_split, **margin_metrics(pairs, margins, plan.cfg.calibration_bins)}
     if scored_split == "validation":
-        offsets = [pair.get("margin", 0.0) if uses_margin(plan) else 0.0 for pair in pairs]
+        with_margin = uses_margin(plan)
+        offsets = [pair.get("margin", 0.0) if with_margin else 0.0 for pair in pairs]
         metrics["eval_loss"] = sum(softplus(o - m) for m, o in zip(margins, offsets, strict=True)) / len(pairs)
     return metrics
 
