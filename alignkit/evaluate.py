@@ -20,6 +20,8 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from alignkit import judges, lineage, models, runs
 from alignkit.data.formats import read_rows
 from alignkit.data.validate import convert_all
@@ -304,38 +306,42 @@ def evaluate_models(
     base_ppl: float | None = None
     messages = [p.messages for p in prompts]
     scored: dict[tuple[str, str], float] = {}  # each run's rewards, reused by the reward-model comparisons
-    for name, load in models_to_evaluate:
-        model, tokenizer = load()
-        answers[name] = greedy_replies(model, tokenizer, messages, max_new_tokens, batch_size=40)
-        figures, checks[name] = answer_figures(prompts, answers[name])
-        figures["general_ppl"] = perplexity(model, tokenizer, general)
-        base_ppl = base_ppl or figures["general_ppl"]
-        figures["forgetting"] = forgetting(base_ppl, figures["general_ppl"], forgetting_threshold)
-        references = [p.spec.reference for p in prompts]
-        with_reference = [(a, r) for a, r in zip(answers[name], references, strict=True) if r]
-        if with_reference:
-            figures["task"] = task_metrics([a for a, _ in with_reference], [r for _, r in with_reference])
-        if scorer is not None:
-            rewards = scorer.score(messages, answers[name])
-            figures["reward_mean"] = sum(rewards) / max(1, len(rewards))
-            for checked, reward in zip(checks[name], rewards, strict=True):
-                checked["reward"] = reward
-            scored.update(((json.dumps(m), a), r) for m, a, r in zip(messages, answers[name], rewards, strict=True))
-        results["runs"][name] = figures
-        if previous is not None:
-            baseline, reference = previous
-            comparison: dict[str, Any] = {}
-            if rule:
-                comparison["oracle"] = win_rate(prompts, answers[name], answers[baseline], oracle_judge(rule))
+    # one bar for the whole evaluation: answers are most of its time
+    with tqdm(total=len(models_to_evaluate) * len(prompts), desc="evaluating", unit="answer") as progress:
+        for name, load in models_to_evaluate:
+            model, tokenizer = load()
+            progress.set_postfix_str(f"{name}: answers")
+            answers[name] = greedy_replies(model, tokenizer, messages, max_new_tokens, 40, progress.update)
+            progress.set_postfix_str(f"{name}: perplexity, reward, KL")
+            figures, checks[name] = answer_figures(prompts, answers[name])
+            figures["general_ppl"] = perplexity(model, tokenizer, general)
+            base_ppl = base_ppl or figures["general_ppl"]
+            figures["forgetting"] = forgetting(base_ppl, figures["general_ppl"], forgetting_threshold)
+            references = [p.spec.reference for p in prompts]
+            with_reference = [(a, r) for a, r in zip(answers[name], references, strict=True) if r]
+            if with_reference:
+                figures["task"] = task_metrics([a for a, _ in with_reference], [r for _, r in with_reference])
             if scorer is not None:
-                judge = reward_judge(scorer, scored)
-                comparison["reward_model"] = win_rate(prompts, answers[name], answers[baseline], judge)
-            comparison["kl_to_baseline"] = kl_to_reference(model, reference, tokenizer, messages, answers[name])
-            key = compared[name] = f"{name} vs {baseline}"
-            results["comparisons"][key] = comparison
-            results["alarms"][key] = alarms(figures, results["runs"][baseline], comparison)
-            comparison["verdict"] = verdict(comparison, results["alarms"][key])
-        previous = (name, model)
+                rewards = scorer.score(messages, answers[name])
+                figures["reward_mean"] = sum(rewards) / max(1, len(rewards))
+                for checked, reward in zip(checks[name], rewards, strict=True):
+                    checked["reward"] = reward
+                scored.update(((json.dumps(m), a), r) for m, a, r in zip(messages, answers[name], rewards, strict=True))
+            results["runs"][name] = figures
+            if previous is not None:
+                baseline, reference = previous
+                comparison: dict[str, Any] = {}
+                if rule:
+                    comparison["oracle"] = win_rate(prompts, answers[name], answers[baseline], oracle_judge(rule))
+                if scorer is not None:
+                    judge = reward_judge(scorer, scored)
+                    comparison["reward_model"] = win_rate(prompts, answers[name], answers[baseline], judge)
+                comparison["kl_to_baseline"] = kl_to_reference(model, reference, tokenizer, messages, answers[name])
+                key = compared[name] = f"{name} vs {baseline}"
+                results["comparisons"][key] = comparison
+                results["alarms"][key] = alarms(figures, results["runs"][baseline], comparison)
+                comparison["verdict"] = verdict(comparison, results["alarms"][key])
+            previous = (name, model)
     if scorer is not None:
         rewards = [c["reward"] for name in checks for c in checks[name]]
         lengths = [float(c["words"]) for name in checks for c in checks[name]]

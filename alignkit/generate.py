@@ -8,6 +8,7 @@ prompt's skill, reference, must_contain, decline: `judges.PromptSpec`) when the 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -186,12 +187,21 @@ def filtered(logits: Any, temperature: float, top_p: float, top_k: int | None) -
 
 
 def greedy_replies(
-    model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int = 32
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[dict[str, str]]],
+    max_new_tokens: int,
+    batch_size: int = 32,
+    progress: Callable[[int], Any] | None = None,
 ) -> list[str]:
-    """One greedy reply per prompt, in batches (evaluation answers)."""
+    """One greedy reply per prompt, in batches (evaluation answers); `progress` is told each batch's size (e.g. a
+    tqdm bar's `update`)."""
     replies = []
     for start in range(0, len(prompts), batch_size):
-        replies += [r for (r,) in sample(model, tokenizer, prompts[start : start + batch_size], 1, max_new_tokens)]
+        batch = prompts[start : start + batch_size]
+        replies += [r for (r,) in sample(model, tokenizer, batch, 1, max_new_tokens)]
+        if progress:
+            progress(len(batch))
     return replies
 
 

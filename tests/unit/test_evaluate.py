@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -96,6 +97,7 @@ def test_eval_cli_writes_report_with_win_rate_kl_and_forgetting(two_runs, tmp_pa
         str(out),
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"evaluating: 100%.* 12/12 ", result.stderr)  # one bar over 3 models x 4 answers
     report = json.loads((out / "eval.json").read_text())
     assert set(report["runs"]) == {"base", "first", "second"}  # each compared with the one before it
     for figures in report["runs"].values():
