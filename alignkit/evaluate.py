@@ -38,16 +38,9 @@ def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int
     """Token-weighted perplexity of `texts` (next-token loss on every real token)."""
     import torch
 
+    ids = [tokenizer(t, add_special_tokens=False, truncation=True, max_length=max_length).input_ids for t in texts]
     total_nll, total_tokens = 0.0, 0
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            list(texts[start : start + batch_size]),
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            add_special_tokens=False,
-        ).to(model.device)
+    for _, batch in models.length_sorted_batches(tokenizer, ids, batch_size, model.device):
         with torch.no_grad():
             logits = model(**batch).logits[:, :-1].float()
         labels = batch.input_ids[:, 1:]
@@ -389,14 +382,8 @@ def sequence_logprobs(
                 len(tokenizer(prefix, add_special_tokens=False).input_ids),
             )
         )
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     scores = [0.0] * len(rows)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = tokenizer.pad(
-            {"input_ids": [rows[i][0] for i in chunk]}, padding=True, padding_side="right", return_tensors="pt"
-        )
-        batch = batch.to(model.device)
+    for chunk, batch in models.length_sorted_batches(tokenizer, [ids for ids, _ in rows], batch_size, model.device):
         with torch.no_grad():
             logits = model(**batch).logits[:, :-1].float()
         logprobs = torch.log_softmax(logits, dim=-1).gather(2, batch.input_ids[:, 1:, None])[..., 0]

@@ -67,19 +67,15 @@ class Scorer:
             tuple(self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"])
             for c in conversations
         ]
-        distinct = sorted(set(ids), key=len)
+        distinct = list(set(ids))
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
         scores: dict[tuple[int, ...], float] = {}
         with torch.no_grad():
-            for start in range(0, len(distinct), self.batch_size):
-                chunk = distinct[start : start + self.batch_size]
-                batch = self.tokenizer.pad(
-                    {"input_ids": [list(c) for c in chunk]}, padding=True, padding_side="right", return_tensors="pt"
-                )
-                logits = self.model(**batch.to(device)).logits
-                scores |= zip(chunk, logits[:, 0].float().tolist(), strict=True)
+            for chunk, batch in models.length_sorted_batches(self.tokenizer, distinct, self.batch_size, device):
+                logits = self.model(**batch).logits
+                scores |= zip([distinct[i] for i in chunk], logits[:, 0].float().tolist(), strict=True)
         self.model.train(was_training)
         return [scores[c] for c in ids]
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +325,20 @@ def load_base(
         raise AlignkitError(f"model {cfg.name}: cannot load weights ({first_line(exc)})", hint) from None
     fit_embeddings(model, tokenizer if tokenizer is not None else load_tokenizer(cfg, source))
     return model if quantized else model.to(device)  # a quantized model is placed by device_map
+
+
+def length_sorted_batches(
+    tokenizer: Any, sequences: Sequence[Sequence[int]], batch_size: int, device: Any
+) -> Iterator[tuple[list[int], Any]]:
+    """Token-id sequences in batches of similar length, shortest first, right-padded: the real tokens see no
+    padding, and little of each batch is padding. Yields (the batch's indices in `sequences`, the batch on `device`)."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = tokenizer.pad(
+            {"input_ids": [list(sequences[i]) for i in chunk]}, padding=True, padding_side="right", return_tensors="pt"
+        )
+        yield chunk, batch.to(device)
 
 
 def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | None:

@@ -136,9 +136,9 @@ def test_inference_model_is_the_run_model_with_its_adapter_merged(two_runs):
     assert greedy[0] == greedy[1]
 
 
-def test_batched_sequence_logprobs_are_the_one_by_one_logprobs(two_runs):
-    """KL to the baseline scores answers in right-padded batches of similar lengths: each answer's log-probability
-    is the one it has alone, whatever batch it falls in."""
+def test_batched_sequence_logprobs_and_perplexity_are_the_one_by_one_figures(two_runs):
+    """KL to the baseline and perplexity score texts in right-padded batches of similar lengths: each answer's
+    log-probability is the one it has alone, whatever batch it falls in, and so is the perplexity."""
     from alignkit import lineage
 
     model, tokenizer = lineage.load_inference_model(two_runs[1].path)
@@ -148,6 +148,11 @@ def test_batched_sequence_logprobs_are_the_one_by_one_logprobs(two_runs):
     batched = evaluate.sequence_logprobs(model, tokenizer, prompts, answers, batch_size=4)
     assert batched == pytest.approx(alone, rel=1e-4)
     assert len(set(alone)) == len(alone)  # each answer's own figure, not a neighbour's
+
+    texts = ["Compost needs air.", "Water the beds early, before the sun is high, and mulch them well.", "Dig."]
+    perplexity_alone = evaluate.perplexity(model, tokenizer, texts, batch_size=1)
+    assert evaluate.perplexity(model, tokenizer, texts, batch_size=3) == pytest.approx(perplexity_alone, rel=1e-4)
+    assert evaluate.perplexity(model, tokenizer, texts[:1], batch_size=1) != pytest.approx(perplexity_alone, rel=1e-3)
 
 
 def test_reward_judge_reuses_known_rewards_and_keeps_what_it_scores(tiny_model):
