@@ -412,7 +412,9 @@ def test_each_public_format_trains_one_step_through_the_cli(tiny_model, tmp_path
 
     sft = trains("sft", "--data", str(alpaca), "--model", tiny_model)
     trains("pretrain", "--data", str(c4), "--model", tiny_model)
-    for path in files.values():
-        trains("dpo", "--from", str(sft.path), "--data", str(path))
-        trains("reward", "--from", str(sft.path), "--data", str(path))
+    # every pair format at once: each file is read by its own loader, then all rows train together
+    every_pair_file = [arg for path in files.values() for arg in ("--data", str(path))]
+    for stage in ("dpo", "reward"):
+        run = trains(stage, "--from", str(sft.path), *every_pair_file)
+        assert {Path(f).name for f in run.manifest["data"]} >= {Path(p).name for p in files.values()}, run.manifest
     trains("dpo", "--from", str(sft.path), "--data", str(kto), "--set", "method=kto")
