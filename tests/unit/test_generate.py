@@ -64,6 +64,30 @@ def test_greedy_tokens_are_generates_with_rows_that_end_early(loaded):
     assert any(len(row) < 12 for row in expected) and any(len(row) == 12 for row in expected)
 
 
+def test_the_prefill_never_copies_a_frozen_lm_head_per_row(loaded):
+    """The prefill keeps the last position's logits by index. A slice (`logits_to_keep=1`) reaches a frozen head as a
+    strided view, and torch's matmul then copies the head's weight once per row: 1.9x the prefill's time on the
+    embedded model (benchmarks/prefill_logits.py)."""
+    model, _, batch = loaded
+    per_row = [len(batch.input_ids), *model.get_output_embeddings().weight.T.shape]  # [rows, hidden, vocab]
+    trainable = [weight.requires_grad for weight in model.parameters()]
+    model.requires_grad_(False)  # as the merged run models alignkit decodes with are
+    try:
+        with torch.profiler.profile(record_shapes=True) as decoding:
+            generate.decode(model, batch.input_ids, batch.attention_mask, 1)
+        with torch.profiler.profile(record_shapes=True) as sliced, torch.no_grad():
+            model(**batch, logits_to_keep=1)
+    finally:
+        for weight, needs_grad in zip(model.parameters(), trainable, strict=True):
+            weight.requires_grad_(needs_grad)
+
+    def head_copies(profile: torch.profiler.profile) -> list[str]:
+        return [event.name for event in profile.events() if per_row in event.input_shapes]
+
+    assert head_copies(sliced), "the check must see the copy a slice makes"
+    assert not head_copies(decoding)
+
+
 def test_sampling_distribution_is_transformers_warpers():
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
