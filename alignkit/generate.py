@@ -94,14 +94,9 @@ def decode(
     top_k = next(k for k in (top_k, config.top_k, GENERATE_DEFAULT_TOP_K) if k is not None)
     cache = reserved_cache(model.config, max_new_tokens)
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # as `generate` derives them (left padding)
-    # The last position by index, not `logits_to_keep=1`: that slices a strided view, and with a frozen LM head
-    # torch's matmul expands the head's weight to every row and copies it ([rows, hidden, vocab]). A bf16 prefill of
-    # 32 prompts took 3.1 s that way and 1.6 s by index on 2 CPU cores, with the same logits
-    # (benchmarks/prefill_logits.py).
-    last = torch.tensor([input_ids.shape[1] - 1], device=input_ids.device)
     with torch.no_grad():
         logits = model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache, logits_to_keep=last
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache, logits_to_keep=1
         ).logits[:, -1]
         if n > 1:
             cache.batch_repeat_interleave(n)

@@ -324,7 +324,26 @@ def load_base(
         hint = "only safetensors load by default; set model.allow_pickle=true to load .bin weights you trust"
         raise AlignkitError(f"model {cfg.name}: cannot load weights ({first_line(exc)})", hint) from None
     fit_embeddings(model, tokenizer if tokenizer is not None else load_tokenizer(cfg, source))
+    compact_head_input(model)
     return model if quantized else model.to(device)  # a quantized model is placed by device_map
+
+
+def compact_head_input(model: Any) -> Any:
+    """Give the LM head a contiguous input; returns the hook's handle (None for a model without one).
+
+    `logits_to_keep=1` (transformers' `generate`, TRL's GRPO sampling, alignkit's `decode`) hands the head the slice
+    `hidden[:, -1:, :]`, a strided view. For a frozen weight, as under LoRA or in a merged run model, torch's matmul
+    then expands the weight to every row and copies it (pytorch/pytorch#151934): a prefill of 32 prompts took 1.9x
+    as long on the embedded model (benchmarks/prefill_logits.py). Copying the rows instead costs one hidden vector each.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        return None
+
+    def contiguous_rows(_: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (args[0].contiguous(), *args[1:]) if args else args
+
+    return head.register_forward_pre_hook(contiguous_rows)
 
 
 def length_sorted_batches(

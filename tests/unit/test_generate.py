@@ -3,6 +3,9 @@ padding, rows that end early and N replies per prompt; the same sampling distrib
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 
@@ -64,28 +67,31 @@ def test_greedy_tokens_are_generates_with_rows_that_end_early(loaded):
     assert any(len(row) < 12 for row in expected) and any(len(row) == 12 for row in expected)
 
 
-def test_the_prefill_never_copies_a_frozen_lm_head_per_row(loaded):
-    """The prefill keeps the last position's logits by index. A slice (`logits_to_keep=1`) reaches a frozen head as a
-    strided view, and torch's matmul then copies the head's weight once per row: 1.9x the prefill's time on the
-    embedded model (benchmarks/prefill_logits.py)."""
+def test_no_prefill_copies_a_frozen_lm_head_per_row(loaded, tiny_model):
+    """`logits_to_keep=1` hands the LM head a strided slice; for a frozen head, torch's matmul then copies the head's
+    weight once per row (1.9x a prefill's time on the embedded model: benchmarks/prefill_logits.py). Every model
+    `load_base` loads gets a contiguous head input instead, for `decode` and transformers' `generate` alike."""
+    from transformers import AutoModelForCausalLM
+
     model, _, batch = loaded
     per_row = [len(batch.input_ids), *model.get_output_embeddings().weight.T.shape]  # [rows, hidden, vocab]
-    trainable = [weight.requires_grad for weight in model.parameters()]
-    model.requires_grad_(False)  # as the merged run models alignkit decodes with are
-    try:
-        with torch.profiler.profile(record_shapes=True) as decoding:
-            generate.decode(model, batch.input_ids, batch.attention_mask, 1)
-        with torch.profiler.profile(record_shapes=True) as sliced, torch.no_grad():
-            model(**batch, logits_to_keep=1)
-    finally:
-        for weight, needs_grad in zip(model.parameters(), trainable, strict=True):
-            weight.requires_grad_(needs_grad)
 
-    def head_copies(profile: torch.profiler.profile) -> list[str]:
+    def head_copies(frozen_model: Any, run: Callable[[Any], Any]) -> list[str]:
+        trainable = [weight.requires_grad for weight in frozen_model.parameters()]
+        frozen_model.requires_grad_(False)  # as the merged run models alignkit decodes with are
+        try:
+            with torch.profiler.profile(record_shapes=True) as profile, torch.no_grad():
+                run(frozen_model)
+        finally:
+            for weight, needs_grad in zip(frozen_model.parameters(), trainable, strict=True):
+                weight.requires_grad_(needs_grad)
         return [event.name for event in profile.events() if per_row in event.input_shapes]
 
-    assert head_copies(sliced), "the check must see the copy a slice makes"
-    assert not head_copies(decoding)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=model.dtype).eval()
+    assert head_copies(plain, lambda m: m(**batch, logits_to_keep=1)), "the check must see the copy a slice makes"
+    assert not head_copies(model, lambda m: m(**batch, logits_to_keep=1))
+    assert not head_copies(model, lambda m: generate.decode(m, batch.input_ids, batch.attention_mask, 1))
+    assert not head_copies(model, lambda m: m.generate(**batch, max_new_tokens=1, do_sample=False))
 
 
 def test_sampling_distribution_is_transformers_warpers():
