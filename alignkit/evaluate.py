@@ -298,6 +298,7 @@ def evaluate_models(
     previous: tuple[str, Any] | None = None
     base_ppl: float | None = None
     messages = [p.messages for p in prompts]
+    references = [p.spec.reference for p in prompts]
     scored: dict[tuple[str, str], float] = {}  # each run's rewards, reused by the reward-model comparisons
     # one bar for the whole evaluation: answers are most of its time
     with tqdm(total=len(models_to_evaluate) * len(prompts), desc="evaluating", unit="answer") as progress:
@@ -310,7 +311,6 @@ def evaluate_models(
             figures["general_ppl"] = perplexity(model, tokenizer, general)
             base_ppl = base_ppl or figures["general_ppl"]
             figures["forgetting"] = forgetting(base_ppl, figures["general_ppl"], forgetting_threshold)
-            references = [p.spec.reference for p in prompts]
             with_reference = [(a, r) for a, r in zip(answers[name], references, strict=True) if r]
             if with_reference:
                 figures["task"] = task_metrics([a for a, _ in with_reference], [r for _, r in with_reference])
