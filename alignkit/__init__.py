@@ -208,8 +208,9 @@ def pull(
     import json
 
     from alignkit.feedback import pull as rounds
-    from alignkit.jsonl import write_jsonl
+    from alignkit.jsonl import check_output_file, write_jsonl
 
+    check_output_file(Path(out), overwrite)  # before the server is asked
     result = rounds.pull(dataset, workspace, ties, min_agreement, min_annotators, client, pairing)
     write_jsonl(Path(out), result.pairs, overwrite=overwrite)
     Path(out).with_suffix(".summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")

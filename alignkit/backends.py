@@ -102,6 +102,6 @@ def servable_model(from_run: str | None, model_name: str | None) -> tuple[Path, 
     run = runs.open_run(from_run)
     key = hashlib.sha256(f"{run.path.resolve()}|{run.manifest.get('finished')}".encode()).hexdigest()[:16]
     merged = cache_dir() / "merged" / f"{run.path.name}-{key}"
-    if not (merged / "alignkit-export.json").is_file():
+    if not (merged / export.EXPORT_RECORD).is_file():
         export.export(run.path, merged, overwrite=True)
     return merged, {"run": str(run.path.resolve()), "model": run.manifest["model"]["name"]}

@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alignkit import lineage, runs
+from alignkit import lineage, paths, runs
 from alignkit.errors import AlignkitError
 from alignkit.hardware import Precision
 
 DTYPES = {"auto": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 GGUF_CONVERTER = "convert_hf_to_gguf.py"
+EXPORT_RECORD = "alignkit-export.json"  # where the model came from; also marks a dir export may replace
 
 
 def export(
@@ -42,6 +43,7 @@ def export(
         raise AlignkitError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise AlignkitError(f"{out}: exists and is not empty", "pass --overwrite or choose another --out")
+    paths.check_replaceable(out, EXPORT_RECORD, "an exported model")
     converter = gguf_converter() if gguf else None  # missing tooling: fail before any work
     precision = export_precision(run, dtype)
 
@@ -60,7 +62,7 @@ def export(
         "base_model": run.manifest.get("model", {}).get("name"),
         "dtype": precision.dtype,
     }
-    (tmp / "alignkit-export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

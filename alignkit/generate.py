@@ -19,7 +19,7 @@ from alignkit.data.formats import read_rows
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.hardware import pick_precision
-from alignkit.jsonl import generated_row, prompt_row, write_jsonl
+from alignkit.jsonl import check_output_file, generated_row, prompt_row, write_jsonl
 from alignkit.judges import Prompt, PromptSpec
 
 
@@ -286,8 +286,7 @@ def run(
         raise AlignkitError(f"--n must be at least 1, got {n}")
     backends.check(backend)
     out_path = Path(out)
-    if out_path.exists() and not overwrite:
-        raise AlignkitError(f"{out_path}: output file exists", "pass --overwrite or choose another --out")
+    check_output_file(out_path, overwrite)
     items = load_prompt_items(prompts_file)[:limit]
     prompts = [item.messages for item in items]
     if backend == "vllm":

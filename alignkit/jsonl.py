@@ -50,10 +50,17 @@ def generated_row(
     return {"prompt_id": prompt_id(prompt), "prompt": prompt, "candidates": candidates}
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]], overwrite: bool = False) -> None:
-    """Write rows atomically; never replace an existing file unless asked."""
+def check_output_file(path: Path, overwrite: bool) -> None:
+    """Before any work: `path` may be written (it is not a directory, and exists only if `overwrite`)."""
+    if path.is_dir():
+        raise AlignkitError(f"{path}: is a directory, not an output file", "pass a file path to --out, e.g. out.jsonl")
     if path.exists() and not overwrite:
         raise AlignkitError(f"{path}: output file exists", "pass --overwrite or choose another --out")
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]], overwrite: bool = False) -> None:
+    """Write rows atomically; never replace an existing file unless asked."""
+    check_output_file(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

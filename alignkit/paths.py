@@ -6,6 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from alignkit.errors import AlignkitError
+
 
 def cache_dir() -> Path:
     """`$ALIGNKIT_CACHE`, else `$XDG_CACHE_HOME/alignkit`, else `~/.cache/alignkit`."""
@@ -31,3 +33,13 @@ def file_sha256(path: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def check_replaceable(path: Path, marker: str, what: str) -> None:
+    """Refuse `--overwrite` of a non-empty directory unless alignkit wrote it (`marker` is there, e.g. a run's
+    `manifest.json`): replacing `runs/` itself, a data folder or a model dir would delete what the user keeps there."""
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise AlignkitError(
+            f"{path}: is not {what} (no {marker}), so --overwrite will not replace it",
+            "choose another --out, e.g. a new folder inside it",
+        )

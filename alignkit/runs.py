@@ -28,7 +28,7 @@ from typing import Any
 from alignkit import distributed, logs
 from alignkit.config import ModelConfig, to_yaml
 from alignkit.errors import AlignkitError
-from alignkit.paths import file_sha256
+from alignkit.paths import check_replaceable, file_sha256
 
 TRACKED_PACKAGES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
 
@@ -209,6 +209,7 @@ def _plan_path(stage: str, cfg: Any) -> Path:
             f"{path}: output directory exists and is not empty",
             "pass --resume to continue it, --overwrite to replace it, or another --out",
         )
+    check_replaceable(path, "manifest.json", "a run directory")
     return path
 
 

@@ -106,8 +106,7 @@ def run(
     if n < 1:
         raise AlignkitError(f"--n must be at least 1, got {n}")
     out_path = Path(out)
-    if out_path.exists() and not overwrite:
-        raise AlignkitError(f"{out_path}: output file exists", "pass --overwrite or choose another --out")
+    jsonl.check_output_file(out_path, overwrite)
     seeds = load_seeds(seeds_file)
     filters = filters or Filters()
     sampling = Sampling(task_temperature, temperature, top_p, task_max_new_tokens, max_new_tokens, seed)

@@ -272,11 +272,44 @@ def test_resume_of_a_complete_or_missing_run_is_one_line_error(tmp_path, capsys)
 def test_overwrite_with_bad_input_keeps_what_was_there(tmp_path, capsys, tiny_model):
     out = tmp_path / "run"
     out.mkdir()
+    (out / "manifest.json").write_text('{"stage": "sft", "status": "complete"}')  # an earlier run
     (out / "precious.txt").write_text("keep me")
     argv = sft_argv(BAD / "unknown_role.jsonl", tiny_model, out, "--overwrite")
     code, err = invoke(argv, capsys)
     assert_one_line_error(code, err, ["unknown_role.jsonl:line 3"])
     assert (out / "precious.txt").read_text() == "keep me", "--overwrite replaces only once the input is valid"
+
+
+def test_overwrite_replaces_a_run_never_a_folder_of_other_things(tmp_path, capsys, chat_file, tiny_model):
+    """`--out runs --overwrite` once deleted every run in `runs/`; a data folder or a model dir went the same way."""
+    runs_dir = tmp_path / "runs"
+    (runs_dir / "sft-earlier").mkdir(parents=True)
+    (runs_dir / "sft-earlier" / "manifest.json").write_text('{"stage": "sft", "status": "complete"}')
+    for out in (runs_dir, chat_file.parent, Path(tiny_model)):
+        before = sorted(p.name for p in out.iterdir())
+        code, err = invoke(sft_argv(chat_file, tiny_model, out, "--overwrite", "--max-steps", "1"), capsys)
+        assert_one_line_error(code, err, [str(out), "is not a run directory (no manifest.json)", "another --out"])
+        assert sorted(p.name for p in out.iterdir()) == before
+
+    model_dir = tmp_path / "merged"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    code, err = invoke(["export", str(runs_dir / "sft-earlier"), "--out", str(model_dir), "--overwrite"], capsys)
+    assert_one_line_error(code, err, ["is not an exported model (no alignkit-export.json)"])
+    assert (model_dir / "config.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("command", ["generate", "feedback"])
+def test_output_file_that_is_a_directory_is_refused_before_any_work(command, tmp_path, capsys, tiny_model):
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "keep.txt").write_text("keep me")
+    prompts = str(Path(__file__).resolve().parents[2] / "datasets" / "prompts.jsonl")
+    pull = ["feedback", "pull", "--dataset", "round-1"]
+    args = ["generate", "--prompts", prompts, "--model", tiny_model] if command == "generate" else pull
+    code, err = invoke([*args, "--out", str(out), "--overwrite"], capsys)
+    assert_one_line_error(code, err, ["is a directory, not an output file"])
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
 def test_bad_corpus_has_thirty_plus_files():

@@ -202,10 +202,11 @@ def test_dpo_refused_while_loading_its_parent_removes_its_run_dir_and_keeps_the_
     assert not list(out.parent.iterdir()), "and no temp dir is left beside it"
 
     out.mkdir()
+    (out / "manifest.json").write_text('{"stage": "dpo", "status": "complete"}')
     (out / "keep.txt").write_text("an earlier run")
     with pytest.raises(AlignkitError, match="adapter does not fit"):
         alignkit.dpo(from_run=str(misfit.path), out=str(out), overwrite=True, **sections)
-    assert [p.name for p in out.iterdir()] == ["keep.txt"], "--overwrite replaces only once the new run is set up"
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "manifest.json"], "replaced once the run is set up"
     assert [p.name for p in out.parent.iterdir()] == ["dpo"]
 
     fitting = adapter_run(tmp_path / "fitting-sft", refusal_base)
