@@ -37,6 +37,10 @@ class ModelConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16; auto picks from the hardware
     quantization: str | None = None  # 4bit | 8bit: a bitsandbytes-quantized base for QLoRA (CUDA only)
 
+    def __post_init__(self) -> None:
+        if self.name != EMBEDDED_MODEL:
+            self.name = local_path(self.name)
+
 
 @dataclass
 class DataConfig:
@@ -47,6 +51,16 @@ class DataConfig:
     validation_paths: list[str] = field(default_factory=list)  # explicit validation files instead of a split
     max_rows: int | None = None  # use the first N rows (after validation of the whole file)
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        self.paths, self.validation_paths = ([local_path(p) for p in ps] for ps in (self.paths, self.validation_paths))
+
+
+def local_path(name: str) -> str:
+    """An existing local file or dir as an absolute path, so that a run's recorded config (its base model, its data)
+    works from any directory, `--resume` included; anything else (`embedded`, a hub id, a missing file) as given."""
+    path = Path(name).expanduser() if isinstance(name, str) and name else None
+    return str(path.resolve()) if path is not None and path.exists() else name
 
 
 def trainer_defaults(**overrides: Any) -> dict[str, Any]:

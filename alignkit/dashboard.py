@@ -38,7 +38,7 @@ def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
                 "run": name,
                 "path": str(path),
                 "stage": manifest.get("stage"),
-                "status": manifest.get("status"),
+                "status": run.status,
                 "lineage": " → ".join([base] + [step["stage"] for step in manifest.get("lineage", [])]),
                 "base": base,
                 "parent": runs.run_name(path / manifest["parent"], runs_dir) if manifest.get("parent") else None,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import distributed, hardware
-from alignkit.config import EMBEDDED_MODEL, ModelConfig, check_keys
+from alignkit.config import EMBEDDED_MODEL, ModelConfig, check_keys, check_types
 from alignkit.errors import AlignkitError
 from alignkit.paths import cache_dir, file_sha256
 
@@ -381,7 +381,13 @@ def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | 
         raise AlignkitError(f"config: unknown peft.method `{method}`", hint)
     config_cls = peft.PEFT_TYPE_TO_CONFIG_MAPPING[peft.PeftType[peft_type]]
     check_keys("peft", options, {f for f in config_cls.__dataclass_fields__ if not f.startswith("_")})
-    return config_cls(task_type=task_type, **options)
+    check_types("peft", options, config_cls)
+    if isinstance(options.get("r"), int) and options["r"] < 1:  # peft itself refuses it only as the adapter is made
+        raise AlignkitError(f"config: peft.r must be at least 1, got {options['r']}", "e.g. --set peft.r=16")
+    try:
+        return config_cls(task_type=task_type, **options)
+    except (TypeError, ValueError) as error:  # peft's own checks (`r` positive, ...)
+        raise AlignkitError(f"config: peft: {first_line(error)}", "fix the peft section or its --set values") from None
 
 
 def first_line(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit import data, hardware, lineage, models, runs, training
+from alignkit import data, distributed, hardware, lineage, models, runs, training
 from alignkit.config import TrainStageConfig
 from alignkit.errors import AlignkitError
 
@@ -41,6 +41,7 @@ class Plan:
     args: Any = None
     model: Any = None
     tokenizer: Any = None
+    left_out: dict[str, int] = dataclasses.field(default_factory=dict)  # examples TRL dropped as too long, by split
 
     @property
     def full(self) -> bool:
@@ -49,7 +50,8 @@ class Plan:
 
 
 def row_counts(plan: Plan) -> dict[str, Any]:
-    return {"train_rows": len(plan.train_rows), "eval_rows": len(plan.eval_rows)}
+    left_out = {"examples_too_long": plan.left_out} if plan.left_out else {}
+    return {"train_rows": len(plan.train_rows), "eval_rows": len(plan.eval_rows)} | left_out
 
 
 @dataclass(frozen=True)
@@ -109,31 +111,61 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
             plan.model, plan.tokenizer, plan.peft_config = training.load_trainable(
                 cfg, plan.run, precision, head=recipe.head
             )
-        trainer = recipe.build(plan)
+        trainer = build_with_adapter(recipe, plan)
         training.trainable_tokens_for_trl(trainer.model)
         training.add_callbacks(trainer, plan.run, cfg, has_eval=bool(eval_rows))
     final = recipe.final_metrics
-    return training.train_and_save(
-        trainer,
-        plan.run,
-        recipe.counts(plan),
-        final_metrics=(lambda t: final(t, plan)) if final else None,
-        final_evaluation=recipe.final_evaluation,
-    )
+    try:
+        return training.train_and_save(
+            trainer,
+            plan.run,
+            recipe.counts(plan),
+            final_metrics=(lambda t: final(t, plan)) if final else None,
+            final_evaluation=recipe.final_evaluation,
+        )
+    except BaseException as error:  # Ctrl-C included: the run says how it ended; `--resume` continues either
+        if distributed.is_main():
+            ended = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            plan.run.update_manifest(status=ended, error=models.first_line(error) if ended == "failed" else None)
+        raise
+
+
+def build_with_adapter(recipe: Recipe, plan: Plan) -> Any:
+    """`recipe.build`, where TRL puts the new adapter on the model: a `peft.target_modules` naming no layer of this
+    model is a config error, said in one line."""
+    from peft.utils.error import NoMatchingPeftModuleError
+
+    try:
+        return recipe.build(plan)
+    except NoMatchingPeftModuleError as error:
+        raise AlignkitError(
+            f"config: peft.target_modules matches no layer of {plan.cfg.model.name}: {models.first_line(error)}",
+            "name this model's layers (e.g. q_proj,v_proj) or use all-linear",
+        ) from None
 
 
 def trl_trainer(plan: Plan, to_dataset: Callable[[Rows], Any], **extra: Any) -> Any:
     """The plan's TRL trainer on its rows as `to_dataset` makes them; `extra`: the method's own arguments (reward
     functions, ...). Without `peft_config` when the stage continues its parent's adapter."""
-    return plan.trainer_cls(
-        model=plan.model,
-        args=plan.args,
-        train_dataset=to_dataset(plan.train_rows),
-        eval_dataset=to_dataset(plan.eval_rows) if plan.eval_rows else None,
-        processing_class=plan.tokenizer,
-        peft_config=plan.peft_config,
-        **extra,
-    )
+    train, evaluation = to_dataset(plan.train_rows), to_dataset(plan.eval_rows) if plan.eval_rows else None
+    try:
+        trainer = plan.trainer_cls(
+            model=plan.model,
+            args=plan.args,
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=plan.tokenizer,
+            peft_config=plan.peft_config,
+            **extra,
+        )
+    except ValueError as error:
+        # DPO scores its rows with the reference while it is built: with every row dropped as too long, it fails
+        # there, on an empty list, before `rows_left_out` can say why
+        if getattr(plan.args, "precompute_ref_log_probs", False) and "non-empty list" in str(error):
+            raise training.all_too_long(plan.args) from None
+        raise
+    plan.left_out = training.rows_left_out(trainer, len(train), len(evaluation or []))
+    return trainer
 
 
 def parent_run(recipe: Recipe, from_run: str | None) -> runs.Run | None:

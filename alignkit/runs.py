@@ -68,6 +68,27 @@ class Run:
         return self.manifest.get("status") == "complete"
 
     @property
+    def status(self) -> str:
+        """The manifest's status, except that a `running` run whose process on this machine is gone is `stopped`
+        (killed, or the machine restarted): it can be resumed, and nothing is training it."""
+        status = self.manifest.get("status") or "?"
+        owner = self.manifest.get("process") or {}
+        if status == "running" and owner.get("host") == platform.node() and not process_alive(owner.get("pid")):
+            return "stopped"
+        return status
+
+    def training_elsewhere(self) -> int | None:
+        """The pid of another live process on this machine that is training the run now, if any."""
+        owner = self.manifest.get("process") or {}
+        pid = owner.get("pid")
+        mine = owner.get("host") == platform.node() and pid != os.getpid()
+        return pid if self.manifest.get("status") == "running" and mine and process_alive(pid) else None
+
+    def mark_running(self) -> None:
+        """Record this process as the run's trainer (at creation and at every resume)."""
+        self.update_manifest(status="running", process=this_process())
+
+    @property
     def checkpoints_dir(self) -> Path:
         return self.path / "checkpoints"
 
@@ -243,6 +264,7 @@ def _create(
 ) -> Run:
     path = run.path
     if cfg.resume:
+        run.mark_running()
         attach_log(run)
         run.discard_unfinished_checkpoints()
         logger.info("resuming %s from %s", run.path, run.last_checkpoint() or "the start")
@@ -258,6 +280,7 @@ def _create(
         {
             "stage": stage,
             "status": "running",
+            "process": this_process(),
             "created": now_iso(),
             "seed": cfg.seed,
             "model": dataclasses.asdict(cfg.model),
@@ -285,6 +308,22 @@ def _create(
     return run
 
 
+def this_process() -> dict[str, Any]:
+    return {"host": platform.node(), "pid": os.getpid()}
+
+
+def process_alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def relative_to_run(target: Path, run_dir: Path) -> str:
     """`target` as a path relative to `run_dir` (`../sft`), as manifests store their parents."""
     return Path(os.path.relpath(target.resolve(), run_dir.resolve())).as_posix()
@@ -297,7 +336,8 @@ def find_resumable(stage: str, cfg: Any) -> Run:
             raise AlignkitError(f"{path}: no run to resume here (no manifest.json)", "drop --resume to start a new run")
         run = Run(path)
     else:
-        candidates = [r for r in list_runs(Path(cfg.runs_dir)) if r.stage == stage and not r.complete]
+        found = list_runs(Path(cfg.runs_dir))
+        candidates = [r for r in found if r.stage == stage and not r.complete and not r.training_elsewhere()]
         if not candidates:
             raise AlignkitError(f"no unfinished {stage} run in {cfg.runs_dir}/ to resume", "pass --out RUN_DIR")
         run = candidates[-1]
@@ -305,6 +345,8 @@ def find_resumable(stage: str, cfg: Any) -> Run:
         raise AlignkitError(f"{run.path}: is a {run.stage} run, not {stage}", f"resume it with `alignkit {run.stage}`")
     if run.complete:
         raise AlignkitError(f"{run.path}: run is already complete", "start a new run with another --out")
+    if pid := run.training_elsewhere():
+        raise AlignkitError(f"{run.path}: process {pid} is training this run now", "wait for it, or stop it first")
     return run
 
 

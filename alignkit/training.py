@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from transformers import ProgressCallback, TrainerCallback
 
 from alignkit import distributed, hardware, lineage, logs, models, runs
@@ -114,6 +115,9 @@ def trainer_options(
         value = options.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0 and key != "max_steps":
             raise AlignkitError(f"config: trainer.{key} must be positive, got {value}")
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if isinstance(options.get(key), int) and options[key] < 1:
+            raise AlignkitError(f"config: trainer.{key} must be at least 1, got {options[key]}")
     if isinstance(options.get("max_steps"), int) and (options["max_steps"] == 0 or options["max_steps"] < -1):
         raise AlignkitError("config: trainer.max_steps must be positive or -1 (use epochs)", "e.g. --max-steps 10")
     return options
@@ -588,9 +592,40 @@ def build_sft(plan: Any, to_examples: Callable[[Rows], Rows]) -> Any:
     `trainer.padding_free` is set."""
     examples = to_examples(plan.train_rows), to_examples(plan.eval_rows)
     trainer = sft_trainer(plan.args, plan.model, plan.tokenizer, plan.peft_config, *examples)
+    plan.left_out = rows_left_out(trainer, *map(len, examples))
     if "padding_free" not in plan.cfg.trainer:  # `trainer.padding_free: false` keeps padded batches
         use_padding_free(trainer, plan.peft_config)
     return trainer
+
+
+def rows_left_out(trainer: Any, train_given: int, eval_given: int) -> dict[str, int]:
+    """How many of the examples given to a TRL trainer it left out while preparing them: those too long for
+    `max_length` (SFT: an answer starting past it; DPO: a prompt filling it; reward: a pair longer than it). TRL drops
+    them without a word; here a run with none left is refused, and otherwise the console and the log say so."""
+    if getattr(trainer.args, "packing", False):  # packed rows are not the examples given
+        return {}
+    kept = {"train": len(trainer.train_dataset), "validation": len(trainer.eval_dataset or [])}
+    given = {"train": train_given, "validation": eval_given}
+    left_out = {split: given[split] - kept[split] for split in given if given[split] > kept[split]}
+    if given["train"] and not kept["train"]:
+        raise all_too_long(trainer.args)
+    if left_out:
+        counts = ", ".join(f"{left_out[split]} of {given[split]} {split}" for split in left_out)
+        message = f"{counts} examples are too long for {max_length(trainer.args)} tokens and are left out"
+        logger.warning(message)
+        if distributed.is_main():
+            Console(stderr=True).print(f"[yellow]warning:[/] {message} (raise it with --set trainer.max_length=N)")
+    return left_out
+
+
+def max_length(args: Any) -> str:
+    return f"trainer.max_length={getattr(args, 'max_length', None)}"
+
+
+def all_too_long(args: Any) -> AlignkitError:
+    return AlignkitError(
+        f"every training example is too long for {max_length(args)} tokens", "raise it with --set trainer.max_length=N"
+    )
 
 
 def sft_args(cfg: TrainStageConfig, path: Any, has_eval: bool, precision: hardware.Precision) -> Any:

@@ -158,6 +158,11 @@ def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple
     """(train rows, validation rows, data files): explicit validation files, else a seeded split."""
     if not cfg.paths:
         raise AlignkitError("no training data given", "pass --data FILE (repeatable) or data.paths in the config")
+    if not 0 <= cfg.validation_split < 1:
+        raise AlignkitError(
+            f"config: data.validation_split must be a fraction in [0, 1), got {cfg.validation_split}",
+            "e.g. --set data.validation_split=0.1 (0: no validation rows)",
+        )
     rows = load_rows(cfg.paths)
     if cfg.validation_paths:
         train_rows, eval_rows = rows, load_rows(cfg.validation_paths)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from alignkit import cli
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_jsonl
 
 BAD = Path(__file__).resolve().parent.parent / "data" / "bad"
 
@@ -113,8 +114,20 @@ def test_bad_config_gives_one_line_error(name, expected, tmp_path, capsys, chat_
         (["--from", "does/not/exist"], ["does/not/exist", "not a run directory"]),
         (["--model", "./no-such-model"], ["no-such-model", "not found"]),
         (["--data", "missing.jsonl"], ["missing.jsonl", "not found"]),
+        (["--set", "peft.r=abc"], ["`peft.r` must be int", "'abc'"]),
+        (["--set", "peft.lora_alpha=abc"], ["`peft.lora_alpha` must be int"]),
+        (["--set", "peft.r=0"], ["peft.r must be at least 1"]),
+        (["--set", "peft.target_modules=foo"], ["peft.target_modules matches no layer", "all-linear"]),
+        (["--set", "trainer.per_device_train_batch_size=0"], ["per_device_train_batch_size must be at least 1"]),
+        (["--set", "trainer.gradient_accumulation_steps=0"], ["gradient_accumulation_steps must be at least 1"]),
+        (["--set", "data.validation_split=2"], ["data.validation_split must be a fraction in [0, 1), got 2.0"]),
+        (["--set", "data.validation_split=-0.5"], ["data.validation_split must be a fraction"]),
     ],
-    ids=["set-typo", "trainer-typo", "set-no-equals", "zero-steps", "missing-from", "missing-model", "missing-data"],
+    ids=[
+        *("set-typo", "trainer-typo", "set-no-equals", "zero-steps", "missing-from", "missing-model", "missing-data"),
+        *("peft-r-text", "peft-alpha-text", "peft-r-zero", "peft-target-none", "batch-zero", "accumulation-zero"),
+        *("split-above-one", "split-negative"),
+    ],
 )
 def test_bad_flags_give_one_line_error(args, expected, tmp_path, capsys, chat_file, tiny_model):
     base = ["sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(tmp_path / "run")]
@@ -199,6 +212,46 @@ def test_huge_cut_off_row_is_named_without_loading_a_model(tmp_path, capsys, tin
     assert_one_line_error(code, err, ["huge.jsonl:line 2", "not valid JSON"])
     assert len(err) < 1000, "the error quotes no megabytes of the row"
     assert not out.exists()
+
+
+def long_or_short_row(stage: str, question: str) -> dict:
+    if stage == "sft":
+        return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": "Yes."}]}
+    return {"prompt": question, "chosen": "Yes, it is.", "rejected": "No."}
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo", "reward"])
+def test_examples_too_long_for_max_length_are_counted_and_said(stage, tmp_path, capsys, chat_file, tiny_model):
+    """TRL drops them while preparing the data (SFT: the answer starts past `max_length`; DPO: the prompt fills it;
+    reward: the pair is longer); they once went without a word, and a file of nothing else crashed in the sampler."""
+    import alignkit
+
+    long = " ".join(["word"] * 400)
+    short_rows = [long_or_short_row(stage, f"Is {i} short?") for i in range(4)]
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [*short_rows, long_or_short_row(stage, long)])
+    only_long = write_jsonl(tmp_path / "long.jsonl", [long_or_short_row(stage, f"{long} {i}") for i in range(3)])
+    source = ["--model", tiny_model]
+    if stage == "dpo":
+        sft = alignkit.sft(
+            data={"paths": [str(chat_file)]},
+            model={"name": tiny_model},
+            out=str(tmp_path / "sft"),
+            trainer={"max_steps": 1},
+        )
+        source = ["--from", str(sft.path)]
+    settings = ["--set", "trainer.max_length=64", "--set", "data.validation_split=0", "--max-steps", "1"]
+
+    code, err = invoke([stage, "--data", str(only_long), *source, "--out", str(tmp_path / "none"), *settings], capsys)
+    errors = [line for line in err.splitlines() if "error:" in line]  # DPO's refusal comes once its parent loaded
+    assert code == 2 and "Traceback" not in err and len(errors) == 1, err
+    assert "every training example is too long for trainer.max_length=64" in errors[0]
+    assert not (tmp_path / "none").exists()
+
+    out = tmp_path / "run"
+    code, err = invoke([stage, "--data", str(mixed), *source, "--out", str(out), *settings], capsys)
+    assert code == 0, err
+    assert "1 of 5 train examples are too long for trainer.max_length=64" in " ".join(err.split())
+    assert json.loads((out / "metrics.json").read_text())["examples_too_long"] == {"train": 1}
 
 
 def test_truncated_gguf_is_one_line_error(tmp_path, capsys, chat_file, monkeypatch):

@@ -190,3 +190,31 @@ def test_a_killed_run_cannot_be_used_as_a_parent(tmp_path, chat_file, capsys):
     runs.write_json(run.path / "manifest.json", {"stage": "sft", "status": "running", "lineage": []})
     code, err = invoke(["dpo", "--from", str(run.path), "--data", str(chat_file)], capsys)
     assert_one_line_error(code, err, ["run did not finish", "--resume"])
+
+
+def test_a_run_being_trained_is_not_resumed_twice_and_says_how_it_ended(tmp_path, tiny_model, chat_file):
+    """A second `--resume` once trained alongside the live process in the same directory; a Ctrl-C'd run stayed
+    `running` for ever, and so did a killed one."""
+    from alignkit import dashboard
+
+    out, marker = tmp_path / "runs" / "sft", tmp_path / "saving"
+    with training([sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(chat_file, tiny_model, out)]) as proc:
+        deadline = time.time() + 240
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the run never reached the stalled checkpoint save"
+        assert [row["status"] for row in dashboard.run_rows(tmp_path / "runs")] == ["running"]
+        second = run_cli("sft", "--resume", "--out", str(out))
+        assert_one_line_error(second.returncode, second.stderr, [f"process {proc.pid} is training this run now"])
+        unnamed = run_cli("sft", "--resume", cwd=tmp_path)
+        assert_one_line_error(unnamed.returncode, unnamed.stderr, ["no unfinished sft run in runs/ to resume"])
+
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    assert runs.Run(out).manifest["status"] == "interrupted"
+    assert [row["status"] for row in dashboard.run_rows(tmp_path / "runs")] == ["interrupted"]
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    runs.Run(out).update_manifest(status="running", process={**runs.this_process(), "pid": int(gone.stdout)})
+    assert runs.Run(out).status == "stopped", "killed: nothing trains it, and --resume may take it"
+    assert_resumes_to_the_end(out)

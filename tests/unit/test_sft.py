@@ -384,3 +384,40 @@ def test_sft_with_the_dense_cpu_lm_head_has_trls_loss_and_gradients(tmp_path, ti
     training.dense_lm_head_on_cpu()
     assert trl_utils._ChunkedLogProbFunction is training.DenseLogProbsOnCPU
     assert_same_loss_and_grads(loss_and_grads(trainer, batch), trls)
+
+
+def test_a_run_made_with_relative_paths_works_from_any_directory(tmp_path, tiny_model):
+    """`--model tiny --data chat.jsonl` were once recorded as typed: from another directory the run's base was
+    looked up on the hub and its data was missing, so `generate --from`, `eval` and `--resume` failed there."""
+    import yaml
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    (work / "tiny").symlink_to(tiny_model)
+    write_jsonl(work / "chat.jsonl", CHAT_ROWS)
+    trained = run_cli(
+        "sft",
+        "--data",
+        "chat.jsonl",
+        "--model",
+        "tiny",
+        "--out",
+        "runs/sft",
+        "--max-steps",
+        "1",
+        *TINY_TRAINER,
+        cwd=work,
+    )
+    assert trained.returncode == 0, trained.stderr
+    recorded = yaml.safe_load((work / "runs" / "sft" / "config.yaml").read_text())
+    assert recorded["model"]["name"] == str(Path(tiny_model).resolve())
+    assert recorded["data"]["paths"] == [str(work / "chat.jsonl")]
+
+    prompts = str(Path(__file__).resolve().parents[2] / "datasets" / "prompts.jsonl")
+    generated = run_cli(
+        *("generate", "--from", str(work / "runs" / "sft"), "--prompts", prompts),
+        *("--n", "1", "--limit", "1", "--max-new-tokens", "4", "--out", "c.jsonl"),
+        cwd=elsewhere,
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert json.loads((elsewhere / "c.jsonl").read_text())["candidates"][0]["model"] == str(Path(tiny_model).resolve())
