@@ -32,7 +32,8 @@ CHAT_ROLES = {role: role for role in (*ROLES, "tool")}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 # LLaMA-Factory's tool turns: `function_call` (an assistant turn, the call as JSON) and `observation` (its result)
 SHAREGPT_CHAT_ROLES = {**SHAREGPT_ROLES, "function_call": "tool_call", "observation": "tool"}
-JSON_COLUMNS = ("messages", "conversations", "prompt", "completion", "chosen", "rejected")
+MESSAGE_COLUMNS = ("messages", "conversations")  # always message lists
+TEXT_OR_MESSAGE_COLUMNS = ("prompt", "completion", "chosen", "rejected")
 
 
 @dataclass
@@ -211,8 +212,9 @@ def expect_object(data: Any, where: str) -> dict[str, Any]:
 
 
 def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
-    """CSV cells that hold JSON lists (e.g. a `messages` column) are parsed."""
-    for column in JSON_COLUMNS:
+    """CSV cells that hold JSON message lists are parsed: a `messages`/`conversations` cell always; a prompt,
+    completion, chosen or rejected cell only when it is a list of turns, so `[INST] ...` or `[2, 3, 5]` stays text."""
+    for column in MESSAGE_COLUMNS:
         cell = record.get(column)
         if isinstance(cell, str) and cell.lstrip().startswith("["):
             try:
@@ -221,7 +223,28 @@ def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
                 raise AlignkitError(
                     f"{where}: column `{column}` is not valid JSON ({exc.msg})", "fix the cell"
                 ) from None
+    for column in TEXT_OR_MESSAGE_COLUMNS:
+        turns = message_cell(record.get(column))
+        if turns is not None:
+            record[column] = turns
     return record
+
+
+def message_cell(cell: Any) -> list[dict[str, Any]] | None:
+    """`cell` parsed when it is a JSON list of turns (`role`/`content` or ShareGPT `from`/`value`), else None."""
+    if not isinstance(cell, str) or not cell.lstrip().startswith("["):
+        return None
+    try:
+        value = json.loads(cell)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(value, list) and value and all(is_turn(turn) for turn in value):
+        return value
+    return None
+
+
+def is_turn(value: Any) -> bool:
+    return isinstance(value, dict) and ({"role", "content"} <= value.keys() or {"from", "value"} <= value.keys())
 
 
 # ---- chat rows -> canonical messages ------------------------------------------------------------------------

@@ -4,6 +4,7 @@ SFT run train on them."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -133,6 +134,16 @@ def load_error(load: Any, path: Path) -> str:
     return error.value.message
 
 
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, *rows])
+    return path
+
+
+def turns(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"role": role, "content": content} for role, content in pairs]
+
+
 def tokenizer_with(model_dir: str, template: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -198,6 +209,41 @@ def test_llama_factory_kto_conversations_split_at_the_last_assistant_turn(tmp_pa
     assert load_unpaired([str(write_jsonl(tmp_path / "kto.jsonl", rows))]) == [
         {"prompt": HISTORY, "completion": PAIR["chosen"], "label": True},
         {"prompt": PAIR["prompt"], "completion": PAIR["rejected"], "label": False},
+    ]
+
+
+# ---- file types -----------------------------------------------------------------------------------------------
+
+
+def test_csv_cells_that_start_with_a_bracket_are_text_unless_they_are_a_list_of_turns(tmp_path):
+    sft = write_csv(
+        tmp_path / "sft.csv",
+        ["prompt", "completion"],
+        [
+            ["[INST] What is 2+2? [/INST]", "4."],
+            ["What does [citation needed] mean?", "[citation needed] marks an unsourced claim."],
+            ["Give the first three primes as a JSON list", "[2, 3, 5]"],
+            ["Hi", json.dumps([{"role": "assistant", "content": "Hello!"}])],
+        ],
+    )
+    assert load_chat([str(sft)]) == [
+        {"messages": turns(("user", "[INST] What is 2+2? [/INST]"), ("assistant", "4."))},
+        {
+            "messages": turns(
+                ("user", "What does [citation needed] mean?"),
+                ("assistant", "[citation needed] marks an unsourced claim."),
+            )
+        },
+        {"messages": turns(("user", "Give the first three primes as a JSON list"), ("assistant", "[2, 3, 5]"))},
+        {"messages": turns(("user", "Hi"), ("assistant", "Hello!"))},
+    ]
+    pairs = write_csv(tmp_path / "pairs.csv", ["prompt", "chosen", "rejected"], [["Primes?", "[2, 3, 5]", "[2, 4, 6]"]])
+    assert load_preferences([str(pairs)]) == [
+        {
+            "prompt": turns(("user", "Primes?")),
+            "chosen": turns(("assistant", "[2, 3, 5]")),
+            "rejected": turns(("assistant", "[2, 4, 6]")),
+        }
     ]
 
 
