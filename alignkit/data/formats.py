@@ -1,7 +1,8 @@
 """Read data files and convert each known row format to alignkit's canonical rows.
 
-Readers: JSONL, JSON (a list of objects), CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir, or a hub
-id. Every row keeps where it came from (`file:line N`) so a problem can be reported at its place.
+Readers: JSONL, JSON (a list of objects, or JSON Lines saved as .json), CSV/TSV, Parquet, plain text (pretraining),
+a `datasets` save dir, or a hub id. Every row keeps where it came from (`file:line N`) so a problem can be reported at
+its place.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value, optional `system` column), Alpaca
@@ -109,9 +110,9 @@ def decode(path: Path) -> str:
         ) from None
 
 
-def read_jsonl(path: Path) -> list[Row]:
+def read_jsonl(path: Path, text: str | None = None) -> list[Row]:
     rows = []
-    for number, line in enumerate(decode(path).splitlines(), start=1):
+    for number, line in enumerate((decode(path) if text is None else text).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -126,9 +127,13 @@ def read_jsonl(path: Path) -> list[Row]:
 
 
 def read_json(path: Path) -> list[Row]:
+    """A JSON list of objects (or `{"key": [...]}`); JSON Lines saved as .json (common on the hub) is read as JSONL."""
+    text = decode(path)
     try:
-        data = json.loads(decode(path)) if path.stat().st_size else []
+        data = json.loads(text) if text.strip() else []
     except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):  # an object, then more values: JSON Lines
+            return read_jsonl(path, text)
         raise AlignkitError(f"{path}:line {exc.lineno}: not valid JSON ({exc.msg})", "fix the JSON syntax") from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))  # {"data": [...]} style wrappers

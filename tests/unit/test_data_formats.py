@@ -247,6 +247,14 @@ def test_csv_cells_that_start_with_a_bracket_are_text_unless_they_are_a_list_of_
     ]
 
 
+def test_json_lines_saved_as_json_is_read_as_json_lines(tmp_path):
+    rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(3)]
+    path = write_jsonl(tmp_path / "train.json", rows)  # as many hub datasets ship it
+    assert load_chat([str(path)]) == rows
+    write_jsonl(path, [*rows, {"messages": turns(("user", "Q3"))}])
+    assert load_error(load_chat, path).startswith(f"{path}:line 4: field `messages`: has no assistant turn")
+
+
 # ---- tool-calling chat rows -----------------------------------------------------------------------------------
 
 
