@@ -8,6 +8,8 @@ Canonical pair (TRL's conversational preference format): `{"prompt": [messages],
 - standard: `prompt`, `chosen`, `rejected` strings (the prompt becomes a user turn, the replies assistant turns);
 - implicit prompt: `chosen`/`rejected` whole conversations sharing their first turns (no `prompt`): the shared turns
   are the prompt; a `prompt` that repeats those turns (UltraFeedback-style rows) is taken off them;
+- multi-turn replies (Capybara-DPO): `chosen`/`rejected` go on with the conversation after `prompt`; the turns they
+  share join the prompt, so each reply is the final assistant turn(s) (a reply left with a user turn is refused);
 - `question` or `instruction` (+ optional `input`, `system`) instead of `prompt` (LLaMA-Factory's Alpaca pairs);
 - LLaMA-Factory ShareGPT pairs: `conversations` (from/value, or `messages` with role/content) up to the last user
   turn, `chosen`/`rejected` one `{from: gpt, value}` reply each, optional `system`;
@@ -41,6 +43,7 @@ from alignkit.data.formats import (
 from alignkit.data.validate import convert_all
 
 Messages = list[dict[str, str]]
+Reply = tuple[Messages, int]  # a reply's turns after the prompt, and the index of the first in the row's own list
 
 PROMPT_KEYS = ("prompt", "question", "instruction")
 PAIR_EXPECTED = (
@@ -82,17 +85,20 @@ def preference_row(data: dict[str, Any]) -> dict[str, Any]:
     prompt_key = next((k for k in PROMPT_KEYS if k in data), None)
     if prompt_key is not None:
         prompt = prompt_turns(data, prompt_key)
-        chosen, rejected = reply_turns(data, "chosen", prompt), reply_turns(data, "rejected", prompt)
+        prompt, chosen, rejected = split_shared_prompt(
+            prompt, reply_turns(data, "chosen", prompt), reply_turns(data, "rejected", prompt)
+        )
     elif ("conversations" in data or "messages" in data) and not isinstance(data["chosen"], list):
         with looks_like("sharegpt preference"):
             prompt, chosen, rejected = sharegpt_pair(data)
     elif is_hh_text(data["chosen"]):
         with looks_like("HH-RLHF"):
-            prompt, chosen, rejected = split_shared_prompt(hh_turns(data, "chosen"), hh_turns(data, "rejected"))
+            prompt, chosen, rejected = split_shared_prompt(
+                [], (hh_turns(data, "chosen"), 0), (hh_turns(data, "rejected"), 0)
+            )
     elif isinstance(data["chosen"], list) and isinstance(data["rejected"], list):
         prompt, chosen, rejected = split_shared_prompt(
-            message_list(data["chosen"], "chosen", "role", "content", roles=None),
-            message_list(data["rejected"], "rejected", "role", "content", roles=None),
+            [], reply_turns(data, "chosen", []), reply_turns(data, "rejected", [])
         )
     else:
         raise RowError("prompt", "missing (needed when chosen and rejected are plain strings)")
@@ -115,13 +121,10 @@ def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             return [{"prompt": prompt, "completion": completion, "label": label_field(data)}]
     prompt_key = next((k for k in PROMPT_KEYS if k in data), "prompt")
     completion_key = "response" if "response" in data and "completion" not in data else "completion"
-    return [
-        {
-            "prompt": prompt_turns(data, prompt_key),
-            "completion": reply_turns(data, completion_key),
-            "label": label_field(data),
-        }
-    ]
+    prompt = prompt_turns(data, prompt_key)
+    completion, at = reply_turns(data, completion_key, prompt)
+    completion = check_reply(completion, completion_key, at)
+    return [{"prompt": prompt, "completion": completion, "label": label_field(data)}]
 
 
 def split_last_reply(data: dict[str, Any]) -> tuple[Messages, Messages]:
@@ -196,54 +199,69 @@ def prompt_turns(data: dict[str, Any], key: str) -> Messages:
     return turns
 
 
-def check_prompt(turns: Messages, key: str) -> None:
-    for i, turn in enumerate(turns):
-        if turn["role"] == "system" and i != 0:
+def check_prompt(turns: Messages, key: str, start: int = 0) -> None:
+    """`turns` are the prompt; the first is `key[start]` of the input row."""
+    for i, turn in enumerate(turns, start=start):
+        if turn["role"] == "system" and i != start:
             raise RowError(f"{key}[{i}].role", "a system message may only come first")
         if not turn["content"].strip():
             raise RowError(f"{key}[{i}].content", "is empty")
     if turns[-1]["role"] != "user":
-        raise RowError(f"{key}[{len(turns) - 1}].role", "the prompt must end with a user turn")
+        raise RowError(f"{key}[{start + len(turns) - 1}].role", "the prompt must end with a user turn")
 
 
-def reply_turns(data: dict[str, Any], key: str, prompt: Messages | None = None) -> Messages:
-    """A reply as assistant message(s): a string, or a message list that starts and ends with an assistant turn (a
-    list that starts with the row's `prompt` turns, as in UltraFeedback, is the conversation: the prompt is cut off)."""
+def reply_turns(data: dict[str, Any], key: str, prompt: Messages) -> Reply:
+    """`key`'s turns after the prompt: a message list or one assistant turn. A list that starts with the prompt's
+    turns (UltraFeedback) has them cut off."""
     value = data.get(key)
     if not isinstance(value, list):
-        return [{"role": "assistant", "content": text_field(data, key)}]
+        return [{"role": "assistant", "content": text_field(data, key)}], 0
     turns = message_list(value, key, "role", "content", roles=None)
     offset = len(prompt) if prompt and len(turns) > len(prompt) and same_turns(turns[: len(prompt)], prompt) else 0
-    return check_reply(turns[offset:], key, offset)
+    return turns[offset:], offset
 
 
 def check_reply(turns: Messages, key: str, offset: int) -> Messages:
-    """`turns` are `key[offset:]` of the input row (offset > 0 after splitting off an implicit prompt)."""
+    """`turns` are `key[offset:]` of the input row: assistant turns only (a user turn would be trained as a reply)."""
     if not turns:
         raise RowError(key, "has no reply after the turns it shares with the other reply")
     for i, turn in enumerate(turns, start=offset):
+        if turn["role"] != "assistant":
+            raise RowError(
+                f"{key}[{i}].role",
+                f"a reply holds only assistant turns, got {turn['role']!r} (the turns before the final reply belong "
+                "in the prompt)",
+            )
         if not turn["content"].strip():
             raise RowError(f"{key}[{i}].content", "is empty")
-    for i in (offset, offset + len(turns) - 1):
-        if turns[i - offset]["role"] != "assistant":
-            raise RowError(f"{key}[{i}].role", "a reply must start and end with an assistant turn")
     return turns
 
 
-def split_shared_prompt(chosen: Messages, rejected: Messages) -> tuple[Messages, Messages, Messages]:
-    """Implicit prompt: `chosen` and `rejected` are whole conversations; their shared first turns are the prompt."""
-    if same_turns(chosen, rejected):
+def split_shared_prompt(prompt: Messages, chosen: Reply, rejected: Reply) -> tuple[Messages, Messages, Messages]:
+    """The turns `chosen` and `rejected` share after `prompt` extend it, so each reply is its final assistant turns:
+    with no `prompt` (implicit prompt, HH-RLHF) the shared turns are the prompt; a `prompt` of the first user turn
+    and replies that go on with the conversation (Capybara-style) give the prompt the shared later turns."""
+    (chosen_turns, chosen_at), (rejected_turns, rejected_at) = chosen, rejected
+    if same_turns(chosen_turns, rejected_turns):
         raise RowError("rejected", "chosen and rejected are identical (the pair teaches nothing)")
+    if prompt:  # the prompt ends with a user turn: the replies go on with the assistant's
+        for key, (turns, at) in (("chosen", chosen), ("rejected", rejected)):
+            if turns and turns[0]["role"] != "assistant":
+                raise RowError(f"{key}[{at}].role", "a reply must start with an assistant turn")
     shared = 0
-    while shared < min(len(chosen), len(rejected)) and same_turns(
-        chosen[shared : shared + 1], rejected[shared : shared + 1]
+    while shared < min(len(chosen_turns), len(rejected_turns)) and same_turns(
+        chosen_turns[shared : shared + 1], rejected_turns[shared : shared + 1]
     ):
         shared += 1
-    if shared == 0:
+    if not prompt and not shared:
         raise RowError("chosen", "shares no prompt turns with rejected; add a `prompt` field")
-    prompt = chosen[:shared]
-    check_prompt(prompt, "chosen")
-    return prompt, check_reply(chosen[shared:], "chosen", shared), check_reply(rejected[shared:], "rejected", shared)
+    replies = (
+        check_reply(chosen_turns[shared:], "chosen", chosen_at + shared),
+        check_reply(rejected_turns[shared:], "rejected", rejected_at + shared),
+    )
+    if shared:
+        check_prompt(prompt + chosen_turns[:shared], "chosen", start=chosen_at - len(prompt))
+    return prompt + chosen_turns[:shared], *replies
 
 
 def same_turns(a: Messages, b: Messages) -> bool:

@@ -196,6 +196,17 @@ def test_hh_rlhf_text_splits_into_shared_prompt_turns_and_the_differing_replies(
     ]
 
 
+def test_replies_that_go_on_with_the_conversation_give_their_shared_turns_to_the_prompt(tmp_path):
+    """Capybara-DPO: `prompt` is the first user turn, chosen/rejected the rest of the conversation (with or without
+    the prompt repeated first); only the final assistant turn differs."""
+    rest = HISTORY[1:]
+    capybara = {"prompt": "Hi", "chosen": [*rest, *PAIR["chosen"]], "rejected": [*rest, *PAIR["rejected"]]}
+    repeated = {"prompt": "Hi", "chosen": HISTORY + PAIR["chosen"], "rejected": HISTORY + PAIR["rejected"]}
+    path = write_jsonl(tmp_path / "capybara.jsonl", [capybara, repeated])
+    pair = {"prompt": HISTORY, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    assert load_preferences([str(path)]) == [pair, pair]
+
+
 def test_trl_pairs_with_extra_columns_load_and_the_extra_columns_are_dropped(tmp_path):
     path = write_jsonl(tmp_path / "ultrafeedback.jsonl", TRL_WITH_EXTRA_COLUMNS)
     assert load_preferences([str(path)]) == [PAIR, PAIR, PAIR]
@@ -335,6 +346,16 @@ BAD_ROWS = [
         "row looks like HH-RLHF data: field `rejected[3].content`: is empty",
     ),
     (
+        load_preferences,
+        {
+            "prompt": "Hi",
+            "chosen": [*HISTORY[1:], *PAIR["chosen"]],
+            "rejected": [{"role": "assistant", "content": "?"}],
+        },
+        "field `chosen[1].role`: a reply holds only assistant turns, got 'user' "
+        "(the turns before the final reply belong in the prompt)",
+    ),
+    (
         load_unpaired,
         {"messages": [*HISTORY[:2], HISTORY[2]], "label": True},
         "row looks like KTO conversation data: field `messages[2].role`: "
@@ -378,6 +399,7 @@ BAD_ROWS = [
         "sharegpt-prompt-ends-with-gpt",
         "hh-rejected-not-turns",
         "hh-empty-reply",
+        "user-turn-in-a-reply",
         "kto-ends-with-user",
         "kto-bad-label",
         "openai-arguments-not-json",
