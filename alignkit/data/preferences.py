@@ -14,7 +14,8 @@ Canonical pair (TRL's conversational preference format): `{"prompt": [messages],
 - LLaMA-Factory ShareGPT pairs: `conversations` (from/value, or `messages` with role/content) up to the last user
   turn, `chosen`/`rejected` one `{from: gpt, value}` reply each, optional `system`;
 - Anthropic HH-RLHF: `chosen`/`rejected` raw text of `\\n\\nHuman: ...\\n\\nAssistant: ...` turns; the turns they share
-  are the prompt.
+  are the prompt. A `prompt` in that form (Dahoas/rm-static) is read as turns, its open `Assistant:` dropped, and
+  replies are what follows it (the text after it, or whole transcripts that repeat it).
 
 Other columns (`score_chosen`, `prompt_id`, ...) are ignored. Canonical unpaired row (KTO): `{"prompt": [messages],
 "completion": [assistant message(s)], "label": bool}`; input rows: `prompt`/`completion`/`label`, LLaMA-Factory's
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from contextlib import nullcontext
 from typing import Any
 
 from alignkit.data.formats import (
@@ -83,25 +85,21 @@ def preference_row(data: dict[str, Any]) -> dict[str, Any]:
         if data.get(key) is None:
             raise RowError(key, "missing")
     prompt_key = next((k for k in PROMPT_KEYS if k in data), None)
-    if prompt_key is not None:
-        prompt = prompt_turns(data, prompt_key)
-        prompt, chosen, rejected = split_shared_prompt(
-            prompt, reply_turns(data, "chosen", prompt), reply_turns(data, "rejected", prompt)
-        )
-    elif ("conversations" in data or "messages" in data) and not isinstance(data["chosen"], list):
+    hh = is_hh_row(data, prompt_key, "chosen", "rejected")
+    lists = isinstance(data["chosen"], list) and isinstance(data["rejected"], list)
+    if prompt_key is None and ("conversations" in data or "messages" in data) and not isinstance(data["chosen"], list):
         with looks_like("sharegpt preference"):
             prompt, chosen, rejected = sharegpt_pair(data)
-    elif is_hh_text(data["chosen"]):
-        with looks_like("HH-RLHF"):
-            prompt, chosen, rejected = split_shared_prompt(
-                [], (hh_turns(data, "chosen"), 0), (hh_turns(data, "rejected"), 0)
-            )
-    elif isinstance(data["chosen"], list) and isinstance(data["rejected"], list):
-        prompt, chosen, rejected = split_shared_prompt(
-            [], reply_turns(data, "chosen", []), reply_turns(data, "rejected", [])
-        )
-    else:
+    elif prompt_key is None and not (hh or lists):
         raise RowError("prompt", "missing (needed when chosen and rejected are plain strings)")
+    else:
+        with looks_like("HH-RLHF") if hh else nullcontext():
+            prompt = prompt_turns(data, prompt_key) if prompt_key else []
+            prompt, chosen, rejected = split_shared_prompt(
+                prompt,
+                reply_turns(data, "chosen", prompt_key, prompt, hh),
+                reply_turns(data, "rejected", prompt_key, prompt, hh),
+            )
     if same_turns(chosen, rejected):
         raise RowError("rejected", "chosen and rejected are identical (the pair teaches nothing)")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **annotations(data)}
@@ -121,9 +119,11 @@ def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             return [{"prompt": prompt, "completion": completion, "label": label_field(data)}]
     prompt_key = next((k for k in PROMPT_KEYS if k in data), "prompt")
     completion_key = "response" if "response" in data and "completion" not in data else "completion"
-    prompt = prompt_turns(data, prompt_key)
-    completion, at = reply_turns(data, completion_key, prompt)
-    completion = check_reply(completion, completion_key, at)
+    hh = is_hh_row(data, prompt_key, completion_key)
+    with looks_like("HH-RLHF") if hh else nullcontext():
+        prompt = prompt_turns(data, prompt_key)
+        completion, at = reply_turns(data, completion_key, prompt_key, prompt, hh)
+        completion = check_reply(completion, completion_key, at)
     return [{"prompt": prompt, "completion": completion, "label": label_field(data)}]
 
 
@@ -166,12 +166,24 @@ def reply_object(data: dict[str, Any], key: str) -> Messages:
 
 
 def is_hh_text(value: Any) -> bool:
-    return isinstance(value, str) and value.lstrip().startswith("Human:")
+    """Whether `value` is HH-RLHF text: `Human:` first, then an `Assistant:` turn (a plain reply may start "Human:")."""
+    return isinstance(value, str) and value.lstrip().startswith("Human:") and "\n\nAssistant:" in value
 
 
-def hh_turns(data: dict[str, Any], key: str) -> Messages:
-    """Anthropic HH-RLHF text (`\\n\\nHuman: ...\\n\\nAssistant: ...`) as messages."""
+def is_hh_row(data: dict[str, Any], *keys: str | None) -> bool:
+    """Whether any of the row's `keys` (the prompt and the replies) is Anthropic HH-RLHF text."""
+    return any(key is not None and is_hh_text(data.get(key)) for key in keys)
+
+
+def hh_transcript(data: dict[str, Any], key: str, prompt_key: str | None) -> str:
+    """`key` as a whole HH-RLHF transcript: itself, or (Dahoas/rm-static rows) the HH prompt it continues."""
     text = text_field(data, key)
+    prompt = data.get(prompt_key) if prompt_key else None
+    return prompt + text if is_hh_text(prompt) and not is_hh_text(text) else text
+
+
+def hh_turns(text: str, key: str) -> Messages:
+    """Anthropic HH-RLHF text (`\\n\\nHuman: ...\\n\\nAssistant: ...`) as messages."""
     parts = HH_TURN.split(text.strip())
     if parts[0].strip() or len(parts) < 3:
         raise RowError(key, 'expected "\\n\\nHuman: ...\\n\\nAssistant: ..." turns')
@@ -182,10 +194,15 @@ def hh_turns(data: dict[str, Any], key: str) -> Messages:
 
 
 def prompt_turns(data: dict[str, Any], key: str) -> Messages:
-    """The prompt as messages ending with a user turn: a message list, or a string (Alpaca-style `input`/`system`)."""
+    """The prompt as messages ending with a user turn: a message list, HH-RLHF text (its open `Assistant:` cue
+    dropped), or a string (Alpaca-style `input`/`system`)."""
     value = data.get(key)
     if isinstance(value, list):
         turns = message_list(value, key, "role", "content", roles=None)
+    elif is_hh_text(value):
+        turns = hh_turns(value, key)
+        if turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+            turns.pop()
     else:
         text = text_field(data, key)
         extra = data.get("input") if key == "instruction" else None
@@ -210,13 +227,16 @@ def check_prompt(turns: Messages, key: str, start: int = 0) -> None:
         raise RowError(f"{key}[{start + len(turns) - 1}].role", "the prompt must end with a user turn")
 
 
-def reply_turns(data: dict[str, Any], key: str, prompt: Messages) -> Reply:
-    """`key`'s turns after the prompt: a message list or one assistant turn. A list that starts with the prompt's
-    turns (UltraFeedback) has them cut off."""
+def reply_turns(data: dict[str, Any], key: str, prompt_key: str | None, prompt: Messages, hh: bool) -> Reply:
+    """`key`'s turns after the prompt: a message list, HH-RLHF text (in an HH row) or one assistant turn. A list or
+    transcript that starts with the prompt's turns (UltraFeedback, HH rows with a `prompt`) has them cut off."""
     value = data.get(key)
-    if not isinstance(value, list):
+    if isinstance(value, list):
+        turns = message_list(value, key, "role", "content", roles=None)
+    elif hh:
+        turns = hh_turns(hh_transcript(data, key, prompt_key), key)
+    else:
         return [{"role": "assistant", "content": text_field(data, key)}], 0
-    turns = message_list(value, key, "role", "content", roles=None)
     offset = len(prompt) if prompt and len(turns) > len(prompt) and same_turns(turns[: len(prompt)], prompt) else 0
     return turns[offset:], offset
 

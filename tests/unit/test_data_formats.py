@@ -196,6 +196,17 @@ def test_hh_rlhf_text_splits_into_shared_prompt_turns_and_the_differing_replies(
     ]
 
 
+def test_hh_rlhf_prompt_column_is_parsed_and_the_replies_are_what_follows_it(tmp_path):
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}\n\nAssistant:"
+    rm_static = {"prompt": history, "chosen": " 4.", "rejected": " 5."}  # Dahoas/rm-static: the reply continues it
+    whole = {"prompt": history, "chosen": f"{history} 4.", "rejected": f"{history} 5."}  # the prompt repeated
+    path = write_jsonl(tmp_path / "rm_static.jsonl", [rm_static, whole])
+    pair = {"prompt": HISTORY, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    assert load_preferences([str(path)]) == [pair, pair]
+    kto = write_jsonl(tmp_path / "kto.jsonl", [{"prompt": history, "completion": " 4.", "label": True}])
+    assert load_unpaired([str(kto)]) == [{"prompt": HISTORY, "completion": PAIR["chosen"], "label": True}]
+
+
 def test_replies_that_go_on_with_the_conversation_give_their_shared_turns_to_the_prompt(tmp_path):
     """Capybara-DPO: `prompt` is the first user turn, chosen/rejected the rest of the conversation (with or without
     the prompt repeated first); only the final assistant turn differs."""
