@@ -1,7 +1,8 @@
 """Read data files and convert each known row format to alignkit's canonical rows.
 
-Readers: JSONL, JSON (a list of objects), CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir, or a hub
-id. Every row keeps where it came from (`file:line N`) so a problem can be reported at its place.
+Readers: JSONL, JSON (a list of objects, or JSON Lines saved as .json), CSV/TSV, Parquet, plain text (pretraining),
+a `datasets` save dir, or a hub id. Every row keeps where it came from (`file:line N`) so a problem can be reported at
+its place.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value, optional `system` column), Alpaca
@@ -32,7 +33,8 @@ CHAT_ROLES = {role: role for role in (*ROLES, "tool")}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 # LLaMA-Factory's tool turns: `function_call` (an assistant turn, the call as JSON) and `observation` (its result)
 SHAREGPT_CHAT_ROLES = {**SHAREGPT_ROLES, "function_call": "tool_call", "observation": "tool"}
-JSON_COLUMNS = ("messages", "conversations", "prompt", "completion", "chosen", "rejected")
+MESSAGE_COLUMNS = ("messages", "conversations")  # always message lists
+TEXT_OR_MESSAGE_COLUMNS = ("prompt", "completion", "chosen", "rejected")
 
 
 @dataclass
@@ -108,9 +110,9 @@ def decode(path: Path) -> str:
         ) from None
 
 
-def read_jsonl(path: Path) -> list[Row]:
+def read_jsonl(path: Path, text: str | None = None) -> list[Row]:
     rows = []
-    for number, line in enumerate(decode(path).splitlines(), start=1):
+    for number, line in enumerate((decode(path) if text is None else text).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -125,9 +127,13 @@ def read_jsonl(path: Path) -> list[Row]:
 
 
 def read_json(path: Path) -> list[Row]:
+    """A JSON list of objects (or `{"key": [...]}`); JSON Lines saved as .json (common on the hub) is read as JSONL."""
+    text = decode(path)
     try:
-        data = json.loads(decode(path)) if path.stat().st_size else []
+        data = json.loads(text) if text.strip() else []
     except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):  # an object, then more values: JSON Lines
+            return read_jsonl(path, text)
         raise AlignkitError(f"{path}:line {exc.lineno}: not valid JSON ({exc.msg})", "fix the JSON syntax") from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))  # {"data": [...]} style wrappers
@@ -211,8 +217,9 @@ def expect_object(data: Any, where: str) -> dict[str, Any]:
 
 
 def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
-    """CSV cells that hold JSON lists (e.g. a `messages` column) are parsed."""
-    for column in JSON_COLUMNS:
+    """CSV cells that hold JSON message lists are parsed: a `messages`/`conversations` cell always; a prompt,
+    completion, chosen or rejected cell only when it is a list of turns, so `[INST] ...` or `[2, 3, 5]` stays text."""
+    for column in MESSAGE_COLUMNS:
         cell = record.get(column)
         if isinstance(cell, str) and cell.lstrip().startswith("["):
             try:
@@ -221,7 +228,28 @@ def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
                 raise AlignkitError(
                     f"{where}: column `{column}` is not valid JSON ({exc.msg})", "fix the cell"
                 ) from None
+    for column in TEXT_OR_MESSAGE_COLUMNS:
+        turns = message_cell(record.get(column))
+        if turns is not None:
+            record[column] = turns
     return record
+
+
+def message_cell(cell: Any) -> list[dict[str, Any]] | None:
+    """`cell` parsed when it is a JSON list of turns (`role`/`content` or ShareGPT `from`/`value`), else None."""
+    if not isinstance(cell, str) or not cell.lstrip().startswith("["):
+        return None
+    try:
+        value = json.loads(cell)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(value, list) and value and all(is_turn(turn) for turn in value):
+        return value
+    return None
+
+
+def is_turn(value: Any) -> bool:
+    return isinstance(value, dict) and ({"role", "content"} <= value.keys() or {"from", "value"} <= value.keys())
 
 
 # ---- chat rows -> canonical messages ------------------------------------------------------------------------

@@ -8,11 +8,14 @@ Canonical pair (TRL's conversational preference format): `{"prompt": [messages],
 - standard: `prompt`, `chosen`, `rejected` strings (the prompt becomes a user turn, the replies assistant turns);
 - implicit prompt: `chosen`/`rejected` whole conversations sharing their first turns (no `prompt`): the shared turns
   are the prompt; a `prompt` that repeats those turns (UltraFeedback-style rows) is taken off them;
+- multi-turn replies (Capybara-DPO): `chosen`/`rejected` go on with the conversation after `prompt`; the turns they
+  share join the prompt, so each reply is the final assistant turn(s) (a reply left with a user turn is refused);
 - `question` or `instruction` (+ optional `input`, `system`) instead of `prompt` (LLaMA-Factory's Alpaca pairs);
 - LLaMA-Factory ShareGPT pairs: `conversations` (from/value, or `messages` with role/content) up to the last user
   turn, `chosen`/`rejected` one `{from: gpt, value}` reply each, optional `system`;
 - Anthropic HH-RLHF: `chosen`/`rejected` raw text of `\\n\\nHuman: ...\\n\\nAssistant: ...` turns; the turns they share
-  are the prompt.
+  are the prompt. A `prompt` in that form (Dahoas/rm-static) is read as turns, its open `Assistant:` dropped, and
+  replies are what follows it (the text after it, or whole transcripts that repeat it).
 
 Other columns (`score_chosen`, `prompt_id`, ...) are ignored. Canonical unpaired row (KTO): `{"prompt": [messages],
 "completion": [assistant message(s)], "label": bool}`; input rows: `prompt`/`completion`/`label`, LLaMA-Factory's
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from contextlib import nullcontext
 from typing import Any
 
 from alignkit.data.formats import (
@@ -41,6 +45,7 @@ from alignkit.data.formats import (
 from alignkit.data.validate import convert_all
 
 Messages = list[dict[str, str]]
+Reply = tuple[Messages, int]  # a reply's turns after the prompt, and the index of the first in the row's own list
 
 PROMPT_KEYS = ("prompt", "question", "instruction")
 PAIR_EXPECTED = (
@@ -80,22 +85,21 @@ def preference_row(data: dict[str, Any]) -> dict[str, Any]:
         if data.get(key) is None:
             raise RowError(key, "missing")
     prompt_key = next((k for k in PROMPT_KEYS if k in data), None)
-    if prompt_key is not None:
-        prompt = prompt_turns(data, prompt_key)
-        chosen, rejected = reply_turns(data, "chosen", prompt), reply_turns(data, "rejected", prompt)
-    elif ("conversations" in data or "messages" in data) and not isinstance(data["chosen"], list):
+    hh = is_hh_row(data, prompt_key, "chosen", "rejected")
+    lists = isinstance(data["chosen"], list) and isinstance(data["rejected"], list)
+    if prompt_key is None and ("conversations" in data or "messages" in data) and not isinstance(data["chosen"], list):
         with looks_like("sharegpt preference"):
             prompt, chosen, rejected = sharegpt_pair(data)
-    elif is_hh_text(data["chosen"]):
-        with looks_like("HH-RLHF"):
-            prompt, chosen, rejected = split_shared_prompt(hh_turns(data, "chosen"), hh_turns(data, "rejected"))
-    elif isinstance(data["chosen"], list) and isinstance(data["rejected"], list):
-        prompt, chosen, rejected = split_shared_prompt(
-            message_list(data["chosen"], "chosen", "role", "content", roles=None),
-            message_list(data["rejected"], "rejected", "role", "content", roles=None),
-        )
-    else:
+    elif prompt_key is None and not (hh or lists):
         raise RowError("prompt", "missing (needed when chosen and rejected are plain strings)")
+    else:
+        with looks_like("HH-RLHF") if hh else nullcontext():
+            prompt = prompt_turns(data, prompt_key) if prompt_key else []
+            prompt, chosen, rejected = split_shared_prompt(
+                prompt,
+                reply_turns(data, "chosen", prompt_key, prompt, hh),
+                reply_turns(data, "rejected", prompt_key, prompt, hh),
+            )
     if same_turns(chosen, rejected):
         raise RowError("rejected", "chosen and rejected are identical (the pair teaches nothing)")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **annotations(data)}
@@ -115,13 +119,12 @@ def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             return [{"prompt": prompt, "completion": completion, "label": label_field(data)}]
     prompt_key = next((k for k in PROMPT_KEYS if k in data), "prompt")
     completion_key = "response" if "response" in data and "completion" not in data else "completion"
-    return [
-        {
-            "prompt": prompt_turns(data, prompt_key),
-            "completion": reply_turns(data, completion_key),
-            "label": label_field(data),
-        }
-    ]
+    hh = is_hh_row(data, prompt_key, completion_key)
+    with looks_like("HH-RLHF") if hh else nullcontext():
+        prompt = prompt_turns(data, prompt_key)
+        completion, at = reply_turns(data, completion_key, prompt_key, prompt, hh)
+        completion = check_reply(completion, completion_key, at)
+    return [{"prompt": prompt, "completion": completion, "label": label_field(data)}]
 
 
 def split_last_reply(data: dict[str, Any]) -> tuple[Messages, Messages]:
@@ -163,12 +166,24 @@ def reply_object(data: dict[str, Any], key: str) -> Messages:
 
 
 def is_hh_text(value: Any) -> bool:
-    return isinstance(value, str) and value.lstrip().startswith("Human:")
+    """Whether `value` is HH-RLHF text: `Human:` first, then an `Assistant:` turn (a plain reply may start "Human:")."""
+    return isinstance(value, str) and value.lstrip().startswith("Human:") and "\n\nAssistant:" in value
 
 
-def hh_turns(data: dict[str, Any], key: str) -> Messages:
-    """Anthropic HH-RLHF text (`\\n\\nHuman: ...\\n\\nAssistant: ...`) as messages."""
+def is_hh_row(data: dict[str, Any], *keys: str | None) -> bool:
+    """Whether any of the row's `keys` (the prompt and the replies) is Anthropic HH-RLHF text."""
+    return any(key is not None and is_hh_text(data.get(key)) for key in keys)
+
+
+def hh_transcript(data: dict[str, Any], key: str, prompt_key: str | None) -> str:
+    """`key` as a whole HH-RLHF transcript: itself, or (Dahoas/rm-static rows) the HH prompt it continues."""
     text = text_field(data, key)
+    prompt = data.get(prompt_key) if prompt_key else None
+    return prompt + text if is_hh_text(prompt) and not is_hh_text(text) else text
+
+
+def hh_turns(text: str, key: str) -> Messages:
+    """Anthropic HH-RLHF text (`\\n\\nHuman: ...\\n\\nAssistant: ...`) as messages."""
     parts = HH_TURN.split(text.strip())
     if parts[0].strip() or len(parts) < 3:
         raise RowError(key, 'expected "\\n\\nHuman: ...\\n\\nAssistant: ..." turns')
@@ -179,10 +194,15 @@ def hh_turns(data: dict[str, Any], key: str) -> Messages:
 
 
 def prompt_turns(data: dict[str, Any], key: str) -> Messages:
-    """The prompt as messages ending with a user turn: a message list, or a string (Alpaca-style `input`/`system`)."""
+    """The prompt as messages ending with a user turn: a message list, HH-RLHF text (its open `Assistant:` cue
+    dropped), or a string (Alpaca-style `input`/`system`)."""
     value = data.get(key)
     if isinstance(value, list):
         turns = message_list(value, key, "role", "content", roles=None)
+    elif is_hh_text(value):
+        turns = hh_turns(value, key)
+        if turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+            turns.pop()
     else:
         text = text_field(data, key)
         extra = data.get("input") if key == "instruction" else None
@@ -196,54 +216,72 @@ def prompt_turns(data: dict[str, Any], key: str) -> Messages:
     return turns
 
 
-def check_prompt(turns: Messages, key: str) -> None:
-    for i, turn in enumerate(turns):
-        if turn["role"] == "system" and i != 0:
+def check_prompt(turns: Messages, key: str, start: int = 0) -> None:
+    """`turns` are the prompt; the first is `key[start]` of the input row."""
+    for i, turn in enumerate(turns, start=start):
+        if turn["role"] == "system" and i != start:
             raise RowError(f"{key}[{i}].role", "a system message may only come first")
         if not turn["content"].strip():
             raise RowError(f"{key}[{i}].content", "is empty")
     if turns[-1]["role"] != "user":
-        raise RowError(f"{key}[{len(turns) - 1}].role", "the prompt must end with a user turn")
+        raise RowError(f"{key}[{start + len(turns) - 1}].role", "the prompt must end with a user turn")
 
 
-def reply_turns(data: dict[str, Any], key: str, prompt: Messages | None = None) -> Messages:
-    """A reply as assistant message(s): a string, or a message list that starts and ends with an assistant turn (a
-    list that starts with the row's `prompt` turns, as in UltraFeedback, is the conversation: the prompt is cut off)."""
+def reply_turns(data: dict[str, Any], key: str, prompt_key: str | None, prompt: Messages, hh: bool) -> Reply:
+    """`key`'s turns after the prompt: a message list, HH-RLHF text (in an HH row) or one assistant turn. A list or
+    transcript that starts with the prompt's turns (UltraFeedback, HH rows with a `prompt`) has them cut off."""
     value = data.get(key)
-    if not isinstance(value, list):
-        return [{"role": "assistant", "content": text_field(data, key)}]
-    turns = message_list(value, key, "role", "content", roles=None)
+    if isinstance(value, list):
+        turns = message_list(value, key, "role", "content", roles=None)
+    elif hh:
+        turns = hh_turns(hh_transcript(data, key, prompt_key), key)
+    else:
+        return [{"role": "assistant", "content": text_field(data, key)}], 0
     offset = len(prompt) if prompt and len(turns) > len(prompt) and same_turns(turns[: len(prompt)], prompt) else 0
-    return check_reply(turns[offset:], key, offset)
+    return turns[offset:], offset
 
 
 def check_reply(turns: Messages, key: str, offset: int) -> Messages:
-    """`turns` are `key[offset:]` of the input row (offset > 0 after splitting off an implicit prompt)."""
+    """`turns` are `key[offset:]` of the input row: assistant turns only (a user turn would be trained as a reply)."""
     if not turns:
         raise RowError(key, "has no reply after the turns it shares with the other reply")
     for i, turn in enumerate(turns, start=offset):
+        if turn["role"] != "assistant":
+            raise RowError(
+                f"{key}[{i}].role",
+                f"a reply holds only assistant turns, got {turn['role']!r} (the turns before the final reply belong "
+                "in the prompt)",
+            )
         if not turn["content"].strip():
             raise RowError(f"{key}[{i}].content", "is empty")
-    for i in (offset, offset + len(turns) - 1):
-        if turns[i - offset]["role"] != "assistant":
-            raise RowError(f"{key}[{i}].role", "a reply must start and end with an assistant turn")
     return turns
 
 
-def split_shared_prompt(chosen: Messages, rejected: Messages) -> tuple[Messages, Messages, Messages]:
-    """Implicit prompt: `chosen` and `rejected` are whole conversations; their shared first turns are the prompt."""
-    if same_turns(chosen, rejected):
+def split_shared_prompt(prompt: Messages, chosen: Reply, rejected: Reply) -> tuple[Messages, Messages, Messages]:
+    """The turns `chosen` and `rejected` share after `prompt` extend it, so each reply is its final assistant turns:
+    with no `prompt` (implicit prompt, HH-RLHF) the shared turns are the prompt; a `prompt` of the first user turn
+    and replies that go on with the conversation (Capybara-style) give the prompt the shared later turns."""
+    (chosen_turns, chosen_at), (rejected_turns, rejected_at) = chosen, rejected
+    if same_turns(chosen_turns, rejected_turns):
         raise RowError("rejected", "chosen and rejected are identical (the pair teaches nothing)")
+    if prompt:  # the prompt ends with a user turn: the replies go on with the assistant's
+        for key, (turns, at) in (("chosen", chosen), ("rejected", rejected)):
+            if turns and turns[0]["role"] != "assistant":
+                raise RowError(f"{key}[{at}].role", "a reply must start with an assistant turn")
     shared = 0
-    while shared < min(len(chosen), len(rejected)) and same_turns(
-        chosen[shared : shared + 1], rejected[shared : shared + 1]
+    while shared < min(len(chosen_turns), len(rejected_turns)) and same_turns(
+        chosen_turns[shared : shared + 1], rejected_turns[shared : shared + 1]
     ):
         shared += 1
-    if shared == 0:
+    if not prompt and not shared:
         raise RowError("chosen", "shares no prompt turns with rejected; add a `prompt` field")
-    prompt = chosen[:shared]
-    check_prompt(prompt, "chosen")
-    return prompt, check_reply(chosen[shared:], "chosen", shared), check_reply(rejected[shared:], "rejected", shared)
+    replies = (
+        check_reply(chosen_turns[shared:], "chosen", chosen_at + shared),
+        check_reply(rejected_turns[shared:], "rejected", rejected_at + shared),
+    )
+    if shared:
+        check_prompt(prompt + chosen_turns[:shared], "chosen", start=chosen_at - len(prompt))
+    return prompt + chosen_turns[:shared], *replies
 
 
 def same_turns(a: Messages, b: Messages) -> bool:

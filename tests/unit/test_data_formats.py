@@ -4,6 +4,7 @@ SFT run train on them."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -133,6 +134,16 @@ def load_error(load: Any, path: Path) -> str:
     return error.value.message
 
 
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, *rows])
+    return path
+
+
+def turns(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"role": role, "content": content} for role, content in pairs]
+
+
 def tokenizer_with(model_dir: str, template: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -185,6 +196,28 @@ def test_hh_rlhf_text_splits_into_shared_prompt_turns_and_the_differing_replies(
     ]
 
 
+def test_hh_rlhf_prompt_column_is_parsed_and_the_replies_are_what_follows_it(tmp_path):
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}\n\nAssistant:"
+    rm_static = {"prompt": history, "chosen": " 4.", "rejected": " 5."}  # Dahoas/rm-static: the reply continues it
+    whole = {"prompt": history, "chosen": f"{history} 4.", "rejected": f"{history} 5."}  # the prompt repeated
+    path = write_jsonl(tmp_path / "rm_static.jsonl", [rm_static, whole])
+    pair = {"prompt": HISTORY, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    assert load_preferences([str(path)]) == [pair, pair]
+    kto = write_jsonl(tmp_path / "kto.jsonl", [{"prompt": history, "completion": " 4.", "label": True}])
+    assert load_unpaired([str(kto)]) == [{"prompt": HISTORY, "completion": PAIR["chosen"], "label": True}]
+
+
+def test_replies_that_go_on_with_the_conversation_give_their_shared_turns_to_the_prompt(tmp_path):
+    """Capybara-DPO: `prompt` is the first user turn, chosen/rejected the rest of the conversation (with or without
+    the prompt repeated first); only the final assistant turn differs."""
+    rest = HISTORY[1:]
+    capybara = {"prompt": "Hi", "chosen": [*rest, *PAIR["chosen"]], "rejected": [*rest, *PAIR["rejected"]]}
+    repeated = {"prompt": "Hi", "chosen": HISTORY + PAIR["chosen"], "rejected": HISTORY + PAIR["rejected"]}
+    path = write_jsonl(tmp_path / "capybara.jsonl", [capybara, repeated])
+    pair = {"prompt": HISTORY, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    assert load_preferences([str(path)]) == [pair, pair]
+
+
 def test_trl_pairs_with_extra_columns_load_and_the_extra_columns_are_dropped(tmp_path):
     path = write_jsonl(tmp_path / "ultrafeedback.jsonl", TRL_WITH_EXTRA_COLUMNS)
     assert load_preferences([str(path)]) == [PAIR, PAIR, PAIR]
@@ -199,6 +232,49 @@ def test_llama_factory_kto_conversations_split_at_the_last_assistant_turn(tmp_pa
         {"prompt": HISTORY, "completion": PAIR["chosen"], "label": True},
         {"prompt": PAIR["prompt"], "completion": PAIR["rejected"], "label": False},
     ]
+
+
+# ---- file types -----------------------------------------------------------------------------------------------
+
+
+def test_csv_cells_that_start_with_a_bracket_are_text_unless_they_are_a_list_of_turns(tmp_path):
+    sft = write_csv(
+        tmp_path / "sft.csv",
+        ["prompt", "completion"],
+        [
+            ["[INST] What is 2+2? [/INST]", "4."],
+            ["What does [citation needed] mean?", "[citation needed] marks an unsourced claim."],
+            ["Give the first three primes as a JSON list", "[2, 3, 5]"],
+            ["Hi", json.dumps([{"role": "assistant", "content": "Hello!"}])],
+        ],
+    )
+    assert load_chat([str(sft)]) == [
+        {"messages": turns(("user", "[INST] What is 2+2? [/INST]"), ("assistant", "4."))},
+        {
+            "messages": turns(
+                ("user", "What does [citation needed] mean?"),
+                ("assistant", "[citation needed] marks an unsourced claim."),
+            )
+        },
+        {"messages": turns(("user", "Give the first three primes as a JSON list"), ("assistant", "[2, 3, 5]"))},
+        {"messages": turns(("user", "Hi"), ("assistant", "Hello!"))},
+    ]
+    pairs = write_csv(tmp_path / "pairs.csv", ["prompt", "chosen", "rejected"], [["Primes?", "[2, 3, 5]", "[2, 4, 6]"]])
+    assert load_preferences([str(pairs)]) == [
+        {
+            "prompt": turns(("user", "Primes?")),
+            "chosen": turns(("assistant", "[2, 3, 5]")),
+            "rejected": turns(("assistant", "[2, 4, 6]")),
+        }
+    ]
+
+
+def test_json_lines_saved_as_json_is_read_as_json_lines(tmp_path):
+    rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(3)]
+    path = write_jsonl(tmp_path / "train.json", rows)  # as many hub datasets ship it
+    assert load_chat([str(path)]) == rows
+    write_jsonl(path, [*rows, {"messages": turns(("user", "Q3"))}])
+    assert load_error(load_chat, path).startswith(f"{path}:line 4: field `messages`: has no assistant turn")
 
 
 # ---- tool-calling chat rows -----------------------------------------------------------------------------------
@@ -281,6 +357,16 @@ BAD_ROWS = [
         "row looks like HH-RLHF data: field `rejected[3].content`: is empty",
     ),
     (
+        load_preferences,
+        {
+            "prompt": "Hi",
+            "chosen": [*HISTORY[1:], *PAIR["chosen"]],
+            "rejected": [{"role": "assistant", "content": "?"}],
+        },
+        "field `chosen[1].role`: a reply holds only assistant turns, got 'user' "
+        "(the turns before the final reply belong in the prompt)",
+    ),
+    (
         load_unpaired,
         {"messages": [*HISTORY[:2], HISTORY[2]], "label": True},
         "row looks like KTO conversation data: field `messages[2].role`: "
@@ -324,6 +410,7 @@ BAD_ROWS = [
         "sharegpt-prompt-ends-with-gpt",
         "hh-rejected-not-turns",
         "hh-empty-reply",
+        "user-turn-in-a-reply",
         "kto-ends-with-user",
         "kto-bad-label",
         "openai-arguments-not-json",
