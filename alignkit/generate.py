@@ -255,9 +255,10 @@ def candidates(
 
 
 def load_policy(from_run: str | None, model_name: str | None) -> tuple[Any, Any, dict[str, str]]:
-    """(model, tokenizer, source record) for a run's policy, or for a bare base model when no run is given."""
+    """(model, tokenizer, source record) for a run's policy (`runs.open_policy`: no reward run, no other `--model`),
+    or for a bare base model when no run is given."""
     if from_run:
-        run = runs.open_run(from_run)
+        run = runs.open_policy(from_run, model_name)
         model, tokenizer = lineage.load_inference_model(run.path)
         return model, tokenizer, {"run": str(run.path.resolve()), "model": run.manifest["model"]["name"]}
     cfg = ModelConfig(name=model_name or ModelConfig.name)

@@ -325,6 +325,22 @@ def open_run(path: str | Path, require_complete: bool = True) -> Run:
     return run
 
 
+def open_policy(path: str | Path, model_name: str | None = None, flag: str = "--from") -> Run:
+    """A finished run given as a policy (`flag`: the option that named it): a reward run is refused (its model scores
+    answers, it does not write them), and so is a `model_name` (`--model`; None: not given) other than the run's base,
+    which would otherwise be ignored: a run's model is its own base with its adapters."""
+    run = open_run(path)
+    if run.stage == "reward":
+        raise AlignkitError(f"{run.path}: is a reward model, not a policy", f"pass {flag} an sft (or dpo) run")
+    base = run.model_config.name
+    if model_name is not None and Path(model_name).expanduser().resolve() != Path(base).resolve():
+        raise AlignkitError(
+            f"--model {model_name} differs from the base model of {run.path} ({base})",
+            f"drop --model: a run given by {flag} brings its own base",
+        )
+    return run
+
+
 def run_dirs(runs_dir: str | Path) -> list[Path]:
     """Every run directory under `runs_dir`, sorted by path: its children that hold a manifest.json, and those of
     its group folders one level down (`runs/demo/sft`: the demo writes its runs as one group). Hidden ones (those
