@@ -502,9 +502,9 @@ def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
     return [json.loads(line)["text"] for line in lines[:limit]]
 
 
-def load_eval_prompts(path: str) -> list[Prompt]:
+def load_eval_prompts(path: str, flag: str = "--prompts") -> list[Prompt]:
     """Prompts with their specs; a row without `reference` whose `messages` end with an assistant turn takes its
-    checkable part as the reference (`judges.reference_from_answer`)."""
+    checkable part as the reference (`judges.reference_from_answer`). `flag`: the option that named `path`."""
 
     def row(data: dict[str, Any]) -> Prompt:
         spec = judges.PromptSpec.from_row(data)
@@ -515,7 +515,7 @@ def load_eval_prompts(path: str) -> list[Prompt]:
                 spec = dataclasses.replace(spec, reference=judges.reference_from_answer(last["content"]))
         return Prompt(prompt_row(data), spec)
 
-    return convert_all(read_rows(path), row, "rows with `prompt` (and optional `reference`) or `messages`")
+    return convert_all(read_rows(path, flag), row, "rows with `prompt` (and optional `reference`) or `messages`")
 
 
 def run_eval(

@@ -210,10 +210,11 @@ def load_prompts(path: str) -> list[list[dict[str, str]]]:
     return [item.messages for item in load_prompt_items(path)]
 
 
-def load_prompt_items(path: str) -> list[Prompt]:
-    """Prompts with their specs (optional `skill`, `reference`, `must_contain`, `decline` fields), validated whole."""
+def load_prompt_items(path: str, flag: str = "--prompts") -> list[Prompt]:
+    """Prompts with their specs (optional `skill`, `reference`, `must_contain`, `decline` fields), validated whole.
+    `flag`: the option that named `path`."""
     return convert_all(
-        read_rows(path),
+        read_rows(path, flag),
         lambda data: Prompt(prompt_row(data), PromptSpec.from_row(data)),
         "rows with `prompt` (string or messages), `instruction` or `messages`",
     )
