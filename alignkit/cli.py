@@ -294,10 +294,14 @@ def eval_command(
     rule: Annotated[str, typer.Option(help="Oracle rule judge (careful, concise, ...).")] = "careful",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per answer.")] = 64,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier evaluation in the --out directory.")
+    ] = False,
 ) -> None:
     import alignkit
+    from alignkit import evaluate
 
-    results = alignkit.evaluate_runs(run_dirs, out, prompts, general, reward, rule, max_new_tokens, limit)
+    results = alignkit.evaluate_runs(run_dirs, out, prompts, general, reward, rule, max_new_tokens, limit, overwrite)
     table = Table("model", "accuracy", "degenerate", "mean words", "general ppl", "forgetting", title="evaluation")
     for name, figures in results["runs"].items():
         flag = "yes" if figures["forgetting"]["forgetting"] else "no"
@@ -318,6 +322,8 @@ def eval_command(
             console.print(
                 f"{name}: oracle win-rate {c['win_rate']:.3f} [{low:.3f}, {high:.3f}]: {comparison['verdict']}"
             )
+    if note := evaluate.unchecked_note(results):
+        console.print(note, soft_wrap=True)
     print_alarms(results["alarms"])
     console.print(f"report: {Path(out) / 'report.md'}")
 

@@ -400,7 +400,7 @@ def evaluate_policies(
         cfg.max_new_tokens,
         trained_on_scorer=on_scorer,
     )
-    evaluate.write_report(out, results, rows)
+    evaluate.write_report(out, results, rows, overwrite=True)  # a rerun of the demo replaces its eval/
     return results
 
 

@@ -18,7 +18,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -339,6 +339,21 @@ def open_policy(path: str | Path, model_name: str | None = None, flag: str = "--
             f"drop --model: a run given by {flag} brings its own base",
         )
     return run
+
+
+def distinct_names(paths: Sequence[str | Path], taken: Collection[str] = ()) -> list[str]:
+    """A name per run dir: the shortest tail of its path that no other path ends with and that is not `taken`
+    (`runs/a/sft`, `runs/b/sft` -> `a/sft`, `b/sft`; `runs/sft`, `runs/dpo` -> `sft`, `dpo`). Paths must differ."""
+    parts = [Path(p).resolve().parts for p in paths]
+    names = []
+    for i, own in enumerate(parts):
+        others = [other for j, other in enumerate(parts) if j != i]
+        for length in range(1, len(own) + 1):
+            tail = own[-length:]
+            if all(other[-length:] != tail for other in others) and Path(*tail).as_posix() not in taken:
+                break
+        names.append(Path(*tail).as_posix())
+    return names
 
 
 def run_dirs(runs_dir: str | Path) -> list[Path]:
