@@ -226,10 +226,12 @@ def evaluate_runs(
     rule: str | None = "careful",
     max_new_tokens: int = 64,
     limit: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """`alignkit eval`: the base and every run answer held-out prompts (default: bundled sft_eval.jsonl); each is
     compared with the one before it (win-rates with intervals, KL, alarms), all with the base (forgetting). Writes
-    eval.json, answers.jsonl, report.md and plots to `out`."""
+    eval.json, answers.jsonl, report.md and plots to `out`: a new or empty directory, or with `overwrite` an earlier
+    evaluation's, replaced whole."""
     from alignkit import evaluate
     from alignkit.paths import bundled_data
 
@@ -242,4 +244,5 @@ def evaluate_runs(
         rule,
         max_new_tokens,
         limit=limit,
+        overwrite=overwrite,
     )

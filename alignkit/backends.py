@@ -99,7 +99,7 @@ def servable_model(from_run: str | None, model_name: str | None) -> tuple[Path, 
     if not from_run:
         name = model_name or "embedded"
         return Path(models.resolve_model(name)), {"run": "", "model": name}
-    run = runs.open_run(from_run)
+    run = runs.open_policy(from_run, model_name)
     key = hashlib.sha256(f"{run.path.resolve()}|{run.manifest.get('finished')}".encode()).hexdigest()[:16]
     merged = cache_dir() / "merged" / f"{run.path.name}-{key}"
     if not (merged / export.EXPORT_RECORD).is_file():

@@ -47,6 +47,7 @@ Epochs = Annotated[float | None, typer.Option("--epochs", help="Training epochs.
 MaxSteps = Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out (or the latest unfinished one).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")]
+OverwriteFile = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")]
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Server data dir (default ~/.cache/alignkit/argilla-data).")
 ]
@@ -214,7 +215,7 @@ def generate_command(
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per generate call.")] = 16,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
-    overwrite: Overwrite = False,
+    overwrite: OverwriteFile = False,
     backend: Annotated[str, typer.Option(help="transformers | vllm (CUDA GPUs, vllm installed).")] = "transformers",
     greedy_first: Annotated[
         bool, typer.Option("--greedy-first", help="The first candidate is the greedy reply, the others sampled.")
@@ -246,7 +247,7 @@ def synth_command(
     ] = False,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tasks per generate call.")] = 8,
-    overwrite: Overwrite = False,
+    overwrite: OverwriteFile = False,
 ) -> None:
     import json
 
@@ -291,12 +292,16 @@ def eval_command(
     general: Annotated[str | None, typer.Option(help="General text for the forgetting check.")] = None,
     reward: Annotated[str | None, typer.Option("--reward", help="Reward run: judge win-rate, score answers.")] = None,
     rule: Annotated[str, typer.Option(help="Oracle rule judge (careful, concise, ...).")] = "careful",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 64,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per answer.")] = 64,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier evaluation in the --out directory.")
+    ] = False,
 ) -> None:
     import alignkit
+    from alignkit import evaluate
 
-    results = alignkit.evaluate_runs(run_dirs, out, prompts, general, reward, rule, max_new_tokens, limit)
+    results = alignkit.evaluate_runs(run_dirs, out, prompts, general, reward, rule, max_new_tokens, limit, overwrite)
     table = Table("model", "accuracy", "degenerate", "mean words", "general ppl", "forgetting", title="evaluation")
     for name, figures in results["runs"].items():
         flag = "yes" if figures["forgetting"]["forgetting"] else "no"
@@ -317,6 +322,8 @@ def eval_command(
             console.print(
                 f"{name}: oracle win-rate {c['win_rate']:.3f} [{low:.3f}, {high:.3f}]: {comparison['verdict']}"
             )
+    if note := evaluate.unchecked_note(results):
+        console.print(note, soft_wrap=True)
     print_alarms(results["alarms"])
     console.print(f"report: {Path(out) / 'report.md'}")
 
@@ -488,7 +495,7 @@ def feedback_pull(
     pairs: Annotated[
         str, typer.Option("--pairs", help="all (every decided pair) | best-worst (one per record, the widest).")
     ] = "all",
-    overwrite: Overwrite = False,
+    overwrite: OverwriteFile = False,
 ) -> None:
     import alignkit
 
@@ -523,7 +530,7 @@ def review_pull(
     out: Annotated[str, typer.Option("--out", help="Output JSONL of accepted SFT rows.")],
     workspace: Workspace = "alignkit",
     min_reviews: Annotated[int, typer.Option("--min-reviews", help="Skip records reviewed by fewer.")] = 1,
-    overwrite: Overwrite = False,
+    overwrite: OverwriteFile = False,
 ) -> None:
     from alignkit.feedback import pull
     from alignkit.jsonl import write_jsonl
@@ -614,9 +621,9 @@ def demo(
     model: Model = None,
     rule: Annotated[str | None, typer.Option(help="Hidden preference of the simulated annotators.")] = None,
     noise: Annotated[float | None, typer.Option(help="Chance an annotator flips the rule.")] = None,
-    sft_steps: Annotated[int | None, typer.Option("--sft-steps")] = None,
-    reward_steps: Annotated[int | None, typer.Option("--reward-steps")] = None,
-    dpo_steps: Annotated[int | None, typer.Option("--dpo-steps")] = None,
+    sft_steps: Annotated[int | None, typer.Option("--sft-steps", help="SFT optimizer steps.")] = None,
+    reward_steps: Annotated[int | None, typer.Option("--reward-steps", help="Reward-model optimizer steps.")] = None,
+    dpo_steps: Annotated[int | None, typer.Option("--dpo-steps", help="DPO optimizer steps.")] = None,
     rl_steps: Annotated[int | None, typer.Option("--rl-steps", help="Short GRPO after DPO; 0 skips it.")] = None,
     rounds: Annotated[
         int | None,

@@ -138,7 +138,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         timings[name] = round(time.time() - started - sum(timings.values()), 1)
         console.print(f"[bold green]✓[/] {name} ({timings[name]} s)")
 
-    prompts = generate.load_prompt_items(cfg.prompts or str(bundled_data("prompts.jsonl")))
+    prompts = generate.load_prompt_items(cfg.prompts or str(bundled_data("prompts.jsonl")), "prompts")
     random.Random(cfg.seed).shuffle(prompts)
     train_prompts = prompts[: cfg.train_prompts]
     heldout_prompts = prompts[cfg.train_prompts :][: cfg.eval_prompts]
@@ -147,7 +147,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         checked_prompts = []
     dpo_eval_steps = max(1, cfg.dpo_steps // 2) if checked_prompts else cfg.dpo_steps  # checked mid-way too
     extra = cfg.extra_eval_prompts or (None if cfg.prompts else str(bundled_data("sft_eval.jsonl")))
-    heldout_prompts += evaluate.load_eval_prompts(extra) if extra else []
+    heldout_prompts += evaluate.load_eval_prompts(extra, "extra_eval_prompts") if extra else []
     write_prompts(out / "train_prompts.jsonl", train_prompts)
     write_prompts(out / "heldout_prompts.jsonl", heldout_prompts)
     if checked_prompts:
@@ -400,7 +400,7 @@ def evaluate_policies(
         cfg.max_new_tokens,
         trained_on_scorer=on_scorer,
     )
-    evaluate.write_report(out, results, rows)
+    evaluate.write_report(out, results, rows, overwrite=True)  # a rerun of the demo replaces its eval/
     return results
 
 

@@ -14,17 +14,20 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import random
 import re
+import shutil
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from alignkit import judges, lineage, models, runs
+from alignkit import judges, lineage, models, paths, runs
 from alignkit.data.formats import read_rows
 from alignkit.data.validate import convert_all
+from alignkit.errors import AlignkitError
 from alignkit.generate import greedy_replies
 from alignkit.hardware import pick_precision
 from alignkit.jsonl import prompt_row
@@ -402,20 +405,60 @@ def kl_to_reference(
     return sum(o - r for o, r in zip(own, ref, strict=True)) / max(1, len(own))
 
 
-def write_report(out_dir: Path, results: dict[str, Any], rows: Sequence[dict[str, Any]] = ()) -> None:
-    """eval.json, answers.jsonl, report.md and plots (accuracy per skill per model; win-rates with intervals)."""
+REPORT_MARKER = "eval.json"  # marks a directory that `--overwrite` may replace: an earlier evaluation
+
+
+def check_report_dir(out_dir: Path, overwrite: bool) -> None:
+    """Before any work: `out_dir` is missing or empty, or (`overwrite`) holds an earlier evaluation."""
+    paths.check_output_dir(out_dir, overwrite, REPORT_MARKER, "an evaluation")
+
+
+def write_report(
+    out_dir: Path, results: dict[str, Any], rows: Sequence[dict[str, Any]] = (), overwrite: bool = False
+) -> None:
+    """eval.json, answers.jsonl, report.md and plots (accuracy per skill per model; win-rates with intervals), written
+    beside `out_dir` and swapped in whole: an earlier evaluation there (`overwrite`) leaves no stale file behind."""
+    out_dir = Path(out_dir).absolute()
+    check_report_dir(out_dir, overwrite)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_report_files(tmp, results, rows)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
+def checked_skills(results: dict[str, Any]) -> list[str]:
+    """The skills some model was checked on (none when no prompt had anything to check)."""
+    return sorted({s for figures in results["runs"].values() for s in figures["accuracy_by_skill"]})
+
+
+def oracle_rates(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(comparison, oracle win-rate) of each comparison the rule judged."""
+    return [(key, c["oracle"]) for key, c in results["comparisons"].items() if "oracle" in c]
+
+
+def unchecked_note(results: dict[str, Any]) -> str | None:
+    """One line when no prompt had a reference, must_contain or decline: accuracy was then not measured at all."""
+    if checked_skills(results):
+        return None
+    return "No prompt was checkable (none has a reference, must_contain or decline): accuracy is not measured."
+
+
+def write_report_files(out_dir: Path, results: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
+    """The files of `write_report`, into an existing directory."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     with open(out_dir / "answers.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
     (out_dir / "report.md").write_text(report_markdown(results), encoding="utf-8")
     names = list(results["runs"])
-    skills = sorted({s for n in names for s in results["runs"][n]["accuracy_by_skill"]})
+    skills = checked_skills(results)
     if skills:
         fig, ax = plt.subplots(figsize=(max(6, len(skills) * 0.9), 3.5))
         width = 0.8 / len(names)
@@ -436,7 +479,7 @@ def write_report(out_dir: Path, results: dict[str, Any], rows: Sequence[dict[str
         fig.tight_layout()
         fig.savefig(out_dir / "perplexity.png")
         plt.close(fig)
-    rates = [(key, c["oracle"]) for key, c in results["comparisons"].items() if "oracle" in c]
+    rates = oracle_rates(results)
     if rates:
         fig, ax = plt.subplots(figsize=(5, 3))
         values = [r["win_rate"] for _, r in rates]
@@ -469,10 +512,13 @@ def report_markdown(results: dict[str, Any], images: str = "") -> str:
             f"{r['p90_words']} | {fmt(r['refusal_rate_harmful'])} | {fmt(r['forgetting']['ppl_ratio'])} | "
             f"{fmt(r.get('reward_mean'))} |"
         )
-    skills = sorted({s for n in names for s in results["runs"][n]["accuracy_by_skill"]})
-    lines += ["", "| skill | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {s} | " + " | ".join(fmt(results["runs"][n]["accuracy_by_skill"].get(s)) for n in names) + " |"
-              for s in skills]  # fmt: skip
+    skills = checked_skills(results)
+    if note := unchecked_note(results):
+        lines += ["", note]
+    else:
+        lines += ["", "| skill | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {s} | " + " | ".join(fmt(results["runs"][n]["accuracy_by_skill"].get(s)) for n in names) + " |"
+                  for s in skills]  # fmt: skip
     lines += ["", "| comparison | judge | win-rate | 95 % interval | W / T / L | identical answers |"]
     lines += ["|---|---|---|---|---|---|"]
     for key, comparison in results["comparisons"].items():
@@ -485,7 +531,9 @@ def report_markdown(results: dict[str, Any], images: str = "") -> str:
                 )
     verdicts = [f"- **{key}**: {c['verdict']}" for key, c in results["comparisons"].items() if c.get("verdict")]
     lines += ["", "## Verdicts (oracle interval and alarms)", "", *verdicts] if verdicts else []
-    lines += ["", f"![checked accuracy per skill]({images}accuracy.png) ![oracle win-rates]({images}win_rate.png)"]
+    plots = [f"![checked accuracy per skill]({images}accuracy.png)"] if skills else []
+    plots += [f"![oracle win-rates]({images}win_rate.png)"] if oracle_rates(results) else []
+    lines += ["", " ".join(plots)] if plots else []
     flagged = {k: v for k, v in results["alarms"].items() if v}
     lines += ["", "## Alarms", ""]
     lines += [f"- **{k}**: {a}" for k, v in flagged.items() for a in v] or ["- none"]
@@ -502,9 +550,9 @@ def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
     return [json.loads(line)["text"] for line in lines[:limit]]
 
 
-def load_eval_prompts(path: str) -> list[Prompt]:
+def load_eval_prompts(path: str, flag: str = "--prompts") -> list[Prompt]:
     """Prompts with their specs; a row without `reference` whose `messages` end with an assistant turn takes its
-    checkable part as the reference (`judges.reference_from_answer`)."""
+    checkable part as the reference (`judges.reference_from_answer`). `flag`: the option that named `path`."""
 
     def row(data: dict[str, Any]) -> Prompt:
         spec = judges.PromptSpec.from_row(data)
@@ -515,7 +563,7 @@ def load_eval_prompts(path: str) -> list[Prompt]:
                 spec = dataclasses.replace(spec, reference=judges.reference_from_answer(last["content"]))
         return Prompt(prompt_row(data), spec)
 
-    return convert_all(read_rows(path), row, "rows with `prompt` (and optional `reference`) or `messages`")
+    return convert_all(read_rows(path, flag), row, "rows with `prompt` (and optional `reference`) or `messages`")
 
 
 def run_eval(
@@ -528,10 +576,17 @@ def run_eval(
     max_new_tokens: int = 64,
     forgetting_threshold: float = 0.05,
     limit: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """`alignkit eval`: the base and each run answer the prompts; each is compared with the one before it."""
-    prompts = load_eval_prompts(prompts_file)[:limit]
-    loaded = [runs.open_run(d) for d in run_dirs]
+    """`alignkit eval`: the base and each run answer the prompts; each is compared with the one before it. Each run is
+    named by the shortest tail of its path that tells it from the others (`runs.distinct_names`)."""
+    check_report_dir(Path(out_dir), overwrite)
+    loaded = [runs.open_policy(d, flag="--runs") for d in run_dirs]
+    resolved = [run.path.resolve() for run in loaded]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise AlignkitError(f"{run_dirs[i]}: passed to --runs twice", "pass each run once")
+    prompts = load_eval_prompts(prompts_file, "--prompts")[:limit]
     model_cfg = loaded[0].model_config
 
     def load_base() -> tuple[Any, Any]:
@@ -539,14 +594,20 @@ def run_eval(
         return base, models.load_tokenizer(model_cfg)
 
     scorer = lineage.load_scorer(reward_run) if reward_run else None
+    names = runs.distinct_names([run.path for run in loaded], taken={"base"})
     to_evaluate = [
         ("base", load_base),
-        *((run.path.name, functools.partial(lineage.load_inference_model, run.path)) for run in loaded),
+        *(
+            (name, functools.partial(lineage.load_inference_model, run.path))
+            for name, run in zip(names, loaded, strict=True)
+        ),
     ]
-    on_scorer = [run.path.name for run in loaded if reward_run and lineage.trained_against(run, reward_run)]
+    on_scorer = [
+        name for name, run in zip(names, loaded, strict=True) if reward_run and lineage.trained_against(run, reward_run)
+    ]
     results, rows = evaluate_models(
         to_evaluate, prompts, read_texts(general_file), scorer, rule, max_new_tokens, forgetting_threshold, on_scorer
     )
     results["prompts_file"] = prompts_file
-    write_report(Path(out_dir), results, rows)
+    write_report(Path(out_dir), results, rows, overwrite)
     return results

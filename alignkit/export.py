@@ -41,9 +41,7 @@ def export(
     out = Path(out)
     if dtype not in DTYPES:
         raise AlignkitError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise AlignkitError(f"{out}: exists and is not empty", "pass --overwrite or choose another --out")
-    paths.check_replaceable(out, EXPORT_RECORD, "an exported model")
+    paths.check_output_dir(out, overwrite, EXPORT_RECORD, "an exported model")
     converter = gguf_converter() if gguf else None  # missing tooling: fail before any work
     precision = export_precision(run, dtype)
 

@@ -210,10 +210,11 @@ def load_prompts(path: str) -> list[list[dict[str, str]]]:
     return [item.messages for item in load_prompt_items(path)]
 
 
-def load_prompt_items(path: str) -> list[Prompt]:
-    """Prompts with their specs (optional `skill`, `reference`, `must_contain`, `decline` fields), validated whole."""
+def load_prompt_items(path: str, flag: str = "--prompts") -> list[Prompt]:
+    """Prompts with their specs (optional `skill`, `reference`, `must_contain`, `decline` fields), validated whole.
+    `flag`: the option that named `path`."""
     return convert_all(
-        read_rows(path),
+        read_rows(path, flag),
         lambda data: Prompt(prompt_row(data), PromptSpec.from_row(data)),
         "rows with `prompt` (string or messages), `instruction` or `messages`",
     )
@@ -255,9 +256,10 @@ def candidates(
 
 
 def load_policy(from_run: str | None, model_name: str | None) -> tuple[Any, Any, dict[str, str]]:
-    """(model, tokenizer, source record) for a run's policy, or for a bare base model when no run is given."""
+    """(model, tokenizer, source record) for a run's policy (`runs.open_policy`: no reward run, no other `--model`),
+    or for a bare base model when no run is given."""
     if from_run:
-        run = runs.open_run(from_run)
+        run = runs.open_policy(from_run, model_name)
         model, tokenizer = lineage.load_inference_model(run.path)
         return model, tokenizer, {"run": str(run.path.resolve()), "model": run.manifest["model"]["name"]}
     cfg = ModelConfig(name=model_name or ModelConfig.name)

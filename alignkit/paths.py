@@ -43,3 +43,13 @@ def check_replaceable(path: Path, marker: str, what: str) -> None:
             f"{path}: is not {what} (no {marker}), so --overwrite will not replace it",
             "choose another --out, e.g. a new folder inside it",
         )
+
+
+def check_output_dir(path: Path, overwrite: bool, marker: str, what: str) -> None:
+    """Before any work: `path` may be written as a directory: missing or empty, or (`overwrite`) one alignkit wrote
+    as `what` (`check_replaceable`)."""
+    if path.exists() and not path.is_dir():
+        raise AlignkitError(f"{path}: is a file, not an output directory", "pass a directory path to --out")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise AlignkitError(f"{path}: exists and is not empty", "pass --overwrite or choose another --out")
+    check_replaceable(path, marker, what)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import data, distributed, hardware, lineage, models, runs, training
-from alignkit.config import TrainStageConfig
+from alignkit.config import EMBEDDED_MODEL, TrainStageConfig
 from alignkit.errors import AlignkitError
 
 Rows = list[dict[str, Any]]
@@ -77,7 +77,7 @@ class Recipe:
 def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     """Train `recipe`'s stage with `cfg` and return the finished run (resumed with `cfg.resume`)."""
     cfg = recipe.prepare(training.resolve_resume(recipe.stage, cfg))
-    parent = parent_run(recipe, cfg.from_run)
+    parent = parent_run(recipe, cfg.from_run, cfg.model.name)
     if parent:
         cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
     train_rows, eval_rows, files = data.load_split(cfg.data, lambda paths: recipe.load_rows(cfg, paths))
@@ -168,14 +168,13 @@ def trl_trainer(plan: Plan, to_dataset: Callable[[Rows], Any], **extra: Any) -> 
     return trainer
 
 
-def parent_run(recipe: Recipe, from_run: str | None) -> runs.Run | None:
-    """The `--from` run: a policy (never a reward model); required where the stage trains a policy further."""
-    hint = "pass --from an sft (or dpo) run"
+def parent_run(recipe: Recipe, from_run: str | None, model_name: str) -> runs.Run | None:
+    """The `--from` run: a policy on the same base (`runs.open_policy`); required where the stage trains a policy
+    further. `model_name`: the config's base (the embedded default counts as not given)."""
     if not from_run:
         if recipe.needs_policy:
-            raise AlignkitError(f"{recipe.stage} starts from a policy: no --from run given", hint)
+            raise AlignkitError(
+                f"{recipe.stage} starts from a policy: no --from run given", "pass --from an sft (or dpo) run"
+            )
         return None
-    parent = runs.open_run(from_run)
-    if parent.stage == "reward":
-        raise AlignkitError(f"{parent.path}: is a reward model, not a policy", hint)
-    return parent
+    return runs.open_policy(from_run, None if model_name == EMBEDDED_MODEL else model_name)

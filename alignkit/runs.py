@@ -18,7 +18,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -365,6 +365,37 @@ def open_run(path: str | Path, require_complete: bool = True) -> Run:
             f"resume it with `alignkit {manifest.get('stage', '<stage>')} --resume --out {run.path}`",
         )
     return run
+
+
+def open_policy(path: str | Path, model_name: str | None = None, flag: str = "--from") -> Run:
+    """A finished run given as a policy (`flag`: the option that named it): a reward run is refused (its model scores
+    answers, it does not write them), and so is a `model_name` (`--model`; None: not given) other than the run's base,
+    which would otherwise be ignored: a run's model is its own base with its adapters."""
+    run = open_run(path)
+    if run.stage == "reward":
+        raise AlignkitError(f"{run.path}: is a reward model, not a policy", f"pass {flag} an sft (or dpo) run")
+    base = run.model_config.name
+    if model_name is not None and Path(model_name).expanduser().resolve() != Path(base).resolve():
+        raise AlignkitError(
+            f"--model {model_name} differs from the base model of {run.path} ({base})",
+            f"drop --model: a run given by {flag} brings its own base",
+        )
+    return run
+
+
+def distinct_names(paths: Sequence[str | Path], taken: Collection[str] = ()) -> list[str]:
+    """A name per run dir: the shortest tail of its path that no other path ends with and that is not `taken`
+    (`runs/a/sft`, `runs/b/sft` -> `a/sft`, `b/sft`; `runs/sft`, `runs/dpo` -> `sft`, `dpo`). Paths must differ."""
+    parts = [Path(p).resolve().parts for p in paths]
+    names = []
+    for i, own in enumerate(parts):
+        others = [other for j, other in enumerate(parts) if j != i]
+        for length in range(1, len(own) + 1):
+            tail = own[-length:]
+            if all(other[-length:] != tail for other in others) and Path(*tail).as_posix() not in taken:
+                break
+        names.append(Path(*tail).as_posix())
+    return names
 
 
 def run_dirs(runs_dir: str | Path) -> list[Path]:

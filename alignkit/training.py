@@ -16,7 +16,7 @@ from rich.console import Console
 from transformers import ProgressCallback, TrainerCallback
 
 from alignkit import distributed, hardware, lineage, logs, models, runs
-from alignkit.config import EMBEDDED_MODEL, ModelConfig, TrainStageConfig, check_keys, check_types, load_config
+from alignkit.config import ModelConfig, TrainStageConfig, check_keys, check_types, load_config
 from alignkit.errors import AlignkitError
 
 logger = logging.getLogger("alignkit")
@@ -570,14 +570,9 @@ def save_model(trainer: Any, run: runs.Run, state_dict: dict[str, Any] | None = 
 
 
 def parent_model_config(model_cfg: ModelConfig, parent: runs.Run) -> ModelConfig:
-    """The base model of a stage started from `parent`: the parent's own base (a different `--model` is an error)."""
-    base = parent.model_config
-    if model_cfg.name != EMBEDDED_MODEL and Path(model_cfg.name).expanduser().resolve() != Path(base.name).resolve():
-        raise AlignkitError(
-            f"--model {model_cfg.name} differs from the base model of {parent.path} ({base.name})",
-            "drop --model: a run started --from another uses that run's base",
-        )
-    return dataclasses.replace(base, precision=model_cfg.precision)
+    """The base model of a stage started from `parent`: the parent's own base (`runs.open_policy` refused another
+    `--model`), at the precision asked for."""
+    return dataclasses.replace(parent.model_config, precision=model_cfg.precision)
 
 
 def sft_classes(cfg: Any) -> tuple[type[Any], type[Any]]:

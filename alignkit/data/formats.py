@@ -67,8 +67,9 @@ def looks_like(fmt: str) -> Iterator[None]:
         raise RowError(exc.field, exc.problem, fmt) from None
 
 
-def read_rows(source: str) -> list[Row]:
-    """All rows of a data file, directory or hub dataset; errors name the file and line."""
+def read_rows(source: str, flag: str = "--data") -> list[Row]:
+    """All rows of a data file, directory or hub dataset; errors name the file and line. `flag`: the option that
+    named `source`, for the fix of a missing file."""
     path = Path(source).expanduser()
     if path.is_dir():
         rows = read_saved_dataset(path)
@@ -91,7 +92,7 @@ def read_rows(source: str) -> list[Row]:
             )
         rows = readers[suffix](path)
     elif path.exists() or source.startswith((".", "/", "~")) or path.suffix:
-        raise AlignkitError(f"{source}: data file not found", "check the path passed to --data")
+        raise AlignkitError(f"{source}: data file not found", f"check the path passed to {flag}")
     else:
         rows = read_hub_dataset(source)
     if not rows:

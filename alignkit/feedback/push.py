@@ -20,7 +20,9 @@ from alignkit.jsonl import prompt_id
 
 def load_candidates(path: str) -> list[dict[str, Any]]:
     """Rows `{"prompt": [messages], "candidates": [{"text", ...}, ...]}`, validated whole."""
-    return convert_all(read_rows(path), candidate_row, "rows from `alignkit generate`: {prompt, candidates: [{text}]}")
+    return convert_all(
+        read_rows(path, "--candidates"), candidate_row, "rows from `alignkit generate`: {prompt, candidates: [{text}]}"
+    )
 
 
 def candidate_row(data: dict[str, Any]) -> dict[str, Any]:

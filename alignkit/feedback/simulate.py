@@ -37,7 +37,8 @@ def load_answer_key(path: str) -> dict[str, PromptSpec]:
             raise RowError("spec", "expected an object with skill / reference / must_contain / decline")
         return prompt_id(prompt_row(data)), PromptSpec.from_row(spec)
 
-    return dict(convert_all(read_rows(path), entry, "prompt rows with optional skill / reference / must_contain"))
+    expected = "prompt rows with optional skill / reference / must_contain"
+    return dict(convert_all(read_rows(path, "--answer-key"), entry, expected))
 
 
 def judge(texts: list[str], oracle: Rule, flip: bool, prompt: Prompt | None = None) -> dict[str, Any]:

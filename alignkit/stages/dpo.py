@@ -80,7 +80,7 @@ def known_method(cfg: DPOStageConfig) -> DPOStageConfig:
 
 def load_checked_prompts(path: str) -> list[Prompt]:
     """`checked_prompts`: a prompt file of which at least one row can be checked (a reference, terms or decline)."""
-    prompts = generate.load_prompt_items(path)
+    prompts = generate.load_prompt_items(path, "checked_prompts")
     if not any(p.spec.checkable for p in prompts):
         raise AlignkitError(
             f"{path}: checked_prompts has no row with `reference`, `must_contain` or `decline`, so nothing to check",

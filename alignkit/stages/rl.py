@@ -60,7 +60,11 @@ def prepare(cfg: RLStageConfig) -> RLStageConfig:
 def load_rows(cfg: RLStageConfig, paths: list[str]) -> list[dict[str, Any]]:
     """Prompt-only rows; the spec rides along as a column: TRL hands extra columns to reward functions (rule rewards
     read it)."""
-    return [{"prompt": p.messages, "prompt_spec": p.spec.to_json()} for path in paths for p in load_prompt_items(path)]
+    return [
+        {"prompt": p.messages, "prompt_spec": p.spec.to_json()}
+        for path in paths
+        for p in load_prompt_items(path, "--data")
+    ]
 
 
 def check(plan: runner.Plan, args: Any) -> None:

@@ -6,11 +6,13 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import alignkit
 from alignkit import cli
-from tests.conftest import run_cli, write_jsonl
+from tests.conftest import CHAT_ROWS, run_cli, write_jsonl
 
 BAD = Path(__file__).resolve().parent.parent / "data" / "bad"
 
@@ -224,7 +226,6 @@ def long_or_short_row(stage: str, question: str) -> dict:
 def test_examples_too_long_for_max_length_are_counted_and_said(stage, tmp_path, capsys, chat_file, tiny_model):
     """TRL drops them while preparing the data (SFT: the answer starts past `max_length`; DPO: the prompt fills it;
     reward: the pair is longer); they once went without a word, and a file of nothing else crashed in the sampler."""
-    import alignkit
 
     long = " ".join(["word"] * 400)
     short_rows = [long_or_short_row(stage, f"Is {i} short?") for i in range(4)]
@@ -378,3 +379,112 @@ def test_existing_output_file_is_not_clobbered(command, tmp_path, capsys, tiny_m
     code, err = invoke([command, *source, "--model", tiny_model, "--out", str(out)], capsys)
     assert_one_line_error(code, err, ["output file exists", "--overwrite"])
     assert out.read_text() == "precious\n"
+
+
+# -- runs given to the commands that use a policy ---------------------------------------------------------------------
+
+PROMPTS = str(Path(__file__).resolve().parents[2] / "datasets" / "prompts.jsonl")
+
+
+@pytest.fixture(scope="module")
+def policy_and_reward(tmp_path_factory, tiny_model):
+    """A one-step SFT run and a one-step reward run on it: (sft path, reward path)."""
+    root = tmp_path_factory.mktemp("policy-and-reward")
+    chats = write_jsonl(root / "chat.jsonl", CHAT_ROWS)
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    pairs = [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
+    write_jsonl(root / "pairs.jsonl", pairs)
+    tiny = {"max_steps": 1, "per_device_train_batch_size": 4}
+    sft = alignkit.sft(data={"paths": [str(chats)]}, model={"name": tiny_model}, out=str(root / "sft"), trainer=tiny)
+    reward = alignkit.reward(
+        data={"paths": [str(root / "pairs.jsonl")]}, from_run=str(sft.path), out=str(root / "reward"), trainer=tiny
+    )
+    return str(sft.path), str(reward.path)
+
+
+def policy_argv(command: str, run: str, out: Path) -> list[str]:
+    """`command` started from `run` as its policy, writing to `out`."""
+    return {
+        "generate": ["generate", "--prompts", PROMPTS, "--from", run],
+        "synth": ["synth", "--seeds", PROMPTS, "--from", run],
+        "eval": ["eval", "--runs", run],
+    }[command] + ["--out", str(out)]
+
+
+@pytest.mark.parametrize("command", ["generate", "synth", "eval"])
+def test_a_reward_run_is_refused_as_a_policy(command, policy_and_reward, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = invoke(policy_argv(command, policy_and_reward[1], out), capsys)
+    flag = "--runs" if command == "eval" else "--from"
+    assert_one_line_error(code, err, ["is a reward model, not a policy", f"pass {flag} an sft (or dpo) run"])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["generate", "synth"])
+def test_model_other_than_the_runs_base_is_refused(command, policy_and_reward, tmp_path, capsys, tiny_model):
+    other = copy_model(tiny_model, tmp_path / "other-model")
+    out = tmp_path / "out.jsonl"
+    code, err = invoke([*policy_argv(command, policy_and_reward[0], out), "--model", str(other)], capsys)
+    assert_one_line_error(code, err, [f"--model {other} differs from the base model of", "drop --model"])
+    assert not out.exists()
+
+
+def test_model_that_is_the_runs_base_is_accepted(policy_and_reward, tmp_path, capsys, tiny_model):
+    out = tmp_path / "out.jsonl"
+    argv = [*policy_argv("generate", policy_and_reward[0], out), "--model", tiny_model, "--limit", "1", "--n", "1"]
+    code, err = invoke([*argv, "--max-new-tokens", "4"], capsys)
+    assert code == 0, err
+    assert json.loads(out.read_text().splitlines()[0])["candidates"][0]["model"] == tiny_model
+
+
+def test_the_same_run_twice_in_eval_is_refused(policy_and_reward, tmp_path, capsys):
+    sft = Path(policy_and_reward[0])
+    out = tmp_path / "eval"
+    again = str(sft.parent / ".." / sft.parent.name / sft.name)  # another spelling of the same directory
+    code, err = invoke(["eval", "--runs", str(sft), "--runs", again, "--out", str(out)], capsys)
+    assert_one_line_error(code, err, [again, "passed to --runs twice", "pass each run once"])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["eval", "--runs", "RUN", "--prompts", "MISSING"], "--prompts"),
+        (["generate", "--prompts", "MISSING"], "--prompts"),
+        (["synth", "--seeds", "MISSING"], "--seeds"),
+    ],
+    ids=["eval", "generate", "synth"],
+)
+def test_a_missing_file_names_the_flag_that_passed_it(argv, flag, policy_and_reward, tmp_path, capsys):
+    missing, out = str(tmp_path / "nonexist.jsonl"), tmp_path / "out"
+    argv = [a.replace("MISSING", missing).replace("RUN", policy_and_reward[0]) for a in argv]
+    code, err = invoke([*argv, "--out", str(out)], capsys)
+    assert_one_line_error(code, err, [missing, "not found", f"check the path passed to {flag}"])
+    assert not out.exists()
+
+
+def command_options() -> dict[str, dict[str, Any]]:
+    """Every CLI command (`feedback pull`, ...) -> its options by flag."""
+    import typer
+
+    found = {}
+
+    def walk(command: Any, name: str) -> None:
+        for sub_name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{name} {sub_name}".strip())
+        if not hasattr(command, "commands"):
+            found[name] = {flag: p for p in command.params if p.param_type_name == "option" for flag in p.opts}
+
+    walk(typer.main.get_command(cli.app), "")
+    return found
+
+
+FILE_OUTPUTS = {"generate", "synth", "feedback pull", "feedback review pull"}  # --out is a file, not a directory
+
+
+def test_every_option_has_help_and_overwrite_names_what_out_is():
+    for command, options in command_options().items():
+        assert not [flag for flag, option in options.items() if not option.help], command
+        if "--overwrite" in options:
+            says = options["--overwrite"].help
+            assert ("file" in says) == (command in FILE_OUTPUTS), (command, says)

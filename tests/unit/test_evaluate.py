@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+from collections import Counter
 
 import pytest
 
 import alignkit
-from alignkit import evaluate
+from alignkit import evaluate, runs
+from alignkit.errors import AlignkitError
 from alignkit.judges import Prompt
 from tests.conftest import run_cli, write_jsonl
 
@@ -115,6 +118,62 @@ def test_eval_cli_writes_report_with_win_rate_kl_and_forgetting(two_runs, tmp_pa
     for name in ("report.md", "perplexity.png", "win_rate.png", "accuracy.png"):
         assert (out / name).is_file(), name
     assert "## Alarms" in (out / "report.md").read_text()
+
+
+def test_runs_are_named_by_the_shortest_path_tail_that_tells_them_apart():
+    assert runs.distinct_names(["x/a/sft", "x/b/sft", "x/dpo"]) == ["a/sft", "b/sft", "dpo"]
+    assert runs.distinct_names(["x/sft", "y/sft/sft"]) == ["x/sft", "sft/sft"]
+    assert runs.distinct_names(["x/base", "x/sft"], taken={"base"}) == ["x/base", "sft"]
+
+
+def small_eval_files(tmp_path, checkable=True):
+    """(prompts, general text) for a quick evaluation: two prompts, with references or with nothing to check."""
+    rows = [{"prompt": f"Add {i} and 1.", **({"reference": f"It is {i + 1}."} if checkable else {})} for i in range(2)]
+    name = "prompts.jsonl" if checkable else "open-prompts.jsonl"
+    general = write_jsonl(tmp_path / "general.jsonl", [{"text": "Bread rises because yeast makes gas."}] * 2)
+    return write_jsonl(tmp_path / name, rows), general
+
+
+def test_runs_with_the_same_folder_name_keep_their_own_answers(two_runs, tmp_path):
+    """The demo names its runs `runs/<group>/sft`: two of them are `a/sft` and `b/sft`, not one merged `sft`."""
+    for group, run in zip(("a", "b"), two_runs, strict=True):
+        shutil.copytree(run.path, tmp_path / group / "sft")
+    prompts, general = small_eval_files(tmp_path)
+    out = tmp_path / "eval"
+    same_name = [tmp_path / "a" / "sft", tmp_path / "b" / "sft"]
+    results = alignkit.evaluate_runs(same_name, out, prompts, general, max_new_tokens=4)
+    assert list(results["runs"]) == ["base", "a/sft", "b/sft"]
+    assert list(results["comparisons"]) == ["a/sft vs base", "b/sft vs a/sft"]
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert Counter(a["run"] for a in answers) == {"base": 2, "a/sft": 2, "b/sft": 2}
+
+
+def test_eval_out_is_kept_unless_overwrite_which_leaves_nothing_stale(two_runs, tmp_path):
+    prompts, general = small_eval_files(tmp_path)
+    open_prompts, _ = small_eval_files(tmp_path, checkable=False)
+    out, run = tmp_path / "eval", str(two_runs[0].path)
+    alignkit.evaluate_runs([run], out, prompts, general, max_new_tokens=4)
+    assert (out / "accuracy.png").is_file()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(AlignkitError, match=r"exists and is not empty.*--overwrite"):
+        alignkit.evaluate_runs([run], out, open_prompts, general, max_new_tokens=4)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    argv = ["--prompts", str(open_prompts), "--general", str(general), "--max-new-tokens", "4", "--out", str(out)]
+    result = run_cli("eval", "--runs", run, *argv, "--overwrite")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "No prompt was checkable" in result.stderr
+    assert not (out / "accuracy.png").exists(), "the earlier evaluation's plot is gone"
+    report = (out / "report.md").read_text()
+    assert "No prompt was checkable" in report and "accuracy.png" not in report
+    assert json.loads((out / "eval.json").read_text())["prompts_file"] == str(open_prompts)
+
+    notes = tmp_path / "notes"  # a folder that holds no evaluation is never replaced
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    with pytest.raises(AlignkitError, match="is not an evaluation"):
+        alignkit.evaluate_runs([run], notes, prompts, general, max_new_tokens=4, overwrite=True)
+    assert [p.name for p in notes.iterdir()] == ["keep.txt"]
 
 
 def test_inference_model_is_the_run_model_with_its_adapter_merged(two_runs):
