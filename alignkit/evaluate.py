@@ -545,9 +545,10 @@ def report_markdown(results: dict[str, Any], images: str = "") -> str:
 
 
 def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
-    """The `text` of each row of a JSONL file (general held-out text for perplexity)."""
-    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [json.loads(line)["text"] for line in lines[:limit]]
+    """The `text` of each row of `eval --general` (general held-out text for perplexity), validated like data."""
+    from alignkit.data import load_text
+
+    return [row["text"] for row in load_text([str(path)], "--general")[:limit]]
 
 
 def load_eval_prompts(path: str, flag: str = "--prompts") -> list[Prompt]:

@@ -7,6 +7,7 @@ without a chat template is given ChatML by its first run, which saves the tokeni
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from alignkit import models, runs
 from alignkit.config import ModelConfig
 from alignkit.errors import AlignkitError
 from alignkit.hardware import Precision, pick_precision
+
+logger = logging.getLogger("alignkit")
 
 REWARD_HEAD = "sequence-classification"  # the reward model: the policy's backbone under a one-output head
 
@@ -112,11 +115,28 @@ def assemble(run: runs.Run, precision: Precision | None, head: str, trainable: b
     if run.model_dir.is_dir():  # full fine-tune: the run holds the whole model
         model = models.load_base(model_cfg, precision, source=str(run.model_dir), head=head, tokenizer=tokenizer)
     else:
+        check_base(run)
         model = load_merged(adapter_runs(run.lineage)[:-1], model_cfg, precision, tokenizer, head=head)
         model = apply_adapter(model, run, trainable=trainable)
     if not trainable:
         model.eval()
     return model, tokenizer
+
+
+def check_base(run: runs.Run, identity: dict[str, Any] | None = None) -> None:
+    """Warn when the run's base model now has other weights than those it was trained on (the sha256 its manifest
+    recorded): its adapters would be applied to another model. `identity`: the base's now, where already known."""
+    recorded = (run.manifest.get("base") or {}).get("sha256")
+    now = (identity or models.base_identity(run.model_config)).get("sha256")
+    if recorded and now and recorded != now:
+        logger.warning(
+            "%s: its base %s now has other weights (sha256 %s...) than it was trained on (%s...): its adapters may "
+            "not fit them; point model.name at the weights it was trained on",
+            run.path,
+            run.model_config.name,
+            now[:12],
+            recorded[:12],
+        )
 
 
 def lineage_tokenizer(cfg: ModelConfig, lineage: list[dict[str, Any]]) -> tuple[Any, dict[str, Any] | None]:

@@ -96,6 +96,8 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     if recipe.needs_policy:  # `lineage.adapter_runs` applies this run's adapter in place of the parent's
         manifest["adapter_continues"] = str(parent.path.resolve()) if continues and parent else None
     plan.run = training.create_run(recipe.stage, cfg, path, files, parent, plan.args, peft_config, **manifest)
+    if parent:
+        lineage.check_base(parent, plan.run.manifest.get("base"))
 
     with plan.run.removed_if_refused():
         # A reward model's new head is drawn from torch's generator as the model loads, before the trainer seeds

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from transformers import ProgressCallback, TrainerCallback
 
 from alignkit import distributed, hardware, lineage, logs, models, runs
@@ -596,7 +595,7 @@ def build_sft(plan: Any, to_examples: Callable[[Rows], Rows]) -> Any:
 def rows_left_out(trainer: Any, train_given: int, eval_given: int) -> dict[str, int]:
     """How many of the examples given to a TRL trainer it left out while preparing them: those too long for
     `max_length` (SFT: an answer starting past it; DPO: a prompt filling it; reward: a pair longer than it). TRL drops
-    them without a word; here a run with none left is refused, and otherwise the console and the log say so."""
+    them without a word; here a run with none left is refused, and otherwise a warning (terminal and log) says so."""
     if getattr(trainer.args, "packing", False):  # packed rows are not the examples given
         return {}
     kept = {"train": len(trainer.train_dataset), "validation": len(trainer.eval_dataset or [])}
@@ -606,10 +605,8 @@ def rows_left_out(trainer: Any, train_given: int, eval_given: int) -> dict[str, 
         raise all_too_long(trainer.args)
     if left_out:
         counts = ", ".join(f"{left_out[split]} of {given[split]} {split}" for split in left_out)
-        message = f"{counts} examples are too long for {max_length(trainer.args)} tokens and are left out"
-        logger.warning(message)
-        if distributed.is_main():
-            Console(stderr=True).print(f"[yellow]warning:[/] {message} (raise it with --set trainer.max_length=N)")
+        limit = max_length(trainer.args)
+        logger.warning("%s examples are too long for %s tokens and are left out (raise it: --set)", counts, limit)
     return left_out
 
 

@@ -57,11 +57,12 @@ def check_tool_template(tokenizer: Any, rows: list[dict[str, Any]], source: str)
         )
 
 
-def load_text(paths: list[str]) -> list[dict[str, str]]:
-    """`{"text": ...}` rows for pretraining; chat rows are accepted and flattened to their contents."""
+def load_text(paths: list[str], flag: str = "--data") -> list[dict[str, str]]:
+    """`{"text": ...}` rows for pretraining (and the forgetting check's general text); chat rows are accepted and
+    flattened to their contents. `flag`: the option that named `paths`."""
     rows = []
     for path in paths:
-        rows += convert_all(read_rows(path), text_row, "{text: str} rows, or a .txt file")
+        rows += convert_all(read_rows(path, flag), text_row, "{text: str} rows, or a .txt file")
     return rows
 
 

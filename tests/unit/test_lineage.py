@@ -81,3 +81,43 @@ def test_a_run_copied_with_its_parents_loads_in_the_copy(tiny_model, tmp_path):
     assert all(Path(step["run"]).is_relative_to(copy.resolve()) for step in dpo.lineage)
     model, _ = lineage.load_run_model(dpo.path)
     assert model.active_adapters == ["default"]
+
+
+def test_a_base_with_other_weights_than_the_run_was_trained_on_is_said(tiny_model, tmp_path):
+    """The manifest records the base's sha256; it was never compared, so a replaced base took the adapters silently."""
+    from tests.conftest import TINY_TRAINER, build_tiny_model
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    chat = str(tmp_path / "chat.jsonl")
+    sft = tmp_path / "runs" / "sft"
+    trained = run_cli("sft", "--data", chat, "--model", str(base), "--out", str(sft), "--max-steps", "1", *TINY_TRAINER)
+    assert trained.returncode == 0, trained.stderr
+    prompts = str(Path(__file__).resolve().parents[2] / "datasets" / "prompts.jsonl")
+    generate = [
+        "generate",
+        "--from",
+        str(sft),
+        "--prompts",
+        prompts,
+        "--n",
+        "1",
+        "--limit",
+        "1",
+        "--max-new-tokens",
+        "2",
+    ]
+    same = run_cli(*generate, "--out", str(tmp_path / "same.jsonl"))
+    assert same.returncode == 0 and "other weights" not in same.stderr, same.stderr
+
+    shutil.rmtree(base)
+    build_tiny_model(base, initializer_range=0.5)  # same architecture and tokenizer, other weights
+    other = run_cli(*generate, "--out", str(tmp_path / "other.jsonl"))
+    assert other.returncode == 0, other.stderr
+    assert f"warning: {sft}: its base {base} now has other weights" in " ".join(other.stderr.split())
+    further = run_cli(
+        "sft", "--from", str(sft), "--data", chat, "--out", str(tmp_path / "runs" / "more"), "--max-steps", "1"
+    )
+    assert further.returncode == 0, further.stderr
+    assert "now has other weights" in further.stderr
