@@ -17,7 +17,10 @@ from pathlib import Path
 
 from alignkit.paths import cache_dir
 
-LIBRARIES = ("transformers", "trl", "peft", "accelerate", "datasets", "argilla", "httpx", "urllib3", "py.warnings")
+LIBRARIES = (
+    *("transformers", "trl", "peft", "accelerate", "datasets", "argilla", "huggingface_hub", "httpx", "urllib3"),
+    "py.warnings",
+)
 FORMAT = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
 logger = logging.getLogger("alignkit")
 
@@ -51,6 +54,9 @@ def quiet_terminal() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.get_logger("transformers")  # transformers adds its stderr handler now, so it can be quieted
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.get_logger("huggingface_hub")  # the same (its retries of an unreachable hub: ten lines otherwise)
     transformers_logging.disable_progress_bar()  # "Loading weights", "Writing model shards": instant on small models
     for name in LIBRARIES:
         library = logging.getLogger(name)

@@ -90,3 +90,17 @@ def test_a_library_configuring_the_root_logger_does_not_bring_the_log_dicts_back
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == ["warning: disk almost full"]
+
+
+def test_the_hubs_retries_go_to_the_log_not_the_terminal(tmp_path):
+    """An unknown model name offline printed ten lines of "... thrown while requesting HEAD ... Retrying in 8s" before
+    alignkit's one-line error: huggingface_hub's records go where the other libraries' go."""
+    script = (
+        "from alignkit import logs; logs.quiet_terminal(); "
+        "from huggingface_hub.utils import logging as hub; "
+        "hub.get_logger('huggingface_hub.utils._http').warning('Retrying in 8s [Retry 5/5].')"
+    )
+    env = {**os.environ, "ALIGNKIT_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "Retrying in 8s" in (tmp_path / "logs" / "alignkit.log").read_text()
