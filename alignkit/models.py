@@ -49,6 +49,8 @@ def resolve_model(name: str) -> str:
         if not (path / "config.json").is_file():
             raise AlignkitError(f"model {name}: directory has no config.json", "pass a save_pretrained model dir")
         return str(path)
+    if path.is_file():
+        raise AlignkitError(f"model {name}: is a file, not a model", "pass `embedded`, a model dir or a .gguf file")
     if path.exists() or name.startswith((".", "/", "~")):
         raise AlignkitError(f"model {name}: not found", "pass `embedded`, a model dir, a .gguf file or a hub id")
     from transformers import AutoConfig

@@ -115,6 +115,7 @@ def test_bad_config_gives_one_line_error(name, expected, tmp_path, capsys, chat_
         (["--max-steps", "0"], ["max_steps must be positive"]),
         (["--from", "does/not/exist"], ["does/not/exist", "not a run directory"]),
         (["--model", "./no-such-model"], ["no-such-model", "not found"]),
+        (["--model", "CHAT_FILE"], ["is a file, not a model"]),
         (["--data", "missing.jsonl"], ["missing.jsonl", "not found"]),
         (["--set", "peft.r=abc"], ["`peft.r` must be int", "'abc'"]),
         (["--set", "peft.lora_alpha=abc"], ["`peft.lora_alpha` must be int"]),
@@ -126,7 +127,16 @@ def test_bad_config_gives_one_line_error(name, expected, tmp_path, capsys, chat_
         (["--set", "data.validation_split=-0.5"], ["data.validation_split must be a fraction"]),
     ],
     ids=[
-        *("set-typo", "trainer-typo", "set-no-equals", "zero-steps", "missing-from", "missing-model", "missing-data"),
+        *(
+            "set-typo",
+            "trainer-typo",
+            "set-no-equals",
+            "zero-steps",
+            "missing-from",
+            "missing-model",
+            "model-is-a-file",
+        ),
+        "missing-data",
         *("peft-r-text", "peft-alpha-text", "peft-r-zero", "peft-target-none", "batch-zero", "accumulation-zero"),
         *("split-above-one", "split-negative"),
     ],
@@ -135,6 +145,7 @@ def test_bad_flags_give_one_line_error(args, expected, tmp_path, capsys, chat_fi
     base = ["sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(tmp_path / "run")]
     if "--model" in args:
         base = base[:3] + base[5:]
+        args = [str(chat_file) if a == "CHAT_FILE" else a for a in args]
     code, err = invoke(base + args, capsys)
     assert_one_line_error(code, err, expected)
     assert not (tmp_path / "run").exists()
