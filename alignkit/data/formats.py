@@ -5,9 +5,9 @@ a `datasets` save dir, or a hub id. Every row keeps where it came from (`file:li
 its place.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
-`conversations` with role/content), ShareGPT (`conversations` with from/value, optional `system` column), Alpaca
-(`instruction`, `input`, `output`), prompt/completion (strings or message lists; `response` is accepted for
-`completion`).
+`conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
+`output`), prompt/completion (strings or message lists; `response` is accepted for `completion`). A `system` column, in
+any of them, becomes the first (system) turn.
 
 Tool calling, in the form transformers chat templates render: an assistant turn carries `tool_calls`
 (`[{"type": "function", "function": {"name", "arguments": {...}}}]`, arguments given as JSON text are parsed), a
@@ -293,15 +293,22 @@ def to_messages(data: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
     else:
         raise RowError("messages", "expected one of: messages, conversations, instruction+output, prompt+completion")
     check_conversation(messages, fmt)  # before a `system` column is added: error indices are the row's own
-    return with_system_column(data, messages) if fmt in ("sharegpt", "alpaca") else messages
+    return with_system_column(data, messages)
 
 
 def with_system_column(data: dict[str, Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A `system` column (Alpaca, LLaMA-Factory ShareGPT) as the first turn, unless the turns have one."""
+    """A `system` column (any chat or preference format) as the first turn; refused when the turns start with a
+    different system message, as one of the two instructions would be dropped."""
     system = data.get("system")
-    if isinstance(system, str) and system.strip() and messages and messages[0]["role"] != "system":
-        return [{"role": "system", "content": system}, *messages]
-    return messages
+    if system is None or (isinstance(system, str) and not system.strip()):
+        return messages
+    if not isinstance(system, str):
+        raise RowError("system", f"expected a string, got {type(system).__name__}")
+    if messages and messages[0]["role"] == "system":
+        if messages[0]["content"].strip() != system.strip():
+            raise RowError("system", "differs from the row's own system message; keep one of the two")
+        return messages
+    return [{"role": "system", "content": system}, *messages]
 
 
 def message_list(

@@ -234,6 +234,39 @@ def test_llama_factory_kto_conversations_split_at_the_last_assistant_turn(tmp_pa
     ]
 
 
+# ---- chat rows ------------------------------------------------------------------------------------------------
+
+FRENCH = {"role": "system", "content": "Always answer in French."}
+
+
+def test_a_system_column_becomes_the_first_turn_in_every_chat_and_preference_format(tmp_path):
+    hello, bonjour = {"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Bonjour!"}
+    system = {"system": FRENCH["content"]}
+    chat = [
+        system | {"messages": [hello, bonjour]},
+        system | {"prompt": "Hello?", "completion": "Bonjour!"},
+        system | {"messages": [FRENCH, hello, bonjour]},  # the same instruction twice is one system turn
+    ]
+    assert load_chat([str(write_jsonl(tmp_path / "chat.jsonl", chat))]) == [{"messages": [FRENCH, hello, bonjour]}] * 3
+    pairs = [system | PAIR, system | TRL_WITH_EXTRA_COLUMNS[0]]
+    assert (
+        load_preferences([str(write_jsonl(tmp_path / "pairs.jsonl", pairs))])
+        == [{**PAIR, "prompt": [FRENCH, *PAIR["prompt"]]}] * 2
+    )
+    kto = [system | {"prompt": QUESTION, "completion": "4.", "label": True}]
+    assert load_unpaired([str(write_jsonl(tmp_path / "kto.jsonl", kto))]) == [
+        {"prompt": [FRENCH, *PAIR["prompt"]], "completion": PAIR["chosen"], "label": True}
+    ]
+
+
+def test_a_system_column_that_differs_from_the_rows_system_message_is_refused(tmp_path):
+    row = {"system": "Be brief.", "messages": [FRENCH, {"role": "user", "content": "Hi"}, HISTORY[1]]}
+    path = write_jsonl(tmp_path / "chat.jsonl", [row])
+    assert load_error(load_chat, path) == (
+        f"{path}:line 1: field `system`: differs from the row's own system message; keep one of the two"
+    )
+
+
 # ---- file types -----------------------------------------------------------------------------------------------
 
 
