@@ -6,8 +6,8 @@ its place.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
-`output`), prompt/completion (strings or message lists; `response` is accepted for `completion`). A `system` column, in
-any of them, becomes the first (system) turn.
+`output`, LLaMA-Factory's `history` of earlier [instruction, response] pairs), prompt/completion (strings or message
+lists; `response` is accepted for `completion`). A `system` column, in any of them, becomes the first (system) turn.
 
 Tool calling, in the form transformers chat templates render: an assistant turn carries `tool_calls`
 (`[{"type": "function", "function": {"name", "arguments": {...}}}]`, arguments given as JSON text are parsed), a
@@ -285,7 +285,8 @@ def to_messages(data: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
         extra = data.get("input") or ""
         if not isinstance(extra, str):
             raise RowError("input", f"expected a string, got {type(extra).__name__}")
-        messages = [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra.strip() else instruction}]
+        messages = alpaca_history(data)
+        messages.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra.strip() else instruction})
         messages.append({"role": "assistant", "content": text_field(data, "output")})
     elif fmt == "prompt_completion":
         completion_key = "response" if "response" in data and "completion" not in data else "completion"
@@ -294,6 +295,25 @@ def to_messages(data: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
         raise RowError("messages", "expected one of: messages, conversations, instruction+output, prompt+completion")
     check_conversation(messages, fmt)  # before a `system` column is added: error indices are the row's own
     return with_system_column(data, messages)
+
+
+def alpaca_history(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """LLaMA-Factory's Alpaca `history` (`[[instruction, response], ...]` before the row's own turn) as the earlier
+    user/assistant turns; JSON text (a CSV cell) is parsed."""
+    history = data.get("history")
+    if history is None or (isinstance(history, str) and not history.strip()):
+        return []
+    history = json_value(history, "history", "a list of [instruction, response] pairs")
+    if not isinstance(history, list):
+        raise RowError("history", f"expected a list of [instruction, response] pairs, got {type(history).__name__}")
+    turns = []
+    for i, pair in enumerate(history):
+        if not (
+            isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(t, str) and t.strip() for t in pair)
+        ):
+            raise RowError(f"history[{i}]", "expected an [instruction, response] pair of non-empty strings")
+        turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    return turns
 
 
 def with_system_column(data: dict[str, Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

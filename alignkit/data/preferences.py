@@ -10,7 +10,7 @@ Canonical pair (TRL's conversational preference format): `{"prompt": [messages],
   are the prompt; a `prompt` that repeats those turns (UltraFeedback-style rows) is taken off them;
 - multi-turn replies (Capybara-DPO): `chosen`/`rejected` go on with the conversation after `prompt`; the turns they
   share join the prompt, so each reply is the final assistant turn(s) (a reply left with a user turn is refused);
-- `question` or `instruction` (+ optional `input`) instead of `prompt` (LLaMA-Factory's Alpaca pairs);
+- `question` or `instruction` (+ optional `input`, `history`) instead of `prompt` (LLaMA-Factory's Alpaca pairs);
 - LLaMA-Factory ShareGPT pairs: `conversations` (from/value, or `messages` with role/content) up to the last user
   turn, `chosen`/`rejected` one `{from: gpt, value}` reply each;
 - Anthropic HH-RLHF: `chosen`/`rejected` raw text of `\\n\\nHuman: ...\\n\\nAssistant: ...` turns; the turns they share
@@ -36,6 +36,7 @@ from typing import Any
 from alignkit.data.formats import (
     SHAREGPT_ROLES,
     RowError,
+    alpaca_history,
     detect_chat_format,
     looks_like,
     message_list,
@@ -197,7 +198,7 @@ def hh_turns(text: str, key: str) -> Messages:
 
 def prompt_turns(data: dict[str, Any], key: str) -> Messages:
     """The prompt as messages ending with a user turn: a message list, HH-RLHF text (its open `Assistant:` cue
-    dropped), or a string (Alpaca-style `input`)."""
+    dropped), or a string (Alpaca-style `input` and `history`)."""
     value = data.get(key)
     if isinstance(value, list):
         turns = message_list(value, key, "role", "content", roles=None)
@@ -210,7 +211,8 @@ def prompt_turns(data: dict[str, Any], key: str) -> Messages:
         extra = data.get("input") if key == "instruction" else None
         if extra is not None and not isinstance(extra, str):
             raise RowError("input", f"expected a string, got {type(extra).__name__}")
-        turns = [{"role": "user", "content": f"{text}\n\n{extra}" if extra and extra.strip() else text}]
+        turns = alpaca_history(data) if key == "instruction" else []
+        turns.append({"role": "user", "content": f"{text}\n\n{extra}" if extra and extra.strip() else text})
     check_prompt(turns, key)
     return turns
 

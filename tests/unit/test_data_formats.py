@@ -267,6 +267,47 @@ def test_a_system_column_that_differs_from_the_rows_system_message_is_refused(tm
     )
 
 
+def test_alpaca_history_becomes_the_earlier_turns_of_sft_and_preference_rows(tmp_path):
+    history = {"history": [["What is 1+1?", "2."]]}
+    earlier = turns(("user", "What is 1+1?"), ("assistant", "2."))
+    sft = [history | {"instruction": "And times 3?", "input": "", "output": "That gives 6."}]
+    assert load_chat([str(write_jsonl(tmp_path / "alpaca.jsonl", sft))]) == [
+        {"messages": [*earlier, *turns(("user", "And times 3?"), ("assistant", "That gives 6."))]}
+    ]
+    csv_cell = write_csv(  # a CSV history cell holds JSON
+        tmp_path / "alpaca.csv",
+        ["instruction", "output", "history"],
+        [["And times 3?", "6.", '[["What is 1+1?", "2."]]']],
+    )
+    assert load_chat([str(csv_cell)])[0]["messages"][:2] == earlier
+    pair = [history | {"instruction": "And times 3?", "chosen": "6.", "rejected": "5."}]
+    assert load_preferences([str(write_jsonl(tmp_path / "pairs.jsonl", pair))]) == [
+        {
+            "prompt": [*earlier, *turns(("user", "And times 3?"))],
+            "chosen": turns(("assistant", "6.")),
+            "rejected": turns(("assistant", "5.")),
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        (
+            "What is 1+1? 2.",
+            "field `history`: expected a list of [instruction, response] pairs (not valid JSON: Expecting value)",
+        ),
+        ({"q": "a"}, "field `history`: expected a list of [instruction, response] pairs, got dict"),
+        ([["What is 1+1?"]], "field `history[0]`: expected an [instruction, response] pair of non-empty strings"),
+        ([["What is 1+1?", ""]], "field `history[0]`: expected an [instruction, response] pair of non-empty strings"),
+    ],
+    ids=["text", "object", "one-element", "empty-response"],
+)
+def test_malformed_alpaca_history_is_one_error_naming_the_field(history, expected, tmp_path):
+    path = write_jsonl(tmp_path / "alpaca.jsonl", [{"instruction": "Q", "output": "A", "history": history}])
+    assert load_error(load_chat, path) == f"{path}:line 1: {expected}"
+
+
 # ---- file types -----------------------------------------------------------------------------------------------
 
 
