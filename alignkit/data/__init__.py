@@ -17,6 +17,7 @@ from alignkit.data.formats import (
     to_messages,
     tools_field,
     uses_tools,
+    without_weights,
 )
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
@@ -43,7 +44,9 @@ def chat_row(data: dict[str, Any]) -> dict[str, Any]:
     fmt = detect_chat_format(data)
     if fmt == "text":
         raise RowError("text", "raw text rows are for `alignkit pretrain`; SFT needs chat rows")
-    messages, tools = to_messages(data, fmt), tools_field(data)
+    messages, tools = to_messages(data, fmt, weights=True), tools_field(data)
+    if next(iter_assistant_turns(messages), None) is None:
+        raise RowError("messages", "every assistant turn has weight 0 (nothing to learn from)")
     return {"messages": messages, "tools": tools} if tools else {"messages": messages}
 
 
@@ -91,7 +94,7 @@ def prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def conversation_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]] | None:
     """One tokenized example per conversation, `input_ids` and `assistant_masks` (TRL builds the labels from it):
-    every assistant turn trained once, in its conversation, instead of one example per turn that repeats the earlier
+    every trained assistant turn once, in its conversation, instead of one example per turn that repeats the earlier
     turns. The mask covers the tokens each turn's prompt->completion example would train, where TRL would put them
     (after the common prefix of the prompt and prompt+reply renders), and the context is the same. None when the
     template does not render some conversation's turns as prefixes of the whole (templates that rewrite earlier
@@ -107,11 +110,11 @@ def conversation_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[di
     examples = []
     for row in rows:
         messages, tools = row["messages"], row.get("tools")
-        whole = ids(messages, tools)
+        whole = ids(without_weights(messages), tools)
         mask = [0] * len(whole)
         end = 0
-        for history, _ in iter_assistant_turns(messages):
-            with_reply = ids(messages[: len(history) + 1], tools)
+        for history, reply in iter_assistant_turns(messages):
+            with_reply = ids([*history, reply], tools)
             if whole[: len(with_reply)] != with_reply:
                 return None
             start, end = common_prefix_length(ids(history, tools, generation_prompt=True), with_reply), len(with_reply)
@@ -122,8 +125,8 @@ def conversation_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[di
 
 
 def sft_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
-    """SFT's examples: one per conversation where the template allows it, else one per assistant turn."""
-    if any(sum(m["role"] == "assistant" for m in row["messages"]) > 1 for row in rows):
+    """SFT's examples: one per conversation where the template allows it, else one per trained assistant turn."""
+    if any(sum(1 for _ in iter_assistant_turns(row["messages"])) > 1 for row in rows):
         per_conversation = conversation_examples(rows, tokenizer)
         if per_conversation is not None:
             return per_conversation

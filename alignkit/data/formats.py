@@ -8,6 +8,7 @@ Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI mes
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
 `output`, LLaMA-Factory's `history` of earlier [instruction, response] pairs), prompt/completion (strings or message
 lists; `response` is accepted for `completion`). A `system` column, in any of them, becomes the first (system) turn.
+OpenAI's `"weight": 0` on an assistant turn stays on it in SFT rows: the turn is context, not trained.
 
 Tool calling, in the form transformers chat templates render: an assistant turn carries `tool_calls`
 (`[{"type": "function", "function": {"name", "arguments": {...}}}]`, arguments given as JSON text are parsed), a
@@ -273,11 +274,12 @@ def detect_chat_format(data: dict[str, Any]) -> str:
     return "unknown"
 
 
-def to_messages(data: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
-    """Convert one row of format `fmt` to a checked list of messages; raises RowError naming the field."""
+def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[dict[str, Any]]:
+    """Convert one row of format `fmt` to a checked list of messages; raises RowError naming the field. `weights`:
+    keep OpenAI's `"weight": 0` on the assistant turns that are context only (SFT trains the others)."""
     if fmt == "messages":
         key = "messages" if "messages" in data else "conversations"
-        messages = message_list(data[key], key, role_key="role", content_key="content", roles=CHAT_ROLES)
+        messages = message_list(data[key], key, "role", "content", roles=CHAT_ROLES, weights=weights)
     elif fmt == "sharegpt":
         messages = message_list(data["conversations"], "conversations", "from", "value", roles=SHAREGPT_CHAT_ROLES)
     elif fmt == "alpaca":
@@ -332,9 +334,10 @@ def with_system_column(data: dict[str, Any], messages: list[dict[str, Any]]) -> 
 
 
 def message_list(
-    turns: Any, key: str, role_key: str, content_key: str, roles: dict[str, str] | None
+    turns: Any, key: str, role_key: str, content_key: str, roles: dict[str, str] | None, weights: bool = False
 ) -> list[dict[str, Any]]:
-    """Checked messages from a list of turns; tool calls and `tool` turns only where `roles` allows a `tool` role."""
+    """Checked messages from a list of turns; tool calls and `tool` turns only where `roles` allows a `tool` role.
+    `weights`: an assistant turn's `weight` (0 or 1) is checked, and a 0 kept on it."""
     if not isinstance(turns, list) or not turns:
         raise RowError(key, "expected a non-empty list of messages")
     allowed = roles or {r: r for r in ROLES}
@@ -365,6 +368,12 @@ def message_list(
             message["tool_calls"] = [tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(tool_calls)]
         if message["role"] == "tool":
             message |= {k: turn[k] for k in ("tool_call_id", "name") if isinstance(turn.get(k), str)}
+        if weights and message["role"] == "assistant" and "weight" in turn:
+            weight = turn["weight"]
+            if isinstance(weight, bool) or weight not in (0, 1):
+                raise RowError(f"{where}.weight", f"expected 0 (not trained) or 1 (trained), got {weight!r}")
+            if weight == 0:
+                message["weight"] = 0
         messages.append(message)
     return messages
 
@@ -511,8 +520,13 @@ def is_call_or_result(message: dict[str, Any]) -> bool:
 
 
 def iter_assistant_turns(messages: list[dict[str, Any]]) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
-    """(history, reply) for every assistant turn: each becomes one prompt→completion example, so every assistant
-    turn is trained and the prompt is masked, with any chat template."""
+    """(history, reply) for every trained assistant turn: each becomes one prompt→completion example, so the reply
+    is trained and the prompt masked, with any chat template. A `"weight": 0` turn is only history."""
     for i, message in enumerate(messages):
-        if message["role"] == "assistant":
-            yield messages[:i], message
+        if message["role"] == "assistant" and message.get("weight") != 0:
+            yield without_weights(messages[:i]), message
+
+
+def without_weights(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`messages` as the chat template is given them: without the `weight` that marks context-only turns."""
+    return [{k: v for k, v in m.items() if k != "weight"} for m in messages]

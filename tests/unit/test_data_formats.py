@@ -308,6 +308,31 @@ def test_malformed_alpaca_history_is_one_error_naming_the_field(history, expecte
     assert load_error(load_chat, path) == f"{path}:line 1: {expected}"
 
 
+def test_openai_weight_0_keeps_an_assistant_turn_as_untrained_context(tmp_path):
+    hi = turns(("user", "Say hi"), ("assistant", "Hi there!"))
+    question = turns(("user", "What is 2+2?"), ("assistant", "4."))
+    row = {"messages": [hi[0], hi[1] | {"weight": 0}, question[0], question[1] | {"weight": 1}]}
+    rows = load_chat([str(write_jsonl(tmp_path / "weights.jsonl", [row]))])
+    assert rows == [{"messages": [hi[0], hi[1] | {"weight": 0}, *question]}]
+    assert prompt_completion(rows) == [{"prompt": [*hi, question[0]], "completion": [question[1]]}]
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        ((0.5, 1), "field `messages[1].weight`: expected 0 (not trained) or 1 (trained), got 0.5"),
+        (("0", 1), "field `messages[1].weight`: expected 0 (not trained) or 1 (trained), got '0'"),
+        ((0, 0), "field `messages`: every assistant turn has weight 0 (nothing to learn from)"),
+    ],
+    ids=["fraction", "text", "all-zero"],
+)
+def test_assistant_weights_other_than_0_or_1_or_all_0_are_refused(weights, expected, tmp_path):
+    replies = [{"role": "assistant", "content": f"A{i}", "weight": w} for i, w in enumerate(weights)]
+    row = {"messages": [HISTORY[0], replies[0], {"role": "user", "content": QUESTION}, replies[1]]}
+    path = write_jsonl(tmp_path / "weights.jsonl", [row])
+    assert load_error(load_chat, path) == f"{path}:line 1: {expected}"
+
+
 # ---- file types -----------------------------------------------------------------------------------------------
 
 

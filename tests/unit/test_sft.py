@@ -158,6 +158,36 @@ def test_a_conversation_is_one_example_with_the_loss_and_gradients_of_its_per_tu
     )
 
 
+def test_a_weight_0_assistant_turn_is_context_in_both_example_forms_and_never_trained(tmp_path, tiny_model):
+    """OpenAI fine-tuning's `"weight": 0`: the turn stays in later turns' prompts and carries no label."""
+    messages = [dict(m) for m in MULTI_TURN["messages"]]
+    messages[2]["weight"], messages[4]["weight"] = 0, 1  # "It is five." is context only
+    rows = data.load_chat([str(write_jsonl(tmp_path / "weights.jsonl", [{"messages": messages}]))])
+    context = MULTI_TURN["messages"]
+    assert data.prompt_completion(rows) == [
+        {"prompt": context[:4], "completion": [context[4]]},
+        {"prompt": context[:6], "completion": [context[6]]},
+    ]
+    trainer, per_turn = eval_sft_trainer(tmp_path, tiny_model, examples=data.prompt_completion(rows))
+    tokenizer = trainer.processing_class
+    examples = data.sft_examples(rows, tokenizer)
+    assert len(examples) == 1 and "assistant_masks" in examples[0]  # the per-conversation form
+    args = training.sft_args(
+        load_config(SFTStageConfig, values={"model": {"name": tiny_model}}), tmp_path, False, hardware.pick_precision()
+    )
+    whole = training.sft_trainer(args, trainer.model, tokenizer, None, examples, []).train_dataset[0]
+
+    def trained(row):
+        return [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+
+    assert trained(whole) == [t for row in per_turn for t in trained(row)]
+    assert "It is five." in tokenizer.decode(whole["input_ids"])
+    assert tokenizer.decode(trained(whole)).replace("<|im_end|>", "").split("\n")[:2] == [
+        "Four.",
+        "You are welcome, glad to help.",
+    ]
+
+
 def test_a_template_that_rewrites_earlier_turns_keeps_one_example_per_turn(tiny_model):
     from transformers import AutoTokenizer
 
