@@ -1,8 +1,8 @@
 """Read data files and convert each known row format to alignkit's canonical rows.
 
-Readers: JSONL, JSON (a list of objects, or JSON Lines saved as .json), CSV/TSV, Parquet, plain text (pretraining),
-a `datasets` save dir, or a hub id. Every row keeps where it came from (`file:line N`) so a problem can be reported at
-its place.
+Readers: JSONL, JSON (a list of objects, one row object, a `{"data": [...]}` wrapper, or JSON Lines saved as .json),
+CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir, or a hub id. Every row keeps where it came from
+(`file:line N`) so a problem can be reported at its place.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
@@ -36,6 +36,8 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 SHAREGPT_CHAT_ROLES = {**SHAREGPT_ROLES, "function_call": "tool_call", "observation": "tool"}
 MESSAGE_COLUMNS = ("messages", "conversations")  # always message lists
 TEXT_OR_MESSAGE_COLUMNS = ("prompt", "completion", "chosen", "rejected")
+# a field only a row has: a .json file holding one object with one of them is that row, not a {"data": [...]} wrapper
+ROW_KEYS = {*MESSAGE_COLUMNS, *TEXT_OR_MESSAGE_COLUMNS, "instruction", "question", "text"}
 
 
 @dataclass
@@ -129,7 +131,8 @@ def read_jsonl(path: Path, text: str | None = None) -> list[Row]:
 
 
 def read_json(path: Path) -> list[Row]:
-    """A JSON list of objects (or `{"key": [...]}`); JSON Lines saved as .json (common on the hub) is read as JSONL."""
+    """A JSON list of objects, one object that is a row, or a `{"data": [...]}`-style wrapper; JSON Lines saved as
+    .json (common on the hub) is read as JSONL."""
     text = decode(path)
     try:
         data = json.loads(text) if text.strip() else []
@@ -137,7 +140,9 @@ def read_json(path: Path) -> list[Row]:
         if exc.msg == "Extra data" and text.lstrip().startswith("{"):  # an object, then more values: JSON Lines
             return read_jsonl(path, text)
         raise AlignkitError(f"{path}:line {exc.lineno}: not valid JSON ({exc.msg})", "fix the JSON syntax") from None
-    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+    if isinstance(data, dict) and ROW_KEYS & data.keys():
+        data = [data]
+    elif isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))  # {"data": [...]} style wrappers
     if not isinstance(data, list):
         raise AlignkitError(f"{path}: expected a JSON list of objects", "or use JSONL, one object per line")

@@ -376,6 +376,21 @@ def test_json_lines_saved_as_json_is_read_as_json_lines(tmp_path):
     assert load_error(load_chat, path).startswith(f"{path}:line 4: field `messages`: has no assistant turn")
 
 
+def test_a_json_file_of_one_row_object_is_that_row_and_a_data_wrapper_is_its_list(tmp_path):
+    row = {"messages": turns(("user", "Q1"), ("assistant", "A1"))}
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(row))
+    assert load_chat([str(one)]) == [row]
+    pair = tmp_path / "pair.json"
+    pair.write_text(json.dumps({"chosen": HISTORY + PAIR["chosen"], "rejected": HISTORY + PAIR["rejected"]}))
+    assert load_preferences([str(pair)]) == [
+        {"prompt": HISTORY, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    ]
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"data": [row, row]}))
+    assert load_chat([str(wrapped)]) == [row, row]
+
+
 # ---- tool-calling chat rows -----------------------------------------------------------------------------------
 
 
