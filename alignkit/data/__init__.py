@@ -13,6 +13,7 @@ from alignkit.data.formats import (
     iter_assistant_turns,
     read_rows,
     renders_tools,
+    saved_validation_split,
     text_field,
     to_messages,
     tools_field,
@@ -158,8 +159,9 @@ def split(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
 
 
-def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str]]:
-    """(train rows, validation rows, data files): explicit validation files, else a seeded split."""
+def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str], str]:
+    """(train rows, validation rows, data files, where the validation rows came from): explicit validation files,
+    else the `validation` (or `test`) split of `datasets` save dirs, else a seeded split of the rows."""
     if not cfg.paths:
         raise AlignkitError("no training data given", "pass --data FILE (repeatable) or data.paths in the config")
     if not 0 <= cfg.validation_split < 1:
@@ -168,10 +170,14 @@ def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple
             "e.g. --set data.validation_split=0.1 (0: no validation rows)",
         )
     rows = load_rows(cfg.paths)
-    if cfg.validation_paths:
-        train_rows, eval_rows = rows, load_rows(cfg.validation_paths)
+    saved = [] if cfg.validation_split == 0 else [s for s in map(saved_validation_split, cfg.paths) if s]
+    validation_paths = cfg.validation_paths or saved
+    if validation_paths:
+        train_rows, eval_rows = rows, load_rows(validation_paths)
+        source = f"{'files' if cfg.validation_paths else 'saved split'}: {', '.join(validation_paths)}"
     else:
         train_rows, eval_rows = split(rows, cfg.validation_split, cfg.seed)
+        source = f"random split: {cfg.validation_split:g} of the rows (seed {cfg.seed})" if eval_rows else "none"
     if cfg.max_rows:
         train_rows = train_rows[: cfg.max_rows]
-    return train_rows, eval_rows, [*cfg.paths, *cfg.validation_paths]
+    return train_rows, eval_rows, [*cfg.paths, *validation_paths], source

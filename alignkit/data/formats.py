@@ -1,8 +1,8 @@
 """Read data files and convert each known row format to alignkit's canonical rows.
 
 Readers: JSONL, JSON (a list of objects, one row object, a `{"data": [...]}` wrapper, or JSON Lines saved as .json),
-CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir, or a hub id. Every row keeps where it came from
-(`file:line N`) so a problem can be reported at its place.
+CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir (its `train` split, or `DIR:SPLIT`), or a hub id.
+Every row keeps where it came from (`file:line N`) so a problem can be reported at its place.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.errors import AlignkitError
+from alignkit.paths import saved_split
 
 ROLES = ("system", "user", "assistant")
 CHAT_ROLES = {role: role for role in (*ROLES, "tool")}
@@ -73,9 +74,9 @@ def looks_like(fmt: str) -> Iterator[None]:
 def read_rows(source: str, flag: str = "--data") -> list[Row]:
     """All rows of a data file, directory or hub dataset; errors name the file and line. `flag`: the option that
     named `source`, for the fix of a missing file."""
-    path = Path(source).expanduser()
+    path, split = saved_split(source)
     if path.is_dir():
-        rows = read_saved_dataset(path)
+        rows = read_saved_dataset(path, split)
     elif path.is_file():
         suffix = path.suffix.lower()
         readers: dict[str, Callable[[Path], list[Row]]] = {
@@ -188,20 +189,49 @@ def read_text(path: Path) -> list[Row]:
     return rows
 
 
-def read_saved_dataset(path: Path) -> list[Row]:
+def load_saved(path: Path) -> Any:
+    """A `datasets` save dir: a Dataset or a DatasetDict (memory-mapped, so opening it reads little)."""
     import datasets
 
     try:
-        loaded = datasets.load_from_disk(str(path))
+        return datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as exc:
         raise AlignkitError(
             f"{path}: not a `datasets` save dir ({exc})", "pass a file, or a save_to_disk dir"
         ) from None
+
+
+def read_saved_dataset(path: Path, split: str | None = None) -> list[Row]:
+    """The rows of a save dir: a Dataset's, or a DatasetDict's `split` (default `train`)."""
+    import datasets
+
+    loaded = load_saved(path)
+    where = f"{path}:{split}" if split else str(path)
     if isinstance(loaded, datasets.DatasetDict):
-        if "train" not in loaded:
-            raise AlignkitError(f"{path}: dataset has no `train` split (has {list(loaded)})", "save a train split")
-        loaded = loaded["train"]
-    return [Row(f"{path}:row {i}", record) for i, record in enumerate(loaded, start=1)]
+        name = split or "train"
+        if name not in loaded:
+            raise AlignkitError(
+                f"{path}: dataset has no `{name}` split (it has {', '.join(loaded)})",
+                f"name the split to read as {path}:SPLIT, e.g. {path}:{next(iter(loaded))}",
+            )
+        loaded = loaded[name]
+    elif split:
+        raise AlignkitError(f"{where}: the save dir holds one dataset, without splits", f"pass {path} alone")
+    return [Row(f"{where}:row {i}", record) for i, record in enumerate(loaded, start=1)]
+
+
+def saved_validation_split(source: str) -> str | None:
+    """`DIR:validation` (else `DIR:test`) where `source` is a save dir of a DatasetDict that has that split."""
+    import datasets
+
+    path, split = saved_split(source)
+    if split or not path.is_dir():
+        return None
+    loaded = load_saved(path)
+    if not isinstance(loaded, datasets.DatasetDict):
+        return None
+    name = next((name for name in ("validation", "test") if name in loaded), None)
+    return f"{source}:{name}" if name else None
 
 
 def read_hub_dataset(name: str) -> list[Row]:

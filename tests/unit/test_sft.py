@@ -15,7 +15,7 @@ import pytest
 
 import alignkit
 from alignkit import data, hardware, lineage, models, runs, training
-from alignkit.config import SFTStageConfig, load_config
+from alignkit.config import DataConfig, SFTStageConfig, load_config
 from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_cli, write_jsonl
 
 FORMAT_ROWS = {
@@ -98,6 +98,39 @@ def test_sft_cli_trains_each_format(fmt, tmp_path, tiny_model):
     assert manifest["data"][str(path)] == runs.file_sha256(path)
     assert {"torch", "transformers", "trl", "peft"} <= set(manifest["versions"])
     assert (out / "config.yaml").is_file() and (out / "metrics.jsonl").read_text().strip()
+
+
+def test_a_saved_dataset_dicts_test_split_is_the_validation_rows_and_the_run_says_so(tmp_path, tiny_model):
+    from datasets import Dataset, DatasetDict
+
+    saved = tmp_path / "saved"
+    DatasetDict({"train": Dataset.from_list(CHAT_ROWS[:20]), "test": Dataset.from_list(CHAT_ROWS[20:])}).save_to_disk(
+        str(saved)
+    )
+    train_rows, eval_rows, files, validation = data.load_split(DataConfig(paths=[str(saved)]), data.load_chat)
+    assert (train_rows, eval_rows) == (CHAT_ROWS[:20], CHAT_ROWS[20:])  # not a random split of `train`
+    assert files == [str(saved), f"{saved}:test"] and validation == f"saved split: {saved}:test"
+    out = tmp_path / "run"
+    result = run_cli(
+        "sft", "--data", str(saved), "--model", tiny_model, "--max-steps", "1", "--out", str(out), *TINY_TRAINER
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = runs.Run(out)
+    assert run.manifest["validation"] == run.metrics["validation"] == f"saved split: {saved}:test"
+    assert run.metrics["eval_rows"] == 4 and run.manifest["data"][str(saved)] == runs.file_sha256(saved)
+
+
+def test_a_save_dir_split_is_picked_as_dir_colon_split_and_a_missing_one_lists_the_splits(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    saved = tmp_path / "ultrafeedback"
+    splits = {"train_prefs": CHAT_ROWS[:3], "test_prefs": CHAT_ROWS[3:5]}
+    DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()}).save_to_disk(str(saved))
+    assert data.load_chat([f"{saved}:test_prefs"]) == CHAT_ROWS[3:5]
+    with pytest.raises(alignkit.AlignkitError) as error:
+        data.load_chat([str(saved)])
+    assert error.value.message == f"{saved}: dataset has no `train` split (it has train_prefs, test_prefs)"
+    assert error.value.hint == f"name the split to read as {saved}:SPLIT, e.g. {saved}:train_prefs"
 
 
 MULTI_TURN = {
