@@ -170,8 +170,9 @@ def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple
             "e.g. --set data.validation_split=0.1 (0: no validation rows)",
         )
     rows = load_rows(cfg.paths)
-    saved = [] if cfg.validation_split == 0 else [s for s in map(saved_validation_split, cfg.paths) if s]
-    validation_paths = cfg.validation_paths or saved
+    validation_paths = cfg.validation_paths
+    if not validation_paths and cfg.validation_split > 0:
+        validation_paths = [s for s in map(saved_validation_split, cfg.paths) if s]
     if validation_paths:
         train_rows, eval_rows = rows, load_rows(validation_paths)
         source = f"{'files' if cfg.validation_paths else 'saved split'}: {', '.join(validation_paths)}"
