@@ -143,8 +143,14 @@ def read_json(path: Path) -> list[Row]:
         raise AlignkitError(f"{path}:line {exc.lineno}: not valid JSON ({exc.msg})", "fix the JSON syntax") from None
     if isinstance(data, dict) and ROW_KEYS & data.keys():
         data = [data]
-    elif isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-        data = next(iter(data.values()))  # {"data": [...]} style wrappers
+    elif isinstance(data, dict):  # a {"data": [...]} wrapper, maybe with metadata ({"version": 1}) beside the list
+        lists = [key for key, value in data.items() if isinstance(value, list)]
+        if len(lists) > 1:
+            raise AlignkitError(
+                f"{path}: holds several lists ({', '.join(lists)}), not one list of rows",
+                "save each split as its own file (e.g. the validation rows for data.validation_paths)",
+            )
+        data = data[lists[0]] if lists else data
     if not isinstance(data, list):
         raise AlignkitError(f"{path}: expected a JSON list of objects", "or use JSONL, one object per line")
     return [Row(f"{path}:item {i}", expect_object(item, f"{path}:item {i}")) for i, item in enumerate(data, start=1)]

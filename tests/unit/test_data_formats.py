@@ -389,6 +389,10 @@ def test_a_json_file_of_one_row_object_is_that_row_and_a_data_wrapper_is_its_lis
     wrapped = tmp_path / "wrapped.json"
     wrapped.write_text(json.dumps({"data": [row, row]}))
     assert load_chat([str(wrapped)]) == [row, row]
+    wrapped.write_text(json.dumps({"version": 1, "data": [row, row]}))
+    assert load_chat([str(wrapped)]) == [row, row]
+    wrapped.write_text(json.dumps({"train": [row, row], "test": [row]}))
+    assert load_error(load_chat, wrapped) == f"{wrapped}: holds several lists (train, test), not one list of rows"
 
 
 # ---- tool-calling chat rows -----------------------------------------------------------------------------------
