@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from alignkit.errors import AlignkitError
+from alignkit.paths import saved_split
 
 EMBEDDED_MODEL = "embedded"
 
@@ -47,7 +48,8 @@ class DataConfig:
     """Training data files and how to split them."""
 
     paths: list[str] = field(default_factory=list)
-    validation_split: float = 0.1  # fraction held out for validation (0 = none)
+    # fraction held out for validation (0 = none), where no validation files and no save dir's validation/test split
+    validation_split: float = 0.1
     validation_paths: list[str] = field(default_factory=list)  # explicit validation files instead of a split
     max_rows: int | None = None  # use the first N rows (after validation of the whole file)
     seed: int = 42
@@ -57,10 +59,15 @@ class DataConfig:
 
 
 def local_path(name: str) -> str:
-    """An existing local file or dir as an absolute path, so that a run's recorded config (its base model, its data)
-    works from any directory, `--resume` included; anything else (`embedded`, a hub id, a missing file) as given."""
-    path = Path(name).expanduser() if isinstance(name, str) and name else None
-    return str(path.resolve()) if path is not None and path.exists() else name
+    """An existing local file or dir (or `DIR:SPLIT` of a save dir) as an absolute path, so that a run's recorded
+    config (its base model, its data) works from any directory, `--resume` included; anything else (`embedded`, a hub
+    id, a missing file) as given."""
+    if not isinstance(name, str) or not name:
+        return name
+    path, split = saved_split(name)
+    if not path.exists():
+        return name
+    return f"{path.resolve()}:{split}" if split else str(path.resolve())
 
 
 def trainer_defaults(**overrides: Any) -> dict[str, Any]:

@@ -17,6 +17,14 @@ def cache_dir() -> Path:
     return Path(base) / "alignkit"
 
 
+def saved_split(source: str) -> tuple[Path, str | None]:
+    """`DIR:SPLIT` (one split of a `datasets` save dir) as (DIR, SPLIT); any other source as (its path, None)."""
+    directory, sep, split = source.rpartition(":")
+    if sep and split and not Path(source).expanduser().exists() and Path(directory).expanduser().is_dir():
+        return Path(directory).expanduser(), split
+    return Path(source).expanduser(), None
+
+
 def bundled_data(name: str) -> Path:
     """A file of the project's own `datasets/` (installed editable from the repository)."""
     return Path(__file__).resolve().parent.parent / "datasets" / name

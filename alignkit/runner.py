@@ -37,6 +37,7 @@ class Plan:
     config_cls: type[Any]
     continues: bool  # the stage keeps training its parent's adapter (TRL freezes a copy as the reference)
     peft_config: Any  # the new adapter's peft config; None when it continues or trains every weight
+    validation: str  # where the validation rows came from (`data.load_split`)
     run: runs.Run | None = None
     args: Any = None
     model: Any = None
@@ -51,7 +52,8 @@ class Plan:
 
 def row_counts(plan: Plan) -> dict[str, Any]:
     left_out = {"examples_too_long": plan.left_out} if plan.left_out else {}
-    return {"train_rows": len(plan.train_rows), "eval_rows": len(plan.eval_rows)} | left_out
+    counts = {"train_rows": len(plan.train_rows), "eval_rows": len(plan.eval_rows), "validation": plan.validation}
+    return counts | left_out
 
 
 @dataclass(frozen=True)
@@ -80,19 +82,21 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     parent = parent_run(recipe, cfg.from_run, cfg.model.name)
     if parent:
         cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
-    train_rows, eval_rows, files = data.load_split(cfg.data, lambda paths: recipe.load_rows(cfg, paths))
+    train_rows, eval_rows, files, validation = data.load_split(cfg.data, lambda paths: recipe.load_rows(cfg, paths))
     path = runs.plan_path(recipe.stage, cfg)
     precision = hardware.pick_precision(cfg.model.precision)
     continues = recipe.needs_policy and not cfg.peft and parent is not None and parent.adapter_dir.is_dir()
     task_type = "CAUSAL_LM" if recipe.head == "causal-lm" else "SEQ_CLS"
     peft_config = None if continues else models.peft_config(cfg.peft, task_type=task_type)  # a bad `peft:` fails
     trainer_cls, config_cls = recipe.classes(cfg)
-    plan = Plan(cfg, path, parent, train_rows, eval_rows, files, trainer_cls, config_cls, continues, peft_config)
+    plan = Plan(
+        cfg, path, parent, train_rows, eval_rows, files, trainer_cls, config_cls, continues, peft_config, validation
+    )
     trainer_cfg = dataclasses.replace(cfg, trainer=recipe.trainer_defaults(plan) | cfg.trainer)
     plan.args = training.trainer_args(config_cls, trainer_cfg, str(path / "checkpoints"), bool(eval_rows), precision)
     recipe.check(plan, plan.args)
     models.resolve_model(cfg.model.name)  # an unknown (or moved) base fails before the run dir exists
-    manifest = recipe.manifest(plan) | precision.manifest
+    manifest = recipe.manifest(plan) | precision.manifest | {"validation": validation}
     if recipe.needs_policy:  # `lineage.adapter_runs` applies this run's adapter in place of the parent's
         manifest["adapter_continues"] = str(parent.path.resolve()) if continues and parent else None
     plan.run = training.create_run(recipe.stage, cfg, path, files, parent, plan.args, peft_config, **manifest)

@@ -28,7 +28,7 @@ from typing import Any
 from alignkit import distributed, logs
 from alignkit.config import ModelConfig, to_yaml
 from alignkit.errors import AlignkitError
-from alignkit.paths import check_replaceable, file_sha256
+from alignkit.paths import check_replaceable, file_sha256, saved_split
 
 TRACKED_PACKAGES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
 
@@ -287,7 +287,7 @@ def _create(
             "parent": relative_to_run(parent.path, path) if parent else None,
             "lineage": [step | {"run": relative_to_run(Path(step["run"]), path)} for step in ancestors]
             + [{"stage": stage, "run": "."}],
-            "data": {f: file_sha256(Path(f)) for f in data_files if Path(f).exists()},
+            "data": {f: file_sha256(saved_split(f)[0]) for f in data_files if saved_split(f)[0].exists()},
             "git_commit": git_commit(),
             "versions": package_versions(),
             "python": sys.version.split()[0],

@@ -13,10 +13,12 @@ from alignkit.data.formats import (
     iter_assistant_turns,
     read_rows,
     renders_tools,
+    saved_validation_split,
     text_field,
     to_messages,
     tools_field,
     uses_tools,
+    without_weights,
 )
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
@@ -43,7 +45,9 @@ def chat_row(data: dict[str, Any]) -> dict[str, Any]:
     fmt = detect_chat_format(data)
     if fmt == "text":
         raise RowError("text", "raw text rows are for `alignkit pretrain`; SFT needs chat rows")
-    messages, tools = to_messages(data, fmt), tools_field(data)
+    messages, tools = to_messages(data, fmt, weights=True), tools_field(data)
+    if next(iter_assistant_turns(messages), None) is None:
+        raise RowError("messages", "every assistant turn has weight 0 (nothing to learn from)")
     return {"messages": messages, "tools": tools} if tools else {"messages": messages}
 
 
@@ -91,7 +95,7 @@ def prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def conversation_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]] | None:
     """One tokenized example per conversation, `input_ids` and `assistant_masks` (TRL builds the labels from it):
-    every assistant turn trained once, in its conversation, instead of one example per turn that repeats the earlier
+    every trained assistant turn once, in its conversation, instead of one example per turn that repeats the earlier
     turns. The mask covers the tokens each turn's prompt->completion example would train, where TRL would put them
     (after the common prefix of the prompt and prompt+reply renders), and the context is the same. None when the
     template does not render some conversation's turns as prefixes of the whole (templates that rewrite earlier
@@ -107,11 +111,11 @@ def conversation_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[di
     examples = []
     for row in rows:
         messages, tools = row["messages"], row.get("tools")
-        whole = ids(messages, tools)
+        whole = ids(without_weights(messages), tools)
         mask = [0] * len(whole)
         end = 0
-        for history, _ in iter_assistant_turns(messages):
-            with_reply = ids(messages[: len(history) + 1], tools)
+        for history, reply in iter_assistant_turns(messages):
+            with_reply = ids([*history, reply], tools)
             if whole[: len(with_reply)] != with_reply:
                 return None
             start, end = common_prefix_length(ids(history, tools, generation_prompt=True), with_reply), len(with_reply)
@@ -122,8 +126,8 @@ def conversation_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[di
 
 
 def sft_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
-    """SFT's examples: one per conversation where the template allows it, else one per assistant turn."""
-    if any(sum(m["role"] == "assistant" for m in row["messages"]) > 1 for row in rows):
+    """SFT's examples: one per conversation where the template allows it, else one per trained assistant turn."""
+    if any(sum(1 for _ in iter_assistant_turns(row["messages"])) > 1 for row in rows):
         per_conversation = conversation_examples(rows, tokenizer)
         if per_conversation is not None:
             return per_conversation
@@ -155,8 +159,9 @@ def split(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
 
 
-def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str]]:
-    """(train rows, validation rows, data files): explicit validation files, else a seeded split."""
+def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str], str]:
+    """(train rows, validation rows, data files, where the validation rows came from): explicit validation files,
+    else the `validation` (or `test`) split of `datasets` save dirs, else a seeded split of the rows."""
     if not cfg.paths:
         raise AlignkitError("no training data given", "pass --data FILE (repeatable) or data.paths in the config")
     if not 0 <= cfg.validation_split < 1:
@@ -165,10 +170,15 @@ def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple
             "e.g. --set data.validation_split=0.1 (0: no validation rows)",
         )
     rows = load_rows(cfg.paths)
-    if cfg.validation_paths:
-        train_rows, eval_rows = rows, load_rows(cfg.validation_paths)
+    validation_paths = cfg.validation_paths
+    if not validation_paths and cfg.validation_split > 0:
+        validation_paths = [s for s in map(saved_validation_split, cfg.paths) if s]
+    if validation_paths:
+        train_rows, eval_rows = rows, load_rows(validation_paths)
+        source = f"{'files' if cfg.validation_paths else 'saved split'}: {', '.join(validation_paths)}"
     else:
         train_rows, eval_rows = split(rows, cfg.validation_split, cfg.seed)
+        source = f"random split: {cfg.validation_split:g} of the rows (seed {cfg.seed})" if eval_rows else "none"
     if cfg.max_rows:
         train_rows = train_rows[: cfg.max_rows]
-    return train_rows, eval_rows, [*cfg.paths, *cfg.validation_paths]
+    return train_rows, eval_rows, [*cfg.paths, *validation_paths], source

@@ -1,13 +1,14 @@
 """Read data files and convert each known row format to alignkit's canonical rows.
 
-Readers: JSONL, JSON (a list of objects, or JSON Lines saved as .json), CSV/TSV, Parquet, plain text (pretraining),
-a `datasets` save dir, or a hub id. Every row keeps where it came from (`file:line N`) so a problem can be reported at
-its place.
+Readers: JSONL, JSON (a list of objects, one row object, a `{"data": [...]}` wrapper, or JSON Lines saved as .json),
+CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir (its `train` split, or `DIR:SPLIT`), or a hub id.
+Every row keeps where it came from (`file:line N`) so a problem can be reported at its place.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
-`conversations` with role/content), ShareGPT (`conversations` with from/value, optional `system` column), Alpaca
-(`instruction`, `input`, `output`), prompt/completion (strings or message lists; `response` is accepted for
-`completion`).
+`conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
+`output`, LLaMA-Factory's `history` of earlier [instruction, response] pairs), prompt/completion (strings or message
+lists; `response` is accepted for `completion`). A `system` column, in any of them, becomes the first (system) turn.
+OpenAI's `"weight": 0` on an assistant turn stays on it in SFT rows: the turn is context, not trained.
 
 Tool calling, in the form transformers chat templates render: an assistant turn carries `tool_calls`
 (`[{"type": "function", "function": {"name", "arguments": {...}}}]`, arguments given as JSON text are parsed), a
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.errors import AlignkitError
+from alignkit.paths import saved_split
 
 ROLES = ("system", "user", "assistant")
 CHAT_ROLES = {role: role for role in (*ROLES, "tool")}
@@ -35,6 +37,8 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 SHAREGPT_CHAT_ROLES = {**SHAREGPT_ROLES, "function_call": "tool_call", "observation": "tool"}
 MESSAGE_COLUMNS = ("messages", "conversations")  # always message lists
 TEXT_OR_MESSAGE_COLUMNS = ("prompt", "completion", "chosen", "rejected")
+# a field only a row has: a .json file holding one object with one of them is that row, not a {"data": [...]} wrapper
+ROW_KEYS = {*MESSAGE_COLUMNS, *TEXT_OR_MESSAGE_COLUMNS, "instruction", "question", "text"}
 
 
 @dataclass
@@ -70,9 +74,9 @@ def looks_like(fmt: str) -> Iterator[None]:
 def read_rows(source: str, flag: str = "--data") -> list[Row]:
     """All rows of a data file, directory or hub dataset; errors name the file and line. `flag`: the option that
     named `source`, for the fix of a missing file."""
-    path = Path(source).expanduser()
+    path, split = saved_split(source)
     if path.is_dir():
-        rows = read_saved_dataset(path)
+        rows = read_saved_dataset(path, split)
     elif path.is_file():
         suffix = path.suffix.lower()
         readers: dict[str, Callable[[Path], list[Row]]] = {
@@ -128,7 +132,8 @@ def read_jsonl(path: Path, text: str | None = None) -> list[Row]:
 
 
 def read_json(path: Path) -> list[Row]:
-    """A JSON list of objects (or `{"key": [...]}`); JSON Lines saved as .json (common on the hub) is read as JSONL."""
+    """A JSON list of objects, one object that is a row, or a `{"data": [...]}`-style wrapper; JSON Lines saved as
+    .json (common on the hub) is read as JSONL."""
     text = decode(path)
     try:
         data = json.loads(text) if text.strip() else []
@@ -136,8 +141,16 @@ def read_json(path: Path) -> list[Row]:
         if exc.msg == "Extra data" and text.lstrip().startswith("{"):  # an object, then more values: JSON Lines
             return read_jsonl(path, text)
         raise AlignkitError(f"{path}:line {exc.lineno}: not valid JSON ({exc.msg})", "fix the JSON syntax") from None
-    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-        data = next(iter(data.values()))  # {"data": [...]} style wrappers
+    if isinstance(data, dict) and ROW_KEYS & data.keys():
+        data = [data]
+    elif isinstance(data, dict):  # a {"data": [...]} wrapper, maybe with metadata ({"version": 1}) beside the list
+        lists = [key for key, value in data.items() if isinstance(value, list)]
+        if len(lists) > 1:
+            raise AlignkitError(
+                f"{path}: holds several lists ({', '.join(lists)}), not one list of rows",
+                "save each split as its own file (e.g. the validation rows for data.validation_paths)",
+            )
+        data = data[lists[0]] if lists else data
     if not isinstance(data, list):
         raise AlignkitError(f"{path}: expected a JSON list of objects", "or use JSONL, one object per line")
     return [Row(f"{path}:item {i}", expect_object(item, f"{path}:item {i}")) for i, item in enumerate(data, start=1)]
@@ -182,20 +195,49 @@ def read_text(path: Path) -> list[Row]:
     return rows
 
 
-def read_saved_dataset(path: Path) -> list[Row]:
+def load_saved(path: Path) -> Any:
+    """A `datasets` save dir: a Dataset or a DatasetDict (memory-mapped, so opening it reads little)."""
     import datasets
 
     try:
-        loaded = datasets.load_from_disk(str(path))
+        return datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as exc:
         raise AlignkitError(
             f"{path}: not a `datasets` save dir ({exc})", "pass a file, or a save_to_disk dir"
         ) from None
+
+
+def read_saved_dataset(path: Path, split: str | None = None) -> list[Row]:
+    """The rows of a save dir: a Dataset's, or a DatasetDict's `split` (default `train`)."""
+    import datasets
+
+    loaded = load_saved(path)
+    where = f"{path}:{split}" if split else str(path)
     if isinstance(loaded, datasets.DatasetDict):
-        if "train" not in loaded:
-            raise AlignkitError(f"{path}: dataset has no `train` split (has {list(loaded)})", "save a train split")
-        loaded = loaded["train"]
-    return [Row(f"{path}:row {i}", record) for i, record in enumerate(loaded, start=1)]
+        name = split or "train"
+        if name not in loaded:
+            raise AlignkitError(
+                f"{path}: dataset has no `{name}` split (it has {', '.join(loaded)})",
+                f"name the split to read as {path}:SPLIT, e.g. {path}:{next(iter(loaded))}",
+            )
+        loaded = loaded[name]
+    elif split:
+        raise AlignkitError(f"{where}: the save dir holds one dataset, without splits", f"pass {path} alone")
+    return [Row(f"{where}:row {i}", record) for i, record in enumerate(loaded, start=1)]
+
+
+def saved_validation_split(source: str) -> str | None:
+    """`DIR:validation` (else `DIR:test`) where `source` is a save dir of a DatasetDict that has that split."""
+    import datasets
+
+    path, split = saved_split(source)
+    if split or not path.is_dir():
+        return None
+    loaded = load_saved(path)
+    if not isinstance(loaded, datasets.DatasetDict):
+        return None
+    name = next((name for name in ("validation", "test") if name in loaded), None)
+    return f"{source}:{name}" if name else None
 
 
 def read_hub_dataset(name: str) -> list[Row]:
@@ -273,11 +315,12 @@ def detect_chat_format(data: dict[str, Any]) -> str:
     return "unknown"
 
 
-def to_messages(data: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
-    """Convert one row of format `fmt` to a checked list of messages; raises RowError naming the field."""
+def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[dict[str, Any]]:
+    """Convert one row of format `fmt` to a checked list of messages; raises RowError naming the field. `weights`:
+    keep OpenAI's `"weight": 0` on the assistant turns that are context only (SFT trains the others)."""
     if fmt == "messages":
         key = "messages" if "messages" in data else "conversations"
-        messages = message_list(data[key], key, role_key="role", content_key="content", roles=CHAT_ROLES)
+        messages = message_list(data[key], key, "role", "content", roles=CHAT_ROLES, weights=weights)
     elif fmt == "sharegpt":
         messages = message_list(data["conversations"], "conversations", "from", "value", roles=SHAREGPT_CHAT_ROLES)
     elif fmt == "alpaca":
@@ -285,7 +328,8 @@ def to_messages(data: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
         extra = data.get("input") or ""
         if not isinstance(extra, str):
             raise RowError("input", f"expected a string, got {type(extra).__name__}")
-        messages = [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra.strip() else instruction}]
+        messages = alpaca_history(data)
+        messages.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra.strip() else instruction})
         messages.append({"role": "assistant", "content": text_field(data, "output")})
     elif fmt == "prompt_completion":
         completion_key = "response" if "response" in data and "completion" not in data else "completion"
@@ -293,21 +337,48 @@ def to_messages(data: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
     else:
         raise RowError("messages", "expected one of: messages, conversations, instruction+output, prompt+completion")
     check_conversation(messages, fmt)  # before a `system` column is added: error indices are the row's own
-    return with_system_column(data, messages) if fmt in ("sharegpt", "alpaca") else messages
+    return with_system_column(data, messages)
+
+
+def alpaca_history(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """LLaMA-Factory's Alpaca `history` (`[[instruction, response], ...]` before the row's own turn) as the earlier
+    user/assistant turns; JSON text (a CSV cell) is parsed."""
+    history = data.get("history")
+    if history is None or (isinstance(history, str) and not history.strip()):
+        return []
+    history = json_value(history, "history", "a list of [instruction, response] pairs")
+    if not isinstance(history, list):
+        raise RowError("history", f"expected a list of [instruction, response] pairs, got {type(history).__name__}")
+    turns = []
+    for i, pair in enumerate(history):
+        if not (
+            isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(t, str) and t.strip() for t in pair)
+        ):
+            raise RowError(f"history[{i}]", "expected an [instruction, response] pair of non-empty strings")
+        turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    return turns
 
 
 def with_system_column(data: dict[str, Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A `system` column (Alpaca, LLaMA-Factory ShareGPT) as the first turn, unless the turns have one."""
+    """A `system` column (any chat or preference format) as the first turn; refused when the turns start with a
+    different system message, as one of the two instructions would be dropped."""
     system = data.get("system")
-    if isinstance(system, str) and system.strip() and messages and messages[0]["role"] != "system":
-        return [{"role": "system", "content": system}, *messages]
-    return messages
+    if system is None or (isinstance(system, str) and not system.strip()):
+        return messages
+    if not isinstance(system, str):
+        raise RowError("system", f"expected a string, got {type(system).__name__}")
+    if messages and messages[0]["role"] == "system":
+        if messages[0]["content"].strip() != system.strip():
+            raise RowError("system", "differs from the row's own system message; keep one of the two")
+        return messages
+    return [{"role": "system", "content": system}, *messages]
 
 
 def message_list(
-    turns: Any, key: str, role_key: str, content_key: str, roles: dict[str, str] | None
+    turns: Any, key: str, role_key: str, content_key: str, roles: dict[str, str] | None, weights: bool = False
 ) -> list[dict[str, Any]]:
-    """Checked messages from a list of turns; tool calls and `tool` turns only where `roles` allows a `tool` role."""
+    """Checked messages from a list of turns; tool calls and `tool` turns only where `roles` allows a `tool` role.
+    `weights`: an assistant turn's `weight` (0 or 1) is checked, and a 0 kept on it."""
     if not isinstance(turns, list) or not turns:
         raise RowError(key, "expected a non-empty list of messages")
     allowed = roles or {r: r for r in ROLES}
@@ -338,6 +409,12 @@ def message_list(
             message["tool_calls"] = [tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(tool_calls)]
         if message["role"] == "tool":
             message |= {k: turn[k] for k in ("tool_call_id", "name") if isinstance(turn.get(k), str)}
+        if weights and message["role"] == "assistant" and "weight" in turn:
+            weight = turn["weight"]
+            if isinstance(weight, bool) or weight not in (0, 1):
+                raise RowError(f"{where}.weight", f"expected 0 (not trained) or 1 (trained), got {weight!r}")
+            if weight == 0:
+                message["weight"] = 0
         messages.append(message)
     return messages
 
@@ -484,8 +561,13 @@ def is_call_or_result(message: dict[str, Any]) -> bool:
 
 
 def iter_assistant_turns(messages: list[dict[str, Any]]) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
-    """(history, reply) for every assistant turn: each becomes one prompt→completion example, so every assistant
-    turn is trained and the prompt is masked, with any chat template."""
+    """(history, reply) for every trained assistant turn: each becomes one prompt→completion example, so the reply
+    is trained and the prompt masked, with any chat template. A `"weight": 0` turn is only history."""
     for i, message in enumerate(messages):
-        if message["role"] == "assistant":
-            yield messages[:i], message
+        if message["role"] == "assistant" and message.get("weight") != 0:
+            yield without_weights(messages[:i]), message
+
+
+def without_weights(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`messages` as the chat template is given them: without the `weight` that marks context-only turns."""
+    return [{k: v for k, v in m.items() if k != "weight"} for m in messages]

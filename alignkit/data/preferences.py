@@ -10,17 +10,19 @@ Canonical pair (TRL's conversational preference format): `{"prompt": [messages],
   are the prompt; a `prompt` that repeats those turns (UltraFeedback-style rows) is taken off them;
 - multi-turn replies (Capybara-DPO): `chosen`/`rejected` go on with the conversation after `prompt`; the turns they
   share join the prompt, so each reply is the final assistant turn(s) (a reply left with a user turn is refused);
-- `question` or `instruction` (+ optional `input`, `system`) instead of `prompt` (LLaMA-Factory's Alpaca pairs);
+- `question` or `instruction` (+ optional `input`, `history`) instead of `prompt` (LLaMA-Factory's Alpaca pairs);
 - LLaMA-Factory ShareGPT pairs: `conversations` (from/value, or `messages` with role/content) up to the last user
-  turn, `chosen`/`rejected` one `{from: gpt, value}` reply each, optional `system`;
+  turn, `chosen`/`rejected` one `{from: gpt, value}` reply each;
 - Anthropic HH-RLHF: `chosen`/`rejected` raw text of `\\n\\nHuman: ...\\n\\nAssistant: ...` turns; the turns they share
   are the prompt. A `prompt` in that form (Dahoas/rm-static) is read as turns, its open `Assistant:` dropped, and
   replies are what follows it (the text after it, or whole transcripts that repeat it).
 
-Other columns (`score_chosen`, `prompt_id`, ...) are ignored. Canonical unpaired row (KTO): `{"prompt": [messages],
-"completion": [assistant message(s)], "label": bool}`; input rows: `prompt`/`completion`/`label`, LLaMA-Factory's
-`messages` (or ShareGPT `conversations`) + `label` (the last assistant turn is the completion), or a pair row, which
-gives two unpaired rows (chosen: true, rejected: false).
+A `system` column, in any of these, becomes the prompt's first (system) turn; a row whose prompt has a different system
+message is refused. Other columns (`score_chosen`, `prompt_id`, ...) are ignored.
+
+Canonical unpaired row (KTO): `{"prompt": [messages], "completion": [assistant message(s)], "label": bool}`; input
+rows: `prompt`/`completion`/`label`, LLaMA-Factory's `messages` (or ShareGPT `conversations`) + `label` (the last
+assistant turn is the completion), or a pair row, which gives two unpaired rows (chosen: true, rejected: false).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 from alignkit.data.formats import (
     SHAREGPT_ROLES,
     RowError,
+    alpaca_history,
     detect_chat_format,
     looks_like,
     message_list,
@@ -102,7 +105,7 @@ def preference_row(data: dict[str, Any]) -> dict[str, Any]:
             )
     if same_turns(chosen, rejected):
         raise RowError("rejected", "chosen and rejected are identical (the pair teaches nothing)")
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **annotations(data)}
+    return {"prompt": with_system_column(data, prompt), "chosen": chosen, "rejected": rejected, **annotations(data)}
 
 
 def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -124,7 +127,7 @@ def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         prompt = prompt_turns(data, prompt_key)
         completion, at = reply_turns(data, completion_key, prompt_key, prompt, hh)
         completion = check_reply(completion, completion_key, at)
-    return [{"prompt": prompt, "completion": completion, "label": label_field(data)}]
+    return [{"prompt": with_system_column(data, prompt), "completion": completion, "label": label_field(data)}]
 
 
 def split_last_reply(data: dict[str, Any]) -> tuple[Messages, Messages]:
@@ -144,7 +147,7 @@ def sharegpt_pair(data: dict[str, Any]) -> tuple[Messages, Messages, Messages]:
     role_key, content_key = ("from", "value") if sharegpt else ("role", "content")
     prompt = message_list(turns, key, role_key, content_key, roles=SHAREGPT_ROLES if sharegpt else None)
     check_prompt(prompt, key)
-    return with_system_column(data, prompt), reply_object(data, "chosen"), reply_object(data, "rejected")
+    return prompt, reply_object(data, "chosen"), reply_object(data, "rejected")
 
 
 def reply_object(data: dict[str, Any], key: str) -> Messages:
@@ -195,7 +198,7 @@ def hh_turns(text: str, key: str) -> Messages:
 
 def prompt_turns(data: dict[str, Any], key: str) -> Messages:
     """The prompt as messages ending with a user turn: a message list, HH-RLHF text (its open `Assistant:` cue
-    dropped), or a string (Alpaca-style `input`/`system`)."""
+    dropped), or a string (Alpaca-style `input` and `history`)."""
     value = data.get(key)
     if isinstance(value, list):
         turns = message_list(value, key, "role", "content", roles=None)
@@ -208,10 +211,8 @@ def prompt_turns(data: dict[str, Any], key: str) -> Messages:
         extra = data.get("input") if key == "instruction" else None
         if extra is not None and not isinstance(extra, str):
             raise RowError("input", f"expected a string, got {type(extra).__name__}")
-        turns = [{"role": "user", "content": f"{text}\n\n{extra}" if extra and extra.strip() else text}]
-        system = data.get("system")
-        if isinstance(system, str) and system.strip():
-            turns.insert(0, {"role": "system", "content": system})
+        turns = alpaca_history(data) if key == "instruction" else []
+        turns.append({"role": "user", "content": f"{text}\n\n{extra}" if extra and extra.strip() else text})
     check_prompt(turns, key)
     return turns
 

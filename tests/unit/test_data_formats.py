@@ -234,6 +234,105 @@ def test_llama_factory_kto_conversations_split_at_the_last_assistant_turn(tmp_pa
     ]
 
 
+# ---- chat rows ------------------------------------------------------------------------------------------------
+
+FRENCH = {"role": "system", "content": "Always answer in French."}
+
+
+def test_a_system_column_becomes_the_first_turn_in_every_chat_and_preference_format(tmp_path):
+    hello, bonjour = {"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Bonjour!"}
+    system = {"system": FRENCH["content"]}
+    chat = [
+        system | {"messages": [hello, bonjour]},
+        system | {"prompt": "Hello?", "completion": "Bonjour!"},
+        system | {"messages": [FRENCH, hello, bonjour]},  # the same instruction twice is one system turn
+    ]
+    assert load_chat([str(write_jsonl(tmp_path / "chat.jsonl", chat))]) == [{"messages": [FRENCH, hello, bonjour]}] * 3
+    pairs = [system | PAIR, system | TRL_WITH_EXTRA_COLUMNS[0]]
+    assert (
+        load_preferences([str(write_jsonl(tmp_path / "pairs.jsonl", pairs))])
+        == [{**PAIR, "prompt": [FRENCH, *PAIR["prompt"]]}] * 2
+    )
+    kto = [system | {"prompt": QUESTION, "completion": "4.", "label": True}]
+    assert load_unpaired([str(write_jsonl(tmp_path / "kto.jsonl", kto))]) == [
+        {"prompt": [FRENCH, *PAIR["prompt"]], "completion": PAIR["chosen"], "label": True}
+    ]
+
+
+def test_a_system_column_that_differs_from_the_rows_system_message_is_refused(tmp_path):
+    row = {"system": "Be brief.", "messages": [FRENCH, {"role": "user", "content": "Hi"}, HISTORY[1]]}
+    path = write_jsonl(tmp_path / "chat.jsonl", [row])
+    assert load_error(load_chat, path) == (
+        f"{path}:line 1: field `system`: differs from the row's own system message; keep one of the two"
+    )
+
+
+def test_alpaca_history_becomes_the_earlier_turns_of_sft_and_preference_rows(tmp_path):
+    history = {"history": [["What is 1+1?", "2."]]}
+    earlier = turns(("user", "What is 1+1?"), ("assistant", "2."))
+    sft = [history | {"instruction": "And times 3?", "input": "", "output": "That gives 6."}]
+    assert load_chat([str(write_jsonl(tmp_path / "alpaca.jsonl", sft))]) == [
+        {"messages": [*earlier, *turns(("user", "And times 3?"), ("assistant", "That gives 6."))]}
+    ]
+    csv_cell = write_csv(  # a CSV history cell holds JSON
+        tmp_path / "alpaca.csv",
+        ["instruction", "output", "history"],
+        [["And times 3?", "6.", '[["What is 1+1?", "2."]]']],
+    )
+    assert load_chat([str(csv_cell)])[0]["messages"][:2] == earlier
+    pair = [history | {"instruction": "And times 3?", "chosen": "6.", "rejected": "5."}]
+    assert load_preferences([str(write_jsonl(tmp_path / "pairs.jsonl", pair))]) == [
+        {
+            "prompt": [*earlier, *turns(("user", "And times 3?"))],
+            "chosen": turns(("assistant", "6.")),
+            "rejected": turns(("assistant", "5.")),
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        (
+            "What is 1+1? 2.",
+            "field `history`: expected a list of [instruction, response] pairs (not valid JSON: Expecting value)",
+        ),
+        ({"q": "a"}, "field `history`: expected a list of [instruction, response] pairs, got dict"),
+        ([["What is 1+1?"]], "field `history[0]`: expected an [instruction, response] pair of non-empty strings"),
+        ([["What is 1+1?", ""]], "field `history[0]`: expected an [instruction, response] pair of non-empty strings"),
+    ],
+    ids=["text", "object", "one-element", "empty-response"],
+)
+def test_malformed_alpaca_history_is_one_error_naming_the_field(history, expected, tmp_path):
+    path = write_jsonl(tmp_path / "alpaca.jsonl", [{"instruction": "Q", "output": "A", "history": history}])
+    assert load_error(load_chat, path) == f"{path}:line 1: {expected}"
+
+
+def test_openai_weight_0_keeps_an_assistant_turn_as_untrained_context(tmp_path):
+    hi = turns(("user", "Say hi"), ("assistant", "Hi there!"))
+    question = turns(("user", "What is 2+2?"), ("assistant", "4."))
+    row = {"messages": [hi[0], hi[1] | {"weight": 0}, question[0], question[1] | {"weight": 1}]}
+    rows = load_chat([str(write_jsonl(tmp_path / "weights.jsonl", [row]))])
+    assert rows == [{"messages": [hi[0], hi[1] | {"weight": 0}, *question]}]
+    assert prompt_completion(rows) == [{"prompt": [*hi, question[0]], "completion": [question[1]]}]
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        ((0.5, 1), "field `messages[1].weight`: expected 0 (not trained) or 1 (trained), got 0.5"),
+        (("0", 1), "field `messages[1].weight`: expected 0 (not trained) or 1 (trained), got '0'"),
+        ((0, 0), "field `messages`: every assistant turn has weight 0 (nothing to learn from)"),
+    ],
+    ids=["fraction", "text", "all-zero"],
+)
+def test_assistant_weights_other_than_0_or_1_or_all_0_are_refused(weights, expected, tmp_path):
+    replies = [{"role": "assistant", "content": f"A{i}", "weight": w} for i, w in enumerate(weights)]
+    row = {"messages": [HISTORY[0], replies[0], {"role": "user", "content": QUESTION}, replies[1]]}
+    path = write_jsonl(tmp_path / "weights.jsonl", [row])
+    assert load_error(load_chat, path) == f"{path}:line 1: {expected}"
+
+
 # ---- file types -----------------------------------------------------------------------------------------------
 
 
@@ -275,6 +374,25 @@ def test_json_lines_saved_as_json_is_read_as_json_lines(tmp_path):
     assert load_chat([str(path)]) == rows
     write_jsonl(path, [*rows, {"messages": turns(("user", "Q3"))}])
     assert load_error(load_chat, path).startswith(f"{path}:line 4: field `messages`: has no assistant turn")
+
+
+def test_a_json_file_of_one_row_object_is_that_row_and_a_data_wrapper_is_its_list(tmp_path):
+    row = {"messages": turns(("user", "Q1"), ("assistant", "A1"))}
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(row))
+    assert load_chat([str(one)]) == [row]
+    pair = tmp_path / "pair.json"
+    pair.write_text(json.dumps({"chosen": HISTORY + PAIR["chosen"], "rejected": HISTORY + PAIR["rejected"]}))
+    assert load_preferences([str(pair)]) == [
+        {"prompt": HISTORY, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    ]
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"data": [row, row]}))
+    assert load_chat([str(wrapped)]) == [row, row]
+    wrapped.write_text(json.dumps({"version": 1, "data": [row, row]}))
+    assert load_chat([str(wrapped)]) == [row, row]
+    wrapped.write_text(json.dumps({"train": [row, row], "test": [row]}))
+    assert load_error(load_chat, wrapped) == f"{wrapped}: holds several lists (train, test), not one list of rows"
 
 
 # ---- tool-calling chat rows -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 import alignkit
 from alignkit import data, hardware, lineage, models, runs, training
-from alignkit.config import SFTStageConfig, load_config
+from alignkit.config import DataConfig, SFTStageConfig, load_config
 from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_cli, write_jsonl
 
 FORMAT_ROWS = {
@@ -100,6 +100,39 @@ def test_sft_cli_trains_each_format(fmt, tmp_path, tiny_model):
     assert (out / "config.yaml").is_file() and (out / "metrics.jsonl").read_text().strip()
 
 
+def test_a_saved_dataset_dicts_test_split_is_the_validation_rows_and_the_run_says_so(tmp_path, tiny_model):
+    from datasets import Dataset, DatasetDict
+
+    saved = tmp_path / "saved"
+    DatasetDict({"train": Dataset.from_list(CHAT_ROWS[:20]), "test": Dataset.from_list(CHAT_ROWS[20:])}).save_to_disk(
+        str(saved)
+    )
+    train_rows, eval_rows, files, validation = data.load_split(DataConfig(paths=[str(saved)]), data.load_chat)
+    assert (train_rows, eval_rows) == (CHAT_ROWS[:20], CHAT_ROWS[20:])  # not a random split of `train`
+    assert files == [str(saved), f"{saved}:test"] and validation == f"saved split: {saved}:test"
+    out = tmp_path / "run"
+    result = run_cli(
+        "sft", "--data", str(saved), "--model", tiny_model, "--max-steps", "1", "--out", str(out), *TINY_TRAINER
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = runs.Run(out)
+    assert run.manifest["validation"] == run.metrics["validation"] == f"saved split: {saved}:test"
+    assert run.metrics["eval_rows"] == 4 and run.manifest["data"][str(saved)] == runs.file_sha256(saved)
+
+
+def test_a_save_dir_split_is_picked_as_dir_colon_split_and_a_missing_one_lists_the_splits(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    saved = tmp_path / "ultrafeedback"
+    splits = {"train_prefs": CHAT_ROWS[:3], "test_prefs": CHAT_ROWS[3:5]}
+    DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()}).save_to_disk(str(saved))
+    assert data.load_chat([f"{saved}:test_prefs"]) == CHAT_ROWS[3:5]
+    with pytest.raises(alignkit.AlignkitError) as error:
+        data.load_chat([str(saved)])
+    assert error.value.message == f"{saved}: dataset has no `train` split (it has train_prefs, test_prefs)"
+    assert error.value.hint == f"name the split to read as {saved}:SPLIT, e.g. {saved}:train_prefs"
+
+
 MULTI_TURN = {
     "messages": [
         {"role": "system", "content": "Be brief."},
@@ -156,6 +189,36 @@ def test_a_conversation_is_one_example_with_the_loss_and_gradients_of_its_per_tu
         loss_and_grads(trainer, trainer.data_collator(per_turn)),
         loss_and_grads(trainer, trainer.data_collator([whole])),
     )
+
+
+def test_a_weight_0_assistant_turn_is_context_in_both_example_forms_and_never_trained(tmp_path, tiny_model):
+    """OpenAI fine-tuning's `"weight": 0`: the turn stays in later turns' prompts and carries no label."""
+    messages = [dict(m) for m in MULTI_TURN["messages"]]
+    messages[2]["weight"], messages[4]["weight"] = 0, 1  # "It is five." is context only
+    rows = data.load_chat([str(write_jsonl(tmp_path / "weights.jsonl", [{"messages": messages}]))])
+    context = MULTI_TURN["messages"]
+    assert data.prompt_completion(rows) == [
+        {"prompt": context[:4], "completion": [context[4]]},
+        {"prompt": context[:6], "completion": [context[6]]},
+    ]
+    trainer, per_turn = eval_sft_trainer(tmp_path, tiny_model, examples=data.prompt_completion(rows))
+    tokenizer = trainer.processing_class
+    examples = data.sft_examples(rows, tokenizer)
+    assert len(examples) == 1 and "assistant_masks" in examples[0]  # the per-conversation form
+    args = training.sft_args(
+        load_config(SFTStageConfig, values={"model": {"name": tiny_model}}), tmp_path, False, hardware.pick_precision()
+    )
+    whole = training.sft_trainer(args, trainer.model, tokenizer, None, examples, []).train_dataset[0]
+
+    def trained(row):
+        return [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+
+    assert trained(whole) == [t for row in per_turn for t in trained(row)]
+    assert "It is five." in tokenizer.decode(whole["input_ids"])
+    assert tokenizer.decode(trained(whole)).replace("<|im_end|>", "").split("\n")[:2] == [
+        "Four.",
+        "You are welcome, glad to help.",
+    ]
 
 
 def test_a_template_that_rewrites_earlier_turns_keeps_one_example_per_turn(tiny_model):
