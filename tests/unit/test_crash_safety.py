@@ -98,14 +98,20 @@ def assert_resumes_to_the_end(out: Path) -> runs.Run:
     return run
 
 
-def test_kill_during_checkpoint_save_is_detected_and_resume_reaches_the_same_step(tmp_path, tiny_model, chat_file):
-    out, marker = tmp_path / "run", tmp_path / "saving"
-    with training([sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(chat_file, tiny_model, out)]) as proc:
+def killed_in_the_step_20_save(out: Path, data: Path, model: str) -> Path:
+    """Train into `out` and kill -9 it inside the checkpoint save of step 20 (`SLOW_SAVE`); the half-written dir."""
+    marker = out.with_name(out.name + ".saving")
+    with training([sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(data, model, out)]) as proc:
         deadline = time.time() + 240
         while not marker.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert marker.exists(), "the run never reached the stalled checkpoint save"
-    half_written = Path(marker.read_text())
+    return Path(marker.read_text())
+
+
+def test_kill_during_checkpoint_save_is_detected_and_resume_reaches_the_same_step(tmp_path, tiny_model, chat_file):
+    out = tmp_path / "run"
+    half_written = killed_in_the_step_20_save(out, chat_file, tiny_model)
     assert (half_written / "optimizer.pt").is_file() and not (half_written / "trainer_state.json").exists()
 
     run = runs.Run(out)
@@ -116,6 +122,26 @@ def test_kill_during_checkpoint_save_is_detected_and_resume_reaches_the_same_ste
 
     run = assert_resumes_to_the_end(out)
     assert run.metrics["resumed_from"] == resumed_from
+
+
+def test_a_resumed_run_reports_whole_run_loss_tokens_and_runtime(tmp_path, tiny_model, chat_file):
+    """transformers' `train_loss` and `train_runtime` cover one `train()` call: a resumed run reported the mean loss
+    of the steps after its checkpoint only, and the seconds since the resume."""
+    whole = run_cli(*train_args(chat_file, tiny_model, tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed_in_the_step_20_save(tmp_path / "resumed", chat_file, tiny_model)
+    resumed = assert_resumes_to_the_end(tmp_path / "resumed")
+    uninterrupted = runs.Run(tmp_path / "whole").metrics
+
+    assert resumed.metrics["train_loss"] == pytest.approx(uninterrupted["train_loss"], rel=1e-6)
+    assert resumed.metrics["train_tokens"] == uninterrupted["train_tokens"]
+    logged = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    losses = [row["loss"] for row in logged if "loss" in row]
+    assert len(losses) == MAX_STEPS and resumed.metrics["train_loss"] == pytest.approx(sum(losses) / MAX_STEPS)
+    parts = resumed.manifest["training_parts"]
+    assert [(p["from_step"], p["to_step"]) for p in parts] == [(0, 15), (15, MAX_STEPS)]
+    assert resumed.metrics["train_runtime"] == pytest.approx(sum(p["train_runtime"] for p in parts))
+    assert parts[0]["train_runtime"] > 0 and resumed.metrics["train_runtime"] > parts[1]["train_runtime"]
 
 
 def test_kill_at_random_points_then_resume_always_finishes(tmp_path, tiny_model, chat_file):
