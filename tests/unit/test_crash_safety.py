@@ -209,6 +209,23 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_removed_on_resume(damage, tm
     assert logged_loss_steps(run.path) == [1, 2, 3, 4, 5], "rows after the checkpoint (and a cut-off row) dropped"
 
 
+def test_runs_shows_the_step_and_eval_loss_of_an_unfinished_runs_last_complete_checkpoint(tmp_path):
+    run = damaged_run(tmp_path, [5, 10])
+    runs.write_json(run.path / "manifest.json", {"stage": "sft", "status": "interrupted", "lineage": []})
+    for step, eval_loss in ((5, 0.75), (10, 0.5)):
+        history = [{"step": 1, "eval_loss": 2.0}, {"step": step, "loss": 1.0}, {"step": step, "eval_loss": eval_loss}]
+        state = {"global_step": step, "log_history": history}
+        runs.write_json(run.checkpoints_dir / f"checkpoint-{step}" / "trainer_state.json", state)
+    (run.checkpoints_dir / "checkpoint-10" / "optimizer.pt").unlink()  # its save was cut short
+
+    listing = run_cli("runs", "--dir", str(tmp_path), "--json")
+    assert listing.returncode == 0, listing.stderr
+    [row] = json.loads(listing.stdout)
+    assert (row["status"], row["global_step"], row["eval_loss"]) == ("interrupted", 5, 0.75)
+    table = run_cli("runs", "--dir", str(tmp_path))
+    assert "0.7500" in table.stdout
+
+
 def test_a_killed_run_cannot_be_used_as_a_parent(tmp_path, chat_file, capsys):
     from tests.unit.test_bad_inputs import invoke
 
