@@ -128,7 +128,7 @@ def load_config(
     """
     tree = dataclass_to_dict(cls())
     if config_file is not None:
-        merge(tree, read_yaml(Path(config_file)), cls, where=str(config_file))
+        merge(tree, read_config_file(Path(config_file)), cls, where=str(config_file))
     if values:
         merge(tree, values, cls, where="command line")
     for item in overrides or []:
@@ -143,6 +143,24 @@ def load_config(
         node[leaf] = parse_value(raw)
         merge(tree, nested, cls, where=f"--set {key}")
     return build(cls, tree, where="config")
+
+
+# Keys naming another run dir. A run's config.yaml stores them relative to its own dir, like the manifest's parent,
+# so a moved runs/ still resumes and reruns; `out` is left out there (it is the dir the file is in).
+RUN_KEYS = ("from_run", "reward_run")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML config file; in a run's own config.yaml (a manifest.json beside it) the `RUN_KEYS` are read against the
+    run's dir (a path recorded by an older alignkit relative to the working directory is kept while it exists)."""
+    loaded = read_yaml(path)
+    if (path.parent / "manifest.json").is_file():
+        for key in RUN_KEYS:
+            recorded = loaded.get(key)
+            if isinstance(recorded, str) and recorded and not Path(recorded).is_absolute():
+                resolved = path.parent / recorded
+                loaded[key] = str(resolved.resolve()) if resolved.exists() or not Path(recorded).exists() else recorded
+    return loaded
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -179,7 +179,8 @@ def create_run(
     parent's adapter or trains every weight)."""
     if not cfg.resume:
         models.check_loadable(cfg.model)  # a model that cannot load fails here, before the run dir exists
-        manifest["trainer_args"] = runs.jsonable(args.alignkit_options)
+        output_dir = runs.relative_to_run(Path(args.output_dir), path)  # where checkpoints go, wherever the run moves
+        manifest["trainer_args"] = runs.jsonable(args.alignkit_options | {"output_dir": output_dir})
         manifest["peft_config"] = runs.jsonable(peft_config.to_dict()) if peft_config is not None else None
         cfg = dataclasses.replace(cfg, trainer=recorded_trainer(args, cfg.trainer))
     tokenizer, added = lineage.lineage_tokenizer(cfg.model, parent.lineage if parent else [])
@@ -524,7 +525,7 @@ def train_and_save(
         "train_loss": whole_run_loss(trainer.state.log_history, resumed_step, part),
         "train_tokens": int(trainer.state.num_input_tokens_seen),
         "global_step": trainer.state.global_step,
-        "resumed_from": checkpoint,
+        "resumed_from": run.relative(checkpoint) if checkpoint else None,
     }
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     if losses:
@@ -534,7 +535,8 @@ def train_and_save(
             metrics |= {k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
         evals = [r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r]
         metrics["eval_loss_start"] = evals[0] if evals else None
-        metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
+        best = trainer.state.best_model_checkpoint
+        metrics["best_checkpoint"] = run.relative(best) if best else None
     metrics |= extra_metrics or {}
     if final_metrics is not None:
         metrics |= final_metrics(trainer)

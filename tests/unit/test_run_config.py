@@ -41,7 +41,7 @@ def test_a_runs_config_yaml_reproduces_its_trainer_arguments(tiny_model, tmp_pat
     # alignkit's own additions and the user's keys are in the file, not only the user's
     assert recorded["prediction_loss_only"] is True and recorded["max_steps"] == 1
     assert recorded["include_num_input_tokens_seen"] == "non_padding" and "output_dir" not in recorded
-    assert sft.manifest["trainer_args"]["output_dir"] == str(sft.path / "checkpoints")
+    assert sft.manifest["trainer_args"]["output_dir"] == "checkpoints"  # relative to the run dir
     assert sft.manifest["peft_config"]["r"] == 4 and sft.manifest["peft_config"]["peft_type"] == "LORA"
     again = trained("sft", "--config", str(sft.path / "config.yaml"), "--out", str(tmp_path / "sft-again"))
     same_arguments(sft, again)
