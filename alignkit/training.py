@@ -174,15 +174,17 @@ def create_run(
     (`chat_template`) and saved as the run's `tokenizer/`, which every later run of the lineage loads.
 
     The run describes itself: config.yaml's `trainer:` holds every option passed to the TRL config `args`
-    (`recorded_trainer`: `--config <run>/config.yaml` builds the same arguments), the manifest all of them
-    (`trainer_args`) and the peft config of the adapter it trains (`peft_config`, None when it continues its
-    parent's adapter or trains every weight)."""
+    (`recorded_trainer`: `--config <run>/config.yaml` builds the same arguments) and its `peft:` the new adapter's
+    method with its defaults (`models.resolved_peft`), the manifest all trainer options (`trainer_args`) and the peft
+    config of the adapter it trains (`peft_config`, None when it continues its parent's adapter or trains every
+    weight)."""
     if not cfg.resume:
         models.check_loadable(cfg.model)  # a model that cannot load fails here, before the run dir exists
         output_dir = runs.relative_to_run(Path(args.output_dir), path)  # where checkpoints go, wherever the run moves
         manifest["trainer_args"] = runs.jsonable(args.alignkit_options | {"output_dir": output_dir})
         manifest["peft_config"] = runs.jsonable(peft_config.to_dict()) if peft_config is not None else None
-        cfg = dataclasses.replace(cfg, trainer=recorded_trainer(args, cfg.trainer))
+        peft = models.resolved_peft(cfg.peft) if peft_config is not None else cfg.peft  # a new adapter's, in full
+        cfg = dataclasses.replace(cfg, trainer=recorded_trainer(args, cfg.trainer), peft=peft)
     tokenizer, added = lineage.lineage_tokenizer(cfg.model, parent.lineage if parent else [])
     if added:
         peft_cfg = models.peft_config(cfg.peft)
