@@ -22,7 +22,8 @@ CURVES = {
 
 def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
     """One row per run directory (oldest first): name, stage, status, lineage, parent, key metrics (an unfinished
-    run's from its last complete checkpoint); unreadable manifests are listed with status `broken`."""
+    run's from its last complete checkpoint); unreadable manifests are listed with status `broken`, runs whose
+    parent (or an earlier ancestor) is not where they record it with `parent missing`."""
     rows = []
     for path in runs.run_dirs(runs_dir):
         name = runs.run_name(path, runs_dir)
@@ -38,7 +39,7 @@ def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
                 "run": name,
                 "path": str(path),
                 "stage": manifest.get("stage"),
-                "status": run.status,
+                "status": "parent missing" if run.missing_ancestor() else run.status,
                 "lineage": " → ".join([base] + [step["stage"] for step in manifest.get("lineage", [])]),
                 "base": base,
                 "parent": runs.run_name(path / manifest["parent"], runs_dir) if manifest.get("parent") else None,

@@ -121,6 +121,12 @@ class Run:
         """`target` as this run's files record it: relative to the run dir, so the run can be moved."""
         return relative_to_run(Path(target), self.path)
 
+    def missing_ancestor(self) -> str | None:
+        """The first run of this run's parent and lineage, as recorded, that is not where it says (no manifest.json
+        there): a run copied or moved without its parents."""
+        recorded = [self.manifest.get("parent"), *(step["run"] for step in self.manifest.get("lineage", []))]
+        return next((r for r in recorded if r and not (self.resolve(r) / "manifest.json").is_file()), None)
+
     @property
     def tokenizer_dir(self) -> Path:
         """The tokenizer this run gave its lineage (a chat template added to the base's), if it did."""
@@ -368,12 +374,20 @@ def find_resumable(stage: str, cfg: Any) -> Run:
 def open_run(path: str | Path, require_complete: bool = True) -> Run:
     """A run directory given by the user (`--from`), checked for being a finished run."""
     run = Run(Path(path))
+    if not run.path.exists():
+        raise AlignkitError(f"{run.path}: does not exist", "pass a run directory (`alignkit runs` lists them)")
     if not (run.path / "manifest.json").is_file():
         raise AlignkitError(f"{run.path}: not a run directory (no manifest.json)", "pass a directory under runs/")
     try:
         manifest = run.manifest
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise AlignkitError(f"{run.path}/manifest.json: unreadable", "the run was damaged; pick another run") from None
+    if missing := run.missing_ancestor():
+        which = "parent" if missing == manifest.get("parent") else "ancestor"
+        raise AlignkitError(
+            f"{which} run {missing} of {run.path} is missing",
+            "copy it alongside: a run finds its lineage relative to its own dir",
+        )
     if require_complete and manifest.get("status") != "complete":
         raise AlignkitError(
             f"{run.path}: run did not finish (status {manifest.get('status')!r})",

@@ -114,10 +114,12 @@ def trainer_options(
     for key in ("max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size"):
         value = options.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0 and key != "max_steps":
-            raise AlignkitError(f"config: trainer.{key} must be positive, got {value}")
+            raise AlignkitError(f"config: trainer.{key} must be positive, got {value}", f"set trainer.{key} above 0")
     for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if isinstance(options.get(key), int) and options[key] < 1:
-            raise AlignkitError(f"config: trainer.{key} must be at least 1, got {options[key]}")
+            raise AlignkitError(
+                f"config: trainer.{key} must be at least 1, got {options[key]}", f"set trainer.{key} to 1 or more"
+            )
     if isinstance(options.get("max_steps"), int) and (options["max_steps"] == 0 or options["max_steps"] < -1):
         raise AlignkitError("config: trainer.max_steps must be positive or -1 (use epochs)", "e.g. --max-steps 10")
     return options
