@@ -590,13 +590,16 @@ def login_of(entry: str, where: str, ask: bool = True) -> tuple[str, str]:
 
 @app.command("runs", help="List run directories with their lineage and key metrics.")
 def list_runs(
-    runs_dir: Annotated[Path, typer.Option("--dir", help="Where runs live.")] = Path("runs"),
+    runs_dir: Annotated[Path | None, typer.Option("--dir", help="Where runs live (default: runs).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     import json
 
     from alignkit import dashboard
 
+    if runs_dir is not None and not runs_dir.is_dir():  # a missing default runs/ only means no run yet
+        raise AlignkitError(f"--dir {runs_dir}: no such directory", "pass the folder your runs are in")
+    runs_dir = runs_dir or Path("runs")
     rows = dashboard.run_rows(runs_dir)  # a broken run is listed as `broken`, never a traceback
     if as_json:
         print(json.dumps(rows, indent=2))

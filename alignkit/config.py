@@ -135,7 +135,7 @@ def load_config(
     """
     tree = dataclass_to_dict(cls())
     if config_file is not None:
-        merge(tree, read_yaml(Path(config_file)), cls, where=str(config_file))
+        merge(tree, read_config_file(Path(config_file)), cls, where=str(config_file))
     if values:
         merge(tree, values, cls, where="command line")
     for item in overrides or []:
@@ -150,6 +150,24 @@ def load_config(
         node[leaf] = parse_value(raw)
         merge(tree, nested, cls, where=f"--set {key}")
     return build(cls, tree, where="config")
+
+
+# Keys naming another run dir. A run's config.yaml stores them relative to its own dir, like the manifest's parent,
+# so a moved runs/ still resumes and reruns; `out` is left out there (it is the dir the file is in).
+RUN_KEYS = ("from_run", "reward_run")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML config file; in a run's own config.yaml (a manifest.json beside it) the `RUN_KEYS` are read against the
+    run's dir (a path recorded by an older alignkit relative to the working directory is kept while it exists)."""
+    loaded = read_yaml(path)
+    if (path.parent / "manifest.json").is_file():
+        for key in RUN_KEYS:
+            recorded = loaded.get(key)
+            if isinstance(recorded, str) and recorded and not Path(recorded).is_absolute():
+                resolved = path.parent / recorded
+                loaded[key] = str(resolved.resolve()) if resolved.exists() or not Path(recorded).exists() else recorded
+    return loaded
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -186,7 +204,7 @@ def merge(tree: dict[str, Any], update: dict[str, Any], cls: type[Any], where: s
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in names:
-            raise unknown_key(dotted, names, where, prefix)
+            raise unknown_key(dotted, names, where, prefix, section_keys(tree, hints) if not prefix else {})
         sub = dataclass_type(hints[key])
         if sub is not None:
             if not isinstance(value, dict):
@@ -198,10 +216,28 @@ def merge(tree: dict[str, Any], update: dict[str, Any], cls: type[Any], where: s
             tree[key] = value
 
 
-def unknown_key(dotted: str, names: list[str], where: str, prefix: str = "") -> AlignkitError:
+def section_keys(tree: dict[str, Any], hints: dict[str, Any]) -> dict[str, list[str]]:
+    """The keys of each section of a config `tree` (dataclass fields; for `trainer:`, TrainingArguments' fields and
+    the stage's defaults too): a misplaced top-level key is suggested under its section (`trainer.learning_rate`)."""
+    from transformers import TrainingArguments
+
+    keys = {name: list(value) for name, value in tree.items() if isinstance(value, dict)}
+    keys["trainer"] = [*keys.get("trainer", []), *(f.name for f in dataclasses.fields(TrainingArguments) if f.init)]
+    return keys | {
+        name: [f.name for f in dataclasses.fields(hint)] for name, hint in hints.items() if dataclass_type(hint)
+    }
+
+
+def unknown_key(
+    dotted: str, names: list[str], where: str, prefix: str = "", sections: dict[str, list[str]] | None = None
+) -> AlignkitError:
+    """An unknown key, with the nearest valid one: among `names`, or a key of one of `sections` (`section.key`)."""
     leaf = dotted.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.5)
-    hint = f"did you mean `{prefix}{close[0]}`?" if close else f"valid keys: {', '.join(prefix + n for n in names)}"
+    candidates = [(prefix + name, name) for name in names]
+    candidates += [(f"{section}.{key}", key) for section, keys in (sections or {}).items() for key in keys]
+    close = difflib.get_close_matches(leaf, [key for _, key in candidates], n=1, cutoff=0.5)
+    nearest = next((full for full, key in candidates if close and key == close[0]), None)
+    hint = f"did you mean `{nearest}`?" if nearest else f"valid keys: {', '.join(prefix + n for n in names)}"
     return AlignkitError(f"{where}: unknown config key `{dotted}`", hint)
 
 

@@ -21,14 +21,15 @@ CURVES = {
 
 
 def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per run directory (oldest first): name, stage, status, lineage, parent, key metrics; unreadable
-    manifests are listed with status `broken`."""
+    """One row per run directory (oldest first): name, stage, status, lineage, parent, key metrics (an unfinished
+    run's from its last complete checkpoint); unreadable manifests are listed with status `broken`, runs whose
+    parent (or an earlier ancestor) is not where they record it with `parent missing`."""
     rows = []
     for path in runs.run_dirs(runs_dir):
         name = runs.run_name(path, runs_dir)
         run = runs.Run(path)
         try:
-            manifest, metrics = run.manifest, run.metrics
+            manifest, metrics = run.manifest, run.metrics or checkpoint_figures(run)
         except (OSError, ValueError):
             rows.append({"run": name, "path": str(path), "stage": "?", "status": "broken", "created": ""})
             continue
@@ -38,7 +39,7 @@ def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
                 "run": name,
                 "path": str(path),
                 "stage": manifest.get("stage"),
-                "status": run.status,
+                "status": "parent missing" if run.missing_ancestor() else run.status,
                 "lineage": " → ".join([base] + [step["stage"] for step in manifest.get("lineage", [])]),
                 "base": base,
                 "parent": runs.run_name(path / manifest["parent"], runs_dir) if manifest.get("parent") else None,
@@ -47,6 +48,17 @@ def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
             }
         )
     return sorted(rows, key=lambda r: r["created"])
+
+
+def checkpoint_figures(run: runs.Run) -> dict[str, Any]:
+    """The step and last validation loss of a run's last complete checkpoint (its trainer_state.json): how far an
+    unfinished run got, which it has no metrics.json to say."""
+    last = run.last_checkpoint()
+    if last is None:
+        return {}
+    state = runs.read_json(Path(last) / "trainer_state.json")
+    evals = [row["eval_loss"] for row in state.get("log_history", []) if "eval_loss" in row]
+    return {"global_step": state.get("global_step"), "eval_loss": evals[-1] if evals else None}
 
 
 def lineage_dot(rows: list[dict[str, Any]]) -> str:

@@ -362,17 +362,24 @@ def length_sorted_batches(
         yield chunk, batch.to(device)
 
 
+def resolved_peft(section: dict[str, Any]) -> dict[str, Any]:
+    """The `peft:` section with its method (default lora) and that method's defaults (`PEFT_DEFAULTS`) under the keys
+    it sets: what a run's config.yaml records, so the file trains the same adapter whatever the defaults become."""
+    options = dict(section)
+    method = str(options.pop("method", "lora")).lower()
+    return {"method": method, **PEFT_DEFAULTS.get(method, {}), **options}
+
+
 def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | None:
     """A peft config from the `peft:` section (`method` + that method's own keys); None for full fine-tuning."""
     import peft
 
-    options = dict(section)
-    method = str(options.pop("method", "lora")).lower()
+    options = resolved_peft(section)
+    method = options.pop("method")
     if method == "full":
         if options:
             raise AlignkitError(f"config: peft.method=full takes no other peft keys, got {sorted(options)}")
         return None
-    options = {**PEFT_DEFAULTS.get(method, {}), **options}
     peft_type = "LORA" if method == "dora" else method.upper()
     if peft_type not in peft.PeftType.__members__:
         known = ["full", "dora", *(t.lower() for t in peft.PeftType.__members__)]

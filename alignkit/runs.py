@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import distributed, logs
-from alignkit.config import ModelConfig, to_yaml
+from alignkit.config import RUN_KEYS, ModelConfig, to_yaml
 from alignkit.errors import AlignkitError
 from alignkit.paths import check_replaceable, file_sha256, saved_split
 
@@ -105,12 +105,27 @@ class Run:
         """The runs whose adapters make this model, oldest first (this run last): `{"stage", "run"}` with `run` an
         absolute path. The manifest stores them relative to this run's dir, so runs/ (or a run with its parents)
         can be moved or copied; absolute entries of older runs are read as they are."""
-        return [step | {"run": str((self.path / step["run"]).resolve())} for step in self.manifest.get("lineage", [])]
+        return [step | {"run": str(self.resolve(step["run"]))} for step in self.manifest.get("lineage", [])]
 
     @property
     def parent_path(self) -> Path | None:
         parent = self.manifest.get("parent")
-        return (self.path / parent).resolve() if parent else None
+        return self.resolve(parent) if parent else None
+
+    def resolve(self, recorded: str) -> Path:
+        """A path this run's files record relative to its dir (parent, lineage, `best_checkpoint`, ...) as an
+        absolute path; absolute ones of older runs as they are."""
+        return (self.path / recorded).resolve()
+
+    def relative(self, target: str | Path) -> str:
+        """`target` as this run's files record it: relative to the run dir, so the run can be moved."""
+        return relative_to_run(Path(target), self.path)
+
+    def missing_ancestor(self) -> str | None:
+        """The first run of this run's parent and lineage, as recorded, that is not where it says (no manifest.json
+        there): a run copied or moved without its parents."""
+        recorded = [self.manifest.get("parent"), *(step["run"] for step in self.manifest.get("lineage", []))]
+        return next((r for r in recorded if r and not (self.resolve(r) / "manifest.json").is_file()), None)
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -273,7 +288,7 @@ def _create(
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+    (tmp / "config.yaml").write_text(to_yaml(recorded_config(cfg, path)), encoding="utf-8")
     ancestors = parent.lineage if parent else []
     write_json(
         tmp / "manifest.json",
@@ -306,6 +321,12 @@ def _create(
     run.fresh = True
     attach_log(run)
     return run
+
+
+def recorded_config(cfg: Any, path: Path) -> Any:
+    """`cfg` as the run at `path` records it in config.yaml: other runs relative to it (`config.RUN_KEYS`), no `out`."""
+    other_runs = {key: relative_to_run(Path(getattr(cfg, key)), path) for key in RUN_KEYS if getattr(cfg, key, None)}
+    return dataclasses.replace(cfg, out=None, **other_runs)
 
 
 def this_process() -> dict[str, Any]:
@@ -353,12 +374,20 @@ def find_resumable(stage: str, cfg: Any) -> Run:
 def open_run(path: str | Path, require_complete: bool = True) -> Run:
     """A run directory given by the user (`--from`), checked for being a finished run."""
     run = Run(Path(path))
+    if not run.path.exists():
+        raise AlignkitError(f"{run.path}: does not exist", "pass a run directory (`alignkit runs` lists them)")
     if not (run.path / "manifest.json").is_file():
         raise AlignkitError(f"{run.path}: not a run directory (no manifest.json)", "pass a directory under runs/")
     try:
         manifest = run.manifest
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise AlignkitError(f"{run.path}/manifest.json: unreadable", "the run was damaged; pick another run") from None
+    if missing := run.missing_ancestor():
+        which = "parent" if missing == manifest.get("parent") else "ancestor"
+        raise AlignkitError(
+            f"{which} run {missing} of {run.path} is missing",
+            "copy it alongside: a run finds its lineage relative to its own dir",
+        )
     if require_complete and manifest.get("status") != "complete":
         raise AlignkitError(
             f"{run.path}: run did not finish (status {manifest.get('status')!r})",

@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,12 @@ def trainer_options(
     for key in ("max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size"):
         value = options.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0 and key != "max_steps":
-            raise AlignkitError(f"config: trainer.{key} must be positive, got {value}")
+            raise AlignkitError(f"config: trainer.{key} must be positive, got {value}", f"set trainer.{key} above 0")
     for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if isinstance(options.get(key), int) and options[key] < 1:
-            raise AlignkitError(f"config: trainer.{key} must be at least 1, got {options[key]}")
+            raise AlignkitError(
+                f"config: trainer.{key} must be at least 1, got {options[key]}", f"set trainer.{key} to 1 or more"
+            )
     if isinstance(options.get("max_steps"), int) and (options["max_steps"] == 0 or options["max_steps"] < -1):
         raise AlignkitError("config: trainer.max_steps must be positive or -1 (use epochs)", "e.g. --max-steps 10")
     return options
@@ -173,14 +176,17 @@ def create_run(
     (`chat_template`) and saved as the run's `tokenizer/`, which every later run of the lineage loads.
 
     The run describes itself: config.yaml's `trainer:` holds every option passed to the TRL config `args`
-    (`recorded_trainer`: `--config <run>/config.yaml` builds the same arguments), the manifest all of them
-    (`trainer_args`) and the peft config of the adapter it trains (`peft_config`, None when it continues its
-    parent's adapter or trains every weight)."""
+    (`recorded_trainer`: `--config <run>/config.yaml` builds the same arguments) and its `peft:` the new adapter's
+    method with its defaults (`models.resolved_peft`), the manifest all trainer options (`trainer_args`) and the peft
+    config of the adapter it trains (`peft_config`, None when it continues its parent's adapter or trains every
+    weight)."""
     if not cfg.resume:
         models.check_loadable(cfg.model)  # a model that cannot load fails here, before the run dir exists
-        manifest["trainer_args"] = runs.jsonable(args.alignkit_options)
+        output_dir = runs.relative_to_run(Path(args.output_dir), path)  # where checkpoints go, wherever the run moves
+        manifest["trainer_args"] = runs.jsonable(args.alignkit_options | {"output_dir": output_dir})
         manifest["peft_config"] = runs.jsonable(peft_config.to_dict()) if peft_config is not None else None
-        cfg = dataclasses.replace(cfg, trainer=recorded_trainer(args, cfg.trainer))
+        peft = models.resolved_peft(cfg.peft) if peft_config is not None else cfg.peft  # a new adapter's, in full
+        cfg = dataclasses.replace(cfg, trainer=recorded_trainer(args, cfg.trainer), peft=peft)
     tokenizer, added = lineage.lineage_tokenizer(cfg.model, parent.lineage if parent else [])
     if added:
         peft_cfg = models.peft_config(cfg.peft)
@@ -509,16 +515,21 @@ def train_and_save(
     `final_evaluation=False` leaves out TRL's last `evaluate()` where those figures score the validation rows too.
     """
     checkpoint = run.last_checkpoint()
+    resumed_step = runs.checkpoint_step(Path(checkpoint)) if checkpoint else 0
+    earlier_parts = run.manifest.get("training_parts", []) if checkpoint else []
+    trainer.add_callback(TrainingPartsCallback(run, earlier_parts, resumed_step))
     hardware.reuse_freed_memory()
     score_only_loss_positions()
     dense_lm_head_on_cpu()
     result = trainer.train(resume_from_checkpoint=checkpoint)
+    part = {"from_step": resumed_step, "to_step": trainer.state.global_step, **result.metrics}
+    parts = [*earlier_parts, {k: part.get(k) for k in ("from_step", "to_step", "train_runtime", "train_loss")}]
     metrics: dict[str, Any] = {
-        "train_runtime": result.metrics.get("train_runtime"),
-        "train_loss": result.metrics.get("train_loss"),
+        "train_runtime": sum(p.get("train_runtime") or 0.0 for p in parts),
+        "train_loss": whole_run_loss(trainer.state.log_history, resumed_step, part),
         "train_tokens": int(trainer.state.num_input_tokens_seen),
         "global_step": trainer.state.global_step,
-        "resumed_from": checkpoint,
+        "resumed_from": run.relative(checkpoint) if checkpoint else None,
     }
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     if losses:
@@ -528,7 +539,8 @@ def train_and_save(
             metrics |= {k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
         evals = [r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r]
         metrics["eval_loss_start"] = evals[0] if evals else None
-        metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
+        best = trainer.state.best_model_checkpoint
+        metrics["best_checkpoint"] = run.relative(best) if best else None
     metrics |= extra_metrics or {}
     if final_metrics is not None:
         metrics |= final_metrics(trainer)
@@ -537,9 +549,50 @@ def train_and_save(
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if sharded else None
     if trainer.is_world_process_zero():
         save_model(trainer, run, state_dict)
+        run.update_manifest(training_parts=parts)
         run.finish(metrics)
     distributed.wait_for_everyone()
     return run
+
+
+def whole_run_loss(log_history: list[dict[str, Any]], resumed_step: int, part: dict[str, Any]) -> float | None:
+    """The mean training loss over every step of the run. transformers' `train_loss` covers only the steps of one
+    `train()` call (`part`); before `resumed_step`, each loss logged (the mean since the previous log) is weighted by
+    the steps it covers, as transformers averages. Steps before the checkpoint that were never logged are left out
+    (none when checkpoints fall on logging steps, as they do by default)."""
+    part_loss = part.get("train_loss")
+    if not resumed_step or part_loss is None:
+        return part_loss
+    logged_sum, covered = 0.0, 0
+    for row in log_history:
+        if "loss" in row and covered < row["step"] <= resumed_step:
+            logged_sum += row["loss"] * (row["step"] - covered)
+            covered = row["step"]
+    part_steps = part["to_step"] - resumed_step
+    steps = covered + part_steps
+    return (logged_sum + part_loss * part_steps) / steps if steps else part_loss
+
+
+class TrainingPartsCallback(TrainerCallback):
+    """At each checkpoint, record in the manifest how long this `train()` call has trained (`training_parts`, after
+    the parts before its resume): a killed part's time up to its last checkpoint counts in the run's `train_runtime`,
+    where transformers' covers only the last call."""
+
+    def __init__(self, run: runs.Run, earlier_parts: list[dict[str, Any]], from_step: int) -> None:
+        self.run, self.earlier_parts, self.from_step = run, earlier_parts, from_step
+        self.started = time.time()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.started = time.time()
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            part = {
+                "from_step": self.from_step,
+                "to_step": state.global_step,
+                "train_runtime": time.time() - self.started,
+            }
+            self.run.update_manifest(training_parts=[*self.earlier_parts, part])
 
 
 def save_model(trainer: Any, run: runs.Run, state_dict: dict[str, Any] | None = None) -> None:

@@ -55,6 +55,7 @@ DATA_CASES = [
 CONFIG_CASES = [
     ("unknown_key.yaml", ["unknown config key `trainer.learning_rat`", "did you mean `trainer.learning_rate`"]),
     ("unknown_section_key.yaml", ["unknown config key `model.nmae`", "did you mean `model.name`"]),
+    ("top_level_trainer_key.yaml", ["unknown config key `learning_rat`", "did you mean `trainer.learning_rate`"]),
     ("wrong_type.yaml", ["validation_split", "must be float"]),
     ("bad_syntax.yaml", ["bad_syntax.yaml", "not valid YAML"]),
     ("unknown_peft.yaml", ["unknown peft.method `loraa`", "did you mean `lora`"]),
@@ -111,9 +112,12 @@ def test_bad_config_gives_one_line_error(name, expected, tmp_path, capsys, chat_
     [
         (["--set", "model.nmae=x"], ["unknown config key `model.nmae`", "did you mean `model.name`"]),
         (["--set", "trainer.lerning_rate=1e-4"], ["`trainer.lerning_rate`", "did you mean `trainer.learning_rate`"]),
+        (["--set", "learning_rate=1e-4"], ["unknown config key `learning_rate`", "`trainer.learning_rate`"]),
         (["--set", "novalue"], ["expected key=value"]),
         (["--max-steps", "0"], ["max_steps must be positive"]),
-        (["--from", "does/not/exist"], ["does/not/exist", "not a run directory"]),
+        (["--set", "trainer.learning_rate=-1"], ["learning_rate must be positive, got -1", "fix: set trainer."]),
+        (["--set", "model.precision=fp64"], ["model.precision='fp64' is not one of", "fix: --set model.precision="]),
+        (["--from", "does/not/exist"], ["does/not/exist: does not exist", "fix:"]),
         (["--model", "./no-such-model"], ["no-such-model", "not found"]),
         (["--model", "CHAT_FILE"], ["is a file, not a model"]),
         (["--data", "missing.jsonl"], ["missing.jsonl", "not found"]),
@@ -121,22 +125,17 @@ def test_bad_config_gives_one_line_error(name, expected, tmp_path, capsys, chat_
         (["--set", "peft.lora_alpha=abc"], ["`peft.lora_alpha` must be int"]),
         (["--set", "peft.r=0"], ["peft.r must be at least 1"]),
         (["--set", "peft.target_modules=foo"], ["peft.target_modules matches no layer", "all-linear"]),
-        (["--set", "trainer.per_device_train_batch_size=0"], ["per_device_train_batch_size must be at least 1"]),
+        (
+            ["--set", "trainer.per_device_train_batch_size=0"],
+            ["per_device_train_batch_size must be at least 1", "fix:"],
+        ),
         (["--set", "trainer.gradient_accumulation_steps=0"], ["gradient_accumulation_steps must be at least 1"]),
         (["--set", "data.validation_split=2"], ["data.validation_split must be a fraction in [0, 1), got 2.0"]),
         (["--set", "data.validation_split=-0.5"], ["data.validation_split must be a fraction"]),
     ],
     ids=[
-        *(
-            "set-typo",
-            "trainer-typo",
-            "set-no-equals",
-            "zero-steps",
-            "missing-from",
-            "missing-model",
-            "model-is-a-file",
-        ),
-        "missing-data",
+        *("set-typo", "trainer-typo", "trainer-key-at-top", "set-no-equals", "zero-steps", "negative-lr"),
+        *("unknown-precision", "missing-from", "missing-model", "model-is-a-file", "missing-data"),
         *("peft-r-text", "peft-alpha-text", "peft-r-zero", "peft-target-none", "batch-zero", "accumulation-zero"),
         *("split-above-one", "split-negative"),
     ],
@@ -169,6 +168,27 @@ def test_export_of_a_directory_that_is_no_run_is_one_error(tmp_path, capsys):
     code, err = invoke(["export", str(tmp_path), "--out", str(tmp_path / "merged")], capsys)
     assert_one_line_error(code, err, ["not a run directory"])
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_run_copied_without_its_parent_says_so(tmp_path, capsys):
+    """Its parent was reported as `not a run directory ... pass a directory under runs/`, a path the user never gave."""
+    from alignkit import dashboard, runs
+
+    copy = tmp_path / "shared" / "dpo"
+    copy.mkdir(parents=True)
+    lineage = [{"stage": "sft", "run": "../sft"}, {"stage": "dpo", "run": "."}]
+    manifest = {"stage": "dpo", "status": "complete", "parent": "../sft", "lineage": lineage, "created": "x"}
+    runs.write_json(copy / "manifest.json", manifest)
+    code, err = invoke(["export", str(copy), "--out", str(tmp_path / "merged")], capsys)
+    assert_one_line_error(code, err, [f"parent run ../sft of {copy} is missing", "fix: copy it alongside"])
+    assert [row["status"] for row in dashboard.run_rows(copy.parent)] == ["parent missing"]
+
+
+def test_runs_of_a_missing_directory_is_one_line_error(tmp_path):
+    missing = run_cli("runs", "--dir", str(tmp_path / "nowhere"))
+    assert_one_line_error(missing.returncode, missing.stderr, [f"--dir {tmp_path / 'nowhere'}: no such directory"])
+    none_yet = run_cli("runs", cwd=tmp_path)  # the default runs/ before any run: nothing to list, not an error
+    assert none_yet.returncode == 0 and "no runs in runs/" in none_yet.stderr
 
 
 def test_shipped_configs_load():

@@ -98,14 +98,20 @@ def assert_resumes_to_the_end(out: Path) -> runs.Run:
     return run
 
 
-def test_kill_during_checkpoint_save_is_detected_and_resume_reaches_the_same_step(tmp_path, tiny_model, chat_file):
-    out, marker = tmp_path / "run", tmp_path / "saving"
-    with training([sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(chat_file, tiny_model, out)]) as proc:
+def killed_in_the_step_20_save(out: Path, data: Path, model: str) -> Path:
+    """Train into `out` and kill -9 it inside the checkpoint save of step 20 (`SLOW_SAVE`); the half-written dir."""
+    marker = out.with_name(out.name + ".saving")
+    with training([sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(data, model, out)]) as proc:
         deadline = time.time() + 240
         while not marker.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert marker.exists(), "the run never reached the stalled checkpoint save"
-    half_written = Path(marker.read_text())
+    return Path(marker.read_text())
+
+
+def test_kill_during_checkpoint_save_is_detected_and_resume_reaches_the_same_step(tmp_path, tiny_model, chat_file):
+    out = tmp_path / "run"
+    half_written = killed_in_the_step_20_save(out, chat_file, tiny_model)
     assert (half_written / "optimizer.pt").is_file() and not (half_written / "trainer_state.json").exists()
 
     run = runs.Run(out)
@@ -115,7 +121,27 @@ def test_kill_during_checkpoint_save_is_detected_and_resume_reaches_the_same_ste
     assert resumed_from is not None
 
     run = assert_resumes_to_the_end(out)
-    assert run.metrics["resumed_from"] == resumed_from
+    assert run.resolve(run.metrics["resumed_from"]) == Path(resumed_from).resolve()
+
+
+def test_a_resumed_run_reports_whole_run_loss_tokens_and_runtime(tmp_path, tiny_model, chat_file):
+    """transformers' `train_loss` and `train_runtime` cover one `train()` call: a resumed run reported the mean loss
+    of the steps after its checkpoint only, and the seconds since the resume."""
+    whole = run_cli(*train_args(chat_file, tiny_model, tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed_in_the_step_20_save(tmp_path / "resumed", chat_file, tiny_model)
+    resumed = assert_resumes_to_the_end(tmp_path / "resumed")
+    uninterrupted = runs.Run(tmp_path / "whole").metrics
+
+    assert resumed.metrics["train_loss"] == pytest.approx(uninterrupted["train_loss"], rel=1e-6)
+    assert resumed.metrics["train_tokens"] == uninterrupted["train_tokens"]
+    logged = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    losses = [row["loss"] for row in logged if "loss" in row]
+    assert len(losses) == MAX_STEPS and resumed.metrics["train_loss"] == pytest.approx(sum(losses) / MAX_STEPS)
+    parts = resumed.manifest["training_parts"]
+    assert [(p["from_step"], p["to_step"]) for p in parts] == [(0, 15), (15, MAX_STEPS)]
+    assert resumed.metrics["train_runtime"] == pytest.approx(sum(p["train_runtime"] for p in parts))
+    assert parts[0]["train_runtime"] > 0 and resumed.metrics["train_runtime"] > parts[1]["train_runtime"]
 
 
 def test_kill_at_random_points_then_resume_always_finishes(tmp_path, tiny_model, chat_file):
@@ -181,6 +207,23 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_removed_on_resume(damage, tm
     assert run.discard_unfinished_checkpoints() == [newest]
     assert not newest.exists()
     assert logged_loss_steps(run.path) == [1, 2, 3, 4, 5], "rows after the checkpoint (and a cut-off row) dropped"
+
+
+def test_runs_shows_the_step_and_eval_loss_of_an_unfinished_runs_last_complete_checkpoint(tmp_path):
+    run = damaged_run(tmp_path, [5, 10])
+    runs.write_json(run.path / "manifest.json", {"stage": "sft", "status": "interrupted", "lineage": []})
+    for step, eval_loss in ((5, 0.75), (10, 0.5)):
+        history = [{"step": 1, "eval_loss": 2.0}, {"step": step, "loss": 1.0}, {"step": step, "eval_loss": eval_loss}]
+        state = {"global_step": step, "log_history": history}
+        runs.write_json(run.checkpoints_dir / f"checkpoint-{step}" / "trainer_state.json", state)
+    (run.checkpoints_dir / "checkpoint-10" / "optimizer.pt").unlink()  # its save was cut short
+
+    listing = run_cli("runs", "--dir", str(tmp_path), "--json")
+    assert listing.returncode == 0, listing.stderr
+    [row] = json.loads(listing.stdout)
+    assert (row["status"], row["global_step"], row["eval_loss"]) == ("interrupted", 5, 0.75)
+    table = run_cli("runs", "--dir", str(tmp_path))
+    assert "0.7500" in table.stdout
 
 
 def test_a_killed_run_cannot_be_used_as_a_parent(tmp_path, chat_file, capsys):

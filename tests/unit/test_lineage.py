@@ -9,12 +9,13 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
 
 import alignkit
 from alignkit import lineage, runs
 from alignkit import playground as pg
 from alignkit.paths import file_sha256
-from tests.conftest import CHAT_ROWS, run_cli, train_sft_and_dpo, write_jsonl
+from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_cli, train_sft_and_dpo, write_jsonl
 
 
 def test_moved_runs_keep_their_lineage_everywhere(tiny_model, tmp_path):
@@ -121,3 +122,38 @@ def test_a_base_with_other_weights_than_the_run_was_trained_on_is_said(tiny_mode
     )
     assert further.returncode == 0, further.stderr
     assert "now has other weights" in further.stderr
+
+
+def test_run_files_record_paths_relative_to_the_run_so_a_moved_run_resumes_and_reruns(tiny_model, tmp_path):
+    """metrics.json's checkpoints, config.yaml's `from_run` and the manifest's `output_dir` were recorded relative to
+    the working directory (`runs/sft1/checkpoints/checkpoint-2`): stale once runs/ moved, or from another directory."""
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    (tmp_path / "home").mkdir()
+    steps = ["--set", "trainer.save_steps=1", "--set", "trainer.eval_steps=1", *TINY_TRAINER]
+    first = ["sft", "--data", str(chat), "--model", tiny_model, "--out", "runs/sft1", *steps]
+    assert run_cli(*first, "--max-steps", "2", cwd=tmp_path / "home").returncode == 0
+    runs.Run(tmp_path / "home" / "runs" / "sft1").update_manifest(status="interrupted")  # stopped after step 2
+    resumed = run_cli("sft", "--resume", "--out", "runs/sft1", "--max-steps", "3", cwd=tmp_path / "home")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    second = ["sft", "--from", "runs/sft1", "--data", str(chat), "--out", "runs/sft2", "--max-steps", "1", *steps]
+    assert run_cli(*second, cwd=tmp_path / "home").returncode == 0
+
+    moved = tmp_path / "elsewhere" / "runs"
+    moved.parent.mkdir()
+    shutil.move(str(tmp_path / "home" / "runs"), str(moved))
+    sft1, sft2 = runs.Run(moved / "sft1"), runs.Run(moved / "sft2")
+    assert sft1.metrics["resumed_from"] == "checkpoints/checkpoint-2"
+    assert sft1.resolve(sft1.metrics["best_checkpoint"]).parent == (moved / "sft1" / "checkpoints").resolve()
+    assert sft1.resolve(sft1.metrics["best_checkpoint"]).is_dir()
+    assert sft1.manifest["trainer_args"]["output_dir"] == "checkpoints"
+    recorded = yaml.safe_load((sft2.path / "config.yaml").read_text())
+    assert recorded["from_run"] == "../sft1" and recorded["out"] is None
+
+    # read back from another working directory: a rerun of the recorded config, and a resume, find the parent
+    rerun = run_cli("sft", "--config", str(sft2.path / "config.yaml"), "--out", str(tmp_path / "sft3"), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert runs.Run(tmp_path / "sft3").parent_path == sft1.path.resolve()
+    sft2.update_manifest(status="interrupted")
+    again = run_cli("sft", "--resume", "--out", str(sft2.path), "--max-steps", "2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sft2.metrics["resumed_from"] == "checkpoints/checkpoint-1" and sft2.parent_path == sft1.path.resolve()

@@ -82,9 +82,9 @@ def test_few_shot_baseline_puts_sft_examples_before_the_conversation(runs_dir):
     shown = pg.few_shot(examples, messages, k=3, seed=1)
     assert shown[0] == {"role": "system", "content": "Be brief."} and shown[-1] == messages[-1]
     assert [m["role"] for m in shown[1:-1]] == ["user", "assistant"] * 3
-    with pytest.raises(AlignkitError, match="not a run directory"):
+    with pytest.raises(AlignkitError, match="does not exist"):
         pg.sft_examples(runs_dir / "missing")
-    with pytest.raises(AlignkitError, match="not a run directory"):
+    with pytest.raises(AlignkitError, match="does not exist"):
         pg.ModelPool().get(str(runs_dir / "missing"))
 
 

@@ -41,7 +41,7 @@ def test_a_runs_config_yaml_reproduces_its_trainer_arguments(tiny_model, tmp_pat
     # alignkit's own additions and the user's keys are in the file, not only the user's
     assert recorded["prediction_loss_only"] is True and recorded["max_steps"] == 1
     assert recorded["include_num_input_tokens_seen"] == "non_padding" and "output_dir" not in recorded
-    assert sft.manifest["trainer_args"]["output_dir"] == str(sft.path / "checkpoints")
+    assert sft.manifest["trainer_args"]["output_dir"] == "checkpoints"  # relative to the run dir
     assert sft.manifest["peft_config"]["r"] == 4 and sft.manifest["peft_config"]["peft_type"] == "LORA"
     again = trained("sft", "--config", str(sft.path / "config.yaml"), "--out", str(tmp_path / "sft-again"))
     same_arguments(sft, again)
@@ -52,3 +52,21 @@ def test_a_runs_config_yaml_reproduces_its_trainer_arguments(tiny_model, tmp_pat
     assert dpo.manifest["peft_config"] is None  # it continues the SFT adapter
     dpo_again = trained("dpo", "--config", str(dpo.path / "config.yaml"), "--out", str(tmp_path / "dpo-again"))
     same_arguments(dpo, dpo_again)
+
+
+def test_a_runs_config_yaml_records_the_resolved_peft_section(tiny_model, tmp_path, monkeypatch):
+    """config.yaml's `peft:` was only `method: lora`: rerun after the defaults changed, it trained another adapter."""
+    import alignkit
+    from alignkit import models
+
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    tiny = {"max_steps": 1, "per_device_train_batch_size": 4}
+    first = alignkit.sft(data={"paths": [str(chat)]}, model={"name": tiny_model}, out=str(tmp_path / "a"), trainer=tiny)
+    recorded = yaml.safe_load((first.path / "config.yaml").read_text())["peft"]
+    assert recorded == {"method": "lora", **models.PEFT_DEFAULTS["lora"]}
+
+    other_defaults = {"r": 2, "lora_alpha": 4, "lora_dropout": 0.0, "target_modules": ["q_proj"]}
+    monkeypatch.setitem(models.PEFT_DEFAULTS, "lora", other_defaults)  # as a later alignkit might have them
+    again = alignkit.sft(str(first.path / "config.yaml"), out=str(tmp_path / "b"))
+    assert again.manifest["peft_config"] == first.manifest["peft_config"]
+    assert again.manifest["peft_config"]["r"] == 16
