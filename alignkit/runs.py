@@ -73,7 +73,7 @@ class Run:
         (killed, or the machine restarted): it can be resumed, and nothing is training it."""
         status = self.manifest.get("status") or "?"
         owner = self.manifest.get("process") or {}
-        if status == "running" and owner.get("host") == platform.node() and not process_alive(owner.get("pid")):
+        if status == "running" and owner.get("host") == platform.node() and not process_alive(owner):
             return "stopped"
         return status
 
@@ -82,7 +82,7 @@ class Run:
         owner = self.manifest.get("process") or {}
         pid = owner.get("pid")
         mine = owner.get("host") == platform.node() and pid != os.getpid()
-        return pid if self.manifest.get("status") == "running" and mine and process_alive(pid) else None
+        return pid if self.manifest.get("status") == "running" and mine and process_alive(owner) else None
 
     def mark_running(self) -> None:
         """Record this process as the run's trainer (at creation and at every resume)."""
@@ -330,10 +330,21 @@ def recorded_config(cfg: Any, path: Path) -> Any:
 
 
 def this_process() -> dict[str, Any]:
-    return {"host": platform.node(), "pid": os.getpid()}
+    return {"host": platform.node(), "pid": os.getpid(), "started": process_start(os.getpid())}
 
 
-def process_alive(pid: Any) -> bool:
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, Linux), so that a later process given the same pid is not
+    taken for it; None where /proc does not say."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_alive(owner: dict[str, Any]) -> bool:
+    """Whether the process `owner` records (`this_process`) still runs: its pid, and where known its start time."""
+    pid = owner.get("pid")
     if not isinstance(pid, int):
         return False
     try:
@@ -342,7 +353,8 @@ def process_alive(pid: Any) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    started = owner.get("started")
+    return started is None or process_start(pid) in (None, started)
 
 
 def relative_to_run(target: Path, run_dir: Path) -> str:

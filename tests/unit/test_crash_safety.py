@@ -260,4 +260,6 @@ def test_a_run_being_trained_is_not_resumed_twice_and_says_how_it_ended(tmp_path
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     runs.Run(out).update_manifest(status="running", process={**runs.this_process(), "pid": int(gone.stdout)})
     assert runs.Run(out).status == "stopped", "killed: nothing trains it, and --resume may take it"
+    runs.Run(out).update_manifest(process={**runs.this_process(), "started": 1})  # the pid now names another process
+    assert runs.Run(out).status == "stopped"
     assert_resumes_to_the_end(out)
