@@ -100,7 +100,7 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     if recipe.needs_policy:  # `lineage.adapter_runs` applies this run's adapter in place of the parent's
         manifest["adapter_continues"] = str(parent.path.resolve()) if continues and parent else None
     plan.run = training.create_run(recipe.stage, cfg, path, files, parent, plan.args, peft_config, **manifest)
-    if parent:
+    if parent and not continues:  # a continued parent's model is built by `lineage.assemble`, which checks it
         lineage.check_base(parent, plan.run.manifest.get("base"))
 
     with plan.run.removed_if_refused():

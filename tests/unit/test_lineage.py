@@ -121,7 +121,14 @@ def test_a_base_with_other_weights_than_the_run_was_trained_on_is_said(tiny_mode
         "sft", "--from", str(sft), "--data", chat, "--out", str(tmp_path / "runs" / "more"), "--max-steps", "1"
     )
     assert further.returncode == 0, further.stderr
-    assert "now has other weights" in further.stderr
+    assert further.stderr.count("now has other weights") == 1, further.stderr
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    pairs = [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
+    write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    dpo_args = ["--data", str(tmp_path / "pairs.jsonl"), "--out", str(tmp_path / "runs" / "dpo"), "--max-steps", "1"]
+    continued = run_cli("dpo", "--from", str(sft), *dpo_args)  # continues the parent's adapter
+    assert continued.returncode == 0, continued.stderr
+    assert continued.stderr.count("now has other weights") == 1, continued.stderr
 
 
 def test_run_files_record_paths_relative_to_the_run_so_a_moved_run_resumes_and_reruns(tiny_model, tmp_path):
