@@ -332,6 +332,9 @@ class DPOStageConfig(TrainStageConfig):
     checked_prompts: str | None = None
     checked_max_new_tokens: int = 128
 
+    def __post_init__(self) -> None:
+        self.checked_prompts = local_path(self.checked_prompts) if self.checked_prompts else self.checked_prompts
+
 
 @dataclass
 class RLStageConfig(TrainStageConfig):

@@ -70,3 +70,27 @@ def test_a_runs_config_yaml_records_the_resolved_peft_section(tiny_model, tmp_pa
     again = alignkit.sft(str(first.path / "config.yaml"), out=str(tmp_path / "b"))
     assert again.manifest["peft_config"] == first.manifest["peft_config"]
     assert again.manifest["peft_config"]["r"] == 16
+
+
+def test_local_paths_in_a_config_are_recorded_absolute(tmp_path, monkeypatch):
+    """The base model, data files and DPO's checked prompts, given relative to the working directory, are recorded
+    absolute (a run's config.yaml then works from anywhere); names that are not local paths stay as given."""
+    from alignkit.config import DPOStageConfig, load_config
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("base", "pairs.jsonl", "checked.jsonl"):
+        (tmp_path / name).mkdir() if name == "base" else (tmp_path / name).write_text("{}\n")
+    cfg = load_config(
+        DPOStageConfig,
+        None,
+        {
+            "model": {"name": "base"},
+            "data": {"paths": ["pairs.jsonl", "missing.jsonl"]},
+            "checked_prompts": "checked.jsonl",
+        },
+        None,
+    )
+    assert cfg.model.name == str(tmp_path / "base")
+    assert cfg.data.paths == [str(tmp_path / "pairs.jsonl"), "missing.jsonl"]
+    assert cfg.checked_prompts == str(tmp_path / "checked.jsonl")
+    assert load_config(DPOStageConfig, None, {"model": {"name": "org/hub-model"}}, None).model.name == "org/hub-model"
