@@ -52,7 +52,7 @@ def test_pick_two_runs_chat_and_left_is_better_lands_in_argilla(
     owner = rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
     admin = client.add_user(owner, ADMIN, PASSWORD, "admin", [WORKSPACE])
     runs, _ = runs_dir
-    page.set_default_timeout(600_000 if os.environ.get("ALIGNKIT_SCREENSHOT_RUNS") else 120_000)  # loads models
+    page.set_default_timeout(600_000 if os.environ.get("ALIGNKIT_SCREENSHOT_RUNS") else 300_000)  # loads two models
     page.goto(playground_app)
 
     sidebar = page.get_by_test_id("stSidebar")
