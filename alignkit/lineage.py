@@ -127,8 +127,10 @@ def check_base(run: runs.Run, identity: dict[str, Any] | None = None) -> None:
     """Warn when the run's base model now has other weights than those it was trained on (the sha256 its manifest
     recorded): its adapters would be applied to another model. `identity`: the base's now, where already known."""
     recorded = (run.manifest.get("base") or {}).get("sha256")
+    if not recorded:  # a hub id, or an older run: nothing to compare, so the base is not resolved and hashed again
+        return
     now = (identity or models.base_identity(run.model_config)).get("sha256")
-    if recorded and now and recorded != now:
+    if now and recorded != now:
         logger.warning(
             "%s: its base %s now has other weights (sha256 %s...) than it was trained on (%s...): its adapters may "
             "not fit them; point model.name at the weights it was trained on",

@@ -395,7 +395,7 @@ def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | 
         raise AlignkitError(f"config: peft.r must be at least 1, got {options['r']}", "e.g. --set peft.r=16")
     try:
         return config_cls(task_type=task_type, **options)
-    except (TypeError, ValueError) as error:  # peft's own checks (`r` positive, ...)
+    except (TypeError, ValueError) as error:  # peft's own checks of the values
         raise AlignkitError(f"config: peft: {first_line(error)}", "fix the peft section or its --set values") from None
 
 

@@ -80,9 +80,8 @@ class Run:
     def training_elsewhere(self) -> int | None:
         """The pid of another live process on this machine that is training the run now, if any."""
         owner = self.manifest.get("process") or {}
-        pid = owner.get("pid")
-        mine = owner.get("host") == platform.node() and pid != os.getpid()
-        return pid if self.manifest.get("status") == "running" and mine and process_alive(owner) else None
+        here = owner.get("host") == platform.node() and owner.get("pid") != os.getpid()
+        return owner.get("pid") if here and self.status == "running" else None  # `status`: running and alive here
 
     def mark_running(self) -> None:
         """Record this process as the run's trainer (at creation and at every resume)."""
