@@ -206,7 +206,8 @@ def greedy_replies(
 
 
 def load_prompts(path: str) -> list[list[dict[str, str]]]:
-    """Prompts as message lists from rows with `prompt` (string or messages), `instruction`, or `messages`."""
+    """Prompts as message lists from rows with `prompt` (string or messages), `instruction`, `messages` or
+    `conversations` (`jsonl.prompt_row`)."""
     return [item.messages for item in load_prompt_items(path)]
 
 
@@ -216,7 +217,7 @@ def load_prompt_items(path: str, flag: str = "--prompts") -> list[Prompt]:
     return convert_all(
         read_rows(path, flag),
         lambda data: Prompt(prompt_row(data), PromptSpec.from_row(data)),
-        "rows with `prompt` (string or messages), `instruction` or `messages`",
+        "rows with `prompt` (string or messages), `instruction`, `messages` or `conversations`",
     )
 
 

@@ -9,31 +9,43 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alignkit.data.formats import RowError, message_list, text_field
+from alignkit.data.formats import (
+    SHAREGPT_ROLES,
+    RowError,
+    alpaca_prompt,
+    detect_chat_format,
+    message_list,
+    text_field,
+    with_system_column,
+)
 from alignkit.errors import AlignkitError
 
 Messages = list[dict[str, str]]
 
 
 def prompt_row(data: dict[str, Any]) -> Messages:
-    """A prompt as messages from a row with `prompt` (string or messages), `instruction` (+ `input`) or `messages`
-    (the trailing assistant turns dropped: a fresh reply to the last user turn)."""
+    """A prompt as messages from a row with `prompt` (string or messages), `instruction` (+ `input`, `history`) or
+    `messages`/`conversations` (the trailing assistant turns dropped: a fresh reply to the last user turn); a `system`
+    column comes first, as in training rows."""
     if isinstance(data.get("prompt"), list):
-        return message_list(data["prompt"], "prompt", "role", "content", roles=None)
-    if "prompt" in data:
-        return [{"role": "user", "content": text_field(data, "prompt")}]
-    if "instruction" in data:
-        extra = data.get("input") or ""
-        instruction = text_field(data, "instruction")
-        return [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}]
-    if "messages" in data:
-        messages = message_list(data["messages"], "messages", "role", "content", roles=None)
+        messages = message_list(data["prompt"], "prompt", "role", "content", roles=None)
+    elif "prompt" in data:
+        messages = [{"role": "user", "content": text_field(data, "prompt")}]
+    elif "instruction" in data:
+        messages = alpaca_prompt(data)
+    elif "messages" in data or "conversations" in data:
+        key = "messages" if "messages" in data else "conversations"
+        if detect_chat_format(data) == "sharegpt":
+            messages = message_list(data[key], key, "from", "value", roles=SHAREGPT_ROLES)
+        else:
+            messages = message_list(data[key], key, "role", "content", roles=None)
         while messages and messages[-1]["role"] == "assistant":  # generate a fresh reply to the last user turn
             messages = messages[:-1]
         if not messages or messages[-1]["role"] != "user":
-            raise RowError("messages", "expected a conversation ending with a user turn")
-        return messages
-    raise RowError("prompt", "missing")
+            raise RowError(key, "expected a conversation ending with a user turn")
+    else:
+        raise RowError("prompt", "missing")
+    return with_system_column(data, messages)
 
 
 def prompt_id(prompt: Messages) -> str:

@@ -261,7 +261,8 @@ def expect_object(data: Any, where: str) -> dict[str, Any]:
 
 def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
     """CSV cells that hold JSON message lists are parsed: a `messages`/`conversations` cell always; a prompt,
-    completion, chosen or rejected cell only when it is a list of turns, so `[INST] ...` or `[2, 3, 5]` stays text."""
+    completion, chosen or rejected cell only when it is a list of turns or one turn, so `[INST] ...`, `[2, 3, 5]` or
+    `{"a": 1}` stays text."""
     for column in MESSAGE_COLUMNS:
         cell = record.get(column)
         if isinstance(cell, str) and cell.lstrip().startswith("["):
@@ -278,9 +279,10 @@ def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
     return record
 
 
-def message_cell(cell: Any) -> list[dict[str, Any]] | None:
-    """`cell` parsed when it is a JSON list of turns (`role`/`content` or ShareGPT `from`/`value`), else None."""
-    if not isinstance(cell, str) or not cell.lstrip().startswith("["):
+def message_cell(cell: Any) -> list[dict[str, Any]] | dict[str, Any] | None:
+    """`cell` parsed when it is a JSON list of turns (`role`/`content` or ShareGPT `from`/`value`) or one turn (a
+    LLaMA-Factory ShareGPT `chosen`/`rejected` reply), else None."""
+    if not isinstance(cell, str) or not cell.lstrip().startswith(("[", "{")):
         return None
     try:
         value = json.loads(cell)
@@ -288,7 +290,7 @@ def message_cell(cell: Any) -> list[dict[str, Any]] | None:
         return None
     if isinstance(value, list) and value and all(is_turn(turn) for turn in value):
         return value
-    return None
+    return value if is_turn(value) else None
 
 
 def is_turn(value: Any) -> bool:
@@ -324,13 +326,7 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
     elif fmt == "sharegpt":
         messages = message_list(data["conversations"], "conversations", "from", "value", roles=SHAREGPT_CHAT_ROLES)
     elif fmt == "alpaca":
-        instruction = text_field(data, "instruction")
-        extra = data.get("input") or ""
-        if not isinstance(extra, str):
-            raise RowError("input", f"expected a string, got {type(extra).__name__}")
-        messages = alpaca_history(data)
-        messages.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra.strip() else instruction})
-        messages.append({"role": "assistant", "content": text_field(data, "output")})
+        messages = [*alpaca_prompt(data), {"role": "assistant", "content": text_field(data, "output")}]
     elif fmt == "prompt_completion":
         completion_key = "response" if "response" in data and "completion" not in data else "completion"
         messages = turns_or_text(data, "prompt", "user") + turns_or_text(data, completion_key, "assistant")
@@ -338,6 +334,16 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
         raise RowError("messages", "expected one of: messages, conversations, instruction+output, prompt+completion")
     check_conversation(messages, fmt)  # before a `system` column is added: error indices are the row's own
     return with_system_column(data, messages)
+
+
+def alpaca_prompt(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """An Alpaca row up to its answer: the `history` turns, then `instruction` (with `input` below it) from the user."""
+    instruction = text_field(data, "instruction")
+    extra = data.get("input") or ""
+    if not isinstance(extra, str):
+        raise RowError("input", f"expected a string, got {type(extra).__name__}")
+    turn = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return [*alpaca_history(data), {"role": "user", "content": turn}]
 
 
 def alpaca_history(data: dict[str, Any]) -> list[dict[str, Any]]:

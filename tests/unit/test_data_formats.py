@@ -155,11 +155,14 @@ def tokenizer_with(model_dir: str, template: str) -> Any:
 # ---- preference rows ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv"])
 def test_llama_factory_sharegpt_pairs_load_as_conversational_pairs(suffix, tmp_path):
     path = tmp_path / f"sharegpt{suffix}"
     if suffix == ".parquet":
         pq.write_table(pa.Table.from_pylist([SHAREGPT_PAIR]), path)
+    elif suffix == ".csv":  # LLaMA-Factory's own export: the turn lists and reply objects as JSON text cells
+        cells = [v if isinstance(v, str) else json.dumps(v) for v in SHAREGPT_PAIR.values()]
+        write_csv(path, list(SHAREGPT_PAIR), [cells])
     else:
         write_jsonl(path, [SHAREGPT_PAIR])
     system = {"role": "system", "content": "Be brief."}
@@ -333,10 +336,32 @@ def test_assistant_weights_other_than_0_or_1_or_all_0_are_refused(weights, expec
     assert load_error(load_chat, path) == f"{path}:line 1: {expected}"
 
 
+# ---- prompt files (generate, eval, rl, feedback simulate) -------------------------------------------------------
+
+
+def test_prompt_rows_take_every_training_shape_with_its_system_and_history(tmp_path):
+    from alignkit.generate import load_prompts
+    from alignkit.jsonl import prompt_id
+
+    system = {"role": "system", "content": "Be brief."}
+    rows = [
+        {"prompt": QUESTION},
+        {"system": "Be brief.", "prompt": QUESTION},
+        {"system": "Be brief.", "instruction": QUESTION, "history": [["Hi", "Hello!"]]},
+        {"messages": [*HISTORY, {"role": "assistant", "content": "4."}], "system": "Be brief."},
+        {"conversations": SHAREGPT_PAIR["conversations"], "system": "Be brief."},
+    ]
+    prompts = load_prompts(str(write_jsonl(tmp_path / "prompts.jsonl", rows)))
+    assert prompts == [turns(("user", QUESTION)), [system, *turns(("user", QUESTION))]] + [[system, *HISTORY]] * 3
+    # ids are the messages' hash: a plain prompt keeps the id every earlier round gave it
+    assert prompt_id(prompts[0]) == prompt_id([{"role": "user", "content": QUESTION}])
+    assert prompt_id(turns(("user", "Hi"))) == "b03cbbe7211f66c1"
+
+
 # ---- file types -----------------------------------------------------------------------------------------------
 
 
-def test_csv_cells_that_start_with_a_bracket_are_text_unless_they_are_a_list_of_turns(tmp_path):
+def test_csv_cells_that_start_with_a_bracket_or_brace_are_text_unless_they_are_turns(tmp_path):
     sft = write_csv(
         tmp_path / "sft.csv",
         ["prompt", "completion"],
@@ -344,6 +369,7 @@ def test_csv_cells_that_start_with_a_bracket_are_text_unless_they_are_a_list_of_
             ["[INST] What is 2+2? [/INST]", "4."],
             ["What does [citation needed] mean?", "[citation needed] marks an unsourced claim."],
             ["Give the first three primes as a JSON list", "[2, 3, 5]"],
+            ["Give the point as JSON", '{"x": 1, "y": 2}'],
             ["Hi", json.dumps([{"role": "assistant", "content": "Hello!"}])],
         ],
     )
@@ -356,6 +382,7 @@ def test_csv_cells_that_start_with_a_bracket_are_text_unless_they_are_a_list_of_
             )
         },
         {"messages": turns(("user", "Give the first three primes as a JSON list"), ("assistant", "[2, 3, 5]"))},
+        {"messages": turns(("user", "Give the point as JSON"), ("assistant", '{"x": 1, "y": 2}'))},
         {"messages": turns(("user", "Hi"), ("assistant", "Hello!"))},
     ]
     pairs = write_csv(tmp_path / "pairs.csv", ["prompt", "chosen", "rejected"], [["Primes?", "[2, 3, 5]", "[2, 4, 6]"]])
