@@ -16,3 +16,9 @@ class AlignkitError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a library's error, quoted in one-line alignkit errors)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

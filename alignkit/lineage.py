@@ -14,7 +14,7 @@ from typing import Any
 
 from alignkit import models, runs
 from alignkit.config import ModelConfig
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, first_line
 from alignkit.hardware import Precision, pick_precision
 
 logger = logging.getLogger("alignkit")
@@ -209,7 +209,7 @@ def apply_adapter(model: Any, run: runs.Run, trainable: bool) -> Any:
             return PeftModel.from_pretrained(model, run.adapter_dir, is_trainable=trainable)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise AlignkitError(
-                f"{run.adapter_dir}: adapter does not fit this base model ({models.first_line(exc)})",
+                f"{run.adapter_dir}: adapter does not fit this base model ({first_line(exc)})",
                 "train the adapter on the same base model, or pick the matching --model",
             ) from None
     if run.model_dir.is_dir():

@@ -19,8 +19,8 @@ from typing import Any
 
 from alignkit import distributed, hardware
 from alignkit.config import EMBEDDED_MODEL, ModelConfig, check_keys, check_types
-from alignkit.errors import AlignkitError
-from alignkit.paths import cache_dir, file_sha256
+from alignkit.errors import AlignkitError, first_line
+from alignkit.paths import cache_dir, file_sha256, offline_without_network
 
 logger = logging.getLogger("alignkit")
 
@@ -55,6 +55,7 @@ def resolve_model(name: str) -> str:
         raise AlignkitError(f"model {name}: not found", "pass `embedded`, a model dir, a .gguf file or a hub id")
     from transformers import AutoConfig
 
+    offline_without_network()
     try:
         AutoConfig.from_pretrained(name)  # a hub id: fetch (or find cached) its config now, not after a run dir exists
     except (OSError, ValueError) as exc:
@@ -397,8 +398,3 @@ def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | 
         return config_cls(task_type=task_type, **options)
     except (TypeError, ValueError) as error:  # peft's own checks of the values
         raise AlignkitError(f"config: peft: {first_line(error)}", "fix the peft section or its --set values") from None
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,4 +1,5 @@
-"""Where alignkit keeps things it builds once: converted models, the Argilla server's venv and data."""
+"""Where alignkit keeps things it builds once (converted models, the Argilla server's venv and data), where data paths
+point, and whether the hub can be reached."""
 
 from __future__ import annotations
 
@@ -61,3 +62,23 @@ def check_output_dir(path: Path, overwrite: bool, marker: str, what: str) -> Non
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise AlignkitError(f"{path}: exists and is not empty", "pass --overwrite or choose another --out")
     check_replaceable(path, marker, what)
+
+
+def offline_without_network() -> None:
+    """Put the hub libraries in offline mode (cached files only) when the hub's host name does not resolve: otherwise a
+    hub id, cached or not, waits ~25 s for huggingface_hub's retries. Processes started from here inherit it."""
+    import socket
+    import sys
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        constants.HF_HUB_OFFLINE = True
+        if "datasets.config" in sys.modules:  # it copies the setting when imported
+            sys.modules["datasets.config"].HF_HUB_OFFLINE = True

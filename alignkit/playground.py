@@ -32,7 +32,7 @@ from typing import Any
 from alignkit import hardware, lineage, llamacpp, models, runs
 from alignkit.config import EMBEDDED_MODEL, ModelConfig
 from alignkit.data import load_chat
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, first_line
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.client import annotator_session, connect
 from alignkit.feedback.push import records_for_round, review_records, round_dataset
@@ -216,7 +216,7 @@ class ModelPool:
                     model = PeftModel.from_pretrained(model, adapter_run.adapter_dir, adapter_name=name)
             except (ValueError, RuntimeError, KeyError) as exc:
                 raise AlignkitError(
-                    f"{adapter_run.adapter_dir}: adapter does not fit this base model ({models.first_line(exc)})",
+                    f"{adapter_run.adapter_dir}: adapter does not fit this base model ({first_line(exc)})",
                     "train the adapter on the same base model",
                 ) from None
         model.eval()
@@ -425,7 +425,7 @@ def log_records(dataset: Any, records: list[Any]) -> None:
         dataset.records.log(records)
     except rg.ArgillaError as exc:
         raise AlignkitError(
-            f"Argilla did not store the feedback ({type(exc).__name__}: {models.first_line(exc)})",
+            f"Argilla did not store the feedback ({type(exc).__name__}: {first_line(exc)})",
             "sign in as an owner or admin of the workspace",
         ) from None
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from alignkit import data, distributed, hardware, lineage, models, runs, training
 from alignkit.config import EMBEDDED_MODEL, TrainStageConfig
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, first_line
 
 Rows = list[dict[str, Any]]
 
@@ -132,7 +132,7 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     except BaseException as error:  # Ctrl-C included: the run says how it ended; `--resume` continues either
         if distributed.is_main():
             ended = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-            plan.run.update_manifest(status=ended, error=models.first_line(error) if ended == "failed" else None)
+            plan.run.update_manifest(status=ended, error=first_line(error) if ended == "failed" else None)
         raise
 
 
@@ -145,7 +145,7 @@ def build_with_adapter(recipe: Recipe, plan: Plan) -> Any:
         return recipe.build(plan)
     except NoMatchingPeftModuleError as error:
         raise AlignkitError(
-            f"config: peft.target_modules matches no layer of {plan.cfg.model.name}: {models.first_line(error)}",
+            f"config: peft.target_modules matches no layer of {plan.cfg.model.name}: {first_line(error)}",
             "name this model's layers (e.g. q_proj,v_proj) or use all-linear",
         ) from None
 

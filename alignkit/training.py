@@ -17,7 +17,7 @@ from transformers import ProgressCallback, TrainerCallback
 
 from alignkit import distributed, hardware, lineage, logs, models, runs
 from alignkit.config import ModelConfig, TrainStageConfig, check_keys, check_types, load_config
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, first_line
 
 logger = logging.getLogger("alignkit")
 
@@ -49,7 +49,7 @@ def trainer_args(
         args = config_cls(**options)
     except (ValueError, TypeError) as exc:
         raise AlignkitError(
-            f"config: invalid trainer settings ({models.first_line(exc)})", "fix the `trainer:` keys"
+            f"config: invalid trainer settings ({first_line(exc)})", "fix the `trainer:` keys"
         ) from None
     args.alignkit_options = options  # not a dataclass field: TRL's to_dict / to_json leave it out
     return args

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit.errors import AlignkitError
-from alignkit.paths import saved_split
+from alignkit.errors import AlignkitError, first_line
+from alignkit.paths import offline_without_network, saved_split
 
 ROLES = ("system", "user", "assistant")
 CHAT_ROLES = {role: role for role in (*ROLES, "tool")}
@@ -240,17 +240,20 @@ def saved_validation_split(source: str) -> str | None:
     return f"{source}:{name}" if name else None
 
 
-def read_hub_dataset(name: str) -> list[Row]:
+def read_hub_dataset(source: str) -> list[Row]:
+    """A hub dataset's `train` split, or `NAME:SPLIT`'s (hub names hold no colon)."""
     import datasets
 
+    name, _, split = source.partition(":")
+    offline_without_network()
     try:
-        loaded = datasets.load_dataset(name, split="train")
-    except Exception as exc:  # offline, unknown id, gated: all user-fixable
+        loaded = datasets.load_dataset(name, split=split or "train")
+    except Exception as exc:  # offline, unknown id or split, gated: all user-fixable
         raise AlignkitError(
-            f"{name}: not a local file and not loadable from the hub ({type(exc).__name__})",
-            "check the path, or go online for hub datasets",
+            f"{source}: not a local file and not loadable from the hub ({type(exc).__name__}: {first_line(exc)[:160]})",
+            "check the path, the split (NAME:SPLIT), or go online for hub datasets",
         ) from None
-    return [Row(f"{name}:row {i}", record) for i, record in enumerate(loaded, start=1)]
+    return [Row(f"{source}:row {i}", record) for i, record in enumerate(loaded, start=1)]
 
 
 def expect_object(data: Any, where: str) -> dict[str, Any]:

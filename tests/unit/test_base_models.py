@@ -4,6 +4,7 @@ without a chat template (alignkit gives them ChatML and trains its tokens); and 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,3 +222,27 @@ def test_a_resumed_run_refused_in_set_up_is_left_as_it_was(tmp_path):
     with pytest.raises(AlignkitError), run.removed_if_refused():
         raise AlignkitError("model went missing")
     assert (run.path / "manifest.json").is_file()
+
+
+def test_without_network_a_cached_hub_model_trains_and_an_unknown_one_fails_at_once(tiny_model, tmp_path):
+    """Where the hub's host does not resolve, alignkit goes offline (cached files only) instead of letting
+    huggingface_hub retry each request for ~25 s: a cached hub id trains, an unknown one is one line, neither retries.
+    `.invalid` never resolves (RFC 2606), so this holds on machines with a network too."""
+    from tests.conftest import run_cli
+
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_model, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    env = {"HF_ENDPOINT": "http://hub.invalid", "HF_HUB_CACHE": str(tmp_path / "hub"), "ALIGNKIT_CACHE": str(tmp_path)}
+    env |= {"HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": ""}
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS[:8])
+    tiny = ["--set", "trainer.max_steps=1", "--set", "trainer.per_device_train_batch_size=4"]
+
+    trained = run_cli("sft", "--model", "org/tiny", "--data", str(chat), "--out", str(tmp_path / "sft"), *tiny, env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((tmp_path / "sft" / "manifest.json").read_text())["base"]["name"] == "org/tiny"
+    unknown = run_cli("sft", "--model", "org/unknown", "--data", str(chat), "--out", str(tmp_path / "u"), env=env)
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+    assert "model org/unknown: not a local dir" in unknown.stderr and not (tmp_path / "u").exists()
+    assert "Retry" not in (tmp_path / "logs" / "alignkit.log").read_text()
