@@ -181,7 +181,7 @@ def push_review(
     rows = load_reviewable(synth_file)
     client = client or connect()
     dataset = round_dataset(client, workspace, dataset_name, append, lambda: schema.review_settings(min_submitted))
-    if schema.REVIEW not in {q.name for q in dataset.settings.questions}:
+    if not schema.is_review(dataset.settings):
         raise AlignkitError(f"dataset {dataset_name!r} is not a review round", "choose another --dataset")
     records = review_records(rows)
     dataset.records.log(records)

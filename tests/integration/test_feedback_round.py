@@ -205,3 +205,28 @@ def test_careful_annotators_check_against_their_answer_key_and_rate_the_same_con
     unanimous = pull.pull("careful-a", "collect", client=owner, min_agreement=1.0).pairs
     assert unanimous and all(p["chosen_candidate"] != 2 for p in unanimous)  # degenerate never wins unanimously
     assert all((p["chosen_candidate"], p["rejected_candidate"]) in ((1, 0), (1, 2), (0, 2)) for p in unanimous)
+
+
+def cli_error(argilla_server, *args: str) -> str:
+    """The one line a failing `alignkit feedback ...` prints (exit status non-zero, no traceback)."""
+    from tests.conftest import run_cli
+
+    env = {"ARGILLA_API_URL": argilla_server.url, "ARGILLA_API_KEY": argilla_server.api_key}
+    result = run_cli("feedback", *args, env=env, timeout=180)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+def test_pulling_a_missing_workspace_or_a_review_round_is_one_clear_line(tmp_path, owner, argilla_server):
+    out = str(tmp_path / "pairs.jsonl")
+    line = cli_error(argilla_server, "pull", "--dataset", "round-1", "--workspace", "no-such-team", "--out", out)
+    assert "no workspace 'no-such-team'" in line
+    write_jsonl(
+        tmp_path / "sft.jsonl",
+        [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}],
+    )
+    push.push_review(str(tmp_path / "sft.jsonl"), "review-not-rating", "collect", client=owner)
+    line = cli_error(argilla_server, "pull", "--dataset", "review-not-rating", "--workspace", "collect", "--out", out)
+    assert "not a rating round" in line and "feedback review pull" in line
+    assert not Path(out).exists()
