@@ -68,6 +68,13 @@ def round_dataset(client: Any, workspace: str, name: str, append: bool, settings
     return dataset
 
 
+def record_id(round_number: int, row_prompt_id: str, texts: list[str]) -> str:
+    """A record's id from its content: pushing the same candidates again updates their record, while other candidates
+    for the same prompt become a record of their own instead of rewriting one annotators already rated."""
+    digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:8]
+    return f"r{round_number}-{row_prompt_id}-{digest}"
+
+
 def records_for_round(
     rows: list[dict[str, Any]], n: int, round_number: int, seed: int, scorer: ordering.Scorer | None = None
 ) -> list[Any]:
@@ -99,7 +106,7 @@ def records_for_round(
             metadata["priority"] = round(ordering.priority(row["prompt"], texts, lambda *_, r=rewards: r), 6)
         else:
             metadata["priority"] = round(ordering.priority(row["prompt"], texts), 6)
-        records.append(rg.Record(id=f"r{round_number}-{row['prompt_id']}", fields=fields, metadata=metadata))
+        records.append(rg.Record(id=record_id(round_number, row["prompt_id"], texts), fields=fields, metadata=metadata))
     return sorted(records, key=lambda r: -r.metadata["priority"])
 
 
@@ -125,6 +132,12 @@ def push(
     dataset = round_dataset(
         client, workspace, dataset_name, append, lambda: schema.preference_settings(n, min_submitted)
     )
+    shown = schema.n_candidates([f.name for f in dataset.settings.fields])
+    if shown != n:  # Argilla would fail on the first record, with a KeyError from the SDK
+        kind = "is a review round" if schema.is_review(dataset.settings) else f"shows {shown} candidates per record"
+        raise AlignkitError(
+            f"dataset {dataset_name!r} {kind}; {candidates_file} has {n} per prompt", "push to a new --dataset"
+        )
     dataset.records.log(records_for_round(usable, n, round_number, seed, scorer))
     return {
         "dataset": dataset_name,

@@ -230,3 +230,39 @@ def test_pulling_a_missing_workspace_or_a_review_round_is_one_clear_line(tmp_pat
     line = cli_error(argilla_server, "pull", "--dataset", "review-not-rating", "--workspace", "collect", "--out", out)
     assert "not a rating round" in line and "feedback review pull" in line
     assert not Path(out).exists()
+
+
+def test_appending_another_candidate_count_is_refused_in_one_line(tmp_path, owner, argilla_server):
+    push.push(str(candidates_file(tmp_path, 2)), "round-append-n", "collect", client=owner)
+    three = str(candidates_file(tmp_path, 3))
+    line = cli_error(argilla_server, "push", "--candidates", three, "--dataset", "round-append-n", "--workspace",
+                     "collect", "--append")  # fmt: skip
+    assert "shows 2 candidates per record" in line and "has 3 per prompt" in line
+    assert len(list(owner.datasets("round-append-n", workspace="collect").records)) == len(PROMPTS)
+
+
+def test_appending_new_candidates_for_rated_prompts_never_rewrites_what_was_rated(
+    tmp_path, owner, annotators, argilla_server
+):
+    first = candidates_file(tmp_path, 2)
+    push.push(str(first), "round-append-again", "collect", client=owner)
+    username, password = annotators[0]
+    session = client.annotator_session(username, password, url=argilla_server.url)
+    assert simulate.rate_all(session, "round-append-again", "concise", noise=0.0) == len(PROMPTS)
+    rated = {
+        (p["chosen"][0]["content"], p["rejected"][0]["content"])
+        for p in pull.pull("round-append-again", "collect", client=owner).pairs
+    }
+
+    rows = [json.loads(line) for line in first.read_text().splitlines()]
+    for row in rows:  # a second generate for the same prompts: other texts
+        row["candidates"] = [{"text": "again: " + c["text"]} for c in row["candidates"]]
+    write_jsonl(tmp_path / "again.jsonl", rows)
+    push.push(str(tmp_path / "again.jsonl"), "round-append-again", "collect", append=True, client=owner)
+    result = pull.pull("round-append-again", "collect", client=owner)
+    assert {(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in result.pairs} == rated
+    assert result.summary["records"] == 2 * len(PROMPTS)
+
+    push.push(str(first), "round-append-again", "collect", append=True, client=owner)  # the same file again: no-op
+    result = pull.pull("round-append-again", "collect", client=owner)
+    assert result.summary["records"] == 2 * len(PROMPTS) and len(result.pairs) == len(PROMPTS)
