@@ -99,6 +99,10 @@ def pull(
         raise AlignkitError(f"ties={ties!r}: expected drop or keep")
     if pairing not in PAIRINGS:
         raise AlignkitError(f"pairs={pairing!r}: expected one of {', '.join(PAIRINGS)}")
+    if not 0.0 <= min_agreement <= 1.0:  # a majority share: above 1 every pair would be dropped without a word
+        raise AlignkitError(f"--min-agreement {min_agreement}: expected a share between 0 and 1", "e.g. 0.6")
+    if min_annotators < 1:
+        raise AlignkitError(f"--min-annotators {min_annotators}: expected 1 or more")
     dataset = find_dataset(client or connect(), dataset_name, workspace)
     n = schema.n_candidates([f.name for f in dataset.settings.fields])
     if n < 2:

@@ -266,3 +266,11 @@ def test_appending_new_candidates_for_rated_prompts_never_rewrites_what_was_rate
     push.push(str(first), "round-append-again", "collect", append=True, client=owner)  # the same file again: no-op
     result = pull.pull("round-append-again", "collect", client=owner)
     assert result.summary["records"] == 2 * len(PROMPTS) and len(result.pairs) == len(PROMPTS)
+
+
+def test_an_agreement_threshold_outside_zero_to_one_is_refused_not_an_empty_pairs_file():
+    for bad in (2.0, 60.0, -0.1):
+        with pytest.raises(AlignkitError, match="between 0 and 1"):
+            pull.pull("round-1", "collect", min_agreement=bad)
+    with pytest.raises(AlignkitError, match="min-annotators"):
+        pull.pull("round-1", "collect", min_annotators=0)
