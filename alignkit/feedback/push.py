@@ -38,7 +38,15 @@ def candidate_row(data: dict[str, Any]) -> dict[str, Any]:
     for i, candidate in enumerate(candidates):
         if not isinstance(candidate, dict) or not isinstance(candidate.get("text"), str):
             raise RowError(f"candidates[{i}].text", "expected a string")
-    return {"prompt_id": data.get("prompt_id") or prompt_id(prompt), "prompt": prompt, "candidates": candidates}
+    # the same text twice would be shown as two responses, and a choice between them would become a pair of equals
+    distinct: dict[str, dict[str, Any]] = {}
+    for candidate in candidates:
+        distinct.setdefault(candidate["text"], candidate)
+    return {
+        "prompt_id": data.get("prompt_id") or prompt_id(prompt),
+        "prompt": prompt,
+        "candidates": list(distinct.values()),
+    }
 
 
 def render_prompt(prompt: list[dict[str, str]]) -> str:

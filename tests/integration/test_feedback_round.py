@@ -274,3 +274,13 @@ def test_an_agreement_threshold_outside_zero_to_one_is_refused_not_an_empty_pair
             pull.pull("round-1", "collect", min_agreement=bad)
     with pytest.raises(AlignkitError, match="min-annotators"):
         pull.pull("round-1", "collect", min_annotators=0)
+
+
+def test_repeated_candidate_texts_are_shown_once(tmp_path):
+    rows = [
+        {"prompt": "a", "candidates": [{"text": "x"}, {"text": "y"}, {"text": "x"}]},
+        {"prompt": "b", "candidates": [{"text": "same"}, {"text": "same"}]},  # one distinct candidate: not pushed
+    ]
+    write_jsonl(tmp_path / "repeated.jsonl", rows)
+    loaded = push.load_candidates(str(tmp_path / "repeated.jsonl"))
+    assert [[c["text"] for c in row["candidates"]] for row in loaded] == [["x", "y"], ["same"]]
