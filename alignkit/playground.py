@@ -12,7 +12,8 @@ Feedback: "which answer is better?" becomes a record of the collection rounds' o
 (`argilla_schema.preference_settings(2)`, built by `push.records_for_round`) with the user's answer as a submitted
 response, in the dataset `playground` (so `alignkit feedback pull --dataset playground` turns it into pairs);
 a thumbs up/down on one reply becomes an accept/reject record of the review rounds' schema in `playground-replies`
-(`feedback review pull` turns the accepted ones into SFT rows).
+(`feedback review pull` turns the accepted ones into SFT rows). A record's id is its user and content, so answering
+the same replies again replaces the answer instead of adding a contradicting record.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import logging
 import os
 import random
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +35,7 @@ from alignkit.data import load_chat
 from alignkit.errors import AlignkitError, first_line
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.client import annotator_session, connect
-from alignkit.feedback.push import records_for_round, review_records, round_dataset
+from alignkit.feedback.push import records_for_round, review_records, round_dataset, stable_seed
 from alignkit.generate import Sampling
 from alignkit.jsonl import prompt_id
 
@@ -368,13 +368,19 @@ def candidate(answer: Answer) -> dict[str, Any]:
     return source | {"sampling": asdict(answer.sampling), "few_shot": answer.few_shot, "source": "playground"}
 
 
+def feedback_id(user_id: Any, row: dict[str, Any]) -> str:
+    """A feedback record's id from who gave it on what: a second answer to the same replies (a misclick, a second
+    thought, a double click) replaces the first instead of adding a contradicting record."""
+    return f"playground-{stable_seed(user_id, json.dumps(row, sort_keys=True)):016x}"
+
+
 def preference_record(prompt: Messages, first: Answer, second: Answer, choice: str, user_id: Any) -> Any:
     """A collection-round record for two answers with the user's submitted choice (`first`, `second` or `tie`)."""
     import argilla as rg
 
     row = {"prompt_id": prompt_id(prompt), "prompt": prompt, "candidates": [candidate(first), candidate(second)]}
-    record = records_for_round([row], 2, 0, seed=random.randrange(1 << 30))[0]
-    record.id = f"playground-{uuid.uuid4().hex[:16]}"
+    record = records_for_round([row], 2, 0, seed=stable_seed(user_id))[0]
+    record.id = feedback_id(user_id, row)
     record.metadata["round"] = "playground"
     order = [int(i) for i in record.metadata["order"].split(",")]  # shown position -> original candidate
     value = "tie" if choice == "tie" else str(order.index(0 if choice == "first" else 1) + 1)
@@ -387,8 +393,9 @@ def reply_record(prompt: Messages, answer: Answer, thumbs_up: bool, user_id: Any
     import argilla as rg
 
     messages = [*prompt, {"role": "assistant", "content": answer.text}]
-    record = review_records([{"messages": messages, "playground": candidate(answer)}])[0]
-    record.id = f"playground-{uuid.uuid4().hex[:16]}"
+    row = {"messages": messages, "playground": candidate(answer)}
+    record = review_records([row])[0]
+    record.id = feedback_id(user_id, row)
     verdict = "accept" if thumbs_up else "reject"
     record.responses.add(rg.Response(schema.REVIEW, verdict, user_id=user_id, status="submitted"))
     return record

@@ -2,7 +2,8 @@
 round shows one response to accept, edit or reject instead).
 
 Run it with `alignkit serve` (or `streamlit run apps/annotate.py` with `ARGILLA_API_URL` set or a local server
-running). Every answer is stored in Argilla as soon as it is given; the queue, statuses and the skip rule are in
+running). Every answer is stored in Argilla as soon as it is given, and `Back` returns to the records answered in
+this session to change an answer (the new one replaces it); the queue, statuses and the skip rule are in
 `alignkit/feedback/annotation.py`. While Argilla is unreachable, answers are kept in a durable local outbox (an
 "offline, N pending" notice says so) and sent exactly once when it is back. Shortcuts are Streamlit's own button
 shortcuts (ignored while typing in a field).
@@ -10,6 +11,7 @@ shortcuts (ignored while typing in a field).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import streamlit as st
@@ -23,9 +25,10 @@ PAIR_KEYS = "Keys: `1` / `2` choose · `T` tie · `Shift+1..3` strength · "
 REVIEW_KEYS = "Keys: `A` accept · `X` reject · "
 RANKING_KEYS = "Keys: `1`–`9` the next best response · `T` tie with the previous · `Backspace` undo · "
 REVIEW_SHORTCUTS = {"accept": "A", "reject": "X"}  # Streamlit reserves R (rerun) and C (clear cache)
-ACTION_KEYS = "`Enter` submit · `D` save draft · `S` skip (outside text fields)"
+ACTION_KEYS = "`Enter` submit · `D` save draft · `S` skip · `B` back to change your last answer (outside text fields)"
 MAX_SIDE_BY_SIDE = 4  # more candidates than this are listed one under the other
 PREFETCH = 20  # records kept at hand, so rating goes on while Argilla is unreachable
+MAX_BACK = 20  # answered records `Back` can return to, most recent first
 
 
 def main() -> None:
@@ -159,24 +162,40 @@ def current_record(session: Any, dataset_id: str) -> annotation.RecordView | Non
         upcoming = online_or_cached(
             f"upcoming-{dataset_id}", lambda: annotation.next_records(session, dataset_id, PREFETCH)
         )
-        record = next((r for r in upcoming if r.id not in queued), None)
-        st.session_state.record = record
-        st.session_state.record_dataset = dataset_id
-        if record is not None:
-            st.session_state.choice = record.draft.get(schema.REVIEW if record.is_review else schema.PREFERENCE)
-            st.session_state[f"edit-{record.id}"] = record.draft.get(schema.EDITED_RESPONSE) or ""
-            st.session_state.strength = record.draft.get(schema.STRENGTH)
-            st.session_state[f"rationale-{record.id}"] = record.draft.get(schema.RATIONALE) or ""
-            st.session_state[f"ranking-{record.id}"] = annotation.ranking_from_ranks(annotation.draft_ranks(record))
+        show(next((r for r in upcoming if r.id not in queued), None), dataset_id)
     return st.session_state.record
+
+
+def show(record: annotation.RecordView | None, dataset_id: str) -> None:
+    """Put a record on screen, its answer widgets prefilled from `record.draft` (a saved draft, or the answer given
+    when going back to it)."""
+    st.session_state.record = record
+    st.session_state.record_dataset = dataset_id
+    if record is not None:
+        st.session_state.choice = record.draft.get(schema.REVIEW if record.is_review else schema.PREFERENCE)
+        st.session_state[f"edit-{record.id}"] = record.draft.get(schema.EDITED_RESPONSE) or ""
+        st.session_state.strength = record.draft.get(schema.STRENGTH)
+        st.session_state[f"rationale-{record.id}"] = record.draft.get(schema.RATIONALE) or ""
+        st.session_state[f"ranking-{record.id}"] = annotation.ranking_from_ranks(annotation.draft_ranks(record))
 
 
 def forget_record() -> None:
     st.session_state.pop("record_dataset", None)
+    st.session_state.revisiting = False
+
+
+def go_back(dataset_id: str) -> None:
+    """Show the record answered last (this session, this dataset) again with that answer, to change it: the new
+    answer replaces the old one in Argilla (or in the outbox while offline)."""
+    record = st.session_state.answered[dataset_id].pop()
+    show(record, dataset_id)
+    st.session_state.revisiting = True
 
 
 def record_view(session: Any, record: annotation.RecordView) -> None:
-    if record.draft:
+    if st.session_state.get("revisiting"):
+        st.info("You answered this record before: change your answer and submit (or skip) to replace it.")
+    elif record.draft:
         st.info("You saved a draft for this record: finish it and submit.")
     st.markdown("##### Prompt")
     with st.container(border=True):
@@ -191,12 +210,22 @@ def record_view(session: Any, record: annotation.RecordView) -> None:
         suggestion_toggle(record)
     if not record.is_review:
         st.text_area("Why? (optional)", key=f"rationale-{record.id}", placeholder="A short reason helps reviewers")
-    submit, draft, skip = st.columns(3)
+    submit, draft, skip, back = st.columns(4)
     submit.button(
         "Submit", type="primary", shortcut="Enter", width="stretch", on_click=answer, args=(session, record, "submit")
     )
     draft.button("Save draft", shortcut="D", width="stretch", on_click=answer, args=(session, record, "draft"))
     skip.button("Skip", shortcut="S", width="stretch", on_click=answer, args=(session, record, "skip"))
+    dataset_id = st.session_state.record_dataset
+    back.button(
+        "Back",
+        shortcut="B",
+        width="stretch",
+        disabled=not st.session_state.get("answered", {}).get(dataset_id),
+        help="The record you answered last, to change your answer",
+        on_click=go_back,
+        args=(dataset_id,),
+    )
     keys = REVIEW_KEYS if record.is_review else PAIR_KEYS if record.is_pair else RANKING_KEYS
     st.caption(keys + ACTION_KEYS)
 
@@ -309,6 +338,8 @@ def answer(session: Any, record: annotation.RecordView, action: str) -> None:
         st.session_state.notice = exc
         return
     st.session_state.offline = not stored
+    answered = st.session_state.setdefault("answered", {}).setdefault(st.session_state.record_dataset, [])
+    answered[:] = [*answered[-MAX_BACK + 1 :], dataclasses.replace(record, draft=values)]
     done = {"skip": "Skipped", "draft": "Draft saved"}.get(action, "Submitted")
     st.session_state.flash = done if stored else f"{done} (offline: kept on this machine until Argilla is back)"
     for key in [k for k in st.session_state if str(k).startswith(("rationale-", "ranking-", "suggest-", "edit-"))]:

@@ -85,6 +85,11 @@ REVIEW_GUIDELINES = """\
 """
 
 
+def is_review(settings: Any) -> bool:
+    """Whether a dataset's `rg.Settings` are a review round's (accept / edit / reject) rather than a rating round's."""
+    return REVIEW in {question.name for question in settings.questions}
+
+
 def review_settings(min_submitted: int = 1, guidelines: str = REVIEW_GUIDELINES) -> Any:
     """`rg.Settings` for a review round: one response per prompt, accept/reject plus an optional edited response."""
     import argilla as rg

@@ -76,6 +76,17 @@ def connect(url: str | None = None, api_key: str | None = None) -> Any:
     return client
 
 
+def find_dataset(client: Any, name: str, workspace: str) -> Any:
+    """An existing dataset of a workspace; one clear error when either is missing (the SDK fails on a missing
+    workspace with an AttributeError)."""
+    if client.workspaces(workspace) is None:
+        raise AlignkitError(f"no workspace {workspace!r} in Argilla", "check --workspace")
+    dataset = client.datasets(name, workspace=workspace)
+    if dataset is None:
+        raise AlignkitError(f"no dataset {name!r} in workspace {workspace!r}", "check --dataset/--workspace")
+    return dataset
+
+
 @dataclass
 class AnnotatorSession:
     """An annotator's own REST session (their API key, their permissions)."""

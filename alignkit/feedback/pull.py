@@ -15,7 +15,7 @@ from typing import Any
 
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
-from alignkit.feedback.client import connect, submitted_answers
+from alignkit.feedback.client import connect, find_dataset, submitted_answers
 
 TIE = "tie"
 
@@ -99,11 +99,19 @@ def pull(
         raise AlignkitError(f"ties={ties!r}: expected drop or keep")
     if pairing not in PAIRINGS:
         raise AlignkitError(f"pairs={pairing!r}: expected one of {', '.join(PAIRINGS)}")
-    client = client or connect()
-    dataset = client.datasets(dataset_name, workspace=workspace)
-    if dataset is None:
-        raise AlignkitError(f"no dataset {dataset_name!r} in workspace {workspace!r}", "check --dataset/--workspace")
+    if not 0.0 <= min_agreement <= 1.0:  # a majority share: above 1 every pair would be dropped without a word
+        raise AlignkitError(f"--min-agreement {min_agreement}: expected a share between 0 and 1", "e.g. 0.6")
+    if min_annotators < 1:
+        raise AlignkitError(f"--min-annotators {min_annotators}: expected 1 or more")
+    dataset = find_dataset(client or connect(), dataset_name, workspace)
     n = schema.n_candidates([f.name for f in dataset.settings.fields])
+    if n < 2:
+        hint = (
+            "use `feedback review pull` for a review round"
+            if schema.is_review(dataset.settings)
+            else "choose a rating round"
+        )
+        raise AlignkitError(f"dataset {dataset_name!r} is not a rating round (no candidates to compare)", hint)
     pairs, units, per_pair_agreement = [], [], []
     counts: Counter[str] = Counter()
     annotators: set[str] = set()
@@ -202,11 +210,8 @@ def pull_review(
     """The accepted rows of a review round as SFT rows: accepted by a majority of its submitted reviews (a tie is not
     acceptance), with the accepting reviewers' edited response (the most common, if they differ) replacing the
     original. Each row keeps its `synth` provenance and gains `review` (record id, votes, reviewers, edited)."""
-    client = client or connect()
-    dataset = client.datasets(dataset_name, workspace=workspace)
-    if dataset is None:
-        raise AlignkitError(f"no dataset {dataset_name!r} in workspace {workspace!r}", "check --dataset/--workspace")
-    if schema.REVIEW not in {q.name for q in dataset.settings.questions}:
+    dataset = find_dataset(client or connect(), dataset_name, workspace)
+    if not schema.is_review(dataset.settings):
         raise AlignkitError(f"dataset {dataset_name!r} is not a review round", "use `feedback pull` for ratings")
     accepted = []
     for record in dataset.records(with_responses=True):

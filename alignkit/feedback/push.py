@@ -38,7 +38,15 @@ def candidate_row(data: dict[str, Any]) -> dict[str, Any]:
     for i, candidate in enumerate(candidates):
         if not isinstance(candidate, dict) or not isinstance(candidate.get("text"), str):
             raise RowError(f"candidates[{i}].text", "expected a string")
-    return {"prompt_id": data.get("prompt_id") or prompt_id(prompt), "prompt": prompt, "candidates": candidates}
+    # the same text twice would be shown as two responses, and a choice between them would become a pair of equals
+    distinct: dict[str, dict[str, Any]] = {}
+    for candidate in candidates:
+        distinct.setdefault(candidate["text"], candidate)
+    return {
+        "prompt_id": data.get("prompt_id") or prompt_id(prompt),
+        "prompt": prompt,
+        "candidates": list(distinct.values()),
+    }
 
 
 def render_prompt(prompt: list[dict[str, str]]) -> str:
@@ -66,6 +74,13 @@ def round_dataset(client: Any, workspace: str, name: str, append: bool, settings
     if dataset is None:
         dataset = rg.Dataset(name=name, workspace=ws, settings=settings(), client=client).create()
     return dataset
+
+
+def record_id(round_number: int, row_prompt_id: str, texts: list[str]) -> str:
+    """A record's id from its content: pushing the same candidates again updates their record, while other candidates
+    for the same prompt become a record of their own instead of rewriting one annotators already rated."""
+    digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:8]
+    return f"r{round_number}-{row_prompt_id}-{digest}"
 
 
 def records_for_round(
@@ -99,7 +114,7 @@ def records_for_round(
             metadata["priority"] = round(ordering.priority(row["prompt"], texts, lambda *_, r=rewards: r), 6)
         else:
             metadata["priority"] = round(ordering.priority(row["prompt"], texts), 6)
-        records.append(rg.Record(id=f"r{round_number}-{row['prompt_id']}", fields=fields, metadata=metadata))
+        records.append(rg.Record(id=record_id(round_number, row["prompt_id"], texts), fields=fields, metadata=metadata))
     return sorted(records, key=lambda r: -r.metadata["priority"])
 
 
@@ -125,6 +140,12 @@ def push(
     dataset = round_dataset(
         client, workspace, dataset_name, append, lambda: schema.preference_settings(n, min_submitted)
     )
+    shown = schema.n_candidates([f.name for f in dataset.settings.fields])
+    if shown != n:  # Argilla would fail on the first record, with a KeyError from the SDK
+        kind = "is a review round" if schema.is_review(dataset.settings) else f"shows {shown} candidates per record"
+        raise AlignkitError(
+            f"dataset {dataset_name!r} {kind}; {candidates_file} has {n} per prompt", "push to a new --dataset"
+        )
     dataset.records.log(records_for_round(usable, n, round_number, seed, scorer))
     return {
         "dataset": dataset_name,
@@ -181,7 +202,7 @@ def push_review(
     rows = load_reviewable(synth_file)
     client = client or connect()
     dataset = round_dataset(client, workspace, dataset_name, append, lambda: schema.review_settings(min_submitted))
-    if schema.REVIEW not in {q.name for q in dataset.settings.questions}:
+    if not schema.is_review(dataset.settings):
         raise AlignkitError(f"dataset {dataset_name!r} is not a review round", "choose another --dataset")
     records = review_records(rows)
     dataset.records.log(records)

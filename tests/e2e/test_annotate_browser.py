@@ -119,6 +119,70 @@ def test_annotator_rates_three_records_by_keyboard_and_argilla_stores_exactly_th
     assert [stored[p]["status"] for p in order] == ["completed", "completed", "completed", "pending"]
 
 
+@pytest.mark.e2e
+def test_annotator_goes_back_to_change_a_rating_and_a_skip_and_argilla_keeps_only_the_new_answers(
+    owner, annotate_app, page, tmp_path
+):
+    """`B` brings back the record answered last, with that answer selected; answering it again replaces the answer
+    in Argilla (a skip becomes a rating), and `B` again goes further back."""
+    from playwright.sync_api import expect
+
+    annotator = client.add_user(owner, "e2e-changer", PASSWORD, "annotator", ["e2e-back"])
+    push.push(str(candidates_file(tmp_path / "candidates.jsonl")), "e2e-back", "e2e-back", client=owner)
+    order = by_priority()
+    page.goto(annotate_app)
+    page.get_by_label("Username").fill("e2e-changer")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.keyboard.press("Enter")
+    fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')  # not the last run's leftovers
+
+    def on_screen(prompt_text: str) -> None:
+        fresh.get_by_text(prompt_text, exact=True).wait_for()
+        fresh.get_by_role("button", name="Tie").wait_for()  # its shortcuts listen once the buttons are there
+
+    def press(key: str, then: str) -> None:
+        page.keyboard.press(key)
+        fresh.get_by_text(then).first.wait_for()
+
+    on_screen(order[0])
+    page.keyboard.press("1")
+    expect(fresh.get_by_role("button", name="Response 1 is better")).to_have_attribute(
+        "data-testid", "stBaseButton-primary"
+    )
+    press("Enter", "1 submitted")
+    on_screen(order[1])
+    press("s", "1 skipped")
+    on_screen(order[2])
+
+    press("b", "You answered this record before")
+    on_screen(order[1])
+    page.keyboard.press("2")
+    expect(fresh.get_by_role("button", name="Response 2 is better")).to_have_attribute(
+        "data-testid", "stBaseButton-primary"
+    )
+    press("Enter", "2 submitted")
+    on_screen(order[2])
+    expect(fresh.get_by_text("0 skipped")).to_have_count(1)
+
+    press("b", "You answered this record before")
+    on_screen(order[1])
+    press("b", "You answered this record before")
+    on_screen(order[0])
+    expect(fresh.get_by_role("button", name="Response 1 is better")).to_have_attribute(
+        "data-testid", "stBaseButton-primary"
+    )  # the answer given, selected
+    page.keyboard.press("t")
+    expect(fresh.get_by_role("button", name="Tie")).to_have_attribute("data-testid", "stBaseButton-primary")
+    page.keyboard.press("Enter")
+    on_screen(order[2])
+
+    stored = stored_answers(owner, "e2e-back", "e2e-back")
+    me = str(annotator.id)
+    assert stored[order[0]]["responses"] == [(me, "submitted", {schema.PREFERENCE: "tie"})]
+    assert stored[order[1]]["responses"] == [(me, "submitted", {schema.PREFERENCE: "2"})]
+    assert stored[order[2]]["responses"] == stored[order[3]]["responses"] == []
+
+
 RANKED = [  # (prompt, four candidates); keys pressed best first; the ranks Argilla must hold, in shown order
     ("Rank these greetings, case A.", ["Hi.", "Hello there.", "Hey!", "Good day to you."], "3 1 T 2 4", [1, 2, 1, 3]),
     ("Rank these greetings, case B.", ["Yo.", "Hello.", "Greetings.", "Hi!"], "4 2 1 Backspace 3 1", [4, 2, 3, 1]),

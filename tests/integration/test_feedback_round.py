@@ -205,3 +205,82 @@ def test_careful_annotators_check_against_their_answer_key_and_rate_the_same_con
     unanimous = pull.pull("careful-a", "collect", client=owner, min_agreement=1.0).pairs
     assert unanimous and all(p["chosen_candidate"] != 2 for p in unanimous)  # degenerate never wins unanimously
     assert all((p["chosen_candidate"], p["rejected_candidate"]) in ((1, 0), (1, 2), (0, 2)) for p in unanimous)
+
+
+def cli_error(argilla_server, *args: str) -> str:
+    """The one line a failing `alignkit feedback ...` prints (exit status non-zero, no traceback)."""
+    from tests.conftest import run_cli
+
+    env = {"ARGILLA_API_URL": argilla_server.url, "ARGILLA_API_KEY": argilla_server.api_key}
+    result = run_cli("feedback", *args, env=env, timeout=180)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+def test_pulling_a_missing_workspace_or_a_review_round_is_one_clear_line(tmp_path, owner, argilla_server):
+    out = str(tmp_path / "pairs.jsonl")
+    line = cli_error(argilla_server, "pull", "--dataset", "round-1", "--workspace", "no-such-team", "--out", out)
+    assert "no workspace 'no-such-team'" in line
+    write_jsonl(
+        tmp_path / "sft.jsonl",
+        [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}],
+    )
+    push.push_review(str(tmp_path / "sft.jsonl"), "review-not-rating", "collect", client=owner)
+    line = cli_error(argilla_server, "pull", "--dataset", "review-not-rating", "--workspace", "collect", "--out", out)
+    assert "not a rating round" in line and "feedback review pull" in line
+    assert not Path(out).exists()
+
+
+def test_appending_another_candidate_count_is_refused_in_one_line(tmp_path, owner, argilla_server):
+    push.push(str(candidates_file(tmp_path, 2)), "round-append-n", "collect", client=owner)
+    three = str(candidates_file(tmp_path, 3))
+    line = cli_error(argilla_server, "push", "--candidates", three, "--dataset", "round-append-n", "--workspace",
+                     "collect", "--append")  # fmt: skip
+    assert "shows 2 candidates per record" in line and "has 3 per prompt" in line
+    assert len(list(owner.datasets("round-append-n", workspace="collect").records)) == len(PROMPTS)
+
+
+def test_appending_new_candidates_for_rated_prompts_never_rewrites_what_was_rated(
+    tmp_path, owner, annotators, argilla_server
+):
+    first = candidates_file(tmp_path, 2)
+    push.push(str(first), "round-append-again", "collect", client=owner)
+    username, password = annotators[0]
+    session = client.annotator_session(username, password, url=argilla_server.url)
+    assert simulate.rate_all(session, "round-append-again", "concise", noise=0.0) == len(PROMPTS)
+    rated = {
+        (p["chosen"][0]["content"], p["rejected"][0]["content"])
+        for p in pull.pull("round-append-again", "collect", client=owner).pairs
+    }
+
+    rows = [json.loads(line) for line in first.read_text().splitlines()]
+    for row in rows:  # a second generate for the same prompts: other texts
+        row["candidates"] = [{"text": "again: " + c["text"]} for c in row["candidates"]]
+    write_jsonl(tmp_path / "again.jsonl", rows)
+    push.push(str(tmp_path / "again.jsonl"), "round-append-again", "collect", append=True, client=owner)
+    result = pull.pull("round-append-again", "collect", client=owner)
+    assert {(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in result.pairs} == rated
+    assert result.summary["records"] == 2 * len(PROMPTS)
+
+    push.push(str(first), "round-append-again", "collect", append=True, client=owner)  # the same file again: no-op
+    result = pull.pull("round-append-again", "collect", client=owner)
+    assert result.summary["records"] == 2 * len(PROMPTS) and len(result.pairs) == len(PROMPTS)
+
+
+def test_an_agreement_threshold_outside_zero_to_one_is_refused_not_an_empty_pairs_file():
+    for bad in (2.0, 60.0, -0.1):
+        with pytest.raises(AlignkitError, match="between 0 and 1"):
+            pull.pull("round-1", "collect", min_agreement=bad)
+    with pytest.raises(AlignkitError, match="min-annotators"):
+        pull.pull("round-1", "collect", min_annotators=0)
+
+
+def test_repeated_candidate_texts_are_shown_once(tmp_path):
+    rows = [
+        {"prompt": "a", "candidates": [{"text": "x"}, {"text": "y"}, {"text": "x"}]},
+        {"prompt": "b", "candidates": [{"text": "same"}, {"text": "same"}]},  # one distinct candidate: not pushed
+    ]
+    write_jsonl(tmp_path / "repeated.jsonl", rows)
+    loaded = push.load_candidates(str(tmp_path / "repeated.jsonl"))
+    assert [[c["text"] for c in row["candidates"]] for row in loaded] == [["x", "y"], ["same"]]

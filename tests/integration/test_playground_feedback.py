@@ -48,3 +48,25 @@ def test_choices_and_thumbs_become_pairs_and_sft_rows(argilla_server, tmp_path):
 
     with pytest.raises(AlignkitError, match="choice"):
         pg.send_preference(admin, PROMPT, sft, dpo, "left", WORKSPACE)
+
+
+def test_changing_your_mind_replaces_your_feedback_instead_of_adding_to_it(argilla_server):
+    """Left, then right on the same two replies (a misclick, a second thought), or thumbs up then down: one record,
+    your last answer; a double click stores nothing twice."""
+    owner = rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
+    workspace = "pg-feedback-again"
+    client.add_user(owner, "pg-fb-again", "pg-fb-again-pw", "admin", [workspace])
+    admin, _ = pg.user_client("pg-fb-again", "pg-fb-again-pw", argilla_server.url)
+    sft, dpo = answer("Grass clippings.", "runs/sft"), answer("Coffee.", "runs/dpo")
+    first = pg.send_preference(admin, PROMPT, sft, dpo, "first", workspace)
+    assert pg.send_preference(admin, PROMPT, sft, dpo, "first", workspace) == first
+    assert pg.send_preference(admin, PROMPT, sft, dpo, "second", workspace) == first
+    pg.send_thumb(admin, PROMPT, dpo, True, workspace)
+    pg.send_thumb(admin, PROMPT, dpo, False, workspace)
+
+    pairs = pull.pull(pg.PREFERENCE_DATASET, workspace, client=owner)
+    assert pairs.summary["records"] == 1
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs.pairs] == [
+        ("Coffee.", "Grass clippings.")
+    ]
+    assert pull.pull_review(pg.REPLIES_DATASET, workspace, client=owner) == []  # thumbs down is the last word
