@@ -104,7 +104,10 @@ def rating_view(session: Any) -> None:
     name = by_id[dataset_id]["name"]
     record = current_record(session, dataset_id)
     if record is None:
-        st.success(f"Nothing left to rate in **{name}**. Thank you!")
+        if st.session_state.get("offline"):  # the records at hand are answered; Argilla may hold more
+            st.info("You have answered every record at hand. More cannot be fetched until Argilla is back.")
+        else:
+            st.success(f"Nothing left to rate in **{name}**. Thank you!")
         st.button("Check again", on_click=forget_record)
         return
     st.caption(f"{name} · {progress.left} left for you · {progress.completed} of {progress.total} complete")
