@@ -118,8 +118,11 @@ class SFTStageConfig(TrainStageConfig):
 class PretrainStageConfig(TrainStageConfig):
     """`alignkit pretrain`: continued next-token pretraining on raw domain text."""
 
+    # `bfd_split`: a text longer than max_length is split over packed rows (TRL's default `bfd` cuts it there)
     trainer: dict[str, Any] = field(
-        default_factory=lambda: trainer_defaults(learning_rate=1e-4, max_length=256, packing=True)
+        default_factory=lambda: trainer_defaults(
+            learning_rate=1e-4, max_length=256, packing=True, packing_strategy="bfd_split"
+        )
     )
 
 
