@@ -55,11 +55,12 @@ def trainer_args(
     return args
 
 
-# Trainer options alignkit derives from the machine or the run directory: recorded in the manifest, left out of the
-# config.yaml that reproduces a run, so the same file also works on another machine and for another --out.
+# Trainer options alignkit derives from the machine, the run directory or the config's top-level `seed`: recorded in
+# the manifest, left out of the config.yaml that reproduces a run, so the same file also works on another machine, for
+# another --out, and with `--set seed=N`.
 DERIVED_OPTIONS = frozenset(
-    {"output_dir", "run_name", "bf16", "fp16", "use_cpu", "gradient_checkpointing", "activation_checkpointing",
-     "ddp_find_unused_parameters"}
+    {"output_dir", "run_name", "seed", "bf16", "fp16", "use_cpu", "gradient_checkpointing",
+     "activation_checkpointing", "ddp_find_unused_parameters"}
 )  # fmt: skip
 
 
