@@ -150,6 +150,27 @@ def test_bad_flags_give_one_line_error(args, expected, tmp_path, capsys, chat_fi
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("stage", "key", "home"),
+    [
+        ("dpo", "beta", "trainer.beta"),  # was `trainer.adam_beta2`: TrainingArguments' nearest, another knob
+        ("dpo", "loss_type", "trainer.loss_type"),
+        ("dpo", "desirable_weight", "trainer.desirable_weight"),
+        ("reward", "center_rewards_coefficient", "trainer.center_rewards_coefficient"),
+        ("rl", "num_generations", "trainer.num_generations"),
+        ("sft", "lora_r", "peft.r"),  # was `trainer.local_rank`
+        ("sft", "use_peft", "peft.method"),  # was `trainer.use_cpu`
+        ("sft", "model_name_or_path", "model.name"),
+        ("sft", "output_dir", "out"),  # was `trainer.output_dir`: the checkpoints, not the run directory
+    ],
+)
+def test_a_top_level_key_is_suggested_where_it_belongs_not_as_another_knob(stage, key, home, tmp_path, capsys):
+    """A misplaced key's hint named a different setting whose name looks alike; following it trained otherwise."""
+    code, err = invoke([stage, "--set", f"{key}=1", "--out", str(tmp_path / "run")], capsys)
+    assert_one_line_error(code, err, [f"unknown config key `{key}`", f"did you mean `{home}`?"])
+    assert not (tmp_path / "run").exists()
+
+
 def test_existing_output_is_not_clobbered(tmp_path, capsys, chat_file, tiny_model):
     out = tmp_path / "run"
     out.mkdir()
