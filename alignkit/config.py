@@ -277,9 +277,16 @@ def unknown_key(
     return AlignkitError(f"{where}: unknown config key `{dotted}`", hint)
 
 
-def check_keys(section: str, given: dict[str, Any], valid: list[str] | set[str]) -> None:
-    """Reject keys of a free-form section (`trainer`, `peft`) that the library's config class does not have."""
+def check_keys(
+    section: str, given: dict[str, Any], valid: list[str] | set[str], top_level: list[str] | None = None
+) -> None:
+    """Reject keys of a free-form section (`trainer`, `peft`) that the library's config class does not have; one of
+    the stage's `top_level` keys (`trainer.method`) is named as that."""
     for key in given:
+        if key not in valid and key in (top_level or []):
+            raise AlignkitError(
+                f"config: unknown config key `{section}.{key}`", f"`{key}` is a top-level key: --set {key}=..."
+            )
         if key not in valid:
             raise unknown_key(f"{section}.{key}", sorted(valid), "config", prefix=f"{section}.")
 

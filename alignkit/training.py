@@ -76,7 +76,7 @@ def trainer_options(
 ) -> dict[str, Any]:
     """The keyword arguments of the TRL config: alignkit's defaults, then the user's `trainer:` keys, checked."""
     valid = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    check_keys("trainer", cfg.trainer, valid)
+    check_keys("trainer", cfg.trainer, valid, top_level=[f.name for f in dataclasses.fields(cfg)])
     check_types("trainer", cfg.trainer, config_cls)
     options: dict[str, Any] = {
         "output_dir": output_dir,

@@ -541,3 +541,11 @@ def test_every_option_has_help_and_overwrite_names_what_out_is():
         if "--overwrite" in options:
             says = options["--overwrite"].help
             assert ("file" in says) == (command in FILE_OUTPUTS), (command, says)
+
+
+def test_a_top_level_key_put_under_trainer_is_named_as_top_level(tmp_path, capsys, chat_file, tiny_model):
+    """`trainer.early_stopping_patience` was answered with the nearest TRL field's name, not with where it goes."""
+    argv = ["sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(tmp_path / "run")]
+    code, err = invoke([*argv, "--set", "trainer.early_stopping_patience=2"], capsys)
+    assert_one_line_error(code, err, ["`trainer.early_stopping_patience`", "`early_stopping_patience` is a top-level"])
+    assert not (tmp_path / "run").exists()
