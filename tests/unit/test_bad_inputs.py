@@ -50,6 +50,7 @@ DATA_CASES = [
     ("pref_chosen_not_text.jsonl", "reward", ["line 1", "`chosen`: expected a string, got int"]),
     ("pref_no_rejected_column.csv", "reward", ["pref_no_rejected_column.csv:line 2", "`rejected`: missing"]),
     ("unknown_role.jsonl", "reward", ["unknown_role.jsonl:line 1", "`chosen`: missing"]),
+    ("kto_rows_for_pairs.jsonl", "reward", ["kto_rows_for_pairs.jsonl:line 1", "unpaired KTO row", "method=kto"]),
 ]
 
 CONFIG_CASES = [
