@@ -236,3 +236,12 @@ def test_a_prompt_list_not_ending_with_a_user_turn_is_refused(prompt, field, sft
     with pytest.raises(AlignkitError, match=re.escape(expected)):
         alignkit.rl(data={"paths": [str(prompts)]}, from_run=str(sft_run.path), rewards=["concise"], out=str(out))
     assert not out.exists()
+
+
+def test_the_summary_of_an_rl_run_shows_its_reward_and_kl(grpo_result, capsys):
+    """The console table after `alignkit rl` showed a loss only: nothing said whether the reward moved."""
+    from alignkit import cli
+
+    cli.show_run(grpo_result[0])
+    shown = capsys.readouterr().out
+    assert all(f"│ {key} " in shown for key in ("reward_start", "reward_end", "kl")), shown
