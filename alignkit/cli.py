@@ -132,6 +132,9 @@ def show_run(run: Any) -> None:
         "eval_loss",
         "pairwise_accuracy",
         "eval_rewards/accuracies",
+        "reward_start",  # rl: the mean reward of the first and last logged steps, and the KL to the reference
+        "reward_end",
+        "kl",
     )
     for key in (*shown, "train_tokens", "train_runtime"):
         if metrics.get(key) is not None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import importlib
 import operator
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -111,6 +112,8 @@ class TrainStageConfig:
 class SFTStageConfig(TrainStageConfig):
     """`alignkit sft`: supervised fine-tuning on chat data; loss on assistant turns only."""
 
+    TRAINER_CONFIGS: ClassVar[tuple[str, ...]] = ("trl:SFTConfig",)  # `module:Class` whose fields `trainer:` takes
+
     trainer: dict[str, Any] = field(default_factory=lambda: trainer_defaults(learning_rate=1e-4))
 
 
@@ -118,8 +121,13 @@ class SFTStageConfig(TrainStageConfig):
 class PretrainStageConfig(TrainStageConfig):
     """`alignkit pretrain`: continued next-token pretraining on raw domain text."""
 
+    TRAINER_CONFIGS: ClassVar[tuple[str, ...]] = ("trl:SFTConfig",)
+
+    # `bfd_split`: a text longer than max_length is split over packed rows (TRL's default `bfd` cuts it there)
     trainer: dict[str, Any] = field(
-        default_factory=lambda: trainer_defaults(learning_rate=1e-4, max_length=256, packing=True)
+        default_factory=lambda: trainer_defaults(
+            learning_rate=1e-4, max_length=256, packing=True, packing_strategy="bfd_split"
+        )
     )
 
 
@@ -204,7 +212,7 @@ def merge(tree: dict[str, Any], update: dict[str, Any], cls: type[Any], where: s
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in names:
-            raise unknown_key(dotted, names, where, prefix, section_keys(tree, hints) if not prefix else {})
+            raise unknown_key(dotted, names, where, prefix, section_keys(tree, hints, cls) if not prefix else {})
         sub = dataclass_type(hints[key])
         if sub is not None:
             if not isinstance(value, dict):
@@ -216,34 +224,69 @@ def merge(tree: dict[str, Any], update: dict[str, Any], cls: type[Any], where: s
             tree[key] = value
 
 
-def section_keys(tree: dict[str, Any], hints: dict[str, Any]) -> dict[str, list[str]]:
-    """The keys of each section of a config `tree` (dataclass fields; for `trainer:`, TrainingArguments' fields and
-    the stage's defaults too): a misplaced top-level key is suggested under its section (`trainer.learning_rate`)."""
+def section_keys(tree: dict[str, Any], hints: dict[str, Any], cls: type[Any]) -> dict[str, list[str]]:
+    """The keys of each section of a config `tree` (dataclass fields; for `trainer:`, the fields of the stage's TRL
+    configs and its defaults too): a misplaced top-level key is suggested under its section (`trainer.beta`)."""
     from transformers import TrainingArguments
 
+    trainer_configs = [TrainingArguments, *map(config_class, getattr(cls, "TRAINER_CONFIGS", ()))]
     keys = {name: list(value) for name, value in tree.items() if isinstance(value, dict)}
-    keys["trainer"] = [*keys.get("trainer", []), *(f.name for f in dataclasses.fields(TrainingArguments) if f.init)]
+    keys["trainer"] = [
+        *keys.get("trainer", []),
+        *dict.fromkeys(f.name for config in trainer_configs for f in dataclasses.fields(config) if f.init),
+    ]
     return keys | {
         name: [f.name for f in dataclasses.fields(hint)] for name, hint in hints.items() if dataclass_type(hint)
     }
 
 
+def config_class(dotted: str) -> type[Any]:
+    """`module:Class` imported."""
+    module, _, name = dotted.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# Top-level keys of TRL's example scripts (`ScriptArguments`, `ModelConfig`) and their alignkit home: difflib's nearest
+# key for them is another knob (`lora_r` -> trainer.local_rank, `use_peft` -> trainer.use_cpu).
+TRL_SCRIPT_KEYS = {
+    "model_name_or_path": "model.name",
+    "dataset_name": "data.paths",
+    "output_dir": "out",
+    "use_peft": "peft.method",
+    "lora_r": "peft.r",
+    "lora_alpha": "peft.lora_alpha",
+    "lora_dropout": "peft.lora_dropout",
+    "lora_target_modules": "peft.target_modules",
+    "max_seq_length": "trainer.max_length",
+}
+
+
 def unknown_key(
     dotted: str, names: list[str], where: str, prefix: str = "", sections: dict[str, list[str]] | None = None
 ) -> AlignkitError:
-    """An unknown key, with the nearest valid one: among `names`, or a key of one of `sections` (`section.key`)."""
+    """An unknown key, with the nearest valid one: the same key in one of `sections` (`section.key`), else the
+    closest among `names` and the sections' keys."""
     leaf = dotted.rsplit(".", 1)[-1]
     candidates = [(prefix + name, name) for name in names]
     candidates += [(f"{section}.{key}", key) for section, keys in (sections or {}).items() for key in keys]
     close = difflib.get_close_matches(leaf, [key for _, key in candidates], n=1, cutoff=0.5)
     nearest = next((full for full, key in candidates if close and key == close[0]), None)
+    if sections and TRL_SCRIPT_KEYS.get(leaf, "").split(".")[0] in names:
+        nearest = TRL_SCRIPT_KEYS[leaf]
     hint = f"did you mean `{nearest}`?" if nearest else f"valid keys: {', '.join(prefix + n for n in names)}"
     return AlignkitError(f"{where}: unknown config key `{dotted}`", hint)
 
 
-def check_keys(section: str, given: dict[str, Any], valid: list[str] | set[str]) -> None:
-    """Reject keys of a free-form section (`trainer`, `peft`) that the library's config class does not have."""
+def check_keys(
+    section: str, given: dict[str, Any], valid: list[str] | set[str], top_level: list[str] | None = None
+) -> None:
+    """Reject keys of a free-form section (`trainer`, `peft`) that the library's config class does not have; one of
+    the stage's `top_level` keys (`trainer.method`) is named as that."""
     for key in given:
+        if key not in valid and key in (top_level or []):
+            raise AlignkitError(
+                f"config: unknown config key `{section}.{key}`", f"`{key}` is a top-level key: --set {key}=..."
+            )
         if key not in valid:
             raise unknown_key(f"{section}.{key}", sorted(valid), "config", prefix=f"{section}.")
 
@@ -312,6 +355,8 @@ def to_yaml(cfg: Any) -> str:
 class RewardStageConfig(TrainStageConfig):
     """`alignkit reward`: a reward model (sequence-classification head, own LoRA adapter) from preference pairs."""
 
+    TRAINER_CONFIGS: ClassVar[tuple[str, ...]] = ("trl:RewardConfig",)
+
     use_margin: bool = True  # pass the data's `margin` column (annotator strength) to TRL's loss when present
     calibration_bins: int = 5  # bins of the held-out reliability table in metrics.json
     trainer: dict[str, Any] = field(default_factory=lambda: trainer_defaults(learning_rate=1e-4))
@@ -320,6 +365,13 @@ class RewardStageConfig(TrainStageConfig):
 @dataclass
 class DPOStageConfig(TrainStageConfig):
     """`alignkit dpo`: preference optimisation of an SFT policy: DPO (any `trainer.loss_type`), KTO, SimPO, ORPO."""
+
+    TRAINER_CONFIGS: ClassVar[tuple[str, ...]] = (
+        "trl:DPOConfig",
+        "trl:KTOConfig",
+        "trl.experimental.cpo:CPOConfig",
+        "trl.experimental.orpo:ORPOConfig",
+    )
 
     method: str = "dpo"  # dpo (pairs) | kto (unpaired rows, or pairs split in two) | simpo | orpo
     # Empty: keep training the parent run's adapter (reference = a frozen copy of it). A `peft:` section instead trains
@@ -339,6 +391,8 @@ class DPOStageConfig(TrainStageConfig):
 @dataclass
 class RLStageConfig(TrainStageConfig):
     """`alignkit rl`: online RL (GRPO, RLOO) of a policy run against a reward model and/or rule-based rewards."""
+
+    TRAINER_CONFIGS: ClassVar[tuple[str, ...]] = ("trl:GRPOConfig", "trl:RLOOConfig")
 
     method: str = "grpo"  # grpo (trl.GRPOTrainer) | rloo (trl.RLOOTrainer)
     backend: str = "transformers"  # generation of completions: transformers | vllm (TRL's vLLM, colocated; CUDA)

@@ -18,6 +18,7 @@ from alignkit.data.formats import (
     text_field,
     with_system_column,
 )
+from alignkit.data.preferences import check_prompt
 from alignkit.errors import AlignkitError
 
 Messages = list[dict[str, str]]
@@ -27,8 +28,9 @@ def prompt_row(data: dict[str, Any]) -> Messages:
     """A prompt as messages from a row with `prompt` (string or messages), `instruction` (+ `input`, `history`) or
     `messages`/`conversations` (the trailing assistant turns dropped: a fresh reply to the last user turn); a `system`
     column comes first, as in training rows."""
-    if isinstance(data.get("prompt"), list):
+    if isinstance(data.get("prompt"), list):  # ends with a user turn: the reply is generated after it
         messages = message_list(data["prompt"], "prompt", "role", "content", roles=None)
+        check_prompt(messages, "prompt")
     elif "prompt" in data:
         messages = [{"role": "user", "content": text_field(data, "prompt")}]
     elif "instruction" in data:

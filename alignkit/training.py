@@ -55,11 +55,12 @@ def trainer_args(
     return args
 
 
-# Trainer options alignkit derives from the machine or the run directory: recorded in the manifest, left out of the
-# config.yaml that reproduces a run, so the same file also works on another machine and for another --out.
+# Trainer options alignkit derives from the machine, the run directory or the config's top-level `seed`: recorded in
+# the manifest, left out of the config.yaml that reproduces a run, so the same file also works on another machine, for
+# another --out, and with `--set seed=N`.
 DERIVED_OPTIONS = frozenset(
-    {"output_dir", "run_name", "bf16", "fp16", "use_cpu", "gradient_checkpointing", "activation_checkpointing",
-     "ddp_find_unused_parameters"}
+    {"output_dir", "run_name", "seed", "bf16", "fp16", "use_cpu", "gradient_checkpointing",
+     "activation_checkpointing", "ddp_find_unused_parameters"}
 )  # fmt: skip
 
 
@@ -75,7 +76,7 @@ def trainer_options(
 ) -> dict[str, Any]:
     """The keyword arguments of the TRL config: alignkit's defaults, then the user's `trainer:` keys, checked."""
     valid = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    check_keys("trainer", cfg.trainer, valid)
+    check_keys("trainer", cfg.trainer, valid, top_level=[f.name for f in dataclasses.fields(cfg)])
     check_types("trainer", cfg.trainer, config_cls)
     options: dict[str, Any] = {
         "output_dir": output_dir,

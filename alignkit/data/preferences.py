@@ -85,6 +85,10 @@ def load_unpaired(paths: list[str]) -> list[dict[str, Any]]:
 def preference_row(data: dict[str, Any]) -> dict[str, Any]:
     """One input row as a canonical pair; raises RowError naming the field (and the format, where it is a guess)."""
     for key in ("chosen", "rejected"):
+        if data.get(key) is None and "label" in data and ("completion" in data or "messages" in data):
+            raise RowError(
+                key, "missing: this is an unpaired KTO row; train on those with `alignkit dpo --set method=kto`"
+            )
         if data.get(key) is None:
             raise RowError(key, "missing")
     prompt_key = next((k for k in PROMPT_KEYS if k in data), None)

@@ -50,6 +50,7 @@ DATA_CASES = [
     ("pref_chosen_not_text.jsonl", "reward", ["line 1", "`chosen`: expected a string, got int"]),
     ("pref_no_rejected_column.csv", "reward", ["pref_no_rejected_column.csv:line 2", "`rejected`: missing"]),
     ("unknown_role.jsonl", "reward", ["unknown_role.jsonl:line 1", "`chosen`: missing"]),
+    ("kto_rows_for_pairs.jsonl", "reward", ["kto_rows_for_pairs.jsonl:line 1", "unpaired KTO row", "method=kto"]),
 ]
 
 CONFIG_CASES = [
@@ -147,6 +148,27 @@ def test_bad_flags_give_one_line_error(args, expected, tmp_path, capsys, chat_fi
         args = [str(chat_file) if a == "CHAT_FILE" else a for a in args]
     code, err = invoke(base + args, capsys)
     assert_one_line_error(code, err, expected)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("stage", "key", "home"),
+    [
+        ("dpo", "beta", "trainer.beta"),  # was `trainer.adam_beta2`: TrainingArguments' nearest, another knob
+        ("dpo", "loss_type", "trainer.loss_type"),
+        ("dpo", "desirable_weight", "trainer.desirable_weight"),
+        ("reward", "center_rewards_coefficient", "trainer.center_rewards_coefficient"),
+        ("rl", "num_generations", "trainer.num_generations"),
+        ("sft", "lora_r", "peft.r"),  # was `trainer.local_rank`
+        ("sft", "use_peft", "peft.method"),  # was `trainer.use_cpu`
+        ("sft", "model_name_or_path", "model.name"),
+        ("sft", "output_dir", "out"),  # was `trainer.output_dir`: the checkpoints, not the run directory
+    ],
+)
+def test_a_top_level_key_is_suggested_where_it_belongs_not_as_another_knob(stage, key, home, tmp_path, capsys):
+    """A misplaced key's hint named a different setting whose name looks alike; following it trained otherwise."""
+    code, err = invoke([stage, "--set", f"{key}=1", "--out", str(tmp_path / "run")], capsys)
+    assert_one_line_error(code, err, [f"unknown config key `{key}`", f"did you mean `{home}`?"])
     assert not (tmp_path / "run").exists()
 
 
@@ -520,3 +542,11 @@ def test_every_option_has_help_and_overwrite_names_what_out_is():
         if "--overwrite" in options:
             says = options["--overwrite"].help
             assert ("file" in says) == (command in FILE_OUTPUTS), (command, says)
+
+
+def test_a_top_level_key_put_under_trainer_is_named_as_top_level(tmp_path, capsys, chat_file, tiny_model):
+    """`trainer.early_stopping_patience` was answered with the nearest TRL field's name, not with where it goes."""
+    argv = ["sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(tmp_path / "run")]
+    code, err = invoke([*argv, "--set", "trainer.early_stopping_patience=2"], capsys)
+    assert_one_line_error(code, err, ["`trainer.early_stopping_patience`", "`early_stopping_patience` is a top-level"])
+    assert not (tmp_path / "run").exists()

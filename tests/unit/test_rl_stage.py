@@ -217,3 +217,31 @@ def test_bad_rl_settings_fail_before_the_run_directory_exists(sections, expected
     with pytest.raises(AlignkitError, match=re.escape(expected)):
         alignkit.rl(out=str(out), **values)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "field"),
+    [
+        ([*QUESTIONS[0], {"role": "assistant", "content": "It is 0."}], "prompt[1].role"),
+        ([{"role": "system", "content": "Be brief."}], "prompt[0].role"),
+    ],
+    ids=["answer-included", "system-only"],
+)
+def test_a_prompt_list_not_ending_with_a_user_turn_is_refused(prompt, field, sft_run, tmp_path):
+    """A prompt holding its answer was sampled from after that answer (and a system-only one with no question):
+    the policy trained on replies to the wrong context, without a word."""
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": prompt}] * 4)
+    out = tmp_path / "rl"
+    expected = f"line 1: field `{field}`: the prompt must end with a user turn"
+    with pytest.raises(AlignkitError, match=re.escape(expected)):
+        alignkit.rl(data={"paths": [str(prompts)]}, from_run=str(sft_run.path), rewards=["concise"], out=str(out))
+    assert not out.exists()
+
+
+def test_the_summary_of_an_rl_run_shows_its_reward_and_kl(grpo_result, capsys):
+    """The console table after `alignkit rl` showed a loss only: nothing said whether the reward moved."""
+    from alignkit import cli
+
+    cli.show_run(grpo_result[0])
+    shown = capsys.readouterr().out
+    assert all(f"│ {key} " in shown for key in ("reward_start", "reward_end", "kl")), shown

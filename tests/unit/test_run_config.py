@@ -94,3 +94,17 @@ def test_local_paths_in_a_config_are_recorded_absolute(tmp_path, monkeypatch):
     assert cfg.data.paths == [str(tmp_path / "pairs.jsonl"), "missing.jsonl"]
     assert cfg.checked_prompts == str(tmp_path / "checked.jsonl")
     assert load_config(DPOStageConfig, None, {"model": {"name": "org/hub-model"}}, None).model.name == "org/hub-model"
+
+
+def test_a_seed_set_over_a_runs_config_yaml_seeds_the_trainer(tiny_model, tmp_path):
+    """config.yaml recorded the trainer's seed beside the top-level `seed`: `--config RUN/config.yaml --set seed=7`
+    recorded seed 7 in the manifest and trained with the old one."""
+    import alignkit
+
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    tiny = {"max_steps": 1, "per_device_train_batch_size": 4}
+    first = alignkit.sft(data={"paths": [str(chat)]}, model={"name": tiny_model}, out=str(tmp_path / "a"), trainer=tiny)
+    again = alignkit.sft(str(first.path / "config.yaml"), ["seed=7"], out=str(tmp_path / "b"))
+    assert again.manifest["seed"] == 7 and again.manifest["trainer_args"]["seed"] == 7
+    pinned = alignkit.sft(str(first.path / "config.yaml"), ["trainer.seed=3"], out=str(tmp_path / "c"))
+    assert pinned.manifest["trainer_args"]["seed"] == 3 and trainer_section(pinned)["seed"] == 3

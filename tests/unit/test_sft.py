@@ -367,6 +367,24 @@ def test_pretrain_then_sft_records_lineage(tmp_path, tiny_model, chat_file):
     assert by_stage["sft"]["lineage"].endswith("pretrain → sft") and by_stage["sft"]["status"] == "complete"
 
 
+def test_pretrain_trains_every_token_of_a_text_longer_than_max_length(tmp_path, tiny_model):
+    """A .txt file without blank lines is one row; packed with TRL's default `bfd` strategy it was cut to
+    `max_length` tokens and the rest of the text silently never trained."""
+    from transformers import AutoTokenizer
+
+    text = tmp_path / "book.txt"
+    text.write_text("\n".join(f"Compost pile number {i} needs air, water, greens and browns." for i in range(40)))
+    pre = alignkit.pretrain(
+        data={"paths": [str(text)], "validation_split": 0.0},
+        model={"name": tiny_model},
+        out=str(tmp_path / "pre"),
+        trainer={"num_train_epochs": 1, "per_device_train_batch_size": 2, "max_length": 64},
+    )
+    tokens = len(AutoTokenizer.from_pretrained(tiny_model)(text.read_text())["input_ids"])
+    assert tokens > 10 * 64
+    assert pre.metrics["train_rows"] == 1 and pre.metrics["train_tokens"] >= tokens
+
+
 @pytest.mark.parametrize("method", ["full", "dora", "ia3", "prompt_tuning", "prefix_tuning"])
 def test_peft_methods_by_name(method, tmp_path, tiny_model, chat_file):
     peft_section = {"method": method}
