@@ -30,7 +30,11 @@ def check(name: str) -> None:
     if name not in BACKENDS:
         raise AlignkitError(f"unknown generation backend {name!r}", f"one of: {', '.join(BACKENDS)}")
     if name == "vllm":
-        hardware.require("the vllm generation backend", "vllm", "use --backend transformers (the default)")
+        hardware.require(
+            "the vllm generation backend",
+            "vllm",
+            "use the default backend: generate --backend transformers, rl --set backend=transformers",
+        )
 
 
 def rl_options(backend: str) -> dict[str, Any]:

@@ -616,7 +616,9 @@ def list_runs(
     for row in rows:
         loss = f"{row['eval_loss']:.4f}" if row.get("eval_loss") is not None else ""
         step = str(row.get("global_step") or "")
-        cells = (row["run"], row["stage"], row["status"], row.get("lineage", ""), step, loss, row["created"])
+        method = row.get("method")
+        stage = f"{row['stage']} ({method})" if method and method != row["stage"] else row["stage"]
+        cells = (row["run"], stage, row["status"], row.get("lineage", ""), step, loss, row["created"])
         table.add_row(*(str(c or "") for c in cells))
     Console().print(table)
 

@@ -39,6 +39,7 @@ def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
                 "run": name,
                 "path": str(path),
                 "stage": manifest.get("stage"),
+                "method": manifest.get("method"),  # dpo: dpo | kto | simpo | orpo; rl: grpo | rloo
                 "status": "parent missing" if run.missing_ancestor() else run.status,
                 "lineage": " → ".join([base] + [step["stage"] for step in manifest.get("lineage", [])]),
                 "base": base,
@@ -47,6 +48,8 @@ def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
                 **{k: metrics.get(k) for k in ("global_step", "train_loss", "eval_loss", "pairwise_accuracy")},
             }
         )
+        if manifest.get("stage") == "rl":  # GRPO/RLOO's loss is ~0 by construction (normalised advantages)
+            rows[-1] |= {"eval_loss": None, "reward_end": metrics.get("reward_end")}
     return sorted(rows, key=lambda r: r["created"])
 
 

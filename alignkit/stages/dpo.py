@@ -61,6 +61,7 @@ METHODS = {
     ),
     "orpo": Method("trl.experimental.orpo", "ORPOTrainer", "ORPOConfig", reference=False),
 }
+SIMPO_LOSSES = {"simpo", "alphapo"}  # CPOTrainer's SimPO and its AlphaPO generalisation
 OTHER_TRAINER_LOSSES = {"simpo": "simpo", "alphapo": "simpo", "orpo": "orpo", "kto": "kto"}
 
 
@@ -186,6 +187,12 @@ def check_args(cfg: DPOStageConfig, args: Any) -> None:
             raise AlignkitError(
                 f"config: unknown trainer.loss_type {loss_type!r} for method {method}", f"one of: {', '.join(valid)}"
             )
+    if method == "simpo" and not set(loss_types) <= SIMPO_LOSSES:  # CPO's other losses are not SimPO
+        raise AlignkitError(
+            f"config: method simpo with trainer.loss_type={loss_types[0]!r} would train CPO's {loss_types[0]} loss, "
+            "not SimPO",
+            f"drop trainer.loss_type (simpo), or use method: dpo with trainer.loss_type={loss_types[0]}",
+        )
     if method == "kto" and "apo_zero_unpaired" not in loss_types and args.per_device_train_batch_size < 2:
         raise AlignkitError(
             "config: KTO needs trainer.per_device_train_batch_size >= 2 (its KL term pairs rows within a batch)",

@@ -412,8 +412,9 @@ def test_dpo_on_a_dpo_run_replaces_the_adapter_chain(dpo_result, data_dir, tmp_p
         ({"trainer": {"loss_type": "sigmoidd"}}, "unknown trainer.loss_type 'sigmoidd'"),
         ({"method": "kto", "trainer": {"per_device_train_batch_size": 1}}, "KTO needs"),
         ({"trainer": {"betta": 0.1}}, "did you mean `trainer.beta`"),
+        ({"method": "simpo", "trainer": {"loss_type": "ipo"}}, "would train CPO's ipo loss, not SimPO"),
     ],
-    ids=["no-parent", "unknown-method", "simpo-as-loss", "unknown-loss", "kto-batch-of-one", "typo"],
+    ids=["no-parent", "unknown-method", "simpo-as-loss", "unknown-loss", "kto-batch-of-one", "typo", "simpo-not-simpo"],
 )
 def test_bad_dpo_settings_fail_before_the_run_directory_exists(sections, expected, sft_run, data_dir, tmp_path):
     out = tmp_path / "dpo"

@@ -16,7 +16,7 @@ from alignkit import AlignkitError, lineage, runs
 from alignkit.config import RLStageConfig
 from alignkit.paths import bundled_data
 from alignkit.stages import rl
-from tests.conftest import run_capturing_trainer, write_jsonl
+from tests.conftest import run_capturing_trainer, run_cli, write_jsonl
 
 TINY = {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "logging_steps": 1}
 RL_TINY = {"max_steps": 2, "max_completion_length": 12, "learning_rate": 1e-2}
@@ -164,6 +164,9 @@ def test_rloo_trains_against_the_parent_policy(sft_run, root, tmp_path):
     )
     assert_complete_rl_run(run, ["sft", "rl"], ["concise"])
     assert run.manifest["method"] == "rloo" and type(trainer).__name__ == "RLOOTrainer"
+    # `alignkit runs` names the method, and shows no eval loss (RLOO's is ~0 by construction)
+    listed = run_cli("runs", "--dir", str(tmp_path), env={"COLUMNS": "200"})
+    assert listed.returncode == 0 and "rl (rloo)" in listed.stdout and "0.0000" not in listed.stdout
     sft_model, tokenizer = lineage.load_run_model(sft_run.path)
     with use_adapter(trainer.model, adapter_name="ref"):
         reference = logps(trainer.model, tokenizer)
