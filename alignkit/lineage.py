@@ -47,6 +47,7 @@ class Scorer:
     model: Any
     tokenizer: Any
     batch_size: int = 8
+    progress: str | None = None  # a progress bar's label while scoring; None: quiet (RL scores every step)
 
     def score(
         self, prompts: list[list[dict[str, str]]], completions: list[str] | list[list[dict[str, str]]]
@@ -65,6 +66,7 @@ class Scorer:
         similar length so that little of each batch is padding.
         """
         import torch
+        from tqdm.auto import tqdm
 
         ids = [
             tuple(self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"])
@@ -75,10 +77,12 @@ class Scorer:
         was_training = self.model.training
         self.model.eval()
         scores: dict[tuple[int, ...], float] = {}
-        with torch.no_grad():
+        bar = tqdm(total=len(distinct), desc=self.progress, unit="conversation", disable=self.progress is None)
+        with torch.no_grad(), bar:
             for chunk, batch in models.length_sorted_batches(self.tokenizer, distinct, self.batch_size, device):
                 logits = self.model(**batch).logits
                 scores |= zip([distinct[i] for i in chunk], logits[:, 0].float().tolist(), strict=True)
+                bar.update(len(chunk))
         self.model.train(was_training)
         return [scores[c] for c in ids]
 

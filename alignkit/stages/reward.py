@@ -54,7 +54,9 @@ def held_out_metrics(trainer: Any, plan: runner.Plan) -> dict[str, Any]:
 
     These stand in for TRL's last `evaluate()` (`final_evaluation=False`), which would score the same pairs again."""
     scored_split, pairs = ("validation", plan.eval_rows) if plan.eval_rows else ("train", plan.train_rows)
-    scorer = Scorer(trainer.model, plan.tokenizer, batch_size=plan.args.per_device_eval_batch_size)
+    scorer = Scorer(
+        trainer.model, plan.tokenizer, plan.args.per_device_eval_batch_size, progress=f"scoring {scored_split} pairs"
+    )
     margins = pair_margins(scorer, pairs)
     metrics = {"scored_split": scored_split, **margin_metrics(pairs, margins, plan.cfg.calibration_bins)}
     if scored_split == "validation":

@@ -227,7 +227,7 @@ def reward_run(sft_run: runs.Run, data_dir: Path) -> runs.Run:
     )
 
 
-def test_reward_model_on_the_sft_base_reports_accuracy_and_calibration(reward_run, data_dir):
+def test_reward_model_on_the_sft_base_reports_accuracy_and_calibration(reward_run, data_dir, capfd):
     run = reward_run
     assert_complete_run(run, ["sft", "reward"])
     assert run.manifest["head"] == "sequence-classification"
@@ -269,6 +269,10 @@ def test_reward_model_on_the_sft_base_reports_accuracy_and_calibration(reward_ru
     alone = [scorer.score([prompt], [answer])[0] for prompt, answer in zip(prompts, texts, strict=True)]
     assert len(set(alone)) > 1, "distinct answers score differently"
     assert scorer.score(prompts[::-1] + prompts, texts[::-1] + texts) == pytest.approx(alone[::-1] + alone, abs=1e-5)
+    capfd.readouterr()
+    scorer.progress = "scoring answers"  # as the reward stage scores its validation pairs: a bar over the distinct ones
+    scorer.score(prompts + prompts, texts + texts)
+    assert re.search(rf"scoring answers: 100%.* {len(texts)}/{len(texts)} ", capfd.readouterr().err)
 
 
 def test_reward_model_without_parent_or_margins(tiny_model, data_dir, tmp_path):
