@@ -19,15 +19,18 @@ def convert_all(rows: list[Row], convert: Callable[[dict[str, Any]], Any], expec
         try:
             converted.append(convert(row.data))
         except RowError as exc:
-            problems.append(f"{row.where}: {exc}{did_you_mean(row.data, str(exc))}")
+            problems.append(f"{row.where}: {exc}{did_you_mean(row.data, str(exc), exc.field)}")
     if problems:
         more = f" (+{len(problems) - 1} more rows with problems)" if len(problems) > 1 else ""
         raise AlignkitError(problems[0] + more, f"expected {expected}")
     return converted
 
 
-def did_you_mean(data: dict[str, Any], problem: str) -> str:
-    """For a missing field, point at a near-miss key in the row (`mesages` for `messages`)."""
+def did_you_mean(data: dict[str, Any], problem: str, field: str = "") -> str:
+    """For a missing field, point at a near-miss key in the row (`mesages` for `messages`); a field that is there but
+    null (JSON null, a short CSV row's absent cell) is said to be empty."""
+    if field in data and data[field] is None:
+        return " (it is null)"
     if "missing" not in problem and "expected one of" not in problem:
         return ""
     wanted = [

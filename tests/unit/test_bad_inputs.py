@@ -39,6 +39,7 @@ DATA_CASES = [
     ("broken.json", "sft", ["broken.json:line 2", "not valid JSON"]),
     ("prompt_missing_completion.jsonl", "sft", ["line 2", "`completion`: missing"]),
     ("empty.jsonl", "pretrain", ["empty.jsonl", "empty"]),
+    ("text_null.jsonl", "pretrain", ["text_null.jsonl:line 2", "field `text`: missing (it is null)"]),
     ("utf16.jsonl", "sft", ["utf16.jsonl:line 1", "UTF-8"]),
     ("messages_not_a_list.jsonl", "sft", ["line 1", "`messages`", "list of messages"]),
     ("message_missing_content.jsonl", "sft", ["line 1", "messages[1].content", "missing"]),
