@@ -150,6 +150,34 @@ def test_bad_flags_give_one_line_error(args, expected, tmp_path, capsys, chat_fi
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--rounds", "0"], ["`rounds` must be at least 1, got 0", "fix: e.g. --set rounds=1"]),
+        (["--set", "candidates=1"], ["`candidates` must be at least 2"]),
+        (["--sft-steps", "-1"], ["`sft_steps` must be at least 1"]),
+        (["--noise", "2"], ["`noise` is a probability (0 to 1), got 2.0"]),
+        (["--rule", "nonsense"], ["unknown oracle rule 'nonsense'", "careful"]),
+        (["--set", "dpo.betaa=0.2"], ["unknown config key `dpo.betaa`", "did you mean `dpo.beta`"]),
+        (["--set", "reward.max_steps=ten"], ["`reward.max_steps` must be int", "'ten'"]),
+        (["--set", "sft_peft.method=loraa"], ["unknown peft.method `loraa`"]),
+        (["--set", "train_prompts=500"], ["no prompt left to evaluate", "train_prompts=500"]),
+    ],
+    ids=[
+        *("rounds-zero", "one-candidate", "sft-steps-negative", "noise-above-one", "unknown-rule", "dpo-key-typo"),
+        *("reward-steps-text", "sft-peft-method", "nothing-held-out"),
+    ],
+)
+def test_bad_demo_settings_are_refused_before_any_training(args, expected, tmp_path, capsys, tiny_model, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_URL", "http://127.0.0.1:9")  # were it not refused: no server started, one error
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Say {i}.", "reference": str(i)} for i in range(8)])
+    out = tmp_path / "demo"
+    argv = ["demo", "--model", tiny_model, "--out", str(out), "--set", f"prompts={prompts}", *args]
+    code, err = invoke(argv, capsys)
+    assert_one_line_error(code, err, expected)
+    assert not out.exists(), "refused before anything is written"
+
+
 def test_existing_output_is_not_clobbered(tmp_path, capsys, chat_file, tiny_model):
     out = tmp_path / "run"
     out.mkdir()
