@@ -440,6 +440,24 @@ def test_existing_output_file_is_not_clobbered(command, tmp_path, capsys, tiny_m
     assert out.read_text() == "precious\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--top-p", "0"], ["`top_p` must be in (0, 1], got 0.0", "fix: e.g. --top-p 0.95"]),
+        (["--top-p", "1.5"], ["`top_p` must be in (0, 1], got 1.5"]),
+        (["--temperature", "-1"], ["`temperature` must be at least 0 (0: greedy), got -1.0"]),
+        (["--max-new-tokens", "0"], ["`max_new_tokens` must be at least 1, got 0"]),
+    ],
+    ids=["top-p-zero", "top-p-above-one", "temperature-negative", "no-new-tokens"],
+)
+def test_out_of_range_sampling_is_one_line_error_and_no_file(args, expected, tmp_path, capsys, tiny_model):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}])
+    out = tmp_path / "candidates.jsonl"
+    code, err = invoke(["generate", "--prompts", str(prompts), "--model", tiny_model, "--out", str(out), *args], capsys)
+    assert_one_line_error(code, err, expected)
+    assert not out.exists()
+
+
 # -- runs given to the commands that use a policy ---------------------------------------------------------------------
 
 PROMPTS = str(Path(__file__).resolve().parents[2] / "datasets" / "prompts.jsonl")

@@ -194,3 +194,24 @@ def test_runs_in_a_group_folder_are_listed_by_the_cli_the_runs_page_and_the_play
     )
     assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr
     assert {row["run"] for row in json.loads(listing.stdout)} == set(rows)
+
+
+@pytest.mark.parametrize(
+    ("messages", "options", "expected"),
+    [
+        ([], {}, "field `messages`: expected a non-empty list of messages"),
+        ({"role": "user", "content": "hi"}, {}, "field `messages`: expected a non-empty list"),
+        ([{"role": "bot", "content": "hi"}], {}, "field `messages[0].role`: unknown role 'bot'"),
+        ([{"role": "user", "content": 3}], {}, "field `messages[0].content`: expected a string, got int"),
+        ("hi", {"max_new_tokens": 0}, "`max_new_tokens` must be at least 1, got 0"),
+        ("hi", {"top_p": 0.0}, "`top_p` must be in (0, 1], got 0.0"),
+        ("hi", {"temperature": -1.0}, "`temperature` must be at least 0 (0: greedy), got -1.0"),
+    ],
+    ids=["empty", "one-dict", "unknown-role", "content-not-text", "no-new-tokens", "top-p-zero", "temperature-below"],
+)
+def test_chat_refuses_malformed_messages_and_sampling_in_one_error(messages, options, expected, tiny_model):
+    import alignkit
+
+    with pytest.raises(AlignkitError) as refused:
+        alignkit.chat(messages, model=tiny_model, **options)
+    assert expected in refused.value.message
