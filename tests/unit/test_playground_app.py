@@ -142,6 +142,15 @@ def test_two_models_answer_each_turn_and_keep_their_own_history(app, runs_dir, t
     assert app.session_state["turns"] == []
 
 
+def test_a_runs_directory_that_does_not_exist_is_said_not_shown_as_no_runs(app, runs_dir, tmp_path):
+    app.run()
+    assert not app.warning
+    app.sidebar.text_input[0].set_value(str(tmp_path / "no-such-runs")).run()
+    assert not app.exception
+    assert "no-such-runs` not found" in app.warning[0].value
+    assert len(app.multiselect[0].options) == 1  # the base only
+
+
 def test_few_shot_column_answers_from_the_base_with_sft_examples(app, runs_dir, tiny_model):
     app.run()
     app.multiselect[0].set_value([str(runs_dir / "dpo")]).run()
