@@ -119,6 +119,7 @@ def chat(
     _chat_models = _chat_models or playground.ModelPool()
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
+    messages = playground.checked_messages(messages)
     key = str(run) if run is not None else playground.BASE_PREFIX + model
     sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     return playground.reply(_chat_models, key, messages, sampling)

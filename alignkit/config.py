@@ -157,7 +157,7 @@ def load_config(
             node = node.setdefault(part, {})
         node[leaf] = parse_value(raw)
         merge(tree, nested, cls, where=f"--set {key}")
-    return build(cls, tree, where="config")
+    return build(cls, tree)
 
 
 # Keys naming another run dir. A run's config.yaml stores them relative to its own dir, like the manifest's parent,
@@ -309,14 +309,14 @@ def check_types(section: str, given: dict[str, Any], config_cls: type[Any]) -> N
             coerce(value, functools.reduce(operator.or_, allowed), f"{section}.{key}")
 
 
-def build(cls: type[Any], tree: dict[str, Any], where: str) -> Any:
-    """Instantiate dataclass `cls` from a dict, checking value types."""
+def build(cls: type[Any], tree: dict[str, Any], prefix: str = "") -> Any:
+    """Instantiate dataclass `cls` from a dict, checking value types; a wrong one is named by its dotted key."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         sub = dataclass_type(hints[f.name])
-        value = tree[f.name]
-        kwargs[f.name] = build(sub, value, f"{where}.{f.name}") if sub else coerce(value, hints[f.name], f"{f.name}")
+        value, dotted = tree[f.name], f"{prefix}{f.name}"
+        kwargs[f.name] = build(sub, value, f"{dotted}.") if sub else coerce(value, hints[f.name], dotted)
     return cls(**kwargs)
 
 

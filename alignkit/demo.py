@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +110,44 @@ ONE_EVALUATION = {"eval_on_start": False, "load_best_model_at_end": False}
 SFT_SETTINGS = ("sft_data", "sft_steps", "sft_learning_rate", "sft_peft", "sft")
 
 
+# The least each count may be: below it the loop fails (or trains a whole epoch: `max_steps=-1`) minutes in.
+AT_LEAST = {
+    **{"rounds": 1, "candidates": 2, "train_prompts": 1, "eval_prompts": 0, "checked_prompts": 0},
+    **{"sft_steps": 1, "reward_steps": 1, "dpo_steps": 1, "rl_steps": 0, "round_records": 1, "max_new_tokens": 1},
+}
+
+
+def check(cfg: DemoConfig) -> None:
+    """Refuse what the loop would only trip over after SFT, minutes in: a count out of range, an unknown rule, a noise
+    that is not a probability, and a stage section (`sft`, `reward`, `dpo`, `rl`: `trainer:` keys; `sft_peft`) that
+    its stage would refuse."""
+    from alignkit.config import DPOStageConfig, RLStageConfig, check_keys, check_types
+    from alignkit.stages import dpo, reward, rl, sft
+
+    defaults = DemoConfig()
+    for name, least in AT_LEAST.items():
+        if getattr(cfg, name) < least:
+            raise AlignkitError(
+                f"demo: `{name}` must be at least {least}, got {getattr(cfg, name)}",
+                f"e.g. --set {name}={getattr(defaults, name)}",
+            )
+    if not 0 <= cfg.noise <= 1:
+        raise AlignkitError(f"demo: `noise` is a probability (0 to 1), got {cfg.noise}", "e.g. --noise 0.1")
+    judges.rule(cfg.rule)
+    generate.Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)  # checks them
+    stages = {"sft": sft.RECIPE, "reward": reward.RECIPE, "dpo": dpo.RECIPE, "rl": rl.RECIPE}
+    stage_cfgs = {"dpo": DPOStageConfig(), "rl": RLStageConfig()}
+    for section, recipe in stages.items():
+        _, config_cls = recipe.classes(stage_cfgs.get(section))
+        check_keys(section, getattr(cfg, section), {f.name for f in fields(config_cls) if f.init})
+        check_types(section, getattr(cfg, section), config_cls)
+    if cfg.sft_peft:
+        models.peft_config(cfg.sft_peft)
+
+
 def run(cfg: DemoConfig) -> dict[str, Any]:
     """Run the loop and return (and write) the report."""
+    check(cfg)
     started = time.time()
     if cfg.sft_run:
         defaults = DemoConfig()
@@ -125,13 +161,6 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             )
     reused_sft = finished_sft(cfg.sft_run, cfg.model) if cfg.sft_run else None
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    precision = pick_precision()
-    if precision.device == "cpu" and precision.dtype == "float32":
-        console.print(
-            f"[yellow]fp32[/]: {precision.reason}. The demo's ~10 minutes on 2 cores were measured with bf16 "
-            "(AMX); in fp32 on 2 AVX2 cores one took 40 minutes (docs/preference-training.md)."
-        )
     timings: dict[str, float] = {}
 
     def step(name: str) -> None:
@@ -148,10 +177,24 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     dpo_eval_steps = max(1, cfg.dpo_steps // 2) if checked_prompts else cfg.dpo_steps  # checked mid-way too
     extra = cfg.extra_eval_prompts or (None if cfg.prompts else str(bundled_data("sft_eval.jsonl")))
     heldout_prompts += evaluate.load_eval_prompts(extra, "extra_eval_prompts") if extra else []
+    if not heldout_prompts:
+        raise AlignkitError(
+            f"demo: no prompt left to evaluate: the {len(prompts)} prompts are all rated (train_prompts="
+            f"{cfg.train_prompts}) and no extra_eval_prompts are given",
+            "lower train_prompts, raise eval_prompts, or pass extra_eval_prompts",
+        )
+    out.mkdir(parents=True, exist_ok=True)
     write_prompts(out / "train_prompts.jsonl", train_prompts)
     write_prompts(out / "heldout_prompts.jsonl", heldout_prompts)
     if checked_prompts:
         write_prompts(out / "checked_prompts.jsonl", checked_prompts)
+
+    precision = pick_precision()
+    if precision.device == "cpu" and precision.dtype == "float32":
+        console.print(
+            f"[yellow]fp32[/]: {precision.reason}. The demo's ~10 minutes on 2 cores were measured with bf16 "
+            "(AMX); in fp32 on 2 AVX2 cores one took 40 minutes (docs/preference-training.md)."
+        )
 
     sft_run = reused_sft or train_sft(cfg, out / "sft")
     step("sft")

@@ -35,6 +35,22 @@ class Sampling:
     # against samples gives pairs about the answer the policy actually gives.
     greedy_first: bool = False
 
+    def __post_init__(self) -> None:
+        """Out-of-range values are one error here, not a sampler's traceback or a silently empty reply."""
+        check_sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
+
+
+def check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
+    """`temperature` >= 0 (0: greedy), `top_p` in (0, 1], `max_new_tokens` >= 1, each named as the option it is."""
+    for name, value, ok, expected, example in (
+        ("temperature", temperature, temperature >= 0, "at least 0 (0: greedy)", "0.8"),
+        ("top_p", top_p, 0 < top_p <= 1, "in (0, 1]", "0.95"),
+        ("max_new_tokens", max_new_tokens, max_new_tokens >= 1, "at least 1", "128"),
+    ):
+        if not ok:
+            flag = name.replace("_", "-")
+            raise AlignkitError(f"sampling: `{name}` must be {expected}, got {value}", f"e.g. --{flag} {example}")
+
 
 def answer(
     model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int = 64, **sampling: Any

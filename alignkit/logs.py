@@ -23,6 +23,7 @@ LIBRARIES = (
 )
 FORMAT = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
 logger = logging.getLogger("alignkit")
+_default_file: Path | None = None  # set by `quiet_terminal`: where records go between runs
 
 
 def verbose() -> bool:
@@ -64,9 +65,10 @@ def quiet_terminal() -> None:
         for handler in library.handlers:
             if not isinstance(handler, logging.FileHandler):
                 handler.setLevel(logging.ERROR)
-    default = default_log_file()
-    default.parent.mkdir(parents=True, exist_ok=True)
-    to_file(default)
+    global _default_file
+    _default_file = default_log_file()
+    _default_file.parent.mkdir(parents=True, exist_ok=True)
+    to_file(_default_file)
 
 
 def to_file(path: Path) -> None:
@@ -88,11 +90,16 @@ def to_file(path: Path) -> None:
 
 
 def stop_file(path: Path) -> None:
-    """Stop writing to `path` (a run dir about to be removed)."""
+    """Stop writing to `path` (a run that ended, or is about to be removed); records go back to the default log file
+    of `quiet_terminal`, or, used as a library, to no file: a finished run's log.txt gets nothing of what follows."""
     target_file = os.path.abspath(path)
+    stopped = False
     for name in ("alignkit", *LIBRARIES):
         target = logging.getLogger(name)
         for handler in [h for h in target.handlers if isinstance(h, logging.FileHandler)]:
             if handler.baseFilename == target_file:
                 target.removeHandler(handler)
                 handler.close()
+                stopped = True
+    if stopped and _default_file is not None and os.path.abspath(_default_file) != target_file:
+        to_file(_default_file)

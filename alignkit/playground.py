@@ -318,6 +318,19 @@ def reply(pool: ModelPool, key: str, messages: Messages, sampling: Sampling) -> 
     return "".join(stream_reply(pool, key, messages, sampling)).strip()
 
 
+def checked_messages(messages: Any) -> Messages:
+    """A conversation to reply to, checked as a training row's messages are (a non-empty list; known roles; string
+    contents): one error naming the message, not a chat template's traceback."""
+    from alignkit.data.formats import RowError, message_list
+
+    try:
+        return message_list(messages, "messages", "role", "content", None)
+    except RowError as exc:
+        raise AlignkitError(
+            f"chat: {exc}", 'pass a string, or a list of {"role": "system" | "user" | "assistant", "content": str}'
+        ) from None
+
+
 def conversation(history: Messages, user_text: str, system: str = "") -> Messages:
     """The messages sent to a model: the system prompt (if any), earlier turns, the new user turn."""
     head = [{"role": "system", "content": system}] if system.strip() else []

@@ -134,6 +134,8 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
             ended = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             plan.run.update_manifest(status=ended, error=first_line(error) if ended == "failed" else None)
         raise
+    finally:  # the run's log.txt takes nothing of what the process does next (another stage, chatting with it)
+        runs.detach_log(plan.run)
 
 
 def build_with_adapter(recipe: Recipe, plan: Plan) -> Any:

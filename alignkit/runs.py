@@ -484,7 +484,7 @@ def attach_log(run: Run) -> None:
 
 
 def detach_log(run: Run) -> None:
-    """Stop writing to the run's log.txt (the run dir is about to be removed)."""
+    """Stop writing to the run's log.txt (its stage ended, or the run dir is about to be removed)."""
     logs.stop_file(run.path / "log.txt")
 
 

@@ -49,6 +49,11 @@ def chat_page() -> None:
     with st.sidebar:
         settings = sidebar()
     choices = playground.model_choices(settings["runs_dir"], settings["base_model"])
+    if not Path(settings["runs_dir"]).is_dir():  # else it reads as "no runs yet"
+        st.warning(
+            f"Runs directory `{settings['runs_dir']}` not found: only the base model is offered — fix: enter the "
+            "folder your runs are in (sidebar)"
+        )
     by_key = {c.key: c for c in choices}
     st.title("Playground")
     default = [c.key for c in choices if c.usable][:2]

@@ -134,12 +134,14 @@ def test_bad_config_gives_one_line_error(name, expected, tmp_path, capsys, chat_
         (["--set", "trainer.gradient_accumulation_steps=0"], ["gradient_accumulation_steps must be at least 1"]),
         (["--set", "data.validation_split=2"], ["data.validation_split must be a fraction in [0, 1), got 2.0"]),
         (["--set", "data.validation_split=-0.5"], ["data.validation_split must be a fraction"]),
+        (["--set", "data.validation_split=half"], ["`data.validation_split` must be float, got 'half'"]),
+        (["--set", "model.trust_remote_code=maybe"], ["`model.trust_remote_code` must be bool"]),
     ],
     ids=[
         *("set-typo", "trainer-typo", "trainer-key-at-top", "set-no-equals", "zero-steps", "negative-lr"),
         *("unknown-precision", "missing-from", "missing-model", "model-is-a-file", "missing-data"),
         *("peft-r-text", "peft-alpha-text", "peft-r-zero", "peft-target-none", "batch-zero", "accumulation-zero"),
-        *("split-above-one", "split-negative"),
+        *("split-above-one", "split-negative", "split-not-a-number", "model-option-type"),
     ],
 )
 def test_bad_flags_give_one_line_error(args, expected, tmp_path, capsys, chat_file, tiny_model):
@@ -171,6 +173,34 @@ def test_a_top_level_key_is_suggested_where_it_belongs_not_as_another_knob(stage
     code, err = invoke([stage, "--set", f"{key}=1", "--out", str(tmp_path / "run")], capsys)
     assert_one_line_error(code, err, [f"unknown config key `{key}`", f"did you mean `{home}`?"])
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--rounds", "0"], ["`rounds` must be at least 1, got 0", "fix: e.g. --set rounds=1"]),
+        (["--set", "candidates=1"], ["`candidates` must be at least 2"]),
+        (["--sft-steps", "-1"], ["`sft_steps` must be at least 1"]),
+        (["--noise", "2"], ["`noise` is a probability (0 to 1), got 2.0"]),
+        (["--rule", "nonsense"], ["unknown oracle rule 'nonsense'", "careful"]),
+        (["--set", "dpo.betaa=0.2"], ["unknown config key `dpo.betaa`", "did you mean `dpo.beta`"]),
+        (["--set", "reward.max_steps=ten"], ["`reward.max_steps` must be int", "'ten'"]),
+        (["--set", "sft_peft.method=loraa"], ["unknown peft.method `loraa`"]),
+        (["--set", "train_prompts=500"], ["no prompt left to evaluate", "train_prompts=500"]),
+    ],
+    ids=[
+        *("rounds-zero", "one-candidate", "sft-steps-negative", "noise-above-one", "unknown-rule", "dpo-key-typo"),
+        *("reward-steps-text", "sft-peft-method", "nothing-held-out"),
+    ],
+)
+def test_bad_demo_settings_are_refused_before_any_training(args, expected, tmp_path, capsys, tiny_model, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_URL", "http://127.0.0.1:9")  # were it not refused: no server started, one error
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Say {i}.", "reference": str(i)} for i in range(8)])
+    out = tmp_path / "demo"
+    argv = ["demo", "--model", tiny_model, "--out", str(out), "--set", f"prompts={prompts}", *args]
+    code, err = invoke(argv, capsys)
+    assert_one_line_error(code, err, expected)
+    assert not out.exists(), "refused before anything is written"
 
 
 def test_existing_output_is_not_clobbered(tmp_path, capsys, chat_file, tiny_model):
@@ -433,6 +463,24 @@ def test_existing_output_file_is_not_clobbered(command, tmp_path, capsys, tiny_m
     code, err = invoke([command, *source, "--model", tiny_model, "--out", str(out)], capsys)
     assert_one_line_error(code, err, ["output file exists", "--overwrite"])
     assert out.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--top-p", "0"], ["`top_p` must be in (0, 1], got 0.0", "fix: e.g. --top-p 0.95"]),
+        (["--top-p", "1.5"], ["`top_p` must be in (0, 1], got 1.5"]),
+        (["--temperature", "-1"], ["`temperature` must be at least 0 (0: greedy), got -1.0"]),
+        (["--max-new-tokens", "0"], ["`max_new_tokens` must be at least 1, got 0"]),
+    ],
+    ids=["top-p-zero", "top-p-above-one", "temperature-negative", "no-new-tokens"],
+)
+def test_out_of_range_sampling_is_one_line_error_and_no_file(args, expected, tmp_path, capsys, tiny_model):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}])
+    out = tmp_path / "candidates.jsonl"
+    code, err = invoke(["generate", "--prompts", str(prompts), "--model", tiny_model, "--out", str(out), *args], capsys)
+    assert_one_line_error(code, err, expected)
+    assert not out.exists()
 
 
 # -- runs given to the commands that use a policy ---------------------------------------------------------------------

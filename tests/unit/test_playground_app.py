@@ -142,6 +142,15 @@ def test_two_models_answer_each_turn_and_keep_their_own_history(app, runs_dir, t
     assert app.session_state["turns"] == []
 
 
+def test_a_runs_directory_that_does_not_exist_is_said_not_shown_as_no_runs(app, runs_dir, tmp_path):
+    app.run()
+    assert not app.warning
+    app.sidebar.text_input[0].set_value(str(tmp_path / "no-such-runs")).run()
+    assert not app.exception
+    assert "no-such-runs` not found" in app.warning[0].value
+    assert len(app.multiselect[0].options) == 1  # the base only
+
+
 def test_few_shot_column_answers_from_the_base_with_sft_examples(app, runs_dir, tiny_model):
     app.run()
     app.multiselect[0].set_value([str(runs_dir / "dpo")]).run()
@@ -194,3 +203,24 @@ def test_runs_in_a_group_folder_are_listed_by_the_cli_the_runs_page_and_the_play
     )
     assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr
     assert {row["run"] for row in json.loads(listing.stdout)} == set(rows)
+
+
+@pytest.mark.parametrize(
+    ("messages", "options", "expected"),
+    [
+        ([], {}, "field `messages`: expected a non-empty list of messages"),
+        ({"role": "user", "content": "hi"}, {}, "field `messages`: expected a non-empty list"),
+        ([{"role": "bot", "content": "hi"}], {}, "field `messages[0].role`: unknown role 'bot'"),
+        ([{"role": "user", "content": 3}], {}, "field `messages[0].content`: expected a string, got int"),
+        ("hi", {"max_new_tokens": 0}, "`max_new_tokens` must be at least 1, got 0"),
+        ("hi", {"top_p": 0.0}, "`top_p` must be in (0, 1], got 0.0"),
+        ("hi", {"temperature": -1.0}, "`temperature` must be at least 0 (0: greedy), got -1.0"),
+    ],
+    ids=["empty", "one-dict", "unknown-role", "content-not-text", "no-new-tokens", "top-p-zero", "temperature-below"],
+)
+def test_chat_refuses_malformed_messages_and_sampling_in_one_error(messages, options, expected, tiny_model):
+    import alignkit
+
+    with pytest.raises(AlignkitError) as refused:
+        alignkit.chat(messages, model=tiny_model, **options)
+    assert expected in refused.value.message

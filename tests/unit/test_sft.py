@@ -502,3 +502,23 @@ def test_a_run_made_with_relative_paths_works_from_any_directory(tmp_path, tiny_
     )
     assert generated.returncode == 0, generated.stderr
     assert json.loads((elsewhere / "c.jsonl").read_text())["candidates"][0]["model"] == str(Path(tiny_model).resolve())
+
+
+def test_a_finished_runs_log_takes_nothing_of_what_the_process_does_next(tmp_path, tiny_model, chat_file, monkeypatch):
+    import logging
+
+    from alignkit import logs
+
+    between = tmp_path / "alignkit.log"  # what `quiet_terminal` (the CLI) sets: where records go between runs
+    monkeypatch.setattr(logs, "_default_file", between, raising=False)
+    settings = {"model": {"name": tiny_model}, "data": {"paths": [str(chat_file)]}, "trainer": {"max_steps": 1}}
+    first = alignkit.sft(out=str(tmp_path / "first"), **settings)
+    logging.getLogger("transformers").warning("after the first run")
+    second = alignkit.sft(out=str(tmp_path / "second"), **settings)
+    assert "after the first run" not in (first.path / "log.txt").read_text()
+    assert str(second.path) not in (first.path / "log.txt").read_text()
+    assert "after the first run" in between.read_text()
+    assert "step 1: {'loss'" in (second.path / "log.txt").read_text()  # each run still logs to its own
+    open_files = [h.baseFilename for h in logging.getLogger("transformers").handlers if hasattr(h, "baseFilename")]
+    assert open_files == [str(between)]
+    logs.stop_file(between)
