@@ -9,7 +9,8 @@ The rule (`careful` by default: not degenerate, then correct against the prompt'
 asked, then concise between answers that pass those checks; `judges.RULES`) reads each prompt's spec from
 `datasets/prompts.jsonl`; swap it with `rule=`.
 Everything it writes lands under `out/` (`runs/demo/`, a group folder the CLI's `runs`, the playground and the Runs
-page list): the run directories (sft, reward, dpo), candidates, pairs, the Argilla data, eval/, the report.
+page list): the run directories (sft, reward, dpo), candidates, pairs, the Argilla data, eval/, the report. A rerun
+into the same `out` replaces them (`prepare_out`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import functools
 import json
 import os
 import random
+import re
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -145,6 +148,39 @@ def check(cfg: DemoConfig) -> None:
         models.peft_config(cfg.sft_peft)
 
 
+DEMO_MARKER = "alignkit-demo.json"  # written first into a demo's `out`: a rerun may replace what that demo wrote
+# What a demo writes into `out`, by name: the runs, prompts, candidates, pairs, eval/ and the report (not argilla/)
+DEMO_OUTPUTS = re.compile(
+    r"(sft|rl|eval|report\.json|report\.md|(train|heldout|checked)_prompts\.jsonl"
+    r"|(reward|dpo)(-round-\d+)?|(candidates|pairs|pairs-best-worst)(-round-\d+)?\.jsonl)"
+)
+
+
+def prepare_out(out: Path, keep: Path | None = None) -> None:
+    """`out` made ready for this demo: new or empty, or an earlier demo's, whose outputs (`DEMO_OUTPUTS`) are removed
+    so none of its files (a second round's, say) is read as this one's; its Argilla data, the reused SFT run `keep`
+    and anything else put there are kept. A folder that holds no demo is refused: runs by the demo's names would be
+    replaced (`--out runs` would replace your own `runs/sft`)."""
+    if out.exists() and not out.is_dir():
+        raise AlignkitError(f"{out}: is a file, not an output directory", "pass a directory path to --out")
+    if out.is_dir() and any(out.iterdir()):
+        earlier_demo = (out / DEMO_MARKER).is_file() or all(
+            (out / f).is_file() for f in ("report.json", "train_prompts.jsonl")
+        )
+        if not earlier_demo:
+            raise AlignkitError(
+                f"{out}: holds other things than an earlier demo (no {DEMO_MARKER}), and the demo writes runs by "
+                "fixed names (sft, reward, dpo, ...) there",
+                "pass a new or empty --out, e.g. runs/demo",
+            )
+        kept = keep.resolve() if keep else None
+        for entry in out.iterdir():
+            if DEMO_OUTPUTS.fullmatch(entry.name) and not (kept and kept.is_relative_to(entry.resolve())):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text(json.dumps({"demo": alignkit.__version__}) + "\n", encoding="utf-8")
+
+
 def run(cfg: DemoConfig) -> dict[str, Any]:
     """Run the loop and return (and write) the report."""
     check(cfg)
@@ -183,7 +219,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             f"{cfg.train_prompts}) and no extra_eval_prompts are given",
             "lower train_prompts, raise eval_prompts, or pass extra_eval_prompts",
         )
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out, Path(cfg.sft_run) if cfg.sft_run else None)
     write_prompts(out / "train_prompts.jsonl", train_prompts)
     write_prompts(out / "heldout_prompts.jsonl", heldout_prompts)
     if checked_prompts:

@@ -599,3 +599,28 @@ def test_a_top_level_key_put_under_trainer_is_named_as_top_level(tmp_path, capsy
     code, err = invoke([*argv, "--set", "trainer.early_stopping_patience=2"], capsys)
     assert_one_line_error(code, err, ["`trainer.early_stopping_patience`", "`early_stopping_patience` is a top-level"])
     assert not (tmp_path / "run").exists()
+
+
+def test_the_demo_replaces_an_earlier_demos_outputs_and_refuses_a_folder_of_other_things(tmp_path, capsys, tiny_model):
+    from alignkit import demo
+
+    # an earlier demo (two rounds) with the user's own run and the reused SFT run beside its outputs
+    earlier = tmp_path / "demo"
+    for name in ("sft", "reward", "dpo", "dpo-round-2", "eval", "argilla", "mine", "reused/sft"):
+        (earlier / name).mkdir(parents=True)
+    for name in ("report.json", "train_prompts.jsonl", "candidates-round-2.jsonl", "pairs-best-worst.jsonl", "notes"):
+        (earlier / name).write_text("{}")
+    demo.prepare_out(earlier, keep=earlier / "reused" / "sft")
+    assert sorted(p.name for p in earlier.iterdir()) == ["alignkit-demo.json", "argilla", "mine", "notes", "reused"]
+    demo.prepare_out(earlier)  # its marker now says it is a demo's, whatever else is there
+    demo.prepare_out(earlier, keep=earlier / "sft")
+
+    # a runs folder holding the user's own run `sft`: replaced by the demo's were it not refused
+    runs_dir = tmp_path / "runs"
+    (runs_dir / "sft").mkdir(parents=True)
+    (runs_dir / "sft" / "manifest.json").write_text("{}")
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Say {i}.", "reference": str(i)} for i in range(8)])
+    settings = ["--set", f"prompts={prompts}", "--set", "train_prompts=4"]
+    code, err = invoke(["demo", "--model", tiny_model, "--out", str(runs_dir), *settings], capsys)
+    assert_one_line_error(code, err, [f"{runs_dir}: holds other things than an earlier demo", "pass a new or empty"])
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["sft"] and (runs_dir / "sft" / "manifest.json").is_file()
