@@ -13,6 +13,7 @@ import difflib
 import functools
 import importlib
 import operator
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -178,11 +179,21 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as configs are written: PyYAML's YAML 1.1 reads `1e-4` (no dot) as a string; here it is a float, as in
+    YAML 1.2 and as `--set` reads it."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise AlignkitError(f"{path}: config file not found", "pass an existing YAML file to --config")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         at = f":{line + 1}" if line is not None else ""

@@ -108,3 +108,14 @@ def test_a_seed_set_over_a_runs_config_yaml_seeds_the_trainer(tiny_model, tmp_pa
     assert again.manifest["seed"] == 7 and again.manifest["trainer_args"]["seed"] == 7
     pinned = alignkit.sft(str(first.path / "config.yaml"), ["trainer.seed=3"], out=str(tmp_path / "c"))
     assert pinned.manifest["trainer_args"]["seed"] == 3 and trainer_section(pinned)["seed"] == 3
+
+
+def test_a_yaml_config_reads_1e_minus_4_as_the_float_it_is(tmp_path):
+    """PyYAML reads `1e-4` (no dot) as a string, which failed as "must be float"; users write it that way."""
+    from alignkit.config import SFTStageConfig, load_config
+
+    config = tmp_path / "sft.yaml"
+    config.write_text("data:\n  validation_split: 5e-2\ntrainer:\n  learning_rate: 1e-4\n")
+    cfg = load_config(SFTStageConfig, config)
+    assert cfg.trainer["learning_rate"] == 1e-4 and cfg.data.validation_split == 0.05
+    assert load_config(SFTStageConfig, None, None, ["trainer.learning_rate=1e-4"]).trainer["learning_rate"] == 1e-4
