@@ -173,12 +173,12 @@ class Run:
 
     @contextmanager
     def removed_if_refused(self) -> Iterator[Run]:
-        """The set-up of a run `create` just made (loading the model, building the trainer): an `AlignkitError` in it
-        removes the run dir and puts back the one it replaced, so a refused stage leaves no run behind. A resumed run
-        is left as it was."""
+        """The set-up of a run `create` just made (loading the model, building the trainer): an `AlignkitError`, a
+        Ctrl-C or a crash in it removes the run dir and puts back the one it replaced, so a stage stopped before it
+        trained leaves no run behind. A resumed run is left as it was."""
         try:
             yield self
-        except AlignkitError:
+        except BaseException:
             if self.fresh and distributed.is_main():
                 detach_log(self)
                 shutil.rmtree(self.path, ignore_errors=True)

@@ -215,6 +215,26 @@ def test_dpo_refused_while_loading_its_parent_removes_its_run_dir_and_keeps_the_
     assert done.complete and not (out / "keep.txt").exists()
 
 
+def test_ctrl_c_while_a_stage_sets_up_puts_back_the_run_it_was_replacing(tmp_path, refusal_base, monkeypatch):
+    """A Ctrl-C (or a crash) before training starts left the replaced run in a hidden `.dpo.replaced-PID` folder
+    and a new run that trained nothing in its place."""
+    _, pairs = write_data(tmp_path)
+    parent = adapter_run(tmp_path / "sft", refusal_base)
+    out = tmp_path / "runs" / "dpo"
+    out.mkdir(parents=True)
+    (out / "manifest.json").write_text('{"stage": "dpo", "status": "complete"}')
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # the user's Ctrl-C while the parent model loads
+
+    monkeypatch.setattr(lineage, "load_run_model", interrupted)
+    sections = {"data": {"paths": [str(pairs)], "validation_split": 0}, "trainer": {"max_steps": 1, **TINY}}
+    with pytest.raises(KeyboardInterrupt):
+        alignkit.dpo(from_run=str(parent.path), out=str(out), overwrite=True, **sections)
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete", "the earlier run is back"
+    assert [p.name for p in out.parent.iterdir()] == ["dpo"], "and no hidden copy is left beside it"
+
+
 def test_a_resumed_run_refused_in_set_up_is_left_as_it_was(tmp_path):
     run = runs.Run(tmp_path / "run")  # reopened by `create` for --resume: not fresh
     run.path.mkdir()
