@@ -144,9 +144,12 @@ def column_title(key: str, by_key: dict[str, playground.ModelChoice], k: int, ic
 
 
 def conversation_for(key: str, user_text: str, settings: dict[str, Any]) -> list[dict[str, str]]:
-    """One column's conversation: the system prompt, that column's own earlier turns, the new message."""
+    """One column's conversation: the system prompt, that column's own earlier turns (a model added mid-chat has none
+    from before it joined), the new message."""
     history: list[dict[str, str]] = []
     for turn in st.session_state.turns[:-1]:
+        if key not in turn["answers"]:
+            continue
         history += [{"role": "user", "content": turn["user"]}]
         history += [{"role": "assistant", "content": turn["answers"].get(key, "")}]
     return playground.conversation(history, user_text, settings["system"])

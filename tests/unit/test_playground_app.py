@@ -138,6 +138,13 @@ def test_two_models_answer_each_turn_and_keep_their_own_history(app, runs_dir, t
         assert second[1] == {"role": "assistant", "content": turns[0]["answers"][key]}  # its own earlier reply
         assert second[-1] == {"role": "user", "content": "And 3 plus 3?"}
     assert any(b.label == "⬅ Left is better" and b.disabled for b in app.button)  # not signed in to Argilla
+    # a model added mid-chat starts from the turns it answered: none, not earlier turns with empty replies
+    app.multiselect[0].set_value([pg.BASE_PREFIX + tiny_model, str(runs_dir / "sft"), str(runs_dir / "dpo")]).run()
+    app.chat_input[0].set_value("And 4 plus 4?").run()
+    assert not app.exception
+    assert app.session_state["turns"][2]["prompt"][str(runs_dir / "dpo")] == [
+        {"role": "user", "content": "And 4 plus 4?"}
+    ]
     next(b for b in app.button if b.label == "Clear chat").click().run()
     assert app.session_state["turns"] == []
 
