@@ -55,6 +55,8 @@ def chat_page() -> None:
             "folder your runs are in (sidebar)"
         )
     by_key = {c.key: c for c in choices}
+    for gone in [k for k in st.session_state.get("picked", []) if k not in by_key]:  # else silently unpicked
+        st.warning(f"`{gone}` is gone (moved or deleted since you picked it): it is no longer in the chat")
     st.title("Playground")
     default = [c.key for c in choices if c.usable][:2]
     picked = st.multiselect(

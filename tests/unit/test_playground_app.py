@@ -5,6 +5,7 @@ shared base. Feedback to a real Argilla in a real browser: tests/e2e/test_playgr
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,21 @@ def test_a_runs_directory_that_does_not_exist_is_said_not_shown_as_no_runs(app, 
     assert not app.exception
     assert "no-such-runs` not found" in app.warning[0].value
     assert len(app.multiselect[0].options) == 1  # the base only
+
+
+def test_a_picked_run_that_is_deleted_is_said_gone_not_silently_unpicked(app, runs_dir, tmp_path):
+    copy = tmp_path / "runs"
+    shutil.copytree(runs_dir, copy)
+    app.run()
+    app.sidebar.text_input[0].set_value(str(copy)).run()
+    app.multiselect[0].set_value([str(copy / "sft"), str(copy / "dpo")]).run()
+    shutil.rmtree(copy / "dpo")
+    app.run()
+    assert not app.exception
+    assert [w.value for w in app.warning] == [
+        f"`{copy / 'dpo'}` is gone (moved or deleted since you picked it): it is no longer in the chat"
+    ]
+    assert app.multiselect[0].value == [str(copy / "sft")]
 
 
 def test_few_shot_column_answers_from_the_base_with_sft_examples(app, runs_dir, tiny_model):
