@@ -40,16 +40,17 @@ class Sampling:
         check_sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
 
 
-def check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
-    """`temperature` >= 0 (0: greedy), `top_p` in (0, 1], `max_new_tokens` >= 1, each named as the option it is."""
+def check_sampling(temperature: float, top_p: float, max_new_tokens: int, prefix: str = "") -> None:
+    """`temperature` >= 0 (0: greedy), `top_p` in (0, 1], `max_new_tokens` >= 1, each named as the option it is
+    (`prefix`: of a second set of them, e.g. synth's `task_temperature`, a keyword argument rather than a flag)."""
     for name, value, ok, expected, example in (
         ("temperature", temperature, temperature >= 0, "at least 0 (0: greedy)", "0.8"),
         ("top_p", top_p, 0 < top_p <= 1, "in (0, 1]", "0.95"),
         ("max_new_tokens", max_new_tokens, max_new_tokens >= 1, "at least 1", "128"),
     ):
         if not ok:
-            flag = name.replace("_", "-")
-            raise AlignkitError(f"sampling: `{name}` must be {expected}, got {value}", f"e.g. --{flag} {example}")
+            fix = f"{prefix}{name}={example}" if prefix else f"--{name.replace('_', '-')} {example}"
+            raise AlignkitError(f"sampling: `{prefix}{name}` must be {expected}, got {value}", f"e.g. {fix}")
 
 
 def answer(

@@ -83,6 +83,10 @@ class Sampling:
     max_new_tokens: int = 96
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        generate.check_sampling(self.answer_temperature, self.top_p, self.max_new_tokens)
+        generate.check_sampling(self.task_temperature, self.top_p, self.task_max_new_tokens, prefix="task_")
+
 
 def run(
     from_run: str | None,

@@ -624,3 +624,16 @@ def test_the_demo_replaces_an_earlier_demos_outputs_and_refuses_a_folder_of_othe
     code, err = invoke(["demo", "--model", tiny_model, "--out", str(runs_dir), *settings], capsys)
     assert_one_line_error(code, err, [f"{runs_dir}: holds other things than an earlier demo", "pass a new or empty"])
     assert sorted(p.name for p in runs_dir.iterdir()) == ["sft"] and (runs_dir / "sft" / "manifest.json").is_file()
+
+
+def test_synth_checks_its_task_and_answer_sampling_before_any_work(tmp_path, capsys, tiny_model):
+    from alignkit import AlignkitError, synth
+
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", [{"prompt": "Say hi."}])
+    out = tmp_path / "synth.jsonl"
+    argv = ["synth", "--seeds", str(seeds), "--model", tiny_model, "--out", str(out), "--temperature", "-1"]
+    code, err = invoke(argv, capsys)
+    assert_one_line_error(code, err, ["`temperature` must be at least 0 (0: greedy), got -1.0", "--temperature 0.8"])
+    with pytest.raises(AlignkitError, match=r"`task_max_new_tokens` must be at least 1, got 0"):
+        synth.run(None, tiny_model, str(seeds), 2, str(out), task_max_new_tokens=0)
+    assert not out.exists()
