@@ -144,11 +144,12 @@ def test_annotator_goes_back_to_change_a_rating_and_a_skip_and_argilla_keeps_onl
         page.keyboard.press(key)
         fresh.get_by_text(then).first.wait_for()
 
+    def chosen(button: str) -> None:
+        expect(fresh.get_by_role("button", name=button)).to_have_attribute("data-testid", "stBaseButton-primary")
+
     on_screen(order[0])
     page.keyboard.press("1")
-    expect(fresh.get_by_role("button", name="Response 1 is better")).to_have_attribute(
-        "data-testid", "stBaseButton-primary"
-    )
+    chosen("Response 1 is better")
     press("Enter", "1 submitted")
     on_screen(order[1])
     press("s", "1 skipped")
@@ -157,9 +158,7 @@ def test_annotator_goes_back_to_change_a_rating_and_a_skip_and_argilla_keeps_onl
     press("b", "You answered this record before")
     on_screen(order[1])
     page.keyboard.press("2")
-    expect(fresh.get_by_role("button", name="Response 2 is better")).to_have_attribute(
-        "data-testid", "stBaseButton-primary"
-    )
+    chosen("Response 2 is better")
     press("Enter", "2 submitted")
     on_screen(order[2])
     expect(fresh.get_by_text("0 skipped")).to_have_count(1)
@@ -168,11 +167,9 @@ def test_annotator_goes_back_to_change_a_rating_and_a_skip_and_argilla_keeps_onl
     on_screen(order[1])
     press("b", "You answered this record before")
     on_screen(order[0])
-    expect(fresh.get_by_role("button", name="Response 1 is better")).to_have_attribute(
-        "data-testid", "stBaseButton-primary"
-    )  # the answer given, selected
+    chosen("Response 1 is better")  # the answer given, selected
     page.keyboard.press("t")
-    expect(fresh.get_by_role("button", name="Tie")).to_have_attribute("data-testid", "stBaseButton-primary")
+    chosen("Tie")
     page.keyboard.press("Enter")
     on_screen(order[2])
 
