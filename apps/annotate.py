@@ -175,9 +175,11 @@ def show(record: annotation.RecordView | None, dataset_id: str) -> None:
     st.session_state.record = record
     st.session_state.record_dataset = dataset_id
     if record is not None:
-        st.session_state.choice = record.draft.get(schema.REVIEW if record.is_review else schema.PREFERENCE)
+        st.session_state[f"choice-of-{record.id}"] = record.draft.get(
+            schema.REVIEW if record.is_review else schema.PREFERENCE
+        )
         st.session_state[f"edit-{record.id}"] = record.draft.get(schema.EDITED_RESPONSE) or ""
-        st.session_state.strength = record.draft.get(schema.STRENGTH)
+        st.session_state[f"strength-of-{record.id}"] = record.draft.get(schema.STRENGTH)
         st.session_state[f"rationale-{record.id}"] = record.draft.get(schema.RATIONALE) or ""
         st.session_state[f"ranking-{record.id}"] = annotation.ranking_from_ranks(annotation.draft_ranks(record))
 
@@ -237,10 +239,9 @@ def review_answer(record: annotation.RecordView) -> None:
     with st.container(border=True):
         st.markdown("**Response**")
         st.markdown(record.response or "")
-    choice = st.session_state.get("choice")
     for value, column in zip(schema.REVIEW_LABELS, st.columns(len(schema.REVIEW_LABELS)), strict=True):
         with column:
-            choice_button(value, schema.REVIEW_LABELS[value], choice, shortcut=REVIEW_SHORTCUTS[value])
+            choice_button(record, value, schema.REVIEW_LABELS[value], shortcut=REVIEW_SHORTCUTS[value])
     st.text_area(
         "Edited response (optional: replaces the response when you accept)",
         key=f"edit-{record.id}",
@@ -253,35 +254,38 @@ def pair_answer(record: annotation.RecordView) -> None:
         with column, st.container(border=True):
             st.markdown(f"**Response {i + 1}**")
             st.markdown(record.candidates[i])
-    choice = st.session_state.get("choice")
     for key, column in zip(("1", "2"), st.columns(2), strict=True):
         with column:
-            choice_button(key, schema.PREFERENCE_LABELS[key], choice)
-    choice_button("tie", "Tie", choice, shortcut="T")
+            choice_button(record, key, schema.PREFERENCE_LABELS[key])
+    choice_button(record, "tie", "Tie", shortcut="T")
+    choice = st.session_state.get(f"choice-of-{record.id}")
     if choice in ("1", "2"):
-        strength = st.session_state.get("strength")
+        strength = st.session_state.get(f"strength-of-{record.id}")
         st.markdown(f"How much better is response {choice}? (optional)")
         for value, column in zip(schema.STRENGTH_VALUES, st.columns(len(schema.STRENGTH_VALUES)), strict=True):
             column.button(
                 f"{value} · {annotation.STRENGTH_LABELS[value]}",
-                key=f"strength-{value}",
+                key=f"strength-{record.id}-{value}",
                 type="primary" if strength == value else "secondary",
                 shortcut=f"Shift+{value}",
                 width="stretch",
                 on_click=set_state,
-                args=("strength", None if strength == value else value),
+                args=(f"strength-of-{record.id}", None if strength == value else value),
             )
 
 
-def choice_button(value: str, label: str, choice: str | None, shortcut: str | None = None) -> None:
+def choice_button(record: annotation.RecordView, value: str, label: str, shortcut: str | None = None) -> None:
+    """A choice for `record` only: its key and state name the record, so a key pressed while the page still shows
+    the record answered last cannot choose on the next one."""
+    state = f"choice-of-{record.id}"
     st.button(
         label,
-        key=f"choose-{value}",
-        type="primary" if choice == value else "secondary",
+        key=f"choose-{record.id}-{value}",
+        type="primary" if st.session_state.get(state) == value else "secondary",
         shortcut=shortcut or value,
         width="stretch",
         on_click=set_state,
-        args=("choice", value),
+        args=(state, value),
     )
 
 
@@ -345,17 +349,23 @@ def answer(session: Any, record: annotation.RecordView, action: str) -> None:
     answered[:] = [*answered[-MAX_BACK + 1 :], dataclasses.replace(record, draft=values)]
     done = {"skip": "Skipped", "draft": "Draft saved"}.get(action, "Submitted")
     st.session_state.flash = done if stored else f"{done} (offline: kept on this machine until Argilla is back)"
-    for key in [k for k in st.session_state if str(k).startswith(("rationale-", "ranking-", "suggest-", "edit-"))]:
+    answer_state = ("rationale-", "ranking-", "suggest-", "edit-", "choice-of-", "strength-of-")
+    for key in [k for k in st.session_state if str(k).startswith(answer_state)]:
         del st.session_state[key]
-    st.session_state.choice = st.session_state.strength = None
     forget_record()
 
 
 def submitted_values(record: annotation.RecordView, rationale: str) -> dict[str, Any]:
     if record.is_review:
-        return annotation.review_values(st.session_state.get("choice"), st.session_state.get(f"edit-{record.id}", ""))
+        return annotation.review_values(
+            st.session_state.get(f"choice-of-{record.id}"), st.session_state.get(f"edit-{record.id}", "")
+        )
     if record.is_pair:
-        return annotation.pair_values(st.session_state.get("choice"), st.session_state.get("strength"), rationale)
+        choice, strength = (
+            st.session_state.get(f"choice-of-{record.id}"),
+            st.session_state.get(f"strength-of-{record.id}"),
+        )
+        return annotation.pair_values(choice, strength, rationale)
     ranks = annotation.ranks_of(st.session_state.get(f"ranking-{record.id}", []), len(record.candidates))
     return annotation.ranking_values(ranks, rationale)
 
@@ -364,11 +374,14 @@ def draft_values(record: annotation.RecordView, rationale: str) -> dict[str, Any
     """Whatever is filled in so far (a draft may be incomplete; a ranking is kept only once it is complete)."""
     values: dict[str, Any] = {}
     if record.is_review:
-        choice, edited = st.session_state.get("choice"), st.session_state.get(f"edit-{record.id}", "")
+        choice, edited = st.session_state.get(f"choice-of-{record.id}"), st.session_state.get(f"edit-{record.id}", "")
         values = {schema.REVIEW: choice} if choice else {}
         return values | ({schema.EDITED_RESPONSE: edited.strip()} if edited.strip() else {})
     if record.is_pair:
-        choice, strength = st.session_state.get("choice"), st.session_state.get("strength")
+        choice, strength = (
+            st.session_state.get(f"choice-of-{record.id}"),
+            st.session_state.get(f"strength-of-{record.id}"),
+        )
         if choice:
             values[schema.PREFERENCE] = choice
         if strength and choice != "tie":

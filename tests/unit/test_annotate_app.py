@@ -154,6 +154,21 @@ def test_choose_strength_rationale_then_submit_stores_it_and_shows_the_next_reco
     assert not any(b.label == "3 · much" for b in app.button)  # no choice yet, so no strength
 
 
+def test_a_click_from_the_page_of_the_record_just_answered_cannot_choose_on_the_next(app, monkeypatch):
+    """While the next record loads, the browser still shows the one just submitted, and a key pressed there reaches
+    the server as a click on that page's button. Streamlit routes a click by widget id: when both records' choice
+    buttons had one id, it chose on the next record, unseen. They must share none."""
+    fake = FakeArgilla([pair(1), pair(2)])
+    logged_in(app, fake, monkeypatch)
+    labels = ("Response 1 is better", "Response 2 is better", "Tie")
+    first_page = {button(app, label).id for label in labels}
+    button(app, "Response 1 is better").click().run()
+    button(app, "Submit").click().run()
+    assert "Prompt 2?" in markdown(app)
+    assert first_page.isdisjoint(b.id for b in app.button), "a late press on record 1's page would choose here"
+    assert button(app, "Response 1 is better").proto.type == "secondary"  # record 2 starts with nothing chosen
+
+
 def test_submit_without_a_choice_is_a_notice_and_stores_nothing(app, monkeypatch):
     fake = FakeArgilla([pair(1)])
     logged_in(app, fake, monkeypatch)
