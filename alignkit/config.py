@@ -305,6 +305,17 @@ def check_keys(
 SIMPLE_TYPES = (int, float, bool, str, type(None))
 
 
+def check_section(
+    section: str, given: dict[str, Any], config_cls: type[Any], top_level: list[str] | None = None
+) -> set[str]:
+    """A free-form section (`trainer:`) checked against the library config class it is passed to: its keys against
+    the class's init fields (`check_keys`), its values against their types (`check_types`). Returns those fields."""
+    valid = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    check_keys(section, given, valid, top_level)
+    check_types(section, given, config_cls)
+    return valid
+
+
 def check_types(section: str, given: dict[str, Any], config_cls: type[Any]) -> None:
     """Check the values of a free-form section against the library dataclass's simple field types (int, float, bool,
     str, optional): `trainer.max_steps: ten` is an error here, not a crash mid-training."""

@@ -24,7 +24,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ def check(cfg: DemoConfig) -> None:
     """Refuse what the loop would only trip over after SFT, minutes in: a count out of range, an unknown rule, a noise
     that is not a probability, and a stage section (`sft`, `reward`, `dpo`, `rl`: `trainer:` keys; `sft_peft`) that
     its stage would refuse."""
-    from alignkit.config import DPOStageConfig, RLStageConfig, check_keys, check_types
+    from alignkit.config import DPOStageConfig, RLStageConfig, check_section
     from alignkit.stages import dpo, reward, rl, sft
 
     defaults = DemoConfig()
@@ -142,8 +142,7 @@ def check(cfg: DemoConfig) -> None:
     stage_cfgs = {"dpo": DPOStageConfig(), "rl": RLStageConfig()}
     for section, recipe in stages.items():
         _, config_cls = recipe.classes(stage_cfgs.get(section))
-        check_keys(section, getattr(cfg, section), {f.name for f in fields(config_cls) if f.init})
-        check_types(section, getattr(cfg, section), config_cls)
+        check_section(section, getattr(cfg, section), config_cls)
     if cfg.sft_peft:
         models.peft_config(cfg.sft_peft)
 

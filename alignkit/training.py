@@ -16,7 +16,7 @@ from typing import Any
 from transformers import ProgressCallback, TrainerCallback
 
 from alignkit import distributed, hardware, lineage, logs, models, runs
-from alignkit.config import ModelConfig, TrainStageConfig, check_keys, check_types, load_config
+from alignkit.config import ModelConfig, TrainStageConfig, check_section, load_config
 from alignkit.errors import AlignkitError, first_line
 
 logger = logging.getLogger("alignkit")
@@ -75,9 +75,7 @@ def trainer_options(
     config_cls: type[Any], cfg: TrainStageConfig, output_dir: str, has_eval: bool, precision: hardware.Precision
 ) -> dict[str, Any]:
     """The keyword arguments of the TRL config: alignkit's defaults, then the user's `trainer:` keys, checked."""
-    valid = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    check_keys("trainer", cfg.trainer, valid, top_level=[f.name for f in dataclasses.fields(cfg)])
-    check_types("trainer", cfg.trainer, config_cls)
+    valid = check_section("trainer", cfg.trainer, config_cls, top_level=[f.name for f in dataclasses.fields(cfg)])
     options: dict[str, Any] = {
         "output_dir": output_dir,
         "seed": cfg.seed,
