@@ -472,7 +472,12 @@ def feedback_push(
     workspace: Workspace = "alignkit",
     round_number: Annotated[int, typer.Option("--round", help="Collection round number.")] = 1,
     min_submitted: Annotated[int, typer.Option("--min-submitted", help="Annotators per record (overlap).")] = 1,
-    append: Annotated[bool, typer.Option(help="Add records to an existing dataset.")] = False,
+    append: Annotated[
+        bool,
+        typer.Option(
+            help="Add records to an existing dataset; prompts whose candidates it holds already are left as rated."
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the per-record A/B shuffle.")] = 0,
     reward: Annotated[
         str | None, typer.Option("--reward", help="Reward run: least-sure pairs first; its pick stored as a hint.")

@@ -146,14 +146,35 @@ def push(
         raise AlignkitError(
             f"dataset {dataset_name!r} {kind}; {candidates_file} has {n} per prompt", "push to a new --dataset"
         )
-    dataset.records.log(records_for_round(usable, n, round_number, seed, scorer))
+    present = contents_in(dataset, n) if append else set()
+    new_rows = [
+        r for r in usable if content_key(r["prompt_id"], [c["text"] for c in r["candidates"][:n]]) not in present
+    ]
+    if new_rows:
+        dataset.records.log(records_for_round(new_rows, n, round_number, seed, scorer))
     return {
         "dataset": dataset_name,
         "workspace": workspace,
-        "records": len(usable),
+        "records": len(new_rows),
+        "already_in_dataset": len(usable) - len(new_rows),
         "skipped_fewer_candidates": len(rows) - len(usable),
         "candidates_per_record": n,
-        "min_submitted": min_submitted,
+        "min_submitted": dataset.settings.distribution.min_submitted,
+    }
+
+
+def content_key(row_prompt_id: str, texts: list[str]) -> tuple[str, frozenset[str]]:
+    """What makes two records the same question to an annotator: the prompt and the set of candidates, in any order."""
+    return row_prompt_id, frozenset(texts)
+
+
+def contents_in(dataset: Any, n: int) -> set[tuple[str, frozenset[str]]]:
+    """The content of every record already in a round's dataset, whatever its id: pushing one again would reshuffle
+    the candidates under the ratings already given (another --seed) or, with ids from before they were built from
+    content, add a second copy."""
+    return {
+        content_key(record.metadata["prompt_id"], [record.fields[schema.candidate_field(i)] for i in range(n)])
+        for record in dataset.records(with_suggestions=False, with_responses=False)
     }
 
 

@@ -263,9 +263,27 @@ def test_appending_new_candidates_for_rated_prompts_never_rewrites_what_was_rate
     assert {(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in result.pairs} == rated
     assert result.summary["records"] == 2 * len(PROMPTS)
 
-    push.push(str(first), "round-append-again", "collect", append=True, client=owner)  # the same file again: no-op
+    # the same file again, with a seed that shows 5 of the 6 in the other order: its records are there already, so the
+    # candidates under the ratings given stay where they were rated
+    summary = push.push(str(first), "round-append-again", "collect", seed=6, append=True, client=owner)
+    assert (summary["records"], summary["already_in_dataset"]) == (0, len(PROMPTS))
     result = pull.pull("round-append-again", "collect", client=owner)
-    assert result.summary["records"] == 2 * len(PROMPTS) and len(result.pairs) == len(PROMPTS)
+    assert result.summary["records"] == 2 * len(PROMPTS)
+    assert {(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in result.pairs} == rated
+
+
+def test_appending_to_a_dataset_pushed_with_older_record_ids_adds_no_second_copy(tmp_path, owner):
+    first = candidates_file(tmp_path, 2)
+    dataset = push.round_dataset(owner, "collect", "round-old-ids", False, lambda: schema.preference_settings(2, 2))
+    records = push.records_for_round(push.load_candidates(str(first)), 2, 1, 0)
+    for record in records:  # ids as pushes made them before they were built from content
+        record.id = f"r1-{record.metadata['prompt_id']}"
+    dataset.records.log(records)
+
+    summary = push.push(str(first), "round-old-ids", "collect", append=True, client=owner)
+    assert (summary["records"], summary["already_in_dataset"]) == (0, len(PROMPTS))
+    assert summary["min_submitted"] == 2  # the dataset's, not the command's default
+    assert len(list(owner.datasets("round-old-ids", workspace="collect").records)) == len(PROMPTS)
 
 
 def test_an_agreement_threshold_outside_zero_to_one_is_refused_not_an_empty_pairs_file():
