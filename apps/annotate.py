@@ -95,7 +95,11 @@ def rating_view(session: Any) -> None:
             st.info("No dataset to rate yet: ask an owner to add you to a workspace with a round.")
             return
         by_id = {d["id"]: d for d in available}
-        dataset_id = st.selectbox("Dataset", list(by_id), format_func=lambda i: by_id[i]["name"], key="dataset_id")
+        dataset_id = st.selectbox(
+            "Dataset", list(by_id), format_func=lambda i: by_id[i]["name"], key="dataset_id", on_change=leave_list
+        )
+        if st.session_state.pop("leave-list", False):  # a pick leaves focus in the list, where keys would filter it
+            st.html("<script>document.activeElement?.blur()</script>", unsafe_allow_javascript=True)
         progress = online_or_cached(f"progress-{dataset_id}", lambda: annotation.progress(session, dataset_id))
         progress_panel(progress)
         with st.expander("Guidelines", expanded=False):
@@ -112,6 +116,11 @@ def rating_view(session: Any) -> None:
         return
     st.caption(f"{name} · {progress.left} left for you · {progress.completed} of {progress.total} complete")
     record_view(session, record)
+
+
+def leave_list() -> None:
+    """After a dataset is picked, give the keyboard back to the rating shortcuts."""
+    st.session_state["leave-list"] = True
 
 
 def sync_outbox(session: Any) -> None:

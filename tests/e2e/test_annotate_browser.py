@@ -180,6 +180,41 @@ def test_annotator_goes_back_to_change_a_rating_and_a_skip_and_argilla_keeps_onl
     assert stored[order[2]]["responses"] == stored[order[3]]["responses"] == []
 
 
+@pytest.mark.e2e
+def test_after_picking_a_dataset_the_keyboard_rates_at_once(owner, annotate_app, page, tmp_path):
+    """Choosing a dataset in the sidebar leaves the keys to the rating: `1` chooses on the new dataset's record instead
+    of being typed into the dataset list."""
+    from playwright.sync_api import expect
+
+    client.add_user(owner, "e2e-switcher", PASSWORD, "annotator", ["e2e-switch"])
+    candidates = str(candidates_file(tmp_path / "candidates.jsonl"))
+    push.push(candidates, "e2e-switch-a", "e2e-switch", client=owner)
+    rows = [json.loads(line) for line in Path(candidates).read_text().splitlines()]
+    for row in rows:
+        row["prompt"] = "Second round: " + row["prompt"]
+    write_jsonl(tmp_path / "second.jsonl", rows)
+    push.push(str(tmp_path / "second.jsonl"), "e2e-switch-b", "e2e-switch", client=owner)
+    page.goto(annotate_app)
+    page.get_by_label("Username").fill("e2e-switcher")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.keyboard.press("Enter")
+    fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')
+    fresh.get_by_text(by_priority()[0], exact=True).wait_for()
+
+    page.get_by_label("Dataset").click()
+    page.get_by_role("option", name="e2e-switch-b").click()
+    fresh.get_by_text("Second round: " + by_priority()[0], exact=True).wait_for()
+    fresh.get_by_role("button", name="Tie").wait_for()
+    page.keyboard.press("1")
+    expect(fresh.get_by_role("button", name="Response 1 is better")).to_have_attribute(
+        "data-testid", "stBaseButton-primary"
+    )
+    page.keyboard.press("Enter")
+    fresh.get_by_text("1 submitted").wait_for()
+    stored = stored_answers(owner, "e2e-switch-b", "e2e-switch")
+    assert [s["responses"][0][2] for s in stored.values() if s["responses"]] == [{schema.PREFERENCE: "1"}]
+
+
 RANKED = [  # (prompt, four candidates); keys pressed best first; the ranks Argilla must hold, in shown order
     ("Rank these greetings, case A.", ["Hi.", "Hello there.", "Hey!", "Good day to you."], "3 1 T 2 4", [1, 2, 1, 3]),
     ("Rank these greetings, case B.", ["Yo.", "Hello.", "Greetings.", "Hi!"], "4 2 1 Backspace 3 1", [4, 2, 3, 1]),
