@@ -3,15 +3,16 @@ round shows one response to accept, edit or reject instead).
 
 Run it with `alignkit serve` (or `streamlit run apps/annotate.py` with `ARGILLA_API_URL` set or a local server
 running). Every answer is stored in Argilla as soon as it is given, and `Back` returns to the records answered in
-this session to change an answer (the new one replaces it); the queue, statuses and the skip rule are in
-`alignkit/feedback/annotation.py`. While Argilla is unreachable, answers are kept in a durable local outbox (an
-"offline, N pending" notice says so) and sent exactly once when it is back. Shortcuts are Streamlit's own button
-shortcuts (ignored while typing in a field).
+this session to change an answer (the new one replaces it). A reload keeps the annotator signed in. The queue,
+statuses and the skip rule are in `alignkit/feedback/annotation.py`. While Argilla is unreachable, answers are kept
+in a durable local outbox (an "offline, N pending" notice says so) and sent exactly once when it is back. Shortcuts
+are Streamlit's own button shortcuts (ignored while typing in a field).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from typing import Any
 
 import streamlit as st
@@ -29,16 +30,21 @@ ACTION_KEYS = "`Enter` submit · `D` save draft · `S` skip · `B` back to chang
 MAX_SIDE_BY_SIDE = 4  # more candidates than this are listed one under the other
 PREFETCH = 20  # records kept at hand, so rating goes on while Argilla is unreachable
 MAX_BACK = 20  # answered records `Back` can return to, most recent first
+SIGN_IN_COOKIE = "alignkit-annotate"  # a random token naming a session this app's process holds; never a credential
 
 
 def main() -> None:
     st.set_page_config(page_title="alignkit · annotate", layout="wide")
     show_notice()
+    set_sign_in_cookie()
     try:
-        if st.session_state.get("session") is None:
+        session = st.session_state.get("session") or signed_in().get(st.context.cookies.get(SIGN_IN_COOKIE, ""))
+        if session is None or session.http.is_closed:  # never signed in, or signed out in another tab
+            st.session_state.pop("session", None)
             login_view()
         else:
-            rating_view(st.session_state.session)
+            st.session_state.session = session
+            rating_view(session)
     except AlignkitError as exc:  # Argilla went away or refused something: a notice, never a traceback
         st.error(exc.message)
         if exc.hint:
@@ -67,6 +73,9 @@ def login_view() -> None:
         if st.form_submit_button("Log in", type="primary"):
             try:
                 st.session_state.session = annotation.login(username.strip(), password, url)
+                token = secrets.token_urlsafe(32)
+                signed_in()[token] = st.session_state.session
+                st.session_state["sign-in-cookie"] = f"{token}; path=/; SameSite=Strict"
             except AlignkitError as exc:
                 st.error(exc.message)
                 if exc.hint:
@@ -77,9 +86,26 @@ def login_view() -> None:
 
 
 def log_out() -> None:
-    annotation.log_out(st.session_state.session)
+    session = st.session_state.session
+    annotation.log_out(session)
+    for token in [t for t, s in signed_in().items() if s is session]:
+        del signed_in()[token]
     for key in list(st.session_state):
         del st.session_state[key]
+    st.session_state["sign-in-cookie"] = "; path=/; max-age=0"
+
+
+@st.cache_resource
+def signed_in() -> dict[str, Any]:
+    """Annotator sessions by the token in this browser's sign-in cookie, held by the app's process: reloading the
+    page keeps the annotator signed in (until they log out, the browser closes or the app restarts)."""
+    return {}
+
+
+def set_sign_in_cookie() -> None:
+    cookie = st.session_state.pop("sign-in-cookie", None)
+    if cookie is not None:
+        st.html(f"<script>document.cookie = '{SIGN_IN_COOKIE}={cookie}'</script>", unsafe_allow_javascript=True)
 
 
 # -- rating -----------------------------------------------------------------------------------------------------

@@ -215,6 +215,38 @@ def test_after_picking_a_dataset_the_keyboard_rates_at_once(owner, annotate_app,
     assert [s["responses"][0][2] for s in stored.values() if s["responses"]] == [{schema.PREFERENCE: "1"}]
 
 
+@pytest.mark.e2e
+def test_a_reload_keeps_the_annotator_signed_in_until_they_log_out(owner, annotate_app, page, tmp_path):
+    """Reloading the page (or opening the app in another tab) goes on rating under the same account; after `Log out`
+    a reload asks for the password again, and the old sign-in cookie opens nothing."""
+    client.add_user(owner, "e2e-reloader", PASSWORD, "annotator", ["e2e-reload"])
+    push.push(str(candidates_file(tmp_path / "candidates.jsonl")), "e2e-reload", "e2e-reload", client=owner)
+    page.goto(annotate_app)
+    page.get_by_label("Username").fill("e2e-reloader")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.keyboard.press("Enter")
+    page.get_by_text("Signed in as e2e-reloader").wait_for()
+    cookie = next(c for c in page.context.cookies() if c["name"] == "alignkit-annotate")
+
+    page.reload()
+    page.get_by_text("Signed in as e2e-reloader").wait_for()
+    page.get_by_text(by_priority()[0], exact=True).wait_for()
+    other_tab = page.context.new_page()
+    other_tab.goto(annotate_app)
+    other_tab.get_by_text("Signed in as e2e-reloader").wait_for()
+
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_label("Username").wait_for()
+    page.reload()
+    page.get_by_label("Username").wait_for()
+    assert not [c for c in page.context.cookies() if c["name"] == "alignkit-annotate"]
+    page.context.add_cookies([cookie])  # the token of the session logged out: it opens nothing
+    page.reload()
+    page.get_by_label("Username").wait_for()
+    other_tab.reload()
+    other_tab.get_by_label("Username").wait_for()
+
+
 RANKED = [  # (prompt, four candidates); keys pressed best first; the ranks Argilla must hold, in shown order
     ("Rank these greetings, case A.", ["Hi.", "Hello there.", "Hey!", "Good day to you."], "3 1 T 2 4", [1, 2, 1, 3]),
     ("Rank these greetings, case B.", ["Yo.", "Hello.", "Greetings.", "Hi!"], "4 2 1 Backspace 3 1", [4, 2, 3, 1]),

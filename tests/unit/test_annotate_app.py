@@ -41,12 +41,14 @@ class FakeArgilla:
     def login(self, username: str, password: str, url: str | None = None) -> Any:
         if password != "right-password":
             raise AlignkitError(f"Argilla login failed for {username!r}", "check the username and password")
-        return SimpleNamespace(
-            url=UNREACHABLE, username=username, api_key=SECRET, http=SimpleNamespace(close=self.close)
-        )
+        return SimpleNamespace(url=UNREACHABLE, username=username, api_key=SECRET, http=self)
 
-    def close(self) -> None:
+    def close(self) -> None:  # the session's connection
         self.closed = True
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed
 
     def next_record(self, session: Any, dataset_id: str) -> annotation.RecordView | None:
         return self.check(self.queue[0] if self.queue else None)
