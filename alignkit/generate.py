@@ -53,6 +53,15 @@ def check_sampling(temperature: float, top_p: float, max_new_tokens: int, prefix
             raise AlignkitError(f"sampling: `{prefix}{name}` must be {expected}, got {value}", f"e.g. {fix}")
 
 
+def check_counts(**counts: int | None) -> None:
+    """Each count option (`n=4`, `batch_size=16`, ...: `--n`, `--batch-size`) is at least 1 when given (None: left
+    to its default): 0 would loop forever or write nothing, and a negative `--limit` would drop prompts silently."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise AlignkitError(f"{flag} must be at least 1, got {value}", f"pass {flag} 1 or more, or leave it out")
+
+
 def answer(
     model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int = 64, **sampling: Any
 ) -> str:
@@ -302,8 +311,7 @@ def run(
 
     `backend`: transformers (here) or vllm (alignkit/backends.py).
     """
-    if n < 1:
-        raise AlignkitError(f"--n must be at least 1, got {n}")
+    check_counts(n=n, batch_size=batch_size, limit=limit)
     backends.check(backend)
     out_path = Path(out)
     check_output_file(out_path, overwrite)

@@ -25,7 +25,6 @@ from typing import Any
 from alignkit import generate, jsonl
 from alignkit.data.formats import read_rows
 from alignkit.data.validate import convert_all
-from alignkit.errors import AlignkitError
 
 TASK_PROMPT = """\
 Here are {count} example tasks that a user gave to an AI assistant:
@@ -107,8 +106,7 @@ def run(
     filters: Filters | None = None,
 ) -> dict[str, Any]:
     """Write `n` filtered synthetic SFT rows (fewer if `max_attempts`, default 4n, runs out) to `out`; a summary."""
-    if n < 1:
-        raise AlignkitError(f"--n must be at least 1, got {n}")
+    generate.check_counts(n=n, shots=shots, max_attempts=max_attempts, batch_size=batch_size)
     out_path = Path(out)
     jsonl.check_output_file(out_path, overwrite)
     seeds = load_seeds(seeds_file)
