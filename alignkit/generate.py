@@ -8,6 +8,7 @@ prompt's skill, reference, must_contain, decline: `judges.PromptSpec`) when the 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from alignkit.errors import AlignkitError
 from alignkit.hardware import pick_precision
 from alignkit.jsonl import check_output_file, generated_row, prompt_row, write_jsonl
 from alignkit.judges import Prompt, PromptSpec
+
+logger = logging.getLogger("alignkit")
 
 
 @dataclass
@@ -312,16 +315,29 @@ def run(
     `backend`: transformers (here) or vllm (alignkit/backends.py).
     """
     check_counts(n=n, batch_size=batch_size, limit=limit)
+    sampling = sampling or Sampling()
+    if n > 1 and sampling.temperature == 0:
+        raise AlignkitError(
+            f"--temperature 0 is greedy: the --n {n} candidates of a prompt would all be the same reply",
+            "sample with --temperature 0.8 (--greedy-first keeps the greedy reply as the first), or pass --n 1",
+        )
     backends.check(backend)
     out_path = Path(out)
     check_output_file(out_path, overwrite)
     items = load_prompt_items(prompts_file)[:limit]
     prompts = [item.messages for item in items]
     if backend == "vllm":
-        rows = backends.vllm_candidates(prompts, n, sampling or Sampling(), from_run, model_name)
+        rows = backends.vllm_candidates(prompts, n, sampling, from_run, model_name)
     else:
         model, tokenizer, source = load_policy(from_run, model_name)
-        rows = candidates(model, tokenizer, prompts, n, sampling or Sampling(), source, batch_size=batch_size)
+        rows = candidates(model, tokenizer, prompts, n, sampling, source, batch_size=batch_size)
+    short = sum(len(row["candidates"]) < n for row in rows)
+    if short:  # `feedback push` compares the most common count and skips prompts with fewer
+        logger.warning(
+            f"{short} of {len(rows)} prompts got fewer than {n} distinct non-empty candidates (each prompt is "
+            "sampled up to 3 times, repeats and empty replies dropped); a higher --temperature or --max-new-tokens "
+            "gives more"
+        )
     for row, item in zip(rows, items, strict=True):  # rows come in prompt order
         if item.spec != PromptSpec():
             row["spec"] = json.loads(item.spec.to_json())

@@ -3,6 +3,8 @@ padding, rows that end early and N replies per prompt; the same sampling distrib
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +13,9 @@ import torch
 
 from alignkit import backends, generate, models
 from alignkit.config import ModelConfig
+from alignkit.errors import AlignkitError
 from alignkit.hardware import pick_precision
+from tests.conftest import write_jsonl
 
 PROMPTS = [[{"role": "user", "content": "hi " * k}] for k in (1, 5, 12, 3)]
 
@@ -163,3 +167,29 @@ def test_a_config_without_top_k_samples_from_generates_default_top_50(loaded):
     for row, tokens in enumerate(drawn):
         assert tokens[0] in allowed[row // 64].tolist()
     assert len({t[0] for t in drawn}) > 20, "a hot temperature spreads the draws over the top 50"
+
+
+def test_prompts_given_fewer_distinct_candidates_than_n_are_reported(tiny_model, tmp_path, caplog):
+    """A near-greedy temperature repeats one reply: the file used to hold fewer candidates than --n without a word,
+    and `feedback push` then skipped those prompts."""
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}, {"prompt": "Name a color."}])
+    out = tmp_path / "candidates.jsonl"
+    alignkit_logger = logging.getLogger("alignkit")
+    alignkit_logger.addHandler(caplog.handler)  # the CLI's quiet terminal stops alignkit's records at its own handlers
+    try:
+        sampling = generate.Sampling(temperature=1e-4, max_new_tokens=6)
+        generate.run(str(prompts), str(out), n=3, model_name=tiny_model, sampling=sampling)
+    finally:
+        alignkit_logger.removeHandler(caplog.handler)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(len(row["candidates"]) < 3 for row in rows)
+    assert "2 of 2 prompts got fewer than 3 distinct non-empty candidates" in caplog.text
+
+
+def test_greedy_decoding_with_several_candidates_is_refused_before_loading(tmp_path):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}])
+    out = tmp_path / "candidates.jsonl"
+    with pytest.raises(AlignkitError, match="--temperature 0 is greedy: the --n 4 candidates"):
+        generate.run(str(prompts), str(out), n=4, model_name="no-such-model", sampling=generate.Sampling(0.0))
+    assert not out.exists()
+    assert generate.Sampling(0.0).temperature == 0  # one greedy reply per prompt stays allowed (--n 1)
