@@ -48,6 +48,9 @@ MaxSteps = Annotated[int | None, typer.Option("--max-steps", help="Stop after N 
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out (or the latest unfinished one).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")]
 OverwriteFile = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")]
+ResumeFile = Annotated[
+    bool, typer.Option("--resume", help="Continue an interrupted run from the rows it saved in OUT.partial.")
+]
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Server data dir (default ~/.cache/alignkit/argilla-data).")
 ]
@@ -77,7 +80,10 @@ def main() -> None:
         console.print(f"[bold red]error:[/] {escape(exc.message)}{fix}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: continue a training run with --resume")
+        console.print(
+            "[yellow]interrupted[/]: continue a training run, or generate/synth (rows saved in OUT.partial), "
+            "with --resume"
+        )
         sys.exit(130)
 
 
@@ -223,11 +229,14 @@ def generate_command(
     greedy_first: Annotated[
         bool, typer.Option("--greedy-first", help="The first candidate is the greedy reply, the others sampled.")
     ] = False,
+    resume: ResumeFile = False,
 ) -> None:
     from alignkit import generate
 
     sampling = generate.Sampling(temperature, top_p, max_new_tokens, seed, greedy_first)
-    path = generate.run(prompts, out, n, from_run, model, sampling, batch_size, limit, overwrite, backend=backend)
+    path = generate.run(
+        prompts, out, n, from_run, model, sampling, batch_size, limit, overwrite, backend=backend, resume=resume
+    )
     console.print(f"candidates written to {path}")
 
 
@@ -251,6 +260,7 @@ def synth_command(
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tasks per generate call.")] = 8,
     overwrite: OverwriteFile = False,
+    resume: ResumeFile = False,
 ) -> None:
     import json
 
@@ -271,10 +281,12 @@ def synth_command(
         batch_size=batch_size,
         temperature=temperature,
         filters=filters,
+        resume=resume,
     )
     table = Table("figure", "value", title=f"synth → {out}")
-    for key in ("kept", "wanted", "attempts", "rounds", "unused"):
-        table.add_row(key, str(summary[key]))
+    for key in ("kept", "resumed", "wanted", "attempts", "rounds", "unused"):
+        if key != "resumed" or summary[key]:
+            table.add_row(key, str(summary[key]))
     for check, count in summary["rejected"].items():
         table.add_row(f"rejected: {check}", str(count))
     Console().print(table)

@@ -8,19 +8,23 @@ prompt's skill, reference, must_contain, decline: `judges.PromptSpec`) when the 
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit import backends, lineage, models, runs
+from alignkit import backends, jsonl, lineage, models, runs
 from alignkit.config import ModelConfig
 from alignkit.data.formats import read_rows
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.hardware import pick_precision
-from alignkit.jsonl import check_output_file, generated_row, prompt_row, write_jsonl
+from alignkit.jsonl import generated_row, prompt_id, prompt_row
 from alignkit.judges import Prompt, PromptSpec
+
+logger = logging.getLogger("alignkit")
 
 
 @dataclass
@@ -51,6 +55,15 @@ def check_sampling(temperature: float, top_p: float, max_new_tokens: int, prefix
         if not ok:
             fix = f"{prefix}{name}={example}" if prefix else f"--{name.replace('_', '-')} {example}"
             raise AlignkitError(f"sampling: `{prefix}{name}` must be {expected}, got {value}", f"e.g. {fix}")
+
+
+def check_counts(**counts: int | None) -> None:
+    """Each count option (`n=4`, `batch_size=16`, ...: `--n`, `--batch-size`) is at least 1 when given (None: left
+    to its default): 0 would loop forever or write nothing, and a negative `--limit` would drop prompts silently."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise AlignkitError(f"{flag} must be at least 1, got {value}", f"pass {flag} 1 or more, or leave it out")
 
 
 def answer(
@@ -247,9 +260,10 @@ def candidates(
     source: dict[str, str],
     batch_size: int = 16,
     max_attempts: int = 3,
+    save: Callable[[list[dict[str, Any]]], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """N distinct candidates per prompt (identical samples are dropped and resampled up to `max_attempts` times); with
-    `sampling.greedy_first`, the first is the greedy reply."""
+    `sampling.greedy_first`, the first is the greedy reply. `save` is given each batch's rows as they are done."""
     import torch
     from tqdm.auto import tqdm
 
@@ -268,7 +282,10 @@ def candidates(
             if sampling.greedy_first:
                 first = list(greedy_replies(model, tokenizer, batch, sampling.max_new_tokens, batch_size))
             found = backends.distinct_replies(batch, n, draw, max_attempts, first)
-            rows += [generated_row(p, texts, record, g) for p, texts, g in zip(batch, found, first, strict=True)]
+            done = [generated_row(p, texts, record, g) for p, texts, g in zip(batch, found, first, strict=True)]
+            if save:
+                save(done)
+            rows += done
             progress.update(len(batch))
     return rows
 
@@ -297,25 +314,61 @@ def run(
     limit: int | None = None,
     overwrite: bool = False,
     backend: str = "transformers",
+    resume: bool = False,
 ) -> Path:
     """`alignkit generate`: N candidates per prompt from a run (or the base) to a JSONL file.
 
-    `backend`: transformers (here) or vllm (alignkit/backends.py).
+    Rows are saved batch by batch to `out.partial`, renamed to `out` when every prompt is done; `resume` continues
+    an interrupted generation with the prompts it had not done (sampled from the seed again, so they differ from an
+    uninterrupted run's). `backend`: transformers (here) or vllm (alignkit/backends.py).
     """
-    if n < 1:
-        raise AlignkitError(f"--n must be at least 1, got {n}")
+    check_counts(n=n, batch_size=batch_size, limit=limit)
+    sampling = sampling or Sampling()
+    if n > 1 and sampling.temperature == 0:
+        raise AlignkitError(
+            f"--temperature 0 is greedy: the --n {n} candidates of a prompt would all be the same reply",
+            "sample with --temperature 0.8 (--greedy-first keeps the greedy reply as the first), or pass --n 1",
+        )
     backends.check(backend)
     out_path = Path(out)
-    check_output_file(out_path, overwrite)
+    earlier = jsonl.start_partial(out_path, overwrite, resume, "generate")
     items = load_prompt_items(prompts_file)[:limit]
-    prompts = [item.messages for item in items]
+    left = Counter(row.get("prompt_id") for row in earlier)  # a prompt listed twice has two rows
+    todo = [item for item in items if not take(left, prompt_id(item.messages))]
+    rows = list(earlier)
+
+    def save(done: list[dict[str, Any]]) -> None:
+        specs = [item.spec for item in todo[len(rows) - len(earlier) :][: len(done)]]  # rows come in prompt order
+        for row, spec in zip(done, specs, strict=True):
+            if spec != PromptSpec():
+                row["spec"] = json.loads(spec.to_json())
+        jsonl.append_partial(out_path, done)
+        rows.extend(done)
+
+    prompts = [item.messages for item in todo]
     if backend == "vllm":
-        rows = backends.vllm_candidates(prompts, n, sampling or Sampling(), from_run, model_name)
+        save(backends.vllm_candidates(prompts, n, sampling, from_run, model_name))
     else:
         model, tokenizer, source = load_policy(from_run, model_name)
-        rows = candidates(model, tokenizer, prompts, n, sampling or Sampling(), source, batch_size=batch_size)
-    for row, item in zip(rows, items, strict=True):  # rows come in prompt order
-        if item.spec != PromptSpec():
-            row["spec"] = json.loads(item.spec.to_json())
-    write_jsonl(out_path, rows, overwrite=overwrite)
+        made = [c for row in earlier for c in row.get("candidates", [])[:1]]
+        if made:
+            partial = jsonl.partial_file(out_path)
+            jsonl.check_resumable(partial, made[0], {**source, "sampling": asdict(sampling)})
+        candidates(model, tokenizer, prompts, n, sampling, source, batch_size=batch_size, save=save)
+    jsonl.finish_partial(out_path)
+    short = sum(len(row["candidates"]) < n for row in rows)
+    if short:  # `feedback push` compares the most common count and skips prompts with fewer
+        logger.warning(
+            f"{short} of {len(rows)} prompts got fewer than {n} distinct non-empty candidates (each prompt is "
+            "sampled up to 3 times, repeats and empty replies dropped); a higher --temperature or --max-new-tokens "
+            "gives more"
+        )
     return out_path
+
+
+def take(counts: Counter[Any], key: Any) -> bool:
+    """Whether `counts` still holds `key`, taking one of it."""
+    if counts[key] > 0:
+        counts[key] -= 1
+        return True
+    return False

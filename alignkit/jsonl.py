@@ -81,3 +81,80 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]], overwrite: bool = False)
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def partial_file(path: Path) -> Path:
+    """Where a command writing `path` keeps the rows done so far (`out.jsonl.partial`), renamed to `path` at the end."""
+    return path.with_name(path.name + ".partial")
+
+
+def start_partial(path: Path, overwrite: bool, resume: bool, command: str) -> list[dict[str, Any]]:
+    """Before any work, for a command that saves its rows as it goes: with `resume`, the rows an interrupted run
+    saved (a last row cut off by a kill is dropped from the file); otherwise none, and an interrupted run's rows
+    are refused rather than lost unless `overwrite` says to start over."""
+    check_output_file(path, overwrite)
+    partial = partial_file(path)
+    if partial.is_dir():
+        raise AlignkitError(
+            f"{partial}: is a directory, not {command}'s saved rows", "move it, or choose another --out"
+        )
+    if not resume:
+        if partial.exists() and not overwrite:
+            count = len(saved_rows(partial))
+            raise AlignkitError(
+                f"{partial}: an interrupted `alignkit {command}` saved {count} rows here",
+                "pass --resume to continue it, or --overwrite to start over",
+            )
+        partial.unlink(missing_ok=True)
+        return []
+    if not partial.is_file():
+        raise AlignkitError(f"{path}: nothing to resume (no {partial.name})", "leave out --resume")
+    return saved_rows(partial)
+
+
+def saved_rows(partial: Path) -> list[dict[str, Any]]:
+    """The whole rows of a partial file; a last line cut off mid-write is removed from the file."""
+    raw = partial.read_bytes()
+    whole = raw[: raw.rfind(b"\n") + 1]
+    if len(whole) < len(raw):
+        with open(partial, "r+b") as f:
+            f.truncate(len(whole))
+    rows = []
+    for number, line in enumerate(whole.decode("utf-8").splitlines(), start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise AlignkitError(f"{partial}:line {number}: not a JSON row", "pass --overwrite to start over") from None
+    return rows
+
+
+def check_resumable(partial: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """The rows being resumed were made by the same model and sampling (`saved` vs `current`, e.g. run, model,
+    sampling): a file mixing two settings would be recorded as one."""
+    for key, value in current.items():
+        before = saved.get(key, value)
+        if isinstance(value, dict) and isinstance(before, dict):  # name the sampling option that differs
+            key, before, value = next(
+                ((f"{key}.{k}", before.get(k), v) for k, v in value.items() if before.get(k, v) != v), (key, 0, 0)
+            )
+        if before != value:
+            raise AlignkitError(
+                f"{partial}: its rows were made with {key}={before}, not {value}",
+                "resume with the interrupted command's options, or pass --overwrite to start over",
+            )
+
+
+def append_partial(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Add rows to `path`'s partial file, flushed: an interrupted command keeps them for `--resume`."""
+    partial = partial_file(path)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def finish_partial(path: Path) -> None:
+    """The partial file, now complete, becomes `path` in one rename (an older `path` is replaced only now)."""
+    partial = partial_file(path)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.touch()
+    os.replace(partial, path)

@@ -18,6 +18,7 @@ import math
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ from typing import Any
 from alignkit import generate, jsonl
 from alignkit.data.formats import read_rows
 from alignkit.data.validate import convert_all
-from alignkit.errors import AlignkitError
 
 TASK_PROMPT = """\
 Here are {count} example tasks that a user gave to an AI assistant:
@@ -105,23 +105,44 @@ def run(
     top_p: float = 0.95,
     task_max_new_tokens: int = 64,
     filters: Filters | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Write `n` filtered synthetic SFT rows (fewer if `max_attempts`, default 4n, runs out) to `out`; a summary."""
-    if n < 1:
-        raise AlignkitError(f"--n must be at least 1, got {n}")
+    """Write `n` filtered synthetic SFT rows (fewer if `max_attempts`, default 4n, runs out) to `out`; a summary.
+
+    Kept rows are saved as they come to `out.partial`, renamed to `out` at the end; `resume` continues an
+    interrupted synth from them (its new tasks must differ from theirs too), with `max_attempts` (default: 4 per
+    row still wanted) and the summary's counts for the resumed part."""
+    generate.check_counts(n=n, shots=shots, max_attempts=max_attempts, batch_size=batch_size)
     out_path = Path(out)
-    jsonl.check_output_file(out_path, overwrite)
+    earlier = jsonl.start_partial(out_path, overwrite, resume, "synth")
     seeds = load_seeds(seeds_file)
     filters = filters or Filters()
     sampling = Sampling(task_temperature, temperature, top_p, task_max_new_tokens, max_new_tokens, seed)
     model, tokenizer, source = generate.load_policy(from_run, model_name)
+    if earlier:
+        made = earlier[0].get("synth", {})
+        record = {"run": source.get("run", ""), "model": source.get("model", ""), "sampling": asdict(sampling)}
+        jsonl.check_resumable(jsonl.partial_file(out_path), made, record)
+    wanted = max(n - len(earlier), 0)
     rows, counts = synthesize(
-        model, tokenizer, seeds, n, source, sampling, filters, shots, max_attempts or 4 * n, batch_size
+        model,
+        tokenizer,
+        seeds,
+        n,
+        source,
+        sampling,
+        filters,
+        shots,
+        max_attempts or 4 * wanted,
+        batch_size,
+        earlier=earlier,
+        save=lambda kept: jsonl.append_partial(out_path, kept),
     )
-    jsonl.write_jsonl(out_path, rows, overwrite=overwrite)
+    jsonl.finish_partial(out_path)
     return {
         "out": str(out_path),
         "kept": len(rows),
+        "resumed": len(earlier),
         "wanted": n,
         "attempts": counts.pop("attempts"),
         "rounds": counts.pop("rounds"),
@@ -156,24 +177,30 @@ def synthesize(
     shots: int = 3,
     max_attempts: int = 0,
     batch_size: int = 8,
+    earlier: list[dict[str, Any]] | None = None,
+    save: Callable[[list[dict[str, Any]]], Any] | None = None,
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """Rounds of write-tasks → filter → answer → filter until `n` rows are kept or `max_attempts` tasks were tried."""
+    """Rounds of write-tasks → filter → answer → filter until `n` rows are kept or `max_attempts` tasks were tried.
+
+    `earlier`: rows kept by an interrupted synth, counted towards `n`; `save` is given each round's kept rows."""
     import torch
     from rouge_score import rouge_scorer
     from tqdm.auto import tqdm
 
-    torch.manual_seed(sampling.seed)
-    rng = random.Random(sampling.seed)
+    kept: list[dict[str, Any]] = list(earlier or [])
+    kept_tasks: list[str] = [row["messages"][-2]["content"] for row in kept]
+    # A resumed synth draws from another stream: the seed's own would write the tasks it already kept again.
+    stream = sampling.seed if not kept else sampling.seed * 1_000_003 + len(kept)
+    torch.manual_seed(stream)
+    rng = random.Random(stream)
     rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     seed_texts = [s["task"] for s in seeds]
-    kept: list[dict[str, Any]] = []
-    kept_tasks: list[str] = []
     counts: Counter[str] = Counter()
-    max_attempts = max_attempts or 4 * n
+    max_attempts = max_attempts or 4 * (n - len(kept))
     record = {"run": source.get("run", ""), "model": source.get("model", ""), "sampling": asdict(sampling)}
     task_options = {"temperature": sampling.task_temperature, "top_p": sampling.top_p}
     answer_options = {"temperature": sampling.answer_temperature, "top_p": sampling.top_p}
-    with tqdm(total=n, desc="synth", unit="row") as progress:
+    with tqdm(total=n, initial=len(kept), desc="synth", unit="row") as progress:
         while len(kept) < n and counts["attempts"] < max_attempts:
             counts["rounds"] += 1
             rate = len(kept) / counts["attempts"] if counts["attempts"] else 0.5  # keep rate so far
@@ -200,6 +227,7 @@ def synthesize(
                 continue
             conversations = [[{"role": "user", "content": task}] for task, _ in tasks]
             answers = generate.sample(model, tokenizer, conversations, 1, sampling.max_new_tokens, **answer_options)
+            kept_before = len(kept)
             for (task, examples), (answer,) in zip(tasks, answers, strict=True):
                 failed = answer_problem(answer, hit_budget(tokenizer, answer, sampling.max_new_tokens), filters)
                 if failed or len(kept) >= n:
@@ -218,6 +246,8 @@ def synthesize(
                     }
                 )
                 progress.update(1)
+            if save and len(kept) > kept_before:
+                save(kept[kept_before:])
             progress.set_postfix(attempts=counts["attempts"])
     return kept, counts
 

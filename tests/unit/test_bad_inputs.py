@@ -483,6 +483,36 @@ def test_out_of_range_sampling_is_one_line_error_and_no_file(args, expected, tmp
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "args", "expected"),
+    [
+        ("generate", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        ("generate", ["--limit", "-1"], "--limit must be at least 1, got -1"),
+        ("generate", ["--limit", "0"], "--limit must be at least 1, got 0"),
+        ("synth", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        ("synth", ["--shots", "0"], "--shots must be at least 1, got 0"),
+        ("synth", ["--max-attempts", "0"], "--max-attempts must be at least 1, got 0"),
+    ],
+    ids=[
+        "generate-batch-0",
+        "generate-limit-negative",
+        "generate-limit-0",
+        "synth-batch-0",
+        "synth-shots-0",
+        "synth-attempts-0",
+    ],
+)
+def test_a_count_below_one_is_one_line_error_and_no_file(command, args, expected, tmp_path, capsys, tiny_model):
+    """Before: a traceback (generate --batch-size 0, synth --shots 0/-1 or --batch-size 0), prompts silently dropped
+    (generate --limit -1 wrote all but the last one) or an empty file (--limit 0)."""
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}, {"prompt": "Name a color."}])
+    out = tmp_path / "out.jsonl"
+    source = "--prompts" if command == "generate" else "--seeds"
+    code, err = invoke([command, source, str(prompts), "--model", tiny_model, "--out", str(out), *args], capsys)
+    assert_one_line_error(code, err, [expected])
+    assert not out.exists()
+
+
 # -- runs given to the commands that use a policy ---------------------------------------------------------------------
 
 PROMPTS = str(Path(__file__).resolve().parents[2] / "datasets" / "prompts.jsonl")

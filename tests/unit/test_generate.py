@@ -3,15 +3,23 @@ padding, rows that end early and N replies per prompt; the same sampling distrib
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 
-from alignkit import backends, generate, models
+from alignkit import backends, generate, jsonl, models
 from alignkit.config import ModelConfig
+from alignkit.errors import AlignkitError
 from alignkit.hardware import pick_precision
+from tests.conftest import REPO, run_cli, write_jsonl
 
 PROMPTS = [[{"role": "user", "content": "hi " * k}] for k in (1, 5, 12, 3)]
 
@@ -163,3 +171,62 @@ def test_a_config_without_top_k_samples_from_generates_default_top_50(loaded):
     for row, tokens in enumerate(drawn):
         assert tokens[0] in allowed[row // 64].tolist()
     assert len({t[0] for t in drawn}) > 20, "a hot temperature spreads the draws over the top 50"
+
+
+def test_prompts_given_fewer_distinct_candidates_than_n_are_reported(tiny_model, tmp_path, caplog):
+    """A near-greedy temperature repeats one reply: the file used to hold fewer candidates than --n without a word,
+    and `feedback push` then skipped those prompts."""
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}, {"prompt": "Name a color."}])
+    out = tmp_path / "candidates.jsonl"
+    alignkit_logger = logging.getLogger("alignkit")
+    alignkit_logger.addHandler(caplog.handler)  # the CLI's quiet terminal stops alignkit's records at its own handlers
+    try:
+        sampling = generate.Sampling(temperature=1e-4, max_new_tokens=6)
+        generate.run(str(prompts), str(out), n=3, model_name=tiny_model, sampling=sampling)
+    finally:
+        alignkit_logger.removeHandler(caplog.handler)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(len(row["candidates"]) < 3 for row in rows)
+    assert "2 of 2 prompts got fewer than 3 distinct non-empty candidates" in caplog.text
+
+
+def test_greedy_decoding_with_several_candidates_is_refused_before_loading(tmp_path):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}])
+    out = tmp_path / "candidates.jsonl"
+    with pytest.raises(AlignkitError, match="--temperature 0 is greedy: the --n 4 candidates"):
+        generate.run(str(prompts), str(out), n=4, model_name="no-such-model", sampling=generate.Sampling(0.0))
+    assert not out.exists()
+    assert generate.Sampling(0.0).temperature == 0  # one greedy reply per prompt stays allowed (--n 1)
+
+
+def test_a_killed_generation_resumes_with_the_prompts_it_had_not_done(tiny_model, tmp_path):
+    """`generate` used to write its file only at the end: a kill (or Ctrl-C) an hour in lost every candidate."""
+    bundled = (REPO / "datasets" / "prompts.jsonl").read_text().splitlines()
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(bundled[:40]) + "\n")  # with `skill`, `reference`: the rows get a `spec`
+    out = tmp_path / "candidates.jsonl"
+    partial = jsonl.partial_file(out)
+    argv = ["generate", "--model", tiny_model, "--prompts", str(prompts), "--out", str(out), "--n", "2"]
+    argv += ["--batch-size", "1", "--max-new-tokens", "16"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
+    with subprocess.Popen([sys.executable, "-m", "alignkit.cli", *argv], env=env, stderr=subprocess.DEVNULL) as run:
+        deadline = time.monotonic() + 120
+        while not (partial.is_file() and partial.read_text().count("\n") >= 4) and run.poll() is None:
+            assert time.monotonic() < deadline, "no rows were saved while generating"
+            time.sleep(0.05)
+        run.kill()
+    saved = partial.read_text().splitlines()
+    assert not out.exists() and 4 <= len(saved) < 40, "the kill must land mid-generation"
+    partial.write_text(partial.read_text() + '{"prompt_id": "cut off mid-wri')
+
+    again = run_cli(*argv)
+    assert again.returncode == 2 and f"interrupted `alignkit generate` saved {len(saved)} rows" in again.stderr
+    other = run_cli(*argv, "--resume", "--temperature", "0.5")
+    assert other.returncode == 2 and "sampling.temperature=0.8, not 0.5" in other.stderr
+    resumed = run_cli(*argv, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    rows = out.read_text().splitlines()
+    assert rows[: len(saved)] == saved  # what was done is kept as it was, not sampled again
+    expected = [jsonl.prompt_id(p) for p in generate.load_prompts(str(prompts))]
+    assert [json.loads(row)["prompt_id"] for row in rows] == expected
+    assert all("spec" in json.loads(row) for row in rows) and not partial.exists()

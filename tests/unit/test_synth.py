@@ -154,6 +154,8 @@ class ScriptedModel:
         self.calls.append(len(conversations))
         content = [c[-1]["content"] for c in conversations]
         if content[0].startswith("Here are"):
+            if KeyboardInterrupt in self.tasks[: len(content)]:
+                raise KeyboardInterrupt
             return [[self.tasks.pop(0)] for _ in content]
         return [[self.answers[task]] for task in content]
 
@@ -221,6 +223,33 @@ def test_loop_keeps_exactly_n_and_counts_the_rest_unused(monkeypatch):
     assert fake.calls == [2, 2]  # a round asks for what is missing over the keep rate (0.5 at first), not a batch
 
 
+def test_an_interrupted_synth_keeps_each_rounds_rows_and_resumes_without_repeating_them(monkeypatch, tmp_path):
+    """A long synth used to write its rows only at the end: Ctrl-C or a kill after an hour lost them all."""
+    out = tmp_path / "synth.jsonl"
+    tasks = ["Describe a sunny beach.", "Give two tips for learning to juggle."]
+    answers = {t: f"Here is a fine answer to: {t}" for t in tasks}
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        jsonl.append_partial(out, rows)
+
+    with pytest.raises(KeyboardInterrupt):  # round 1 keeps both tasks; round 2 is interrupted
+        scripted_run(monkeypatch, [*tasks, KeyboardInterrupt], answers, n=3, batch_size=2, save=save)
+    assert not out.exists()
+    with pytest.raises(AlignkitError, match="interrupted `alignkit synth` saved 2 rows here"):
+        jsonl.start_partial(out, overwrite=False, resume=False, command="synth")
+    earlier = jsonl.start_partial(out, overwrite=False, resume=True, command="synth")
+    assert [row["messages"][0]["content"] for row in earlier] == tasks
+
+    more = ["Describe a sunny beach.", "List three capitals in South America."]  # the first was kept before
+    answers[more[1]] = "Lima, Quito and Santiago."
+    rows, counts, _ = scripted_run(monkeypatch, more, answers, n=3, batch_size=2, earlier=earlier, save=save)
+    assert rows[:2] == earlier and rows[2]["messages"][0]["content"] == more[1]
+    assert counts["similar_to_kept"] == 1 and counts["attempts"] == 2
+    jsonl.finish_partial(out)
+    assert [json.loads(line) for line in out.read_text().splitlines()] == rows
+    assert not jsonl.partial_file(out).exists()
+
+
 # -- the whole run on the tiny model ------------------------------------------------------------------------------
 
 
@@ -262,6 +291,25 @@ def test_relaxed_run_writes_sft_ready_rows_with_provenance(tiny_model, seeds_fil
         assert "answer_truncated" not in provenance["filters_passed"]  # truncation was allowed, not checked
         assert "similar_to_seed" in provenance["filters_passed"]
     assert data.load_chat([str(out)]) == [{"messages": row["messages"]} for row in rows]  # `synth` is extra
+    assert not jsonl.partial_file(out).exists()
+
+
+def test_resuming_a_synth_keeps_its_rows_and_refuses_other_sampling(tiny_model, seeds_file, tmp_path):
+    out = tmp_path / "synth.jsonl"
+    options = {"max_new_tokens": 12, "task_max_new_tokens": 12, "batch_size": 2, "filters": RELAXED}
+    first = synth.run(None, tiny_model, str(seeds_file), 1, str(tmp_path / "first.jsonl"), seed=3, **options)
+    saved = (tmp_path / "first.jsonl").read_text()
+    assert first["kept"] == 1
+    partial = jsonl.partial_file(out)
+    partial.write_text(saved + '{"messages": [{"role": "user", "content": "cut off by a ki')  # killed mid-write
+    with pytest.raises(AlignkitError, match=r"sampling\.seed=3, not 4"):
+        synth.run(None, tiny_model, str(seeds_file), 3, str(out), seed=4, resume=True, **options)
+    summary = synth.run(None, tiny_model, str(seeds_file), 3, str(out), seed=3, resume=True, **options)
+    rows = out.read_text().splitlines()
+    assert summary["resumed"] == 1 and summary["kept"] == 3 and len(rows) == 3
+    assert rows[0] + "\n" == saved and not partial.exists()
+    with pytest.raises(AlignkitError, match="nothing to resume"):
+        synth.run(None, tiny_model, str(seeds_file), 3, str(tmp_path / "other.jsonl"), resume=True, **options)
 
 
 def test_existing_output_is_kept_unless_overwrite(tiny_model, seeds_file, tmp_path):
