@@ -137,7 +137,8 @@ def check(cfg: DemoConfig) -> None:
     if not 0 <= cfg.noise <= 1:
         raise AlignkitError(f"demo: `noise` is a probability (0 to 1), got {cfg.noise}", "e.g. --noise 0.1")
     judges.rule(cfg.rule)
-    generate.Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)  # checks them
+    sampling = generate.Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)  # checks them
+    generate.check_distinct(cfg.candidates, sampling, demo=True)
     stages = {"sft": sft.RECIPE, "reward": reward.RECIPE, "dpo": dpo.RECIPE, "rl": rl.RECIPE}
     stage_cfgs = {"dpo": DPOStageConfig(), "rl": RLStageConfig()}
     for section, recipe in stages.items():

@@ -66,6 +66,21 @@ def check_counts(**counts: int | None) -> None:
             raise AlignkitError(f"{flag} must be at least 1, got {value}", f"pass {flag} 1 or more, or leave it out")
 
 
+def check_distinct(n: int, sampling: Sampling, demo: bool = False) -> None:
+    """Several candidates per prompt need sampling: greedy decoding gives one reply, and repeats are dropped
+    (`demo`: named as the demo's settings rather than `generate`'s flags)."""
+    if n > 1 and sampling.temperature == 0:
+        if demo:
+            raise AlignkitError(
+                f"demo: `temperature` 0 is greedy: the {n} `candidates` of a prompt would all be the same reply",
+                "e.g. --set temperature=0.8 (the first candidate is the greedy reply already: `greedy_candidate`)",
+            )
+        raise AlignkitError(
+            f"--temperature 0 is greedy: the --n {n} candidates of a prompt would all be the same reply",
+            "sample with --temperature 0.8 (--greedy-first keeps the greedy reply as the first), or pass --n 1",
+        )
+
+
 def answer(
     model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int = 64, **sampling: Any
 ) -> str:
@@ -324,11 +339,7 @@ def run(
     """
     check_counts(n=n, batch_size=batch_size, limit=limit)
     sampling = sampling or Sampling()
-    if n > 1 and sampling.temperature == 0:
-        raise AlignkitError(
-            f"--temperature 0 is greedy: the --n {n} candidates of a prompt would all be the same reply",
-            "sample with --temperature 0.8 (--greedy-first keeps the greedy reply as the first), or pass --n 1",
-        )
+    check_distinct(n, sampling)
     backends.check(backend)
     out_path = Path(out)
     earlier = jsonl.start_partial(out_path, overwrite, resume, "generate")

@@ -187,10 +187,11 @@ def test_a_top_level_key_is_suggested_where_it_belongs_not_as_another_knob(stage
         (["--set", "reward.max_steps=ten"], ["`reward.max_steps` must be int", "'ten'"]),
         (["--set", "sft_peft.method=loraa"], ["unknown peft.method `loraa`"]),
         (["--set", "train_prompts=500"], ["no prompt left to evaluate", "train_prompts=500"]),
+        (["--set", "temperature=0"], ["`temperature` 0 is greedy", "6 `candidates`", "--set temperature=0.8"]),
     ],
     ids=[
         *("rounds-zero", "one-candidate", "sft-steps-negative", "noise-above-one", "unknown-rule", "dpo-key-typo"),
-        *("reward-steps-text", "sft-peft-method", "nothing-held-out"),
+        *("reward-steps-text", "sft-peft-method", "nothing-held-out", "greedy-candidates"),
     ],
 )
 def test_bad_demo_settings_are_refused_before_any_training(args, expected, tmp_path, capsys, tiny_model, monkeypatch):
