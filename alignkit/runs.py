@@ -423,6 +423,17 @@ def open_policy(path: str | Path, model_name: str | None = None, flag: str = "--
     return run
 
 
+def lineage_stamp(run: Run) -> tuple[tuple[int, int], ...]:
+    """What tells a run's model apart from the one a dir held before: the inode and modification time of the manifest
+    of each run of its lineage (rewritten atomically whenever one is trained again: `--overwrite`, `--resume`). Models
+    cached by run path (`alignkit.chat`, the playground) compare it to load a retrained run afresh."""
+    stamps = []
+    for step in run.lineage or [{"run": str(run.path)}]:
+        stat = (Path(step["run"]) / "manifest.json").stat()
+        stamps.append((stat.st_ino, stat.st_mtime_ns))
+    return tuple(stamps)
+
+
 def distinct_names(paths: Sequence[str | Path], taken: Collection[str] = ()) -> list[str]:
     """A name per run dir: the shortest tail of its path that no other path ends with and that is not `taken`
     (`runs/a/sft`, `runs/b/sft` -> `a/sft`, `b/sft`; `runs/sft`, `runs/dpo` -> `sft`, `dpo`). Paths must differ."""
