@@ -581,12 +581,23 @@ def run_eval(
 ) -> dict[str, Any]:
     """`alignkit eval`: the base and each run answer the prompts; each is compared with the one before it. Each run is
     named by the shortest tail of its path that tells it from the others (`runs.distinct_names`)."""
+    if limit is not None and limit < 1:  # a slice would evaluate no prompt, or (negative) all but the last ones
+        raise AlignkitError(f"--limit {limit}: expected a number of prompts of at least 1", "drop --limit for all")
+    if max_new_tokens < 1:
+        raise AlignkitError(f"--max-new-tokens {max_new_tokens}: expected at least 1", "e.g. --max-new-tokens 64")
     check_report_dir(Path(out_dir), overwrite)
     loaded = [runs.open_policy(d, flag="--runs") for d in run_dirs]
     resolved = [run.path.resolve() for run in loaded]
     for i, path in enumerate(resolved):
         if path in resolved[:i]:
             raise AlignkitError(f"{run_dirs[i]}: passed to --runs twice", "pass each run once")
+    for run_dir, run in zip(run_dirs[1:], loaded[1:], strict=True):
+        if not runs.same_base(run, loaded[0]):  # its answers, forgetting and KL would be measured against another model
+            raise AlignkitError(
+                f"--runs {run_dir} was trained on {run.model_config.name}, --runs {run_dirs[0]} on "
+                f"{loaded[0].model_config.name}: eval compares runs of one base model with that base",
+                "evaluate the runs of each base model separately (each with its own --out)",
+            )
     prompts = load_eval_prompts(prompts_file, "--prompts")[:limit]
     model_cfg = loaded[0].model_config
 

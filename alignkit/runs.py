@@ -434,6 +434,15 @@ def lineage_stamp(run: Run) -> tuple[tuple[int, int], ...]:
     return tuple(stamps)
 
 
+def same_base(run: Run, other: Run) -> bool:
+    """Whether two runs were trained on one base model: the same weights where both manifests record their sha256,
+    else the same model name or path."""
+    ours, theirs = (r.manifest.get("base") or {} for r in (run, other))
+    if ours.get("sha256") and theirs.get("sha256"):
+        return ours["sha256"] == theirs["sha256"]
+    return Path(run.model_config.name).expanduser().resolve() == Path(other.model_config.name).expanduser().resolve()
+
+
 def distinct_names(paths: Sequence[str | Path], taken: Collection[str] = ()) -> list[str]:
     """A name per run dir: the shortest tail of its path that no other path ends with and that is not `taken`
     (`runs/a/sft`, `runs/b/sft` -> `a/sft`, `b/sft`; `runs/sft`, `runs/dpo` -> `sft`, `dpo`). Paths must differ."""

@@ -247,3 +247,37 @@ def test_sign_test_is_the_binomial_tail_of_the_discordant_outcomes():
     assert evaluate.sign_test(1, 0) == evaluate.sign_test(3, 2) == 0.5  # one prompt ahead is never evidence
     assert evaluate.sign_test(0, 0) == 1.0
     assert evaluate.sign_test(12, 0) < evaluate.sign_test(10, 1) < 0.05 < evaluate.sign_test(9, 3)
+
+
+def test_runs_of_different_base_models_are_refused_before_any_answer(two_runs, tmp_path):
+    """The base answers first and every run is compared with it (forgetting, KL): a run of another base would be
+    measured against a model it was never trained on."""
+    from tests.conftest import build_tiny_model
+
+    other_base = str(build_tiny_model(tmp_path / "qwen", architecture="qwen2"))
+    data = write_jsonl(tmp_path / "chat.jsonl", [{"prompt": "Hi?", "completion": "Hello."}] * 8)
+    other = alignkit.sft(
+        data={"paths": [str(data)]},
+        model={"name": other_base},
+        out=str(tmp_path / "qwen-sft"),
+        trainer={"max_steps": 1, "per_device_train_batch_size": 4},
+    )
+    prompts, general = small_eval_files(tmp_path)
+    out = tmp_path / "eval"
+    with pytest.raises(AlignkitError, match=r"qwen-sft was trained on .*qwen.*eval compares runs of one base"):
+        alignkit.evaluate_runs([two_runs[0].path, other.path], out, prompts, general, max_new_tokens=4)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [({"limit": 0}, "--limit 0: expected"), ({"limit": -1}, "--limit -1: expected"), ({"max_new_tokens": 0}, "--max")],
+)
+def test_eval_refuses_no_prompts_or_no_tokens_instead_of_an_empty_report(two_runs, tmp_path, option, expected):
+    """`--limit 0` gave a report of zero prompts with a 0.000 win-rate; `--limit -1` left out the last prompt."""
+    prompts, general = small_eval_files(tmp_path)
+    out = tmp_path / "eval"
+    with pytest.raises(AlignkitError, match=expected):
+        alignkit.evaluate_runs([two_runs[0].path], out, prompts, general, **{"max_new_tokens": 4, **option})
+    assert not out.exists()
+
