@@ -30,7 +30,7 @@ from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.generate import greedy_replies
 from alignkit.hardware import pick_precision
-from alignkit.jsonl import prompt_row
+from alignkit.jsonl import prompt_and_reply
 from alignkit.judges import Prompt
 
 Messages = list[dict[str, str]]
@@ -552,17 +552,16 @@ def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
 
 
 def load_eval_prompts(path: str, flag: str = "--prompts") -> list[Prompt]:
-    """Prompts with their specs; a row without `reference` whose `messages` end with an assistant turn takes its
-    checkable part as the reference (`judges.reference_from_answer`). `flag`: the option that named `path`."""
+    """Prompts with their specs; a row without `reference` that holds a reply (a held-out SFT row in any chat format:
+    `jsonl.prompt_and_reply`) takes the reply's checkable part as the reference (`judges.reference_from_answer`).
+    `flag`: the option that named `path`."""
 
     def row(data: dict[str, Any]) -> Prompt:
         spec = judges.PromptSpec.from_row(data)
-        messages = data.get("messages")
-        if spec.reference is None and isinstance(messages, list) and messages:
-            last = messages[-1]
-            if isinstance(last, dict) and last.get("role") == "assistant" and isinstance(last.get("content"), str):
-                spec = dataclasses.replace(spec, reference=judges.reference_from_answer(last["content"]))
-        return Prompt(prompt_row(data), spec)
+        messages, reply = prompt_and_reply(data)
+        if spec.reference is None and reply is not None:
+            spec = dataclasses.replace(spec, reference=judges.reference_from_answer(reply))
+        return Prompt(messages, spec)
 
     return convert_all(read_rows(path, flag), row, "rows with `prompt` (and optional `reference`) or `messages`")
 

@@ -281,3 +281,39 @@ def test_eval_refuses_no_prompts_or_no_tokens_instead_of_an_empty_report(two_run
         alignkit.evaluate_runs([two_runs[0].path], out, prompts, general, **{"max_new_tokens": 4, **option})
     assert not out.exists()
 
+
+def test_held_out_sft_rows_in_every_chat_format_are_checked_against_their_answers(tmp_path):
+    """A held-out split of SFT data in Alpaca, prompt/completion or ShareGPT shape had no reference (only `messages`
+    rows did), so `alignkit eval` said nothing was checkable; each shape now gives the prompts and references of the
+    same rows as `messages`."""
+    pairs = [
+        ("What is 2 plus 2?", "The answer is 4."),
+        ("Is water wet?", "Yes, it is."),
+        ("Capital of France?", "Paris"),
+    ]
+    shapes = {
+        "messages": [
+            {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in pairs
+        ],
+        "sharegpt": [{"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]} for q, a in pairs],
+        "alpaca": [{"instruction": q, "output": a} for q, a in pairs],
+        "completion": [{"prompt": q, "completion": a} for q, a in pairs],
+        "response": [{"prompt": q, "response": a} for q, a in pairs],
+        "turns": [
+            {"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}]}
+            for q, a in pairs
+        ],
+    }
+    loaded = {
+        name: evaluate.load_eval_prompts(str(write_jsonl(tmp_path / f"{name}.jsonl", rows)))
+        for name, rows in shapes.items()
+    }
+    assert [p.spec.reference for p in loaded["messages"]] == ["4", "Yes", "Paris"]
+    for name, prompts in loaded.items():
+        assert prompts == loaded["messages"], name
+    unlabelled = [{"prompt": q, "completion": a, "label": False} for q, a in pairs]  # KTO: what not to answer
+    prompt_only = [{"prompt": q} for q, _ in pairs]
+    for rows in (unlabelled, prompt_only):
+        assert all(
+            p.spec.reference is None for p in evaluate.load_eval_prompts(str(write_jsonl(tmp_path / "x.jsonl", rows)))
+        )
