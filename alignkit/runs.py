@@ -391,7 +391,7 @@ def open_run(path: str | Path, require_complete: bool = True) -> Run:
         raise AlignkitError(f"{run.path}: not a run directory (no manifest.json)", "pass a directory under runs/")
     try:
         manifest = run.manifest
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except ValueError:  # not JSON, not text, or not an object
         raise AlignkitError(f"{run.path}/manifest.json: unreadable", "the run was damaged; pick another run") from None
     if missing := run.missing_ancestor():
         which = "parent" if missing == manifest.get("parent") else "ancestor"
@@ -534,7 +534,11 @@ def now_iso() -> str:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A run file's JSON object; a `ValueError` for anything else (damaged, or another file's content)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def jsonable(value: Any) -> Any:
