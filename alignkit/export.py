@@ -42,6 +42,13 @@ def export(
     if dtype not in DTYPES:
         raise AlignkitError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     paths.check_output_dir(out, overwrite, EXPORT_RECORD, "an exported model")
+    base = Path(run.model_config.name).expanduser()
+    if base.is_dir() and out.resolve() == base.resolve():  # an earlier export that later runs were trained on
+        raise AlignkitError(
+            f"--out {out} is the base model of {run.path}: replacing it would change what the run (and every run "
+            "on that base) is built from",
+            "export to a new folder",
+        )
     converter = gguf_converter() if gguf else None  # missing tooling: fail before any work
     precision = export_precision(run, dtype)
 

@@ -78,3 +78,28 @@ def test_gguf_without_llama_cpp_is_one_clear_error_before_any_work(sft_run, tmp_
     assert result.returncode == 2
     assert "convert_hf_to_gguf.py" in result.stderr and "LLAMA_CPP_DIR" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "m").exists()
+
+
+def test_export_never_replaces_the_base_the_run_was_trained_on(tmp_path, tiny_model):
+    """Ship an export, fine-tune on it, export again over it with --overwrite: that replaced the new run's own base
+    (the run then applied its adapter to a model that already held it), with exit 0."""
+    from tests.conftest import CHAT_ROWS, write_jsonl
+
+    shipped = tmp_path / "shipped"
+    first = alignkit.sft(
+        data={"paths": [str(write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS))]},
+        model={"name": tiny_model},
+        trainer={"max_steps": 1, "per_device_train_batch_size": 4},
+        out=str(tmp_path / "first"),
+    )
+    export(first.path, shipped)
+    on_it = alignkit.sft(
+        data={"paths": [str(tmp_path / "chat.jsonl")]},
+        model={"name": str(shipped)},
+        trainer={"max_steps": 1, "per_device_train_batch_size": 4},
+        out=str(tmp_path / "second"),
+    )
+    weights = (shipped / "model.safetensors").read_bytes()
+    with pytest.raises(AlignkitError, match="is the base model of"):
+        export(on_it.path, shipped, overwrite=True)
+    assert (shipped / "model.safetensors").read_bytes() == weights
