@@ -68,12 +68,24 @@ def export(
         "dtype": precision.dtype,
     }
     (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    readable_as_umask_allows(tmp)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
     if converter is not None:
         write_gguf(converter, out, gguf_type)
     return out
+
+
+def readable_as_umask_allows(folder: Path) -> None:
+    """Give every file in `folder` the mode a new file gets (0o666 less the umask). safetensors writes its weights
+    0o600 (an atomic temp file), so a model shipped into a container or a shared folder was unreadable to any other
+    user, while its config and tokenizer beside it were readable."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def export_precision(run: runs.Run, dtype: str) -> Precision:

@@ -37,6 +37,8 @@ def test_exported_model_loads_with_plain_transformers_and_answers_like_the_run(s
     result = run_cli("export", str(sft_run.path), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    modes = {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"], modes  # other users read the weights as the config
     assert not (out / "adapter_config.json").exists(), "a merged model, not an adapter"
     record = json.loads((out / "alignkit-export.json").read_text())
     assert record["source_run"] == str(sft_run.path.resolve()) and record["stage"] == "sft"
