@@ -347,8 +347,16 @@ def evaluate_models(
             results["alarms"]["reward model"] = [f"reward correlates with answer length (r = {r:.2f})"]
         results["trained_on_reward_model"] = [name for name in trained_on_scorer if name in answers]
         flag_trained_on_reward_model(results, [compared[n] for n in trained_on_scorer if n in compared])
+    spec = [json.loads(p.spec.to_json()) for p in prompts]  # what each answer was checked against
     rows = [
-        {"prompt": p.messages, "skill": p.spec.skill, "run": name, "answer": answers[name][i], **checks[name][i]}
+        {
+            "prompt": p.messages,
+            "skill": p.spec.skill,
+            **spec[i],
+            "run": name,
+            "answer": answers[name][i],
+            **checks[name][i],
+        }
         for name in answers
         for i, p in enumerate(prompts)
     ]

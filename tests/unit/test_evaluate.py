@@ -115,6 +115,7 @@ def test_eval_cli_writes_report_with_win_rate_kl_and_forgetting(two_runs, tmp_pa
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     assert len(answers) == 3 * 4 and {a["run"] for a in answers} == {"base", "first", "second"}
     assert all("degenerate" in a and "accurate" in a for a in answers)  # every answer saved with its checks
+    assert [a["reference"] for a in answers[:4]] == [f"It is {i + 1}." for i in range(4)]  # and what it was checked by
     for name in ("report.md", "perplexity.png", "win_rate.png", "accuracy.png"):
         assert (out / name).is_file(), name
     assert "## Alarms" in (out / "report.md").read_text()
