@@ -30,7 +30,7 @@ from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.generate import greedy_replies
 from alignkit.hardware import pick_precision
-from alignkit.jsonl import prompt_row
+from alignkit.jsonl import prompt_and_reply
 from alignkit.judges import Prompt
 
 Messages = list[dict[str, str]]
@@ -347,8 +347,16 @@ def evaluate_models(
             results["alarms"]["reward model"] = [f"reward correlates with answer length (r = {r:.2f})"]
         results["trained_on_reward_model"] = [name for name in trained_on_scorer if name in answers]
         flag_trained_on_reward_model(results, [compared[n] for n in trained_on_scorer if n in compared])
+    spec = [json.loads(p.spec.to_json()) for p in prompts]  # what each answer was checked against
     rows = [
-        {"prompt": p.messages, "skill": p.spec.skill, "run": name, "answer": answers[name][i], **checks[name][i]}
+        {
+            "prompt": p.messages,
+            "skill": p.spec.skill,
+            **spec[i],
+            "run": name,
+            "answer": answers[name][i],
+            **checks[name][i],
+        }
         for name in answers
         for i, p in enumerate(prompts)
     ]
@@ -552,17 +560,16 @@ def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
 
 
 def load_eval_prompts(path: str, flag: str = "--prompts") -> list[Prompt]:
-    """Prompts with their specs; a row without `reference` whose `messages` end with an assistant turn takes its
-    checkable part as the reference (`judges.reference_from_answer`). `flag`: the option that named `path`."""
+    """Prompts with their specs; a row without `reference` that holds a reply (a held-out SFT row in any chat format:
+    `jsonl.prompt_and_reply`) takes the reply's checkable part as the reference (`judges.reference_from_answer`).
+    `flag`: the option that named `path`."""
 
     def row(data: dict[str, Any]) -> Prompt:
         spec = judges.PromptSpec.from_row(data)
-        messages = data.get("messages")
-        if spec.reference is None and isinstance(messages, list) and messages:
-            last = messages[-1]
-            if isinstance(last, dict) and last.get("role") == "assistant" and isinstance(last.get("content"), str):
-                spec = dataclasses.replace(spec, reference=judges.reference_from_answer(last["content"]))
-        return Prompt(prompt_row(data), spec)
+        messages, reply = prompt_and_reply(data)
+        if spec.reference is None and reply is not None:
+            spec = dataclasses.replace(spec, reference=judges.reference_from_answer(reply))
+        return Prompt(messages, spec)
 
     return convert_all(read_rows(path, flag), row, "rows with `prompt` (and optional `reference`) or `messages`")
 
@@ -581,12 +588,23 @@ def run_eval(
 ) -> dict[str, Any]:
     """`alignkit eval`: the base and each run answer the prompts; each is compared with the one before it. Each run is
     named by the shortest tail of its path that tells it from the others (`runs.distinct_names`)."""
+    if limit is not None and limit < 1:  # a slice would evaluate no prompt, or (negative) all but the last ones
+        raise AlignkitError(f"--limit {limit}: expected a number of prompts of at least 1", "drop --limit for all")
+    if max_new_tokens < 1:
+        raise AlignkitError(f"--max-new-tokens {max_new_tokens}: expected at least 1", "e.g. --max-new-tokens 64")
     check_report_dir(Path(out_dir), overwrite)
     loaded = [runs.open_policy(d, flag="--runs") for d in run_dirs]
     resolved = [run.path.resolve() for run in loaded]
     for i, path in enumerate(resolved):
         if path in resolved[:i]:
             raise AlignkitError(f"{run_dirs[i]}: passed to --runs twice", "pass each run once")
+    for run_dir, run in zip(run_dirs[1:], loaded[1:], strict=True):
+        if not runs.same_base(run, loaded[0]):  # its answers, forgetting and KL would be measured against another model
+            raise AlignkitError(
+                f"--runs {run_dir} was trained on {run.model_config.name}, --runs {run_dirs[0]} on "
+                f"{loaded[0].model_config.name}: eval compares runs of one base model with that base",
+                "evaluate the runs of each base model separately (each with its own --out)",
+            )
     prompts = load_eval_prompts(prompts_file, "--prompts")[:limit]
     model_cfg = loaded[0].model_config
 

@@ -42,6 +42,13 @@ def export(
     if dtype not in DTYPES:
         raise AlignkitError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     paths.check_output_dir(out, overwrite, EXPORT_RECORD, "an exported model")
+    base = Path(run.model_config.name).expanduser()
+    if base.is_dir() and out.resolve() == base.resolve():  # an earlier export that later runs were trained on
+        raise AlignkitError(
+            f"--out {out} is the base model of {run.path}: replacing it would change what the run (and every run "
+            "on that base) is built from",
+            "export to a new folder",
+        )
     converter = gguf_converter() if gguf else None  # missing tooling: fail before any work
     precision = export_precision(run, dtype)
 
@@ -61,12 +68,24 @@ def export(
         "dtype": precision.dtype,
     }
     (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    readable_as_umask_allows(tmp)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
     if converter is not None:
         write_gguf(converter, out, gguf_type)
     return out
+
+
+def readable_as_umask_allows(folder: Path) -> None:
+    """Give every file in `folder` the mode a new file gets (0o666 less the umask). safetensors writes its weights
+    0o600 (an atomic temp file), so a model shipped into a container or a shared folder was unreadable to any other
+    user, while its config and tokenizer beside it were readable."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def export_precision(run: runs.Run, dtype: str) -> Precision:

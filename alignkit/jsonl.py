@@ -28,26 +28,42 @@ def prompt_row(data: dict[str, Any]) -> Messages:
     """A prompt as messages from a row with `prompt` (string or messages), `instruction` (+ `input`, `history`) or
     `messages`/`conversations` (the trailing assistant turns dropped: a fresh reply to the last user turn); a `system`
     column comes first, as in training rows."""
+    return prompt_and_reply(data)[0]
+
+
+def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
+    """`prompt_row`'s prompt and the reply the row holds after it, if any (a held-out SFT row in any chat format):
+    the last of the trailing assistant turns, Alpaca's `output`, or `completion`/`response` (text, or messages ending
+    with an assistant turn). None for a prompt-only row, and for a KTO row labelled undesirable (`label: false`)."""
+    reply: Any = None
     if isinstance(data.get("prompt"), list):  # ends with a user turn: the reply is generated after it
         messages = message_list(data["prompt"], "prompt", "role", "content", roles=None)
         check_prompt(messages, "prompt")
     elif "prompt" in data:
         messages = [{"role": "user", "content": text_field(data, "prompt")}]
     elif "instruction" in data:
-        messages = alpaca_prompt(data)
+        messages, reply = alpaca_prompt(data), data.get("output")
     elif "messages" in data or "conversations" in data:
         key = "messages" if "messages" in data else "conversations"
         if detect_chat_format(data) == "sharegpt":
             messages = message_list(data[key], key, "from", "value", roles=SHAREGPT_ROLES)
         else:
             messages = message_list(data[key], key, "role", "content", roles=None)
+        if messages and messages[-1]["role"] == "assistant":
+            reply = messages[-1]["content"]
         while messages and messages[-1]["role"] == "assistant":  # generate a fresh reply to the last user turn
             messages = messages[:-1]
         if not messages or messages[-1]["role"] != "user":
             raise RowError(key, "expected a conversation ending with a user turn")
     else:
         raise RowError("prompt", "missing")
-    return with_system_column(data, messages)
+    if "prompt" in data:
+        completion = data.get("completion", data.get("response"))
+        last = completion[-1] if isinstance(completion, list) and completion else None
+        reply = last.get("content") if isinstance(last, dict) and last.get("role") == "assistant" else completion
+    if data.get("label") is False or not isinstance(reply, str) or not reply.strip():
+        reply = None
+    return with_system_column(data, messages), reply
 
 
 def prompt_id(prompt: Messages) -> str:

@@ -140,11 +140,15 @@ class ModelPool:
         self.whole: dict[str, tuple[Any, Any]] = {}  # run dir -> (model, tokenizer)
         self.tokenizers: dict[str, Any] = {}  # run dir -> its lineage's tokenizer (runs on a shared base)
         self.served: dict[str, llamacpp.LlamaCppModel | None] = {}  # choice key -> llama.cpp model (None: cannot)
+        self.stamps: dict[str, tuple[tuple[int, int], ...]] = {}  # run choice key -> `runs.lineage_stamp` loaded
         self.lock = threading.RLock()
 
     def get(self, key: str) -> Handle:
-        """The model for a choice key, loaded on first use; an `AlignkitError` for a missing or broken run."""
+        """The model for a choice key, loaded on first use (again when the run was trained anew since); an
+        `AlignkitError` for a missing or broken run."""
         with self.lock:
+            if not key.startswith(BASE_PREFIX):
+                self.forget_if_retrained(key)
             served = self.llama_cpp(key) if self.uses_llama_cpp() else None
             if served is not None:
                 return Handle(None, served.tokenizer, engine=served)
@@ -158,6 +162,18 @@ class ModelPool:
             if key not in self.whole:
                 self.whole[key] = lineage.load_inference_model(run.path)
             return Handle(*self.whole[key])
+
+    def forget_if_retrained(self, key: str) -> None:
+        """Drop what was loaded for the run at `key` when it, or a run of its lineage, has been trained again into
+        its dir since (`--overwrite`, `--resume`): the same path, another model. (Its LoRA adapter on a shared base
+        is named by the stamp, `adapter_on_base`.)"""
+        run = runs.open_run(key)
+        stamp = runs.lineage_stamp(run)
+        if self.stamps.setdefault(key, stamp) != stamp:
+            self.whole.pop(key, None)
+            self.served.pop(key, None)
+            self.tokenizers.pop(str(run.path), None)
+            self.stamps[key] = stamp
 
     def uses_llama_cpp(self) -> bool:
         """`auto` takes llama.cpp on CPU-only machines; on a GPU, transformers decodes there already."""
@@ -207,7 +223,7 @@ class ModelPool:
 
         cfg = run.model_config
         model, tokenizer = self.base(cfg)
-        name = adapter_name(adapter_run.path)
+        name = adapter_name(adapter_run.path, runs.lineage_stamp(adapter_run))
         if not isinstance(model, PeftModel) or name not in model.peft_config:
             try:
                 if isinstance(model, PeftModel):
@@ -219,6 +235,10 @@ class ModelPool:
                     f"{adapter_run.adapter_dir}: adapter does not fit this base model ({first_line(exc)})",
                     "train the adapter on the same base model",
                 ) from None
+            model.set_adapter(name)  # peft cannot delete the active adapter
+            stale = adapter_name(adapter_run.path)  # the prefix of this dir's adapters of earlier trainings
+            for old in [n for n in model.peft_config if n.startswith(stale) and n != name]:
+                model.delete_adapter(old)
         model.eval()
         self.bases[cfg.name] = (model, tokenizer)
         return Handle(model, self.run_tokenizer(run), name, shared=True)
@@ -230,8 +250,10 @@ def lora_adapter(run: runs.Run) -> bool:
     return config.is_file() and json.loads(config.read_text()).get("peft_type") == "LORA"
 
 
-def adapter_name(path: Path) -> str:
-    return "run_" + hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:12]
+def adapter_name(path: Path, stamp: tuple[tuple[int, int], ...] = ()) -> str:
+    """The name of a run's adapter on a shared base: its dir, then (`stamp`) which training of it."""
+    name = "run_" + hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:12]
+    return name + "_" + hashlib.sha1(repr(stamp).encode()).hexdigest()[:8] if stamp else name
 
 
 def error_line(exc: AlignkitError) -> str:

@@ -391,7 +391,7 @@ def open_run(path: str | Path, require_complete: bool = True) -> Run:
         raise AlignkitError(f"{run.path}: not a run directory (no manifest.json)", "pass a directory under runs/")
     try:
         manifest = run.manifest
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except ValueError:  # not JSON, not text, or not an object
         raise AlignkitError(f"{run.path}/manifest.json: unreadable", "the run was damaged; pick another run") from None
     if missing := run.missing_ancestor():
         which = "parent" if missing == manifest.get("parent") else "ancestor"
@@ -421,6 +421,26 @@ def open_policy(path: str | Path, model_name: str | None = None, flag: str = "--
             f"drop --model: a run given by {flag} brings its own base",
         )
     return run
+
+
+def lineage_stamp(run: Run) -> tuple[tuple[int, int], ...]:
+    """What tells a run's model apart from the one a dir held before: the inode and modification time of the manifest
+    of each run of its lineage (rewritten atomically whenever one is trained again: `--overwrite`, `--resume`). Models
+    cached by run path (`alignkit.chat`, the playground) compare it to load a retrained run afresh."""
+    stamps = []
+    for step in run.lineage or [{"run": str(run.path)}]:
+        stat = (Path(step["run"]) / "manifest.json").stat()
+        stamps.append((stat.st_ino, stat.st_mtime_ns))
+    return tuple(stamps)
+
+
+def same_base(run: Run, other: Run) -> bool:
+    """Whether two runs were trained on one base model: the same weights where both manifests record their sha256,
+    else the same model name or path."""
+    ours, theirs = (r.manifest.get("base") or {} for r in (run, other))
+    if ours.get("sha256") and theirs.get("sha256"):
+        return ours["sha256"] == theirs["sha256"]
+    return Path(run.model_config.name).expanduser().resolve() == Path(other.model_config.name).expanduser().resolve()
 
 
 def distinct_names(paths: Sequence[str | Path], taken: Collection[str] = ()) -> list[str]:
@@ -514,7 +534,11 @@ def now_iso() -> str:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A run file's JSON object; a `ValueError` for anything else (damaged, or another file's content)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def jsonable(value: Any) -> Any:

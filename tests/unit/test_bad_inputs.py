@@ -245,6 +245,21 @@ def test_runs_of_a_missing_directory_is_one_line_error(tmp_path):
     assert none_yet.returncode == 0 and "no runs in runs/" in none_yet.stderr
 
 
+def test_runs_lists_a_run_whose_json_files_are_no_objects_as_broken(tmp_path):
+    """A manifest.json or metrics.json holding a list (another file copied over it) was an AttributeError traceback."""
+    complete = {"stage": "sft", "status": "complete", "lineage": [{"stage": "sft", "run": "."}], "created": "x"}
+    for name, files in (
+        ("a", {"manifest.json": "[]"}),
+        ("b", {"manifest.json": json.dumps(complete), "metrics.json": "[1]"}),
+    ):
+        (tmp_path / name).mkdir()
+        for file, text in files.items():
+            (tmp_path / name / file).write_text(text)
+    listed = run_cli("runs", "--dir", str(tmp_path), "--json")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert [(row["run"], row["status"]) for row in json.loads(listed.stdout)] == [("a", "broken"), ("b", "broken")]
+
+
 def test_shipped_configs_load():
     from alignkit.config import PretrainStageConfig, SFTStageConfig, load_config
 
@@ -383,9 +398,10 @@ def test_model_dir_with_broken_config_is_one_line_error(tmp_path, capsys, chat_f
     [
         ('{"stage": "sft", "status": "running", "lineage": []}', ["run did not finish", "--resume --out"]),
         ('{"stage": "sft", "status": "comp', ["manifest.json: unreadable"]),
+        ("[]", ["manifest.json: unreadable"]),
         (None, ["not a run directory (no manifest.json)"]),
     ],
-    ids=["still-running", "half-written-manifest", "no-manifest"],
+    ids=["still-running", "half-written-manifest", "manifest-not-an-object", "no-manifest"],
 )
 def test_from_a_half_written_run_is_one_line_error(manifest, expected, tmp_path, capsys, chat_file, tiny_model):
     parent = tmp_path / "parent"

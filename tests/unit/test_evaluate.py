@@ -115,6 +115,7 @@ def test_eval_cli_writes_report_with_win_rate_kl_and_forgetting(two_runs, tmp_pa
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     assert len(answers) == 3 * 4 and {a["run"] for a in answers} == {"base", "first", "second"}
     assert all("degenerate" in a and "accurate" in a for a in answers)  # every answer saved with its checks
+    assert [a["reference"] for a in answers[:4]] == [f"It is {i + 1}." for i in range(4)]  # and what it was checked by
     for name in ("report.md", "perplexity.png", "win_rate.png", "accuracy.png"):
         assert (out / name).is_file(), name
     assert "## Alarms" in (out / "report.md").read_text()
@@ -247,3 +248,73 @@ def test_sign_test_is_the_binomial_tail_of_the_discordant_outcomes():
     assert evaluate.sign_test(1, 0) == evaluate.sign_test(3, 2) == 0.5  # one prompt ahead is never evidence
     assert evaluate.sign_test(0, 0) == 1.0
     assert evaluate.sign_test(12, 0) < evaluate.sign_test(10, 1) < 0.05 < evaluate.sign_test(9, 3)
+
+
+def test_runs_of_different_base_models_are_refused_before_any_answer(two_runs, tmp_path):
+    """The base answers first and every run is compared with it (forgetting, KL): a run of another base would be
+    measured against a model it was never trained on."""
+    from tests.conftest import build_tiny_model
+
+    other_base = str(build_tiny_model(tmp_path / "qwen", architecture="qwen2"))
+    data = write_jsonl(tmp_path / "chat.jsonl", [{"prompt": "Hi?", "completion": "Hello."}] * 8)
+    other = alignkit.sft(
+        data={"paths": [str(data)]},
+        model={"name": other_base},
+        out=str(tmp_path / "qwen-sft"),
+        trainer={"max_steps": 1, "per_device_train_batch_size": 4},
+    )
+    prompts, general = small_eval_files(tmp_path)
+    out = tmp_path / "eval"
+    with pytest.raises(AlignkitError, match=r"qwen-sft was trained on .*qwen.*eval compares runs of one base"):
+        alignkit.evaluate_runs([two_runs[0].path, other.path], out, prompts, general, max_new_tokens=4)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [({"limit": 0}, "--limit 0: expected"), ({"limit": -1}, "--limit -1: expected"), ({"max_new_tokens": 0}, "--max")],
+)
+def test_eval_refuses_no_prompts_or_no_tokens_instead_of_an_empty_report(two_runs, tmp_path, option, expected):
+    """`--limit 0` gave a report of zero prompts with a 0.000 win-rate; `--limit -1` left out the last prompt."""
+    prompts, general = small_eval_files(tmp_path)
+    out = tmp_path / "eval"
+    with pytest.raises(AlignkitError, match=expected):
+        alignkit.evaluate_runs([two_runs[0].path], out, prompts, general, **{"max_new_tokens": 4, **option})
+    assert not out.exists()
+
+
+def test_held_out_sft_rows_in_every_chat_format_are_checked_against_their_answers(tmp_path):
+    """A held-out split of SFT data in Alpaca, prompt/completion or ShareGPT shape had no reference (only `messages`
+    rows did), so `alignkit eval` said nothing was checkable; each shape now gives the prompts and references of the
+    same rows as `messages`."""
+    pairs = [
+        ("What is 2 plus 2?", "The answer is 4."),
+        ("Is water wet?", "Yes, it is."),
+        ("Capital of France?", "Paris"),
+    ]
+    shapes = {
+        "messages": [
+            {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in pairs
+        ],
+        "sharegpt": [{"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]} for q, a in pairs],
+        "alpaca": [{"instruction": q, "output": a} for q, a in pairs],
+        "completion": [{"prompt": q, "completion": a} for q, a in pairs],
+        "response": [{"prompt": q, "response": a} for q, a in pairs],
+        "turns": [
+            {"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}]}
+            for q, a in pairs
+        ],
+    }
+    loaded = {
+        name: evaluate.load_eval_prompts(str(write_jsonl(tmp_path / f"{name}.jsonl", rows)))
+        for name, rows in shapes.items()
+    }
+    assert [p.spec.reference for p in loaded["messages"]] == ["4", "Yes", "Paris"]
+    for name, prompts in loaded.items():
+        assert prompts == loaded["messages"], name
+    unlabelled = [{"prompt": q, "completion": a, "label": False} for q, a in pairs]  # KTO: what not to answer
+    prompt_only = [{"prompt": q} for q, _ in pairs]
+    for rows in (unlabelled, prompt_only):
+        assert all(
+            p.spec.reference is None for p in evaluate.load_eval_prompts(str(write_jsonl(tmp_path / "x.jsonl", rows)))
+        )

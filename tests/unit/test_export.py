@@ -37,6 +37,8 @@ def test_exported_model_loads_with_plain_transformers_and_answers_like_the_run(s
     result = run_cli("export", str(sft_run.path), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    modes = {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"], modes  # other users read the weights as the config
     assert not (out / "adapter_config.json").exists(), "a merged model, not an adapter"
     record = json.loads((out / "alignkit-export.json").read_text())
     assert record["source_run"] == str(sft_run.path.resolve()) and record["stage"] == "sft"
@@ -78,3 +80,28 @@ def test_gguf_without_llama_cpp_is_one_clear_error_before_any_work(sft_run, tmp_
     assert result.returncode == 2
     assert "convert_hf_to_gguf.py" in result.stderr and "LLAMA_CPP_DIR" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "m").exists()
+
+
+def test_export_never_replaces_the_base_the_run_was_trained_on(tmp_path, tiny_model):
+    """Ship an export, fine-tune on it, export again over it with --overwrite: that replaced the new run's own base
+    (the run then applied its adapter to a model that already held it), with exit 0."""
+    from tests.conftest import CHAT_ROWS, write_jsonl
+
+    shipped = tmp_path / "shipped"
+    first = alignkit.sft(
+        data={"paths": [str(write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS))]},
+        model={"name": tiny_model},
+        trainer={"max_steps": 1, "per_device_train_batch_size": 4},
+        out=str(tmp_path / "first"),
+    )
+    export(first.path, shipped)
+    on_it = alignkit.sft(
+        data={"paths": [str(tmp_path / "chat.jsonl")]},
+        model={"name": str(shipped)},
+        trainer={"max_steps": 1, "per_device_train_batch_size": 4},
+        out=str(tmp_path / "second"),
+    )
+    weights = (shipped / "model.safetensors").read_bytes()
+    with pytest.raises(AlignkitError, match="is the base model of"):
+        export(on_it.path, shipped, overwrite=True)
+    assert (shipped / "model.safetensors").read_bytes() == weights

@@ -247,3 +247,36 @@ def test_chat_refuses_malformed_messages_and_sampling_in_one_error(messages, opt
     with pytest.raises(AlignkitError) as refused:
         alignkit.chat(messages, model=tiny_model, **options)
     assert expected in refused.value.message
+
+
+def test_chat_answers_with_a_run_trained_again_into_the_same_dir(tmp_path):
+    """A notebook trains `out=runs/sft`, chats, trains again with `overwrite=True`, chats: the second reply is the
+    new run's (as a fresh process gives it), not the first run's kept in the pool."""
+    import alignkit
+    from tests.conftest import build_tiny_model, write_jsonl
+
+    base = str(build_tiny_model(tmp_path / "base", initializer_range=0.5))
+    write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    trainer = {"per_device_train_batch_size": 4, "logging_steps": 1, "eval_steps": 2, "learning_rate": 5e-2}
+    run_dir, messages = tmp_path / "runs" / "sft", [{"role": "user", "content": "What is 3 plus 3?"}]
+
+    def train(steps: int) -> None:
+        alignkit.sft(
+            data={"paths": [str(tmp_path / "chat.jsonl")]},
+            model={"name": base},
+            out=str(run_dir),
+            trainer={"max_steps": steps, **trainer},
+            overwrite=True,
+        )
+
+    def fresh_reply() -> str:
+        return pg.reply(pg.ModelPool(engine="transformers"), str(run_dir), messages, greedy)
+
+    greedy = Sampling(max_new_tokens=12)
+    pool = pg.ModelPool(engine="transformers")
+    train(1)
+    first = pg.reply(pool, str(run_dir), messages, greedy)
+    train(12)
+    again = pg.reply(pool, str(run_dir), messages, greedy)
+    assert again == fresh_reply() != first
+    assert len(pool.bases[base][0].peft_config) == 1  # the first training's adapter was dropped
