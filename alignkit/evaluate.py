@@ -28,7 +28,7 @@ from alignkit import judges, lineage, models, paths, runs
 from alignkit.data.formats import read_rows
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
-from alignkit.generate import greedy_replies
+from alignkit.generate import check_counts, greedy_replies
 from alignkit.hardware import pick_precision
 from alignkit.jsonl import prompt_and_reply
 from alignkit.judges import Prompt
@@ -588,10 +588,7 @@ def run_eval(
 ) -> dict[str, Any]:
     """`alignkit eval`: the base and each run answer the prompts; each is compared with the one before it. Each run is
     named by the shortest tail of its path that tells it from the others (`runs.distinct_names`)."""
-    if limit is not None and limit < 1:  # a slice would evaluate no prompt, or (negative) all but the last ones
-        raise AlignkitError(f"--limit {limit}: expected a number of prompts of at least 1", "drop --limit for all")
-    if max_new_tokens < 1:
-        raise AlignkitError(f"--max-new-tokens {max_new_tokens}: expected at least 1", "e.g. --max-new-tokens 64")
+    check_counts(limit=limit, max_new_tokens=max_new_tokens)  # a slice of 0 or -1 would drop prompts silently
     check_report_dir(Path(out_dir), overwrite)
     loaded = [runs.open_policy(d, flag="--runs") for d in run_dirs]
     resolved = [run.path.resolve() for run in loaded]

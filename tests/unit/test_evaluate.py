@@ -272,7 +272,11 @@ def test_runs_of_different_base_models_are_refused_before_any_answer(two_runs, t
 
 @pytest.mark.parametrize(
     ("option", "expected"),
-    [({"limit": 0}, "--limit 0: expected"), ({"limit": -1}, "--limit -1: expected"), ({"max_new_tokens": 0}, "--max")],
+    [
+        ({"limit": 0}, "--limit must be at least 1, got 0"),
+        ({"limit": -1}, "--limit must be at least 1, got -1"),
+        ({"max_new_tokens": 0}, "--max-new-tokens must be at least 1"),
+    ],
 )
 def test_eval_refuses_no_prompts_or_no_tokens_instead_of_an_empty_report(two_runs, tmp_path, option, expected):
     """`--limit 0` gave a report of zero prompts with a 0.000 win-rate; `--limit -1` left out the last prompt."""
