@@ -553,8 +553,9 @@ def review_pull(
     overwrite: OverwriteFile = False,
 ) -> None:
     from alignkit.feedback import pull
-    from alignkit.jsonl import write_jsonl
+    from alignkit.jsonl import check_output_file, write_jsonl
 
+    check_output_file(Path(out), overwrite)  # before asking Argilla for anything
     rows = pull.pull_review(dataset, workspace, min_reviews=min_reviews)
     write_jsonl(Path(out), rows, overwrite=overwrite)
     edited = sum(row["review"]["edited"] for row in rows)

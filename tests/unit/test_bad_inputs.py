@@ -684,3 +684,14 @@ def test_synth_checks_its_task_and_answer_sampling_before_any_work(tmp_path, cap
     with pytest.raises(AlignkitError, match=r"`task_max_new_tokens` must be at least 1, got 0"):
         synth.run(None, tiny_model, str(seeds), 2, str(out), task_max_new_tokens=0)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["feedback", "pull"], ["feedback", "review", "pull"]], ids=" ".join)
+def test_pulling_onto_an_existing_file_is_refused_before_argilla_is_asked(command, tmp_path, capsys, monkeypatch):
+    """`review pull` asked Argilla first, so an unreachable server hid that the file would not have been written."""
+    monkeypatch.setenv("ARGILLA_API_URL", "http://127.0.0.1:9")
+    out = tmp_path / "rows.jsonl"
+    out.write_text("keep\n")
+    code, err = invoke([*command, "--dataset", "round-1", "--out", str(out)], capsys)
+    assert_one_line_error(code, err, [f"{out}: output file exists", "--overwrite"])
+    assert out.read_text() == "keep\n"
