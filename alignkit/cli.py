@@ -251,6 +251,11 @@ def synth_command(
     max_attempts: Annotated[int | None, typer.Option("--max-attempts", help="Tasks to try (default 4n).")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per answer.")] = 96,
     temperature: Annotated[float, typer.Option(help="Answer sampling temperature.")] = 0.7,
+    task_temperature: Annotated[
+        float, typer.Option("--task-temperature", help="Sampling temperature of the new tasks.")
+    ] = 1.0,
+    task_max_new_tokens: Annotated[int, typer.Option("--task-max-new-tokens", help="Tokens per new task.")] = 64,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling of tasks and answers.")] = 0.95,
     max_similarity: Annotated[
         float, typer.Option("--max-similarity", help="Drop tasks this ROUGE-L-similar to a seed or kept task.")
     ] = 0.7,
@@ -280,6 +285,9 @@ def synth_command(
         max_attempts=max_attempts,
         batch_size=batch_size,
         temperature=temperature,
+        task_temperature=task_temperature,
+        top_p=top_p,
+        task_max_new_tokens=task_max_new_tokens,
         filters=filters,
         resume=resume,
     )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from rouge_score import rouge_scorer
 
-from alignkit import cli, data, jsonl, synth
+from alignkit import data, jsonl, synth
 from alignkit.errors import AlignkitError
 from tests.conftest import run_cli, write_jsonl
 
@@ -322,17 +322,17 @@ def test_existing_output_is_kept_unless_overwrite(tiny_model, seeds_file, tmp_pa
     assert out.read_text() == "keep me\n"
 
 
-@pytest.mark.skipif(
-    "synth" not in {c.name for c in cli.app.registered_commands}, reason="`alignkit synth` is not in the CLI yet"
-)
 def test_cli_synth_writes_rows_and_a_summary_and_keeps_existing_output(tiny_model, seeds_file, tmp_path):
     out = tmp_path / "synth.jsonl"
     args = ["synth", "--model", tiny_model, "--seeds", str(seeds_file), "--n", "1", "--out", str(out)]
     args += ["--max-new-tokens", "8", "--max-attempts", "2", "--allow-truncated"]
-    result = run_cli(*args)
+    sampling = ["--task-temperature", "0.9", "--task-max-new-tokens", "12", "--top-p", "0.8"]
+    result = run_cli(*args, *sampling)
     assert result.returncode == 0, result.stderr
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["attempts"] <= 2 and summary["kept"] == len(out.read_text().splitlines())
     assert summary["filters"]["allow_truncated"] is True
+    chosen = {"task_temperature": 0.9, "task_max_new_tokens": 12, "top_p": 0.8}
+    assert summary["sampling"].items() >= chosen.items()
     again = run_cli(*args)
     assert again.returncode == 2 and "output file exists" in again.stderr
