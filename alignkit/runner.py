@@ -98,7 +98,7 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     models.resolve_model(cfg.model.name)  # an unknown (or moved) base fails before the run dir exists
     manifest = recipe.manifest(plan) | precision.manifest | {"validation": validation}
     if recipe.needs_policy:  # `lineage.adapter_runs` applies this run's adapter in place of the parent's
-        manifest["adapter_continues"] = str(parent.path.resolve()) if continues and parent else None
+        manifest["adapter_continues"] = runs.relative_to_run(parent.path, path) if continues and parent else None
     plan.run = training.create_run(recipe.stage, cfg, path, files, parent, plan.args, peft_config, **manifest)
     if parent and not continues:  # a continued parent's model is built by `lineage.assemble`, which checks it
         lineage.check_base(parent, plan.run.manifest.get("base"))

@@ -89,7 +89,7 @@ def test_dpo_two_processes_from_the_sft_run(sft_run, tmp_path):
     )  # fmt: skip
     run = only_run(tmp_path / "runs")
     assert_written_by_main_only(run, steps=2)
-    assert run.manifest["adapter_continues"] == str(sft_run.path.resolve())
+    assert run.resolve(run.manifest["adapter_continues"]) == sft_run.path.resolve()
     assert "train_rewards/accuracies" in run.metrics
     # 16 pairs, 2 per process per step: an epoch is 4 steps with 2 processes.
     last = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()][-1]

@@ -325,7 +325,9 @@ def test_dpo_run_reloads_as_the_trained_policy(dpo_result, sft_run):
     run, trainer = dpo_result
     assert_complete_run(run, ["sft", "dpo"])
     continues = not load_config(DPOStageConfig, run.path / "config.yaml").peft
-    assert run.manifest["adapter_continues"] == (str(sft_run.path.resolve()) if continues else None)
+    recorded = run.manifest["adapter_continues"]
+    assert (run.resolve(recorded) if recorded else None) == (sft_run.path.resolve() if continues else None)
+    assert not (recorded and Path(recorded).is_absolute())  # relative to the run: runs/ can move
     metrics = run.metrics
     for key in ("final_train_loss", "train_rewards/accuracies", "train_rewards/margins", "eval_rewards/accuracies"):
         assert key in metrics, key

@@ -100,7 +100,8 @@ def test_grpo_with_the_reward_model_trains_the_parent_adapter_against_a_frozen_c
     run, trainer = grpo_result
     assert_complete_rl_run(run, ["sft", "rl"], ["reward_model", "concise"])
     manifest = run.manifest
-    assert manifest["adapter_continues"] == str(sft_run.path.resolve()) and manifest["method"] == "grpo"
+    assert run.resolve(manifest["adapter_continues"]) == sft_run.path.resolve() and manifest["method"] == "grpo"
+    assert not Path(manifest["adapter_continues"]).is_absolute()  # relative: runs/ can move
     assert (run.path / manifest["reward_run"]).resolve() == reward_run.path.resolve()  # relative: runs/ can move
     assert lineage.trained_against(run, reward_run.path) and not lineage.trained_against(sft_run, reward_run.path)
     assert manifest["reward_weights"] == [1.0, 0.1]
