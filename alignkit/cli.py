@@ -644,7 +644,8 @@ def list_runs(
         step = str(row.get("global_step") or "")
         method = row.get("method")
         stage = f"{row['stage']} ({method})" if method and method != row["stage"] else row["stage"]
-        cells = (row["run"], stage, row["status"], row.get("lineage", ""), step, loss, row["created"])
+        about = row.get("error") or row.get("lineage", "")  # a broken run: what is wrong with it
+        cells = (row["run"], stage, row["status"], about, step, loss, row["created"])
         table.add_row(*(str(c or "") for c in cells))
     Console().print(table)
 

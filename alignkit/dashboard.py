@@ -22,16 +22,19 @@ CURVES = {
 
 def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
     """One row per run directory (oldest first): name, stage, status, lineage, parent, key metrics (an unfinished
-    run's from its last complete checkpoint); unreadable manifests are listed with status `broken`, runs whose
-    parent (or an earlier ancestor) is not where they record it with `parent missing`."""
+    run's from its last complete checkpoint); runs with an unreadable file are listed with status `broken` and the
+    `error`, runs whose parent (or an earlier ancestor) is not where they record it with `parent missing`."""
     rows = []
     for path in runs.run_dirs(runs_dir):
         name = runs.run_name(path, runs_dir)
         run = runs.Run(path)
         try:
             manifest, metrics = run.manifest, run.metrics or checkpoint_figures(run)
-        except (OSError, ValueError):
-            rows.append({"run": name, "path": str(path), "stage": "?", "status": "broken", "created": ""})
+        except (OSError, ValueError) as exc:
+            error = f"{Path(exc.filename).name}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            rows.append(
+                {"run": name, "path": str(path), "stage": "?", "status": "broken", "created": "", "error": error}
+            )
             continue
         base = Path(manifest.get("model", {}).get("name", "?")).name
         rows.append(

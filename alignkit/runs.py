@@ -27,7 +27,7 @@ from typing import Any
 
 from alignkit import distributed, logs
 from alignkit.config import RUN_KEYS, ModelConfig, to_yaml
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, first_line
 from alignkit.paths import check_replaceable, file_sha256, saved_split
 
 TRACKED_PACKAGES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
@@ -534,10 +534,13 @@ def now_iso() -> str:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A run file's JSON object; a `ValueError` for anything else (damaged, or another file's content)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    """A run file's JSON object; a `ValueError` naming the file for anything else (damaged, or another content)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON, or not text
+        raise ValueError(f"{path.name}: not JSON ({first_line(exc)})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise ValueError(f"{path.name}: expected a JSON object, got {type(data).__name__}")
     return data
 
 

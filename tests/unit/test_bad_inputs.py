@@ -246,18 +246,27 @@ def test_runs_of_a_missing_directory_is_one_line_error(tmp_path):
 
 
 def test_runs_lists_a_run_whose_json_files_are_no_objects_as_broken(tmp_path):
-    """A manifest.json or metrics.json holding a list (another file copied over it) was an AttributeError traceback."""
+    """A manifest.json or metrics.json holding a list (another file copied over it) was an AttributeError traceback;
+    a broken run is listed with what is wrong with it (it was `broken` alone)."""
     complete = {"stage": "sft", "status": "complete", "lineage": [{"stage": "sft", "run": "."}], "created": "x"}
     for name, files in (
         ("a", {"manifest.json": "[]"}),
         ("b", {"manifest.json": json.dumps(complete), "metrics.json": "[1]"}),
+        ("c", {"manifest.json": "{half"}),
     ):
         (tmp_path / name).mkdir()
         for file, text in files.items():
             (tmp_path / name / file).write_text(text)
     listed = run_cli("runs", "--dir", str(tmp_path), "--json")
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
-    assert [(row["run"], row["status"]) for row in json.loads(listed.stdout)] == [("a", "broken"), ("b", "broken")]
+    assert [(row["run"], row["status"], row["error"]) for row in json.loads(listed.stdout)] == [
+        ("a", "broken", "manifest.json: expected a JSON object, got list"),
+        ("b", "broken", "metrics.json: expected a JSON object, got list"),
+        ("c", "broken", "manifest.json: not JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
+         "(char 1))"),
+    ]  # fmt: skip
+    table = run_cli("runs", "--dir", str(tmp_path), env={"COLUMNS": "200"})
+    assert "manifest.json: not JSON" in table.stdout, table.stdout
 
 
 def test_shipped_configs_load():
