@@ -25,7 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from alignkit import judges, lineage, models, paths, runs
-from alignkit.data.formats import read_rows
+from alignkit.data.formats import read_prompt_rows
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.generate import check_counts, greedy_replies
@@ -571,7 +571,7 @@ def load_eval_prompts(path: str, flag: str = "--prompts") -> list[Prompt]:
             spec = dataclasses.replace(spec, reference=judges.reference_from_answer(reply))
         return Prompt(messages, spec)
 
-    return convert_all(read_rows(path, flag), row, "rows with `prompt` (and optional `reference`) or `messages`")
+    return convert_all(read_prompt_rows(path, flag), row, "rows with `prompt` (and optional `reference`) or `messages`")
 
 
 def run_eval(

@@ -17,7 +17,7 @@ from typing import Any
 
 from alignkit import backends, jsonl, lineage, models, runs
 from alignkit.config import ModelConfig
-from alignkit.data.formats import read_rows
+from alignkit.data.formats import read_prompt_rows
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.hardware import pick_precision
@@ -260,7 +260,7 @@ def load_prompt_items(path: str, flag: str = "--prompts") -> list[Prompt]:
     """Prompts with their specs (optional `skill`, `reference`, `must_contain`, `decline` fields), validated whole.
     `flag`: the option that named `path`."""
     return convert_all(
-        read_rows(path, flag),
+        read_prompt_rows(path, flag),
         lambda data: Prompt(prompt_row(data), PromptSpec.from_row(data)),
         "rows with `prompt` (string or messages), `instruction`, `messages` or `conversations`",
     )

@@ -55,6 +55,8 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
             messages = messages[:-1]
         if not messages or messages[-1]["role"] != "user":
             raise RowError(key, "expected a conversation ending with a user turn")
+    elif "text" in data:  # a line or paragraph of a .txt prompt file, or a `text` column
+        messages = [{"role": "user", "content": text_field(data, "text")}]
     else:
         raise RowError("prompt", "missing")
     if "prompt" in data:

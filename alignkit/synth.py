@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import generate, jsonl
-from alignkit.data.formats import read_rows
+from alignkit.data.formats import read_prompt_rows
 from alignkit.data.validate import convert_all
 
 TASK_PROMPT = """\
@@ -158,7 +158,7 @@ def load_seeds(path: str) -> list[dict[str, str]]:
     """`{"id", "task"}` per seed row (rows with `prompt`, `instruction` or `messages`; the last user turn is the
     task, and its id is the prompt's `jsonl.prompt_id`)."""
     prompts = convert_all(
-        read_rows(path, "--seeds"),
+        read_prompt_rows(path, "--seeds"),
         jsonl.prompt_row,
         "seed rows with `prompt` (string or messages), `instruction` or `messages`",
     )

@@ -104,6 +104,19 @@ def read_rows(source: str, flag: str = "--data") -> list[Row]:
     return rows
 
 
+def read_prompt_rows(source: str, flag: str) -> list[Row]:
+    """The rows of a prompt file (`generate --prompts`, `eval --prompts`, `synth --seeds`, ...): as `read_rows`, but a
+    .txt file holds one prompt per line, or one per paragraph where blank lines separate them (a prompt over several
+    lines). Each is a `{"text"}` row."""
+    path = Path(source).expanduser()
+    if path.suffix.lower() != ".txt" or not path.is_file():
+        return read_rows(source, flag)
+    lines = decode(path).strip().splitlines()
+    if not lines or any(not line.strip() for line in lines):  # empty (said by read_rows), or paragraphs
+        return read_rows(source, flag)
+    return [Row(f"{path}:line {number}", {"text": line}) for number, line in enumerate(lines, start=1)]
+
+
 def decode(path: Path) -> str:
     raw = path.read_bytes()
     try:

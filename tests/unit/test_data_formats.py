@@ -339,6 +339,31 @@ def test_assistant_weights_other_than_0_or_1_or_all_0_are_refused(weights, expec
 # ---- prompt files (generate, eval, rl, feedback simulate) -------------------------------------------------------
 
 
+def test_a_txt_prompt_file_holds_a_prompt_per_line_or_per_paragraph(tmp_path):
+    """A plain list of prompts, one per line, was read as one paragraph and refused ("field `prompt`: missing")."""
+    from alignkit import evaluate, generate, synth
+
+    lines = tmp_path / "prompts.txt"
+    lines.write_text("Write a haiku.\nExplain gravity.\nName three rivers.\n")
+    paragraphs = tmp_path / "paragraphs.txt"
+    paragraphs.write_text("Summarise this:\nThe sky is blue.\n\nName three rivers.\n")
+    assert [p.messages for p in generate.load_prompt_items(str(lines))] == [
+        [{"role": "user", "content": text}] for text in ("Write a haiku.", "Explain gravity.", "Name three rivers.")
+    ]
+    assert [p.messages[-1]["content"] for p in evaluate.load_eval_prompts(str(paragraphs))] == [
+        "Summarise this:\nThe sky is blue.",
+        "Name three rivers.",
+    ]
+    assert [s["task"] for s in synth.load_seeds(str(lines))] == [
+        "Write a haiku.",
+        "Explain gravity.",
+        "Name three rivers.",
+    ]
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(AlignkitError, match="no rows"):
+        generate.load_prompt_items(str(tmp_path / "empty.txt"))
+
+
 def test_prompt_rows_take_every_training_shape_with_its_system_and_history(tmp_path):
     from alignkit.generate import load_prompts
     from alignkit.jsonl import prompt_id
