@@ -36,7 +36,6 @@ SIGN_IN_COOKIE = "alignkit-annotate"  # a random token naming a session this app
 def main() -> None:
     st.set_page_config(page_title="alignkit · annotate", layout="wide")
     show_notice()
-    set_sign_in_cookie()
     try:
         session = st.session_state.get("session") or signed_in().get(st.context.cookies.get(SIGN_IN_COOKIE, ""))
         if session is None or session.http.is_closed:  # never signed in, or signed out in another tab
@@ -50,6 +49,18 @@ def main() -> None:
         if exc.hint:
             st.caption(exc.hint)
         st.button("Retry")
+    run_scripts()
+
+
+def run_script(code: str) -> None:
+    """Run `code` in the page at the end of this run (or the next, after a rerun). Last, so no element is shifted
+    when the run after has no script: widgets keep their place and focus."""
+    st.session_state.setdefault("scripts", []).append(code)
+
+
+def run_scripts() -> None:
+    for code in st.session_state.pop("scripts", []):
+        st.html(f"<script>{code}</script>", unsafe_allow_javascript=True)
 
 
 def show_notice() -> None:
@@ -75,7 +86,7 @@ def login_view() -> None:
                 st.session_state.session = annotation.login(username.strip(), password, url)
                 token = secrets.token_urlsafe(32)
                 signed_in()[token] = st.session_state.session
-                st.session_state["sign-in-cookie"] = f"{token}; path=/; SameSite=Strict"
+                run_script(f"document.cookie = '{SIGN_IN_COOKIE}={token}; path=/; SameSite=Strict'")
             except AlignkitError as exc:
                 st.error(exc.message)
                 if exc.hint:
@@ -92,7 +103,7 @@ def log_out() -> None:
         del signed_in()[token]
     for key in list(st.session_state):
         del st.session_state[key]
-    st.session_state["sign-in-cookie"] = "; path=/; max-age=0"
+    run_script(f"document.cookie = '{SIGN_IN_COOKIE}=; path=/; max-age=0'")
 
 
 @st.cache_resource
@@ -100,12 +111,6 @@ def signed_in() -> dict[str, Any]:
     """Annotator sessions by the token in this browser's sign-in cookie, held by the app's process: reloading the
     page keeps the annotator signed in (until they log out, the browser closes or the app restarts)."""
     return {}
-
-
-def set_sign_in_cookie() -> None:
-    cookie = st.session_state.pop("sign-in-cookie", None)
-    if cookie is not None:
-        st.html(f"<script>document.cookie = '{SIGN_IN_COOKIE}={cookie}'</script>", unsafe_allow_javascript=True)
 
 
 # -- rating -----------------------------------------------------------------------------------------------------
@@ -122,10 +127,13 @@ def rating_view(session: Any) -> None:
             return
         by_id = {d["id"]: d for d in available}
         dataset_id = st.selectbox(
-            "Dataset", list(by_id), format_func=lambda i: by_id[i]["name"], key="dataset_id", on_change=leave_list
+            "Dataset",
+            list(by_id),
+            format_func=lambda i: by_id[i]["name"],
+            key="dataset_id",
+            on_change=run_script,  # a pick leaves focus in the list, where the next key would filter it, not rate
+            args=("document.activeElement?.blur()",),
         )
-        if st.session_state.pop("leave-list", False):  # a pick leaves focus in the list, where keys would filter it
-            st.html("<script>document.activeElement?.blur()</script>", unsafe_allow_javascript=True)
         progress = online_or_cached(f"progress-{dataset_id}", lambda: annotation.progress(session, dataset_id))
         progress_panel(progress)
         with st.expander("Guidelines", expanded=False):
@@ -142,11 +150,6 @@ def rating_view(session: Any) -> None:
         return
     st.caption(f"{name} · {progress.left} left for you · {progress.completed} of {progress.total} complete")
     record_view(session, record)
-
-
-def leave_list() -> None:
-    """After a dataset is picked, give the keyboard back to the rating shortcuts."""
-    st.session_state["leave-list"] = True
 
 
 def sync_outbox(session: Any) -> None:

@@ -226,6 +226,7 @@ def test_a_reload_keeps_the_annotator_signed_in_until_they_log_out(owner, annota
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.keyboard.press("Enter")
     page.get_by_text("Signed in as e2e-reloader").wait_for()
+    page.wait_for_function("document.cookie.includes('alignkit-annotate=')")  # set as the page's last element
     cookie = next(c for c in page.context.cookies() if c["name"] == "alignkit-annotate")
 
     page.reload()
@@ -237,6 +238,7 @@ def test_a_reload_keeps_the_annotator_signed_in_until_they_log_out(owner, annota
 
     page.get_by_role("button", name="Log out").click()
     page.get_by_label("Username").wait_for()
+    page.wait_for_function("!document.cookie.includes('alignkit-annotate=')")
     page.reload()
     page.get_by_label("Username").wait_for()
     assert not [c for c in page.context.cookies() if c["name"] == "alignkit-annotate"]
