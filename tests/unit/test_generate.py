@@ -181,8 +181,10 @@ def test_prompts_given_fewer_distinct_candidates_than_n_are_reported(tiny_model,
     alignkit_logger = logging.getLogger("alignkit")
     alignkit_logger.addHandler(caplog.handler)  # the CLI's quiet terminal stops alignkit's records at its own handlers
     try:
-        sampling = generate.Sampling(temperature=1e-4, max_new_tokens=6)
-        generate.run(str(prompts), str(out), n=3, model_name=tiny_model, sampling=sampling)
+        # at_level: an earlier in-process CLI call's quiet terminal may have raised this handler's level to ERROR
+        with caplog.at_level(logging.WARNING, logger="alignkit"):
+            sampling = generate.Sampling(temperature=1e-4, max_new_tokens=6)
+            generate.run(str(prompts), str(out), n=3, model_name=tiny_model, sampling=sampling)
     finally:
         alignkit_logger.removeHandler(caplog.handler)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
