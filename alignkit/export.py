@@ -2,7 +2,9 @@
 
 The output loads with `AutoModelForCausalLM.from_pretrained(out)` and no peft or alignkit: safetensors weights, config,
 generation config, tokenizer with its chat template. Optionally also a GGUF file, written by llama.cpp's
-`convert_hf_to_gguf.py` when that tooling is installed (the `gguf` package alone reads GGUF, it does not convert).
+`convert_hf_to_gguf.py` when that tooling is installed (the `gguf` package alone reads GGUF, it does not convert);
+without it, a run on a GGUF base (the embedded model) has its LoRA adapters merged into that GGUF file by
+llama-cpp-python (`llamacpp.write_merged`, as the playground serves it).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alignkit import lineage, paths, runs
+from alignkit import lineage, llamacpp, paths, runs
 from alignkit.errors import AlignkitError
 from alignkit.hardware import Precision
 
@@ -49,10 +51,14 @@ def export(
             "on that base) is built from",
             "export to a new folder",
         )
-    converter = gguf_converter() if gguf else None  # missing tooling: fail before any work
+    converter = gguf_converter(run, gguf_type) if gguf else None  # missing tooling: fail before any work
     precision = export_precision(run, dtype)
 
     model, tokenizer = load_for_export(run, precision)
+    merge_into_gguf = gguf and converter is None
+    adapter_dirs = [r.adapter_dir for r in lineage.adapter_runs(run.lineage)] if merge_into_gguf else []
+    if merge_into_gguf and (reason := llamacpp.unsupported(run.model_config, adapter_dirs, tokenizer)):
+        raise AlignkitError(f"GGUF export: {reason}", f"install llama.cpp's {GGUF_CONVERTER} (LLAMA_CPP_DIR)")
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     tmp = out.with_name(out.name + ".tmp")
@@ -74,6 +80,9 @@ def export(
     os.replace(tmp, out)
     if converter is not None:
         write_gguf(converter, out, gguf_type)
+    elif merge_into_gguf:
+        base = llamacpp.base_gguf(run.model_config)
+        llamacpp.write_merged(adapter_dirs, base, out / f"{out.name}-{gguf_type}.gguf", gguf_type)
     return out
 
 
@@ -104,8 +113,9 @@ def load_for_export(run: runs.Run, precision: Precision) -> tuple[Any, Any]:
     return lineage.load_merged(lineage.adapter_runs(run.lineage), model_cfg, precision, tokenizer), tokenizer
 
 
-def gguf_converter() -> Path:
-    """llama.cpp's converter script: `$LLAMA_CPP_DIR/convert_hf_to_gguf.py`, or `convert_hf_to_gguf.py` on PATH."""
+def gguf_converter(run: runs.Run, gguf_type: str) -> Path | None:
+    """llama.cpp's converter script: `$LLAMA_CPP_DIR/convert_hf_to_gguf.py`, or `convert_hf_to_gguf.py` on PATH;
+    without it, None where llama-cpp-python can merge the run's adapters into its GGUF base instead."""
     candidates = []
     if os.environ.get("LLAMA_CPP_DIR"):
         candidates.append(Path(os.environ["LLAMA_CPP_DIR"]) / GGUF_CONVERTER)
@@ -115,8 +125,16 @@ def gguf_converter() -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    if run.stage != "reward" and llamacpp.installed() and llamacpp.base_gguf(run.model_config) is not None:
+        if gguf_type not in llamacpp.FILE_TYPES:
+            raise AlignkitError(
+                f"--gguf-type {gguf_type}: merged into the GGUF base, the types are {', '.join(llamacpp.FILE_TYPES)}",
+                f"pass one of them, or install llama.cpp's {GGUF_CONVERTER} (LLAMA_CPP_DIR)",
+            )
+        return None
     raise AlignkitError(
-        "GGUF export needs llama.cpp's convert_hf_to_gguf.py, which is not installed",
+        "GGUF export needs llama.cpp's convert_hf_to_gguf.py, which is not installed (a run on a GGUF base, such as "
+        "the embedded model, needs llama-cpp-python instead)",
         "clone llama.cpp and set LLAMA_CPP_DIR to it (pip install -r its requirements.txt), or drop --gguf",
     )
 

@@ -134,8 +134,17 @@ def lora_updates(adapter_dirs: list[Path], base: Path) -> dict[str, Any]:
     return updates
 
 
-def write_merged(adapter_dirs: list[Path], base: Path, out: Path) -> Path:
-    """The base GGUF with the adapters' updates merged in, quantized to Q8_0 by llama.cpp, at `out`.
+FILE_TYPES = {  # `write_merged`'s tensor types, by their `alignkit export --gguf-type` names
+    "f32": "LLAMA_FTYPE_ALL_F32",
+    "f16": "LLAMA_FTYPE_MOSTLY_F16",
+    "bf16": "LLAMA_FTYPE_MOSTLY_BF16",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+}
+
+
+def write_merged(adapter_dirs: list[Path], base: Path, out: Path, file_type: str = "q8_0") -> Path:
+    """The base GGUF with the adapters' updates merged in, quantized to Q8_0 by llama.cpp, at `out` (`file_type`:
+    another of `FILE_TYPES`, for `alignkit export --gguf`).
 
     Merged rather than applied as a GGUF LoRA adapter at run time: llama.cpp then computes no extra matmuls per
     layer (with an adapter of alignkit's default shape a reply decoded about 20 % slower), and Q8_0 keeps the
@@ -167,7 +176,7 @@ def write_merged(adapter_dirs: list[Path], base: Path, out: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    params.ftype = getattr(llama_cpp, FILE_TYPES[file_type])
     params.nthread = os.cpu_count() or 1
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")  # written whole, then moved: never a half-written cache
     try:

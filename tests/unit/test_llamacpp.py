@@ -166,3 +166,43 @@ def test_the_playground_streams_the_embedded_base_through_llama_cpp(embedded: tu
         chunks.append(chunk)
         stop.set()  # the Stop button: the stream ends at the next token
     assert len(chunks) == 1
+
+
+def test_a_run_on_the_embedded_model_exports_to_gguf_without_llama_cpps_converter(
+    embedded: tuple[object, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`export --gguf` asked for llama.cpp's converter script even where llama-cpp-python merges the run's adapters
+    into the GGUF base itself (how the playground serves it)."""
+    import torch
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import alignkit
+    from alignkit.export import export
+    from tests.conftest import CHAT_ROWS, write_jsonl
+
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    run = alignkit.sft(  # a high learning rate, so the adapter visibly changes the answers
+        data={"paths": [str(write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS))]},
+        out=str(tmp_path / "sft"),
+        trainer={"max_steps": 3, "learning_rate": 1e-2, "per_device_train_batch_size": 4},
+        early_stopping_patience=None,
+    )
+    with pytest.raises(AlignkitError, match=r"--gguf-type q4_k: .* f32, f16, bf16, q8_0"):
+        export(run.path, tmp_path / "refused", gguf=True, gguf_type="q4_k")
+    assert not (tmp_path / "refused").exists()
+
+    out = export(run.path, tmp_path / "shipped", gguf=True)
+    written = out / "shipped-f16.gguf"
+    assert llamacpp.gguf_fields(written, "general.file_type")["general.file_type"] == 1  # f16, as asked
+    exported = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    options = {"n_ctx": 512, "n_threads": 2, "logits_all": True, "verbose": False}
+    served, base = Llama(model_path=str(written), **options), Llama(model_path=str(models.embedded_gguf()), **options)
+    try:
+        agreement = argmax_agreement(exported, served, AutoTokenizer.from_pretrained(out))
+        unadapted = argmax_agreement(exported, base, AutoTokenizer.from_pretrained(out))
+    finally:
+        served.close()
+        base.close()
+    assert agreement >= 0.9, agreement
+    assert agreement - unadapted >= 0.2, (agreement, unadapted)  # the run's adapter is in the file
