@@ -180,10 +180,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """YAML as configs are written: PyYAML's YAML 1.1 reads `1e-4` (no dot) as a string; here it is a float, as in
-    YAML 1.2 and as `--set` reads it."""
+    """YAML as configs are written, as in YAML 1.2 (and for `--set` values): PyYAML's YAML 1.1 reads `1e-4` (no dot)
+    as a string, here a float; and `no`/`yes`/`on`/`off` as booleans, here strings (`eval_strategy: no` is TRL's
+    strategy `no`, not False). Booleans are `true` and `false`."""
 
 
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
 )
@@ -206,8 +214,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def parse_value(raw: str) -> Any:
-    """YAML scalar parsing, plus floats like `2e-5` that YAML 1.1 reads as strings."""
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    """A `--set` value read as config files are (`ConfigLoader`); text that is a number (`.5e-3`) as a float."""
+    value = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else ""
     if isinstance(value, str):
         try:
             return float(value)

@@ -119,3 +119,16 @@ def test_a_yaml_config_reads_1e_minus_4_as_the_float_it_is(tmp_path):
     cfg = load_config(SFTStageConfig, config)
     assert cfg.trainer["learning_rate"] == 1e-4 and cfg.data.validation_split == 0.05
     assert load_config(SFTStageConfig, None, None, ["trainer.learning_rate=1e-4"]).trainer["learning_rate"] == 1e-4
+
+
+def test_no_in_a_yaml_config_or_a_set_value_is_the_string_no_not_false(tmp_path):
+    """YAML 1.1 reads `no` (and yes/on/off) as a boolean: `eval_strategy: no` of a TRL recipe, or `--set
+    trainer.eval_strategy=no`, reached the Trainer as False ("False is not a valid IntervalStrategy")."""
+    from alignkit.config import SFTStageConfig, load_config
+
+    config = tmp_path / "sft.yaml"
+    config.write_text("trainer:\n  eval_strategy: no\n  packing: true\n  push_to_hub: False\n")
+    cfg = load_config(SFTStageConfig, config)
+    assert cfg.trainer == {**SFTStageConfig().trainer, "eval_strategy": "no", "packing": True, "push_to_hub": False}
+    flags = load_config(SFTStageConfig, None, None, ["trainer.eval_strategy=no", "trainer.packing=true"])
+    assert flags.trainer["eval_strategy"] == "no" and flags.trainer["packing"] is True
