@@ -180,10 +180,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """YAML as configs are written: PyYAML's YAML 1.1 reads `1e-4` (no dot) as a string; here it is a float, as in
-    YAML 1.2 and as `--set` reads it."""
+    """YAML as configs are written, as in YAML 1.2 (and for `--set` values): PyYAML's YAML 1.1 reads `1e-4` (no dot)
+    as a string, here a float; and `no`/`yes`/`on`/`off` as booleans, here strings (`eval_strategy: no` is TRL's
+    strategy `no`, not False). Booleans are `true` and `false`."""
 
 
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
 )
@@ -206,8 +214,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def parse_value(raw: str) -> Any:
-    """YAML scalar parsing, plus floats like `2e-5` that YAML 1.1 reads as strings."""
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    """A `--set` value read as config files are (`ConfigLoader`); text that is a number (`.5e-3`) as a float."""
+    value = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else ""
     if isinstance(value, str):
         try:
             return float(value)
@@ -257,34 +265,83 @@ def config_class(dotted: str) -> type[Any]:
     return getattr(importlib.import_module(module), name)
 
 
-# Top-level keys of TRL's example scripts (`ScriptArguments`, `ModelConfig`) and their alignkit home: difflib's nearest
-# key for them is another knob (`lora_r` -> trainer.local_rank, `use_peft` -> trainer.use_cpu).
-TRL_SCRIPT_KEYS = {
-    "model_name_or_path": "model.name",
-    "dataset_name": "data.paths",
-    "output_dir": "out",
-    "use_peft": "peft.method",
-    "lora_r": "peft.r",
-    "lora_alpha": "peft.lora_alpha",
-    "lora_dropout": "peft.lora_dropout",
-    "lora_target_modules": "peft.target_modules",
-    "max_seq_length": "trainer.max_length",
+# Keys of the configs people bring from TRL's scripts (`ScriptArguments`, `ModelConfig`), axolotl and LLaMA-Factory,
+# with their alignkit home (none: the note says why) and what to write there: difflib's nearest key for them is another
+# knob (`lora_rank` -> trainer.local_rank, `max_samples` -> trainer.max_steps, `overwrite_cache` -> overwrite).
+FOREIGN_KEYS: dict[str, tuple[str, str]] = {
+    "stage": ("", "the stage is the command: alignkit pretrain | sft | reward | dpo | rl"),
+    "overwrite_cache": ("", "alignkit keeps no prepared-dataset cache: drop it"),
+    "dataset_prepared_path": ("", "alignkit keeps no prepared-dataset cache: drop it"),
+    "dataset_dir": ("data.paths", "the files themselves"),
+    "preprocessing_num_workers": ("trainer.dataset_num_proc", ""),
+    "model_name_or_path": ("model.name", ""),
+    "base_model": ("model.name", ""),
+    "model_revision": ("model.revision", ""),
+    "torch_dtype": ("model.precision", "auto | fp32 | bf16 | fp16"),
+    "dtype": ("model.precision", "auto | fp32 | bf16 | fp16"),
+    "bf16": ("model.precision", "bf16; `auto` picks it where the hardware runs it"),
+    "fp16": ("model.precision", "fp16"),
+    "flash_attention": ("model.attn_implementation", "flash_attention_2"),
+    "flash_attn": ("model.attn_implementation", "flash_attention_2"),
+    "load_in_4bit": ("model.quantization", "4bit"),
+    "load_in_8bit": ("model.quantization", "8bit"),
+    "quantization_bit": ("model.quantization", "4bit | 8bit"),
+    "dataset_name": ("data.paths", ""),
+    "datasets": ("data.paths", "a list of files or dirs"),
+    "dataset": ("data.paths", "a list of files or dirs"),
+    "val_set_size": ("data.validation_split", "a fraction"),
+    "val_size": ("data.validation_split", "a fraction"),
+    "max_samples": ("data.max_rows", ""),
+    "output_dir": ("out", "the run directory"),
+    "overwrite_output_dir": ("overwrite", ""),
+    "use_peft": ("peft.method", "lora (the default) | full | dora | any peft type"),
+    "adapter": ("peft.method", "lora; for qlora also model.quantization: 4bit"),
+    "finetuning_type": ("peft.method", "lora | full | ..."),
+    "lora_r": ("peft.r", ""),
+    "lora_rank": ("peft.r", ""),
+    "lora_alpha": ("peft.lora_alpha", ""),
+    "lora_dropout": ("peft.lora_dropout", ""),
+    "lora_target_modules": ("peft.target_modules", ""),
+    "lora_target": ("peft.target_modules", "all-linear for every linear layer"),
+    "lora_target_linear": ("peft.target_modules", "all-linear"),
+    "lora_modules_to_save": ("peft.modules_to_save", ""),
+    "use_dora": ("peft.method", "dora"),
+    "use_rslora": ("peft.use_rslora", ""),
+    "max_seq_length": ("trainer.max_length", ""),
+    "sequence_len": ("trainer.max_length", ""),
+    "cutoff_len": ("trainer.max_length", ""),
+    "sample_packing": ("trainer.packing", ""),
+    "micro_batch_size": ("trainer.per_device_train_batch_size", ""),
+    "num_epochs": ("trainer.num_train_epochs", ""),
+    "warmup_ratio": ("trainer.warmup_steps", "a value below 1 is a fraction of the steps"),
+    "lr_scheduler": ("trainer.lr_scheduler_type", ""),
+    "optimizer": ("trainer.optim", ""),
+    "train_on_inputs": ("trainer.completion_only_loss", "false trains on the prompts too"),
+    "train_on_prompt": ("trainer.completion_only_loss", "false trains on the prompts too"),
+    "pref_beta": ("trainer.beta", "of `alignkit dpo`"),
+    "pref_loss": ("trainer.loss_type", "of `alignkit dpo`"),
+    "wandb_project": ("trainer.report_to", "local trackers: tensorboard | trackio"),
 }
+STAGE_SECTIONS = ("model", "data", "peft", "trainer")
 
 
 def unknown_key(
     dotted: str, names: list[str], where: str, prefix: str = "", sections: dict[str, list[str]] | None = None
 ) -> AlignkitError:
-    """An unknown key, with the nearest valid one: the same key in one of `sections` (`section.key`), else the
-    closest among `names` and the sections' keys."""
+    """An unknown key, with the nearest valid one: a known key of another tool's config at its alignkit home
+    (`FOREIGN_KEYS`), else the same key in one of `sections` (`section.key`), else the closest among `names` and the
+    sections' keys."""
     leaf = dotted.rsplit(".", 1)[-1]
     candidates = [(prefix + name, name) for name in names]
     candidates += [(f"{section}.{key}", key) for section, keys in (sections or {}).items() for key in keys]
     close = difflib.get_close_matches(leaf, [key for _, key in candidates], n=1, cutoff=0.5)
     nearest = next((full for full, key in candidates if close and key == close[0]), None)
-    if sections and TRL_SCRIPT_KEYS.get(leaf, "").split(".")[0] in names:
-        nearest = TRL_SCRIPT_KEYS[leaf]
     hint = f"did you mean `{nearest}`?" if nearest else f"valid keys: {', '.join(prefix + n for n in names)}"
+    # at the top level of a stage's config or in one of its sections (not in the demo's config)
+    in_stage = prefix.rstrip(".") in STAGE_SECTIONS if prefix else set(STAGE_SECTIONS) <= set(names)
+    if leaf in FOREIGN_KEYS and in_stage:
+        home, note = FOREIGN_KEYS[leaf]
+        hint = (f"did you mean `{home}`? ({note})" if note else f"did you mean `{home}`?") if home else note
     return AlignkitError(f"{where}: unknown config key `{dotted}`", hint)
 
 

@@ -17,7 +17,7 @@ from transformers import ProgressCallback, TrainerCallback
 
 from alignkit import distributed, hardware, lineage, logs, models, runs
 from alignkit.config import ModelConfig, TrainStageConfig, check_section, load_config
-from alignkit.errors import AlignkitError, first_line
+from alignkit.errors import AlignkitError
 
 logger = logging.getLogger("alignkit")
 
@@ -49,7 +49,7 @@ def trainer_args(
         args = config_cls(**options)
     except (ValueError, TypeError) as exc:
         raise AlignkitError(
-            f"config: invalid trainer settings ({first_line(exc)})", "fix the `trainer:` keys"
+            f"config: invalid trainer settings ({' '.join(str(exc).split())})", "fix the `trainer:` keys"
         ) from None
     args.alignkit_options = options  # not a dataclass field: TRL's to_dict / to_json leave it out
     return args
@@ -103,6 +103,8 @@ def trainer_options(
             "load_best_model_at_end": True,
             "metric_for_best_model": "eval_loss",
         }
+    if has_eval:
+        options |= evaluation_follows(cfg.trainer)
     options |= cfg.trainer
     options |= tracking_defaults(options, valid, run_name=Path(output_dir).parent.name)
     hardware.check_trainer(options)
@@ -122,6 +124,18 @@ def trainer_options(
     if isinstance(options.get("max_steps"), int) and (options["max_steps"] == 0 or options["max_steps"] < -1):
         raise AlignkitError("config: trainer.max_steps must be positive or -1 (use epochs)", "e.g. --max-steps 10")
     return options
+
+
+def evaluation_follows(trainer: dict[str, Any]) -> dict[str, Any]:
+    """alignkit's evaluation defaults made to fit a `trainer.eval_strategy` the user set (TRL recipes' `no`, `epoch`)
+    without setting the keys that must agree with it: the Trainer refuses keeping the best checkpoint unless
+    checkpoints are saved on the same schedule, and keeps none without evaluation."""
+    strategy = trainer.get("eval_strategy")
+    if strategy is None or "load_best_model_at_end" in trainer:
+        return {}
+    if strategy == "no":  # no evaluation during training: the validation rows are scored at the start and the end
+        return {"load_best_model_at_end": False, "eval_on_start": False}
+    return {"save_strategy": strategy}
 
 
 # `trainer.report_to` names that write locally, and the package each needs (pip install 'alignkit[track]').

@@ -93,13 +93,16 @@ def prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def conversation_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]] | None:
+def conversation_examples(
+    rows: list[dict[str, Any]], tokenizer: Any, prompt_loss: bool = False
+) -> list[dict[str, Any]] | None:
     """One tokenized example per conversation, `input_ids` and `assistant_masks` (TRL builds the labels from it):
     every trained assistant turn once, in its conversation, instead of one example per turn that repeats the earlier
     turns. The mask covers the tokens each turn's prompt->completion example would train, where TRL would put them
-    (after the common prefix of the prompt and prompt+reply renders), and the context is the same. None when the
-    template does not render some conversation's turns as prefixes of the whole (templates that rewrite earlier
-    turns, e.g. dropping past reasoning): then `prompt_completion` is the exact form."""
+    (after the common prefix of the prompt and prompt+reply renders), and the context is the same; with
+    `prompt_loss` (`trainer.completion_only_loss: false`) it covers every token up to the last trained reply. None
+    when the template does not render some conversation's turns as prefixes of the whole (templates that rewrite
+    earlier turns, e.g. dropping past reasoning): then `prompt_completion` is the exact form."""
     from trl.data_utils import common_prefix_length
 
     def ids(turns: list[dict[str, Any]], tools: Any, generation_prompt: bool = False) -> list[int]:
@@ -121,14 +124,16 @@ def conversation_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[di
             start, end = common_prefix_length(ids(history, tools, generation_prompt=True), with_reply), len(with_reply)
             mask[start:end] = [1] * (end - start)
         if end:  # a conversation without an assistant turn trains nothing, as it makes no per-turn example
-            examples.append({"input_ids": whole[:end], "assistant_masks": mask[:end]})
+            examples.append({"input_ids": whole[:end], "assistant_masks": [1] * end if prompt_loss else mask[:end]})
     return examples
 
 
-def sft_examples(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
-    """SFT's examples: one per conversation where the template allows it, else one per trained assistant turn."""
+def sft_examples(rows: list[dict[str, Any]], tokenizer: Any, prompt_loss: bool = False) -> list[dict[str, Any]]:
+    """SFT's examples: one per conversation where the template allows it, else one per trained assistant turn.
+    `prompt_loss`: the prompts are trained too (TRL's `completion_only_loss: false`, which it applies only to the
+    per-turn form: a per-conversation example's mask is always applied)."""
     if any(sum(1 for _ in iter_assistant_turns(row["messages"])) > 1 for row in rows):
-        per_conversation = conversation_examples(rows, tokenizer)
+        per_conversation = conversation_examples(rows, tokenizer, prompt_loss)
         if per_conversation is not None:
             return per_conversation
     return prompt_completion(rows)

@@ -166,6 +166,20 @@ def test_bad_flags_give_one_line_error(args, expected, tmp_path, capsys, chat_fi
         ("sft", "use_peft", "peft.method"),  # was `trainer.use_cpu`
         ("sft", "model_name_or_path", "model.name"),
         ("sft", "output_dir", "out"),  # was `trainer.output_dir`: the checkpoints, not the run directory
+        # axolotl and LLaMA-Factory configs
+        ("sft", "lora_rank", "peft.r"),  # was `trainer.local_rank`
+        ("sft", "max_samples", "data.max_rows"),  # was `trainer.max_steps`: another length of training
+        ("sft", "micro_batch_size", "trainer.per_device_train_batch_size"),  # was `trainer.auto_find_batch_size`
+        ("sft", "cutoff_len", "trainer.max_length"),  # was `trainer.hub_token`
+        ("sft", "sequence_len", "trainer.max_length"),  # was no hint
+        ("sft", "base_model", "model.name"),  # was `model`
+        ("sft", "datasets", "data.paths"),  # was `trainer.dataset_kwargs`
+        ("sft", "val_set_size", "data.validation_split"),  # was `trainer.eval_steps`
+        ("sft", "load_in_4bit", "model.quantization"),  # was `trainer.logging_nan_inf_filter`
+        ("sft", "torch_dtype", "model.precision"),  # was `trainer.torch_compile`
+        ("sft", "finetuning_type", "peft.method"),  # was `trainer.learning_rate`
+        ("sft", "lora_target", "peft.target_modules"),  # was `trainer.optim_target_modules`
+        ("sft", "overwrite_output_dir", "overwrite"),  # was `trainer.output_dir`
     ],
 )
 def test_a_top_level_key_is_suggested_where_it_belongs_not_as_another_knob(stage, key, home, tmp_path, capsys):
@@ -173,6 +187,29 @@ def test_a_top_level_key_is_suggested_where_it_belongs_not_as_another_knob(stage
     code, err = invoke([stage, "--set", f"{key}=1", "--out", str(tmp_path / "run")], capsys)
     assert_one_line_error(code, err, [f"unknown config key `{key}`", f"did you mean `{home}`?"])
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("peft.lora_r", "did you mean `peft.r`?"),  # was `peft.lora_dropout`
+        ("trainer.lora_r", "did you mean `peft.r`?"),  # was `trainer.local_rank`
+        ("trainer.cutoff_len", "did you mean `trainer.max_length`?"),  # was `trainer.hub_token`
+        ("trainer.micro_batch_size", "did you mean `trainer.per_device_train_batch_size`?"),
+        ("model.model_name_or_path", "did you mean `model.name`?"),  # was the list of model keys
+        ("data.val_set_size", "did you mean `data.validation_split`?"),
+        ("overwrite_cache", "no prepared-dataset cache"),  # was `overwrite`: it replaces the run directory
+        ("stage", "the stage is the command"),  # was `trainer`
+    ],
+)
+def test_another_tools_key_is_named_at_its_alignkit_home(key, hint, tmp_path, capsys, chat_file, tiny_model):
+    """Keys of TRL, axolotl and LLaMA-Factory configs, at the top or inside a section, point to alignkit's key for
+    the same setting, not to the key that looks most alike."""
+    out = tmp_path / "run"
+    argv = ["sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(out), "--set", f"{key}=1"]
+    code, err = invoke(argv, capsys)
+    assert_one_line_error(code, err, [f"unknown config key `{key}`", hint])
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

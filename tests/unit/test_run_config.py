@@ -4,6 +4,7 @@ manifest records all of them and the peft config of the trained adapter."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from alignkit import runs
@@ -119,3 +120,38 @@ def test_a_yaml_config_reads_1e_minus_4_as_the_float_it_is(tmp_path):
     cfg = load_config(SFTStageConfig, config)
     assert cfg.trainer["learning_rate"] == 1e-4 and cfg.data.validation_split == 0.05
     assert load_config(SFTStageConfig, None, None, ["trainer.learning_rate=1e-4"]).trainer["learning_rate"] == 1e-4
+
+
+def test_no_in_a_yaml_config_or_a_set_value_is_the_string_no_not_false(tmp_path):
+    """YAML 1.1 reads `no` (and yes/on/off) as a boolean: `eval_strategy: no` of a TRL recipe, or `--set
+    trainer.eval_strategy=no`, reached the Trainer as False ("False is not a valid IntervalStrategy")."""
+    from alignkit.config import SFTStageConfig, load_config
+
+    config = tmp_path / "sft.yaml"
+    config.write_text("trainer:\n  eval_strategy: no\n  packing: true\n  push_to_hub: False\n")
+    cfg = load_config(SFTStageConfig, config)
+    assert cfg.trainer == {**SFTStageConfig().trainer, "eval_strategy": "no", "packing": True, "push_to_hub": False}
+    flags = load_config(SFTStageConfig, None, None, ["trainer.eval_strategy=no", "trainer.packing=true"])
+    assert flags.trainer["eval_strategy"] == "no" and flags.trainer["packing"] is True
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("no", {"eval_strategy": "no", "load_best_model_at_end": False, "eval_on_start": False}),
+        ("epoch", {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True}),
+    ],
+)
+def test_an_eval_strategy_set_alone_trains_with_the_keys_that_must_agree_with_it(
+    strategy, expected, tmp_path, tiny_model
+):
+    """`trainer.eval_strategy: no` (TRL's recipes) or `epoch` was refused by the Trainer as not matching alignkit's
+    save strategy ("--load_best_model_at_end requires the save and eval strategy to match"), keys the user never set."""
+    import alignkit
+
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    tiny = {"max_steps": 2, "per_device_train_batch_size": 4, "eval_strategy": strategy}
+    run = alignkit.sft(data={"paths": [str(chat)]}, model={"name": tiny_model}, out=str(tmp_path / "r"), trainer=tiny)
+    args = run.manifest["trainer_args"]
+    assert {key: args[key] for key in expected} == expected
+    assert (run.path / "checkpoints" / "checkpoint-2").is_dir()  # saved, so the run can be resumed

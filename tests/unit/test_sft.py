@@ -16,7 +16,7 @@ import pytest
 import alignkit
 from alignkit import data, hardware, lineage, models, runs, training
 from alignkit.config import DataConfig, SFTStageConfig, load_config
-from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_cli, write_jsonl
+from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_capturing_trainer, run_cli, write_jsonl
 
 FORMAT_ROWS = {
     "messages": CHAT_ROWS,
@@ -219,6 +219,34 @@ def test_a_weight_0_assistant_turn_is_context_in_both_example_forms_and_never_tr
         "Four.",
         "You are welcome, glad to help.",
     ]
+
+
+@pytest.mark.parametrize("rows", [[MULTI_TURN], CHAT_ROWS[:2]], ids=["multi-turn", "single-turn"])
+def test_completion_only_loss_false_trains_the_prompts_of_every_conversation(rows, tmp_path, tiny_model):
+    """`trainer.completion_only_loss: false` (axolotl's `train_on_inputs: true`) was applied by TRL to single-turn
+    rows only: a multi-turn conversation's example still trained its assistant turns alone."""
+    path = write_jsonl(tmp_path / "chat.jsonl", rows * 4)
+    trainers = {}
+    for prompt_loss in (False, True):
+        trainer_keys = {"max_steps": 1, "per_device_train_batch_size": 2, "completion_only_loss": not prompt_loss}
+        _, trainers[prompt_loss] = run_capturing_trainer(
+            alignkit.sft,
+            model={"name": tiny_model},
+            data={"paths": [str(path)], "validation_split": 0},
+            trainer=trainer_keys,
+            out=str(tmp_path / f"run-{prompt_loss}"),
+        )
+    for prompt_loss, trainer in trainers.items():
+        batch = trainer.data_collator([trainer.train_dataset[0]])
+        trained = tokenizer_decode_trained(trainer.processing_class, batch)
+        messages = rows[0]["messages"]
+        assert (messages[0]["content"] in trained) is prompt_loss, trained  # the first user turn
+        assert messages[-1]["content"] in trained
+
+
+def tokenizer_decode_trained(tokenizer, batch) -> str:
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    return tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label != -100])
 
 
 def test_a_template_that_rewrites_earlier_turns_keeps_one_example_per_turn(tiny_model):
