@@ -224,23 +224,47 @@ def parse_value(raw: str) -> Any:
     return value
 
 
-def merge(tree: dict[str, Any], update: dict[str, Any], cls: type[Any], where: str, prefix: str = "") -> None:
-    """Merge `update` into `tree` in place, rejecting keys `cls` does not have."""
+def merge(tree: dict[str, Any], update: dict[str, Any], cls: type[Any], where: str) -> None:
+    """Merge `update` into `tree` in place, rejecting keys `cls` does not have (all of them at once: a config
+    brought from another tool has several)."""
+    unknown = merge_known(tree, update, cls, where)
+    if unknown:
+        raise unknown_keys(unknown, where)
+
+
+def merge_known(
+    tree: dict[str, Any], update: dict[str, Any], cls: type[Any], where: str, prefix: str = ""
+) -> list[AlignkitError]:
+    """`merge` of the keys `cls` has; an error for each other key."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    unknown = []
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in names:
-            raise unknown_key(dotted, names, where, prefix, section_keys(tree, hints, cls) if not prefix else {})
+            sections = section_keys(tree, hints, cls) if not prefix else {}
+            unknown.append(unknown_key(dotted, names, where, prefix, sections))
+            continue
         sub = dataclass_type(hints[key])
         if sub is not None:
             if not isinstance(value, dict):
                 raise AlignkitError(f"{where}: `{dotted}` must be a mapping, got {value!r}", f"see `{dotted}.*` keys")
-            merge(tree[key], value, sub, where, prefix=f"{dotted}.")
+            unknown += merge_known(tree[key], value, sub, where, prefix=f"{dotted}.")
         elif isinstance(tree.get(key), dict) and isinstance(value, dict):
             tree[key] = {**tree[key], **value}  # free-form sections (trainer, peft): checked later by check_keys
         else:
             tree[key] = value
+    return unknown
+
+
+def unknown_keys(errors: list[AlignkitError], where: str) -> AlignkitError:
+    """One error for one or more `unknown_key` errors of one config: each key with its hint, on one line."""
+    if len(errors) == 1:
+        return errors[0]
+    keys = [error.message.rsplit(": unknown config key ", 1)[-1] for error in errors]
+    listed = [f"{key} ({error.hint})" if error.hint and not error.hint.startswith("valid keys") else key
+              for key, error in zip(keys, errors, strict=True)]  # fmt: skip
+    return AlignkitError(f"{where}: {len(errors)} unknown config keys: {'; '.join(listed)}", "fix or drop each")
 
 
 def section_keys(tree: dict[str, Any], hints: dict[str, Any], cls: type[Any]) -> dict[str, list[str]]:
@@ -350,13 +374,18 @@ def check_keys(
 ) -> None:
     """Reject keys of a free-form section (`trainer`, `peft`) that the library's config class does not have; one of
     the stage's `top_level` keys (`trainer.method`) is named as that."""
+    unknown = []
     for key in given:
         if key not in valid and key in (top_level or []):
-            raise AlignkitError(
-                f"config: unknown config key `{section}.{key}`", f"`{key}` is a top-level key: --set {key}=..."
+            unknown.append(
+                AlignkitError(
+                    f"config: unknown config key `{section}.{key}`", f"`{key}` is a top-level key: --set {key}=..."
+                )
             )
-        if key not in valid:
-            raise unknown_key(f"{section}.{key}", sorted(valid), "config", prefix=f"{section}.")
+        elif key not in valid:
+            unknown.append(unknown_key(f"{section}.{key}", sorted(valid), "config", prefix=f"{section}."))
+    if unknown:
+        raise unknown_keys(unknown, "config")
 
 
 SIMPLE_TYPES = (int, float, bool, str, type(None))

@@ -212,6 +212,32 @@ def test_another_tools_key_is_named_at_its_alignkit_home(key, hint, tmp_path, ca
     assert not out.exists()
 
 
+def test_a_config_from_another_tool_gets_every_unknown_key_named_at_once(tmp_path, capsys, chat_file, tiny_model):
+    """A TRL recipe or axolotl YAML took one rerun per unknown key: each error named only the first."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "model_name_or_path: Qwen/Qwen2-0.5B\nlora_r: 8\nbogus_setting: 1\nnum_epochs: 3\n"
+        "model:\n  torch_dtype: bfloat16\n"
+        "trainer:\n  learning_rate: 1.0e-4\n  cutoff_len: 512\n  warmup_ratioo: 0.1\n"
+    )
+    out = tmp_path / "run"
+    argv = ["sft", "--config", str(recipe), "--data", str(chat_file), "--model", tiny_model, "--out", str(out)]
+    code, err = invoke(argv, capsys)
+    assert_one_line_error(code, err, [
+        f"{recipe}: 5 unknown config keys", "`model_name_or_path` (did you mean `model.name`?)",
+        "`lora_r` (did you mean `peft.r`?)", "`bogus_setting`",
+        "`num_epochs` (did you mean `trainer.num_train_epochs`?)",
+        "`model.torch_dtype` (did you mean `model.precision`?",
+    ])  # fmt: skip
+    recipe.write_text("trainer:\n  learning_rate: 1.0e-4\n  cutoff_len: 512\n  warmup_ratioo: 0.1\n")
+    code, err = invoke(argv, capsys)
+    assert_one_line_error(code, err, [
+        "2 unknown config keys", "`trainer.cutoff_len` (did you mean `trainer.max_length`?)",
+        "`trainer.warmup_ratioo` (did you mean `trainer.warmup_steps`?)",
+    ])  # fmt: skip
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
