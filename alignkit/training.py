@@ -76,6 +76,13 @@ def trainer_options(
 ) -> dict[str, Any]:
     """The keyword arguments of the TRL config: alignkit's defaults, then the user's `trainer:` keys, checked."""
     valid = check_section("trainer", cfg.trainer, config_cls, top_level=[f.name for f in dataclasses.fields(cfg)])
+    for flag, on in precision.trainer_flags.items():  # TRL recipes set `bf16: true`: fine where the model is bf16
+        if flag in cfg.trainer and bool(cfg.trainer[flag]) != on:
+            raise AlignkitError(
+                f"config: trainer.{flag}={cfg.trainer[flag]}, but the model loads in {precision.dtype} "
+                f"({precision.reason}): the run would train in another precision than it records",
+                "set model.precision (fp32 | bf16 | fp16) instead: trainer.bf16/fp16 follow it",
+            )
     options: dict[str, Any] = {
         "output_dir": output_dir,
         "seed": cfg.seed,

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import alignkit
-from alignkit import cli
-from tests.conftest import CHAT_ROWS, run_cli, write_jsonl
+from alignkit import cli, runs
+from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_cli, write_jsonl
 
 BAD = Path(__file__).resolve().parent.parent / "data" / "bad"
 
@@ -710,6 +710,24 @@ def test_every_option_has_help_and_overwrite_names_what_out_is():
         if "--overwrite" in options:
             says = options["--overwrite"].help
             assert ("file" in says) == (command in FILE_OUTPUTS), (command, says)
+
+
+def test_a_trainer_precision_flag_against_the_models_precision_is_refused(tmp_path, capsys, chat_file, tiny_model):
+    """`trainer.bf16` beside another `model.precision` trained in one precision and recorded the other (or, on a CPU,
+    ended in transformers' error naming neither key); a flag that agrees, as in TRL recipes, trains."""
+    argv = ["sft", "--data", str(chat_file), "--model", tiny_model, "--max-steps", "1", *TINY_TRAINER]
+    for flag in ("bf16", "fp16"):
+        out = tmp_path / f"refused-{flag}"
+        code, err = invoke([*argv, "--out", str(out), "--set", "model.precision=fp32", "--set", f"trainer.{flag}=true"],
+                           capsys)  # fmt: skip
+        assert_one_line_error(code, err, [f"trainer.{flag}=True, but the model loads in float32", "model.precision"])
+        assert not out.exists()
+    out = tmp_path / "agrees"
+    code, err = invoke(
+        [*argv, "--out", str(out), "--set", "model.precision=bf16", "--set", "trainer.bf16=true"], capsys
+    )
+    assert code == 0, err
+    assert runs.Run(out).manifest["precision"] == "bfloat16"
 
 
 def test_a_top_level_key_put_under_trainer_is_named_as_top_level(tmp_path, capsys, chat_file, tiny_model):
