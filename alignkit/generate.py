@@ -17,7 +17,7 @@ from typing import Any
 
 from alignkit import backends, jsonl, lineage, models, runs
 from alignkit.config import ModelConfig
-from alignkit.data.formats import read_prompt_rows
+from alignkit.data.formats import ROW_KEYS, read_prompt_rows
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.hardware import pick_precision
@@ -259,9 +259,24 @@ def load_prompts(path: str) -> list[list[dict[str, str]]]:
 def load_prompt_items(path: str, flag: str = "--prompts") -> list[Prompt]:
     """Prompts with their specs (optional `skill`, `reference`, `must_contain`, `decline` fields), validated whole.
     `flag`: the option that named `path`."""
+    return [prompt for prompt, _ in load_prompts_with_columns(path, flag)]
+
+
+# Columns a prompt row's messages and spec are read from (`jsonl.prompt_row`, `PromptSpec.from_row`), and the names
+# TRL gives reward functions itself: not passed on as a row's other columns.
+PROMPT_COLUMNS = ROW_KEYS | {"input", "output", "response", "history", "system", "label", "prompt_id", "spec"}
+PROMPT_COLUMNS |= {"skill", "reference", "must_contain", "decline", "prompts", "completions", "completion_ids"}
+
+
+def load_prompts_with_columns(path: str, flag: str = "--prompts") -> list[tuple[Prompt, dict[str, Any]]]:
+    """`load_prompt_items`, each with the row's other columns (`solution`, `answer`, ...: what a reward function of
+    `alignkit rl` may read)."""
     return convert_all(
         read_prompt_rows(path, flag),
-        lambda data: Prompt(prompt_row(data), PromptSpec.from_row(data)),
+        lambda data: (
+            Prompt(prompt_row(data), PromptSpec.from_row(data)),
+            {k: v for k, v in data.items() if k not in PROMPT_COLUMNS},
+        ),
         "rows with `prompt` (string or messages), `instruction`, `messages` or `conversations`",
     )
 

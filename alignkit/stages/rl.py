@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from alignkit import backends, runner, runs
 from alignkit.config import RLStageConfig
-from alignkit.errors import AlignkitError
-from alignkit.generate import load_prompt_items
+from alignkit.errors import AlignkitError, first_line
+from alignkit.generate import load_prompts_with_columns
 from alignkit.judges import RULES, Prompt, PromptSpec, rule
 from alignkit.lineage import Scorer, load_scorer
 from alignkit.paths import bundled_data
@@ -58,12 +60,14 @@ def prepare(cfg: RLStageConfig) -> RLStageConfig:
 
 
 def load_rows(cfg: RLStageConfig, paths: list[str]) -> list[dict[str, Any]]:
-    """Prompt-only rows; the spec rides along as a column: TRL hands extra columns to reward functions (rule rewards
-    read it)."""
+    """Prompt-only rows; the spec rides along as a column, and so does each other column of the prompt files
+    (`solution`, `answer`, ...; None where a row lacks it): TRL hands extra columns to reward functions, rule rewards
+    read the spec, an imported reward function what it needs."""
+    items = [item for path in paths for item in load_prompts_with_columns(path, "--data")]
+    others = dict.fromkeys(key for _, columns in items for key in columns)
     return [
-        {"prompt": p.messages, "prompt_spec": p.spec.to_json()}
-        for path in paths
-        for p in load_prompt_items(path, "--data")
+        {"prompt": p.messages, "prompt_spec": p.spec.to_json(), **{key: columns.get(key) for key in others}}
+        for p, columns in items
     ]
 
 
@@ -127,7 +131,8 @@ def pick_method(name: str) -> Method:
 
 
 def reward_spec(cfg: RLStageConfig) -> tuple[list[str], list[float] | None]:
-    """(reward function names, their weights or None): `rewards` checked against the rules and the reward run."""
+    """(reward function names, their weights or None): `rewards` checked against the rules, the reward run and what
+    the import paths name."""
     known = [REWARD_MODEL, *RULES]
     rewards = cfg.rewards or ([REWARD_MODEL] if cfg.reward_run else [])
     if not rewards:
@@ -136,8 +141,13 @@ def reward_spec(cfg: RLStageConfig) -> tuple[list[str], list[float] | None]:
         )
     names = list(rewards)
     for name in names:
-        if name not in known:
-            raise AlignkitError(f"config: unknown reward `{name}` in `rewards`", f"one of: {', '.join(known)}")
+        if is_import_path(name):
+            imported_reward(name)  # a missing module or function fails here, before any model loads
+        elif name not in known:
+            raise AlignkitError(
+                f"config: unknown reward `{name}` in `rewards`",
+                f"one of: {', '.join(known)}, or your function's import path (my_rewards.exact_match)",
+            )
     if len(set(names)) != len(names):
         raise AlignkitError(f"config: `rewards` names a reward twice: {names}", "list each reward once")
     if REWARD_MODEL in names and not cfg.reward_run:
@@ -212,9 +222,41 @@ def reward_functions(names: list[str], reward_run: runs.Run | None, batch_size: 
         if name == REWARD_MODEL:
             assert reward_run is not None  # reward_spec demands one
             functions.append(model_reward(load_scorer(reward_run.path, batch_size=batch_size)))
+        elif is_import_path(name):
+            functions.append(imported_reward(name))
         else:
             functions.append(rule_reward(name))
     return functions
+
+
+def is_import_path(name: str) -> bool:
+    return "." in name or ":" in name
+
+
+def imported_reward(path: str) -> RewardFunction:
+    """A reward function of your own by its import path, as TRL's scripts take them (`my_rewards.exact_match`, or
+    `my_rewards:exact_match`; the working directory is importable). TRL calls it with `prompts`, `completions`,
+    `completion_ids` and each other column of the prompt rows as keyword arguments (lists, one item per
+    completion); it returns one float per completion (None: no reward from this function)."""
+    module_name, _, attribute = path.replace(":", ".").rpartition(".")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's module: any error while importing it
+        raise AlignkitError(
+            f"config: reward `{path}`: cannot import {module_name} ({type(exc).__name__}: {first_line(exc)})",
+            "a module in the working directory or on PYTHONPATH",
+        ) from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise AlignkitError(f"config: reward `{path}`: {module_name} has no function {attribute}", "check the name")
+
+    def reward(*args: Any, **kwargs: Any) -> list[float]:
+        return function(*args, **kwargs)
+
+    reward.__name__ = path  # TRL logs each reward under its function's name: here the name in `rewards`
+    return reward
 
 
 def model_reward(scorer: Scorer) -> RewardFunction:
@@ -254,7 +296,13 @@ def to_dataset(rows: list[dict[str, Any]]) -> Any:
     """TRL's conversational prompt-only rows: a `prompt` column of message lists."""
     from datasets import Dataset
 
-    return Dataset.from_list(rows)
+    try:
+        return Dataset.from_list(rows)
+    except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid / ArrowTypeError: a column of mixed types
+        raise AlignkitError(
+            f"--data: the prompt rows' columns do not fit one table ({first_line(exc)})",
+            "give each extra column (answer, solution, ...) one type in every row",
+        ) from None
 
 
 def reward_and_kl_figures(trainer: Any) -> dict[str, Any]:

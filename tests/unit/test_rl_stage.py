@@ -3,6 +3,7 @@ the parent policy, run directories, reloading the trained policy, and bad settin
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,46 @@ def test_grpo_with_a_rule_reward_and_a_new_adapter_on_the_merged_parent(sft_run,
     torch.testing.assert_close(reference, logps(sft_model, tokenizer), atol=1e-4, rtol=0)
     reloaded, _ = lineage.load_run_model(run.path)
     torch.testing.assert_close(logps(reloaded, tokenizer), logps(trainer.model, tokenizer), atol=1e-4, rtol=0)
+
+
+REWARD_MODULE = """
+import json
+
+def exact_sum(prompts, completions, answer, **kwargs):
+    with open("seen.jsonl", "a") as seen:
+        for prompt, value in zip(prompts, answer):
+            seen.write(json.dumps({"question": prompt[-1]["content"], "answer": value}) + "\\n")
+    return [1.0 if str(value) in completion[-1]["content"] else 0.0 for completion, value in zip(completions, answer)]
+"""
+
+
+def test_grpo_with_a_reward_function_of_your_own_that_reads_a_column_of_the_prompts(sft_run, tmp_path, monkeypatch):
+    """TRL users bring their own reward functions (an import path, as TRL's scripts take them); the function gets the
+    prompt file's other columns (`answer` here), each row's own."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_rewards.py").write_text(REWARD_MODULE)
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": q, "answer": 2 * i} for i, q in enumerate(QUESTIONS)])
+    run = alignkit.rl(
+        from_run=str(sft_run.path),
+        rewards={"my_rewards.exact_sum": 1.0, "concise": 0.1},
+        data={"paths": [str(prompts)]},
+        out=str(tmp_path / "grpo"),
+        trainer={**RL_TINY, **TINY},
+    )
+    assert_complete_rl_run(run, ["sft", "rl"], ["my_rewards.exact_sum", "concise"])
+    seen = [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
+    assert seen and all(row["question"] == f"What is {row['answer'] // 2} plus {row['answer'] // 2}?" for row in seen)
+
+    mixed = [{"prompt": QUESTIONS[0], "answer": 0}, {"prompt": QUESTIONS[1], "answer": "two"}]
+    with pytest.raises(AlignkitError, match=r"give each extra column .* one type in every row"):
+        rl.to_dataset(rl.load_rows(RLStageConfig(), [str(write_jsonl(tmp_path / "mixed.jsonl", mixed))]))
+    for path, expected in (
+        ("no_such_module.reward", "cannot import no_such_module (ModuleNotFoundError"),
+        ("my_rewards:missing", "my_rewards has no function missing"),
+    ):
+        with pytest.raises(AlignkitError, match=re.escape(expected)):
+            alignkit.rl(from_run=str(sft_run.path), rewards=[path], out=str(tmp_path / "refused"))
+        assert not (tmp_path / "refused").exists()
 
 
 def test_rloo_trains_against_the_parent_policy(sft_run, root, tmp_path):
