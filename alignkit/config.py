@@ -343,6 +343,15 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     "train_on_inputs": ("trainer.completion_only_loss", "false trains on the prompts too"),
     "train_on_prompt": ("trainer.completion_only_loss", "false trains on the prompts too"),
     "pref_beta": ("trainer.beta", "of `alignkit dpo`"),
+    "beta": ("trainer.beta", "the KL weight of `alignkit dpo` and `alignkit rl`"),
+    "template": (
+        "",
+        "alignkit renders with the model's own chat template; another as a Jinja file: trainer.chat_template_path",
+    ),
+    "chat_template": (
+        "",
+        "alignkit renders with the model's own chat template; another as a Jinja file: trainer.chat_template_path",
+    ),
     "pref_loss": ("trainer.loss_type", "of `alignkit dpo`"),
     "wandb_project": ("trainer.report_to", "local trackers: tensorboard | trackio"),
 }

@@ -200,6 +200,9 @@ def test_a_top_level_key_is_suggested_where_it_belongs_not_as_another_knob(stage
         ("data.val_set_size", "did you mean `data.validation_split`?"),
         ("overwrite_cache", "no prepared-dataset cache"),  # was `overwrite`: it replaces the run directory
         ("stage", "the stage is the command"),  # was `trainer`
+        ("beta", "the KL weight of `alignkit dpo` and `alignkit rl`"),  # was `trainer.adam_beta2`
+        ("chat_template", "the model's own chat template"),  # was `trainer.chat_template_path`, a file path
+        ("template", "trainer.chat_template_path"),  # LLaMA-Factory's template name
     ],
 )
 def test_another_tools_key_is_named_at_its_alignkit_home(key, hint, tmp_path, capsys, chat_file, tiny_model):
