@@ -263,3 +263,16 @@ def test_a_run_being_trained_is_not_resumed_twice_and_says_how_it_ended(tmp_path
     runs.Run(out).update_manifest(process={**runs.this_process(), "started": 1})  # the pid now names another process
     assert runs.Run(out).status == "stopped"
     assert_resumes_to_the_end(out)
+
+
+def test_resuming_on_another_number_of_processes_says_the_global_batch_changes(tmp_path, tiny_model, chat_file):
+    """A run launched on 2 processes and resumed on 1 trained on with half the rows per step, without a word."""
+    out = tmp_path / "run"
+    first = ["sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(out), "--max-steps", "2"]
+    assert run_cli(*first, "--set", "trainer.save_steps=1", "--set", "trainer.eval_steps=1").returncode == 0
+    run = runs.Run(out)
+    run.update_manifest(status="interrupted", distributed={"world_size": 2, "engine": "ddp"})  # as a launched run
+    resumed = run_cli("sft", "--resume", "--out", str(out), "--max-steps", "3")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "trained on 2 process(es) and resumes on 1" in " ".join(resumed.stderr.split())
+    assert run.metrics["global_step"] == 3
