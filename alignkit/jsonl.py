@@ -18,16 +18,16 @@ from alignkit.data.formats import (
     text_field,
     with_system_column,
 )
-from alignkit.data.preferences import check_prompt
+from alignkit.data.preferences import prompt_turns
 from alignkit.errors import AlignkitError
 
 Messages = list[dict[str, str]]
 
 
 def prompt_row(data: dict[str, Any]) -> Messages:
-    """A prompt as messages from a row with `prompt` (string or messages), `instruction` (+ `input`, `history`) or
-    `messages`/`conversations` (the trailing assistant turns dropped: a fresh reply to the last user turn); a `system`
-    column comes first, as in training rows."""
+    """A prompt as messages from a row with `prompt` (string, HH-RLHF text or messages), `instruction` (+ `input`,
+    `history`) or `messages`/`conversations` (the trailing assistant turns dropped: a fresh reply to the last user
+    turn); a `system` column comes first, as in training rows."""
     return prompt_and_reply(data)[0]
 
 
@@ -36,11 +36,8 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
     the last of the trailing assistant turns, Alpaca's `output`, or `completion`/`response` (text, or messages ending
     with an assistant turn). None for a prompt-only row, and for a KTO row labelled undesirable (`label: false`)."""
     reply: Any = None
-    if isinstance(data.get("prompt"), list):  # ends with a user turn: the reply is generated after it
-        messages = message_list(data["prompt"], "prompt", "role", "content", roles=None)
-        check_prompt(messages, "prompt")
-    elif "prompt" in data:
-        messages = [{"role": "user", "content": text_field(data, "prompt")}]
+    if "prompt" in data:  # text, HH-RLHF text or messages ending with a user turn: the reply is generated after it
+        messages = prompt_turns(data, "prompt")
     elif "instruction" in data:
         messages, reply = alpaca_prompt(data), data.get("output")
     elif "messages" in data or "conversations" in data:

@@ -7,8 +7,9 @@ Every row keeps where it came from (`file:line N`) so a problem can be reported 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
 `output`, LLaMA-Factory's `history` of earlier [instruction, response] pairs), prompt/completion (strings or message
-lists; `response` is accepted for `completion`). A `system` column, in any of them, becomes the first (system) turn.
-OpenAI's `"weight": 0` on an assistant turn stays on it in SFT rows: the turn is context, not trained.
+lists; `response` is accepted for `completion`; a `prompt` in HH-RLHF `Human:`/`Assistant:` text is read as turns).
+A `system` column, in any of them, becomes the first (system) turn. OpenAI's `"weight": 0` on an assistant turn
+stays on it in SFT rows: the turn is context, not trained.
 
 Tool calling, in the form transformers chat templates render: an assistant turn carries `tool_calls`
 (`[{"type": "function", "function": {"name", "arguments": {...}}}]`, arguments given as JSON text are parsed), a
@@ -21,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ MESSAGE_COLUMNS = ("messages", "conversations")  # always message lists
 TEXT_OR_MESSAGE_COLUMNS = ("prompt", "completion", "chosen", "rejected")
 # a field only a row has: a .json file holding one object with one of them is that row, not a {"data": [...]} wrapper
 ROW_KEYS = {*MESSAGE_COLUMNS, *TEXT_OR_MESSAGE_COLUMNS, "instruction", "question", "text"}
+HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
+HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
 
 @dataclass
@@ -346,6 +350,8 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
     elif fmt == "prompt_completion":
         completion_key = "response" if "response" in data and "completion" not in data else "completion"
         messages = turns_or_text(data, "prompt", "user") + turns_or_text(data, completion_key, "assistant")
+        if is_hh_text(data["prompt"]) and isinstance(data[completion_key], str):  # the space after `Assistant:`
+            messages[-1]["content"] = messages[-1]["content"].strip()
     else:
         raise RowError("messages", "expected one of: messages, conversations, instruction+output, prompt+completion")
     check_conversation(messages, fmt)  # before a `system` column is added: error indices are the row's own
@@ -545,10 +551,40 @@ def renders_tools(tokenizer: Any) -> bool:
 
 
 def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, Any]]:
+    """`key` as messages: a message list, a prompt in HH-RLHF text (Dahoas/rm-static), or one `role` turn."""
     value = data.get(key)
     if isinstance(value, list):
         return message_list(value, key, "role", "content", roles=None)
+    if role == "user" and is_hh_text(value):
+        turns = hh_prompt(value, key)
+        if turns[-1]["role"] != "user":
+            raise RowError(key, "HH-RLHF prompt text must end with a `Human:` turn (then an open `Assistant:`)")
+        return turns
     return [{"role": role, "content": text_field(data, key)}]
+
+
+def is_hh_text(value: Any) -> bool:
+    """Whether `value` is HH-RLHF text: `Human:` first, then an `Assistant:` turn (a plain reply may start "Human:")."""
+    return isinstance(value, str) and value.lstrip().startswith("Human:") and "\n\nAssistant:" in value
+
+
+def hh_turns(text: str, key: str) -> list[dict[str, Any]]:
+    """Anthropic HH-RLHF text (`\\n\\nHuman: ...\\n\\nAssistant: ...`) as messages."""
+    parts = HH_TURN.split(text.strip())
+    if parts[0].strip() or len(parts) < 3:
+        raise RowError(key, 'expected "\\n\\nHuman: ...\\n\\nAssistant: ..." turns')
+    return [
+        {"role": HH_ROLES[speaker], "content": said.strip()}
+        for speaker, said in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+
+
+def hh_prompt(text: str, key: str) -> list[dict[str, Any]]:
+    """A prompt in HH-RLHF text (Nectar, Dahoas/rm-static) as messages, its open `Assistant:` cue dropped."""
+    turns = hh_turns(text, key)
+    if turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+        turns.pop()
+    return turns
 
 
 def text_field(data: dict[str, Any], key: str) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from contextlib import nullcontext
 from typing import Any
 
@@ -38,6 +37,9 @@ from alignkit.data.formats import (
     RowError,
     alpaca_history,
     detect_chat_format,
+    hh_prompt,
+    hh_turns,
+    is_hh_text,
     looks_like,
     message_list,
     read_rows,
@@ -60,8 +62,6 @@ UNPAIRED_EXPECTED = (
     "unpaired rows {prompt, completion, label: true|false} or {messages, label}, "
     "or preference rows {prompt, chosen, rejected}"
 )
-HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
-HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 LABELS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -172,11 +172,6 @@ def reply_object(data: dict[str, Any], key: str) -> Messages:
     return [{"role": "assistant", "content": content}]
 
 
-def is_hh_text(value: Any) -> bool:
-    """Whether `value` is HH-RLHF text: `Human:` first, then an `Assistant:` turn (a plain reply may start "Human:")."""
-    return isinstance(value, str) and value.lstrip().startswith("Human:") and "\n\nAssistant:" in value
-
-
 def is_hh_row(data: dict[str, Any], *keys: str | None) -> bool:
     """Whether any of the row's `keys` (the prompt and the replies) is Anthropic HH-RLHF text."""
     return any(key is not None and is_hh_text(data.get(key)) for key in keys)
@@ -189,17 +184,6 @@ def hh_transcript(data: dict[str, Any], key: str, prompt_key: str | None) -> str
     return prompt + text if is_hh_text(prompt) and not is_hh_text(text) else text
 
 
-def hh_turns(text: str, key: str) -> Messages:
-    """Anthropic HH-RLHF text (`\\n\\nHuman: ...\\n\\nAssistant: ...`) as messages."""
-    parts = HH_TURN.split(text.strip())
-    if parts[0].strip() or len(parts) < 3:
-        raise RowError(key, 'expected "\\n\\nHuman: ...\\n\\nAssistant: ..." turns')
-    return [
-        {"role": HH_ROLES[speaker], "content": said.strip()}
-        for speaker, said in zip(parts[1::2], parts[2::2], strict=True)
-    ]
-
-
 def prompt_turns(data: dict[str, Any], key: str) -> Messages:
     """The prompt as messages ending with a user turn: a message list, HH-RLHF text (its open `Assistant:` cue
     dropped), or a string (Alpaca-style `input` and `history`)."""
@@ -207,9 +191,7 @@ def prompt_turns(data: dict[str, Any], key: str) -> Messages:
     if isinstance(value, list):
         turns = message_list(value, key, "role", "content", roles=None)
     elif is_hh_text(value):
-        turns = hh_turns(value, key)
-        if turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
-            turns.pop()
+        turns = hh_prompt(value, key)
     else:
         text = text_field(data, key)
         extra = data.get("input") if key == "instruction" else None

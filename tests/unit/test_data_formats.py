@@ -210,6 +210,22 @@ def test_hh_rlhf_prompt_column_is_parsed_and_the_replies_are_what_follows_it(tmp
     assert load_unpaired([str(kto)]) == [{"prompt": HISTORY, "completion": PAIR["chosen"], "label": True}]
 
 
+def test_hh_rlhf_prompt_text_is_turns_in_prompt_files_and_sft_rows(tmp_path):
+    """Nectar / Dahoas rows hold the prompt as HH text: `rl --data`, `eval --prompts` and SFT read its turns (they
+    made one user message of the whole transcript, `Human:`/`Assistant:` markers and the open cue included)."""
+    from alignkit.evaluate import load_eval_prompts
+    from alignkit.generate import load_prompts
+
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}\n\nAssistant: "
+    nectar = {"prompt": history, "answers": [{"answer": "4.", "model": "m", "rank": 1.0}], "turns": 2}
+    dahoas = {"prompt": history.rstrip(), "response": " 4.", "chosen": " 4.", "rejected": " 5."}
+    path = write_jsonl(tmp_path / "prompts.jsonl", [nectar, dahoas])
+    assert load_prompts(str(path)) == [HISTORY, HISTORY]
+    assert [p.messages for p in load_eval_prompts(str(path))] == [HISTORY, HISTORY]
+    sft = write_jsonl(tmp_path / "sft.jsonl", [dahoas])
+    assert load_chat([str(sft)]) == [{"messages": HISTORY + PAIR["chosen"]}]
+
+
 def test_replies_that_go_on_with_the_conversation_give_their_shared_turns_to_the_prompt(tmp_path):
     """Capybara-DPO: `prompt` is the first user turn, chosen/rejected the rest of the conversation (with or without
     the prompt repeated first); only the final assistant turn differs."""
