@@ -12,6 +12,7 @@ from typing import Any
 from alignkit.data.formats import (
     SHAREGPT_ROLES,
     RowError,
+    alpaca_output_key,
     alpaca_prompt,
     detect_chat_format,
     message_list,
@@ -39,7 +40,7 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
     if "prompt" in data:  # text, HH-RLHF text or messages ending with a user turn: the reply is generated after it
         messages = prompt_turns(data, "prompt")
     elif "instruction" in data:
-        messages, reply = alpaca_prompt(data), data.get("output")
+        messages, reply = alpaca_prompt(data), data.get(alpaca_output_key(data))
     elif "messages" in data or "conversations" in data:
         key = "messages" if "messages" in data else "conversations"
         if detect_chat_format(data) == "sharegpt":

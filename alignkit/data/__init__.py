@@ -25,8 +25,9 @@ from alignkit.errors import AlignkitError
 
 CHAT_EXPECTED = (
     "one of: {messages: [{role, content}]}, ShareGPT {conversations: [{from, value}]}, "
-    "Alpaca {instruction, input, output}, {prompt, completion}; tool calls: OpenAI `tool_calls`/`tool` turns or "
-    "ShareGPT `function_call`/`observation` turns, plus a `tools` column"
+    "Alpaca {instruction, input, output} (Dolly: context, response), {prompt, completion}; "
+    "tool calls: OpenAI `tool_calls`/`tool` turns or ShareGPT `function_call`/`observation` turns, "
+    "plus a `tools` column"
 )
 
 

@@ -6,10 +6,10 @@ Every row keeps where it came from (`file:line N`) so a problem can be reported 
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
-`output`, LLaMA-Factory's `history` of earlier [instruction, response] pairs), prompt/completion (strings or message
-lists; `response` is accepted for `completion`; a `prompt` in HH-RLHF `Human:`/`Assistant:` text is read as turns).
-A `system` column, in any of them, becomes the first (system) turn. OpenAI's `"weight": 0` on an assistant turn
-stays on it in SFT rows: the turn is context, not trained.
+`output`; Dolly's `context`/`response`; LLaMA-Factory's `history` of earlier [instruction, response] pairs),
+prompt/completion (strings or message lists; `response` is accepted for `completion`; a `prompt` in HH-RLHF
+`Human:`/`Assistant:` text is read as turns). A `system` column, in any of them, becomes the first (system) turn.
+OpenAI's `"weight": 0` on an assistant turn stays on it in SFT rows: the turn is context, not trained.
 
 Tool calling, in the form transformers chat templates render: an assistant turn carries `tool_calls`
 (`[{"type": "function", "function": {"name", "arguments": {...}}}]`, arguments given as JSON text are parsed), a
@@ -346,7 +346,7 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
     elif fmt == "sharegpt":
         messages = message_list(data["conversations"], "conversations", "from", "value", roles=SHAREGPT_CHAT_ROLES)
     elif fmt == "alpaca":
-        messages = [*alpaca_prompt(data), {"role": "assistant", "content": text_field(data, "output")}]
+        messages = [*alpaca_prompt(data), {"role": "assistant", "content": text_field(data, alpaca_output_key(data))}]
     elif fmt == "prompt_completion":
         completion_key = "response" if "response" in data and "completion" not in data else "completion"
         messages = turns_or_text(data, "prompt", "user") + turns_or_text(data, completion_key, "assistant")
@@ -359,13 +359,23 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
 
 
 def alpaca_prompt(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """An Alpaca row up to its answer: the `history` turns, then `instruction` (with `input` below it) from the user."""
+    """An Alpaca row up to its answer: the `history` turns, then `instruction` (with `input` below it) from the user.
+    Dolly (`instruction`, `context`, `response`): its `context` is the `input`."""
     instruction = text_field(data, "instruction")
-    extra = data.get("input") or ""
-    if not isinstance(extra, str):
-        raise RowError("input", f"expected a string, got {type(extra).__name__}")
-    turn = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    extras = {key: data[key] for key in ("input", "context") if data.get(key) is not None}
+    for key, extra in extras.items():
+        if not isinstance(extra, str):
+            raise RowError(key, f"expected a string, got {type(extra).__name__}")
+    filled = [extra for extra in extras.values() if extra.strip()]
+    if len(filled) > 1:
+        raise RowError("context", "the row has both `input` and `context` (Dolly's name for it); keep one")
+    turn = f"{instruction}\n\n{filled[0]}" if filled else instruction
     return [*alpaca_history(data), {"role": "user", "content": turn}]
+
+
+def alpaca_output_key(data: dict[str, Any]) -> str:
+    """The column of an Alpaca row's answer: `output`, or Dolly's `response`."""
+    return "response" if "response" in data and "output" not in data else "output"
 
 
 def alpaca_history(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from typing import Any
 from alignkit.data.formats import (
     SHAREGPT_ROLES,
     RowError,
-    alpaca_history,
+    alpaca_prompt,
     detect_chat_format,
     hh_prompt,
     hh_turns,
@@ -186,19 +186,16 @@ def hh_transcript(data: dict[str, Any], key: str, prompt_key: str | None) -> str
 
 def prompt_turns(data: dict[str, Any], key: str) -> Messages:
     """The prompt as messages ending with a user turn: a message list, HH-RLHF text (its open `Assistant:` cue
-    dropped), or a string (Alpaca-style `input` and `history`)."""
+    dropped), or a string (an `instruction` with Alpaca's `input` or Dolly's `context`, and `history`)."""
     value = data.get(key)
     if isinstance(value, list):
         turns = message_list(value, key, "role", "content", roles=None)
     elif is_hh_text(value):
         turns = hh_prompt(value, key)
+    elif key == "instruction":
+        turns = alpaca_prompt(data)
     else:
-        text = text_field(data, key)
-        extra = data.get("input") if key == "instruction" else None
-        if extra is not None and not isinstance(extra, str):
-            raise RowError("input", f"expected a string, got {type(extra).__name__}")
-        turns = alpaca_history(data) if key == "instruction" else []
-        turns.append({"role": "user", "content": f"{text}\n\n{extra}" if extra and extra.strip() else text})
+        turns = [{"role": "user", "content": text_field(data, key)}]
     check_prompt(turns, key)
     return turns
 

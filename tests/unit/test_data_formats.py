@@ -226,6 +226,30 @@ def test_hh_rlhf_prompt_text_is_turns_in_prompt_files_and_sft_rows(tmp_path):
     assert load_chat([str(sft)]) == [{"messages": HISTORY + PAIR["chosen"]}]
 
 
+def test_dolly_context_is_part_of_the_prompt_and_response_the_answer(tmp_path):
+    """databricks-dolly-15k rows (`instruction`, `context`, `response`): SFT refused them, and as prompts (`rl
+    --data`, `eval --prompts`) the `context` a closed-QA instruction asks about was dropped."""
+    from alignkit.evaluate import load_eval_prompts
+
+    dolly = {"instruction": QUESTION, "context": "Two and two.", "response": "4.", "category": "closed_qa"}
+    open_qa = {"instruction": QUESTION, "context": "", "response": "4.", "category": "open_qa"}
+    path = write_jsonl(tmp_path / "dolly.jsonl", [dolly, open_qa])
+    asked = [{"role": "user", "content": f"{QUESTION}\n\nTwo and two."}]
+    assert load_chat([str(path)]) == [
+        {"messages": asked + PAIR["chosen"]},
+        {"messages": PAIR["prompt"] + PAIR["chosen"]},
+    ]
+    assert [(p.messages, p.spec.reference) for p in load_eval_prompts(str(path))] == [
+        (asked, "4."),
+        (PAIR["prompt"], "4."),
+    ]
+    kto = write_jsonl(tmp_path / "kto.jsonl", [dolly | {"label": True}])
+    assert load_unpaired([str(kto)]) == [{"prompt": asked, "completion": PAIR["chosen"], "label": True}]
+    both = write_jsonl(tmp_path / "both.jsonl", [dolly | {"input": "Three."}])
+    with pytest.raises(AlignkitError, match=r"line 1: field `context`: the row has both `input` and `context`"):
+        load_chat([str(both)])
+
+
 def test_replies_that_go_on_with_the_conversation_give_their_shared_turns_to_the_prompt(tmp_path):
     """Capybara-DPO: `prompt` is the first user turn, chosen/rejected the rest of the conversation (with or without
     the prompt repeated first); only the final assistant turn differs."""
