@@ -14,6 +14,7 @@ from alignkit.data.formats import (
     RowError,
     alpaca_output_key,
     alpaca_prompt,
+    check_not_conversation_text,
     detect_chat_format,
     message_list,
     text_field,
@@ -54,6 +55,7 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
         if not messages or messages[-1]["role"] != "user":
             raise RowError(key, "expected a conversation ending with a user turn")
     elif "text" in data:  # a line or paragraph of a .txt prompt file, or a `text` column
+        check_not_conversation_text(data)
         messages = [{"role": "user", "content": text_field(data, "text")}]
     else:
         raise RowError("prompt", "missing")

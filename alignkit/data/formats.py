@@ -41,6 +41,16 @@ MESSAGE_COLUMNS = ("messages", "conversations")  # always message lists
 TEXT_OR_MESSAGE_COLUMNS = ("prompt", "completion", "chosen", "rejected")
 # a field only a row has: a .json file holding one object with one of them is that row, not a {"data": [...]} wrapper
 ROW_KEYS = {*MESSAGE_COLUMNS, *TEXT_OR_MESSAGE_COLUMNS, "instruction", "question", "text"}
+# where a reply opens in a chat rendered as text: such a `text` is a whole conversation, not one text or one prompt
+CHAT_MARKUP = {
+    "<|im_start|>assistant": "ChatML",
+    "<|start_header_id|>assistant": "Llama 3",
+    "<|assistant|>": "Zephyr",
+    "<start_of_turn>model": "Gemma",
+    "[/INST]": "Llama 2 `[INST]`",
+    "### Assistant:": "`### Human:`/`### Assistant:`",
+    "\n\nAssistant:": "HH-RLHF `Human:`/`Assistant:`",
+}
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
@@ -335,6 +345,24 @@ def detect_chat_format(data: dict[str, Any]) -> str:
     if "text" in data:
         return "text"
     return "unknown"
+
+
+def check_not_conversation_text(data: dict[str, Any]) -> None:
+    """Refuse a `text` row that is a piece of a conversation: an OpenAssistant message-tree row (oasst1: one message
+    per row) or a whole chat in a template's markup (oasst_top1, guanaco); read as one text or prompt, its replies
+    would be the user's words."""
+    if {"message_id", "parent_id", "role"} <= data.keys():
+        raise RowError(
+            "role",
+            "an OpenAssistant message-tree row (one message per row, linked by parent_id): "
+            "join each thread into a {messages: [{role, content}]} row first",
+        )
+    text = data.get("text")
+    markup = next((name for marker, name in CHAT_MARKUP.items() if isinstance(text, str) and marker in text), None)
+    if markup:
+        raise RowError(
+            "text", f"holds a whole chat in {markup} markup; convert it to {{messages: [{{role, content}}]}} rows"
+        )
 
 
 def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,35 @@ def test_dolly_context_is_part_of_the_prompt_and_response_the_answer(tmp_path):
     both = write_jsonl(tmp_path / "both.jsonl", [dolly | {"input": "Three."}])
     with pytest.raises(AlignkitError, match=r"line 1: field `context`: the row has both `input` and `context`"):
         load_chat([str(both)])
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        (  # oasst1: one message of a conversation tree per row; the assistant's replies became prompts
+            {"message_id": "m2", "parent_id": "m1", "role": "assistant", "text": "4.", "lang": "en", "rank": 0},
+            "field `role`: an OpenAssistant message-tree row",
+        ),
+        (  # oasst_top1: a whole chat in ChatML; the prompt held the answer
+            {"text": f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n4.<|im_end|>\n"},
+            "field `text`: holds a whole chat in ChatML markup",
+        ),
+        (  # timdettmers/openassistant-guanaco
+            {"text": f"### Human: {QUESTION}### Assistant: 4."},
+            "field `text`: holds a whole chat in `### Human:`/`### Assistant:` markup",
+        ),
+    ],
+)
+def test_conversation_text_rows_are_refused_as_prompts_and_sft_rows(tmp_path, row, problem):
+    """A `text` row was one prompt (`rl --data`, `eval --prompts`) whatever it held; SFT called it pretraining text."""
+    from alignkit.evaluate import load_eval_prompts
+    from alignkit.generate import load_prompts
+
+    path = write_jsonl(tmp_path / "oasst.jsonl", [row])
+    for load in (load_prompts, load_eval_prompts, lambda p: load_chat([p])):
+        with pytest.raises(AlignkitError, match=rf"oasst.jsonl:line 1: {re.escape(problem)}.*{{messages: \["):
+            load(str(path))
+    assert load_prompts(str(write_jsonl(tmp_path / "plain.jsonl", [{"text": QUESTION}]))) == [PAIR["prompt"]]
 
 
 def test_replies_that_go_on_with_the_conversation_give_their_shared_turns_to_the_prompt(tmp_path):
