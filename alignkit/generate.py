@@ -262,7 +262,8 @@ def load_prompt_items(path: str, flag: str = "--prompts") -> list[Prompt]:
     return convert_all(
         read_prompt_rows(path, flag),
         lambda data: Prompt(prompt_row(data), PromptSpec.from_row(data)),
-        "rows with `prompt` (string or messages), `instruction`, `messages` or `conversations`",
+        "rows with `prompt` or `question` (string or messages), `instruction`, `messages`, `conversations`, "
+        "or preference pairs",
     )
 
 

@@ -453,6 +453,21 @@ def test_prompt_rows_take_every_training_shape_with_its_system_and_history(tmp_p
     assert prompt_id(turns(("user", "Hi"))) == "b03cbbe7211f66c1"
 
 
+def test_preference_files_are_prompt_files_with_the_prompt_dpo_reads(tmp_path):
+    """`rl --data` / `eval --prompts` on Intel/orca_dpo_pairs (`question`, `system`) and Anthropic HH-RLHF (only
+    `chosen`/`rejected`) were refused (field `prompt`: missing) though `alignkit dpo` reads their prompts."""
+    from alignkit.generate import load_prompts
+
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+    rows = [
+        {"system": "Be brief.", "question": QUESTION, "chosen": "4.", "rejected": "5."},
+        {"chosen": f"{history}\n\nAssistant: 4.", "rejected": f"{history}\n\nAssistant: 5."},
+    ]
+    path = str(write_jsonl(tmp_path / "pairs.jsonl", rows))
+    assert load_prompts(path) == [[{"role": "system", "content": "Be brief."}, *PAIR["prompt"]], HISTORY]
+    assert load_prompts(path) == [pair["prompt"] for pair in load_preferences([path])]
+
+
 # ---- file types -----------------------------------------------------------------------------------------------
 
 
