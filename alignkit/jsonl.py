@@ -20,7 +20,7 @@ from alignkit.data.formats import (
     text_field,
     with_system_column,
 )
-from alignkit.data.preferences import preference_row, prompt_turns
+from alignkit.data.preferences import preference_row, prompt_turns, shp_as_pair
 from alignkit.errors import AlignkitError
 
 Messages = list[dict[str, str]]
@@ -39,6 +39,7 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
     the last of the trailing assistant turns, Alpaca's `output`, or `completion`/`response` (text, or messages ending
     with an assistant turn). None for a prompt-only row, and for a KTO row labelled undesirable (`label: false`)."""
     reply: Any = None
+    data = shp_as_pair(data)
     prompt_key = next((key for key in ("prompt", "question") if key in data), None)
     if prompt_key:  # text, HH-RLHF text or messages ending with a user turn: the reply is generated after it
         messages = prompt_turns(data, prompt_key)

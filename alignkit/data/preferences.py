@@ -13,6 +13,8 @@ Canonical pair (TRL's conversational preference format): `{"prompt": [messages],
 - `question` or `instruction` (+ optional `input`, `history`) instead of `prompt` (LLaMA-Factory's Alpaca pairs);
 - LLaMA-Factory ShareGPT pairs: `conversations` (from/value, or `messages` with role/content) up to the last user
   turn, `chosen`/`rejected` one `{from: gpt, value}` reply each;
+- Stanford SHP: `history` (the post) is the prompt, `human_ref_A`/`human_ref_B` the replies, `labels` 1 when A is
+  preferred, 0 when B is;
 - Anthropic HH-RLHF: `chosen`/`rejected` raw text of `\\n\\nHuman: ...\\n\\nAssistant: ...` turns; the turns they share
   are the prompt. A `prompt` in that form (Dahoas/rm-static) is read as turns, its open `Assistant:` dropped, and
   replies are what follows it (the text after it, or whole transcripts that repeat it).
@@ -62,6 +64,7 @@ UNPAIRED_EXPECTED = (
     "unpaired rows {prompt, completion, label: true|false} or {messages, label}, "
     "or preference rows {prompt, chosen, rejected}"
 )
+SHP_KEYS = {"history", "human_ref_A", "human_ref_B", "labels"}
 LABELS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -82,8 +85,22 @@ def load_unpaired(paths: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def shp_as_pair(data: dict[str, Any]) -> dict[str, Any]:
+    """A Stanford SHP row (`history`, `human_ref_A`, `human_ref_B`, `labels`: 1 when A is preferred, 0 when B is) as
+    a `{prompt, chosen, rejected}` row; any other row as it is."""
+    if not data.keys() >= SHP_KEYS or "chosen" in data or "rejected" in data:
+        return data
+    label = data["labels"]
+    label = label.strip() if isinstance(label, str) else label  # a CSV cell
+    if label not in (0, 1, "0", "1") or isinstance(label, bool):
+        raise RowError("labels", f"expected 1 (human_ref_A preferred) or 0 (human_ref_B preferred), got {label!r}")
+    preferred, other = ("human_ref_A", "human_ref_B") if int(label) == 1 else ("human_ref_B", "human_ref_A")
+    return data | {"prompt": text_field(data, "history"), "chosen": data[preferred], "rejected": data[other]}
+
+
 def preference_row(data: dict[str, Any]) -> dict[str, Any]:
     """One input row as a canonical pair; raises RowError naming the field (and the format, where it is a guess)."""
+    data = shp_as_pair(data)
     for key in ("chosen", "rejected"):
         if data.get(key) is None and "label" in data and ("completion" in data or "messages" in data):
             raise RowError(
@@ -114,6 +131,7 @@ def preference_row(data: dict[str, Any]) -> dict[str, Any]:
 
 def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One input row as canonical unpaired rows: itself, or both halves of a preference pair."""
+    data = shp_as_pair(data)
     if "completion" not in data and "response" not in data and ("chosen" in data or "rejected" in data):
         pair = preference_row(data)
         return [

@@ -280,6 +280,27 @@ def test_conversation_text_rows_are_refused_as_prompts_and_sft_rows(tmp_path, ro
     assert load_prompts(str(write_jsonl(tmp_path / "plain.jsonl", [{"text": QUESTION}]))) == [PAIR["prompt"]]
 
 
+def test_stanford_shp_rows_are_pairs_by_their_label(tmp_path):
+    """stanfordnlp/SHP: `labels` 1 prefers `human_ref_A`, 0 `human_ref_B` (it was refused: field `chosen`: missing)."""
+    from alignkit.generate import load_prompts
+
+    shp = {"post_id": "p1", "domain": "askmath_train", "history": QUESTION, "score_A": 9, "score_B": 2}
+    rows = [
+        shp | {"human_ref_A": "4.", "human_ref_B": "5.", "labels": 1},
+        shp | {"human_ref_A": "5.", "human_ref_B": "4.", "labels": 0},
+    ]
+    path = str(write_jsonl(tmp_path / "shp.jsonl", rows))
+    assert load_preferences([path]) == [PAIR, PAIR]
+    assert load_unpaired([path])[:2] == [
+        {"prompt": PAIR["prompt"], "completion": PAIR["chosen"], "label": True},
+        {"prompt": PAIR["prompt"], "completion": PAIR["rejected"], "label": False},
+    ]
+    assert load_prompts(path) == [PAIR["prompt"]] * 2
+    bad = write_jsonl(tmp_path / "bad.jsonl", [rows[0] | {"labels": 2}])
+    with pytest.raises(AlignkitError, match=r"line 1: field `labels`: expected 1 \(human_ref_A preferred\)"):
+        load_preferences([str(bad)])
+
+
 def test_replies_that_go_on_with_the_conversation_give_their_shared_turns_to_the_prompt(tmp_path):
     """Capybara-DPO: `prompt` is the first user turn, chosen/rejected the rest of the conversation (with or without
     the prompt repeated first); only the final assistant turn differs."""
