@@ -301,6 +301,42 @@ def test_stanford_shp_rows_are_pairs_by_their_label(tmp_path):
         load_preferences([str(bad)])
 
 
+@pytest.mark.parametrize(
+    ("row", "fix"),
+    [
+        (
+            {
+                "prompt": QUESTION,
+                "response_0": "4.",
+                "response_1": "5.",
+                "better_response_id": 0,
+                "safer_response_id": 1,
+            },
+            "PKU-SafeRLHF data: make `chosen`/`rejected` from response_0/response_1 by `better_response_id`",
+        ),
+        (
+            {
+                "prompt": f"\n\nHuman: {QUESTION}\n\nAssistant: ",
+                "answers": [{"answer": "4.", "rank": 1.0}],
+                "num_responses": 1,
+            },
+            "Nectar data: its `answers` are ranked (`rank` 1 is best), not paired",
+        ),
+        (
+            {"instruction": QUESTION, "completions": [{"response": "4.", "overall_score": 9.0}]},
+            "UltraFeedback (not binarized) data: its `completions` are rated, not paired",
+        ),
+    ],
+)
+def test_rows_that_need_a_choice_are_refused_naming_the_dataset_and_the_choice(tmp_path, row, fix):
+    """Which response is chosen depends on a choice alignkit won't guess; the error said only `chosen: missing` and
+    listed every column."""
+    path = str(write_jsonl(tmp_path / "data.jsonl", [row]))
+    for load in (load_preferences, load_unpaired, load_chat):
+        with pytest.raises(AlignkitError, match=re.escape(f"missing; the row looks like {fix}")):
+            load([path])
+
+
 def test_replies_that_go_on_with_the_conversation_give_their_shared_turns_to_the_prompt(tmp_path):
     """Capybara-DPO: `prompt` is the first user turn, chosen/rejected the rest of the conversation (with or without
     the prompt repeated first); only the final assistant turn differs."""
