@@ -571,7 +571,10 @@ def load_eval_prompts(path: str, flag: str = "--prompts") -> list[Prompt]:
             spec = dataclasses.replace(spec, reference=judges.reference_from_answer(reply))
         return Prompt(messages, spec)
 
-    return convert_all(read_prompt_rows(path, flag), row, "rows with `prompt` (and optional `reference`) or `messages`")
+    expected = (
+        "rows with `prompt` (and optional `reference`), `question`, `instruction`, `messages` or preference pairs"
+    )
+    return convert_all(read_prompt_rows(path, flag), row, expected)
 
 
 def run_eval(

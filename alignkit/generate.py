@@ -264,8 +264,8 @@ def load_prompt_items(path: str, flag: str = "--prompts") -> list[Prompt]:
 
 # Columns a prompt row's messages and spec are read from (`jsonl.prompt_row`, `PromptSpec.from_row`), and the names
 # TRL gives reward functions itself: not passed on as a row's other columns.
-PROMPT_COLUMNS = ROW_KEYS | {"input", "output", "response", "history", "system", "label", "prompt_id", "spec"}
-PROMPT_COLUMNS |= {"skill", "reference", "must_contain", "decline", "prompts", "completions", "completion_ids"}
+PROMPT_COLUMNS = ROW_KEYS | {"input", "context", "output", "response", "history", "system", "label", "prompt_id"}
+PROMPT_COLUMNS |= {"spec", "skill", "reference", "must_contain", "decline", "prompts", "completions", "completion_ids"}
 
 
 def load_prompts_with_columns(path: str, flag: str = "--prompts") -> list[tuple[Prompt, dict[str, Any]]]:
@@ -277,7 +277,8 @@ def load_prompts_with_columns(path: str, flag: str = "--prompts") -> list[tuple[
             Prompt(prompt_row(data), PromptSpec.from_row(data)),
             {k: v for k, v in data.items() if k not in PROMPT_COLUMNS},
         ),
-        "rows with `prompt` (string or messages), `instruction`, `messages` or `conversations`",
+        "rows with `prompt` or `question` (string or messages), `instruction`, `messages`, `conversations`, "
+        "or preference pairs",
     )
 
 

@@ -12,22 +12,25 @@ from typing import Any
 from alignkit.data.formats import (
     SHAREGPT_ROLES,
     RowError,
+    alpaca_output_key,
     alpaca_prompt,
+    check_not_conversation_text,
     detect_chat_format,
     message_list,
     text_field,
     with_system_column,
 )
-from alignkit.data.preferences import check_prompt
+from alignkit.data.preferences import preference_row, prompt_turns, shp_as_pair
 from alignkit.errors import AlignkitError
 
 Messages = list[dict[str, str]]
 
 
 def prompt_row(data: dict[str, Any]) -> Messages:
-    """A prompt as messages from a row with `prompt` (string or messages), `instruction` (+ `input`, `history`) or
-    `messages`/`conversations` (the trailing assistant turns dropped: a fresh reply to the last user turn); a `system`
-    column comes first, as in training rows."""
+    """A prompt as messages from a row with `prompt` or `question` (string, HH-RLHF text or messages), `instruction`
+    (+ `input`, `history`), `messages`/`conversations` (the trailing assistant turns dropped: a fresh reply to the
+    last user turn) or only `chosen`/`rejected` (the turns they share, as `alignkit dpo` reads them); a `system` column
+    comes first, as in training rows."""
     return prompt_and_reply(data)[0]
 
 
@@ -36,13 +39,12 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
     the last of the trailing assistant turns, Alpaca's `output`, or `completion`/`response` (text, or messages ending
     with an assistant turn). None for a prompt-only row, and for a KTO row labelled undesirable (`label: false`)."""
     reply: Any = None
-    if isinstance(data.get("prompt"), list):  # ends with a user turn: the reply is generated after it
-        messages = message_list(data["prompt"], "prompt", "role", "content", roles=None)
-        check_prompt(messages, "prompt")
-    elif "prompt" in data:
-        messages = [{"role": "user", "content": text_field(data, "prompt")}]
+    data = shp_as_pair(data)
+    prompt_key = next((key for key in ("prompt", "question") if key in data), None)
+    if prompt_key:  # text, HH-RLHF text or messages ending with a user turn: the reply is generated after it
+        messages = prompt_turns(data, prompt_key)
     elif "instruction" in data:
-        messages, reply = alpaca_prompt(data), data.get("output")
+        messages, reply = alpaca_prompt(data), data.get(alpaca_output_key(data))
     elif "messages" in data or "conversations" in data:
         key = "messages" if "messages" in data else "conversations"
         if detect_chat_format(data) == "sharegpt":
@@ -55,7 +57,10 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
             messages = messages[:-1]
         if not messages or messages[-1]["role"] != "user":
             raise RowError(key, "expected a conversation ending with a user turn")
+    elif "chosen" in data and "rejected" in data:  # a pair without a prompt column (HH-RLHF): the turns they share
+        messages = preference_row(data)["prompt"]
     elif "text" in data:  # a line or paragraph of a .txt prompt file, or a `text` column
+        check_not_conversation_text(data)
         messages = [{"role": "user", "content": text_field(data, "text")}]
     else:
         raise RowError("prompt", "missing")

@@ -9,6 +9,7 @@ from typing import Any
 from alignkit.config import DataConfig
 from alignkit.data.formats import (
     RowError,
+    check_not_conversation_text,
     detect_chat_format,
     iter_assistant_turns,
     read_rows,
@@ -25,8 +26,9 @@ from alignkit.errors import AlignkitError
 
 CHAT_EXPECTED = (
     "one of: {messages: [{role, content}]}, ShareGPT {conversations: [{from, value}]}, "
-    "Alpaca {instruction, input, output}, {prompt, completion}; tool calls: OpenAI `tool_calls`/`tool` turns or "
-    "ShareGPT `function_call`/`observation` turns, plus a `tools` column"
+    "Alpaca {instruction, input, output} (Dolly: context, response), {prompt, completion}; "
+    "tool calls: OpenAI `tool_calls`/`tool` turns or ShareGPT `function_call`/`observation` turns, "
+    "plus a `tools` column"
 )
 
 
@@ -44,6 +46,7 @@ def load_chat(paths: list[str]) -> list[dict[str, Any]]:
 def chat_row(data: dict[str, Any]) -> dict[str, Any]:
     fmt = detect_chat_format(data)
     if fmt == "text":
+        check_not_conversation_text(data)
         raise RowError("text", "raw text rows are for `alignkit pretrain`; SFT needs chat rows")
     messages, tools = to_messages(data, fmt, weights=True), tools_field(data)
     if next(iter_assistant_turns(messages), None) is None:

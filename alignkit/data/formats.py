@@ -6,8 +6,9 @@ Every row keeps where it came from (`file:line N`) so a problem can be reported 
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
-`output`, LLaMA-Factory's `history` of earlier [instruction, response] pairs), prompt/completion (strings or message
-lists; `response` is accepted for `completion`). A `system` column, in any of them, becomes the first (system) turn.
+`output`; Dolly's `context`/`response`; LLaMA-Factory's `history` of earlier [instruction, response] pairs),
+prompt/completion (strings or message lists; `response` is accepted for `completion`; a `prompt` in HH-RLHF
+`Human:`/`Assistant:` text is read as turns). A `system` column, in any of them, becomes the first (system) turn.
 OpenAI's `"weight": 0` on an assistant turn stays on it in SFT rows: the turn is context, not trained.
 
 Tool calling, in the form transformers chat templates render: an assistant turn carries `tool_calls`
@@ -21,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +41,18 @@ MESSAGE_COLUMNS = ("messages", "conversations")  # always message lists
 TEXT_OR_MESSAGE_COLUMNS = ("prompt", "completion", "chosen", "rejected")
 # a field only a row has: a .json file holding one object with one of them is that row, not a {"data": [...]} wrapper
 ROW_KEYS = {*MESSAGE_COLUMNS, *TEXT_OR_MESSAGE_COLUMNS, "instruction", "question", "text"}
+# where a reply opens in a chat rendered as text: such a `text` is a whole conversation, not one text or one prompt
+CHAT_MARKUP = {
+    "<|im_start|>assistant": "ChatML",
+    "<|start_header_id|>assistant": "Llama 3",
+    "<|assistant|>": "Zephyr",
+    "<start_of_turn>model": "Gemma",
+    "[/INST]": "Llama 2 `[INST]`",
+    "### Assistant:": "`### Human:`/`### Assistant:`",
+    "\n\nAssistant:": "HH-RLHF `Human:`/`Assistant:`",
+}
+HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
+HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
 
 @dataclass
@@ -333,6 +347,24 @@ def detect_chat_format(data: dict[str, Any]) -> str:
     return "unknown"
 
 
+def check_not_conversation_text(data: dict[str, Any]) -> None:
+    """Refuse a `text` row that is a piece of a conversation: an OpenAssistant message-tree row (oasst1: one message
+    per row) or a whole chat in a template's markup (oasst_top1, guanaco); read as one text or prompt, its replies
+    would be the user's words."""
+    if {"message_id", "parent_id", "role"} <= data.keys():
+        raise RowError(
+            "role",
+            "an OpenAssistant message-tree row (one message per row, linked by parent_id): "
+            "join each thread into a {messages: [{role, content}]} row first",
+        )
+    text = data.get("text")
+    markup = next((name for marker, name in CHAT_MARKUP.items() if isinstance(text, str) and marker in text), None)
+    if markup:
+        raise RowError(
+            "text", f"holds a whole chat in {markup} markup; convert it to {{messages: [{{role, content}}]}} rows"
+        )
+
+
 def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[dict[str, Any]]:
     """Convert one row of format `fmt` to a checked list of messages; raises RowError naming the field. `weights`:
     keep OpenAI's `"weight": 0` on the assistant turns that are context only (SFT trains the others)."""
@@ -342,10 +374,12 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
     elif fmt == "sharegpt":
         messages = message_list(data["conversations"], "conversations", "from", "value", roles=SHAREGPT_CHAT_ROLES)
     elif fmt == "alpaca":
-        messages = [*alpaca_prompt(data), {"role": "assistant", "content": text_field(data, "output")}]
+        messages = [*alpaca_prompt(data), {"role": "assistant", "content": text_field(data, alpaca_output_key(data))}]
     elif fmt == "prompt_completion":
         completion_key = "response" if "response" in data and "completion" not in data else "completion"
         messages = turns_or_text(data, "prompt", "user") + turns_or_text(data, completion_key, "assistant")
+        if is_hh_text(data["prompt"]) and isinstance(data[completion_key], str):  # the space after `Assistant:`
+            messages[-1]["content"] = messages[-1]["content"].strip()
     else:
         raise RowError("messages", "expected one of: messages, conversations, instruction+output, prompt+completion")
     check_conversation(messages, fmt)  # before a `system` column is added: error indices are the row's own
@@ -353,13 +387,23 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
 
 
 def alpaca_prompt(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """An Alpaca row up to its answer: the `history` turns, then `instruction` (with `input` below it) from the user."""
+    """An Alpaca row up to its answer: the `history` turns, then `instruction` (with `input` below it) from the user.
+    Dolly (`instruction`, `context`, `response`): its `context` is the `input`."""
     instruction = text_field(data, "instruction")
-    extra = data.get("input") or ""
-    if not isinstance(extra, str):
-        raise RowError("input", f"expected a string, got {type(extra).__name__}")
-    turn = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    extras = {key: data[key] for key in ("input", "context") if data.get(key) is not None}
+    for key, extra in extras.items():
+        if not isinstance(extra, str):
+            raise RowError(key, f"expected a string, got {type(extra).__name__}")
+    filled = [extra for extra in extras.values() if extra.strip()]
+    if len(filled) > 1:
+        raise RowError("context", "the row has both `input` and `context` (Dolly's name for it); keep one")
+    turn = f"{instruction}\n\n{filled[0]}" if filled else instruction
     return [*alpaca_history(data), {"role": "user", "content": turn}]
+
+
+def alpaca_output_key(data: dict[str, Any]) -> str:
+    """The column of an Alpaca row's answer: `output`, or Dolly's `response`."""
+    return "response" if "response" in data and "output" not in data else "output"
 
 
 def alpaca_history(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -545,10 +589,40 @@ def renders_tools(tokenizer: Any) -> bool:
 
 
 def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, Any]]:
+    """`key` as messages: a message list, a prompt in HH-RLHF text (Dahoas/rm-static), or one `role` turn."""
     value = data.get(key)
     if isinstance(value, list):
         return message_list(value, key, "role", "content", roles=None)
+    if role == "user" and is_hh_text(value):
+        turns = hh_prompt(value, key)
+        if turns[-1]["role"] != "user":
+            raise RowError(key, "HH-RLHF prompt text must end with a `Human:` turn (then an open `Assistant:`)")
+        return turns
     return [{"role": role, "content": text_field(data, key)}]
+
+
+def is_hh_text(value: Any) -> bool:
+    """Whether `value` is HH-RLHF text: `Human:` first, then an `Assistant:` turn (a plain reply may start "Human:")."""
+    return isinstance(value, str) and value.lstrip().startswith("Human:") and "\n\nAssistant:" in value
+
+
+def hh_turns(text: str, key: str) -> list[dict[str, Any]]:
+    """Anthropic HH-RLHF text (`\\n\\nHuman: ...\\n\\nAssistant: ...`) as messages."""
+    parts = HH_TURN.split(text.strip())
+    if parts[0].strip() or len(parts) < 3:
+        raise RowError(key, 'expected "\\n\\nHuman: ...\\n\\nAssistant: ..." turns')
+    return [
+        {"role": HH_ROLES[speaker], "content": said.strip()}
+        for speaker, said in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+
+
+def hh_prompt(text: str, key: str) -> list[dict[str, Any]]:
+    """A prompt in HH-RLHF text (Nectar, Dahoas/rm-static) as messages, its open `Assistant:` cue dropped."""
+    turns = hh_turns(text, key)
+    if turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+        turns.pop()
+    return turns
 
 
 def text_field(data: dict[str, Any], key: str) -> str:

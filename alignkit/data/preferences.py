@@ -13,6 +13,8 @@ Canonical pair (TRL's conversational preference format): `{"prompt": [messages],
 - `question` or `instruction` (+ optional `input`, `history`) instead of `prompt` (LLaMA-Factory's Alpaca pairs);
 - LLaMA-Factory ShareGPT pairs: `conversations` (from/value, or `messages` with role/content) up to the last user
   turn, `chosen`/`rejected` one `{from: gpt, value}` reply each;
+- Stanford SHP: `history` (the post) is the prompt, `human_ref_A`/`human_ref_B` the replies, `labels` 1 when A is
+  preferred, 0 when B is;
 - Anthropic HH-RLHF: `chosen`/`rejected` raw text of `\\n\\nHuman: ...\\n\\nAssistant: ...` turns; the turns they share
   are the prompt. A `prompt` in that form (Dahoas/rm-static) is read as turns, its open `Assistant:` dropped, and
   replies are what follows it (the text after it, or whole transcripts that repeat it).
@@ -29,15 +31,17 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from contextlib import nullcontext
 from typing import Any
 
 from alignkit.data.formats import (
     SHAREGPT_ROLES,
     RowError,
-    alpaca_history,
+    alpaca_prompt,
     detect_chat_format,
+    hh_prompt,
+    hh_turns,
+    is_hh_text,
     looks_like,
     message_list,
     read_rows,
@@ -60,8 +64,7 @@ UNPAIRED_EXPECTED = (
     "unpaired rows {prompt, completion, label: true|false} or {messages, label}, "
     "or preference rows {prompt, chosen, rejected}"
 )
-HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
-HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+SHP_KEYS = {"history", "human_ref_A", "human_ref_B", "labels"}
 LABELS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -82,8 +85,22 @@ def load_unpaired(paths: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def shp_as_pair(data: dict[str, Any]) -> dict[str, Any]:
+    """A Stanford SHP row (`history`, `human_ref_A`, `human_ref_B`, `labels`: 1 when A is preferred, 0 when B is) as
+    a `{prompt, chosen, rejected}` row; any other row as it is."""
+    if not data.keys() >= SHP_KEYS or "chosen" in data or "rejected" in data:
+        return data
+    label = data["labels"]
+    label = label.strip() if isinstance(label, str) else label  # a CSV cell
+    if label not in (0, 1, "0", "1") or isinstance(label, bool):
+        raise RowError("labels", f"expected 1 (human_ref_A preferred) or 0 (human_ref_B preferred), got {label!r}")
+    preferred, other = ("human_ref_A", "human_ref_B") if int(label) == 1 else ("human_ref_B", "human_ref_A")
+    return data | {"prompt": text_field(data, "history"), "chosen": data[preferred], "rejected": data[other]}
+
+
 def preference_row(data: dict[str, Any]) -> dict[str, Any]:
     """One input row as a canonical pair; raises RowError naming the field (and the format, where it is a guess)."""
+    data = shp_as_pair(data)
     for key in ("chosen", "rejected"):
         if data.get(key) is None and "label" in data and ("completion" in data or "messages" in data):
             raise RowError(
@@ -114,6 +131,7 @@ def preference_row(data: dict[str, Any]) -> dict[str, Any]:
 
 def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One input row as canonical unpaired rows: itself, or both halves of a preference pair."""
+    data = shp_as_pair(data)
     if "completion" not in data and "response" not in data and ("chosen" in data or "rejected" in data):
         pair = preference_row(data)
         return [
@@ -172,11 +190,6 @@ def reply_object(data: dict[str, Any], key: str) -> Messages:
     return [{"role": "assistant", "content": content}]
 
 
-def is_hh_text(value: Any) -> bool:
-    """Whether `value` is HH-RLHF text: `Human:` first, then an `Assistant:` turn (a plain reply may start "Human:")."""
-    return isinstance(value, str) and value.lstrip().startswith("Human:") and "\n\nAssistant:" in value
-
-
 def is_hh_row(data: dict[str, Any], *keys: str | None) -> bool:
     """Whether any of the row's `keys` (the prompt and the replies) is Anthropic HH-RLHF text."""
     return any(key is not None and is_hh_text(data.get(key)) for key in keys)
@@ -189,34 +202,18 @@ def hh_transcript(data: dict[str, Any], key: str, prompt_key: str | None) -> str
     return prompt + text if is_hh_text(prompt) and not is_hh_text(text) else text
 
 
-def hh_turns(text: str, key: str) -> Messages:
-    """Anthropic HH-RLHF text (`\\n\\nHuman: ...\\n\\nAssistant: ...`) as messages."""
-    parts = HH_TURN.split(text.strip())
-    if parts[0].strip() or len(parts) < 3:
-        raise RowError(key, 'expected "\\n\\nHuman: ...\\n\\nAssistant: ..." turns')
-    return [
-        {"role": HH_ROLES[speaker], "content": said.strip()}
-        for speaker, said in zip(parts[1::2], parts[2::2], strict=True)
-    ]
-
-
 def prompt_turns(data: dict[str, Any], key: str) -> Messages:
     """The prompt as messages ending with a user turn: a message list, HH-RLHF text (its open `Assistant:` cue
-    dropped), or a string (Alpaca-style `input` and `history`)."""
+    dropped), or a string (an `instruction` with Alpaca's `input` or Dolly's `context`, and `history`)."""
     value = data.get(key)
     if isinstance(value, list):
         turns = message_list(value, key, "role", "content", roles=None)
     elif is_hh_text(value):
-        turns = hh_turns(value, key)
-        if turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
-            turns.pop()
+        turns = hh_prompt(value, key)
+    elif key == "instruction":
+        turns = alpaca_prompt(data)
     else:
-        text = text_field(data, key)
-        extra = data.get("input") if key == "instruction" else None
-        if extra is not None and not isinstance(extra, str):
-            raise RowError("input", f"expected a string, got {type(extra).__name__}")
-        turns = alpaca_history(data) if key == "instruction" else []
-        turns.append({"role": "user", "content": f"{text}\n\n{extra}" if extra and extra.strip() else text})
+        turns = [{"role": "user", "content": text_field(data, key)}]
     check_prompt(turns, key)
     return turns
 

@@ -10,6 +10,49 @@ from alignkit.data.formats import Row, RowError
 from alignkit.errors import AlignkitError
 
 MAX_REPORTED = 5
+# public datasets whose rows need a choice alignkit won't guess (which preference, which two of N answers): the
+# columns that name them, and the fix
+KNOWN_SHAPES = (
+    (
+        {"response_0", "response_1", "better_response_id", "safer_response_id"},
+        "PKU-SafeRLHF",
+        "make `chosen`/`rejected` from response_0/response_1 by `better_response_id` (helpfulness) or "
+        "`safer_response_id` (harmlessness): the two often disagree",
+    ),
+    (
+        {"prompt", "answers", "num_responses"},
+        "Nectar",
+        "its `answers` are ranked (`rank` 1 is best), not paired: make `chosen`/`rejected` from two of them",
+    ),
+    (
+        {"instruction", "completions"},
+        "UltraFeedback (not binarized)",
+        "its `completions` are rated, not paired: use a binarized export (`chosen`/`rejected`, `messages`) "
+        "or pick the completions by their ratings",
+    ),
+    (
+        {"prompt", "response", "helpfulness"},
+        "HelpSteer",
+        "its responses are scored one by one: SFT reads prompt/response; for KTO add a `label` "
+        "(e.g. from `helpfulness`), for pairs pair two responses to one prompt",
+    ),
+    (
+        {"message_id", "parent_id", "role"},
+        "OpenAssistant message-tree",
+        "one message per row: join each thread into a {messages: [{role, content}]} row first",
+    ),
+    (
+        {"query", "answers", "tools"},
+        "xLAM function-calling",
+        "convert each row to `messages` with an assistant `tool_calls` turn (its `answers`), plus the `tools` column",
+    ),
+    (
+        {"system", "chat"},
+        "glaive function-calling",
+        "`chat` is USER:/ASSISTANT:/FUNCTION RESPONSE: text: convert it to `messages` with `tool_calls`/`tool` "
+        "turns, plus a `tools` column",
+    ),
+)
 
 
 def convert_all(rows: list[Row], convert: Callable[[dict[str, Any]], Any], expected: str) -> list[Any]:
@@ -33,6 +76,9 @@ def did_you_mean(data: dict[str, Any], problem: str, field: str = "") -> str:
         return " (it is null)"
     if "missing" not in problem and "expected one of" not in problem:
         return ""
+    for columns, name, fix in KNOWN_SHAPES:
+        if columns <= data.keys():
+            return f"; the row looks like {name} data: {fix}"
     wanted = [
         "messages",
         "conversations",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,132 @@ def test_hh_rlhf_prompt_column_is_parsed_and_the_replies_are_what_follows_it(tmp
     assert load_unpaired([str(kto)]) == [{"prompt": HISTORY, "completion": PAIR["chosen"], "label": True}]
 
 
+def test_hh_rlhf_prompt_text_is_turns_in_prompt_files_and_sft_rows(tmp_path):
+    """Nectar / Dahoas rows hold the prompt as HH text: `rl --data`, `eval --prompts` and SFT read its turns (they
+    made one user message of the whole transcript, `Human:`/`Assistant:` markers and the open cue included)."""
+    from alignkit.evaluate import load_eval_prompts
+    from alignkit.generate import load_prompts
+
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}\n\nAssistant: "
+    nectar = {"prompt": history, "answers": [{"answer": "4.", "model": "m", "rank": 1.0}], "turns": 2}
+    dahoas = {"prompt": history.rstrip(), "response": " 4.", "chosen": " 4.", "rejected": " 5."}
+    path = write_jsonl(tmp_path / "prompts.jsonl", [nectar, dahoas])
+    assert load_prompts(str(path)) == [HISTORY, HISTORY]
+    assert [p.messages for p in load_eval_prompts(str(path))] == [HISTORY, HISTORY]
+    sft = write_jsonl(tmp_path / "sft.jsonl", [dahoas])
+    assert load_chat([str(sft)]) == [{"messages": HISTORY + PAIR["chosen"]}]
+
+
+def test_dolly_context_is_part_of_the_prompt_and_response_the_answer(tmp_path):
+    """databricks-dolly-15k rows (`instruction`, `context`, `response`): SFT refused them, and as prompts (`rl
+    --data`, `eval --prompts`) the `context` a closed-QA instruction asks about was dropped."""
+    from alignkit.evaluate import load_eval_prompts
+
+    dolly = {"instruction": QUESTION, "context": "Two and two.", "response": "4.", "category": "closed_qa"}
+    open_qa = {"instruction": QUESTION, "context": "", "response": "4.", "category": "open_qa"}
+    path = write_jsonl(tmp_path / "dolly.jsonl", [dolly, open_qa])
+    asked = [{"role": "user", "content": f"{QUESTION}\n\nTwo and two."}]
+    assert load_chat([str(path)]) == [
+        {"messages": asked + PAIR["chosen"]},
+        {"messages": PAIR["prompt"] + PAIR["chosen"]},
+    ]
+    assert [(p.messages, p.spec.reference) for p in load_eval_prompts(str(path))] == [
+        (asked, "4."),
+        (PAIR["prompt"], "4."),
+    ]
+    kto = write_jsonl(tmp_path / "kto.jsonl", [dolly | {"label": True}])
+    assert load_unpaired([str(kto)]) == [{"prompt": asked, "completion": PAIR["chosen"], "label": True}]
+    both = write_jsonl(tmp_path / "both.jsonl", [dolly | {"input": "Three."}])
+    with pytest.raises(AlignkitError, match=r"line 1: field `context`: the row has both `input` and `context`"):
+        load_chat([str(both)])
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        (  # oasst1: one message of a conversation tree per row; the assistant's replies became prompts
+            {"message_id": "m2", "parent_id": "m1", "role": "assistant", "text": "4.", "lang": "en", "rank": 0},
+            "field `role`: an OpenAssistant message-tree row",
+        ),
+        (  # oasst_top1: a whole chat in ChatML; the prompt held the answer
+            {"text": f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n4.<|im_end|>\n"},
+            "field `text`: holds a whole chat in ChatML markup",
+        ),
+        (  # timdettmers/openassistant-guanaco
+            {"text": f"### Human: {QUESTION}### Assistant: 4."},
+            "field `text`: holds a whole chat in `### Human:`/`### Assistant:` markup",
+        ),
+    ],
+)
+def test_conversation_text_rows_are_refused_as_prompts_and_sft_rows(tmp_path, row, problem):
+    """A `text` row was one prompt (`rl --data`, `eval --prompts`) whatever it held; SFT called it pretraining text."""
+    from alignkit.evaluate import load_eval_prompts
+    from alignkit.generate import load_prompts
+
+    path = write_jsonl(tmp_path / "oasst.jsonl", [row])
+    for load in (load_prompts, load_eval_prompts, lambda p: load_chat([p])):
+        with pytest.raises(AlignkitError, match=rf"oasst.jsonl:line 1: {re.escape(problem)}.*{{messages: \["):
+            load(str(path))
+    assert load_prompts(str(write_jsonl(tmp_path / "plain.jsonl", [{"text": QUESTION}]))) == [PAIR["prompt"]]
+
+
+def test_stanford_shp_rows_are_pairs_by_their_label(tmp_path):
+    """stanfordnlp/SHP: `labels` 1 prefers `human_ref_A`, 0 `human_ref_B` (it was refused: field `chosen`: missing)."""
+    from alignkit.generate import load_prompts
+
+    shp = {"post_id": "p1", "domain": "askmath_train", "history": QUESTION, "score_A": 9, "score_B": 2}
+    rows = [
+        shp | {"human_ref_A": "4.", "human_ref_B": "5.", "labels": 1},
+        shp | {"human_ref_A": "5.", "human_ref_B": "4.", "labels": 0},
+    ]
+    path = str(write_jsonl(tmp_path / "shp.jsonl", rows))
+    assert load_preferences([path]) == [PAIR, PAIR]
+    assert load_unpaired([path])[:2] == [
+        {"prompt": PAIR["prompt"], "completion": PAIR["chosen"], "label": True},
+        {"prompt": PAIR["prompt"], "completion": PAIR["rejected"], "label": False},
+    ]
+    assert load_prompts(path) == [PAIR["prompt"]] * 2
+    bad = write_jsonl(tmp_path / "bad.jsonl", [rows[0] | {"labels": 2}])
+    with pytest.raises(AlignkitError, match=r"line 1: field `labels`: expected 1 \(human_ref_A preferred\)"):
+        load_preferences([str(bad)])
+
+
+@pytest.mark.parametrize(
+    ("row", "fix"),
+    [
+        (
+            {
+                "prompt": QUESTION,
+                "response_0": "4.",
+                "response_1": "5.",
+                "better_response_id": 0,
+                "safer_response_id": 1,
+            },
+            "PKU-SafeRLHF data: make `chosen`/`rejected` from response_0/response_1 by `better_response_id`",
+        ),
+        (
+            {
+                "prompt": f"\n\nHuman: {QUESTION}\n\nAssistant: ",
+                "answers": [{"answer": "4.", "rank": 1.0}],
+                "num_responses": 1,
+            },
+            "Nectar data: its `answers` are ranked (`rank` 1 is best), not paired",
+        ),
+        (
+            {"instruction": QUESTION, "completions": [{"response": "4.", "overall_score": 9.0}]},
+            "UltraFeedback (not binarized) data: its `completions` are rated, not paired",
+        ),
+    ],
+)
+def test_rows_that_need_a_choice_are_refused_naming_the_dataset_and_the_choice(tmp_path, row, fix):
+    """Which response is chosen depends on a choice alignkit won't guess; the error said only `chosen: missing` and
+    listed every column."""
+    path = str(write_jsonl(tmp_path / "data.jsonl", [row]))
+    for load in (load_preferences, load_unpaired, load_chat):
+        with pytest.raises(AlignkitError, match=re.escape(f"missing; the row looks like {fix}")):
+            load([path])
+
+
 def test_replies_that_go_on_with_the_conversation_give_their_shared_turns_to_the_prompt(tmp_path):
     """Capybara-DPO: `prompt` is the first user turn, chosen/rejected the rest of the conversation (with or without
     the prompt repeated first); only the final assistant turn differs."""
@@ -381,6 +508,21 @@ def test_prompt_rows_take_every_training_shape_with_its_system_and_history(tmp_p
     # ids are the messages' hash: a plain prompt keeps the id every earlier round gave it
     assert prompt_id(prompts[0]) == prompt_id([{"role": "user", "content": QUESTION}])
     assert prompt_id(turns(("user", "Hi"))) == "b03cbbe7211f66c1"
+
+
+def test_preference_files_are_prompt_files_with_the_prompt_dpo_reads(tmp_path):
+    """`rl --data` / `eval --prompts` on Intel/orca_dpo_pairs (`question`, `system`) and Anthropic HH-RLHF (only
+    `chosen`/`rejected`) were refused (field `prompt`: missing) though `alignkit dpo` reads their prompts."""
+    from alignkit.generate import load_prompts
+
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+    rows = [
+        {"system": "Be brief.", "question": QUESTION, "chosen": "4.", "rejected": "5."},
+        {"chosen": f"{history}\n\nAssistant: 4.", "rejected": f"{history}\n\nAssistant: 5."},
+    ]
+    path = str(write_jsonl(tmp_path / "pairs.jsonl", rows))
+    assert load_prompts(path) == [[{"role": "system", "content": "Be brief."}, *PAIR["prompt"]], HISTORY]
+    assert load_prompts(path) == [pair["prompt"] for pair in load_preferences([path])]
 
 
 # ---- file types -----------------------------------------------------------------------------------------------
