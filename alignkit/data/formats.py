@@ -9,7 +9,8 @@ Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI mes
 `output`; Dolly's `context`/`response`; LLaMA-Factory's `history` of earlier [instruction, response] pairs),
 prompt/completion (strings or message lists; `response` is accepted for `completion`; a `prompt` in HH-RLHF
 `Human:`/`Assistant:` text is read as turns). A `system` column, in any of them, becomes the first (system) turn.
-OpenAI's `"weight": 0` on an assistant turn stays on it in SFT rows: the turn is context, not trained.
+A `"weight": 0` on an assistant turn (OpenAI messages, ShareGPT as axolotl reads it) stays on it in SFT rows: the turn
+is context, not trained.
 
 Tool calling, in the form transformers chat templates render: an assistant turn carries `tool_calls`
 (`[{"type": "function", "function": {"name", "arguments": {...}}}]`, arguments given as JSON text are parsed), a
@@ -367,12 +368,14 @@ def check_not_conversation_text(data: dict[str, Any]) -> None:
 
 def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[dict[str, Any]]:
     """Convert one row of format `fmt` to a checked list of messages; raises RowError naming the field. `weights`:
-    keep OpenAI's `"weight": 0` on the assistant turns that are context only (SFT trains the others)."""
+    keep a `"weight": 0` on the assistant turns that are context only (SFT trains the others)."""
     if fmt == "messages":
         key = "messages" if "messages" in data else "conversations"
         messages = message_list(data[key], key, "role", "content", roles=CHAT_ROLES, weights=weights)
     elif fmt == "sharegpt":
-        messages = message_list(data["conversations"], "conversations", "from", "value", roles=SHAREGPT_CHAT_ROLES)
+        messages = message_list(
+            data["conversations"], "conversations", "from", "value", roles=SHAREGPT_CHAT_ROLES, weights=weights
+        )
     elif fmt == "alpaca":
         messages = [*alpaca_prompt(data), {"role": "assistant", "content": text_field(data, alpaca_output_key(data))}]
     elif fmt == "prompt_completion":
@@ -475,7 +478,7 @@ def message_list(
             message["tool_calls"] = [tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(tool_calls)]
         if message["role"] == "tool":
             message |= {k: turn[k] for k in ("tool_call_id", "name") if isinstance(turn.get(k), str)}
-        if weights and message["role"] == "assistant" and "weight" in turn:
+        if weights and message["role"] == "assistant" and turn.get("weight") is not None:  # null: a Parquet gap
             weight = turn["weight"]
             if isinstance(weight, bool) or weight not in (0, 1):
                 raise RowError(f"{where}.weight", f"expected 0 (not trained) or 1 (trained), got {weight!r}")

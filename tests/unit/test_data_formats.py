@@ -447,6 +447,24 @@ def test_openai_weight_0_keeps_an_assistant_turn_as_untrained_context(tmp_path):
     assert prompt_completion(rows) == [{"prompt": [*hi, question[0]], "completion": [question[1]]}]
 
 
+def test_sharegpt_weight_0_keeps_a_gpt_turn_as_untrained_context_and_a_null_weight_is_trained(tmp_path):
+    """ShareGPT `weight`s (as axolotl reads them) were ignored: a `"weight": 0` turn was trained. A null weight (a
+    Parquet gap, as in SlimOrca's human turns) is no weight."""
+    row = {
+        "conversations": [
+            {"from": "human", "value": "Say hi", "weight": None},
+            {"from": "gpt", "value": "Hi there!", "weight": 0},
+            {"from": "human", "value": "What is 2+2?", "weight": None},
+            {"from": "gpt", "value": "4.", "weight": None},
+        ]
+    }
+    rows = load_chat([str(write_jsonl(tmp_path / "sharegpt.jsonl", [row]))])
+    hi = turns(("user", "Say hi"), ("assistant", "Hi there!"))
+    assert prompt_completion(rows) == [
+        {"prompt": [*hi, {"role": "user", "content": "What is 2+2?"}], "completion": turns(("assistant", "4."))}
+    ]
+
+
 @pytest.mark.parametrize(
     ("weights", "expected"),
     [
