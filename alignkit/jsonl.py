@@ -41,7 +41,9 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
     reply: Any = None
     data = shp_as_pair(data)
     prompt_key = next((key for key in ("prompt", "question") if key in data), None)
-    if prompt_key:  # text, HH-RLHF text or messages ending with a user turn: the reply is generated after it
+    if "chosen" in data and "rejected" in data:  # a pair: the prompt `alignkit dpo` reads (Capybara's goes on in them)
+        messages = preference_row(data)["prompt"]
+    elif prompt_key:  # text, HH-RLHF text or messages ending with a user turn: the reply is generated after it
         messages = prompt_turns(data, prompt_key)
     elif "instruction" in data:
         messages, reply = alpaca_prompt(data), data.get(alpaca_output_key(data))
@@ -57,8 +59,6 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
             messages = messages[:-1]
         if not messages or messages[-1]["role"] != "user":
             raise RowError(key, "expected a conversation ending with a user turn")
-    elif "chosen" in data and "rejected" in data:  # a pair without a prompt column (HH-RLHF): the turns they share
-        messages = preference_row(data)["prompt"]
     elif "text" in data:  # a line or paragraph of a .txt prompt file, or a `text` column
         check_not_conversation_text(data)
         messages = [{"role": "user", "content": text_field(data, "text")}]

@@ -534,12 +534,19 @@ def test_preference_files_are_prompt_files_with_the_prompt_dpo_reads(tmp_path):
     from alignkit.generate import load_prompts
 
     history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+    first, later = {"role": "user", "content": "Hi"}, {"role": "user", "content": QUESTION}
+    capybara = [first, {"role": "assistant", "content": "Hello!"}, later]  # `prompt` is the first turn only
     rows = [
         {"system": "Be brief.", "question": QUESTION, "chosen": "4.", "rejected": "5."},
         {"chosen": f"{history}\n\nAssistant: 4.", "rejected": f"{history}\n\nAssistant: 5."},
+        {
+            "prompt": "Hi",
+            "chosen": [*capybara, {"role": "assistant", "content": "4."}],
+            "rejected": [*capybara, {"role": "assistant", "content": "5."}],
+        },
     ]
     path = str(write_jsonl(tmp_path / "pairs.jsonl", rows))
-    assert load_prompts(path) == [[{"role": "system", "content": "Be brief."}, *PAIR["prompt"]], HISTORY]
+    assert load_prompts(path) == [[{"role": "system", "content": "Be brief."}, *PAIR["prompt"]], HISTORY, capybara]
     assert load_prompts(path) == [pair["prompt"] for pair in load_preferences([path])]
 
 
