@@ -134,7 +134,7 @@ def test_seeds_come_from_any_prompt_format_with_stable_ids(seeds_file):
 
 
 def test_seeds_file_problems_name_the_row(tmp_path):
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"question": "no known field"}])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"ask": "no known field"}])
     with pytest.raises(AlignkitError, match=r"bad.jsonl:line 2: field `prompt`: missing"):
         synth.load_seeds(str(bad))
 
