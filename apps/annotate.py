@@ -216,7 +216,7 @@ def show(record: annotation.RecordView | None, dataset_id: str) -> None:
         st.session_state[f"choice-of-{record.id}"] = record.draft.get(
             schema.REVIEW if record.is_review else schema.PREFERENCE
         )
-        st.session_state[f"edit-{record.id}"] = record.draft.get(schema.EDITED_RESPONSE) or ""
+        st.session_state[f"edit-{record.id}"] = record.draft.get(schema.EDITED_RESPONSE) or record.response or ""
         st.session_state[f"strength-of-{record.id}"] = record.draft.get(schema.STRENGTH)
         st.session_state[f"rationale-{record.id}"] = record.draft.get(schema.RATIONALE) or ""
         st.session_state[f"ranking-{record.id}"] = annotation.ranking_from_ranks(annotation.draft_ranks(record))
@@ -280,10 +280,10 @@ def review_answer(record: annotation.RecordView) -> None:
     for value, column in zip(schema.REVIEW_LABELS, st.columns(len(schema.REVIEW_LABELS)), strict=True):
         with column:
             choice_button(record, value, schema.REVIEW_LABELS[value], shortcut=REVIEW_SHORTCUTS[value])
-    st.text_area(
-        "Edited response (optional: replaces the response when you accept)",
+    st.text_area(  # starts with the response: fixing a word is an edit of it, not a retyping
+        "Edited response (optional: correct the response here; your version replaces it when you accept)",
         key=f"edit-{record.id}",
-        placeholder="Write the corrected response here",
+        height="content",
     )
 
 
@@ -396,7 +396,9 @@ def answer(session: Any, record: annotation.RecordView, action: str) -> None:
 def submitted_values(record: annotation.RecordView, rationale: str) -> dict[str, Any]:
     if record.is_review:
         return annotation.review_values(
-            st.session_state.get(f"choice-of-{record.id}"), st.session_state.get(f"edit-{record.id}", "")
+            st.session_state.get(f"choice-of-{record.id}"),
+            st.session_state.get(f"edit-{record.id}", ""),
+            record.response or "",
         )
     if record.is_pair:
         choice, strength = (
@@ -414,7 +416,7 @@ def draft_values(record: annotation.RecordView, rationale: str) -> dict[str, Any
     if record.is_review:
         choice, edited = st.session_state.get(f"choice-of-{record.id}"), st.session_state.get(f"edit-{record.id}", "")
         values = {schema.REVIEW: choice} if choice else {}
-        return values | ({schema.EDITED_RESPONSE: edited.strip()} if edited.strip() else {})
+        return values | annotation.review_edit(edited, record.response or "")
     if record.is_pair:
         choice, strength = (
             st.session_state.get(f"choice-of-{record.id}"),
