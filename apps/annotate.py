@@ -35,7 +35,7 @@ SIGN_IN_COOKIE = "alignkit-annotate"  # a random token naming a session this app
 
 def main() -> None:
     st.set_page_config(page_title="alignkit · annotate", layout="wide")
-    show_notice()
+    show_flash()
     try:
         session = st.session_state.get("session") or signed_in().get(st.context.cookies.get(SIGN_IN_COOKIE, ""))
         if session is None or session.http.is_closed:  # never signed in, or signed out in another tab
@@ -63,10 +63,7 @@ def run_scripts() -> None:
         st.html(f"<script>{code}</script>", unsafe_allow_javascript=True)
 
 
-def show_notice() -> None:
-    notice = st.session_state.pop("notice", None)
-    if notice is not None:
-        st.error(str(notice))
+def show_flash() -> None:
     flash = st.session_state.pop("flash", None)
     if flash:
         st.toast(flash)
@@ -253,6 +250,9 @@ def record_view(session: Any, record: annotation.RecordView) -> None:
         suggestion_toggle(record)
     if not record.is_review:
         st.text_area("Why? (optional)", key=f"rationale-{record.id}", placeholder="A short reason helps reviewers")
+    notice = st.session_state.pop("notice", None)
+    if notice is not None:  # beside the button pressed: at the top of a long record it would be scrolled out of sight
+        st.error(str(notice))
     submit, draft, skip, back = st.columns(4)
     submit.button(
         "Submit", type="primary", shortcut="Enter", width="stretch", on_click=answer, args=(session, record, "submit")
