@@ -30,6 +30,7 @@ ACTION_KEYS = "`Enter` submit · `D` save draft · `S` skip · `B` back to chang
 MAX_SIDE_BY_SIDE = 4  # more candidates than this are listed one under the other
 PREFETCH = 20  # records kept at hand, so rating goes on while Argilla is unreachable
 MAX_BACK = 20  # answered records `Back` can return to, most recent first
+ANSWER_STATE = ("choice-of-", "strength-of-", "ranking-", "edit-", "rationale-")  # + record id: an answer in progress
 SIGN_IN_COOKIE = "alignkit-annotate"  # a random token naming a session this app's process holds; never a credential
 
 
@@ -217,6 +218,7 @@ def show(record: annotation.RecordView | None, dataset_id: str) -> None:
         st.session_state[f"strength-of-{record.id}"] = record.draft.get(schema.STRENGTH)
         st.session_state[f"rationale-{record.id}"] = record.draft.get(schema.RATIONALE) or ""
         st.session_state[f"ranking-{record.id}"] = annotation.ranking_from_ranks(annotation.draft_ranks(record))
+        st.session_state.update(st.session_state.get("unsaved", {}).pop(record.id, {}))  # left for `Back`
 
 
 def forget_record() -> None:
@@ -224,12 +226,21 @@ def forget_record() -> None:
     st.session_state.revisiting = False
 
 
-def go_back(dataset_id: str) -> None:
+def go_back(dataset_id: str, current: annotation.RecordView) -> None:
     """Show the record answered last (this session, this dataset) again with that answer, to change it: the new
-    answer replaces the old one in Argilla (or in the outbox while offline)."""
+    answer replaces the old one in Argilla (or in the outbox while offline). What was given so far on the record
+    left (an edit, a choice) is kept for its return."""
+    st.session_state.setdefault("unsaved", {})[current.id] = {
+        key: st.session_state[key] for key in answer_keys(current.id) if key in st.session_state
+    }
     record = st.session_state.answered[dataset_id].pop()
     show(record, dataset_id)
     st.session_state.revisiting = True
+
+
+def answer_keys(record_id: str) -> list[str]:
+    """The session-state keys holding the answer being given to a record."""
+    return [f"{prefix}{record_id}" for prefix in ANSWER_STATE]
 
 
 def record_view(session: Any, record: annotation.RecordView) -> None:
@@ -267,7 +278,7 @@ def record_view(session: Any, record: annotation.RecordView) -> None:
         disabled=not st.session_state.get("answered", {}).get(dataset_id),
         help="The record you answered last, to change your answer",
         on_click=go_back,
-        args=(dataset_id,),
+        args=(dataset_id, record),
     )
     keys = REVIEW_KEYS if record.is_review else PAIR_KEYS if record.is_pair else RANKING_KEYS
     st.caption(keys + ACTION_KEYS)
@@ -387,8 +398,7 @@ def answer(session: Any, record: annotation.RecordView, action: str) -> None:
     answered[:] = [*answered[-MAX_BACK + 1 :], dataclasses.replace(record, draft=values)]
     done = {"skip": "Skipped", "draft": "Draft saved"}.get(action, "Submitted")
     st.session_state.flash = done if stored else f"{done} (offline: kept on this machine until Argilla is back)"
-    answer_state = ("rationale-", "ranking-", "suggest-", "edit-", "choice-of-", "strength-of-")
-    for key in [k for k in st.session_state if str(k).startswith(answer_state)]:
+    for key in [k for k in st.session_state if str(k).startswith((*ANSWER_STATE, "suggest-"))]:
         del st.session_state[key]
     forget_record()
 

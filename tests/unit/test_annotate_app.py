@@ -410,6 +410,22 @@ def test_review_edit_box_starts_with_the_response_and_left_as_is_is_no_edit(app,
     ]
 
 
+def test_back_keeps_the_answer_in_progress_on_the_record_left(app, monkeypatch):
+    """An edit and a choice given but not submitted are still there when `Back` has been used and the record returns
+    (they were lost, and the annotator had to redo the edit)."""
+    fake = FakeArgilla([review(1), review(2)])
+    logged_in(app, fake, monkeypatch)
+    button(app, "Accept").click().run()
+    button(app, "Submit").click().run()
+    app.text_area[0].input("answer 2, half corrected").run()
+    button(app, "Reject").click().run()
+    button(app, "Back").click().run()
+    assert "Task 1?" in markdown(app) and app.text_area[0].value == "answer 1"
+    button(app, "Submit").click().run()
+    assert "Task 2?" in markdown(app) and app.text_area[0].value == "answer 2, half corrected"
+    assert button(app, "Reject").proto.type == "primary"
+
+
 def test_review_draft_comes_back_prefilled(app, monkeypatch):
     fake = FakeArgilla([review(1)])
     logged_in(app, fake, monkeypatch)
