@@ -30,12 +30,13 @@ ACTION_KEYS = "`Enter` submit · `D` save draft · `S` skip · `B` back to chang
 MAX_SIDE_BY_SIDE = 4  # more candidates than this are listed one under the other
 PREFETCH = 20  # records kept at hand, so rating goes on while Argilla is unreachable
 MAX_BACK = 20  # answered records `Back` can return to, most recent first
+ANSWER_STATE = ("choice-of-", "strength-of-", "ranking-", "edit-", "rationale-")  # + record id: an answer in progress
 SIGN_IN_COOKIE = "alignkit-annotate"  # a random token naming a session this app's process holds; never a credential
 
 
 def main() -> None:
     st.set_page_config(page_title="alignkit · annotate", layout="wide")
-    show_notice()
+    show_flash()
     try:
         session = st.session_state.get("session") or signed_in().get(st.context.cookies.get(SIGN_IN_COOKIE, ""))
         if session is None or session.http.is_closed:  # never signed in, or signed out in another tab
@@ -63,10 +64,7 @@ def run_scripts() -> None:
         st.html(f"<script>{code}</script>", unsafe_allow_javascript=True)
 
 
-def show_notice() -> None:
-    notice = st.session_state.pop("notice", None)
-    if notice is not None:
-        st.error(str(notice))
+def show_flash() -> None:
     flash = st.session_state.pop("flash", None)
     if flash:
         st.toast(flash)
@@ -216,10 +214,11 @@ def show(record: annotation.RecordView | None, dataset_id: str) -> None:
         st.session_state[f"choice-of-{record.id}"] = record.draft.get(
             schema.REVIEW if record.is_review else schema.PREFERENCE
         )
-        st.session_state[f"edit-{record.id}"] = record.draft.get(schema.EDITED_RESPONSE) or ""
+        st.session_state[f"edit-{record.id}"] = record.draft.get(schema.EDITED_RESPONSE) or record.response or ""
         st.session_state[f"strength-of-{record.id}"] = record.draft.get(schema.STRENGTH)
         st.session_state[f"rationale-{record.id}"] = record.draft.get(schema.RATIONALE) or ""
         st.session_state[f"ranking-{record.id}"] = annotation.ranking_from_ranks(annotation.draft_ranks(record))
+        st.session_state.update(st.session_state.get("unsaved", {}).pop(record.id, {}))  # left for `Back`
 
 
 def forget_record() -> None:
@@ -227,12 +226,21 @@ def forget_record() -> None:
     st.session_state.revisiting = False
 
 
-def go_back(dataset_id: str) -> None:
+def go_back(dataset_id: str, current: annotation.RecordView) -> None:
     """Show the record answered last (this session, this dataset) again with that answer, to change it: the new
-    answer replaces the old one in Argilla (or in the outbox while offline)."""
+    answer replaces the old one in Argilla (or in the outbox while offline). What was given so far on the record
+    left (an edit, a choice) is kept for its return."""
+    st.session_state.setdefault("unsaved", {})[current.id] = {
+        key: st.session_state[key] for key in answer_keys(current.id) if key in st.session_state
+    }
     record = st.session_state.answered[dataset_id].pop()
     show(record, dataset_id)
     st.session_state.revisiting = True
+
+
+def answer_keys(record_id: str) -> list[str]:
+    """The session-state keys holding the answer being given to a record."""
+    return [f"{prefix}{record_id}" for prefix in ANSWER_STATE]
 
 
 def record_view(session: Any, record: annotation.RecordView) -> None:
@@ -253,6 +261,9 @@ def record_view(session: Any, record: annotation.RecordView) -> None:
         suggestion_toggle(record)
     if not record.is_review:
         st.text_area("Why? (optional)", key=f"rationale-{record.id}", placeholder="A short reason helps reviewers")
+    notice = st.session_state.pop("notice", None)
+    if notice is not None:  # beside the button pressed: at the top of a long record it would be scrolled out of sight
+        st.error(str(notice))
     submit, draft, skip, back = st.columns(4)
     submit.button(
         "Submit", type="primary", shortcut="Enter", width="stretch", on_click=answer, args=(session, record, "submit")
@@ -267,7 +278,7 @@ def record_view(session: Any, record: annotation.RecordView) -> None:
         disabled=not st.session_state.get("answered", {}).get(dataset_id),
         help="The record you answered last, to change your answer",
         on_click=go_back,
-        args=(dataset_id,),
+        args=(dataset_id, record),
     )
     keys = REVIEW_KEYS if record.is_review else PAIR_KEYS if record.is_pair else RANKING_KEYS
     st.caption(keys + ACTION_KEYS)
@@ -280,10 +291,10 @@ def review_answer(record: annotation.RecordView) -> None:
     for value, column in zip(schema.REVIEW_LABELS, st.columns(len(schema.REVIEW_LABELS)), strict=True):
         with column:
             choice_button(record, value, schema.REVIEW_LABELS[value], shortcut=REVIEW_SHORTCUTS[value])
-    st.text_area(
-        "Edited response (optional: replaces the response when you accept)",
+    st.text_area(  # starts with the response: fixing a word is an edit of it, not a retyping
+        "Edited response (optional: correct the response here; your version replaces it when you accept)",
         key=f"edit-{record.id}",
-        placeholder="Write the corrected response here",
+        height="content",
     )
 
 
@@ -387,8 +398,7 @@ def answer(session: Any, record: annotation.RecordView, action: str) -> None:
     answered[:] = [*answered[-MAX_BACK + 1 :], dataclasses.replace(record, draft=values)]
     done = {"skip": "Skipped", "draft": "Draft saved"}.get(action, "Submitted")
     st.session_state.flash = done if stored else f"{done} (offline: kept on this machine until Argilla is back)"
-    answer_state = ("rationale-", "ranking-", "suggest-", "edit-", "choice-of-", "strength-of-")
-    for key in [k for k in st.session_state if str(k).startswith(answer_state)]:
+    for key in [k for k in st.session_state if str(k).startswith((*ANSWER_STATE, "suggest-"))]:
         del st.session_state[key]
     forget_record()
 
@@ -396,7 +406,9 @@ def answer(session: Any, record: annotation.RecordView, action: str) -> None:
 def submitted_values(record: annotation.RecordView, rationale: str) -> dict[str, Any]:
     if record.is_review:
         return annotation.review_values(
-            st.session_state.get(f"choice-of-{record.id}"), st.session_state.get(f"edit-{record.id}", "")
+            st.session_state.get(f"choice-of-{record.id}"),
+            st.session_state.get(f"edit-{record.id}", ""),
+            record.response or "",
         )
     if record.is_pair:
         choice, strength = (
@@ -414,7 +426,7 @@ def draft_values(record: annotation.RecordView, rationale: str) -> dict[str, Any
     if record.is_review:
         choice, edited = st.session_state.get(f"choice-of-{record.id}"), st.session_state.get(f"edit-{record.id}", "")
         values = {schema.REVIEW: choice} if choice else {}
-        return values | ({schema.EDITED_RESPONSE: edited.strip()} if edited.strip() else {})
+        return values | annotation.review_edit(edited, record.response or "")
     if record.is_pair:
         choice, strength = (
             st.session_state.get(f"choice-of-{record.id}"),

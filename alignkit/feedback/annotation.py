@@ -198,14 +198,24 @@ def ranking_text(ranking: Ranking) -> str:
     return " > ".join(" = ".join(str(i + 1) for i in group) for group in ranking)
 
 
-def review_values(verdict: str | None, edited: str = "") -> dict[str, Any]:
-    """Answer values for a review round: `accept` or `reject`, and an optional edited response."""
+def review_values(verdict: str | None, edited: str = "", response: str = "") -> dict[str, Any]:
+    """Answer values for a review round: `accept` or `reject`, and the edited response when it differs from the
+    `response` reviewed (the app's edit box starts with that response)."""
     if verdict not in schema.REVIEW_LABELS:
         raise AlignkitError("accept or reject the response first", "press A or X")
-    values: dict[str, Any] = {schema.REVIEW: verdict}
-    if edited.strip():
-        values[schema.EDITED_RESPONSE] = edited.strip()
-    return values
+    return {schema.REVIEW: verdict} | review_edit(edited, response)
+
+
+def review_edit(edited: str, response: str) -> dict[str, str]:
+    """`{edited_response: text}` when `edited` changes `response` (beyond surrounding whitespace and line endings),
+    else nothing: an edit box left as it started is no edit."""
+    text = normalized(edited)
+    return {schema.EDITED_RESPONSE: text} if text and text != normalized(response) else {}
+
+
+def normalized(text: str) -> str:
+    """Text as a browser's text box gives it back: `\n` line endings, no surrounding whitespace."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
 def draft_ranks(record: RecordView) -> list[int | None]:

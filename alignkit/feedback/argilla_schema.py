@@ -79,8 +79,8 @@ REVIEW_GUIDELINES = """\
 **Is this a good training example?** Read the prompt, then the response.
 
 - **Accept** a correct, helpful and safe response to a sensible prompt.
-- To fix a response that is almost right, write the corrected response under *Edited response* and **Accept**:
-  the edit replaces the response.
+- To fix a response that is almost right, correct it under *Edited response* (it starts with the response) and
+  **Accept**: your version replaces the response.
 - **Reject** a nonsensical prompt, or a response that is wrong, unsafe or not worth fixing.
 """
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
+from alignkit.feedback.annotation import review_edit
 from alignkit.feedback.client import connect, find_dataset, submitted_answers
 
 TIE = "tie"
@@ -229,9 +230,10 @@ def pull_review(
                 {"role": "assistant", "content": record.fields["response"]},
             ]
         }
-        edits = [str(answers[user].get(schema.EDITED_RESPONSE) or "").strip() for user in accepts]
-        edits = [edit for edit in edits if edit]
-        final = Counter(edits).most_common(1)[0][0] if edits else row["messages"][-1]["content"]
+        original = row["messages"][-1]["content"]
+        edits = [review_edit(str(answers[user].get(schema.EDITED_RESPONSE) or ""), original) for user in accepts]
+        edits = [edit[schema.EDITED_RESPONSE] for edit in edits if edit]  # the response unchanged is no edit
+        final = Counter(edits).most_common(1)[0][0] if edits else original
         row["messages"] = [*row["messages"][:-1], {"role": "assistant", "content": final}]
         row["review"] = {
             "dataset": dataset_name,

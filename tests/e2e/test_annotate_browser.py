@@ -82,8 +82,10 @@ def test_annotator_rates_three_records_by_keyboard_and_argilla_stores_exactly_th
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.keyboard.press("Enter")
 
+    fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')  # not the last record's buttons
+
     def choose(key: str, label: str) -> None:
-        button = page.get_by_role("button", name=label)
+        button = fresh.get_by_role("button", name=label)
         button.wait_for()  # its shortcut listens once it is on the page
         page.keyboard.press(key)
         expect(button).to_have_attribute("data-testid", "stBaseButton-primary")

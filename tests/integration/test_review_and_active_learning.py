@@ -105,6 +105,19 @@ def test_review_needs_a_majority_of_reviewers(tmp_path, owner, reviewers):
     assert pull.pull_review("synth-review-2", WORKSPACE, client=owner, min_reviews=3) == []
 
 
+def test_an_edited_response_equal_to_the_response_is_no_edit(tmp_path, owner, reviewers):
+    """A client whose edit box starts with the response may store it back unchanged (or with another line ending):
+    the pulled row keeps the response and says it was not edited."""
+    synth_file = tmp_path / "synth.jsonl"
+    write_jsonl(synth_file, SYNTH_ROWS[:1])
+    push.push_review(str(synth_file), "synth-review-3", WORKSPACE, client=owner)
+    (view,) = queue_by_response(reviewers[0], "synth-review-3").values()
+    reviewers[0].respond(view.id, {schema.REVIEW: "accept", schema.EDITED_RESPONSE: "A banana.\r\n"})
+
+    (row,) = pull.pull_review("synth-review-3", WORKSPACE, client=owner)
+    assert row["messages"][1]["content"] == "A banana." and row["review"]["edited"] is False
+
+
 @pytest.mark.skipif(
     "review" not in {g.name for g in cli.feedback_app.registered_groups},
     reason="`alignkit feedback review` is not in the CLI yet",

@@ -375,7 +375,9 @@ def test_review_accept_with_an_edit_then_reject(app, monkeypatch):
     fake = FakeArgilla([review(1), review(2)])
     logged_in(app, fake, monkeypatch)
     assert "Task 1?" in markdown(app) and "answer 1" in markdown(app)
-    assert [t.label for t in app.text_area] == ["Edited response (optional: replaces the response when you accept)"]
+    assert [t.label for t in app.text_area] == [
+        "Edited response (optional: correct the response here; your version replaces it when you accept)"
+    ]
     button(app, "Submit").click().run()
     assert fake.saved == [] and "accept or reject" in app.error[0].value
     button(app, "Accept").click().run()
@@ -388,6 +390,40 @@ def test_review_accept_with_an_edit_then_reject(app, monkeypatch):
         ("rev-1", {schema.REVIEW: "accept", schema.EDITED_RESPONSE: "a better answer"}, "submitted"),
         ("rev-2", {schema.REVIEW: "reject"}, "submitted"),
     ]
+
+
+def test_review_edit_box_starts_with_the_response_and_left_as_is_is_no_edit(app, monkeypatch):
+    """Correcting one word is an edit of the response, not a retyping of it; accepting the box as it started stores
+    the verdict alone (pull keeps the response, `edited: false`)."""
+    fake = FakeArgilla([review(1), review(2)])
+    logged_in(app, fake, monkeypatch)
+    assert app.text_area[0].value == "answer 1"
+    button(app, "Accept").click().run()
+    button(app, "Submit").click().run()
+    assert app.text_area[0].value == "answer 2"
+    app.text_area[0].input("answer 2, corrected").run()
+    button(app, "Accept").click().run()
+    button(app, "Submit").click().run()
+    assert fake.saved == [
+        ("rev-1", {schema.REVIEW: "accept"}, "submitted"),
+        ("rev-2", {schema.REVIEW: "accept", schema.EDITED_RESPONSE: "answer 2, corrected"}, "submitted"),
+    ]
+
+
+def test_back_keeps_the_answer_in_progress_on_the_record_left(app, monkeypatch):
+    """An edit and a choice given but not submitted are still there when `Back` has been used and the record returns
+    (they were lost, and the annotator had to redo the edit)."""
+    fake = FakeArgilla([review(1), review(2)])
+    logged_in(app, fake, monkeypatch)
+    button(app, "Accept").click().run()
+    button(app, "Submit").click().run()
+    app.text_area[0].input("answer 2, half corrected").run()
+    button(app, "Reject").click().run()
+    button(app, "Back").click().run()
+    assert "Task 1?" in markdown(app) and app.text_area[0].value == "answer 1"
+    button(app, "Submit").click().run()
+    assert "Task 2?" in markdown(app) and app.text_area[0].value == "answer 2, half corrected"
+    assert button(app, "Reject").proto.type == "primary"
 
 
 def test_review_draft_comes_back_prefilled(app, monkeypatch):
@@ -415,5 +451,6 @@ def test_record_view_reads_suggestion_and_review_response():
     view = annotation.record_view({"id": "y", "fields": {"prompt": "p", "response": "r"}, "metadata": {}})
     assert view.is_review and view.response == "r" and view.candidates == []
     assert annotation.review_values("accept", " fixed ") == {"review": "accept", "edited_response": "fixed"}
+    assert annotation.review_values("accept", "line 1\r\nline 2 ", "line 1\nline 2") == {"review": "accept"}
     with pytest.raises(AlignkitError, match="accept or reject"):
         annotation.review_values(None)
