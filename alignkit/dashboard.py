@@ -31,7 +31,8 @@ def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
         try:
             manifest, metrics = run.manifest, run.metrics or checkpoint_figures(run)
         except (OSError, ValueError) as exc:
-            error = f"{Path(exc.filename).name}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            where = Path(exc.filename).name if isinstance(exc, OSError) and exc.filename else ""
+            error = f"{where}: {exc.strerror}" if where else str(exc)
             rows.append(
                 {"run": name, "path": str(path), "stage": "?", "status": "broken", "created": "", "error": error}
             )
