@@ -292,10 +292,14 @@ def review_answer(record: annotation.RecordView) -> None:
         with column:
             choice_button(record, value, schema.REVIEW_LABELS[value], shortcut=REVIEW_SHORTCUTS[value])
     st.text_area(  # starts with the response: fixing a word is an edit of it, not a retyping
-        "Edited response (optional: correct the response here; your version replaces it when you accept)",
-        key=f"edit-{record.id}",
-        height="content",
+        EDIT_LABEL, key=f"edit-{record.id}", height="content"
     )
+    st.html(EDIT_BOX_STYLE)  # styles only: no element on the page
+
+
+EDIT_LABEL = "Edited response (optional: correct the response here; your version replaces it when you accept)"
+# In a fixed-width font, as code editors show text: the indentation of code in a response can be judged and fixed.
+EDIT_BOX_STYLE = '<style>textarea[aria-label^="Edited response"] { font-family: ui-monospace, monospace; }</style>'
 
 
 def pair_answer(record: annotation.RecordView) -> None:

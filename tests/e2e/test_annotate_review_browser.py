@@ -117,6 +117,7 @@ def test_reviewer_accepts_edits_rejects_drafts_and_goes_back_and_pull_gives_the_
     expect(response.locator("p").last).to_have_text("That is all you need for most scripts.")
     expect(edit_box).to_have_value(LONG)
     assert edit_box.evaluate("box => box.scrollHeight <= box.clientHeight + 2"), "the whole response fits the box"
+    assert "monospace" in edit_box.evaluate("box => getComputedStyle(box).fontFamily")  # code keeps its columns
     page.screenshot(path=str(artifacts / "annotate-review-long.png"))
     edit_box.click()
     page.keyboard.press("ControlOrMeta+End")
