@@ -574,7 +574,7 @@ def test_checked_prompts_are_scored_at_each_evaluation(sft_run, data_dir, tmp_pa
     ("rows", "sections", "expected"),
     [
         ([{"prompt": "Hi"}], {}, "has no row with `reference`"),
-        ([{"question": "Hi"}], {}, "line 1"),
+        ([{"ask": "Hi"}], {}, "line 1"),
         ([{"prompt": "Hi", "reference": "Hello"}], {"trainer": {"load_best_model_at_end": True}}, "would pick by"),
     ],
     ids=["nothing-to-check", "no-prompt-field", "two-selections"],
