@@ -52,6 +52,13 @@ CHAT_MARKUP = {
     "### Assistant:": "`### Human:`/`### Assistant:`",
     "\n\nAssistant:": "HH-RLHF `Human:`/`Assistant:`",
 }
+# OpenAssistant's oasst1 rows (one message per row, linked by parent_id): their columns, name, and the fix; one of
+# `validate.KNOWN_SHAPES`, and refused here as a `text` row
+OASST_TREE = (
+    {"message_id", "parent_id", "role"},
+    "OpenAssistant message-tree",
+    "one message per row, linked by parent_id: join each thread into a {messages: [{role, content}]} row first",
+)
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
@@ -352,12 +359,9 @@ def check_not_conversation_text(data: dict[str, Any]) -> None:
     """Refuse a `text` row that is a piece of a conversation: an OpenAssistant message-tree row (oasst1: one message
     per row) or a whole chat in a template's markup (oasst_top1, guanaco); read as one text or prompt, its replies
     would be the user's words."""
-    if {"message_id", "parent_id", "role"} <= data.keys():
-        raise RowError(
-            "role",
-            "an OpenAssistant message-tree row (one message per row, linked by parent_id): "
-            "join each thread into a {messages: [{role, content}]} row first",
-        )
+    columns, name, fix = OASST_TREE
+    if columns <= data.keys():
+        raise RowError("role", f"an {name} row ({fix})")
     text = data.get("text")
     markup = next((name for marker, name in CHAT_MARKUP.items() if isinstance(text, str) and marker in text), None)
     if markup:

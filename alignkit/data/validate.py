@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from alignkit.data.formats import Row, RowError
+from alignkit.data.formats import OASST_TREE, Row, RowError
 from alignkit.errors import AlignkitError
 
 MAX_REPORTED = 5
@@ -36,11 +36,7 @@ KNOWN_SHAPES = (
         "its responses are scored one by one: SFT reads prompt/response; for KTO add a `label` "
         "(e.g. from `helpfulness`), for pairs pair two responses to one prompt",
     ),
-    (
-        {"message_id", "parent_id", "role"},
-        "OpenAssistant message-tree",
-        "one message per row: join each thread into a {messages: [{role, content}]} row first",
-    ),
+    OASST_TREE,
     (
         {"query", "answers", "tools"},
         "xLAM function-calling",
