@@ -23,6 +23,7 @@ from alignkit.jsonl import generated_row
 from alignkit.paths import cache_dir
 
 BACKENDS = ("transformers", "vllm")
+MAX_ATTEMPTS = 3  # samplings of a prompt before it is left with fewer distinct candidates than asked
 
 
 def check(name: str) -> None:
@@ -49,7 +50,7 @@ def vllm_candidates(
     sampling: Any,
     from_run: str | None,
     model_name: str | None,
-    max_attempts: int = 3,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> list[dict[str, Any]]:
     """`alignkit generate`'s rows (same format as the transformers backend), sampled by vLLM."""
     from vllm import LLM, SamplingParams
@@ -77,7 +78,7 @@ def distinct_replies(
     prompts: list[list[dict[str, str]]],
     n: int,
     draw: Callable[[list[list[dict[str, str]]], int], list[list[str]]],
-    max_attempts: int = 3,
+    max_attempts: int = MAX_ATTEMPTS,
     first: list[str | None] | None = None,
 ) -> list[list[str]]:
     """Up to `n` distinct non-empty replies per prompt, the rule of both backends: `draw(prompts, count)` samples

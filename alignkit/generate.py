@@ -290,7 +290,7 @@ def candidates(
     sampling: Sampling,
     source: dict[str, str],
     batch_size: int = 16,
-    max_attempts: int = 3,
+    max_attempts: int = backends.MAX_ATTEMPTS,
     save: Callable[[list[dict[str, Any]]], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """N distinct candidates per prompt (identical samples are dropped and resampled up to `max_attempts` times); with
@@ -373,22 +373,26 @@ def run(
         rows.extend(done)
 
     prompts = [item.messages for item in todo]
+    made = [c for row in earlier for c in row.get("candidates", [])[:1]]
+
+    def check_resumable(source: dict[str, str]) -> None:
+        if made:
+            jsonl.check_resumable(jsonl.partial_file(out_path), made[0], {**source, "sampling": asdict(sampling)})
+
+    check_resumable({})  # before any model loads, for either backend
     if backend == "vllm":
         save(backends.vllm_candidates(prompts, n, sampling, from_run, model_name))
     else:
         model, tokenizer, source = load_policy(from_run, model_name)
-        made = [c for row in earlier for c in row.get("candidates", [])[:1]]
-        if made:
-            partial = jsonl.partial_file(out_path)
-            jsonl.check_resumable(partial, made[0], {**source, "sampling": asdict(sampling)})
+        check_resumable(source)
         candidates(model, tokenizer, prompts, n, sampling, source, batch_size=batch_size, save=save)
     jsonl.finish_partial(out_path)
     short = sum(len(row["candidates"]) < n for row in rows)
     if short:  # `feedback push` compares the most common count and skips prompts with fewer
         logger.warning(
             f"{short} of {len(rows)} prompts got fewer than {n} distinct non-empty candidates (each prompt is "
-            "sampled up to 3 times, repeats and empty replies dropped); a higher --temperature or --max-new-tokens "
-            "gives more"
+            f"sampled up to {backends.MAX_ATTEMPTS} times, repeats and empty replies dropped); a higher "
+            "--temperature or --max-new-tokens gives more"
         )
     return out_path
 
