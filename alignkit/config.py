@@ -50,8 +50,10 @@ class DataConfig:
     """Training data files and how to split them."""
 
     paths: list[str] = field(default_factory=list)
-    # fraction held out for validation (0 = none), where no validation files and no save dir's validation/test split
+    # held out for validation where no validation files and no save dir's validation/test split: a fraction of the
+    # rows (0 = none) or, from 1 up, a number of rows
     validation_split: float = 0.1
+    max_validation_rows: int | None = 256  # a fraction's cap: every evaluation (each eval_steps) scores each row
     validation_paths: list[str] = field(default_factory=list)  # explicit validation files instead of a split
     max_rows: int | None = None  # use the first N rows (after validation of the whole file)
     seed: int = 42
@@ -313,8 +315,8 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     "dataset_name": ("data.paths", ""),
     "datasets": ("data.paths", "a list of files or dirs"),
     "dataset": ("data.paths", "a list of files or dirs"),
-    "val_set_size": ("data.validation_split", "a fraction"),
-    "val_size": ("data.validation_split", "a fraction"),
+    "val_set_size": ("data.validation_split", "a fraction or a number of rows"),
+    "val_size": ("data.validation_split", "a fraction or a number of rows"),
     "max_samples": ("data.max_rows", ""),
     "output_dir": ("out", "the run directory"),
     "overwrite_output_dir": ("overwrite", ""),

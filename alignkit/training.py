@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import ProgressCallback, TrainerCallback
+from transformers.trainer_utils import has_length
 
 from alignkit import distributed, hardware, lineage, logs, models, runs
 from alignkit.config import ModelConfig, TrainStageConfig, check_section, load_config
@@ -390,8 +391,20 @@ class QuietProgressCallback(ProgressCallback):
         if state.is_world_process_zero and logs:
             logger.info("step %s: %s", state.global_step, {k: v for k, v in logs.items() if k != "total_flos"})
 
-    def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        """No second bar for each evaluation: its lines would stay under the training bar."""
+    def on_prediction_step(self, args: Any, state: Any, control: Any, eval_dataloader: Any = None, **kw: Any) -> None:
+        """An evaluation during training counts its batches on the training bar (`evaluating 12/250`), not on a
+        second bar whose lines would stay under it; without either, a long evaluation looked like a hang."""
+        if self.training_bar is None or not state.is_world_process_zero or not has_length(eval_dataloader):
+            super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kw)
+            return
+        self.evaluated = getattr(self, "evaluated", 0) + 1
+        self.training_bar.set_postfix_str(f"evaluating {self.evaluated}/{len(eval_dataloader)}")
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        super().on_evaluate(args, state, control, **kwargs)
+        self.evaluated = 0
+        if self.training_bar is not None and state.is_world_process_zero:
+            self.training_bar.set_postfix_str("")
 
 
 def score_only_loss_positions() -> None:

@@ -142,8 +142,11 @@ def sft_examples(rows: list[dict[str, Any]], tokenizer: Any, prompt_loss: bool =
     return prompt_completion(rows)
 
 
-def split(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, validation) with a fixed seed; at least one validation row when fraction > 0 and there are 2+ rows.
+def split(
+    rows: list[dict[str, Any]], size: float, seed: int, max_rows: int | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, validation) with a fixed seed: `size` a fraction of the rows, or from 1 up a number of rows, at most
+    `max_rows`; at least one validation row when size > 0 and there are 2+ rows.
 
     Rows that share a `prompt` (the pairs of one ranking, a prompt's KTO rows) stay on one side: a validation
     figure on prompts the model trained on would measure memory, not generalisation."""
@@ -154,11 +157,12 @@ def split(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[
     for i, row in enumerate(rows):
         key = json.dumps(row["prompt"], sort_keys=True) if "prompt" in row else f"row {i}"
         groups.setdefault(key, []).append(i)
-    if fraction <= 0 or len(groups) < 2:
+    if size <= 0 or len(groups) < 2:
         return rows, []
     order = list(groups.values())
     random.Random(seed).shuffle(order)
-    target = min(len(rows) - 1, max(1, round(len(rows) * fraction)))
+    target = round(size if size >= 1 else len(rows) * size)
+    target = min(len(rows) - 1, max_rows or target, max(1, target))
     held: set[int] = set()
     for members in order[:-1]:  # whole prompts, until the share is reached; never every prompt
         if len(held) >= target:
@@ -172,10 +176,16 @@ def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple
     else the `validation` (or `test`) split of `datasets` save dirs, else a seeded split of the rows."""
     if not cfg.paths:
         raise AlignkitError("no training data given", "pass --data FILE (repeatable) or data.paths in the config")
-    if not 0 <= cfg.validation_split < 1:
+    size = cfg.validation_split
+    if not (0 <= size < 1 or (size >= 1 and float(size).is_integer())):
         raise AlignkitError(
-            f"config: data.validation_split must be a fraction in [0, 1), got {cfg.validation_split}",
-            "e.g. --set data.validation_split=0.1 (0: no validation rows)",
+            f"config: data.validation_split must be a fraction in [0, 1) or a whole number of rows, got {size}",
+            "e.g. --set data.validation_split=0.1 or =200 (0: no validation rows)",
+        )
+    if cfg.max_validation_rows is not None and cfg.max_validation_rows < 1:
+        raise AlignkitError(
+            f"config: data.max_validation_rows must be at least 1, got {cfg.max_validation_rows}",
+            "set it to 1 or more, or to null for no cap (data.validation_split: 0 holds out none)",
         )
     rows = load_rows(cfg.paths)
     validation_paths = cfg.validation_paths
@@ -185,8 +195,11 @@ def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple
         train_rows, eval_rows = rows, load_rows(validation_paths)
         source = f"{'files' if cfg.validation_paths else 'saved split'}: {', '.join(validation_paths)}"
     else:
-        train_rows, eval_rows = split(rows, cfg.validation_split, cfg.seed)
-        source = f"random split: {cfg.validation_split:g} of the rows (seed {cfg.seed})" if eval_rows else "none"
+        cap = cfg.max_validation_rows if size < 1 else None  # a number of rows asked for is taken as it is
+        train_rows, eval_rows = split(rows, size, cfg.seed, cap)
+        asked = f"{size:g} of the rows" + (f", at most {cap}" if cap else "") if size < 1 else f"{size:g} rows"
+        source = f"random split: {len(eval_rows)} of {len(rows)} rows ({asked}, seed {cfg.seed})" if eval_rows else ""
+        source = source or "none"
     if cfg.max_rows:
         train_rows = train_rows[: cfg.max_rows]
     return train_rows, eval_rows, [*cfg.paths, *validation_paths], source

@@ -132,7 +132,7 @@ def test_bad_config_gives_one_line_error(name, expected, tmp_path, capsys, chat_
             ["per_device_train_batch_size must be at least 1", "fix:"],
         ),
         (["--set", "trainer.gradient_accumulation_steps=0"], ["gradient_accumulation_steps must be at least 1"]),
-        (["--set", "data.validation_split=2"], ["data.validation_split must be a fraction in [0, 1), got 2.0"]),
+        (["--set", "data.validation_split=2.5"], ["data.validation_split must be a fraction in [0, 1) or a whole"]),
         (["--set", "data.validation_split=-0.5"], ["data.validation_split must be a fraction"]),
         (["--set", "data.validation_split=half"], ["`data.validation_split` must be float, got 'half'"]),
         (["--set", "model.trust_remote_code=maybe"], ["`model.trust_remote_code` must be bool"]),
@@ -141,7 +141,7 @@ def test_bad_config_gives_one_line_error(name, expected, tmp_path, capsys, chat_
         *("set-typo", "trainer-typo", "trainer-key-at-top", "set-no-equals", "zero-steps", "negative-lr"),
         *("unknown-precision", "missing-from", "missing-model", "model-is-a-file", "missing-data"),
         *("peft-r-text", "peft-alpha-text", "peft-r-zero", "peft-target-none", "batch-zero", "accumulation-zero"),
-        *("split-above-one", "split-negative", "split-not-a-number", "model-option-type"),
+        *("split-not-whole", "split-negative", "split-not-a-number", "model-option-type"),
     ],
 )
 def test_bad_flags_give_one_line_error(args, expected, tmp_path, capsys, chat_file, tiny_model):

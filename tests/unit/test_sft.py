@@ -16,6 +16,7 @@ import pytest
 import alignkit
 from alignkit import data, hardware, lineage, models, runs, training
 from alignkit.config import DataConfig, SFTStageConfig, load_config
+from alignkit.errors import AlignkitError
 from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_capturing_trainer, run_cli, write_jsonl
 
 FORMAT_ROWS = {
@@ -315,6 +316,37 @@ def test_split_is_seeded_and_disjoint():
     assert val_a == val_b and len(val_a) == 10 and len(train_a) == 40
     assert not {r["i"] for r in val_a} & {r["i"] for r in train_a}
     assert data.split(rows, 0.2, seed=8)[1] != val_a
+
+
+def test_a_big_files_validation_split_is_capped_and_can_be_a_number_of_rows():
+    """10 % of a 20,000-row file held out 2,000 rows, each scored at every evaluation (every 50 steps): most of the
+    training time went to evaluation. A fraction is capped at `max_validation_rows`; a whole number is a row count,
+    as LLaMA-Factory's `val_size` and axolotl's `val_set_size` take it."""
+    rows = [{"i": i} for i in range(3000)]
+
+    def held_out(**options: object) -> tuple[int, str]:
+        train, held, _, source = data.load_split(DataConfig(paths=["rows.jsonl"], **options), lambda paths: rows)
+        assert len(train) + len(held) == len(rows)
+        return len(held), source
+
+    assert held_out() == (256, "random split: 256 of 3000 rows (0.1 of the rows, at most 256, seed 42)")
+    assert held_out(max_validation_rows=None)[0] == 300
+    assert held_out(validation_split=500)[0] == 500  # a count asked for is not capped
+    assert held_out(validation_split=0.05)[0] == 150
+    for bad in ({"validation_split": 2.5}, {"validation_split": -1}, {"max_validation_rows": 0}):
+        with pytest.raises(AlignkitError, match="validation"):
+            held_out(**bad)
+
+
+def test_an_evaluation_during_training_shows_its_progress_on_the_training_bar(tmp_path, tiny_model, chat_file):
+    """An evaluation printed nothing: the bar stood still at 0 for as long as the validation rows took."""
+    out = tmp_path / "run"
+    args = ["sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(out), "--max-steps", "2"]
+    done = run_cli(*args, *TINY_TRAINER, "--set", "trainer.per_device_eval_batch_size=1")
+    assert done.returncode == 0, done.stderr
+    evaluated = json.loads((out / "metrics.json").read_text())["eval_rows"]
+    assert f"evaluating {evaluated}/{evaluated}" in done.stderr and evaluated > 1  # eval_on_start, batch by batch
+    assert "evaluating 1/" in done.stderr
 
 
 def test_resume_after_kill_reaches_same_step_and_continues_loss_curve(tmp_path, tiny_model, chat_file):
