@@ -28,7 +28,7 @@ from alignkit import judges, lineage, models, paths, runs
 from alignkit.data.formats import read_prompt_rows
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
-from alignkit.generate import check_counts, greedy_replies
+from alignkit.generate import check_counts, check_prompt_tools, greedy_replies
 from alignkit.hardware import pick_precision
 from alignkit.jsonl import prompt_and_reply
 from alignkit.judges import Prompt
@@ -307,8 +307,10 @@ def evaluate_models(
     with tqdm(total=len(models_to_evaluate) * len(prompts), desc="evaluating", unit="answer") as progress:
         for name, load in models_to_evaluate:
             model, tokenizer = load()
+            check_prompt_tools(tokenizer, prompts, "--prompts")
             progress.set_postfix_str(f"{name}: answers")
-            answers[name] = greedy_replies(model, tokenizer, messages, max_new_tokens, 40, progress.update)
+            tools = [p.tools for p in prompts]
+            answers[name] = greedy_replies(model, tokenizer, messages, max_new_tokens, 40, progress.update, tools)
             progress.set_postfix_str(f"{name}: perplexity, reward, KL")
             figures, checks[name] = answer_figures(prompts, answers[name])
             figures["general_ppl"] = perplexity(model, tokenizer, general)

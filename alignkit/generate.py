@@ -2,7 +2,8 @@
 
 `alignkit generate` writes one JSONL row per prompt:
 `{"prompt_id", "prompt": [messages], "candidates": [{"text", "run", "model", "sampling"}, ...]}`, plus `spec` (the
-prompt's skill, reference, must_contain, decline: `judges.PromptSpec`) when the prompt file has those fields.
+prompt's skill, reference, must_contain, decline: `judges.PromptSpec`) when the prompt file has those fields, and
+`tools` (the function schemas the chat template showed the model) when the prompt row has them.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from alignkit import backends, jsonl, lineage, models, runs
 from alignkit.config import ModelConfig
-from alignkit.data.formats import ROW_KEYS, read_prompt_rows
+from alignkit.data import check_tool_template
+from alignkit.data.formats import ROW_KEYS, read_prompt_rows, tools_field
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.hardware import pick_precision
@@ -89,11 +91,22 @@ def answer(
 
 
 def sample(
-    model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], n: int, max_new_tokens: int, **sampling: Any
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    n: int,
+    max_new_tokens: int,
+    tools: Sequence[list[dict[str, Any]]] | None = None,
+    **sampling: Any,
 ) -> list[list[str]]:
     """`n` replies for each conversation, in one batched `decode` (left padding); greedy if no sampling is given
-    (`temperature`, `top_p`, `top_k`: the same warpers, in the same order, as transformers' `generate`)."""
-    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    (`temperature`, `top_p`, `top_k`: the same warpers, in the same order, as transformers' `generate`). `tools`:
+    each conversation's function schemas, shown by the chat template as in training."""
+    tools = tools or [[]] * len(conversations)
+    texts = [
+        tokenizer.apply_chat_template(c, tools=t or None, tokenize=False, add_generation_prompt=True)
+        for c, t in zip(conversations, tools, strict=True)
+    ]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
@@ -238,13 +251,15 @@ def greedy_replies(
     max_new_tokens: int,
     batch_size: int = 32,
     progress: Callable[[int], Any] | None = None,
+    tools: Sequence[list[dict[str, Any]]] | None = None,
 ) -> list[str]:
     """One greedy reply per prompt, in batches (evaluation answers); `progress` is told each batch's size (e.g. a
-    tqdm bar's `update`)."""
+    tqdm bar's `update`); `tools`: each prompt's function schemas."""
     replies = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
-        replies += [r for (r,) in sample(model, tokenizer, batch, 1, max_new_tokens)]
+        batch_tools = tools[start : start + batch_size] if tools else None
+        replies += [r for (r,) in sample(model, tokenizer, batch, 1, max_new_tokens, batch_tools)]
         if progress:
             progress(len(batch))
     return replies
@@ -262,9 +277,16 @@ def load_prompt_items(path: str, flag: str = "--prompts") -> list[Prompt]:
     return [prompt for prompt, _ in load_prompts_with_columns(path, flag)]
 
 
+def check_prompt_tools(tokenizer: Any, prompts: Sequence[Prompt], source: str) -> None:
+    """Prompts with `tools` need a chat template that shows them (`data.check_tool_template`): the model would be
+    asked to call functions it is never shown."""
+    check_tool_template(tokenizer, [{"messages": p.messages, "tools": p.tools} for p in prompts], source)
+
+
 # Columns a prompt row's messages and spec are read from (`jsonl.prompt_row`, `PromptSpec.from_row`), and the names
 # TRL gives reward functions itself: not passed on as a row's other columns.
 PROMPT_COLUMNS = ROW_KEYS | {"input", "context", "output", "response", "history", "system", "label", "prompt_id"}
+PROMPT_COLUMNS |= {"tools"}
 PROMPT_COLUMNS |= {"spec", "skill", "reference", "must_contain", "decline", "prompts", "completions", "completion_ids"}
 
 
@@ -274,7 +296,7 @@ def load_prompts_with_columns(path: str, flag: str = "--prompts") -> list[tuple[
     return convert_all(
         read_prompt_rows(path, flag),
         lambda data: (
-            Prompt(prompt_row(data), PromptSpec.from_row(data)),
+            Prompt(prompt_row(data), PromptSpec.from_row(data), tools_field(data)),
             {k: v for k, v in data.items() if k not in PROMPT_COLUMNS},
         ),
         "rows with `prompt` or `question` (string or messages), `instruction`, `messages`, `conversations`, "
@@ -292,9 +314,11 @@ def candidates(
     batch_size: int = 16,
     max_attempts: int = backends.MAX_ATTEMPTS,
     save: Callable[[list[dict[str, Any]]], Any] | None = None,
+    tools: Sequence[list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """N distinct candidates per prompt (identical samples are dropped and resampled up to `max_attempts` times); with
-    `sampling.greedy_first`, the first is the greedy reply. `save` is given each batch's rows as they are done."""
+    `sampling.greedy_first`, the first is the greedy reply. `save` is given each batch's rows as they are done.
+    `tools`: each prompt's function schemas."""
     import torch
     from tqdm.auto import tqdm
 
@@ -303,17 +327,25 @@ def candidates(
     params = {"temperature": sampling.temperature, "top_p": sampling.top_p}
     record = {**source, "sampling": asdict(sampling)}
 
-    def draw(conversations: list[list[dict[str, str]]], count: int) -> list[list[str]]:
-        return sample(model, tokenizer, conversations, count, sampling.max_new_tokens, **params)
+    tools = tools or [[]] * len(prompts)
+
+    def draw(conversations: list[tuple[list[dict[str, str]], list[dict[str, Any]]]], count: int) -> list[list[str]]:
+        messages, their_tools = [c for c, _ in conversations], [t for _, t in conversations]
+        return sample(model, tokenizer, messages, count, sampling.max_new_tokens, their_tools, **params)
 
     with tqdm(total=len(prompts), desc="generating", unit="prompt") as progress:
         for start in range(0, len(prompts), batch_size):
-            batch = prompts[start : start + batch_size]
+            batch, batch_tools = prompts[start : start + batch_size], tools[start : start + batch_size]
             first: list[str | None] = [None] * len(batch)
             if sampling.greedy_first:
-                first = list(greedy_replies(model, tokenizer, batch, sampling.max_new_tokens, batch_size))
-            found = backends.distinct_replies(batch, n, draw, max_attempts, first)
-            done = [generated_row(p, texts, record, g) for p, texts, g in zip(batch, found, first, strict=True)]
+                first = list(
+                    greedy_replies(model, tokenizer, batch, sampling.max_new_tokens, batch_size, tools=batch_tools)
+                )
+            found = backends.distinct_replies(list(zip(batch, batch_tools, strict=True)), n, draw, max_attempts, first)
+            done = [
+                generated_row(p, texts, record, g, t)
+                for p, texts, g, t in zip(batch, found, first, batch_tools, strict=True)
+            ]
             if save:
                 save(done)
             rows += done
@@ -381,11 +413,18 @@ def run(
 
     check_resumable({})  # before any model loads, for either backend
     if backend == "vllm":
+        if any(item.tools for item in todo):
+            raise AlignkitError(
+                f"{prompts_file}: prompts with `tools` are not sampled by the vllm backend yet",
+                "use --backend transformers (it renders each prompt's tools)",
+            )
         save(backends.vllm_candidates(prompts, n, sampling, from_run, model_name))
     else:
         model, tokenizer, source = load_policy(from_run, model_name)
         check_resumable(source)
-        candidates(model, tokenizer, prompts, n, sampling, source, batch_size=batch_size, save=save)
+        check_prompt_tools(tokenizer, todo, prompts_file)
+        tools = [item.tools for item in todo]
+        candidates(model, tokenizer, prompts, n, sampling, source, batch_size=batch_size, save=save, tools=tools)
     jsonl.finish_partial(out_path)
     short = sum(len(row["candidates"]) < n for row in rows)
     if short:  # `feedback push` compares the most common count and skips prompts with fewer

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.data.formats import (
-    SHAREGPT_ROLES,
+    CHAT_ROLES,
+    SHAREGPT_CHAT_ROLES,
     RowError,
     alpaca_output_key,
     alpaca_prompt,
@@ -28,9 +29,9 @@ Messages = list[dict[str, str]]
 
 def prompt_row(data: dict[str, Any]) -> Messages:
     """A prompt as messages from a row with `prompt` or `question` (string, HH-RLHF text or messages), `instruction`
-    (+ `input`, `history`), `messages`/`conversations` (the trailing assistant turns dropped: a fresh reply to the
-    last user turn) or only `chosen`/`rejected` (the turns they share, as `alignkit dpo` reads them); a `system` column
-    comes first, as in training rows."""
+    (+ `input`, `history`), `messages`/`conversations` (tool turns read as in SFT rows; the trailing assistant turns
+    dropped: a fresh reply to the last user turn or tool result) or only `chosen`/`rejected` (the turns they share,
+    as `alignkit dpo` reads them); a `system` column comes first, as in training rows."""
     return prompt_and_reply(data)[0]
 
 
@@ -50,15 +51,15 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
     elif "messages" in data or "conversations" in data:
         key = "messages" if "messages" in data else "conversations"
         if detect_chat_format(data) == "sharegpt":
-            messages = message_list(data[key], key, "from", "value", roles=SHAREGPT_ROLES)
+            messages = message_list(data[key], key, "from", "value", roles=SHAREGPT_CHAT_ROLES)
         else:
-            messages = message_list(data[key], key, "role", "content", roles=None)
+            messages = message_list(data[key], key, "role", "content", roles=CHAT_ROLES)
         if messages and messages[-1]["role"] == "assistant":
             reply = messages[-1]["content"]
         while messages and messages[-1]["role"] == "assistant":  # generate a fresh reply to the last user turn
             messages = messages[:-1]
-        if not messages or messages[-1]["role"] != "user":
-            raise RowError(key, "expected a conversation ending with a user turn")
+        if not messages or messages[-1]["role"] not in ("user", "tool"):  # or to the last tool result
+            raise RowError(key, "expected a conversation ending with a user turn (or a tool result)")
     elif "text" in data:  # a line or paragraph of a .txt prompt file, or a `text` column
         check_not_conversation_text(data)
         messages = [{"role": "user", "content": text_field(data, "text")}]
@@ -79,12 +80,22 @@ def prompt_id(prompt: Messages) -> str:
 
 
 def generated_row(
-    prompt: Messages, texts: list[str], record: dict[str, Any], greedy: str | None = None
+    prompt: Messages,
+    texts: list[str],
+    record: dict[str, Any],
+    greedy: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One `alignkit generate` row: the prompt, its id, and each candidate text with `record` (run, model, sampling);
-    the candidate equal to `greedy`, the policy's greedy reply, is marked `"greedy": true`."""
+    the candidate equal to `greedy`, the policy's greedy reply, is marked `"greedy": true`; `tools`, the prompt's
+    function schemas, when it has them."""
     candidates = [{"text": t, **record, **({"greedy": True} if t == greedy else {})} for t in texts]
-    return {"prompt_id": prompt_id(prompt), "prompt": prompt, "candidates": candidates}
+    return {
+        "prompt_id": prompt_id(prompt),
+        "prompt": prompt,
+        **({"tools": tools} if tools else {}),
+        "candidates": candidates,
+    }
 
 
 def check_output_file(path: Path, overwrite: bool) -> None:

@@ -75,10 +75,12 @@ class PromptSpec:
 
 @dataclass(frozen=True)
 class Prompt:
-    """A prompt as judges see it: the conversation and its spec."""
+    """A prompt as judges see it: the conversation and its spec, and the row's `tools` (function schemas the chat
+    template shows the model when it answers)."""
 
     messages: Messages
     spec: PromptSpec = field(default_factory=PromptSpec)
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def text(self) -> str:

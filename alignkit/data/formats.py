@@ -38,6 +38,7 @@ CHAT_ROLES = {role: role for role in (*ROLES, "tool")}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 # LLaMA-Factory's tool turns: `function_call` (an assistant turn, the call as JSON) and `observation` (its result)
 SHAREGPT_CHAT_ROLES = {**SHAREGPT_ROLES, "function_call": "tool_call", "observation": "tool"}
+TOOL_ROLES = {"tool", "function_call", "observation"}
 MESSAGE_COLUMNS = ("messages", "conversations")  # always message lists
 TEXT_OR_MESSAGE_COLUMNS = ("prompt", "completion", "chosen", "rejected")
 # a field only a row has: a .json file holding one object with one of them is that row, not a {"data": [...]} wrapper
@@ -59,6 +60,8 @@ OASST_TREE = (
     "OpenAssistant message-tree",
     "one message per row, linked by parent_id: join each thread into a {messages: [{role, content}]} row first",
 )
+# where tool-calling rows are read: said where a row with tool calls is refused (preference and KTO rows)
+NO_TOOLS_HERE = "only SFT rows and prompts take tool calls and a `tools` column: train tool use with `alignkit sft`"
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
@@ -464,12 +467,16 @@ def message_list(
         if role_key not in turn:
             raise RowError(f"{where}.{role_key}", "missing")
         role = turn[role_key]
+        tools_read = "tool" in allowed.values()
+        if not tools_read and (role in TOOL_ROLES or turn.get("tool_calls")):  # never dropped silently
+            field = f"{where}.{role_key}" if role in TOOL_ROLES else f"{where}.tool_calls"
+            raise RowError(field, f"tool calls and results are not read here ({NO_TOOLS_HERE})")
         if role not in allowed:
             raise RowError(f"{where}.{role_key}", f"unknown role {role!r} (expected {', '.join(allowed)})")
         if allowed[role] == "tool_call":
             messages.append(sharegpt_call(turn.get(content_key), f"{where}.{content_key}"))
             continue
-        tool_calls = turn.get("tool_calls") if "tool" in allowed.values() and allowed[role] == "assistant" else None
+        tool_calls = turn.get("tool_calls") if tools_read and allowed[role] == "assistant" else None
         if tool_calls is not None and not isinstance(tool_calls, list):
             raise RowError(f"{where}.tool_calls", "expected a list of tool calls")
         if content_key not in turn and not tool_calls:
@@ -599,7 +606,7 @@ def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, A
     """`key` as messages: a message list, a prompt in HH-RLHF text (Dahoas/rm-static), or one `role` turn."""
     value = data.get(key)
     if isinstance(value, list):
-        return message_list(value, key, "role", "content", roles=None)
+        return message_list(value, key, "role", "content", roles=CHAT_ROLES)
     if role == "user" and is_hh_text(value):
         turns = hh_prompt(value, key)
         if turns[-1]["role"] != "user":

@@ -35,6 +35,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from alignkit.data.formats import (
+    NO_TOOLS_HERE,
     SHAREGPT_ROLES,
     RowError,
     alpaca_prompt,
@@ -47,6 +48,7 @@ from alignkit.data.formats import (
     read_rows,
     text_field,
     to_messages,
+    uses_tools,
     with_system_column,
 )
 from alignkit.data.validate import convert_all
@@ -101,6 +103,7 @@ def shp_as_pair(data: dict[str, Any]) -> dict[str, Any]:
 def preference_row(data: dict[str, Any]) -> dict[str, Any]:
     """One input row as a canonical pair; raises RowError naming the field (and the format, where it is a guess)."""
     data = shp_as_pair(data)
+    refuse_tools(data)
     for key in ("chosen", "rejected"):
         if data.get(key) is None and "label" in data and ("completion" in data or "messages" in data):
             raise RowError(
@@ -132,6 +135,7 @@ def preference_row(data: dict[str, Any]) -> dict[str, Any]:
 def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One input row as canonical unpaired rows: itself, or both halves of a preference pair."""
     data = shp_as_pair(data)
+    refuse_tools(data)
     if "completion" not in data and "response" not in data and ("chosen" in data or "rejected" in data):
         pair = preference_row(data)
         return [
@@ -152,10 +156,19 @@ def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"prompt": with_system_column(data, prompt), "completion": completion, "label": label_field(data)}]
 
 
+def refuse_tools(data: dict[str, Any]) -> None:
+    """A `tools` column is refused rather than dropped: the pair would train without the functions it calls (tool
+    turns are refused where they are read, `formats.message_list`)."""
+    if data.get("tools") not in (None, "", []):
+        raise RowError("tools", f"preference and KTO rows with tools are not supported ({NO_TOOLS_HERE})")
+
+
 def split_last_reply(data: dict[str, Any]) -> tuple[Messages, Messages]:
     """LLaMA-Factory KTO rows: a whole conversation whose last (assistant) turn is the rated completion."""
     messages = to_messages(data, detect_chat_format(data))
     key = "messages" if "messages" in data else "conversations"
+    if uses_tools({"messages": messages}):  # read by the SFT reader, which takes tool turns
+        raise RowError(key, f"KTO rows with tool calls are not supported ({NO_TOOLS_HERE})")
     if messages[-1]["role"] != "assistant":
         raise RowError(f"{key}[{len(messages) - 1}].role", "the last turn must be the assistant reply the label rates")
     return messages[:-1], messages[-1:]

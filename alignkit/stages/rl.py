@@ -63,7 +63,15 @@ def load_rows(cfg: RLStageConfig, paths: list[str]) -> list[dict[str, Any]]:
     """Prompt-only rows; the spec rides along as a column, and so does each other column of the prompt files
     (`solution`, `answer`, ...; None where a row lacks it): TRL hands extra columns to reward functions, rule rewards
     read the spec, an imported reward function what it needs."""
-    items = [item for path in paths for item in load_prompts_with_columns(path, "--data")]
+    items = []
+    for path in paths:
+        items += load_prompts_with_columns(path, "--data")
+        if any(prompt.tools for prompt, _ in items):  # TRL's GRPO/RLOO render one tool list, the trainer's
+            raise AlignkitError(
+                f"{path}: prompt rows with `tools` are not supported by `alignkit rl` (TRL's GRPO/RLOO show every "
+                "prompt the same trainer-wide tools, not a row's)",
+                "drop the `tools` column, or train tool use with `alignkit sft`",
+            )
     others = dict.fromkeys(key for _, columns in items for key in columns)
     return [
         {"prompt": p.messages, "prompt_spec": p.spec.to_json(), **{key: columns.get(key) for key in others}}

@@ -14,12 +14,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 import alignkit
-from alignkit import AlignkitError, runs
+import alignkit.stages.rl
+from alignkit import AlignkitError, generate, runs
+from alignkit.config import RLStageConfig
 from alignkit.data import check_tool_template, load_chat, prompt_completion
-from alignkit.data.formats import renders_tools
+from alignkit.data.formats import NO_TOOLS_HERE, renders_tools
 from alignkit.data.preferences import load_preferences, load_unpaired
+from alignkit.judges import Prompt
 from tests.conftest import CHATML, run_capturing_trainer, run_cli, write_jsonl
 
 QUESTION = "What is 2 plus 2?"
@@ -632,6 +637,56 @@ def test_sharegpt_function_call_and_observation_turns_load_as_tool_calls(tmp_pat
     assert load_chat([str(path)]) == [canonical_tool_row("Paris", None)]
 
 
+def test_prompt_completion_rows_keep_the_tool_turns_of_their_prompt(tmp_path):
+    """TRL's prompt/completion form of a tool conversation: its call turn (content null) was refused, and a call
+    beside text was dropped, leaving the answer to a tool result the model never asked for."""
+    messages = openai_tool_row("Paris")["messages"]
+    row = {"prompt": messages[:3], "completion": messages[3:], "tools": [WEATHER_TOOL]}
+    path = write_jsonl(tmp_path / "prompt_completion_tools.jsonl", [row])
+    assert load_chat([str(path)]) == [canonical_tool_row("Paris", "call_1")]
+
+
+def test_tool_conversations_as_prompts_are_answered_with_their_tools_in_view(tiny_model, tmp_path):
+    """`generate`/`eval --prompts` on tool rows: the call turn (content null) and LLaMA-Factory's function_call turns
+    were refused, and the chat template was never given the row's tools."""
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [openai_tool_row("Paris"), sharegpt_tool_row("Oslo")])
+    # each prompt runs to the tool's result: the reply to generate is the answer after it
+    assert generate.load_prompt_items(str(prompts)) == [
+        Prompt(canonical_tool_row("Paris", "call_1")["messages"][:3], tools=[WEATHER_TOOL]),
+        Prompt(canonical_tool_row("Oslo", None)["messages"][:3], tools=[WEATHER_TOOL]),
+    ]
+    model_dir = tmp_path / "tiny-tools"
+    shutil.copytree(tiny_model, model_dir)
+    tokenizer = tokenizer_with(tiny_model, TOOLS_TEMPLATE)
+    tokenizer.save_pretrained(model_dir)
+    sampling = generate.Sampling(temperature=1.0, max_new_tokens=8, seed=3)
+    one = write_jsonl(tmp_path / "one.jsonl", [openai_tool_row("Paris")])
+    out = generate.run(str(one), str(tmp_path / "out.jsonl"), n=1, model_name=str(model_dir), sampling=sampling)
+    [row] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["tools"] == [WEATHER_TOOL]
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+
+    def reply(tools: list[dict[str, Any]] | None) -> str:  # the first draw from the seed, the prompt rendered so
+        rendered = tokenizer.apply_chat_template(row["prompt"], tools=tools, add_generation_prompt=True)
+        ids = torch.tensor([rendered["input_ids"]])
+        torch.manual_seed(sampling.seed)
+        [tokens] = generate.decode(model, ids, torch.ones_like(ids), 8, temperature=1.0, top_p=sampling.top_p)
+        return tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    assert reply([WEATHER_TOOL]) != reply(None)  # the tools change what the model says
+    assert row["candidates"][0]["text"] == reply([WEATHER_TOOL])
+
+
+def test_rl_refuses_prompts_with_tools_it_cannot_show(tmp_path):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Weather in Paris?", "tools": [WEATHER_TOOL]}])
+    with pytest.raises(AlignkitError) as error:
+        alignkit.stages.rl.load_rows(RLStageConfig(), [str(prompts)])
+    assert error.value.message == (
+        f"{prompts}: prompt rows with `tools` are not supported by `alignkit rl` (TRL's GRPO/RLOO show every prompt "
+        "the same trainer-wide tools, not a row's)"
+    )
+
+
 def test_tool_rows_give_every_example_its_tools_as_json_text():
     rows = [canonical_tool_row("Paris", None), {"messages": HISTORY[:2]}]
     examples = prompt_completion(rows)
@@ -665,6 +720,11 @@ ARGUMENTS_NOT_JSON = openai_tool_row("Paris")
 ARGUMENTS_NOT_JSON["messages"][1]["tool_calls"][0]["function"]["arguments"] = "city=Paris"
 CALL_NOT_JSON = sharegpt_tool_row("Paris")
 CALL_NOT_JSON["conversations"][1]["value"] = "get_weather(Paris)"
+CALLS = {
+    city: [{"role": "assistant", "content": "", "tool_calls": openai_tool_row(city)["messages"][1]["tool_calls"]}]
+    for city in CITIES
+}
+PAIR_AFTER_TOOL = {"chosen": "It is 18C.", "rejected": "It is 30C."}
 HH_HISTORY = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
 
 BAD_ROWS = [
@@ -735,6 +795,27 @@ BAD_ROWS = [
         {**openai_tool_row("Paris"), "tools": WEATHER_FUNCTION},
         "field `tools`: expected a list of function schemas, got dict",
     ),
+    (  # the replies differ only in their calls: once read as "identical", the calls dropped
+        load_preferences,
+        {"prompt": PAIR["prompt"], "chosen": CALLS["Paris"], "rejected": CALLS["Oslo"]},
+        f"field `chosen[0].tool_calls`: tool calls and results are not read here ({NO_TOOLS_HERE})",
+    ),
+    (
+        load_preferences,
+        {"prompt": openai_tool_row("Paris")["messages"][:3], **PAIR_AFTER_TOOL},
+        f"field `prompt[1].tool_calls`: tool calls and results are not read here ({NO_TOOLS_HERE})",
+    ),
+    (
+        load_preferences,
+        {**SHAREGPT_PAIR, "tools": json.dumps([WEATHER_FUNCTION])},
+        f"field `tools`: preference and KTO rows with tools are not supported ({NO_TOOLS_HERE})",
+    ),
+    (
+        load_unpaired,
+        {"messages": openai_tool_row("Paris")["messages"], "label": True},
+        f"row looks like KTO conversation data: field `messages`: KTO rows with tool calls are not supported "
+        f"({NO_TOOLS_HERE})",
+    ),
 ]
 
 
@@ -754,6 +835,10 @@ BAD_ROWS = [
         "sharegpt-call-not-json",
         "tool-result-without-call",
         "tools-not-a-list",
+        "pair-replies-differ-in-tool-calls",
+        "pair-prompt-with-tool-turns",
+        "pair-with-tools-column",
+        "kto-conversation-with-tool-calls",
     ],
 )
 def test_a_row_that_fits_no_format_names_the_closest_format_and_the_field(load, row, expected, tmp_path):
