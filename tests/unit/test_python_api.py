@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pandas as pd
+import pytest
 from nbclient import NotebookClient
+
+import alignkit
+import datasets
+from alignkit import AlignkitError
+from alignkit.config import RLStageConfig, SFTStageConfig, load_config, to_yaml
 
 
 def run_cells(*sources: str, cwd: Path) -> list[nbformat.NotebookNode]:
@@ -25,3 +32,26 @@ def test_a_refused_call_shows_one_line_in_a_notebook_not_a_traceback(tmp_path):
     assert error.ename == "AlignkitError"
     (line,) = error.traceback  # what Jupyter prints for the error, each entry a line
     assert "chats.jsonl" in line and "fix:" in line and "File " not in line
+
+
+def test_paths_given_as_pathlib_paths_make_the_same_run_config_as_strings(tiny_model, chat_file, tmp_path):
+    as_text = {"model": {"name": tiny_model}, "data": {"paths": [str(chat_file)]}, "out": str(tmp_path / "run")}
+    as_paths = {"model": {"name": Path(tiny_model)}, "data": {"paths": [chat_file]}, "out": tmp_path / "run"}
+    from_text, from_paths = (load_config(SFTStageConfig, None, values) for values in (as_text, as_paths))
+    assert from_paths == from_text and to_yaml(from_paths) == to_yaml(from_text)
+    rl = load_config(RLStageConfig, None, {"from_run": tmp_path / "sft", "reward_run": tmp_path / "reward"})
+    assert (rl.from_run, rl.reward_run) == (str(tmp_path / "sft"), str(tmp_path / "reward"))
+
+
+@pytest.mark.parametrize("where", ["data", "paths", "item"])
+@pytest.mark.parametrize("library", ["pandas", "datasets"])
+def test_rows_in_memory_are_refused_in_one_line_saying_how_to_save_them(library, where, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"{i}?"}, {"role": "assistant", "content": f"{i}."}]}
+            for i in range(30)]  # fmt: skip
+    table = pd.DataFrame(rows) if library == "pandas" else datasets.Dataset.from_list(rows)
+    data = {"data": table, "paths": {"paths": table}, "item": {"paths": [table]}}[where]
+    with pytest.raises(AlignkitError) as refused:
+        alignkit.sft(data=data, out=str(tmp_path / "run"))
+    message = str(refused.value)
+    assert "\n" not in message and f"a {library} " in message and "save" in message and "to_json(" in message
+    assert not (tmp_path / "run").exists()
