@@ -198,9 +198,18 @@ ConfigLoader.add_implicit_resolver(
 )
 
 
+# Files that are data, never a config: `alignkit.sft("chats.jsonl")` passes one as the config (the first argument).
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".txt")
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise AlignkitError(f"{path}: config file not found", "pass an existing YAML file to --config")
+    if path.suffix.lower() in DATA_SUFFIXES:
+        raise AlignkitError(
+            f"{path}: a data file given as the config",
+            f"pass it as data: --data {path} (Python: data={{'paths': [{str(path)!r}]}}); the config is a YAML file",
+        )
     try:
         loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

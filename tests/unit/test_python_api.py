@@ -55,3 +55,10 @@ def test_rows_in_memory_are_refused_in_one_line_saying_how_to_save_them(library,
     message = str(refused.value)
     assert "\n" not in message and f"a {library} " in message and "save" in message and "to_json(" in message
     assert not (tmp_path / "run").exists()
+
+
+def test_a_data_file_passed_as_the_first_argument_is_named_as_data_not_as_bad_yaml(chat_file, tmp_path):
+    with pytest.raises(AlignkitError) as refused:
+        alignkit.sft(str(chat_file), out=str(tmp_path / "run"))
+    assert "data file given as the config" in refused.value.message
+    assert f"data={{'paths': ['{chat_file}']}}" in refused.value.hint
