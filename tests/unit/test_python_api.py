@@ -14,6 +14,8 @@ import alignkit
 import datasets
 from alignkit import AlignkitError
 from alignkit.config import RLStageConfig, SFTStageConfig, load_config, to_yaml
+from alignkit.runs import Run
+from tests.conftest import CHAT_ROWS, write_jsonl
 
 
 def run_cells(*sources: str, cwd: Path) -> list[nbformat.NotebookNode]:
@@ -62,3 +64,29 @@ def test_a_data_file_passed_as_the_first_argument_is_named_as_data_not_as_bad_ya
         alignkit.sft(str(chat_file), out=str(tmp_path / "run"))
     assert "data file given as the config" in refused.value.message
     assert f"data={{'paths': ['{chat_file}']}}" in refused.value.hint
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny_model, tmp_path_factory) -> Run:
+    root = tmp_path_factory.mktemp("api")
+    write_jsonl(root / "chat.jsonl", CHAT_ROWS)
+    trainer = {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1}
+    chats = {"paths": [root / "chat.jsonl"]}
+    return alignkit.sft(data=chats, model={"name": tiny_model}, trainer=trainer, out=root / "sft")
+
+
+def test_a_returned_run_is_shown_by_stage_and_status_and_passed_on_as_its_directory(sft_run, tmp_path):
+    assert repr(sft_run) == f"Run({str(sft_run.path)!r}, stage='sft', status='complete')"
+    question = CHAT_ROWS[0]["messages"][:1]
+    assert alignkit.chat(question, run=sft_run, max_new_tokens=6) == alignkit.chat(
+        question, run=sft_run.path, max_new_tokens=6
+    )
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    pairs = [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
+    dpo = alignkit.dpo(
+        data={"paths": [write_jsonl(tmp_path / "pairs.jsonl", pairs)]},
+        from_run=sft_run,
+        out=tmp_path / "dpo",
+        trainer={"max_steps": 1, "per_device_train_batch_size": 4},
+    )
+    assert [Path(step["run"]) for step in dpo.lineage] == [sft_run.path.resolve(), dpo.path.resolve()]
