@@ -90,3 +90,16 @@ def test_a_returned_run_is_shown_by_stage_and_status_and_passed_on_as_its_direct
         trainer={"max_steps": 1, "per_device_train_batch_size": 4},
     )
     assert [Path(step["run"]) for step in dpo.lineage] == [sft_run.path.resolve(), dpo.path.resolve()]
+
+
+def test_a_progress_bar_in_a_notebook_is_a_widget_without_a_warning(sft_run, tmp_path):
+    write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "What is 2 plus 2?"}, {"prompt": "What is 3 plus 3?"}])
+    (cell,) = run_cells(
+        f"import alignkit\nalignkit.candidates('prompts.jsonl', 'out.jsonl', n=2, from_run={str(sft_run)!r}, "
+        "max_new_tokens=4)",
+        cwd=tmp_path,
+    )
+    assert (tmp_path / "out.jsonl").is_file()
+    shown = [output for output in cell.outputs if output.output_type == "display_data"]
+    assert any("application/vnd.jupyter.widget-view+json" in output.data for output in shown)
+    assert not any("IProgress not found" in output.get("text", "") for output in cell.outputs)
