@@ -14,6 +14,7 @@ import alignkit
 import datasets
 from alignkit import AlignkitError
 from alignkit.config import RLStageConfig, SFTStageConfig, load_config, to_yaml
+from alignkit.lineage import load_scorer
 from alignkit.runs import Run
 from tests.conftest import CHAT_ROWS, write_jsonl
 
@@ -103,3 +104,18 @@ def test_a_progress_bar_in_a_notebook_is_a_widget_without_a_warning(sft_run, tmp
     shown = [output for output in cell.outputs if output.output_type == "display_data"]
     assert any("application/vnd.jupyter.widget-view+json" in output.data for output in shown)
     assert not any("IProgress not found" in output.get("text", "") for output in cell.outputs)
+
+
+@pytest.fixture(scope="module")
+def reward_run(sft_run, tmp_path_factory) -> Run:
+    root = tmp_path_factory.mktemp("api-reward")
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    pairs = [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
+    data = {"paths": [write_jsonl(root / "pairs.jsonl", pairs)]}
+    return alignkit.reward(data=data, from_run=sft_run, out=root / "reward", trainer={"max_steps": 1})
+
+
+def test_a_reward_model_scores_a_text_prompt_as_one_user_turn(reward_run):
+    scorer = load_scorer(reward_run)
+    as_messages = scorer.score([[{"role": "user", "content": "What is 2 plus 2?"}]], ["It is 4."])
+    assert scorer.score(["What is 2 plus 2?"], ["It is 4."]) == as_messages
