@@ -121,8 +121,9 @@ def chat(
     seed: int = 0,
 ) -> str:
     """One reply from a run (or the bare base `model`), as the playground gives it; models stay loaded between calls.
-    `temperature=0` is greedy."""
-    from alignkit import playground
+    `temperature=0` is greedy. A reward run, or a `model` beside a run other than its base, is refused."""
+    from alignkit import playground, runs
+    from alignkit.config import EMBEDDED_MODEL
     from alignkit.generate import Sampling
 
     global _chat_models
@@ -130,6 +131,8 @@ def chat(
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     messages = playground.checked_messages(messages)
+    if run is not None:
+        runs.open_policy(run, None if model == EMBEDDED_MODEL else model, flag="run=")
     key = str(run) if run is not None else playground.BASE_PREFIX + model
     sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     return playground.reply(_chat_models, key, messages, sampling)

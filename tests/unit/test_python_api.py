@@ -115,6 +115,12 @@ def reward_run(sft_run, tmp_path_factory) -> Run:
     return alignkit.reward(data=data, from_run=sft_run, out=root / "reward", trainer={"max_steps": 1})
 
 
+def test_chat_refuses_a_reward_run_rather_than_answering_with_it(reward_run):
+    with pytest.raises(AlignkitError) as refused:
+        alignkit.chat("What is 2 plus 2?", run=reward_run, max_new_tokens=4)
+    assert "is a reward model, not a policy" in refused.value.message
+
+
 def test_a_reward_model_scores_a_text_prompt_as_one_user_turn(reward_run):
     scorer = load_scorer(reward_run)
     as_messages = scorer.score([[{"role": "user", "content": "What is 2 plus 2?"}]], ["It is 4."])
