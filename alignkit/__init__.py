@@ -45,7 +45,10 @@ __all__ = [
 
 
 def sft(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
-    """Supervised fine-tuning (see `alignkit.stages.sft`)."""
+    """Supervised fine-tuning on chat files (`data={"paths": [...]}`, any format of the README's table); returns the
+    finished `Run`. `config`: a YAML file; `overrides`: `key=value` strings as `--set` takes them; `sections`: the
+    fields of `config.SFTStageConfig` (`data`, `model`, `peft`, `trainer` for TRL's `SFTConfig`, `from_run`, `out`,
+    `resume`, `overwrite`, ...), in that order of precedence: config, sections, overrides."""
     from alignkit.config import SFTStageConfig, load_config
     from alignkit.stages import sft as stage
 
@@ -53,7 +56,8 @@ def sft(config: str | None = None, overrides: list[str] | None = None, **section
 
 
 def pretrain(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
-    """Continued pretraining on raw text (see `alignkit.stages.pretrain`)."""
+    """Continued pretraining on raw text files; returns the finished `Run`. Arguments as `sft`'s, the sections being
+    the fields of `config.PretrainStageConfig`."""
     from alignkit.config import PretrainStageConfig, load_config
     from alignkit.stages import pretrain as stage
 
@@ -61,7 +65,9 @@ def pretrain(config: str | None = None, overrides: list[str] | None = None, **se
 
 
 def reward(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
-    """Reward model from preference pairs (see `alignkit.stages.reward`; score with `lineage.load_scorer`)."""
+    """A reward model from preference pairs, on a policy run (`from_run`); returns the finished `Run` (score answers
+    with `lineage.load_scorer(run)`). Arguments as `sft`'s, the sections being the fields of
+    `config.RewardStageConfig` (`trainer` for TRL's `RewardConfig`)."""
     from alignkit.config import RewardStageConfig, load_config
     from alignkit.stages import reward as stage
 
@@ -69,7 +75,9 @@ def reward(config: str | None = None, overrides: list[str] | None = None, **sect
 
 
 def dpo(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
-    """DPO (and KTO, SimPO, ORPO) on top of an SFT run (see `alignkit.stages.dpo`)."""
+    """DPO (`method`: kto, simpo, orpo) on preference pairs, continuing a policy run (`from_run`, also the reference);
+    returns the finished `Run`. Arguments as `sft`'s, the sections being the fields of `config.DPOStageConfig`
+    (`trainer` for TRL's `DPOConfig`, ...)."""
     from alignkit.config import DPOStageConfig, load_config
     from alignkit.stages import dpo as stage
 
@@ -77,7 +85,9 @@ def dpo(config: str | None = None, overrides: list[str] | None = None, **section
 
 
 def rl(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
-    """Online RL (GRPO, RLOO) of a policy run against a reward model and/or rules (see `alignkit.stages.rl`)."""
+    """Online RL (`method`: grpo, rloo) of a policy run (`from_run`) against a reward run (`reward_run`) and/or rule
+    rewards (`rewards`); returns the finished `Run`. Arguments as `sft`'s, the sections being the fields of
+    `config.RLStageConfig` (`trainer` for TRL's `GRPOConfig` / `RLOOConfig`)."""
     from alignkit.config import RLStageConfig, load_config
     from alignkit.stages import rl as stage
 
@@ -111,8 +121,9 @@ def chat(
     seed: int = 0,
 ) -> str:
     """One reply from a run (or the bare base `model`), as the playground gives it; models stay loaded between calls.
-    `temperature=0` is greedy."""
-    from alignkit import playground
+    `temperature=0` is greedy. A reward run, or a `model` beside a run other than its base, is refused."""
+    from alignkit import playground, runs
+    from alignkit.config import EMBEDDED_MODEL
     from alignkit.generate import Sampling
 
     global _chat_models
@@ -120,6 +131,8 @@ def chat(
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     messages = playground.checked_messages(messages)
+    if run is not None:
+        runs.open_policy(run, None if model == EMBEDDED_MODEL else model, flag="run=")
     key = str(run) if run is not None else playground.BASE_PREFIX + model
     sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     return playground.reply(_chat_models, key, messages, sampling)

@@ -13,6 +13,7 @@ import difflib
 import functools
 import importlib
 import operator
+import os
 import re
 import types
 import typing
@@ -199,9 +200,18 @@ ConfigLoader.add_implicit_resolver(
 )
 
 
+# Files that are data, never a config: `alignkit.sft("chats.jsonl")` passes one as the config (the first argument).
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".txt")
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise AlignkitError(f"{path}: config file not found", "pass an existing YAML file to --config")
+    if path.suffix.lower() in DATA_SUFFIXES:
+        raise AlignkitError(
+            f"{path}: a data file given as the config",
+            f"pass it as data: --data {path} (Python: data={{'paths': [{str(path)!r}]}}); the config is a YAML file",
+        )
     try:
         loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -250,7 +260,10 @@ def merge_known(
         sub = dataclass_type(hints[key])
         if sub is not None:
             if not isinstance(value, dict):
-                raise AlignkitError(f"{where}: `{dotted}` must be a mapping, got {value!r}", f"see `{dotted}.*` keys")
+                raise AlignkitError(
+                    f"{where}: `{dotted}` must be a mapping, got {shown(value)}",
+                    table_hint(value, f"see `{dotted}.*` keys"),
+                )
             unknown += merge_known(tree[key], value, sub, where, prefix=f"{dotted}.")
         elif isinstance(tree.get(key), dict) and isinstance(value, dict):
             tree[key] = {**tree[key], **value}  # free-form sections (trainer, peft): checked later by check_keys
@@ -440,22 +453,55 @@ def build(cls: type[Any], tree: dict[str, Any], prefix: str = "") -> Any:
 
 
 def coerce(value: Any, hint: Any, name: str) -> Any:
-    """Check `value` against a simple type hint (int, float, bool, str, list, dict, optional)."""
+    """Check `value` against a simple type hint (int, float, bool, str, list, dict, optional). A `pathlib.Path` (the
+    Python API) counts as the str it names, also in a list of paths: the config records paths as text."""
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
         return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
     for typ in allowed:
         origin = typing.get_origin(typ) or typ
         if origin is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
-        if origin is list and isinstance(value, str | list):
-            return [value] if isinstance(value, str) else list(value)
+        if origin is list and isinstance(value, str | list | tuple):
+            items = [value] if isinstance(value, str) else list(value)
+            if typing.get_args(typ) == (str,):
+                return [coerce(item, str, f"{name}[{i}]") for i, item in enumerate(items)]
+            return items
         if origin in (bool, str, dict) and isinstance(value, origin):
             return value
     expected = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
-    raise AlignkitError(f"config: `{name}` must be {expected}, got {value!r}", f"fix `{name}` in the config or flags")
+    raise AlignkitError(
+        f"config: `{name}` must be {expected}, got {shown(value)}",
+        table_hint(value, f"fix `{name}` in the config or flags"),
+    )
+
+
+def shown(value: Any) -> str:
+    """`value` for a one-line error: its repr (cut at 200 characters), or its type where the repr spans lines (a
+    DataFrame's is a table)."""
+    text = repr(value)
+    if "\n" not in text:
+        return text if len(text) <= 200 else text[:200] + "..."
+    kind = type(value)
+    return f"a {kind.__module__.split('.')[0]} {kind.__name__}"
+
+
+def table_hint(value: Any, fix: str) -> str:
+    """`fix`, or for rows in memory (a pandas DataFrame, a `datasets` Dataset) how to save them as the file a run
+    reads and records (its sha256 in the manifest; `resume` reads it again)."""
+    library = type(value).__module__.split(".")[0]
+    saved = {
+        "pandas": "df.to_json('rows.jsonl', orient='records', lines=True)",
+        "datasets": "dataset.save_to_disk('rows') or dataset.to_json('rows.jsonl')",
+        "polars": "df.write_ndjson('rows.jsonl')",
+    }.get(library)
+    if saved is None:
+        return fix
+    return f"stages train from files: save the rows first ({saved}) and pass data={{'paths': [that path]}}"
 
 
 def dataclass_type(hint: Any) -> type[Any] | None:

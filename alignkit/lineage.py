@@ -50,11 +50,12 @@ class Scorer:
     progress: str | None = None  # a progress bar's label while scoring; None: quiet (RL scores every step)
 
     def score(
-        self, prompts: list[list[dict[str, str]]], completions: list[str] | list[list[dict[str, str]]]
+        self, prompts: list[str] | list[list[dict[str, str]]], completions: list[str] | list[list[dict[str, str]]]
     ) -> list[float]:
-        """Rewards of each completion (a string, or assistant messages) as the reply to its prompt (messages)."""
+        """Rewards of each completion (a string, or assistant messages) as the reply to its prompt (a string: one user
+        turn, or messages)."""
         conversations = [
-            [*prompt, *([{"role": "assistant", "content": reply}] if isinstance(reply, str) else reply)]
+            [*as_turns(prompt, "user"), *as_turns(reply, "assistant")]
             for prompt, reply in zip(prompts, completions, strict=True)
         ]
         return self.score_conversations(conversations)
@@ -85,6 +86,13 @@ class Scorer:
                 bar.update(len(chunk))
         self.model.train(was_training)
         return [scores[c] for c in ids]
+
+
+def as_turns(text_or_messages: str | list[dict[str, str]], role: str) -> list[dict[str, str]]:
+    """A string as one turn of `role`; messages as they are."""
+    if isinstance(text_or_messages, str):
+        return [{"role": role, "content": text_or_messages}]
+    return text_or_messages
 
 
 def trained_against(run: runs.Run, reward_run: str | Path) -> bool:

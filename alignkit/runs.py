@@ -33,9 +33,9 @@ from alignkit.paths import check_replaceable, file_sha256, saved_split
 TRACKED_PACKAGES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
-    """A run directory on disk."""
+    """A run directory on disk; usable wherever a path is (`os.PathLike`)."""
 
     path: Path
     fresh: bool = field(default=False, compare=False)  # made by this process's `create` (not resumed)
@@ -43,6 +43,21 @@ class Run:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
+
+    def __fspath__(self) -> str:
+        """A run is its directory: `from_run=run`, `alignkit.chat(..., run=run)` and `Path(run)` take it as a path."""
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        """What a notebook shows for a returned or listed run: `Run('runs/sft', stage='sft', status='complete')`."""
+        try:
+            manifest = self.manifest
+            return f"Run({str(self.path)!r}, stage={manifest.get('stage')!r}, status={self.status!r})"
+        except (OSError, ValueError):  # no manifest yet, or a damaged one: `alignkit runs` says which
+            return f"Run({str(self.path)!r})"
 
     @property
     def manifest(self) -> dict[str, Any]:

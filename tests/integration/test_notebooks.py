@@ -42,7 +42,9 @@ def figures(tiny_model, argilla_server, tmp_path_factory) -> dict[str, dict[str,
         env.setenv("ARGILLA_API_KEY", argilla_server.api_key)
         env.setenv("PYTHONWARNINGS", "ignore")
         env.setenv("MPLBACKEND", "Agg")
-        return {name: execute(name) for name in IN_ORDER}
+        figures = {name: execute(name) for name in IN_ORDER}
+        figures["05_evaluate again"] = execute("05_evaluate")  # Run All a second time, over the first one's outputs
+        return figures
 
 
 def test_sft_notebook_trains_a_run(figures):
@@ -74,6 +76,10 @@ def test_evaluate_notebook_compares_every_run_with_its_parent(figures):
             prompts = judged["wins"] + judged["ties"] + judged["losses"]
             assert prompts == 6 and judged["win_rate"] == pytest.approx((judged["wins"] + judged["ties"] / 2) / 6)
     assert {"sft", "dpo", "rl"} <= set(result["forgetting"])
+
+
+def test_evaluate_notebook_run_again_replaces_its_evaluation_with_the_same_figures(figures):
+    assert figures["05_evaluate again"] == figures["05_evaluate"]
 
 
 def test_full_loop_notebook_reports_the_figures(figures):
