@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from alignkit import distributed, logs
 from alignkit.config import RUN_KEYS, ModelConfig, to_yaml
 from alignkit.errors import AlignkitError, first_line
@@ -58,6 +60,13 @@ class Run:
             return f"Run({str(self.path)!r}, stage={manifest.get('stage')!r}, status={self.status!r})"
         except (OSError, ValueError):  # no manifest yet, or a damaged one: `alignkit runs` says which
             return f"Run({str(self.path)!r})"
+
+    def update_trainer_options(self, options: dict[str, Any]) -> None:
+        """Record `trainer:` options changed on a resume (its new length) in config.yaml and the manifest."""
+        config = yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8"))
+        config["trainer"] = {**config.get("trainer", {}), **options}
+        write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self.update_manifest(trainer_args={**self.manifest.get("trainer_args", {}), **options})
 
     @property
     def manifest(self) -> dict[str, Any]:

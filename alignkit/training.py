@@ -31,9 +31,12 @@ def resolve_resume(stage: str, cfg: Any) -> Any:
         return cfg
     run = runs.find_resumable(stage, cfg)
     resumed = load_config(type(cfg), run.path / "config.yaml", values={"resume": True, "out": str(run.path)})
+    longer = {}
     for key in ("max_steps", "num_train_epochs"):  # a resumed run may be given a new length
         if key in cfg.trainer and cfg.trainer[key] != resumed.trainer.get(key):
-            resumed.trainer[key] = cfg.trainer[key]
+            resumed.trainer[key] = longer[key] = cfg.trainer[key]
+    if longer and distributed.is_main():  # so that `--config RUN/config.yaml` trains what this run trains
+        run.update_trainer_options(longer)
     return resumed
 
 

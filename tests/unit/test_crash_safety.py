@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from alignkit import runs
 from tests.conftest import TINY_TRAINER, run_cli
@@ -276,3 +277,19 @@ def test_resuming_on_another_number_of_processes_says_the_global_batch_changes(t
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "trained on 2 process(es) and resumes on 1" in " ".join(resumed.stderr.split())
     assert run.metrics["global_step"] == 3
+
+
+def test_a_run_resumed_with_a_new_length_records_it_in_its_config_and_manifest(tmp_path, tiny_model, chat_file):
+    """`--resume --max-steps N` trained to N while config.yaml still said the old length: `--config RUN/config.yaml`
+    did not reproduce the run."""
+    out = tmp_path / "run"
+    killed_in_the_step_20_save(out, chat_file, tiny_model)
+    before = yaml.safe_load((out / "config.yaml").read_text())
+    result = run_cli("sft", "--resume", "--out", str(out), "--max-steps", "25")
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = runs.Run(out)
+    assert run.complete and run.metrics["global_step"] == 25
+    after = yaml.safe_load((out / "config.yaml").read_text())
+    assert after["trainer"].pop("max_steps") == 25 and before["trainer"].pop("max_steps") == MAX_STEPS
+    assert after == before  # nothing else changed
+    assert run.manifest["trainer_args"]["max_steps"] == 25
