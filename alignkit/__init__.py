@@ -52,7 +52,7 @@ def sft(config: str | None = None, overrides: list[str] | None = None, **section
     from alignkit.config import SFTStageConfig, load_config
     from alignkit.stages import sft as stage
 
-    return stage.run(load_config(SFTStageConfig, config, sections, overrides))
+    return stage.run(load_config(SFTStageConfig, config, sections, overrides, values_from="arguments"))
 
 
 def pretrain(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
@@ -61,7 +61,7 @@ def pretrain(config: str | None = None, overrides: list[str] | None = None, **se
     from alignkit.config import PretrainStageConfig, load_config
     from alignkit.stages import pretrain as stage
 
-    return stage.run(load_config(PretrainStageConfig, config, sections, overrides))
+    return stage.run(load_config(PretrainStageConfig, config, sections, overrides, values_from="arguments"))
 
 
 def reward(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
@@ -71,7 +71,7 @@ def reward(config: str | None = None, overrides: list[str] | None = None, **sect
     from alignkit.config import RewardStageConfig, load_config
     from alignkit.stages import reward as stage
 
-    return stage.run(load_config(RewardStageConfig, config, sections, overrides))
+    return stage.run(load_config(RewardStageConfig, config, sections, overrides, values_from="arguments"))
 
 
 def dpo(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
@@ -81,7 +81,7 @@ def dpo(config: str | None = None, overrides: list[str] | None = None, **section
     from alignkit.config import DPOStageConfig, load_config
     from alignkit.stages import dpo as stage
 
-    return stage.run(load_config(DPOStageConfig, config, sections, overrides))
+    return stage.run(load_config(DPOStageConfig, config, sections, overrides, values_from="arguments"))
 
 
 def rl(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
@@ -91,7 +91,7 @@ def rl(config: str | None = None, overrides: list[str] | None = None, **sections
     from alignkit.config import RLStageConfig, load_config
     from alignkit.stages import rl as stage
 
-    return stage.run(load_config(RLStageConfig, config, sections, overrides))
+    return stage.run(load_config(RLStageConfig, config, sections, overrides, values_from="arguments"))
 
 
 def open_run(path: str | Path) -> Run:

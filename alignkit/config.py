@@ -140,8 +140,10 @@ def load_config(
     config_file: str | Path | None = None,
     values: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
+    values_from: str = "command line",
 ) -> Any:
-    """Build `cls` from its defaults, a YAML file, explicit values (CLI flags) and `key=value` overrides, in that order.
+    """Build `cls` from its defaults, a YAML file, explicit values (CLI flags, or a Python call's keyword arguments:
+    `values_from`, as errors name them) and `key=value` overrides, in that order.
 
     Unknown keys are an error naming the key and the nearest valid one.
     """
@@ -149,7 +151,7 @@ def load_config(
     if config_file is not None:
         merge(tree, read_config_file(Path(config_file)), cls, where=str(config_file))
     if values:
-        merge(tree, values, cls, where="command line")
+        merge(tree, values, cls, where=values_from)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():

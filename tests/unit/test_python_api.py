@@ -67,6 +67,13 @@ def test_a_data_file_passed_as_the_first_argument_is_named_as_data_not_as_bad_ya
     assert f"data={{'paths': ['{chat_file}']}}" in refused.value.hint
 
 
+def test_an_unknown_keyword_argument_is_named_as_an_argument_not_as_the_command_line(chat_file, tmp_path):
+    with pytest.raises(AlignkitError) as refused:
+        alignkit.sft(data={"paths": [chat_file]}, out=tmp_path / "run", learning_rate=1e-4)
+    assert refused.value.message.startswith("arguments: unknown config key `learning_rate`")
+    assert "trainer.learning_rate" in str(refused.value) and not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def sft_run(tiny_model, tmp_path_factory) -> Run:
     root = tmp_path_factory.mktemp("api")
