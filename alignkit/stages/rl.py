@@ -306,13 +306,16 @@ def to_dataset(rows: list[dict[str, Any]]) -> Any:
 
 
 def reward_and_kl_figures(trainer: Any) -> dict[str, Any]:
-    """Reward (weighted sum) and KL at the first and last logged steps, and each reward function's mean at both ends."""
+    """Reward (weighted sum) and KL at the first and last logged steps, and each reward function's mean at both ends.
+
+    The rewards are logged on the steps that sample completions (one in `steps_per_generation`); GRPO's KL on every
+    step (its loss computes it), so it is read from every logged step, not only the sampling ones."""
     logged = [row for row in trainer.state.log_history if "reward" in row]
     if not logged:
         return {}
     first, last = logged[0], logged[-1]
     figures: dict[str, Any] = {"reward_start": first["reward"], "reward_end": last["reward"]}
-    kls = [row["kl"] for row in logged if "kl" in row]
+    kls = [row["kl"] for row in trainer.state.log_history if "kl" in row]
     if kls:
         figures |= {"kl_start": kls[0], "kl": kls[-1], "kl_mean": sum(kls) / len(kls)}
     figures["reward_functions"] = {

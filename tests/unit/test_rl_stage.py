@@ -126,6 +126,18 @@ def test_grpo_with_the_reward_model_trains_the_parent_adapter_against_a_frozen_c
     torch.testing.assert_close(logps(reloaded, tokenizer), trained, atol=1e-5, rtol=0)
 
 
+def test_the_kl_in_metrics_is_the_last_steps_not_the_last_sampling_steps(grpo_result):
+    """GRPO logs its reward on the steps that sample (one in `steps_per_generation`) and its KL on every step: the
+    run's `kl` was read off the sampling steps only, 0.0 (the first step's) for a run of one sampling batch, however
+    far the policy had moved."""
+    run, trainer = grpo_result
+    logged = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    kls = [row["kl"] for row in logged if "kl" in row]
+    assert trainer.args.steps_per_generation == len(kls) == 2, "one sampling batch, a KL on each of its steps"
+    assert run.metrics["kl"] == kls[-1] > 0, "the policy moved away from the reference at step 1"
+    assert run.metrics["kl_mean"] == pytest.approx(sum(kls) / len(kls))
+
+
 def test_the_reward_model_reward_is_the_scorer(grpo_result, reward_run):
     _, trainer = grpo_result
     reward_model = trainer.reward_funcs[0]
