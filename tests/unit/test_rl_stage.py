@@ -233,6 +233,12 @@ def test_completions_are_sampled_for_several_steps_unless_too_few_or_the_user_si
     assert rl.steps_per_generation(trainer, train_prompts=5) == 2, "TRL's sampler would drop a batch of 4 steps"
     assert rl.steps_per_generation(trainer, train_prompts=1) == 1
     assert rl.steps_per_generation(trainer | {"max_steps": 3}, train_prompts=100) == 3, "no unused completions"
+    # TRL counts batches: 2 optimizer steps of 2 batches each are 4 batches to sample for
+    assert rl.steps_per_generation(trainer | {"max_steps": 2, "gradient_accumulation_steps": 2}, 100) == 4
+    # 2 completions a step, 4 per prompt: 3 steps' 6 completions are no whole number of groups, 2 steps' are
+    small = {"per_device_train_batch_size": 2, "num_generations": 4}
+    assert rl.steps_per_generation(small | {"max_steps": 3}, train_prompts=100) == 2
+    assert rl.steps_per_generation(small, train_prompts=100) == 4
     cfg = RLStageConfig(rewards=["concise"], trainer={"generation_batch_size": 16})
     assert "steps_per_generation" not in rl.trainer_defaults(cfg, None, False, 100), "TRL takes only one of the two"
 
@@ -249,7 +255,7 @@ def test_completions_are_sampled_for_several_steps_unless_too_few_or_the_user_si
         ({"rewards": {"concise": "high"}}, "weight of reward `concise` must be a number"),
         ({"method": "ppo", "rewards": ["concise"]}, "unknown rl method `ppo`"),
         ({"rewards": ["concise"], "peft": {"method": "full"}}, "peft.method=full and trainer.beta > 0"),
-        ({"rewards": ["concise"], "trainer": {"num_generations": 3}}, "divisible by num_generations"),
+        ({"rewards": ["concise"], "trainer": {"num_generations": 3, "steps_per_generation": 1}}, "divisible by num_"),
         ({"rewards": ["concise"], "trainer": {"num_generation": 3}}, "did you mean `trainer.num_generations`"),
     ],
     ids=[
