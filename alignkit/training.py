@@ -83,6 +83,7 @@ def trainer_options(
                 f"({precision.reason}): the run would train in another precision than it records",
                 "set model.precision (fp32 | bf16 | fp16) instead: trainer.bf16/fp16 follow it",
             )
+    check_model_loading_keys(cfg.trainer)
     options: dict[str, Any] = {
         "output_dir": output_dir,
         "seed": cfg.seed,
@@ -131,6 +132,25 @@ def trainer_options(
     if isinstance(options.get("max_steps"), int) and (options["max_steps"] == 0 or options["max_steps"] < -1):
         raise AlignkitError("config: trainer.max_steps must be positive or -1 (use epochs)", "e.g. --max-steps 10")
     return options
+
+
+# TRL config fields read only where TRL loads the model from a name: alignkit loads it (`model:`) and hands TRL the
+# model, so TRL ignores these with a warning in the log while config.yaml records them as if they applied.
+MODEL_LOADING_KEYS = {
+    "model_init_kwargs": "model.precision, model.attn_implementation, model.quantization or model.revision",
+    "trust_remote_code": "model.trust_remote_code",
+}
+
+
+def check_model_loading_keys(trainer: dict[str, Any]) -> None:
+    """Refuse `trainer:` keys that configure how TRL would load the model (`MODEL_LOADING_KEYS`): they have no
+    effect here. Their defaults (None, {}, false) pass, as a TRL recipe may spell them out."""
+    for key, home in MODEL_LOADING_KEYS.items():
+        if trainer.get(key):
+            raise AlignkitError(
+                f"config: trainer.{key} is not used: alignkit loads the model itself (`model:`), TRL would ignore it",
+                f"drop trainer.{key}; set {home} instead",
+            )
 
 
 def evaluation_follows(trainer: dict[str, Any]) -> dict[str, Any]:
