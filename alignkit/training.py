@@ -16,7 +16,7 @@ from typing import Any
 from transformers import ProgressCallback, TrainerCallback
 
 from alignkit import distributed, hardware, lineage, logs, models, runs
-from alignkit.config import ModelConfig, TrainStageConfig, check_section, load_config
+from alignkit.config import RUN_KEYS, ModelConfig, TrainStageConfig, check_section, load_config
 from alignkit.errors import AlignkitError
 
 logger = logging.getLogger("alignkit")
@@ -30,10 +30,46 @@ def resolve_resume(stage: str, cfg: Any) -> Any:
         return cfg
     run = runs.find_resumable(stage, cfg)
     resumed = load_config(type(cfg), run.path / "config.yaml", values={"resume": True, "out": str(run.path)})
-    for key in ("max_steps", "num_train_epochs"):  # a resumed run may be given a new length
+    check_resume_settings(cfg, resumed)
+    for key in RESUME_LENGTH_KEYS:  # a resumed run may be given a new length
         if key in cfg.trainer and cfg.trainer[key] != resumed.trainer.get(key):
             resumed.trainer[key] = cfg.trainer[key]
     return resumed
+
+
+RESUME_LENGTH_KEYS = ("max_steps", "num_train_epochs")
+RESUME_FLAGS = {"from_run": "--from", "reward_run": "--reward", "data.paths": "--data", "model.name": "--model"}
+
+
+def check_resume_settings(given: Any, resumed: Any) -> None:
+    """Refuse settings given with `--resume` (those that differ from the stage's defaults) that differ from the run's
+    own config.yaml, which the resumed run continues with: they would be dropped without a word (a `--from` another
+    run, other data, another learning rate). Only the run's length (`RESUME_LENGTH_KEYS`) may change."""
+    defaults, saved, wanted = (flat_settings(c) for c in (type(given)(), resumed, given))
+    skipped = {"resume", "out", "overwrite", "runs_dir", *(f"trainer.{key}" for key in RESUME_LENGTH_KEYS)}
+    for key, value in wanted.items():
+        if key in skipped or value == defaults.get(key, object()) or value == saved.get(key):
+            continue
+        named = f"{key} ({RESUME_FLAGS[key]})" if key in RESUME_FLAGS else key
+        raise AlignkitError(
+            f"--resume continues {resumed.out} with its own config.yaml: {named}={value!r} differs from the run's "
+            f"{saved.get(key)!r}",
+            f"drop {key} to resume (only the length, trainer.max_steps or num_train_epochs, may change), or start a "
+            "new run with another --out",
+        )
+
+
+def flat_settings(cfg: Any) -> dict[str, Any]:
+    """A stage config as dotted keys (`trainer.learning_rate`, `data.paths`); run directories resolved."""
+    flat: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(cfg).items():
+        if isinstance(value, dict) and key != "rewards":
+            flat |= {f"{key}.{sub}": sub_value for sub, sub_value in value.items()}
+        elif key in RUN_KEYS and value:
+            flat[key] = str(Path(value).resolve())
+        else:
+            flat[key] = value
+    return flat
 
 
 def trainer_args(
