@@ -389,6 +389,11 @@ def test_reference_free_methods_train(method, sft_run, data_dir, tmp_path):
     )
     assert_complete_run(run, ["sft", "dpo"])
     assert "train_rewards/accuracies" in run.metrics
+    # the method's own terms, which metrics.json lacked: the NLL of the chosen answer, and ORPO's odds ratio
+    logged = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    last = [row for row in logged if "loss" in row][-1]
+    own = ["nll_loss", "log_odds_ratio", "log_odds_chosen"] if method == "orpo" else ["nll_loss"]
+    assert {key: run.metrics[f"train_{key}"] for key in own} == {key: last[key] for key in own}
 
 
 def test_dpo_on_a_dpo_run_replaces_the_adapter_chain(dpo_result, data_dir, tmp_path):
