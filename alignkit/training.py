@@ -17,7 +17,7 @@ from transformers import ProgressCallback, TrainerCallback
 from transformers.trainer_utils import has_length
 
 from alignkit import distributed, hardware, lineage, logs, models, runs
-from alignkit.config import ModelConfig, TrainStageConfig, check_section, load_config
+from alignkit.config import RUN_KEYS, ModelConfig, TrainStageConfig, check_section, load_config
 from alignkit.errors import AlignkitError
 
 logger = logging.getLogger("alignkit")
@@ -31,13 +31,49 @@ def resolve_resume(stage: str, cfg: Any) -> Any:
         return cfg
     run = runs.find_resumable(stage, cfg)
     resumed = load_config(type(cfg), run.path / "config.yaml", values={"resume": True, "out": str(run.path)})
+    check_resume_settings(cfg, resumed)
     longer = {}
-    for key in ("max_steps", "num_train_epochs"):  # a resumed run may be given a new length
+    for key in RESUME_LENGTH_KEYS:  # a resumed run may be given a new length
         if key in cfg.trainer and cfg.trainer[key] != resumed.trainer.get(key):
             resumed.trainer[key] = longer[key] = cfg.trainer[key]
     if longer and distributed.is_main():  # so that `--config RUN/config.yaml` trains what this run trains
         run.update_trainer_options(longer)
     return resumed
+
+
+RESUME_LENGTH_KEYS = ("max_steps", "num_train_epochs")
+RESUME_FLAGS = {"from_run": "--from", "reward_run": "--reward", "data.paths": "--data", "model.name": "--model"}
+
+
+def check_resume_settings(given: Any, resumed: Any) -> None:
+    """Refuse settings given with `--resume` (those that differ from the stage's defaults) that differ from the run's
+    own config.yaml, which the resumed run continues with: they would be dropped without a word (a `--from` another
+    run, other data, another learning rate). Only the run's length (`RESUME_LENGTH_KEYS`) may change."""
+    defaults, saved, wanted = (flat_settings(c) for c in (type(given)(), resumed, given))
+    skipped = {"resume", "out", "overwrite", "runs_dir", *(f"trainer.{key}" for key in RESUME_LENGTH_KEYS)}
+    for key, value in wanted.items():
+        if key in skipped or value == defaults.get(key, object()) or value == saved.get(key):
+            continue
+        named = f"{key} ({RESUME_FLAGS[key]})" if key in RESUME_FLAGS else key
+        raise AlignkitError(
+            f"--resume continues {resumed.out} with its own config.yaml: {named}={value!r} differs from the run's "
+            f"{saved.get(key)!r}",
+            f"drop {key} to resume (only the length, trainer.max_steps or num_train_epochs, may change), or start a "
+            "new run with another --out",
+        )
+
+
+def flat_settings(cfg: Any) -> dict[str, Any]:
+    """A stage config as dotted keys (`trainer.learning_rate`, `data.paths`); run directories resolved."""
+    flat: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(cfg).items():
+        if isinstance(value, dict) and key != "rewards":
+            flat |= {f"{key}.{sub}": sub_value for sub, sub_value in value.items()}
+        elif key in RUN_KEYS and value:
+            flat[key] = str(Path(value).resolve())
+        else:
+            flat[key] = value
+    return flat
 
 
 def trainer_args(
@@ -87,6 +123,7 @@ def trainer_options(
                 f"({precision.reason}): the run would train in another precision than it records",
                 "set model.precision (fp32 | bf16 | fp16) instead: trainer.bf16/fp16 follow it",
             )
+    check_model_loading_keys(cfg.trainer)
     options: dict[str, Any] = {
         "output_dir": output_dir,
         "seed": cfg.seed,
@@ -135,6 +172,25 @@ def trainer_options(
     if isinstance(options.get("max_steps"), int) and (options["max_steps"] == 0 or options["max_steps"] < -1):
         raise AlignkitError("config: trainer.max_steps must be positive or -1 (use epochs)", "e.g. --max-steps 10")
     return options
+
+
+# TRL config fields read only where TRL loads the model from a name: alignkit loads it (`model:`) and hands TRL the
+# model, so TRL ignores these with a warning in the log while config.yaml records them as if they applied.
+MODEL_LOADING_KEYS = {
+    "model_init_kwargs": "model.precision, model.attn_implementation, model.quantization or model.revision",
+    "trust_remote_code": "model.trust_remote_code",
+}
+
+
+def check_model_loading_keys(trainer: dict[str, Any]) -> None:
+    """Refuse `trainer:` keys that configure how TRL would load the model (`MODEL_LOADING_KEYS`): they have no
+    effect here. Their defaults (None, {}, false) pass, as a TRL recipe may spell them out."""
+    for key, home in MODEL_LOADING_KEYS.items():
+        if trainer.get(key):
+            raise AlignkitError(
+                f"config: trainer.{key} is not used: alignkit loads the model itself (`model:`), TRL would ignore it",
+                f"drop trainer.{key}; set {home} instead",
+            )
 
 
 def evaluation_follows(trainer: dict[str, Any]) -> dict[str, Any]:

@@ -218,11 +218,17 @@ def to_dataset(rows: list[dict[str, Any]]) -> Any:
     return Dataset.from_list([{k: row[k] for k in keep if k in row} for row in rows])
 
 
+# Prefixes of the figures TRL's preference trainers log beside the loss (dpo_trainer.py, kto_trainer.py, and
+# trl.experimental's cpo_trainer.py and orpo_trainer.py)
+METHOD_FIGURES = ("rewards/", "logps/", "kl", "nll_loss", "log_odds_")
+
+
 def last_training_figures(trainer: Any) -> dict[str, Any]:
-    """The method's own figures at the last logged training step (rewards/accuracies, rewards/margins, kl, ...)."""
+    """The method's own figures at the last logged training step (rewards/accuracies, rewards/margins, KTO's kl, the
+    NLL term of SimPO/CPO and ORPO, ORPO's log odds ratio, ...)."""
     logged = [row for row in trainer.state.log_history if "loss" in row]
     last = logged[-1] if logged else {}
-    figures = {f"train_{key}": value for key, value in last.items() if key.startswith(("rewards/", "logps/", "kl"))}
+    figures = {f"train_{key}": value for key, value in last.items() if key.startswith(METHOD_FIGURES)}
     if not trainer.state.num_input_tokens_seen:  # SimPO/ORPO batches carry no `input_ids` for transformers to count
         figures["train_tokens"] = None
     return figures

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit import backends, runner, runs
+from alignkit import backends, distributed, runner, runs
 from alignkit.config import RLStageConfig
 from alignkit.errors import AlignkitError, first_line
 from alignkit.generate import load_prompts_with_columns
@@ -215,12 +215,21 @@ GENERATE_FOR_STEPS = 4
 
 
 def steps_per_generation(trainer: dict[str, Any], train_prompts: int) -> int:
-    """`GENERATE_FOR_STEPS`, or fewer: a run of fewer steps samples no completions it will not train on, and a prompts
-    file too short for that many steps' prompts still trains (TRL's sampler drops an incomplete generation batch)."""
-    per_step = max(1, trainer.get("per_device_train_batch_size", 1) // trainer.get("num_generations", 1))
+    """`GENERATE_FOR_STEPS`, or fewer: a run of fewer steps samples no completions it will not train on, a prompts file
+    too short for that many steps' prompts still trains (TRL's sampler drops an incomplete generation batch), and the
+    generation batch (completions of every process's batches over those steps) holds whole groups of
+    `num_generations`, as TRL requires. TRL counts these steps in batches, `gradient_accumulation_steps` to an
+    optimizer step. 1 (TRL's check then names the batch) where no count fits."""
+    batch = trainer.get("per_device_train_batch_size", 1) * distributed.world_size()
+    generations = trainer.get("num_generations", 1)
     max_steps = trainer.get("max_steps", -1)
-    steps = min(GENERATE_FOR_STEPS, train_prompts // per_step, *([max_steps] if max_steps > 0 else []))
-    return max(1, steps)
+    batches = max_steps * trainer.get("gradient_accumulation_steps", 1) if max_steps > 0 else GENERATE_FOR_STEPS
+    fitting = [
+        steps
+        for steps in range(min(GENERATE_FOR_STEPS, batches), 0, -1)
+        if batch * steps % generations == 0 and batch * steps // generations <= train_prompts
+    ]
+    return fitting[0] if fitting else 1
 
 
 def reward_functions(names: list[str], reward_run: runs.Run | None, batch_size: int) -> list[RewardFunction]:
@@ -314,13 +323,16 @@ def to_dataset(rows: list[dict[str, Any]]) -> Any:
 
 
 def reward_and_kl_figures(trainer: Any) -> dict[str, Any]:
-    """Reward (weighted sum) and KL at the first and last logged steps, and each reward function's mean at both ends."""
+    """Reward (weighted sum) and KL at the first and last logged steps, and each reward function's mean at both ends.
+
+    The rewards are logged on the steps that sample completions (one in `steps_per_generation`); GRPO's KL on every
+    step (its loss computes it), so it is read from every logged step, not only the sampling ones."""
     logged = [row for row in trainer.state.log_history if "reward" in row]
     if not logged:
         return {}
     first, last = logged[0], logged[-1]
     figures: dict[str, Any] = {"reward_start": first["reward"], "reward_end": last["reward"]}
-    kls = [row["kl"] for row in logged if "kl" in row]
+    kls = [row["kl"] for row in trainer.state.log_history if "kl" in row]
     if kls:
         figures |= {"kl_start": kls[0], "kl": kls[-1], "kl_mean": sum(kls) / len(kls)}
     figures["reward_functions"] = {

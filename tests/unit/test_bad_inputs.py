@@ -733,6 +733,26 @@ def test_a_trainer_precision_flag_against_the_models_precision_is_refused(tmp_pa
     assert runs.Run(out).manifest["precision"] == "bfloat16"
 
 
+@pytest.mark.parametrize(
+    ("setting", "home"),
+    [
+        ('trainer.model_init_kwargs={"dtype": "float16"}', "model.precision"),
+        ("trainer.trust_remote_code=true", "model.trust_remote_code"),
+    ],
+)
+def test_a_trainer_key_for_loading_the_model_is_refused_not_ignored(setting, home, tmp_path, capsys, tiny_model):
+    """TRL reads `model_init_kwargs` and `trust_remote_code` only when it loads the model from a name; alignkit hands
+    it the model, so the run trained without them (a warning in log.txt) and its config.yaml recorded them."""
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    pairs = [{"prompt": row["messages"][:1], "chosen": row["messages"][1:], "rejected": rejected} for row in CHAT_ROWS]
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    out = tmp_path / "run"
+    argv = ["reward", "--data", str(data), "--model", tiny_model, "--out", str(out), "--set", setting]
+    code, err = invoke(argv, capsys)
+    assert_one_line_error(code, err, [f"trainer.{setting.split('=')[0].split('.')[1]} is not used", home])
+    assert not out.exists()
+
+
 def test_a_top_level_key_put_under_trainer_is_named_as_top_level(tmp_path, capsys, chat_file, tiny_model):
     """`trainer.early_stopping_patience` was answered with the nearest TRL field's name, not with where it goes."""
     argv = ["sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(tmp_path / "run")]

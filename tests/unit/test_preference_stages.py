@@ -389,6 +389,11 @@ def test_reference_free_methods_train(method, sft_run, data_dir, tmp_path):
     )
     assert_complete_run(run, ["sft", "dpo"])
     assert "train_rewards/accuracies" in run.metrics
+    # the method's own terms, which metrics.json lacked: the NLL of the chosen answer, and ORPO's odds ratio
+    logged = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    last = [row for row in logged if "loss" in row][-1]
+    own = ["nll_loss", "log_odds_ratio", "log_odds_chosen"] if method == "orpo" else ["nll_loss"]
+    assert {key: run.metrics[f"train_{key}"] for key in own} == {key: last[key] for key in own}
 
 
 def test_dpo_on_a_dpo_run_replaces_the_adapter_chain(dpo_result, data_dir, tmp_path):
@@ -453,6 +458,28 @@ def test_resumed_dpo_keeps_the_sft_reference(sft_run, data_dir, tmp_path):
     sft_model, _ = lineage.load_run_model(sft_run.path)
     reference = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
     torch.testing.assert_close(reference, sequence_logps(sft_model, batch), atol=1e-4, rtol=0)
+
+
+def test_settings_given_with_resume_that_the_run_would_drop_are_refused(sft_run, reward_run, data_dir, tmp_path):
+    """`--resume` continues with the run's own config.yaml: `--from` another run, other data or another learning rate
+    given with it were dropped without a word (the run kept its parent while the user took it for the other's)."""
+    out = tmp_path / "dpo"
+    common = {"data": {"paths": [str(data_dir / "pairs.jsonl")], "validation_split": 0.0}, "out": str(out)}
+    first = alignkit.dpo(**common, from_run=str(sft_run.path), trainer={"max_steps": 2, "save_steps": 1, **TINY})
+    shutil.rmtree(out / "adapter")
+    first.update_manifest(status="interrupted")
+    config = (out / "config.yaml").read_text()
+    for given, expected in (
+        ({"from_run": str(reward_run.path)}, f"from_run (--from)={str(reward_run.path.resolve())!r} differs"),
+        ({"data": {"paths": [str(data_dir / "unpaired.jsonl")]}}, "data.paths (--data)=["),
+        ({"trainer": {"learning_rate": 0.5}}, "trainer.learning_rate=0.5 differs from the run's 5e-05"),
+    ):
+        with pytest.raises(AlignkitError, match=re.escape(expected)):
+            alignkit.dpo(**(common | given), resume=True)
+        assert (out / "config.yaml").read_text() == config and runs.Run(out).status == "interrupted"
+    # the same parent and data, and a new length, resume
+    run = alignkit.dpo(**common, from_run=str(sft_run.path), trainer={"max_steps": 3}, resume=True)
+    assert run.complete and run.metrics["global_step"] == 3 and run.resolve(run.manifest["parent"]) == sft_run.path
 
 
 def test_dpo_precomputes_the_reference_by_default_only_when_training_sees_every_row(sft_run, data_dir, tmp_path):

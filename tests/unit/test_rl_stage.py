@@ -126,6 +126,18 @@ def test_grpo_with_the_reward_model_trains_the_parent_adapter_against_a_frozen_c
     torch.testing.assert_close(logps(reloaded, tokenizer), trained, atol=1e-5, rtol=0)
 
 
+def test_the_kl_in_metrics_is_the_last_steps_not_the_last_sampling_steps(grpo_result):
+    """GRPO logs its reward on the steps that sample (one in `steps_per_generation`) and its KL on every step: the
+    run's `kl` was read off the sampling steps only, 0.0 (the first step's) for a run of one sampling batch, however
+    far the policy had moved."""
+    run, trainer = grpo_result
+    logged = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    kls = [row["kl"] for row in logged if "kl" in row]
+    assert trainer.args.steps_per_generation == len(kls) == 2, "one sampling batch, a KL on each of its steps"
+    assert run.metrics["kl"] == kls[-1] > 0, "the policy moved away from the reference at step 1"
+    assert run.metrics["kl_mean"] == pytest.approx(sum(kls) / len(kls))
+
+
 def test_the_reward_model_reward_is_the_scorer(grpo_result, reward_run):
     _, trainer = grpo_result
     reward_model = trainer.reward_funcs[0]
@@ -221,6 +233,12 @@ def test_completions_are_sampled_for_several_steps_unless_too_few_or_the_user_si
     assert rl.steps_per_generation(trainer, train_prompts=5) == 2, "TRL's sampler would drop a batch of 4 steps"
     assert rl.steps_per_generation(trainer, train_prompts=1) == 1
     assert rl.steps_per_generation(trainer | {"max_steps": 3}, train_prompts=100) == 3, "no unused completions"
+    # TRL counts batches: 2 optimizer steps of 2 batches each are 4 batches to sample for
+    assert rl.steps_per_generation(trainer | {"max_steps": 2, "gradient_accumulation_steps": 2}, 100) == 4
+    # 2 completions a step, 4 per prompt: 3 steps' 6 completions are no whole number of groups, 2 steps' are
+    small = {"per_device_train_batch_size": 2, "num_generations": 4}
+    assert rl.steps_per_generation(small | {"max_steps": 3}, train_prompts=100) == 2
+    assert rl.steps_per_generation(small, train_prompts=100) == 4
     cfg = RLStageConfig(rewards=["concise"], trainer={"generation_batch_size": 16})
     assert "steps_per_generation" not in rl.trainer_defaults(cfg, None, False, 100), "TRL takes only one of the two"
 
@@ -237,7 +255,7 @@ def test_completions_are_sampled_for_several_steps_unless_too_few_or_the_user_si
         ({"rewards": {"concise": "high"}}, "weight of reward `concise` must be a number"),
         ({"method": "ppo", "rewards": ["concise"]}, "unknown rl method `ppo`"),
         ({"rewards": ["concise"], "peft": {"method": "full"}}, "peft.method=full and trainer.beta > 0"),
-        ({"rewards": ["concise"], "trainer": {"num_generations": 3}}, "divisible by num_generations"),
+        ({"rewards": ["concise"], "trainer": {"num_generations": 3, "steps_per_generation": 1}}, "divisible by num_"),
         ({"rewards": ["concise"], "trainer": {"num_generation": 3}}, "did you mean `trainer.num_generations`"),
     ],
     ids=[
