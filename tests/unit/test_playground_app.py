@@ -174,6 +174,33 @@ def test_a_picked_run_that_is_deleted_is_said_gone_not_silently_unpicked(app, ru
     assert app.multiselect[0].value == [str(copy / "sft")]
 
 
+def test_a_model_that_fails_to_load_keeps_its_error_line_and_offers_no_empty_reply_to_rate(app, runs_dir, tmp_path):
+    """A base model dir that cannot be loaded: after the turn its column still says why, in one line, instead of an
+    "(empty reply)" with thumbs and a "Left is better" that would store a preference for a reply never given; the
+    run beside it answers, and the next turn does not feed the failed one back as history."""
+    broken = tmp_path / "half-copied-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')  # no weights, no tokenizer
+    app.run()
+    app.sidebar.text_input[1].set_value(str(broken)).run()  # base model
+    app.multiselect[0].set_value([pg.BASE_PREFIX + str(broken), str(runs_dir / "sft")]).run()
+    app.sidebar.number_input[0].set_value(4).run()  # max new tokens
+    app.chat_input[0].set_value("What is 2 plus 2?").run()
+    assert not app.exception
+    assert [e.value for e in app.error] == [
+        f"model {broken}: cannot load tokenizer (Couldn't instantiate the backend tokenizer from one of: ) — fix: "
+        "pass `embedded`, a local model dir with tokenizer files, a .gguf file, or a hub id while online"
+    ]
+    assert not [m for m in app.markdown if "empty reply" in m.value]
+    assert not [b for b in app.button if "better" in b.label] and len(app.get("feedback")) == 1
+    turn = app.session_state["turns"][0]
+    assert list(turn["answers"]) == [str(runs_dir / "sft")] and list(turn["errors"]) == [pg.BASE_PREFIX + str(broken)]
+    app.chat_input[0].set_value("And 3 plus 3?").run()
+    assert app.session_state["turns"][1]["prompt"][pg.BASE_PREFIX + str(broken)] == [
+        {"role": "user", "content": "And 3 plus 3?"}
+    ]
+
+
 def test_few_shot_column_answers_from_the_base_with_sft_examples(app, runs_dir, tiny_model):
     app.run()
     app.multiselect[0].set_value([str(runs_dir / "dpo")]).run()
