@@ -213,7 +213,7 @@ def generate_turn(prompt: str, keys: list[str], cells: list[Any], settings: dict
                     placeholder.markdown(turn["answers"][key] or "_(empty reply)_")
                 except AlignkitError as exc:
                     del turn["answers"][key]
-                    turn["errors"][key] = exc.message + (f" — fix: {exc.hint}" if exc.hint else "")
+                    turn["errors"][key] = playground.error_line(exc)
                     placeholder.error(turn["errors"][key])
     stop_area.empty()
     st.rerun()

@@ -44,6 +44,23 @@ def test_model_list_is_the_base_then_runs_with_lineage_metrics_and_broken_ones_e
     assert [c.stage for c in pg.model_choices(runs_dir / "missing", tiny_model)] == ["base"]
 
 
+def test_a_base_model_path_that_holds_no_model_is_a_broken_choice_before_any_chat(runs_dir, tiny_model, tmp_path):
+    """A base model dir typed wrong, or moved after training a LoRA run on it: the model list says so, in one line
+    naming the path, for the base and for the runs whose adapters need it (not a failure mid-chat)."""
+    missing = tmp_path / "no-such-model"
+    base = pg.model_choices(runs_dir, str(missing))[0]
+    assert not base.usable and base.label == "base · no-such-model (broken)"
+    assert base.error == f"model {missing}: not found — fix: pass `embedded`, a model dir, a .gguf file or a hub id"
+    moved = tmp_path / "runs"
+    shutil.copytree(runs_dir / "sft", moved / "sft")  # its lineage is relative: the copy stands alone
+    manifest = json.loads((moved / "sft" / "manifest.json").read_text())
+    manifest["model"]["name"] = str(tmp_path / "moved-base")
+    (moved / "sft" / "manifest.json").write_text(json.dumps(manifest))
+    run = pg.model_choices(moved, tiny_model)[1]
+    assert not run.usable and run.label == "sft (broken)" and f"model {tmp_path / 'moved-base'}: not found" in run.error
+    assert pg.model_choices(runs_dir, tiny_model)[0].usable and pg.model_choices(runs_dir, "org/hub-id")[0].usable
+
+
 def test_adapters_switched_on_one_base_answer_like_each_run_loaded_alone(runs_dir, tiny_model):
     pool = pg.ModelPool()
     messages = [{"role": "user", "content": "What is 3 plus 3?"}]
