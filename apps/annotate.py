@@ -279,12 +279,18 @@ ANSWER_BAR = "answer-bar"  # a container key: Streamlit gives the container the 
 # never needs a scroll. It is opaque in the page's colour: the theme's, else the browser's for the colour scheme
 # Streamlit sets (white on a light theme). The review round's edit box is in a fixed-width font, as code editors show
 # text: the indentation of code in a response can be judged and fixed.
+# Each paragraph of a prompt, response or text box is laid out in its own direction (`plaintext`): Arabic or Hebrew
+# reads right to left from the right edge, its final full stop on the left, while English stays as it is.
 PAGE_STYLE = """<style>
 [data-testid="stLayoutWrapper"]:has(> .st-key-answer-bar) {
   position: sticky; bottom: 0; z-index: 99; background-color: %(background)s;
   padding: 0.5rem 0 0.25rem; border-top: 1px solid rgba(128, 128, 128, 0.3);
 }
 textarea[aria-label^="Edited response"] { font-family: ui-monospace, monospace; }
+[data-testid="stMain"] :is([data-testid="stMarkdownContainer"] :is(p, li, h1, h2, h3, h4, h5, h6, blockquote, td, th),
+                           textarea) {
+  unicode-bidi: plaintext; text-align: start;
+}
 </style>"""
 
 

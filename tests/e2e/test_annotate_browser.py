@@ -364,6 +364,34 @@ def test_on_a_long_record_the_choices_and_submit_stay_in_the_window_wherever_it_
     ]
 
 
+ARABIC_PROMPT = "ما هو التسميد؟ اشرح باختصار."  # "What is composting? Explain briefly."
+HEBREW_ANSWER = "קומפוסט הוא דשן טבעי."  # "Compost is a natural fertiliser."
+# The x of a paragraph's first and last character as drawn (a Range around each).
+CHAR_X = """p => { const text = p.firstChild, at = i => { const r = document.createRange(); r.setStart(text, i);
+  r.setEnd(text, i + 1); return r.getBoundingClientRect().x; }; return [at(0), at(text.length - 1)]; }"""
+
+
+@pytest.mark.e2e
+def test_right_to_left_text_reads_from_the_right_with_its_full_stop_at_the_end(owner, annotate_app, page, tmp_path):
+    """An Arabic prompt and a Hebrew response are laid out right to left: the first letter at the right, the final
+    full stop at the left end of the sentence (not after it on the right, as a left-to-right paragraph puts it);
+    English beside them stays left to right."""
+    client.add_user(owner, "e2e-rtl-reader", PASSWORD, "annotator", ["e2e-rtl"])
+    candidates = [{"text": HEBREW_ANSWER}, {"text": "Compost is a natural fertiliser."}]
+    write_jsonl(tmp_path / "rtl.jsonl", [{"prompt": ARABIC_PROMPT, "candidates": candidates}])
+    push.push(str(tmp_path / "rtl.jsonl"), "e2e-rtl", "e2e-rtl", client=owner)
+    page.goto(annotate_app)
+    page.get_by_label("Username").fill("e2e-rtl-reader")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_function("[...document.querySelectorAll('style')].some(s => s.textContent.includes('plaintext'))")
+    for text in (ARABIC_PROMPT, HEBREW_ANSWER):
+        first, last = page.locator("p", has_text=text).evaluate(CHAR_X)
+        assert last < first, f"{text!r}: its full stop is drawn right of its first letter"
+    first, last = page.locator("p", has_text="Compost is a natural fertiliser.").evaluate(CHAR_X)
+    assert first < last
+
+
 # -- the queue rules against the real server (no browser) ---------------------------------------------------------
 
 
