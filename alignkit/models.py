@@ -36,23 +36,36 @@ PEFT_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_model(name: str) -> str:
-    """Turn a model name into something `from_pretrained` loads: a converted dir for GGUF, else the dir or hub id."""
+def check_local_model(name: str) -> None:
+    """Refuse a model name naming a local path that holds no model (missing, no config.json, a plain file) without
+    loading anything; `embedded` and hub ids pass (a hub id is checked when it is loaded)."""
     if name in (EMBEDDED_MODEL, "", None):
-        return str(convert_gguf(embedded_gguf()))
+        return
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise AlignkitError(f"model {name}: GGUF file not found", "check the path")
-        return str(convert_gguf(path))
+        return
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise AlignkitError(f"model {name}: directory has no config.json", "pass a save_pretrained model dir")
-        return str(path)
+        return
     if path.is_file():
         raise AlignkitError(f"model {name}: is a file, not a model", "pass `embedded`, a model dir or a .gguf file")
     if path.exists() or name.startswith((".", "/", "~")):
         raise AlignkitError(f"model {name}: not found", "pass `embedded`, a model dir, a .gguf file or a hub id")
+
+
+def resolve_model(name: str) -> str:
+    """Turn a model name into something `from_pretrained` loads: a converted dir for GGUF, else the dir or hub id."""
+    if name in (EMBEDDED_MODEL, "", None):
+        return str(convert_gguf(embedded_gguf()))
+    check_local_model(name)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        return str(convert_gguf(path))
+    if path.is_dir():
+        return str(path)
     from transformers import AutoConfig
 
     offline_without_network()

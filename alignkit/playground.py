@@ -25,7 +25,7 @@ import os
 import random
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,13 @@ KEY_METRICS = ("eval_loss", "train_loss", "pairwise_accuracy", "eval_rewards/acc
 
 
 def base_choice(model_name: str = EMBEDDED_MODEL) -> ModelChoice:
-    return ModelChoice(key=BASE_PREFIX + model_name, label=f"base · {Path(model_name).name}", stage="base")
+    """The bare base model; a local path that holds no model is a broken choice saying why (before any chat)."""
+    choice = ModelChoice(key=BASE_PREFIX + model_name, label=f"base · {Path(model_name).name}", stage="base")
+    try:
+        models.check_local_model(model_name)
+    except AlignkitError as exc:
+        return replace(choice, label=f"{choice.label} (broken)", error=error_line(exc))
+    return choice
 
 
 def model_choices(runs_dir: str | Path, base_model: str = EMBEDDED_MODEL) -> list[ModelChoice]:
@@ -86,6 +92,8 @@ def run_choice(path: Path, name: str | None = None) -> ModelChoice:
         chain = lineage.adapter_runs(run.lineage)  # every ancestor must still be there and complete
         if not chain or not (chain[-1].adapter_dir.is_dir() or chain[-1].model_dir.is_dir()):
             raise AlignkitError(f"{path}: run has neither adapter/ nor model/", "the run is incomplete; train it again")
+        if not any(r.model_dir.is_dir() for r in chain):  # adapters only: they load onto the base model
+            models.check_local_model(run.model_config.name)
         metrics = run.metrics
     except AlignkitError as exc:
         return ModelChoice(key=str(path), label=f"{name} (broken)", stage="?", error=error_line(exc))

@@ -252,26 +252,61 @@ def record_view(session: Any, record: annotation.RecordView) -> None:
     with st.container(border=True):
         st.markdown(record.prompt)
     if record.is_review:
-        review_answer(record)
+        review_response(record)
     elif record.is_pair:
-        pair_answer(record)
+        pair_responses(record)
     else:
-        ranking_answer(record)
+        ranking_responses(record)
     if record.suggestion is not None:
         suggestion_toggle(record)
     if not record.is_review:
         st.text_area("Why? (optional)", key=f"rationale-{record.id}", placeholder="A short reason helps reviewers")
+    with st.container(key=ANSWER_BAR):
+        if record.is_review:
+            review_choices(record)
+        elif record.is_pair:
+            pair_choices(record)
+        else:
+            ranking_controls(record)
+        action_row(session, record)
+    keys = REVIEW_KEYS if record.is_review else PAIR_KEYS if record.is_pair else RANKING_KEYS
+    st.caption(keys + ACTION_KEYS)
+    st.html(PAGE_STYLE % {"background": st.get_option("theme.backgroundColor") or "Canvas"})  # styles only
+
+
+ANSWER_BAR = "answer-bar"  # a container key: Streamlit gives the container the CSS class `st-key-answer-bar`
+# The answer bar (choices and Submit) sticks to the bottom of the window while a long record is read, so an answer
+# never needs a scroll. It is opaque in the page's colour: the theme's, else the browser's for the colour scheme
+# Streamlit sets (white on a light theme). The review round's edit box is in a fixed-width font, as code editors show
+# text: the indentation of code in a response can be judged and fixed.
+# Each paragraph of a prompt, response or text box is laid out in its own direction (`plaintext`): Arabic or Hebrew
+# reads right to left from the right edge, its final full stop on the left, while English stays as it is.
+PAGE_STYLE = """<style>
+[data-testid="stLayoutWrapper"]:has(> .st-key-answer-bar) {
+  position: sticky; bottom: 0; z-index: 99; background-color: %(background)s;
+  padding: 0.5rem 0 0.25rem; border-top: 1px solid rgba(128, 128, 128, 0.3);
+}
+textarea[aria-label^="Edited response"] { font-family: ui-monospace, monospace; }
+[data-testid="stMain"] :is([data-testid="stMarkdownContainer"] :is(p, li, h1, h2, h3, h4, h5, h6, blockquote, td, th),
+                           textarea) {
+  unicode-bidi: plaintext; text-align: start;
+}
+</style>"""
+
+
+def action_row(session: Any, record: annotation.RecordView) -> None:
+    """Submit, Save draft, Skip and Back, with the notice of a failed answer just above them."""
     notice = st.session_state.pop("notice", None)
     if notice is not None:  # beside the button pressed: at the top of a long record it would be scrolled out of sight
         st.error(str(notice))
-    submit, draft, skip, back = st.columns(4)
-    submit.button(
+    row = st.container(horizontal=True)  # wraps in a narrow window, where columns would cut the labels
+    row.button(
         "Submit", type="primary", shortcut="Enter", width="stretch", on_click=answer, args=(session, record, "submit")
     )
-    draft.button("Save draft", shortcut="D", width="stretch", on_click=answer, args=(session, record, "draft"))
-    skip.button("Skip", shortcut="S", width="stretch", on_click=answer, args=(session, record, "skip"))
+    row.button("Save draft", shortcut="D", width="stretch", on_click=answer, args=(session, record, "draft"))
+    row.button("Skip", shortcut="S", width="stretch", on_click=answer, args=(session, record, "skip"))
     dataset_id = st.session_state.record_dataset
-    back.button(
+    row.button(
         "Back",
         shortcut="B",
         width="stretch",
@@ -280,33 +315,34 @@ def record_view(session: Any, record: annotation.RecordView) -> None:
         on_click=go_back,
         args=(dataset_id, record),
     )
-    keys = REVIEW_KEYS if record.is_review else PAIR_KEYS if record.is_pair else RANKING_KEYS
-    st.caption(keys + ACTION_KEYS)
 
 
-def review_answer(record: annotation.RecordView) -> None:
+def review_response(record: annotation.RecordView) -> None:
     with st.container(border=True):
         st.markdown("**Response**")
         st.markdown(record.response or "")
-    for value, column in zip(schema.REVIEW_LABELS, st.columns(len(schema.REVIEW_LABELS)), strict=True):
-        with column:
-            choice_button(record, value, schema.REVIEW_LABELS[value], shortcut=REVIEW_SHORTCUTS[value])
     st.text_area(  # starts with the response: fixing a word is an edit of it, not a retyping
         EDIT_LABEL, key=f"edit-{record.id}", height="content"
     )
-    st.html(EDIT_BOX_STYLE)  # styles only: no element on the page
+
+
+def review_choices(record: annotation.RecordView) -> None:
+    for value, column in zip(schema.REVIEW_LABELS, st.columns(len(schema.REVIEW_LABELS)), strict=True):
+        with column:
+            choice_button(record, value, schema.REVIEW_LABELS[value], shortcut=REVIEW_SHORTCUTS[value])
 
 
 EDIT_LABEL = "Edited response (optional: correct the response here; your version replaces it when you accept)"
-# In a fixed-width font, as code editors show text: the indentation of code in a response can be judged and fixed.
-EDIT_BOX_STYLE = '<style>textarea[aria-label^="Edited response"] { font-family: ui-monospace, monospace; }</style>'
 
 
-def pair_answer(record: annotation.RecordView) -> None:
+def pair_responses(record: annotation.RecordView) -> None:
     for i, column in enumerate(st.columns(2)):
         with column, st.container(border=True):
             st.markdown(f"**Response {i + 1}**")
             st.markdown(record.candidates[i])
+
+
+def pair_choices(record: annotation.RecordView) -> None:
     for key, column in zip(("1", "2"), st.columns(2), strict=True):
         with column:
             choice_button(record, key, schema.PREFERENCE_LABELS[key])
@@ -342,8 +378,8 @@ def choice_button(record: annotation.RecordView, value: str, label: str, shortcu
     )
 
 
-def ranking_answer(record: annotation.RecordView) -> None:
-    """Rank by placing the responses best first: their number keys (or buttons) in order, ties and undo."""
+def ranking_responses(record: annotation.RecordView) -> None:
+    """Rank by placing the responses best first: their number keys (or buttons) in order."""
     n, key = len(record.candidates), f"ranking-{record.id}"
     ranking: annotation.Ranking = st.session_state.setdefault(key, [])
     ranks = annotation.ranks_of(ranking, n)
@@ -362,6 +398,12 @@ def ranking_answer(record: annotation.RecordView) -> None:
                 on_click=change_ranking,
                 args=(key, annotation.place, i),
             )
+
+
+def ranking_controls(record: annotation.RecordView) -> None:
+    """Tie, undo and the ranking so far."""
+    key = f"ranking-{record.id}"
+    ranking: annotation.Ranking = st.session_state.get(key, [])
     tie, back, shown = st.columns([1, 1, 3])
     tie.button("Tie with previous", shortcut="T", on_click=change_ranking, args=(key, annotation.tie_with_previous))
     back.button("Undo", shortcut="Backspace", on_click=change_ranking, args=(key, annotation.undo))

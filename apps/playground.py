@@ -93,10 +93,13 @@ def chat_page() -> None:
                 if key in turn["answers"]:
                     with st.chat_message("assistant"):
                         st.markdown(turn["answers"][key] or "_(empty reply)_")
+                elif key in turn["errors"]:  # kept with the turn: the rerun after it must not show an empty reply
+                    with st.chat_message("assistant"):
+                        st.error(turn["errors"][key])
     prompt = st.chat_input("Message the models")
     if prompt:
         generate_turn(prompt, keys, cells, settings, icl_source)
-    if turns and all(k in turns[-1]["answers"] for k in keys):
+    if turns and all(k in turns[-1]["answers"] or k in turns[-1]["errors"] for k in keys):
         feedback_row(keys, cells, titles, settings)
     st.button("Clear chat", on_click=clear_chat, disabled=not turns)
 
@@ -166,7 +169,15 @@ def generate_turn(prompt: str, keys: list[str], cells: list[Any], settings: dict
     """Stream each column's reply in turn; partial text is kept in the history as it arrives (Stop keeps it)."""
     turns = st.session_state.turns
     turns.append(
-        {"user": prompt, "answers": {}, "prompt": {}, "models": {}, "few_shot": {}, "sampling": settings["sampling"]}
+        {
+            "user": prompt,
+            "answers": {},
+            "errors": {},  # columns whose model could not answer: the error, never an empty reply to rate
+            "prompt": {},
+            "models": {},
+            "few_shot": {},
+            "sampling": settings["sampling"],
+        }
     )
     turn = turns[-1]
     stop_area = st.empty()
@@ -201,8 +212,9 @@ def generate_turn(prompt: str, keys: list[str], cells: list[Any], settings: dict
                     turn["answers"][key] = turn["answers"][key].strip()
                     placeholder.markdown(turn["answers"][key] or "_(empty reply)_")
                 except AlignkitError as exc:
-                    turn["answers"][key] = ""
-                    placeholder.error(exc.message + (f" — fix: {exc.hint}" if exc.hint else ""))
+                    del turn["answers"][key]
+                    turn["errors"][key] = playground.error_line(exc)
+                    placeholder.error(turn["errors"][key])
     stop_area.empty()
     st.rerun()
 
@@ -245,21 +257,25 @@ def sign_out() -> None:
 
 
 def feedback_row(keys: list[str], cells: list[Any], titles: dict[str, str], settings: dict[str, Any]) -> None:
-    """Thumbs under each reply of the last turn; with 2-3 columns, "which is better?" buttons."""
+    """Thumbs under each reply of the last turn; with 2-3 replies, "which is better?" buttons (a column whose model
+    failed has no reply to rate)."""
     signed_in = st.session_state.get("argilla_client") is not None
     turn_id = len(st.session_state.turns)
+    answers = st.session_state.turns[-1]["answers"]
     for key, cell in zip(keys, cells, strict=True):
-        with cell:
-            copy_box(st.session_state.turns[-1]["answers"][key])
-            st.feedback("thumbs", key=f"thumb-{turn_id}-{key}", on_change=send_thumb, args=(key, turn_id))
-    if len(keys) == 2:
+        if key in answers:
+            with cell:
+                copy_box(answers[key])
+                st.feedback("thumbs", key=f"thumb-{turn_id}-{key}", on_change=send_thumb, args=(key, turn_id))
+    answered = [k for k in keys if k in answers]
+    if len(answered) == len(keys) == 2:
         left, tie, right = st.columns(3)
         left.button("⬅ Left is better", on_click=send_choice, args=(keys, "first"), disabled=not signed_in)
         tie.button("Tie", on_click=send_choice, args=(keys, "tie"), disabled=not signed_in)
         right.button("Right is better ➡", on_click=send_choice, args=(keys, "second"), disabled=not signed_in)
-    elif len(keys) > 2:
-        for key, column in zip(keys, st.columns(len(keys)), strict=True):
-            column.button(f"Best: {titles[key]}", key=f"best-{key}", on_click=send_best, args=(keys, key))
+    elif len(answered) >= 2:
+        for key, column in zip(answered, st.columns(len(answered)), strict=True):
+            column.button(f"Best: {titles[key]}", key=f"best-{key}", on_click=send_best, args=(answered, key))
     if not signed_in:
         st.caption("Sign in to Argilla (sidebar) to send feedback: it becomes preference records for the next round.")
 

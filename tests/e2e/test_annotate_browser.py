@@ -106,7 +106,7 @@ def test_annotator_rates_three_records_by_keyboard_and_argilla_stores_exactly_th
     choose("t", "Tie")
     page.get_by_label("Why? (optional)").focus()
     page.keyboard.type("1 2 s t: both fine")  # shortcuts must not fire while typing
-    page.keyboard.press("Tab")  # to the Submit button
+    page.keyboard.press("Tab")  # out of the text field (to the first choice): Enter is Submit again
     submitted(3, order[3])
     page.screenshot(path=str(artifacts / "annotate.png"))
 
@@ -306,6 +306,90 @@ def test_annotator_ranks_four_candidates_by_keyboard_with_a_tie_and_an_undo(
         assert list(stored[text]) == [str(annotator.id)]
         given = stored[text][str(annotator.id)][schema.RANKING]
         assert sorted(given, key=lambda item: item["value"]) == expected
+
+
+PARAGRAPH = "A compost pile needs browns, greens, air and water, in about equal parts by volume. " * 6
+CODE = "```python\n" + "".join(f"def turn_{i}(pile):\n    return pile.turn(times={i})\n" for i in range(12)) + "```"
+LABEL_FITS = "b => [b, ...b.querySelectorAll('*')].every(e => e.scrollWidth <= e.clientWidth)"  # none cut with …
+LONG_RESPONSES = (  # each several screens tall at 1280x900
+    "\n\n".join([PARAGRAPH, CODE, PARAGRAPH, "- browns\n- greens\n- water", PARAGRAPH, PARAGRAPH]),
+    "\n\n".join([PARAGRAPH, PARAGRAPH, CODE, PARAGRAPH, "| part | share |\n|---|---|\n| browns | 1/2 |", PARAGRAPH]),
+)
+
+
+@pytest.mark.e2e
+def test_on_a_long_record_the_choices_and_submit_stay_in_the_window_wherever_it_is_scrolled(
+    owner, annotate_app, page, artifacts, tmp_path
+):
+    """Responses several screens tall: the choices and the Submit row are inside the window at the top of the record,
+    half way down and at its end, in a 1280x900 window and in an 800x700 one (half a laptop screen), and no
+    button label there is cut short. The keys answer it as before."""
+    from playwright.sync_api import expect
+
+    annotator = client.add_user(owner, "e2e-long-reader", PASSWORD, "annotator", ["e2e-long"])
+    rows = [{"prompt": f"Explain composting in depth, case {i}.", "candidates": [{"text": t} for t in LONG_RESPONSES]}
+            for i in range(2)]  # fmt: skip
+    write_jsonl(tmp_path / "long.jsonl", rows)
+    push.push(str(tmp_path / "long.jsonl"), "e2e-long", "e2e-long", client=owner)
+    page.goto(annotate_app)
+    page.get_by_label("Username").fill("e2e-long-reader")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.keyboard.press("Enter")
+    fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')
+    fresh.get_by_text("Explain composting in depth", exact=False).first.wait_for()
+    main = page.get_by_test_id("stMain")
+    controls = [fresh.get_by_role("button", name=name) for name in ("Response 1 is better", "Tie", "Submit", "Back")]
+    fresh.get_by_text("Keys:", exact=False).wait_for()  # the record is drawn down to its last line
+
+    for width, height in ((1280, 900), (800, 700)):
+        page.set_viewport_size({"width": width, "height": height})
+        scroll_height = main.evaluate("main => main.scrollHeight")
+        assert scroll_height > 2 * height, "the record must be taller than the window for this test"
+        for top in (0, scroll_height // 2, scroll_height):
+            main.evaluate("(main, top) => main.scrollTo(0, top)", top)
+            for button in controls:
+                expect(button).to_be_in_viewport(ratio=1)  # wholly inside the window
+                assert button.evaluate(LABEL_FITS), f"label cut at {width}px"
+        page.screenshot(path=str(artifacts / f"annotate-long-{width}.png"))
+
+    page.keyboard.press("2")
+    expect(fresh.get_by_role("button", name="Response 2 is better")).to_have_attribute(
+        "data-testid", "stBaseButton-primary"
+    )
+    page.keyboard.press("Enter")
+    fresh.get_by_text("1 submitted").wait_for()
+    stored = stored_answers(owner, "e2e-long", "e2e-long")
+    assert [s["responses"] for s in stored.values() if s["responses"]] == [
+        [(str(annotator.id), "submitted", {schema.PREFERENCE: "2"})]
+    ]
+
+
+ARABIC_PROMPT = "ما هو التسميد؟ اشرح باختصار."  # "What is composting? Explain briefly."
+HEBREW_ANSWER = "קומפוסט הוא דשן טבעי."  # "Compost is a natural fertiliser."
+# The x of a paragraph's first and last character as drawn (a Range around each).
+CHAR_X = """p => { const text = p.firstChild, at = i => { const r = document.createRange(); r.setStart(text, i);
+  r.setEnd(text, i + 1); return r.getBoundingClientRect().x; }; return [at(0), at(text.length - 1)]; }"""
+
+
+@pytest.mark.e2e
+def test_right_to_left_text_reads_from_the_right_with_its_full_stop_at_the_end(owner, annotate_app, page, tmp_path):
+    """An Arabic prompt and a Hebrew response are laid out right to left: the first letter at the right, the final
+    full stop at the left end of the sentence (not after it on the right, as a left-to-right paragraph puts it);
+    English beside them stays left to right."""
+    client.add_user(owner, "e2e-rtl-reader", PASSWORD, "annotator", ["e2e-rtl"])
+    candidates = [{"text": HEBREW_ANSWER}, {"text": "Compost is a natural fertiliser."}]
+    write_jsonl(tmp_path / "rtl.jsonl", [{"prompt": ARABIC_PROMPT, "candidates": candidates}])
+    push.push(str(tmp_path / "rtl.jsonl"), "e2e-rtl", "e2e-rtl", client=owner)
+    page.goto(annotate_app)
+    page.get_by_label("Username").fill("e2e-rtl-reader")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_function("[...document.querySelectorAll('style')].some(s => s.textContent.includes('plaintext'))")
+    for text in (ARABIC_PROMPT, HEBREW_ANSWER):
+        first, last = page.locator("p", has_text=text).evaluate(CHAR_X)
+        assert last < first, f"{text!r}: its full stop is drawn right of its first letter"
+    first, last = page.locator("p", has_text="Compost is a natural fertiliser.").evaluate(CHAR_X)
+    assert first < last
 
 
 # -- the queue rules against the real server (no browser) ---------------------------------------------------------

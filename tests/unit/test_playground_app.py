@@ -44,6 +44,23 @@ def test_model_list_is_the_base_then_runs_with_lineage_metrics_and_broken_ones_e
     assert [c.stage for c in pg.model_choices(runs_dir / "missing", tiny_model)] == ["base"]
 
 
+def test_a_base_model_path_that_holds_no_model_is_a_broken_choice_before_any_chat(runs_dir, tiny_model, tmp_path):
+    """A base model dir typed wrong, or moved after training a LoRA run on it: the model list says so, in one line
+    naming the path, for the base and for the runs whose adapters need it (not a failure mid-chat)."""
+    missing = tmp_path / "no-such-model"
+    base = pg.model_choices(runs_dir, str(missing))[0]
+    assert not base.usable and base.label == "base · no-such-model (broken)"
+    assert base.error == f"model {missing}: not found — fix: pass `embedded`, a model dir, a .gguf file or a hub id"
+    moved = tmp_path / "runs"
+    shutil.copytree(runs_dir / "sft", moved / "sft")  # its lineage is relative: the copy stands alone
+    manifest = json.loads((moved / "sft" / "manifest.json").read_text())
+    manifest["model"]["name"] = str(tmp_path / "moved-base")
+    (moved / "sft" / "manifest.json").write_text(json.dumps(manifest))
+    run = pg.model_choices(moved, tiny_model)[1]
+    assert not run.usable and run.label == "sft (broken)" and f"model {tmp_path / 'moved-base'}: not found" in run.error
+    assert pg.model_choices(runs_dir, tiny_model)[0].usable and pg.model_choices(runs_dir, "org/hub-id")[0].usable
+
+
 def test_adapters_switched_on_one_base_answer_like_each_run_loaded_alone(runs_dir, tiny_model):
     pool = pg.ModelPool()
     messages = [{"role": "user", "content": "What is 3 plus 3?"}]
@@ -172,6 +189,33 @@ def test_a_picked_run_that_is_deleted_is_said_gone_not_silently_unpicked(app, ru
         f"`{copy / 'dpo'}` is gone (moved or deleted since you picked it): it is no longer in the chat"
     ]
     assert app.multiselect[0].value == [str(copy / "sft")]
+
+
+def test_a_model_that_fails_to_load_keeps_its_error_line_and_offers_no_empty_reply_to_rate(app, runs_dir, tmp_path):
+    """A base model dir that cannot be loaded: after the turn its column still says why, in one line, instead of an
+    "(empty reply)" with thumbs and a "Left is better" that would store a preference for a reply never given; the
+    run beside it answers, and the next turn does not feed the failed one back as history."""
+    broken = tmp_path / "half-copied-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')  # no weights, no tokenizer
+    app.run()
+    app.sidebar.text_input[1].set_value(str(broken)).run()  # base model
+    app.multiselect[0].set_value([pg.BASE_PREFIX + str(broken), str(runs_dir / "sft")]).run()
+    app.sidebar.number_input[0].set_value(4).run()  # max new tokens
+    app.chat_input[0].set_value("What is 2 plus 2?").run()
+    assert not app.exception
+    assert [e.value for e in app.error] == [
+        f"model {broken}: cannot load tokenizer (Couldn't instantiate the backend tokenizer from one of: ) — fix: "
+        "pass `embedded`, a local model dir with tokenizer files, a .gguf file, or a hub id while online"
+    ]
+    assert not [m for m in app.markdown if "empty reply" in m.value]
+    assert not [b for b in app.button if "better" in b.label] and len(app.get("feedback")) == 1
+    turn = app.session_state["turns"][0]
+    assert list(turn["answers"]) == [str(runs_dir / "sft")] and list(turn["errors"]) == [pg.BASE_PREFIX + str(broken)]
+    app.chat_input[0].set_value("And 3 plus 3?").run()
+    assert app.session_state["turns"][1]["prompt"][pg.BASE_PREFIX + str(broken)] == [
+        {"role": "user", "content": "And 3 plus 3?"}
+    ]
 
 
 def test_few_shot_column_answers_from_the_base_with_sft_examples(app, runs_dir, tiny_model):
