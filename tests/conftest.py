@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -143,6 +144,19 @@ def run_cli(
     return subprocess.run(
         [sys.executable, "-m", "alignkit.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+@pytest.fixture
+def alignkit_warnings(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """`caplog` with alignkit's console warnings: the CLI's quiet terminal stops alignkit's records at its own
+    handlers, and an earlier in-process CLI call may have raised caplog's handler to ERROR."""
+    alignkit_logger = logging.getLogger("alignkit")
+    alignkit_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="alignkit"):
+            yield caplog
+    finally:
+        alignkit_logger.removeHandler(caplog.handler)
 
 
 TINY_TRAINER = ["--set", "trainer.per_device_train_batch_size=4", "--set", "trainer.logging_steps=1"]

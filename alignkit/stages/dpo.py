@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import random
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from alignkit.data import preferences
 from alignkit.errors import AlignkitError
 from alignkit.judges import Prompt
 from alignkit.paths import file_sha256
+
+logger = logging.getLogger("alignkit")
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ RECIPE = runner.Recipe(
     needs_policy=True,
     prepare=known_method,
     trainer_defaults=trainer_defaults,
-    check=lambda plan, args: check_args(plan.cfg, args),
+    check=lambda plan, args: (check_args(plan.cfg, args), check_kto_balance(plan, args)),
     manifest=manifest,
     counts=lambda plan: runner.row_counts(plan) | {"method": plan.cfg.method},
     final_metrics=final_metrics,
@@ -197,6 +200,31 @@ def check_args(cfg: DPOStageConfig, args: Any) -> None:
         raise AlignkitError(
             "config: KTO needs trainer.per_device_train_batch_size >= 2 (its KL term pairs rows within a batch)",
             "e.g. --set trainer.per_device_train_batch_size=4",
+        )
+
+
+def check_kto_balance(plan: runner.Plan, args: Any) -> None:
+    """Say on the console what TRL's KTO trainer only logs (to the run's log.txt): rows all of one label, or
+    desirable and undesirable rows out of the balance its paper recommends (desirable_weight x desirable rows /
+    undesirable_weight x undesirable rows in [1, 4/3], Eq. 8 of arXiv:2402.01306, as `KTOTrainer` checks it)."""
+    if plan.cfg.method != "kto" or not plan.train_rows:
+        return
+    desirable = sum(bool(row["label"]) for row in plan.train_rows)
+    undesirable = len(plan.train_rows) - desirable
+    if not desirable or not undesirable:
+        kind = "desirable (label true)" if desirable else "undesirable (label false)"
+        logger.warning(
+            f"all {len(plan.train_rows)} KTO training rows are {kind}: KTO learns from answers rated both ways; "
+            "without the other kind it only moves the policy against its KL baseline"
+        )
+        return
+    ratio = args.desirable_weight * desirable / (args.undesirable_weight * undesirable)
+    if not 1 <= ratio <= 4 / 3:
+        balanced = undesirable * args.undesirable_weight / desirable * 7 / 6  # the middle of the range
+        logger.warning(
+            f"KTO rows are {desirable} desirable to {undesirable} undesirable: with these weights the desirable side "
+            f"weighs {ratio:.2f}x the other, outside the KTO paper's [1, 1.33]; e.g. "
+            f"--set trainer.desirable_weight={balanced:.2f}"
         )
 
 
