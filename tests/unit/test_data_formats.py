@@ -706,6 +706,37 @@ def test_tool_conversations_as_prompts_are_answered_with_their_tools_in_view(tin
     assert row["candidates"][0]["text"] == reply([WEATHER_TOOL])
 
 
+def test_the_same_question_with_other_tools_is_another_prompt_to_resume_and_to_simulate(tiny_model, tmp_path):
+    """`prompt_id` hashed the messages alone: a question asked with other tools shared its id, so `generate --resume`
+    took the row made with one tool list as done for the other, which never got candidates."""
+    from alignkit.feedback import simulate
+    from alignkit.jsonl import partial_file, prompt_id
+
+    other_tool = {"type": "function", "function": {**WEATHER_FUNCTION, "name": "get_forecast"}}
+    question = {"prompt": "Weather in Paris?", "skill": "weather"}
+    model_dir = tmp_path / "tiny-tools"
+    shutil.copytree(tiny_model, model_dir)
+    tokenizer_with(tiny_model, TOOLS_TEMPLATE).save_pretrained(model_dir)
+    sampling = generate.Sampling(temperature=1.0, max_new_tokens=4, seed=3)
+    out = tmp_path / "out.jsonl"
+    first = write_jsonl(tmp_path / "forecast.jsonl", [{**question, "tools": [other_tool]}])
+    generate.run(str(first), str(out), n=1, model_name=str(model_dir), sampling=sampling)
+    out.rename(partial_file(out))  # as if stopped after that prompt, with the weather prompt yet to do
+    both = write_jsonl(
+        tmp_path / "both.jsonl", [{**question, "tools": [WEATHER_TOOL]}, {**question, "tools": [other_tool]}]
+    )
+    generate.run(str(both), str(out), n=1, model_name=str(model_dir), sampling=sampling, resume=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["tools"] for row in rows] == [[other_tool], [WEATHER_TOOL]]
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    assert [row["prompt_id"] for row in rows] == [
+        prompt_id(messages, [other_tool]),
+        prompt_id(messages, [WEATHER_TOOL]),
+    ]
+    assert prompt_id(messages, []) == prompt_id(messages) != prompt_id(messages, [WEATHER_TOOL])
+    assert set(simulate.load_answer_key(str(both))) == {row["prompt_id"] for row in rows}
+
+
 def test_rl_refuses_prompts_with_tools_it_cannot_show(tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Weather in Paris?", "tools": [WEATHER_TOOL]}])
     with pytest.raises(AlignkitError) as error:
