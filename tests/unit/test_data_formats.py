@@ -737,6 +737,27 @@ def test_the_same_question_with_other_tools_is_another_prompt_to_resume_and_to_s
     assert set(simulate.load_answer_key(str(both))) == {row["prompt_id"] for row in rows}
 
 
+def test_dpo_checked_prompts_are_answered_with_their_tools(tmp_path):
+    """dpo's model selection answered its checked prompts without their `tools`: another prompt than the one checked.
+    The demo's prompt files kept no tools either."""
+    from alignkit import demo, judges, training
+    from tests.conftest import build_tiny_model
+
+    sharp = build_tiny_model(tmp_path / "sharp", initializer_range=0.5)  # greedy replies that are not empty
+    tokenizer = tokenizer_with(str(sharp), TOOLS_TEMPLATE)
+    model = AutoModelForCausalLM.from_pretrained(sharp).eval()
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    [with_tools] = generate.greedy_replies(model, tokenizer, [messages], 8, tools=[[WEATHER_TOOL]])
+    [without] = generate.greedy_replies(model, tokenizer, [messages], 8)
+    prompt = Prompt(messages, judges.PromptSpec(reference=with_tools), [WEATHER_TOOL])
+    assert judges.correct(without, prompt.spec) is False  # the answer without the tools fails the check
+    callback = training.CheckedPromptsCallback([prompt], tokenizer, 8)
+    callback.check(model, 0)
+    assert callback.scores[0]["accuracy"] == 1.0
+    demo.write_prompts(tmp_path / "checked.jsonl", [prompt])
+    assert generate.load_prompt_items(str(tmp_path / "checked.jsonl")) == [prompt]
+
+
 def test_rl_refuses_prompts_with_tools_it_cannot_show(tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Weather in Paris?", "tools": [WEATHER_TOOL]}])
     with pytest.raises(AlignkitError) as error:
