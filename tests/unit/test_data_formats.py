@@ -758,6 +758,23 @@ def test_dpo_checked_prompts_are_answered_with_their_tools(tmp_path):
     assert generate.load_prompt_items(str(tmp_path / "checked.jsonl")) == [prompt]
 
 
+def test_feedback_push_refuses_candidates_of_prompts_with_tools(tmp_path):
+    """`generate` writes a tool prompt's `tools` in its row; `feedback push` dropped them, so annotators rated answers
+    to functions they were not shown and `feedback pull` made pairs that trained without them."""
+    from alignkit.feedback import push
+
+    row = {
+        "prompt": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": [WEATHER_TOOL],
+        "candidates": [{"text": "It is sunny."}, {"text": "Let me check."}],
+    }
+    path = write_jsonl(tmp_path / "candidates.jsonl", [row])
+    assert load_error(lambda paths: push.load_candidates(paths[0]), path) == (
+        f"{path}:line 1: field `tools`: prompts with tools are not rated: annotators are not shown the tools "
+        f"({NO_TOOLS_HERE})"
+    )
+
+
 def test_rl_refuses_prompts_with_tools_it_cannot_show(tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Weather in Paris?", "tools": [WEATHER_TOOL]}])
     with pytest.raises(AlignkitError) as error:
