@@ -484,6 +484,9 @@ def evaluate_policies(
 
 
 def write_prompts(path: Path, prompts: list[judges.Prompt]) -> None:
-    """The round's prompts with their specs, in the prompt-file format `generate` reads."""
-    rows = [{"prompt": p.messages, **json.loads(p.spec.to_json())} for p in prompts]
+    """The round's prompts with their specs and tools, in the prompt-file format `generate` reads."""
+    rows = [
+        {"prompt": p.messages, **json.loads(p.spec.to_json()), **({"tools": p.tools} if p.tools else {})}
+        for p in prompts
+    ]
     jsonl.write_jsonl(path, rows, overwrite=True)

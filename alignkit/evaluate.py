@@ -106,15 +106,20 @@ def reward_judge(scorer: Any, known: dict[tuple[str, str], float] | None = None)
     known = {} if known is None else known
 
     def judge(prompt: Prompt, first: str, second: str) -> float:
-        key = json.dumps(prompt.messages)
+        key = prompt_key(prompt)
         missing = list(dict.fromkeys(a for a in (first, second) if (key, a) not in known))
         if missing:
-            rewards = scorer.score([prompt.messages] * len(missing), missing)
+            rewards = scorer.score([prompt.messages] * len(missing), missing, [prompt.tools] * len(missing))
             known.update(zip([(key, a) for a in missing], rewards, strict=True))
         a, b = known[(key, first)], known[(key, second)]
         return 0.5 if a == b else float(a > b)
 
     return judge
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """The key of a prompt's scored answers: its messages and tools (the same question with other tools is another)."""
+    return json.dumps([prompt.messages, prompt.tools])
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -320,11 +325,11 @@ def evaluate_models(
             if with_reference:
                 figures["task"] = task_metrics([a for a, _ in with_reference], [r for _, r in with_reference])
             if scorer is not None:
-                rewards = scorer.score(messages, answers[name])
+                rewards = scorer.score(messages, answers[name], tools)
                 figures["reward_mean"] = sum(rewards) / max(1, len(rewards))
                 for checked, reward in zip(checks[name], rewards, strict=True):
                     checked["reward"] = reward
-                scored.update(((json.dumps(m), a), r) for m, a, r in zip(messages, answers[name], rewards, strict=True))
+                scored.update(((prompt_key(p), a), r) for p, a, r in zip(prompts, answers[name], rewards, strict=True))
             results["runs"][name] = figures
             if previous is not None:
                 baseline, reference = previous
@@ -334,7 +339,9 @@ def evaluate_models(
                 if scorer is not None:
                     judge = reward_judge(scorer, scored)
                     comparison["reward_model"] = win_rate(prompts, answers[name], answers[baseline], judge)
-                comparison["kl_to_baseline"] = kl_to_reference(model, reference, tokenizer, messages, answers[name])
+                comparison["kl_to_baseline"] = kl_to_reference(
+                    model, reference, tokenizer, messages, answers[name], tools
+                )
                 key = compared[name] = f"{name} vs {baseline}"
                 results["comparisons"][key] = comparison
                 results["alarms"][key] = alarms(figures, results["runs"][baseline], comparison)
@@ -379,16 +386,25 @@ def examples(prompts: Sequence[Prompt], answers: dict[str, list[str]], per_skill
 
 
 def sequence_logprobs(
-    model: Any, tokenizer: Any, prompts: Sequence[Messages], answers: Sequence[str], batch_size: int = 8
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Messages],
+    answers: Sequence[str],
+    batch_size: int = 8,
+    tools: Sequence[list[dict[str, Any]] | None] | None = None,
 ) -> list[float]:
-    """Sum of log-probabilities each model assigns to each answer given its prompt (chat template applied), in
-    batches of similar lengths (right-padded: the real tokens see no padding)."""
+    """Sum of log-probabilities each model assigns to each answer given its prompt (chat template applied, with the
+    prompt's `tools` when given, as the answer was generated), in batches of similar lengths (right-padded: the real
+    tokens see no padding)."""
     import torch
 
     rows = []
-    for prompt, answer_text in zip(prompts, answers, strict=True):
-        prefix = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": answer_text}], tokenize=False)
+    for prompt, answer_text, prompt_tools in zip(prompts, answers, tools or [None] * len(prompts), strict=True):
+        prompt_tools = prompt_tools or None
+        prefix = tokenizer.apply_chat_template(prompt, tools=prompt_tools, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(
+            [*prompt, {"role": "assistant", "content": answer_text}], tools=prompt_tools, tokenize=False
+        )
         rows.append(
             (
                 tokenizer(full, add_special_tokens=False).input_ids,
@@ -407,11 +423,17 @@ def sequence_logprobs(
 
 
 def kl_to_reference(
-    policy: Any, reference: Any, tokenizer: Any, prompts: Sequence[Messages], policy_answers: Sequence[str]
+    policy: Any,
+    reference: Any,
+    tokenizer: Any,
+    prompts: Sequence[Messages],
+    policy_answers: Sequence[str],
+    tools: Sequence[list[dict[str, Any]] | None] | None = None,
 ) -> float:
-    """Monte-Carlo KL(policy || reference) per answer: mean of log p_policy − log p_ref over the policy's samples."""
-    own = sequence_logprobs(policy, tokenizer, prompts, policy_answers)
-    ref = sequence_logprobs(reference, tokenizer, prompts, policy_answers)
+    """Monte-Carlo KL(policy || reference) per answer: mean of log p_policy − log p_ref over the policy's samples
+    (each prompt rendered with its `tools`, when given)."""
+    own = sequence_logprobs(policy, tokenizer, prompts, policy_answers, tools=tools)
+    ref = sequence_logprobs(reference, tokenizer, prompts, policy_answers, tools=tools)
     return sum(o - r for o, r in zip(own, ref, strict=True)) / max(1, len(own))
 
 

@@ -393,7 +393,7 @@ def run(
     earlier = jsonl.start_partial(out_path, overwrite, resume, "generate")
     items = load_prompt_items(prompts_file)[:limit]
     left = Counter(row.get("prompt_id") for row in earlier)  # a prompt listed twice has two rows
-    todo = [item for item in items if not take(left, prompt_id(item.messages))]
+    todo = [item for item in items if not take(left, prompt_id(item.messages, item.tools))]
     rows = list(earlier)
 
     def save(done: list[dict[str, Any]]) -> None:

@@ -74,9 +74,11 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
     return with_system_column(data, messages), reply
 
 
-def prompt_id(prompt: Messages) -> str:
-    """A prompt's stable id: the first 16 hex digits of the sha256 of its messages."""
-    return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:16]
+def prompt_id(prompt: Messages, tools: list[dict[str, Any]] | None = None) -> str:
+    """A prompt's stable id: the first 16 hex digits of the sha256 of its messages, and of its `tools` when it has
+    them (the same question with other tools is another prompt; a prompt without tools keeps its id)."""
+    content = {"messages": prompt, "tools": tools} if tools else prompt
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def generated_row(
@@ -91,7 +93,7 @@ def generated_row(
     function schemas, when it has them."""
     candidates = [{"text": t, **record, **({"greedy": True} if t == greedy else {})} for t in texts]
     return {
-        "prompt_id": prompt_id(prompt),
+        "prompt_id": prompt_id(prompt, tools),
         "prompt": prompt,
         **({"tools": tools} if tools else {}),
         "candidates": candidates,

@@ -8,6 +8,7 @@ without a chat template is given ChatML by its first run, which saves the tokeni
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,18 +51,24 @@ class Scorer:
     progress: str | None = None  # a progress bar's label while scoring; None: quiet (RL scores every step)
 
     def score(
-        self, prompts: list[str] | list[list[dict[str, str]]], completions: list[str] | list[list[dict[str, str]]]
+        self,
+        prompts: list[str] | list[list[dict[str, str]]],
+        completions: list[str] | list[list[dict[str, str]]],
+        tools: Sequence[list[dict[str, Any]] | None] | None = None,
     ) -> list[float]:
         """Rewards of each completion (a string, or assistant messages) as the reply to its prompt (a string: one user
-        turn, or messages)."""
+        turn, or messages). `tools`: each prompt's function schemas, rendered as when its reply was generated."""
         conversations = [
             [*as_turns(prompt, "user"), *as_turns(reply, "assistant")]
             for prompt, reply in zip(prompts, completions, strict=True)
         ]
-        return self.score_conversations(conversations)
+        return self.score_conversations(conversations, tools)
 
-    def score_conversations(self, conversations: list[list[dict[str, str]]]) -> list[float]:
-        """Rewards of whole conversations, tokenized through the chat template exactly as in training.
+    def score_conversations(
+        self, conversations: list[list[dict[str, str]]], tools: Sequence[list[dict[str, Any]] | None] | None = None
+    ) -> list[float]:
+        """Rewards of whole conversations, tokenized through the chat template exactly as in training (with each
+        conversation's `tools`, when given).
 
         Each distinct conversation is scored once (a candidate sits in several preference pairs), in batches of
         similar length so that little of each batch is padding.
@@ -69,9 +76,10 @@ class Scorer:
         import torch
         from tqdm.auto import tqdm
 
+        tools = tools or [None] * len(conversations)
         ids = [
-            tuple(self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"])
-            for c in conversations
+            tuple(self.tokenizer.apply_chat_template(c, tools=t or None, tokenize=True, return_dict=True)["input_ids"])
+            for c, t in zip(conversations, tools, strict=True)
         ]
         distinct = list(set(ids))
         device = next(self.model.parameters()).device

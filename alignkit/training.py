@@ -347,12 +347,12 @@ def early_stopping(patience: int) -> Any:
 
 class CheckedPromptsCallback(TrainerCallback):
     """Model selection on prompts with references (a stage's `checked_prompts`). The policy's greedy answers to them
-    are checked (`evaluate.answer_figures`) when training starts, at each evaluation and when it ends; an answer
-    passes when it is accurate (where checkable) and not degenerate. The last step is saved unless an earlier one,
-    the start included, passed on more prompts beyond chance: the best-scoring earlier step (the later on a tie) is
-    put back when a one-sided sign test over the prompts where the two differ gives p < `alpha`. So a run whose
-    training clearly broke its answers saves its parent instead, and noise between steps never undoes training.
-    The one snapshot of weights this needs is held in memory."""
+    (each prompt's `tools` in the chat template) are checked (`evaluate.answer_figures`) when training starts, at
+    each evaluation and when it ends; an answer passes when it is accurate (where checkable) and not degenerate.
+    The last step is saved unless an earlier one, the start included, passed on more prompts beyond chance: the
+    best-scoring earlier step (the later on a tie) is put back when a one-sided sign test over the prompts where the
+    two differ gives p < `alpha`. So a run whose training clearly broke its answers saves its parent instead, and
+    noise between steps never undoes training. The one snapshot of weights this needs is held in memory."""
 
     def __init__(self, prompts: list[Any], tokenizer: Any, max_new_tokens: int, alpha: float = 0.05) -> None:
         self.prompts, self.tokenizer, self.max_new_tokens, self.alpha = prompts, tokenizer, max_new_tokens, alpha
@@ -371,8 +371,9 @@ class CheckedPromptsCallback(TrainerCallback):
         training = model.training
         model.eval()
         with torch.no_grad():
+            messages, tools = [p.messages for p in self.prompts], [p.tools for p in self.prompts]
             answers = generate.greedy_replies(
-                model, self.tokenizer, [p.messages for p in self.prompts], self.max_new_tokens, batch_size=40
+                model, self.tokenizer, messages, self.max_new_tokens, batch_size=40, tools=tools
             )
         model.train(training)
         figures, checks = evaluate.answer_figures(self.prompts, answers)

@@ -11,14 +11,16 @@ from alignkit.data.formats import (
     RowError,
     check_not_conversation_text,
     detect_chat_format,
+    has_tool_results,
     iter_assistant_turns,
     read_rows,
+    renders_tool_results,
     renders_tools,
     saved_validation_split,
+    shows_tools,
     text_field,
     to_messages,
     tools_field,
-    uses_tools,
     without_weights,
 )
 from alignkit.data.validate import convert_all
@@ -27,7 +29,8 @@ from alignkit.errors import AlignkitError
 CHAT_EXPECTED = (
     "one of: {messages: [{role, content}]}, ShareGPT {conversations: [{from, value}]}, "
     "Alpaca {instruction, input, output} (Dolly: context, response), {prompt, completion}; "
-    "tool calls: OpenAI `tool_calls`/`tool` turns or ShareGPT `function_call`/`observation` turns, "
+    "tool calls: OpenAI `tool_calls`/`tool` turns or ShareGPT `function_call`/`observation` turns "
+    "(or Hermes `<tool_call>` text in `gpt` turns and `tool` turns), "
     "plus a `tools` column"
 )
 
@@ -56,11 +59,19 @@ def chat_row(data: dict[str, Any]) -> dict[str, Any]:
 
 def check_tool_template(tokenizer: Any, rows: list[dict[str, Any]], source: str) -> None:
     """Refuse chat rows with tools or tool calls (from `source`, named in the error) when the tokenizer's chat
-    template does not render them: training would teach calls to tools the model is never shown."""
-    if any(uses_tools(row) for row in rows) and not renders_tools(tokenizer):
+    template does not render them: training would teach calls to tools the model is never shown. Calls written as
+    text (Hermes rows) need only a template that renders their results' `tool` turns."""
+    if any(shows_tools(row) for row in rows) and not renders_tools(tokenizer):
         raise AlignkitError(
             f"{source}: rows use tool calls but the model's chat template does not render tools",
             "use a model whose template supports tools",
+        )
+    if any(has_tool_results(row) for row in rows) and not renders_tool_results(tokenizer):
+        raise AlignkitError(
+            f"{source}: rows have `tool` turns (tool results) but the model's chat template does not render a "
+            "`tool` role",
+            "use a model whose template has a tool role, or make the results user turns "
+            '(ShareGPT `"from": "human"`, messages `"role": "user"`)',
         )
 
 

@@ -16,6 +16,9 @@ Tool calling, in the form transformers chat templates render: an assistant turn 
 (`[{"type": "function", "function": {"name", "arguments": {...}}}]`, arguments given as JSON text are parsed), a
 result is a `tool` turn, and the row keeps its `tools` (function schemas). Input: OpenAI `tool_calls`/`tool` turns,
 or ShareGPT `function_call` (JSON `{name, arguments}`) / `observation` turns; `tools` a list or a JSON string.
+Calls written as text (NousResearch's Hermes function-calling rows: the tools listed in the system turn, `<tool_call>`
+text in `gpt` turns, the results in `tool` turns) stay text, as axolotl and LLaMA-Factory train them: a `tool` turn
+after an assistant turn without structured calls is a result the chat template renders as a plain `tool` turn.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from alignkit.paths import offline_without_network, saved_split
 ROLES = ("system", "user", "assistant")
 CHAT_ROLES = {role: role for role in (*ROLES, "tool")}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
-# LLaMA-Factory's tool turns: `function_call` (an assistant turn, the call as JSON) and `observation` (its result)
-SHAREGPT_CHAT_ROLES = {**SHAREGPT_ROLES, "function_call": "tool_call", "observation": "tool"}
+# LLaMA-Factory's tool turns: `function_call` (an assistant turn, the call as JSON) and `observation` (its result);
+# Hermes function-calling rows' `tool` turns (results of calls written as `<tool_call>` text)
+SHAREGPT_CHAT_ROLES = {**SHAREGPT_ROLES, "function_call": "tool_call", "observation": "tool", "tool": "tool"}
 TOOL_ROLES = {"tool", "function_call", "observation"}
 MESSAGE_COLUMNS = ("messages", "conversations")  # always message lists
 TEXT_OR_MESSAGE_COLUMNS = ("prompt", "completion", "chosen", "rejected")
@@ -569,12 +573,24 @@ def without_none(value: Any) -> Any:
 
 
 def uses_tools(row: dict[str, Any]) -> bool:
-    """Whether a canonical chat row has tools or tool calls (so the chat template must render them)."""
-    return bool(row.get("tools")) or any("tool_calls" in m or m["role"] == "tool" for m in row.get("messages", []))
+    """Whether a canonical chat row has tools, tool calls or tool results."""
+    return shows_tools(row) or has_tool_results(row)
+
+
+def shows_tools(row: dict[str, Any]) -> bool:
+    """Whether a canonical chat row has `tools` or structured tool calls (the chat template must render them; calls
+    written as text, as in Hermes rows, are rendered as any text is)."""
+    return bool(row.get("tools")) or any("tool_calls" in m for m in row.get("messages", []))
+
+
+def has_tool_results(row: dict[str, Any]) -> bool:
+    """Whether a canonical chat row has `tool` turns (the chat template must render a `tool` role)."""
+    return any(m["role"] == "tool" for m in row.get("messages", []))
 
 
 PROBE_TOOL = "alignkit_probe_tool"
 PROBE_CALL = "alignkit_probe_call"
+PROBE_RESULT = "alignkit_probe_result"
 
 
 def renders_tools(tokenizer: Any) -> bool:
@@ -600,6 +616,23 @@ def renders_tools(tokenizer: Any) -> bool:
     except TemplateError:  # e.g. a template that raises on the `tool` role
         return False
     return PROBE_TOOL in with_tools and PROBE_CALL in with_call
+
+
+def renders_tool_results(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template renders a `tool` turn's text after a call written as text (Hermes rows);
+    a template may raise on the role (roles must alternate user/assistant) or drop it."""
+    from jinja2 import TemplateError
+
+    conversation = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": '<tool_call>\n{"name": "probe", "arguments": {}}\n</tool_call>'},
+        {"role": "tool", "content": PROBE_RESULT},
+        {"role": "assistant", "content": "Done."},
+    ]
+    try:
+        return PROBE_RESULT in tokenizer.apply_chat_template(conversation, tokenize=False)
+    except TemplateError:
+        return False
 
 
 def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, Any]]:
@@ -655,7 +688,7 @@ def check_conversation(messages: list[dict[str, Any]], fmt: str) -> None:
     for i, message in enumerate(messages):
         if message["role"] == "system" and i != 0:
             raise RowError(f"{key}[{i}].role", "a system message may only come first")
-        if message["role"] == "tool" and (i == 0 or not is_call_or_result(messages[i - 1])):
+        if message["role"] == "tool" and not follows_call(messages, i):
             raise RowError(f"{key}[{i}].role", "a tool result must follow an assistant tool call")
         if message["role"] != "system" and not message["content"].strip() and "tool_calls" not in message:
             raise RowError(f"{key}[{i}].content", "is empty")
@@ -666,8 +699,16 @@ def check_conversation(messages: list[dict[str, Any]], fmt: str) -> None:
         raise RowError(f"{key}[{first}].role", "the conversation must start with a user turn (after any system turn)")
 
 
-def is_call_or_result(message: dict[str, Any]) -> bool:
-    return "tool_calls" in message or message["role"] == "tool"
+def follows_call(messages: list[dict[str, Any]], i: int) -> bool:
+    """Whether the `tool` turn `i` answers a call: an assistant turn's `tool_calls`, a call written in an assistant
+    turn's text (Hermes' `<tool_call>`; not for a result naming a `tool_call_id`, which needs the structured call),
+    or the call before an earlier result."""
+    if i == 0:
+        return False
+    before = messages[i - 1]
+    if "tool_calls" in before or before["role"] == "tool":
+        return True
+    return before["role"] == "assistant" and "tool_call_id" not in messages[i]
 
 
 def iter_assistant_turns(messages: list[dict[str, Any]]) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:

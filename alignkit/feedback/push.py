@@ -9,7 +9,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from alignkit.data.formats import RowError, detect_chat_format, message_list, read_rows, to_messages
+from alignkit.data.formats import (
+    NO_TOOLS_HERE,
+    RowError,
+    detect_chat_format,
+    message_list,
+    read_rows,
+    to_messages,
+)
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
@@ -26,6 +33,10 @@ def load_candidates(path: str) -> list[dict[str, Any]]:
 
 
 def candidate_row(data: dict[str, Any]) -> dict[str, Any]:
+    if data.get("tools") not in (None, "", []):  # never dropped: the pairs pulled would train without them
+        raise RowError(
+            "tools", f"prompts with tools are not rated: annotators are not shown the tools ({NO_TOOLS_HERE})"
+        )
     prompt = data.get("prompt")
     prompt = (
         [{"role": "user", "content": prompt}]

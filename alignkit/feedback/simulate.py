@@ -16,7 +16,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from alignkit.data.formats import RowError, read_rows
+from alignkit.data.formats import RowError, read_rows, tools_field
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
@@ -35,7 +35,7 @@ def load_answer_key(path: str) -> dict[str, PromptSpec]:
         spec = data.get("spec", data)
         if not isinstance(spec, dict):
             raise RowError("spec", "expected an object with skill / reference / must_contain / decline")
-        return prompt_id(prompt_row(data)), PromptSpec.from_row(spec)
+        return prompt_id(prompt_row(data), tools_field(data)), PromptSpec.from_row(spec)
 
     expected = "prompt rows with optional skill / reference / must_contain"
     return dict(convert_all(read_rows(path, "--answer-key"), entry, expected))

@@ -119,6 +119,7 @@ def build(plan: runner.Plan) -> Any:
     trainer = runner.trl_trainer(plan, to_dataset)
     if plan.cfg.checked_prompts:
         prompts = load_checked_prompts(plan.cfg.checked_prompts)
+        generate.check_prompt_tools(plan.tokenizer, prompts, plan.cfg.checked_prompts)
         trainer.add_callback(training.CheckedPromptsCallback(prompts, plan.tokenizer, plan.cfg.checked_max_new_tokens))
     return trainer
 

@@ -122,6 +122,30 @@ def canonical_tool_row(city: str, call_id: str | None) -> dict[str, Any]:
     }
 
 
+# its system turn, shortened to fit the tiny model's 512 positions
+HERMES_SYSTEM = (
+    "You are a function calling AI model. <tools> [{'name': 'get_weather', 'parameters': {'city': 'string'}}] </tools> "
+    "Return each call within <tool_call></tool_call> XML tags."
+)
+
+
+def hermes_call(city: str) -> str:
+    return f"<tool_call>\n{{'name': 'get_weather', 'arguments': {{'city': '{city}'}}}}\n</tool_call>"
+
+
+def hermes_row(city: str) -> dict[str, Any]:
+    """NousResearch's hermes-function-calling-v1: the tools in the system turn, calls and results as text."""
+    return {
+        "conversations": [
+            {"from": "system", "value": HERMES_SYSTEM},
+            {"from": "human", "value": f"Weather in {city}?"},
+            {"from": "gpt", "value": hermes_call(city)},
+            {"from": "tool", "value": "<tool_response>\n{'temperature': '18C'}\n</tool_response>"},
+            {"from": "gpt", "value": f"It is 18C in {city}."},
+        ]
+    }
+
+
 # A ChatML template that renders tools and tool calls (as tool-aware hub templates do), and one that shows the tools
 # list but drops the calls.
 TOOLS_TEMPLATE = (
@@ -132,6 +156,11 @@ TOOLS_TEMPLATE = (
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 TOOLS_LIST_ONLY_TEMPLATE = "{% for tool in tools or [] %}{{ tool | tojson }}\n{% endfor %}" + CHATML
+# A template with no tool role (as Llama 2's and Gemma's): it raises on any other
+USER_ASSISTANT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}" + CHATML
+)
 
 
 def load_error(load: Any, path: Path) -> str:
@@ -677,6 +706,75 @@ def test_tool_conversations_as_prompts_are_answered_with_their_tools_in_view(tin
     assert row["candidates"][0]["text"] == reply([WEATHER_TOOL])
 
 
+def test_the_same_question_with_other_tools_is_another_prompt_to_resume_and_to_simulate(tiny_model, tmp_path):
+    """`prompt_id` hashed the messages alone: a question asked with other tools shared its id, so `generate --resume`
+    took the row made with one tool list as done for the other, which never got candidates."""
+    from alignkit.feedback import simulate
+    from alignkit.jsonl import partial_file, prompt_id
+
+    other_tool = {"type": "function", "function": {**WEATHER_FUNCTION, "name": "get_forecast"}}
+    question = {"prompt": "Weather in Paris?", "skill": "weather"}
+    model_dir = tmp_path / "tiny-tools"
+    shutil.copytree(tiny_model, model_dir)
+    tokenizer_with(tiny_model, TOOLS_TEMPLATE).save_pretrained(model_dir)
+    sampling = generate.Sampling(temperature=1.0, max_new_tokens=4, seed=3)
+    out = tmp_path / "out.jsonl"
+    first = write_jsonl(tmp_path / "forecast.jsonl", [{**question, "tools": [other_tool]}])
+    generate.run(str(first), str(out), n=1, model_name=str(model_dir), sampling=sampling)
+    out.rename(partial_file(out))  # as if stopped after that prompt, with the weather prompt yet to do
+    both = write_jsonl(
+        tmp_path / "both.jsonl", [{**question, "tools": [WEATHER_TOOL]}, {**question, "tools": [other_tool]}]
+    )
+    generate.run(str(both), str(out), n=1, model_name=str(model_dir), sampling=sampling, resume=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["tools"] for row in rows] == [[other_tool], [WEATHER_TOOL]]
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    assert [row["prompt_id"] for row in rows] == [
+        prompt_id(messages, [other_tool]),
+        prompt_id(messages, [WEATHER_TOOL]),
+    ]
+    assert prompt_id(messages, []) == prompt_id(messages) != prompt_id(messages, [WEATHER_TOOL])
+    assert set(simulate.load_answer_key(str(both))) == {row["prompt_id"] for row in rows}
+
+
+def test_dpo_checked_prompts_are_answered_with_their_tools(tmp_path):
+    """dpo's model selection answered its checked prompts without their `tools`: another prompt than the one checked.
+    The demo's prompt files kept no tools either."""
+    from alignkit import demo, judges, training
+    from tests.conftest import build_tiny_model
+
+    sharp = build_tiny_model(tmp_path / "sharp", initializer_range=0.5)  # greedy replies that are not empty
+    tokenizer = tokenizer_with(str(sharp), TOOLS_TEMPLATE)
+    model = AutoModelForCausalLM.from_pretrained(sharp).eval()
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    [with_tools] = generate.greedy_replies(model, tokenizer, [messages], 8, tools=[[WEATHER_TOOL]])
+    [without] = generate.greedy_replies(model, tokenizer, [messages], 8)
+    prompt = Prompt(messages, judges.PromptSpec(reference=with_tools), [WEATHER_TOOL])
+    assert judges.correct(without, prompt.spec) is False  # the answer without the tools fails the check
+    callback = training.CheckedPromptsCallback([prompt], tokenizer, 8)
+    callback.check(model, 0)
+    assert callback.scores[0]["accuracy"] == 1.0
+    demo.write_prompts(tmp_path / "checked.jsonl", [prompt])
+    assert generate.load_prompt_items(str(tmp_path / "checked.jsonl")) == [prompt]
+
+
+def test_feedback_push_refuses_candidates_of_prompts_with_tools(tmp_path):
+    """`generate` writes a tool prompt's `tools` in its row; `feedback push` dropped them, so annotators rated answers
+    to functions they were not shown and `feedback pull` made pairs that trained without them."""
+    from alignkit.feedback import push
+
+    row = {
+        "prompt": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": [WEATHER_TOOL],
+        "candidates": [{"text": "It is sunny."}, {"text": "Let me check."}],
+    }
+    path = write_jsonl(tmp_path / "candidates.jsonl", [row])
+    assert load_error(lambda paths: push.load_candidates(paths[0]), path) == (
+        f"{path}:line 1: field `tools`: prompts with tools are not rated: annotators are not shown the tools "
+        f"({NO_TOOLS_HERE})"
+    )
+
+
 def test_rl_refuses_prompts_with_tools_it_cannot_show(tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Weather in Paris?", "tools": [WEATHER_TOOL]}])
     with pytest.raises(AlignkitError) as error:
@@ -703,6 +801,53 @@ def test_tool_rows_are_refused_when_the_chat_template_drops_tools(tiny_model):
     assert error.value.hint == "use a model whose template supports tools"
     check_tool_template(tokenizer_with(tiny_model, CHATML), [{"messages": HISTORY[:2]}], "chat.jsonl")
     check_tool_template(tokenizer_with(tiny_model, TOOLS_TEMPLATE), rows, "tools.jsonl")
+
+
+def test_hermes_rows_train_their_text_calls_on_a_template_without_tool_support(tiny_model, tmp_path):
+    """Hermes function-calling rows were refused (`conversations[3].from: unknown role 'tool'`). Their calls stay
+    text, trained in the `gpt` turns, and their results are `tool` turns a ChatML template (the embedded SmolLM2's,
+    which shows no `tools` list) renders as any role: the row trains with it, as axolotl and LLaMA-Factory train it."""
+    path = write_jsonl(tmp_path / "hermes.jsonl", [hermes_row(city) for city in CITIES])
+    [first, *_] = load_chat([str(path)])
+    assert first == {
+        "messages": [
+            {"role": "system", "content": HERMES_SYSTEM},
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": hermes_call("Paris")},
+            {"role": "tool", "content": "<tool_response>\n{'temperature': '18C'}\n</tool_response>"},
+            {"role": "assistant", "content": "It is 18C in Paris."},
+        ]
+    }
+    assert generate.load_prompt_items(str(path))[0] == Prompt(first["messages"][:4])  # answered after the result
+    sft, trainer = run_capturing_trainer(
+        alignkit.sft,
+        data={"paths": [str(path)], "validation_split": 0.0},
+        model={"name": tiny_model},  # ChatML, as the embedded model
+        out=str(tmp_path / "runs" / "sft"),
+        trainer={"max_steps": 1, "per_device_train_batch_size": 2},
+    )
+    example = trainer.train_dataset[0]
+    trained = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
+    assert sft.complete
+    # the call and the answer are trained, the tool's result is context
+    assert (
+        trainer.processing_class.decode(trained) == f"{hermes_call('Paris')}<|im_end|>\nIt is 18C in Paris.<|im_end|>\n"
+    )
+
+
+def test_hermes_rows_are_refused_when_the_chat_template_has_no_tool_role(tiny_model):
+    rows = [{"messages": [*HISTORY[:2], {"role": "tool", "content": "18C"}, {"role": "assistant", "content": "18C."}]}]
+    with pytest.raises(AlignkitError) as error:
+        check_tool_template(tokenizer_with(tiny_model, USER_ASSISTANT_TEMPLATE), rows, "hermes.jsonl")
+    assert error.value.message == (
+        "hermes.jsonl: rows have `tool` turns (tool results) but the model's chat template does not render a "
+        "`tool` role"
+    )
+    assert error.value.hint == (
+        'use a model whose template has a tool role, or make the results user turns (ShareGPT `"from": "human"`, '
+        'messages `"role": "user"`)'
+    )
+    check_tool_template(tokenizer_with(tiny_model, USER_ASSISTANT_TEMPLATE), [{"messages": HISTORY[:2]}], "chat.jsonl")
 
 
 @pytest.mark.parametrize(
@@ -792,6 +937,23 @@ BAD_ROWS = [
     ),
     (
         load_chat,
+        {"conversations": [hermes_row("Paris")["conversations"][i] for i in (0, 1, 3, 4)]},
+        "field `conversations[2].role`: a tool result must follow an assistant tool call",
+    ),
+    (  # a result naming its call's id needs the structured call, not text
+        load_chat,
+        {
+            "messages": [
+                HISTORY[0],
+                HISTORY[1],
+                {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+                HISTORY[1],
+            ]
+        },
+        "field `messages[2].role`: a tool result must follow an assistant tool call",
+    ),
+    (
+        load_chat,
         {**openai_tool_row("Paris"), "tools": WEATHER_FUNCTION},
         "field `tools`: expected a list of function schemas, got dict",
     ),
@@ -816,6 +978,12 @@ BAD_ROWS = [
         f"row looks like KTO conversation data: field `messages`: KTO rows with tool calls are not supported "
         f"({NO_TOOLS_HERE})",
     ),
+    (
+        load_unpaired,
+        {**hermes_row("Paris"), "label": True},
+        f"row looks like KTO conversation data: field `conversations`: KTO rows with tool calls are not supported "
+        f"({NO_TOOLS_HERE})",
+    ),
 ]
 
 
@@ -834,11 +1002,14 @@ BAD_ROWS = [
         "openai-arguments-not-json",
         "sharegpt-call-not-json",
         "tool-result-without-call",
+        "hermes-tool-turn-without-call",
+        "tool-call-id-without-structured-call",
         "tools-not-a-list",
         "pair-replies-differ-in-tool-calls",
         "pair-prompt-with-tool-turns",
         "pair-with-tools-column",
         "kto-conversation-with-tool-calls",
+        "kto-hermes-conversation",
     ],
 )
 def test_a_row_that_fits_no_format_names_the_closest_format_and_the_field(load, row, expected, tmp_path):

@@ -230,7 +230,7 @@ def test_reward_judge_reuses_known_rewards_and_keeps_what_it_scores(tiny_model):
     model.config.pad_token_id = tokenizer.pad_token_id
     scorer = Scorer(model, tokenizer)
     prompt = Prompt([{"role": "user", "content": "Hi, I am Ada."}])
-    key = json.dumps(prompt.messages)
+    key = evaluate.prompt_key(prompt)
     known = {(key, "known"): -1e9}
     judge = evaluate.reward_judge(scorer, known)
     assert judge(prompt, "known", "Hello Ada.") == 0.0  # the known reward, not a fresh score
@@ -240,6 +240,55 @@ def test_reward_judge_reuses_known_rewards_and_keeps_what_it_scores(tiny_model):
         alone["Hello Ada."] > alone["Nice to meet you, Ada!"]
     )
     assert set(known) == {(key, "known"), (key, "Hello Ada."), (key, "Nice to meet you, Ada!")}
+
+
+def test_reward_and_kl_of_tool_prompts_see_the_tools_the_answers_were_generated_with(tiny_model, tmp_path):
+    """eval answered a tool prompt with its `tools` in the chat template, then scored the answer (reward model) and
+    measured its KL to the baseline with the tools left out: figures of a prompt the model was not answering."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from alignkit.lineage import Scorer
+    from tests.conftest import build_tiny_model
+    from tests.unit.test_data_formats import TOOLS_TEMPLATE, WEATHER_TOOL, openai_tool_row, tokenizer_with
+
+    tokenizer = tokenizer_with(tiny_model, TOOLS_TEMPLATE)
+    other = build_tiny_model(tmp_path / "other", initializer_range=0.5)  # the same tokenizer, other weights
+    policies = {
+        name: AutoModelForCausalLM.from_pretrained(path).eval() for name, path in [("a", tiny_model), ("b", other)]
+    }
+    torch.manual_seed(0)  # the random score head
+    head = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1).eval()
+    head.config.pad_token_id = tokenizer.pad_token_id
+    messages = openai_tool_row("Paris")["messages"][:3]
+    messages[1] = {**messages[1], "content": ""}  # as the prompt reader gives it
+    prompts = [Prompt(messages, tools=[WEATHER_TOOL])]
+    loaders = [(name, lambda model=model: (model, tokenizer)) for name, model in policies.items()]
+    results, rows = evaluate.evaluate_models(loaders, prompts, ["Some text."], scorer=Scorer(head, tokenizer))
+    answer = next(row["answer"] for row in rows if row["run"] == "b")
+
+    def render(tools: list | None, reply: str | None = None) -> list[int]:
+        turns = messages + ([{"role": "assistant", "content": reply}] if reply is not None else [])
+        return tokenizer.apply_chat_template(turns, tools=tools, add_generation_prompt=reply is None)["input_ids"]
+
+    def logprob(model: object, tools: list | None) -> float:
+        prefix, full = render(tools), render(tools, answer)
+        with torch.no_grad():
+            logits = model(torch.tensor([full])).logits[0, :-1].float()
+        token_logprobs = torch.log_softmax(logits, -1).gather(1, torch.tensor(full[1:])[:, None])[:, 0]
+        return float(token_logprobs[len(prefix) - 1 :].sum())
+
+    def reward(tools: list | None) -> float:
+        with torch.no_grad():
+            return float(head(torch.tensor([render(tools, answer)])).logits[0, 0])
+
+    def kl(tools: list | None) -> float:
+        return logprob(policies["b"], tools) - logprob(policies["a"], tools)
+
+    assert reward([WEATHER_TOOL]) != pytest.approx(reward(None), abs=1e-4)  # the tools change both figures
+    assert kl([WEATHER_TOOL]) != pytest.approx(kl(None), abs=1e-3)
+    assert next(row["reward"] for row in rows if row["run"] == "b") == pytest.approx(reward([WEATHER_TOOL]), abs=1e-4)
+    assert results["comparisons"]["b vs a"]["kl_to_baseline"] == pytest.approx(kl([WEATHER_TOOL]), abs=1e-3)
 
 
 def test_sign_test_is_the_binomial_tail_of_the_discordant_outcomes():
