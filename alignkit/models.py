@@ -363,6 +363,11 @@ def load_base(
             **quantized,
         )
     except (OSError, ValueError) as exc:
+        if cfg.attn_implementation and "attention implementation" in str(exc):
+            raise AlignkitError(
+                f"model {cfg.name}: does not support model.attn_implementation={cfg.attn_implementation}",
+                "leave model.attn_implementation unset (the architecture's own choice) or set eager",
+            ) from None
         hint = "only safetensors load by default; set model.allow_pickle=true to load .bin weights you trust"
         raise AlignkitError(f"model {cfg.name}: cannot load weights ({first_line(exc)})", hint) from None
     fit_embeddings(model, tokenizer if tokenizer is not None else load_tokenizer(cfg, source))

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import torch
 
-from alignkit import hardware, models
+import alignkit
+from alignkit import AlignkitError, generate, hardware, lineage, models
 from alignkit.config import ModelConfig
-from tests.conftest import CHATML, CORPUS
+from alignkit.export import export
+from tests.conftest import CHAT_ROWS, CHATML, CORPUS, write_jsonl
 
 GEMMA_TEMPLATE = (
     "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
@@ -51,6 +53,31 @@ FAMILIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
             "template": GEMMA_TEMPLATE,
             "add_bos": True,
         },
+    ),
+    # attention-logit and final-logit softcapping (no SDPA), alternating sliding-window layers
+    "gemma2": (
+        "gemma2",
+        {**LAYERS, "num_key_value_heads": 2, "head_dim": 8, "sliding_window": 16, "final_logit_softcapping": 30.0},
+        {
+            "specials": ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
+            "bos": "<bos>",
+            "eos": "<eos>",
+            "pad": "<pad>",
+            "template": GEMMA_TEMPLATE,
+            "add_bos": True,
+        },
+    ),
+    # Pythia: fused query_key_value, untied head, no pad token, no chat template (given ChatML)
+    "gpt-neox": (
+        "gpt_neox",
+        {**LAYERS, "tie_word_embeddings": False, "hidden_dropout": 0.0, "attention_dropout": 0.0},
+        {"specials": ["<|endoftext|>"], "bos": "<|endoftext|>", "eos": "<|endoftext|>"},
+    ),
+    # OPT: learned positions with an offset, `</s>` both bos and eos, BOS added by the tokenizer
+    "opt": (
+        "opt",
+        {"hidden_size": 32, "ffn_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "dropout": 0.0},
+        {"specials": ["<s>", "<pad>", "</s>", "<unk>"], "bos": "</s>", "eos": "</s>", "pad": "<pad>", "add_bos": True},
     ),
     # fused qkv_proj and gate_up_proj; a turn ends with <|end|>, the eos is <|endoftext|>
     "phi3": (
@@ -135,3 +162,32 @@ def test_generation_ends_at_the_token_that_closes_the_templates_assistant_turn(f
     model = models.load_base(cfg, hardware.pick_precision("fp32"), tokenizer=tokenizer)
     ends = model.generation_config.eos_token_id
     assert turn_end in ends and tokenizer.eos_token_id in ends
+
+
+PROMPTS = [[{"role": "user", "content": f"What is {i} plus {i}?"}] for i in (1, 5)]
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gpt-neox", "opt", "phi3"])
+def test_sft_adapts_every_layer_and_its_export_reloads_to_the_runs_replies(family_models, family, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS[:8])
+    run = alignkit.sft(
+        data={"paths": [str(chat)], "validation_split": 0},
+        model={"name": str(family_models[family])},
+        out=str(tmp_path / "sft"),
+        trainer={"max_steps": 1, "per_device_train_batch_size": 4, "learning_rate": 1e-2},
+    )
+    model, tokenizer = lineage.load_run_model(run.path)
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in model.named_parameters() if "lora_B" in name}
+    assert adapted == {"0", "1"}, "a LoRA on every decoder layer (all-linear found the fused and Conv1D layers)"
+    exported = export(run.path, tmp_path / "exported")
+    plain = AutoModelForCausalLM.from_pretrained(exported).eval()  # transformers' own choice of attention
+    replies = generate.greedy_replies(model, tokenizer, PROMPTS, 6)
+    assert generate.greedy_replies(plain, AutoTokenizer.from_pretrained(exported), PROMPTS, 6) == replies
+
+
+def test_an_attention_implementation_the_model_lacks_is_one_line_naming_the_setting(family_models):
+    cfg = ModelConfig(name=str(family_models["gemma2"]), attn_implementation="sdpa")
+    with pytest.raises(AlignkitError, match=r"does not support model\.attn_implementation=sdpa"):
+        models.load_base(cfg, hardware.pick_precision("fp32"))
