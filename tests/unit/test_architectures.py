@@ -14,7 +14,7 @@ import alignkit
 from alignkit import AlignkitError, generate, hardware, lineage, models
 from alignkit.config import ModelConfig
 from alignkit.export import export
-from tests.conftest import CHAT_ROWS, CHATML, CORPUS, write_jsonl
+from tests.conftest import CHAT_ROWS, CHATML, CORPUS, run_cli, write_jsonl
 
 GEMMA_TEMPLATE = (
     "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
@@ -191,3 +191,22 @@ def test_an_attention_implementation_the_model_lacks_is_one_line_naming_the_sett
     cfg = ModelConfig(name=str(family_models["gemma2"]), attn_implementation="sdpa")
     with pytest.raises(AlignkitError, match=r"does not support model\.attn_implementation=sdpa"):
         models.load_base(cfg, hardware.pick_precision("fp32"))
+
+
+def test_a_system_message_gemmas_template_refuses_is_one_line_before_any_run_dir(family_models, tmp_path):
+    system = {"role": "system", "content": "Answer briefly."}
+    rows = [*CHAT_ROWS[:3], {"messages": [system, *CHAT_ROWS[3]["messages"]]}]
+    chat = write_jsonl(tmp_path / "chat.jsonl", rows)
+    out = tmp_path / "runs" / "sft"
+    result = run_cli("sft", "--model", str(family_models["gemma"]), "--data", str(chat), "--out", str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{chat}: the model's chat template refuses 1 of 4 rows (System role not supported" in result.stderr
+    assert "fold the system message into the first user turn" in result.stderr
+    assert not out.exists()
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"messages": [system, {"role": "user", "content": "Hi"}]}])
+    candidates = tmp_path / "candidates.jsonl"
+    result = run_cli(
+        "generate", "--model", str(family_models["gemma"]), "--prompts", str(prompts), "--out", str(candidates)
+    )
+    assert not candidates.exists()
+    assert result.returncode == 2 and "refuses 1 of 1 rows (System role not supported" in result.stderr, result.stderr
