@@ -37,7 +37,9 @@ class ModelConfig:
     revision: str | None = None
     trust_remote_code: bool = False  # never on unless asked: it runs code shipped with the model
     allow_pickle: bool = False  # load `.bin` (pickle) weights; safetensors only by default
-    attn_implementation: str | None = "sdpa"
+    # None: transformers' choice for the architecture, SDPA where it supports it, else eager (Gemma2, whose
+    # attention-logit softcapping SDPA cannot do, refuses to load under "sdpa")
+    attn_implementation: str | None = None
     precision: str = "auto"  # auto | fp32 | bf16 | fp16; auto picks from the hardware
     quantization: str | None = None  # 4bit | 8bit: a bitsandbytes-quantized base for QLoRA (CUDA only)
 

@@ -108,7 +108,7 @@ def load_for_export(run: runs.Run, precision: Precision) -> tuple[Any, Any]:
     if run.stage == "reward":
         scorer = lineage.load_scorer(run.path, precision=precision)
         return scorer.model, scorer.tokenizer
-    model_cfg = dataclasses.replace(run.model_config, attn_implementation="sdpa", quantization=None)
+    model_cfg = dataclasses.replace(run.model_config, attn_implementation=None, quantization=None)
     tokenizer, _ = lineage.lineage_tokenizer(model_cfg, run.lineage)
     return lineage.load_merged(lineage.adapter_runs(run.lineage), model_cfg, precision, tokenizer), tokenizer
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from alignkit import backends, jsonl, lineage, models, runs
 from alignkit.config import ModelConfig
-from alignkit.data import check_tool_template
+from alignkit.data import check_template_renders, check_tool_template
 from alignkit.data.formats import ROW_KEYS, read_prompt_rows, tools_field
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError
@@ -279,8 +279,11 @@ def load_prompt_items(path: str, flag: str = "--prompts") -> list[Prompt]:
 
 def check_prompt_tools(tokenizer: Any, prompts: Sequence[Prompt], source: str) -> None:
     """Prompts with `tools` need a chat template that shows them (`data.check_tool_template`): the model would be
-    asked to call functions it is never shown."""
-    check_tool_template(tokenizer, [{"messages": p.messages, "tools": p.tools} for p in prompts], source)
+    asked to call functions it is never shown; and no prompt may be one the template refuses (a system message
+    under Gemma's: `data.check_template_renders`)."""
+    rows = [{"messages": p.messages, "tools": p.tools} for p in prompts]
+    check_tool_template(tokenizer, rows, source)
+    check_template_renders(tokenizer, rows, source)
 
 
 # Columns a prompt row's messages and spec are read from (`jsonl.prompt_row`, `PromptSpec.from_row`), and the names

@@ -157,11 +157,14 @@ def check_model(cfg: ModelConfig, device: str, dtype: str) -> None:
     if cfg.attn_implementation in FLASH_ATTENTION:
         import transformers.utils
 
-        require(f"model.attn_implementation={cfg.attn_implementation}", fallback="use sdpa (the default)")
+        require(
+            f"model.attn_implementation={cfg.attn_implementation}",
+            fallback="leave it unset (sdpa where the model supports it)",
+        )
         if not getattr(transformers.utils, FLASH_ATTENTION[cfg.attn_implementation])():
             raise AlignkitError(
                 f"model.attn_implementation={cfg.attn_implementation} needs flash-attn, which is not installed",
-                "pip install flash-attn --no-build-isolation, or use sdpa (the default)",
+                "pip install flash-attn --no-build-isolation, or leave it unset (sdpa where the model supports it)",
             )
 
 

@@ -268,7 +268,8 @@ def add_chatml(tokenizer: Any) -> dict[str, Any]:
 
 def fit_embeddings(model: Any, tokenizer: Any) -> None:
     """Grow the embeddings (and an untied LM head) to a tokenizer with more tokens, such as one given ChatML, and
-    end generation at the tokenizer's eos as well as the model's own.
+    end generation at the tokenizer's eos and the chat template's end of turn (`turn_end_token`) as well as at the
+    model's own.
 
     New rows are the mean of the old ones: what transformers' `mean_resizing` samples around (with a 1e-9-scaled
     covariance, slow to compute for a large vocabulary on a CPU), and the same on every load.
@@ -281,11 +282,36 @@ def fit_embeddings(model: Any, tokenizer: Any) -> None:
         with torch.no_grad():
             for layer in {model.get_input_embeddings(), model.get_output_embeddings()} - {None}:
                 layer.weight[rows:] = layer.weight[:rows].mean(dim=0)
-    if model.can_generate() and tokenizer.eos_token_id is not None:
+    if model.can_generate():
         eos = model.generation_config.eos_token_id
         eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-        if tokenizer.eos_token_id not in eos:
-            model.generation_config.eos_token_id = [tokenizer.eos_token_id, *eos]
+        ends = [t for t in (tokenizer.eos_token_id, turn_end_token(tokenizer)) if t is not None and t not in eos]
+        if ends:
+            model.generation_config.eos_token_id = [*dict.fromkeys(ends), *eos]
+
+
+REPLY_MARKER = "alignkit-reply"
+
+
+def turn_end_token(tokenizer: Any) -> int | None:
+    """The special token the chat template closes an assistant turn with (ChatML's `<|im_end|>`, Gemma's
+    `<end_of_turn>`, Phi-3's `<|end|>`), or None where no special token follows the reply.
+
+    SFT trains a reply to end with it, so generation must stop there; a base model that ships a template whose turn
+    end is not its eos (Qwen2.5 base: ChatML, eos `<|endoftext|>`) would otherwise run on into made-up turns.
+    """
+    from jinja2 import TemplateError
+
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": REPLY_MARKER}]
+    try:
+        text = tokenizer.apply_chat_template(turns, tokenize=False)
+    except (TemplateError, ValueError):
+        return None
+    if not isinstance(text, str) or REPLY_MARKER not in text:
+        return None
+    after = tokenizer(text[text.rindex(REPLY_MARKER) + len(REPLY_MARKER) :], add_special_tokens=False).input_ids
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    return after[0] if after and after[0] in special else None
 
 
 def train_tokens(peft_cfg: Any, model: Any, token_ids: list[int]) -> None:
@@ -337,6 +363,11 @@ def load_base(
             **quantized,
         )
     except (OSError, ValueError) as exc:
+        if cfg.attn_implementation and "attention implementation" in str(exc):
+            raise AlignkitError(
+                f"model {cfg.name}: does not support model.attn_implementation={cfg.attn_implementation}",
+                "leave model.attn_implementation unset (the architecture's own choice) or set eager",
+            ) from None
         hint = "only safetensors load by default; set model.allow_pickle=true to load .bin weights you trust"
         raise AlignkitError(f"model {cfg.name}: cannot load weights ({first_line(exc)})", hint) from None
     fit_embeddings(model, tokenizer if tokenizer is not None else load_tokenizer(cfg, source))

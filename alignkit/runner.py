@@ -117,6 +117,7 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
             plan.model, plan.tokenizer, plan.peft_config = training.load_trainable(
                 cfg, plan.run, precision, head=recipe.head
             )
+        data.check_template_renders(plan.tokenizer, plan.train_rows + plan.eval_rows, ", ".join(plan.files))
         trainer = build_with_adapter(recipe, plan)
         training.trainable_tokens_for_trl(trainer.model)
         training.add_callbacks(trainer, plan.run, cfg, has_eval=bool(eval_rows))

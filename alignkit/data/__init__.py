@@ -75,6 +75,46 @@ def check_tool_template(tokenizer: Any, rows: list[dict[str, Any]], source: str)
         )
 
 
+def row_conversations(row: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The conversations a canonical row is rendered as: its messages; or its prompt with each reply (chosen,
+    rejected, completion), or alone (RL prompts)."""
+    if isinstance(row.get("messages"), list):
+        return [row["messages"]]
+    prompt = row.get("prompt")
+    if not isinstance(prompt, list):
+        return []
+    replies = [row[key] for key in ("chosen", "rejected", "completion") if isinstance(row.get(key), list)]
+    return [[*prompt, *reply] for reply in replies] or [prompt]
+
+
+def check_template_renders(tokenizer: Any, rows: list[dict[str, Any]], source: str) -> None:
+    """Refuse rows (from `source`) that the model's chat template refuses, in one line with its own reason, before
+    training or sampling: Gemma's and Mistral's templates raise on a system message, some on turns that do not
+    alternate user/assistant."""
+    from jinja2 import TemplateError
+
+    refused, reason, roles = 0, "", ""
+    for row in rows:
+        for conversation in row_conversations(row):
+            turns = without_weights(conversation)
+            try:
+                tokenizer.apply_chat_template(turns, tools=row.get("tools") or None, tokenize=False)
+            except TemplateError as error:
+                if not refused:
+                    reason, roles = str(error), ", ".join(turn["role"] for turn in turns)
+                refused += 1
+                break
+    if refused:
+        system = "system" in roles.split(", ")
+        raise AlignkitError(
+            f"{source}: the model's chat template refuses {refused} of {len(rows)} rows ({reason}; first: roles "
+            f"{roles})",
+            "fold the system message into the first user turn, or drop it"
+            if system
+            else "make the turns fit the model's template, e.g. alternate user and assistant",
+        )
+
+
 def load_text(paths: list[str], flag: str = "--data") -> list[dict[str, str]]:
     """`{"text": ...}` rows for pretraining (and the forgetting check's general text); chat rows are accepted and
     flattened to their contents. `flag`: the option that named `paths`."""
