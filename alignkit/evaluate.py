@@ -38,9 +38,11 @@ Judge = Callable[[Prompt, str, str], float]  # 1.0: first answer better, 0.0: se
 
 
 def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 8, max_length: int = 512) -> float:
-    """Token-weighted perplexity of `texts` (next-token loss on every real token)."""
+    """Token-weighted perplexity of `texts` (next-token loss on every real token), each cut at `max_length` tokens or
+    at the model's context, where that is shorter (learned positions, as GPT-2's or OPT's, end there)."""
     import torch
 
+    max_length = min(max_length, models.context_length(model) or max_length)
     ids = [tokenizer(t, add_special_tokens=False, truncation=True, max_length=max_length).input_ids for t in texts]
     total_nll, total_tokens = 0.0, 0
     for _, batch in models.length_sorted_batches(tokenizer, ids, batch_size, model.device):

@@ -266,6 +266,12 @@ def add_chatml(tokenizer: Any) -> dict[str, Any]:
     }
 
 
+def context_length(model: Any) -> int | None:
+    """The most positions `model` takes (`max_position_embeddings`, GPT-2's `n_positions`), where its config says."""
+    length = getattr(model.config, "max_position_embeddings", None)
+    return length if isinstance(length, int) and length > 0 else None
+
+
 def fit_embeddings(model: Any, tokenizer: Any) -> None:
     """Grow the embeddings (and an untied LM head) to a tokenizer with more tokens, such as one given ChatML, and
     end generation at the tokenizer's eos and the chat template's end of turn (`turn_end_token`) as well as at the

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import alignkit
-from alignkit import AlignkitError, generate, hardware, lineage, models
+from alignkit import AlignkitError, evaluate, generate, hardware, lineage, models
 from alignkit.config import ModelConfig
 from alignkit.export import export
 from tests.conftest import CHAT_ROWS, CHATML, CORPUS, run_cli, write_jsonl
@@ -117,7 +118,7 @@ def family_tokenizer(specials: list[str], eos: str, template: str | None = None,
     return tokenizer
 
 
-def build_family_model(path: Path, family: str) -> Path:
+def build_family_model(path: Path, family: str, **config_overrides: Any) -> Path:
     """A 2-layer random model of `family` (`FAMILIES`) with its tokenizer, saved as a normal HF model dir; its
     generation config ends at the tokenizer's eos only, as a fine-tune saved without the family's config would."""
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
@@ -131,7 +132,7 @@ def build_family_model(path: Path, family: str) -> Path:
             model_type,
             vocab_size=len(tokenizer),
             pad_token_id=tokenizer.pad_token_id,
-            max_position_embeddings=1024,
+            **{"max_position_embeddings": 1024, **config_overrides},
             **ids,
             **config,
         )
@@ -210,3 +211,13 @@ def test_a_system_message_gemmas_template_refuses_is_one_line_before_any_run_dir
     )
     assert not candidates.exists()
     assert result.returncode == 2 and "refuses 1 of 1 rows (System role not supported" in result.stderr, result.stderr
+
+
+def test_perplexity_of_a_text_longer_than_a_learned_position_models_context_is_taken_over_its_context(tmp_path):
+    """`eval`'s perplexity cut texts at 512 tokens whatever the model: an OPT or GPT-2 with a shorter context crashed
+    in its position embedding (IndexError)."""
+    path = build_family_model(tmp_path / "opt-64", "opt", max_position_embeddings=64)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    text = " ".join(f"word{i}" for i in range(300))
+    assert len(tokenizer(text).input_ids) > 64
+    assert evaluate.perplexity(model, tokenizer, [text]) == evaluate.perplexity(model, tokenizer, [text], max_length=64)
