@@ -55,16 +55,15 @@ def chat_page() -> None:
             "folder your runs are in (sidebar)"
         )
     by_key = {c.key: c for c in choices}
-    for gone in [k for k in st.session_state.get("picked", []) if k not in by_key]:  # else silently unpicked
-        st.warning(f"`{gone}` is gone (moved or deleted since you picked it): it is no longer in the chat")
+    follow_picks(by_key, choices[0].key, settings["runs_dir"])
     st.title("Playground")
-    default = [c.key for c in choices if c.usable][:2]
+    st.session_state.setdefault("picked", [c.key for c in choices if c.usable][:2])
     picked = st.multiselect(
         "Models (side by side)",
         list(by_key),
-        default=default,
         format_func=lambda k: by_key[k].label,
         max_selections=MAX_COLUMNS,
+        select_all=False,  # "Select all" would pick the first three options, whatever they are
         key="picked",
         help="Pick 1-3 models: runs under the runs directory, or the bare base model.",
     )
@@ -102,6 +101,30 @@ def chat_page() -> None:
     if turns and all(k in turns[-1]["answers"] or k in turns[-1]["errors"] for k in keys):
         feedback_row(keys, cells, titles, settings)
     st.button("Clear chat", on_click=clear_chat, disabled=not turns)
+
+
+def follow_picks(by_key: dict[str, playground.ModelChoice], base_key: str, runs_dir: str) -> None:
+    """Picked models the list no longer has: the base follows the sidebar's "Base model" field; a run is said to be
+    outside the runs directory entered since, or gone from disk (never silently unpicked)."""
+    picked = st.session_state.get("picked", [])
+    if all(k in by_key for k in picked):
+        return
+    kept: list[str] = []
+    for key in picked:
+        if key in by_key:
+            kept.append(key)
+        elif key.startswith(playground.BASE_PREFIX):  # the base choice is always listed: the field changed
+            kept.append(base_key)  # in the same column
+            st.info(
+                f"Base model changed from `{key.removeprefix(playground.BASE_PREFIX)}` to "
+                f"`{base_key.removeprefix(playground.BASE_PREFIX)}`: the base column answers with it from the next "
+                "turn, without the earlier turns"
+            )
+        elif (Path(key) / "manifest.json").is_file():
+            st.warning(f"`{key}` is not under the runs directory `{runs_dir}`: it is no longer in the chat")
+        else:
+            st.warning(f"`{key}` is gone (moved or deleted since you picked it): it is no longer in the chat")
+    st.session_state.picked = list(dict.fromkeys(kept))  # the new base may have been picked already
 
 
 def sidebar() -> dict[str, Any]:
