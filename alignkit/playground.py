@@ -77,7 +77,9 @@ def base_choice(model_name: str = EMBEDDED_MODEL) -> ModelChoice:
 
 
 def model_choices(runs_dir: str | Path, base_model: str = EMBEDDED_MODEL) -> list[ModelChoice]:
-    """The base, then every run directory under `runs_dir` (newest first); broken runs carry their error."""
+    """The base, then every run directory under `runs_dir` (newest first); broken runs carry their error. A run's key
+    is its absolute path: the same run whether the runs directory is typed relative or absolute."""
+    runs_dir = os.path.abspath(runs_dir)
     choices = [run_choice(p, runs.run_name(p, runs_dir)) for p in runs.run_dirs(runs_dir)]
     return [base_choice(base_model), *sorted(choices, key=lambda c: c.metrics.get("_created", ""), reverse=True)]
 

@@ -55,16 +55,15 @@ def chat_page() -> None:
             "folder your runs are in (sidebar)"
         )
     by_key = {c.key: c for c in choices}
-    for gone in [k for k in st.session_state.get("picked", []) if k not in by_key]:  # else silently unpicked
-        st.warning(f"`{gone}` is gone (moved or deleted since you picked it): it is no longer in the chat")
+    follow_picks(by_key, choices[0].key, settings["runs_dir"])
     st.title("Playground")
-    default = [c.key for c in choices if c.usable][:2]
+    st.session_state.setdefault("picked", [c.key for c in choices if c.usable][:2])
     picked = st.multiselect(
         "Models (side by side)",
         list(by_key),
-        default=default,
         format_func=lambda k: by_key[k].label,
         max_selections=MAX_COLUMNS,
+        select_all=False,  # "Select all" would pick the first three options, whatever they are
         key="picked",
         help="Pick 1-3 models: runs under the runs directory, or the bare base model.",
     )
@@ -81,27 +80,43 @@ def chat_page() -> None:
         return
     titles = {k: column_title(k, by_key, settings["few_shot"], icl_source) for k in keys}
     turns: list[dict[str, Any]] = st.session_state.setdefault("turns", [])
-    cells = st.columns(len(keys))
-    for key, cell in zip(keys, cells, strict=True):
+    for key, cell in zip(keys, st.columns(len(keys)), strict=True):
         with cell:
             st.markdown(f"**{titles[key]}**")
             if key != ICL:
                 describe(by_key[key])
-            for turn in turns:
-                with st.chat_message("user"):
-                    st.markdown(turn["user"])
-                if key in turn["answers"]:
-                    with st.chat_message("assistant"):
-                        st.markdown(turn["answers"][key] or "_(empty reply)_")
-                elif key in turn["errors"]:  # kept with the turn: the rerun after it must not show an empty reply
-                    with st.chat_message("assistant"):
-                        st.error(turn["errors"][key])
+    for index, turn in enumerate(turns):
+        show_turn(index, turn, keys, titles)
+    if turns and st.session_state.get("argilla_client") is None:
+        st.caption("Sign in to Argilla (sidebar) to send feedback: it becomes preference records for the next round.")
     prompt = st.chat_input("Message the models")
     if prompt:
-        generate_turn(prompt, keys, cells, settings, icl_source)
-    if turns and all(k in turns[-1]["answers"] or k in turns[-1]["errors"] for k in keys):
-        feedback_row(keys, cells, titles, settings)
+        generate_turn(prompt, keys, titles, settings, icl_source)
     st.button("Clear chat", on_click=clear_chat, disabled=not turns)
+
+
+def follow_picks(by_key: dict[str, playground.ModelChoice], base_key: str, runs_dir: str) -> None:
+    """Picked models the list no longer has: the base follows the sidebar's "Base model" field; a run is said to be
+    outside the runs directory entered since, or gone from disk (never silently unpicked)."""
+    picked = st.session_state.get("picked", [])
+    if all(k in by_key for k in picked):
+        return
+    kept: list[str] = []
+    for key in picked:
+        if key in by_key:
+            kept.append(key)
+        elif key.startswith(playground.BASE_PREFIX):  # the base choice is always listed: the field changed
+            kept.append(base_key)  # in the same column
+            st.info(
+                f"Base model changed from `{key.removeprefix(playground.BASE_PREFIX)}` to "
+                f"`{base_key.removeprefix(playground.BASE_PREFIX)}`: the base column answers with it from the next "
+                "turn, without the earlier turns"
+            )
+        elif (Path(key) / "manifest.json").is_file():
+            st.warning(f"`{key}` is not under the runs directory `{runs_dir}`: it is no longer in the chat")
+        else:
+            st.warning(f"`{key}` is gone (moved or deleted since you picked it): it is no longer in the chat")
+    st.session_state.picked = list(dict.fromkeys(kept))  # the new base may have been picked already
 
 
 def sidebar() -> dict[str, Any]:
@@ -165,13 +180,42 @@ def model_key(key: str, icl_source: str | None) -> str:
     return playground.base_of(str(icl_source)) if key == ICL else key
 
 
-def generate_turn(prompt: str, keys: list[str], cells: list[Any], settings: dict[str, Any], icl: str | None) -> None:
-    """Stream each column's reply in turn; partial text is kept in the history as it arrives (Stop keeps it)."""
+def show_turn(index: int, turn: dict[str, Any], keys: list[str], titles: dict[str, str]) -> None:
+    """One turn as one row: the user's message across the page, then each model's reply in its column with its
+    Copy and thumbs under it, so turn N of every model starts at the same height however long the replies above."""
+    with st.chat_message("user"):
+        st.markdown(turn["user"])
+    for key, cell in zip(keys, st.columns(len(keys)), strict=True):
+        with cell:
+            st.caption(titles[key])
+            if key in turn["answers"]:
+                with st.chat_message("assistant"):
+                    st.markdown(turn["answers"][key] or "_(empty reply)_")
+                if key in turn["finished"]:  # a reply cut short by Stop is not offered for rating
+                    copy_box(turn["answers"][key])
+                    st.feedback("thumbs", key=f"thumb-{index}-{key}", on_change=send_thumb, args=(key, index))
+            elif key in turn["errors"]:  # kept with the turn: the rerun after it must not show an empty reply
+                with st.chat_message("assistant"):
+                    st.error(turn["errors"][key])
+            elif key in turn["keys"]:
+                st.caption("_(stopped before this model answered)_")
+            else:
+                st.caption("_(not in the chat at this turn)_")
+    comparison_row(index, [k for k in keys if k in turn["finished"]], len(keys), titles)
+
+
+def generate_turn(
+    prompt: str, keys: list[str], titles: dict[str, str], settings: dict[str, Any], icl: str | None
+) -> None:
+    """Stream each column's reply in turn, in a new row; partial text is kept in the history as it arrives (Stop
+    keeps it)."""
     turns = st.session_state.turns
     turns.append(
         {
             "user": prompt,
+            "keys": keys,  # the columns the message went to
             "answers": {},
+            "finished": [],  # columns whose reply ran to its end (not cut by Stop): those can be rated
             "errors": {},  # columns whose model could not answer: the error, never an empty reply to rate
             "prompt": {},
             "models": {},
@@ -180,12 +224,14 @@ def generate_turn(prompt: str, keys: list[str], cells: list[Any], settings: dict
         }
     )
     turn = turns[-1]
+    with st.chat_message("user"):
+        st.markdown(prompt)
+    cells = st.columns(len(keys))
     stop_area = st.empty()
     stop_area.button("Stop", key="stop", type="secondary")  # any click reruns the page, which ends generation
     for key, cell in zip(keys, cells, strict=True):
         with cell:
-            with st.chat_message("user"):
-                st.markdown(prompt)
+            st.caption(titles[key])
             with st.chat_message("assistant"):
                 placeholder = st.empty()
                 try:
@@ -210,6 +256,7 @@ def generate_turn(prompt: str, keys: list[str], cells: list[Any], settings: dict
                     finally:
                         stop.set()
                     turn["answers"][key] = turn["answers"][key].strip()
+                    turn["finished"].append(key)
                     placeholder.markdown(turn["answers"][key] or "_(empty reply)_")
                 except AlignkitError as exc:
                     del turn["answers"][key]
@@ -256,28 +303,33 @@ def sign_out() -> None:
         st.session_state.pop(key, None)
 
 
-def feedback_row(keys: list[str], cells: list[Any], titles: dict[str, str], settings: dict[str, Any]) -> None:
-    """Thumbs under each reply of the last turn; with 2-3 replies, "which is better?" buttons (a column whose model
-    failed has no reply to rate)."""
+def comparison_row(index: int, answered: list[str], columns: int, titles: dict[str, str]) -> None:
+    """Under a turn's row: with 2-3 replies, "which is better?" buttons (a column whose model failed, or that Stop
+    cut short, has no reply to rate)."""
     signed_in = st.session_state.get("argilla_client") is not None
-    turn_id = len(st.session_state.turns)
-    answers = st.session_state.turns[-1]["answers"]
-    for key, cell in zip(keys, cells, strict=True):
-        if key in answers:
-            with cell:
-                copy_box(answers[key])
-                st.feedback("thumbs", key=f"thumb-{turn_id}-{key}", on_change=send_thumb, args=(key, turn_id))
-    answered = [k for k in keys if k in answers]
-    if len(answered) == len(keys) == 2:
+    if len(answered) == columns == 2:
         left, tie, right = st.columns(3)
-        left.button("⬅ Left is better", on_click=send_choice, args=(keys, "first"), disabled=not signed_in)
-        tie.button("Tie", on_click=send_choice, args=(keys, "tie"), disabled=not signed_in)
-        right.button("Right is better ➡", on_click=send_choice, args=(keys, "second"), disabled=not signed_in)
+        for cell, label, choice in (
+            (left, "⬅ Left is better", "first"),
+            (tie, "Tie", "tie"),
+            (right, "Right is better ➡", "second"),
+        ):
+            cell.button(
+                label,
+                key=f"choice-{index}-{choice}",
+                on_click=send_choice,
+                args=(index, answered, choice),
+                disabled=not signed_in,
+            )
     elif len(answered) >= 2:
         for key, column in zip(answered, st.columns(len(answered)), strict=True):
-            column.button(f"Best: {titles[key]}", key=f"best-{key}", on_click=send_best, args=(answered, key))
-    if not signed_in:
-        st.caption("Sign in to Argilla (sidebar) to send feedback: it becomes preference records for the next round.")
+            column.button(
+                f"Best: {titles[key]}",
+                key=f"best-{index}-{key}",
+                on_click=send_best,
+                args=(index, answered, key),
+                disabled=not signed_in,
+            )
 
 
 def copy_box(text: str) -> None:
@@ -285,32 +337,37 @@ def copy_box(text: str) -> None:
         st.code(text, language=None, wrap_lines=True)
 
 
-def answer(key: str) -> playground.Answer:
-    """The last turn's reply of one column, with the model, sampling and few-shot count that produced it."""
-    turn = st.session_state.turns[-1]
+def answer(index: int, key: str) -> playground.Answer:
+    """A turn's reply of one column, with the model, sampling and few-shot count that produced it."""
+    turn = st.session_state.turns[index]
     return playground.Answer(turn["answers"][key], turn["models"][key], turn["sampling"], turn["few_shot"][key])
 
 
-def send_thumb(key: str, turn_id: int) -> None:
-    value = st.session_state.get(f"thumb-{turn_id}-{key}")
+def send_thumb(key: str, index: int) -> None:
+    value = st.session_state.get(f"thumb-{index}-{key}")
     if value is None:
         return
-    feedback(key, lambda client, prompt: playground.send_thumb(client, prompt, answer(key), value == 1, workspace()))
+    reply = answer(index, key)
+    feedback(index, key, lambda client, prompt: playground.send_thumb(client, prompt, reply, value == 1, workspace()))
 
 
-def send_choice(keys: list[str], choice: str) -> None:
-    first, second = answer(keys[0]), answer(keys[1])
+def send_choice(index: int, keys: list[str], choice: str) -> None:
+    first, second = answer(index, keys[0]), answer(index, keys[1])
     feedback(
-        keys[0], lambda client, prompt: playground.send_preference(client, prompt, first, second, choice, workspace())
+        index,
+        keys[0],
+        lambda client, prompt: playground.send_preference(client, prompt, first, second, choice, workspace()),
     )
 
 
-def send_best(keys: list[str], best: str) -> None:
-    others = [k for k in keys if k != best]
+def send_best(index: int, keys: list[str], best: str) -> None:
+    others = [answer(index, k) for k in keys if k != best]
+    winner = answer(index, best)
     feedback(
+        index,
         keys[0],
         lambda client, prompt: [
-            playground.send_preference(client, prompt, answer(best), answer(k), "first", workspace()) for k in others
+            playground.send_preference(client, prompt, winner, other, "first", workspace()) for other in others
         ],
     )
 
@@ -319,15 +376,15 @@ def workspace() -> str:
     return st.session_state.get("workspace") or playground.DEFAULT_WORKSPACE
 
 
-def feedback(key: str, send: Any) -> None:
-    """Send feedback on the last turn (as `key`'s column saw the conversation) with the signed-in user's client;
-    the outcome becomes a toast, never a traceback."""
+def feedback(index: int, key: str, send: Any) -> None:
+    """Send feedback on a turn (as `key`'s column saw the conversation) with the signed-in user's client; the
+    outcome becomes a toast, never a traceback."""
     client = st.session_state.get("argilla_client")
     if client is None:
         st.session_state.notice = "Sign in to Argilla (sidebar) to send feedback."
         return
     try:
-        send(client, st.session_state.turns[-1]["prompt"][key])
+        send(client, st.session_state.turns[index]["prompt"][key])
     except AlignkitError as exc:
         st.session_state.notice = f"Feedback not stored: {exc.message}"
         return

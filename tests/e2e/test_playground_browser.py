@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,61 @@ def test_pick_two_runs_chat_and_left_is_better_lands_in_argilla(
     assert sources[order[int(response.value) - 1]]["run"] == str((runs / "sft").resolve())  # the left column won
     assert letters(record.fields[chosen_field]) == letters(left_text)  # the text shown on the left (as rendered)
     assert record.fields["prompt"] == PROMPT and record.metadata["round"] == "playground"
+
+
+@pytest.fixture(scope="module")
+def verbose_model(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny base, made never to end a reply before max new tokens (its end token suppressed)."""
+    path = Path(shutil.copytree(tiny_model, tmp_path_factory.mktemp("verbose") / "verbose-base"))
+    generation = json.loads((path / "generation_config.json").read_text())
+    generation["suppress_tokens"] = [generation["eos_token_id"]]
+    (path / "generation_config.json").write_text(json.dumps(generation))
+    return path
+
+
+@pytest.mark.e2e
+def test_each_turn_starts_at_the_same_height_in_every_column(playground_app, verbose_model, page, artifacts):
+    """A base that writes up to max new tokens beside the SFT run, whose reply ends far sooner: the second turn's
+    replies still start side by side, so turn N of each model is compared without scrolling each column apart."""
+    from playwright.sync_api import expect
+
+    page.set_default_timeout(300_000)
+    page.goto(playground_app)
+    sidebar = page.get_by_test_id("stSidebar")
+    picker = page.get_by_test_id("stMultiSelect")
+    remove = picker.get_by_role("button", name="Remove")
+    expect(remove).to_have_count(2)  # the default picks: the base and the newest run
+    base_field = sidebar.get_by_label("Base model")
+    base_field.fill(str(verbose_model))
+    base_field.press("Enter")
+    page.get_by_text("Base model changed from").wait_for()  # the picked base follows the field
+    tokens = sidebar.get_by_label("Max new tokens")
+    tokens.fill("480")
+    tokens.press("Enter")
+    expect(tokens).to_have_value("480")
+    while remove.count():
+        left = remove.count() - 1
+        remove.first.click()
+        expect(remove).to_have_count(left)
+    for count, label in enumerate(("base · verbose-base", "sft · sft"), start=1):
+        pick(page, picker, label)
+        expect(remove).to_have_count(count)
+    chat = page.get_by_test_id("stChatInputTextArea")
+    answers = page.get_by_test_id("stChatMessage").filter(has=page.get_by_test_id("stChatMessageAvatarAssistant"))
+    for turn, prompt in enumerate(("What is 2 plus 2?", "And 3 plus 3?"), start=1):
+        chat.fill(prompt)
+        chat.press("Enter")
+        expect(answers).to_have_count(2 * turn, timeout=300_000)  # the second column is answering
+        expect(page.get_by_role("button", name="Stop")).to_have_count(0, timeout=300_000)  # and has answered
+    page.screenshot(path=str(artifacts / "playground-turns.png"), full_page=True)
+    boxes = [answers.nth(i).bounding_box() for i in range(4)]
+    columns: dict[int, list[dict[str, float]]] = {}
+    for box in boxes:  # each model's replies, top to bottom, whatever the page's DOM order
+        columns.setdefault(round(box["x"]), []).append(box)
+    base, sft = (sorted(column, key=lambda b: b["y"]) for _, column in sorted(columns.items()))
+    assert base[0]["height"] > sft[0]["height"] + 200  # the first replies differ a lot in length
+    assert abs(base[1]["y"] - sft[1]["y"]) < 2  # yet the second turn starts at the same height
+    expect(page.get_by_role("button", name="Left is better")).to_have_count(2)  # and each turn can be rated
 
 
 def pick(page: Any, picker: Any, label: str, attempts: int = 5) -> None:

@@ -5,6 +5,7 @@ shared base. Feedback to a real Argilla in a real browser: tests/e2e/test_playgr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -136,6 +137,7 @@ def test_picker_offers_base_and_runs_and_a_broken_run_is_an_error_not_a_tracebac
     picker = app.multiselect[0]
     assert picker.options[0] == f"base · {Path(tiny_model).name}" and len(picker.options) == 4
     assert "dpo · dpo" in picker.options and "broken (broken)" in picker.options
+    assert picker.proto.select_all == 0  # "Select all" would pick the first three options, whatever they are
     picker.set_value([str(runs_dir / "broken")]).run()
     assert not app.exception
     assert "manifest.json: unreadable" in app.error[0].value
@@ -189,6 +191,34 @@ def test_a_picked_run_that_is_deleted_is_said_gone_not_silently_unpicked(app, ru
         f"`{copy / 'dpo'}` is gone (moved or deleted since you picked it): it is no longer in the chat"
     ]
     assert app.multiselect[0].value == [str(copy / "sft")]
+
+
+def test_a_base_model_field_changed_moves_the_picked_base_to_it_not_said_gone(app, runs_dir, tiny_model, tmp_path):
+    """The researcher picks the base, then types another base model into the sidebar: the base column now answers
+    with the new one (its own history starts there), and the page says the base changed, not that it was deleted.
+    The same runs directory typed relative keeps the picks; a run left outside a runs directory typed since is said
+    to be outside it."""
+    other = shutil.copytree(tiny_model, tmp_path / "other-base")
+    app.run()
+    app.multiselect[0].set_value([pg.BASE_PREFIX + tiny_model, str(runs_dir / "sft")]).run()
+    app.sidebar.text_input[1].set_value(str(other)).run()  # base model
+    assert not app.exception and not app.warning
+    assert [i.value for i in app.info] == [
+        f"Base model changed from `{tiny_model}` to `{other}`: the base column answers with it from the next turn, "
+        "without the earlier turns"
+    ]
+    assert app.multiselect[0].value == [pg.BASE_PREFIX + str(other), str(runs_dir / "sft")]  # in the same column
+    app.sidebar.number_input[0].set_value(4).run()  # max new tokens
+    app.chat_input[0].set_value("What is 2 plus 2?").run()
+    assert not app.exception and set(app.session_state["turns"][0]["answers"]) == set(app.multiselect[0].value)
+    app.sidebar.text_input[0].set_value(os.path.relpath(runs_dir)).run()  # the same runs, typed relative
+    assert not app.warning and app.multiselect[0].value == [pg.BASE_PREFIX + str(other), str(runs_dir / "sft")]
+    elsewhere = tmp_path / "other-runs"
+    elsewhere.mkdir()
+    app.sidebar.text_input[0].set_value(str(elsewhere)).run()  # runs directory
+    assert [w.value for w in app.warning] == [
+        f"`{runs_dir / 'sft'}` is not under the runs directory `{elsewhere}`: it is no longer in the chat"
+    ]
 
 
 def test_a_model_that_fails_to_load_keeps_its_error_line_and_offers_no_empty_reply_to_rate(app, runs_dir, tmp_path):
