@@ -305,8 +305,16 @@ def sign_out() -> None:
 
 def comparison_row(index: int, answered: list[str], columns: int, titles: dict[str, str]) -> None:
     """Under a turn's row: with 2-3 replies, "which is better?" buttons (a column whose model failed, or that Stop
-    cut short, has no reply to rate)."""
+    cut short, has no reply to rate). Only replies to one conversation make a preference pair: from the second turn
+    each column has its own earlier replies, and a pair stored under one of them would be a reply to another."""
     signed_in = st.session_state.get("argilla_client") is not None
+    prompts = st.session_state.turns[index]["prompt"]
+    if len(answered) >= 2 and any(prompts[key] != prompts[answered[0]] for key in answered):
+        st.caption(
+            "These replies follow different conversations (each model's own earlier replies), so they make no "
+            "preference pair: rate each with its thumbs, or compare first turns (Clear chat)."
+        )
+        return
     if len(answered) == columns == 2:
         left, tie, right = st.columns(3)
         for cell, label, choice in (

@@ -143,6 +143,9 @@ def test_picker_offers_base_and_runs_and_a_broken_run_is_an_error_not_a_tracebac
     assert "manifest.json: unreadable" in app.error[0].value
 
 
+CHOICES = ("first", "tie", "second")
+
+
 def test_two_models_answer_each_turn_and_keep_their_own_history(app, runs_dir, tiny_model):
     app.run()
     app.multiselect[0].set_value([pg.BASE_PREFIX + tiny_model, str(runs_dir / "sft")]).run()
@@ -158,6 +161,10 @@ def test_two_models_answer_each_turn_and_keep_their_own_history(app, runs_dir, t
         assert second[1] == {"role": "assistant", "content": turns[0]["answers"][key]}  # its own earlier reply
         assert second[-1] == {"role": "user", "content": "And 3 plus 3?"}
     assert any(b.label == "⬅ Left is better" and b.disabled for b in app.button)  # not signed in to Argilla
+    # a pair is offered for replies to one conversation only: turn 2 follows each model's own turn-1 reply
+    assert len({a for a in turns[0]["answers"].values()}) == 2
+    assert {b.key for b in app.button if (b.key or "").startswith("choice-")} == {f"choice-0-{c}" for c in CHOICES}
+    assert any("different conversations" in c.value for c in app.caption)
     # a model added mid-chat starts from the turns it answered: none, not earlier turns with empty replies
     app.multiselect[0].set_value([pg.BASE_PREFIX + tiny_model, str(runs_dir / "sft"), str(runs_dir / "dpo")]).run()
     app.chat_input[0].set_value("And 4 plus 4?").run()
