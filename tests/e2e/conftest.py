@@ -60,3 +60,11 @@ def page(browser: Any) -> Iterator[Any]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def sign_in(page: Any, url: str, username: str, password: str) -> None:
+    """Open the annotate app at `url` and sign in with its login form."""
+    page.goto(url)
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.keyboard.press("Enter")

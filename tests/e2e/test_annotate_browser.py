@@ -15,6 +15,7 @@ from alignkit.errors import AlignkitError
 from alignkit.feedback import annotation, client, ordering, push
 from alignkit.feedback import argilla_schema as schema
 from alignkit.jsonl import write_jsonl
+from tests.e2e.conftest import sign_in
 
 pytestmark = pytest.mark.filterwarnings("ignore:.* not found:UserWarning")  # the SDK's lookups before creating
 ANNOTATOR, PASSWORD = "e2e-rater", "e2e-rater-password"
@@ -77,10 +78,7 @@ def test_annotator_rates_three_records_by_keyboard_and_argilla_stores_exactly_th
     push.push(str(candidates_file(tmp_path / "candidates.jsonl")), "e2e-round", "e2e", min_submitted=1, client=owner)
     order = by_priority()
 
-    page.goto(annotate_app)
-    page.get_by_label("Username").fill(ANNOTATOR)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.keyboard.press("Enter")
+    sign_in(page, annotate_app, ANNOTATOR, PASSWORD)
 
     fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')  # not the last record's buttons
 
@@ -132,10 +130,7 @@ def test_annotator_goes_back_to_change_a_rating_and_a_skip_and_argilla_keeps_onl
     annotator = client.add_user(owner, "e2e-changer", PASSWORD, "annotator", ["e2e-back"])
     push.push(str(candidates_file(tmp_path / "candidates.jsonl")), "e2e-back", "e2e-back", client=owner)
     order = by_priority()
-    page.goto(annotate_app)
-    page.get_by_label("Username").fill("e2e-changer")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.keyboard.press("Enter")
+    sign_in(page, annotate_app, "e2e-changer", PASSWORD)
     fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')  # not the last run's leftovers
 
     def on_screen(prompt_text: str) -> None:
@@ -196,10 +191,7 @@ def test_after_picking_a_dataset_the_keyboard_rates_at_once(owner, annotate_app,
         row["prompt"] = "Second round: " + row["prompt"]
     write_jsonl(tmp_path / "second.jsonl", rows)
     push.push(str(tmp_path / "second.jsonl"), "e2e-switch-b", "e2e-switch", client=owner)
-    page.goto(annotate_app)
-    page.get_by_label("Username").fill("e2e-switcher")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.keyboard.press("Enter")
+    sign_in(page, annotate_app, "e2e-switcher", PASSWORD)
     fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')
     fresh.get_by_text(by_priority()[0], exact=True).wait_for()
 
@@ -223,10 +215,7 @@ def test_a_reload_keeps_the_annotator_signed_in_until_they_log_out(owner, annota
     a reload asks for the password again, and the old sign-in cookie opens nothing."""
     client.add_user(owner, "e2e-reloader", PASSWORD, "annotator", ["e2e-reload"])
     push.push(str(candidates_file(tmp_path / "candidates.jsonl")), "e2e-reload", "e2e-reload", client=owner)
-    page.goto(annotate_app)
-    page.get_by_label("Username").fill("e2e-reloader")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.keyboard.press("Enter")
+    sign_in(page, annotate_app, "e2e-reloader", PASSWORD)
     page.get_by_text("Signed in as e2e-reloader").wait_for()
     page.wait_for_function("document.cookie.includes('alignkit-annotate=')")  # set as the page's last element
     cookie = next(c for c in page.context.cookies() if c["name"] == "alignkit-annotate")
@@ -272,10 +261,7 @@ def test_annotator_ranks_four_candidates_by_keyboard_with_a_tie_and_an_undo(
     write_jsonl(tmp_path / "ranked.jsonl", rows)
     push.push(str(tmp_path / "ranked.jsonl"), "e2e-ranking", "e2e-rank", min_submitted=1, client=owner)
 
-    page.goto(annotate_app)
-    page.get_by_label("Username").fill("e2e-ranker")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.keyboard.press("Enter")
+    sign_in(page, annotate_app, "e2e-ranker", PASSWORD)
     seconds, prompt_text = [], None
     for done in range(1, len(RANKED) + 1):
         if prompt_text:  # during a rerun Streamlit still shows the last record: wait until it is replaced
@@ -331,10 +317,7 @@ def test_on_a_long_record_the_choices_and_submit_stay_in_the_window_wherever_it_
             for i in range(2)]  # fmt: skip
     write_jsonl(tmp_path / "long.jsonl", rows)
     push.push(str(tmp_path / "long.jsonl"), "e2e-long", "e2e-long", client=owner)
-    page.goto(annotate_app)
-    page.get_by_label("Username").fill("e2e-long-reader")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.keyboard.press("Enter")
+    sign_in(page, annotate_app, "e2e-long-reader", PASSWORD)
     fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')
     fresh.get_by_text("Explain composting in depth", exact=False).first.wait_for()
     main = page.get_by_test_id("stMain")
@@ -380,10 +363,7 @@ def test_right_to_left_text_reads_from_the_right_with_its_full_stop_at_the_end(o
     candidates = [{"text": HEBREW_ANSWER}, {"text": "Compost is a natural fertiliser."}]
     write_jsonl(tmp_path / "rtl.jsonl", [{"prompt": ARABIC_PROMPT, "candidates": candidates}])
     push.push(str(tmp_path / "rtl.jsonl"), "e2e-rtl", "e2e-rtl", client=owner)
-    page.goto(annotate_app)
-    page.get_by_label("Username").fill("e2e-rtl-reader")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.keyboard.press("Enter")
+    sign_in(page, annotate_app, "e2e-rtl-reader", PASSWORD)
     page.wait_for_function("[...document.querySelectorAll('style')].some(s => s.textContent.includes('plaintext'))")
     for text in (ARABIC_PROMPT, HEBREW_ANSWER):
         first, last = page.locator("p", has_text=text).evaluate(CHAR_X)

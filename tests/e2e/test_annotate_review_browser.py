@@ -13,6 +13,7 @@ import pytest
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback import client, pull, push
 from alignkit.jsonl import write_jsonl
+from tests.e2e.conftest import sign_in
 
 pytestmark = pytest.mark.filterwarnings("ignore:.* not found:UserWarning")  # the SDK's lookups before creating
 ANNOTATOR, PASSWORD, WORKSPACE = "e2e-reviewer", "e2e-reviewer-password", "e2e-review"
@@ -66,10 +67,7 @@ def test_reviewer_accepts_edits_rejects_drafts_and_goes_back_and_pull_gives_the_
     write_jsonl(tmp_path / "synth.jsonl", rows)
     push.push_review(str(tmp_path / "synth.jsonl"), "e2e-review", WORKSPACE, client=owner)
 
-    page.goto(annotate_app)
-    page.get_by_label("Username").fill(ANNOTATOR)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.keyboard.press("Enter")
+    sign_in(page, annotate_app, ANNOTATOR, PASSWORD)
     fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')  # not the last run's leftovers
     edit_box = fresh.get_by_role("textbox", name=re.compile("^Edited response"))
 
