@@ -4,6 +4,7 @@ metrics, saving; and the SFTTrainer of the `sft` and `pretrain` recipes (`build_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import logging
 import os
@@ -611,6 +612,7 @@ def train_and_save(
     resumed_step = runs.checkpoint_step(Path(checkpoint)) if checkpoint else 0
     earlier_parts = run.manifest.get("training_parts", []) if checkpoint else []
     trainer.add_callback(TrainingPartsCallback(run, earlier_parts, resumed_step))
+    checkpoints_without_embeddings(trainer)
     hardware.reuse_freed_memory()
     score_only_loss_positions()
     dense_lm_head_on_cpu()
@@ -686,6 +688,20 @@ class TrainingPartsCallback(TrainerCallback):
                 "train_runtime": time.time() - self.started,
             }
             self.run.update_manifest(training_parts=[*self.earlier_parts, part])
+
+
+def checkpoints_without_embeddings(trainer: Any) -> None:
+    """Checkpoints of a PEFT run hold its adapter as `save_model` writes it, without the base's embeddings.
+
+    The Trainer saves checkpoints with peft's `save_embedding_layers="auto"`, which on a base whose embeddings were
+    resized (given ChatML: `models.fit_embeddings`) adds the whole embedding and LM head matrices to every checkpoint
+    (GBs on a 7B model). A resume refits them as every load does, and the new tokens' trained rows are the adapter's.
+    """
+    from peft import PeftModel
+
+    model = trainer.model
+    if isinstance(model, PeftModel):  # the Trainer calls it from `_save`, wrapped (DeepSpeed, FSDP) or not
+        model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
 
 
 def save_model(trainer: Any, run: runs.Run, state_dict: dict[str, Any] | None = None) -> None:

@@ -188,6 +188,43 @@ def test_sft_adapts_every_layer_and_its_export_reloads_to_the_runs_replies(famil
     assert generate.greedy_replies(plain, AutoTokenizer.from_pretrained(exported), PROMPTS, 6) == replies
 
 
+def adapter_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path / "adapter_model.safetensors")
+
+
+def test_a_resized_bases_checkpoints_hold_the_adapter_only_and_resume_to_the_same_one(family_models, tmp_path):
+    """A base given ChatML has resized embeddings: the Trainer's checkpoints held its whole embedding and LM head
+    matrices (peft's `save_embedding_layers="auto"`), GBs per checkpoint on a 7B base, where the final adapter has
+    only the new tokens' rows."""
+    import shutil
+
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS[:8])
+    whole = alignkit.sft(
+        data={"paths": [str(chat)], "validation_split": 0},
+        model={"name": str(family_models["gpt-neox"])},
+        out=str(tmp_path / "whole"),
+        trainer={"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-2},
+    )
+    final = adapter_tensors(whole.adapter_dir)
+    assert any("trainable_tokens_delta" in key for key in final), "the new ChatML tokens' rows are trained"
+    for step in (2, 4):
+        checkpoint = adapter_tensors(whole.path / "checkpoints" / f"checkpoint-{step}")
+        assert sorted(checkpoint) == sorted(final), "no embedding matrix beside the adapter"
+    # the run as killed after its step-2 checkpoint, resumed from it
+    shutil.copytree(whole.path, tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "checkpoint-4")
+    shutil.rmtree(tmp_path / "resumed" / "adapter")
+    alignkit.runs.Run(tmp_path / "resumed").update_manifest(status="interrupted")
+    resumed = alignkit.sft(out=str(tmp_path / "resumed"), resume=True)
+    assert resumed.metrics["resumed_from"] and resumed.metrics["global_step"] == 4
+    again = adapter_tensors(resumed.adapter_dir)
+    assert sorted(again) == sorted(final)
+    for key, tensor in final.items():
+        torch.testing.assert_close(again[key], tensor, msg=key)
+
+
 def test_an_attention_implementation_the_model_lacks_is_one_line_naming_the_setting(family_models):
     cfg = ModelConfig(name=str(family_models["gemma2"]), attn_implementation="sdpa")
     with pytest.raises(AlignkitError, match=r"does not support model\.attn_implementation=sdpa"):
