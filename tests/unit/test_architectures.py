@@ -225,6 +225,26 @@ def test_a_resized_bases_checkpoints_hold_the_adapter_only_and_resume_to_the_sam
         torch.testing.assert_close(again[key], tensor, msg=key)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_the_batch_sft_trains_on_has_the_padded_batchs_loss_on_opt(family_models, attention, tmp_path, caplog):
+    """OPT builds its mask without `position_ids`: under eager attention the padding-free row's examples attended to
+    each other. Padding-free is for attention that keeps to each example (SDPA as `segment_attention`, flash)."""
+    from alignkit import training
+    from tests.unit.test_sft import assert_same_loss_and_grads, eval_sft_trainer, loss_and_grads
+
+    replies = ["Five.", "It is five, since two plus three makes five.", "Paris is the capital of France, yes."]
+    model = str(family_models["opt"])
+    trainer, rows = eval_sft_trainer(tmp_path, model, replies, attn_implementation=attention)
+    padded = trainer.data_collator(rows)
+    training.use_padding_free(trainer, trainer.model.peft_config["default"])
+    batch = trainer.data_collator(rows)
+    assert_same_loss_and_grads(loss_and_grads(trainer, batch), loss_and_grads(trainer, padded))
+    padding_free = "attention_mask" not in batch
+    assert padding_free == (attention == "sdpa")
+    said = [r.getMessage() for r in caplog.records if "padded batches" in r.getMessage()]
+    assert len(said) == (attention == "eager") and all("model.attn_implementation=eager" in line for line in said)
+
+
 def test_an_attention_implementation_the_model_lacks_is_one_line_naming_the_setting(family_models):
     cfg = ModelConfig(name=str(family_models["gemma2"]), attn_implementation="sdpa")
     with pytest.raises(AlignkitError, match=r"does not support model\.attn_implementation=sdpa"):
