@@ -4,6 +4,7 @@ metrics, saving; and the SFTTrainer of the `sft` and `pretrain` recipes (`build_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import logging
 import os
@@ -611,6 +612,7 @@ def train_and_save(
     resumed_step = runs.checkpoint_step(Path(checkpoint)) if checkpoint else 0
     earlier_parts = run.manifest.get("training_parts", []) if checkpoint else []
     trainer.add_callback(TrainingPartsCallback(run, earlier_parts, resumed_step))
+    checkpoints_without_embeddings(trainer)
     hardware.reuse_freed_memory()
     score_only_loss_positions()
     dense_lm_head_on_cpu()
@@ -686,6 +688,20 @@ class TrainingPartsCallback(TrainerCallback):
                 "train_runtime": time.time() - self.started,
             }
             self.run.update_manifest(training_parts=[*self.earlier_parts, part])
+
+
+def checkpoints_without_embeddings(trainer: Any) -> None:
+    """Checkpoints of a PEFT run hold its adapter as `save_model` writes it, without the base's embeddings.
+
+    The Trainer saves checkpoints with peft's `save_embedding_layers="auto"`, which on a base whose embeddings were
+    resized (given ChatML: `models.fit_embeddings`) adds the whole embedding and LM head matrices to every checkpoint
+    (GBs on a 7B model). A resume refits them as every load does, and the new tokens' trained rows are the adapter's.
+    """
+    from peft import PeftModel
+
+    model = trainer.model
+    if isinstance(model, PeftModel):  # the Trainer calls it from `_save`, wrapped (DeepSpeed, FSDP) or not
+        model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
 
 
 def save_model(trainer: Any, run: runs.Run, state_dict: dict[str, Any] | None = None) -> None:
@@ -800,24 +816,33 @@ def use_padding_free(trainer: Any, peft_config: Any) -> None:
     refuses `padding_free=True` with `max_length` unless packing, because the flattened row can exceed `max_length`;
     but each example is still truncated to `max_length` when the dataset is prepared, so a batch never holds more than
     batch x max_length tokens, the bound a padded batch has. Attention stays within each example: causal SDPA per
-    example (`segment_attention`) on models using SDPA, else the block-diagonal mask transformers builds from the
-    restarting `position_ids`. Not for prompt learning (virtual tokens are prepended to each row) nor with packing
-    (already padding-free).
+    example (`segment_attention`) on models using SDPA, flash attention within the collator's bounds. Other
+    implementations (eager, flex) keep padded batches: their mask is the model's own, and some models (OPT) build it
+    without the `position_ids` that mark the examples, so the examples of a row would attend to each other. Not for
+    prompt learning (virtual tokens are prepended to each row) nor with packing (already padding-free).
     """
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     args, collator = trainer.args, trainer.data_collator
     if getattr(peft_config, "is_prompt_learning", False) or args.packing or args.padding_free:
         return
-    if isinstance(collator, DataCollatorForLanguageModeling):
-        collator.padding_free = True
-        if args.include_num_input_tokens_seen == "non_padding" and collator.pad_to_multiple_of is None:
-            # Every token of the row is real; "non_padding" would count ids != pad, dropping each EOS when pad == EOS.
-            args.include_num_input_tokens_seen = "all"
-        model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
-        if model.config._attn_implementation == "sdpa":
-            register_segment_attention()
-            model.set_attn_implementation(SEGMENT_ATTENTION)
+    if not isinstance(collator, DataCollatorForLanguageModeling):
+        return
+    model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    attention = model.config._attn_implementation
+    if attention not in ("sdpa", SEGMENT_ATTENTION) and "flash" not in attention:
+        logger.warning(
+            "padded batches: padding-free ones need sdpa or flash attention, not model.attn_implementation=%s",
+            attention,
+        )
+        return
+    collator.padding_free = True
+    if args.include_num_input_tokens_seen == "non_padding" and collator.pad_to_multiple_of is None:
+        # Every token of the row is real; "non_padding" would count ids != pad, dropping each EOS when pad == EOS.
+        args.include_num_input_tokens_seen = "all"
+    if attention == "sdpa":
+        register_segment_attention()
+        model.set_attn_implementation(SEGMENT_ATTENTION)
 
 
 SEGMENT_ATTENTION = "alignkit_segment_sdpa"

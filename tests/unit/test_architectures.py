@@ -188,6 +188,63 @@ def test_sft_adapts_every_layer_and_its_export_reloads_to_the_runs_replies(famil
     assert generate.greedy_replies(plain, AutoTokenizer.from_pretrained(exported), PROMPTS, 6) == replies
 
 
+def adapter_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path / "adapter_model.safetensors")
+
+
+def test_a_resized_bases_checkpoints_hold_the_adapter_only_and_resume_to_the_same_one(family_models, tmp_path):
+    """A base given ChatML has resized embeddings: the Trainer's checkpoints held its whole embedding and LM head
+    matrices (peft's `save_embedding_layers="auto"`), GBs per checkpoint on a 7B base, where the final adapter has
+    only the new tokens' rows."""
+    import shutil
+
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS[:8])
+    whole = alignkit.sft(
+        data={"paths": [str(chat)], "validation_split": 0},
+        model={"name": str(family_models["gpt-neox"])},
+        out=str(tmp_path / "whole"),
+        trainer={"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-2},
+    )
+    final = adapter_tensors(whole.adapter_dir)
+    assert any("trainable_tokens_delta" in key for key in final), "the new ChatML tokens' rows are trained"
+    for step in (2, 4):
+        checkpoint = adapter_tensors(whole.path / "checkpoints" / f"checkpoint-{step}")
+        assert sorted(checkpoint) == sorted(final), "no embedding matrix beside the adapter"
+    # the run as killed after its step-2 checkpoint, resumed from it
+    shutil.copytree(whole.path, tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "checkpoint-4")
+    shutil.rmtree(tmp_path / "resumed" / "adapter")
+    alignkit.runs.Run(tmp_path / "resumed").update_manifest(status="interrupted")
+    resumed = alignkit.sft(out=str(tmp_path / "resumed"), resume=True)
+    assert resumed.metrics["resumed_from"] and resumed.metrics["global_step"] == 4
+    again = adapter_tensors(resumed.adapter_dir)
+    assert sorted(again) == sorted(final)
+    for key, tensor in final.items():
+        torch.testing.assert_close(again[key], tensor, msg=key)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_the_batch_sft_trains_on_has_the_padded_batchs_loss_on_opt(family_models, attention, tmp_path, caplog):
+    """OPT builds its mask without `position_ids`: under eager attention the padding-free row's examples attended to
+    each other. Padding-free is for attention that keeps to each example (SDPA as `segment_attention`, flash)."""
+    from alignkit import training
+    from tests.unit.test_sft import assert_same_loss_and_grads, eval_sft_trainer, loss_and_grads
+
+    replies = ["Five.", "It is five, since two plus three makes five.", "Paris is the capital of France, yes."]
+    model = str(family_models["opt"])
+    trainer, rows = eval_sft_trainer(tmp_path, model, replies, attn_implementation=attention)
+    padded = trainer.data_collator(rows)
+    training.use_padding_free(trainer, trainer.model.peft_config["default"])
+    batch = trainer.data_collator(rows)
+    assert_same_loss_and_grads(loss_and_grads(trainer, batch), loss_and_grads(trainer, padded))
+    padding_free = "attention_mask" not in batch
+    assert padding_free == (attention == "sdpa")
+    said = [r.getMessage() for r in caplog.records if "padded batches" in r.getMessage()]
+    assert len(said) == (attention == "eager") and all("model.attn_implementation=eager" in line for line in said)
+
+
 def test_an_attention_implementation_the_model_lacks_is_one_line_naming_the_setting(family_models):
     cfg = ModelConfig(name=str(family_models["gemma2"]), attn_implementation="sdpa")
     with pytest.raises(AlignkitError, match=r"does not support model\.attn_implementation=sdpa"):

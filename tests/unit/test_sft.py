@@ -260,10 +260,10 @@ def test_a_template_that_rewrites_earlier_turns_keeps_one_example_per_turn(tiny_
     assert data.sft_examples([MULTI_TURN], tokenizer) == data.prompt_completion([MULTI_TURN])
 
 
-def eval_sft_trainer(tmp_path, tiny_model, replies=(), examples=None):
+def eval_sft_trainer(tmp_path, tiny_model, replies=(), examples=None, **model_options):
     """An SFTTrainer on one-turn chats ending in `replies` (or on `examples`), in eval mode (no LoRA dropout: batches
-    compare exactly)."""
-    cfg = load_config(SFTStageConfig, values={"model": {"name": tiny_model}})
+    compare exactly); `model_options`: more `model.*` settings."""
+    cfg = load_config(SFTStageConfig, values={"model": {"name": tiny_model, **model_options}})
     precision = hardware.pick_precision()
     examples = examples or data.prompt_completion(
         [
