@@ -830,8 +830,8 @@ def use_padding_free(trainer: Any, peft_config: Any) -> None:
         return
     model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
     attention = model.config._attn_implementation
-    if attention not in ("sdpa", SEGMENT_ATTENTION) and "flash" not in attention:
-        logger.warning(
+    if attention not in ("sdpa", SEGMENT_ATTENTION) and "flash" not in attention:  # said in the log only: the
+        logger.info(  # model's own choice on some (Gemma2), where a console warning would come with every run
             "padded batches: padding-free ones need sdpa or flash attention, not model.attn_implementation=%s",
             attention,
         )

@@ -147,16 +147,20 @@ def run_cli(
 
 
 @pytest.fixture
-def alignkit_warnings(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """`caplog` with alignkit's console warnings: the CLI's quiet terminal stops alignkit's records at its own
-    handlers, and an earlier in-process CLI call may have raised caplog's handler to ERROR."""
+def alignkit_records(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """`caplog` with alignkit's records from INFO up (the run's log.txt lines, the console's warnings): the CLI's
+    quiet terminal stops alignkit's records at its own handlers, and an earlier in-process CLI call may have raised
+    caplog's handler level (set it again between runs)."""
     alignkit_logger = logging.getLogger("alignkit")
-    alignkit_logger.addHandler(caplog.handler)
+    attach = not alignkit_logger.propagate  # else its records reach caplog through the root logger already
+    if attach:
+        alignkit_logger.addHandler(caplog.handler)
     try:
-        with caplog.at_level(logging.WARNING, logger="alignkit"):
+        with caplog.at_level(logging.INFO, logger="alignkit"):
             yield caplog
     finally:
-        alignkit_logger.removeHandler(caplog.handler)
+        if attach:
+            alignkit_logger.removeHandler(caplog.handler)
 
 
 TINY_TRAINER = ["--set", "trainer.per_device_train_batch_size=4", "--set", "trainer.logging_steps=1"]

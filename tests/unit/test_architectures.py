@@ -226,7 +226,9 @@ def test_a_resized_bases_checkpoints_hold_the_adapter_only_and_resume_to_the_sam
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_the_batch_sft_trains_on_has_the_padded_batchs_loss_on_opt(family_models, attention, tmp_path, caplog):
+def test_the_batch_sft_trains_on_has_the_padded_batchs_loss_on_opt(
+    family_models, attention, tmp_path, alignkit_records
+):
     """OPT builds its mask without `position_ids`: under eager attention the padding-free row's examples attended to
     each other. Padding-free is for attention that keeps to each example (SDPA as `segment_attention`, flash)."""
     from alignkit import training
@@ -241,7 +243,7 @@ def test_the_batch_sft_trains_on_has_the_padded_batchs_loss_on_opt(family_models
     assert_same_loss_and_grads(loss_and_grads(trainer, batch), loss_and_grads(trainer, padded))
     padding_free = "attention_mask" not in batch
     assert padding_free == (attention == "sdpa")
-    said = [r.getMessage() for r in caplog.records if "padded batches" in r.getMessage()]
+    said = [r.getMessage() for r in alignkit_records.records if "padded batches" in r.getMessage()]
     assert len(said) == (attention == "eager") and all("model.attn_implementation=eager" in line for line in said)
 
 

@@ -172,7 +172,7 @@ def test_a_config_without_top_k_samples_from_generates_default_top_50(loaded):
     assert len({t[0] for t in drawn}) > 20, "a hot temperature spreads the draws over the top 50"
 
 
-def test_prompts_given_fewer_distinct_candidates_than_n_are_reported(tiny_model, tmp_path, alignkit_warnings):
+def test_prompts_given_fewer_distinct_candidates_than_n_are_reported(tiny_model, tmp_path, alignkit_records):
     """A near-greedy temperature repeats one reply: the file used to hold fewer candidates than --n without a word,
     and `feedback push` then skipped those prompts."""
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}, {"prompt": "Name a color."}])
@@ -181,7 +181,7 @@ def test_prompts_given_fewer_distinct_candidates_than_n_are_reported(tiny_model,
     generate.run(str(prompts), str(out), n=3, model_name=tiny_model, sampling=sampling)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and all(len(row["candidates"]) < 3 for row in rows)
-    assert "2 of 2 prompts got fewer than 3 distinct non-empty candidates" in alignkit_warnings.text
+    assert "2 of 2 prompts got fewer than 3 distinct non-empty candidates" in alignkit_records.text
 
 
 def test_greedy_decoding_with_several_candidates_is_refused_before_loading(tmp_path):
