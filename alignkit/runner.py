@@ -43,6 +43,7 @@ class Plan:
     model: Any = None
     tokenizer: Any = None
     left_out: dict[str, int] = dataclasses.field(default_factory=dict)  # examples TRL dropped as too long, by split
+    cut: dict[str, int] = dataclasses.field(default_factory=dict)  # examples TRL kept but cut at max_length, by split
 
     @property
     def full(self) -> bool:
@@ -52,6 +53,7 @@ class Plan:
 
 def row_counts(plan: Plan) -> dict[str, Any]:
     left_out = {"examples_too_long": plan.left_out} if plan.left_out else {}
+    left_out |= {"examples_cut": plan.cut} if plan.cut else {}
     counts = {"train_rows": len(plan.train_rows), "eval_rows": len(plan.eval_rows), "validation": plan.validation}
     return counts | left_out
 
@@ -174,6 +176,7 @@ def trl_trainer(plan: Plan, to_dataset: Callable[[Rows], Any], **extra: Any) -> 
             raise training.all_too_long(plan.args) from None
         raise
     plan.left_out = training.rows_left_out(trainer, len(train), len(evaluation or []))
+    plan.cut = training.examples_cut(trainer, train, evaluation)
     return trainer
 
 

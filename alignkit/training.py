@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -749,6 +750,7 @@ def build_sft(plan: Any, to_examples: Callable[[Rows], Rows]) -> Any:
     examples = to_examples(plan.train_rows), to_examples(plan.eval_rows)
     trainer = sft_trainer(plan.args, plan.model, plan.tokenizer, plan.peft_config, *examples)
     plan.left_out = rows_left_out(trainer, *map(len, examples))
+    plan.cut = examples_cut(trainer, *examples)
     if "padding_free" not in plan.cfg.trainer:  # `trainer.padding_free: false` keeps padded batches
         use_padding_free(trainer, plan.peft_config)
     return trainer
@@ -770,6 +772,79 @@ def rows_left_out(trainer: Any, train_given: int, eval_given: int) -> dict[str, 
         limit = max_length(trainer.args)
         logger.warning("%s examples are too long for %s tokens and are left out (raise it: --set)", counts, limit)
     return left_out
+
+
+def examples_cut(trainer: Any, train_given: Any, eval_given: Any) -> dict[str, int]:
+    """How many of the examples a TRL trainer kept are cut at `max_length` (`keep_start`), losing trained tokens
+    without a word: SFT trains an answer without its end (no EOS: the model does not learn to stop) or a conversation
+    without its later replies; DPO compares the pair's starts only, nothing where they are the same after the cut.
+    Said in one warning line. Lengths come from what is already tokenized: DPO's untruncated ids, alignkit's own
+    per-conversation examples; only prompt->completion rows exactly at the limit are rendered again."""
+    args = trainer.args
+    limit = getattr(args, "max_length", None)
+    if (
+        limit is None
+        or getattr(args, "packing", False)
+        or getattr(args, "truncation_mode", "keep_start") != "keep_start"
+    ):
+        return {}
+    cut: dict[str, int] = {}
+    given = {"train": train_given, "validation": eval_given}
+    sizes = {"train": len(train_given), "validation": len(eval_given or [])}
+    same, longest, pairs = 0, 0, False
+    for split, kept in (("train", trainer.train_dataset), ("validation", trainer.eval_dataset)):
+        if not kept:
+            continue
+        columns = kept.column_names
+        lengths: list[int] = []
+        if "prompt_ids" in columns and "chosen_ids" in columns:  # DPO: its collator cuts prompt+chosen, prompt+rejected
+            pairs = True
+            for prompt, chosen, rejected in zip(
+                kept["prompt_ids"], kept["chosen_ids"], kept["rejected_ids"], strict=True
+            ):
+                if len(prompt) + max(len(chosen), len(rejected)) > limit:
+                    lengths.append(len(prompt) + max(len(chosen), len(rejected)))
+                    same += (prompt + chosen)[:limit] == (prompt + rejected)[:limit]
+        elif "input_ids" in columns and given[split] and "input_ids" in given[split][0]:  # `data.conversation_examples`
+            lengths = [
+                len(example["input_ids"])
+                for example in given[split]
+                if len(example["input_ids"]) > limit and any(example.get("assistant_masks", [1])[:limit])
+            ]
+        elif "input_ids" in columns:  # TRL tokenized and cut them: only those at the limit may have been longer
+            at_limit = [i for i, ids in enumerate(kept["input_ids"]) if len(ids) >= limit]
+            lengths = [n for n in (full_length(trainer.processing_class, kept[i]) for i in at_limit) if n > limit]
+        if lengths:
+            cut[split], longest = len(lengths), max(longest, *lengths)
+    if cut:
+        counts = ", ".join(f"{cut[split]} of {sizes[split]} {split}" for split in cut)
+        lost = (
+            "their ends are not compared"
+            if pairs
+            else "the end of what they train is lost (no EOS: it never learns to stop)"
+        )
+        lost += f"; {same} of them are the same after the cut and train nothing" if same else ""
+        logger.warning(
+            "%s %s are cut at %s tokens: %s (the longest has %d: --set trainer.max_length=N)",
+            counts,
+            "pairs" if pairs else "examples",
+            max_length(args),
+            lost,
+            longest,
+        )
+    return cut
+
+
+def full_length(tokenizer: Any, row: dict[str, Any]) -> int:
+    """The number of tokens of an SFT example (prompt->completion, or text) before TRL cut it."""
+    if "prompt" in row and isinstance(row["prompt"], list):  # conversational, rendered as TRL renders it
+        tools = json.loads(row["tools"]) if isinstance(row.get("tools"), str) else row.get("tools")
+        rendered = tokenizer.apply_chat_template(
+            row["prompt"] + row["completion"], tools=tools, tokenize=True, return_dict=True
+        )
+        return len(rendered["input_ids"])
+    text = row["prompt"] + row["completion"] if "prompt" in row else row["text"]
+    return len(tokenizer(text)["input_ids"])
 
 
 def max_length(args: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -428,6 +429,54 @@ def test_examples_too_long_for_max_length_are_counted_and_said(stage, tmp_path, 
     assert done.returncode == 0, done.stderr
     assert "warning: 1 of 5 train examples are too long for trainer.max_length=64" in " ".join(done.stderr.split())
     assert json.loads((out / "metrics.json").read_text())["examples_too_long"] == {"train": 1}
+
+
+def cut_row(stage: str, long: str) -> dict:
+    """A row whose trained part starts inside `max_length` and ends past it."""
+    turn = [{"role": "user", "content": "Is it short?"}]
+    if stage == "dpo":  # the two answers differ only past the cut
+        return {"prompt": "Is it short?", "chosen": f"{long} yes", "rejected": f"{long} no"}
+    if stage == "sft-multi-turn":  # the first reply fits, the last (the final answer) does not
+        turn += [{"role": "assistant", "content": "Yes."}, {"role": "user", "content": "Sure?"}]
+    return {"messages": [*turn, {"role": "assistant", "content": long}]}
+
+
+@pytest.mark.parametrize("stage", ["sft", "sft-multi-turn", "dpo"])
+def test_examples_cut_at_max_length_are_counted_and_said(stage, tmp_path, chat_file, tiny_model):
+    """TRL keeps an example whose trained part starts inside `max_length` and cuts the rest: an SFT answer without
+    its end (no EOS trained: the model never learns to stop), a conversation without its final answer, a DPO pair
+    compared on its starts only (the same after the cut here). It went without a word."""
+    long = " ".join(["word"] * 200)
+    short = long_or_short_row("dpo" if stage == "dpo" else "sft", "Is 1 short?")
+    rows = write_jsonl(tmp_path / "rows.jsonl", [short, short, short, short, cut_row(stage, long)])
+    source: dict[str, Any] = {"model": {"name": tiny_model}}
+    train = alignkit.sft
+    if stage == "dpo":
+        parent = alignkit.sft(
+            data={"paths": [str(chat_file)]}, out=str(tmp_path / "sft"), trainer={"max_steps": 1}, **source
+        )
+        source, train = {"from_run": str(parent.path)}, alignkit.dpo
+    said: list[str] = []
+    keep = logging.Handler(logging.WARNING)
+    keep.emit = lambda record: said.append(record.getMessage()) if "are cut at" in record.getMessage() else None
+    own = logging.getLogger("alignkit")  # it does not propagate: a handler of its own hears its terminal warnings
+    own.addHandler(keep)
+    try:
+        run = train(
+            data={"paths": [str(rows)], "validation_split": 0},
+            out=str(tmp_path / "run"),
+            trainer={"max_steps": 1, "max_length": 64},
+            **source,
+        )
+    finally:
+        own.removeHandler(keep)
+    kind = "pairs" if stage == "dpo" else "examples"
+    assert len(said) == 1 and f"1 of 5 train {kind} are cut at trainer.max_length=64 tokens" in said[0], said
+    assert "--set trainer.max_length=N" in said[0]
+    if stage == "dpo":
+        assert "1 of them are the same after the cut and train nothing" in said[0]
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert metrics["examples_cut"] == {"train": 1} and "examples_too_long" not in metrics
 
 
 def test_truncated_gguf_is_one_line_error(tmp_path, capsys, chat_file, monkeypatch):
