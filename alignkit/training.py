@@ -35,9 +35,11 @@ def resolve_resume(stage: str, cfg: Any) -> Any:
     resumed = load_config(type(cfg), run.path / "config.yaml", values={"resume": True, "out": str(run.path)})
     check_resume_settings(cfg, resumed)
     longer = {}
-    for key in RESUME_LENGTH_KEYS:  # a resumed run may be given a new length
-        if key in cfg.trainer and cfg.trainer[key] != resumed.trainer.get(key):
-            resumed.trainer[key] = longer[key] = cfg.trainer[key]
+    defaults = type(cfg)().trainer
+    for key in RESUME_LENGTH_KEYS:  # a resumed run may be given a new length; the stage's default is none given
+        given = cfg.trainer.get(key, defaults.get(key))
+        if given != defaults.get(key) and given != resumed.trainer.get(key):
+            resumed.trainer[key] = longer[key] = given
     if longer and distributed.is_main():  # so that `--config RUN/config.yaml` trains what this run trains
         run.update_trainer_options(longer)
     return resumed

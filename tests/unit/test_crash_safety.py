@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import alignkit
 from alignkit import runs
 from tests.conftest import TINY_TRAINER, run_cli
 from tests.unit.test_bad_inputs import assert_one_line_error
@@ -293,3 +294,27 @@ def test_a_run_resumed_with_a_new_length_records_it_in_its_config_and_manifest(t
     assert after["trainer"].pop("max_steps") == 25 and before["trainer"].pop("max_steps") == MAX_STEPS
     assert after == before  # nothing else changed
     assert run.manifest["trainer_args"]["max_steps"] == 25
+
+
+def test_resuming_without_a_length_keeps_the_runs_own_epochs(tmp_path, tiny_model, chat_file):
+    """The stage's default `num_train_epochs: 1` was taken for a new length given with `--resume`: a run started with
+    `--epochs 2` was cut to one epoch by a plain `--resume`."""
+    from alignkit import training
+    from alignkit.config import SFTStageConfig, load_config
+
+    run = alignkit.sft(
+        data={"paths": [str(chat_file)], "validation_split": 0},
+        model={"name": tiny_model},
+        out=str(tmp_path / "run"),
+        trainer={"num_train_epochs": 2, "per_device_train_batch_size": 8},
+    )
+    run.update_manifest(status="interrupted")  # as a Ctrl-C leaves it
+    before = (run.path / "config.yaml").read_text()
+
+    def resumed(**trainer: object) -> dict[str, object]:
+        values = {"resume": True, "out": str(run.path), "trainer": trainer}
+        return training.resolve_resume("sft", load_config(SFTStageConfig, values=values)).trainer
+
+    assert resumed()["num_train_epochs"] == 2 and (run.path / "config.yaml").read_text() == before
+    assert resumed(num_train_epochs=3)["num_train_epochs"] == 3  # a length given is the new one
+    assert yaml.safe_load((run.path / "config.yaml").read_text())["trainer"]["num_train_epochs"] == 3
