@@ -135,6 +135,12 @@ def final_metrics(trainer: Any, plan: runner.Plan) -> dict[str, Any]:
     return last_training_figures(trainer) | (checked[0].summary() if checked else {})
 
 
+def check(plan: runner.Plan, args: Any) -> None:
+    """Before the run directory exists: settings TRL would refuse once training starts, and KTO's label balance."""
+    check_args(plan.cfg, args)
+    check_kto_balance(plan, args)
+
+
 RECIPE = runner.Recipe(
     "dpo",
     classes=lambda cfg: pick_method(cfg.method).classes(),
@@ -143,7 +149,7 @@ RECIPE = runner.Recipe(
     needs_policy=True,
     prepare=known_method,
     trainer_defaults=trainer_defaults,
-    check=lambda plan, args: (check_args(plan.cfg, args), check_kto_balance(plan, args)),
+    check=check,
     manifest=manifest,
     counts=lambda plan: runner.row_counts(plan) | {"method": plan.cfg.method},
     final_metrics=final_metrics,
