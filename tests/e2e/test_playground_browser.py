@@ -143,7 +143,12 @@ def test_each_turn_starts_at_the_same_height_in_every_column(playground_app, ver
     expect(page.get_by_text("These replies follow different conversations")).to_have_count(1)
     expect(page.locator('[data-testid="stElementContainer"][data-stale="true"]')).to_have_count(0)
     page.screenshot(path=str(artifacts / "playground-turns.png"), full_page=True)
-    boxes = [answers.nth(i).bounding_box() for i in range(4)]
+    # one snapshot of every reply's place on the page (not in the window: the page may scroll between two reads)
+    boxes = answers.evaluate_all(
+        "els => els.map(e => { const r = e.getBoundingClientRect();"
+        " return {x: r.x, y: r.y + window.scrollY, height: r.height}; })"
+    )
+    assert len(boxes) == 4
     columns: dict[int, list[dict[str, float]]] = {}
     for box in boxes:  # each model's replies, top to bottom, whatever the page's DOM order
         columns.setdefault(round(box["x"]), []).append(box)
