@@ -28,6 +28,14 @@ PHI3_TEMPLATE = (
     "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
 )
+GEMMA_TOKENS = {  # Gemma and Gemma2 share the tokenizer's specials and template
+    "specials": ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
+    "bos": "<bos>",
+    "eos": "<eos>",
+    "pad": "<pad>",
+    "template": GEMMA_TEMPLATE,
+    "add_bos": True,
+}
 LAYERS = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
 
 # name -> (model_type, config, tokenizer: specials, bos, eos, pad, chat template, BOS added by the tokenizer)
@@ -46,27 +54,13 @@ FAMILIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "gemma": (
         "gemma",
         {**LAYERS, "num_key_value_heads": 1, "head_dim": 8},
-        {
-            "specials": ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
-            "bos": "<bos>",
-            "eos": "<eos>",
-            "pad": "<pad>",
-            "template": GEMMA_TEMPLATE,
-            "add_bos": True,
-        },
+        GEMMA_TOKENS,
     ),
     # attention-logit and final-logit softcapping (no SDPA), alternating sliding-window layers
     "gemma2": (
         "gemma2",
         {**LAYERS, "num_key_value_heads": 2, "head_dim": 8, "sliding_window": 16, "final_logit_softcapping": 30.0},
-        {
-            "specials": ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
-            "bos": "<bos>",
-            "eos": "<eos>",
-            "pad": "<pad>",
-            "template": GEMMA_TEMPLATE,
-            "add_bos": True,
-        },
+        GEMMA_TOKENS,
     ),
     # Pythia: fused query_key_value, untied head, no pad token, no chat template (given ChatML)
     "gpt-neox": (
