@@ -3,9 +3,13 @@ trains (every token, each document on its own) and that it lowers the perplexity
 
 from __future__ import annotations
 
+import pytest
+
+import alignkit
+from alignkit import AlignkitError
 from alignkit.config import DataConfig
 from alignkit.data import load_split, load_text
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_jsonl
 
 
 def test_a_folder_of_text_files_is_read_as_its_documents_in_path_order(tmp_path, alignkit_records):
@@ -39,3 +43,27 @@ def test_a_folder_without_data_files_is_refused_in_one_line(tmp_path, tiny_model
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "neither a `datasets` save dir nor a folder with data files (it has .html files)" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_text_in_another_column_trains_the_same_as_text_when_trl_s_text_field_names_it(tmp_path, tiny_model):
+    """JSONL with `body` (or `content`) was refused even with `--set trainer.dataset_text_field=body`, TRL's own
+    option for it: alignkit read only `text`."""
+    documents = [f"Compost pile {i} needs air, water, greens and browns." for i in range(12)]
+    as_text = write_jsonl(tmp_path / "text.jsonl", [{"text": doc} for doc in documents])
+    as_body = write_jsonl(tmp_path / "body.jsonl", [{"id": i, "body": doc} for i, doc in enumerate(documents)])
+    with pytest.raises(AlignkitError, match="dataset_text_field=COLUMN"):
+        load_text([str(as_body)])
+
+    trainer = {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 32}
+    runs = {
+        name: alignkit.pretrain(
+            data={"paths": [str(path)]},
+            model={"name": tiny_model},
+            out=str(tmp_path / name),
+            trainer=trainer | extra,
+        )
+        for name, path, extra in [("text", as_text, {}), ("body", as_body, {"dataset_text_field": "body"})]
+    }
+    assert runs["body"].metrics["train_tokens"] == runs["text"].metrics["train_tokens"] > 0
+    assert runs["body"].metrics["train_loss"] == pytest.approx(runs["text"].metrics["train_loss"])
+    assert runs["body"].metrics["eval_rows"] == runs["text"].metrics["eval_rows"] > 0
