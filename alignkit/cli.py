@@ -136,6 +136,8 @@ def show_run(run: Any) -> None:
         "train_loss",
         "eval_loss_start",
         "eval_loss",
+        "eval_perplexity_start",  # pretrain: of the validation text
+        "eval_perplexity",
         "pairwise_accuracy",
         "eval_rewards/accuracies",
         "reward_start",  # rl: the mean reward of the first and last logged steps, and the KL to the reference

@@ -815,7 +815,8 @@ def examples_cut(trainer: Any, train_given: Any, eval_given: Any) -> dict[str, i
             ]
         elif "input_ids" in columns:  # TRL tokenized and cut them: only those at the limit may have been longer
             at_limit = [i for i, ids in enumerate(kept["input_ids"]) if len(ids) >= limit]
-            lengths = [n for n in (full_length(trainer.processing_class, kept[i]) for i in at_limit) if n > limit]
+            text = getattr(args, "dataset_text_field", "text")
+            lengths = [n for n in (full_length(trainer.processing_class, kept[i], text) for i in at_limit) if n > limit]
         if lengths:
             cut[split], longest = len(lengths), max(longest, *lengths)
     if cut:
@@ -837,15 +838,15 @@ def examples_cut(trainer: Any, train_given: Any, eval_given: Any) -> dict[str, i
     return cut
 
 
-def full_length(tokenizer: Any, row: dict[str, Any]) -> int:
-    """The number of tokens of an SFT example (prompt->completion, or text) before TRL cut it."""
+def full_length(tokenizer: Any, row: dict[str, Any], text_column: str = "text") -> int:
+    """The number of tokens of an SFT example (prompt->completion, or text in `text_column`) before TRL cut it."""
     if "prompt" in row and isinstance(row["prompt"], list):  # conversational, rendered as TRL renders it
         tools = json.loads(row["tools"]) if isinstance(row.get("tools"), str) else row.get("tools")
         rendered = tokenizer.apply_chat_template(
             row["prompt"] + row["completion"], tools=tools, tokenize=True, return_dict=True
         )
         return len(rendered["input_ids"])
-    text = row["prompt"] + row["completion"] if "prompt" in row else row["text"]
+    text = row["prompt"] + row["completion"] if "prompt" in row else row[text_column]
     return len(tokenizer(text)["input_ids"])
 
 

@@ -115,21 +115,25 @@ def check_template_renders(tokenizer: Any, rows: list[dict[str, Any]], source: s
         )
 
 
-def load_text(paths: list[str], flag: str = "--data") -> list[dict[str, str]]:
+def load_text(paths: list[str], flag: str = "--data", field: str = "text") -> list[dict[str, str]]:
     """`{"text": ...}` rows for pretraining (and the forgetting check's general text); chat rows are accepted and
-    flattened to their contents. `flag`: the option that named `paths`."""
+    flattened to their contents. `flag`: the option that named `paths`; `field`: the column that holds the text
+    (pretraining: TRL's `trainer.dataset_text_field`)."""
+    expected = f"{{{field}: str}} rows, or .txt/.md files"
+    if flag == "--data":  # pretraining, where TRL's own option names the column
+        expected += "; for text in another column: --set trainer.dataset_text_field=COLUMN"
     rows = []
     for path in paths:
-        rows += convert_all(read_rows(path, flag), text_row, "{text: str} rows, or a .txt file")
+        rows += convert_all(read_rows(path, flag), lambda row: text_row(row, field), expected)
     return rows
 
 
-def text_row(data: dict[str, Any]) -> dict[str, str]:
-    if "text" in data:
-        return {"text": text_field(data, "text")}
+def text_row(data: dict[str, Any], field: str = "text") -> dict[str, str]:
+    if field in data:
+        return {"text": text_field(data, field)}
     fmt = detect_chat_format(data)
     if fmt == "unknown":
-        raise RowError("text", "missing")
+        raise RowError(field, "missing")
     return {"text": "\n\n".join(m["content"] for m in to_messages(data, fmt))}
 
 

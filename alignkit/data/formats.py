@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +36,8 @@ from typing import Any
 
 from alignkit.errors import AlignkitError, first_line
 from alignkit.paths import offline_without_network, saved_split
+
+logger = logging.getLogger("alignkit")
 
 ROLES = ("system", "user", "assistant")
 CHAT_ROLES = {role: role for role in (*ROLES, "tool")}
@@ -104,26 +107,18 @@ def read_rows(source: str, flag: str = "--data") -> list[Row]:
     """All rows of a data file, directory or hub dataset; errors name the file and line. `flag`: the option that
     named `source`, for the fix of a missing file."""
     path, split = saved_split(source)
-    if path.is_dir():
+    if path.is_dir() and (split or is_saved_dataset(path)):
         rows = read_saved_dataset(path, split)
+    elif path.is_dir():
+        rows = read_folder(path)
     elif path.is_file():
         suffix = path.suffix.lower()
-        readers: dict[str, Callable[[Path], list[Row]]] = {
-            ".jsonl": read_jsonl,
-            ".ndjson": read_jsonl,
-            ".json": read_json,
-            ".csv": read_csv,
-            ".tsv": read_csv,
-            ".parquet": read_parquet,
-            ".txt": read_text,
-            ".md": read_text,
-        }
-        if suffix not in readers:
+        if suffix not in READERS:
             raise AlignkitError(
                 f"{path}: unsupported file type `{suffix or '(none)'}`",
-                "use .jsonl, .json, .csv, .tsv, .parquet, .txt or a `datasets` save dir",
+                "use .jsonl, .json, .csv, .tsv, .parquet, .txt, .md, a folder of them or a `datasets` save dir",
             )
-        rows = readers[suffix](path)
+        rows = READERS[suffix](path)
     elif path.exists() or source.startswith((".", "/", "~")) or path.suffix:
         raise AlignkitError(f"{source}: data file not found", f"check the path passed to {flag}")
     else:
@@ -237,6 +232,46 @@ def read_text(path: Path) -> list[Row]:
     return rows
 
 
+READERS: dict[str, Callable[[Path], list[Row]]] = {
+    ".jsonl": read_jsonl,
+    ".ndjson": read_jsonl,
+    ".json": read_json,
+    ".csv": read_csv,
+    ".tsv": read_csv,
+    ".parquet": read_parquet,
+    ".txt": read_text,
+    ".md": read_text,
+}
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether a folder is a `datasets` save_to_disk dir (a Dataset's `state.json`, a DatasetDict's
+    `dataset_dict.json`) rather than a folder of data files."""
+    return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
+
+
+def read_folder(path: Path) -> list[Row]:
+    """Every data file under a folder (a corpus of .txt/.md documents, JSONL shards), in path order, each read by its
+    suffix; hidden files and folders are skipped, and files of other types are named in a warning, not read."""
+    files, skipped = [], set()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if any(part.startswith(".") for part in file.relative_to(path).parts):
+            continue
+        if file.suffix.lower() in READERS:
+            files.append(file)
+        else:
+            skipped.add(file.suffix.lower() or "(no suffix)")
+    if not files:
+        found = f" (it has {', '.join(sorted(skipped))} files)" if skipped else ""
+        raise AlignkitError(
+            f"{path}: neither a `datasets` save dir nor a folder with data files{found}",
+            "put .txt, .md, .jsonl, .json, .csv, .tsv or .parquet files in it, or pass a save_to_disk dir",
+        )
+    if skipped:
+        logger.warning("%s: files of type %s are not read (not a data file type)", path, ", ".join(sorted(skipped)))
+    return [row for file in files for row in READERS[file.suffix.lower()](file)]
+
+
 def load_saved(path: Path) -> Any:
     """A `datasets` save dir: a Dataset or a DatasetDict (memory-mapped, so opening it reads little)."""
     import datasets
@@ -273,7 +308,7 @@ def saved_validation_split(source: str) -> str | None:
     import datasets
 
     path, split = saved_split(source)
-    if split or not path.is_dir():
+    if split or not path.is_dir() or not is_saved_dataset(path):
         return None
     loaded = load_saved(path)
     if not isinstance(loaded, datasets.DatasetDict):

@@ -1,0 +1,101 @@
+"""Continued pretraining as users bring their text: a folder of documents, JSONL with another column name; what it
+trains (every token, each document on its own) and that it lowers the perplexity of held-out domain text."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import alignkit
+from alignkit import AlignkitError, evaluate, lineage
+from alignkit.config import DataConfig
+from alignkit.data import load_split, load_text
+from alignkit.paths import bundled_data
+from tests.conftest import build_tiny_model, run_cli, write_jsonl
+
+
+def test_a_folder_of_text_files_is_read_as_its_documents_in_path_order(tmp_path, alignkit_records):
+    """`--data corpus/` was refused as "not a `datasets` save dir": a folder of .txt/.md files is how domain text
+    usually comes."""
+    corpus = tmp_path / "corpus"
+    (corpus / "guides").mkdir(parents=True)
+    (corpus / ".git").mkdir()
+    (corpus / "b.txt").write_text("Turn the pile weekly.\n\nKeep it moist.\n")
+    (corpus / "a.md").write_text("# Compost\n\nGreens and browns.\n")
+    (corpus / "guides" / "worms.txt").write_text("Red wigglers eat scraps.\n")
+    (corpus / "guides" / "empty.txt").write_text("")
+    (corpus / ".git" / "notes.txt").write_text("not a document\n")
+    (corpus / "index.html").write_text("<p>not read</p>\n")
+
+    files = [corpus / "a.md", corpus / "b.txt", corpus / "guides" / "empty.txt", corpus / "guides" / "worms.txt"]
+    one_by_one = [row for file in files[:2] + files[3:] for row in load_text([str(file)])]
+    assert load_text([str(corpus)]) == one_by_one
+    assert [row["text"] for row in one_by_one][:2] == ["# Compost", "Greens and browns."]
+    assert "index.html" not in str(one_by_one) and any(".html" in r.message for r in alignkit_records.records)
+
+    train, validation, paths, _ = load_split(DataConfig(paths=[str(corpus)], validation_split=0.2), load_text)
+    assert len(train) + len(validation) == len(one_by_one) and validation and paths == [str(corpus)]
+
+
+def test_a_folder_without_data_files_is_refused_in_one_line(tmp_path, tiny_model):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<p>hi</p>\n")
+    result = run_cli("pretrain", "--data", str(site), "--model", tiny_model, "--out", str(tmp_path / "run"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "neither a `datasets` save dir nor a folder with data files (it has .html files)" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_text_in_another_column_trains_the_same_as_text_when_trl_s_text_field_names_it(tmp_path, tiny_model):
+    """JSONL with `body` (or `content`) was refused even with `--set trainer.dataset_text_field=body`, TRL's own
+    option for it: alignkit read only `text`."""
+    documents = [f"Compost pile {i} needs air, water, greens and browns." for i in range(12)]
+    as_text = write_jsonl(tmp_path / "text.jsonl", [{"text": doc} for doc in documents])
+    as_body = write_jsonl(tmp_path / "body.jsonl", [{"id": i, "body": doc} for i, doc in enumerate(documents)])
+    with pytest.raises(AlignkitError, match="dataset_text_field=COLUMN"):
+        load_text([str(as_body)])
+
+    trainer = {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 32}
+    runs = {
+        name: alignkit.pretrain(
+            data={"paths": [str(path)]},
+            model={"name": tiny_model},
+            out=str(tmp_path / name),
+            trainer=trainer | extra,
+        )
+        for name, path, extra in [("text", as_text, {}), ("body", as_body, {"dataset_text_field": "body"})]
+    }
+    assert runs["body"].metrics["train_tokens"] == runs["text"].metrics["train_tokens"] > 0
+    assert runs["body"].metrics["train_loss"] == pytest.approx(runs["text"].metrics["train_loss"])
+    assert runs["body"].metrics["eval_rows"] == runs["text"].metrics["eval_rows"] > 0
+
+
+def test_a_pretrain_adapter_lowers_the_perplexity_of_held_out_domain_text_below_the_base(tmp_path):
+    """What continued pretraining is for: held-out paragraphs of the domain (never trained on) are more likely
+    under base + adapter than under the base; the run reports its validation perplexity before and after."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = str(build_tiny_model(tmp_path / "base", initializer_range=0.5))
+    paragraphs = [json.loads(line)["text"] for line in bundled_data("domain_text.jsonl").read_text().splitlines()]
+    train, held_out = paragraphs[:60], paragraphs[60:80]
+    domain = tmp_path / "domain.txt"
+    domain.write_text("\n\n".join(train))
+    run = alignkit.pretrain(
+        data={"paths": [str(domain)], "validation_split": 6},
+        model={"name": base},
+        out=str(tmp_path / "pre"),
+        trainer={"max_steps": 30, "learning_rate": 5e-3, "max_length": 128, "eval_steps": 30},
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    base_ppl = evaluate.perplexity(AutoModelForCausalLM.from_pretrained(base).eval(), tokenizer, held_out)
+    model, tokenizer = lineage.load_run_model(run.path)
+    tuned_ppl = evaluate.perplexity(model.eval(), tokenizer, held_out)
+    assert tuned_ppl < 0.9 * base_ppl
+    metrics = run.metrics
+    assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
+    assert metrics["eval_perplexity_start"] == pytest.approx(math.exp(metrics["eval_loss_start"]))
+    assert metrics["eval_perplexity"] < metrics["eval_perplexity_start"]
