@@ -254,7 +254,10 @@ def test_a_config_from_another_tool_gets_every_unknown_key_named_at_once(tmp_pat
         (["--set", "reward.max_steps=ten"], ["`reward.max_steps` must be int", "'ten'"]),
         (["--set", "sft_peft.method=loraa"], ["unknown peft.method `loraa`"]),
         (["--set", "train_prompts=500"], ["no prompt left to evaluate", "train_prompts=500"]),
-        (["--set", "temperature=0"], ["`temperature` 0 is greedy", "6 `candidates`", "--set temperature=0.8"]),
+        (
+            ["--set", "temperature=0"],
+            ["demo: `temperature` 0 is greedy", "6 candidates of a prompt (`candidates`)", "--set temperature=0.8"],
+        ),
     ],
     ids=[
         *("rounds-zero", "one-candidate", "sft-steps-negative", "noise-above-one", "unknown-rule", "dpo-key-typo"),
