@@ -120,6 +120,12 @@ AT_LEAST = {
 }
 
 
+# The demo's config keys, as its refusal of greedy candidates names them
+DEMO_SAMPLING_NAMES = generate.SamplingNames(
+    "`temperature`", "`candidates`", "--set temperature=0.8", "`greedy_candidate`", where="demo: "
+)
+
+
 def check(cfg: DemoConfig) -> None:
     """Refuse what the loop would only trip over after SFT, minutes in: a count out of range, an unknown rule, a noise
     that is not a probability, and a stage section (`sft`, `reward`, `dpo`, `rl`: `trainer:` keys; `sft_peft`) that
@@ -138,7 +144,7 @@ def check(cfg: DemoConfig) -> None:
         raise AlignkitError(f"demo: `noise` is a probability (0 to 1), got {cfg.noise}", "e.g. --noise 0.1")
     judges.rule(cfg.rule)
     sampling = generate.Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)  # checks them
-    generate.check_distinct(cfg.candidates, sampling, demo=True)
+    generate.check_distinct(cfg.candidates, sampling, DEMO_SAMPLING_NAMES)
     stages = {"sft": sft.RECIPE, "reward": reward.RECIPE, "dpo": dpo.RECIPE, "rl": rl.RECIPE}
     stage_cfgs = {"dpo": DPOStageConfig(), "rl": RLStageConfig()}
     for section, recipe in stages.items():

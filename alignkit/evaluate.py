@@ -310,11 +310,15 @@ def evaluate_models(
     messages = [p.messages for p in prompts]
     references = [p.spec.reference for p in prompts]
     scored: dict[tuple[str, str], float] = {}  # each run's rewards, reused by the reward-model comparisons
+    checked_templates: set[str] = set()  # the runs of a lineage share its tokenizer: its prompts are checked once
     # one bar for the whole evaluation: answers are most of its time
     with tqdm(total=len(models_to_evaluate) * len(prompts), desc="evaluating", unit="answer") as progress:
         for name, load in models_to_evaluate:
             model, tokenizer = load()
-            check_prompt_tools(tokenizer, prompts, "--prompts")
+            template = json.dumps(tokenizer.chat_template)  # a string, named templates (a dict) or None
+            if template not in checked_templates:
+                check_prompt_tools(tokenizer, prompts, "--prompts")
+                checked_templates.add(template)
             progress.set_postfix_str(f"{name}: answers")
             tools = [p.tools for p in prompts]
             answers[name] = greedy_replies(model, tokenizer, messages, max_new_tokens, 40, progress.update, tools)

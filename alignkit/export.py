@@ -54,9 +54,10 @@ def export(
     converter = gguf_converter(run, gguf_type) if gguf else None  # missing tooling: fail before any work
     precision = export_precision(run, dtype)
 
-    model, tokenizer = load_for_export(run, precision)
+    chain = lineage.adapter_runs(run.lineage)  # the adapters merged, into the safetensors model and the GGUF file
+    model, tokenizer = load_for_export(run, chain, precision)
     merge_into_gguf = gguf and converter is None
-    adapter_dirs = [r.adapter_dir for r in lineage.adapter_runs(run.lineage)] if merge_into_gguf else []
+    adapter_dirs = [r.adapter_dir for r in chain]
     if merge_into_gguf and (reason := llamacpp.unsupported(run.model_config, adapter_dirs, tokenizer)):
         raise AlignkitError(f"GGUF export: {reason}", f"install llama.cpp's {GGUF_CONVERTER} (LLAMA_CPP_DIR)")
     if hasattr(model, "merge_and_unload"):
@@ -103,14 +104,15 @@ def export_precision(run: runs.Run, dtype: str) -> Precision:
     return Precision("cpu", name, "export")
 
 
-def load_for_export(run: runs.Run, precision: Precision) -> tuple[Any, Any]:
-    """The run's model unquantised (a QLoRA run merges into the full-precision base) on the CPU."""
+def load_for_export(run: runs.Run, chain: list[runs.Run], precision: Precision) -> tuple[Any, Any]:
+    """The run's model unquantised (a QLoRA run merges into the full-precision base) on the CPU: `chain`'s adapters
+    (`lineage.adapter_runs`) merged into the base."""
     if run.stage == "reward":
         scorer = lineage.load_scorer(run.path, precision=precision)
         return scorer.model, scorer.tokenizer
     model_cfg = dataclasses.replace(run.model_config, attn_implementation=None, quantization=None)
     tokenizer, _ = lineage.lineage_tokenizer(model_cfg, run.lineage)
-    return lineage.load_merged(lineage.adapter_runs(run.lineage), model_cfg, precision, tokenizer), tokenizer
+    return lineage.load_merged(chain, model_cfg, precision, tokenizer), tokenizer
 
 
 def gguf_converter(run: runs.Run, gguf_type: str) -> Path | None:

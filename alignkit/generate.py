@@ -68,18 +68,25 @@ def check_counts(**counts: int | None) -> None:
             raise AlignkitError(f"{flag} must be at least 1, got {value}", f"pass {flag} 1 or more, or leave it out")
 
 
-def check_distinct(n: int, sampling: Sampling, demo: bool = False) -> None:
-    """Several candidates per prompt need sampling: greedy decoding gives one reply, and repeats are dropped
-    (`demo`: named as the demo's settings rather than `generate`'s flags)."""
+@dataclass(frozen=True)
+class SamplingNames:
+    """How a command names the options `check_distinct` speaks of: `generate`'s flags (the default), the demo's
+    config keys."""
+
+    temperature: str = "--temperature"
+    candidates: str = "--n"
+    sample: str = "--temperature 0.8"  # how to ask for a sampling temperature
+    greedy_first: str = "--greedy-first"
+    where: str = ""  # what the message starts with
+
+
+def check_distinct(n: int, sampling: Sampling, names: SamplingNames = SamplingNames()) -> None:
+    """Several candidates per prompt need sampling: greedy decoding gives one reply, and repeats are dropped."""
     if n > 1 and sampling.temperature == 0:
-        if demo:
-            raise AlignkitError(
-                f"demo: `temperature` 0 is greedy: the {n} `candidates` of a prompt would all be the same reply",
-                "e.g. --set temperature=0.8 (the first candidate is the greedy reply already: `greedy_candidate`)",
-            )
         raise AlignkitError(
-            f"--temperature 0 is greedy: the --n {n} candidates of a prompt would all be the same reply",
-            "sample with --temperature 0.8 (--greedy-first keeps the greedy reply as the first), or pass --n 1",
+            f"{names.where}{names.temperature} 0 is greedy: the {n} candidates of a prompt ({names.candidates}) would "
+            "all be the same reply",
+            f"sample, e.g. {names.sample} (with {names.greedy_first} the first candidate is the greedy reply)",
         )
 
 

@@ -777,41 +777,46 @@ def rows_left_out(trainer: Any, train_given: int, eval_given: int) -> dict[str, 
 
 
 def examples_cut(trainer: Any, train_given: Any, eval_given: Any) -> dict[str, int]:
-    """How many of the examples a TRL trainer kept are cut at `max_length` (`keep_start`), losing trained tokens
-    without a word: SFT trains an answer without its end (no EOS: the model does not learn to stop) or a conversation
-    without its later replies; DPO compares the pair's starts only, nothing where they are the same after the cut.
-    Said in one warning line. Lengths come from what is already tokenized: DPO's untruncated ids, alignkit's own
-    per-conversation examples; only prompt->completion rows exactly at the limit are rendered again."""
+    """How many of the examples a TRL trainer kept are cut at `max_length`, losing tokens without a word. With
+    `keep_start` (the default; KTO's only mode) SFT trains an answer without its end (no EOS: the model does not learn
+    to stop) or a conversation without its later replies, DPO compares the pair's starts only (nothing where they are
+    the same after the cut), KTO trains a completion without its end; with `keep_end` the start is cut: the system
+    prompt and first turns of an SFT conversation, the start of a DPO prompt. Said in one warning line. Lengths come
+    from what is already tokenized: DPO's and KTO's untruncated ids, alignkit's own per-conversation examples; only
+    prompt->completion rows exactly at the limit are rendered again."""
     args = trainer.args
     limit = getattr(args, "max_length", None)
-    if (
-        limit is None
-        or getattr(args, "packing", False)
-        or getattr(args, "truncation_mode", "keep_start") != "keep_start"
-    ):
+    if limit is None or getattr(args, "packing", False):
         return {}
+    keep_end = getattr(args, "truncation_mode", "keep_start") == "keep_end"
+    kept_part = slice(-limit, None) if keep_end else slice(None, limit)
     cut: dict[str, int] = {}
     given = {"train": train_given, "validation": eval_given}
     sizes = {"train": len(train_given), "validation": len(eval_given or [])}
-    same, longest, pairs = 0, 0, False
+    same, longest, kind = 0, 0, "examples"
     for split, kept in (("train", trainer.train_dataset), ("validation", trainer.eval_dataset)):
         if not kept:
             continue
         columns = kept.column_names
         lengths: list[int] = []
         if "prompt_ids" in columns and "chosen_ids" in columns:  # DPO: its collator cuts prompt+chosen, prompt+rejected
-            pairs = True
+            kind = "pairs"
             for prompt, chosen, rejected in zip(
                 kept["prompt_ids"], kept["chosen_ids"], kept["rejected_ids"], strict=True
             ):
                 if len(prompt) + max(len(chosen), len(rejected)) > limit:
                     lengths.append(len(prompt) + max(len(chosen), len(rejected)))
-                    same += (prompt + chosen)[:limit] == (prompt + rejected)[:limit]
+                    same += (prompt + chosen)[kept_part] == (prompt + rejected)[kept_part]
+        elif "prompt_ids" in columns and "completion_ids" in columns:  # KTO: its collator cuts prompt+completion
+            kind = "completions"
+            pairs = zip(kept["prompt_ids"], kept["completion_ids"], strict=True)
+            lengths = [n for n in (len(prompt) + len(completion) for prompt, completion in pairs) if n > limit]
         elif "input_ids" in columns and given[split] and "input_ids" in given[split][0]:  # `data.conversation_examples`
             lengths = [
                 len(example["input_ids"])
                 for example in given[split]
-                if len(example["input_ids"]) > limit and any(example.get("assistant_masks", [1])[:limit])
+                if len(example["input_ids"]) > limit
+                and any(example.get("assistant_masks", [1] * len(example["input_ids"]))[kept_part])
             ]
         elif "input_ids" in columns:  # TRL tokenized and cut them: only those at the limit may have been longer
             at_limit = [i for i, ids in enumerate(kept["input_ids"]) if len(ids) >= limit]
@@ -821,21 +826,30 @@ def examples_cut(trainer: Any, train_given: Any, eval_given: Any) -> dict[str, i
             cut[split], longest = len(lengths), max(longest, *lengths)
     if cut:
         counts = ", ".join(f"{cut[split]} of {sizes[split]} {split}" for split in cut)
-        lost = (
-            "their ends are not compared"
-            if pairs
-            else "the end of what they train is lost (no EOS: it never learns to stop)"
-        )
+        lost = what_the_cut_loses(kind, keep_end)
         lost += f"; {same} of them are the same after the cut and train nothing" if same else ""
         logger.warning(
             "%s %s are cut at %s tokens: %s (the longest has %d: --set trainer.max_length=N)",
             counts,
-            "pairs" if pairs else "examples",
+            kind,
             max_length(args),
             lost,
             longest,
         )
     return cut
+
+
+def what_the_cut_loses(kind: str, keep_end: bool) -> str:
+    """What an example cut at `max_length` loses, in `examples_cut`'s warning."""
+    if keep_end:  # truncation_mode: keep_end (SFT and DPO)
+        if kind == "pairs":
+            return "the starts of their prompts are lost (answers compared without the context they answer)"
+        return "their starts are lost (the system prompt and first turns: replies trained without their context)"
+    if kind == "pairs":
+        return "their ends are not compared"
+    if kind == "completions":
+        return "the end of each completion is not trained"
+    return "the end of what they train is lost (no EOS: it never learns to stop)"
 
 
 def full_length(tokenizer: Any, row: dict[str, Any], text_column: str = "text") -> int:

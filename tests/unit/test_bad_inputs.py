@@ -254,7 +254,10 @@ def test_a_config_from_another_tool_gets_every_unknown_key_named_at_once(tmp_pat
         (["--set", "reward.max_steps=ten"], ["`reward.max_steps` must be int", "'ten'"]),
         (["--set", "sft_peft.method=loraa"], ["unknown peft.method `loraa`"]),
         (["--set", "train_prompts=500"], ["no prompt left to evaluate", "train_prompts=500"]),
-        (["--set", "temperature=0"], ["`temperature` 0 is greedy", "6 `candidates`", "--set temperature=0.8"]),
+        (
+            ["--set", "temperature=0"],
+            ["demo: `temperature` 0 is greedy", "6 candidates of a prompt (`candidates`)", "--set temperature=0.8"],
+        ),
     ],
     ids=[
         *("rounds-zero", "one-candidate", "sft-steps-negative", "noise-above-one", "unknown-rule", "dpo-key-typo"),
@@ -432,30 +435,54 @@ def test_examples_too_long_for_max_length_are_counted_and_said(stage, tmp_path, 
 
 
 def cut_row(stage: str, long: str) -> dict:
-    """A row whose trained part starts inside `max_length` and ends past it."""
+    """A row whose trained part starts inside `max_length` and ends past it (`keep_end`: whose context starts before
+    the last `max_length` tokens)."""
     turn = [{"role": "user", "content": "Is it short?"}]
     if stage == "dpo":  # the two answers differ only past the cut
         return {"prompt": "Is it short?", "chosen": f"{long} yes", "rejected": f"{long} no"}
+    if stage == "dpo-keep-end":  # a prompt filling max_length: dropped with keep_start, its start cut with keep_end
+        return {"prompt": long, "chosen": "Yes, it is.", "rejected": "No."}
+    if stage == "kto":
+        return {"prompt": "Is it short?", "completion": long, "label": True}
+    if stage == "sft-keep-end":
+        return {"messages": [{"role": "user", "content": long}, {"role": "assistant", "content": "Yes."}]}
     if stage == "sft-multi-turn":  # the first reply fits, the last (the final answer) does not
         turn += [{"role": "assistant", "content": "Yes."}, {"role": "user", "content": "Sure?"}]
     return {"messages": [*turn, {"role": "assistant", "content": long}]}
 
 
-@pytest.mark.parametrize("stage", ["sft", "sft-multi-turn", "dpo"])
+# stage -> (the run's method and trainer settings, what its warning names, what it says is lost)
+CUT_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
+    "sft": ({}, "examples", "no EOS"),
+    "sft-multi-turn": ({}, "examples", "no EOS"),
+    "sft-keep-end": ({"truncation_mode": "keep_end"}, "examples", "their starts are lost"),
+    "dpo": ({}, "pairs", "their ends are not compared"),
+    "dpo-keep-end": ({"truncation_mode": "keep_end"}, "pairs", "the starts of their prompts are lost"),
+    "kto": ({"method": "kto"}, "completions", "the end of each completion is not trained"),
+}
+
+
+@pytest.mark.parametrize("stage", list(CUT_CASES))
 def test_examples_cut_at_max_length_are_counted_and_said(stage, tmp_path, chat_file, tiny_model):
     """TRL keeps an example whose trained part starts inside `max_length` and cuts the rest: an SFT answer without
     its end (no EOS trained: the model never learns to stop), a conversation without its final answer, a DPO pair
-    compared on its starts only (the same after the cut here). It went without a word."""
+    compared on its starts only (the same after the cut here), a KTO completion without its end; with
+    `truncation_mode: keep_end`, an SFT conversation or a DPO prompt without its start. It went without a word."""
+    settings, kind, lost = CUT_CASES[stage]
+    method = {"method": settings.pop("method")} if "method" in settings else {}
     long = " ".join(["word"] * 200)
-    short = long_or_short_row("dpo" if stage == "dpo" else "sft", "Is 1 short?")
-    rows = write_jsonl(tmp_path / "rows.jsonl", [short, short, short, short, cut_row(stage, long)])
+    preference = stage.startswith(("dpo", "kto"))
+    shorts = [long_or_short_row("dpo" if preference else "sft", f"Is {i} short?") for i in range(4)]
+    if stage == "kto":
+        shorts = [{"prompt": f"Is {i} short?", "completion": "Yes.", "label": i % 2 == 0} for i in range(4)]
+    rows = write_jsonl(tmp_path / "rows.jsonl", [*shorts, cut_row(stage, long)])
     source: dict[str, Any] = {"model": {"name": tiny_model}}
     train = alignkit.sft
-    if stage == "dpo":
+    if preference:
         parent = alignkit.sft(
             data={"paths": [str(chat_file)]}, out=str(tmp_path / "sft"), trainer={"max_steps": 1}, **source
         )
-        source, train = {"from_run": str(parent.path)}, alignkit.dpo
+        source, train = {"from_run": str(parent.path), **method}, alignkit.dpo
     said: list[str] = []
     keep = logging.Handler(logging.WARNING)
     keep.emit = lambda record: said.append(record.getMessage()) if "are cut at" in record.getMessage() else None
@@ -465,14 +492,13 @@ def test_examples_cut_at_max_length_are_counted_and_said(stage, tmp_path, chat_f
         run = train(
             data={"paths": [str(rows)], "validation_split": 0},
             out=str(tmp_path / "run"),
-            trainer={"max_steps": 1, "max_length": 64},
+            trainer={"max_steps": 1, "max_length": 64, **settings},
             **source,
         )
     finally:
         own.removeHandler(keep)
-    kind = "pairs" if stage == "dpo" else "examples"
     assert len(said) == 1 and f"1 of 5 train {kind} are cut at trainer.max_length=64 tokens" in said[0], said
-    assert "--set trainer.max_length=N" in said[0]
+    assert lost in said[0] and "--set trainer.max_length=N" in said[0]
     if stage == "dpo":
         assert "1 of them are the same after the cut and train nothing" in said[0]
     metrics = json.loads((run.path / "metrics.json").read_text())

@@ -291,6 +291,35 @@ def test_reward_and_kl_of_tool_prompts_see_the_tools_the_answers_were_generated_
     assert results["comparisons"]["b vs a"]["kl_to_baseline"] == pytest.approx(kl([WEATHER_TOOL]), abs=1e-3)
 
 
+def test_prompts_are_checked_once_per_chat_template_not_once_per_model(tiny_model, monkeypatch):
+    """The runs evaluated together usually share their base's tokenizer: every prompt was rendered through the same
+    chat template again for each model. A model whose tokenizer has another template is still checked."""
+    from transformers import AutoModelForCausalLM
+
+    from alignkit import models
+    from alignkit.config import ModelConfig
+    from tests.unit.test_data_formats import TOOLS_TEMPLATE, tokenizer_with
+
+    shared, other = models.load_tokenizer(ModelConfig(name=tiny_model)), tokenizer_with(tiny_model, TOOLS_TEMPLATE)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    checked: list[str] = []
+    real_check = evaluate.check_prompt_tools
+
+    def check(tokenizer: object, prompts: list[Prompt], source: str) -> None:
+        checked.append(tokenizer.chat_template)
+        real_check(tokenizer, prompts, source)
+
+    monkeypatch.setattr(evaluate, "check_prompt_tools", check)
+    loaders = [
+        (name, lambda t=tokenizer: (model, t))
+        for name, tokenizer in zip("abcd", [shared, shared, other, shared], strict=True)
+    ]
+    prompts = [Prompt([{"role": "user", "content": "Hi, I am Ada."}])]
+    results, _ = evaluate.evaluate_models(loaders, prompts, ["Some text."], max_new_tokens=2)
+    assert list(results["runs"]) == ["a", "b", "c", "d"]
+    assert checked == [shared.chat_template, other.chat_template] and shared.chat_template != other.chat_template
+
+
 def test_sign_test_is_the_binomial_tail_of_the_discordant_outcomes():
     assert evaluate.sign_test(5, 0) == 1 / 32  # five of five one way: the smallest count that clears 0.05
     assert evaluate.sign_test(4, 0) == 1 / 16 > 0.05

@@ -187,8 +187,15 @@ def test_prompts_given_fewer_distinct_candidates_than_n_are_reported(tiny_model,
 def test_greedy_decoding_with_several_candidates_is_refused_before_loading(tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}])
     out = tmp_path / "candidates.jsonl"
-    with pytest.raises(AlignkitError, match="--temperature 0 is greedy: the --n 4 candidates"):
+    with pytest.raises(AlignkitError) as refused:
         generate.run(str(prompts), str(out), n=4, model_name="no-such-model", sampling=generate.Sampling(0.0))
+    assert refused.value.message == (
+        "--temperature 0 is greedy: the 4 candidates of a prompt (--n) would all be the same reply"
+    )
+    assert (
+        refused.value.hint
+        == "sample, e.g. --temperature 0.8 (with --greedy-first the first candidate is the greedy reply)"
+    )
     assert not out.exists()
     assert generate.Sampling(0.0).temperature == 0  # one greedy reply per prompt stays allowed (--n 1)
 

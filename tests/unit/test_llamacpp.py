@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkit import llamacpp, models, playground
+from alignkit import lineage, llamacpp, models, playground
 from alignkit.config import ModelConfig
 from alignkit.errors import AlignkitError
 from alignkit.generate import Sampling
@@ -192,7 +192,17 @@ def test_a_run_on_the_embedded_model_exports_to_gguf_without_llama_cpps_converte
         export(run.path, tmp_path / "refused", gguf=True, gguf_type="q4_k")
     assert not (tmp_path / "refused").exists()
 
+    chains: list[list[Path]] = []  # the lineage's adapters: resolved once, for the safetensors model and the GGUF file
+    real_adapter_runs = lineage.adapter_runs
+
+    def adapter_runs(steps: list[dict]) -> list:
+        chain = real_adapter_runs(steps)
+        chains.append([r.path.resolve() for r in chain])
+        return chain
+
+    monkeypatch.setattr(lineage, "adapter_runs", adapter_runs)
     out = export(run.path, tmp_path / "shipped", gguf=True)
+    assert chains == [[run.path.resolve()]]
     written = out / "shipped-f16.gguf"
     assert llamacpp.gguf_fields(written, "general.file_type")["general.file_type"] == 1  # f16, as asked
     exported = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
