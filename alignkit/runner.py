@@ -119,8 +119,9 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
             plan.model, plan.tokenizer, plan.peft_config = training.load_trainable(
                 cfg, plan.run, precision, head=recipe.head
             )
-        data.check_template_renders(plan.tokenizer, plan.train_rows + plan.eval_rows, ", ".join(plan.files))
-        trainer = build_with_adapter(recipe, plan)
+        with preparing(len(plan.train_rows) + len(plan.eval_rows)):
+            data.check_template_renders(plan.tokenizer, plan.train_rows + plan.eval_rows, ", ".join(plan.files))
+            trainer = build_with_adapter(recipe, plan)
         training.trainable_tokens_for_trl(trainer.model)
         training.add_callbacks(trainer, plan.run, cfg, has_eval=bool(eval_rows))
     final = recipe.final_metrics
@@ -139,6 +140,19 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
         raise
     finally:  # the run's log.txt takes nothing of what the process does next (another stage, chatting with it)
         runs.detach_log(plan.run)
+
+
+def preparing(rows: int) -> Any:
+    """A spinner with the time so far while the rows are rendered and TRL tokenizes (and packs) them: over a minute
+    on a file of tens of MB, with no bar of its own (the CLI turns datasets' bars off). Gone once training starts;
+    nothing is drawn where stderr is not a terminal."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    progress = Progress(*columns, console=Console(stderr=True), transient=True)
+    progress.add_task(f"preparing {rows:,} rows for training (tokenizing)", total=None)
+    return progress
 
 
 def build_with_adapter(recipe: Recipe, plan: Plan) -> Any:
