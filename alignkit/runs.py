@@ -68,6 +68,15 @@ class Run:
         write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self.update_manifest(trainer_args={**self.manifest.get("trainer_args", {}), **options})
 
+    def update_data_paths(self, moved: dict[str, str]) -> None:
+        """Record data files found at new places (`moved`: old source -> new) in config.yaml and the manifest."""
+        config = yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8"))
+        data = config.get("data", {})
+        for key in ("paths", "validation_paths"):
+            data[key] = [moved.get(source, source) for source in data.get(key) or []]
+        write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self.update_manifest(data={moved.get(k, k): v for k, v in self.manifest.get("data", {}).items()})
+
     @property
     def manifest(self) -> dict[str, Any]:
         return read_json(self.path / "manifest.json")

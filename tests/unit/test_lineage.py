@@ -198,3 +198,39 @@ def test_a_run_whose_parent_was_trained_again_is_refused_until_the_parent_is_put
     shutil.copytree(tmp_path / "sft-it-was-trained-on", runs_dir / "sft")  # a copy of the very run is that run
     assert {row["run"]: row["status"] for row in dashboard.run_rows(runs_dir)}["dpo"] == "complete"
     assert lineage.load_run_model(dpo)[0] is not None
+
+
+def test_a_run_moved_with_its_data_resumes_from_the_data_at_its_new_place(tiny_model, tmp_path):
+    """The data file is recorded by absolute path and `--resume` refused another `--data`: a project moved (or
+    untarred on another machine) could not be resumed, with the hint `check the path passed to --data`."""
+    home = tmp_path / "home"
+    home.mkdir()
+    chat = write_jsonl(home / "chat.jsonl", CHAT_ROWS)
+    steps = ["--set", "trainer.save_steps=1", "--set", "trainer.eval_steps=1", *TINY_TRAINER]
+    started = run_cli("sft", "--data", str(chat), "--model", tiny_model, "--out", "runs/sft", "--max-steps", "1",
+                      *steps, cwd=home)  # fmt: skip
+    assert started.returncode == 0, started.stderr[-2000:]
+    runs.Run(home / "runs" / "sft").update_manifest(status="interrupted")
+    write_jsonl(chat, CHAT_ROWS[:-1])  # edited in place: the resumed steps would train other rows
+    changed = run_cli("sft", "--resume", "--out", "runs/sft", "--max-steps", "2", cwd=home)
+    assert changed.returncode == 2 and f"{chat}: data file changed since runs/sft started" in changed.stderr
+    write_jsonl(chat, CHAT_ROWS)
+
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(home), str(moved))
+    run_dir = moved / "runs" / "sft"
+    gone = run_cli("sft", "--resume", "--out", str(run_dir), "--max-steps", "2")
+    lines = [line for line in gone.stderr.splitlines() if line.strip()]
+    assert gone.returncode == 2 and len(lines) == 1, gone.stderr
+    assert f"error: {chat}: data file of {run_dir} not found (moved?)" in lines[0] and "--resume --data" in lines[0]
+    other = write_jsonl(tmp_path / "other.jsonl", CHAT_ROWS[:3])
+    wrong = run_cli("sft", "--resume", "--out", str(run_dir), "--max-steps", "2", "--data", str(other))
+    assert wrong.returncode == 2 and f"{other} holds other data" in wrong.stderr, wrong.stderr
+
+    resumed = run_cli("sft", "--resume", "--out", str(run_dir), "--max-steps", "2", "--data", str(moved / "chat.jsonl"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = runs.Run(run_dir)
+    assert run.complete and run.metrics["global_step"] == 2
+    assert run.metrics["resumed_from"] == "checkpoints/checkpoint-1"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["paths"] == [str(moved / "chat.jsonl")]
+    assert run.manifest["data"] == {str(moved / "chat.jsonl"): file_sha256(moved / "chat.jsonl")}
