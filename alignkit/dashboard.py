@@ -23,7 +23,8 @@ CURVES = {
 def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
     """One row per run directory (oldest first): name, stage, status, lineage, parent, key metrics (an unfinished
     run's from its last complete checkpoint); runs with an unreadable file are listed with status `broken` and the
-    `error`, runs whose parent (or an earlier ancestor) is not where they record it with `parent missing`."""
+    `error`, runs whose parent (or an earlier ancestor) is not where they record it with `parent missing`, and those
+    whose parent was trained again (or replaced) since with `parent replaced`."""
     rows = []
     for path in runs.run_dirs(runs_dir):
         name = runs.run_name(path, runs_dir)
@@ -44,7 +45,7 @@ def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
                 "path": str(path),
                 "stage": manifest.get("stage"),
                 "method": manifest.get("method"),  # dpo: dpo | kto | simpo | orpo; rl: grpo | rloo
-                "status": "parent missing" if run.missing_ancestor() else run.status,
+                "status": f"parent {fault[1]}" if (fault := run.lineage_fault()) else run.status,
                 "lineage": " → ".join([base] + [step["stage"] for step in manifest.get("lineage", [])]),
                 "base": base,
                 "parent": runs.run_name(path / manifest["parent"], runs_dir) if manifest.get("parent") else None,

@@ -68,6 +68,15 @@ class Run:
         write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self.update_manifest(trainer_args={**self.manifest.get("trainer_args", {}), **options})
 
+    def update_data_paths(self, moved: dict[str, str]) -> None:
+        """Record data files found at new places (`moved`: old source -> new) in config.yaml and the manifest."""
+        config = yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8"))
+        data = config.get("data", {})
+        for key in ("paths", "validation_paths"):
+            data[key] = [moved.get(source, source) for source in data.get(key) or []]
+        write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self.update_manifest(data={moved.get(k, k): v for k, v in self.manifest.get("data", {}).items()})
+
     @property
     def manifest(self) -> dict[str, Any]:
         return read_json(self.path / "manifest.json")
@@ -144,11 +153,26 @@ class Run:
         """`target` as this run's files record it: relative to the run dir, so the run can be moved."""
         return relative_to_run(Path(target), self.path)
 
-    def missing_ancestor(self) -> str | None:
-        """The first run of this run's parent and lineage, as recorded, that is not where it says (no manifest.json
-        there): a run copied or moved without its parents."""
-        recorded = [self.manifest.get("parent"), *(step["run"] for step in self.manifest.get("lineage", []))]
-        return next((r for r in recorded if r and not (self.resolve(r) / "manifest.json").is_file()), None)
+    def lineage_fault(self) -> tuple[str, str] | None:
+        """The first run of this run's parent and lineage, as recorded, that is not the run this one was made from:
+        (its recorded path, `missing`) where no run is there (copied or moved without its parents), `replaced`
+        where another run is (trained again since, `--overwrite`, or another copied over it: the `id` its manifest
+        records differs from the one this run's lineage recorded), `broken` where its manifest is unreadable. Runs
+        made before ids were recorded are not compared."""
+        manifest = self.manifest
+        steps = [{"run": manifest.get("parent")}, *manifest.get("lineage", [])]
+        for step in steps:
+            if not step["run"] or step["run"] == ".":
+                continue
+            there = self.resolve(step["run"]) / "manifest.json"
+            if not there.is_file():
+                return step["run"], "missing"
+            try:
+                if step.get("id") and read_json(there).get("id") != step["id"]:
+                    return step["run"], "replaced"
+            except (OSError, ValueError):
+                return step["run"], "broken"
+        return None
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -329,8 +353,12 @@ def _create(
             "created": now_iso(),
             "seed": cfg.seed,
             "model": dataclasses.asdict(cfg.model),
+            "id": secrets.token_hex(8),  # tells this run from one trained again in its place (`lineage_fault`)
             "parent": relative_to_run(parent.path, path) if parent else None,
-            "lineage": [step | {"run": relative_to_run(Path(step["run"]), path)} for step in ancestors]
+            "lineage": [
+                step | {"run": relative_to_run(Path(step["run"]), path), "id": Run(step["run"]).manifest.get("id")}
+                for step in ancestors
+            ]
             + [{"stage": stage, "run": "."}],
             "data": {f: file_sha256(saved_split(f)[0]) for f in data_files if saved_split(f)[0].exists()},
             "git_commit": git_commit(),
@@ -410,6 +438,7 @@ def find_resumable(stage: str, cfg: Any) -> Run:
         raise AlignkitError(f"{run.path}: run is already complete", "start a new run with another --out")
     if pid := run.training_elsewhere():
         raise AlignkitError(f"{run.path}: process {pid} is training this run now", "wait for it, or stop it first")
+    check_lineage(run)
     return run
 
 
@@ -424,18 +453,34 @@ def open_run(path: str | Path, require_complete: bool = True) -> Run:
         manifest = run.manifest
     except ValueError:  # not JSON, not text, or not an object
         raise AlignkitError(f"{run.path}/manifest.json: unreadable", "the run was damaged; pick another run") from None
-    if missing := run.missing_ancestor():
-        which = "parent" if missing == manifest.get("parent") else "ancestor"
-        raise AlignkitError(
-            f"{which} run {missing} of {run.path} is missing",
-            "copy it alongside: a run finds its lineage relative to its own dir",
-        )
+    check_lineage(run)
     if require_complete and manifest.get("status") != "complete":
         raise AlignkitError(
             f"{run.path}: run did not finish (status {manifest.get('status')!r})",
             f"resume it with `alignkit {manifest.get('stage', '<stage>')} --resume --out {run.path}`",
         )
     return run
+
+
+def check_lineage(run: Run) -> None:
+    """Refuse a run whose parent or an earlier ancestor is not the run it was made from (`Run.lineage_fault`): its
+    model would be built, or its training resumed, on other weights than it started from."""
+    manifest = run.manifest
+    if fault := run.lineage_fault():
+        recorded, kind = fault
+        which = "parent" if recorded == manifest.get("parent") else "ancestor"
+        if kind == "missing":
+            raise AlignkitError(
+                f"{which} run {recorded} of {run.path} is missing",
+                "copy it alongside: a run finds its lineage relative to its own dir",
+            )
+        if kind == "broken":
+            raise AlignkitError(f"{which} run {recorded} of {run.path}: manifest.json unreadable", "it was damaged")
+        raise AlignkitError(
+            f"{which} run {recorded} of {run.path} is another run than the one {run.path} was trained on (trained "
+            "again or replaced since): its model would be built on the wrong weights",
+            f"put back the run it was trained on, or train {manifest.get('stage', 'it')} again from the new one",
+        )
 
 
 def open_policy(path: str | Path, model_name: str | None = None, flag: str = "--from") -> Run:

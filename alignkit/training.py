@@ -21,6 +21,7 @@ from transformers.trainer_utils import has_length
 from alignkit import distributed, hardware, lineage, logs, models, runs
 from alignkit.config import RUN_KEYS, ModelConfig, TrainStageConfig, check_section, load_config
 from alignkit.errors import AlignkitError
+from alignkit.paths import file_sha256, saved_split
 
 logger = logging.getLogger("alignkit")
 
@@ -33,6 +34,7 @@ def resolve_resume(stage: str, cfg: Any) -> Any:
         return cfg
     run = runs.find_resumable(stage, cfg)
     resumed = load_config(type(cfg), run.path / "config.yaml", values={"resume": True, "out": str(run.path)})
+    resumed = relocated_data(cfg, resumed, run)
     check_resume_settings(cfg, resumed)
     longer = {}
     defaults = type(cfg)().trainer
@@ -43,6 +45,50 @@ def resolve_resume(stage: str, cfg: Any) -> Any:
     if longer and distributed.is_main():  # so that `--config RUN/config.yaml` trains what this run trains
         run.update_trainer_options(longer)
     return resumed
+
+
+def relocated_data(given: Any, resumed: Any, run: runs.Run) -> Any:
+    """`resumed` with its data files where `--resume --data` (or `data.validation_paths`) now gives them, when each
+    given file is the one the run recorded (the sha256 in its manifest): a run moved with its data to another
+    path or machine resumes, and its config.yaml and manifest record the new places. A data file of the run that is
+    gone and not given anew is one line saying how."""
+    recorded = run.manifest.get("data", {})
+    moved: dict[str, str] = {}
+    for key in ("paths", "validation_paths"):
+        old, new = getattr(resumed.data, key), getattr(given.data, key)
+        pairs = list(zip(old, new, strict=True)) if new and new != old and len(new) == len(old) else []
+        if pairs and all(same_data(o, n, recorded) for o, n in pairs):
+            moved |= {o: n for o, n in pairs if o != n}
+            resumed = dataclasses.replace(resumed, data=dataclasses.replace(resumed.data, **{key: new}))
+        flag = "--data NEW_PATH" if key == "paths" else "--set data.validation_paths=[NEW_PATH]"
+        for source in getattr(resumed.data, key):
+            if not saved_split(source)[0].exists():
+                other = f", and {', '.join(new)} holds other data (sha256 differs)" if pairs else ""
+                raise AlignkitError(
+                    f"{source}: data file of {run.path} not found (moved?){other}",
+                    f"resume with its new place: --resume {flag} (the same file: its sha256 is checked against "
+                    f"{run.path}/manifest.json)",
+                )
+            if recorded.get(source) and file_sha256(saved_split(source)[0]) != recorded[source]:
+                raise AlignkitError(
+                    f"{source}: data file changed since {run.path} started (sha256 differs from its manifest): the "
+                    "resumed steps would skip and train other rows",
+                    "put back the data it started with, or start a new run with another --out",
+                )
+    if moved and distributed.is_main():
+        run.update_data_paths(moved)
+    return resumed
+
+
+def same_data(recorded_source: str, given_source: str, recorded: dict[str, str]) -> bool:
+    """Whether `given_source` holds the data the run recorded for `recorded_source` (same sha256)."""
+    digest, given = recorded.get(recorded_source), saved_split(given_source)
+    return (
+        bool(digest)
+        and given[0].exists()
+        and given[1] == saved_split(recorded_source)[1]
+        and (file_sha256(given[0]) == digest)
+    )
 
 
 RESUME_LENGTH_KEYS = ("max_steps", "num_train_epochs")

@@ -164,3 +164,73 @@ def test_run_files_record_paths_relative_to_the_run_so_a_moved_run_resumes_and_r
     again = run_cli("sft", "--resume", "--out", str(sft2.path), "--max-steps", "2", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert sft2.metrics["resumed_from"] == "checkpoints/checkpoint-1" and sft2.parent_path == sft1.path.resolve()
+
+
+def test_a_run_whose_parent_was_trained_again_is_refused_until_the_parent_is_put_back(tiny_model, tmp_path):
+    """A parent retrained in place (`--overwrite`, or another run copied over it) was taken as it was: the child's
+    model was built on, and a resumed child trained against, other weights than it started from, without a word."""
+    from alignkit import dashboard
+
+    runs_dir = train_sft_and_dpo(tmp_path, tiny_model, sft_steps=2)
+    dpo = runs_dir / "dpo"
+    shutil.copytree(runs_dir / "sft", tmp_path / "sft-it-was-trained-on")
+    alignkit.sft(
+        data={"paths": [str(tmp_path / "chat.jsonl")]},
+        model={"name": tiny_model},
+        out=str(runs_dir / "sft"),
+        overwrite=True,
+        trainer={"max_steps": 1, "per_device_train_batch_size": 4},
+    )
+
+    exported = run_cli("export", str(dpo), "--out", str(tmp_path / "merged"))
+    lines = [line for line in exported.stderr.splitlines() if line.strip()]
+    assert exported.returncode == 2 and len(lines) == 1, exported.stderr
+    assert f"error: parent run ../sft of {dpo} is another run than the one {dpo} was trained on" in lines[0]
+    assert not (tmp_path / "merged").exists()
+    statuses = {row["run"]: row["status"] for row in dashboard.run_rows(runs_dir)}
+    assert statuses == {"sft": "complete", "dpo": "parent replaced"}
+    runs.Run(dpo).update_manifest(status="interrupted")
+    resumed = run_cli("dpo", "--resume", "--out", str(dpo), "--max-steps", "3")
+    assert resumed.returncode == 2 and "is another run than the one" in resumed.stderr, resumed.stderr
+    runs.Run(dpo).update_manifest(status="complete")
+
+    shutil.rmtree(runs_dir / "sft")
+    shutil.copytree(tmp_path / "sft-it-was-trained-on", runs_dir / "sft")  # a copy of the very run is that run
+    assert {row["run"]: row["status"] for row in dashboard.run_rows(runs_dir)}["dpo"] == "complete"
+    assert lineage.load_run_model(dpo)[0] is not None
+
+
+def test_a_run_moved_with_its_data_resumes_from_the_data_at_its_new_place(tiny_model, tmp_path):
+    """The data file is recorded by absolute path and `--resume` refused another `--data`: a project moved (or
+    untarred on another machine) could not be resumed, with the hint `check the path passed to --data`."""
+    home = tmp_path / "home"
+    home.mkdir()
+    chat = write_jsonl(home / "chat.jsonl", CHAT_ROWS)
+    steps = ["--set", "trainer.save_steps=1", "--set", "trainer.eval_steps=1", *TINY_TRAINER]
+    started = run_cli("sft", "--data", str(chat), "--model", tiny_model, "--out", "runs/sft", "--max-steps", "1",
+                      *steps, cwd=home)  # fmt: skip
+    assert started.returncode == 0, started.stderr[-2000:]
+    runs.Run(home / "runs" / "sft").update_manifest(status="interrupted")
+    write_jsonl(chat, CHAT_ROWS[:-1])  # edited in place: the resumed steps would train other rows
+    changed = run_cli("sft", "--resume", "--out", "runs/sft", "--max-steps", "2", cwd=home)
+    assert changed.returncode == 2 and f"{chat}: data file changed since runs/sft started" in changed.stderr
+    write_jsonl(chat, CHAT_ROWS)
+
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(home), str(moved))
+    run_dir = moved / "runs" / "sft"
+    gone = run_cli("sft", "--resume", "--out", str(run_dir), "--max-steps", "2")
+    lines = [line for line in gone.stderr.splitlines() if line.strip()]
+    assert gone.returncode == 2 and len(lines) == 1, gone.stderr
+    assert f"error: {chat}: data file of {run_dir} not found (moved?)" in lines[0] and "--resume --data" in lines[0]
+    other = write_jsonl(tmp_path / "other.jsonl", CHAT_ROWS[:3])
+    wrong = run_cli("sft", "--resume", "--out", str(run_dir), "--max-steps", "2", "--data", str(other))
+    assert wrong.returncode == 2 and f"{other} holds other data" in wrong.stderr, wrong.stderr
+
+    resumed = run_cli("sft", "--resume", "--out", str(run_dir), "--max-steps", "2", "--data", str(moved / "chat.jsonl"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = runs.Run(run_dir)
+    assert run.complete and run.metrics["global_step"] == 2
+    assert run.metrics["resumed_from"] == "checkpoints/checkpoint-1"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["paths"] == [str(moved / "chat.jsonl")]
+    assert run.manifest["data"] == {str(moved / "chat.jsonl"): file_sha256(moved / "chat.jsonl")}
