@@ -30,7 +30,7 @@ demo: setup
 	$(BIN)/alignkit demo
 
 test: setup browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=20
 
 # Browser tests drive Debian's chromium through Playwright (no browser download); installed here when missing.
 browser:
