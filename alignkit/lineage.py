@@ -53,11 +53,12 @@ class Scorer:
     def score(
         self,
         prompts: list[str] | list[list[dict[str, str]]],
-        completions: list[str] | list[list[dict[str, str]]],
+        completions: list[str] | list[dict[str, str]] | list[list[dict[str, str]]],
         tools: Sequence[list[dict[str, Any]] | None] | None = None,
     ) -> list[float]:
-        """Rewards of each completion (a string, or assistant messages) as the reply to its prompt (a string: one user
-        turn, or messages). `tools`: each prompt's function schemas, rendered as when its reply was generated."""
+        """Rewards of each completion (a string, an assistant message, or a list of them) as the reply to its prompt
+        (a string: one user turn, or messages). `tools`: each prompt's function schemas, rendered as when its reply
+        was generated."""
         conversations = [
             [*as_turns(prompt, "user"), *as_turns(reply, "assistant")]
             for prompt, reply in zip(prompts, completions, strict=True)
@@ -96,10 +97,12 @@ class Scorer:
         return [scores[c] for c in ids]
 
 
-def as_turns(text_or_messages: str | list[dict[str, str]], role: str) -> list[dict[str, str]]:
-    """A string as one turn of `role`; messages as they are."""
+def as_turns(text_or_messages: str | dict[str, str] | list[dict[str, str]], role: str) -> list[dict[str, str]]:
+    """A string as one turn of `role`; one message as a list of it; messages as they are."""
     if isinstance(text_or_messages, str):
         return [{"role": role, "content": text_or_messages}]
+    if isinstance(text_or_messages, dict):
+        return [text_or_messages]
     return text_or_messages
 
 

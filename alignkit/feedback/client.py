@@ -11,8 +11,11 @@ Argilla's own UI uses.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,13 +70,30 @@ def connect(url: str | None = None, api_key: str | None = None) -> Any:
     if not api_key:
         raise AlignkitError(f"no API key for Argilla at {url}", "set ARGILLA_API_KEY (an owner or admin key)")
     try:
-        client = rg.Argilla(api_url=url, api_key=api_key, timeout=int(TIMEOUT_S))
+        with no_implicit_root_handler():
+            client = rg.Argilla(api_url=url, api_key=api_key, timeout=int(TIMEOUT_S))
         client.me  # noqa: B018 — validates the key now, not at the first real call
     except ArgillaError as exc:
         raise AlignkitError(
             f"Argilla at {url} refused the API key ({type(exc).__name__})", "check ARGILLA_API_KEY"
         ) from None
     return client
+
+
+@contextlib.contextmanager
+def no_implicit_root_handler() -> Iterator[None]:
+    """The SDK's client logs "Logged in as ..." with the module-level `logging.log`, which calls `basicConfig()` when
+    the root logger has no handler: from then on a notebook or script printed every INFO record of alignkit, the
+    trainer's per-step dicts included. A handler held on the root for that call keeps logging as the user set it."""
+    root = logging.getLogger()
+    guard = None if root.handlers else logging.NullHandler()
+    if guard is not None:
+        root.addHandler(guard)
+    try:
+        yield
+    finally:
+        if guard is not None:
+            root.removeHandler(guard)
 
 
 def find_dataset(client: Any, name: str, workspace: str) -> Any:

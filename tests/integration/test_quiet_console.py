@@ -80,6 +80,21 @@ def test_feedback_push_and_pull_print_no_sdk_warnings(argilla_server, tmp_path):
     assert "3" in pushed and json.loads((tmp_path / "pairs.jsonl").read_text() or "null") is None
 
 
+@pytest.mark.argilla
+def test_connecting_to_argilla_from_python_leaves_the_root_logger_unconfigured(argilla_server):
+    """The README's Python API in a notebook: after `alignkit.push(...)` the SDK's "Logged in as ..." record had
+    called `logging.basicConfig`, and the next stage printed every trainer dict as "INFO:alignkit:step 1: ..."."""
+    script = (
+        "import logging; from alignkit.feedback import client; "
+        f"client.connect({argilla_server.url!r}, {argilla_server.api_key!r}); "
+        "own = logging.getLogger('alignkit'); own.setLevel(logging.INFO); "  # as a run's log.txt sets it
+        "own.info(\"step 1: {'loss': 1.0}\"); own.warning('disk almost full'); print(logging.getLogger().handlers)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[]\n" and done.stderr.splitlines() == ["disk almost full"]  # warnings still show
+
+
 def test_a_library_configuring_the_root_logger_does_not_bring_the_log_dicts_back():
     """`alignkit demo` printed "INFO:alignkit:step 1: {'loss': ...}" once something in its Argilla round had called
     `logging.basicConfig`: alignkit's records must not reach the root logger's handlers."""

@@ -132,3 +132,11 @@ def test_a_reward_model_scores_a_text_prompt_as_one_user_turn(reward_run):
     scorer = load_scorer(reward_run)
     as_messages = scorer.score([[{"role": "user", "content": "What is 2 plus 2?"}]], ["It is 4."])
     assert scorer.score(["What is 2 plus 2?"], ["It is 4."]) == as_messages
+
+
+def test_a_reward_model_scores_an_assistant_message_as_its_text(reward_run):
+    """The docs' completions are strings or assistant messages: one message dict is the same reply as its text."""
+    scorer = load_scorer(reward_run)
+    prompt = [{"role": "user", "content": "What is 2 plus 2?"}]
+    reply = {"role": "assistant", "content": "It is 4."}
+    assert scorer.score([prompt], [reply]) == scorer.score([prompt], ["It is 4."]) == scorer.score([prompt], [[reply]])
