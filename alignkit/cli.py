@@ -387,11 +387,19 @@ def server_start(
     data_dir: DataDir = None,
     redis_url: Annotated[str | None, typer.Option("--redis-url", help="A real Redis instead of fakeredis.")] = None,
 ) -> None:
+    from alignkit import processes
     from alignkit.feedback import server
 
     with server.start(data_dir=data_dir, port=port, redis_url=redis_url) as local:
         console.print(f"Argilla: {local.url}  (owner `{server.DEMO_OWNER_USERNAME}`, demo credentials: local use only)")
-        wait_for_interrupt()
+        crashed = local.wait()
+        if crashed is None:
+            console.print("Argilla stopped (`alignkit feedback server stop`)")
+            return
+        raise AlignkitError(
+            f"Argilla's {crashed.name} stopped (code {crashed.process.returncode})",
+            f"see {crashed.log}:\n{processes.tail(crashed.log)}",
+        )
 
 
 @server_app.command("status", help="Whether the local server runs, and where.")
@@ -410,13 +418,6 @@ def server_stop(data_dir: DataDir = None) -> None:
     from alignkit.feedback import server
 
     console.print("stopped" if server.stop(data_dir) else "no local Argilla server was running")
-
-
-def wait_for_interrupt() -> None:
-    import time
-
-    while True:
-        time.sleep(3600)
 
 
 @app.command("export", help="Merge a run's adapters into its base: a plain HF model dir (safetensors), or GGUF.")

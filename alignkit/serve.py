@@ -94,7 +94,7 @@ def run(
             children.append(start_jupyter(processes.free_port(prefer=JUPYTER_PORT), env=env, log_dir=data_dir / "logs"))
             console.print(f"{'jupyter':<10} {children[-1].url}")
         console.print("Ctrl-C stops everything.")
-        stopped = processes.wait_for_exit([app.child for app in children])
+        stopped = processes.wait_for_exit([app.child for app in children] + (argilla.children if argilla else []))
         raise AlignkitError(
             f"{stopped.name} stopped (code {stopped.process.returncode})",
             f"see {stopped.log}:\n{processes.tail(stopped.log)}",

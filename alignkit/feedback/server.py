@@ -207,6 +207,17 @@ class LocalArgilla:
         if self in _running:
             _running.remove(self)
 
+    def wait(self) -> processes.Child | None:
+        """Block until one of the server's processes exits: None when `stop` ended them from another shell, else
+        the process that exited on its own (a crash)."""
+        ended = processes.wait_for_exit(self._children)
+        state = _read_state(self.data_dir)
+        return None if state is None or state.get("stopping") else ended
+
+    @property
+    def children(self) -> list[processes.Child]:
+        return list(self._children)
+
     def __enter__(self) -> LocalArgilla:
         return self
 
@@ -302,6 +313,7 @@ def stop(data_dir: Path | None = None) -> bool:
     state = _read_state(data_dir)
     if state is None:
         return False
+    _write_state(data_dir, state | {"stopping": True})  # the shell that started it tells this from a crash
     stopped = _stop_processes(state["processes"], own=[])
     _remove_state(data_dir, state["processes"])
     return stopped

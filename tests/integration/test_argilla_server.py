@@ -295,15 +295,27 @@ def running(process: psutil.Process) -> bool:
     return False
 
 
-def test_stop_from_another_process_leaves_no_process_alive(tmp_path: Path) -> None:
-    parent, processes = start_in_child_process(tmp_path)
-    assert server.status(tmp_path)["healthy"]
+def test_stop_from_another_shell_ends_the_server_and_its_start_command(tmp_path: Path) -> None:
+    start = subprocess.Popen(
+        [sys.executable, "-m", "alignkit.cli", "feedback", "server", "start", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (state := server.status(tmp_path)) or not state["healthy"]:
+        assert start.poll() is None and time.monotonic() < deadline, start.stdout.read() if start.stdout else ""
+        time.sleep(0.5)
+    leaders = [psutil.Process(record["pid"]) for record in state["processes"]]
+    processes = leaders + [child for leader in leaders for child in leader.children(recursive=True)]
 
-    assert server.stop(tmp_path) is True
+    assert server.stop(tmp_path) is True  # what `alignkit feedback server stop` does in the other shell
     assert_all_gone(processes)
     assert server.status(tmp_path) is None
     assert server.stop(tmp_path) is False
-    parent.communicate(input="", timeout=30)
+    output, _ = start.communicate(timeout=30)  # the shell that started it gets its prompt back, saying why
+    assert start.returncode == 0, output
+    assert "Argilla stopped" in output
 
 
 def test_sigterm_to_the_starting_process_stops_its_server(tmp_path: Path) -> None:
