@@ -4,7 +4,8 @@ round shows one response to accept, edit or reject instead).
 Run it with `alignkit serve` (or `streamlit run apps/annotate.py` with `ARGILLA_API_URL` set or a local server
 running). Every answer is stored in Argilla as soon as it is given, and `Back` returns to the records answered in
 this session to change an answer (the new one replaces it). A reload keeps the annotator signed in. The queue,
-statuses and the skip rule are in `alignkit/feedback/annotation.py`. While Argilla is unreachable, answers are kept
+statuses and the skip rule are in `alignkit/feedback/annotation.py`; annotators rating at once are shown different
+records unless the round wants overlap (`annotation.Claims`). While Argilla is unreachable, answers are kept
 in a durable local outbox (an "offline, N pending" notice says so) and sent exactly once when it is back. Shortcuts
 are Streamlit's own button shortcuts (ignored while typing in a field).
 """
@@ -97,6 +98,7 @@ def login_view() -> None:
 def log_out() -> None:
     session = st.session_state.session
     annotation.log_out(session)
+    claims().release(session.username)
     for token in [t for t, s in signed_in().items() if s is session]:
         del signed_in()[token]
     for key in list(st.session_state):
@@ -138,7 +140,7 @@ def rating_view(session: Any) -> None:
             st.markdown(annotation.guidelines(by_id[dataset_id]))
 
     name = by_id[dataset_id]["name"]
-    record = current_record(session, dataset_id)
+    record = current_record(session, dataset_id, annotation.min_submitted(by_id[dataset_id]))
     if record is None:
         if st.session_state.get("offline"):  # the records at hand are answered; Argilla may hold more
             st.info("You have answered every record at hand. More cannot be fetched until Argilla is back.")
@@ -194,15 +196,23 @@ def progress_panel(progress: annotation.Progress) -> None:
     st.progress(share, text=f"{progress.completed} of {progress.total} records complete")
 
 
-def current_record(session: Any, dataset_id: str) -> annotation.RecordView | None:
-    """The record on screen; fetched again only after an answer, a skip or a change of dataset."""
+def current_record(session: Any, dataset_id: str, overlap: int) -> annotation.RecordView | None:
+    """The record on screen; fetched again only after an answer, a skip or a change of dataset. Records that
+    `overlap` other annotators of this app have on screen come last (`annotation.Claims`)."""
     if st.session_state.get("record_dataset") != dataset_id:
         queued = annotation.outbox(session).record_ids()
         upcoming = online_or_cached(
             f"upcoming-{dataset_id}", lambda: annotation.next_records(session, dataset_id, PREFETCH)
         )
-        show(next((r for r in upcoming if r.id not in queued), None), dataset_id)
+        unsent = [r for r in upcoming if r.id not in queued]
+        show(next(iter(claims().order(unsent, dataset_id, session.username, overlap)), None), dataset_id)
     return st.session_state.record
+
+
+@st.cache_resource
+def claims() -> annotation.Claims:
+    """Which record each annotator of this app's process has on screen, so annotators rating at once are spread."""
+    return annotation.Claims()
 
 
 def show(record: annotation.RecordView | None, dataset_id: str) -> None:
@@ -210,6 +220,7 @@ def show(record: annotation.RecordView | None, dataset_id: str) -> None:
     when going back to it)."""
     st.session_state.record = record
     st.session_state.record_dataset = dataset_id
+    claims().hold(dataset_id, st.session_state.session.username, None if record is None else record.id)
     if record is not None:
         st.session_state[f"choice-of-{record.id}"] = record.draft.get(
             schema.REVIEW if record.is_review else schema.PREFERENCE
