@@ -1,5 +1,5 @@
-"""Several annotators rating one round at the same time through one annotate app (its sessions run in-process with
-Streamlit's AppTest, against the real local Argilla), then `feedback pull`."""
+"""Several annotators (or one in a reloaded tab) rating one round at the same time through one annotate app (its
+sessions run in-process with Streamlit's AppTest, against the real local Argilla), then `feedback pull`."""
 
 from __future__ import annotations
 
@@ -74,3 +74,32 @@ def test_annotators_rating_at_once_share_a_record_only_where_the_round_wants_ove
         assert [len(r) for r in raters] == [1] * 4 and set.union(*raters) == ids
     summary = pull.pull(name, workspace, client=owner).summary
     assert (summary["pairs"], summary["dropped_low_agreement"]) == ((0, 4) if overlap == 2 else (4, 0))
+
+
+def test_a_reload_mid_record_keeps_the_choice_and_the_reason_given_so_far(argilla_server, tmp_path, monkeypatch):
+    """A reload is a new session of the app with the same sign-in (the cookie finds it; here it is handed over): the
+    record comes back with the choice and the rationale given before it, which the new session submits. Before, both
+    were blank again, without a word."""
+    owner = rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
+    pair = [{"text": "short"}, {"text": "longer"}]
+    rows = [{"prompt": f"reload: question {i}?", "candidates": pair} for i in range(2)]
+    write_jsonl(tmp_path / "candidates.jsonl", rows)
+    user = client.add_user(owner, "reloader", PASSWORD, "annotator", ["reload"])
+    push.push(str(tmp_path / "candidates.jsonl"), "reload", "reload", client=owner)
+    before = signed_in(argilla_server.url, "reloader", tmp_path, monkeypatch)
+    shown = on_screen(before)
+    next(b for b in before.button if b.label == schema.PREFERENCE_LABELS["2"]).click().run()
+    before.text_area(key=next(k for k in before.session_state if str(k).startswith("rationale-"))).input("terse").run()
+
+    after = AppTest.from_file(str(APP), default_timeout=120)
+    after.session_state["session"] = before.session_state["session"]
+    after.run()
+    assert on_screen(after) == shown
+    assert next(b for b in after.button if b.label == schema.PREFERENCE_LABELS["2"]).proto.type == "primary"
+    assert [t.value for t in after.text_area] == ["terse"]
+    next(b for b in after.button if b.label == "Submit").click().run()
+    assert not after.exception, after.exception
+
+    record = next(r for r in owner.datasets("reload", workspace="reload").records(with_responses=True)
+                  if r.fields["prompt"] == shown)  # fmt: skip
+    assert client.submitted_answers(record) == {str(user.id): {schema.PREFERENCE: "2", schema.RATIONALE: "terse"}}
