@@ -3,8 +3,10 @@ round shows one response to accept, edit or reject instead).
 
 Run it with `alignkit serve` (or `streamlit run apps/annotate.py` with `ARGILLA_API_URL` set or a local server
 running). Every answer is stored in Argilla as soon as it is given, and `Back` returns to the records answered in
-this session to change an answer (the new one replaces it). A reload keeps the annotator signed in. The queue,
-statuses and the skip rule are in `alignkit/feedback/annotation.py`. While Argilla is unreachable, answers are kept
+this session to change an answer (the new one replaces it). A reload keeps the annotator signed in, and the
+answer being given (choice, ranking, edit, rationale) on the record on screen; an app restart forgets both. The queue,
+statuses and the skip rule are in `alignkit/feedback/annotation.py`; annotators rating at once are shown different
+records unless the round wants overlap (`annotation.Claims`). While Argilla is unreachable, answers are kept
 in a durable local outbox (an "offline, N pending" notice says so) and sent exactly once when it is back. Shortcuts
 are Streamlit's own button shortcuts (ignored while typing in a field).
 """
@@ -97,6 +99,8 @@ def login_view() -> None:
 def log_out() -> None:
     session = st.session_state.session
     annotation.log_out(session)
+    claims().release(session.username)
+    answers_in_progress().pop(id(session), None)
     for token in [t for t, s in signed_in().items() if s is session]:
         del signed_in()[token]
     for key in list(st.session_state):
@@ -138,7 +142,7 @@ def rating_view(session: Any) -> None:
             st.markdown(annotation.guidelines(by_id[dataset_id]))
 
     name = by_id[dataset_id]["name"]
-    record = current_record(session, dataset_id)
+    record = current_record(session, dataset_id, annotation.min_submitted(by_id[dataset_id]))
     if record is None:
         if st.session_state.get("offline"):  # the records at hand are answered; Argilla may hold more
             st.info("You have answered every record at hand. More cannot be fetched until Argilla is back.")
@@ -148,6 +152,7 @@ def rating_view(session: Any) -> None:
         return
     st.caption(f"{name} · {progress.left} left for you · {progress.completed} of {progress.total} complete")
     record_view(session, record)
+    keep_in_progress(record)
 
 
 def sync_outbox(session: Any) -> None:
@@ -194,15 +199,23 @@ def progress_panel(progress: annotation.Progress) -> None:
     st.progress(share, text=f"{progress.completed} of {progress.total} records complete")
 
 
-def current_record(session: Any, dataset_id: str) -> annotation.RecordView | None:
-    """The record on screen; fetched again only after an answer, a skip or a change of dataset."""
+def current_record(session: Any, dataset_id: str, overlap: int) -> annotation.RecordView | None:
+    """The record on screen; fetched again only after an answer, a skip or a change of dataset. Records that
+    `overlap` other annotators of this app have on screen come last (`annotation.Claims`)."""
     if st.session_state.get("record_dataset") != dataset_id:
         queued = annotation.outbox(session).record_ids()
         upcoming = online_or_cached(
             f"upcoming-{dataset_id}", lambda: annotation.next_records(session, dataset_id, PREFETCH)
         )
-        show(next((r for r in upcoming if r.id not in queued), None), dataset_id)
+        unsent = [r for r in upcoming if r.id not in queued]
+        show(next(iter(claims().order(unsent, dataset_id, session.username, overlap)), None), dataset_id)
     return st.session_state.record
+
+
+@st.cache_resource
+def claims() -> annotation.Claims:
+    """Which record each annotator of this app's process has on screen, so annotators rating at once are spread."""
+    return annotation.Claims()
 
 
 def show(record: annotation.RecordView | None, dataset_id: str) -> None:
@@ -210,6 +223,7 @@ def show(record: annotation.RecordView | None, dataset_id: str) -> None:
     when going back to it)."""
     st.session_state.record = record
     st.session_state.record_dataset = dataset_id
+    claims().hold(dataset_id, st.session_state.session.username, None if record is None else record.id)
     if record is not None:
         st.session_state[f"choice-of-{record.id}"] = record.draft.get(
             schema.REVIEW if record.is_review else schema.PREFERENCE
@@ -218,7 +232,8 @@ def show(record: annotation.RecordView | None, dataset_id: str) -> None:
         st.session_state[f"strength-of-{record.id}"] = record.draft.get(schema.STRENGTH)
         st.session_state[f"rationale-{record.id}"] = record.draft.get(schema.RATIONALE) or ""
         st.session_state[f"ranking-{record.id}"] = annotation.ranking_from_ranks(annotation.draft_ranks(record))
-        st.session_state.update(st.session_state.get("unsaved", {}).pop(record.id, {}))  # left for `Back`
+        st.session_state.shown_with = {key: st.session_state[key] for key in answer_keys(record.id)}
+        st.session_state.update(in_progress().pop(record.id, {}))  # left for `Back`, or by a reload
 
 
 def forget_record() -> None:
@@ -230,12 +245,32 @@ def go_back(dataset_id: str, current: annotation.RecordView) -> None:
     """Show the record answered last (this session, this dataset) again with that answer, to change it: the new
     answer replaces the old one in Argilla (or in the outbox while offline). What was given so far on the record
     left (an edit, a choice) is kept for its return."""
-    st.session_state.setdefault("unsaved", {})[current.id] = {
-        key: st.session_state[key] for key in answer_keys(current.id) if key in st.session_state
-    }
+    keep_in_progress(current)
     record = st.session_state.answered[dataset_id].pop()
     show(record, dataset_id)
     st.session_state.revisiting = True
+
+
+def in_progress() -> dict[str, dict[str, Any]]:
+    """This sign-in's answers being given, by record id, held by the app's process beside the sign-in: a reload (or
+    `Back`) shows a record with the choice, ranking, edit or rationale given so far, not blank."""
+    return answers_in_progress().setdefault(id(st.session_state.session), {})
+
+
+@st.cache_resource
+def answers_in_progress() -> dict[int, dict[str, dict[str, Any]]]:
+    return {}  # by the id of the sign-in's session, which `signed_in` keeps alive until log out drops both
+
+
+def keep_in_progress(record: annotation.RecordView) -> None:
+    """Remember what was changed on `record` since it was shown (what it was shown with would, put back later, undo
+    a draft saved meanwhile)."""
+    shown_with = st.session_state.get("shown_with", {})
+    in_progress()[record.id] = {
+        key: st.session_state[key]
+        for key in answer_keys(record.id)
+        if key in st.session_state and st.session_state[key] != shown_with.get(key)
+    }
 
 
 def answer_keys(record_id: str) -> list[str]:
@@ -446,6 +481,7 @@ def answer(session: Any, record: annotation.RecordView, action: str) -> None:
     st.session_state.flash = done if stored else f"{done} (offline: kept on this machine until Argilla is back)"
     for key in [k for k in st.session_state if str(k).startswith((*ANSWER_STATE, "suggest-"))]:
         del st.session_state[key]
+    in_progress().pop(record.id, None)
     forget_record()
 
 

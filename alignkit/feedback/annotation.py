@@ -4,6 +4,9 @@ The next record is the highest-`priority` one (metadata written by `feedback pus
 Argilla still needs answers for (record status `pending`: fewer than `distribution.min_submitted` submissions) and
 that this annotator has not answered; their own drafts come back once nothing new is left. Both conditions are
 search filters evaluated by the server, so two annotators never need to agree on anything but Argilla's state.
+Annotators who rate at the same time through one app are spread over the records (`Claims`): each is shown the
+highest-priority record that fewer than `min_submitted` other annotators have on screen, so without overlap two of them
+do not both rate the record at the top of the queue (one rating would be wasted, and a split vote dropped by pull).
 
 Statuses: submit stores `submitted`, "save draft" stores `draft` (the record comes back later, prefilled), and skip
 stores `discarded` with no values: Argilla's own word for "I will not rate this one". A discarded response leaves this
@@ -16,6 +19,9 @@ unreachable, answers go to a durable local outbox (`offline_queue.py`) and are s
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +114,55 @@ def next_records(session: AnnotatorSession, dataset_id: str, limit: int) -> list
         if len(found) >= limit:
             break
     return found
+
+
+def min_submitted(dataset: dict[str, Any]) -> int:
+    """How many submitted answers a dataset (as `datasets` lists it) wants per record."""
+    return int((dataset.get("distribution") or {}).get("min_submitted") or 1)
+
+
+class Claims:
+    """The record each annotator has on screen, per dataset, shared by every session of one app process.
+
+    Argilla has no reservations: each annotator's queue is the same priority order, so annotators rating at once would
+    all be shown its first record. `order` puts the records that `overlap` other annotators already have on screen
+    last (never leaves them out: once nothing else is left they are still rated). A claim ends when its annotator
+    moves on, logs out, or after `ttl_s` (a tab left open).
+    """
+
+    def __init__(self, ttl_s: float = 600.0) -> None:
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, str], tuple[str, float]] = {}  # (dataset id, annotator) -> (record id, since)
+
+    def hold(self, dataset_id: str, annotator: str, record_id: str | None) -> None:
+        """`annotator` now has `record_id` on screen in `dataset_id` (None: no record)."""
+        with self._lock:
+            if record_id is None:
+                self._held.pop((dataset_id, annotator), None)
+            else:
+                self._held[(dataset_id, annotator)] = (record_id, time.monotonic())
+
+    def release(self, annotator: str) -> None:
+        """Drop every claim of `annotator` (logged out)."""
+        with self._lock:
+            for key in [k for k in self._held if k[1] == annotator]:
+                del self._held[key]
+
+    def held_by_others(self, dataset_id: str, annotator: str) -> Counter[str]:
+        """How many other annotators have each record of `dataset_id` on screen now."""
+        now = time.monotonic()
+        with self._lock:
+            return Counter(
+                record_id
+                for (dataset, who), (record_id, since) in self._held.items()
+                if dataset == dataset_id and who != annotator and now - since < self.ttl_s
+            )
+
+    def order(self, records: list[RecordView], dataset_id: str, annotator: str, overlap: int) -> list[RecordView]:
+        """`records` (queue order) with those already on `overlap` other annotators' screens moved last."""
+        held = self.held_by_others(dataset_id, annotator)
+        return sorted(records, key=lambda record: held[record.id] >= overlap)  # stable: priority order kept
 
 
 def record_view(record: dict[str, Any]) -> RecordView:
