@@ -697,7 +697,9 @@ def demo(
     table.add_row("report", f"{Path(out) / 'report.md'} (every answer: {Path(out) / 'eval' / 'answers.jsonl'})")
     Console().print(table)
     print_alarms(report["alarms"])
-    for example in report["evaluation"]["examples"][:4]:  # one per skill, where the models differ
+    for example in report["evaluation"]["examples"]:  # one per skill, where SFT and DPO differ
+        if example["sft"] == example["dpo"]:
+            continue
         Console().print(
             f"[bold]{example['skill']}:[/] {escape(example['prompt'])}\n  [bold]SFT:[/] {escape(example['sft'])}\n"
             f"  [bold]DPO:[/] {escape(example['dpo'])}"

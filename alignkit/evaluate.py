@@ -380,12 +380,14 @@ def evaluate_models(
 
 
 def examples(prompts: Sequence[Prompt], answers: dict[str, list[str]], per_skill: int = 1) -> list[dict[str, Any]]:
-    """Sample answers chosen by rule, not by hand: per skill (sorted), the first prompt whose answers differ
-    between the models (else the skill's first prompt)."""
+    """Sample answers chosen by rule, not by hand: per skill (sorted), the first prompt where the last two models
+    (in lineage order: the last run and its parent) answer differently, else the skill's first prompt. The base
+    model answers almost every prompt differently: compared too, it would pick the first prompt of each skill."""
     picked = []
+    last_two = list(answers.values())[-2:]
     for skill in sorted({p.spec.skill or "unlabelled" for p in prompts}):
         indices = [i for i, p in enumerate(prompts) if (p.spec.skill or "unlabelled") == skill]
-        differing = [i for i in indices if len({texts[i] for texts in answers.values()}) > 1]
+        differing = [i for i in indices if len({texts[i] for texts in last_two}) > 1]
         for i in (differing or indices)[:per_skill]:
             picked.append({"skill": skill, "prompt": prompts[i].text, **{n: a[i] for n, a in answers.items()}})
     return picked

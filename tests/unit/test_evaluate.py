@@ -13,7 +13,7 @@ import pytest
 import alignkit
 from alignkit import evaluate, runs
 from alignkit.errors import AlignkitError
-from alignkit.judges import Prompt
+from alignkit.judges import Prompt, PromptSpec
 from tests.conftest import run_cli, write_jsonl
 
 
@@ -400,3 +400,18 @@ def test_held_out_sft_rows_in_every_chat_format_are_checked_against_their_answer
         assert all(
             p.spec.reference is None for p in evaluate.load_eval_prompts(str(write_jsonl(tmp_path / "x.jsonl", rows)))
         )
+
+
+def test_sample_answers_show_where_the_last_run_and_its_parent_differ_not_where_the_base_does():
+    def prompt(text: str, skill: str) -> Prompt:
+        return Prompt([{"role": "user", "content": text}], PromptSpec(skill=skill))
+
+    prompts = [prompt("Hi, I am Ada.", "greeting"), prompt("Hello, I'm Bo.", "greeting"), prompt("2+2?", "arithmetic")]
+    answers = {
+        "base": ["Ada Ada Ada", "Bo Bo", "22"],
+        "sft": ["Hello Ada!", "Hi.", "4."],
+        "dpo": ["Hello Ada!", "Hi Bo!", "4."],
+    }
+    picked = {example["skill"]: example for example in evaluate.examples(prompts, answers)}
+    assert picked["greeting"]["prompt"] == "Hello, I'm Bo."  # the first where SFT and DPO differ
+    assert picked["arithmetic"]["prompt"] == "2+2?"  # none differs: the skill's first prompt
