@@ -120,8 +120,8 @@ class AnnotatorSession:
         return self.get("/api/v1/me/datasets")["items"]
 
     def queue(self, dataset_id: str, status: str = "pending", limit: int = 50) -> list[dict[str, Any]]:
-        """Records still needing answers (record status pending) where this annotator's response has `status`
-        (`pending` = not answered yet, `draft`, ...), highest priority first."""
+        """Records where this annotator's response has `status` (`pending` = not answered yet, and only records still
+        needing answers; `draft`, ...), highest priority first."""
         return self.search(dataset_id, status, limit)["items"]
 
     def search(self, dataset_id: str, status: str, limit: int) -> dict[str, Any]:
@@ -181,14 +181,13 @@ class AnnotatorSession:
 
 
 def queue_query(my_status: str) -> dict[str, Any]:
-    """Search body: records still needing answers, where this annotator's response has `my_status`, by priority."""
+    """Search body: records where this annotator's response has `my_status`, by priority; unanswered ones (`pending`)
+    only while they still need answers. A draft stays in its annotator's queue after others complete its record:
+    it would otherwise be counted in their sidebar with no way to reach it."""
+    mine = {"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": [my_status]}
+    needed = {"type": "terms", "scope": {"entity": "record", "property": "status"}, "values": ["pending"]}
     return {
-        "filters": {
-            "and": [
-                {"type": "terms", "scope": {"entity": "record", "property": "status"}, "values": ["pending"]},
-                {"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": [my_status]},
-            ]
-        },
+        "filters": {"and": [needed, mine] if my_status == "pending" else [mine]},
         "sort": [{"scope": {"entity": "metadata", "metadata_property": PRIORITY}, "order": "desc"}],
     }
 

@@ -9,8 +9,8 @@ import argilla as rg
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from alignkit.feedback import annotation, client, pull, push
 from alignkit.feedback import argilla_schema as schema
-from alignkit.feedback import client, pull, push
 from alignkit.jsonl import write_jsonl
 
 pytestmark = [pytest.mark.argilla, pytest.mark.filterwarnings("ignore:.* not found:UserWarning")]
@@ -103,3 +103,24 @@ def test_a_reload_mid_record_keeps_the_choice_and_the_reason_given_so_far(argill
     record = next(r for r in owner.datasets("reload", workspace="reload").records(with_responses=True)
                   if r.fields["prompt"] == shown)  # fmt: skip
     assert client.submitted_answers(record) == {str(user.id): {schema.PREFERENCE: "2", schema.RATIONALE: "terse"}}
+
+
+def test_a_draft_comes_back_to_its_annotator_after_others_complete_its_record(argilla_server, tmp_path):
+    """A saves a draft, B's answer completes the record (min_submitted 1): A's queue still holds the draft to finish.
+    Before, the record left every queue once complete, while A's sidebar went on counting 1 draft."""
+    owner = rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
+    rows = [{"prompt": "drafted: question?", "candidates": [{"text": "short"}, {"text": "longer"}]}]
+    write_jsonl(tmp_path / "candidates.jsonl", rows)
+    for user in ("drafter", "finisher"):
+        client.add_user(owner, user, PASSWORD, "annotator", ["drafted"])
+    push.push(str(tmp_path / "candidates.jsonl"), "drafted", "drafted", min_submitted=1, client=owner)
+    a, b = (annotation.login(user, PASSWORD, url=argilla_server.url) for user in ("drafter", "finisher"))
+    dataset_id = next(d["id"] for d in annotation.datasets(a) if d["name"] == "drafted")
+    record = annotation.next_record(a, dataset_id)
+    annotation.save(a, record.id, annotation.pair_values("1", rationale="half"), "draft")
+    annotation.save(b, record.id, annotation.pair_values("2"), "submitted")
+
+    assert annotation.next_record(b, dataset_id) is None  # complete: nothing new for anyone
+    back = annotation.next_record(a, dataset_id)
+    assert back is not None and back.id == record.id and back.draft[schema.RATIONALE] == "half"
+    assert annotation.progress(a, dataset_id).left == 1
