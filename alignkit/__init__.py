@@ -152,14 +152,19 @@ def candidates(
     limit: int | None = None,
     overwrite: bool = False,
     greedy_first: bool = False,
+    backend: str = "transformers",
+    resume: bool = False,
 ) -> Path:
     """`alignkit generate`: N distinct candidates per prompt from a run (or the base) to a JSONL file; with
-    `greedy_first`, the first is the greedy reply (the answer evaluation sees) and the other N-1 are sampled."""
+    `greedy_first`, the first is the greedy reply (the answer evaluation sees) and the other N-1 are sampled.
+    `resume` continues an interrupted generation (`out.partial`); `backend`: transformers or vllm."""
     from alignkit import generate
 
     sampling = generate.Sampling(temperature, top_p, max_new_tokens, seed, greedy_first)
     run_dir = str(from_run) if from_run is not None else None
-    return generate.run(str(prompts), str(out), n, run_dir, model, sampling, batch_size, limit, overwrite)
+    return generate.run(
+        str(prompts), str(out), n, run_dir, model, sampling, batch_size, limit, overwrite, backend, resume
+    )
 
 
 def push(

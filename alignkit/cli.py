@@ -233,11 +233,21 @@ def generate_command(
     ] = False,
     resume: ResumeFile = False,
 ) -> None:
-    from alignkit import generate
-
-    sampling = generate.Sampling(temperature, top_p, max_new_tokens, seed, greedy_first)
-    path = generate.run(
-        prompts, out, n, from_run, model, sampling, batch_size, limit, overwrite, backend=backend, resume=resume
+    candidates = api_named("candidates")()
+    sampling = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed}
+    path = candidates(
+        prompts,
+        out,
+        n,
+        from_run,
+        model,
+        **sampling,
+        batch_size=batch_size,
+        limit=limit,
+        overwrite=overwrite,
+        greedy_first=greedy_first,
+        backend=backend,
+        resume=resume,
     )
     console.print(f"candidates written to {path}")
 

@@ -140,3 +140,15 @@ def test_a_reward_model_scores_an_assistant_message_as_its_text(reward_run):
     prompt = [{"role": "user", "content": "What is 2 plus 2?"}]
     reply = {"role": "assistant", "content": "It is 4."}
     assert scorer.score([prompt], [reply]) == scorer.score([prompt], ["It is 4."]) == scorer.score([prompt], [[reply]])
+
+
+def test_every_option_of_generate_is_an_argument_of_alignkit_candidates():
+    """The CLI's `generate` is `alignkit.candidates` (a notebook could not resume an interrupted generation)."""
+    import inspect
+
+    import typer.main
+
+    from alignkit.cli import app
+
+    command = typer.main.get_command(app).commands["generate"]
+    assert {param.name for param in command.params} <= set(inspect.signature(alignkit.candidates).parameters)
