@@ -204,6 +204,8 @@ def trainer_options(
     if has_eval:
         options |= evaluation_follows(cfg.trainer)
     options |= cfg.trainer
+    if has_eval:
+        options |= evaluation_at_saves(options, type(cfg)().trainer)
     options |= tracking_defaults(options, valid, run_name=Path(output_dir).parent.name)
     hardware.check_trainer(options)
     if "eval_steps" in options:
@@ -253,6 +255,23 @@ def evaluation_follows(trainer: dict[str, Any]) -> dict[str, Any]:
     if strategy == "no":  # no evaluation during training: the validation rows are scored at the start and the end
         return {"load_best_model_at_end": False, "eval_on_start": False}
     return {"save_strategy": strategy}
+
+
+def evaluation_at_saves(options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A `trainer.save_steps` set alone (`--set trainer.save_steps=20`) with the default `eval_steps` (50) it is not
+    a multiple of: evaluate at each save. Keeping the best checkpoint needs an evaluation at every save, and the
+    Trainer refused the pair with a message naming `eval_steps`, a key the user never set."""
+    save, every = options.get("save_steps"), options.get("eval_steps")
+    if (
+        not options.get("load_best_model_at_end")
+        or options.get("save_strategy", "steps") != "steps"
+        or every != defaults.get("eval_steps")
+        or not (isinstance(save, int) and isinstance(every, int) and save > 0 and every > 0)
+        or save % every == 0
+    ):
+        return {}
+    logger.info("trainer.eval_steps %d -> %d: the best checkpoint is picked at each save", every, save)
+    return {"eval_steps": save}
 
 
 # `trainer.report_to` names that write locally, and the package each needs (pip install 'alignkit[track]').

@@ -155,3 +155,16 @@ def test_an_eval_strategy_set_alone_trains_with_the_keys_that_must_agree_with_it
     args = run.manifest["trainer_args"]
     assert {key: args[key] for key in expected} == expected
     assert (run.path / "checkpoints" / "checkpoint-2").is_dir()  # saved, so the run can be resumed
+
+
+def test_a_save_steps_set_alone_evaluates_at_each_save(tmp_path, tiny_model):
+    """`--set trainer.save_steps=N` with the default eval_steps (50) not dividing it was refused by the Trainer
+    ("--load_best_model_at_end requires the saving steps to be a round multiple of the evaluation steps")."""
+    import alignkit
+
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    tiny = {"max_steps": 3, "per_device_train_batch_size": 4, "save_steps": 2}
+    run = alignkit.sft(data={"paths": [str(chat)]}, model={"name": tiny_model}, out=str(tmp_path / "r"), trainer=tiny)
+    args = run.manifest["trainer_args"]
+    assert (args["save_steps"], args["eval_steps"]) == (2, 2)
+    assert (run.path / "checkpoints" / "checkpoint-2").is_dir()
