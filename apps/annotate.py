@@ -40,10 +40,11 @@ def main() -> None:
     st.set_page_config(page_title="alignkit · annotate", layout="wide")
     show_flash()
     try:
-        session = st.session_state.get("session") or signed_in().get(st.context.cookies.get(SIGN_IN_COOKIE, ""))
+        token = st.context.cookies.get(SIGN_IN_COOKIE, "")
+        session = st.session_state.get("session") or signed_in().get(token)
         if session is None or session.http.is_closed:  # never signed in, or signed out in another tab
             st.session_state.pop("session", None)
-            login_view()
+            login_view(ended=bool(token) and token not in signed_in() and token not in signed_out())
         else:
             st.session_state.session = session
             rating_view(session)
@@ -75,8 +76,14 @@ def show_flash() -> None:
 # -- login ------------------------------------------------------------------------------------------------------
 
 
-def login_view() -> None:
+def login_view(ended: bool = False) -> None:
+    """The login form; `ended`: this browser was signed in, to an app process that is gone (the app restarted)."""
     st.title("Rate responses")
+    if ended:
+        st.info(
+            "Your sign-in ended: the app was restarted. Log in again to go on. The answers you submitted or saved as "
+            "drafts are in Argilla; a choice or edit you had not yet submitted was not kept."
+        )
     url = annotation.argilla_url()
     with st.form("login"):
         username = st.text_input("Username", autocomplete="username")
@@ -103,6 +110,7 @@ def log_out() -> None:
     answers_in_progress().pop(id(session), None)
     for token in [t for t, s in signed_in().items() if s is session]:
         del signed_in()[token]
+        signed_out().add(token)  # a tab still holding it shows the login form without the "app restarted" notice
     for key in list(st.session_state):
         del st.session_state[key]
     run_script(f"document.cookie = '{SIGN_IN_COOKIE}=; path=/; max-age=0'")
@@ -113,6 +121,13 @@ def signed_in() -> dict[str, Any]:
     """Annotator sessions by the token in this browser's sign-in cookie, held by the app's process: reloading the
     page keeps the annotator signed in (until they log out, the browser closes or the app restarts)."""
     return {}
+
+
+@st.cache_resource
+def signed_out() -> set[str]:
+    """Sign-in tokens logged out in this app's process: a cookie naming a token in neither set is from before a
+    restart."""
+    return set()
 
 
 # -- rating -----------------------------------------------------------------------------------------------------

@@ -229,6 +229,7 @@ def test_a_reload_keeps_the_annotator_signed_in_until_they_log_out(owner, annota
 
     page.get_by_role("button", name="Log out").click()
     page.get_by_label("Username").wait_for()
+    assert page.get_by_text("Your sign-in ended").count() == 0  # logged out, not restarted
     page.wait_for_function("!document.cookie.includes('alignkit-annotate=')")
     page.reload()
     page.get_by_label("Username").wait_for()
@@ -236,8 +237,10 @@ def test_a_reload_keeps_the_annotator_signed_in_until_they_log_out(owner, annota
     page.context.add_cookies([cookie])  # the token of the session logged out: it opens nothing
     page.reload()
     page.get_by_label("Username").wait_for()
+    assert page.get_by_text("Your sign-in ended").count() == 0
     other_tab.reload()
     other_tab.get_by_label("Username").wait_for()
+    assert other_tab.get_by_text("Your sign-in ended").count() == 0
 
 
 RANKED = [  # (prompt, four candidates); keys pressed best first; the ranks Argilla must hold, in shown order
@@ -423,3 +426,18 @@ def test_drafts_come_back_last_prefilled_and_skips_go_to_others(queue_round):
 def test_wrong_password_is_a_login_error(argilla_server):
     with pytest.raises(AlignkitError, match="login failed"):
         annotation.login("nobody", "not-the-password", url=argilla_server.url)
+
+
+@pytest.mark.e2e
+def test_a_sign_in_from_before_an_app_restart_is_said_on_the_login_page(annotate_app, page):
+    """A browser whose sign-in cookie names a session the app's process does not hold (it restarted) is told why it
+    is back at the login form; a first visit is not."""
+    page.goto(annotate_app)
+    page.get_by_label("Username").wait_for()
+    assert page.get_by_text("Your sign-in ended").count() == 0
+    host = annotate_app.split("//")[1].split(":")[0]
+    page.context.add_cookies(
+        [{"name": "alignkit-annotate", "value": "from-before-a-restart", "domain": host, "path": "/"}]
+    )
+    page.goto(annotate_app)
+    page.get_by_text("Your sign-in ended: the app was restarted").wait_for()
