@@ -177,17 +177,20 @@ class Run:
         manifest = self.manifest
         steps = [{"run": manifest.get("parent")}, *manifest.get("lineage", [])]
         for step in steps:
-            if not step["run"] or step["run"] == ".":
-                continue
-            there = self.resolve(step["run"]) / "manifest.json"
-            if not there.is_file():
-                return step["run"], "missing"
-            try:
-                if step.get("id") and read_json(there).get("id") != step["id"]:
-                    return step["run"], "replaced"
-            except (OSError, ValueError):
-                return step["run"], "broken"
+            if step["run"] and step["run"] != "." and (fault := self.recorded_run_fault(step["run"], step.get("id"))):
+                return step["run"], fault
         return None
+
+    def recorded_run_fault(self, recorded: str, recorded_id: str | None) -> str | None:
+        """`missing`, `replaced` or `broken` (see `lineage_fault`) for another run this one records (`recorded`,
+        relative to this run's dir, with the `id` it had), else None."""
+        there = self.resolve(recorded) / "manifest.json"
+        if not there.is_file():
+            return "missing"
+        try:
+            return "replaced" if recorded_id and read_json(there).get("id") != recorded_id else None
+        except (OSError, ValueError):
+            return "broken"
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -454,7 +457,21 @@ def find_resumable(stage: str, cfg: Any) -> Run:
     if pid := run.training_elsewhere():
         raise AlignkitError(f"{run.path}: process {pid} is training this run now", "wait for it, or stop it first")
     check_lineage(run)
+    check_reward_run(run)
     return run
+
+
+def check_reward_run(run: Run) -> None:
+    """Refuse to resume an rl run whose reward run (`--reward`) is another run than the one it started training
+    against (trained again in its place, or another copied over it: the `reward_run_id` its manifest records differs):
+    the resumed steps would chase another reward. A missing one is said where it is opened."""
+    recorded = run.manifest.get("reward_run")
+    if recorded and run.recorded_run_fault(recorded, run.manifest.get("reward_run_id")) == "replaced":
+        raise AlignkitError(
+            f"reward run {recorded} of {run.path} is another run than the one {run.path} was trained against "
+            "(trained again or replaced since): the resumed steps would learn another reward",
+            "put back the reward run it was trained against, or start a new rl run with another --out",
+        )
 
 
 def open_run(path: str | Path, require_complete: bool = True) -> Run:

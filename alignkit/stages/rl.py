@@ -96,6 +96,7 @@ def manifest(plan: runner.Plan) -> dict[str, Any]:
         "rewards": names,
         "reward_weights": weights,
         "reward_run": runs.relative_to_run(reward_run.path, plan.path) if reward_run else None,  # as the lineage
+        "reward_run_id": reward_run.manifest.get("id") if reward_run else None,  # `runs.check_reward_run`
     }
 
 
