@@ -633,8 +633,8 @@ def run_eval(
     for run_dir, run in zip(run_dirs[1:], loaded[1:], strict=True):
         if not runs.same_base(run, loaded[0]):  # its answers, forgetting and KL would be measured against another model
             raise AlignkitError(
-                f"--runs {run_dir} was trained on {run.model_config.name}, --runs {run_dirs[0]} on "
-                f"{loaded[0].model_config.name}: eval compares runs of one base model with that base",
+                f"--runs {run_dir} was trained on {run.recorded_model_config.name}, --runs {run_dirs[0]} on "
+                f"{loaded[0].recorded_model_config.name}: eval compares runs of one base model with that base",
                 "evaluate the runs of each base model separately (each with its own --out)",
             )
     prompts = load_eval_prompts(prompts_file, "--prompts")[:limit]

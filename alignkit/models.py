@@ -7,6 +7,7 @@ The base weights are never modified on disk. A run's model (base + the adapters 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -18,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import distributed, hardware
-from alignkit.config import EMBEDDED_MODEL, ModelConfig, check_keys, check_types
+from alignkit.config import EMBEDDED_MODEL, ModelConfig, check_keys, check_types, local_path
 from alignkit.errors import AlignkitError, first_line
-from alignkit.paths import cache_dir, file_sha256, offline_without_network
+from alignkit.paths import MODEL_PATH_ENV, cache_dir, file_sha256, offline_without_network
 
 logger = logging.getLogger("alignkit")
 
@@ -189,6 +190,9 @@ def verify_model(model: Any, tokenizer: Any, source: str) -> str:
     return answer
 
 
+_digests: dict[str, str] = {}  # `base_identity`'s digests of this process, by path, size and modification time
+
+
 def base_identity(cfg: ModelConfig) -> dict[str, Any]:
     """How a run names its base model: the name it was given and the sha256 of its weight files (none for a hub id
     not on disk), so a moved run's base can be checked, not only found by path. Digests are cached by file size and
@@ -203,12 +207,94 @@ def base_identity(cfg: ModelConfig) -> dict[str, Any]:
         except (OSError, ValueError):
             cached = {}
         keys = [f"{w.resolve()}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights]
+        cached |= _digests
         digests = [cached.get(key) or file_sha256(w) for key, w in zip(keys, weights, strict=True)]
+        _digests.update(zip(keys, digests, strict=True))  # once per process even where the cache cannot be written
         if any(key not in cached for key in keys):
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            cache_file.write_text(json.dumps(cached | dict(zip(keys, digests, strict=True))), encoding="utf-8")
+            try:
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                cache_file.write_text(json.dumps(cached | _digests), encoding="utf-8")
+            except OSError:
+                logger.debug("cannot write %s", cache_file)
         identity["sha256"] = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
     return identity
+
+
+# Bases given at a new place by `--model` in this process (`take_moved_base`), weights checked: (recorded name,
+# sha256) -> the new path.
+_moved_bases: dict[tuple[str, str], str] = {}
+
+
+def base_now(recorded: ModelConfig, identity: dict[str, Any] | None, run: str | Path) -> ModelConfig:
+    """`recorded` (the base a run's manifest names; `identity`: its `base` record) naming where that base is now: the
+    new place `--model` gave in this process (`take_moved_base`), else the recorded path while it exists, else the
+    first place `$ALIGNKIT_MODEL_PATH` lists (`moved_base_candidates`) that holds the same weights (sha256).
+
+    The one place a run's base is found: a base moved (another path or machine) is taken once its weights are the
+    ones the run was trained on, and a base gone is one line naming the fix.
+    """
+    sha256 = (identity or {}).get("sha256")
+    local = recorded.name != EMBEDDED_MODEL and (
+        recorded.name.startswith(("/", ".", "~")) or Path(recorded.name).suffix == ".gguf"
+    )
+    given = _moved_bases.get((recorded.name, sha256 or ""))
+    if given and Path(given).exists():
+        return dataclasses.replace(recorded, name=given)
+    if not local or Path(recorded.name).expanduser().exists():
+        return recorded
+    if not sha256:
+        raise AlignkitError(
+            f"base model {recorded.name} of {run}: not found (moved?)",
+            f"put it back there: {run} records no sha256 of its base to check another place against",
+        )
+    candidates = moved_base_candidates(recorded.name)
+    for candidate in candidates:
+        if base_identity(dataclasses.replace(recorded, name=candidate)).get("sha256") == sha256:
+            return dataclasses.replace(recorded, name=candidate)
+    searched = f", nor in {MODEL_PATH_ENV}={os.environ[MODEL_PATH_ENV]}" if os.environ.get(MODEL_PATH_ENV) else ""
+    others = f" ({', '.join(candidates)}: other weights)" if candidates else ""
+    raise AlignkitError(
+        f"base model {recorded.name} of {run}: not found (moved?){searched}{others}",
+        f"pass its new place with --model NEW_PATH, or (any command, app or notebook) set {MODEL_PATH_ENV}=NEW_PATH "
+        f"(the model dir or the folder holding it); its weights are checked against {run}/manifest.json",
+    )
+
+
+def moved_base_candidates(recorded_name: str) -> list[str]:
+    """Where `$ALIGNKIT_MODEL_PATH` (paths joined by `os.pathsep`) may hold a base recorded as `recorded_name`: each
+    entry that is a model dir or .gguf file, and `<entry>/<the recorded folder's name>` of the others. Only these are
+    hashed, not every model under a folder."""
+    found: list[str] = []
+    for entry in filter(None, os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep)):
+        path = Path(entry).expanduser().resolve()
+        for candidate in (path, path / Path(recorded_name).name):
+            is_model = (candidate / "config.json").is_file() or (candidate.suffix == ".gguf" and candidate.is_file())
+            if is_model and str(candidate) not in found:
+                found.append(str(candidate))
+                break
+    return found
+
+
+def take_moved_base(recorded: ModelConfig, identity: dict[str, Any] | None, given: str, run: str | Path) -> None:
+    """Accept `given` (`--model`) as the base of a run recorded on `recorded` when it is the same model: the same
+    path, or the same weights (the sha256 in the run's manifest) at a new place, which the run's base is then found
+    at for the rest of the process (`base_now`). Another model is refused in one line."""
+    if Path(given).expanduser().resolve() == Path(recorded.name).expanduser().resolve():
+        return
+    sha256 = (identity or {}).get("sha256")
+    if not sha256:  # a hub id, or a run from before the base's sha256 was recorded: nothing to check it against
+        raise AlignkitError(
+            f"--model {given} differs from the base model of {run} ({recorded.name})",
+            "drop --model: the run brings its own base",
+        )
+    now = base_identity(dataclasses.replace(recorded, name=given)).get("sha256")
+    if now != sha256:
+        raise AlignkitError(
+            f"--model {given} is another model than the base of {run} ({recorded.name}): the sha256 of its weights "
+            f"differs from the one {run}/manifest.json records",
+            "drop --model, or pass the base the run was trained on (moved: the same weights at its new place)",
+        )
+    _moved_bases[(recorded.name, sha256)] = str(Path(local_path(given)))
 
 
 def load_tokenizer(cfg: ModelConfig, source: str | None = None) -> Any:

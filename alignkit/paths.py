@@ -9,6 +9,10 @@ from pathlib import Path
 
 from alignkit.errors import AlignkitError
 
+# Where base models moved since runs were trained on them are looked for (`models.base_now`): paths joined by
+# `os.pathsep`, each a model dir (or .gguf file) or a folder holding one under its old name.
+MODEL_PATH_ENV = "ALIGNKIT_MODEL_PATH"
+
 
 def cache_dir() -> Path:
     """`$ALIGNKIT_CACHE`, else `$XDG_CACHE_HOME/alignkit`, else `~/.cache/alignkit`."""

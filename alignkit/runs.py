@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from alignkit import distributed, logs
+from alignkit import distributed, logs, models
 from alignkit.config import RUN_KEYS, ModelConfig, to_yaml
 from alignkit.errors import AlignkitError, first_line
 from alignkit.paths import check_replaceable, file_sha256, saved_split
@@ -77,6 +77,15 @@ class Run:
         write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self.update_manifest(data={moved.get(k, k): v for k, v in self.manifest.get("data", {}).items()})
 
+    def update_base_path(self, name: str) -> None:
+        """Record the base model found at a new place (`name`: the same weights) in config.yaml and the manifest."""
+        config = yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8"))
+        config["model"] = {**config.get("model", {}), "name": name}
+        write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        manifest = self.manifest
+        base = manifest.get("base")
+        self.update_manifest(model={**manifest.get("model", {}), "name": name}, base=base and {**base, "name": name})
+
     @property
     def manifest(self) -> dict[str, Any]:
         return read_json(self.path / "manifest.json")
@@ -86,10 +95,16 @@ class Run:
         return self.manifest["stage"]
 
     @property
-    def model_config(self) -> ModelConfig:
-        """The base model this run was trained on, as recorded in its manifest."""
+    def recorded_model_config(self) -> ModelConfig:
+        """The base model this run was trained on, as its manifest records it (the path it had then)."""
         recorded = self.manifest.get("model", {})
         return ModelConfig(**{k: v for k, v in recorded.items() if k in ModelConfig.__dataclass_fields__})
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The base model this run was trained on, where it is now (`models.base_now`: moved, it is found by the
+        sha256 of its weights; gone, one line says how to point at it)."""
+        return models.base_now(self.recorded_model_config, self.manifest.get("base"), self.path)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -162,17 +177,20 @@ class Run:
         manifest = self.manifest
         steps = [{"run": manifest.get("parent")}, *manifest.get("lineage", [])]
         for step in steps:
-            if not step["run"] or step["run"] == ".":
-                continue
-            there = self.resolve(step["run"]) / "manifest.json"
-            if not there.is_file():
-                return step["run"], "missing"
-            try:
-                if step.get("id") and read_json(there).get("id") != step["id"]:
-                    return step["run"], "replaced"
-            except (OSError, ValueError):
-                return step["run"], "broken"
+            if step["run"] and step["run"] != "." and (fault := self.recorded_run_fault(step["run"], step.get("id"))):
+                return step["run"], fault
         return None
+
+    def recorded_run_fault(self, recorded: str, recorded_id: str | None) -> str | None:
+        """`missing`, `replaced` or `broken` (see `lineage_fault`) for another run this one records (`recorded`,
+        relative to this run's dir, with the `id` it had), else None."""
+        there = self.resolve(recorded) / "manifest.json"
+        if not there.is_file():
+            return "missing"
+        try:
+            return "replaced" if recorded_id and read_json(there).get("id") != recorded_id else None
+        except (OSError, ValueError):
+            return "broken"
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -439,7 +457,21 @@ def find_resumable(stage: str, cfg: Any) -> Run:
     if pid := run.training_elsewhere():
         raise AlignkitError(f"{run.path}: process {pid} is training this run now", "wait for it, or stop it first")
     check_lineage(run)
+    check_reward_run(run)
     return run
+
+
+def check_reward_run(run: Run) -> None:
+    """Refuse to resume an rl run whose reward run (`--reward`) is another run than the one it started training
+    against (trained again in its place, or another copied over it: the `reward_run_id` its manifest records differs):
+    the resumed steps would chase another reward. A missing one is said where it is opened."""
+    recorded = run.manifest.get("reward_run")
+    if recorded and run.recorded_run_fault(recorded, run.manifest.get("reward_run_id")) == "replaced":
+        raise AlignkitError(
+            f"reward run {recorded} of {run.path} is another run than the one {run.path} was trained against "
+            "(trained again or replaced since): the resumed steps would learn another reward",
+            "put back the reward run it was trained against, or start a new rl run with another --out",
+        )
 
 
 def open_run(path: str | Path, require_complete: bool = True) -> Run:
@@ -486,16 +518,13 @@ def check_lineage(run: Run) -> None:
 def open_policy(path: str | Path, model_name: str | None = None, flag: str = "--from") -> Run:
     """A finished run given as a policy (`flag`: the option that named it): a reward run is refused (its model scores
     answers, it does not write them), and so is a `model_name` (`--model`; None: not given) other than the run's base,
-    which would otherwise be ignored: a run's model is its own base with its adapters."""
+    which would otherwise be ignored: a run's model is its own base with its adapters. The same base at a new place
+    (same weights) is taken: the run's model is built on it (`models.take_moved_base`)."""
     run = open_run(path)
     if run.stage == "reward":
         raise AlignkitError(f"{run.path}: is a reward model, not a policy", f"pass {flag} an sft (or dpo) run")
-    base = run.model_config.name
-    if model_name is not None and Path(model_name).expanduser().resolve() != Path(base).resolve():
-        raise AlignkitError(
-            f"--model {model_name} differs from the base model of {run.path} ({base})",
-            f"drop --model: a run given by {flag} brings its own base",
-        )
+    if model_name is not None:  # the same base, perhaps at a new place (its weights' sha256 is checked)
+        models.take_moved_base(run.recorded_model_config, run.manifest.get("base"), model_name, run.path)
     return run
 
 
@@ -516,7 +545,8 @@ def same_base(run: Run, other: Run) -> bool:
     ours, theirs = (r.manifest.get("base") or {} for r in (run, other))
     if ours.get("sha256") and theirs.get("sha256"):
         return ours["sha256"] == theirs["sha256"]
-    return Path(run.model_config.name).expanduser().resolve() == Path(other.model_config.name).expanduser().resolve()
+    names = (r.recorded_model_config.name for r in (run, other))
+    return len({Path(name).expanduser().resolve() for name in names}) == 1
 
 
 def distinct_names(paths: Sequence[str | Path], taken: Collection[str] = ()) -> list[str]:

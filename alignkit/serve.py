@@ -26,6 +26,7 @@ from alignkit import processes
 from alignkit.errors import AlignkitError
 from alignkit.feedback import server
 from alignkit.feedback.client import check_reachable
+from alignkit.paths import MODEL_PATH_ENV
 from alignkit.processes import LOOPBACK
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,11 +113,15 @@ def run(
 
 def workdir_env() -> dict[str, str]:
     """Where the playground and Runs page look for runs and eval results: the caller's `runs/` and `eval/` (apps run
-    from the repository root), unless `ALIGNKIT_RUNS_DIR` / `ALIGNKIT_EVAL_DIR` say otherwise."""
-    return {
+    from the repository root), unless `ALIGNKIT_RUNS_DIR` / `ALIGNKIT_EVAL_DIR` say otherwise; and where moved base
+    models are (`ALIGNKIT_MODEL_PATH`, its relative entries made the caller's)."""
+    env = {
         "ALIGNKIT_RUNS_DIR": str(Path(os.environ.get("ALIGNKIT_RUNS_DIR", "runs")).resolve()),
         "ALIGNKIT_EVAL_DIR": str(Path(os.environ.get("ALIGNKIT_EVAL_DIR", "eval")).resolve()),
     }
+    if entries := [e for e in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if e]:
+        env[MODEL_PATH_ENV] = os.pathsep.join(str(Path(e).expanduser().resolve()) for e in entries)
+    return env
 
 
 def app_ports(count: int, port: int | None = None) -> list[int]:

@@ -19,7 +19,7 @@ from transformers import ProgressCallback, TrainerCallback
 from transformers.trainer_utils import has_length
 
 from alignkit import distributed, hardware, lineage, logs, models, runs
-from alignkit.config import RUN_KEYS, ModelConfig, TrainStageConfig, check_section, load_config
+from alignkit.config import EMBEDDED_MODEL, RUN_KEYS, ModelConfig, TrainStageConfig, check_section, load_config
 from alignkit.errors import AlignkitError
 from alignkit.paths import file_sha256, saved_split
 
@@ -34,7 +34,7 @@ def resolve_resume(stage: str, cfg: Any) -> Any:
         return cfg
     run = runs.find_resumable(stage, cfg)
     resumed = load_config(type(cfg), run.path / "config.yaml", values={"resume": True, "out": str(run.path)})
-    resumed = relocated_data(cfg, resumed, run)
+    resumed = relocated_base(cfg, relocated_data(cfg, resumed, run), run)
     check_resume_settings(cfg, resumed)
     longer = {}
     defaults = type(cfg)().trainer
@@ -78,6 +78,20 @@ def relocated_data(given: Any, resumed: Any, run: runs.Run) -> Any:
     if moved and distributed.is_main():
         run.update_data_paths(moved)
     return resumed
+
+
+def relocated_base(given: Any, resumed: Any, run: runs.Run) -> Any:
+    """`resumed` with its base model where it is now (`Run.model_config`): `--resume --model NEW_PATH` or
+    `$ALIGNKIT_MODEL_PATH` with the weights the run records (sha256), whose new place its config.yaml and manifest
+    then record; another model is refused (`models.take_moved_base`)."""
+    if given.model.name != EMBEDDED_MODEL:
+        models.take_moved_base(run.recorded_model_config, run.manifest.get("base"), given.model.name, run.path)
+    now = run.model_config.name
+    if now == resumed.model.name:
+        return resumed
+    if distributed.is_main():
+        run.update_base_path(now)
+    return dataclasses.replace(resumed, model=dataclasses.replace(resumed.model, name=now))
 
 
 def same_data(recorded_source: str, given_source: str, recorded: dict[str, str]) -> bool:

@@ -96,6 +96,7 @@ def manifest(plan: runner.Plan) -> dict[str, Any]:
         "rewards": names,
         "reward_weights": weights,
         "reward_run": runs.relative_to_run(reward_run.path, plan.path) if reward_run else None,  # as the lineage
+        "reward_run_id": reward_run.manifest.get("id") if reward_run else None,  # `runs.check_reward_run`
     }
 
 
@@ -167,15 +168,18 @@ def reward_spec(cfg: RLStageConfig) -> tuple[list[str], list[float] | None]:
         )
     if not isinstance(rewards, dict):
         return names, None
-    if "reward_weights" in cfg.trainer:
-        raise AlignkitError(
-            "config: weights given both in `rewards` and in trainer.reward_weights", "give them in one place"
-        )
-    weights = list(rewards.values())
     for name, weight in rewards.items():
         if isinstance(weight, bool) or not isinstance(weight, int | float):
             raise AlignkitError(f"config: weight of reward `{name}` must be a number, got {weight!r}")
-    return names, [float(w) for w in weights]
+    weights = [float(w) for w in rewards.values()]
+    # a run's config.yaml records both: `rewards` and the trainer.reward_weights made from them
+    if "reward_weights" in cfg.trainer and cfg.trainer["reward_weights"] != weights:
+        raise AlignkitError(
+            f"config: weights given both in `rewards` ({weights}) and in trainer.reward_weights "
+            f"({cfg.trainer['reward_weights']}), and they differ",
+            "give them in one place",
+        )
+    return names, weights
 
 
 def reward_parent(reward_run: str | None, names: list[str]) -> runs.Run | None:

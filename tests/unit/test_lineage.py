@@ -5,8 +5,10 @@ the base model is recorded by name and by the sha256 of its weights."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -234,3 +236,95 @@ def test_a_run_moved_with_its_data_resumes_from_the_data_at_its_new_place(tiny_m
     assert run.metrics["resumed_from"] == "checkpoints/checkpoint-1"
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["paths"] == [str(moved / "chat.jsonl")]
     assert run.manifest["data"] == {str(moved / "chat.jsonl"): file_sha256(moved / "chat.jsonl")}
+
+
+def one_line_error(result: Any) -> str:
+    """The one line a refused CLI command printed (exit code 2, no traceback)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
+def test_a_run_whose_base_moved_is_used_with_the_same_base_at_its_new_place(tiny_model, tmp_path, monkeypatch):
+    """A run trained on a local base dir was unusable once the base moved (another path or machine): every command
+    failed with `model ...: not found — fix: pass embedded, ...`, `--model NEW_PATH` was refused as another base, and
+    eval, export, the playground and the Python API had no way to say where the base is now."""
+    from tests.conftest import build_tiny_model
+
+    home = tmp_path / "models"
+    shutil.copytree(tiny_model, home / "tiny")
+    train_sft = (
+        "sft", "--data", str(write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)), "--model", str(home / "tiny"),
+        "--out", str(tmp_path / "runs" / "sft"), "--max-steps", "1", *TINY_TRAINER,
+    )  # fmt: skip
+    assert run_cli(*train_sft).returncode == 0
+    sft = tmp_path / "runs" / "sft"
+    moved = tmp_path / "models.moved"
+    shutil.move(str(home), str(moved))
+    build_tiny_model(tmp_path / "other" / "tiny", initializer_range=0.5)  # same name and shapes, other weights
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "How do I start composting?"}])
+    generate = ["generate", "--from", str(sft), "--prompts", str(prompts), "--n", "1", "--max-new-tokens", "2"]
+
+    gone = one_line_error(run_cli(*generate, "--out", str(tmp_path / "gone.jsonl")))
+    assert f"error: base model {home / 'tiny'} of {sft}: not found (moved?)" in gone
+    assert "--model NEW_PATH" in gone and "ALIGNKIT_MODEL_PATH=NEW_PATH" in gone
+    other = one_line_error(run_cli(*generate, "--model", str(tmp_path / "other" / "tiny"), "--out", "x.jsonl"))
+    assert f"--model {tmp_path / 'other' / 'tiny'} is another model than the base of {sft}" in other
+    given = run_cli(*generate, "--model", str(moved / "tiny"), "--out", str(tmp_path / "given.jsonl"))
+    assert given.returncode == 0, given.stderr[-2000:]
+
+    # commands and apps without --model: the folder the base moved to (or the model dir) in ALIGNKIT_MODEL_PATH
+    wrong = run_cli(
+        "export", str(sft), "--out", str(tmp_path / "merged"), env={"ALIGNKIT_MODEL_PATH": str(tmp_path / "other")}
+    )
+    assert f"{tmp_path / 'other' / 'tiny'}: other weights" in one_line_error(wrong)
+    assert not (tmp_path / "merged").exists()
+    search = os.pathsep.join([str(tmp_path / "other"), str(moved)])
+    exported = run_cli("export", str(sft), "--out", str(tmp_path / "merged"), env={"ALIGNKIT_MODEL_PATH": search})
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert json.loads((tmp_path / "merged" / "alignkit-export.json").read_text())["base_model"] == str(home / "tiny")
+
+    monkeypatch.setenv("ALIGNKIT_MODEL_PATH", str(moved / "tiny"))  # a notebook: os.environ
+    assert runs.open_run(sft).model_config.name == str(moved / "tiny")
+    assert {c.label: c.usable for c in pg.model_choices(tmp_path / "runs", str(moved / "tiny"))}["sft · sft"]
+    assert alignkit.chat("Hi", run=sft, max_new_tokens=2) is not None
+    monkeypatch.delenv("ALIGNKIT_MODEL_PATH")
+
+    # a stage from the moved run records the base's new place, so its own runs need nothing more
+    dpo = alignkit.dpo(
+        data={"paths": [str(write_jsonl(tmp_path / "pairs.jsonl", preference_pairs()))]},
+        from_run=str(sft),
+        model={"name": str(moved / "tiny")},
+        out=str(tmp_path / "runs" / "dpo"),
+        trainer={"max_steps": 1, "per_device_train_batch_size": 4},
+    )
+    assert dpo.manifest["model"]["name"] == str(moved / "tiny")
+    assert dpo.manifest["base"]["sha256"] == runs.Run(sft).manifest["base"]["sha256"]
+    assert lineage.load_run_model(dpo.path)[0] is not None
+
+
+def preference_pairs() -> list[dict[str, Any]]:
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    return [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
+
+
+def test_a_run_whose_base_moved_resumes_with_the_base_at_its_new_place(tiny_model, tmp_path):
+    """`--resume` took the base from config.yaml's path only, and refused `--model` as a changed setting."""
+    shutil.copytree(tiny_model, tmp_path / "models" / "tiny")
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    steps = ["--set", "trainer.save_steps=1", "--set", "trainer.eval_steps=1", *TINY_TRAINER]
+    run_dir = tmp_path / "runs" / "sft"
+    started = run_cli("sft", "--data", str(chat), "--model", str(tmp_path / "models" / "tiny"), "--out", str(run_dir),
+                      "--max-steps", "1", *steps)  # fmt: skip
+    assert started.returncode == 0, started.stderr[-2000:]
+    runs.Run(run_dir).update_manifest(status="interrupted")
+    shutil.move(str(tmp_path / "models"), str(tmp_path / "moved"))
+    resume = ["sft", "--resume", "--out", str(run_dir), "--max-steps", "2"]
+
+    assert "ALIGNKIT_MODEL_PATH=NEW_PATH" in one_line_error(run_cli(*resume))
+    resumed = run_cli(*resume, "--model", str(tmp_path / "moved" / "tiny"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = runs.Run(run_dir)
+    assert run.complete and run.metrics["resumed_from"] == "checkpoints/checkpoint-1"
+    recorded = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["name"]
+    assert recorded == run.manifest["model"]["name"] == str(tmp_path / "moved" / "tiny")

@@ -58,7 +58,9 @@ def test_a_base_model_path_that_holds_no_model_is_a_broken_choice_before_any_cha
     manifest["model"]["name"] = str(tmp_path / "moved-base")
     (moved / "sft" / "manifest.json").write_text(json.dumps(manifest))
     run = pg.model_choices(moved, tiny_model)[1]
-    assert not run.usable and run.label == "sft (broken)" and f"model {tmp_path / 'moved-base'}: not found" in run.error
+    assert not run.usable and run.label == "sft (broken)"
+    assert f"base model {tmp_path / 'moved-base'} of {moved / 'sft'}: not found" in run.error
+    assert "ALIGNKIT_MODEL_PATH=NEW_PATH" in run.error  # how to say where it is now
     assert pg.model_choices(runs_dir, tiny_model)[0].usable and pg.model_choices(runs_dir, "org/hub-id")[0].usable
 
 

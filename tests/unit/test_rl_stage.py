@@ -253,6 +253,7 @@ def test_completions_are_sampled_for_several_steps_unless_too_few_or_the_user_si
         ({"reward_run": "SFT", "rewards": ["reward_model"]}, "is a sft run, not a reward model"),
         ({"from_run": "REWARD", "rewards": ["concise"]}, "is a reward model, not a policy"),
         ({"rewards": {"concise": "high"}}, "weight of reward `concise` must be a number"),
+        ({"rewards": {"concise": 1}, "trainer": {"reward_weights": [0.5]}}, "and in trainer.reward_weights ([0.5])"),
         ({"method": "ppo", "rewards": ["concise"]}, "unknown rl method `ppo`"),
         ({"rewards": ["concise"], "peft": {"method": "full"}}, "peft.method=full and trainer.beta > 0"),
         ({"rewards": ["concise"], "trainer": {"num_generations": 3, "steps_per_generation": 1}}, "divisible by num_"),
@@ -266,6 +267,7 @@ def test_completions_are_sampled_for_several_steps_unless_too_few_or_the_user_si
         "reward-run-not-a-reward-model",
         "parent-is-a-reward-model",
         "weight-not-a-number",
+        "weights-given-twice",
         "unknown-method",
         "full-with-kl",
         "batch-not-divisible",
@@ -308,3 +310,54 @@ def test_the_summary_of_an_rl_run_shows_its_reward_and_kl(grpo_result, capsys):
     cli.show_run(grpo_result[0])
     shown = capsys.readouterr().out
     assert all(f"│ {key} " in shown for key in ("reward_start", "reward_end", "kl")), shown
+
+
+def test_resuming_rl_against_a_reward_run_trained_again_in_its_place_is_refused(sft_run, root):
+    """The lineage's ids covered the parents only: an rl run resumed after its `--reward` run was trained again in
+    place (`--overwrite`) went on against another reward model, without a word."""
+    import shutil
+
+    def train_reward(overwrite: bool = False) -> runs.Run:
+        return alignkit.reward(
+            data={"paths": [str(root / "pairs.jsonl")], "validation_split": 0.0},
+            from_run=str(sft_run.path),
+            out=str(root / "reward-again"),
+            overwrite=overwrite,
+            trainer={"max_steps": 1, **TINY},
+        )
+
+    reward = train_reward()
+    shutil.copytree(reward.path, root / "reward-it-trained-against")
+    rl_run = alignkit.rl(
+        from_run=str(sft_run.path),
+        reward_run=str(reward.path),
+        out=str(root / "grpo-resumed"),
+        trainer={**RL_TINY, **TINY, "max_steps": 1, "save_steps": 1},
+    )
+    rl_run.update_manifest(status="interrupted")
+    train_reward(overwrite=True)
+    with pytest.raises(AlignkitError) as refused:
+        alignkit.rl(out=str(rl_run.path), resume=True, trainer={"max_steps": 2})
+    assert "reward run ../reward-again of" in str(refused.value) and "another run than the one" in str(refused.value)
+    assert rl_run.metrics["global_step"] == 1 and rl_run.manifest["status"] == "interrupted"
+
+    shutil.rmtree(reward.path)
+    shutil.copytree(root / "reward-it-trained-against", reward.path)  # a copy of the very run is that run
+    resumed = alignkit.rl(out=str(rl_run.path), resume=True, trainer={"max_steps": 2})
+    assert resumed.complete and resumed.metrics["global_step"] == 2
+
+
+def test_an_rl_run_with_weighted_rewards_resumes_with_its_own_config(sft_run, reward_run, root):
+    """config.yaml records `rewards` with their weights and the trainer.reward_weights made from them: `--resume`
+    (and `--config RUN/config.yaml`) was refused, "weights given both in `rewards` and in trainer.reward_weights"."""
+    rl_run = alignkit.rl(
+        from_run=str(sft_run.path),
+        reward_run=str(reward_run.path),
+        rewards={"reward_model": 1.0, "concise": 0.1},
+        out=str(root / "grpo-weighted"),
+        trainer={**RL_TINY, **TINY, "max_steps": 1, "save_steps": 1},
+    )
+    rl_run.update_manifest(status="interrupted")
+    resumed = alignkit.rl(out=str(rl_run.path), resume=True, trainer={"max_steps": 2})
+    assert resumed.complete and resumed.metrics["global_step"] == 2
+    assert resumed.manifest["reward_weights"] == [1.0, 0.1]
