@@ -108,11 +108,19 @@ def as_turns(text_or_messages: str | dict[str, str] | list[dict[str, str]], role
 
 def trained_against(run: runs.Run, reward_run: str | Path) -> bool:
     """Whether `run`, or a run its adapters build on, was trained by RL against the reward model in `reward_run`: that
-    model's scores of it are then no independent evidence."""
-    target = Path(reward_run).resolve()
+    model's scores of it are then no independent evidence. Told by the reward run's `id` where both record one (a
+    copy elsewhere is the same model; another trained in its place is not), else by its path."""
+    target = runs.Run(Path(reward_run))
+    target_id = target.manifest.get("id")
     for step in run.lineage:
-        used = runs.Run(step["run"]).manifest.get("reward_run")  # set by `alignkit rl` when it scores with a model
-        if used and (Path(step["run"]) / used).resolve() == target:
+        manifest = runs.Run(step["run"]).manifest
+        used = manifest.get("reward_run")  # set by `alignkit rl` when it scores with a model
+        if not used:
+            continue
+        if manifest.get("reward_run_id") and target_id:
+            if manifest["reward_run_id"] == target_id:
+                return True
+        elif (Path(step["run"]) / used).resolve() == target.path.resolve():
             return True
     return False
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,8 @@ def test_grpo_with_the_reward_model_trains_the_parent_adapter_against_a_frozen_c
     assert not Path(manifest["adapter_continues"]).is_absolute()  # relative: runs/ can move
     assert (run.path / manifest["reward_run"]).resolve() == reward_run.path.resolve()  # relative: runs/ can move
     assert lineage.trained_against(run, reward_run.path) and not lineage.trained_against(sft_run, reward_run.path)
+    copy = Path(shutil.copytree(reward_run.path, reward_run.path.parent / "reward-copy"))
+    assert lineage.trained_against(run, copy)  # the same model elsewhere: its scores are no independent evidence
     assert manifest["reward_weights"] == [1.0, 0.1]
     assert trainer.args.steps_per_generation == 2, "both steps' completions sampled at once"
     assert list(manifest["data"]) == [str(bundled_data("prompts.jsonl"))]
@@ -168,6 +171,7 @@ def test_grpo_with_a_rule_reward_and_a_new_adapter_on_the_merged_parent(sft_run,
 
 REWARD_MODULE = """
 import json
+import shutil
 
 def exact_sum(prompts, completions, answer, **kwargs):
     with open("seen.jsonl", "a") as seen:
@@ -315,7 +319,6 @@ def test_the_summary_of_an_rl_run_shows_its_reward_and_kl(grpo_result, capsys):
 def test_resuming_rl_against_a_reward_run_trained_again_in_its_place_is_refused(sft_run, root):
     """The lineage's ids covered the parents only: an rl run resumed after its `--reward` run was trained again in
     place (`--overwrite`) went on against another reward model, without a word."""
-    import shutil
 
     def train_reward(overwrite: bool = False) -> runs.Run:
         return alignkit.reward(
@@ -340,6 +343,7 @@ def test_resuming_rl_against_a_reward_run_trained_again_in_its_place_is_refused(
         alignkit.rl(out=str(rl_run.path), resume=True, trainer={"max_steps": 2})
     assert "reward run ../reward-again of" in str(refused.value) and "another run than the one" in str(refused.value)
     assert rl_run.metrics["global_step"] == 1 and rl_run.manifest["status"] == "interrupted"
+    assert not lineage.trained_against(rl_run, reward.path)  # the model now there is not the one it trained against
 
     shutil.rmtree(reward.path)
     shutil.copytree(root / "reward-it-trained-against", reward.path)  # a copy of the very run is that run
