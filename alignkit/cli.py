@@ -52,7 +52,10 @@ ResumeFile = Annotated[
     bool, typer.Option("--resume", help="Continue an interrupted run from the rows it saved in OUT.partial.")
 ]
 DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Server data dir (default ~/.cache/alignkit/argilla-data).")
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Server data dir (default $ALIGNKIT_ARGILLA_DATA_DIR, else ~/.cache/alignkit/argilla-data)."
+    ),
 ]
 
 
@@ -402,6 +405,8 @@ def server_start(
 
     with server.start(data_dir=data_dir, port=port, redis_url=redis_url) as local:
         console.print(f"Argilla: {local.url}  (owner `{server.DEMO_OWNER_USERNAME}`, demo credentials: local use only)")
+        if hint := server.other_shells_hint(data_dir):
+            console.print(hint, soft_wrap=True)
         crashed = local.wait()
         if crashed is None:
             console.print("Argilla stopped (`alignkit feedback server stop`)")
@@ -421,6 +426,8 @@ def server_status(data_dir: DataDir = None) -> None:
         console.print("no local Argilla server running")
         raise typer.Exit(1)
     console.print(f"Argilla: {state['url']} ({'healthy' if state['healthy'] else 'not answering'})")
+    if hint := server.other_shells_hint(data_dir):
+        console.print(hint, soft_wrap=True)
 
 
 @server_app.command("stop", help="Stop the local server (from any shell).")
