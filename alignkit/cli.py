@@ -510,7 +510,10 @@ def feedback_push(
     candidates: Annotated[str, typer.Option("--candidates", help="JSONL from `alignkit generate`.")],
     dataset: Dataset,
     workspace: Workspace = "alignkit",
-    round_number: Annotated[int, typer.Option("--round", help="Collection round number.")] = 1,
+    round_number: Annotated[
+        int | None,
+        typer.Option("--round", help="Collection round number (default: 1; with --append, the dataset's round)."),
+    ] = None,
     min_submitted: Annotated[int, typer.Option("--min-submitted", help="Annotators per record (overlap).")] = 1,
     append: Annotated[
         bool,
