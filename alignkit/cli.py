@@ -660,7 +660,7 @@ def list_runs(
         console.print(f"no runs in {runs_dir}/")
         return
     table = Table()
-    for column in ("run", "stage", "status", "lineage", "steps", "eval loss", "created"):
+    for column in ("run", "stage", "status", "lineage", "data", "steps", "eval loss", "created"):
         table.add_column(column, overflow="fold")
     for row in rows:
         loss = f"{row['eval_loss']:.4f}" if row.get("eval_loss") is not None else ""
@@ -668,7 +668,8 @@ def list_runs(
         method = row.get("method")
         stage = f"{row['stage']} ({method})" if method and method != row["stage"] else row["stage"]
         about = row.get("error") or row.get("lineage", "")  # a broken run: what is wrong with it
-        cells = (row["run"], stage, row["status"], about, step, loss, row["created"])
+        created = row["created"][:16].replace("T", " ")  # to the minute: the full ISO stamp wrapped over 3 lines
+        cells = (row["run"], stage, row["status"], about, row.get("data"), step, loss, created)
         table.add_row(*(str(c or "") for c in cells))
     Console().print(table)
 
