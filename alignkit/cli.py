@@ -360,8 +360,9 @@ def eval_command(
             console.print(
                 f"{name}: oracle win-rate {c['win_rate']:.3f} [{low:.3f}, {high:.3f}]: {comparison['verdict']}"
             )
-    if note := evaluate.unchecked_note(results):
-        console.print(note, soft_wrap=True)
+    for note in (evaluate.cut_off_note(results), evaluate.unchecked_note(results)):
+        if note:
+            console.print(note, soft_wrap=True)
     print_alarms(results["alarms"])
     console.print(f"report: {Path(out) / 'report.md'}")
 
