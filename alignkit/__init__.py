@@ -172,7 +172,7 @@ def push(
     dataset: str,
     workspace: str = "alignkit",
     min_submitted: int = 1,
-    round_number: int = 1,
+    round_number: int | None = None,
     seed: int = 0,
     append: bool = False,
     reward_run: str | Path | None = None,

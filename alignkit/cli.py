@@ -52,7 +52,10 @@ ResumeFile = Annotated[
     bool, typer.Option("--resume", help="Continue an interrupted run from the rows it saved in OUT.partial.")
 ]
 DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Server data dir (default ~/.cache/alignkit/argilla-data).")
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Server data dir (default $ALIGNKIT_ARGILLA_DATA_DIR, else ~/.cache/alignkit/argilla-data)."
+    ),
 ]
 
 
@@ -357,8 +360,9 @@ def eval_command(
             console.print(
                 f"{name}: oracle win-rate {c['win_rate']:.3f} [{low:.3f}, {high:.3f}]: {comparison['verdict']}"
             )
-    if note := evaluate.unchecked_note(results):
-        console.print(note, soft_wrap=True)
+    for note in (evaluate.cut_off_note(results), evaluate.unchecked_note(results)):
+        if note:
+            console.print(note, soft_wrap=True)
     print_alarms(results["alarms"])
     console.print(f"report: {Path(out) / 'report.md'}")
 
@@ -402,6 +406,8 @@ def server_start(
 
     with server.start(data_dir=data_dir, port=port, redis_url=redis_url) as local:
         console.print(f"Argilla: {local.url}  (owner `{server.DEMO_OWNER_USERNAME}`, demo credentials: local use only)")
+        if hint := server.other_shells_hint(data_dir):
+            console.print(hint, soft_wrap=True)
         crashed = local.wait()
         if crashed is None:
             console.print("Argilla stopped (`alignkit feedback server stop`)")
@@ -421,6 +427,8 @@ def server_status(data_dir: DataDir = None) -> None:
         console.print("no local Argilla server running")
         raise typer.Exit(1)
     console.print(f"Argilla: {state['url']} ({'healthy' if state['healthy'] else 'not answering'})")
+    if hint := server.other_shells_hint(data_dir):
+        console.print(hint, soft_wrap=True)
 
 
 @server_app.command("stop", help="Stop the local server (from any shell).")
@@ -503,7 +511,10 @@ def feedback_push(
     candidates: Annotated[str, typer.Option("--candidates", help="JSONL from `alignkit generate`.")],
     dataset: Dataset,
     workspace: Workspace = "alignkit",
-    round_number: Annotated[int, typer.Option("--round", help="Collection round number.")] = 1,
+    round_number: Annotated[
+        int | None,
+        typer.Option("--round", help="Collection round number (default: 1; with --append, the dataset's round)."),
+    ] = None,
     min_submitted: Annotated[int, typer.Option("--min-submitted", help="Annotators per record (overlap).")] = 1,
     append: Annotated[
         bool,
@@ -650,7 +661,7 @@ def list_runs(
         console.print(f"no runs in {runs_dir}/")
         return
     table = Table()
-    for column in ("run", "stage", "status", "lineage", "steps", "eval loss", "created"):
+    for column in ("run", "stage", "status", "lineage", "data", "steps", "eval loss", "created"):
         table.add_column(column, overflow="fold")
     for row in rows:
         loss = f"{row['eval_loss']:.4f}" if row.get("eval_loss") is not None else ""
@@ -658,7 +669,8 @@ def list_runs(
         method = row.get("method")
         stage = f"{row['stage']} ({method})" if method and method != row["stage"] else row["stage"]
         about = row.get("error") or row.get("lineage", "")  # a broken run: what is wrong with it
-        cells = (row["run"], stage, row["status"], about, step, loss, row["created"])
+        created = row["created"][:16].replace("T", " ")  # to the minute: the full ISO stamp wrapped over 3 lines
+        cells = (row["run"], stage, row["status"], about, row.get("data"), step, loss, created)
         table.add_row(*(str(c or "") for c in cells))
     Console().print(table)
 

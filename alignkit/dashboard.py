@@ -50,12 +50,19 @@ def run_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
                 "base": base,
                 "parent": runs.run_name(path / manifest["parent"], runs_dir) if manifest.get("parent") else None,
                 "created": manifest.get("created", ""),
+                "data": ", ".join(data_names(manifest.get("data") or {})),
                 **{k: metrics.get(k) for k in ("global_step", "train_loss", "eval_loss", "pairwise_accuracy")},
             }
         )
         if manifest.get("stage") == "rl":  # GRPO/RLOO's loss is ~0 by construction (normalised advantages)
             rows[-1] |= {"eval_loss": None, "reward_end": metrics.get("reward_end")}
     return sorted(rows, key=lambda r: r["created"])
+
+
+def data_names(recorded: dict[str, str]) -> list[str]:
+    """The data a run trained on, as its manifest records them (absolute paths, or hub ids): local files by name, so
+    a DPO run on two rounds' pairs says so in a table row."""
+    return [Path(source).name if Path(source).is_absolute() else source for source in recorded]
 
 
 def checkpoint_figures(run: runs.Run) -> dict[str, Any]:

@@ -302,6 +302,7 @@ def evaluate_models(
     in memory at once (the current one and the previous, for KL). `trained_on_scorer`: the names of models trained
     against `scorer` (`lineage.trained_against`), whose verdicts also weigh the scorer's own alarms."""
     results: dict[str, Any] = {"prompts": len(prompts), "rule": rule, "runs": {}, "comparisons": {}, "alarms": {}}
+    results["max_new_tokens"] = max_new_tokens
     compared: dict[str, str] = {}  # model name -> its comparison's key
     answers: dict[str, list[str]] = {}
     checks: dict[str, list[dict[str, Any]]] = {}
@@ -486,6 +487,21 @@ def unchecked_note(results: dict[str, Any]) -> str | None:
     return "No prompt was checkable (none has a reference, must_contain or decline): accuracy is not measured."
 
 
+def cut_off_note(results: dict[str, Any]) -> str | None:
+    """One line when half or more of a model's answers end mid-sentence: at a small `--max-new-tokens` the budget,
+    not the model, cut them, and a cut answer is degenerate (it ties or loses every comparison), so the verdicts say
+    little about the models."""
+    cut = {name: r.get("degenerate_reasons", {}).get("truncated", 0) for name, r in results["runs"].items()}
+    if not results["prompts"] or max(cut.values(), default=0) < results["prompts"] / 2:
+        return None
+    worst = max(cut, key=cut.__getitem__)
+    return (
+        f"{cut[worst]} of {worst}'s {results['prompts']} answers end mid-sentence (degenerate: truncated) at "
+        f"--max-new-tokens {results.get('max_new_tokens', '?')}: cut answers tie or lose every comparison, so the "
+        "verdicts say little; raise --max-new-tokens"
+    )
+
+
 def write_report_files(out_dir: Path, results: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
     """The files of `write_report`, into an existing directory."""
     import matplotlib
@@ -553,6 +569,8 @@ def report_markdown(results: dict[str, Any], images: str = "") -> str:
             f"{fmt(r.get('reward_mean'))} |"
         )
     skills = checked_skills(results)
+    if note := cut_off_note(results):
+        lines += ["", note]
     if note := unchecked_note(results):
         lines += ["", note]
     else:

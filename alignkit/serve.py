@@ -87,6 +87,8 @@ def run(
             argilla = server.start(data_dir=data_dir, port=argilla_port)
             argilla_url = argilla.url
         console.print(f"{'argilla':<10} {argilla_url}")
+        if argilla and (hint := server.other_shells_hint(data_dir)):
+            console.print(hint, soft_wrap=True)
         env = {"ARGILLA_API_URL": argilla_url, **workdir_env()}
         for name, app_port in zip(apps, ports, strict=True):
             children.append(start_app(name, port=app_port, env=env, log_dir=data_dir / "logs"))

@@ -44,7 +44,8 @@ def server_location(url: str | None = None, api_key: str | None = None) -> tuple
         if state is None:
             raise AlignkitError(
                 "no Argilla server: ARGILLA_API_URL is not set and no local server is running",
-                "run `alignkit feedback server start` (or `alignkit serve`), or set ARGILLA_API_URL/ARGILLA_API_KEY",
+                "run `alignkit feedback server start` (or `alignkit serve`), or set ARGILLA_API_URL/ARGILLA_API_KEY "
+                "(a server started with --data-dir DIR: export ALIGNKIT_ARGILLA_DATA_DIR=DIR)",
             )
         url, api_key = state["url"], api_key or state.get("api_key")
     return url.rstrip("/"), api_key

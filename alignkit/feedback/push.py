@@ -133,14 +133,17 @@ def push(
     candidates_file: str,
     dataset_name: str,
     workspace: str = "alignkit",
-    round_number: int = 1,
+    round_number: int | None = None,
     min_submitted: int = 1,
     seed: int = 0,
     append: bool = False,
     client: Any = None,
     scorer: ordering.Scorer | None = None,
 ) -> dict[str, Any]:
-    """Create the round's dataset (or append to it) and log one record per prompt; returns a summary."""
+    """Create the round's dataset (or append to it) and log one record per prompt; returns a summary.
+
+    `round_number=None`: 1 for a new dataset; appending, the dataset's own round, and candidates of another policy
+    than the dataset's (a new round's) are refused rather than filed under that round."""
     rows = load_candidates(candidates_file)
     counts = Counter(min(len(r["candidates"]), 8) for r in rows)
     n = max((k for k, v in counts.items() if k >= 2), key=lambda k: (counts[k], k), default=0)
@@ -157,15 +160,27 @@ def push(
         raise AlignkitError(
             f"dataset {dataset_name!r} {kind}; {candidates_file} has {n} per prompt", "push to a new --dataset"
         )
-    present = contents_in(dataset, n) if append else set()
+    present, rounds, runs = contents_in(dataset, n) if append else (set(), set(), set())
     new_rows = [
         r for r in usable if content_key(r["prompt_id"], [c["text"] for c in r["candidates"][:n]]) not in present
     ]
+    if round_number is None:
+        new_runs = {run for row in new_rows for run in candidate_runs(row["candidates"][:n])}
+        if runs and new_runs - runs:
+            raise AlignkitError(
+                f"{candidates_file} holds candidates of {', '.join(sorted(new_runs - runs))}; dataset "
+                f"{dataset_name!r} holds those of {', '.join(sorted(runs))}: another policy's candidates are another "
+                "round, and these would be filed (and pulled) as its round",
+                f"push them to a new --dataset with --round {max(rounds, default=1) + 1}, "
+                "or pass --round to add them to this dataset as that round",
+            )
+        round_number = max(rounds, default=1)
     if new_rows:
         dataset.records.log(records_for_round(new_rows, n, round_number, seed, scorer))
     return {
         "dataset": dataset_name,
         "workspace": workspace,
+        "round": round_number,
         "records": len(new_rows),
         "already_in_dataset": len(usable) - len(new_rows),
         "skipped_fewer_candidates": len(rows) - len(usable),
@@ -179,14 +194,23 @@ def content_key(row_prompt_id: str, texts: list[str]) -> tuple[str, frozenset[st
     return row_prompt_id, frozenset(texts)
 
 
-def contents_in(dataset: Any, n: int) -> set[tuple[str, frozenset[str]]]:
-    """The content of every record already in a round's dataset, whatever its id: pushing one again would reshuffle
-    the candidates under the ratings already given (another --seed) or, with ids from before they were built from
-    content, add a second copy."""
-    return {
-        content_key(record.metadata["prompt_id"], [record.fields[schema.candidate_field(i)] for i in range(n)])
-        for record in dataset.records(with_suggestions=False, with_responses=False)
-    }
+def candidate_runs(candidates: list[dict[str, Any]]) -> set[str]:
+    """The runs (else models) that wrote these candidates, as `generate` records them; unknown ones left out."""
+    return {c.get("run") or c.get("model") or "" for c in candidates} - {""}
+
+
+def contents_in(dataset: Any, n: int) -> tuple[set[tuple[str, frozenset[str]]], set[int], set[str]]:
+    """The content of every record already in a round's dataset, whatever its id (pushing one again would reshuffle
+    the candidates under the ratings already given, with another --seed, or, with ids from before they were built
+    from content, add a second copy), and the rounds and runs its records were pushed as."""
+    contents, rounds, runs = set(), set(), set()
+    for record in dataset.records(with_suggestions=False, with_responses=False):
+        metadata = record.metadata
+        contents.add(content_key(metadata["prompt_id"], [record.fields[schema.candidate_field(i)] for i in range(n)]))
+        if str(metadata.get("round") or "").isdigit():
+            rounds.add(int(metadata["round"]))
+        runs |= set(filter(None, (metadata.get("runs") or "").split(",")))
+    return contents, rounds, runs
 
 
 def load_reviewable(path: str) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import secrets
 import shutil
 import signal
@@ -59,6 +60,7 @@ SERVER_REQUIREMENTS = ["argilla-server==2.8.0", "fakeredis[lua]"]
 CONSTRAINTS_FILE = Path(__file__).with_name("server-constraints.txt")
 LAUNCHER = Path(__file__).with_name("launch_server.py")
 STATE_FILE = "server.json"
+DATA_DIR_ENV = "ALIGNKIT_ARGILLA_DATA_DIR"  # another default data dir, for every command
 COMPLETE_MARKER = ".alignkit-complete"
 START_TIMEOUT_S = 60.0
 _NOT_INHERITED = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")  # the server venv must see only itself
@@ -72,7 +74,20 @@ def default_venv_dir() -> Path:
 
 
 def default_data_dir() -> Path:
-    return cache_dir() / "argilla-data"
+    """`$ALIGNKIT_ARGILLA_DATA_DIR`, else the cache's `argilla-data`: where every command looks for the local server."""
+    chosen = os.environ.get(DATA_DIR_ENV)
+    return Path(chosen).expanduser() if chosen else cache_dir() / "argilla-data"
+
+
+def other_shells_hint(data_dir: Path | None) -> str | None:
+    """How other shells reach a server of another data dir than the default, or None for the default one.
+
+    Feedback commands find the local server (and its owner key) through the default data dir's state file: one
+    started with `--data-dir` was "not running" for every other command, and nothing said what to set."""
+    data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
+    if data_dir == default_data_dir().expanduser().resolve():
+        return None
+    return f"other shells reach it with: export {DATA_DIR_ENV}={data_dir}"
 
 
 # -- the server's virtualenv ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import pytest
 from alignkit import processes
 from alignkit.errors import AlignkitError
 from alignkit.feedback import server
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.argilla
 
@@ -151,6 +152,20 @@ def test_start_refuses_a_busy_port_and_a_running_data_dir(argilla_server: server
         server.start(data_dir=tmp_path, port=port)
     with pytest.raises(AlignkitError, match="already running"):
         server.start(data_dir=argilla_server.data_dir)
+
+
+def test_a_server_of_another_data_dir_says_how_other_shells_reach_it(argilla_server: server.LocalArgilla) -> None:
+    """Feedback commands look for the local server in the default data dir only: one started with `--data-dir` gave
+    "no local server is running" in every other shell, and nothing said what to set (without printing its key)."""
+    no_remote = {"ARGILLA_API_URL": "", "ARGILLA_API_KEY": "", "ALIGNKIT_ARGILLA_DATA_DIR": ""}
+    status = run_cli("feedback", "server", "status", "--data-dir", str(argilla_server.data_dir), env=no_remote)
+    assert status.returncode == 0, status.stderr
+    export = next(line for line in status.stderr.splitlines() if "export " in line)  # the console is stderr
+    name, value = export.split("export ", 1)[1].split("=", 1)
+    assert Path(value) == argilla_server.data_dir.resolve()
+    users = run_cli("feedback", "users", "list", env=no_remote | {name: value})
+    assert users.returncode == 0 and "owner" in users.stdout + users.stderr, users.stderr
+    assert argilla_server.api_key not in status.stdout + status.stderr + users.stdout + users.stderr
 
 
 def test_annotator_gets_own_api_key_from_password(

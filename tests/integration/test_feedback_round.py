@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import argilla as rg
@@ -270,6 +271,33 @@ def test_appending_new_candidates_for_rated_prompts_never_rewrites_what_was_rate
     result = pull.pull("round-append-again", "collect", client=owner)
     assert result.summary["records"] == 2 * len(PROMPTS)
     assert {(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in result.pairs} == rated
+
+
+def test_appending_a_new_policys_candidates_is_refused_and_more_of_the_same_keep_the_round(tmp_path, owner):
+    """Round 2's candidates (from the DPO run) `--append`ed to round 1's dataset were filed as round 1, beside the SFT
+    run's, and pulled with them as one round; more candidates of the round's own policy were filed as round 1 too."""
+    first = candidates_file(tmp_path, 2)
+    push.push(str(first), "round-append-policy", "collect", round_number=2, client=owner)
+    rows = [json.loads(line) for line in first.read_text().splitlines()]
+
+    def rewritten(name: str, run: str) -> str:
+        for row in rows:
+            row["candidates"] = [{"text": f"{name}: {c['text']}", "run": run} for c in row["candidates"]]
+        write_jsonl(tmp_path / f"{name}.jsonl", rows, overwrite=True)
+        return str(tmp_path / f"{name}.jsonl")
+
+    with pytest.raises(AlignkitError, match=r"runs/dpo-y.*runs/sft-x.*another round") as refused:
+        push.push(rewritten("dpo", "runs/dpo-y"), "round-append-policy", "collect", append=True, client=owner)
+    assert "--round 3" in refused.value.hint
+    dataset = owner.datasets("round-append-policy", workspace="collect")
+    assert len(list(dataset.records)) == len(PROMPTS)
+
+    summary = push.push(rewritten("more", "runs/sft-x"), "round-append-policy", "collect", append=True, client=owner)
+    assert (summary["records"], summary["round"]) == (len(PROMPTS), 2)
+    summary = push.push(rewritten("dpo", "runs/dpo-y"), "round-append-policy", "collect", 3, append=True, client=owner)
+    assert summary["round"] == 3
+    by_run = Counter((r.metadata["runs"], r.metadata["round"]) for r in dataset.records)
+    assert by_run == {("runs/sft-x", "2"): 2 * len(PROMPTS), ("runs/dpo-y", "3"): len(PROMPTS)}
 
 
 def test_appending_to_a_dataset_pushed_with_older_record_ids_adds_no_second_copy(tmp_path, owner):

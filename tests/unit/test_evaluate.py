@@ -149,6 +149,25 @@ def test_runs_with_the_same_folder_name_keep_their_own_answers(two_runs, tmp_pat
     assert Counter(a["run"] for a in answers) == {"base": 2, "a/sft": 2, "b/sft": 2}
 
 
+def test_answers_cut_by_the_token_budget_are_named_beside_the_verdicts(tmp_path):
+    """At a small --max-new-tokens most answers stopped mid-sentence: every one degenerate, every comparison a tie,
+    and the eval said "no measurable difference" with nothing pointing at the budget."""
+    prompts, _ = small_eval_files(tmp_path)
+    loaded = evaluate.load_eval_prompts(str(prompts))
+    cut = ["To add these two numbers we first write them one under the other and", "The sum of the two numbers is"]
+    whole = ["It is 1.", "It is 2."]
+    results = {"prompts": len(loaded), "max_new_tokens": 16, "runs": {}, "comparisons": {}, "alarms": {}}
+    for name, answers in (("base", cut), ("sft", whole)):
+        results["runs"][name], _ = evaluate.answer_figures(loaded, answers)
+        results["runs"][name] |= {"p90_words": 0, "forgetting": {"ppl_ratio": 1.0}}
+    assert results["runs"]["base"]["degenerate_reasons"] == {"truncated": 1}  # the short one is not called cut
+    note = "1 of base's 2 answers end mid-sentence (degenerate: truncated) at --max-new-tokens 16"
+    assert evaluate.cut_off_note(results).startswith(note)
+    assert note in evaluate.report_markdown(results)
+    results["runs"]["base"] |= evaluate.answer_figures(loaded, whole)[0]
+    assert evaluate.cut_off_note(results) is None and "mid-sentence" not in evaluate.report_markdown(results)
+
+
 def test_eval_out_is_kept_unless_overwrite_which_leaves_nothing_stale(two_runs, tmp_path):
     prompts, general = small_eval_files(tmp_path)
     open_prompts, _ = small_eval_files(tmp_path, checkable=False)

@@ -19,7 +19,7 @@ from alignkit import dashboard, demo, hardware, lineage, models, serve
 from alignkit import playground as pg
 from alignkit.errors import AlignkitError
 from alignkit.generate import Sampling
-from tests.conftest import CHAT_ROWS, train_sft_and_dpo
+from tests.conftest import CHAT_ROWS, run_cli, train_sft_and_dpo
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
 SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, seed=3)
@@ -285,6 +285,18 @@ def test_runs_page_shows_lineage_curves_and_a_config_diff(runs_dir, monkeypatch)
     assert page.get("graphviz_chart")[0].proto.spec == dot
     charts = [e for e in page.main if e.type == "vega_lite_chart"]
     assert len(charts) == len(found) and len(page.dataframe) == 2  # runs table and config diff (no eval.json yet)
+
+
+def test_the_runs_listing_names_the_data_each_run_trained_on(runs_dir):
+    """`alignkit runs` showed a second round's DPO run as `embedded → sft → dpo`, like the first: which rounds' pairs
+    it trained on was only in its manifest."""
+    listing = run_cli("runs", "--dir", str(runs_dir), "--json")
+    assert listing.returncode == 0, listing.stderr
+    data = {row["run"]: row.get("data") for row in json.loads(listing.stdout)}
+    assert (data["sft"], data["dpo"]) == ("chat.jsonl", "pairs.jsonl")
+    table = run_cli("runs", "--dir", str(runs_dir), env={"COLUMNS": "200"})
+    (dpo_line,) = [line for line in table.stdout.splitlines() if line.startswith("│ dpo ")]
+    assert "pairs.jsonl" in dpo_line and "chat.jsonl" not in dpo_line
 
 
 def test_runs_in_a_group_folder_are_listed_by_the_cli_the_runs_page_and_the_playground(
