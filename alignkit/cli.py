@@ -506,6 +506,12 @@ def users_list() -> None:
     Console().print(table)
 
 
+PUSH_LEFT_OUT = {
+    "already_in_dataset": "prompts left as they are (their candidates are in the dataset already)",
+    "skipped_fewer_candidates": "prompts skipped (fewer candidates than the others)",
+}
+
+
 @feedback_app.command("push", help="Push candidates (from `alignkit generate`) to Argilla as one rating round.")
 def feedback_push(
     candidates: Annotated[str, typer.Option("--candidates", help="JSONL from `alignkit generate`.")],
@@ -531,7 +537,15 @@ def feedback_push(
 
     scorer = ordering.reward_scorer(reward) if reward else None
     summary = push.push(candidates, dataset, workspace, round_number, min_submitted, seed, append, scorer=scorer)
-    console.print(f"pushed {summary['records']} records to {workspace}/{dataset} ({summary})")
+    left = [f"{summary[key]} {what}" for key, what in PUSH_LEFT_OUT.items() if summary[key]]
+    console.print(
+        f"pushed {summary['records']} records to {workspace}/{dataset} (round {summary['round']}, "
+        f"{summary['candidates_per_record']} candidates each, {summary['min_submitted']} annotator(s) per record"
+        + "".join(f"; {line}" for line in left)
+        + f"). Annotators rate them in `alignkit serve`; then: alignkit feedback pull --dataset {dataset} "
+        f"--workspace {workspace} --out PAIRS.jsonl",
+        soft_wrap=True,
+    )
 
 
 @feedback_app.command("pull", help="Pull submitted ratings as preference pairs, with agreement.")
@@ -556,6 +570,7 @@ def feedback_pull(
     for key, value in result.summary.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     Console().print(table)
+    console.print(f"pairs written to {out} (figures: {Path(out).with_suffix('.summary.json')})", soft_wrap=True)
 
 
 review_app = typer.Typer(help="Review rounds: annotators accept, edit or reject SFT rows (e.g. from synth).")

@@ -119,6 +119,9 @@ def pull(
     for record in dataset.records(with_responses=True):
         counts["records"] += 1
         votes = record_votes(record, n)
+        if not votes:
+            counts["unrated_records"] += 1
+            continue
         if len(votes) < min_annotators:
             counts["below_min_annotators"] += 1
             continue
@@ -174,11 +177,12 @@ def pull(
         "dataset": dataset_name,
         "records": counts["records"],
         "rated_records": counts["rated_records"],
+        "unrated_records": counts["unrated_records"],
         "pairs": len(pairs),
         "pairing": pairing,
         "ties": counts["ties"],
         "dropped_low_agreement": counts["dropped_low_agreement"],
-        "below_min_annotators": counts["below_min_annotators"],
+        "below_min_annotators": counts["below_min_annotators"],  # rated, by fewer than --min-annotators
         "annotators": len(annotators),
         "pairwise_agreement": sum(multi) / len(multi) if multi else None,
         "mean_majority_share": sum(per_pair_agreement) / len(per_pair_agreement) if per_pair_agreement else None,

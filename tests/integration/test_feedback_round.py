@@ -70,6 +70,22 @@ def test_two_annotators_overlap_two_pull_expected_pairs(tmp_path, owner, annotat
         assert pair["prompt"][0]["role"] == "user"
 
 
+def test_records_nobody_rated_are_told_from_records_rated_by_too_few(tmp_path, owner, annotators, argilla_server):
+    """`below_min_annotators` counted the records nobody had rated yet, even at the default --min-annotators 1."""
+    push.push(str(candidates_file(tmp_path, 2)), "round-partly", "collect", min_submitted=2, client=owner)
+    sessions = [client.annotator_session(user, password, url=argilla_server.url) for user, password in annotators]
+    dataset_id = next(d["id"] for d in sessions[0].datasets() if d["name"] == "round-partly")
+    records = sessions[0].queue(dataset_id, limit=3)
+    for session, rated in zip(sessions, (records[:3], records[:1]), strict=True):
+        for record in rated:
+            session.respond(record["id"], {schema.PREFERENCE: "1"})
+
+    by_one = pull.pull("round-partly", "collect", client=owner).summary
+    assert (by_one["rated_records"], by_one["unrated_records"], by_one["below_min_annotators"]) == (3, 3, 0)
+    by_two = pull.pull("round-partly", "collect", min_annotators=2, client=owner).summary
+    assert (by_two["rated_records"], by_two["unrated_records"], by_two["below_min_annotators"]) == (1, 3, 2)
+
+
 def test_disagreement_is_measured_and_filtered(tmp_path, owner, annotators, argilla_server):
     push.push(str(candidates_file(tmp_path, 2)), "round-split", "collect", min_submitted=2, client=owner)
     (a_user, a_pass), (b_user, b_pass) = annotators

@@ -77,7 +77,10 @@ def test_feedback_push_and_pull_print_no_sdk_warnings(argilla_server, tmp_path):
     pulled = cli("feedback", "pull", "--dataset", "quiet-round", "--workspace", "quiet-team", "--out",
                  str(tmp_path / "pairs.jsonl"), "--min-agreement", "0", env=env)  # fmt: skip
     assert noise_in(pushed) == [] and noise_in(pulled) == []
-    assert "3" in pushed and json.loads((tmp_path / "pairs.jsonl").read_text() or "null") is None
+    assert "pushed 3 records to quiet-team/quiet-round (round 1," in pushed
+    assert "then: alignkit feedback pull --dataset quiet-round --workspace quiet-team" in pushed
+    assert json.loads((tmp_path / "pairs.jsonl").read_text() or "null") is None
+    assert f"pairs written to {tmp_path / 'pairs.jsonl'}" in pulled  # where the next stage's --data is
 
 
 @pytest.mark.argilla
