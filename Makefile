@@ -39,8 +39,8 @@ browser:
 	  else echo "browser tests need chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 lint: setup
-	$(BIN)/ruff check alignkit apps tests datasets
-	$(BIN)/ruff format --check alignkit apps tests datasets
+	$(BIN)/ruff check alignkit apps tests datasets benchmarks
+	$(BIN)/ruff format --check alignkit apps tests datasets benchmarks
 
 serve: setup
 	$(BIN)/alignkit serve
