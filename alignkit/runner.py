@@ -145,10 +145,14 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
 def preparing(rows: int) -> Any:
     """A spinner with the time so far while the rows are rendered and TRL tokenizes (and packs) them: over a minute
     on a file of tens of MB, with no bar of its own (the CLI turns datasets' bars off). Gone once training starts;
-    nothing is drawn where stderr is not a terminal."""
+    nothing is drawn where stderr is not a terminal, nor by the other processes of a distributed run."""
+    import contextlib
+
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    if not distributed.is_main():
+        return contextlib.nullcontext()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     progress = Progress(*columns, console=Console(stderr=True), transient=True)
     progress.add_task(f"preparing {rows:,} rows for training (tokenizing)", total=None)
