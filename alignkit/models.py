@@ -53,8 +53,13 @@ def check_local_model(name: str) -> None:
         return
     if path.is_file():
         raise AlignkitError(f"model {name}: is a file, not a model", "pass `embedded`, a model dir or a .gguf file")
-    if path.exists() or name.startswith((".", "/", "~")):
+    if path.exists() or names_a_path(name):
         raise AlignkitError(f"model {name}: not found", "pass `embedded`, a model dir, a .gguf file or a hub id")
+
+
+def names_a_path(name: str) -> bool:
+    """Whether a model name is a local path (a hub id is neither relative, absolute nor a .gguf file)."""
+    return name.startswith((".", "/", "~")) or Path(name).suffix == ".gguf"
 
 
 def resolve_model(name: str) -> str:
@@ -234,9 +239,7 @@ def base_now(recorded: ModelConfig, identity: dict[str, Any] | None, run: str | 
     ones the run was trained on, and a base gone is one line naming the fix.
     """
     sha256 = (identity or {}).get("sha256")
-    local = recorded.name != EMBEDDED_MODEL and (
-        recorded.name.startswith(("/", ".", "~")) or Path(recorded.name).suffix == ".gguf"
-    )
+    local = recorded.name != EMBEDDED_MODEL and names_a_path(recorded.name)
     given = _moved_bases.get((recorded.name, sha256 or ""))
     if given and Path(given).exists():
         return dataclasses.replace(recorded, name=given)

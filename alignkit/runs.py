@@ -61,27 +61,30 @@ class Run:
         except (OSError, ValueError):  # no manifest yet, or a damaged one: `alignkit runs` says which
             return f"Run({str(self.path)!r})"
 
+    def update_config(self, section: str, values: dict[str, Any]) -> None:
+        """Merge `values` into one section of config.yaml, so `--config RUN/config.yaml` reproduces the run as a
+        resume changed it."""
+        path = self.path / "config.yaml"
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        config[section] = {**(config.get(section) or {}), **values}
+        write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))
+
     def update_trainer_options(self, options: dict[str, Any]) -> None:
         """Record `trainer:` options changed on a resume (its new length) in config.yaml and the manifest."""
-        config = yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8"))
-        config["trainer"] = {**config.get("trainer", {}), **options}
-        write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self.update_config("trainer", options)
         self.update_manifest(trainer_args={**self.manifest.get("trainer_args", {}), **options})
 
     def update_data_paths(self, moved: dict[str, str]) -> None:
         """Record data files found at new places (`moved`: old source -> new) in config.yaml and the manifest."""
-        config = yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8"))
-        data = config.get("data", {})
-        for key in ("paths", "validation_paths"):
-            data[key] = [moved.get(source, source) for source in data.get(key) or []]
-        write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        path = self.path / "config.yaml"
+        data = yaml.safe_load(path.read_text(encoding="utf-8")).get("data") or {}
+        keys = ("paths", "validation_paths")
+        self.update_config("data", {key: [moved.get(source, source) for source in data.get(key) or []] for key in keys})
         self.update_manifest(data={moved.get(k, k): v for k, v in self.manifest.get("data", {}).items()})
 
     def update_base_path(self, name: str) -> None:
         """Record the base model found at a new place (`name`: the same weights) in config.yaml and the manifest."""
-        config = yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8"))
-        config["model"] = {**config.get("model", {}), "name": name}
-        write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self.update_config("model", {"name": name})
         manifest = self.manifest
         base = manifest.get("base")
         self.update_manifest(model={**manifest.get("model", {}), "name": name}, base=base and {**base, "name": name})
