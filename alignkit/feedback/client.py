@@ -108,6 +108,17 @@ def find_dataset(client: Any, name: str, workspace: str) -> Any:
     return dataset
 
 
+def usernames(dataset: Any) -> dict[str, str]:
+    """{user id: username} of the dataset's workspace members, so pairs name their annotators as people know them;
+    {} where this key may not list them (an admin of another workspace), and the ids stand."""
+    from argilla._exceptions import ArgillaError
+
+    try:
+        return {str(user.id): user.username for user in dataset.workspace.users}
+    except ArgillaError:
+        return {}
+
+
 @dataclass
 class AnnotatorSession:
     """An annotator's own REST session (their API key, their permissions)."""

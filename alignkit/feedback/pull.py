@@ -16,7 +16,7 @@ from typing import Any
 from alignkit.errors import AlignkitError
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.annotation import review_edit
-from alignkit.feedback.client import connect, find_dataset, submitted_answers
+from alignkit.feedback.client import connect, find_dataset, submitted_answers, usernames
 
 TIE = "tie"
 
@@ -113,6 +113,7 @@ def pull(
             else "choose a rating round"
         )
         raise AlignkitError(f"dataset {dataset_name!r} is not a rating round (no candidates to compare)", hint)
+    names = usernames(dataset)
     pairs, units, per_pair_agreement = [], [], []
     counts: Counter[str] = Counter()
     annotators: set[str] = set()
@@ -162,7 +163,7 @@ def pull(
                     "chosen": [{"role": "assistant", "content": texts[chosen]}],
                     "rejected": [{"role": "assistant", "content": texts[rejected]}],
                     "margin": margin,
-                    "annotators": sorted(voters[(a, b)]),  # Argilla user ids
+                    "annotators": sorted(names.get(user, user) for user in voters[(a, b)]),
                     "agreement": agreement,
                     "record_id": str(record.id),
                     "chosen_candidate": order[chosen],
@@ -216,6 +217,7 @@ def pull_review(
     acceptance), with the accepting reviewers' edited response (the most common, if they differ) replacing the
     original. Each row keeps its `synth` provenance and gains `review` (record id, votes, reviewers, edited)."""
     dataset = find_dataset(client or connect(), dataset_name, workspace)
+    names = usernames(dataset)
     if not schema.is_review(dataset.settings):
         raise AlignkitError(f"dataset {dataset_name!r} is not a review round", "use `feedback pull` for ratings")
     accepted = []
@@ -244,7 +246,7 @@ def pull_review(
             "record_id": str(record.id),
             "accepts": len(accepts),
             "rejects": len(verdicts) - len(accepts),
-            "reviewers": sorted(verdicts),  # Argilla user ids
+            "reviewers": sorted(names.get(user, user) for user in verdicts),
             "edited": bool(edits),
         }
         accepted.append(row)

@@ -66,7 +66,8 @@ def test_two_annotators_overlap_two_pull_expected_pairs(tmp_path, owner, annotat
     for pair in result.pairs:
         assert pair["chosen_candidate"] == 0 and pair["rejected_candidate"] == 1  # the shorter one (concise rule)
         assert len(pair["chosen"][0]["content"]) < len(pair["rejected"][0]["content"])
-        assert len(pair["annotators"]) == 2 and pair["agreement"] == 1.0 and pair["margin"] >= 1
+        assert pair["annotators"] == ["rater-a", "rater-b"]  # as people know them, not Argilla's user ids
+        assert pair["agreement"] == 1.0 and pair["margin"] >= 1
         assert pair["prompt"][0]["role"] == "user"
 
 

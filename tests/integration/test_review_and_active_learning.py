@@ -79,7 +79,8 @@ def test_review_round_pulls_accepted_rows_with_edits(tmp_path, owner, reviewers)
     assert by_task["Name a fruit that is yellow."]["review"]["edited"] is False
     for row in rows:
         assert row["synth"] == SYNTH_ROWS[0]["synth"]  # provenance survives the round trip
-        assert row["review"]["accepts"] == 1 and row["review"]["rejects"] == 0 and len(row["review"]["reviewers"]) == 1
+        assert row["review"]["accepts"] == 1 and row["review"]["rejects"] == 0
+        assert row["review"]["reviewers"] == [reviewer.username]
     out = tmp_path / "reviewed.jsonl"
     write_jsonl(out, rows)
     assert len(data.load_chat([str(out)])) == 2  # SFT-ready
