@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from alignkit import judges
+from alignkit import evaluate, judges
 from alignkit.judges import Prompt, PromptSpec
 
 CAREFUL = judges.rule("careful")
@@ -159,3 +159,13 @@ def test_a_greeting_is_answered_in_kind_in_the_users_language():
     ming = prompt("你好，我是小明！", skill="greeting", must_contain=["小明"])
     assert judges.does_task("你好，小明！很高兴认识你。", ming) is True
     assert judges.does_task("小明。", ming) is False
+
+
+def test_task_metrics_score_chinese_answers_by_their_characters():
+    metrics = evaluate.task_metrics(["法国的首都是巴黎。", "法国的首都是伦敦。"], ["巴黎", "巴黎"])
+    assert metrics["contains_reference"] == 0.5
+    assert metrics["bleu_tokenize"] == "zh"
+    same = evaluate.task_metrics(["法国的首都是巴黎。"], ["法国的首都是巴黎。"])
+    assert same["rougeL"] == 1.0 and same["token_f1"] == 1.0
+    english = evaluate.task_metrics(["Paris is the capital."], ["the capital is Paris"])
+    assert english["bleu_tokenize"] == "13a"
