@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from alignkit import evaluate, judges
+from alignkit.feedback import ordering
 from alignkit.judges import Prompt, PromptSpec
 
 CAREFUL = judges.rule("careful")
@@ -169,3 +170,9 @@ def test_task_metrics_score_chinese_answers_by_their_characters():
     assert same["rougeL"] == 1.0 and same["token_f1"] == 1.0
     english = evaluate.task_metrics(["Paris is the capital."], ["the capital is Paris"])
     assert english["bleu_tokenize"] == "13a"
+
+
+def test_near_identical_chinese_candidates_are_less_diverse_than_different_ones():
+    near = ordering.diversity(["法国的首都是巴黎。", "法国的首都是巴黎！"])
+    apart = ordering.diversity(["法国的首都是巴黎。", "我不知道。"])
+    assert near < apart
