@@ -16,7 +16,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -63,7 +62,8 @@ def forgetting(base_ppl: float, tuned_ppl: float, threshold: float = 0.05) -> di
 
 
 def token_f1(prediction: str, reference: str) -> float:
-    pred, ref = prediction.lower().split(), reference.lower().split()
+    """SQuAD-style F1 over the normalised words (`judges.normalise`: Chinese and Japanese per character)."""
+    pred, ref = judges.normalise(prediction).split(), judges.normalise(reference).split()
     common = sum(min(pred.count(t), ref.count(t)) for t in set(pred))
     if not pred or not ref or not common:
         return 0.0
@@ -71,24 +71,44 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def task_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """BLEU (sacrebleu), ROUGE-L F (rouge-score), token F1 and exact-containment against reference answers."""
+class RougeTokenizer:
+    """rouge-score's own tokenization (lower case, runs of letters and digits, Porter stems of ASCII words over three
+    letters), but keeping non-ASCII letters and cutting Chinese and Japanese per character: its default drops every
+    letter outside a-z, so a Chinese answer scored 0 against any reference."""
+
+    def __init__(self) -> None:
+        from nltk.stem import porter
+
+        self.stemmer = porter.PorterStemmer()
+
+    def tokenize(self, text: str) -> list[str]:
+        tokens = judges.regex.findall(rf"{judges.CJK_CHAR}|{judges.LETTERS}", text.lower())
+        return [self.stemmer.stem(t) if len(t) > 3 and t.isascii() else t for t in tokens]
+
+
+def bleu_tokenizer(references: Sequence[str]) -> str:
+    """sacrebleu's tokenizer for the references' language: `zh` (per Han character) for Chinese, `char` for Japanese
+    (its own `ja-mecab` needs MeCab), else `13a`, its default: 13a leaves a Chinese sentence one token."""
+    return {"zh": "zh", "ja": "char"}.get(judges.language(" ".join(references)) or "", "13a")
+
+
+def task_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+    """BLEU (sacrebleu), ROUGE-L F (rouge-score), token F1 and containment of the reference, in any language
+    `judges.words` cuts (Chinese and Japanese per character)."""
     import sacrebleu
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    n = max(1, len(predictions))
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=RougeTokenizer())
+    pairs = list(zip(predictions, references, strict=True))
+    n = max(1, len(pairs))
+    tokenize = bleu_tokenizer(references)
     return {
-        "bleu": sacrebleu.corpus_bleu(list(predictions), [list(references)]).score,
-        "rougeL": sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)) / n,
-        "token_f1": sum(token_f1(p, r) for p, r in zip(predictions, references, strict=True)) / n,
-        "contains_reference": sum(normalise(r) in normalise(p) for p, r in zip(predictions, references, strict=True))
-        / n,
+        "bleu": sacrebleu.corpus_bleu(list(predictions), [list(references)], tokenize=tokenize).score,
+        "bleu_tokenize": tokenize,
+        "rougeL": sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in pairs) / n,
+        "token_f1": sum(token_f1(p, r) for p, r in pairs) / n,
+        "contains_reference": sum(judges.contains(p, r) for p, r in pairs) / n,
     }
-
-
-def normalise(text: str) -> str:
-    return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
 def oracle_judge(rule_name: str, exact: bool = False) -> Judge:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from alignkit import lineage
+from alignkit import judges, lineage
 
 Scorer = Callable[[list[dict[str, str]], list[str]], list[float]]
 
@@ -25,8 +25,10 @@ def priority(prompt: list[dict[str, str]], candidates: Sequence[str], scorer: Sc
 
 
 def diversity(candidates: Sequence[str]) -> float:
-    """Mean pairwise word-set Jaccard distance between candidates (0 = identical, 1 = no word in common)."""
-    sets = [set(text.lower().split()) for text in candidates]
+    """Mean pairwise word-set Jaccard distance between candidates (0 = identical, 1 = no word in common). Words are
+    split at spaces and, in Chinese and Japanese, which have none, per character (`judges.CJK_CHAR`): one whole
+    answer was one word, so any two Chinese answers that differed at all were "completely different"."""
+    sets = [set(judges.regex.sub(f"({judges.CJK_CHAR})", r" \1 ", text.lower()).split()) for text in candidates]
     pairs = [(a, b) for i, a in enumerate(sets) for b in sets[i + 1 :]]
     if not pairs:
         return 0.0
