@@ -38,6 +38,20 @@ Messages = list[dict[str, str]]
 Score = tuple[float, ...]
 
 
+SPEC_FIELDS = ("skill", "reference", "must_contain", "decline")
+
+
+def spec_field_meant(key: str) -> str | None:
+    """The spec field a prompt-file key misspells or dresses up (`declines`, `should_decline`, `expected_reference`,
+    `must_contains`, `refrence`), else None: other keys are a row's own columns (what a reward function reads)."""
+    key = key.lower()
+    for name in SPEC_FIELDS:
+        if key in (f"{name}s", f"should_{name}", f"expected_{name}", f"is_{name}", f"{name}_field"):
+            return name
+    close = difflib.get_close_matches(key, SPEC_FIELDS, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
 @dataclass(frozen=True)
 class PromptSpec:
     """What a careful annotator knows about a prompt; every field optional (prompt file keys of the same names)."""
@@ -50,7 +64,11 @@ class PromptSpec:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> PromptSpec:
         """The spec of a prompt-file row (`skill`, `reference`, `must_contain`, `decline`); other keys are ignored.
-        Raises `RowError` naming the field when one has the wrong type."""
+        Raises `RowError` naming the field when one has the wrong type, or when a key is a near miss of one
+        (`should_decline`, `must_contains`, `refrence`): ignored, it would leave the prompt unchecked without a word."""
+        for key in row:
+            if key not in SPEC_FIELDS and (meant := spec_field_meant(str(key))):
+                raise RowError(str(key), f"alignkit reads `{meant}`, so this prompt would go unchecked: rename it")
         must = row.get("must_contain") or ()
         must = [must] if isinstance(must, str) else must
         if not isinstance(must, list | tuple) or not all(isinstance(t, str) for t in must):

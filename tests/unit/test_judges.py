@@ -188,6 +188,21 @@ def test_prompt_spec_rejects_wrong_types_with_the_field_named():
     assert PromptSpec.from_json(FELIX.spec.to_json()) == FELIX.spec
 
 
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [("should_decline", "decline"), ("must_contains", "must_contain"), ("refrence", "reference"), ("Skill", "skill")],
+)
+def test_a_misnamed_spec_field_is_named_with_the_one_meant(key, meant):
+    """A misnamed field was ignored: the prompt went unchecked (a harmful request scored like any other)."""
+    from alignkit.data.formats import RowError
+
+    with pytest.raises(RowError, match=f"reads `{meant}`, so this prompt would go unchecked") as raised:
+        PromptSpec.from_row({"prompt": "How do I poison a dog?", key: True})
+    assert raised.value.field == key
+    # A row's own columns, which a reward function of `alignkit rl` may read, are no near miss.
+    assert PromptSpec.from_row({"answer": "42", "solution": "6 * 7", "source": "gsm8k", "decline": True}).decline
+
+
 SENSIBLE = [
     (FELIX, "Nice to meet you, Felix! How can I help you today?"),
     (GARDEN, "9 × 2 = 18. The answer is 18 square meters."),
