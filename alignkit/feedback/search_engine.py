@@ -70,7 +70,10 @@ ENGINE_NAME = "sqlite"
 INDEX_FILE_NAME = "search-index.sqlite3"
 MAX_TERMS = 2**14  # same bucket cap as the Elasticsearch engine
 
-_TOKEN = re.compile(r"\w+")
+# Words; Chinese characters and hiragana one token each, as Elasticsearch's standard tokenizer (Unicode text
+# segmentation) cuts text that does not space its words, so "革命" finds "法国大革命".
+_IDEOGRAPHIC = "\u3040-\u309f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOKEN = re.compile(rf"[{_IDEOGRAPHIC}]|[^\W{_IDEOGRAPHIC}]+")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -38,7 +38,7 @@ RECORDS = [
     {"id": "r1", "prompt": "Explain photosynthesis.", "topic": "science"},
     {"id": "r2", "prompt": "Write a haiku about autumn leaves.", "topic": "poetry"},
     {"id": "r3", "prompt": "What is the boiling point of water?", "topic": "science"},
-    {"id": "r4", "prompt": "Summarise the French revolution.", "topic": "history"},
+    {"id": "r4", "prompt": "Summarise the French revolution (法国大革命).", "topic": "history"},
     {"id": "r5", "prompt": "Give me a recipe for pancakes.", "topic": "cooking"},
 ]
 
@@ -212,6 +212,7 @@ def test_search_by_text_metadata_and_response_status(
     assert external_ids(dataset.records(query=rg.Query(query="water boiling"))) == {"r3"}
     assert external_ids(dataset.records(query=rg.Query(query="haiku | pancakes"))) == {"r2", "r5"}
     assert external_ids(dataset.records(query=rg.Query(query="answer -r4"))) == {"r1", "r2", "r3", "r5"}
+    assert external_ids(dataset.records(query=rg.Query(query="革命"))) == {"r4"}  # a word inside unspaced Chinese
     assert external_ids(dataset.records(query=rg.Query(filter=("metadata.topic", "==", "science")))) == {
         "r1",
         "r3",
