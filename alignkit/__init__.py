@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, python_api
 
 if TYPE_CHECKING:
     from alignkit.feedback.pull import PullResult
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 
+@python_api
 def sft(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """Supervised fine-tuning on chat files (`data={"paths": [...]}`, any format of the README's table); returns the
     finished `Run`. `config`: a YAML file; `overrides`: `key=value` strings as `--set` takes them; `sections`: the
@@ -55,6 +56,7 @@ def sft(config: str | None = None, overrides: list[str] | None = None, **section
     return stage.run(load_config(SFTStageConfig, config, sections, overrides, values_from="arguments"))
 
 
+@python_api
 def pretrain(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """Continued pretraining on raw text files; returns the finished `Run`. Arguments as `sft`'s, the sections being
     the fields of `config.PretrainStageConfig`."""
@@ -64,6 +66,7 @@ def pretrain(config: str | None = None, overrides: list[str] | None = None, **se
     return stage.run(load_config(PretrainStageConfig, config, sections, overrides, values_from="arguments"))
 
 
+@python_api
 def reward(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """A reward model from preference pairs, on a policy run (`from_run`); returns the finished `Run` (score answers
     with `lineage.load_scorer(run)`). Arguments as `sft`'s, the sections being the fields of
@@ -74,6 +77,7 @@ def reward(config: str | None = None, overrides: list[str] | None = None, **sect
     return stage.run(load_config(RewardStageConfig, config, sections, overrides, values_from="arguments"))
 
 
+@python_api
 def dpo(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """DPO (`method`: kto, simpo, orpo) on preference pairs, continuing a policy run (`from_run`, also the reference);
     returns the finished `Run`. Arguments as `sft`'s, the sections being the fields of `config.DPOStageConfig`
@@ -84,6 +88,7 @@ def dpo(config: str | None = None, overrides: list[str] | None = None, **section
     return stage.run(load_config(DPOStageConfig, config, sections, overrides, values_from="arguments"))
 
 
+@python_api
 def rl(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """Online RL (`method`: grpo, rloo) of a policy run (`from_run`) against a reward run (`reward_run`) and/or rule
     rewards (`rewards`); returns the finished `Run`. Arguments as `sft`'s, the sections being the fields of
@@ -94,6 +99,7 @@ def rl(config: str | None = None, overrides: list[str] | None = None, **sections
     return stage.run(load_config(RLStageConfig, config, sections, overrides, values_from="arguments"))
 
 
+@python_api
 def open_run(path: str | Path) -> Run:
     """A finished run directory (`.path`, `.metrics`, `.manifest`; its model: `lineage.load_run_model(run.path)`)."""
     from alignkit import runs
@@ -101,6 +107,7 @@ def open_run(path: str | Path) -> Run:
     return runs.open_run(path)
 
 
+@python_api
 def list_runs(runs_dir: str | Path = "runs") -> list[Run]:
     """Every run directory under `runs_dir`, oldest first."""
     from alignkit import runs
@@ -111,6 +118,7 @@ def list_runs(runs_dir: str | Path = "runs") -> list[Run]:
 _chat_models: ModelPool | None = None
 
 
+@python_api
 def chat(
     messages: str | list[dict[str, str]],
     run: str | Path | None = None,
@@ -132,12 +140,13 @@ def chat(
         messages = [{"role": "user", "content": messages}]
     messages = playground.checked_messages(messages)
     if run is not None:
-        runs.open_policy(run, None if model == EMBEDDED_MODEL else model, flag="run=")
+        runs.open_policy(run, None if model == EMBEDDED_MODEL else model, key="run")
     key = str(run) if run is not None else playground.BASE_PREFIX + model
     sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     return playground.reply(_chat_models, key, messages, sampling)
 
 
+@python_api
 def candidates(
     prompts: str | Path,
     out: str | Path,
@@ -167,6 +176,7 @@ def candidates(
     )
 
 
+@python_api
 def push(
     candidates_file: str | Path,
     dataset: str,
@@ -188,6 +198,7 @@ def push(
     )
 
 
+@python_api
 def simulate_ratings(
     dataset: str,
     annotators: list[tuple[str, str]],
@@ -211,6 +222,7 @@ def simulate_ratings(
     return done
 
 
+@python_api
 def pull(
     dataset: str,
     out: str | Path,
@@ -236,6 +248,7 @@ def pull(
     return result
 
 
+@python_api
 def evaluate_runs(
     runs: list[str | Path],
     out: str | Path = "eval",

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from alignkit.errors import AlignkitError
+from alignkit.errors import CLI, AlignkitError, calling
 
 app = typer.Typer(
     help="alignkit: SFT -> generate -> rate (Argilla) -> reward -> DPO/RL -> evaluate, on one PEFT-adapted base.",
@@ -77,7 +77,8 @@ def main() -> None:
         os.environ["ALIGNKIT_VERBOSE"] = "1"
     logs.quiet_terminal()
     try:
-        app()
+        with calling(CLI):  # the commands call the Python API: its errors name the flags
+            app()
     except AlignkitError as exc:
         fix = f" [dim]— fix: {escape(exc.hint)}[/]" if exc.hint else ""
         console.print(f"[bold red]error:[/] {escape(exc.message)}{fix}", soft_wrap=True)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, Placeholder, option
 from alignkit.paths import saved_split
 
 EMBEDDED_MODEL = "embedded"
@@ -210,11 +210,11 @@ DATA_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".txt")
 
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise AlignkitError(f"{path}: config file not found", "pass an existing YAML file to --config")
+        raise AlignkitError(f"{path}: config file not found", f"pass an existing YAML file to {option('config')}")
     if path.suffix.lower() in DATA_SUFFIXES:
         raise AlignkitError(
             f"{path}: a data file given as the config",
-            f"pass it as data: --data {path} (Python: data={{'paths': [{str(path)!r}]}}); the config is a YAML file",
+            f"pass it as data: {option('data.paths', [str(path)])}; the config is a YAML file",
         )
     try:
         loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
@@ -407,7 +407,8 @@ def check_keys(
         if key not in valid and key in (top_level or []):
             unknown.append(
                 AlignkitError(
-                    f"config: unknown config key `{section}.{key}`", f"`{key}` is a top-level key: --set {key}=..."
+                    f"config: unknown config key `{section}.{key}`",
+                    f"`{key}` is a top-level key: {option(key, Placeholder('...'))}",
                 )
             )
         elif key not in valid:

@@ -663,7 +663,7 @@ def run_eval(
     named by the shortest tail of its path that tells it from the others (`runs.distinct_names`)."""
     check_counts(limit=limit, max_new_tokens=max_new_tokens)  # a slice of 0 or -1 would drop prompts silently
     check_report_dir(Path(out_dir), overwrite)
-    loaded = [runs.open_policy(d, flag="--runs") for d in run_dirs]
+    loaded = [runs.open_policy(d, key="runs") for d in run_dirs]
     resolved = [run.path.resolve() for run in loaded]
     for i, path in enumerate(resolved):
         if path in resolved[:i]:

@@ -22,7 +22,7 @@ from alignkit.data.formats import (
     with_system_column,
 )
 from alignkit.data.preferences import preference_row, prompt_turns, shp_as_pair
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, option
 
 Messages = list[dict[str, str]]
 
@@ -103,9 +103,13 @@ def generated_row(
 def check_output_file(path: Path, overwrite: bool) -> None:
     """Before any work: `path` may be written (it is not a directory, and exists only if `overwrite`)."""
     if path.is_dir():
-        raise AlignkitError(f"{path}: is a directory, not an output file", "pass a file path to --out, e.g. out.jsonl")
+        raise AlignkitError(
+            f"{path}: is a directory, not an output file", f"pass a file path to {option('out')}, e.g. out.jsonl"
+        )
     if path.exists() and not overwrite:
-        raise AlignkitError(f"{path}: output file exists", "pass --overwrite or choose another --out")
+        raise AlignkitError(
+            f"{path}: output file exists", f"pass {option('overwrite', True)} or choose another {option('out')}"
+        )
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]], overwrite: bool = False) -> None:
@@ -132,19 +136,19 @@ def start_partial(path: Path, overwrite: bool, resume: bool, command: str) -> li
     partial = partial_file(path)
     if partial.is_dir():
         raise AlignkitError(
-            f"{partial}: is a directory, not {command}'s saved rows", "move it, or choose another --out"
+            f"{partial}: is a directory, not {command}'s saved rows", f"move it, or choose another {option('out')}"
         )
     if not resume:
         if partial.exists() and not overwrite:
             count = len(saved_rows(partial))
             raise AlignkitError(
                 f"{partial}: an interrupted `alignkit {command}` saved {count} rows here",
-                "pass --resume to continue it, or --overwrite to start over",
+                f"pass {option('resume', True)} to continue it, or {option('overwrite', True)} to start over",
             )
         partial.unlink(missing_ok=True)
         return []
     if not partial.is_file():
-        raise AlignkitError(f"{path}: nothing to resume (no {partial.name})", "leave out --resume")
+        raise AlignkitError(f"{path}: nothing to resume (no {partial.name})", f"leave out {option('resume', True)}")
     return saved_rows(partial)
 
 
@@ -160,7 +164,9 @@ def saved_rows(partial: Path) -> list[dict[str, Any]]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            raise AlignkitError(f"{partial}:line {number}: not a JSON row", "pass --overwrite to start over") from None
+            raise AlignkitError(
+                f"{partial}:line {number}: not a JSON row", f"pass {option('overwrite', True)} to start over"
+            ) from None
     return rows
 
 
@@ -176,7 +182,7 @@ def check_resumable(partial: Path, saved: dict[str, Any], current: dict[str, Any
         if before != value:
             raise AlignkitError(
                 f"{partial}: its rows were made with {key}={before}, not {value}",
-                "resume with the interrupted command's options, or pass --overwrite to start over",
+                f"resume with the interrupted command's options, or pass {option('overwrite', True)} to start over",
             )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from alignkit import distributed, hardware
 from alignkit.config import EMBEDDED_MODEL, ModelConfig, check_keys, check_types, local_path
-from alignkit.errors import AlignkitError, first_line
+from alignkit.errors import AlignkitError, accepts, first_line, option
 from alignkit.paths import MODEL_PATH_ENV, cache_dir, file_sha256, offline_without_network
 
 logger = logging.getLogger("alignkit")
@@ -256,10 +256,12 @@ def base_now(recorded: ModelConfig, identity: dict[str, Any] | None, run: str | 
             return dataclasses.replace(recorded, name=candidate)
     searched = f", nor in {MODEL_PATH_ENV}={os.environ[MODEL_PATH_ENV]}" if os.environ.get(MODEL_PATH_ENV) else ""
     others = f" ({', '.join(candidates)}: other weights)" if candidates else ""
+    fix = f"set {MODEL_PATH_ENV}=NEW_PATH"
+    if accepts("model.name"):  # `evaluate_runs` takes no model
+        fix = f"pass its new place with {option('model.name', 'NEW_PATH')}, or (any command, app or notebook) {fix}"
     raise AlignkitError(
         f"base model {recorded.name} of {run}: not found (moved?){searched}{others}",
-        f"pass its new place with --model NEW_PATH, or (any command, app or notebook) set {MODEL_PATH_ENV}=NEW_PATH "
-        f"(the model dir or the folder holding it); its weights are checked against {run}/manifest.json",
+        f"{fix} (the model dir or the folder holding it); its weights are checked against {run}/manifest.json",
     )
 
 
@@ -287,15 +289,16 @@ def take_moved_base(recorded: ModelConfig, identity: dict[str, Any] | None, give
     sha256 = (identity or {}).get("sha256")
     if not sha256:  # a hub id, or a run from before the base's sha256 was recorded: nothing to check it against
         raise AlignkitError(
-            f"--model {given} differs from the base model of {run} ({recorded.name})",
-            "drop --model: the run brings its own base",
+            f"{option('model.name', given)} differs from the base model of {run} ({recorded.name})",
+            f"drop {option('model.name')}: the run brings its own base",
         )
     now = base_identity(dataclasses.replace(recorded, name=given)).get("sha256")
     if now != sha256:
         raise AlignkitError(
-            f"--model {given} is another model than the base of {run} ({recorded.name}): the sha256 of its weights "
-            f"differs from the one {run}/manifest.json records",
-            "drop --model, or pass the base the run was trained on (moved: the same weights at its new place)",
+            f"{option('model.name', given)} is another model than the base of {run} ({recorded.name}): the sha256 "
+            f"of its weights differs from the one {run}/manifest.json records",
+            f"drop {option('model.name')}, or pass the base the run was trained on (moved: the same weights at its new "
+            "place)",
         )
     _moved_bases[(recorded.name, sha256)] = str(Path(local_path(given)))
 

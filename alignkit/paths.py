@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, option
 
 # Where base models moved since runs were trained on them are looked for (`models.base_now`): paths joined by
 # `os.pathsep`, each a model dir (or .gguf file) or a folder holding one under its old name.
@@ -53,8 +53,8 @@ def check_replaceable(path: Path, marker: str, what: str) -> None:
     `manifest.json`): replacing `runs/` itself, a data folder or a model dir would delete what the user keeps there."""
     if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
         raise AlignkitError(
-            f"{path}: is not {what} (no {marker}), so --overwrite will not replace it",
-            "choose another --out, e.g. a new folder inside it",
+            f"{path}: is not {what} (no {marker}), so {option('overwrite', True)} will not replace it",
+            f"choose another {option('out')}, e.g. a new folder inside it",
         )
 
 
@@ -62,9 +62,11 @@ def check_output_dir(path: Path, overwrite: bool, marker: str, what: str) -> Non
     """Before any work: `path` may be written as a directory: missing or empty, or (`overwrite`) one alignkit wrote
     as `what` (`check_replaceable`)."""
     if path.exists() and not path.is_dir():
-        raise AlignkitError(f"{path}: is a file, not an output directory", "pass a directory path to --out")
+        raise AlignkitError(f"{path}: is a file, not an output directory", f"pass a directory path to {option('out')}")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise AlignkitError(f"{path}: exists and is not empty", "pass --overwrite or choose another --out")
+        raise AlignkitError(
+            f"{path}: exists and is not empty", f"pass {option('overwrite', True)} or choose another {option('out')}"
+        )
     check_replaceable(path, marker, what)
 
 

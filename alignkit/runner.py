@@ -17,7 +17,7 @@ from typing import Any
 
 from alignkit import data, distributed, hardware, lineage, models, runs, training
 from alignkit.config import EMBEDDED_MODEL, TrainStageConfig
-from alignkit.errors import AlignkitError, first_line
+from alignkit.errors import AlignkitError, first_line, option
 
 Rows = list[dict[str, Any]]
 
@@ -204,7 +204,8 @@ def parent_run(recipe: Recipe, from_run: str | None, model_name: str) -> runs.Ru
     if not from_run:
         if recipe.needs_policy:
             raise AlignkitError(
-                f"{recipe.stage} starts from a policy: no --from run given", "pass --from an sft (or dpo) run"
+                f"{recipe.stage} starts from a policy: no {option('from_run')} run given",
+                f"pass {option('from_run')} an sft (or dpo) run",
             )
         return None
     return runs.open_policy(from_run, None if model_name == EMBEDDED_MODEL else model_name)

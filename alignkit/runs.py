@@ -29,7 +29,7 @@ import yaml
 
 from alignkit import distributed, logs, models
 from alignkit.config import RUN_KEYS, ModelConfig, to_yaml
-from alignkit.errors import AlignkitError, first_line
+from alignkit.errors import AlignkitError, command, first_line, option
 from alignkit.paths import check_replaceable, file_sha256, saved_split
 
 TRACKED_PACKAGES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
@@ -307,11 +307,12 @@ def _plan_path(stage: str, cfg: Any) -> Path:
         else Path(cfg.runs_dir) / f"{stage}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     )
     if path.exists() and not path.is_dir():
-        raise AlignkitError(f"{path}: exists and is not a directory", "pass another --out")
+        raise AlignkitError(f"{path}: exists and is not a directory", f"pass another {option('out')}")
     if path.is_dir() and any(path.iterdir()) and not cfg.overwrite:
         raise AlignkitError(
             f"{path}: output directory exists and is not empty",
-            "pass --resume to continue it, --overwrite to replace it, or another --out",
+            f"pass {option('resume', True)} to continue it, {option('overwrite', True)} to replace it, or another "
+            f"{option('out')}",
         )
     check_replaceable(path, "manifest.json", "a run directory")
     return path
@@ -445,18 +446,25 @@ def find_resumable(stage: str, cfg: Any) -> Run:
     if cfg.out:
         path = Path(cfg.out)
         if not (path / "manifest.json").is_file():
-            raise AlignkitError(f"{path}: no run to resume here (no manifest.json)", "drop --resume to start a new run")
+            raise AlignkitError(
+                f"{path}: no run to resume here (no manifest.json)", f"drop {option('resume', True)} to start a new run"
+            )
         run = Run(path)
     else:
         found = list_runs(Path(cfg.runs_dir))
         candidates = [r for r in found if r.stage == stage and not r.complete and not r.training_elsewhere()]
         if not candidates:
-            raise AlignkitError(f"no unfinished {stage} run in {cfg.runs_dir}/ to resume", "pass --out RUN_DIR")
+            raise AlignkitError(
+                f"no unfinished {stage} run in {cfg.runs_dir}/ to resume", f"pass {option('out', 'RUN_DIR')}"
+            )
         run = candidates[-1]
     if run.stage != stage:
-        raise AlignkitError(f"{run.path}: is a {run.stage} run, not {stage}", f"resume it with `alignkit {run.stage}`")
+        raise AlignkitError(
+            f"{run.path}: is a {run.stage} run, not {stage}",
+            f"resume it with `{command(run.stage, resume=True, out=run.path)}`",
+        )
     if run.complete:
-        raise AlignkitError(f"{run.path}: run is already complete", "start a new run with another --out")
+        raise AlignkitError(f"{run.path}: run is already complete", f"start a new run with another {option('out')}")
     if pid := run.training_elsewhere():
         raise AlignkitError(f"{run.path}: process {pid} is training this run now", "wait for it, or stop it first")
     check_lineage(run)
@@ -473,7 +481,7 @@ def check_reward_run(run: Run) -> None:
         raise AlignkitError(
             f"reward run {recorded} of {run.path} is another run than the one {run.path} was trained against "
             "(trained again or replaced since): the resumed steps would learn another reward",
-            "put back the reward run it was trained against, or start a new rl run with another --out",
+            f"put back the reward run it was trained against, or start a new rl run with another {option('out')}",
         )
 
 
@@ -492,7 +500,7 @@ def open_run(path: str | Path, require_complete: bool = True) -> Run:
     if require_complete and manifest.get("status") != "complete":
         raise AlignkitError(
             f"{run.path}: run did not finish (status {manifest.get('status')!r})",
-            f"resume it with `alignkit {manifest.get('stage', '<stage>')} --resume --out {run.path}`",
+            f"resume it with `{command(manifest.get('stage', '<stage>'), resume=True, out=run.path)}`",
         )
     return run
 
@@ -518,14 +526,14 @@ def check_lineage(run: Run) -> None:
         )
 
 
-def open_policy(path: str | Path, model_name: str | None = None, flag: str = "--from") -> Run:
-    """A finished run given as a policy (`flag`: the option that named it): a reward run is refused (its model scores
+def open_policy(path: str | Path, model_name: str | None = None, key: str = "from_run") -> Run:
+    """A finished run given as a policy (`key`: the option that named it): a reward run is refused (its model scores
     answers, it does not write them), and so is a `model_name` (`--model`; None: not given) other than the run's base,
     which would otherwise be ignored: a run's model is its own base with its adapters. The same base at a new place
     (same weights) is taken: the run's model is built on it (`models.take_moved_base`)."""
     run = open_run(path)
     if run.stage == "reward":
-        raise AlignkitError(f"{run.path}: is a reward model, not a policy", f"pass {flag} an sft (or dpo) run")
+        raise AlignkitError(f"{run.path}: is a reward model, not a policy", f"pass {option(key)} an sft (or dpo) run")
     if model_name is not None:  # the same base, perhaps at a new place (its weights' sha256 is checked)
         models.take_moved_base(run.recorded_model_config, run.manifest.get("base"), model_name, run.path)
     return run

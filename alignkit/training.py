@@ -20,7 +20,7 @@ from transformers.trainer_utils import has_length
 
 from alignkit import distributed, hardware, lineage, logs, models, runs
 from alignkit.config import EMBEDDED_MODEL, RUN_KEYS, ModelConfig, TrainStageConfig, check_section, load_config
-from alignkit.errors import AlignkitError
+from alignkit.errors import FLAGS, AlignkitError, Placeholder, from_python, option, options
 from alignkit.paths import file_sha256, saved_split
 
 logger = logging.getLogger("alignkit")
@@ -60,20 +60,20 @@ def relocated_data(given: Any, resumed: Any, run: runs.Run) -> Any:
         if pairs and all(same_data(o, n, recorded) for o, n in pairs):
             moved |= {o: n for o, n in pairs if o != n}
             resumed = dataclasses.replace(resumed, data=dataclasses.replace(resumed.data, **{key: new}))
-        flag = "--data NEW_PATH" if key == "paths" else "--set data.validation_paths=[NEW_PATH]"
+        given_anew = options(("resume", True), (f"data.{key}", ["NEW_PATH"]))
         for source in getattr(resumed.data, key):
             if not saved_split(source)[0].exists():
                 other = f", and {', '.join(new)} holds other data (sha256 differs)" if pairs else ""
                 raise AlignkitError(
                     f"{source}: data file of {run.path} not found (moved?){other}",
-                    f"resume with its new place: --resume {flag} (the same file: its sha256 is checked against "
+                    f"resume with its new place: {given_anew} (the same file: its sha256 is checked against "
                     f"{run.path}/manifest.json)",
                 )
             if recorded.get(source) and file_sha256(saved_split(source)[0]) != recorded[source]:
                 raise AlignkitError(
                     f"{source}: data file changed since {run.path} started (sha256 differs from its manifest): the "
                     "resumed steps would skip and train other rows",
-                    "put back the data it started with, or start a new run with another --out",
+                    f"put back the data it started with, or start a new run with another {option('out')}",
                 )
     if moved and distributed.is_main():
         run.update_data_paths(moved)
@@ -106,7 +106,6 @@ def same_data(recorded_source: str, given_source: str, recorded: dict[str, str])
 
 
 RESUME_LENGTH_KEYS = ("max_steps", "num_train_epochs")
-RESUME_FLAGS = {"from_run": "--from", "reward_run": "--reward", "data.paths": "--data", "model.name": "--model"}
 
 
 def check_resume_settings(given: Any, resumed: Any) -> None:
@@ -118,12 +117,12 @@ def check_resume_settings(given: Any, resumed: Any) -> None:
     for key, value in wanted.items():
         if key in skipped or value == defaults.get(key, object()) or value == saved.get(key):
             continue
-        named = f"{key} ({RESUME_FLAGS[key]})" if key in RESUME_FLAGS else key
+        named = f"{key} ({FLAGS[key]})" if key in FLAGS and not from_python() else key
         raise AlignkitError(
-            f"--resume continues {resumed.out} with its own config.yaml: {named}={value!r} differs from the run's "
-            f"{saved.get(key)!r}",
+            f"{option('resume', True)} continues {resumed.out} with its own config.yaml: {named}={value!r} differs "
+            f"from the run's {saved.get(key)!r}",
             f"drop {key} to resume (only the length, trainer.max_steps or num_train_epochs, may change), or start a "
-            "new run with another --out",
+            f"new run with another {option('out')}",
         )
 
 
@@ -236,7 +235,9 @@ def trainer_options(
                 f"config: trainer.{key} must be at least 1, got {options[key]}", f"set trainer.{key} to 1 or more"
             )
     if isinstance(options.get("max_steps"), int) and (options["max_steps"] == 0 or options["max_steps"] < -1):
-        raise AlignkitError("config: trainer.max_steps must be positive or -1 (use epochs)", "e.g. --max-steps 10")
+        raise AlignkitError(
+            "config: trainer.max_steps must be positive or -1 (use epochs)", f"e.g. {option('trainer.max_steps', 10)}"
+        )
     return options
 
 
@@ -851,7 +852,12 @@ def rows_left_out(trainer: Any, train_given: int, eval_given: int) -> dict[str, 
     if left_out:
         counts = ", ".join(f"{left_out[split]} of {given[split]} {split}" for split in left_out)
         limit = max_length(trainer.args)
-        logger.warning("%s examples are too long for %s tokens and are left out (raise it: --set)", counts, limit)
+        logger.warning(
+            "%s examples are too long for %s tokens and are left out (raise it: %s)",
+            counts,
+            limit,
+            option("trainer.max_length", Placeholder("N")),
+        )
     return left_out
 
 
@@ -908,12 +914,13 @@ def examples_cut(trainer: Any, train_given: Any, eval_given: Any) -> dict[str, i
         lost = what_the_cut_loses(kind, keep_end)
         lost += f"; {same} of them are the same after the cut and train nothing" if same else ""
         logger.warning(
-            "%s %s are cut at %s tokens: %s (the longest has %d: --set trainer.max_length=N)",
+            "%s %s are cut at %s tokens: %s (the longest has %d: %s)",
             counts,
             kind,
             max_length(args),
             lost,
             longest,
+            option("trainer.max_length", Placeholder("N")),
         )
     return cut
 
@@ -949,7 +956,8 @@ def max_length(args: Any) -> str:
 
 def all_too_long(args: Any) -> AlignkitError:
     return AlignkitError(
-        f"every training example is too long for {max_length(args)} tokens", "raise it with --set trainer.max_length=N"
+        f"every training example is too long for {max_length(args)} tokens",
+        f"raise it with {option('trainer.max_length', Placeholder('N'))}",
     )
 
 

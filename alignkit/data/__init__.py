@@ -24,7 +24,7 @@ from alignkit.data.formats import (
     without_weights,
 )
 from alignkit.data.validate import convert_all
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, option
 
 CHAT_EXPECTED = (
     "one of: {messages: [{role, content}]}, ShareGPT {conversations: [{from, value}]}, "
@@ -121,7 +121,7 @@ def load_text(paths: list[str], flag: str = "--data", field: str = "text") -> li
     (pretraining: TRL's `trainer.dataset_text_field`)."""
     expected = f"{{{field}: str}} rows, or .txt/.md files"
     if flag == "--data":  # pretraining, where TRL's own option names the column
-        expected += "; for text in another column: --set trainer.dataset_text_field=COLUMN"
+        expected += f"; for text in another column: {option('trainer.dataset_text_field', 'COLUMN')}"
     rows = []
     for path in paths:
         rows += convert_all(read_rows(path, flag), lambda row: text_row(row, field), expected)
@@ -230,12 +230,15 @@ def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple
     """(train rows, validation rows, data files, where the validation rows came from): explicit validation files,
     else the `validation` (or `test`) split of `datasets` save dirs, else a seeded split of the rows."""
     if not cfg.paths:
-        raise AlignkitError("no training data given", "pass --data FILE (repeatable) or data.paths in the config")
+        raise AlignkitError(
+            "no training data given", f"pass {option('data.paths', ['FILE'])} or data.paths in the config"
+        )
     size = cfg.validation_split
     if not (0 <= size < 1 or (size >= 1 and float(size).is_integer())):
         raise AlignkitError(
             f"config: data.validation_split must be a fraction in [0, 1) or a whole number of rows, got {size}",
-            "e.g. --set data.validation_split=0.1 or =200 (0: no validation rows)",
+            f"e.g. {option('data.validation_split', 0.1)} or {option('data.validation_split', 200)} (0: no validation "
+            "rows)",
         )
     if cfg.max_validation_rows is not None and cfg.max_validation_rows < 1:
         raise AlignkitError(

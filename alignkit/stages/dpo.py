@@ -28,7 +28,7 @@ from typing import Any
 from alignkit import distributed, generate, runner, runs, training
 from alignkit.config import DPOStageConfig
 from alignkit.data import preferences
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, option
 from alignkit.judges import Prompt
 from alignkit.paths import file_sha256
 
@@ -206,7 +206,7 @@ def check_args(cfg: DPOStageConfig, args: Any) -> None:
     if method == "kto" and "apo_zero_unpaired" not in loss_types and args.per_device_train_batch_size < 2:
         raise AlignkitError(
             "config: KTO needs trainer.per_device_train_batch_size >= 2 (its KL term pairs rows within a batch)",
-            "e.g. --set trainer.per_device_train_batch_size=4",
+            f"e.g. {option('trainer.per_device_train_batch_size', 4)}",
         )
 
 
@@ -231,7 +231,7 @@ def check_kto_balance(plan: runner.Plan, args: Any) -> None:
         logger.warning(
             f"KTO rows are {desirable} desirable to {undesirable} undesirable: with these weights the desirable side "
             f"weighs {ratio:.2f}x the other, outside the KTO paper's [1, 1.33]; e.g. "
-            f"--set trainer.desirable_weight={balanced:.2f}"
+            f"{option('trainer.desirable_weight', round(balanced, 2))}"
         )
 
 

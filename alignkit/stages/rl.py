@@ -25,7 +25,7 @@ from typing import Any
 
 from alignkit import backends, distributed, runner, runs
 from alignkit.config import RLStageConfig
-from alignkit.errors import AlignkitError, first_line
+from alignkit.errors import AlignkitError, first_line, option
 from alignkit.generate import load_prompts_with_columns
 from alignkit.judges import RULES, Prompt, PromptSpec, rule
 from alignkit.lineage import Scorer, load_scorer
@@ -146,7 +146,8 @@ def reward_spec(cfg: RLStageConfig) -> tuple[list[str], list[float] | None]:
     rewards = cfg.rewards or ([REWARD_MODEL] if cfg.reward_run else [])
     if not rewards:
         raise AlignkitError(
-            "rl needs a reward: no --reward run and no `rewards` given", f"pass --reward REWARD_RUN or rewards: {known}"
+            f"rl needs a reward: no {option('reward_run')} run and no `rewards` given",
+            f"pass {option('reward_run', 'REWARD_RUN')} or {option('rewards', known)}",
         )
     names = list(rewards)
     for name in names:
@@ -160,11 +161,14 @@ def reward_spec(cfg: RLStageConfig) -> tuple[list[str], list[float] | None]:
     if len(set(names)) != len(names):
         raise AlignkitError(f"config: `rewards` names a reward twice: {names}", "list each reward once")
     if REWARD_MODEL in names and not cfg.reward_run:
-        raise AlignkitError("config: `rewards` has reward_model but no reward run is given", "pass --reward RUN_DIR")
+        raise AlignkitError(
+            "config: `rewards` has reward_model but no reward run is given", f"pass {option('reward_run', 'RUN_DIR')}"
+        )
     if cfg.reward_run and REWARD_MODEL not in names:
         raise AlignkitError(
-            f"--reward {cfg.reward_run} is given but `rewards` ({', '.join(names)}) does not use reward_model",
-            "add reward_model to `rewards`, or drop --reward",
+            f"{option('reward_run', cfg.reward_run)} is given but `rewards` ({', '.join(names)}) does not use "
+            "reward_model",
+            f"add reward_model to `rewards`, or drop {option('reward_run')}",
         )
     if not isinstance(rewards, dict):
         return names, None
@@ -188,7 +192,9 @@ def reward_parent(reward_run: str | None, names: list[str]) -> runs.Run | None:
         return None
     run = runs.open_run(reward_run)
     if run.stage != "reward":
-        raise AlignkitError(f"{run.path}: is a {run.stage} run, not a reward model", "pass --reward a reward run")
+        raise AlignkitError(
+            f"{run.path}: is a {run.stage} run, not a reward model", f"pass {option('reward_run')} a reward run"
+        )
     return run
 
 

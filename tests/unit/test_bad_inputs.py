@@ -498,7 +498,7 @@ def test_examples_cut_at_max_length_are_counted_and_said(stage, tmp_path, chat_f
     finally:
         own.removeHandler(keep)
     assert len(said) == 1 and f"1 of 5 train {kind} are cut at trainer.max_length=64 tokens" in said[0], said
-    assert lost in said[0] and "--set trainer.max_length=N" in said[0]
+    assert lost in said[0] and "trainer={'max_length': N}" in said[0]  # a Python call: its keyword
     if stage == "dpo":
         assert "1 of them are the same after the cut and train nothing" in said[0]
     metrics = json.loads((run.path / "metrics.json").read_text())

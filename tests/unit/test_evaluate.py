@@ -175,7 +175,7 @@ def test_eval_out_is_kept_unless_overwrite_which_leaves_nothing_stale(two_runs, 
     alignkit.evaluate_runs([run], out, prompts, general, max_new_tokens=4)
     assert (out / "accuracy.png").is_file()
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(AlignkitError, match=r"exists and is not empty.*--overwrite"):
+    with pytest.raises(AlignkitError, match=r"exists and is not empty.*overwrite=True"):
         alignkit.evaluate_runs([run], out, open_prompts, general, max_new_tokens=4)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 

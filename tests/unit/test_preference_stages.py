@@ -446,7 +446,7 @@ def test_dpo_on_a_dpo_run_replaces_the_adapter_chain(dpo_result, data_dir, tmp_p
 @pytest.mark.parametrize(
     ("sections", "expected"),
     [
-        ({}, "no --from run given"),
+        ({}, "no `from_run` run given"),
         ({"method": "dpoo"}, "unknown dpo method `dpoo`"),
         ({"trainer": {"loss_type": "simpo"}}, "set `method: simpo`"),
         ({"trainer": {"loss_type": "sigmoidd"}}, "unknown trainer.loss_type 'sigmoidd'"),
@@ -499,8 +499,12 @@ def test_settings_given_with_resume_that_the_run_would_drop_are_refused(sft_run,
     first.update_manifest(status="interrupted")
     config = (out / "config.yaml").read_text()
     for given, expected in (
-        ({"from_run": str(reward_run.path)}, f"from_run (--from)={str(reward_run.path.resolve())!r} differs"),
-        ({"data": {"paths": [str(data_dir / "unpaired.jsonl")]}}, "data.paths (--data)=["),
+        (
+            {"from_run": str(reward_run.path)},
+            f"resume=True continues {out} with its own config.yaml: from_run={str(reward_run.path.resolve())!r} "
+            "differs",
+        ),
+        ({"data": {"paths": [str(data_dir / "unpaired.jsonl")]}}, "data.paths=["),
         ({"trainer": {"learning_rate": 0.5}}, "trainer.learning_rate=0.5 differs from the run's 5e-05"),
     ):
         with pytest.raises(AlignkitError, match=re.escape(expected)):

@@ -4,6 +4,7 @@ objects the stage functions take."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pandas as pd
@@ -152,3 +153,127 @@ def test_every_option_of_generate_is_an_argument_of_alignkit_candidates():
 
     command = typer.main.get_command(app).commands["generate"]
     assert {param.name for param in command.params} <= set(inspect.signature(alignkit.candidates).parameters)
+
+
+def cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line the real console entry point prints for a refused command, run in-process."""
+    from alignkit import cli
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", ["alignkit", *argv])
+        with pytest.raises(SystemExit):
+            cli.main()
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return line
+
+
+def python_error(function: Any, *args: Any, **kwargs: Any) -> str:
+    with pytest.raises(AlignkitError) as refused:
+        function(*args, **kwargs)
+    return str(refused.value)
+
+
+# (Python call, the same call on the command line, the fix as the Python function takes it, and as the CLI does)
+SAME_BAD_CALL = {
+    "run-dir-not-empty": (
+        lambda data, tmp: alignkit.sft(data={"paths": [data]}, out=tmp / "full"),
+        lambda data, tmp: ["sft", "--data", data, "--out", tmp / "full"],
+        "pass resume=True to continue it, overwrite=True to replace it, or another `out`",
+        "pass --resume to continue it, --overwrite to replace it, or another --out",
+    ),
+    "max-steps": (
+        lambda data, tmp: alignkit.sft(data={"paths": [data]}, out=tmp / "run", trainer={"max_steps": 0}),
+        lambda data, tmp: ["sft", "--data", data, "--out", tmp / "run", "--max-steps", "0"],
+        "e.g. trainer={'max_steps': 10}",
+        "e.g. --max-steps 10",
+    ),
+    "top-level-key": (
+        lambda data, tmp: alignkit.sft(data={"paths": [data]}, out=tmp / "run", trainer={"runs_dir": "r"}),
+        lambda data, tmp: ["sft", "--data", data, "--out", tmp / "run", "--set", "trainer.runs_dir=r"],
+        "`runs_dir` is a top-level key: runs_dir=...",
+        "`runs_dir` is a top-level key: --set runs_dir=...",
+    ),
+    "no-parent": (
+        lambda data, tmp: alignkit.dpo(data={"paths": [data]}, out=tmp / "run"),
+        lambda data, tmp: ["dpo", "--data", data, "--out", tmp / "run"],
+        "no `from_run` run given (pass `from_run` an sft (or dpo) run)",
+        "no --from run given — fix: pass --from an sft (or dpo) run",
+    ),
+    "no-reward": (
+        lambda data, tmp: alignkit.rl(data={"paths": [data]}, out=tmp / "run"),
+        lambda data, tmp: ["rl", "--data", data, "--out", tmp / "run"],
+        "no `reward_run` run and no `rewards` given (pass reward_run='REWARD_RUN' or rewards=['reward_model'",
+        "no --reward run and no `rewards` given — fix: pass --reward REWARD_RUN or --set rewards=[reward_model,",
+    ),
+    "output-file-exists": (
+        lambda data, tmp: alignkit.candidates(data, tmp / "full" / "kept.jsonl"),
+        lambda data, tmp: ["generate", "--prompts", data, "--out", tmp / "full" / "kept.jsonl"],
+        "(pass overwrite=True or choose another `out`)",
+        "pass --overwrite or choose another --out",
+    ),
+}
+
+
+@pytest.mark.parametrize(("python", "command", "in_python", "in_cli"), SAME_BAD_CALL.values(), ids=SAME_BAD_CALL)
+def test_a_refusal_names_its_fix_as_the_python_keyword_or_the_cli_flag(
+    python, command, in_python, in_cli, chat_file, tmp_path, capsys
+):
+    """A notebook's `alignkit.sft(...)` was told to `pass --overwrite` or `--max-steps 10`: flags it cannot pass."""
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "kept.jsonl").write_text("{}\n")
+    from_python = python_error(python, str(chat_file), tmp_path)
+    from_cli = cli_error([str(arg) for arg in command(str(chat_file), tmp_path)], capsys)
+    assert in_python in from_python and " --" not in from_python, from_python
+    assert in_cli in from_cli, from_cli
+    assert (tmp_path / "full" / "kept.jsonl").read_text() == "{}\n"
+
+
+def pasted(fix: str, **values: str) -> dict[str, Any]:
+    """The keyword arguments a fix spells (`data={'paths': ['NEW_PATH']}`), pasted with the placeholders filled."""
+    for placeholder, value in values.items():
+        fix = fix.replace(repr(placeholder), repr(value))
+    return eval(f"dict({fix})")
+
+
+def test_the_fixes_a_moved_run_names_in_python_work_when_pasted(tiny_model, tmp_path):
+    """Each fix a notebook is shown for a run moved with its data and base, pasted into the call it names, is taken:
+    the resume hint, the new place of the data and of the base, the base of `candidates` (its `model` is the name,
+    not a stage's `model={'name': ...}`); `evaluate_runs`, which takes no model, is sent to ALIGNKIT_MODEL_PATH."""
+    import shutil
+
+    from alignkit import runs
+
+    shutil.copytree(tiny_model, tmp_path / "models" / "tiny")
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    trainer = {"max_steps": 1, "save_steps": 1, "eval_steps": 1, "per_device_train_batch_size": 4}
+    run_dir = tmp_path / "runs" / "sft"
+    alignkit.sft(data={"paths": [chat]}, model={"name": tmp_path / "models" / "tiny"}, trainer=trainer, out=run_dir)
+    runs.Run(run_dir).update_manifest(status="interrupted")
+    shutil.move(tmp_path / "models", tmp_path / "moved")
+    shutil.move(chat, tmp_path / "chat.moved.jsonl")
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "What is 2 plus 2?"}])
+
+    unfinished = python_error(alignkit.candidates, prompts, tmp_path / "c.jsonl", n=1, from_run=run_dir)
+    assert f"resume it with `alignkit.sft(resume=True, out={str(run_dir)!r})`" in unfinished
+    data_gone = python_error(eval, unfinished.split("`")[-2], {"alignkit": alignkit})
+    assert "resume with its new place: resume=True, data={'paths': ['NEW_PATH']} (" in data_gone
+    moved_data = pasted("data={'paths': ['NEW_PATH']}", NEW_PATH=str(tmp_path / "chat.moved.jsonl"))
+    base_gone = python_error(alignkit.sft, resume=True, out=run_dir, trainer={"max_steps": 2}, **moved_data)
+    assert "pass its new place with model={'name': 'NEW_PATH'}, or" in base_gone
+    moved_base = pasted("model={'name': 'NEW_PATH'}", NEW_PATH=str(tmp_path / "moved" / "tiny"))
+    resumed = alignkit.sft(resume=True, out=run_dir, trainer={"max_steps": 2}, **moved_data, **moved_base)
+    assert resumed.complete and resumed.metrics["resumed_from"] == "checkpoints/checkpoint-1"
+
+    shutil.move(tmp_path / "moved", tmp_path / "moved.again")
+    base_gone = python_error(alignkit.candidates, prompts, tmp_path / "c.jsonl", n=1, from_run=run_dir)
+    assert "pass its new place with model='NEW_PATH', or" in base_gone
+    given = pasted("model='NEW_PATH'", NEW_PATH=str(tmp_path / "moved.again" / "tiny"))
+    alignkit.candidates(prompts, tmp_path / "c.jsonl", n=1, from_run=run_dir, max_new_tokens=2, **given)
+    assert (tmp_path / "c.jsonl").is_file()
+    kept = python_error(alignkit.candidates, prompts, tmp_path / "c.jsonl", n=1, from_run=run_dir, **given)
+    assert "(pass overwrite=True or choose another `out`)" in kept
+    alignkit.candidates(prompts, tmp_path / "c.jsonl", n=1, from_run=run_dir, max_new_tokens=2, **given, overwrite=True)
+
+    shutil.move(tmp_path / "moved.again", tmp_path / "moved.third")  # not where `candidates` was told
+    runs_gone = python_error(alignkit.evaluate_runs, [run_dir], out=tmp_path / "eval", limit=1)
+    assert "model=" not in runs_gone and "set ALIGNKIT_MODEL_PATH=NEW_PATH (" in runs_gone

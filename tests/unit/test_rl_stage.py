@@ -250,7 +250,7 @@ def test_completions_are_sampled_for_several_steps_unless_too_few_or_the_user_si
 @pytest.mark.parametrize(
     ("sections", "expected"),
     [
-        ({"from_run": None, "rewards": ["concise"]}, "no --from run given"),
+        ({"from_run": None, "rewards": ["concise"]}, "no `from_run` run given"),
         ({"rewards": ["consice"]}, "unknown reward `consice`"),
         ({}, "rl needs a reward"),
         ({"rewards": ["reward_model"]}, "has reward_model but no reward run"),
