@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from alignkit.errors import CLI, AlignkitError, calling
+from alignkit.errors import CLI, AlignkitError, calling, running_command
 
 app = typer.Typer(
     help="alignkit: SFT -> generate -> rate (Argilla) -> reward -> DPO/RL -> evaluate, on one PEFT-adapted base.",
@@ -61,11 +61,15 @@ DataDir = Annotated[
 
 @app.callback()
 def options(
+    ctx: typer.Context,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Also show library warnings and trainer logs (anywhere on the line).")
     ] = False,
 ) -> None:
     """Library warnings, load reports and trainer log dicts go to the run's log.txt (`alignkit.logs`)."""
+    command = ctx.command.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    if command is not None and not hasattr(command, "commands"):  # a group's own flags are not its commands'
+        running_command(frozenset(opt for param in command.params for opt in getattr(param, "opts", ())))
 
 
 def main() -> None:

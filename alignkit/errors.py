@@ -45,6 +45,8 @@ def first_line(exc: BaseException) -> str:
 # `alignkit.*` function a notebook called. A fix an error names is spelled the way that caller takes it (`option`).
 CLI = "cli"
 _caller: ContextVar[Callable[..., Any] | str | None] = ContextVar("alignkit_caller", default=None)
+# The flags of the command being run (None: not known), so a fix names only flags that command has.
+_command_flags: ContextVar[frozenset[str] | None] = ContextVar("alignkit_command_flags", default=None)
 
 # The config keys and keywords the command line has a flag for; any other config key is `--set key=value`.
 FLAGS = {
@@ -80,6 +82,11 @@ def calling(caller: Callable[..., Any] | str) -> Iterator[None]:
         yield
     finally:
         _caller.reset(token)
+
+
+def running_command(flags: frozenset[str]) -> None:
+    """Record the flags of the command line's command (its options' names), for `accepts`."""
+    _command_flags.set(flags)
 
 
 def python_api(function: F) -> F:
@@ -121,11 +128,15 @@ def options(*given: tuple[str, Any]) -> str:
 
 
 def accepts(key: str) -> bool:
-    """Whether the caller can be given option `key` (the command line: yes; `evaluate_runs` takes no `model`)."""
+    """Whether the caller can be given option `key`: a command line that has its flag (`alignkit eval` has no
+    `--model`), a Python function that takes it (`evaluate_runs` takes no `model`)."""
     import inspect
 
     caller = _caller.get()
-    if not callable(caller) or takes_sections(caller):
+    if not callable(caller):
+        flags = _command_flags.get()
+        return flags is None or FLAGS.get(key, "--set") in flags
+    if takes_sections(caller):
         return True
     return KEYWORDS.get(key, key) in inspect.signature(caller).parameters
 

@@ -268,6 +268,8 @@ def test_a_run_whose_base_moved_is_used_with_the_same_base_at_its_new_place(tiny
     gone = one_line_error(run_cli(*generate, "--out", str(tmp_path / "gone.jsonl")))
     assert f"error: base model {home / 'tiny'} of {sft}: not found (moved?)" in gone
     assert "--model NEW_PATH" in gone and "ALIGNKIT_MODEL_PATH=NEW_PATH" in gone
+    no_flag = one_line_error(run_cli("export", str(sft), "--out", str(tmp_path / "merged")))
+    assert "ALIGNKIT_MODEL_PATH=NEW_PATH" in no_flag and "--model" not in no_flag  # `export` has no --model
     other = one_line_error(run_cli(*generate, "--model", str(tmp_path / "other" / "tiny"), "--out", "x.jsonl"))
     assert f"--model {tmp_path / 'other' / 'tiny'} is another model than the base of {sft}" in other
     given = run_cli(*generate, "--model", str(moved / "tiny"), "--out", str(tmp_path / "given.jsonl"))
