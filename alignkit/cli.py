@@ -70,7 +70,7 @@ def options(
 
 def main() -> None:
     """Console-script entry point: user-fixable errors are one red line and exit code 2, never a traceback."""
-    from alignkit import logs
+    from alignkit import distributed, logs
 
     if "--verbose" in sys.argv[1:]:  # accepted after the sub-command too
         sys.argv.remove("--verbose")
@@ -80,13 +80,16 @@ def main() -> None:
         app()
     except AlignkitError as exc:
         fix = f" [dim]— fix: {escape(exc.hint)}[/]" if exc.hint else ""
-        console.print(f"[bold red]error:[/] {escape(exc.message)}{fix}", soft_wrap=True)
+        line = f"[bold red]error:[/] {escape(exc.message)}{fix}"
+        # under `accelerate launch` every process usually hits the same error: one line, not one per process
+        distributed.say_once(lambda: console.print(line, soft_wrap=True))
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted[/]: continue a training run, or generate/synth (rows saved in OUT.partial), "
-            "with --resume"
-        )
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of a launched run: said by the first on each machine
+        if distributed.is_local_main():
+            console.print(
+                "[yellow]interrupted[/]: continue a training run, or generate/synth (rows saved in OUT.partial), "
+                "with --resume"
+            )
         sys.exit(130)
 
 
