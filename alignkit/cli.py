@@ -59,13 +59,27 @@ DataDir = Annotated[
 ]
 
 
+# What runs under `accelerate launch`: the training stages (TRL's trainers split the batches) and `generate` (the
+# processes split the prompts). Any other command would do its whole work once per process, all writing one output.
+LAUNCHABLE = ("pretrain", "sft", "reward", "dpo", "rl", "generate")
+
+
 @app.callback()
 def options(
+    ctx: typer.Context,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Also show library warnings and trainer logs (anywhere on the line).")
     ] = False,
 ) -> None:
     """Library warnings, load reports and trainer log dicts go to the run's log.txt (`alignkit.logs`)."""
+    from alignkit import distributed
+
+    if distributed.world_size() > 1 and ctx.invoked_subcommand not in LAUNCHABLE:
+        raise AlignkitError(
+            f"alignkit {ctx.invoked_subcommand} runs in one process, not under accelerate launch "
+            f"({distributed.world_size()} processes would each do all of it and write the same output)",
+            f"run it without accelerate launch, which is for {', '.join(LAUNCHABLE)}",
+        )
 
 
 def main() -> None:
@@ -255,7 +269,10 @@ def generate_command(
         backend=backend,
         resume=resume,
     )
-    console.print(f"candidates written to {path}")
+    from alignkit import distributed
+
+    if distributed.is_main():
+        console.print(f"candidates written to {path}")
 
 
 @app.command("synth", help="Self-instruct synthetic SFT rows: new tasks from seed tasks, answered and filtered.")

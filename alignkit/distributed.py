@@ -109,3 +109,14 @@ def wait_for_everyone() -> None:
     """A barrier (no-op for a single process): e.g. the run directory exists before the others go on."""
     if world_size() > 1:
         state().wait_for_everyone()
+
+
+def in_order(numbered: list[tuple[int, T]]) -> list[T]:
+    """Every process's `(index, item)` pairs, gathered onto each process, as one list in index order: the work one
+    list was split into (`generate`'s prompts), put back together (as is for a single process)."""
+    if world_size() > 1:
+        from accelerate.utils import gather_object
+
+        state()
+        numbered = gather_object(numbered)
+    return [item for _, item in sorted(numbered, key=lambda pair: pair[0])]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from alignkit import lineage, runs
-from tests.conftest import CHAT_ROWS, REPO, write_jsonl
+from tests.conftest import CHAT_ROWS, REPO, run_cli, write_jsonl
 
 CONFIGS = REPO / "configs" / "accelerate"
 PAIRS = [
@@ -150,3 +150,45 @@ def test_bad_data_is_one_error_line_not_one_per_process(tiny_model, tmp_path):
     assert "chat.jsonl:line 4" in errors[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_generate_splits_the_prompts_between_processes(sft_run, tmp_path):
+    """Each process samples its share of the prompts (its own seed: the seed plus its rank); the main process alone
+    writes every row, in prompt order."""
+    import torch
+
+    import alignkit
+
+    questions = [f"What is {i} times {i}?" for i in range(5)]
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": q} for q in questions])
+    sampling = ["--n", "2", "--max-new-tokens", "6", "--batch-size", "1", "--seed", "3"]
+    result = accelerate_launch(
+        tmp_path, "generate", "--from", str(sft_run.path), "--prompts", str(prompts), "--out", "out.jsonl", *sampling
+    )
+    assert result.stderr.count("candidates written") == 1
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["prompt"][-1]["content"] for row in rows] == questions
+    assert not (tmp_path / "out.jsonl.partial").exists()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the launched processes (OMP_NUM_THREADS=1): the same arithmetic, the same draws
+    try:
+        for rank in (0, 1):  # prompts 0, 2, 4 were rank 0's with seed 3; 1, 3 rank 1's with seed 4
+            share = write_jsonl(tmp_path / f"share-{rank}.jsonl", [{"prompt": q} for q in questions[rank::2]])
+            out = alignkit.candidates(
+                share, tmp_path / f"alone-{rank}.jsonl", n=2, from_run=sft_run.path, max_new_tokens=6,
+                seed=3 + rank, batch_size=1,
+            )  # fmt: skip
+            alone = [[c["text"] for c in json.loads(line)["candidates"]] for line in out.read_text().splitlines()]
+            assert [[c["text"] for c in row["candidates"]] for row in rows[rank::2]] == alone
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_commands_that_run_in_one_process_refuse_accelerate_launch(tmp_path):
+    """`alignkit eval` under accelerate would evaluate everything once per process, each writing the same files."""
+    launched = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}  # what the launcher sets in each process
+    result = run_cli("eval", "--runs", str(tmp_path), "--out", str(tmp_path / "eval"), cwd=tmp_path, env=launched)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: alignkit eval runs in one process, not under accelerate launch")
+    assert not (tmp_path / "eval").exists()
