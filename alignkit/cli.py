@@ -59,6 +59,11 @@ DataDir = Annotated[
 ]
 
 
+# What runs under `accelerate launch`: the training stages (TRL's trainers split the batches) and `generate` (the
+# processes split the prompts). Any other command would do its whole work once per process, all writing one output.
+LAUNCHABLE = ("pretrain", "sft", "reward", "dpo", "rl", "generate")
+
+
 @app.callback()
 def options(
     ctx: typer.Context,
@@ -67,6 +72,14 @@ def options(
     ] = False,
 ) -> None:
     """Library warnings, load reports and trainer log dicts go to the run's log.txt (`alignkit.logs`)."""
+    from alignkit import distributed
+
+    if distributed.world_size() > 1 and ctx.invoked_subcommand not in LAUNCHABLE:
+        raise AlignkitError(
+            f"alignkit {ctx.invoked_subcommand} runs in one process, not under accelerate launch "
+            f"({distributed.world_size()} processes would each do all of it and write the same output)",
+            f"run it without accelerate launch, which is for {', '.join(LAUNCHABLE)}",
+        )
     command = ctx.command.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
     if command is not None and not hasattr(command, "commands"):  # a group's own flags are not its commands'
         running_command(frozenset(opt for param in command.params for opt in getattr(param, "opts", ())))
@@ -74,7 +87,7 @@ def options(
 
 def main() -> None:
     """Console-script entry point: user-fixable errors are one red line and exit code 2, never a traceback."""
-    from alignkit import logs
+    from alignkit import distributed, logs
 
     if "--verbose" in sys.argv[1:]:  # accepted after the sub-command too
         sys.argv.remove("--verbose")
@@ -85,13 +98,16 @@ def main() -> None:
             app()
     except AlignkitError as exc:
         fix = f" [dim]— fix: {escape(exc.hint)}[/]" if exc.hint else ""
-        console.print(f"[bold red]error:[/] {escape(exc.message)}{fix}", soft_wrap=True)
+        line = f"[bold red]error:[/] {escape(exc.message)}{fix}"
+        # under `accelerate launch` every process usually hits the same error: one line, not one per process
+        distributed.say_once(lambda: console.print(line, soft_wrap=True))
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted[/]: continue a training run, or generate/synth (rows saved in OUT.partial), "
-            "with --resume"
-        )
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of a launched run: said by the first on each machine
+        if distributed.is_local_main():
+            console.print(
+                "[yellow]interrupted[/]: continue a training run, or generate/synth (rows saved in OUT.partial), "
+                "with --resume"
+            )
         sys.exit(130)
 
 
@@ -257,7 +273,10 @@ def generate_command(
         backend=backend,
         resume=resume,
     )
-    console.print(f"candidates written to {path}")
+    from alignkit import distributed
+
+    if distributed.is_main():
+        console.print(f"candidates written to {path}")
 
 
 @app.command("synth", help="Self-instruct synthetic SFT rows: new tasks from seed tasks, answered and filtered.")

@@ -8,6 +8,7 @@ a random id), and only the main process writes it (config, manifest, metrics, lo
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,6 +33,26 @@ def local_rank() -> int:
 def is_main() -> bool:
     """The process that writes the run directory and prints summaries."""
     return rank() == 0
+
+
+def is_local_main() -> bool:
+    """The first process on its machine: the one whose lines the machine's terminal shows (`say_once`)."""
+    return local_rank() == 0
+
+
+# How long a process other than its machine's first waits before it says its error: where every process hit the same
+# error (the same data and config), the first one has said it and exited by then, and the launcher has stopped the
+# others (torchrun stops the whole group as soon as one process exits with an error).
+ERROR_GRACE_S = 5.0
+
+
+def say_once(say: Callable[[], None]) -> None:
+    """Call `say` (print a user-fixable error) once per machine, not once per process: the machine's first process
+    says it at once; another says it only if it is still running `ERROR_GRACE_S` later, i.e. when the error was its
+    own (a file only it could not read), so that it is never lost."""
+    if world_size() > 1 and not is_local_main():
+        time.sleep(ERROR_GRACE_S)
+    say()
 
 
 def engine() -> str | None:
@@ -88,3 +109,14 @@ def wait_for_everyone() -> None:
     """A barrier (no-op for a single process): e.g. the run directory exists before the others go on."""
     if world_size() > 1:
         state().wait_for_everyone()
+
+
+def in_order(numbered: list[tuple[int, T]]) -> list[T]:
+    """Every process's `(index, item)` pairs, gathered onto each process, as one list in index order: the work one
+    list was split into (`generate`'s prompts), put back together (as is for a single process)."""
+    if world_size() > 1:
+        from accelerate.utils import gather_object
+
+        state()
+        numbered = gather_object(numbered)
+    return [item for _, item in sorted(numbered, key=lambda pair: pair[0])]

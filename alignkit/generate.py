@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit import backends, jsonl, lineage, models, runs
+from alignkit import backends, distributed, jsonl, lineage, models, runs
 from alignkit.config import ModelConfig
 from alignkit.data import check_template_renders, check_tool_template
 from alignkit.data.formats import ROW_KEYS, read_prompt_rows, tools_field
@@ -328,11 +328,15 @@ def candidates(
 ) -> list[dict[str, Any]]:
     """N distinct candidates per prompt (identical samples are dropped and resampled up to `max_attempts` times); with
     `sampling.greedy_first`, the first is the greedy reply. `save` is given each batch's rows as they are done.
-    `tools`: each prompt's function schemas."""
+    `tools`: each prompt's function schemas.
+
+    Under `accelerate launch`, each process samples `batch_size` prompts of every `batch_size` x processes (its own
+    draws: the seed plus its rank) and every process gets all the rows, in prompt order."""
     import torch
     from tqdm.auto import tqdm
 
-    torch.manual_seed(sampling.seed)
+    processes, me = distributed.world_size(), distributed.rank()
+    torch.manual_seed(sampling.seed + me)
     rows = []
     params = {"temperature": sampling.temperature, "top_p": sampling.top_p}
     record = {**source, "sampling": asdict(sampling)}
@@ -343,23 +347,29 @@ def candidates(
         messages, their_tools = [c for c, _ in conversations], [t for _, t in conversations]
         return sample(model, tokenizer, messages, count, sampling.max_new_tokens, their_tools, **params)
 
-    with tqdm(total=len(prompts), desc="generating", unit="prompt") as progress:
-        for start in range(0, len(prompts), batch_size):
-            batch, batch_tools = prompts[start : start + batch_size], tools[start : start + batch_size]
-            first: list[str | None] = [None] * len(batch)
-            if sampling.greedy_first:
-                first = list(
-                    greedy_replies(model, tokenizer, batch, sampling.max_new_tokens, batch_size, tools=batch_tools)
-                )
-            found = backends.distinct_replies(list(zip(batch, batch_tools, strict=True)), n, draw, max_attempts, first)
-            done = [
-                generated_row(p, texts, record, g, t)
-                for p, texts, g, t in zip(batch, found, first, batch_tools, strict=True)
-            ]
+    step = batch_size * processes
+    with tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not distributed.is_main()) as progress:
+        for start in range(0, len(prompts), step):
+            mine = list(range(start, min(start + step, len(prompts))))[me::processes]
+            batch, batch_tools = [prompts[i] for i in mine], [tools[i] for i in mine]
+            mine_done = []
+            if batch:  # the last round may leave a process none
+                first: list[str | None] = [None] * len(batch)
+                if sampling.greedy_first:
+                    first = list(
+                        greedy_replies(model, tokenizer, batch, sampling.max_new_tokens, batch_size, tools=batch_tools)
+                    )
+                pairs = list(zip(batch, batch_tools, strict=True))
+                found = backends.distinct_replies(pairs, n, draw, max_attempts, first)
+                mine_done = [
+                    generated_row(p, texts, record, g, t)
+                    for p, texts, g, t in zip(batch, found, first, batch_tools, strict=True)
+                ]
+            done = distributed.in_order(list(zip(mine, mine_done, strict=True)))
             if save:
                 save(done)
             rows += done
-            progress.update(len(batch))
+            progress.update(len(done))
     return rows
 
 
@@ -399,8 +409,14 @@ def run(
     sampling = sampling or Sampling()
     check_distinct(n, sampling)
     backends.check(backend)
+    if backend == "vllm" and distributed.world_size() > 1:
+        raise AlignkitError(
+            "--backend vllm samples in one process, not one per process of `accelerate launch`",
+            "run `alignkit generate --backend vllm` without accelerate launch (vLLM uses the GPUs itself)",
+        )
     out_path = Path(out)
-    earlier = jsonl.start_partial(out_path, overwrite, resume, "generate")
+    # under `accelerate launch` the processes split the prompts; the main one alone writes the file
+    earlier = distributed.from_main(lambda: jsonl.start_partial(out_path, overwrite, resume, "generate"))
     items = load_prompt_items(prompts_file)[:limit]
     left = Counter(row.get("prompt_id") for row in earlier)  # a prompt listed twice has two rows
     todo = [item for item in items if not take(left, prompt_id(item.messages, item.tools))]
@@ -411,7 +427,8 @@ def run(
         for row, spec in zip(done, specs, strict=True):
             if spec != PromptSpec():
                 row["spec"] = json.loads(spec.to_json())
-        jsonl.append_partial(out_path, done)
+        if distributed.is_main():
+            jsonl.append_partial(out_path, done)
         rows.extend(done)
 
     prompts = [item.messages for item in todo]
@@ -435,6 +452,8 @@ def run(
         check_prompt_tools(tokenizer, todo, prompts_file)
         tools = [item.tools for item in todo]
         candidates(model, tokenizer, prompts, n, sampling, source, batch_size=batch_size, save=save, tools=tools)
+    if not distributed.is_main():
+        return out_path
     jsonl.finish_partial(out_path)
     short = sum(len(row["candidates"]) < n for row in rows)
     if short:  # `feedback push` compares the most common count and skips prompts with fewer

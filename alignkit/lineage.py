@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit import models, runs
+from alignkit import distributed, models, runs
 from alignkit.config import ModelConfig
 from alignkit.errors import AlignkitError, first_line
 from alignkit.hardware import Precision, pick_precision
@@ -87,7 +87,8 @@ class Scorer:
         was_training = self.model.training
         self.model.eval()
         scores: dict[tuple[int, ...], float] = {}
-        bar = tqdm(total=len(distinct), desc=self.progress, unit="conversation", disable=self.progress is None)
+        quiet = self.progress is None or not distributed.is_main()  # under accelerate every process scores them all
+        bar = tqdm(total=len(distinct), desc=self.progress, unit="conversation", disable=quiet)
         with torch.no_grad(), bar:
             for chunk, batch in models.length_sorted_batches(self.tokenizer, distinct, self.batch_size, device):
                 logits = self.model(**batch).logits

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from alignkit import lineage, runs
-from tests.conftest import CHAT_ROWS, REPO, write_jsonl
+from tests.conftest import CHAT_ROWS, REPO, run_cli, write_jsonl
 
 CONFIGS = REPO / "configs" / "accelerate"
 PAIRS = [
@@ -32,14 +32,18 @@ PAIRS = [
 ]
 
 
-def accelerate_launch(cwd: Path, *args: str, config: str = "ddp.yaml") -> subprocess.CompletedProcess[str]:
-    """`accelerate launch --config_file CONFIG --num_processes 2 -m alignkit.cli ARGS` with this checkout."""
+def accelerate_launch(
+    cwd: Path, *args: str, config: str = "ddp.yaml", check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`accelerate launch -q --config_file CONFIG --num_processes 2 -m alignkit.cli ARGS` with this checkout (`-q`:
+    a failed process's exit without the launcher's own traceback); `check`: it must succeed."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    command = [accelerate, "launch", "--config_file", str(CONFIGS / config), "--num_processes", "2"]
+    command = [accelerate, "launch", "-q", "--config_file", str(CONFIGS / config), "--num_processes", "2"]
     command += ["--main_process_port", "0", "-m", "alignkit.cli", *args]  # port 0: a free one
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=240, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
@@ -98,6 +102,20 @@ def test_dpo_two_processes_from_the_sft_run(sft_run, tmp_path):
     assert model is not None
 
 
+def test_reward_two_processes_score_validation_with_one_progress_bar(sft_run, tmp_path):
+    """Every process scores the validation pairs (the model's forward is collective under FSDP/ZeRO-3); the main
+    process alone draws the bar and writes the run."""
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    result = accelerate_launch(
+        tmp_path, "reward", "--from", str(sft_run.path), "--data", str(pairs), "--max-steps", "2",
+        "--set", "trainer.per_device_train_batch_size=2", "--set", "trainer.logging_steps=1",
+    )  # fmt: skip
+    run = only_run(tmp_path / "runs")
+    assert_written_by_main_only(run, steps=2)
+    assert run.metrics["pairwise_accuracy"] is not None
+    assert result.stderr.count("scoring validation pairs:   0%") == 1, "one bar, not one per process"
+
+
 def test_fsdp_shards_on_cpu_and_saves_the_whole_adapter(sft_run, tiny_model, tmp_path):
     """FSDP2 runs on CPUs (gloo) too: the adapter is gathered from the shards and saved whole by the main process."""
     from safetensors import safe_open
@@ -120,3 +138,57 @@ def test_fsdp_shards_on_cpu_and_saves_the_whole_adapter(sft_run, tiny_model, tmp
     assert all(v.abs().sum() > 0 for k, v in sharded.items() if "lora_B" in k), "trained, not zero-initialised"
     model, _ = lineage.load_run_model(run.path)
     assert model is not None
+
+
+def test_bad_data_is_one_error_line_not_one_per_process(tiny_model, tmp_path):
+    """Both processes find the same bad row: the user reads it once, as the one line a single process prints."""
+    bad = write_jsonl(tmp_path / "chat.jsonl", [*CHAT_ROWS[:3], {"instruction": "Add 2 and 2."}])
+    result = accelerate_launch(tmp_path, "sft", "--data", str(bad), "--model", tiny_model, check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "chat.jsonl:line 4" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_generate_splits_the_prompts_between_processes(sft_run, tmp_path):
+    """Each process samples its share of the prompts (its own seed: the seed plus its rank); the main process alone
+    writes every row, in prompt order."""
+    import torch
+
+    import alignkit
+
+    questions = [f"What is {i} times {i}?" for i in range(5)]
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": q} for q in questions])
+    sampling = ["--n", "2", "--max-new-tokens", "6", "--batch-size", "1", "--seed", "3"]
+    result = accelerate_launch(
+        tmp_path, "generate", "--from", str(sft_run.path), "--prompts", str(prompts), "--out", "out.jsonl", *sampling
+    )
+    assert result.stderr.count("candidates written") == 1
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["prompt"][-1]["content"] for row in rows] == questions
+    assert not (tmp_path / "out.jsonl.partial").exists()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the launched processes (OMP_NUM_THREADS=1): the same arithmetic, the same draws
+    try:
+        for rank in (0, 1):  # prompts 0, 2, 4 were rank 0's with seed 3; 1, 3 rank 1's with seed 4
+            share = write_jsonl(tmp_path / f"share-{rank}.jsonl", [{"prompt": q} for q in questions[rank::2]])
+            out = alignkit.candidates(
+                share, tmp_path / f"alone-{rank}.jsonl", n=2, from_run=sft_run.path, max_new_tokens=6,
+                seed=3 + rank, batch_size=1,
+            )  # fmt: skip
+            alone = [[c["text"] for c in json.loads(line)["candidates"]] for line in out.read_text().splitlines()]
+            assert [[c["text"] for c in row["candidates"]] for row in rows[rank::2]] == alone
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_commands_that_run_in_one_process_refuse_accelerate_launch(tmp_path):
+    """`alignkit eval` under accelerate would evaluate everything once per process, each writing the same files."""
+    launched = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}  # what the launcher sets in each process
+    result = run_cli("eval", "--runs", str(tmp_path), "--out", str(tmp_path / "eval"), cwd=tmp_path, env=launched)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: alignkit eval runs in one process, not under accelerate launch")
+    assert not (tmp_path / "eval").exists()
