@@ -438,6 +438,7 @@ def evaluate_models(
     rows = [
         {
             "prompt": p.messages,
+            **({"tools": p.tools} if p.tools else {}),  # what the answer was generated with
             "skill": p.spec.skill,
             **spec[i],
             "run": name,

@@ -308,6 +308,7 @@ def test_reward_and_kl_of_tool_prompts_see_the_tools_the_answers_were_generated_
     assert kl([WEATHER_TOOL]) != pytest.approx(kl(None), abs=1e-3)
     assert next(row["reward"] for row in rows if row["run"] == "b") == pytest.approx(reward([WEATHER_TOOL]), abs=1e-4)
     assert results["comparisons"]["b vs a"]["kl_to_baseline"] == pytest.approx(kl([WEATHER_TOOL]), abs=1e-3)
+    assert [row["tools"] for row in rows] == [[WEATHER_TOOL]] * 2  # answers.jsonl says what each was answered with
 
 
 def test_prompts_are_checked_once_per_chat_template_not_once_per_model(tiny_model, monkeypatch):
