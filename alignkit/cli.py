@@ -376,6 +376,8 @@ def eval_command(
         if note:
             console.print(note, soft_wrap=True)
     print_alarms(results["alarms"])
+    if reused := sum(figures.get("reused_answers", 0) for figures in results["runs"].values()):
+        console.print(f"reused {reused} answers of the evaluation this one replaced (same models, prompts and tokens)")
     console.print(f"report: {Path(out) / 'report.md'}")
 
 

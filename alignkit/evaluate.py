@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
@@ -325,6 +326,8 @@ def evaluate_models(
     trained_on_scorer: Collection[str] = (),
     pairs: Sequence[Pair] | None = None,
     ancestors: dict[str, Sequence[str]] | None = None,
+    fingerprints: dict[str, str] | None = None,
+    earlier: dict[tuple[str, str], str] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, answer rows). `models_to_evaluate`: (name, loader) pairs in order, the base first when given (its
     perplexity is the forgetting baseline). `pairs`: the comparisons, (policy, baseline) names; by default each model
@@ -333,13 +336,21 @@ def evaluate_models(
     and a comparison's verdict weighs its policy's alarms. At most two models are in memory at once (the current one
     and a baseline kept for later ones' KL; a baseline needed after another was kept is loaded once more at the
     end). `trained_on_scorer`: the names of models trained against `scorer` (`lineage.trained_against`), whose
-    verdicts also weigh the scorer's own alarms."""
+    verdicts also weigh the scorer's own alarms. `fingerprints`: each model's `model_fingerprint`; `earlier`: answers
+    of an earlier evaluation at this `max_new_tokens`, by (fingerprint, `prompt_key`), reused instead of answering
+    again (`reused_answers` in each model's figures)."""
     names = [name for name, _ in models_to_evaluate]
     pairs = list(dict.fromkeys(pairs if pairs is not None else neighbour_pairs(names)))
     ancestors = ancestors if ancestors is not None else {n: names[:i][::-1] for i, n in enumerate(names)}
     oracle = oracle_judge(rule) if rule else None  # an unknown rule is refused before any answer
     results: dict[str, Any] = {"prompts": len(prompts), "rule": rule, "runs": {}, "comparisons": {}, "alarms": {}}
     results["max_new_tokens"] = max_new_tokens
+    fingerprints, earlier = fingerprints or {}, earlier or {}
+    results["fingerprints"] = fingerprints
+    known = {
+        name: [earlier.get((fingerprints[name], prompt_key(p))) for p in prompts] if name in fingerprints else []
+        for name in names
+    }
     position = {name: i for i, name in enumerate(names)}
     loaders = dict(models_to_evaluate)
     answers: dict[str, list[str]] = {}
@@ -360,7 +371,8 @@ def evaluate_models(
         return sequence_logprobs(model, tokenizers[policy], messages, answers[policy], tools=tools)
 
     # one bar for the whole evaluation: answers are most of its time
-    with tqdm(total=len(models_to_evaluate) * len(prompts), desc="evaluating", unit="answer") as progress:
+    to_answer = len(names) * len(prompts) - sum(a is not None for found in known.values() for a in found)
+    with tqdm(total=to_answer, desc="evaluating", unit="answer") as progress:
         for name, load in models_to_evaluate:
             model, tokenizer = load()
             tokenizers[name] = tokenizer
@@ -369,9 +381,14 @@ def evaluate_models(
                 check_prompt_tools(tokenizer, prompts, "--prompts")
                 checked_templates.add(template)
             progress.set_postfix_str(f"{name}: answers")
-            answers[name] = greedy_replies(model, tokenizer, messages, max_new_tokens, 40, progress.update, tools)
+            found = known[name] or [None] * len(prompts)
+            missing = [i for i, a in enumerate(found) if a is None]
+            asked = [messages[i] for i in missing], [tools[i] for i in missing]
+            fresh = iter(greedy_replies(model, tokenizer, asked[0], max_new_tokens, 40, progress.update, asked[1]))
+            answers[name] = [next(fresh) if a is None else a for a in found]
             progress.set_postfix_str(f"{name}: perplexity, reward, KL")
             figures, checks[name] = answer_figures(prompts, answers[name])
+            figures["reused_answers"] = sum(a is not None for a in known[name])
             figures["general_ppl"] = perplexity(model, tokenizer, general)
             base_ppl = base_ppl or figures["general_ppl"]
             figures["forgetting"] = forgetting(base_ppl, figures["general_ppl"], forgetting_threshold)
@@ -784,6 +801,9 @@ def run_eval(
     on_scorer = [
         name for name, run in zip(names, loaded, strict=True) if reward_run and lineage.trained_against(run, reward_run)
     ]
+    precision = pick_precision(model_cfg.precision)
+    built = [("base", None), *zip(names, loaded, strict=True)]
+    fingerprints = {name: fp for name, run in built if (fp := model_fingerprint(model_cfg, precision, run))}
     results, rows = evaluate_models(
         to_evaluate,
         prompts,
@@ -795,10 +815,47 @@ def run_eval(
         on_scorer,
         pairs,
         evaluated_ancestors(loaded, names),
+        fingerprints,
+        earlier_answers(Path(out_dir), max_new_tokens) if overwrite else None,
     )
     results["prompts_file"] = prompts_file
     write_report(Path(out_dir), results, rows, overwrite)
     return results
+
+
+def model_fingerprint(model_cfg: Any, precision: Any, run: runs.Run | None = None) -> str | None:
+    """What a model's greedy answers depend on: its base's weights (`models.base_identity`), the precision, and the
+    files of each run it is built from (adapter, full model, tokenizer with its chat template). A run trained again
+    or resumed has other files: its answers are never taken for the earlier ones'. None where the base's weights
+    cannot be hashed (a hub id not on disk)."""
+    base = models.base_identity(model_cfg)
+    if not base.get("sha256"):
+        return None
+    parts: list[Any] = [base, str(precision)]
+    for step in run.lineage if run is not None else []:
+        for part in ("adapter", "model", "tokenizer"):
+            if (Path(step["run"]) / part).is_dir():
+                parts.append([part, paths.file_sha256(Path(step["run"]) / part)])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def earlier_answers(out_dir: Path, max_new_tokens: int) -> dict[tuple[str, str], str]:
+    """The answers of the evaluation in `out_dir` (about to be replaced), by (model fingerprint, `prompt_key`), when
+    it answered at `max_new_tokens`: none from an evaluation that recorded no fingerprints or another budget."""
+    try:
+        earlier = json.loads((out_dir / REPORT_MARKER).read_text(encoding="utf-8"))
+        fingerprints = earlier.get("fingerprints") or {}
+        if earlier.get("max_new_tokens") != max_new_tokens or not fingerprints:
+            return {}
+        with open(out_dir / "answers.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return {}
+    return {
+        (fingerprints[row["run"]], json.dumps([row["prompt"], row.get("tools") or []])): row["answer"]
+        for row in rows
+        if row.get("run") in fingerprints and isinstance(row.get("answer"), str)
+    }
 
 
 def comparison_pairs(

@@ -556,3 +556,37 @@ def test_alarms_are_a_run_against_its_ancestor_never_against_a_sibling():
     assert results["alarms"]["dpo-c vs sft"] == ["checked accuracy fell: 0.500 -> 0.400"]
     assert results["comparisons"]["dpo-c vs dpo"]["verdict"] == "flagged"
     assert results["comparisons"]["dpo-c vs base"]["verdict"] == "flagged"  # it beats the base, yet fell since SFT
+
+
+def test_an_evaluation_replaced_with_another_run_added_reuses_the_answers_it_has(sibling_runs, tmp_path):
+    """Adding a run to an evaluation (`--overwrite` into the same --out) answered every prompt again with every model:
+    on a real model, hours for answers it already had. Answers of the same model (base weights, precision, the
+    files of each run it is built from) at the same --max-new-tokens are now reused; a run trained again is not."""
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(sibling_runs, runs_dir)
+    prompts, general = small_eval_files(tmp_path)
+    out = tmp_path / "eval"
+    first = alignkit.evaluate_runs([runs_dir / "sft", runs_dir / "dpo"], out, prompts, general, max_new_tokens=6)
+    assert {n: f["reused_answers"] for n, f in first["runs"].items()} == {"base": 0, "sft": 0, "dpo": 0}
+    earlier = (out / "answers.jsonl").read_text().splitlines()
+
+    runs_argv = [arg for name in ("sft", "dpo", "dpo-b") for arg in ("--runs", str(runs_dir / name))]
+    argv = ["--prompts", str(prompts), "--general", str(general), "--max-new-tokens", "6", "--out", str(out)]
+    result = run_cli("eval", *runs_argv, *argv, "--overwrite")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"evaluating: 100%.* 2/2 ", result.stderr)  # only the added run answered
+    assert "reused 6 answers of the evaluation this one replaced" in result.stderr
+    rows = (out / "answers.jsonl").read_text().splitlines()
+    assert len(rows) == 4 * 2 and set(earlier) <= set(rows)  # complete, the earlier rows as they were
+    assert Counter(json.loads(row)["run"] for row in rows) == {"base": 2, "sft": 2, "dpo": 2, "dpo-b": 2}
+
+    from safetensors.torch import load_file, save_file
+
+    weights = runs_dir / "dpo" / "adapter" / "adapter_model.safetensors"  # as if trained again: other weights
+    save_file({name: tensor * 1.5 for name, tensor in load_file(weights).items()}, weights)
+    retrained = alignkit.evaluate_runs(
+        [runs_dir / "sft", runs_dir / "dpo"], out, prompts, general, max_new_tokens=6, overwrite=True
+    )
+    assert {n: f["reused_answers"] for n, f in retrained["runs"].items()} == {"base": 2, "sft": 2, "dpo": 0}
+    longer = alignkit.evaluate_runs([runs_dir / "sft"], out, prompts, general, max_new_tokens=7, overwrite=True)
+    assert {n: f["reused_answers"] for n, f in longer["runs"].items()} == {"base": 0, "sft": 0}
