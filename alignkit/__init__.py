@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from alignkit.errors import AlignkitError, python_api
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from alignkit.feedback.pull import PullResult
     from alignkit.playground import ModelPool
     from alignkit.runs import Run
@@ -259,11 +261,15 @@ def evaluate_runs(
     max_new_tokens: int = 64,
     limit: int | None = None,
     overwrite: bool = False,
+    baseline: str | Path | None = None,
+    compare: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`alignkit eval`: the base and every run answer held-out prompts (default: bundled sft_eval.jsonl); each is
-    compared with the one before it (win-rates with intervals, KL, alarms), all with the base (forgetting). Writes
-    eval.json, answers.jsonl, report.md and plots to `out`: a new or empty directory, or with `overwrite` an earlier
-    evaluation's, replaced whole."""
+    compared with the one before it, or with `baseline` (`"base"` or one of `runs`), and/or as `compare` names
+    (`"runs/dpo-b vs runs/dpo-a"`): win-rates with intervals, KL, verdicts; alarms are each model's against its
+    nearest evaluated ancestor; all are compared with the base for forgetting. Writes eval.json, answers.jsonl,
+    report.md and plots to `out`: a new or empty directory, or with `overwrite` an earlier evaluation's, replaced
+    whole."""
     from alignkit import evaluate
     from alignkit.paths import bundled_data
 
@@ -277,4 +283,6 @@ def evaluate_runs(
         max_new_tokens,
         limit=limit,
         overwrite=overwrite,
+        baseline=str(baseline) if baseline else None,
+        compare=list(compare),
     )

@@ -345,7 +345,8 @@ def synth_command(
 @app.command("eval", help="Evaluate the base and runs on held-out prompts: checked accuracy, degeneration, win-rates.")
 def eval_command(
     run_dirs: Annotated[
-        list[str], typer.Option("--runs", help="Run dirs (repeatable), each compared with the one before.")
+        list[str],
+        typer.Option("--runs", help="Run dirs (repeatable), each compared with the one before (or see --baseline)."),
     ],
     out: Annotated[
         str, typer.Option("--out", help="Directory for eval.json, answers.jsonl, report.md and plots.")
@@ -359,11 +360,21 @@ def eval_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier evaluation in the --out directory.")
     ] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option("--baseline", help="Compare every other model with this one: `base` or a --runs run."),
+    ] = None,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option("--compare", help="A comparison to make, 'RUN vs BASELINE' (repeatable; `base` is the base)."),
+    ] = None,
 ) -> None:
     import alignkit
     from alignkit import evaluate
 
-    results = alignkit.evaluate_runs(run_dirs, out, prompts, general, reward, rule, max_new_tokens, limit, overwrite)
+    results = alignkit.evaluate_runs(
+        run_dirs, out, prompts, general, reward, rule, max_new_tokens, limit, overwrite, baseline, compare or ()
+    )
     table = Table("model", "accuracy", "degenerate", "mean words", "general ppl", "forgetting", title="evaluation")
     for name, figures in results["runs"].items():
         flag = "yes" if figures["forgetting"]["forgetting"] else "no"
@@ -382,12 +393,15 @@ def eval_command(
             c = comparison["oracle"]
             low, high = c["interval_95"]
             console.print(
-                f"{name}: oracle win-rate {c['win_rate']:.3f} [{low:.3f}, {high:.3f}]: {comparison['verdict']}"
+                f"{name}{evaluate.lineage_note(comparison)}: oracle win-rate {c['win_rate']:.3f} "
+                f"[{low:.3f}, {high:.3f}]: {comparison['verdict']}"
             )
     for note in (evaluate.cut_off_note(results), evaluate.unchecked_note(results)):
         if note:
             console.print(note, soft_wrap=True)
     print_alarms(results["alarms"])
+    if reused := sum(figures.get("reused_answers", 0) for figures in results["runs"].values()):
+        console.print(f"reused {reused} answers of the evaluation this one replaced (same models, prompts and tokens)")
     console.print(f"report: {Path(out) / 'report.md'}")
 
 

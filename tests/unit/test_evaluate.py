@@ -308,6 +308,7 @@ def test_reward_and_kl_of_tool_prompts_see_the_tools_the_answers_were_generated_
     assert kl([WEATHER_TOOL]) != pytest.approx(kl(None), abs=1e-3)
     assert next(row["reward"] for row in rows if row["run"] == "b") == pytest.approx(reward([WEATHER_TOOL]), abs=1e-4)
     assert results["comparisons"]["b vs a"]["kl_to_baseline"] == pytest.approx(kl([WEATHER_TOOL]), abs=1e-3)
+    assert [row["tools"] for row in rows] == [[WEATHER_TOOL]] * 2  # answers.jsonl says what each was answered with
 
 
 def test_prompts_are_checked_once_per_chat_template_not_once_per_model(tiny_model, monkeypatch):
@@ -434,3 +435,158 @@ def test_sample_answers_show_where_the_last_run_and_its_parent_differ_not_where_
     picked = {example["skill"]: example for example in evaluate.examples(prompts, answers)}
     assert picked["greeting"]["prompt"] == "Hello, I'm Bo."  # the first where SFT and DPO differ
     assert picked["arithmetic"]["prompt"] == "2+2?"  # none differs: the skill's first prompt
+
+
+@pytest.fixture(scope="module")
+def sibling_runs(tmp_path_factory, tiny_model):
+    """runs/sft, and two DPO runs trained from it with different betas: runs/dpo and runs/dpo-b."""
+    from tests.conftest import train_sft_and_dpo
+
+    root = tmp_path_factory.mktemp("siblings")
+    runs_dir = train_sft_and_dpo(root, tiny_model, 2)
+    alignkit.dpo(
+        data={"paths": [str(root / "pairs.jsonl")]},
+        from_run=str(runs_dir / "sft"),
+        out=str(runs_dir / "dpo-b"),
+        trainer={"max_steps": 2, "beta": 0.5, "per_device_train_batch_size": 4, "learning_rate": 1e-2},
+    )
+    return runs_dir
+
+
+def test_baseline_and_compare_name_the_pairs_and_a_sibling_is_not_called_an_ancestor(sibling_runs, tmp_path):
+    """Two DPO runs from one SFT could not be compared with each other and with SFT in one evaluation: eval compared
+    each run with the one before it only, and called the sibling before it the baseline it was trained from."""
+    prompts, general = small_eval_files(tmp_path)
+    runs_argv = [arg for name in ("sft", "dpo", "dpo-b") for arg in ("--runs", str(sibling_runs / name))]
+    files = ["--prompts", str(prompts), "--general", str(general), "--max-new-tokens", "6", "--rule", "concise"]
+    out = tmp_path / "eval"
+    compare = f"dpo-b vs {sibling_runs / 'dpo'}"  # by name or by path
+    result = run_cli("eval", *runs_argv, *files, "--baseline", "sft", "--compare", compare, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "eval.json").read_text())
+    comparisons = report["comparisons"]
+    assert list(comparisons) == ["dpo-b vs dpo", "base vs sft", "dpo vs sft", "dpo-b vs sft"]
+    assert {k: c["baseline_is"] for k, c in comparisons.items()} == {
+        "dpo-b vs dpo": "not in its lineage",
+        "base vs sft": "descendant",
+        "dpo vs sft": "ancestor",
+        "dpo-b vs sft": "ancestor",
+    }
+    assert (
+        "dpo is not an ancestor of dpo-b" in result.stderr
+        and "dpo is not an ancestor" in (out / "report.md").read_text()
+    )
+    answers: dict[str, list[str]] = {}
+    for row in map(json.loads, (out / "answers.jsonl").read_text().splitlines()):
+        answers.setdefault(row["run"], []).append(row["answer"])
+    loaded = evaluate.load_eval_prompts(str(prompts))
+    for key, comparison in comparisons.items():  # each pair judged on its own two models' answers
+        judged = evaluate.win_rate(loaded, answers[comparison["policy"]], answers[comparison["baseline"]],
+                                   evaluate.oracle_judge("concise"))  # fmt: skip
+        assert comparison["oracle"] == judged, key
+    # the default (each with the one before it) gives the same KL for the pair it shares: the baseline kept in memory
+    # or loaded again at the end score the policy's answers alike
+    chained = alignkit.evaluate_runs(
+        [sibling_runs / n for n in ("sft", "dpo", "dpo-b")], tmp_path / "chain", prompts, general, rule="concise",
+        max_new_tokens=6,
+    )  # fmt: skip
+    for key in ("dpo vs sft", "dpo-b vs dpo"):
+        assert comparisons[key]["kl_to_baseline"] == pytest.approx(chained["comparisons"][key]["kl_to_baseline"])
+    assert chained["comparisons"]["dpo-b vs dpo"]["baseline_is"] == "not in its lineage"
+    assert set(chained["alarms"]) >= {"sft vs base", "dpo vs sft", "dpo-b vs sft"}  # each against its own parent
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--baseline", "runs/rl"], "--baseline runs/rl: not one of the evaluated models (base, sft, dpo)"),
+        (["--compare", "dpo"], "--compare 'dpo': expected 'RUN vs BASELINE'"),
+        (["--compare", "dpo vs dpo"], "--compare dpo vs dpo: a model against itself"),
+        (["--rule", "carefull"], "unknown oracle rule 'carefull'"),  # was refused after two models had answered
+    ],
+)
+def test_a_bad_comparison_or_rule_is_refused_before_any_answer(sibling_runs, tmp_path, option, expected):
+    prompts, general = small_eval_files(tmp_path)
+    out = tmp_path / "eval"
+    runs_argv = ["--runs", str(sibling_runs / "sft"), "--runs", str(sibling_runs / "dpo")]
+    result = run_cli(
+        "eval", *runs_argv, "--prompts", str(prompts), "--general", str(general), *option, "--out", str(out)
+    )
+    assert result.returncode != 0 and expected in result.stderr and "Traceback" not in result.stderr
+    assert "evaluating" not in result.stderr and not out.exists()
+
+
+def test_alarms_are_a_run_against_its_ancestor_never_against_a_sibling():
+    """Compared with a sibling DPO run that answers more prompts right, a DPO run that did better than its SFT parent
+    got "checked accuracy fell" and the verdict `flagged`: a difference between two runs read as reward hacking. A run
+    that fell against its own parent stays flagged in every comparison, whatever it beats."""
+    prompts = [Prompt([{"role": "user", "content": f"q{i}"}]) for i in range(12)]
+    better = evaluate.win_rate(prompts, ["a"] * 12, ["a b c"] * 12, evaluate.oracle_judge("concise", exact=True))
+    figures = {"degenerate_rate": 0.0}
+    results = {
+        "runs": {
+            "base": figures | {"accuracy": 0.2},
+            "sft": figures | {"accuracy": 0.5},
+            "dpo": figures | {"accuracy": 0.9},
+            "dpo-b": figures | {"accuracy": 0.7},
+            "dpo-c": figures | {"accuracy": 0.4},
+        },
+        "comparisons": {},
+        "alarms": {},
+    }
+    ancestors = {
+        "base": [],
+        "sft": ["base"],
+        "dpo": ["sft", "base"],
+        "dpo-b": ["sft", "base"],
+        "dpo-c": ["sft", "base"],
+    }
+    for policy, baseline in (("dpo-b", "dpo"), ("dpo-c", "dpo"), ("dpo-c", "base")):
+        results["comparisons"][f"{policy} vs {baseline}"] = {
+            "policy": policy,
+            "baseline": baseline,
+            "baseline_is": evaluate.relation(policy, baseline, ancestors),
+            "oracle": better,
+        }
+    subjects = evaluate.lineage_alarms(results, ancestors)
+    evaluate.take_verdicts(results, subjects)
+    assert subjects == {"sft": "sft vs base", "dpo": "dpo vs sft", "dpo-b": "dpo-b vs sft", "dpo-c": "dpo-c vs sft"}
+    assert results["alarms"]["dpo-b vs dpo"] == [] and results["alarms"]["dpo-b vs sft"] == []
+    assert results["comparisons"]["dpo-b vs dpo"]["verdict"] == "better"
+    assert results["alarms"]["dpo-c vs sft"] == ["checked accuracy fell: 0.500 -> 0.400"]
+    assert results["comparisons"]["dpo-c vs dpo"]["verdict"] == "flagged"
+    assert results["comparisons"]["dpo-c vs base"]["verdict"] == "flagged"  # it beats the base, yet fell since SFT
+
+
+def test_an_evaluation_replaced_with_another_run_added_reuses_the_answers_it_has(sibling_runs, tmp_path):
+    """Adding a run to an evaluation (`--overwrite` into the same --out) answered every prompt again with every model:
+    on a real model, hours for answers it already had. Answers of the same model (base weights, precision, the
+    files of each run it is built from) at the same --max-new-tokens are now reused; a run trained again is not."""
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(sibling_runs, runs_dir)
+    prompts, general = small_eval_files(tmp_path)
+    out = tmp_path / "eval"
+    first = alignkit.evaluate_runs([runs_dir / "sft", runs_dir / "dpo"], out, prompts, general, max_new_tokens=6)
+    assert {n: f["reused_answers"] for n, f in first["runs"].items()} == {"base": 0, "sft": 0, "dpo": 0}
+    earlier = (out / "answers.jsonl").read_text().splitlines()
+
+    runs_argv = [arg for name in ("sft", "dpo", "dpo-b") for arg in ("--runs", str(runs_dir / name))]
+    argv = ["--prompts", str(prompts), "--general", str(general), "--max-new-tokens", "6", "--out", str(out)]
+    result = run_cli("eval", *runs_argv, *argv, "--overwrite")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"evaluating: 100%.* 2/2 ", result.stderr)  # only the added run answered
+    assert "reused 6 answers of the evaluation this one replaced" in result.stderr
+    rows = (out / "answers.jsonl").read_text().splitlines()
+    assert len(rows) == 4 * 2 and set(earlier) <= set(rows)  # complete, the earlier rows as they were
+    assert Counter(json.loads(row)["run"] for row in rows) == {"base": 2, "sft": 2, "dpo": 2, "dpo-b": 2}
+
+    from safetensors.torch import load_file, save_file
+
+    weights = runs_dir / "dpo" / "adapter" / "adapter_model.safetensors"  # as if trained again: other weights
+    save_file({name: tensor * 1.5 for name, tensor in load_file(weights).items()}, weights)
+    retrained = alignkit.evaluate_runs(
+        [runs_dir / "sft", runs_dir / "dpo"], out, prompts, general, max_new_tokens=6, overwrite=True
+    )
+    assert {n: f["reused_answers"] for n, f in retrained["runs"].items()} == {"base": 2, "sft": 2, "dpo": 0}
+    longer = alignkit.evaluate_runs([runs_dir / "sft"], out, prompts, general, max_new_tokens=7, overwrite=True)
+    assert {n: f["reused_answers"] for n, f in longer["runs"].items()} == {"base": 0, "sft": 0}
