@@ -55,6 +55,8 @@ FLAGS = {
     "model.name": "--model",
     "from_run": "--from",
     "runs": "--runs",
+    "baseline": "--baseline",
+    "compare": "--compare",
     "reward_run": "--reward",
     "out": "--out",
     "resume": "--resume",

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from alignkit import judges, lineage, models, paths, runs
 from alignkit.data.formats import read_prompt_rows
 from alignkit.data.validate import convert_all
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, option
 from alignkit.generate import check_counts, check_prompt_tools, greedy_replies
 from alignkit.hardware import pick_precision
 from alignkit.jsonl import prompt_and_reply
@@ -889,12 +889,13 @@ def comparison_pairs(
     known = {"base": "base"} | dict(zip(names, names, strict=True)) | dict(zip(run_dirs, names, strict=True))
     by_path = {Path(d).resolve(): name for d, name in zip(run_dirs, names, strict=True)}
 
-    def find(text: str, flag: str) -> str:
+    def find(text: str, key: str) -> str:
         name = known.get(text) or by_path.get(Path(text).resolve())
         if name is None:
             raise AlignkitError(
-                f"{flag} {text}: not one of the evaluated models ({', '.join(['base', *names])})",
-                "name `base` or a run passed to --runs (its path, or its name in the report); add a run with --runs",
+                f"{option(key)} {text}: not one of the evaluated models ({', '.join(['base', *names])})",
+                f"name `base` or a run passed to {option('runs')} (its path, or its name in the report); add a run "
+                f"with {option('runs')}",
             )
         return name
 
@@ -903,15 +904,18 @@ def comparison_pairs(
         policy, sep, other = text.partition(" vs ")
         if not sep or not policy.strip() or not other.strip():
             raise AlignkitError(
-                f"--compare {text!r}: expected 'RUN vs BASELINE'", "e.g. --compare 'runs/dpo-b vs runs/dpo-a'"
+                f"{option('compare')} {text!r}: expected 'RUN vs BASELINE'",
+                f"e.g. {option('compare', ['runs/dpo-b vs runs/dpo-a'])}",
             )
-        pairs.append((find(policy.strip(), "--compare"), find(other.strip(), "--compare")))
+        pairs.append((find(policy.strip(), "compare"), find(other.strip(), "compare")))
     if baseline:
-        chosen = find(baseline, "--baseline")
+        chosen = find(baseline, "baseline")
         pairs += [(name, chosen) for name in ["base", *names] if name != chosen]
     for policy, other in pairs:
         if policy == other:
-            raise AlignkitError(f"--compare {policy} vs {other}: a model against itself", "compare two models")
+            raise AlignkitError(
+                f"{option('compare')} {policy} vs {other}: a model against itself", "compare two models"
+            )
     return list(dict.fromkeys(pairs))
 
 

@@ -516,6 +516,17 @@ def test_a_bad_comparison_or_rule_is_refused_before_any_answer(sibling_runs, tmp
     assert "evaluating" not in result.stderr and not out.exists()
 
 
+def test_a_bad_comparison_from_python_names_the_keywords(sibling_runs, tmp_path):
+    import alignkit
+
+    prompts, general = small_eval_files(tmp_path)
+    runs_given = [str(sibling_runs / "sft"), str(sibling_runs / "dpo")]
+    with pytest.raises(AlignkitError) as raised:
+        alignkit.evaluate_runs(runs_given, tmp_path / "eval", prompts, general, baseline="runs/rl")
+    assert "`baseline` runs/rl: not one of the evaluated models" in str(raised.value)
+    assert "passed to `runs`" in raised.value.hint and "--" not in str(raised.value)
+
+
 def test_alarms_are_a_run_against_its_ancestor_never_against_a_sibling():
     """Compared with a sibling DPO run that answers more prompts right, a DPO run that did better than its SFT parent
     got "checked accuracy fell" and the verdict `flagged`: a difference between two runs read as reward hacking. A run
