@@ -78,8 +78,10 @@ class PromptSpec:
         reference, skill = row.get("reference"), row.get("skill")
         if reference is not None and not isinstance(reference, str | int | float):
             raise RowError("reference", "expected a string or a number")
+        if skill is not None and (isinstance(skill, bool) or not isinstance(skill, str | int)):
+            raise RowError("skill", "expected a label: a string (or a number)")
         return cls(
-            skill=skill if isinstance(skill, str) and skill else None,
+            skill=str(skill) if skill not in (None, "") else None,  # `3` is a label too: not counted `unlabelled`
             reference=None if reference is None or reference == "" else str(reference),
             must_contain=tuple(must),
             decline=row.get("decline", False),

@@ -185,6 +185,9 @@ def test_prompt_spec_rejects_wrong_types_with_the_field_named():
         PromptSpec.from_row({"must_contain": 3})
     with pytest.raises(RowError, match="decline"):
         PromptSpec.from_row({"decline": "yes"})
+    with pytest.raises(RowError, match="skill"):
+        PromptSpec.from_row({"skill": ["math"]})
+    assert PromptSpec.from_row({"skill": 3}).skill == "3"  # it was dropped: the prompt counted as unlabelled
     assert PromptSpec.from_json(FELIX.spec.to_json()) == FELIX.spec
 
 
