@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -117,15 +118,23 @@ def check_template_renders(tokenizer: Any, rows: list[dict[str, Any]], source: s
 
 def load_text(paths: list[str], flag: str = "--data", field: str = "text") -> list[dict[str, str]]:
     """`{"text": ...}` rows for pretraining (and the forgetting check's general text); chat rows are accepted and
-    flattened to their contents. `flag`: the option that named `paths`; `field`: the column that holds the text
-    (pretraining: TRL's `trainer.dataset_text_field`)."""
+    flattened to their contents. A paragraph of a .txt/.md file also names its `document` (the file), which `split`
+    holds out whole. `flag`: the option that named `paths`; `field`: the column that holds the text (pretraining:
+    TRL's `trainer.dataset_text_field`)."""
+    rows = []
+    for path in paths:
+        file_rows = read_rows(path, flag)
+        texts = convert_all(file_rows, lambda row: text_row(row, field), text_expected(field, flag))
+        for row, text in zip(file_rows, texts, strict=True):
+            rows.append(text | {"document": row.document} if row.document else text)
+    return rows
+
+
+def text_expected(field: str, flag: str) -> str:
     expected = f"{{{field}: str}} rows, or .txt/.md files"
     if flag == "--data":  # pretraining, where TRL's own option names the column
         expected += "; for text in another column: --set trainer.dataset_text_field=COLUMN"
-    rows = []
-    for path in paths:
-        rows += convert_all(read_rows(path, flag), lambda row: text_row(row, field), expected)
-    return rows
+    return expected
 
 
 def text_row(data: dict[str, Any], field: str = "text") -> dict[str, str]:
@@ -204,26 +213,67 @@ def split(
     `max_rows`; at least one validation row when size > 0 and there are 2+ rows.
 
     Rows that share a `prompt` (the pairs of one ranking, a prompt's KTO rows) stay on one side: a validation
-    figure on prompts the model trained on would measure memory, not generalisation."""
+    figure on prompts the model trained on would measure memory, not generalisation. So do the paragraphs of one
+    `document` (a .txt/.md file), held out as `held_out_documents` picks them."""
     import json
     import random
 
+    if size <= 0 or len(rows) < 2:
+        return rows, []
+    target = validation_target(len(rows), size, max_rows)
+    if any("document" in row for row in rows):
+        sizes = [len(list(same)) for _, same in itertools.groupby(rows, key=lambda row: row.get("document") or id(row))]
+        ranges = held_out_documents(sizes, target, seed)
+        held = {i for start, stop in ranges for i in range(start, stop)}
+        return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         key = json.dumps(row["prompt"], sort_keys=True) if "prompt" in row else f"row {i}"
         groups.setdefault(key, []).append(i)
-    if size <= 0 or len(groups) < 2:
+    if len(groups) < 2:
         return rows, []
     order = list(groups.values())
     random.Random(seed).shuffle(order)
-    target = round(size if size >= 1 else len(rows) * size)
-    target = min(len(rows) - 1, max_rows or target, max(1, target))
-    held: set[int] = set()
+    held = set()
     for members in order[:-1]:  # whole prompts, until the share is reached; never every prompt
         if len(held) >= target:
             break
         held.update(members)
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+
+
+def validation_target(rows: int, size: float, max_rows: int | None) -> int:
+    """How many of `rows` rows to hold out: `size` a fraction or a number, at most `max_rows`, 1 to rows - 1."""
+    target = round(size if size >= 1 else rows * size)
+    return min(rows - 1, max_rows or target, max(1, target))
+
+
+def held_out_documents(sizes: list[int], target: int, seed: int) -> list[tuple[int, int]]:
+    """The (start, stop) row ranges to hold out of documents of `sizes` rows, laid end to end: whole documents in a
+    seeded order, each that keeps the held rows within twice `target`, until `target` is reached (never every
+    document); where none fits (one file, or files each larger than that), one contiguous block of `target` rows at
+    a seeded place in a document that holds it. A held-out paragraph's neighbours are then held out too, but at the
+    block's two ends."""
+    import random
+
+    rng = random.Random(seed)
+    starts = list(itertools.accumulate(sizes, initial=0))
+    order = list(range(len(sizes)))
+    rng.shuffle(order)
+    chosen, held = [], 0
+    for document in order:
+        if held >= target:
+            break
+        if held + sizes[document] <= 2 * target and held + sizes[document] < starts[-1]:
+            chosen.append(document)
+            held += sizes[document]
+    if chosen:
+        return sorted((starts[d], starts[d + 1]) for d in chosen)
+    holding = [d for d in range(len(sizes)) if sizes[d] > target] or [max(range(len(sizes)), key=sizes.__getitem__)]
+    document = rng.choice(holding)
+    block = min(target, sizes[document])
+    start = starts[document] + rng.randrange(sizes[document] - block + 1)
+    return [(start, start + block)]
 
 
 def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str], str]:
@@ -252,9 +302,23 @@ def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple
     else:
         cap = cfg.max_validation_rows if size < 1 else None  # a number of rows asked for is taken as it is
         train_rows, eval_rows = split(rows, size, cfg.seed, cap)
-        asked = f"{size:g} of the rows" + (f", at most {cap}" if cap else "") if size < 1 else f"{size:g} rows"
-        source = f"random split: {len(eval_rows)} of {len(rows)} rows ({asked}, seed {cfg.seed})" if eval_rows else ""
-        source = source or "none"
+        documents = {row["document"] for row in rows if "document" in row}
+        whole = len({row.get("document") for row in eval_rows} - {row.get("document") for row in train_rows} - {None})
+        kind = held_out_kind(whole, len(documents)) if documents else "random split"
+        source = f"{kind}: {len(eval_rows)} of {len(rows)} rows ({asked(size, cap)}, seed {cfg.seed})"
+        source = source if eval_rows else "none"
     if cfg.max_rows:
         train_rows = train_rows[: cfg.max_rows]
     return train_rows, eval_rows, [*cfg.paths, *validation_paths], source
+
+
+def asked(size: float, cap: int | None) -> str:
+    """The validation share asked for, as the run's `validation` says it."""
+    return f"{size:g} of the rows" + (f", at most {cap}" if cap else "") if size < 1 else f"{size:g} rows"
+
+
+def held_out_kind(whole_files: int, files: int) -> str:
+    """How `held_out_documents` held out rows of text files, as the run's `validation` says it."""
+    if whole_files:
+        return f"{whole_files} of {files} files held out whole"
+    return "a contiguous block of a file held out"

@@ -79,6 +79,7 @@ class Row:
 
     where: str  # e.g. "data.jsonl:line 7"
     data: dict[str, Any]
+    document: str | None = None  # the text file a paragraph row is part of (validation holds out whole documents)
 
 
 class RowError(Exception):
@@ -227,7 +228,7 @@ def read_text(path: Path) -> list[Row]:
                 start = number
             block.append(line)
         elif block:
-            rows.append(Row(f"{path}:line {start}", {"text": "\n".join(block)}))
+            rows.append(Row(f"{path}:line {start}", {"text": "\n".join(block)}, document=str(path)))
             block = []
     return rows
 

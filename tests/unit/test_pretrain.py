@@ -99,3 +99,30 @@ def test_a_pretrain_adapter_lowers_the_perplexity_of_held_out_domain_text_below_
     assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
     assert metrics["eval_perplexity_start"] == pytest.approx(math.exp(metrics["eval_loss_start"]))
     assert metrics["eval_perplexity"] < metrics["eval_perplexity_start"]
+
+
+def domain_paragraphs() -> list[str]:
+    return [json.loads(line)["text"] for line in bundled_data("domain_text.jsonl").read_text().splitlines()]
+
+
+def test_validation_holds_out_whole_text_files_or_one_contiguous_block_of_one(tmp_path):
+    """Paragraphs of .txt files were held out one by one at random: a held-out paragraph's neighbours in its file
+    trained, so validation loss measured memory of the text around it. Now whole files are held out where there are
+    several, and one contiguous block of paragraphs where there is one file."""
+    paragraphs = domain_paragraphs()[:60]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for number in range(6):
+        (corpus / f"chapter{number}.txt").write_text("\n\n".join(paragraphs[number * 10 : (number + 1) * 10]))
+    for seed in range(5):
+        train, validation, _, _ = load_split(DataConfig(paths=[str(corpus)], seed=seed), load_text)
+        held_files = {row["document"] for row in validation}
+        assert validation and not held_files & {row["document"] for row in train}
+        assert len(train) + len(validation) == 60 and len(held_files) < 6
+
+    one_file = tmp_path / "book.txt"
+    one_file.write_text("\n\n".join(paragraphs))
+    train, validation, _, _ = load_split(DataConfig(paths=[str(one_file)], validation_split=0.1), load_text)
+    first = paragraphs.index(validation[0]["text"])
+    assert [row["text"] for row in validation] == paragraphs[first : first + len(paragraphs) // 10]
+    assert [row["text"] for row in train] == paragraphs[:first] + paragraphs[first + len(validation) :]
