@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from alignkit.config import DataConfig
 from alignkit.data.formats import (
+    Row,
     RowError,
     check_not_conversation_text,
     detect_chat_format,
     has_tool_results,
     iter_assistant_turns,
+    iter_rows,
     read_rows,
     renders_tool_results,
     renders_tools,
@@ -24,7 +27,7 @@ from alignkit.data.formats import (
     tools_field,
     without_weights,
 )
-from alignkit.data.validate import convert_all
+from alignkit.data.validate import convert_all, converted_rows
 from alignkit.errors import AlignkitError
 
 CHAT_EXPECTED = (
@@ -279,23 +282,10 @@ def held_out_documents(sizes: list[int], target: int, seed: int) -> list[tuple[i
 def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str], str]:
     """(train rows, validation rows, data files, where the validation rows came from): explicit validation files,
     else the `validation` (or `test`) split of `datasets` save dirs, else a seeded split of the rows."""
-    if not cfg.paths:
-        raise AlignkitError("no training data given", "pass --data FILE (repeatable) or data.paths in the config")
+    check_split_settings(cfg)
     size = cfg.validation_split
-    if not (0 <= size < 1 or (size >= 1 and float(size).is_integer())):
-        raise AlignkitError(
-            f"config: data.validation_split must be a fraction in [0, 1) or a whole number of rows, got {size}",
-            "e.g. --set data.validation_split=0.1 or =200 (0: no validation rows)",
-        )
-    if cfg.max_validation_rows is not None and cfg.max_validation_rows < 1:
-        raise AlignkitError(
-            f"config: data.max_validation_rows must be at least 1, got {cfg.max_validation_rows}",
-            "set it to 1 or more, or to null for no cap (data.validation_split: 0 holds out none)",
-        )
     rows = load_rows(cfg.paths)
-    validation_paths = cfg.validation_paths
-    if not validation_paths and cfg.validation_split > 0:
-        validation_paths = [s for s in map(saved_validation_split, cfg.paths) if s]
+    validation_paths = given_validation_paths(cfg)
     if validation_paths:
         train_rows, eval_rows = rows, load_rows(validation_paths)
         source = f"{'files' if cfg.validation_paths else 'saved split'}: {', '.join(validation_paths)}"
@@ -322,3 +312,113 @@ def held_out_kind(whole_files: int, files: int) -> str:
     if whole_files:
         return f"{whole_files} of {files} files held out whole"
     return "a contiguous block of a file held out"
+
+
+def check_split_settings(cfg: DataConfig) -> None:
+    """Refuse a data config without data, or with a validation share or cap that means nothing, in one line."""
+    if not cfg.paths:
+        raise AlignkitError("no training data given", "pass --data FILE (repeatable) or data.paths in the config")
+    size = cfg.validation_split
+    if not (0 <= size < 1 or (size >= 1 and float(size).is_integer())):
+        raise AlignkitError(
+            f"config: data.validation_split must be a fraction in [0, 1) or a whole number of rows, got {size}",
+            "e.g. --set data.validation_split=0.1 or =200 (0: no validation rows)",
+        )
+    if cfg.max_validation_rows is not None and cfg.max_validation_rows < 1:
+        raise AlignkitError(
+            f"config: data.max_validation_rows must be at least 1, got {cfg.max_validation_rows}",
+            "set it to 1 or more, or to null for no cap (data.validation_split: 0 holds out none)",
+        )
+
+
+def given_validation_paths(cfg: DataConfig) -> list[str]:
+    """`data.validation_paths`, else the validation (or test) splits of the save dirs among the data paths."""
+    if cfg.validation_paths or cfg.validation_split <= 0:
+        return cfg.validation_paths
+    return [s for s in map(saved_validation_split, cfg.paths) if s]
+
+
+@dataclass(frozen=True)
+class TextStream:
+    """The training rows of a text corpus read as training goes (`data.streaming`), never held in memory: `paths`
+    read in order, the rows of `held` (validation) left out, the first `max_rows` if set. `len` is their number."""
+
+    paths: tuple[str, ...]
+    field: str  # the column read from data rows (`trainer.dataset_text_field`)
+    rows: int  # rows in `paths`, held-out ones included
+    held: tuple[tuple[int, int], ...] = ()  # (start, stop) ranges of row numbers across `paths`, from 0
+    max_rows: int | None = None
+
+    def __len__(self) -> int:
+        trained = self.rows - sum(stop - start for start, stop in self.held)
+        return min(trained, self.max_rows) if self.max_rows else trained
+
+    def dataset(self, column: str) -> Any:
+        """`datasets`' IterableDataset of `{column: text}` rows: one pass."""
+        from datasets import Features, IterableDataset, Value
+
+        stream = IterableDataset.from_generator(
+            stream_texts, features=Features({column: Value("string")}), gen_kwargs={"stream": self, "column": column}
+        )
+        return stream.take(self.max_rows) if self.max_rows else stream
+
+
+def stream_texts(stream: TextStream, column: str) -> Iterator[dict[str, str]]:
+    """The generator of `TextStream.dataset`: one pass over its training rows."""
+    for index, row in enumerate(iter_text_rows(stream.paths, stream.field)):
+        if not any(start <= index < stop for start, stop in stream.held):
+            yield {column: row["text"]}
+
+
+def iter_text_rows(paths: tuple[str, ...] | list[str], field: str) -> Iterator[dict[str, str]]:
+    for path in paths:
+        for row in iter_rows(path):
+            yield text_row(row.data, field)
+
+
+def count_text_rows(paths: list[str], field: str) -> list[int]:
+    """Every row of `paths` checked as `load_text` checks it (one line naming the first bad row), one at a time: the
+    rows of each file, in order."""
+    counts: dict[str, int] = {}
+
+    def counted(rows: Iterator[Row]) -> Iterator[Row]:
+        for row in rows:
+            counts[row.source] = counts.get(row.source, 0) + 1
+            yield row
+
+    for path in paths:
+        before = sum(counts.values())
+        for _ in converted_rows(
+            counted(iter_rows(path)), lambda row: text_row(row, field), text_expected(field, "--data")
+        ):
+            pass
+        if sum(counts.values()) == before:
+            raise AlignkitError(f"{path}: no rows (the file is empty)", "add at least one example")
+    return list(counts.values())
+
+
+def stream_text_split(cfg: DataConfig, field: str) -> tuple[TextStream, Rows, list[str], str]:
+    """`load_split` for a text corpus that trains as it is read (`data.streaming`): each file checked and its rows
+    counted in one pass, then the validation rows, the only ones held in memory: validation files, else whole
+    files or a block of one (`held_out_documents`, files as documents). The training rows: a `TextStream`."""
+    check_split_settings(cfg)
+    sizes = count_text_rows(cfg.paths, field)
+    total, held, source = sum(sizes), [], "none"
+    validation_paths = given_validation_paths(cfg)
+    if validation_paths:
+        eval_rows = [{"text": row["text"]} for row in load_text(validation_paths, field=field)]
+        source = f"{'files' if cfg.validation_paths else 'saved split'}: {', '.join(validation_paths)}"
+    elif cfg.validation_split > 0 and total >= 2:
+        cap = cfg.max_validation_rows if cfg.validation_split < 1 else None
+        held = held_out_documents(sizes, validation_target(total, cfg.validation_split, cap), cfg.seed)
+        wanted = {i for start, stop in held for i in range(start, stop)}
+        last = max(stop for _, stop in held)
+        rows = itertools.islice(iter_text_rows(cfg.paths, field), last)
+        eval_rows = [{"text": row["text"]} for i, row in enumerate(rows) if i in wanted]
+        starts = list(itertools.accumulate(sizes, initial=0))
+        kind = held_out_kind(len(set(held) & set(itertools.pairwise(starts))), len(sizes))
+        source = f"{kind}: {len(eval_rows)} of {total} rows ({asked(cfg.validation_split, cap)}, seed {cfg.seed})"
+    else:
+        eval_rows = []
+    stream = TextStream(tuple(cfg.paths), field, total, tuple(held), cfg.max_rows)
+    return stream, eval_rows, [*cfg.paths, *validation_paths], source
