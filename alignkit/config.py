@@ -60,6 +60,8 @@ class DataConfig:
     validation_paths: list[str] = field(default_factory=list)  # explicit validation files instead of a split
     max_rows: int | None = None  # use the first N rows (after validation of the whole file)
     seed: int = 42
+    # pretrain: read the text as training goes (datasets' IterableDataset), not into memory; needs trainer.max_steps
+    streaming: bool = False
 
     def __post_init__(self) -> None:
         self.paths, self.validation_paths = ([local_path(p) for p in ps] for ps in (self.paths, self.validation_paths))

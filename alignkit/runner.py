@@ -67,6 +67,8 @@ class Recipe:
     load_rows: Callable[[Any, list[str]], Rows]  # (cfg, data files) -> rows, each file validated
     build: Callable[[Plan], Any]  # -> the TRL trainer
     head: str = "causal-lm"  # or lineage.REWARD_HEAD
+    # `data.streaming`: (cfg) -> `data.load_split`'s four values, the training rows a `data.TextStream`
+    load_stream: Callable[[Any], tuple[Any, Rows, list[str], str]] | None = None
     needs_policy: bool = False  # `--from` a policy is required, and its adapter is continued unless `peft:` is set
     prepare: Callable[[Any], Any] = lambda cfg: cfg  # checks and defaults of cfg before any data loads
     trainer_defaults: Callable[[Plan], dict[str, Any]] = lambda plan: {}  # under the user's `trainer:` keys
@@ -84,7 +86,7 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     parent = parent_run(recipe, cfg.from_run, cfg.model.name)
     if parent:
         cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
-    train_rows, eval_rows, files, validation = data.load_split(cfg.data, lambda paths: recipe.load_rows(cfg, paths))
+    train_rows, eval_rows, files, validation = load_data(recipe, cfg)
     path = runs.plan_path(recipe.stage, cfg)
     precision = hardware.pick_precision(cfg.model.precision)
     continues = recipe.needs_policy and not cfg.peft and parent is not None and parent.adapter_dir.is_dir()
@@ -120,7 +122,8 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
                 cfg, plan.run, precision, head=recipe.head
             )
         with preparing(len(plan.train_rows) + len(plan.eval_rows)):
-            data.check_template_renders(plan.tokenizer, plan.train_rows + plan.eval_rows, ", ".join(plan.files))
+            rows = plan.eval_rows if isinstance(plan.train_rows, data.TextStream) else plan.train_rows + plan.eval_rows
+            data.check_template_renders(plan.tokenizer, rows, ", ".join(plan.files))
             trainer = build_with_adapter(recipe, plan)
         training.trainable_tokens_for_trl(trainer.model)
         training.add_callbacks(trainer, plan.run, cfg, has_eval=bool(eval_rows))
@@ -140,6 +143,18 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
         raise
     finally:  # the run's log.txt takes nothing of what the process does next (another stage, chatting with it)
         runs.detach_log(plan.run)
+
+
+def load_data(recipe: Recipe, cfg: Any) -> tuple[Any, Rows, list[str], str]:
+    """`data.load_split` of the stage's rows, or its stream with `data.streaming` (refused where it has none)."""
+    if not cfg.data.streaming:
+        return data.load_split(cfg.data, lambda paths: recipe.load_rows(cfg, paths))
+    if recipe.load_stream is None:
+        raise AlignkitError(
+            f"config: data.streaming is for `alignkit pretrain`'s text, not {recipe.stage} rows",
+            "drop data.streaming (or set it false)",
+        )
+    return recipe.load_stream(cfg)
 
 
 def preparing(rows: int) -> Any:

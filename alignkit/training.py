@@ -827,12 +827,13 @@ def sft_classes(cfg: Any) -> tuple[type[Any], type[Any]]:
 
 
 def build_sft(plan: Any, to_examples: Callable[[Rows], Rows]) -> Any:
-    """The SFTTrainer of a `runner.Plan` (`sft` and `pretrain`): rows made examples, padding-free batches unless
-    `trainer.padding_free` is set."""
+    """The SFTTrainer of a `runner.Plan` (`sft` and `pretrain`): rows made examples (a list, or a `datasets`
+    IterableDataset where the rows stream), padding-free batches unless `trainer.padding_free` is set."""
     examples = to_examples(plan.train_rows), to_examples(plan.eval_rows)
     trainer = sft_trainer(plan.args, plan.model, plan.tokenizer, plan.peft_config, *examples)
-    plan.left_out = rows_left_out(trainer, *map(len, examples))
-    plan.cut = examples_cut(trainer, *examples)
+    if isinstance(examples[0], list):  # a stream's examples are prepared as training reads them
+        plan.left_out = rows_left_out(trainer, *map(len, examples))
+        plan.cut = examples_cut(trainer, *examples)
     if "padding_free" not in plan.cfg.trainer:  # `trainer.padding_free: false` keeps padded batches
         use_padding_free(trainer, plan.peft_config)
     return trainer
@@ -969,9 +970,9 @@ def sft_args(cfg: TrainStageConfig, path: Any, has_eval: bool, precision: hardwa
 
 
 def sft_trainer(
-    args: Any, model: Any, tokenizer: Any, peft_config: Any, train_examples: Rows, eval_examples: Rows
+    args: Any, model: Any, tokenizer: Any, peft_config: Any, train_examples: Rows | Any, eval_examples: Rows
 ) -> Any:
-    """TRL's SFTTrainer on prompt->completion (or text) examples."""
+    """TRL's SFTTrainer on prompt->completion (or text) examples; `train_examples` a list or an IterableDataset."""
     from trl import SFTTrainer
 
     from datasets import Dataset
@@ -981,7 +982,9 @@ def sft_trainer(
     return SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(train_examples, on_mixed_types="use_json"),
+        train_dataset=Dataset.from_list(train_examples, on_mixed_types="use_json")
+        if isinstance(train_examples, list)
+        else train_examples,
         eval_dataset=Dataset.from_list(eval_examples, on_mixed_types="use_json") if eval_examples else None,
         processing_class=tokenizer,
         peft_config=peft_config,

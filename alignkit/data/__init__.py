@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from alignkit.config import DataConfig
 from alignkit.data.formats import (
+    Row,
     RowError,
     check_not_conversation_text,
     detect_chat_format,
     has_tool_results,
     iter_assistant_turns,
+    iter_rows,
     read_rows,
     renders_tool_results,
     renders_tools,
@@ -23,7 +27,7 @@ from alignkit.data.formats import (
     tools_field,
     without_weights,
 )
-from alignkit.data.validate import convert_all
+from alignkit.data.validate import convert_all, converted_rows
 from alignkit.errors import AlignkitError, option
 
 CHAT_EXPECTED = (
@@ -117,15 +121,23 @@ def check_template_renders(tokenizer: Any, rows: list[dict[str, Any]], source: s
 
 def load_text(paths: list[str], flag: str = "--data", field: str = "text") -> list[dict[str, str]]:
     """`{"text": ...}` rows for pretraining (and the forgetting check's general text); chat rows are accepted and
-    flattened to their contents. `flag`: the option that named `paths`; `field`: the column that holds the text
-    (pretraining: TRL's `trainer.dataset_text_field`)."""
+    flattened to their contents. A paragraph of a .txt/.md file also names its `document` (the file), which `split`
+    holds out whole. `flag`: the option that named `paths`; `field`: the column that holds the text (pretraining:
+    TRL's `trainer.dataset_text_field`)."""
+    rows = []
+    for path in paths:
+        file_rows = read_rows(path, flag)
+        texts = convert_all(file_rows, lambda row: text_row(row, field), text_expected(field, flag))
+        for row, text in zip(file_rows, texts, strict=True):
+            rows.append(text | {"document": row.document} if row.document else text)
+    return rows
+
+
+def text_expected(field: str, flag: str) -> str:
     expected = f"{{{field}: str}} rows, or .txt/.md files"
     if flag == "--data":  # pretraining, where TRL's own option names the column
         expected += f"; for text in another column: {option('trainer.dataset_text_field', 'COLUMN')}"
-    rows = []
-    for path in paths:
-        rows += convert_all(read_rows(path, flag), lambda row: text_row(row, field), expected)
-    return rows
+    return expected
 
 
 def text_row(data: dict[str, Any], field: str = "text") -> dict[str, str]:
@@ -204,21 +216,28 @@ def split(
     `max_rows`; at least one validation row when size > 0 and there are 2+ rows.
 
     Rows that share a `prompt` (the pairs of one ranking, a prompt's KTO rows) stay on one side: a validation
-    figure on prompts the model trained on would measure memory, not generalisation."""
+    figure on prompts the model trained on would measure memory, not generalisation. So do the paragraphs of one
+    `document` (a .txt/.md file), held out as `held_out_documents` picks them."""
     import json
     import random
 
+    if size <= 0 or len(rows) < 2:
+        return rows, []
+    target = validation_target(len(rows), size, max_rows)
+    if any("document" in row for row in rows):
+        sizes = [len(list(same)) for _, same in itertools.groupby(rows, key=lambda row: row.get("document") or id(row))]
+        ranges = held_out_documents(sizes, target, seed)
+        held = {i for start, stop in ranges for i in range(start, stop)}
+        return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         key = json.dumps(row["prompt"], sort_keys=True) if "prompt" in row else f"row {i}"
         groups.setdefault(key, []).append(i)
-    if size <= 0 or len(groups) < 2:
+    if len(groups) < 2:
         return rows, []
     order = list(groups.values())
     random.Random(seed).shuffle(order)
-    target = round(size if size >= 1 else len(rows) * size)
-    target = min(len(rows) - 1, max_rows or target, max(1, target))
-    held: set[int] = set()
+    held = set()
     for members in order[:-1]:  # whole prompts, until the share is reached; never every prompt
         if len(held) >= target:
             break
@@ -226,9 +245,77 @@ def split(
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
 
 
+def validation_target(rows: int, size: float, max_rows: int | None) -> int:
+    """How many of `rows` rows to hold out: `size` a fraction or a number, at most `max_rows`, 1 to rows - 1."""
+    target = round(size if size >= 1 else rows * size)
+    return min(rows - 1, max_rows or target, max(1, target))
+
+
+def held_out_documents(sizes: list[int], target: int, seed: int) -> list[tuple[int, int]]:
+    """The (start, stop) row ranges to hold out of documents of `sizes` rows, laid end to end: whole documents in a
+    seeded order, each that keeps the held rows within twice `target`, until `target` is reached (never every
+    document); where none fits (one file, or files each larger than that), one contiguous block of `target` rows at
+    a seeded place in a document that holds it. A held-out paragraph's neighbours are then held out too, but at the
+    block's two ends."""
+    import random
+
+    rng = random.Random(seed)
+    starts = list(itertools.accumulate(sizes, initial=0))
+    order = list(range(len(sizes)))
+    rng.shuffle(order)
+    chosen, held = [], 0
+    for document in order:
+        if held >= target:
+            break
+        if held + sizes[document] <= 2 * target and held + sizes[document] < starts[-1]:
+            chosen.append(document)
+            held += sizes[document]
+    if chosen:
+        return sorted((starts[d], starts[d + 1]) for d in chosen)
+    holding = [d for d in range(len(sizes)) if sizes[d] > target] or [max(range(len(sizes)), key=sizes.__getitem__)]
+    document = rng.choice(holding)
+    block = min(target, sizes[document])
+    start = starts[document] + rng.randrange(sizes[document] - block + 1)
+    return [(start, start + block)]
+
+
 def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple[Rows, Rows, list[str], str]:
     """(train rows, validation rows, data files, where the validation rows came from): explicit validation files,
     else the `validation` (or `test`) split of `datasets` save dirs, else a seeded split of the rows."""
+    check_split_settings(cfg)
+    size = cfg.validation_split
+    rows = load_rows(cfg.paths)
+    validation_paths = given_validation_paths(cfg)
+    if validation_paths:
+        train_rows, eval_rows = rows, load_rows(validation_paths)
+        source = f"{'files' if cfg.validation_paths else 'saved split'}: {', '.join(validation_paths)}"
+    else:
+        cap = cfg.max_validation_rows if size < 1 else None  # a number of rows asked for is taken as it is
+        train_rows, eval_rows = split(rows, size, cfg.seed, cap)
+        documents = {row["document"] for row in rows if "document" in row}
+        whole = len({row.get("document") for row in eval_rows} - {row.get("document") for row in train_rows} - {None})
+        kind = held_out_kind(whole, len(documents)) if documents else "random split"
+        source = f"{kind}: {len(eval_rows)} of {len(rows)} rows ({asked(size, cap)}, seed {cfg.seed})"
+        source = source if eval_rows else "none"
+    if cfg.max_rows:
+        train_rows = train_rows[: cfg.max_rows]
+    return train_rows, eval_rows, [*cfg.paths, *validation_paths], source
+
+
+def asked(size: float, cap: int | None) -> str:
+    """The validation share asked for, as the run's `validation` says it."""
+    return f"{size:g} of the rows" + (f", at most {cap}" if cap else "") if size < 1 else f"{size:g} rows"
+
+
+def held_out_kind(whole_files: int, files: int) -> str:
+    """How `held_out_documents` held out rows of text files, as the run's `validation` says it."""
+    if whole_files:
+        return f"{whole_files} of {files} files held out whole"
+    return "a contiguous block of a file held out"
+
+
+def check_split_settings(cfg: DataConfig) -> None:
+    """Refuse a data config without data, or with a validation share or cap that means nothing, in one line."""
     if not cfg.paths:
         raise AlignkitError(
             "no training data given", f"pass {option('data.paths', ['FILE'])} or data.paths in the config"
@@ -245,19 +332,96 @@ def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple
             f"config: data.max_validation_rows must be at least 1, got {cfg.max_validation_rows}",
             "set it to 1 or more, or to null for no cap (data.validation_split: 0 holds out none)",
         )
-    rows = load_rows(cfg.paths)
-    validation_paths = cfg.validation_paths
-    if not validation_paths and cfg.validation_split > 0:
-        validation_paths = [s for s in map(saved_validation_split, cfg.paths) if s]
+
+
+def given_validation_paths(cfg: DataConfig) -> list[str]:
+    """`data.validation_paths`, else the validation (or test) splits of the save dirs among the data paths."""
+    if cfg.validation_paths or cfg.validation_split <= 0:
+        return cfg.validation_paths
+    return [s for s in map(saved_validation_split, cfg.paths) if s]
+
+
+@dataclass(frozen=True)
+class TextStream:
+    """The training rows of a text corpus read as training goes (`data.streaming`), never held in memory: `paths`
+    read in order, the rows of `held` (validation) left out, the first `max_rows` if set. `len` is their number."""
+
+    paths: tuple[str, ...]
+    field: str  # the column read from data rows (`trainer.dataset_text_field`)
+    rows: int  # rows in `paths`, held-out ones included
+    held: tuple[tuple[int, int], ...] = ()  # (start, stop) ranges of row numbers across `paths`, from 0
+    max_rows: int | None = None
+
+    def __len__(self) -> int:
+        trained = self.rows - sum(stop - start for start, stop in self.held)
+        return min(trained, self.max_rows) if self.max_rows else trained
+
+    def dataset(self, column: str) -> Any:
+        """`datasets`' IterableDataset of `{column: text}` rows: one pass."""
+        from datasets import Features, IterableDataset, Value
+
+        stream = IterableDataset.from_generator(
+            stream_texts, features=Features({column: Value("string")}), gen_kwargs={"stream": self, "column": column}
+        )
+        return stream.take(self.max_rows) if self.max_rows else stream
+
+
+def stream_texts(stream: TextStream, column: str) -> Iterator[dict[str, str]]:
+    """The generator of `TextStream.dataset`: one pass over its training rows."""
+    for index, row in enumerate(iter_text_rows(stream.paths, stream.field)):
+        if not any(start <= index < stop for start, stop in stream.held):
+            yield {column: row["text"]}
+
+
+def iter_text_rows(paths: tuple[str, ...] | list[str], field: str) -> Iterator[dict[str, str]]:
+    for path in paths:
+        for row in iter_rows(path):
+            yield text_row(row.data, field)
+
+
+def count_text_rows(paths: list[str], field: str) -> list[int]:
+    """Every row of `paths` checked as `load_text` checks it (one line naming the first bad row), one at a time: the
+    rows of each file, in order."""
+    counts: dict[str, int] = {}
+
+    def counted(rows: Iterator[Row]) -> Iterator[Row]:
+        for row in rows:
+            counts[row.source] = counts.get(row.source, 0) + 1
+            yield row
+
+    for path in paths:
+        before = sum(counts.values())
+        for _ in converted_rows(
+            counted(iter_rows(path)), lambda row: text_row(row, field), text_expected(field, "--data")
+        ):
+            pass
+        if sum(counts.values()) == before:
+            raise AlignkitError(f"{path}: no rows (the file is empty)", "add at least one example")
+    return list(counts.values())
+
+
+def stream_text_split(cfg: DataConfig, field: str) -> tuple[TextStream, Rows, list[str], str]:
+    """`load_split` for a text corpus that trains as it is read (`data.streaming`): each file checked and its rows
+    counted in one pass, then the validation rows, the only ones held in memory: validation files, else whole
+    files or a block of one (`held_out_documents`, files as documents). The training rows: a `TextStream`."""
+    check_split_settings(cfg)
+    sizes = count_text_rows(cfg.paths, field)
+    total, held, source = sum(sizes), [], "none"
+    validation_paths = given_validation_paths(cfg)
     if validation_paths:
-        train_rows, eval_rows = rows, load_rows(validation_paths)
+        eval_rows = [{"text": row["text"]} for row in load_text(validation_paths, field=field)]
         source = f"{'files' if cfg.validation_paths else 'saved split'}: {', '.join(validation_paths)}"
+    elif cfg.validation_split > 0 and total >= 2:
+        cap = cfg.max_validation_rows if cfg.validation_split < 1 else None
+        held = held_out_documents(sizes, validation_target(total, cfg.validation_split, cap), cfg.seed)
+        wanted = {i for start, stop in held for i in range(start, stop)}
+        last = max(stop for _, stop in held)
+        rows = itertools.islice(iter_text_rows(cfg.paths, field), last)
+        eval_rows = [{"text": row["text"]} for i, row in enumerate(rows) if i in wanted]
+        starts = list(itertools.accumulate(sizes, initial=0))
+        kind = held_out_kind(len(set(held) & set(itertools.pairwise(starts))), len(sizes))
+        source = f"{kind}: {len(eval_rows)} of {total} rows ({asked(cfg.validation_split, cap)}, seed {cfg.seed})"
     else:
-        cap = cfg.max_validation_rows if size < 1 else None  # a number of rows asked for is taken as it is
-        train_rows, eval_rows = split(rows, size, cfg.seed, cap)
-        asked = f"{size:g} of the rows" + (f", at most {cap}" if cap else "") if size < 1 else f"{size:g} rows"
-        source = f"random split: {len(eval_rows)} of {len(rows)} rows ({asked}, seed {cfg.seed})" if eval_rows else ""
-        source = source or "none"
-    if cfg.max_rows:
-        train_rows = train_rows[: cfg.max_rows]
-    return train_rows, eval_rows, [*cfg.paths, *validation_paths], source
+        eval_rows = []
+    stream = TextStream(tuple(cfg.paths), field, total, tuple(held), cfg.max_rows)
+    return stream, eval_rows, [*cfg.paths, *validation_paths], source

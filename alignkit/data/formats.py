@@ -28,9 +28,10 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,12 @@ class Row:
 
     where: str  # e.g. "data.jsonl:line 7"
     data: dict[str, Any]
+    document: str | None = None  # the text file a paragraph row is part of (validation holds out whole documents)
+
+    @property
+    def source(self) -> str:
+        """The file (or save dir split) the row is in: `where` less its line or row number."""
+        return self.where.rpartition(":")[0]
 
 
 class RowError(Exception):
@@ -112,13 +119,7 @@ def read_rows(source: str, flag: str = "--data") -> list[Row]:
     elif path.is_dir():
         rows = read_folder(path)
     elif path.is_file():
-        suffix = path.suffix.lower()
-        if suffix not in READERS:
-            raise AlignkitError(
-                f"{path}: unsupported file type `{suffix or '(none)'}`",
-                "use .jsonl, .json, .csv, .tsv, .parquet, .txt, .md, a folder of them or a `datasets` save dir",
-            )
-        rows = READERS[suffix](path)
+        rows = READERS[checked_suffix(path)](path)
     elif path.exists() or source.startswith((".", "/", "~")) or path.suffix:
         raise AlignkitError(f"{source}: data file not found", f"check the path passed to {flag}")
     else:
@@ -126,6 +127,44 @@ def read_rows(source: str, flag: str = "--data") -> list[Row]:
     if not rows:
         raise AlignkitError(f"{source}: no rows (the file is empty)", "add at least one example")
     return rows
+
+
+def iter_rows(source: str, flag: str = "--data") -> Iterator[Row]:
+    """The rows of a local `source` as `read_rows` reads them, one at a time: .txt, .md, JSONL and Parquet files and
+    save dirs are never held whole in memory (.json, CSV and TSV files are read whole, one file at a time). The
+    caller says when there are none."""
+    path, split = saved_split(source)
+    if path.is_dir() and (split or is_saved_dataset(path)):
+        yield from iter_saved_dataset(path, split)
+    elif path.is_dir():
+        for file in folder_files(path):
+            yield from iter_file(file)
+    elif path.is_file():
+        yield from iter_file(path)
+    elif path.exists() or source.startswith((".", "/", "~")) or path.suffix:
+        raise AlignkitError(f"{source}: data file not found", f"check the path passed to {flag}")
+    else:
+        raise AlignkitError(
+            f"{source}: data.streaming reads local files, not hub datasets",
+            "save the dataset with save_to_disk (or download its files) and pass that path",
+        )
+
+
+def iter_file(path: Path) -> Iterator[Row]:
+    suffix = checked_suffix(path)
+    reader = LAZY_READERS.get(suffix)
+    return reader(path) if reader else iter(READERS[suffix](path))
+
+
+def checked_suffix(path: Path) -> str:
+    """The file's suffix, refused in one line where no reader takes it."""
+    suffix = path.suffix.lower()
+    if suffix not in READERS:
+        raise AlignkitError(
+            f"{path}: unsupported file type `{suffix or '(none)'}`",
+            "use .jsonl, .json, .csv, .tsv, .parquet, .txt, .md, a folder of them or a `datasets` save dir",
+        )
+    return suffix
 
 
 def read_prompt_rows(source: str, flag: str) -> list[Row]:
@@ -153,8 +192,12 @@ def decode(path: Path) -> str:
 
 
 def read_jsonl(path: Path, text: str | None = None) -> list[Row]:
-    rows = []
-    for number, line in enumerate((decode(path) if text is None else text).splitlines(), start=1):
+    return list(iter_jsonl(path, decoded_lines(path) if text is None else text.splitlines()))
+
+
+def iter_jsonl(path: Path, lines: Iterable[str] | None = None) -> Iterator[Row]:
+    """The rows of a JSON Lines file (its `lines`, else read one at a time)."""
+    for number, line in enumerate(decoded_lines(path) if lines is None else lines, start=1):
         if not line.strip():
             continue
         try:
@@ -164,8 +207,7 @@ def read_jsonl(path: Path, text: str | None = None) -> list[Row]:
                 f"{path}:line {number}: not valid JSON ({exc.msg} at column {exc.colno})",
                 "each line must be one complete JSON object",
             ) from None
-        rows.append(Row(f"{path}:line {number}", expect_object(data, f"{path}:line {number}")))
-    return rows
+        yield Row(f"{path}:line {number}", expect_object(data, f"{path}:line {number}"))
 
 
 def read_json(path: Path) -> list[Row]:
@@ -209,27 +251,57 @@ def read_csv(path: Path) -> list[Row]:
 
 
 def read_parquet(path: Path) -> list[Row]:
+    return list(iter_parquet(path))
+
+
+def iter_parquet(path: Path) -> Iterator[Row]:
+    """The rows of a Parquet file, read a batch at a time."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+        number = 0
+        for batch in batches:
+            for record in batch.to_pylist():
+                number += 1
+                yield Row(f"{path}:row {number}", record)
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError variants for damaged files
         raise AlignkitError(f"{path}: cannot read Parquet ({exc})", "is the file complete?") from None
-    return [Row(f"{path}:row {i}", record) for i, record in enumerate(table.to_pylist(), start=1)]
 
 
 def read_text(path: Path) -> list[Row]:
     """Plain text for pretraining: paragraphs separated by blank lines become rows."""
-    rows, start, block = [], 1, []
-    for number, line in enumerate([*decode(path).splitlines(), ""], start=1):
+    return list(iter_paragraphs(path))
+
+
+def iter_paragraphs(path: Path) -> Iterator[Row]:
+    """The paragraphs of a text file (blank lines separate them) as `{"text"}` rows of the file's document, read
+    line by line: a file larger than memory is never held whole."""
+    start, block = 1, []
+    for number, line in enumerate(chain(decoded_lines(path), [""]), start=1):
         if line.strip():
             if not block:
                 start = number
             block.append(line)
         elif block:
-            rows.append(Row(f"{path}:line {start}", {"text": "\n".join(block)}))
+            yield Row(f"{path}:line {start}", {"text": "\n".join(block)}, document=str(path))
             block = []
-    return rows
+
+
+def decoded_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 file as `decode(path).splitlines()` gives them, read one at a time."""
+    offset = 0
+    with path.open("rb") as file:
+        for number, raw in enumerate(file, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise AlignkitError(
+                    f"{path}:line {number}: bytes are not valid UTF-8 (at byte {offset + exc.start})",
+                    "save the file as UTF-8",
+                ) from None
+            offset += len(raw)
+            yield from text.splitlines() or [""]
 
 
 READERS: dict[str, Callable[[Path], list[Row]]] = {
@@ -242,6 +314,13 @@ READERS: dict[str, Callable[[Path], list[Row]]] = {
     ".txt": read_text,
     ".md": read_text,
 }
+LAZY_READERS: dict[str, Callable[[Path], Iterator[Row]]] = {
+    ".jsonl": iter_jsonl,
+    ".ndjson": iter_jsonl,
+    ".parquet": iter_parquet,
+    ".txt": iter_paragraphs,
+    ".md": iter_paragraphs,
+}
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -252,7 +331,13 @@ def is_saved_dataset(path: Path) -> bool:
 
 def read_folder(path: Path) -> list[Row]:
     """Every data file under a folder (a corpus of .txt/.md documents, JSONL shards), in path order, each read by its
-    suffix; hidden files and folders are skipped, and files of other types are named in a warning, not read."""
+    suffix (`folder_files`)."""
+    return [row for file in folder_files(path) for row in READERS[file.suffix.lower()](file)]
+
+
+def folder_files(path: Path) -> list[Path]:
+    """The data files under a folder in path order; hidden files and folders are skipped, and files of other types
+    are named in a warning, not read."""
     files, skipped = [], set()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         if any(part.startswith(".") for part in file.relative_to(path).parts):
@@ -269,7 +354,7 @@ def read_folder(path: Path) -> list[Row]:
         )
     if skipped:
         logger.warning("%s: files of type %s are not read (not a data file type)", path, ", ".join(sorted(skipped)))
-    return [row for file in files for row in READERS[file.suffix.lower()](file)]
+    return files
 
 
 def load_saved(path: Path) -> Any:
@@ -286,6 +371,11 @@ def load_saved(path: Path) -> Any:
 
 def read_saved_dataset(path: Path, split: str | None = None) -> list[Row]:
     """The rows of a save dir: a Dataset's, or a DatasetDict's `split` (default `train`)."""
+    return list(iter_saved_dataset(path, split))
+
+
+def iter_saved_dataset(path: Path, split: str | None = None) -> Iterator[Row]:
+    """`read_saved_dataset`'s rows one at a time (the save dir is memory-mapped)."""
     import datasets
 
     loaded = load_saved(path)
@@ -300,7 +390,7 @@ def read_saved_dataset(path: Path, split: str | None = None) -> list[Row]:
         loaded = loaded[name]
     elif split:
         raise AlignkitError(f"{where}: the save dir holds one dataset, without splits", f"pass {path} alone")
-    return [Row(f"{where}:row {i}", record) for i, record in enumerate(loaded, start=1)]
+    return (Row(f"{where}:row {i}", record) for i, record in enumerate(loaded, start=1))
 
 
 def saved_validation_split(source: str) -> str | None:

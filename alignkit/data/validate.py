@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from alignkit.data.formats import OASST_TREE, Row, RowError
@@ -51,18 +51,23 @@ KNOWN_SHAPES = (
 )
 
 
-def convert_all(rows: list[Row], convert: Callable[[dict[str, Any]], Any], expected: str) -> list[Any]:
+def convert_all(rows: Iterable[Row], convert: Callable[[dict[str, Any]], Any], expected: str) -> list[Any]:
     """Apply `convert` to every row; if any row fails, raise one error for the first problem and count the rest."""
-    converted, problems = [], []
+    return list(converted_rows(rows, convert, expected))
+
+
+def converted_rows(rows: Iterable[Row], convert: Callable[[dict[str, Any]], Any], expected: str) -> Iterator[Any]:
+    """`convert_all` one row at a time (a corpus checked without being held): the error comes after the last row."""
+    first, problems = "", 0
     for row in rows:
         try:
-            converted.append(convert(row.data))
+            yield convert(row.data)
         except RowError as exc:
-            problems.append(f"{row.where}: {exc}{did_you_mean(row.data, str(exc), exc.field)}")
+            first = first or f"{row.where}: {exc}{did_you_mean(row.data, str(exc), exc.field)}"
+            problems += 1
     if problems:
-        more = f" (+{len(problems) - 1} more rows with problems)" if len(problems) > 1 else ""
-        raise AlignkitError(problems[0] + more, f"expected {expected}")
-    return converted
+        more = f" (+{problems - 1} more rows with problems)" if problems > 1 else ""
+        raise AlignkitError(first + more, f"expected {expected}")
 
 
 def did_you_mean(data: dict[str, Any], problem: str, field: str = "") -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from alignkit import data, runner, runs, training
 from alignkit.config import PretrainStageConfig
+from alignkit.errors import AlignkitError, Placeholder, option
 
 
 def text_column(trainer: dict[str, Any]) -> str:
@@ -18,9 +19,33 @@ def text_column(trainer: dict[str, Any]) -> str:
 
 
 def trainer_on_text(plan: runner.Plan) -> Any:
-    """The SFTTrainer on TRL's language-modeling rows: the text under the column TRL reads."""
+    """The SFTTrainer on TRL's language-modeling rows: the text under the column TRL reads; streamed rows as
+    `datasets`' IterableDataset, which TRL tokenizes and packs as training reads it."""
     column = text_column(plan.cfg.trainer)
-    return training.build_sft(plan, to_examples=lambda rows: [{column: row["text"]} for row in rows])
+
+    def examples(rows: Any) -> Any:
+        if isinstance(rows, data.TextStream):
+            return rows.dataset(column)
+        return [{column: row["text"]} for row in rows]
+
+    trainer = training.build_sft(plan, to_examples=examples)
+    if isinstance(plan.train_rows, data.TextStream):
+        # Passes one after another in one "epoch" that `max_steps` ends: a resumed run skips the batches it trained
+        # (transformers reads them again, unused) across passes too; it would count its skip in the first pass only.
+        # Repeated once TRL packed it, so each pass packs as the in-memory rows do.
+        trainer.train_dataset = trainer.train_dataset.repeat(None)
+    return trainer
+
+
+def check_streaming(plan: runner.Plan, args: Any) -> None:
+    """A streamed corpus has no length to count epochs in: its run is as long as `trainer.max_steps`."""
+    if isinstance(plan.train_rows, data.TextStream) and args.max_steps <= 0:
+        raise AlignkitError(
+            "config: data.streaming needs trainer.max_steps (a stream has no length to count epochs in)",
+            f"pass {option('trainer.max_steps', Placeholder('N'))} (the corpus has {len(plan.train_rows):,} training "
+            "rows; a step trains "
+            "per_device_train_batch_size x gradient_accumulation_steps packed rows of trainer.max_length tokens)",
+        )
 
 
 def perplexities(trainer: Any, plan: runner.Plan) -> dict[str, float]:
@@ -36,6 +61,8 @@ RECIPE = runner.Recipe(
     "pretrain",
     classes=training.sft_classes,
     load_rows=lambda cfg, paths: data.load_text(paths, field=text_column(cfg.trainer)),
+    load_stream=lambda cfg: data.stream_text_split(cfg.data, field=text_column(cfg.trainer)),
+    check=check_streaming,
     build=trainer_on_text,
     final_metrics=perplexities,
 )

@@ -3,8 +3,12 @@ trains (every token, each document on its own) and that it lowers the perplexity
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -99,3 +103,110 @@ def test_a_pretrain_adapter_lowers_the_perplexity_of_held_out_domain_text_below_
     assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
     assert metrics["eval_perplexity_start"] == pytest.approx(math.exp(metrics["eval_loss_start"]))
     assert metrics["eval_perplexity"] < metrics["eval_perplexity_start"]
+
+
+def domain_paragraphs() -> list[str]:
+    return [json.loads(line)["text"] for line in bundled_data("domain_text.jsonl").read_text().splitlines()]
+
+
+def test_validation_holds_out_whole_text_files_or_one_contiguous_block_of_one(tmp_path):
+    """Paragraphs of .txt files were held out one by one at random: a held-out paragraph's neighbours in its file
+    trained, so validation loss measured memory of the text around it. Now whole files are held out where there are
+    several, and one contiguous block of paragraphs where there is one file."""
+    paragraphs = domain_paragraphs()[:60]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for number in range(6):
+        (corpus / f"chapter{number}.txt").write_text("\n\n".join(paragraphs[number * 10 : (number + 1) * 10]))
+    for seed in range(5):
+        train, validation, _, _ = load_split(DataConfig(paths=[str(corpus)], seed=seed), load_text)
+        held_files = {row["document"] for row in validation}
+        assert validation and not held_files & {row["document"] for row in train}
+        assert len(train) + len(validation) == 60 and len(held_files) < 6
+
+    one_file = tmp_path / "book.txt"
+    one_file.write_text("\n\n".join(paragraphs))
+    train, validation, _, _ = load_split(DataConfig(paths=[str(one_file)], validation_split=0.1), load_text)
+    first = paragraphs.index(validation[0]["text"])
+    assert [row["text"] for row in validation] == paragraphs[first : first + len(paragraphs) // 10]
+    assert [row["text"] for row in train] == paragraphs[:first] + paragraphs[first + len(validation) :]
+
+
+def test_a_streamed_corpus_trains_the_packed_rows_of_the_in_memory_run_with_the_same_validation(tmp_path, tiny_model):
+    """`data.streaming`: the text is read as training goes (datasets' IterableDataset, TRL packs it), never held in
+    memory; it holds out the same rows and packs the training rows as the in-memory run does (which shuffles
+    them), one pass after another, and says in one line that it needs trainer.max_steps."""
+    from tests.conftest import run_capturing_trainer
+
+    paragraphs = domain_paragraphs()[:60]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for number in range(4):
+        (corpus / f"part{number}.md").write_text("\n\n".join(paragraphs[number * 15 : (number + 1) * 15]))
+    sections = {"model": {"name": tiny_model}, "trainer": {"max_steps": 1, "max_length": 64}}
+    runs, trainers = {}, {}
+    for name, streaming in (("memory", False), ("stream", True)):
+        data = {"paths": [str(corpus)], "streaming": streaming, "validation_split": 0.25}
+        runs[name], trainers[name] = run_capturing_trainer(
+            alignkit.pretrain, data=data, out=str(tmp_path / name), **sections
+        )
+    assert runs["stream"].metrics["validation"] == runs["memory"].metrics["validation"]
+    assert runs["stream"].metrics["validation"].startswith("1 of 4 files held out whole: 15 of 60 rows")
+    assert runs["stream"].metrics["eval_rows"] == runs["memory"].metrics["eval_rows"] == 15
+    assert runs["stream"].metrics["train_rows"] == runs["memory"].metrics["train_rows"] == 45
+    assert runs["stream"].metrics["eval_loss_start"] == pytest.approx(runs["memory"].metrics["eval_loss_start"])
+
+    packed = [row["input_ids"] for row in trainers["memory"].train_dataset]
+    streamed = [row["input_ids"] for row in itertools.islice(trainers["stream"].train_dataset, 2 * len(packed))]
+    assert len(packed) > 2 and streamed == packed + packed
+
+    result = run_cli("pretrain", "--data", str(corpus), "--model", tiny_model, "--out", str(tmp_path / "no-steps"),
+                     "--set", "data.streaming=true")  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "data.streaming needs trainer.max_steps" in result.stderr and not (tmp_path / "no-steps").exists()
+
+
+def test_a_resumed_streamed_run_trains_the_steps_the_uninterrupted_run_trains(tmp_path, tiny_model):
+    """transformers resumes a stream by reading again, unused, the batches trained before the checkpoint, counted
+    within one pass: past the end of the first pass it found none and stopped the run there. The resumed run's
+    steps now see the rows (and losses) of the uninterrupted run's, across passes."""
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("\n\n".join(domain_paragraphs()[:3]))  # three packed rows of 512 tokens: a pass is 3 steps
+    data = {"paths": [str(corpus)], "streaming": True, "validation_split": 0}
+    trainer = {"max_length": 512, "per_device_train_batch_size": 1, "logging_steps": 1, "save_steps": 4}
+    sections = {"data": data, "model": {"name": tiny_model}, "trainer": trainer | {"max_steps": 8}}
+    straight = alignkit.pretrain(out=str(tmp_path / "straight"), **sections)
+    with pytest.raises(KeyboardInterrupt), stopped_at_step(6):  # after the checkpoint of step 4
+        alignkit.pretrain(out=str(tmp_path / "resumed"), **sections)
+    resumed = alignkit.pretrain(out=str(tmp_path / "resumed"), resume=True, **sections)
+
+    def losses(run: alignkit.runs.Run) -> dict[int, float]:
+        lines = (run.path / "metrics.jsonl").read_text().splitlines()
+        return {row["step"]: row["loss"] for row in map(json.loads, lines) if "loss" in row}
+
+    assert resumed.metrics["global_step"] == straight.metrics["global_step"] == 8
+    assert losses(resumed) == pytest.approx(losses(straight))
+    assert resumed.metrics["train_tokens"] == straight.metrics["train_tokens"]
+
+
+@contextlib.contextmanager
+def stopped_at_step(step: int) -> Iterator[None]:
+    """Training stops with a KeyboardInterrupt (Ctrl-C) once `step` steps are done."""
+    from transformers import TrainerCallback
+
+    from alignkit import training
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == step:
+                raise KeyboardInterrupt
+
+    original = training.train_and_save
+
+    def interrupted(trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        trainer.add_callback(Interrupt())
+        return original(trainer, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "train_and_save", interrupted)
+        yield
