@@ -169,6 +169,8 @@ def test_generate_splits_the_prompts_between_processes(sft_run, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [row["prompt"][-1]["content"] for row in rows] == questions
     assert not (tmp_path / "out.jsonl.partial").exists()
+    # each process drew from seed + rank: the rows say how many processes there were, or the seed alone repeats none
+    assert {(c["sampling"]["seed"], c["sampling"]["processes"]) for row in rows for c in row["candidates"]} == {(3, 2)}
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the launched processes (OMP_NUM_THREADS=1): the same arithmetic, the same draws
@@ -179,7 +181,9 @@ def test_generate_splits_the_prompts_between_processes(sft_run, tmp_path):
                 share, tmp_path / f"alone-{rank}.jsonl", n=2, from_run=sft_run.path, max_new_tokens=6,
                 seed=3 + rank, batch_size=1,
             )  # fmt: skip
-            alone = [[c["text"] for c in json.loads(line)["candidates"]] for line in out.read_text().splitlines()]
+            made = [json.loads(line)["candidates"] for line in out.read_text().splitlines()]
+            alone = [[c["text"] for c in candidates] for candidates in made]
+            assert "processes" not in made[0][0]["sampling"], "one process's rows are as they were"
             assert [[c["text"] for c in row["candidates"]] for row in rows[rank::2]] == alone
     finally:
         torch.set_num_threads(threads)
