@@ -339,7 +339,8 @@ def candidates(
     torch.manual_seed(sampling.seed + me)
     rows = []
     params = {"temperature": sampling.temperature, "top_p": sampling.top_p}
-    record = {**source, "sampling": asdict(sampling)}
+    # each process draws from the seed plus its rank: the same seed on another number of processes draws other samples
+    record = {**source, "sampling": asdict(sampling) | ({"processes": processes} if processes > 1 else {})}
 
     tools = tools or [[]] * len(prompts)
 

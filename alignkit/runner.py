@@ -98,6 +98,12 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     )
     trainer_cfg = dataclasses.replace(cfg, trainer=recipe.trainer_defaults(plan) | cfg.trainer)
     plan.args = training.trainer_args(config_cls, trainer_cfg, str(path / "checkpoints"), bool(eval_rows), precision)
+    accumulation = training.resumed_accumulation(runs.Run(path), plan.args) if cfg.resume else None
+    if accumulation:  # resumed on another number of processes: the same rows per step (config.yaml keeps its own)
+        trainer_cfg.trainer["gradient_accumulation_steps"] = accumulation
+        plan.args = training.trainer_args(
+            config_cls, trainer_cfg, str(path / "checkpoints"), bool(eval_rows), precision
+        )
     recipe.check(plan, plan.args)
     models.resolve_model(cfg.model.name)  # an unknown (or moved) base fails before the run dir exists
     manifest = recipe.manifest(plan) | precision.manifest | {"validation": validation}

@@ -352,13 +352,7 @@ def _create(
         attach_log(run)
         run.discard_unfinished_checkpoints()
         logger.info("resuming %s from %s", run.path, run.last_checkpoint() or "the start")
-        trained_on, now = run.manifest.get("distributed", {}).get("world_size", 1), distributed.world_size()
-        if trained_on != now:  # the Trainer resumes by step: each step from here takes another number of rows
-            logger.warning(
-                f"{run.path} trained on {trained_on} process(es) and resumes on {now}: each step from here takes "
-                f"{now}/{trained_on} times the rows it took (the global batch changes); launch it with "
-                f"{trained_on} to go on as it trained"
-            )
+        run.update_manifest(distributed=distributed.manifest())  # this launch's; each part's in `training_parts`
         return run
     # Built beside the target and renamed into place: the run dir exists only with its config and manifest.
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

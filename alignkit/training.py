@@ -701,7 +701,8 @@ def train_and_save(
     dense_lm_head_on_cpu()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     part = {"from_step": resumed_step, "to_step": trainer.state.global_step, **result.metrics}
-    parts = [*earlier_parts, {k: part.get(k) for k in ("from_step", "to_step", "train_runtime", "train_loss")}]
+    kept = ("from_step", "to_step", "train_runtime", "train_loss")
+    parts = [*earlier_parts, {k: part.get(k) for k in kept} | batch_layout(trainer.args)]
     metrics: dict[str, Any] = {
         "train_runtime": sum(p.get("train_runtime") or 0.0 for p in parts),
         "train_loss": whole_run_loss(trainer.state.log_history, resumed_step, part),
@@ -731,6 +732,68 @@ def train_and_save(
         run.finish(metrics)
     distributed.wait_for_everyone()
     return run
+
+
+def batch_layout(args: Any) -> dict[str, int]:
+    """How one optimizer step took its rows (recorded with each part of a run): processes x per-device batch x
+    gradient accumulation."""
+    return {
+        "world_size": distributed.world_size(),
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+    }
+
+
+def resumed_accumulation(run: runs.Run, args: Any) -> int | None:
+    """The `gradient_accumulation_steps` that keeps a resumed run's rows per optimizer step on this launch's number of
+    processes (None: `args` keep them already, or there is no checkpoint to go on from).
+
+    transformers resumes by step: each process skips `steps x accumulation` batches of its shard of one seeded order
+    of the rows (accelerate deals the batches out in turn), i.e. `steps x` the rows per step of this launch. Only
+    while processes x per-device batch x accumulation stays what it was are the skipped rows the ones trained, and
+    the next steps take the rows an uninterrupted run would. A change that cannot keep it is refused.
+    """
+    checkpoint = run.last_checkpoint()
+    if checkpoint is None:  # starts again from the first row: nothing to skip
+        return None
+    manifest = run.manifest
+    layouts = [part for part in manifest.get("training_parts") or [] if "world_size" in part]
+    trained = (
+        layouts[-1]
+        if layouts
+        else batch_layout(args) | {"world_size": manifest.get("distributed", {}).get("world_size", 1)}
+    )
+    processes, accumulated = trained["world_size"], trained["gradient_accumulation_steps"]
+    rows_per_step = processes * trained["per_device_train_batch_size"] * accumulated
+    now, per_device = distributed.world_size(), args.per_device_train_batch_size
+    accumulation, left = divmod(rows_per_step, now * per_device)
+    # GRPO/RLOO (`steps_per_generation`) and length-grouped sampling draw another order of rows for another layout.
+    ordered_by_layout = getattr(args, "steps_per_generation", None) is not None or getattr(
+        args, "train_sampling_strategy", "random"
+    ) not in ("random", "sequential")
+    if left or (now != processes and ordered_by_layout):
+        counts = [n for n in range(1, rows_per_step // per_device + 1) if rows_per_step % (n * per_device) == 0]
+        why = (
+            "its trainer draws the rows in an order that depends on the number of processes"
+            if ordered_by_layout
+            else f"no trainer.gradient_accumulation_steps keeps its {rows_per_step} rows per step on {now}"
+        )
+        raise AlignkitError(
+            f"{run.path} trained on {processes} process(es) ({processes} x {trained['per_device_train_batch_size']} "
+            f"rows x {accumulated} accumulation per step) and resumes on {now}: {why}, so the resumed steps would "
+            "skip other rows than it trained",
+            f"launch it with {processes if ordered_by_layout else ' or '.join(map(str, counts))} process(es)",
+        )
+    if now != processes and distributed.is_main():
+        logger.warning(
+            "%s trained %d rows per step on %d process(es): on %d, trainer.gradient_accumulation_steps=%d keeps them",
+            run.path,
+            rows_per_step,
+            processes,
+            now,
+            accumulation,
+        )
+    return accumulation if accumulation != args.gradient_accumulation_steps else None
 
 
 def whole_run_loss(log_history: list[dict[str, Any]], resumed_step: int, part: dict[str, Any]) -> float | None:
@@ -770,7 +833,7 @@ class TrainingPartsCallback(TrainerCallback):
                 "to_step": state.global_step,
                 "train_runtime": time.time() - self.started,
             }
-            self.run.update_manifest(training_parts=[*self.earlier_parts, part])
+            self.run.update_manifest(training_parts=[*self.earlier_parts, part | batch_layout(args)])
 
 
 def checkpoints_without_embeddings(trainer: Any) -> None:

@@ -33,13 +33,13 @@ PAIRS = [
 
 
 def accelerate_launch(
-    cwd: Path, *args: str, config: str = "ddp.yaml", check: bool = True
+    cwd: Path, *args: str, config: str = "ddp.yaml", check: bool = True, processes: int = 2
 ) -> subprocess.CompletedProcess[str]:
-    """`accelerate launch -q --config_file CONFIG --num_processes 2 -m alignkit.cli ARGS` with this checkout (`-q`:
-    a failed process's exit without the launcher's own traceback); `check`: it must succeed."""
+    """`accelerate launch -q --config_file CONFIG --num_processes PROCESSES -m alignkit.cli ARGS` with this checkout
+    (`-q`: a failed process's exit without the launcher's own traceback); `check`: it must succeed."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    command = [accelerate, "launch", "-q", "--config_file", str(CONFIGS / config), "--num_processes", "2"]
+    command = [accelerate, "launch", "-q", "--config_file", str(CONFIGS / config), "--num_processes", str(processes)]
     command += ["--main_process_port", "0", "-m", "alignkit.cli", *args]  # port 0: a free one
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=240, env=env)
     if check:
@@ -169,6 +169,8 @@ def test_generate_splits_the_prompts_between_processes(sft_run, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [row["prompt"][-1]["content"] for row in rows] == questions
     assert not (tmp_path / "out.jsonl.partial").exists()
+    # each process drew from seed + rank: the rows say how many processes there were, or the seed alone repeats none
+    assert {(c["sampling"]["seed"], c["sampling"]["processes"]) for row in rows for c in row["candidates"]} == {(3, 2)}
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the launched processes (OMP_NUM_THREADS=1): the same arithmetic, the same draws
@@ -179,7 +181,9 @@ def test_generate_splits_the_prompts_between_processes(sft_run, tmp_path):
                 share, tmp_path / f"alone-{rank}.jsonl", n=2, from_run=sft_run.path, max_new_tokens=6,
                 seed=3 + rank, batch_size=1,
             )  # fmt: skip
-            alone = [[c["text"] for c in json.loads(line)["candidates"]] for line in out.read_text().splitlines()]
+            made = [json.loads(line)["candidates"] for line in out.read_text().splitlines()]
+            alone = [[c["text"] for c in candidates] for candidates in made]
+            assert "processes" not in made[0][0]["sampling"], "one process's rows are as they were"
             assert [[c["text"] for c in row["candidates"]] for row in rows[rank::2]] == alone
     finally:
         torch.set_num_threads(threads)
@@ -192,3 +196,101 @@ def test_commands_that_run_in_one_process_refuse_accelerate_launch(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: alignkit eval runs in one process, not under accelerate launch")
     assert not (tmp_path / "eval").exists()
+
+
+# Rows of distinct lengths: the tokens a step trained tell which rows it took.
+COUNTING_ROWS = [
+    {
+        "messages": [
+            {"role": "user", "content": f"Count to {i}."},
+            {"role": "assistant", "content": " ".join(str(k) for k in range(i + 1))},
+        ]
+    }
+    for i in range(24)
+]
+RESUMABLE = ["--set", "trainer.save_steps=2", "--set", "trainer.logging_steps=1", "--set", "data.validation_split=0"]
+
+
+def tokens_by_step(run: runs.Run) -> dict[int, int]:
+    """The training tokens seen by the end of each step (every process's rows), from metrics.jsonl."""
+    logged = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row["num_input_tokens_seen"] for row in logged if "loss" in row}
+
+
+def interrupted_at(run: runs.Run, step: int, copy: Path) -> runs.Run:
+    """A copy of finished `run` as a run killed after its checkpoint at `step` leaves it."""
+    shutil.copytree(run.path, copy)
+    stopped = runs.Run(copy)
+    for checkpoint in stopped.checkpoints():
+        if runs.checkpoint_step(checkpoint) > step:
+            shutil.rmtree(checkpoint)
+    shutil.rmtree(stopped.adapter_dir)
+    (copy / "metrics.json").unlink()
+    parts = [{**part, "to_step": step} for part in run.manifest["training_parts"]]
+    stopped.update_manifest(status="failed", training_parts=parts)
+    return stopped
+
+
+@pytest.fixture(scope="module")
+def counting_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("counting") / "count.jsonl", COUNTING_ROWS)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_model: str, counting_data: Path, tmp_path_factory: pytest.TempPathFactory) -> runs.Run:
+    """4 uninterrupted steps on 2 processes, 2 rows each per step, a checkpoint every 2."""
+    work = tmp_path_factory.mktemp("ddp-4-steps")
+    accelerate_launch(
+        work, "sft", "--data", str(counting_data), "--model", tiny_model, "--out", "run", "--max-steps", "4",
+        "--set", "trainer.per_device_train_batch_size=2", *RESUMABLE,
+    )  # fmt: skip
+    return runs.Run(work / "run")
+
+
+def test_a_run_resumed_on_one_process_trains_the_rows_of_an_uninterrupted_two_process_run(two_process_run, tmp_path):
+    """transformers skips `steps x accumulation` batches per process on resume: on 1 process with the 2-process
+    accumulation it skipped half the rows trained and trained the other half again. The accumulation is doubled, so
+    each resumed step takes the 4 rows the uninterrupted run took."""
+    stopped = interrupted_at(two_process_run, 2, tmp_path / "run")
+    result = run_cli("sft", "--resume", "--out", str(stopped.path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert tokens_by_step(stopped) == tokens_by_step(two_process_run)
+    assert "on 1, trainer.gradient_accumulation_steps=2 keeps them" in " ".join(result.stderr.split())
+    assert stopped.metrics["train_tokens"] == two_process_run.metrics["train_tokens"]
+    parts = stopped.manifest["training_parts"]
+    layouts = [(p["from_step"], p["to_step"], p["world_size"], p["gradient_accumulation_steps"]) for p in parts]
+    assert layouts == [(0, 2, 2, 1), (2, 4, 1, 2)]
+    assert stopped.manifest["distributed"] == {"world_size": 1, "engine": None}  # the last launch's
+    config = [(r.path / "config.yaml").read_text() for r in (stopped, two_process_run)]
+    assert config[0] == config[1], "config.yaml keeps the run's own settings: `--config` on 2 processes reproduces it"
+
+
+def test_a_one_process_run_resumed_on_two_trains_the_rows_it_would_have(tiny_model, counting_data, tmp_path):
+    """The other way: 2 rows x 2 accumulation on 1 process is 2 rows x 1 on each of 2."""
+    accumulating = ["--set", "trainer.per_device_train_batch_size=2", "--set", "trainer.gradient_accumulation_steps=2"]
+    args = ["sft", "--data", str(counting_data), "--model", tiny_model, "--max-steps", "4", *accumulating, *RESUMABLE]
+    whole = run_cli(*args, "--out", "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    alone = runs.Run(tmp_path / "whole")
+    stopped = interrupted_at(alone, 2, tmp_path / "stopped")
+    accelerate_launch(tmp_path, "sft", "--resume", "--out", str(stopped.path))
+    assert tokens_by_step(stopped) == tokens_by_step(alone)
+    layouts = [(p["world_size"], p["gradient_accumulation_steps"]) for p in stopped.manifest["training_parts"]]
+    assert layouts == [(1, 2), (2, 1)]
+    assert stopped.manifest["distributed"] == {"world_size": 2, "engine": "ddp"}
+
+
+def test_a_resume_on_processes_that_cannot_keep_the_rows_per_step_is_refused_and_writes_nothing(
+    two_process_run, tmp_path
+):
+    """4 rows per step (2 processes x 2 rows) cannot be split over 3 processes taking 2 rows each."""
+    stopped = interrupted_at(two_process_run, 2, tmp_path / "run")
+    before = {p: p.read_bytes() for p in stopped.path.rglob("*") if p.is_file()}
+    result = accelerate_launch(tmp_path, "sft", "--resume", "--out", str(stopped.path), processes=3, check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "trained on 2 process(es) (2 x 2 rows x 1 accumulation per step) and resumes on 3" in errors[0]
+    assert "launch it with 1 or 2 process(es)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert {p: p.read_bytes() for p in stopped.path.rglob("*") if p.is_file()} == before

@@ -267,17 +267,28 @@ def test_a_run_being_trained_is_not_resumed_twice_and_says_how_it_ended(tmp_path
     assert_resumes_to_the_end(out)
 
 
-def test_resuming_on_another_number_of_processes_says_the_global_batch_changes(tmp_path, tiny_model, chat_file):
-    """A run launched on 2 processes and resumed on 1 trained on with half the rows per step, without a word."""
+def test_a_run_recorded_without_each_parts_processes_resumes_on_one_with_its_rows_per_step(
+    tmp_path, tiny_model, chat_file
+):
+    """A run recorded before each training part had its world size (the manifest's `distributed` is the launch it
+    started on), launched on 2 processes and resumed on 1: it trained on with half the rows per step, and skipped
+    half the rows it had trained. It accumulates twice as many now."""
     out = tmp_path / "run"
     first = ["sft", "--data", str(chat_file), "--model", tiny_model, "--out", str(out), "--max-steps", "2"]
     assert run_cli(*first, "--set", "trainer.save_steps=1", "--set", "trainer.eval_steps=1").returncode == 0
     run = runs.Run(out)
-    run.update_manifest(status="interrupted", distributed={"world_size": 2, "engine": "ddp"})  # as a launched run
+    layout = ("world_size", "per_device_train_batch_size", "gradient_accumulation_steps")
+    parts = [{k: v for k, v in part.items() if k not in layout} for part in run.manifest["training_parts"]]
+    run.update_manifest(status="interrupted", distributed={"world_size": 2, "engine": "ddp"}, training_parts=parts)
     resumed = run_cli("sft", "--resume", "--out", str(out), "--max-steps", "3")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "trained on 2 process(es) and resumes on 1" in " ".join(resumed.stderr.split())
+    assert "on 2 process(es): on 1, trainer.gradient_accumulation_steps=2 keeps them" in " ".join(
+        resumed.stderr.split()
+    )
     assert run.metrics["global_step"] == 3
+    last = run.manifest["training_parts"][-1]
+    assert (last["from_step"], last["world_size"], last["gradient_accumulation_steps"]) == (2, 1, 2)
+    assert run.manifest["distributed"] == {"world_size": 1, "engine": None}
 
 
 def test_a_run_resumed_with_a_new_length_records_it_in_its_config_and_manifest(tmp_path, tiny_model, chat_file):
