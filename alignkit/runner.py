@@ -82,7 +82,8 @@ class Recipe:
 
 def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     """Train `recipe`'s stage with `cfg` and return the finished run (resumed with `cfg.resume`)."""
-    cfg = recipe.prepare(training.resolve_resume(recipe.stage, cfg))
+    cfg, resume_changes = training.resolve_resume(recipe.stage, cfg)
+    cfg = recipe.prepare(cfg)
     parent = parent_run(recipe, cfg.from_run, cfg.model.name)
     if parent:
         cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
@@ -109,6 +110,7 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     manifest = recipe.manifest(plan) | precision.manifest | {"validation": validation}
     if recipe.needs_policy:  # `lineage.adapter_runs` applies this run's adapter in place of the parent's
         manifest["adapter_continues"] = runs.relative_to_run(parent.path, path) if continues and parent else None
+    resume_changes.record()  # every check has passed: the resume goes ahead
     plan.run = training.create_run(recipe.stage, cfg, path, files, parent, plan.args, peft_config, **manifest)
     if parent and not continues:  # a continued parent's model is built by `lineage.assemble`, which checks it
         lineage.check_base(parent, plan.run.manifest.get("base"))

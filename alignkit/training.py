@@ -28,37 +28,56 @@ logger = logging.getLogger("alignkit")
 Rows = list[dict[str, Any]]
 
 
-def resolve_resume(stage: str, cfg: Any) -> Any:
-    """With `--resume`, continue with the run's own saved config (the data and settings it started with)."""
+@dataclasses.dataclass
+class ResumeChanges:
+    """What a resume changes in its run's config.yaml and manifest: a new length, and the new places of its data and
+    base. Written by `record` once every check has passed, so that a refused resume leaves the run as it was."""
+
+    run: runs.Run | None = None
+    trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    data: dict[str, str] = dataclasses.field(default_factory=dict)  # old path -> new path
+    base: str | None = None
+
+    def record(self) -> None:
+        if self.run is None or not distributed.is_main():
+            return
+        if self.data:
+            self.run.update_data_paths(self.data)
+        if self.base:
+            self.run.update_base_path(self.base)
+        if self.trainer:  # so that `--config RUN/config.yaml` trains what this run trains
+            self.run.update_trainer_options(self.trainer)
+
+
+def resolve_resume(stage: str, cfg: Any) -> tuple[Any, ResumeChanges]:
+    """With `--resume`, continue with the run's own saved config (the data and settings it started with), and what
+    the resume changes in it (`ResumeChanges`, to record once the resume is known to go ahead)."""
     if not cfg.resume:
-        return cfg
+        return cfg, ResumeChanges()
     run = runs.find_resumable(stage, cfg)
     resumed = load_config(type(cfg), run.path / "config.yaml", values={"resume": True, "out": str(run.path)})
-    resumed = relocated_base(cfg, relocated_data(cfg, resumed, run), run)
+    changes = ResumeChanges(run)
+    resumed = relocated_base(cfg, relocated_data(cfg, resumed, run, changes), run, changes)
     check_resume_settings(cfg, resumed)
-    longer = {}
     defaults = type(cfg)().trainer
     for key in RESUME_LENGTH_KEYS:  # a resumed run may be given a new length; the stage's default is none given
         given = cfg.trainer.get(key, defaults.get(key))
         if given != defaults.get(key) and given != resumed.trainer.get(key):
-            resumed.trainer[key] = longer[key] = given
-    if longer and distributed.is_main():  # so that `--config RUN/config.yaml` trains what this run trains
-        run.update_trainer_options(longer)
-    return resumed
+            resumed.trainer[key] = changes.trainer[key] = given
+    return resumed, changes
 
 
-def relocated_data(given: Any, resumed: Any, run: runs.Run) -> Any:
+def relocated_data(given: Any, resumed: Any, run: runs.Run, changes: ResumeChanges) -> Any:
     """`resumed` with its data files where `--resume --data` (or `data.validation_paths`) now gives them, when each
     given file is the one the run recorded (the sha256 in its manifest): a run moved with its data to another
-    path or machine resumes, and its config.yaml and manifest record the new places. A data file of the run that is
-    gone and not given anew is one line saying how."""
+    path or machine resumes, and its config.yaml and manifest record the new places (`changes`). A data file of the
+    run that is gone and not given anew is one line saying how."""
     recorded = run.manifest.get("data", {})
-    moved: dict[str, str] = {}
     for key in ("paths", "validation_paths"):
         old, new = getattr(resumed.data, key), getattr(given.data, key)
         pairs = list(zip(old, new, strict=True)) if new and new != old and len(new) == len(old) else []
         if pairs and all(same_data(o, n, recorded) for o, n in pairs):
-            moved |= {o: n for o, n in pairs if o != n}
+            changes.data |= {o: n for o, n in pairs if o != n}
             resumed = dataclasses.replace(resumed, data=dataclasses.replace(resumed.data, **{key: new}))
         given_anew = options(("resume", True), (f"data.{key}", ["NEW_PATH"]))
         for source in getattr(resumed.data, key):
@@ -75,22 +94,19 @@ def relocated_data(given: Any, resumed: Any, run: runs.Run) -> Any:
                     "resumed steps would skip and train other rows",
                     f"put back the data it started with, or start a new run with another {option('out')}",
                 )
-    if moved and distributed.is_main():
-        run.update_data_paths(moved)
     return resumed
 
 
-def relocated_base(given: Any, resumed: Any, run: runs.Run) -> Any:
+def relocated_base(given: Any, resumed: Any, run: runs.Run, changes: ResumeChanges) -> Any:
     """`resumed` with its base model where it is now (`Run.model_config`): `--resume --model NEW_PATH` or
     `$ALIGNKIT_MODEL_PATH` with the weights the run records (sha256), whose new place its config.yaml and manifest
-    then record; another model is refused (`models.take_moved_base`)."""
+    then record (`changes`); another model is refused (`models.take_moved_base`)."""
     if given.model.name != EMBEDDED_MODEL:
         models.take_moved_base(run.recorded_model_config, run.manifest.get("base"), given.model.name, run.path)
     now = run.model_config.name
     if now == resumed.model.name:
         return resumed
-    if distributed.is_main():
-        run.update_base_path(now)
+    changes.base = now
     return dataclasses.replace(resumed, model=dataclasses.replace(resumed.model, name=now))
 
 

@@ -283,10 +283,12 @@ def test_a_one_process_run_resumed_on_two_trains_the_rows_it_would_have(tiny_mod
 def test_a_resume_on_processes_that_cannot_keep_the_rows_per_step_is_refused_and_writes_nothing(
     two_process_run, tmp_path
 ):
-    """4 rows per step (2 processes x 2 rows) cannot be split over 3 processes taking 2 rows each."""
+    """4 rows per step (2 processes x 2 rows) cannot be split over 3 processes taking 2 rows each. The new length
+    given with the refused resume is not written either (config.yaml said `max_steps: 6` after the refusal)."""
     stopped = interrupted_at(two_process_run, 2, tmp_path / "run")
     before = {p: p.read_bytes() for p in stopped.path.rglob("*") if p.is_file()}
-    result = accelerate_launch(tmp_path, "sft", "--resume", "--out", str(stopped.path), processes=3, check=False)
+    resume = ("sft", "--resume", "--out", str(stopped.path), "--max-steps", "6")
+    result = accelerate_launch(tmp_path, *resume, processes=3, check=False)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr[-3000:]

@@ -324,7 +324,9 @@ def test_resuming_without_a_length_keeps_the_runs_own_epochs(tmp_path, tiny_mode
 
     def resumed(**trainer: object) -> dict[str, object]:
         values = {"resume": True, "out": str(run.path), "trainer": trainer}
-        return training.resolve_resume("sft", load_config(SFTStageConfig, values=values)).trainer
+        resumed, changes = training.resolve_resume("sft", load_config(SFTStageConfig, values=values))
+        changes.record()
+        return resumed.trainer
 
     assert resumed()["num_train_epochs"] == 2 and (run.path / "config.yaml").read_text() == before
     assert resumed(num_train_epochs=3)["num_train_epochs"] == 3  # a length given is the new one
