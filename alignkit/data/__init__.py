@@ -115,16 +115,16 @@ def check_template_renders(tokenizer: Any, rows: list[dict[str, Any]], source: s
         )
 
 
-def load_text(paths: list[str], flag: str = "--data", field: str = "text") -> list[dict[str, str]]:
+def load_text(paths: list[str], key: str = "data.paths", field: str = "text") -> list[dict[str, str]]:
     """`{"text": ...}` rows for pretraining (and the forgetting check's general text); chat rows are accepted and
-    flattened to their contents. `flag`: the option that named `paths`; `field`: the column that holds the text
+    flattened to their contents. `key`: the option that named `paths`; `field`: the column that holds the text
     (pretraining: TRL's `trainer.dataset_text_field`)."""
     expected = f"{{{field}: str}} rows, or .txt/.md files"
-    if flag == "--data":  # pretraining, where TRL's own option names the column
+    if key == "data.paths":  # pretraining, where TRL's own option names the column
         expected += f"; for text in another column: {option('trainer.dataset_text_field', 'COLUMN')}"
     rows = []
     for path in paths:
-        rows += convert_all(read_rows(path, flag), lambda row: text_row(row, field), expected)
+        rows += convert_all(read_rows(path, key), lambda row: text_row(row, field), expected)
     return rows
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit.errors import AlignkitError, first_line
+from alignkit.errors import AlignkitError, first_line, option
 from alignkit.paths import offline_without_network, saved_split
 
 logger = logging.getLogger("alignkit")
@@ -103,9 +103,9 @@ def looks_like(fmt: str) -> Iterator[None]:
         raise RowError(exc.field, exc.problem, fmt) from None
 
 
-def read_rows(source: str, flag: str = "--data") -> list[Row]:
-    """All rows of a data file, directory or hub dataset; errors name the file and line. `flag`: the option that
-    named `source`, for the fix of a missing file."""
+def read_rows(source: str, key: str = "data.paths") -> list[Row]:
+    """All rows of a data file, directory or hub dataset; errors name the file and line. `key`: the option that
+    named `source` (`option`), for the fix of a missing file."""
     path, split = saved_split(source)
     if path.is_dir() and (split or is_saved_dataset(path)):
         rows = read_saved_dataset(path, split)
@@ -120,7 +120,7 @@ def read_rows(source: str, flag: str = "--data") -> list[Row]:
             )
         rows = READERS[suffix](path)
     elif path.exists() or source.startswith((".", "/", "~")) or path.suffix:
-        raise AlignkitError(f"{source}: data file not found", f"check the path passed to {flag}")
+        raise AlignkitError(f"{source}: data file not found", f"check the path passed to {option(key)}")
     else:
         rows = read_hub_dataset(source)
     if not rows:
@@ -128,16 +128,16 @@ def read_rows(source: str, flag: str = "--data") -> list[Row]:
     return rows
 
 
-def read_prompt_rows(source: str, flag: str) -> list[Row]:
+def read_prompt_rows(source: str, key: str) -> list[Row]:
     """The rows of a prompt file (`generate --prompts`, `eval --prompts`, `synth --seeds`, ...): as `read_rows`, but a
     .txt file holds one prompt per line, or one per paragraph where blank lines separate them (a prompt over several
     lines). Each is a `{"text"}` row."""
     path = Path(source).expanduser()
     if path.suffix.lower() != ".txt" or not path.is_file():
-        return read_rows(source, flag)
+        return read_rows(source, key)
     lines = decode(path).strip().splitlines()
     if not lines or any(not line.strip() for line in lines):  # empty (said by read_rows), or paragraphs
-        return read_rows(source, flag)
+        return read_rows(source, key)
     return [Row(f"{path}:line {number}", {"text": line}) for number, line in enumerate(lines, start=1)]
 
 
