@@ -26,7 +26,8 @@ app = typer.Typer(
     add_completion=False,
 )
 feedback_app = typer.Typer(
-    help="Preference collection in Argilla: server, users, push, pull, review, simulate.", no_args_is_help=True
+    help="Preference collection in Argilla: server, users, push, pull, review, simulate.",
+    no_args_is_help=True,
 )
 app.add_typer(feedback_app, name="feedback")
 console = Console(stderr=True)
@@ -80,9 +81,20 @@ def options(
             f"({distributed.world_size()} processes would each do all of it and write the same output)",
             f"run it without accelerate launch, which is for {', '.join(LAUNCHABLE)}",
         )
+    record_flags(ctx)
+
+
+def record_flags(ctx: typer.Context) -> None:
+    """Record the flags of the command about to run, so a fix names only flags it has (`errors.accepts`); of a group
+    (`feedback`, `feedback review`), none: its own callback records those of its command."""
     command = ctx.command.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
-    if command is not None and not hasattr(command, "commands"):  # a group's own flags are not its commands'
+    if command is None or hasattr(command, "commands"):  # a group's own flags are not its commands'
+        running_command(None)
+    else:
         running_command(frozenset(opt for param in command.params for opt in getattr(param, "opts", ())))
+
+
+feedback_app.callback()(record_flags)
 
 
 def main() -> None:
@@ -109,6 +121,8 @@ def main() -> None:
                 "with --resume"
             )
         sys.exit(130)
+    finally:  # what calls `main` in-process next (a test, a script) is not this command
+        running_command(None)
 
 
 def escape(text: str) -> str:
@@ -429,7 +443,9 @@ def serve_command(
     serve.run(app_names or list(serve.APPS), port, argilla_port, data_dir, jupyter)
 
 
-server_app = typer.Typer(help="The local Argilla server (SQLite + in-process search), bound to 127.0.0.1.")
+server_app = typer.Typer(
+    help="The local Argilla server (SQLite + in-process search), bound to 127.0.0.1.", callback=record_flags
+)
 feedback_app.add_typer(server_app, name="server")
 
 
@@ -491,7 +507,7 @@ def export_command(
     console.print(f"exported to {path} (a plain transformers model dir: from_pretrained loads it)")
 
 
-users_app = typer.Typer(help="Annotators: add and list Argilla users.", no_args_is_help=True)
+users_app = typer.Typer(help="Annotators: add and list Argilla users.", no_args_is_help=True, callback=record_flags)
 feedback_app.add_typer(users_app, name="users")
 Dataset = Annotated[str, typer.Option("--dataset", help="Argilla dataset (one per collection round).")]
 Workspace = Annotated[str, typer.Option("--workspace", help="Argilla workspace.")]
@@ -611,7 +627,9 @@ def feedback_pull(
     console.print(f"pairs written to {out} (figures: {Path(out).with_suffix('.summary.json')})", soft_wrap=True)
 
 
-review_app = typer.Typer(help="Review rounds: annotators accept, edit or reject SFT rows (e.g. from synth).")
+review_app = typer.Typer(
+    help="Review rounds: annotators accept, edit or reject SFT rows (e.g. from synth).", callback=record_flags
+)
 feedback_app.add_typer(review_app, name="review")
 
 

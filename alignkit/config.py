@@ -159,14 +159,17 @@ def load_config(
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise AlignkitError(f"--set {item!r}: expected key=value", "e.g. --set trainer.learning_rate=2e-5")
+            raise AlignkitError(
+                f"{option('overrides')} {item!r}: expected key=value",
+                f"e.g. {option('overrides', ['trainer.learning_rate=2e-5'])}",
+            )
         nested: dict[str, Any] = {}
         node = nested
         *parents, leaf = key.strip().split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = parse_value(raw)
-        merge(tree, nested, cls, where=f"--set {key}")
+        merge(tree, nested, cls, where=f"{option('overrides')} {key}")
     return build(cls, tree)
 
 

@@ -48,7 +48,8 @@ _caller: ContextVar[Callable[..., Any] | str | None] = ContextVar("alignkit_call
 # The flags of the command being run (None: not known), so a fix names only flags that command has.
 _command_flags: ContextVar[frozenset[str] | None] = ContextVar("alignkit_command_flags", default=None)
 
-# The config keys and keywords the command line has a flag for; any other config key is `--set key=value`.
+# The config keys and keywords the command line has a flag for; any other config key, or one the running command has
+# no flag for, is `--set key=value`.
 FLAGS = {
     "config": "--config",
     "data.paths": "--data",
@@ -63,6 +64,26 @@ FLAGS = {
     "overwrite": "--overwrite",
     "trainer.max_steps": "--max-steps",
     "trainer.num_train_epochs": "--epochs",
+    "overrides": "--set",
+    "prompts": "--prompts",
+    "general": "--general",
+    "candidates_file": "--candidates",
+    "answer_key": "--answer-key",
+    "seeds": "--seeds",
+    "dataset": "--dataset",
+    "workspace": "--workspace",
+    "append": "--append",
+    "round_number": "--round",
+    "n": "--n",
+    "min_agreement": "--min-agreement",
+    "min_annotators": "--min-annotators",
+    "max_new_tokens": "--max-new-tokens",
+    "temperature": "--temperature",
+    "top_p": "--top-p",
+    "batch_size": "--batch-size",
+    "limit": "--limit",
+    "shots": "--shots",
+    "max_attempts": "--max-attempts",
 }
 # A function without config sections (`candidates`, `chat`) takes the model's name as its `model` keyword.
 KEYWORDS = {"model.name": "model"}
@@ -86,8 +107,9 @@ def calling(caller: Callable[..., Any] | str) -> Iterator[None]:
         _caller.reset(token)
 
 
-def running_command(flags: frozenset[str]) -> None:
-    """Record the flags of the command line's command (its options' names), for `accepts`."""
+def running_command(flags: frozenset[str] | None) -> None:
+    """Record the flags of the command line's command (its options' names; None: not known), for `accepts` and
+    `option`."""
     _command_flags.set(flags)
 
 
@@ -115,7 +137,8 @@ def option(key: str, value: Any = None) -> str:
     if callable(caller):
         return python_option(key, value, takes_sections(caller))
     flag = FLAGS.get(key)
-    if flag is None:
+    flags = _command_flags.get()
+    if flag is None or (flags is not None and flag not in flags):  # the demo's `prompts` is a config key, no flag
         shown = "..." if value is None else f"[{', '.join(map(str, value))}]" if isinstance(value, list) else value
         return f"--set {key}={shown}"
     if value is None or value is True:

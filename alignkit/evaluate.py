@@ -627,8 +627,8 @@ def cut_off_note(results: dict[str, Any]) -> str | None:
     worst = max(cut, key=cut.__getitem__)
     return (
         f"{cut[worst]} of {worst}'s {results['prompts']} answers end mid-sentence (degenerate: truncated) at "
-        f"--max-new-tokens {results.get('max_new_tokens', '?')}: cut answers tie or lose every comparison, so the "
-        "verdicts say little; raise --max-new-tokens"
+        f"{option('max_new_tokens', results.get('max_new_tokens', '?'))}: cut answers tie or lose every comparison, so "
+        f"the verdicts say little; raise {option('max_new_tokens')}"
     )
 
 
@@ -749,13 +749,13 @@ def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
     """The `text` of each row of `eval --general` (general held-out text for perplexity), validated like data."""
     from alignkit.data import load_text
 
-    return [row["text"] for row in load_text([str(path)], "--general")[:limit]]
+    return [row["text"] for row in load_text([str(path)], "general")[:limit]]
 
 
-def load_eval_prompts(path: str, flag: str = "--prompts") -> list[Prompt]:
+def load_eval_prompts(path: str, key: str = "prompts") -> list[Prompt]:
     """Prompts with their specs; a row without `reference` that holds a reply (a held-out SFT row in any chat format:
     `jsonl.prompt_and_reply`) takes the reply's checkable part as the reference (`judges.reference_from_answer`).
-    `flag`: the option that named `path`."""
+    `key`: the option that named `path`."""
 
     def row(data: dict[str, Any]) -> Prompt:
         spec = judges.PromptSpec.from_row(data)
@@ -767,7 +767,7 @@ def load_eval_prompts(path: str, flag: str = "--prompts") -> list[Prompt]:
     expected = (
         "rows with `prompt` (and optional `reference`), `question`, `instruction`, `messages` or preference pairs"
     )
-    return convert_all(read_prompt_rows(path, flag), row, expected)
+    return convert_all(read_prompt_rows(path, key), row, expected)
 
 
 def run_eval(
@@ -793,17 +793,18 @@ def run_eval(
     resolved = [run.path.resolve() for run in loaded]
     for i, path in enumerate(resolved):
         if path in resolved[:i]:
-            raise AlignkitError(f"{run_dirs[i]}: passed to --runs twice", "pass each run once")
+            raise AlignkitError(f"{run_dirs[i]}: passed to {option('runs')} twice", "pass each run once")
     for run_dir, run in zip(run_dirs[1:], loaded[1:], strict=True):
         if not runs.same_base(run, loaded[0]):  # its answers, forgetting and KL would be measured against another model
             raise AlignkitError(
-                f"--runs {run_dir} was trained on {run.recorded_model_config.name}, --runs {run_dirs[0]} on "
-                f"{loaded[0].recorded_model_config.name}: eval compares runs of one base model with that base",
-                "evaluate the runs of each base model separately (each with its own --out)",
+                f"{option('runs')} {run_dir} was trained on {run.recorded_model_config.name}, {option('runs')} "
+                f"{run_dirs[0]} on {loaded[0].recorded_model_config.name}: eval compares runs of one base model with "
+                "that base",
+                f"evaluate the runs of each base model separately (each with its own {option('out')})",
             )
     names = runs.distinct_names([run.path for run in loaded], taken={"base"})
     pairs = comparison_pairs(run_dirs, names, baseline, compare)
-    prompts = load_eval_prompts(prompts_file, "--prompts")[:limit]
+    prompts = load_eval_prompts(prompts_file, "prompts")[:limit]
     model_cfg = loaded[0].model_config
 
     def load_base() -> tuple[Any, Any]:

@@ -21,7 +21,7 @@ from alignkit.config import ModelConfig
 from alignkit.data import check_template_renders, check_tool_template
 from alignkit.data.formats import ROW_KEYS, read_prompt_rows, tools_field
 from alignkit.data.validate import convert_all
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, option
 from alignkit.hardware import pick_precision
 from alignkit.jsonl import generated_row, prompt_id, prompt_row
 from alignkit.judges import Prompt, PromptSpec
@@ -55,7 +55,7 @@ def check_sampling(temperature: float, top_p: float, max_new_tokens: int, prefix
         ("max_new_tokens", max_new_tokens, max_new_tokens >= 1, "at least 1", "128"),
     ):
         if not ok:
-            fix = f"{prefix}{name}={example}" if prefix else f"--{name.replace('_', '-')} {example}"
+            fix = f"{prefix}{name}={example}" if prefix else option(name, example)
             raise AlignkitError(f"sampling: `{prefix}{name}` must be {expected}, got {value}", f"e.g. {fix}")
 
 
@@ -64,8 +64,9 @@ def check_counts(**counts: int | None) -> None:
     to its default): 0 would loop forever or write nothing, and a negative `--limit` would drop prompts silently."""
     for name, value in counts.items():
         if value is not None and value < 1:
-            flag = "--" + name.replace("_", "-")
-            raise AlignkitError(f"{flag} must be at least 1, got {value}", f"pass {flag} 1 or more, or leave it out")
+            raise AlignkitError(
+                f"{option(name)} must be at least 1, got {value}", f"pass {option(name, 1)} or more, or leave it out"
+            )
 
 
 @dataclass(frozen=True)
@@ -278,10 +279,10 @@ def load_prompts(path: str) -> list[list[dict[str, str]]]:
     return [item.messages for item in load_prompt_items(path)]
 
 
-def load_prompt_items(path: str, flag: str = "--prompts") -> list[Prompt]:
+def load_prompt_items(path: str, key: str = "prompts") -> list[Prompt]:
     """Prompts with their specs (optional `skill`, `reference`, `must_contain`, `decline` fields), validated whole.
-    `flag`: the option that named `path`."""
-    return [prompt for prompt, _ in load_prompts_with_columns(path, flag)]
+    `key`: the option that named `path`."""
+    return [prompt for prompt, _ in load_prompts_with_columns(path, key)]
 
 
 def check_prompt_tools(tokenizer: Any, prompts: Sequence[Prompt], source: str) -> None:
@@ -300,11 +301,11 @@ PROMPT_COLUMNS |= {"tools"}
 PROMPT_COLUMNS |= {"spec", "skill", "reference", "must_contain", "decline", "prompts", "completions", "completion_ids"}
 
 
-def load_prompts_with_columns(path: str, flag: str = "--prompts") -> list[tuple[Prompt, dict[str, Any]]]:
+def load_prompts_with_columns(path: str, key: str = "prompts") -> list[tuple[Prompt, dict[str, Any]]]:
     """`load_prompt_items`, each with the row's other columns (`solution`, `answer`, ...: what a reward function of
     `alignkit rl` may read)."""
     return convert_all(
-        read_prompt_rows(path, flag),
+        read_prompt_rows(path, key),
         lambda data: (
             Prompt(prompt_row(data), PromptSpec.from_row(data), tools_field(data)),
             {k: v for k, v in data.items() if k not in PROMPT_COLUMNS},

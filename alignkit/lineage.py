@@ -15,7 +15,7 @@ from typing import Any
 
 from alignkit import distributed, models, runs
 from alignkit.config import ModelConfig
-from alignkit.errors import AlignkitError, first_line
+from alignkit.errors import AlignkitError, accepts, first_line, option
 from alignkit.hardware import Precision, pick_precision
 
 logger = logging.getLogger("alignkit")
@@ -240,9 +240,11 @@ def apply_adapter(model: Any, run: runs.Run, trainable: bool) -> Any:
         try:
             return PeftModel.from_pretrained(model, run.adapter_dir, is_trainable=trainable)
         except (ValueError, RuntimeError, KeyError) as exc:
+            fix = "train the adapter on the same base model"
+            if accepts("model.name"):  # `evaluate_runs` takes no model
+                fix += f", or pick the matching {option('model.name')}"
             raise AlignkitError(
-                f"{run.adapter_dir}: adapter does not fit this base model ({first_line(exc)})",
-                "train the adapter on the same base model, or pick the matching --model",
+                f"{run.adapter_dir}: adapter does not fit this base model ({first_line(exc)})", fix
             ) from None
     if run.model_dir.is_dir():
         return model

@@ -158,7 +158,7 @@ def load_seeds(path: str) -> list[dict[str, str]]:
     """`{"id", "task"}` per seed row (rows with `prompt`, `instruction` or `messages`; the last user turn is the
     task, and its id is the prompt's `jsonl.prompt_id`)."""
     prompts = convert_all(
-        read_prompt_rows(path, "--seeds"),
+        read_prompt_rows(path, "seeds"),
         jsonl.prompt_row,
         "seed rows with `prompt` (string or messages), `instruction` or `messages`",
     )

@@ -119,23 +119,23 @@ def check_template_renders(tokenizer: Any, rows: list[dict[str, Any]], source: s
         )
 
 
-def load_text(paths: list[str], flag: str = "--data", field: str = "text") -> list[dict[str, str]]:
+def load_text(paths: list[str], key: str = "data.paths", field: str = "text") -> list[dict[str, str]]:
     """`{"text": ...}` rows for pretraining (and the forgetting check's general text); chat rows are accepted and
     flattened to their contents. A paragraph of a .txt/.md file also names its `document` (the file), which `split`
-    holds out whole. `flag`: the option that named `paths`; `field`: the column that holds the text (pretraining:
+    holds out whole. `key`: the option that named `paths`; `field`: the column that holds the text (pretraining:
     TRL's `trainer.dataset_text_field`)."""
     rows = []
     for path in paths:
-        file_rows = read_rows(path, flag)
-        texts = convert_all(file_rows, lambda row: text_row(row, field), text_expected(field, flag))
+        file_rows = read_rows(path, key)
+        texts = convert_all(file_rows, lambda row: text_row(row, field), text_expected(field, key))
         for row, text in zip(file_rows, texts, strict=True):
             rows.append(text | {"document": row.document} if row.document else text)
     return rows
 
 
-def text_expected(field: str, flag: str) -> str:
+def text_expected(field: str, key: str) -> str:
     expected = f"{{{field}: str}} rows, or .txt/.md files"
-    if flag == "--data":  # pretraining, where TRL's own option names the column
+    if key == "data.paths":  # pretraining, where TRL's own option names the column
         expected += f"; for text in another column: {option('trainer.dataset_text_field', 'COLUMN')}"
     return expected
 
@@ -392,7 +392,7 @@ def count_text_rows(paths: list[str], field: str) -> list[int]:
     for path in paths:
         before = sum(counts.values())
         for _ in converted_rows(
-            counted(iter_rows(path)), lambda row: text_row(row, field), text_expected(field, "--data")
+            counted(iter_rows(path)), lambda row: text_row(row, field), text_expected(field, "data.paths")
         ):
             pass
         if sum(counts.values()) == before:

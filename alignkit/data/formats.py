@@ -35,7 +35,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from alignkit.errors import AlignkitError, first_line
+from alignkit.errors import AlignkitError, first_line, option
 from alignkit.paths import offline_without_network, saved_split
 
 logger = logging.getLogger("alignkit")
@@ -110,9 +110,9 @@ def looks_like(fmt: str) -> Iterator[None]:
         raise RowError(exc.field, exc.problem, fmt) from None
 
 
-def read_rows(source: str, flag: str = "--data") -> list[Row]:
-    """All rows of a data file, directory or hub dataset; errors name the file and line. `flag`: the option that
-    named `source`, for the fix of a missing file."""
+def read_rows(source: str, key: str = "data.paths") -> list[Row]:
+    """All rows of a data file, directory or hub dataset; errors name the file and line. `key`: the option that
+    named `source` (`option`), for the fix of a missing file."""
     path, split = saved_split(source)
     if path.is_dir() and (split or is_saved_dataset(path)):
         rows = read_saved_dataset(path, split)
@@ -121,7 +121,7 @@ def read_rows(source: str, flag: str = "--data") -> list[Row]:
     elif path.is_file():
         rows = READERS[checked_suffix(path)](path)
     elif path.exists() or source.startswith((".", "/", "~")) or path.suffix:
-        raise AlignkitError(f"{source}: data file not found", f"check the path passed to {flag}")
+        raise AlignkitError(f"{source}: data file not found", f"check the path passed to {option(key)}")
     else:
         rows = read_hub_dataset(source)
     if not rows:
@@ -129,7 +129,7 @@ def read_rows(source: str, flag: str = "--data") -> list[Row]:
     return rows
 
 
-def iter_rows(source: str, flag: str = "--data") -> Iterator[Row]:
+def iter_rows(source: str, key: str = "data.paths") -> Iterator[Row]:
     """The rows of a local `source` as `read_rows` reads them, one at a time: .txt, .md, JSONL and Parquet files and
     save dirs are never held whole in memory (.json, CSV and TSV files are read whole, one file at a time). The
     caller says when there are none."""
@@ -142,7 +142,7 @@ def iter_rows(source: str, flag: str = "--data") -> Iterator[Row]:
     elif path.is_file():
         yield from iter_file(path)
     elif path.exists() or source.startswith((".", "/", "~")) or path.suffix:
-        raise AlignkitError(f"{source}: data file not found", f"check the path passed to {flag}")
+        raise AlignkitError(f"{source}: data file not found", f"check the path passed to {option(key)}")
     else:
         raise AlignkitError(
             f"{source}: data.streaming reads local files, not hub datasets",
@@ -167,16 +167,16 @@ def checked_suffix(path: Path) -> str:
     return suffix
 
 
-def read_prompt_rows(source: str, flag: str) -> list[Row]:
+def read_prompt_rows(source: str, key: str) -> list[Row]:
     """The rows of a prompt file (`generate --prompts`, `eval --prompts`, `synth --seeds`, ...): as `read_rows`, but a
     .txt file holds one prompt per line, or one per paragraph where blank lines separate them (a prompt over several
     lines). Each is a `{"text"}` row."""
     path = Path(source).expanduser()
     if path.suffix.lower() != ".txt" or not path.is_file():
-        return read_rows(source, flag)
+        return read_rows(source, key)
     lines = decode(path).strip().splitlines()
     if not lines or any(not line.strip() for line in lines):  # empty (said by read_rows), or paragraphs
-        return read_rows(source, flag)
+        return read_rows(source, key)
     return [Row(f"{path}:line {number}", {"text": line}) for number, line in enumerate(lines, start=1)]
 
 

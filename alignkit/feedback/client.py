@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, option
 from alignkit.feedback import server
 
 TIMEOUT_S = 15.0
@@ -101,10 +101,12 @@ def find_dataset(client: Any, name: str, workspace: str) -> Any:
     """An existing dataset of a workspace; one clear error when either is missing (the SDK fails on a missing
     workspace with an AttributeError)."""
     if client.workspaces(workspace) is None:
-        raise AlignkitError(f"no workspace {workspace!r} in Argilla", "check --workspace")
+        raise AlignkitError(f"no workspace {workspace!r} in Argilla", f"check {option('workspace')}")
     dataset = client.datasets(name, workspace=workspace)
     if dataset is None:
-        raise AlignkitError(f"no dataset {name!r} in workspace {workspace!r}", "check --dataset/--workspace")
+        raise AlignkitError(
+            f"no dataset {name!r} in workspace {workspace!r}", f"check {option('dataset')}/{option('workspace')}"
+        )
     return dataset
 
 

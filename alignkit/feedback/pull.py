@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, option
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.annotation import review_edit
 from alignkit.feedback.client import connect, find_dataset, submitted_answers, usernames
@@ -101,9 +101,9 @@ def pull(
     if pairing not in PAIRINGS:
         raise AlignkitError(f"pairs={pairing!r}: expected one of {', '.join(PAIRINGS)}")
     if not 0.0 <= min_agreement <= 1.0:  # a majority share: above 1 every pair would be dropped without a word
-        raise AlignkitError(f"--min-agreement {min_agreement}: expected a share between 0 and 1", "e.g. 0.6")
+        raise AlignkitError(f"{option('min_agreement')} {min_agreement}: expected a share between 0 and 1", "e.g. 0.6")
     if min_annotators < 1:
-        raise AlignkitError(f"--min-annotators {min_annotators}: expected 1 or more")
+        raise AlignkitError(f"{option('min_annotators')} {min_annotators}: expected 1 or more")
     dataset = find_dataset(client or connect(), dataset_name, workspace)
     n = schema.n_candidates([f.name for f in dataset.settings.fields])
     if n < 2:

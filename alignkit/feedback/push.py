@@ -18,7 +18,7 @@ from alignkit.data.formats import (
     to_messages,
 )
 from alignkit.data.validate import convert_all
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, from_python, option
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback import ordering
 from alignkit.feedback.client import connect
@@ -28,7 +28,9 @@ from alignkit.jsonl import prompt_id
 def load_candidates(path: str) -> list[dict[str, Any]]:
     """Rows `{"prompt": [messages], "candidates": [{"text", ...}, ...]}`, validated whole."""
     return convert_all(
-        read_rows(path, "--candidates"), candidate_row, "rows from `alignkit generate`: {prompt, candidates: [{text}]}"
+        read_rows(path, "candidates_file"),
+        candidate_row,
+        "rows from `alignkit generate`: {prompt, candidates: [{text}]}",
     )
 
 
@@ -80,7 +82,8 @@ def round_dataset(client: Any, workspace: str, name: str, append: bool, settings
     dataset = client.datasets(name, workspace=ws)
     if dataset is not None and not append:
         raise AlignkitError(
-            f"dataset {name!r} already exists in workspace {workspace!r}", "pass --append or another --dataset"
+            f"dataset {name!r} already exists in workspace {workspace!r}",
+            f"pass {option('append', True)} or another {option('dataset')}",
         )
     if dataset is None:
         dataset = rg.Dataset(name=name, workspace=ws, settings=settings(), client=client).create()
@@ -148,7 +151,9 @@ def push(
     counts = Counter(min(len(r["candidates"]), 8) for r in rows)
     n = max((k for k, v in counts.items() if k >= 2), key=lambda k: (counts[k], k), default=0)
     if n < 2:
-        raise AlignkitError(f"{candidates_file}: no prompt has 2+ distinct candidates", "generate with --n 2 or more")
+        # an option of another command than push (which has no `n`): `generate`'s, `alignkit.candidates`'s
+        more = "alignkit.candidates(..., n=2)" if from_python() else "--n 2"
+        raise AlignkitError(f"{candidates_file}: no prompt has 2+ distinct candidates", f"generate with {more} or more")
     usable = [r for r in rows if len(r["candidates"]) >= n]
     client = client or connect()
     dataset = round_dataset(
@@ -158,7 +163,8 @@ def push(
     if shown != n:  # Argilla would fail on the first record, with a KeyError from the SDK
         kind = "is a review round" if schema.is_review(dataset.settings) else f"shows {shown} candidates per record"
         raise AlignkitError(
-            f"dataset {dataset_name!r} {kind}; {candidates_file} has {n} per prompt", "push to a new --dataset"
+            f"dataset {dataset_name!r} {kind}; {candidates_file} has {n} per prompt",
+            f"push to a new {option('dataset')}",
         )
     present, rounds, runs = contents_in(dataset, n) if append else (set(), set(), set())
     new_rows = [
@@ -171,8 +177,8 @@ def push(
                 f"{candidates_file} holds candidates of {', '.join(sorted(new_runs - runs))}; dataset "
                 f"{dataset_name!r} holds those of {', '.join(sorted(runs))}: another policy's candidates are another "
                 "round, and these would be filed (and pulled) as its round",
-                f"push them to a new --dataset with --round {max(rounds, default=1) + 1}, "
-                "or pass --round to add them to this dataset as that round",
+                f"push them to a new {option('dataset')} with {option('round_number', max(rounds, default=1) + 1)}, "
+                f"or pass {option('round_number')} to add them to this dataset as that round",
             )
         round_number = max(rounds, default=1)
     if new_rows:
@@ -259,7 +265,7 @@ def push_review(
     client = client or connect()
     dataset = round_dataset(client, workspace, dataset_name, append, lambda: schema.review_settings(min_submitted))
     if not schema.is_review(dataset.settings):
-        raise AlignkitError(f"dataset {dataset_name!r} is not a review round", "choose another --dataset")
+        raise AlignkitError(f"dataset {dataset_name!r} is not a review round", f"choose another {option('dataset')}")
     records = review_records(rows)
     dataset.records.log(records)
     return {

@@ -38,7 +38,7 @@ def load_answer_key(path: str) -> dict[str, PromptSpec]:
         return prompt_id(prompt_row(data), tools_field(data)), PromptSpec.from_row(spec)
 
     expected = "prompt rows with optional skill / reference / must_contain"
-    return dict(convert_all(read_rows(path, "--answer-key"), entry, expected))
+    return dict(convert_all(read_rows(path, "answer_key"), entry, expected))
 
 
 def judge(texts: list[str], oracle: Rule, flip: bool, prompt: Prompt | None = None) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def load_rows(cfg: RLStageConfig, paths: list[str]) -> list[dict[str, Any]]:
     read the spec, an imported reward function what it needs."""
     items = []
     for path in paths:
-        items += load_prompts_with_columns(path, "--data")
+        items += load_prompts_with_columns(path, "data.paths")
         if any(prompt.tools for prompt, _ in items):  # TRL's GRPO/RLOO render one tool list, the trainer's
             raise AlignkitError(
                 f"{path}: prompt rows with `tools` are not supported by `alignkit rl` (TRL's GRPO/RLOO show every "

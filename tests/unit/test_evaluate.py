@@ -12,7 +12,7 @@ import pytest
 
 import alignkit
 from alignkit import evaluate, runs
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, calling
 from alignkit.judges import Prompt, PromptSpec
 from tests.conftest import run_cli, write_jsonl
 
@@ -164,6 +164,9 @@ def test_answers_cut_by_the_token_budget_are_named_beside_the_verdicts(tmp_path)
     note = "1 of base's 2 answers end mid-sentence (degenerate: truncated) at --max-new-tokens 16"
     assert evaluate.cut_off_note(results).startswith(note)
     assert note in evaluate.report_markdown(results)
+    with calling(alignkit.evaluate_runs):  # a notebook's report names the keyword, not --max-new-tokens
+        assert "at max_new_tokens=16: " in evaluate.cut_off_note(results)
+        assert evaluate.cut_off_note(results).endswith("raise `max_new_tokens`")
     results["runs"]["base"] |= evaluate.answer_figures(loaded, whole)[0]
     assert evaluate.cut_off_note(results) is None and "mid-sentence" not in evaluate.report_markdown(results)
 
@@ -369,19 +372,22 @@ def test_runs_of_different_base_models_are_refused_before_any_answer(two_runs, t
 
 
 @pytest.mark.parametrize(
-    ("option", "expected"),
+    ("option", "times", "expected"),
     [
-        ({"limit": 0}, "--limit must be at least 1, got 0"),
-        ({"limit": -1}, "--limit must be at least 1, got -1"),
-        ({"max_new_tokens": 0}, "--max-new-tokens must be at least 1"),
+        ({"limit": 0}, 1, "`limit` must be at least 1, got 0 (pass limit=1 or more"),
+        ({"limit": -1}, 1, "`limit` must be at least 1, got -1"),
+        ({"max_new_tokens": 0}, 1, "`max_new_tokens` must be at least 1"),
+        ({}, 2, "passed to `runs` twice (pass each run once)"),
     ],
 )
-def test_eval_refuses_no_prompts_or_no_tokens_instead_of_an_empty_report(two_runs, tmp_path, option, expected):
-    """`--limit 0` gave a report of zero prompts with a 0.000 win-rate; `--limit -1` left out the last prompt."""
+def test_eval_refuses_no_prompts_or_no_tokens_instead_of_an_empty_report(two_runs, tmp_path, option, times, expected):
+    """`--limit 0` gave a report of zero prompts with a 0.000 win-rate; `--limit -1` left out the last prompt. Each
+    refusal is spelled as `evaluate_runs` takes it (a notebook was told `--limit`, `--runs`)."""
     prompts, general = small_eval_files(tmp_path)
     out = tmp_path / "eval"
-    with pytest.raises(AlignkitError, match=expected):
-        alignkit.evaluate_runs([two_runs[0].path], out, prompts, general, **{"max_new_tokens": 4, **option})
+    with pytest.raises(AlignkitError) as refused:
+        alignkit.evaluate_runs([two_runs[0].path] * times, out, prompts, general, **{"max_new_tokens": 4, **option})
+    assert expected in str(refused.value) and "--" not in str(refused.value)
     assert not out.exists()
 
 

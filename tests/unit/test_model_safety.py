@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import alignkit
 from alignkit import hardware, lineage, models, runs
 from alignkit.config import ModelConfig
 from alignkit.errors import AlignkitError
@@ -100,3 +101,11 @@ def test_adapter_of_another_base_is_a_clear_error(tmp_path, tiny_model):
     assert "adapter does not fit this base model" in error.value.message
     assert str(run.adapter_dir) in error.value.message
     assert "same base model" in error.value.hint
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Hi?"}\n')
+    with pytest.raises(AlignkitError) as error:  # a notebook picks the base with the keyword `candidates` takes
+        alignkit.candidates(prompts, tmp_path / "candidates.jsonl", from_run=run.path, max_new_tokens=2)
+    assert error.value.hint.endswith(", or pick the matching `model`")
+    with pytest.raises(AlignkitError) as error:  # `evaluate_runs` takes no model: it is not offered
+        alignkit.evaluate_runs([run.path], out=tmp_path / "eval", limit=1, max_new_tokens=2)
+    assert error.value.hint == "train the adapter on the same base model"

@@ -211,7 +211,79 @@ SAME_BAD_CALL = {
         "(pass overwrite=True or choose another `out`)",
         "pass --overwrite or choose another --out",
     ),
+    "data-not-found": (
+        lambda data, tmp: alignkit.sft(data={"paths": [tmp / "nope.jsonl"]}, out=tmp / "run"),
+        lambda data, tmp: ["sft", "--data", tmp / "nope.jsonl", "--out", tmp / "run"],
+        "data file not found (check the path passed to `data`)",
+        "data file not found — fix: check the path passed to --data",
+    ),
+    "prompts-not-found": (
+        lambda data, tmp: alignkit.candidates(tmp / "nope.jsonl", tmp / "c.jsonl"),
+        lambda data, tmp: ["generate", "--prompts", tmp / "nope.jsonl", "--out", tmp / "c.jsonl"],
+        "data file not found (check the path passed to `prompts`)",
+        "data file not found — fix: check the path passed to --prompts",
+    ),
+    "candidates-not-found": (
+        lambda data, tmp: alignkit.push(tmp / "nope.jsonl", "round-1"),
+        lambda data, tmp: ["feedback", "push", "--candidates", tmp / "nope.jsonl", "--dataset", "round-1"],
+        "data file not found (check the path passed to `candidates_file`)",
+        "data file not found — fix: check the path passed to --candidates",
+    ),
+    "answer-key-not-found": (
+        lambda data, tmp: alignkit.simulate_ratings("round-1", [("ann", "pw")], answer_key=tmp / "nope.jsonl"),
+        lambda data, tmp: [
+            "feedback",
+            "simulate",
+            "--dataset",
+            "round-1",
+            "--annotator",
+            "ann:pw",
+            "--answer-key",
+            tmp / "nope.jsonl",
+        ],
+        "data file not found (check the path passed to `answer_key`)",
+        "data file not found — fix: check the path passed to --answer-key",
+    ),
+    "set-not-key-value": (
+        lambda data, tmp: alignkit.sft(data={"paths": [data]}, out=tmp / "run", overrides=["x"]),
+        lambda data, tmp: ["sft", "--data", data, "--out", tmp / "run", "--set", "x"],
+        "`overrides` 'x': expected key=value (e.g. overrides=['trainer.learning_rate=2e-5'])",
+        "--set 'x': expected key=value — fix: e.g. --set trainer.learning_rate=2e-5",
+    ),
+    "count-below-one": (
+        lambda data, tmp: alignkit.candidates(data, tmp / "c.jsonl", n=0),
+        lambda data, tmp: ["generate", "--prompts", data, "--out", tmp / "c.jsonl", "--n", "0"],
+        "`n` must be at least 1, got 0 (pass n=1 or more, or leave it out)",
+        "--n must be at least 1, got 0 — fix: pass --n 1 or more, or leave it out",
+    ),
+    "one-candidate-each": (
+        lambda data, tmp: alignkit.push(one_candidate_each(tmp), "round-1"),
+        lambda data, tmp: ["feedback", "push", "--candidates", one_candidate_each(tmp), "--dataset", "round-1"],
+        "no prompt has 2+ distinct candidates (generate with alignkit.candidates(..., n=2) or more)",
+        "no prompt has 2+ distinct candidates — fix: generate with --n 2 or more",
+    ),
+    "agreement-not-a-share": (
+        lambda data, tmp: alignkit.pull("round-1", tmp / "pairs.jsonl", min_agreement=1.5),
+        lambda data, tmp: [
+            "feedback",
+            "pull",
+            "--dataset",
+            "round-1",
+            "--out",
+            tmp / "pairs.jsonl",
+            "--min-agreement",
+            "1.5",
+        ],
+        "`min_agreement` 1.5: expected a share between 0 and 1 (e.g. 0.6)",
+        "--min-agreement 1.5: expected a share between 0 and 1",
+    ),
 }
+
+
+def one_candidate_each(tmp: Path) -> Path:
+    """Candidates as `generate --n 1` writes them: one per prompt, nothing to compare."""
+    prompt = [{"role": "user", "content": "What is 2 plus 2?"}]
+    return write_jsonl(tmp / "one.jsonl", [{"prompt": prompt, "candidates": [{"text": "4."}]}])
 
 
 @pytest.mark.parametrize(("python", "command", "in_python", "in_cli"), SAME_BAD_CALL.values(), ids=SAME_BAD_CALL)
