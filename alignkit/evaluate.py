@@ -20,13 +20,14 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Callable, Collection, Sequence
+import sys
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from alignkit import judges, lineage, models, paths, runs
+from alignkit import jsonl, judges, lineage, models, paths, runs
 from alignkit.data.formats import read_prompt_rows
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError, option
@@ -348,6 +349,8 @@ def evaluate_models(
     ancestors: dict[str, Sequence[str]] | None = None,
     fingerprints: dict[str, str] | None = None,
     earlier: dict[tuple[str, str], str] | None = None,
+    saved: dict[tuple[str, str], str] | None = None,
+    save: Callable[[str, list[int], list[str]], Any] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, answer rows). `models_to_evaluate`: (name, loader) pairs in order, the base first when given (its
     perplexity is the forgetting baseline). `pairs`: the comparisons, (policy, baseline) names; by default each model
@@ -358,18 +361,27 @@ def evaluate_models(
     end). `trained_on_scorer`: the names of models trained against `scorer` (`lineage.trained_against`), whose
     verdicts also weigh the scorer's own alarms. `fingerprints`: each model's `model_fingerprint`; `earlier`: answers
     of an earlier evaluation at this `max_new_tokens`, by (fingerprint, `prompt_key`), reused instead of answering
-    again (`reused_answers` in each model's figures)."""
+    again (`reused_answers` in each model's figures); `saved`: those this evaluation made before it was interrupted,
+    keyed alike, taken as its own (the figures are an uninterrupted evaluation's); `save(model name, prompt indices,
+    answers)` is given each batch of fresh answers as soon as it is made."""
     names = [name for name, _ in models_to_evaluate]
     pairs = list(dict.fromkeys(pairs if pairs is not None else neighbour_pairs(names)))
     ancestors = ancestors if ancestors is not None else {n: names[:i][::-1] for i, n in enumerate(names)}
     oracle = oracle_judge(rule) if rule else None  # an unknown rule is refused before any answer
     results: dict[str, Any] = {"prompts": len(prompts), "rule": rule, "runs": {}, "comparisons": {}, "alarms": {}}
     results["max_new_tokens"] = max_new_tokens
-    fingerprints, earlier = fingerprints or {}, earlier or {}
+    fingerprints, earlier, saved = fingerprints or {}, earlier or {}, saved or {}
     results["fingerprints"] = fingerprints
-    known = {
+    resumed = {
+        name: [saved.get((fingerprints[name], prompt_key(p))) for p in prompts] if name in fingerprints else []
+        for name in names
+    }
+    reused = {
         name: [earlier.get((fingerprints[name], prompt_key(p))) for p in prompts] if name in fingerprints else []
         for name in names
+    }
+    known = {
+        name: [r if r is not None else e for r, e in zip(resumed[name], reused[name], strict=True)] for name in names
     }
     position = {name: i for i, name in enumerate(names)}
     loaders = dict(models_to_evaluate)
@@ -393,6 +405,8 @@ def evaluate_models(
     # one bar for the whole evaluation: answers are most of its time
     to_answer = len(names) * len(prompts) - sum(a is not None for found in known.values() for a in found)
     with tqdm(total=to_answer, desc="evaluating", unit="answer") as progress:
+        if count := sum(a is not None for found in resumed.values() for a in found):
+            progress.write(f"resuming: {count} answers were saved by the interrupted evaluation", file=sys.stderr)
         for name, load in models_to_evaluate:
             model, tokenizer = load()
             tokenizers[name] = tokenizer
@@ -404,11 +418,14 @@ def evaluate_models(
             found = known[name] or [None] * len(prompts)
             missing = [i for i, a in enumerate(found) if a is None]
             asked = [messages[i] for i in missing], [tools[i] for i in missing]
-            fresh = iter(greedy_replies(model, tokenizer, asked[0], max_new_tokens, 40, progress.update, asked[1]))
+            keep = functools.partial(save_batch, save, name, iter(missing)) if save else None
+            replies = greedy_replies(model, tokenizer, asked[0], max_new_tokens, 40, progress.update, asked[1], keep)
+            fresh = iter(replies)
             answers[name] = [next(fresh) if a is None else a for a in found]
             progress.set_postfix_str(f"{name}: perplexity, reward, KL")
             figures, checks[name] = answer_figures(prompts, answers[name])
-            figures["reused_answers"] = sum(a is not None for a in known[name])
+            from_earlier = zip(resumed[name], reused[name], strict=True)  # the resumed ones are this evaluation's own
+            figures["reused_answers"] = sum(r is None and e is not None for r, e in from_earlier)
             figures["general_ppl"] = perplexity(model, tokenizer, general)
             base_ppl = base_ppl or figures["general_ppl"]
             figures["forgetting"] = forgetting(base_ppl, figures["general_ppl"], forgetting_threshold)
@@ -487,6 +504,14 @@ def evaluate_models(
     ]
     results["examples"] = examples(prompts, answers, pairs[-1] if pairs else None)
     return results, rows
+
+
+def save_batch(
+    save: Callable[[str, list[int], list[str]], Any], name: str, indices: Iterator[int], replies: list[str]
+) -> None:
+    """Hand a batch of `name`'s fresh answers to `save` with the prompt indices they answer (`indices`: those asked,
+    in order, consumed as the batches come)."""
+    save(name, [next(indices) for _ in replies], replies)
 
 
 def lineage_alarms(results: dict[str, Any], ancestors: dict[str, Sequence[str]]) -> dict[str, str]:
@@ -579,9 +604,23 @@ def sequence_logprobs(
 REPORT_MARKER = "eval.json"  # marks a directory that `--overwrite` may replace: an earlier evaluation
 
 
-def check_report_dir(out_dir: Path, overwrite: bool) -> None:
-    """Before any work: `out_dir` is missing or empty, or (`overwrite`) holds an earlier evaluation."""
-    paths.check_output_dir(out_dir, overwrite, REPORT_MARKER, "an evaluation")
+def saved_answers_file(out_dir: Path) -> Path:
+    """Where `eval` keeps the answers as they are made (`OUT/answers.jsonl.partial`): an interrupted evaluation goes
+    on from them (`--resume`); the finished one replaces the directory whole, so it leaves no such file."""
+    return jsonl.partial_file(out_dir / "answers.jsonl")
+
+
+def check_report_dir(out_dir: Path, overwrite: bool, resume: bool = False) -> None:
+    """Before any work: `out_dir` is missing or empty, holds the answers an interrupted evaluation saved (continued
+    with `resume`, dropped with `overwrite`), or (`overwrite`) an earlier evaluation."""
+    partial = saved_answers_file(out_dir)
+    if partial.is_file() and not resume and not overwrite:
+        raise AlignkitError(
+            f"{partial}: an interrupted `alignkit eval` saved {len(jsonl.saved_rows(partial))} answers here",
+            f"pass {option('resume', True)} to continue it, or {option('overwrite', True)} to start over",
+        )
+    if not partial.is_file() or any(p != partial for p in out_dir.iterdir()):
+        paths.check_output_dir(out_dir, overwrite, REPORT_MARKER, "an evaluation")
 
 
 def write_report(
@@ -590,7 +629,7 @@ def write_report(
     """eval.json, answers.jsonl, report.md and plots (accuracy per skill per model; win-rates with intervals), written
     beside `out_dir` and swapped in whole: an earlier evaluation there (`overwrite`) leaves no stale file behind."""
     out_dir = Path(out_dir).absolute()
-    check_report_dir(out_dir, overwrite)
+    check_report_dir(out_dir, overwrite, resume=True)  # the answers saved there as they were made are this one's
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -783,12 +822,14 @@ def run_eval(
     overwrite: bool = False,
     baseline: str | None = None,
     compare: Sequence[str] = (),
+    resume: bool = False,
 ) -> dict[str, Any]:
     """`alignkit eval`: the base and each run answer the prompts; each is compared with the one before it, or with
     `baseline`, and/or as `compare` names (`"RUN vs BASELINE"`: `comparison_pairs`). Each run is named by the shortest
-    tail of its path that tells it from the others (`runs.distinct_names`)."""
+    tail of its path that tells it from the others (`runs.distinct_names`). Answers are saved in `out_dir` as they are
+    made (`saved_answers_file`); `resume` continues an interrupted evaluation with the answers it had not made."""
     check_counts(limit=limit, max_new_tokens=max_new_tokens)  # a slice of 0 or -1 would drop prompts silently
-    check_report_dir(Path(out_dir), overwrite)
+    check_report_dir(Path(out_dir), overwrite, resume)
     loaded = [runs.open_policy(d, key="runs") for d in run_dirs]
     resolved = [run.path.resolve() for run in loaded]
     for i, path in enumerate(resolved):
@@ -824,6 +865,17 @@ def run_eval(
     precision = pick_precision(model_cfg.precision)
     built = [("base", None), *zip(names, loaded, strict=True)]
     fingerprints = {name: fp for name, run in built if (fp := model_fingerprint(model_cfg, precision, run))}
+    settings = answer_settings(prompts, max_new_tokens)
+    saved = resumed_answers(Path(out_dir), overwrite, resume, settings)
+
+    def save(name: str, indices: list[int], replies: list[str]) -> None:
+        if name in fingerprints:  # answers of a model that cannot be told from another are not kept
+            made = [
+                {"run": name, "fingerprint": fingerprints[name], **settings, **answered(prompts[i]), "answer": reply}
+                for i, reply in zip(indices, replies, strict=True)
+            ]
+            jsonl.append_partial(Path(out_dir) / "answers.jsonl", made)
+
     results, rows = evaluate_models(
         to_evaluate,
         prompts,
@@ -837,6 +889,8 @@ def run_eval(
         evaluated_ancestors(loaded, names),
         fingerprints,
         earlier_answers(Path(out_dir), max_new_tokens) if overwrite else None,
+        saved,
+        save,
     )
     results["prompts_file"] = prompts_file
     write_report(Path(out_dir), results, rows, overwrite)
@@ -859,6 +913,34 @@ def model_fingerprint(model_cfg: Any, precision: Any, run: runs.Run | None = Non
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def answered(prompt: Prompt) -> dict[str, Any]:
+    """What an answer was made from, as `answers.jsonl` records it: the prompt's messages and `tools` if any."""
+    return {"prompt": prompt.messages, **({"tools": prompt.tools} if prompt.tools else {})}
+
+
+def answer_key(row: dict[str, Any]) -> str:
+    """`prompt_key` of the prompt a row of `answers.jsonl` (or of the answers saved as they were made) answers."""
+    return json.dumps([row["prompt"], row.get("tools") or []])
+
+
+def answer_settings(prompts: Sequence[Prompt], max_new_tokens: int) -> dict[str, Any]:
+    """What every answer of an evaluation was made with besides the model, recorded with each saved answer: the
+    token budget and the prompts (their count and a digest of their messages and tools)."""
+    digest = hashlib.sha256(json.dumps([prompt_key(p) for p in prompts]).encode()).hexdigest()[:12]
+    return {"max_new_tokens": max_new_tokens, "prompts": f"{len(prompts)} prompts (sha256 {digest})"}
+
+
+def resumed_answers(
+    out_dir: Path, overwrite: bool, resume: bool, settings: dict[str, Any]
+) -> dict[tuple[str, str], str]:
+    """With `resume`, the answers an interrupted evaluation saved in `out_dir`, by (model fingerprint, `prompt_key`),
+    refused when made with other `settings`; otherwise none (and with `overwrite` the saved ones are dropped)."""
+    saved = jsonl.start_partial(out_dir / "answers.jsonl", overwrite, resume, "eval")
+    if saved:
+        jsonl.check_resumable(saved_answers_file(out_dir), saved[0], settings)
+    return {(row["fingerprint"], answer_key(row)): row["answer"] for row in saved}
+
+
 def earlier_answers(out_dir: Path, max_new_tokens: int) -> dict[tuple[str, str], str]:
     """The answers of the evaluation in `out_dir` (about to be replaced), by (model fingerprint, `prompt_key`), when
     it answered at `max_new_tokens`: none from an evaluation that recorded no fingerprints or another budget."""
@@ -872,7 +954,7 @@ def earlier_answers(out_dir: Path, max_new_tokens: int) -> dict[tuple[str, str],
     except (OSError, ValueError):
         return {}
     return {
-        (fingerprints[row["run"]], json.dumps([row["prompt"], row.get("tools") or []])): row["answer"]
+        (fingerprints[row["run"]], answer_key(row)): row["answer"]
         for row in rows
         if row.get("run") in fingerprints and isinstance(row.get("answer"), str)
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from collections import Counter
@@ -601,3 +602,65 @@ def test_an_evaluation_replaced_with_another_run_added_reuses_the_answers_it_has
     assert {n: f["reused_answers"] for n, f in retrained["runs"].items()} == {"base": 2, "sft": 2, "dpo": 0}
     longer = alignkit.evaluate_runs([runs_dir / "sft"], out, prompts, general, max_new_tokens=7, overwrite=True)
     assert {n: f["reused_answers"] for n, f in longer["runs"].items()} == {"base": 0, "sft": 0}
+
+
+# The real CLI, stopped for good once the first model has answered: its perplexity (measured after its answers are
+# saved) never returns, and the marker file says so, so the test can kill -9 it right there.
+STALL_AFTER_FIRST_ANSWERS = """
+import sys, time
+from pathlib import Path
+from alignkit import cli, evaluate
+marker, real = Path(sys.argv[1]), evaluate.perplexity
+def stalled(*args, **kwargs):
+    marker.write_text("answered")
+    time.sleep(600)
+evaluate.perplexity = stalled
+sys.argv = ["alignkit", *sys.argv[2:]]
+cli.main()
+"""
+
+
+def test_a_killed_evaluation_resumes_with_the_models_that_had_not_answered(sibling_runs, tmp_path):
+    """eval wrote its answers only at the very end: a kill (or Ctrl-C, or the OOM killer) after hours of answers kept
+    nothing, and the rerun answered everything again. Each batch of answers is now saved in OUT as it is made;
+    `--resume` answers only the rest, and the finished files are those of an uninterrupted evaluation."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    prompts, general = small_eval_files(tmp_path)
+    runs_argv = [arg for name in ("sft", "dpo") for arg in ("--runs", str(sibling_runs / name))]
+    argv = [*runs_argv, "--prompts", str(prompts), "--general", str(general), "--max-new-tokens", "6"]
+    whole = tmp_path / "whole"
+    uninterrupted = run_cli("eval", *argv, "--out", str(whole))
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+
+    out, marker = tmp_path / "eval", tmp_path / "stalled"
+    command = [sys.executable, "-c", STALL_AFTER_FIRST_ANSWERS, str(marker), "eval", *argv, "--out", str(out)]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "the first model never answered"
+            time.sleep(0.05)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    partial = evaluate.saved_answers_file(out)
+    saved = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert [row["run"] for row in saved] == ["base", "base"] and not (out / "eval.json").exists()
+    partial.write_text(partial.read_text() + '{"run": "sft", "answer": "cut off mid-wri')  # killed mid-write
+
+    again = run_cli("eval", *argv, "--out", str(out))
+    assert again.returncode == 2 and "an interrupted `alignkit eval` saved 2 answers here" in again.stderr
+    assert "--resume" in again.stderr and "Traceback" not in again.stderr
+    other = run_cli("eval", *argv, "--max-new-tokens", "7", "--out", str(out), "--resume")
+    assert other.returncode == 2 and "made with max_new_tokens=6, not 7" in other.stderr
+    resumed = run_cli("eval", *argv, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming: 2 answers were saved by the interrupted evaluation" in resumed.stderr
+    assert re.search(r"evaluating: 100%.* 4/4 ", resumed.stderr)  # sft and dpo answered, the base did not
+    for name in ("eval.json", "answers.jsonl", "report.md"):
+        assert (out / name).read_text() == (whole / name).read_text(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in whole.iterdir())  # no partial left
+    nothing = run_cli("eval", *argv, "--out", str(out), "--resume", "--overwrite")
+    assert nothing.returncode == 2 and "nothing to resume" in nothing.stderr
