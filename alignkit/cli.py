@@ -400,7 +400,7 @@ def eval_command(
             low, high = c["interval_95"]
             console.print(
                 f"{name}{evaluate.lineage_note(comparison)}: oracle win-rate {c['win_rate']:.3f} "
-                f"[{low:.3f}, {high:.3f}]: {comparison['verdict']}"
+                f"[{low:.3f}, {high:.3f}], KL {comparison['kl_along_answers']:.3f}: {comparison['verdict']}"
             )
     for note in (evaluate.cut_off_note(results), evaluate.unchecked_note(results)):
         if note:

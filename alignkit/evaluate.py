@@ -5,9 +5,9 @@ checked accuracy per skill (`judges.check`: references, greetings by name, decli
 rate, mean / p90 length, refusal rate on harmful prompts, reward-model score, perplexity and forgetting; per
 comparison (by default each model against the one before it: base, A, B; or every model against `--baseline`, and
 the pairs `--compare` names): wins / ties / losses by the oracle rule and the reward model with a 95 % Wilson
-interval, and KL. Reward-hacking alarms flag a model whose proxy figures rose while the checked ones did not, against
-its nearest evaluated ancestor. Writes `eval.json`, `answers.jsonl` (every answer, with its checks), `report.md` and
-plots.
+interval, and the KL along the policy's answers (`answer_kl`). Reward-hacking alarms flag a model whose proxy
+figures rose while the checked ones did not, against its nearest evaluated ancestor. Writes `eval.json`,
+`answers.jsonl` (every answer, with its checks), `report.md` and plots.
 """
 
 from __future__ import annotations
@@ -357,13 +357,14 @@ def evaluate_models(
     against the one before it. `ancestors`: each model's evaluated ancestors, nearest first (by default the models
     before it, as in a lineage chain): reward-hacking alarms are each model's against its nearest evaluated ancestor,
     and a comparison's verdict weighs its policy's alarms. At most two models are in memory at once (the current one
-    and a baseline kept for later ones' KL; a baseline needed after another was kept is loaded once more at the
-    end). `trained_on_scorer`: the names of models trained against `scorer` (`lineage.trained_against`), whose
-    verdicts also weigh the scorer's own alarms. `fingerprints`: each model's `model_fingerprint`; `earlier`: answers
-    of an earlier evaluation at this `max_new_tokens`, by (fingerprint, `prompt_key`), reused instead of answering
-    again (`reused_answers` in each model's figures); `saved`: those this evaluation made before it was interrupted,
-    keyed alike, taken as its own (the figures are an uninterrupted evaluation's); `save(model name, prompt indices,
-    answers)` is given each batch of fresh answers as soon as it is made."""
+    and one kept for the KL of a later one compared with it; the two models of a comparison that missed it are
+    loaded again at the end, together). `trained_on_scorer`: the names of models trained against `scorer`
+    (`lineage.trained_against`), whose verdicts also weigh the scorer's own alarms. `fingerprints`: each model's
+    `model_fingerprint`; `earlier`: answers of an earlier evaluation at this `max_new_tokens`, by (fingerprint,
+    `prompt_key`), reused instead of answering again (`reused_answers` in each model's figures); `saved`: those this
+    evaluation made before it was interrupted, keyed alike, taken as its own (the figures are an uninterrupted
+    evaluation's); `save(model name, prompt indices, answers)` is given each batch of fresh answers as soon as it is
+    made. `kl_along_answers` of a comparison: `answer_kl` of its policy's answers, averaged over the prompts."""
     names = [name for name, _ in models_to_evaluate]
     pairs = list(dict.fromkeys(pairs if pairs is not None else neighbour_pairs(names)))
     ancestors = ancestors if ancestors is not None else {n: names[:i][::-1] for i, n in enumerate(names)}
@@ -388,9 +389,8 @@ def evaluate_models(
     answers: dict[str, list[str]] = {}
     checks: dict[str, list[dict[str, Any]]] = {}
     tokenizers: dict[str, Any] = {}
-    own_logprobs: dict[str, list[float]] = {}  # each policy's log-probs of its own answers
-    baseline_logprobs: dict[Pair, list[float]] = {}  # the baseline's log-probs of the policy's answers
-    kept: tuple[str, Any] | None = None  # a baseline kept in memory for the models after it
+    kl: dict[Pair, list[float]] = {}  # per answer of the policy: its KL to the baseline (`answer_kl`)
+    kept: tuple[str, Any] | None = None  # a model kept in memory for the KL of a later one compared with it
     base_ppl: float | None = None
     messages = [p.messages for p in prompts]
     tools = [p.tools for p in prompts]
@@ -398,9 +398,9 @@ def evaluate_models(
     scored: dict[tuple[str, str], float] = {}  # each run's rewards, reused by the reward-model comparisons
     checked_templates: set[str] = set()  # the runs of a lineage share its tokenizer: its prompts are checked once
 
-    def logprobs_of(model: Any, policy: str) -> list[float]:
-        """`model`'s log-probs of `policy`'s answers, rendered with the policy's tokenizer as they were generated."""
-        return sequence_logprobs(model, tokenizers[policy], messages, answers[policy], tools=tools)
+    def kl_of(pair: Pair, policy_model: Any, baseline_model: Any) -> None:
+        """The KL of a comparison along the policy's answers, rendered with its tokenizer as they were generated."""
+        kl[pair] = answer_kl(policy_model, baseline_model, tokenizers[pair[0]], messages, answers[pair[0]], tools=tools)
 
     # one bar for the whole evaluation: answers are most of its time
     to_answer = len(names) * len(prompts) - sum(a is not None for found in known.values() for a in found)
@@ -439,27 +439,26 @@ def evaluate_models(
                     checked["reward"] = reward
                 scored.update(((prompt_key(p), a), r) for p, a, r in zip(prompts, answers[name], rewards, strict=True))
             results["runs"][name] = figures
-            if any(policy == name for policy, _ in pairs):
-                own_logprobs[name] = logprobs_of(model, name)
-            for policy, baseline in pairs:
-                if baseline == name and policy in answers:  # the policy came first
-                    baseline_logprobs[(policy, name)] = logprobs_of(model, policy)
-                elif policy == name and kept is not None and baseline == kept[0]:
-                    baseline_logprobs[(name, baseline)] = logprobs_of(kept[1], name)
-            needed_later = {baseline for policy, baseline in pairs if position[policy] > position[name]}
+            for pair in pairs:  # those whose other model is the one kept: both are in memory now
+                if kept is not None and set(pair) == {name, kept[0]}:
+                    kl_of(pair, *(model if n == name else kept[1] for n in pair))
+            later = [pair for pair in pairs if max(position[n] for n in pair) > position[name]]
+            needed_later = {n for pair in later for n in pair if position[n] <= position[name]}
             if name in needed_later:
                 kept = (name, model)
             elif kept is not None and kept[0] not in needed_later:
                 kept = None
             del model
         kept = None
-        pending = [pair for pair in pairs if pair not in baseline_logprobs]
-        for baseline in dict.fromkeys(b for _, b in pending):
+        pending = [pair for pair in pairs if pair not in kl]
+        for baseline in dict.fromkeys(b for _, b in pending):  # two models at once: each baseline loaded once
             progress.set_postfix_str(f"{baseline}: KL of the models compared with it")
-            model, _ = loaders[baseline]()
+            baseline_model, _ = loaders[baseline]()
             for policy in (p for p, b in pending if b == baseline):
-                baseline_logprobs[(policy, baseline)] = logprobs_of(model, policy)
-            del model
+                policy_model, _ = loaders[policy]()
+                kl_of((policy, baseline), policy_model, baseline_model)
+                del policy_model
+            del baseline_model
     for policy, baseline in pairs:
         comparison: dict[str, Any] = {
             "policy": policy,
@@ -471,8 +470,7 @@ def evaluate_models(
         if scorer is not None:
             judge = reward_judge(scorer, scored)
             comparison["reward_model"] = win_rate(prompts, answers[policy], answers[baseline], judge)
-        own, theirs = own_logprobs[policy], baseline_logprobs[(policy, baseline)]
-        comparison["kl_to_baseline"] = sum(o - t for o, t in zip(own, theirs, strict=True)) / max(1, len(own))
+        comparison["kl_along_answers"] = sum(kl[(policy, baseline)]) / max(1, len(prompts))
         results["comparisons"][f"{policy} vs {baseline}"] = comparison
     subjects = lineage_alarms(results, ancestors)
     if scorer is not None:
@@ -564,17 +562,21 @@ def examples(
     return picked
 
 
-def sequence_logprobs(
-    model: Any,
+def answer_kl(
+    policy: Any,
+    baseline: Any,
     tokenizer: Any,
     prompts: Sequence[Messages],
     answers: Sequence[str],
-    batch_size: int = 8,
+    batch_size: int = 4,
     tools: Sequence[list[dict[str, Any]] | None] | None = None,
 ) -> list[float]:
-    """Sum of log-probabilities each model assigns to each answer given its prompt (chat template applied, with the
-    prompt's `tools` when given, as the answer was generated), in batches of similar lengths (right-padded: the real
-    tokens see no padding)."""
+    """Per answer, KL(policy ‖ baseline) in nats: the exact KL of the two models' next-token distributions at each
+    token of the answer (given the prompt and the answer so far), summed over the answer. Never negative, 0 only
+    where the models agree. The answers are the policy's greedy ones, not samples, so this is the divergence along
+    the answers it gives, not an estimate of the sequence-level KL over its samples (which TRL logs in training). The
+    prompt is rendered with its `tools` when given, as the answer was generated, in right-padded batches of similar
+    lengths (the real tokens see no padding)."""
     import torch
 
     rows = []
@@ -590,15 +592,19 @@ def sequence_logprobs(
                 len(tokenizer(prefix, add_special_tokens=False).input_ids),
             )
         )
-    scores = [0.0] * len(rows)
-    for chunk, batch in models.length_sorted_batches(tokenizer, [ids for ids, _ in rows], batch_size, model.device):
+    divergences = [0.0] * len(rows)
+    for chunk, batch in models.length_sorted_batches(tokenizer, [ids for ids, _ in rows], batch_size, policy.device):
         with torch.no_grad():
-            logits = model(**batch).logits[:, :-1].float()
-        logprobs = torch.log_softmax(logits, dim=-1).gather(2, batch.input_ids[:, 1:, None])[..., 0]
+            policy_logits = policy(**batch).logits[:, :-1].float()
+            baseline_logits = baseline(**batch.to(baseline.device)).logits[:, :-1].float().to(policy_logits.device)
+        vocab = min(policy_logits.shape[-1], baseline_logits.shape[-1])  # padded embeddings of one base may differ
+        own = torch.log_softmax(policy_logits[..., :vocab], dim=-1)
+        theirs = torch.log_softmax(baseline_logits[..., :vocab], dim=-1)
+        per_token = (own.exp() * (own - theirs)).sum(-1).clamp(min=0)  # rounding can leave -1e-7
         for row, i in enumerate(chunk):
             ids, prefix_len = rows[i]
-            scores[i] = float(logprobs[row, prefix_len - 1 : len(ids) - 1].sum())
-    return scores
+            divergences[i] = float(per_token[row, prefix_len - 1 : len(ids) - 1].sum())
+    return divergences
 
 
 REPORT_MARKER = "eval.json"  # marks a directory that `--overwrite` may replace: an earlier evaluation
@@ -757,19 +763,21 @@ def report_markdown(results: dict[str, Any], images: str = "") -> str:
         lines += ["", "| skill | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         lines += [f"| {s} | " + " | ".join(fmt(results["runs"][n]["accuracy_by_skill"].get(s)) for n in names) + " |"
                   for s in skills]  # fmt: skip
-    lines += ["", "| comparison | judge | win-rate | 95 % interval | W / T / L | identical answers |"]
-    lines += ["|---|---|---|---|---|---|"]
+    lines += ["", "| comparison | judge | win-rate | 95 % interval | W / T / L | identical answers | KL per answer |"]
+    lines += ["|---|---|---|---|---|---|---|"]
     for key, comparison in results["comparisons"].items():
         for judge_name in ("oracle", "reward_model"):
             if judge_name in comparison:
                 c = comparison[judge_name]
                 lines.append(
                     f"| {key} | {judge_name} | {c['win_rate']:.3f} | {c['interval_95'][0]:.3f}–"
-                    f"{c['interval_95'][1]:.3f} | {c['wins']} / {c['ties']} / {c['losses']} | {c['identical']} |"
+                    f"{c['interval_95'][1]:.3f} | {c['wins']} / {c['ties']} / {c['losses']} | {c['identical']} | "
+                    f"{fmt(comparison.get('kl_along_answers'))} |"
                 )
     verdicts = [
         f"- **{key}**{lineage_note(c)}: {c['verdict']}" for key, c in results["comparisons"].items() if c.get("verdict")
     ]
+    lines += ["", KL_NOTE] if results["comparisons"] else []
     lines += ["", "## Verdicts (oracle interval and alarms)", "", *verdicts] if verdicts else []
     plots = [f"![checked accuracy per skill]({images}accuracy.png)"] if skills else []
     plots += [f"![oracle win-rates]({images}win_rate.png)"] if oracle_rates(results) else []
@@ -782,6 +790,12 @@ def report_markdown(results: dict[str, Any], images: str = "") -> str:
         lines.append(f"- **{example['skill']}** — {example['prompt']}")
         lines += [f"  - {n}: {example[n]!r}" for n in names]
     return "\n".join(lines) + "\n"
+
+
+KL_NOTE = (
+    "KL per answer: KL(policy ‖ baseline) in nats, the exact divergence of the two models' next-token distributions "
+    "summed over the tokens of each of the policy's greedy answers, averaged over the prompts (0: the models agree)."
+)
 
 
 def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
