@@ -263,13 +263,14 @@ def evaluate_runs(
     overwrite: bool = False,
     baseline: str | Path | None = None,
     compare: Sequence[str] = (),
+    resume: bool = False,
 ) -> dict[str, Any]:
     """`alignkit eval`: the base and every run answer held-out prompts (default: bundled sft_eval.jsonl); each is
     compared with the one before it, or with `baseline` (`"base"` or one of `runs`), and/or as `compare` names
     (`"runs/dpo-b vs runs/dpo-a"`): win-rates with intervals, KL, verdicts; alarms are each model's against its
     nearest evaluated ancestor; all are compared with the base for forgetting. Writes eval.json, answers.jsonl,
     report.md and plots to `out`: a new or empty directory, or with `overwrite` an earlier evaluation's, replaced
-    whole."""
+    whole. Answers are saved in `out` as they are made: `resume=True` continues an interrupted evaluation."""
     from alignkit import evaluate
     from alignkit.paths import bundled_data
 
@@ -285,4 +286,5 @@ def evaluate_runs(
         overwrite=overwrite,
         baseline=str(baseline) if baseline else None,
         compare=list(compare),
+        resume=resume,
     )

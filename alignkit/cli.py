@@ -117,8 +117,8 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C reaches every process of a launched run: said by the first on each machine
         if distributed.is_local_main():
             console.print(
-                "[yellow]interrupted[/]: continue a training run, or generate/synth (rows saved in OUT.partial), "
-                "with --resume"
+                "[yellow]interrupted[/]: continue a training run, generate/synth (rows saved in OUT.partial) or eval "
+                "(answers saved in OUT/answers.jsonl.partial) with --resume"
             )
         sys.exit(130)
     finally:  # what calls `main` in-process next (a test, a script) is not this command
@@ -382,12 +382,18 @@ def eval_command(
         list[str] | None,
         typer.Option("--compare", help="A comparison to make, 'RUN vs BASELINE' (repeatable; `base` is the base)."),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue an interrupted evaluation from the answers saved in OUT/answers.jsonl.partial."
+        ),
+    ] = False,
 ) -> None:
     import alignkit
     from alignkit import evaluate
 
     results = alignkit.evaluate_runs(
-        run_dirs, out, prompts, general, reward, rule, max_new_tokens, limit, overwrite, baseline, compare or ()
+        run_dirs, out, prompts, general, reward, rule, max_new_tokens, limit, overwrite, baseline, compare or (), resume
     )
     table = Table("model", "accuracy", "degenerate", "mean words", "general ppl", "forgetting", title="evaluation")
     for name, figures in results["runs"].items():
@@ -408,7 +414,7 @@ def eval_command(
             low, high = c["interval_95"]
             console.print(
                 f"{name}{evaluate.lineage_note(comparison)}: oracle win-rate {c['win_rate']:.3f} "
-                f"[{low:.3f}, {high:.3f}]: {comparison['verdict']}"
+                f"[{low:.3f}, {high:.3f}], KL {comparison['kl_along_answers']:.3f}: {comparison['verdict']}"
             )
     for note in (evaluate.cut_off_note(results), evaluate.unchecked_note(results)):
         if note:

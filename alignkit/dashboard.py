@@ -149,7 +149,8 @@ def eval_tables(results: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dic
                 "comparison": name,
                 "win-rate (oracle)": (comparison.get("oracle") or {}).get("win_rate"),
                 "win-rate (reward model)": (comparison.get("reward_model") or {}).get("win_rate"),
-                "KL to baseline": comparison.get("kl_to_baseline"),
+                # `kl_to_baseline` of older files was a log-ratio on greedy answers, no KL: not shown as one
+                "KL along answers": comparison.get("kl_along_answers"),
             }
         )
     return per_run, comparisons

@@ -5,9 +5,9 @@ checked accuracy per skill (`judges.check`: references, greetings by name, decli
 rate, mean / p90 length, refusal rate on harmful prompts, reward-model score, perplexity and forgetting; per
 comparison (by default each model against the one before it: base, A, B; or every model against `--baseline`, and
 the pairs `--compare` names): wins / ties / losses by the oracle rule and the reward model with a 95 % Wilson
-interval, and KL. Reward-hacking alarms flag a model whose proxy figures rose while the checked ones did not, against
-its nearest evaluated ancestor. Writes `eval.json`, `answers.jsonl` (every answer, with its checks), `report.md` and
-plots.
+interval, and the KL along the policy's answers (`answer_kl`). Reward-hacking alarms flag a model whose proxy
+figures rose while the checked ones did not, against its nearest evaluated ancestor. Writes `eval.json`,
+`answers.jsonl` (every answer, with its checks), `report.md` and plots.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Callable, Collection, Sequence
+import sys
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from alignkit import judges, lineage, models, paths, runs
+from alignkit import jsonl, judges, lineage, models, paths, runs
 from alignkit.data.formats import read_prompt_rows
 from alignkit.data.validate import convert_all
 from alignkit.errors import AlignkitError, option
@@ -348,37 +349,48 @@ def evaluate_models(
     ancestors: dict[str, Sequence[str]] | None = None,
     fingerprints: dict[str, str] | None = None,
     earlier: dict[tuple[str, str], str] | None = None,
+    saved: dict[tuple[str, str], str] | None = None,
+    save: Callable[[str, list[int], list[str]], Any] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, answer rows). `models_to_evaluate`: (name, loader) pairs in order, the base first when given (its
     perplexity is the forgetting baseline). `pairs`: the comparisons, (policy, baseline) names; by default each model
     against the one before it. `ancestors`: each model's evaluated ancestors, nearest first (by default the models
     before it, as in a lineage chain): reward-hacking alarms are each model's against its nearest evaluated ancestor,
     and a comparison's verdict weighs its policy's alarms. At most two models are in memory at once (the current one
-    and a baseline kept for later ones' KL; a baseline needed after another was kept is loaded once more at the
-    end). `trained_on_scorer`: the names of models trained against `scorer` (`lineage.trained_against`), whose
-    verdicts also weigh the scorer's own alarms. `fingerprints`: each model's `model_fingerprint`; `earlier`: answers
-    of an earlier evaluation at this `max_new_tokens`, by (fingerprint, `prompt_key`), reused instead of answering
-    again (`reused_answers` in each model's figures)."""
+    and one kept for the KL of a later one compared with it; the two models of a comparison that missed it are
+    loaded again at the end, together). `trained_on_scorer`: the names of models trained against `scorer`
+    (`lineage.trained_against`), whose verdicts also weigh the scorer's own alarms. `fingerprints`: each model's
+    `model_fingerprint`; `earlier`: answers of an earlier evaluation at this `max_new_tokens`, by (fingerprint,
+    `prompt_key`), reused instead of answering again (`reused_answers` in each model's figures); `saved`: those this
+    evaluation made before it was interrupted, keyed alike, taken as its own (the figures are an uninterrupted
+    evaluation's); `save(model name, prompt indices, answers)` is given each batch of fresh answers as soon as it is
+    made. `kl_along_answers` of a comparison: `answer_kl` of its policy's answers, averaged over the prompts."""
     names = [name for name, _ in models_to_evaluate]
     pairs = list(dict.fromkeys(pairs if pairs is not None else neighbour_pairs(names)))
     ancestors = ancestors if ancestors is not None else {n: names[:i][::-1] for i, n in enumerate(names)}
     oracle = oracle_judge(rule) if rule else None  # an unknown rule is refused before any answer
     results: dict[str, Any] = {"prompts": len(prompts), "rule": rule, "runs": {}, "comparisons": {}, "alarms": {}}
     results["max_new_tokens"] = max_new_tokens
-    fingerprints, earlier = fingerprints or {}, earlier or {}
+    fingerprints, earlier, saved = fingerprints or {}, earlier or {}, saved or {}
     results["fingerprints"] = fingerprints
-    known = {
+    resumed = {
+        name: [saved.get((fingerprints[name], prompt_key(p))) for p in prompts] if name in fingerprints else []
+        for name in names
+    }
+    reused = {
         name: [earlier.get((fingerprints[name], prompt_key(p))) for p in prompts] if name in fingerprints else []
         for name in names
+    }
+    known = {
+        name: [r if r is not None else e for r, e in zip(resumed[name], reused[name], strict=True)] for name in names
     }
     position = {name: i for i, name in enumerate(names)}
     loaders = dict(models_to_evaluate)
     answers: dict[str, list[str]] = {}
     checks: dict[str, list[dict[str, Any]]] = {}
     tokenizers: dict[str, Any] = {}
-    own_logprobs: dict[str, list[float]] = {}  # each policy's log-probs of its own answers
-    baseline_logprobs: dict[Pair, list[float]] = {}  # the baseline's log-probs of the policy's answers
-    kept: tuple[str, Any] | None = None  # a baseline kept in memory for the models after it
+    kl: dict[Pair, list[float]] = {}  # per answer of the policy: its KL to the baseline (`answer_kl`)
+    kept: tuple[str, Any] | None = None  # a model kept in memory for the KL of a later one compared with it
     base_ppl: float | None = None
     messages = [p.messages for p in prompts]
     tools = [p.tools for p in prompts]
@@ -386,13 +398,15 @@ def evaluate_models(
     scored: dict[tuple[str, str], float] = {}  # each run's rewards, reused by the reward-model comparisons
     checked_templates: set[str] = set()  # the runs of a lineage share its tokenizer: its prompts are checked once
 
-    def logprobs_of(model: Any, policy: str) -> list[float]:
-        """`model`'s log-probs of `policy`'s answers, rendered with the policy's tokenizer as they were generated."""
-        return sequence_logprobs(model, tokenizers[policy], messages, answers[policy], tools=tools)
+    def kl_of(pair: Pair, policy_model: Any, baseline_model: Any) -> None:
+        """The KL of a comparison along the policy's answers, rendered with its tokenizer as they were generated."""
+        kl[pair] = answer_kl(policy_model, baseline_model, tokenizers[pair[0]], messages, answers[pair[0]], tools=tools)
 
     # one bar for the whole evaluation: answers are most of its time
     to_answer = len(names) * len(prompts) - sum(a is not None for found in known.values() for a in found)
     with tqdm(total=to_answer, desc="evaluating", unit="answer") as progress:
+        if count := sum(a is not None for found in resumed.values() for a in found):
+            progress.write(f"resuming: {count} answers were saved by the interrupted evaluation", file=sys.stderr)
         for name, load in models_to_evaluate:
             model, tokenizer = load()
             tokenizers[name] = tokenizer
@@ -404,11 +418,14 @@ def evaluate_models(
             found = known[name] or [None] * len(prompts)
             missing = [i for i, a in enumerate(found) if a is None]
             asked = [messages[i] for i in missing], [tools[i] for i in missing]
-            fresh = iter(greedy_replies(model, tokenizer, asked[0], max_new_tokens, 40, progress.update, asked[1]))
+            keep = functools.partial(save_batch, save, name, iter(missing)) if save else None
+            replies = greedy_replies(model, tokenizer, asked[0], max_new_tokens, 40, progress.update, asked[1], keep)
+            fresh = iter(replies)
             answers[name] = [next(fresh) if a is None else a for a in found]
             progress.set_postfix_str(f"{name}: perplexity, reward, KL")
             figures, checks[name] = answer_figures(prompts, answers[name])
-            figures["reused_answers"] = sum(a is not None for a in known[name])
+            from_earlier = zip(resumed[name], reused[name], strict=True)  # the resumed ones are this evaluation's own
+            figures["reused_answers"] = sum(r is None and e is not None for r, e in from_earlier)
             figures["general_ppl"] = perplexity(model, tokenizer, general)
             base_ppl = base_ppl or figures["general_ppl"]
             figures["forgetting"] = forgetting(base_ppl, figures["general_ppl"], forgetting_threshold)
@@ -422,27 +439,26 @@ def evaluate_models(
                     checked["reward"] = reward
                 scored.update(((prompt_key(p), a), r) for p, a, r in zip(prompts, answers[name], rewards, strict=True))
             results["runs"][name] = figures
-            if any(policy == name for policy, _ in pairs):
-                own_logprobs[name] = logprobs_of(model, name)
-            for policy, baseline in pairs:
-                if baseline == name and policy in answers:  # the policy came first
-                    baseline_logprobs[(policy, name)] = logprobs_of(model, policy)
-                elif policy == name and kept is not None and baseline == kept[0]:
-                    baseline_logprobs[(name, baseline)] = logprobs_of(kept[1], name)
-            needed_later = {baseline for policy, baseline in pairs if position[policy] > position[name]}
+            for pair in pairs:  # those whose other model is the one kept: both are in memory now
+                if kept is not None and set(pair) == {name, kept[0]}:
+                    kl_of(pair, *(model if n == name else kept[1] for n in pair))
+            later = [pair for pair in pairs if max(position[n] for n in pair) > position[name]]
+            needed_later = {n for pair in later for n in pair if position[n] <= position[name]}
             if name in needed_later:
                 kept = (name, model)
             elif kept is not None and kept[0] not in needed_later:
                 kept = None
             del model
         kept = None
-        pending = [pair for pair in pairs if pair not in baseline_logprobs]
-        for baseline in dict.fromkeys(b for _, b in pending):
+        pending = [pair for pair in pairs if pair not in kl]
+        for baseline in dict.fromkeys(b for _, b in pending):  # two models at once: each baseline loaded once
             progress.set_postfix_str(f"{baseline}: KL of the models compared with it")
-            model, _ = loaders[baseline]()
+            baseline_model, _ = loaders[baseline]()
             for policy in (p for p, b in pending if b == baseline):
-                baseline_logprobs[(policy, baseline)] = logprobs_of(model, policy)
-            del model
+                policy_model, _ = loaders[policy]()
+                kl_of((policy, baseline), policy_model, baseline_model)
+                del policy_model
+            del baseline_model
     for policy, baseline in pairs:
         comparison: dict[str, Any] = {
             "policy": policy,
@@ -454,8 +470,7 @@ def evaluate_models(
         if scorer is not None:
             judge = reward_judge(scorer, scored)
             comparison["reward_model"] = win_rate(prompts, answers[policy], answers[baseline], judge)
-        own, theirs = own_logprobs[policy], baseline_logprobs[(policy, baseline)]
-        comparison["kl_to_baseline"] = sum(o - t for o, t in zip(own, theirs, strict=True)) / max(1, len(own))
+        comparison["kl_along_answers"] = sum(kl[(policy, baseline)]) / max(1, len(prompts))
         results["comparisons"][f"{policy} vs {baseline}"] = comparison
     subjects = lineage_alarms(results, ancestors)
     if scorer is not None:
@@ -487,6 +502,14 @@ def evaluate_models(
     ]
     results["examples"] = examples(prompts, answers, pairs[-1] if pairs else None)
     return results, rows
+
+
+def save_batch(
+    save: Callable[[str, list[int], list[str]], Any], name: str, indices: Iterator[int], replies: list[str]
+) -> None:
+    """Hand a batch of `name`'s fresh answers to `save` with the prompt indices they answer (`indices`: those asked,
+    in order, consumed as the batches come)."""
+    save(name, [next(indices) for _ in replies], replies)
 
 
 def lineage_alarms(results: dict[str, Any], ancestors: dict[str, Sequence[str]]) -> dict[str, str]:
@@ -539,17 +562,21 @@ def examples(
     return picked
 
 
-def sequence_logprobs(
-    model: Any,
+def answer_kl(
+    policy: Any,
+    baseline: Any,
     tokenizer: Any,
     prompts: Sequence[Messages],
     answers: Sequence[str],
-    batch_size: int = 8,
+    batch_size: int = 4,
     tools: Sequence[list[dict[str, Any]] | None] | None = None,
 ) -> list[float]:
-    """Sum of log-probabilities each model assigns to each answer given its prompt (chat template applied, with the
-    prompt's `tools` when given, as the answer was generated), in batches of similar lengths (right-padded: the real
-    tokens see no padding)."""
+    """Per answer, KL(policy ‖ baseline) in nats: the exact KL of the two models' next-token distributions at each
+    token of the answer (given the prompt and the answer so far), summed over the answer. Never negative, 0 only
+    where the models agree. The answers are the policy's greedy ones, not samples, so this is the divergence along
+    the answers it gives, not an estimate of the sequence-level KL over its samples (which TRL logs in training). The
+    prompt is rendered with its `tools` when given, as the answer was generated, in right-padded batches of similar
+    lengths (the real tokens see no padding)."""
     import torch
 
     rows = []
@@ -565,23 +592,41 @@ def sequence_logprobs(
                 len(tokenizer(prefix, add_special_tokens=False).input_ids),
             )
         )
-    scores = [0.0] * len(rows)
-    for chunk, batch in models.length_sorted_batches(tokenizer, [ids for ids, _ in rows], batch_size, model.device):
+    divergences = [0.0] * len(rows)
+    for chunk, batch in models.length_sorted_batches(tokenizer, [ids for ids, _ in rows], batch_size, policy.device):
         with torch.no_grad():
-            logits = model(**batch).logits[:, :-1].float()
-        logprobs = torch.log_softmax(logits, dim=-1).gather(2, batch.input_ids[:, 1:, None])[..., 0]
+            policy_logits = policy(**batch).logits[:, :-1].float()
+            baseline_logits = baseline(**batch.to(baseline.device)).logits[:, :-1].float().to(policy_logits.device)
+        vocab = min(policy_logits.shape[-1], baseline_logits.shape[-1])  # padded embeddings of one base may differ
+        own = torch.log_softmax(policy_logits[..., :vocab], dim=-1)
+        theirs = torch.log_softmax(baseline_logits[..., :vocab], dim=-1)
+        per_token = (own.exp() * (own - theirs)).sum(-1).clamp(min=0)  # rounding can leave -1e-7
         for row, i in enumerate(chunk):
             ids, prefix_len = rows[i]
-            scores[i] = float(logprobs[row, prefix_len - 1 : len(ids) - 1].sum())
-    return scores
+            divergences[i] = float(per_token[row, prefix_len - 1 : len(ids) - 1].sum())
+    return divergences
 
 
 REPORT_MARKER = "eval.json"  # marks a directory that `--overwrite` may replace: an earlier evaluation
 
 
-def check_report_dir(out_dir: Path, overwrite: bool) -> None:
-    """Before any work: `out_dir` is missing or empty, or (`overwrite`) holds an earlier evaluation."""
-    paths.check_output_dir(out_dir, overwrite, REPORT_MARKER, "an evaluation")
+def saved_answers_file(out_dir: Path) -> Path:
+    """Where `eval` keeps the answers as they are made (`OUT/answers.jsonl.partial`): an interrupted evaluation goes
+    on from them (`--resume`); the finished one replaces the directory whole, so it leaves no such file."""
+    return jsonl.partial_file(out_dir / "answers.jsonl")
+
+
+def check_report_dir(out_dir: Path, overwrite: bool, resume: bool = False) -> None:
+    """Before any work: `out_dir` is missing or empty, holds the answers an interrupted evaluation saved (continued
+    with `resume`, dropped with `overwrite`), or (`overwrite`) an earlier evaluation."""
+    partial = saved_answers_file(out_dir)
+    if partial.is_file() and not resume and not overwrite:
+        raise AlignkitError(
+            f"{partial}: an interrupted `alignkit eval` saved {len(jsonl.saved_rows(partial))} answers here",
+            f"pass {option('resume', True)} to continue it, or {option('overwrite', True)} to start over",
+        )
+    if not partial.is_file() or any(p != partial for p in out_dir.iterdir()):
+        paths.check_output_dir(out_dir, overwrite, REPORT_MARKER, "an evaluation")
 
 
 def write_report(
@@ -590,7 +635,7 @@ def write_report(
     """eval.json, answers.jsonl, report.md and plots (accuracy per skill per model; win-rates with intervals), written
     beside `out_dir` and swapped in whole: an earlier evaluation there (`overwrite`) leaves no stale file behind."""
     out_dir = Path(out_dir).absolute()
-    check_report_dir(out_dir, overwrite)
+    check_report_dir(out_dir, overwrite, resume=True)  # the answers saved there as they were made are this one's
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -718,19 +763,21 @@ def report_markdown(results: dict[str, Any], images: str = "") -> str:
         lines += ["", "| skill | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         lines += [f"| {s} | " + " | ".join(fmt(results["runs"][n]["accuracy_by_skill"].get(s)) for n in names) + " |"
                   for s in skills]  # fmt: skip
-    lines += ["", "| comparison | judge | win-rate | 95 % interval | W / T / L | identical answers |"]
-    lines += ["|---|---|---|---|---|---|"]
+    lines += ["", "| comparison | judge | win-rate | 95 % interval | W / T / L | identical answers | KL per answer |"]
+    lines += ["|---|---|---|---|---|---|---|"]
     for key, comparison in results["comparisons"].items():
         for judge_name in ("oracle", "reward_model"):
             if judge_name in comparison:
                 c = comparison[judge_name]
                 lines.append(
                     f"| {key} | {judge_name} | {c['win_rate']:.3f} | {c['interval_95'][0]:.3f}–"
-                    f"{c['interval_95'][1]:.3f} | {c['wins']} / {c['ties']} / {c['losses']} | {c['identical']} |"
+                    f"{c['interval_95'][1]:.3f} | {c['wins']} / {c['ties']} / {c['losses']} | {c['identical']} | "
+                    f"{fmt(comparison.get('kl_along_answers'))} |"
                 )
     verdicts = [
         f"- **{key}**{lineage_note(c)}: {c['verdict']}" for key, c in results["comparisons"].items() if c.get("verdict")
     ]
+    lines += ["", KL_NOTE] if results["comparisons"] else []
     lines += ["", "## Verdicts (oracle interval and alarms)", "", *verdicts] if verdicts else []
     plots = [f"![checked accuracy per skill]({images}accuracy.png)"] if skills else []
     plots += [f"![oracle win-rates]({images}win_rate.png)"] if oracle_rates(results) else []
@@ -743,6 +790,12 @@ def report_markdown(results: dict[str, Any], images: str = "") -> str:
         lines.append(f"- **{example['skill']}** — {example['prompt']}")
         lines += [f"  - {n}: {example[n]!r}" for n in names]
     return "\n".join(lines) + "\n"
+
+
+KL_NOTE = (
+    "KL per answer: KL(policy ‖ baseline) in nats, the exact divergence of the two models' next-token distributions "
+    "summed over the tokens of each of the policy's greedy answers, averaged over the prompts (0: the models agree)."
+)
 
 
 def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
@@ -783,12 +836,14 @@ def run_eval(
     overwrite: bool = False,
     baseline: str | None = None,
     compare: Sequence[str] = (),
+    resume: bool = False,
 ) -> dict[str, Any]:
     """`alignkit eval`: the base and each run answer the prompts; each is compared with the one before it, or with
     `baseline`, and/or as `compare` names (`"RUN vs BASELINE"`: `comparison_pairs`). Each run is named by the shortest
-    tail of its path that tells it from the others (`runs.distinct_names`)."""
+    tail of its path that tells it from the others (`runs.distinct_names`). Answers are saved in `out_dir` as they are
+    made (`saved_answers_file`); `resume` continues an interrupted evaluation with the answers it had not made."""
     check_counts(limit=limit, max_new_tokens=max_new_tokens)  # a slice of 0 or -1 would drop prompts silently
-    check_report_dir(Path(out_dir), overwrite)
+    check_report_dir(Path(out_dir), overwrite, resume)
     loaded = [runs.open_policy(d, key="runs") for d in run_dirs]
     resolved = [run.path.resolve() for run in loaded]
     for i, path in enumerate(resolved):
@@ -825,6 +880,17 @@ def run_eval(
     precision = pick_precision(model_cfg.precision)
     built = [("base", None), *zip(names, loaded, strict=True)]
     fingerprints = {name: fp for name, run in built if (fp := model_fingerprint(model_cfg, precision, run))}
+    settings = answer_settings(prompts, max_new_tokens)
+    saved = resumed_answers(Path(out_dir), overwrite, resume, settings)
+
+    def save(name: str, indices: list[int], replies: list[str]) -> None:
+        if name in fingerprints:  # answers of a model that cannot be told from another are not kept
+            made = [
+                {"run": name, "fingerprint": fingerprints[name], **settings, **answered(prompts[i]), "answer": reply}
+                for i, reply in zip(indices, replies, strict=True)
+            ]
+            jsonl.append_partial(Path(out_dir) / "answers.jsonl", made)
+
     results, rows = evaluate_models(
         to_evaluate,
         prompts,
@@ -838,6 +904,8 @@ def run_eval(
         evaluated_ancestors(loaded, names),
         fingerprints,
         earlier_answers(Path(out_dir), max_new_tokens) if overwrite else None,
+        saved,
+        save,
     )
     results["prompts_file"] = prompts_file
     write_report(Path(out_dir), results, rows, overwrite)
@@ -860,6 +928,34 @@ def model_fingerprint(model_cfg: Any, precision: Any, run: runs.Run | None = Non
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def answered(prompt: Prompt) -> dict[str, Any]:
+    """What an answer was made from, as `answers.jsonl` records it: the prompt's messages and `tools` if any."""
+    return {"prompt": prompt.messages, **({"tools": prompt.tools} if prompt.tools else {})}
+
+
+def answer_key(row: dict[str, Any]) -> str:
+    """`prompt_key` of the prompt a row of `answers.jsonl` (or of the answers saved as they were made) answers."""
+    return json.dumps([row["prompt"], row.get("tools") or []])
+
+
+def answer_settings(prompts: Sequence[Prompt], max_new_tokens: int) -> dict[str, Any]:
+    """What every answer of an evaluation was made with besides the model, recorded with each saved answer: the
+    token budget and the prompts (their count and a digest of their messages and tools)."""
+    digest = hashlib.sha256(json.dumps([prompt_key(p) for p in prompts]).encode()).hexdigest()[:12]
+    return {"max_new_tokens": max_new_tokens, "prompts": f"{len(prompts)} prompts (sha256 {digest})"}
+
+
+def resumed_answers(
+    out_dir: Path, overwrite: bool, resume: bool, settings: dict[str, Any]
+) -> dict[tuple[str, str], str]:
+    """With `resume`, the answers an interrupted evaluation saved in `out_dir`, by (model fingerprint, `prompt_key`),
+    refused when made with other `settings`; otherwise none (and with `overwrite` the saved ones are dropped)."""
+    saved = jsonl.start_partial(out_dir / "answers.jsonl", overwrite, resume, "eval")
+    if saved:
+        jsonl.check_resumable(saved_answers_file(out_dir), saved[0], settings)
+    return {(row["fingerprint"], answer_key(row)): row["answer"] for row in saved}
+
+
 def earlier_answers(out_dir: Path, max_new_tokens: int) -> dict[tuple[str, str], str]:
     """The answers of the evaluation in `out_dir` (about to be replaced), by (model fingerprint, `prompt_key`), when
     it answered at `max_new_tokens`: none from an evaluation that recorded no fingerprints or another budget."""
@@ -873,7 +969,7 @@ def earlier_answers(out_dir: Path, max_new_tokens: int) -> dict[tuple[str, str],
     except (OSError, ValueError):
         return {}
     return {
-        (fingerprints[row["run"]], json.dumps([row["prompt"], row.get("tools") or []])): row["answer"]
+        (fingerprints[row["run"]], answer_key(row)): row["answer"]
         for row in rows
         if row.get("run") in fingerprints and isinstance(row.get("answer"), str)
     }

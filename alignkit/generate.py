@@ -260,14 +260,19 @@ def greedy_replies(
     batch_size: int = 32,
     progress: Callable[[int], Any] | None = None,
     tools: Sequence[list[dict[str, Any]]] | None = None,
+    save: Callable[[list[str]], Any] | None = None,
 ) -> list[str]:
     """One greedy reply per prompt, in batches (evaluation answers); `progress` is told each batch's size (e.g. a
-    tqdm bar's `update`); `tools`: each prompt's function schemas."""
+    tqdm bar's `update`); `tools`: each prompt's function schemas; `save` is given each batch's replies as soon as
+    they are made (an interrupted evaluation keeps them)."""
     replies = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
         batch_tools = tools[start : start + batch_size] if tools else None
-        replies += [r for (r,) in sample(model, tokenizer, batch, 1, max_new_tokens, batch_tools)]
+        made = [r for (r,) in sample(model, tokenizer, batch, 1, max_new_tokens, batch_tools)]
+        replies += made
+        if save:
+            save(made)
         if progress:
             progress(len(batch))
     return replies

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from collections import Counter
@@ -109,7 +110,7 @@ def test_eval_cli_writes_report_with_win_rate_kl_and_forgetting(two_runs, tmp_pa
     assert set(report["comparisons"]) == {"first vs base", "second vs first"}
     comparison = report["comparisons"]["second vs first"]
     oracle = comparison["oracle"]
-    assert oracle["wins"] + oracle["ties"] + oracle["losses"] == 4 and math.isfinite(comparison["kl_to_baseline"])
+    assert oracle["wins"] + oracle["ties"] + oracle["losses"] == 4 and comparison["kl_along_answers"] > 0
     low, high = oracle["interval_95"]
     assert low <= oracle["win_rate"] <= high
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
@@ -218,19 +219,55 @@ def test_inference_model_is_the_run_model_with_its_adapter_merged(two_runs):
     assert greedy[0] == greedy[1]
 
 
-def test_batched_sequence_logprobs_and_perplexity_are_the_one_by_one_figures(two_runs):
-    """KL to the baseline and perplexity score texts in right-padded batches of similar lengths: each answer's
-    log-probability is the one it has alone, whatever batch it falls in, and so is the perplexity."""
+def exact_kl(policy: object, baseline: object, ids: list[int], prefix_len: int) -> float:
+    """KL(policy ‖ baseline) of the next-token distributions at each answer token of `ids`, one position at a time."""
+    import torch
+    from torch.distributions import Categorical, kl_divergence
+
+    with torch.no_grad():
+        own, theirs = (m(torch.tensor([ids])).logits[0, :-1].float() for m in (policy, baseline))
+    return sum(
+        float(kl_divergence(Categorical(logits=own[t]), Categorical(logits=theirs[t])))
+        for t in range(prefix_len - 1, len(ids) - 1)
+    )
+
+
+def test_kl_is_the_exact_divergence_along_the_answers_zero_for_a_model_with_itself(tiny_model, tmp_path):
+    """`kl_to_baseline` averaged log p_policy - log p_baseline over the policy's greedy answers: no KL estimate (the
+    answers are no samples of the policy), and it came out negative (-1.88 for dpo vs sft). The KL is now the exact
+    divergence of the two models' next-token distributions at each answer token, summed: 0 for a model with itself,
+    positive between two models, the same in right-padded batches as one answer at a time."""
+    from transformers import AutoModelForCausalLM
+
+    from alignkit import models
+    from alignkit.config import ModelConfig
+    from tests.conftest import build_tiny_model
+
+    tokenizer = models.load_tokenizer(ModelConfig(name=tiny_model))
+    other = build_tiny_model(tmp_path / "other", initializer_range=0.05)  # the same tokenizer, other weights
+    policy, baseline = (AutoModelForCausalLM.from_pretrained(path).eval() for path in (tiny_model, other))
+    prompts = [[{"role": "user", "content": f"Add {i} and {i}."}] for i in range(5)]
+    answers = ["It is 2.", "", "It is four, since two and two make four.", "Six", "It is 8, I think, or maybe 9."]
+    alone = evaluate.answer_kl(policy, baseline, tokenizer, prompts, answers, batch_size=1)
+    batched = evaluate.answer_kl(policy, baseline, tokenizer, prompts, answers, batch_size=4)
+    assert batched == pytest.approx(alone, rel=1e-4)
+    for prompt, answer, figure in zip(prompts, answers, alone, strict=True):
+        prefix = tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]
+        full = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": answer}])["input_ids"]
+        assert figure == pytest.approx(exact_kl(policy, baseline, full, len(prefix)), rel=1e-4)
+    assert min(alone) > 0 and len(set(alone)) == len(alone)  # each answer's own figure, not a neighbour's
+    assert evaluate.answer_kl(policy, policy, tokenizer, prompts, answers) == [0.0] * len(answers)
+
+    loaders = [(name, lambda: (policy, tokenizer)) for name in ("a", "same as a")]
+    same, _ = evaluate.evaluate_models(loaders, [Prompt(p) for p in prompts], ["Some text."], max_new_tokens=4)
+    assert same["comparisons"]["same as a vs a"]["kl_along_answers"] == 0.0
+
+
+def test_batched_perplexity_is_the_one_by_one_figure(two_runs):
+    """Perplexity scores texts in right-padded batches of similar lengths: the figure is the one of each text alone."""
     from alignkit import lineage
 
     model, tokenizer = lineage.load_inference_model(two_runs[1].path)
-    prompts = [[{"role": "user", "content": f"Add {i} and {i}."}] for i in range(5)]
-    answers = ["It is 2.", "", "It is four, since two and two make four.", "Six", "It is 8, I think, or maybe 9."]
-    alone = evaluate.sequence_logprobs(model, tokenizer, prompts, answers, batch_size=1)
-    batched = evaluate.sequence_logprobs(model, tokenizer, prompts, answers, batch_size=4)
-    assert batched == pytest.approx(alone, rel=1e-4)
-    assert len(set(alone)) == len(alone)  # each answer's own figure, not a neighbour's
-
     texts = ["Compost needs air.", "Water the beds early, before the sun is high, and mulch them well.", "Dig."]
     perplexity_alone = evaluate.perplexity(model, tokenizer, texts, batch_size=1)
     assert evaluate.perplexity(model, tokenizer, texts, batch_size=3) == pytest.approx(perplexity_alone, rel=1e-4)
@@ -293,24 +330,17 @@ def test_reward_and_kl_of_tool_prompts_see_the_tools_the_answers_were_generated_
         turns = messages + ([{"role": "assistant", "content": reply}] if reply is not None else [])
         return tokenizer.apply_chat_template(turns, tools=tools, add_generation_prompt=reply is None)["input_ids"]
 
-    def logprob(model: object, tools: list | None) -> float:
-        prefix, full = render(tools), render(tools, answer)
-        with torch.no_grad():
-            logits = model(torch.tensor([full])).logits[0, :-1].float()
-        token_logprobs = torch.log_softmax(logits, -1).gather(1, torch.tensor(full[1:])[:, None])[:, 0]
-        return float(token_logprobs[len(prefix) - 1 :].sum())
-
     def reward(tools: list | None) -> float:
         with torch.no_grad():
             return float(head(torch.tensor([render(tools, answer)])).logits[0, 0])
 
     def kl(tools: list | None) -> float:
-        return logprob(policies["b"], tools) - logprob(policies["a"], tools)
+        return exact_kl(policies["b"], policies["a"], render(tools, answer), len(render(tools)))
 
     assert reward([WEATHER_TOOL]) != pytest.approx(reward(None), abs=1e-4)  # the tools change both figures
     assert kl([WEATHER_TOOL]) != pytest.approx(kl(None), abs=1e-3)
     assert next(row["reward"] for row in rows if row["run"] == "b") == pytest.approx(reward([WEATHER_TOOL]), abs=1e-4)
-    assert results["comparisons"]["b vs a"]["kl_to_baseline"] == pytest.approx(kl([WEATHER_TOOL]), abs=1e-3)
+    assert results["comparisons"]["b vs a"]["kl_along_answers"] == pytest.approx(kl([WEATHER_TOOL]), rel=1e-4)
     assert [row["tools"] for row in rows] == [[WEATHER_TOOL]] * 2  # answers.jsonl says what each was answered with
 
 
@@ -497,7 +527,7 @@ def test_baseline_and_compare_name_the_pairs_and_a_sibling_is_not_called_an_ance
         max_new_tokens=6,
     )  # fmt: skip
     for key in ("dpo vs sft", "dpo-b vs dpo"):
-        assert comparisons[key]["kl_to_baseline"] == pytest.approx(chained["comparisons"][key]["kl_to_baseline"])
+        assert comparisons[key]["kl_along_answers"] == pytest.approx(chained["comparisons"][key]["kl_along_answers"])
     assert chained["comparisons"]["dpo-b vs dpo"]["baseline_is"] == "not in its lineage"
     assert set(chained["alarms"]) >= {"sft vs base", "dpo vs sft", "dpo-b vs sft"}  # each against its own parent
 
@@ -607,3 +637,65 @@ def test_an_evaluation_replaced_with_another_run_added_reuses_the_answers_it_has
     assert {n: f["reused_answers"] for n, f in retrained["runs"].items()} == {"base": 2, "sft": 2, "dpo": 0}
     longer = alignkit.evaluate_runs([runs_dir / "sft"], out, prompts, general, max_new_tokens=7, overwrite=True)
     assert {n: f["reused_answers"] for n, f in longer["runs"].items()} == {"base": 0, "sft": 0}
+
+
+# The real CLI, stopped for good once the first model has answered: its perplexity (measured after its answers are
+# saved) never returns, and the marker file says so, so the test can kill -9 it right there.
+STALL_AFTER_FIRST_ANSWERS = """
+import sys, time
+from pathlib import Path
+from alignkit import cli, evaluate
+marker, real = Path(sys.argv[1]), evaluate.perplexity
+def stalled(*args, **kwargs):
+    marker.write_text("answered")
+    time.sleep(600)
+evaluate.perplexity = stalled
+sys.argv = ["alignkit", *sys.argv[2:]]
+cli.main()
+"""
+
+
+def test_a_killed_evaluation_resumes_with_the_models_that_had_not_answered(sibling_runs, tmp_path):
+    """eval wrote its answers only at the very end: a kill (or Ctrl-C, or the OOM killer) after hours of answers kept
+    nothing, and the rerun answered everything again. Each batch of answers is now saved in OUT as it is made;
+    `--resume` answers only the rest, and the finished files are those of an uninterrupted evaluation."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    prompts, general = small_eval_files(tmp_path)
+    runs_argv = [arg for name in ("sft", "dpo") for arg in ("--runs", str(sibling_runs / name))]
+    argv = [*runs_argv, "--prompts", str(prompts), "--general", str(general), "--max-new-tokens", "6"]
+    whole = tmp_path / "whole"
+    uninterrupted = run_cli("eval", *argv, "--out", str(whole))
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+
+    out, marker = tmp_path / "eval", tmp_path / "stalled"
+    command = [sys.executable, "-c", STALL_AFTER_FIRST_ANSWERS, str(marker), "eval", *argv, "--out", str(out)]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "the first model never answered"
+            time.sleep(0.05)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    partial = evaluate.saved_answers_file(out)
+    saved = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert [row["run"] for row in saved] == ["base", "base"] and not (out / "eval.json").exists()
+    partial.write_text(partial.read_text() + '{"run": "sft", "answer": "cut off mid-wri')  # killed mid-write
+
+    again = run_cli("eval", *argv, "--out", str(out))
+    assert again.returncode == 2 and "an interrupted `alignkit eval` saved 2 answers here" in again.stderr
+    assert "--resume" in again.stderr and "Traceback" not in again.stderr
+    other = run_cli("eval", *argv, "--max-new-tokens", "7", "--out", str(out), "--resume")
+    assert other.returncode == 2 and "made with max_new_tokens=6, not 7" in other.stderr
+    resumed = run_cli("eval", *argv, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming: 2 answers were saved by the interrupted evaluation" in resumed.stderr
+    assert re.search(r"evaluating: 100%.* 4/4 ", resumed.stderr)  # sft and dpo answered, the base did not
+    for name in ("eval.json", "answers.jsonl", "report.md"):
+        assert (out / name).read_text() == (whole / name).read_text(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in whole.iterdir())  # no partial left
+    nothing = run_cli("eval", *argv, "--out", str(out), "--resume", "--overwrite")
+    assert nothing.returncode == 2 and "nothing to resume" in nothing.stderr
