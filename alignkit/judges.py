@@ -424,8 +424,10 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
         got = as_number(given[-1], (language(answer) or asked) in COMMA_DECIMAL) if given else None
         if expected is None or got is None or abs(expected - got) > NUMBER_TOLERANCE * max(1.0, abs(expected)):
             return False
+        # Each unit word opens a word of the answer ("meter" for "meters"): not inside one, where "centimeters" and
+        # "millimeters" would pass for "meters".
         unit = [w for w in normalise(reference).split() if not w.replace(".", "").isdigit()]
-        return not unit or all(any(u[:4] in w for w in normalise(answer).split()) for u in unit)
+        return not unit or all(any(w.startswith(u[:4]) for w in normalise(answer).split()) for u in unit)
     if part is not answer:  # "... The answer is X.": X decides
         return names(part, reference)
     return names_reference(answer, reference, prompt_text)

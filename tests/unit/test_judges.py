@@ -99,6 +99,14 @@ def test_correct_beats_wrong_and_an_evasion_is_wrong_however_short():
     assert judges.correct("I don't know the capital of Vietnam.", VIETNAM.spec, VIETNAM.text) is False
 
 
+def test_a_unit_that_only_contains_the_reference_unit_is_another_unit():
+    feet = PromptSpec(reference="7.62 meters")
+    assert judges.correct("0.3048 × 25 = 7.62. The answer is 7.62 meters.", feet, "Convert 25 feet to meters.") is True
+    assert judges.correct("The answer is 7.62 meter.", feet, "Convert 25 feet to meters.") is True
+    for wrong in ("The answer is 7.62 centimeters.", "The answer is 7.62 millimeters."):
+        assert judges.correct(wrong, feet, "Convert 25 feet to meters.") is False
+
+
 def test_a_named_reference_must_be_the_claim_not_a_word_in_a_wrong_one():
     assert judges.correct("The capital city of Hanoi is Hungry.", VIETNAM.spec, VIETNAM.text) is False
     assert judges.correct("Hanoi is the capital of Vietnam.", VIETNAM.spec, VIETNAM.text) is True
