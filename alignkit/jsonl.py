@@ -182,7 +182,8 @@ def check_resumable(partial: Path, saved: dict[str, Any], current: dict[str, Any
         if before != value:
             raise AlignkitError(
                 f"{partial}: its rows were made with {key}={before}, not {value}",
-                f"resume with the interrupted command's options, or pass {option('overwrite', True)} to start over",
+                f"resume with the interrupted command's options, or start over: {option('overwrite', True)} without "
+                f"{option('resume', True)}",
             )
 
 

@@ -690,6 +690,7 @@ def test_a_killed_evaluation_resumes_with_the_models_that_had_not_answered(sibli
     assert "--resume" in again.stderr and "Traceback" not in again.stderr
     other = run_cli("eval", *argv, "--max-new-tokens", "7", "--out", str(out), "--resume")
     assert other.returncode == 2 and "made with max_new_tokens=6, not 7" in other.stderr
+    assert "start over: --overwrite without --resume" in other.stderr  # with --resume too, it was refused again
     resumed = run_cli("eval", *argv, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming: 2 answers were saved by the interrupted evaluation" in resumed.stderr
