@@ -419,15 +419,22 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
     reference_numbers = NUMBER.findall(reference.translate(FULL_WIDTH))
     if reference_numbers:
         asked = language(prompt_text)
-        given = NUMBER.findall(part.translate(FULL_WIDTH)) or NUMBER.findall(answer.translate(FULL_WIDTH))
+        source = (
+            part.translate(FULL_WIDTH) if NUMBER.findall(part.translate(FULL_WIDTH)) else answer.translate(FULL_WIDTH)
+        )
+        given = NUMBER.findall(source)
         expected = as_number(reference_numbers[-1], (language(reference) or asked) in COMMA_DECIMAL)
         got = as_number(given[-1], (language(answer) or asked) in COMMA_DECIMAL) if given else None
         if expected is None or got is None or abs(expected - got) > NUMBER_TOLERANCE * max(1.0, abs(expected)):
             return False
         # Each unit word opens a word of the answer ("meter" for "meters"): not inside one, where "centimeters" and
-        # "millimeters" would pass for "meters".
+        # "millimeters" would pass for "meters". A bare number where the question names the unit ("How many dollars
+        # ...?" answered "The answer is 83.") is read in it, as a person reads it; a number followed by a word
+        # ("7.62 feet") still needs the reference's unit.
         unit = [w for w in normalise(reference).split() if not w.replace(".", "").isdigit()]
-        return not unit or all(any(w.startswith(u[:4]) for w in normalise(answer).split()) for u in unit)
+        bare = not re.match(r"\s*[^\W\d_]", source[source.rfind(given[-1]) + len(given[-1]) :])
+        said = normalise(answer).split() + (normalise(prompt_text).split() if bare else [])
+        return not unit or all(any(w.startswith(u[:4]) for w in said) for u in unit)
     if part is not answer:  # "... The answer is X.": X decides
         return names(part, reference)
     return names_reference(answer, reference, prompt_text)

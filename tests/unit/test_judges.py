@@ -107,6 +107,19 @@ def test_a_unit_that_only_contains_the_reference_unit_is_another_unit():
         assert judges.correct(wrong, feet, "Convert 25 feet to meters.") is False
 
 
+def test_a_bare_number_takes_the_unit_the_question_names():
+    """ "The answer is 83." to "How many dollars does she have left?" was wrong for want of "dollars"."""
+    dollars = PromptSpec(reference="83 dollars")
+    asked = "Fatima had 150 dollars and spent 67. How many dollars does she have left?"
+    assert judges.correct("150 - 67 = 83. The answer is 83.", dollars, asked) is True
+    assert judges.correct("The answer is 83.", dollars, "Fatima had $150 and spent $67. What is left?") is False
+    feet = PromptSpec(reference="7.62 meters")
+    assert judges.correct("The answer is 7.62.", feet, "Convert 25 feet to meters.") is True
+    assert judges.correct("The answer is 7.62 feet.", feet, "Convert 25 feet to meters.") is False  # another unit
+    area = PromptSpec(reference="18 square meters")
+    assert judges.correct("The answer is 18.", area, "A garden is 9 meters by 2 meters. What is its area?") is False
+
+
 def test_a_named_reference_must_be_the_claim_not_a_word_in_a_wrong_one():
     assert judges.correct("The capital city of Hanoi is Hungry.", VIETNAM.spec, VIETNAM.text) is False
     assert judges.correct("Hanoi is the capital of Vietnam.", VIETNAM.spec, VIETNAM.text) is True
