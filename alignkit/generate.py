@@ -71,18 +71,21 @@ def check_counts(**counts: int | None) -> None:
 
 @dataclass(frozen=True)
 class SamplingNames:
-    """How a command names the options `check_distinct` speaks of: `generate`'s flags (the default), the demo's
-    config keys."""
+    """How a command names the options `check_distinct` speaks of: the demo's config keys; by default `generate`'s,
+    as its caller spells them (`--temperature` or `temperature=`)."""
 
-    temperature: str = "--temperature"
-    candidates: str = "--n"
-    sample: str = "--temperature 0.8"  # how to ask for a sampling temperature
-    greedy_first: str = "--greedy-first"
+    temperature: str
+    candidates: str
+    sample: str  # how to ask for a sampling temperature
+    greedy_first: str
     where: str = ""  # what the message starts with
 
 
-def check_distinct(n: int, sampling: Sampling, names: SamplingNames = SamplingNames()) -> None:
+def check_distinct(n: int, sampling: Sampling, names: SamplingNames | None = None) -> None:
     """Several candidates per prompt need sampling: greedy decoding gives one reply, and repeats are dropped."""
+    names = names or SamplingNames(
+        option("temperature"), option("n"), option("temperature", 0.8), option("greedy_first", True)
+    )
     if n > 1 and sampling.temperature == 0:
         raise AlignkitError(
             f"{names.where}{names.temperature} 0 is greedy: the {n} candidates of a prompt ({names.candidates}) would "

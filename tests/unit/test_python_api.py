@@ -211,6 +211,12 @@ SAME_BAD_CALL = {
         "(pass overwrite=True or choose another `out`)",
         "pass --overwrite or choose another --out",
     ),
+    "greedy-candidates": (
+        lambda data, tmp: alignkit.candidates(data, tmp / "c.jsonl", temperature=0),
+        lambda data, tmp: ["generate", "--prompts", data, "--out", tmp / "c.jsonl", "--temperature", "0"],
+        "sample, e.g. temperature=0.8 (with greedy_first=True the first candidate is the greedy reply)",
+        "sample, e.g. --temperature 0.8 (with --greedy-first the first candidate is the greedy reply)",
+    ),
     "data-not-found": (
         lambda data, tmp: alignkit.sft(data={"paths": [tmp / "nope.jsonl"]}, out=tmp / "run"),
         lambda data, tmp: ["sft", "--data", tmp / "nope.jsonl", "--out", tmp / "run"],
