@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import export, hardware, models, runs
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, option
 from alignkit.jsonl import generated_row
 from alignkit.paths import cache_dir
 
@@ -34,7 +34,7 @@ def check(name: str) -> None:
         hardware.require(
             "the vllm generation backend",
             "vllm",
-            "use the default backend: generate --backend transformers, rl --set backend=transformers",
+            f"use the default backend: {option('backend', 'transformers')}",
         )
 
 

@@ -79,6 +79,7 @@ FLAGS = {
     "min_annotators": "--min-annotators",
     "max_new_tokens": "--max-new-tokens",
     "temperature": "--temperature",
+    "backend": "--backend",
     "greedy_first": "--greedy-first",
     "top_p": "--top-p",
     "batch_size": "--batch-size",

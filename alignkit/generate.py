@@ -453,7 +453,7 @@ def run(
         if any(item.tools for item in todo):
             raise AlignkitError(
                 f"{prompts_file}: prompts with `tools` are not sampled by the vllm backend yet",
-                "use --backend transformers (it renders each prompt's tools)",
+                f"use {option('backend', 'transformers')} (it renders each prompt's tools)",
             )
         save(backends.vllm_candidates(prompts, n, sampling, from_run, model_name))
     else:
@@ -470,7 +470,7 @@ def run(
         logger.warning(
             f"{short} of {len(rows)} prompts got fewer than {n} distinct non-empty candidates (each prompt is "
             f"sampled up to {backends.MAX_ATTEMPTS} times, repeats and empty replies dropped); a higher "
-            "--temperature or --max-new-tokens gives more"
+            f"{option('temperature')} or {option('max_new_tokens')} gives more"
         )
     return out_path
 

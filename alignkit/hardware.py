@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.config import ModelConfig
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, option
 
 logger = logging.getLogger("alignkit")
 
@@ -66,8 +66,8 @@ def pick_precision(requested: str = "auto") -> Precision:
         source, requested = "ALIGNKIT_PRECISION", os.environ.get("ALIGNKIT_PRECISION", "auto")
     if requested != "auto":
         if requested not in names:
-            fix = "--set model.precision=" if source.startswith("config") else f"set {source} to "
-            raise AlignkitError(f"{source}={requested!r} is not one of auto, fp32, bf16, fp16", f"{fix}auto")
+            fix = option("model.precision", "auto") if source.startswith("config") else f"set {source} to auto"
+            raise AlignkitError(f"{source}={requested!r} is not one of auto, fp32, bf16, fp16", fix)
         return Precision(device, names[requested], "requested" if source.startswith("config") else source)
     if device == "cuda":
         if torch.cuda.is_bf16_supported():

@@ -20,7 +20,7 @@ from typing import Any
 
 from alignkit import distributed, hardware
 from alignkit.config import EMBEDDED_MODEL, ModelConfig, check_keys, check_types, local_path
-from alignkit.errors import AlignkitError, accepts, first_line, option
+from alignkit.errors import AlignkitError, accepts, first_line, from_python, option
 from alignkit.paths import MODEL_PATH_ENV, cache_dir, file_sha256, offline_without_network
 
 logger = logging.getLogger("alignkit")
@@ -535,8 +535,9 @@ def peft_config(section: dict[str, Any], task_type: str = "CAUSAL_LM") -> Any | 
     check_keys("peft", options, {f for f in config_cls.__dataclass_fields__ if not f.startswith("_")})
     check_types("peft", options, config_cls)
     if isinstance(options.get("r"), int) and options["r"] < 1:  # peft itself refuses it only as the adapter is made
-        raise AlignkitError(f"config: peft.r must be at least 1, got {options['r']}", "e.g. --set peft.r=16")
+        raise AlignkitError(f"config: peft.r must be at least 1, got {options['r']}", f"e.g. {option('peft.r', 16)}")
     try:
         return config_cls(task_type=task_type, **options)
     except (TypeError, ValueError) as error:  # peft's own checks of the values
-        raise AlignkitError(f"config: peft: {first_line(error)}", "fix the peft section or its --set values") from None
+        fix = "fix the peft section" + ("" if from_python() else " or its --set values")
+        raise AlignkitError(f"config: peft: {first_line(error)}", fix) from None

@@ -217,6 +217,18 @@ SAME_BAD_CALL = {
         "sample, e.g. temperature=0.8 (with greedy_first=True the first candidate is the greedy reply)",
         "sample, e.g. --temperature 0.8 (with --greedy-first the first candidate is the greedy reply)",
     ),
+    "peft-rank": (
+        lambda data, tmp: alignkit.sft(data={"paths": [data]}, out=tmp / "run", peft={"r": 0}),
+        lambda data, tmp: ["sft", "--data", data, "--out", tmp / "run", "--set", "peft.r=0"],
+        "e.g. peft={'r': 16}",
+        "e.g. --set peft.r=16",
+    ),
+    "precision": (
+        lambda data, tmp: alignkit.sft(data={"paths": [data]}, out=tmp / "run", model={"precision": "fp8"}),
+        lambda data, tmp: ["sft", "--data", data, "--out", tmp / "run", "--set", "model.precision=fp8"],
+        "model={'precision': 'auto'}",
+        "--set model.precision=auto",
+    ),
     "data-not-found": (
         lambda data, tmp: alignkit.sft(data={"paths": [tmp / "nope.jsonl"]}, out=tmp / "run"),
         lambda data, tmp: ["sft", "--data", tmp / "nope.jsonl", "--out", tmp / "run"],
