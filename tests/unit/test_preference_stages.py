@@ -400,7 +400,7 @@ def test_kto_rows_all_of_one_label_or_out_of_balance_are_said_on_the_console(
         warned = [r.getMessage() for r in alignkit_records.records if "KTO" in r.getMessage()]
         expected = {
             "all-good": [f"all {N_PAIRS} KTO training rows are desirable (label true)"],
-            "mostly-good": [f"KTO rows are {N_PAIRS} desirable to 4 undesirable", "trainer.desirable_weight=0.29"],
+            "mostly-good": [f"KTO rows are {N_PAIRS} desirable to 4 undesirable", "trainer={'desirable_weight': 0.29}"],
             "balanced": [],
         }[name]
         assert bool(warned) == bool(expected), (name, warned)
