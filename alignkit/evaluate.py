@@ -360,7 +360,7 @@ def evaluate_models(
     and one kept for the KL of a later one compared with it; the two models of a comparison that missed it are
     loaded again at the end, together). `trained_on_scorer`: the names of models trained against `scorer`
     (`lineage.trained_against`), whose verdicts also weigh the scorer's own alarms. `fingerprints`: each model's
-    `model_fingerprint`; `earlier`: answers of an earlier evaluation at this `max_new_tokens`, by (fingerprint,
+    `model_fingerprints`; `earlier`: answers of an earlier evaluation at this `max_new_tokens`, by (fingerprint,
     `prompt_key`), reused instead of answering again (`reused_answers` in each model's figures); `saved`: those this
     evaluation made before it was interrupted, keyed alike, taken as its own (the figures are an uninterrupted
     evaluation's); `save(model name, prompt indices, answers)` is given each batch of fresh answers as soon as it is
@@ -373,14 +373,15 @@ def evaluate_models(
     results["max_new_tokens"] = max_new_tokens
     fingerprints, earlier, saved = fingerprints or {}, earlier or {}, saved or {}
     results["fingerprints"] = fingerprints
-    resumed = {
-        name: [saved.get((fingerprints[name], prompt_key(p))) for p in prompts] if name in fingerprints else []
-        for name in names
-    }
-    reused = {
-        name: [earlier.get((fingerprints[name], prompt_key(p))) for p in prompts] if name in fingerprints else []
-        for name in names
-    }
+    keys = [prompt_key(p) for p in prompts]
+
+    def answers_in(table: dict[tuple[str, str], str]) -> dict[str, list[str | None]]:
+        """Each model's answers to the prompts found in `table` (None where not), by its fingerprint."""
+        return {
+            name: [table.get((fingerprints[name], k)) for k in keys] if name in fingerprints else [] for name in names
+        }
+
+    resumed, reused = answers_in(saved), answers_in(earlier)
     known = {
         name: [r if r is not None else e for r, e in zip(resumed[name], reused[name], strict=True)] for name in names
     }
@@ -879,7 +880,7 @@ def run_eval(
     ]
     precision = pick_precision(model_cfg.precision)
     built = [("base", None), *zip(names, loaded, strict=True)]
-    fingerprints = {name: fp for name, run in built if (fp := model_fingerprint(model_cfg, precision, run))}
+    fingerprints = model_fingerprints(model_cfg, precision, built)
     settings = answer_settings(prompts, max_new_tokens)
     saved = resumed_answers(Path(out_dir), overwrite, resume, settings)
 
@@ -912,20 +913,25 @@ def run_eval(
     return results
 
 
-def model_fingerprint(model_cfg: Any, precision: Any, run: runs.Run | None = None) -> str | None:
-    """What a model's greedy answers depend on: its base's weights (`models.base_identity`), the precision, and the
-    files of each run it is built from (adapter, full model, tokenizer with its chat template). A run trained again
-    or resumed has other files: its answers are never taken for the earlier ones'. None where the base's weights
-    cannot be hashed (a hub id not on disk)."""
+def model_fingerprints(model_cfg: Any, precision: Any, built: Sequence[tuple[str, runs.Run | None]]) -> dict[str, str]:
+    """Each model's fingerprint, by name (`built`: the base as None, then each run): what its greedy answers depend
+    on: the base's weights (`models.base_identity`), the precision, and the files of each run it is built from
+    (adapter, full model, tokenizer with its chat template). A run trained again or resumed has other files: its
+    answers are never taken for the earlier ones'. None at all where the base's weights cannot be hashed (a hub id
+    not on disk). The base and each run's files are hashed once, however many runs are built on them."""
     base = models.base_identity(model_cfg)
     if not base.get("sha256"):
-        return None
-    parts: list[Any] = [base, str(precision)]
-    for step in run.lineage if run is not None else []:
-        for part in ("adapter", "model", "tokenizer"):
-            if (Path(step["run"]) / part).is_dir():
-                parts.append([part, paths.file_sha256(Path(step["run"]) / part)])
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+        return {}
+    digest = functools.cache(paths.file_sha256)
+    fingerprints = {}
+    for name, run in built:
+        parts: list[Any] = [base, str(precision)]
+        for step in run.lineage if run is not None else []:
+            for part in ("adapter", "model", "tokenizer"):
+                if (Path(step["run"]) / part).is_dir():
+                    parts.append([part, digest(Path(step["run"]) / part)])
+        fingerprints[name] = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return fingerprints
 
 
 def answered(prompt: Prompt) -> dict[str, Any]:
