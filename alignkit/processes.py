@@ -32,6 +32,9 @@ from alignkit.errors import AlignkitError
 
 LOOPBACK = "127.0.0.1"
 STOP_GRACE_S = 10.0  # after SIGTERM, before SIGKILL
+# psutil's create_time is the kernel's boot time plus the ticks since boot, and the kernel's boot time moves by whole
+# seconds as the clock is adjusted (NTP): a process seen hours apart can "start" a second later.
+SAME_START_S = 2.0
 LOG_TAIL_LINES = 15
 _PR_SET_PDEATHSIG = 1
 
@@ -162,10 +165,11 @@ def tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def find_running(pid: int, create_time: float) -> psutil.Process | None:
-    """The process `pid` if it still runs and started at `create_time` (so a reused pid is not mistaken for it)."""
+    """The process `pid` if it still runs and started at `create_time`, give or take `SAME_START_S` (so a reused pid
+    is not mistaken for it)."""
     with contextlib.suppress(psutil.NoSuchProcess):
         process = psutil.Process(pid)
-        same = abs(process.create_time() - create_time) < 0.01
+        same = abs(process.create_time() - create_time) < SAME_START_S
         if same and process.status() != psutil.STATUS_ZOMBIE:
             return process
     return None

@@ -399,15 +399,25 @@ def _stop_processes(records: list[dict], own: list[subprocess.Popen]) -> bool:
     """Stop the server and worker first, then Redis (so they do not log lost connections)."""
     first = [record for record in records if record["name"] != "redis"]
     last = [record for record in records if record["name"] == "redis"]
-    stopped = [processes.stop_groups(_running_leaders(wave), own) for wave in (first, last)]
+    stopped = [processes.stop_groups(_running_leaders(wave, own), own) for wave in (first, last)]
     for process in own:
         process.wait(timeout=processes.STOP_GRACE_S)
     return any(stopped)
 
 
-def _running_leaders(records: list[dict]) -> list[psutil.Process]:
-    found = (processes.find_running(record["pid"], record["create_time"]) for record in records)
-    return [process for process in found if process is not None]
+def _running_leaders(records: list[dict], own: list[subprocess.Popen]) -> list[psutil.Process]:
+    """The recorded processes still running: this process's own children by their handles (a pid is not reused
+    before its parent reaps it), the others by pid and start time."""
+    own_by_pid = {process.pid: process for process in own}
+    leaders = []
+    for record in records:
+        mine = own_by_pid.get(record["pid"])
+        if mine is None:
+            leaders.append(processes.find_running(record["pid"], record["create_time"]))
+        elif mine.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leaders.append(psutil.Process(mine.pid))
+    return [process for process in leaders if process is not None]
 
 
 def _write_state(data_dir: Path, state: dict) -> None:

@@ -21,6 +21,7 @@ ESCAPING_GRANDCHILD = (
     "grandchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True); "
     "print(grandchild.pid, flush=True); time.sleep(600)"
 )
+SLEEP = "import time; time.sleep(600)"
 
 
 def wait_for_line(log: Path, timeout_s: float = 10) -> str:
@@ -89,3 +90,36 @@ def test_a_preferred_port_is_used_only_when_nothing_listens_there():
         assert processes.is_listening(busy)
         assert processes.free_port(prefer=busy) != busy
     assert processes.free_port(prefer=busy) == busy
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's boot time is read from /proc/stat")
+def test_a_process_is_found_after_the_clock_moved_the_boot_time_a_second(tmp_path, monkeypatch):
+    child = processes.spawn("sleeper", [sys.executable, "-c", SLEEP], log=tmp_path / "sleeper.log", cwd=tmp_path)
+    recorded = psutil.Process(child.process.pid).create_time()
+    boot_time = psutil._pslinux.boot_time
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: boot_time() + 1.0)  # what NTP does to /proc/stat
+    assert processes.find_running(child.process.pid, recorded) is not None
+    assert processes.find_running(child.process.pid, recorded - 60) is None, "another process on a reused pid"
+    child.stop()
+
+
+def test_a_local_argilla_stops_its_own_processes_whatever_their_records_say(tmp_path):
+    """The records' start times are for `feedback server stop` from another shell; the process that started the
+    server stops its children by their handles (CI once waited on a Redis never signalled, its record a second off)."""
+    from alignkit.feedback.server import LocalArgilla
+
+    children = [
+        processes.spawn(name, [sys.executable, "-c", SLEEP], log=tmp_path / f"{name}.log", cwd=tmp_path)
+        for name in ("server", "redis")
+    ]
+    records = [
+        {"name": child.name, "pid": child.process.pid, "create_time": psutil.Process(child.process.pid).create_time()}
+        for child in children
+    ]
+    records[1]["create_time"] -= 5  # as if the clock had moved since
+    argilla = LocalArgilla(url="http://unused", api_key="", data_dir=tmp_path, _state={"processes": records})
+    argilla._children.extend(children)
+    started = time.monotonic()
+    argilla.stop()
+    assert [child.process.returncode for child in children] == [-15, -15], "both got SIGTERM and were reaped"
+    assert time.monotonic() - started < processes.STOP_GRACE_S
