@@ -34,6 +34,7 @@ __all__ = [
     "chat",
     "dpo",
     "evaluate_runs",
+    "export_run",
     "list_runs",
     "open_run",
     "pretrain",
@@ -288,3 +289,20 @@ def evaluate_runs(
         compare=list(compare),
         resume=resume,
     )
+
+
+@python_api
+def export_run(
+    run: str | Path,
+    out: str | Path,
+    dtype: str = "auto",
+    gguf: bool = False,
+    gguf_type: str = "f16",
+    overwrite: bool = False,
+) -> Path:
+    """`alignkit export`: the run's model (its base with every adapter of its lineage merged) saved to `out` as a
+    plain transformers model dir (safetensors; `from_pretrained` loads it), in `dtype` (auto: the run's training
+    precision | fp32 | bf16 | fp16); `gguf` also writes a GGUF file of `gguf_type`. Returns `out`."""
+    from alignkit import export
+
+    return export.export(run, out, dtype=dtype, gguf=gguf, gguf_type=gguf_type, overwrite=overwrite)

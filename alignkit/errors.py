@@ -86,6 +86,9 @@ FLAGS = {
     "limit": "--limit",
     "shots": "--shots",
     "max_attempts": "--max-attempts",
+    "dtype": "--dtype",
+    "gguf": "--gguf",
+    "gguf_type": "--gguf-type",
 }
 # A function without config sections (`candidates`, `chat`) takes the model's name as its `model` keyword.
 KEYWORDS = {"model.name": "model"}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import lineage, llamacpp, paths, runs
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, option
 from alignkit.hardware import Precision
 
 DTYPES = {"auto": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -39,16 +39,16 @@ def export(
 
     `dtype`: auto (the precision the run trained in) | fp32 | bf16 | fp16. A reward run exports its classifier model.
     """
+    if dtype not in DTYPES:
+        raise AlignkitError(f"{option('dtype', dtype)} is not one of {', '.join(DTYPES)}", "pass one of them")
     run = runs.open_run(run_dir)
     out = Path(out)
-    if dtype not in DTYPES:
-        raise AlignkitError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     paths.check_output_dir(out, overwrite, EXPORT_RECORD, "an exported model")
     base = Path(run.model_config.name).expanduser()
     if base.is_dir() and out.resolve() == base.resolve():  # an earlier export that later runs were trained on
         raise AlignkitError(
-            f"--out {out} is the base model of {run.path}: replacing it would change what the run (and every run "
-            "on that base) is built from",
+            f"{option('out', out)} is the base model of {run.path}: replacing it would change what the run (and "
+            "every run on that base) is built from",
             "export to a new folder",
         )
     converter = gguf_converter(run, gguf_type) if gguf else None  # missing tooling: fail before any work
@@ -130,14 +130,16 @@ def gguf_converter(run: runs.Run, gguf_type: str) -> Path | None:
     if run.stage != "reward" and llamacpp.installed() and llamacpp.base_gguf(run.model_config) is not None:
         if gguf_type not in llamacpp.FILE_TYPES:
             raise AlignkitError(
-                f"--gguf-type {gguf_type}: merged into the GGUF base, the types are {', '.join(llamacpp.FILE_TYPES)}",
+                f"{option('gguf_type', gguf_type)}: merged into the GGUF base, the types are "
+                f"{', '.join(llamacpp.FILE_TYPES)}",
                 f"pass one of them, or install llama.cpp's {GGUF_CONVERTER} (LLAMA_CPP_DIR)",
             )
         return None
     raise AlignkitError(
         "GGUF export needs llama.cpp's convert_hf_to_gguf.py, which is not installed (a run on a GGUF base, such as "
         "the embedded model, needs llama-cpp-python instead)",
-        "clone llama.cpp and set LLAMA_CPP_DIR to it (pip install -r its requirements.txt), or drop --gguf",
+        "clone llama.cpp and set LLAMA_CPP_DIR to it (pip install -r its requirements.txt), or drop "
+        + option("gguf", True),
     )
 
 

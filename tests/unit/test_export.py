@@ -94,7 +94,7 @@ def test_export_never_replaces_the_base_the_run_was_trained_on(tmp_path, tiny_mo
         trainer={"max_steps": 1, "per_device_train_batch_size": 4},
         out=str(tmp_path / "first"),
     )
-    export(first.path, shipped)
+    assert alignkit.export_run(first, shipped) == shipped  # the Python API takes a returned `Run`
     on_it = alignkit.sft(
         data={"paths": [str(tmp_path / "chat.jsonl")]},
         model={"name": str(shipped)},
@@ -102,6 +102,6 @@ def test_export_never_replaces_the_base_the_run_was_trained_on(tmp_path, tiny_mo
         out=str(tmp_path / "second"),
     )
     weights = (shipped / "model.safetensors").read_bytes()
-    with pytest.raises(AlignkitError, match="is the base model of"):
-        export(on_it.path, shipped, overwrite=True)
+    with pytest.raises(AlignkitError, match=f"^out={str(shipped)!r} is the base model of"):
+        alignkit.export_run(on_it, shipped, overwrite=True)
     assert (shipped / "model.safetensors").read_bytes() == weights

@@ -280,6 +280,12 @@ SAME_BAD_CALL = {
         "no prompt has 2+ distinct candidates (generate with alignkit.candidates(..., n=2) or more)",
         "no prompt has 2+ distinct candidates — fix: generate with --n 2 or more",
     ),
+    "export-dtype": (
+        lambda data, tmp: alignkit.export_run(tmp / "run", tmp / "model", dtype="fp64"),
+        lambda data, tmp: ["export", tmp / "run", "--out", tmp / "model", "--dtype", "fp64"],
+        "dtype='fp64' is not one of auto, fp32, bf16, fp16 (pass one of them)",
+        "--dtype fp64 is not one of auto, fp32, bf16, fp16 — fix: pass one of them",
+    ),
     "agreement-not-a-share": (
         lambda data, tmp: alignkit.pull("round-1", tmp / "pairs.jsonl", min_agreement=1.5),
         lambda data, tmp: [
