@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from alignkit.errors import CLI, AlignkitError, calling, running_command
@@ -30,7 +31,7 @@ feedback_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(feedback_app, name="feedback")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a long line wraps in the terminal, never inside a figure
 
 Data = Annotated[
     list[str] | None, typer.Option("--data", help="Data file or dir (repeatable): jsonl/json/csv/parquet/txt.")
@@ -187,7 +188,7 @@ def show_run(run: Any) -> None:
             value = metrics[key]
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     table.add_row("run directory", str(run.path))
-    Console().print(table)
+    print_table(table)
 
 
 def train_command(name: str, api: Callable[..., Any], help_text: str) -> None:
@@ -350,7 +351,7 @@ def synth_command(
             table.add_row(key, str(summary[key]))
     for check, count in summary["rejected"].items():
         table.add_row(f"rejected: {check}", str(count))
-    Console().print(table)
+    print_table(table)
     Path(out).with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if summary["kept"] < n:
         console.print(f"[yellow]kept {summary['kept']} of {n}: raise --max-attempts, or use a stronger model[/]")
@@ -407,14 +408,15 @@ def eval_command(
             f"{figures['general_ppl']:.2f}",
             f"{flag} ({figures['forgetting']['ppl_ratio']:.3f}×)",
         )
-    Console().print(table)
+    print_table(table)
     for name, comparison in results["comparisons"].items():
         if "oracle" in comparison:
             c = comparison["oracle"]
             low, high = c["interval_95"]
             console.print(
                 f"{name}{evaluate.lineage_note(comparison)}: oracle win-rate {c['win_rate']:.3f} "
-                f"[{low:.3f}, {high:.3f}], KL {comparison['kl_along_answers']:.3f}: {comparison['verdict']}"
+                f"[{low:.3f}, {high:.3f}], KL {comparison['kl_along_answers']:.3f}: {comparison['verdict']}",
+                soft_wrap=True,
             )
     for note in (evaluate.cut_off_note(results), evaluate.unchecked_note(results)):
         if note:
@@ -429,7 +431,15 @@ def print_alarms(alarms: dict[str, list[str]]) -> None:
     """Reward-hacking alarms, loud: a flagged model is not an improvement, whatever its win-rate."""
     for subject, found in alarms.items():
         for alarm in found:
-            console.print(f"[bold red]ALARM[/] {subject}: {alarm}")
+            console.print(f"[bold red]ALARM[/] {subject}: {alarm}", soft_wrap=True)
+
+
+def print_table(table: Table) -> None:
+    """A table to stdout at its full width: in a narrower terminal (or a log's 80 columns) its lines wrap there
+    rather than rich squeezing the columns and cutting figures to `0.9…`."""
+    out = Console()
+    full = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    Console(width=max(out.width, full)).print(table)
 
 
 @app.command(
@@ -563,7 +573,7 @@ def users_list() -> None:
     table = Table("username", "role", "workspaces")
     for row in client.list_users(client.connect()):
         table.add_row(row["username"], row["role"], ", ".join(row["workspaces"]))
-    Console().print(table)
+    print_table(table)
 
 
 PUSH_LEFT_OUT = {
@@ -629,7 +639,7 @@ def feedback_pull(
     table = Table("figure", "value", title=f"pulled {dataset}")
     for key, value in result.summary.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    print_table(table)
     console.print(f"pairs written to {out} (figures: {Path(out).with_suffix('.summary.json')})", soft_wrap=True)
 
 
@@ -749,7 +759,7 @@ def list_runs(
         created = row["created"][:16].replace("T", " ")  # to the minute: the full ISO stamp wrapped over 3 lines
         cells = (row["run"], stage, row["status"], about, row.get("data"), step, loss, created)
         table.add_row(*(str(c or "") for c in cells))
-    Console().print(table)
+    print_table(table)
 
 
 @app.command("demo", help="The main job: SFT -> generate -> Argilla -> simulated ratings -> reward -> DPO -> eval.")
@@ -794,7 +804,7 @@ def demo(
     for name, path in report["runs"].items():
         table.add_row(f"{name} run", path)
     table.add_row("report", f"{Path(out) / 'report.md'} (every answer: {Path(out) / 'eval' / 'answers.jsonl'})")
-    Console().print(table)
+    print_table(table)
     print_alarms(report["alarms"])
     for example in report["evaluation"]["examples"]:  # one per skill, where SFT and DPO differ
         if example["sft"] == example["dpo"]:

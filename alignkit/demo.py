@@ -38,7 +38,7 @@ from alignkit.feedback import client, ordering, pull, push, server, simulate
 from alignkit.hardware import pick_precision
 from alignkit.paths import bundled_data
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 DEMO_ANNOTATORS = [("demo-annotator-1", "demo-annotator-1-pw"), ("demo-annotator-2", "demo-annotator-2-pw")]
 
 

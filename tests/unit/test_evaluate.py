@@ -497,7 +497,9 @@ def test_baseline_and_compare_name_the_pairs_and_a_sibling_is_not_called_an_ance
     files = ["--prompts", str(prompts), "--general", str(general), "--max-new-tokens", "6", "--rule", "concise"]
     out = tmp_path / "eval"
     compare = f"dpo-b vs {sibling_runs / 'dpo'}"  # by name or by path
-    result = run_cli("eval", *runs_argv, *files, "--baseline", "sft", "--compare", compare, "--out", str(out))
+    result = run_cli(
+        "eval", *runs_argv, *files, "--baseline", "sft", "--compare", compare, "--out", str(out), env={"COLUMNS": "60"}
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "eval.json").read_text())
     comparisons = report["comparisons"]
@@ -515,6 +517,13 @@ def test_baseline_and_compare_name_the_pairs_and_a_sibling_is_not_called_an_ance
     answers: dict[str, list[str]] = {}
     for row in map(json.loads, (out / "answers.jsonl").read_text().splitlines()):
         answers.setdefault(row["run"], []).append(row["answer"])
+    for key, comparison in comparisons.items():  # a 60-column terminal wraps the lines, not rich inside a figure
+        low, high = comparison["oracle"]["interval_95"]
+        assert f"{key}{evaluate.lineage_note(comparison)}: oracle win-rate {comparison['oracle']['win_rate']:.3f} " \
+               f"[{low:.3f}, {high:.3f}], KL {comparison['kl_along_answers']:.3f}" in result.stderr  # fmt: skip
+    for name, figures in report["runs"].items():
+        assert f"│ {name} " in result.stdout and f"({figures['forgetting']['ppl_ratio']:.3f}×)" in result.stdout
+    assert f"report: {out / 'report.md'}" in result.stderr
     loaded = evaluate.load_eval_prompts(str(prompts))
     for key, comparison in comparisons.items():  # each pair judged on its own two models' answers
         judged = evaluate.win_rate(loaded, answers[comparison["policy"]], answers[comparison["baseline"]],
