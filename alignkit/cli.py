@@ -396,13 +396,16 @@ def eval_command(
     results = alignkit.evaluate_runs(
         run_dirs, out, prompts, general, reward, rule, max_new_tokens, limit, overwrite, baseline, compare or (), resume
     )
-    table = Table("model", "accuracy", "degenerate", "mean words", "general ppl", "forgetting", title="evaluation")
+    table = Table(
+        "model", "accuracy", "checked", "degenerate", "mean words", "general ppl", "forgetting", title="evaluation"
+    )
     for name, figures in results["runs"].items():
         flag = "yes" if figures["forgetting"]["forgetting"] else "no"
         accuracy = "–" if figures["accuracy"] is None else f"{figures['accuracy']:.3f}"
         table.add_row(
             name,
             accuracy,
+            str(figures["checked_prompts"]),  # the same prompts for every model
             f"{figures['degenerate_rate']:.3f}",
             f"{figures['mean_words']:.1f}",
             f"{figures['general_ppl']:.2f}",

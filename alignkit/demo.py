@@ -331,6 +331,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         "win_rate_vs_sft_reward_model": headline["reward_model"]["win_rate"],
         "verdict": headline["verdict"],  # better / no measurable difference / flagged / worse
         "accuracy": {name: f["accuracy"] for name, f in figures.items()},
+        "checked_prompts": {name: f["checked_prompts"] for name, f in figures.items()},  # accuracy's denominators
         "degenerate_rate": {name: f["degenerate_rate"] for name, f in figures.items()},
         "mean_words": {name: f["mean_words"] for name, f in figures.items()},
         "forgetting_ppl_ratio": figures[aligned]["forgetting"]["ppl_ratio"],

@@ -213,12 +213,13 @@ def win_rate(
 
 
 def answer_figures(prompts: Sequence[Prompt], answers: Sequence[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(figures, per-answer checks): checked accuracy overall and per skill, degenerate rate and reasons, mean and
-    p90 words, refusal rate on prompts to decline, false refusals elsewhere."""
+    """(figures, per-answer checks): checked accuracy overall and per skill, over the prompts whose spec is
+    `checkable` (the same prompts for every model: `checked_prompts`, `checked_by_skill`), degenerate rate and
+    reasons, mean and p90 words, refusal rate on prompts to decline, false refusals elsewhere."""
     checks = [judges.check(a, p) for p, a in zip(prompts, answers, strict=True)]
     by_skill: dict[str, list[bool]] = {}
     for prompt, checked in zip(prompts, checks, strict=True):
-        if checked["accurate"] is not None:
+        if prompt.spec.checkable:
             by_skill.setdefault(prompt.spec.skill or "unlabelled", []).append(checked["accurate"])
     scored = [ok for oks in by_skill.values() for ok in oks]
     lengths = sorted(c["words"] for c in checks)
@@ -232,6 +233,7 @@ def answer_figures(prompts: Sequence[Prompt], answers: Sequence[str]) -> tuple[d
         "accuracy": sum(scored) / len(scored) if scored else None,
         "checked_prompts": len(scored),
         "accuracy_by_skill": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_skill.items())},
+        "checked_by_skill": {k: len(v) for k, v in sorted(by_skill.items())},
         "degenerate_rate": sum(1 for c in checks if c["degenerate"]) / max(1, len(checks)),
         "degenerate_reasons": reasons,
         "mean_words": sum(lengths) / max(1, len(lengths)),
@@ -258,7 +260,9 @@ def alarms(figures: dict[str, Any], baseline: dict[str, Any], comparison: dict[s
     found = []
     accuracy, base_accuracy = figures.get("accuracy"), baseline.get("accuracy")
     reward, base_reward = figures.get("reward_mean"), baseline.get("reward_mean")
-    if accuracy is not None and base_accuracy is not None and accuracy < base_accuracy:
+    if differ := checked_elsewhere(figures, baseline):
+        found.append(differ)
+    elif accuracy is not None and base_accuracy is not None and accuracy < base_accuracy:
         found.append(f"checked accuracy fell: {base_accuracy:.3f} -> {accuracy:.3f}")
         if reward is not None and base_reward is not None and reward > base_reward:
             found.append(f"reward rose ({base_reward:.3f} -> {reward:.3f}) while accuracy fell")
@@ -267,6 +271,16 @@ def alarms(figures: dict[str, Any], baseline: dict[str, Any], comparison: dict[s
     if disagreement := reward_disagreement(comparison):
         found.append(disagreement)
     return found
+
+
+def checked_elsewhere(figures: dict[str, Any], baseline: dict[str, Any]) -> str | None:
+    """The alarm for two models' accuracies taken over different numbers of prompts (per skill where both say),
+    which are no comparison; None when the denominators agree or are not recorded."""
+    skills, base_skills = figures.get("checked_by_skill"), baseline.get("checked_by_skill")
+    n, base_n = figures.get("checked_prompts"), baseline.get("checked_prompts")
+    if all(a is None or b is None or a == b for a, b in ((skills, base_skills), (n, base_n))):
+        return None
+    return f"accuracy not comparable: checked on {n} prompts {skills}, the baseline on {base_n} {base_skills}"
 
 
 def reward_disagreement(comparison: dict[str, Any]) -> str | None:
@@ -657,10 +671,35 @@ def oracle_rates(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def unchecked_note(results: dict[str, Any]) -> str | None:
-    """One line when no prompt had a reference, must_contain or decline: accuracy was then not measured at all."""
+    """One line when no prompt was `checkable`: accuracy was then not measured at all."""
     if checked_skills(results):
         return None
-    return "No prompt was checkable (none has a reference, must_contain or decline): accuracy is not measured."
+    return (
+        "No prompt was checkable (none has a reference, must_contain or decline, nor skill greeting or rewrite): "
+        "accuracy is not measured."
+    )
+
+
+def checked_count(results: dict[str, Any], skill: str | None = None) -> str:
+    """How many prompts (of `skill`, else all) each model's accuracy is over: one number when every model's is the
+    same, as it is within one evaluation, else each model's; `–` where not recorded (an older eval.json)."""
+    counts = {
+        name: figures.get("checked_by_skill", {}).get(skill) if skill else figures.get("checked_prompts")
+        for name, figures in results["runs"].items()
+    }
+    distinct = set(counts.values())
+    if len(distinct) == 1:
+        return "–" if None in distinct else str(distinct.pop())
+    return ", ".join(f"{name} {'–' if n is None else n}" for name, n in counts.items())
+
+
+def denominator_note(results: dict[str, Any]) -> str:
+    """The line under the models' table that says what accuracy is over."""
+    return (
+        f"Accuracy is over the {checked_count(results)} of {results['prompts']} prompts that can be checked (a "
+        "reference, must_contain, decline, or skill greeting / rewrite), the same prompts for every model; n per skill "
+        "below."
+    )
 
 
 def cut_off_note(results: dict[str, Any]) -> str | None:
@@ -761,8 +800,10 @@ def report_markdown(results: dict[str, Any], images: str = "") -> str:
     if note := unchecked_note(results):
         lines += ["", note]
     else:
-        lines += ["", "| skill | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        lines += [f"| {s} | " + " | ".join(fmt(results["runs"][n]["accuracy_by_skill"].get(s)) for n in names) + " |"
+        lines += ["", denominator_note(results)]
+        lines += ["", "| skill | n | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        lines += [f"| {s} | {checked_count(results, s)} | "
+                  + " | ".join(fmt(results["runs"][n]["accuracy_by_skill"].get(s)) for n in names) + " |"
                   for s in skills]  # fmt: skip
     lines += ["", "| comparison | judge | win-rate | 95 % interval | W / T / L | identical answers | KL per answer |"]
     lines += ["|---|---|---|---|---|---|---|"]

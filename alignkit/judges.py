@@ -8,10 +8,10 @@ right answer is to decline) — read from the prompt file's optional fields.
 The default rule, `careful`, is lexicographic: a degenerate answer (empty, one word, repeated n-grams, cut off, an
 echo of the prompt, not in the prompt's language) always loses to a non-degenerate one; then a correct answer beats a
 wrong one where a reference exists (an evasion such as "I don't know" on an answerable prompt is wrong); then the
-answer that does what was asked (greets back by name, declines a harmful request and only that, keeps the meaning of
-a rewrite); then, between two answers that pass every check, the more concise one, where the difference is one a
-person notices (two wrong answers tie, whatever their lengths). The surface rules (`concise`, `verbose`, `no_lists`,
-`exclamation`) stay available by name.
+answer that does what was asked (greets back, by name where one is given; declines a harmful request and only that;
+keeps the meaning of a rewrite); then, between two answers that pass every check, the more concise one, where the
+difference is one a person notices (two wrong answers tie, whatever their lengths). The surface rules (`concise`,
+`verbose`, `no_lists`, `exclamation`) stay available by name.
 
 The checks read English, German, Spanish, French, Chinese and Japanese (docs/languages.md): the language of a prompt
 from its function words or its script, yes/no, evasions, refusals and greetings in each, decimal commas, and Chinese
@@ -39,6 +39,9 @@ Score = tuple[float, ...]
 
 
 SPEC_FIELDS = ("skill", "reference", "must_contain", "decline")
+# Skills whose answers `does_task` checks from the skill alone: a greeting is greeted back, a rewrite keeps the content
+# words of what it rewrites.
+TASK_SKILLS = frozenset(["greeting", "rewrite"])
 
 
 def spec_field_meant(key: str) -> str | None:
@@ -96,8 +99,9 @@ class PromptSpec:
 
     @property
     def checkable(self) -> bool:
-        """Whether an answer's accuracy can be checked: a reference, terms it must contain, or a request to decline."""
-        return bool(self.reference or self.must_contain or self.decline)
+        """Whether an answer's accuracy can be checked: a reference, terms it must contain, a request to decline, or a
+        skill of `TASK_SKILLS`. Decided by the prompt alone, so every model's accuracy is over the same prompts."""
+        return bool(self.reference or self.must_contain or self.decline or self.skill in TASK_SKILLS)
 
 
 @dataclass(frozen=True)
@@ -490,7 +494,8 @@ def same_json(answer: str, reference: str) -> bool:
 
 def does_task(answer: str, prompt: Prompt) -> bool | None:
     """Whether `answer` does what was asked, where that is checkable (None where it is not): declines a harmful
-    request and only that, contains the `must_contain` terms, keeps a rewrite's content words."""
+    request and only that, contains the `must_contain` terms, greets a greeting back, keeps a rewrite's content
+    words."""
     spec = prompt.spec
     declined = refuses(answer)
     if spec.decline or declined:
@@ -499,6 +504,8 @@ def does_task(answer: str, prompt: Prompt) -> bool | None:
         return False
     if spec.must_contain:
         return all(contains(answer, term) for term in spec.must_contain)
+    if spec.skill == "greeting":  # greeted back, with no name to repeat
+        return True
     if spec.skill == "rewrite":
         quoted = re.findall(r"[\"“](.+?)[\"”]", prompt.text)
         content = {w.lower()[:4] for w in words(quoted[-1] if quoted else prompt.text) if w.lower() not in STOP_WORDS}
@@ -580,7 +587,8 @@ def rule(name: str) -> Rule:
 def check(answer: str, prompt: Prompt) -> dict[str, Any]:
     """Everything evaluation reports about one answer: degeneration, correctness, task, refusal, length.
     `accurate` is the answer's checked outcome: correct where a reference exists, else the task check; a degenerate
-    answer is never accurate. None when nothing about the prompt is checkable."""
+    answer is never accurate. None when the prompt is not `checkable`, whatever the answer: a model's accuracy is
+    over the same prompts as another's (a refused benign prompt counts in `refused`, and as wrong where checkable)."""
     reason = degeneration(answer, prompt)
     right, task = correct(answer, prompt.spec, prompt.text), does_task(answer, prompt)
     checked = right if right is not None else task
@@ -588,7 +596,7 @@ def check(answer: str, prompt: Prompt) -> dict[str, Any]:
         "degenerate": reason,
         "correct": right,
         "does_task": task,
-        "accurate": None if checked is None else (checked and reason is None),
+        "accurate": (checked is True and reason is None) if prompt.spec.checkable else None,
         "refused": refuses(answer),
         "words": len(words(answer)),
     }

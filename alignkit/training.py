@@ -448,7 +448,8 @@ def early_stopping(patience: int) -> Any:
 class CheckedPromptsCallback(TrainerCallback):
     """Model selection on prompts with references (a stage's `checked_prompts`). The policy's greedy answers to them
     (each prompt's `tools` in the chat template) are checked (`evaluate.answer_figures`) when training starts, at
-    each evaluation and when it ends; an answer passes when it is accurate (where checkable) and not degenerate.
+    each evaluation and when it ends; an answer passes when it is accurate where checkable, elsewhere when it is
+    neither degenerate nor a refusal.
     The last step is saved unless an earlier one, the start included, passed on more prompts beyond chance: the
     best-scoring earlier step (the later on a tie) is put back when a one-sided sign test over the prompts where the
     two differ gives p < `alpha`. So a run whose training clearly broke its answers saves its parent instead, and
@@ -477,7 +478,9 @@ class CheckedPromptsCallback(TrainerCallback):
             )
         model.train(training)
         figures, checks = evaluate.answer_figures(self.prompts, answers)
-        self.passes[step] = [c["accurate"] if c["accurate"] is not None else not c["degenerate"] for c in checks]
+        self.passes[step] = [
+            c["accurate"] if c["accurate"] is not None else not (c["degenerate"] or c["refused"]) for c in checks
+        ]
         score = sum(self.passes[step]) / len(checks)
         self.scores[step] = {"accuracy": figures["accuracy"], "degenerate_rate": figures["degenerate_rate"]}
         self.scores[step]["score"] = round(score, 4)

@@ -28,7 +28,7 @@ from alignkit.runs import Run, git_commit
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {  # issue 17's bar for the demo, per seed
     "win_rate_vs_sft": ">= 0.75, interval's lower bound > 0.5",
-    "accuracy": "dpo >= sft",
+    "accuracy": "dpo >= sft, over the same prompts",
     "degenerate_rate": "dpo <= sft",
     "forgetting_ppl_ratio": "<= 1.05",
     "reward_accuracy": ">= 0.80 (prompt-disjoint)",
@@ -53,6 +53,10 @@ def seed_figures(report: dict[str, Any]) -> dict[str, Any]:
         "win_rate_vs_sft_reward_model": report["win_rate_vs_sft_reward_model"],
         "accuracy": report["accuracy"],
         "accuracy_by_skill": {name: figures["accuracy_by_skill"] for name, figures in runs.items()},
+        # accuracy's denominators, the same for every model since 2026-12-06 (session 30): before, a greeting without a
+        # name entered only when it failed and a refused open prompt only as a failure
+        "checked_prompts": {name: figures["checked_prompts"] for name, figures in runs.items()},
+        "checked_by_skill": {name: figures.get("checked_by_skill") for name, figures in runs.items()},
         "degenerate_rate": report["degenerate_rate"],
         "mean_words": report["mean_words"],
         "refusal_rate_harmful": {name: figures["refusal_rate_harmful"] for name, figures in runs.items()},
@@ -70,9 +74,10 @@ def seed_figures(report: dict[str, Any]) -> dict[str, Any]:
 
 def met(figures: dict[str, Any]) -> dict[str, bool]:
     accuracy, degenerate = figures["accuracy"], figures["degenerate_rate"]
+    same_prompts = all(figures[k]["dpo"] == figures[k]["sft"] for k in ("checked_prompts", "checked_by_skill"))
     return {
         "win_rate_vs_sft": figures["win_rate_vs_sft"] >= 0.75 and figures["win_rate_vs_sft_interval"][0] > 0.5,
-        "accuracy": accuracy["dpo"] >= accuracy["sft"],
+        "accuracy": accuracy["dpo"] >= accuracy["sft"] and same_prompts,
         "degenerate_rate": degenerate["dpo"] <= degenerate["sft"],
         "forgetting_ppl_ratio": figures["forgetting_ppl_ratio"] <= 1.05,
         "reward_accuracy": figures["reward_accuracy"] >= 0.80,

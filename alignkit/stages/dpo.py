@@ -87,7 +87,8 @@ def load_checked_prompts(path: str) -> list[Prompt]:
     prompts = generate.load_prompt_items(path, "checked_prompts")
     if not any(p.spec.checkable for p in prompts):
         raise AlignkitError(
-            f"{path}: checked_prompts has no row with `reference`, `must_contain` or `decline`, so nothing to check",
+            f"{path}: checked_prompts has no row with `reference`, `must_contain` or `decline` (or skill greeting or "
+            "rewrite), so nothing to check",
             "add those fields (datasets/README.md) or drop checked_prompts",
         )
     return prompts

@@ -202,3 +202,25 @@ def test_the_doc_names_the_cpu_where_the_results_file_records_it():
     assert run.cpu_model(recorded) == ", Some CPU (amx_bf16, avx512_bf16)"
     assert run.cpu_model(recorded | {"cpu_features": []}) == ", Some CPU (no AVX512-BF16 or AMX)"
     assert run.cpu_model({"cores": 2}) == ""  # results files before 2026-12-04 (evening)
+
+
+def test_demo_seeds_meets_dpo_at_least_sft_only_over_the_same_prompts():
+    """`met["accuracy"]` compared DPO's and SFT's accuracy whatever prompts each was taken over."""
+    from benchmarks import demo_seeds
+
+    figures = {
+        "win_rate_vs_sft": 0.8,
+        "win_rate_vs_sft_interval": [0.6, 0.9],
+        "accuracy": {"sft": 0.5, "dpo": 0.6},
+        "degenerate_rate": {"sft": 0.0, "dpo": 0.0},
+        "forgetting_ppl_ratio": 1.0,
+        "reward_accuracy": 0.9,
+        "seconds_total": 500,
+        "checked_prompts": {"sft": 76, "dpo": 76},
+        "checked_by_skill": {"sft": {"greeting": 4}, "dpo": {"greeting": 4}},
+    }
+    assert demo_seeds.met(figures)["accuracy"] is True
+    other = figures | {"checked_prompts": {"sft": 76, "dpo": 77}, "checked_by_skill": {"sft": None, "dpo": None}}
+    assert demo_seeds.met(other)["accuracy"] is False
+    per_skill = figures | {"checked_by_skill": {"sft": {"greeting": 4}, "dpo": {"greeting": 3, "json": 1}}}
+    assert demo_seeds.met(per_skill)["accuracy"] is False

@@ -172,6 +172,65 @@ def test_answers_cut_by_the_token_budget_are_named_beside_the_verdicts(tmp_path)
     assert evaluate.cut_off_note(results) is None and "mid-sentence" not in evaluate.report_markdown(results)
 
 
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+# Prompts whose checks depend on the answer in the old code: a greeting without a name to repeat (scored only when
+# it failed) and a definition (no spec: scored only when refused).
+OPEN_AND_CHECKED = [
+    Prompt(user("What is 2 + 3?"), PromptSpec(skill="arithmetic", reference="5")),
+    Prompt(user("Good morning!"), PromptSpec(skill="greeting")),
+    Prompt(user("What is a noun?"), PromptSpec(skill="definition")),
+    Prompt(user("Hi, I'm Sam."), PromptSpec(skill="greeting", must_contain=("Sam",))),
+]
+POLITE = ["The answer is 5.", "Good morning! How can I help you today?", "A noun is a word that names a thing."]
+RUDE = ["The answer is 5.", "The weather is cold today.", "I can't help with that."]
+
+
+def test_every_model_is_scored_on_the_same_prompts_whatever_it_answers():
+    """A polite answer to a greeting with no name left it unscored, an impolite one scored it wrong; a refused
+    definition was scored wrong, an answered one not at all: base / SFT / DPO accuracies were over different prompts
+    (76 against 77 of the demo's). Which prompts are scored is the prompts' spec's decision, for every model."""
+    polite, polite_checks = evaluate.answer_figures(OPEN_AND_CHECKED, [*POLITE, "Hello Sam, nice to meet you!"])
+    rude, rude_checks = evaluate.answer_figures(OPEN_AND_CHECKED, [*RUDE, "Hello Sam, nice to meet you!"])
+    scored = [[c["accurate"] is not None for c in checks] for checks in (polite_checks, rude_checks)]
+    assert scored[0] == scored[1] == [True, True, False, True]
+    for figures in (polite, rude):
+        assert figures["checked_prompts"] == 3 and figures["checked_by_skill"] == {"arithmetic": 1, "greeting": 2}
+    assert (polite["accuracy"], rude["accuracy"]) == (1.0, 2 / 3)  # the greeting that does not greet back is wrong
+    assert (polite["accuracy_by_skill"]["greeting"], rude["accuracy_by_skill"]["greeting"]) == (1.0, 0.5)
+    # the refused definition is no accuracy figure, it is a false refusal
+    assert (polite["false_refusal_rate"], rude["false_refusal_rate"]) == (0.0, 0.25)
+    refused, _ = evaluate.answer_figures(OPEN_AND_CHECKED[:1], ["I can't help with that."])
+    assert (refused["accuracy"], refused["false_refusal_rate"]) == (0.0, 1.0)  # checkable: wrong and counted
+
+
+def test_accuracies_over_other_prompts_are_flagged_not_compared_and_the_report_says_n():
+    """The alarm "checked accuracy fell" compared accuracies over whatever each model was scored on; the report
+    never said over how many prompts."""
+    loaded = OPEN_AND_CHECKED[:3]
+    results = {"prompts": len(loaded), "runs": {}, "comparisons": {}, "alarms": {}}
+    for name, answers in (("sft", POLITE), ("dpo", RUDE)):
+        results["runs"][name], _ = evaluate.answer_figures(loaded, answers)
+        results["runs"][name] |= {"p90_words": 0, "forgetting": {"ppl_ratio": 1.0}}
+    sft, dpo = results["runs"]["sft"], results["runs"]["dpo"]
+    assert evaluate.alarms(dpo, sft, {})[0] == "checked accuracy fell: 1.000 -> 0.500"
+    report = evaluate.report_markdown(results)
+    assert "Accuracy is over the 2 of 3 prompts that can be checked" in report
+    assert "| skill | n | sft | dpo |" in report and "| greeting | 1 | 1.000 | 0.000 |" in report
+    # figures taken over other prompts (another prompt file, an older eval.json): flagged, not read as a fall
+    other = dpo | {"accuracy": 0.4, "checked_prompts": 5, "checked_by_skill": {"arithmetic": 1, "greeting": 4}}
+    found = evaluate.alarms(other, sft, {})
+    assert found == [
+        "accuracy not comparable: checked on 5 prompts {'arithmetic': 1, 'greeting': 4}, the baseline on 2 "
+        "{'arithmetic': 1, 'greeting': 1}"
+    ]
+    assert evaluate.verdict({"oracle": {"interval_95": [0.6, 0.8]}}, found) == "flagged"
+    results["runs"]["dpo"] = other
+    assert "| greeting | sft 1, dpo 4 |" in evaluate.report_markdown(results)
+
+
 def test_eval_out_is_kept_unless_overwrite_which_leaves_nothing_stale(two_runs, tmp_path):
     prompts, general = small_eval_files(tmp_path)
     open_prompts, _ = small_eval_files(tmp_path, checkable=False)
