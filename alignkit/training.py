@@ -445,6 +445,12 @@ def early_stopping(patience: int) -> Any:
     return EarlyStoppingCallback(early_stopping_patience=patience)
 
 
+def passes_check(check: dict[str, Any]) -> bool:
+    """Whether an answer (its `judges.check`) passes model selection: accurate where its prompt is checkable, elsewhere
+    neither degenerate nor a refusal (a benign prompt declined is not done)."""
+    return check["accurate"] if check["accurate"] is not None else not (check["degenerate"] or check["refused"])
+
+
 class CheckedPromptsCallback(TrainerCallback):
     """Model selection on prompts with references (a stage's `checked_prompts`). The policy's greedy answers to them
     (each prompt's `tools` in the chat template) are checked (`evaluate.answer_figures`) when training starts, at
@@ -478,9 +484,7 @@ class CheckedPromptsCallback(TrainerCallback):
             )
         model.train(training)
         figures, checks = evaluate.answer_figures(self.prompts, answers)
-        self.passes[step] = [
-            c["accurate"] if c["accurate"] is not None else not (c["degenerate"] or c["refused"]) for c in checks
-        ]
+        self.passes[step] = [passes_check(c) for c in checks]
         score = sum(self.passes[step]) / len(checks)
         self.scores[step] = {"accuracy": figures["accuracy"], "degenerate_rate": figures["degenerate_rate"]}
         self.scores[step]["score"] = round(score, 4)

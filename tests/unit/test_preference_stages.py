@@ -613,6 +613,25 @@ def test_dpo_saves_its_parent_when_training_breaks_the_checked_answers(tiny_mode
     assert accuracy(kept) == 1.0 > accuracy(last)  # the saved adapter is the kept step's, not the last one's
 
 
+def test_model_selection_fails_a_refusal_of_a_prompt_with_nothing_to_check(tmp_path):
+    """A benign prompt with nothing to check (a definition) passed selection when refused, so a step that had learnt
+    to decline everyday requests scored as well as one that answered them."""
+    from alignkit import judges, training
+
+    prompts = generate.load_prompt_items(
+        str(write_jsonl(tmp_path / "checked.jsonl", [{"prompt": "What is compost?", "skill": "definition"}]))
+    )
+    answers = {
+        "Compost is decayed plant matter that gardeners add to soil.": True,
+        "I'm sorry, but I can't help with that request.": False,
+        "compost compost compost compost compost compost": False,
+    }
+    for answer, passes in answers.items():
+        check = judges.check(answer, prompts[0])
+        assert check["accurate"] is None  # the prompt is not checkable: no model's accuracy counts it
+        assert training.passes_check(check) is passes, answer
+
+
 def test_checked_prompts_are_scored_at_each_evaluation(sft_run, data_dir, tmp_path):
     checked = write_jsonl(tmp_path / "checked.jsonl", [{"prompt": question(i), "reference": 2 * i} for i in range(4)])
     run = alignkit.dpo(
