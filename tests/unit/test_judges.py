@@ -191,6 +191,10 @@ def test_a_place_named_without_its_kind_word_is_named():
 
 def test_yes_no_and_json_are_checked_as_decisions_and_data():
     assert judges.correct("No. 1981 is not divisible by 4.", LEAP.spec) is True
+    assert judges.correct("No. 1981 leaves no remainder. The answer is no.", LEAP.spec) is True
+    # both decisions stated: no reader can credit either (the first word was credited)
+    assert judges.correct("No. 1981 is divisible by 4. The answer is yes.", LEAP.spec) is False
+    assert judges.correct("Yes. The answer is no.", LEAP.spec) is False
     assert judges.correct("Yes, it is a leap year.", LEAP.spec) is False
     assert judges.correct('{"age": 13, "name": "luna"}', JSON.spec) is True  # key order and case do not matter
     assert judges.correct('{"name": "Luna", "age": 31}', JSON.spec) is False

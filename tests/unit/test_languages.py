@@ -47,6 +47,7 @@ def test_a_right_answer_in_the_prompts_language_passes_every_check_and_beats_a_w
         ("Ja, Wasser ist nass.", "Yes", True),
         ("Ja, Wasser ist nass.", "Nein", False),
         ("Nein, Feuer ist heiß.", "no", True),
+        ("Nein. Die Antwort ist ja.", "Nein", False),  # both stated: neither
         ("Sí, el agua está mojada.", "sí", True),
         ("No, el fuego es caliente.", "Sí", False),
         ("Oui, l'eau est mouillée.", "Yes", True),
