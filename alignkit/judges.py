@@ -209,6 +209,12 @@ CJK_YES_NO = {
 LATIN_DECISION = regex.compile(r"\b(?:" + "|".join(YES_NO_WORDS) + r")\b(?![-‐])", regex.IGNORECASE)
 CJK_DECISION = regex.compile(r"^\W*(?:(不是|不对|不|没有|没|否|いいえ|いや|違)|(是|对|有|能|可以|会|はい|ええ|そう))")
 ANSWER_IS = r"(?:answer is|antwort (?:ist|lautet)|respuesta es|réponse est|答案是|答えは)"
+# A yes/no stated as the answer: opening a sentence and standing alone ("No. ...", "Ja, ..."), or after "the answer
+# is"; not "No remainder is left." or "The answer is no longer ...".
+STATED_DECISION = regex.compile(
+    rf"(?:^|(?<=[.!?;:\n])|{ANSWER_IS}:?)[\W_]*?\b({'|'.join(YES_NO_WORDS)})\b(?=\s*(?:[.!?,;:]|$))",
+    regex.IGNORECASE,
+)
 COPULAS = r"\b(?:is|are|was|were|lies|sits|ist|sind|war|liegt|es|son|era|está|est|sont|était|se trouve)\b"
 ARTICLES = frozenset(
     ["the", "a", "an", "der", "die", "das", "den", "dem", "des", "el", "la", "los", "las", "le", "les"]
@@ -236,6 +242,117 @@ STOP_WORDS = frozenset().union(*FUNCTION_WORDS.values()) | frozenset(
 )
 
 
+# Units a numeric reference may carry, each with the ways answers write it: English, German, Spanish, French, Chinese
+# and Japanese; case and accents ignored, "m²", "m^2" and "m2" alike, "sq. m" as "sq m". A form listed under two
+# units means either ("pounds": weight or money; "°" and "degrees": the scale the question is about). Scale words
+# ("k", "million") are units of their own, so "$5 million" does not give "5 dollars". `correct` reads the units an
+# answer's final number carries; a reference whose unit is not here keeps the word check (docs/languages.md).
+DEGREE = "°, deg, degree, degrees, grad, grado, grados, degré, degrés, 度"
+UNIT_FORMS = {
+    "meter": "m, meter, meters, metre, metres, metro, metros, mètre, mètres, 米, メートル",
+    "kilometer": "km, kms, kilometer, kilometers, kilometre, kilometres, kilómetro, kilómetros, kilomètre, kilomètres, "
+    "公里, 千米, キロメートル, キロ",
+    "centimeter": "cm, centimeter, centimeters, centimetre, centimetres, zentimeter, centímetro, centímetros, 厘米, "
+    "センチメートル, センチ",
+    "millimeter": "mm, millimeter, millimeters, millimetre, millimetres, milímetro, milímetros, 毫米, ミリメートル",
+    "square meter": "m2, sq m, sqm, square meter, square meters, square metre, square metres, quadratmeter, "
+    "metro cuadrado, metros cuadrados, mètre carré, mètres carrés, 平方米, 平方メートル",
+    "square kilometer": "km2, sq km, square kilometer, square kilometers, square kilometre, square kilometres, "
+    "quadratkilometer, kilómetros cuadrados, kilomètres carrés, 平方公里",
+    "square centimeter": "cm2, sq cm, square centimeter, square centimeters, square centimetre, square centimetres",
+    "square foot": "ft2, sq ft, square foot, square feet",
+    "cubic meter": "m3, cubic meter, cubic meters, cubic metre, cubic metres, kubikmeter, 立方米",
+    "mile": "mi, mile, miles, meile, meilen, milla, millas, mille, milles, 英里, マイル",
+    "foot": "ft, foot, feet, fuß, fuss, pied, pieds, 英尺, フィート",
+    "inch": "inch, inches, zoll, pulgada, pulgadas, pouce, pouces, 英寸, インチ",  # not "in": "12 in total"
+    "yard": "yd, yds, yard, yards, yarda, yardas, 码, ヤード",
+    "kilogram": "kg, kgs, kilo, kilos, kilogram, kilograms, kilogramme, kilogrammes, kilogramm, kilogramo, "
+    "kilogramos, 公斤, 千克, キログラム, キロ",
+    "gram": "g, gram, grams, gramme, grammes, gramm, gramo, gramos, 克, グラム",
+    "milligram": "mg, milligram, milligrams, milligramme, milligrammes, miligramo, miligramos, 毫克, ミリグラム",
+    "pound": "lb, lbs, pound, pounds, pfund, libra, libras, livre, livres, 磅, ポンド",
+    "ounce": "oz, ounce, ounces, unze, unzen, onza, onzas, 盎司, オンス",  # not "once"
+    "liter": "l, liter, liters, litre, litres, litro, litros, 升, リットル",
+    "milliliter": "ml, milliliter, milliliters, millilitre, millilitres, mililitro, mililitros, 毫升, ミリリットル",
+    "gallon": "gal, gallon, gallons, gallone, gallonen, galón, galones, 加仑, ガロン",
+    "second": "s, sec, secs, second, seconds, sek, sekunde, sekunden, segundo, segundos, seconde, secondes, 秒",
+    "minute": "min, mins, minute, minutes, minuten, minuto, minutos, 分钟, 分",
+    "hour": "h, hr, hrs, hour, hours, std, stunde, stunden, hora, horas, heure, heures, 小时, 時間",
+    "day": "day, days, tage, tagen, día, días, jour, jours, 天, 日",
+    "week": "wk, wks, week, weeks, woche, wochen, semana, semanas, semaine, semaines, 周, 星期, 週間",
+    "month": "month, months, monat, monate, monaten, meses, mois, 个月, ヶ月, か月",
+    "year": "yr, yrs, year, years, jahr, jahre, jahren, año, años, ans, année, années, 年",
+    "dollar": "$, us$, usd, dollar, dollars, us dollars, dólar, dólares, 美元, ドル",
+    "euro": "€, eur, euro, euros, 欧元, ユーロ",
+    "pound sterling": "£, gbp, pound, pounds, pounds sterling, libra, libras, livre, livres, 英镑, ポンド",
+    "yen": "¥, jpy, yen, 日元, 円",
+    "yuan": "¥, cny, rmb, yuan, 人民币, 元",
+    "percent": "%, percent, per cent, pct, prozent, por ciento, pour cent, パーセント",
+    "degree": DEGREE,
+    "celsius": f"{DEGREE}, ° c, deg c, degree c, degrees c, celsius, degree celsius, degrees celsius, grad celsius, "
+    "grados celsius, degrés celsius, 摄氏度",
+    "fahrenheit": f"{DEGREE}, ° f, deg f, degree f, degrees f, fahrenheit, degree fahrenheit, degrees fahrenheit, "
+    "grad fahrenheit, grados fahrenheit, degrés fahrenheit, 华氏度",
+    "kilometer per hour": "km/h, kmh, kph, km per hour, kilometers per hour, kilometres per hour, 公里每小时",
+    "mile per hour": "mph, mi/h, miles per hour",
+    "meter per second": "m/s, meters per second, metres per second",
+    "kelvin": "k, kelvin, kelvins",
+    "thousand": "k, thousand, thousands, tausend, mil, mille, 千",
+    "million": "mn, mio, million, millions, millón, millones, 百万",
+    "billion": "bn, billion, billions, mrd, milliarde, milliarden, milliard, milliards, 亿",
+}
+CURRENCIES = ("dollar", "euro", "pound sterling", "yen", "yuan")  # written before the number too: "$83", "EUR 12"
+
+
+def fold(text: str) -> str:
+    """Case folded, compatibility forms unfolded ("m²" as "m2", "℃" as "°c", full-width letters), Latin accents
+    dropped: the text the containment checks and the unit forms are compared in."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return unicodedata.normalize("NFC", re.sub("[\u0300-\u036f]", "", unicodedata.normalize("NFD", text)))
+
+
+def compact(form: str) -> str:
+    """A unit form without spaces and dots: "sq. m", "sq m" and "sqm" are one form."""
+    return re.sub(r"[.\s]", "", form)
+
+
+def unit_pattern(forms: Sequence[str]) -> str:
+    """One alternation of unit forms, longest first ("km/h" before "km", "m2" before "m"), each a whole word where it
+    starts or ends with a Latin letter or digit; a space in a form matches any spacing and a dot ("sq. m")."""
+    alternatives = []
+    for form in sorted(forms, key=len, reverse=True):
+        body = r"\.?\s*".join(regex.escape(part) for part in form.split(" "))
+        head = r"(?<![^\W_])" if re.match("[a-z0-9]", form) else ""
+        tail = r"(?![^\W_\p{Han}\p{Hiragana}\p{Katakana}])" if re.search("[a-z0-9]$", form) else ""
+        alternatives.append(head + body + tail)
+    return "(" + "|".join(alternatives) + ")"
+
+
+def unit_meanings(table: Mapping[str, str]) -> dict[str, frozenset[str]]:
+    """Each compact folded form of `table` (unit -> its forms) -> the units it can mean."""
+    meanings: dict[str, frozenset[str]] = {}
+    for unit, forms in table.items():
+        for form in forms.split(", "):
+            key = compact(fold(form))
+            meanings[key] = meanings.get(key, frozenset()) | {unit}
+    return meanings
+
+
+UNIT_OF = unit_meanings(UNIT_FORMS)
+FORMS = sorted({fold(form) for forms in UNIT_FORMS.values() for form in forms.split(", ")})
+UNIT_AFTER = regex.compile(r"\s*" + unit_pattern(FORMS))  # matched at the start of what follows a number
+UNIT_BEFORE = regex.compile(  # a currency sign or code right before a number
+    unit_pattern([f for f in FORMS if UNIT_OF[compact(f)] & set(CURRENCIES)]) + r"\s*$"
+)
+# A unit named anywhere in a text, in words: forms of two letters or more that are not a function word ("mi" is
+# Spanish for "my"); one letter ("m", "s") and signs name a unit only beside a number.
+UNIT_WORD = regex.compile(
+    unit_pattern([f for f in FORMS if len(compact(f)) >= 2 and regex.search(r"\w", f) and f not in STOP_WORDS])
+)
+# "m2", "m^2", "km3" after a number: the 2 or 3 is an exponent, not the number given
+EXPONENT = regex.compile(r"(?<![^\W\d_])([kcm]?m|ft|in|yd|mi)\^?([23])(?![\d.,]\d)")
+
+
 def words(text: str) -> list[str]:
     """The words of `text`; in Chinese and Japanese each character (a katakana run as one)."""
     return WORD.findall(text)
@@ -254,9 +371,7 @@ def word_span(tokens: Sequence[str]) -> float:
 def normalise(text: str) -> str:
     """Case folded, Latin accents and punctuation dropped, articles dropped, whitespace collapsed: for robust
     containment checks ("París" contains "Paris"; Chinese and Japanese characters one token each)."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = unicodedata.normalize("NFC", re.sub("[\u0300-\u036f]", "", unicodedata.normalize("NFD", text)))
-    return " ".join(w for w in NORMAL_TOKEN.findall(text) if w not in ARTICLES)
+    return " ".join(w for w in NORMAL_TOKEN.findall(fold(text)) if w not in ARTICLES)
 
 
 def language(text: str) -> str | None:
@@ -353,7 +468,10 @@ def final_answer(answer: str) -> str:
 
 def decision(text: str) -> bool | None:
     """The yes (True) or no (False) an answer gives: the opening 是/不是/はい/いいえ of a Chinese or Japanese answer,
-    else the first yes/no word (yes, ja, sí, oui; no, nein, non); None when it gives neither."""
+    else the first yes/no word (yes, ja, sí, oui; no, nein, non); None when it gives neither, or states both ("No.
+    Tom is a cat. The answer is yes.": no reader can credit either)."""
+    if len({YES_NO_WORDS[found.group(1).lower()] for found in STATED_DECISION.finditer(text)}) == 2:
+        return None
     opening = CJK_DECISION.match(text)
     if opening:
         return opening.group(1) is None
@@ -420,28 +538,76 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
     if expected_decision is not None:
         return decision(answer) is expected_decision
     part = final_answer(answer)
-    reference_numbers = NUMBER.findall(reference.translate(FULL_WIDTH))
+    reference_numbers = NUMBER.findall(numeric_text(reference))
     if reference_numbers:
         asked = language(prompt_text)
-        source = (
-            part.translate(FULL_WIDTH) if NUMBER.findall(part.translate(FULL_WIDTH)) else answer.translate(FULL_WIDTH)
-        )
-        given = NUMBER.findall(source)
+        source = numeric_text(part) if NUMBER.search(numeric_text(part)) else numeric_text(answer)
+        given = list(NUMBER.finditer(source))
         expected = as_number(reference_numbers[-1], (language(reference) or asked) in COMMA_DECIMAL)
-        got = as_number(given[-1], (language(answer) or asked) in COMMA_DECIMAL) if given else None
+        got = as_number(given[-1].group(), (language(answer) or asked) in COMMA_DECIMAL) if given else None
         if expected is None or got is None or abs(expected - got) > NUMBER_TOLERANCE * max(1.0, abs(expected)):
             return False
-        # Each unit word opens a word of the answer ("meter" for "meters"): not inside one, where "centimeters" and
-        # "millimeters" would pass for "meters". A bare number where the question names the unit ("How many dollars
-        # ...?" answered "The answer is 83.") is read in it, as a person reads it; a number followed by a word
-        # ("7.62 feet") still needs the reference's unit.
-        unit = [w for w in normalise(reference).split() if not w.replace(".", "").isdigit()]
-        bare = not re.match(r"\s*[^\W\d_]", source[source.rfind(given[-1]) + len(given[-1]) :])
-        said = normalise(answer).split() + (normalise(prompt_text).split() if bare else [])
-        return not unit or all(any(w.startswith(u[:4]) for w in said) for u in unit)
+        return gives_unit(answer, source, given[-1], reference, prompt_text)
     if part is not answer:  # "... The answer is X.": X decides
         return names(part, reference)
     return names_reference(answer, reference, prompt_text)
+
+
+def numeric_text(text: str) -> str:
+    """`text` with full-width digits as ASCII and the exponent of "m2", "m^2" written "m²": numbers read from it are
+    the numbers given, not a unit's exponent."""
+    return EXPONENT.sub(lambda m: m[1] + "²³"[int(m[2]) - 2], text.translate(FULL_WIDTH))
+
+
+def carried_units(text: str, number: regex.Match[str]) -> list[frozenset[str]]:
+    """The units the number `number` (a match in `text`) carries, each as the units its form can mean: a currency
+    sign or code before it ("$83", "EUR 12"), a unit or scale word after it ("380 km", "25 °C", "5 million")."""
+    carried = []
+    if before := UNIT_BEFORE.search(fold(text[: number.start()])):
+        carried.append(UNIT_OF[compact(before.group(1))])
+    if after := UNIT_AFTER.match(fold(text[number.end() :])):
+        carried.append(UNIT_OF[compact(after.group(1))])
+    return carried
+
+
+def reference_units(reference: str) -> frozenset[str] | None:
+    """The units a numeric reference's number carries ("83 dollars", "$83", "144 m²", "25 °C"): None when it
+    carries none, or words beside the number that are not one unit of `UNIT_FORMS` ("83 apples")."""
+    text = numeric_text(reference)
+    number = list(NUMBER.finditer(text))[-1]
+    before, after = fold(text[: number.start()]).strip(), fold(text[number.end() :]).strip().rstrip(".。")
+    if not before and not after:
+        return None
+    meanings = [UNIT_OF.get(compact(part), frozenset()) for part in (before, after) if part]
+    if before and not meanings[0] & set(CURRENCIES):
+        return None
+    return frozenset.intersection(*meanings) or None
+
+
+def names_unit(text: str, units: frozenset[str]) -> bool:
+    """`text` names one of `units`: in words ("How many dollars ...?"), or beside one of its numbers ("$150")."""
+    if any(UNIT_OF[compact(found.group(1))] & units for found in UNIT_WORD.finditer(fold(text))):
+        return True
+    numeric = numeric_text(text)
+    return any(c & units for number in NUMBER.finditer(numeric) for c in carried_units(numeric, number))
+
+
+def gives_unit(answer: str, source: str, number: regex.Match[str], reference: str, prompt_text: str) -> bool:
+    """The final number (`number`, a match in `source`, the checked part of `answer`) is in the reference's unit.
+    A number that carries units ("380 km", "$83 left", "144 m²") is right when each is one the reference's can be
+    (`UNIT_FORMS`: "km" for "kilometers", not "miles"; "m" is not "square meters"). A number without one is read in
+    the unit the answer names, or, when nothing but punctuation follows it, the question ("How many dollars ...?"
+    answered "The answer is 83."), as a person reads it. A reference unit not in the table is checked by its words:
+    each opens a word of the answer ("meter" for "meters", not "centimeters")."""
+    units = reference_units(reference)
+    bare = not re.match(r"\s*[^\W\d_]", source[number.end() :])
+    if units is None:
+        unit = [w for w in normalise(reference).split() if not w.replace(".", "").isdigit()]
+        said = normalise(answer).split() + (normalise(prompt_text).split() if bare else [])
+        return not unit or all(any(w.startswith(u[:4]) for w in said) for u in unit)
+    if carried := carried_units(source, number):
+        return all(c & units for c in carried)
+    return names_unit(answer, units) or (bare and names_unit(prompt_text, units))
 
 
 def contains(text: str, term: str) -> bool:

@@ -112,12 +112,62 @@ def test_a_bare_number_takes_the_unit_the_question_names():
     dollars = PromptSpec(reference="83 dollars")
     asked = "Fatima had 150 dollars and spent 67. How many dollars does she have left?"
     assert judges.correct("150 - 67 = 83. The answer is 83.", dollars, asked) is True
-    assert judges.correct("The answer is 83.", dollars, "Fatima had $150 and spent $67. What is left?") is False
+    assert judges.correct("The answer is 83.", dollars, "Fatima had $150 and spent $67. What is left?") is True
+    assert judges.correct("The answer is 83.", dollars, "Fatima had 150 and spent 67. What is left?") is False
     feet = PromptSpec(reference="7.62 meters")
     assert judges.correct("The answer is 7.62.", feet, "Convert 25 feet to meters.") is True
     assert judges.correct("The answer is 7.62 feet.", feet, "Convert 25 feet to meters.") is False  # another unit
     area = PromptSpec(reference="18 square meters")
     assert judges.correct("The answer is 18.", area, "A garden is 9 meters by 2 meters. What is its area?") is False
+
+
+@pytest.mark.parametrize(
+    ("reference", "answer"),
+    [
+        ("83 dollars", "She has $83 left."),
+        ("83 dollars", "The answer is 83 USD."),
+        ("380 kilometers", "The answer is 380 km."),
+        ("380 kilometers", "It is 380 kilometres."),
+        ("170 km", "The answer is 170 kilometers."),
+        ("144 square meters", "The area is 144 m²."),
+        ("144 square meters", "The area is 144 m^2."),
+        ("144 square meters", "The area is 144 sq. m."),
+        ("25 degrees Celsius", "The answer is 25 °C."),
+        ("25 °C", "That is 25 degrees Celsius."),
+        ("25 °C", "That is 25℃."),
+        ("77 °F", "The answer is 77 degrees Fahrenheit."),
+        ("50 percent", "The answer is 50%."),
+        ("50%", "The answer is 50 per cent."),
+        ("5 kilograms", "The answer is 5 kg."),
+        ("244.71 pounds", "The answer is 244.71 lbs."),
+        ("3 hours", "The answer is 3 hrs."),
+        ("12 euros", "It costs €12."),
+        ("12 euros", "It costs 12 €."),
+        ("12 centimeters", "The answer is 12 cm."),
+    ],
+)
+def test_a_unit_written_as_an_abbreviation_or_a_sign_is_the_references_unit(reference, answer):
+    """ "$83 left" for "83 dollars" and "380 km" for "380 kilometers" were wrong: the unit's words were missing."""
+    assert judges.correct(answer, PromptSpec(reference=reference), "How much is it?") is True
+
+
+@pytest.mark.parametrize(
+    ("reference", "answer"),
+    [
+        ("7.62 meters", "The answer is 7.62 feet."),
+        ("380 kilometers", "The answer is 380 miles."),
+        ("380 kilometers", "The answer is 380 kilograms."),  # passed: "kilograms" opens with "kilo"
+        ("144 square meters", "The answer is 144 m."),
+        ("18 square meters", "The area of a square is 16 square meters, so 9 × 2 = 18. The answer is 18 meters."),
+        ("25 °C", "The answer is 25 °F."),
+        ("77 °F", "The answer is 77 feet."),  # passed: "feet" opens with the "f" of "°F"
+        ("12 euros", "It costs $12."),
+        ("5 dollars", "It costs $5 million."),
+        ("12 centimeters", "The answer is 12 mm."),
+    ],
+)
+def test_another_unit_is_wrong_however_it_is_written(reference, answer):
+    assert judges.correct(answer, PromptSpec(reference=reference), "How much is it?") is False
 
 
 def test_a_named_reference_must_be_the_claim_not_a_word_in_a_wrong_one():
@@ -141,6 +191,10 @@ def test_a_place_named_without_its_kind_word_is_named():
 
 def test_yes_no_and_json_are_checked_as_decisions_and_data():
     assert judges.correct("No. 1981 is not divisible by 4.", LEAP.spec) is True
+    assert judges.correct("No. 1981 leaves no remainder. The answer is no.", LEAP.spec) is True
+    # both decisions stated: no reader can credit either (the first word was credited)
+    assert judges.correct("No. 1981 is divisible by 4. The answer is yes.", LEAP.spec) is False
+    assert judges.correct("Yes. The answer is no.", LEAP.spec) is False
     assert judges.correct("Yes, it is a leap year.", LEAP.spec) is False
     assert judges.correct('{"age": 13, "name": "luna"}', JSON.spec) is True  # key order and case do not matter
     assert judges.correct('{"name": "Luna", "age": 31}', JSON.spec) is False

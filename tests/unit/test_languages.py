@@ -47,6 +47,7 @@ def test_a_right_answer_in_the_prompts_language_passes_every_check_and_beats_a_w
         ("Ja, Wasser ist nass.", "Yes", True),
         ("Ja, Wasser ist nass.", "Nein", False),
         ("Nein, Feuer ist heiß.", "no", True),
+        ("Nein. Die Antwort ist ja.", "Nein", False),  # both stated: neither
         ("Sí, el agua está mojada.", "sí", True),
         ("No, el fuego es caliente.", "Sí", False),
         ("Oui, l'eau est mouillée.", "Yes", True),
@@ -112,6 +113,11 @@ def test_a_sentence_with_a_negation_is_no_refusal():
         ("How many milliliters are in 1.75 liters?", "1750", "There are 1,750 milliliters.", True),
         ("How many liters is 1750 milliliters?", "1.75", "It is 1,750 liters.", False),
         ("3600 を 2 で割るといくつですか？", "1800", "答えは１８００です。", True),  # full-width digits
+        ("Wie viele Liter sind 1750 ml?", "1,75 Liter", "Das sind 1,75 l.", True),  # a unit's abbreviation
+        ("Wie viele Liter sind 1750 ml?", "1,75 Liter", "Das sind 1,75 ml.", False),
+        ("¿Cuántos metros son 2,5 km?", "2500 metros", "Son 2.500 m.", True),
+        ("花园长9米宽2米，面积是多少？", "18平方米", "面积是18 m²。", True),
+        ("花园长9米宽2米，面积是多少？", "18平方米", "面积是18米。", False),
     ],
 )
 def test_numbers_are_read_with_the_decimal_separator_of_their_language(question, reference, answer, right):
