@@ -209,10 +209,12 @@ CJK_YES_NO = {
 LATIN_DECISION = regex.compile(r"\b(?:" + "|".join(YES_NO_WORDS) + r")\b(?![-‐])", regex.IGNORECASE)
 CJK_DECISION = regex.compile(r"^\W*(?:(不是|不对|不|没有|没|否|いいえ|いや|違)|(是|对|有|能|可以|会|はい|ええ|そう))")
 ANSWER_IS = r"(?:answer is|antwort (?:ist|lautet)|respuesta es|réponse est|答案是|答えは)"
-# A yes/no stated as the answer: opening a sentence and standing alone ("No. ...", "Ja, ..."), or after "the answer
-# is"; not "No remainder is left." or "The answer is no longer ...".
+# Words that draw a conclusion: "..., so yes."
+CONCLUDES = r"\b(?:so|therefore|thus|hence|daher|deshalb|así que|por lo tanto|entonces|donc|alors)\b"
+# A yes/no stated as the answer: opening a sentence and standing alone ("No. ...", "Ja, ..."), after "the answer
+# is" or a conclusion ("..., so yes."); not "No remainder is left." or "The answer is no longer ...".
 STATED_DECISION = regex.compile(
-    rf"(?:^|(?<=[.!?;:\n])|{ANSWER_IS}:?)[\W_]*?\b({'|'.join(YES_NO_WORDS)})\b(?=\s*(?:[.!?,;:]|$))",
+    rf"(?:^|(?<=[.!?;:\n])|{ANSWER_IS}:?|{CONCLUDES},?)[\W_]*?\b({'|'.join(YES_NO_WORDS)})\b(?=\s*(?:[.!?,;:]|$))",
     regex.IGNORECASE,
 )
 COPULAS = r"\b(?:is|are|was|were|lies|sits|ist|sind|war|liegt|es|son|era|está|est|sont|était|se trouve)\b"
@@ -468,13 +470,17 @@ def final_answer(answer: str) -> str:
 
 def decision(text: str) -> bool | None:
     """The yes (True) or no (False) an answer gives: the opening 是/不是/はい/いいえ of a Chinese or Japanese answer,
-    else the first yes/no word (yes, ja, sí, oui; no, nein, non); None when it gives neither, or states both ("No.
-    Tom is a cat. The answer is yes.": no reader can credit either)."""
-    if len({YES_NO_WORDS[found.group(1).lower()] for found in STATED_DECISION.finditer(text)}) == 2:
+    else the one it states ("No. ...", "The answer is yes.", "..., so yes."), else the first yes/no word (yes, ja,
+    sí, oui; no, nein, non); None when it gives neither, or states both ("No. Tom is a cat. The answer is yes.": no
+    reader can credit either)."""
+    stated = {YES_NO_WORDS[found.group(1).lower()] for found in STATED_DECISION.finditer(text)}
+    if len(stated) == 2:
         return None
     opening = CJK_DECISION.match(text)
     if opening:
         return opening.group(1) is None
+    if stated:  # "There is no remainder, so yes.": the "no" is a word, the "yes" the answer
+        return stated.pop()
     found = LATIN_DECISION.search(text)
     return YES_NO_WORDS[found.group(0).lower()] if found else None
 

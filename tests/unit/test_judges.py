@@ -196,6 +196,12 @@ def test_yes_no_and_json_are_checked_as_decisions_and_data():
     assert judges.correct("No. 1981 is divisible by 4. The answer is yes.", LEAP.spec) is False
     assert judges.correct("Yes. The answer is no.", LEAP.spec) is False
     assert judges.correct("Yes, it is a leap year.", LEAP.spec) is False
+    # a "no" that is a word, before the stated decision: the first yes/no word was taken for the answer
+    divisible = prompt("Is 120 divisible by 5?", skill="yes_no", reference="Yes").spec
+    assert judges.correct("120 ÷ 5 = 24 with no remainder, so yes.", divisible) is True
+    assert judges.correct("There is no remainder. The answer is yes.", divisible) is True
+    assert judges.correct("Es gibt keinen Rest, daher ja.", divisible) is True
+    assert judges.correct("No remainder would mean yes, but 120 ÷ 5 leaves one, so no.", divisible) is False
     assert judges.correct('{"age": 13, "name": "luna"}', JSON.spec) is True  # key order and case do not matter
     assert judges.correct('{"name": "Luna", "age": 31}', JSON.spec) is False
     assert judges.correct("name: Luna, age: 13", JSON.spec) is False
