@@ -348,8 +348,10 @@ def candidates(
     torch.manual_seed(sampling.seed + me)
     rows = []
     params = {"temperature": sampling.temperature, "top_p": sampling.top_p}
-    # each process draws from the seed plus its rank: the same seed on another number of processes draws other samples
-    record = {**source, "sampling": asdict(sampling) | ({"processes": processes} if processes > 1 else {})}
+    # each process draws from the seed plus its rank, its share of each `batch_size` x processes prompts: the same seed
+    # on another number of processes, or batch size, draws other samples
+    launched = {"processes": processes, "batch_size": batch_size} if processes > 1 else {}
+    record = {**source, "sampling": asdict(sampling) | launched}
 
     tools = tools or [[]] * len(prompts)
 

@@ -169,8 +169,11 @@ def test_generate_splits_the_prompts_between_processes(sft_run, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [row["prompt"][-1]["content"] for row in rows] == questions
     assert not (tmp_path / "out.jsonl.partial").exists()
-    # each process drew from seed + rank: the rows say how many processes there were, or the seed alone repeats none
-    assert {(c["sampling"]["seed"], c["sampling"]["processes"]) for row in rows for c in row["candidates"]} == {(3, 2)}
+    # each process drew from seed + rank, its share of each batch x processes prompts: the rows say how many processes
+    # and what batch size, or the seed alone repeats none
+    made_with = {(c["sampling"]["seed"], c["sampling"]["processes"], c["sampling"]["batch_size"]) for row in rows
+                 for c in row["candidates"]}  # fmt: skip
+    assert made_with == {(3, 2, 1)}
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the launched processes (OMP_NUM_THREADS=1): the same arithmetic, the same draws
