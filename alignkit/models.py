@@ -21,7 +21,7 @@ from typing import Any
 from alignkit import distributed, hardware
 from alignkit.config import EMBEDDED_MODEL, ModelConfig, check_keys, check_types, local_path
 from alignkit.errors import AlignkitError, accepts, first_line, from_python, option
-from alignkit.paths import MODEL_PATH_ENV, cache_dir, file_sha256, offline_without_network
+from alignkit.paths import MODEL_PATH_ENV, cache_dir, known_sha256, offline_without_network
 
 logger = logging.getLogger("alignkit")
 
@@ -138,7 +138,7 @@ def embedded_gguf() -> Path:
 
 def convert_gguf(gguf: Path) -> Path:
     """Dequantise a GGUF file once into a cached safetensors model dir (with tokenizer and chat template), verified."""
-    digest = file_sha256(gguf)
+    digest = known_sha256(gguf)  # hashed once, not by every command that names the model
     target = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
     if (target / "alignkit-conversion.json").is_file():
         return target
@@ -195,32 +195,15 @@ def verify_model(model: Any, tokenizer: Any, source: str) -> str:
     return answer
 
 
-_digests: dict[str, str] = {}  # `base_identity`'s digests of this process, by path, size and modification time
-
-
 def base_identity(cfg: ModelConfig) -> dict[str, Any]:
     """How a run names its base model: the name it was given and the sha256 of its weight files (none for a hub id
-    not on disk), so a moved run's base can be checked, not only found by path. Digests are cached by file size and
-    modification time (`<cache>/digests.json`): hashing the embedded model takes about a second."""
+    not on disk), so a moved run's base can be checked, not only found by path. Digests are remembered by file size
+    and modification time (`paths.known_sha256`): hashing the embedded model takes about a second."""
     source = Path(resolve_model(cfg.name))
     identity: dict[str, Any] = {"name": cfg.name, "revision": cfg.revision, "sha256": None}
     weights = sorted(source.glob("*.safetensors")) + sorted(source.glob("*.bin")) if source.is_dir() else []
     if weights:
-        cache_file = cache_dir() / "digests.json"
-        try:
-            cached = json.loads(cache_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cached = {}
-        keys = [f"{w.resolve()}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights]
-        cached |= _digests
-        digests = [cached.get(key) or file_sha256(w) for key, w in zip(keys, weights, strict=True)]
-        _digests.update(zip(keys, digests, strict=True))  # once per process even where the cache cannot be written
-        if any(key not in cached for key in keys):
-            try:
-                cache_file.parent.mkdir(parents=True, exist_ok=True)
-                cache_file.write_text(json.dumps(cached | _digests), encoding="utf-8")
-            except OSError:
-                logger.debug("cannot write %s", cache_file)
+        digests = [known_sha256(w) for w in weights]
         identity["sha256"] = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
     return identity
 

@@ -30,7 +30,7 @@ import yaml
 from alignkit import distributed, logs, models
 from alignkit.config import RUN_KEYS, ModelConfig, to_yaml
 from alignkit.errors import AlignkitError, command, first_line, option
-from alignkit.paths import check_replaceable, file_sha256, saved_split
+from alignkit.paths import check_replaceable, known_sha256, saved_split
 
 TRACKED_PACKAGES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
 
@@ -376,7 +376,7 @@ def _create(
                 for step in ancestors
             ]
             + [{"stage": stage, "run": "."}],
-            "data": {f: file_sha256(saved_split(f)[0]) for f in data_files if saved_split(f)[0].exists()},
+            "data": {f: known_sha256(saved_split(f)[0]) for f in data_files if saved_split(f)[0].exists()},
             "git_commit": git_commit(),
             "versions": package_versions(),
             "python": sys.version.split()[0],

@@ -21,7 +21,7 @@ from transformers.trainer_utils import has_length
 from alignkit import distributed, hardware, lineage, logs, models, runs
 from alignkit.config import EMBEDDED_MODEL, RUN_KEYS, ModelConfig, TrainStageConfig, check_section, load_config
 from alignkit.errors import FLAGS, AlignkitError, Placeholder, from_python, option, options
-from alignkit.paths import file_sha256, saved_split
+from alignkit.paths import known_sha256, saved_split
 
 logger = logging.getLogger("alignkit")
 
@@ -88,7 +88,7 @@ def relocated_data(given: Any, resumed: Any, run: runs.Run, changes: ResumeChang
                     f"resume with its new place: {given_anew} (the same file: its sha256 is checked against "
                     f"{run.path}/manifest.json)",
                 )
-            if recorded.get(source) and file_sha256(saved_split(source)[0]) != recorded[source]:
+            if recorded.get(source) and known_sha256(saved_split(source)[0]) != recorded[source]:
                 raise AlignkitError(
                     f"{source}: data file changed since {run.path} started (sha256 differs from its manifest): the "
                     "resumed steps would skip and train other rows",
@@ -117,7 +117,7 @@ def same_data(recorded_source: str, given_source: str, recorded: dict[str, str])
         bool(digest)
         and given[0].exists()
         and given[1] == saved_split(recorded_source)[1]
-        and (file_sha256(given[0]) == digest)
+        and known_sha256(given[0]) == digest
     )
 
 

@@ -238,6 +238,38 @@ def test_a_run_moved_with_its_data_resumes_from_the_data_at_its_new_place(tiny_m
     assert run.manifest["data"] == {str(moved / "chat.jsonl"): file_sha256(moved / "chat.jsonl")}
 
 
+def test_a_resume_hashes_its_data_only_where_the_file_moved_or_changed(tiny_model, tmp_path, monkeypatch):
+    """`--resume` read every data file of the run through sha256 again (minutes for a large corpus on each resume),
+    and a file given at a new place twice."""
+    from alignkit import models, paths, training
+
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    out = tmp_path / "runs" / "sft"
+    tiny = {"per_device_train_batch_size": 4, "save_steps": 1, "max_steps": 1}
+    run = alignkit.sft(data={"paths": [str(chat)]}, model={"name": tiny_model}, out=str(out), trainer=tiny)
+    hashed: list[Path] = []
+    real = paths.file_sha256
+
+    def spy(path: Path) -> str:
+        hashed.append(Path(path).resolve())
+        return real(path)
+
+    for module in (paths, training, runs, models):  # wherever a hash is taken from
+        monkeypatch.setattr(module, "file_sha256", spy, raising=False)
+    run.update_manifest(status="interrupted")
+    alignkit.sft(resume=True, out=str(out), trainer={"max_steps": 2})
+    assert run.complete and run.metrics["global_step"] == 2
+    assert chat.resolve() not in hashed
+
+    moved = Path(shutil.move(chat, tmp_path / "moved.jsonl"))
+    os.utime(moved)  # copied to another disk: a new modification time
+    run.update_manifest(status="interrupted")
+    alignkit.sft(resume=True, out=str(out), data={"paths": [str(moved)]}, trainer={"max_steps": 3})
+    assert run.complete and run.manifest["data"] == {str(moved): file_sha256(moved)}
+    assert hashed.count(moved.resolve()) == 1
+
+
 def one_line_error(result: Any) -> str:
     """The one line a refused CLI command printed (exit code 2, no traceback)."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
