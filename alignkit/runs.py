@@ -533,6 +533,25 @@ def open_policy(path: str | Path, model_name: str | None = None, key: str = "fro
     return run
 
 
+def policy_source(run: Run) -> dict[str, str]:
+    """How the candidates a run writes (`generate`, `synth`) name it: its path now, its `id` (the same wherever runs/
+    is moved or copied: `same_policy`) and its base model."""
+    return {
+        "run": str(run.path.resolve()),
+        "run_id": run.manifest.get("id") or "",
+        "model": run.manifest["model"]["name"],
+    }
+
+
+def same_policy(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two candidates' sources (`policy_source`) name one policy: the same run `id` where both record one (a
+    run moved or copied keeps it, one trained again in its place does not), else the same run path, else the same
+    model."""
+    if one.get("run_id") and other.get("run_id"):
+        return one["run_id"] == other["run_id"]
+    return (one.get("run") or one.get("model") or "") == (other.get("run") or other.get("model") or "")
+
+
 def lineage_stamp(run: Run) -> tuple[tuple[int, int], ...]:
     """What tells a run's model apart from the one a dir held before: the inode and modification time of the manifest
     of each run of its lineage (rewritten atomically whenever one is trained again: `--overwrite`, `--resume`). Models

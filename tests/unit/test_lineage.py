@@ -74,6 +74,26 @@ def test_moved_runs_keep_their_lineage_everywhere(tiny_model, tmp_path):
     assert lineage.load_run_model(again.path)[0] is not None
 
 
+def test_an_interrupted_generate_resumes_after_its_run_moved(tiny_model, tmp_path):
+    """Candidates named their run by its absolute path only: `generate --resume` after runs/ was renamed was refused
+    (`its rows were made with run=/old/runs/sft, not /new/runs/sft`)."""
+    runs_dir = tmp_path / "home" / "runs"
+    alignkit.sft(data={"paths": [str(write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS))]}, model={"name": tiny_model},
+                 out=str(runs_dir / "sft"), trainer={"max_steps": 1, "per_device_train_batch_size": 4})  # fmt: skip
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Question {i}?"} for i in range(3)])
+    out = tmp_path / "candidates.jsonl"
+    alignkit.candidates(prompts, out, n=2, from_run=runs_dir / "sft", max_new_tokens=3, temperature=1.5)
+    rows = out.read_text().splitlines()
+    out.unlink()
+    Path(f"{out}.partial").write_text(rows[0] + "\n")  # interrupted after its first prompt
+    shutil.move(runs_dir, tmp_path / "home" / "runs-moved")
+    moved = tmp_path / "home" / "runs-moved" / "sft"
+    alignkit.candidates(prompts, out, n=2, from_run=moved, max_new_tokens=3, temperature=1.5, resume=True)
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["candidates"][0]["run"] for row in written] == [str(runs_dir / "sft")] + 2 * [str(moved)]
+    assert {c["run_id"] for row in written for c in row["candidates"]} == {runs.Run(moved).manifest["id"]}
+
+
 def test_a_run_copied_with_its_parents_loads_in_the_copy(tiny_model, tmp_path):
     (tmp_path / "home").mkdir()
     original = train_sft_and_dpo(tmp_path / "home", tiny_model, sft_steps=2)
