@@ -107,7 +107,14 @@ class Run:
     def model_config(self) -> ModelConfig:
         """The base model this run was trained on, where it is now (`models.base_now`: moved, it is found by the
         sha256 of its weights; gone, one line says how to point at it)."""
-        return models.base_now(self.recorded_model_config, self.manifest.get("base"), self.path)
+        return models.base_now(self.recorded_model_config, self.manifest.get("base"), self.path, self.saved_tokenizers)
+
+    @property
+    def saved_tokenizers(self) -> list[Path]:
+        """The folders of this run's lineage that may hold the tokenizer it was trained with, oldest run first: what
+        a base moved since is checked against where the manifest records no sha256 of it (`models.base_now`)."""
+        steps = self.lineage or [{"run": str(self.path)}]
+        return [Path(step["run"]) / part for step in steps for part in ("tokenizer", "adapter", "model")]
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -529,7 +536,9 @@ def open_policy(path: str | Path, model_name: str | None = None, key: str = "fro
     if run.stage == "reward":
         raise AlignkitError(f"{run.path}: is a reward model, not a policy", f"pass {option(key)} an sft (or dpo) run")
     if model_name is not None:  # the same base, perhaps at a new place (its weights' sha256 is checked)
-        models.take_moved_base(run.recorded_model_config, run.manifest.get("base"), model_name, run.path)
+        models.take_moved_base(
+            run.recorded_model_config, run.manifest.get("base"), model_name, run.path, run.saved_tokenizers
+        )
     return run
 
 

@@ -102,7 +102,9 @@ def relocated_base(given: Any, resumed: Any, run: runs.Run, changes: ResumeChang
     `$ALIGNKIT_MODEL_PATH` with the weights the run records (sha256), whose new place its config.yaml and manifest
     then record (`changes`); another model is refused (`models.take_moved_base`)."""
     if given.model.name != EMBEDDED_MODEL:
-        models.take_moved_base(run.recorded_model_config, run.manifest.get("base"), given.model.name, run.path)
+        models.take_moved_base(
+            run.recorded_model_config, run.manifest.get("base"), given.model.name, run.path, run.saved_tokenizers
+        )
     now = run.model_config.name
     if now == resumed.model.name:
         return resumed

@@ -357,6 +357,40 @@ def test_a_run_whose_base_moved_is_used_with_the_same_base_at_its_new_place(tiny
     assert lineage.load_run_model(dpo.path)[0] is not None
 
 
+def test_a_run_that_records_no_sha256_of_its_base_takes_the_moved_base_its_tokenizer_matches(tiny_model, tmp_path):
+    """A run from before the base's sha256 was recorded could not be pointed at its moved base at all: `--model
+    NEW_PATH` was refused as `differs from the base model ... drop --model`, and without it the fix was `put it back
+    there`. Its tokenizer (saved with its adapter) is what can be checked: a base whose vocabulary differs is
+    refused, the same one is taken with a warning saying the weights were not checked."""
+    from tests.conftest import build_tiny_model
+
+    shutil.copytree(tiny_model, tmp_path / "models" / "tiny")
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    tiny = {"max_steps": 1, "per_device_train_batch_size": 4}
+    sft = alignkit.sft(data={"paths": [str(chat)]}, model={"name": str(tmp_path / "models" / "tiny")},
+                       out=str(tmp_path / "runs" / "sft"), trainer=tiny)  # fmt: skip
+    manifest = sft.manifest
+    del manifest["base"]  # an older run
+    runs.write_json(sft.path / "manifest.json", manifest)
+    shutil.move(tmp_path / "models", tmp_path / "moved")
+    build_tiny_model(tmp_path / "other" / "tiny", chat_template=False)  # same shapes, another vocabulary
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "How do I start composting?"}])
+    generate = ["generate", "--from", str(sft), "--prompts", str(prompts), "--n", "1", "--max-new-tokens", "2"]
+
+    other = one_line_error(run_cli(*generate, "--model", str(tmp_path / "other" / "tiny"), "--out", "x.jsonl"))
+    assert f"--model {tmp_path / 'other' / 'tiny'} is another model than the base of {sft}" in other
+    assert "tokenizer.json holds another vocabulary" in other
+    gone = one_line_error(run_cli("export", str(sft), "--out", str(tmp_path / "merged")))
+    assert "ALIGNKIT_MODEL_PATH=NEW_PATH" in gone and "its tokenizer is checked" in gone
+    given = run_cli(*generate, "--model", str(tmp_path / "moved" / "tiny"), "--out", str(tmp_path / "given.jsonl"))
+    assert given.returncode == 0, given.stderr[-2000:]
+    assert "records no sha256 of its base, so the weights there are not checked" in " ".join(given.stderr.split())
+    search = os.pathsep.join([str(tmp_path / "other"), str(tmp_path / "moved")])
+    exported = run_cli("export", str(sft), "--out", str(tmp_path / "merged"), env={"ALIGNKIT_MODEL_PATH": search})
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert f"is taken at {tmp_path / 'moved' / 'tiny'}" in " ".join(exported.stderr.split())
+
+
 def preference_pairs() -> list[dict[str, Any]]:
     rejected = [{"role": "assistant", "content": "No idea."}]
     return [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
