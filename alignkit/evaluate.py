@@ -864,7 +864,7 @@ def run_eval(
     names = runs.distinct_names([run.path for run in loaded], taken={"base"})
     pairs = comparison_pairs(run_dirs, names, baseline, compare)
     prompts = load_eval_prompts(prompts_file, "prompts")[:limit]
-    model_cfg = loaded[0].model_config
+    model_cfg = loaded[0].base_config()  # the base answers too, even beside full fine-tunes
 
     def load_base() -> tuple[Any, Any]:
         base = models.load_base(model_cfg, pick_precision(model_cfg.precision))

@@ -258,7 +258,11 @@ _moved_bases: dict[tuple[str, str], str] = {}
 
 
 def base_now(
-    recorded: ModelConfig, identity: dict[str, Any] | None, run: str | Path, saved: Sequence[Path] = ()
+    recorded: ModelConfig,
+    identity: dict[str, Any] | None,
+    run: str | Path,
+    saved: Sequence[Path] = (),
+    required: bool = True,
 ) -> ModelConfig:
     """`recorded` (the base a run's manifest names; `identity`: its `base` record) naming where that base is now: the
     new place `--model` gave in this process (`take_moved_base`), else the recorded path while it exists (a hub id
@@ -267,7 +271,7 @@ def base_now(
     base (an older run), the same tokenizer as the run saved (`saved`: `tokenizer_mismatch`).
 
     The one place a run's base is found: a base moved (another path or machine) is taken once it is checked to be
-    the one the run was trained on, and a base gone is one line naming the fix.
+    the one the run was trained on, and a base gone is one line naming the fix (`recorded` where not `required`).
     """
     sha256 = (identity or {}).get("sha256")
     local = recorded.name != EMBEDDED_MODEL and names_a_path(recorded.name)
@@ -293,7 +297,7 @@ def base_now(
                 unverified_base(recorded.name, candidate, run)
             return moved
         refused.append(f"{candidate}: {reason}")
-    if not local:  # downloaded where the hub is reachable; else loading it says so
+    if not local or not required:  # a hub id is downloaded where the hub is reachable; else loading it says so
         return recorded
     searched = f", nor in {MODEL_PATH_ENV}={os.environ[MODEL_PATH_ENV]}" if os.environ.get(MODEL_PATH_ENV) else ""
     others = f" ({'; '.join(refused)})" if refused else ""

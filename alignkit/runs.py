@@ -106,8 +106,19 @@ class Run:
     @property
     def model_config(self) -> ModelConfig:
         """The base model this run was trained on, where it is now (`models.base_now`: moved, it is found by the
-        sha256 of its weights; gone, one line says how to point at it)."""
-        return models.base_now(self.recorded_model_config, self.manifest.get("base"), self.path, self.saved_tokenizers)
+        sha256 of its weights; gone, one line says how to point at it). A run whose lineage holds a whole model (a
+        full fine-tune's `model/`) is built without its base: where the base is gone, the recorded one is returned."""
+        return self.base_config(required=not self.holds_whole_model)
+
+    def base_config(self, required: bool = True) -> ModelConfig:
+        """`model_config`, refused where the base is not found unless not `required` (the recorded one instead)."""
+        recorded, identity = self.recorded_model_config, self.manifest.get("base")
+        return models.base_now(recorded, identity, self.path, self.saved_tokenizers, required=required)
+
+    @property
+    def holds_whole_model(self) -> bool:
+        """Whether a run of this run's lineage saved a whole model (`model/`), which its model is built from."""
+        return any((Path(step["run"]) / "model").is_dir() for step in self.lineage)
 
     @property
     def saved_tokenizers(self) -> list[Path]:

@@ -896,8 +896,8 @@ def save_model(trainer: Any, run: runs.Run, state_dict: dict[str, Any] | None = 
 
 def parent_model_config(model_cfg: ModelConfig, parent: runs.Run) -> ModelConfig:
     """The base model of a stage started from `parent`: the parent's own base (`runs.open_policy` refused another
-    `--model`), at the precision asked for."""
-    return dataclasses.replace(parent.model_config, precision=model_cfg.precision)
+    `--model`), at the precision asked for; found even where the parent holds a whole model: the new run records it."""
+    return dataclasses.replace(parent.base_config(), precision=model_cfg.precision)
 
 
 def sft_classes(cfg: Any) -> tuple[type[Any], type[Any]]:

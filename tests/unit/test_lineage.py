@@ -391,6 +391,27 @@ def test_a_run_that_records_no_sha256_of_its_base_takes_the_moved_base_its_token
     assert f"is taken at {tmp_path / 'moved' / 'tiny'}" in " ".join(exported.stderr.split())
 
 
+def test_a_full_fine_tune_is_used_without_its_base_once_the_base_moved(tiny_model, tmp_path):
+    """A full fine-tune carries its whole model in `model/`, yet `generate`, `export` and the playground refused it
+    once its base had moved (`base model ... not found (moved?)`): a run copied alone to another machine was unusable.
+    Only what needs the base itself (eval's base answers, a stage that records it) still asks where it is."""
+    shutil.copytree(tiny_model, tmp_path / "models" / "tiny")
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    full = alignkit.sft(data={"paths": [str(chat)]}, model={"name": str(tmp_path / "models" / "tiny")},
+                        out=str(tmp_path / "runs" / "full"), peft={"method": "full"},
+                        trainer={"max_steps": 1, "per_device_train_batch_size": 4})  # fmt: skip
+    shutil.move(tmp_path / "models", tmp_path / "moved")
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "How do I start composting?"}])
+
+    generated = alignkit.candidates(prompts, tmp_path / "candidates.jsonl", n=1, from_run=full, max_new_tokens=2)
+    assert Path(generated).is_file()
+    exported = run_cli("export", str(full.path), "--out", str(tmp_path / "merged"))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert {c.label: c.usable for c in pg.model_choices(tmp_path / "runs", "embedded")}["sft · full"]
+    evaluated = run_cli("eval", "--runs", str(full.path), "--prompts", str(prompts), "--out", str(tmp_path / "eval"))
+    assert f"base model {tmp_path / 'models' / 'tiny'} of {full.path}: not found (moved?)" in one_line_error(evaluated)
+
+
 def preference_pairs() -> list[dict[str, Any]]:
     rejected = [{"role": "assistant", "content": "No idea."}]
     return [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": rejected} for r in CHAT_ROWS]
