@@ -109,4 +109,4 @@ def servable_model(from_run: str | None, model_name: str | None) -> tuple[Path, 
     merged = cache_dir() / "merged" / f"{run.path.name}-{key}"
     if not (merged / export.EXPORT_RECORD).is_file():
         export.export(run.path, merged, overwrite=True)
-    return merged, {"run": str(run.path.resolve()), "model": run.manifest["model"]["name"]}
+    return merged, runs.policy_source(run)

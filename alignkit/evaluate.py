@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -35,6 +36,8 @@ from alignkit.generate import check_counts, check_prompt_tools, greedy_replies
 from alignkit.hardware import pick_precision
 from alignkit.jsonl import prompt_and_reply
 from alignkit.judges import Prompt
+
+logger = logging.getLogger("alignkit")
 
 Messages = list[dict[str, str]]
 Judge = Callable[[Prompt, str, str], float]  # 1.0: first answer better, 0.0: second, 0.5: tie
@@ -902,7 +905,7 @@ def run_eval(
     names = runs.distinct_names([run.path for run in loaded], taken={"base"})
     pairs = comparison_pairs(run_dirs, names, baseline, compare)
     prompts = load_eval_prompts(prompts_file, "prompts")[:limit]
-    model_cfg = loaded[0].model_config
+    model_cfg = loaded[0].base_config()  # the base answers too, even beside full fine-tunes
 
     def load_base() -> tuple[Any, Any]:
         base = models.load_base(model_cfg, pick_precision(model_cfg.precision))
@@ -957,13 +960,19 @@ def run_eval(
 def model_fingerprints(model_cfg: Any, precision: Any, built: Sequence[tuple[str, runs.Run | None]]) -> dict[str, str]:
     """Each model's fingerprint, by name (`built`: the base as None, then each run): what its greedy answers depend
     on: the base's weights (`models.base_identity`), the precision, and the files of each run it is built from
-    (adapter, full model, tokenizer with its chat template). A run trained again or resumed has other files: its
-    answers are never taken for the earlier ones'. None at all where the base's weights cannot be hashed (a hub id
-    not on disk). The base and each run's files are hashed once, however many runs are built on them."""
-    base = models.base_identity(model_cfg)
-    if not base.get("sha256"):
+    (adapter, full model, tokenizer with its chat template), not where any of them is: a base or runs/ moved since
+    keep theirs. A run trained again or resumed has other files: its answers are never taken for the earlier ones'.
+    None at all where the base's weights cannot be hashed (not on disk), which is said. The base and each run's files
+    are hashed once, however many runs are built on them."""
+    base = models.base_identity(model_cfg).get("sha256")
+    if not base:
+        logger.warning(
+            "the weights of base model %s are not on disk to hash (sha256): its and the runs' answers cannot be told "
+            "from another model's, so none is kept for --resume or reused from an earlier evaluation",
+            model_cfg.name,
+        )
         return {}
-    digest = functools.cache(paths.file_sha256)
+    digest = functools.cache(paths.known_sha256)
     fingerprints = {}
     for name, run in built:
         parts: list[Any] = [base, str(precision)]

@@ -1,9 +1,10 @@
 """Sampling from a run's model (or the base): answers for the demo and playground, candidates for annotation.
 
 `alignkit generate` writes one JSONL row per prompt:
-`{"prompt_id", "prompt": [messages], "candidates": [{"text", "run", "model", "sampling"}, ...]}`, plus `spec` (the
-prompt's skill, reference, must_contain, decline: `judges.PromptSpec`) when the prompt file has those fields, and
-`tools` (the function schemas the chat template showed the model) when the prompt row has them.
+`{"prompt_id", "prompt": [messages], "candidates": [{"text", "run", "run_id", "model", "sampling"}, ...]}` (`run_id`:
+the run's manifest `id`, the same wherever runs/ is moved), plus `spec` (the prompt's skill, reference, must_contain,
+decline: `judges.PromptSpec`) when the prompt file has those fields, and `tools` (the function schemas the chat
+template showed the model) when the prompt row has them.
 """
 
 from __future__ import annotations
@@ -391,11 +392,19 @@ def load_policy(from_run: str | None, model_name: str | None) -> tuple[Any, Any,
     if from_run:
         run = runs.open_policy(from_run, model_name)
         model, tokenizer = lineage.load_inference_model(run.path)
-        return model, tokenizer, {"run": str(run.path.resolve()), "model": run.manifest["model"]["name"]}
+        return model, tokenizer, runs.policy_source(run)
     cfg = ModelConfig(name=model_name or ModelConfig.name)
     tokenizer = models.load_tokenizer(cfg)
     model = models.load_base(cfg, pick_precision(cfg.precision), tokenizer=tokenizer).eval()
     return model, tokenizer, {"run": "", "model": cfg.name}
+
+
+def resumable_source(earlier: dict[str, Any], source: dict[str, str]) -> dict[str, str]:
+    """`source` (the policy about to write more rows) as the rows being resumed name it (`earlier`) where both are the
+    same run (`runs.same_policy`): moved since (runs/ renamed, copied to another machine), it has another path."""
+    if source.get("run") and runs.same_policy(earlier, source):
+        return source | {key: earlier[key] for key in ("run", "run_id") if key in earlier}
+    return source
 
 
 def run(
@@ -448,7 +457,8 @@ def run(
 
     def check_resumable(source: dict[str, str]) -> None:
         if made:
-            jsonl.check_resumable(jsonl.partial_file(out_path), made[0], {**source, "sampling": asdict(sampling)})
+            current = resumable_source(made[0], source)
+            jsonl.check_resumable(jsonl.partial_file(out_path), made[0], {**current, "sampling": asdict(sampling)})
 
     check_resumable({})  # before any model loads, for either backend
     if backend == "vllm":

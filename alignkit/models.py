@@ -21,7 +21,7 @@ from typing import Any
 from alignkit import distributed, hardware
 from alignkit.config import EMBEDDED_MODEL, ModelConfig, check_keys, check_types, local_path
 from alignkit.errors import AlignkitError, accepts, first_line, from_python, option
-from alignkit.paths import MODEL_PATH_ENV, cache_dir, file_sha256, offline_without_network
+from alignkit.paths import MODEL_PATH_ENV, cache_dir, known_sha256, offline_without_network
 
 logger = logging.getLogger("alignkit")
 
@@ -138,7 +138,7 @@ def embedded_gguf() -> Path:
 
 def convert_gguf(gguf: Path) -> Path:
     """Dequantise a GGUF file once into a cached safetensors model dir (with tokenizer and chat template), verified."""
-    digest = file_sha256(gguf)
+    digest = known_sha256(gguf)  # hashed once, not by every command that names the model
     target = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
     if (target / "alignkit-conversion.json").is_file():
         return target
@@ -195,34 +195,61 @@ def verify_model(model: Any, tokenizer: Any, source: str) -> str:
     return answer
 
 
-_digests: dict[str, str] = {}  # `base_identity`'s digests of this process, by path, size and modification time
-
-
 def base_identity(cfg: ModelConfig) -> dict[str, Any]:
-    """How a run names its base model: the name it was given and the sha256 of its weight files (none for a hub id
-    not on disk), so a moved run's base can be checked, not only found by path. Digests are cached by file size and
-    modification time (`<cache>/digests.json`): hashing the embedded model takes about a second."""
-    source = Path(resolve_model(cfg.name))
+    """How a run names its base model: the name it was given and the sha256 of its weight files (a hub id's in the
+    hub cache's snapshot; none where they are not on disk), so a moved run's base can be checked, not only found by
+    path. Digests are remembered by file size
+    and modification time (`paths.known_sha256`): hashing the embedded model takes about a second."""
+    source = local_files(cfg, resolve_model(cfg.name))
     identity: dict[str, Any] = {"name": cfg.name, "revision": cfg.revision, "sha256": None}
     weights = sorted(source.glob("*.safetensors")) + sorted(source.glob("*.bin")) if source.is_dir() else []
     if weights:
-        cache_file = cache_dir() / "digests.json"
-        try:
-            cached = json.loads(cache_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cached = {}
-        keys = [f"{w.resolve()}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights]
-        cached |= _digests
-        digests = [cached.get(key) or file_sha256(w) for key, w in zip(keys, weights, strict=True)]
-        _digests.update(zip(keys, digests, strict=True))  # once per process even where the cache cannot be written
-        if any(key not in cached for key in keys):
-            try:
-                cache_file.parent.mkdir(parents=True, exist_ok=True)
-                cache_file.write_text(json.dumps(cached | _digests), encoding="utf-8")
-            except OSError:
-                logger.debug("cannot write %s", cache_file)
+        digests = [known_sha256(w) for w in weights]
         identity["sha256"] = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
     return identity
+
+
+def local_files(cfg: ModelConfig, resolved: str | None = None) -> Path:
+    """The folder holding a model's files: its dir (`resolved`: `resolve_model`'s answer, where known), or for a hub
+    id the hub cache's snapshot of its revision (the name as a path where it was never downloaded)."""
+    source = Path(resolved or cfg.name).expanduser()
+    if source.is_dir() or names_a_path(cfg.name) or cfg.name in (EMBEDDED_MODEL, "", None):
+        return source
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(cfg.name, "config.json", revision=cfg.revision)
+    return Path(found).parent if isinstance(found, str) else source
+
+
+def tokenizer_mismatch(candidate: ModelConfig, saved: Sequence[Path]) -> str | None:
+    """Why `candidate` is not the base a run was trained on, told by its tokenizer where the run records no sha256
+    of its base: None where its vocabulary is the one the run saved (`saved`: the run's folders that may hold its
+    tokenizer, first found first), else what differs. The weights cannot be checked; an adapter that does not fit
+    them is refused when loaded."""
+    there = local_files(candidate)
+    for folder in saved:
+        for name in ("tokenizer.json", "tokenizer.model", "vocab.json"):
+            ours = folder / name
+            if not ours.is_file():
+                continue
+            if not (there / name).is_file():
+                return f"no {name} to compare with {ours}"
+            if name == "tokenizer.json":  # its vocabulary and merges; a chat template's added tokens aside
+                same = json.loads(ours.read_bytes()).get("model") == json.loads((there / name).read_bytes()).get(
+                    "model"
+                )
+            else:
+                same = ours.read_bytes() == (there / name).read_bytes()
+            return None if same else f"its {name} holds another vocabulary than {ours}"
+    return "the run saved no tokenizer to compare it with"
+
+
+def unverified_base(recorded: str, now: str, run: str | Path) -> None:
+    """Say (once) that a run's base was taken at a new place on its tokenizer alone."""
+    hardware.warn_once(
+        f"{run}: its base {recorded} is taken at {now}: its tokenizer is the one {run} saved, but {run} records no "
+        "sha256 of its base, so the weights there are not checked (an adapter that does not fit them is refused)"
+    )
 
 
 # Bases given at a new place by `--model` in this process (`take_moved_base`), weights checked: (recorded name,
@@ -230,38 +257,61 @@ def base_identity(cfg: ModelConfig) -> dict[str, Any]:
 _moved_bases: dict[tuple[str, str], str] = {}
 
 
-def base_now(recorded: ModelConfig, identity: dict[str, Any] | None, run: str | Path) -> ModelConfig:
+def base_now(
+    recorded: ModelConfig,
+    identity: dict[str, Any] | None,
+    run: str | Path,
+    saved: Sequence[Path] = (),
+    required: bool = True,
+) -> ModelConfig:
     """`recorded` (the base a run's manifest names; `identity`: its `base` record) naming where that base is now: the
-    new place `--model` gave in this process (`take_moved_base`), else the recorded path while it exists, else the
-    first place `$ALIGNKIT_MODEL_PATH` lists (`moved_base_candidates`) that holds the same weights (sha256).
+    new place `--model` gave in this process (`take_moved_base`), else the recorded path while it exists (a hub id
+    while the hub cache holds it, or no `$ALIGNKIT_MODEL_PATH` is set), else the first place `$ALIGNKIT_MODEL_PATH`
+    lists (`moved_base_candidates`) that holds the same weights (sha256), or, for a run that records no sha256 of its
+    base (an older run), the same tokenizer as the run saved (`saved`: `tokenizer_mismatch`).
 
-    The one place a run's base is found: a base moved (another path or machine) is taken once its weights are the
-    ones the run was trained on, and a base gone is one line naming the fix.
+    The one place a run's base is found: a base moved (another path or machine) is taken once it is checked to be
+    the one the run was trained on, and a base gone is one line naming the fix (`recorded` where not `required`).
     """
     sha256 = (identity or {}).get("sha256")
     local = recorded.name != EMBEDDED_MODEL and names_a_path(recorded.name)
     given = _moved_bases.get((recorded.name, sha256 or ""))
-    if given and Path(given).exists():
+    if given and (not names_a_path(given) or Path(given).exists()):
         return dataclasses.replace(recorded, name=given)
-    if not local or Path(recorded.name).expanduser().exists():
+    if local and Path(recorded.name).expanduser().exists():
         return recorded
-    if not sha256:
-        raise AlignkitError(
-            f"base model {recorded.name} of {run}: not found (moved?)",
-            f"put it back there: {run} records no sha256 of its base to check another place against",
-        )
+    if not local and (recorded.name == EMBEDDED_MODEL or not os.environ.get(MODEL_PATH_ENV)):
+        return recorded
+    if not local and local_files(recorded).is_dir():  # a hub id the hub cache holds
+        return recorded
     candidates = moved_base_candidates(recorded.name)
+    refused = []
     for candidate in candidates:
-        if base_identity(dataclasses.replace(recorded, name=candidate)).get("sha256") == sha256:
-            return dataclasses.replace(recorded, name=candidate)
+        moved = dataclasses.replace(recorded, name=candidate)
+        if sha256:
+            reason = None if base_identity(moved).get("sha256") == sha256 else "other weights"
+        else:
+            reason = tokenizer_mismatch(moved, saved)
+        if reason is None:
+            if not sha256:
+                unverified_base(recorded.name, candidate, run)
+            return moved
+        refused.append(f"{candidate}: {reason}")
+    if not local or not required:  # a hub id is downloaded where the hub is reachable; else loading it says so
+        return recorded
     searched = f", nor in {MODEL_PATH_ENV}={os.environ[MODEL_PATH_ENV]}" if os.environ.get(MODEL_PATH_ENV) else ""
-    others = f" ({', '.join(candidates)}: other weights)" if candidates else ""
+    others = f" ({'; '.join(refused)})" if refused else ""
     fix = f"set {MODEL_PATH_ENV}=NEW_PATH"
     if accepts("model.name"):  # `evaluate_runs` takes no model
         fix = f"pass its new place with {option('model.name', 'NEW_PATH')}, or (any command, app or notebook) {fix}"
+    checked = (
+        f"its weights are checked against {run}/manifest.json"
+        if sha256
+        else f"{run} records no sha256 of its base, so its tokenizer is checked against the one {run} saved"
+    )
     raise AlignkitError(
         f"base model {recorded.name} of {run}: not found (moved?){searched}{others}",
-        f"{fix} (the model dir or the folder holding it); its weights are checked against {run}/manifest.json",
+        f"{fix} (the model dir or the folder holding it); {checked}",
     )
 
 
@@ -280,27 +330,34 @@ def moved_base_candidates(recorded_name: str) -> list[str]:
     return found
 
 
-def take_moved_base(recorded: ModelConfig, identity: dict[str, Any] | None, given: str, run: str | Path) -> None:
+def take_moved_base(
+    recorded: ModelConfig, identity: dict[str, Any] | None, given: str, run: str | Path, saved: Sequence[Path] = ()
+) -> None:
     """Accept `given` (`--model`) as the base of a run recorded on `recorded` when it is the same model: the same
     path, or the same weights (the sha256 in the run's manifest) at a new place, which the run's base is then found
-    at for the rest of the process (`base_now`). Another model is refused in one line."""
+    at for the rest of the process (`base_now`). A run that records no sha256 of its base (a hub id, an older run)
+    takes it where its tokenizer is the one the run saved (`saved`: `tokenizer_mismatch`), with a warning. Another
+    model is refused in one line."""
     if Path(given).expanduser().resolve() == Path(recorded.name).expanduser().resolve():
         return
     sha256 = (identity or {}).get("sha256")
-    if not sha256:  # a hub id, or a run from before the base's sha256 was recorded: nothing to check it against
-        raise AlignkitError(
-            f"{option('model.name', given)} differs from the base model of {run} ({recorded.name})",
-            f"drop {option('model.name')}: the run brings its own base",
-        )
-    now = base_identity(dataclasses.replace(recorded, name=given)).get("sha256")
-    if now != sha256:
+    moved = dataclasses.replace(recorded, name=given)
+    if not sha256:  # a hub id, or a run from before the base's sha256 was recorded: its tokenizer is what is known
+        if reason := tokenizer_mismatch(moved, saved):
+            raise AlignkitError(
+                f"{option('model.name', given)} is another model than the base of {run} ({recorded.name}): {reason}",
+                f"drop {option('model.name')}, or pass the base the run was trained on (moved: the same model at its "
+                "new place)",
+            )
+        unverified_base(recorded.name, given, run)
+    elif base_identity(moved).get("sha256") != sha256:
         raise AlignkitError(
             f"{option('model.name', given)} is another model than the base of {run} ({recorded.name}): the sha256 "
             f"of its weights differs from the one {run}/manifest.json records",
             f"drop {option('model.name')}, or pass the base the run was trained on (moved: the same weights at its new "
             "place)",
         )
-    _moved_bases[(recorded.name, sha256)] = str(Path(local_path(given)))
+    _moved_bases[(recorded.name, sha256 or "")] = str(Path(local_path(given))) if names_a_path(given) else given
 
 
 def load_tokenizer(cfg: ModelConfig, source: str | None = None) -> Any:

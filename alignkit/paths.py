@@ -4,6 +4,7 @@ point, and whether the hub can be reached."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -46,6 +47,49 @@ def file_sha256(path: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+_known: dict[str, str] = {}  # `known_sha256`'s digests of this process, by `stat_key`
+
+
+def stat_key(path: Path) -> str:
+    """What tells a file (or every file of a directory) from the one hashed before: resolved path, size and
+    modification time (a moved, copied or edited file has another)."""
+    resolved = path.resolve()
+    if not resolved.is_dir():
+        stat = resolved.stat()
+        return f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}"
+    files = sorted(p for p in resolved.rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(resolved)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return f"{resolved}:{hashlib.sha256(json.dumps(stats).encode()).hexdigest()}:dir"
+
+
+def known_sha256(path: Path) -> str:
+    """`file_sha256` of `path`, remembered by `stat_key` in `<cache>/digests.json`: a file is hashed again only
+    where its path, size or modification time changed (moved, copied, edited), so a resume or a model built again
+    does not read a large corpus or base model through once more. As with make or rsync, an edit that keeps both the
+    size and the modification time is not seen."""
+    key = stat_key(path)
+    if key in _known:
+        return _known[key]
+    cache_file = cache_dir() / "digests.json"
+    try:
+        cached = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = {}
+    if isinstance(cached.get(key), str):
+        _known[key] = cached[key]
+        return cached[key]
+    _known[key] = file_sha256(path)
+    kept = {k: v for k, v in cached.items() if Path(k.rsplit(":", 2)[0]).exists()}  # drop those of removed files
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(kept | {key: _known[key]}), encoding="utf-8")
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a read-only cache: hashed once per process
+    return _known[key]
 
 
 def check_replaceable(path: Path, marker: str, what: str) -> None:

@@ -30,7 +30,7 @@ import yaml
 from alignkit import distributed, logs, models
 from alignkit.config import RUN_KEYS, ModelConfig, to_yaml
 from alignkit.errors import AlignkitError, command, first_line, option
-from alignkit.paths import check_replaceable, file_sha256, saved_split
+from alignkit.paths import check_replaceable, known_sha256, saved_split
 
 TRACKED_PACKAGES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
 
@@ -106,8 +106,26 @@ class Run:
     @property
     def model_config(self) -> ModelConfig:
         """The base model this run was trained on, where it is now (`models.base_now`: moved, it is found by the
-        sha256 of its weights; gone, one line says how to point at it)."""
-        return models.base_now(self.recorded_model_config, self.manifest.get("base"), self.path)
+        sha256 of its weights; gone, one line says how to point at it). A run whose lineage holds a whole model (a
+        full fine-tune's `model/`) is built without its base: where the base is gone, the recorded one is returned."""
+        return self.base_config(required=not self.holds_whole_model)
+
+    def base_config(self, required: bool = True) -> ModelConfig:
+        """`model_config`, refused where the base is not found unless not `required` (the recorded one instead)."""
+        recorded, identity = self.recorded_model_config, self.manifest.get("base")
+        return models.base_now(recorded, identity, self.path, self.saved_tokenizers, required=required)
+
+    @property
+    def holds_whole_model(self) -> bool:
+        """Whether a run of this run's lineage saved a whole model (`model/`), which its model is built from."""
+        return any((Path(step["run"]) / "model").is_dir() for step in self.lineage)
+
+    @property
+    def saved_tokenizers(self) -> list[Path]:
+        """The folders of this run's lineage that may hold the tokenizer it was trained with, oldest run first: what
+        a base moved since is checked against where the manifest records no sha256 of it (`models.base_now`)."""
+        steps = self.lineage or [{"run": str(self.path)}]
+        return [Path(step["run"]) / part for step in steps for part in ("tokenizer", "adapter", "model")]
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -376,7 +394,7 @@ def _create(
                 for step in ancestors
             ]
             + [{"stage": stage, "run": "."}],
-            "data": {f: file_sha256(saved_split(f)[0]) for f in data_files if saved_split(f)[0].exists()},
+            "data": {f: known_sha256(saved_split(f)[0]) for f in data_files if saved_split(f)[0].exists()},
             "git_commit": git_commit(),
             "versions": package_versions(),
             "python": sys.version.split()[0],
@@ -529,8 +547,29 @@ def open_policy(path: str | Path, model_name: str | None = None, key: str = "fro
     if run.stage == "reward":
         raise AlignkitError(f"{run.path}: is a reward model, not a policy", f"pass {option(key)} an sft (or dpo) run")
     if model_name is not None:  # the same base, perhaps at a new place (its weights' sha256 is checked)
-        models.take_moved_base(run.recorded_model_config, run.manifest.get("base"), model_name, run.path)
+        models.take_moved_base(
+            run.recorded_model_config, run.manifest.get("base"), model_name, run.path, run.saved_tokenizers
+        )
     return run
+
+
+def policy_source(run: Run) -> dict[str, str]:
+    """How the candidates a run writes (`generate`, `synth`) name it: its path now, its `id` (the same wherever runs/
+    is moved or copied: `same_policy`) and its base model."""
+    return {
+        "run": str(run.path.resolve()),
+        "run_id": run.manifest.get("id") or "",
+        "model": run.manifest["model"]["name"],
+    }
+
+
+def same_policy(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two candidates' sources (`policy_source`) name one policy: the same run `id` where both record one (a
+    run moved or copied keeps it, one trained again in its place does not), else the same run path, else the same
+    model."""
+    if one.get("run_id") and other.get("run_id"):
+        return one["run_id"] == other["run_id"]
+    return (one.get("run") or one.get("model") or "") == (other.get("run") or other.get("model") or "")
 
 
 def lineage_stamp(run: Run) -> tuple[tuple[int, int], ...]:

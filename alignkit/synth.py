@@ -8,7 +8,8 @@ text (odd characters, or a task that is not mostly words), repetitive (repeated 
 and near-duplicates (ROUGE-L F ≥ `max_similarity` against a seed or an already-kept task).
 
 Rows are canonical SFT rows, with their provenance under `synth`:
-`{"messages": [user, assistant], "synth": {"seed_ids", "run", "model", "sampling", "filters_passed", "round"}}`.
+`{"messages": [user, assistant], "synth": {"seed_ids", "run", "run_id", "model", "sampling", "filters_passed",
+"round"}}`.
 The file trains as is (`alignkit sft --data`) and pushes as is for review (`feedback.push.push_review`).
 """
 
@@ -121,7 +122,7 @@ def run(
     model, tokenizer, source = generate.load_policy(from_run, model_name)
     if earlier:
         made = earlier[0].get("synth", {})
-        record = {"run": source.get("run", ""), "model": source.get("model", ""), "sampling": asdict(sampling)}
+        record = provenance(generate.resumable_source(made, source), sampling)
         jsonl.check_resumable(jsonl.partial_file(out_path), made, record)
     wanted = max(n - len(earlier), 0)
     rows, counts = synthesize(
@@ -152,6 +153,13 @@ def run(
         "filters": asdict(filters),
         "sampling": asdict(sampling),
     }
+
+
+def provenance(source: dict[str, str], sampling: Sampling) -> dict[str, Any]:
+    """What each synthesized row records of how it was made (`synth`): the run (path and id: `runs.same_policy`) or
+    model, and the sampling."""
+    run = {key: source.get(key, "") for key in ("run", "run_id", "model") if key != "run_id" or source.get(key)}
+    return run | {"sampling": asdict(sampling)}
 
 
 def load_seeds(path: str) -> list[dict[str, str]]:
@@ -197,7 +205,7 @@ def synthesize(
     seed_texts = [s["task"] for s in seeds]
     counts: Counter[str] = Counter()
     max_attempts = max_attempts or 4 * (n - len(kept))
-    record = {"run": source.get("run", ""), "model": source.get("model", ""), "sampling": asdict(sampling)}
+    record = provenance(source, sampling)
     task_options = {"temperature": sampling.task_temperature, "top_p": sampling.top_p}
     answer_options = {"temperature": sampling.answer_temperature, "top_p": sampling.top_p}
     with tqdm(total=n, initial=len(kept), desc="synth", unit="row") as progress:

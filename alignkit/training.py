@@ -21,7 +21,7 @@ from transformers.trainer_utils import has_length
 from alignkit import distributed, hardware, lineage, logs, models, runs
 from alignkit.config import EMBEDDED_MODEL, RUN_KEYS, ModelConfig, TrainStageConfig, check_section, load_config
 from alignkit.errors import FLAGS, AlignkitError, Placeholder, from_python, option, options
-from alignkit.paths import file_sha256, saved_split
+from alignkit.paths import known_sha256, saved_split
 
 logger = logging.getLogger("alignkit")
 
@@ -88,7 +88,7 @@ def relocated_data(given: Any, resumed: Any, run: runs.Run, changes: ResumeChang
                     f"resume with its new place: {given_anew} (the same file: its sha256 is checked against "
                     f"{run.path}/manifest.json)",
                 )
-            if recorded.get(source) and file_sha256(saved_split(source)[0]) != recorded[source]:
+            if recorded.get(source) and known_sha256(saved_split(source)[0]) != recorded[source]:
                 raise AlignkitError(
                     f"{source}: data file changed since {run.path} started (sha256 differs from its manifest): the "
                     "resumed steps would skip and train other rows",
@@ -102,7 +102,9 @@ def relocated_base(given: Any, resumed: Any, run: runs.Run, changes: ResumeChang
     `$ALIGNKIT_MODEL_PATH` with the weights the run records (sha256), whose new place its config.yaml and manifest
     then record (`changes`); another model is refused (`models.take_moved_base`)."""
     if given.model.name != EMBEDDED_MODEL:
-        models.take_moved_base(run.recorded_model_config, run.manifest.get("base"), given.model.name, run.path)
+        models.take_moved_base(
+            run.recorded_model_config, run.manifest.get("base"), given.model.name, run.path, run.saved_tokenizers
+        )
     now = run.model_config.name
     if now == resumed.model.name:
         return resumed
@@ -117,7 +119,7 @@ def same_data(recorded_source: str, given_source: str, recorded: dict[str, str])
         bool(digest)
         and given[0].exists()
         and given[1] == saved_split(recorded_source)[1]
-        and (file_sha256(given[0]) == digest)
+        and known_sha256(given[0]) == digest
     )
 
 
@@ -901,8 +903,8 @@ def save_model(trainer: Any, run: runs.Run, state_dict: dict[str, Any] | None = 
 
 def parent_model_config(model_cfg: ModelConfig, parent: runs.Run) -> ModelConfig:
     """The base model of a stage started from `parent`: the parent's own base (`runs.open_policy` refused another
-    `--model`), at the precision asked for."""
-    return dataclasses.replace(parent.model_config, precision=model_cfg.precision)
+    `--model`), at the precision asked for; found even where the parent holds a whole model: the new run records it."""
+    return dataclasses.replace(parent.base_config(), precision=model_cfg.precision)
 
 
 def sft_classes(cfg: Any) -> tuple[type[Any], type[Any]]:

@@ -6,9 +6,10 @@ import hashlib
 import json
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from alignkit import runs
 from alignkit.data.formats import (
     NO_TOOLS_HERE,
     RowError,
@@ -166,17 +167,20 @@ def push(
             f"dataset {dataset_name!r} {kind}; {candidates_file} has {n} per prompt",
             f"push to a new {option('dataset')}",
         )
-    present, rounds, runs = contents_in(dataset, n) if append else (set(), set(), set())
+    present, rounds, policies = contents_in(dataset, n) if append else (set(), set(), [])
     new_rows = [
         r for r in usable if content_key(r["prompt_id"], [c["text"] for c in r["candidates"][:n]]) not in present
     ]
     if round_number is None:
-        new_runs = {run for row in new_rows for run in candidate_runs(row["candidates"][:n])}
-        if runs and new_runs - runs:
+        new_policies = distinct_policies(s for row in new_rows for s in candidate_sources(row["candidates"][:n]))
+        others = [s for s in new_policies if not any(runs.same_policy(s, p) for p in policies)]
+        if policies and others:
+            theirs, ours = sorted({policy_label(p) for p in policies}), sorted({policy_label(s) for s in others})
+            again = " (trained again since it wrote the dataset's)" if set(ours) <= set(theirs) else ""
             raise AlignkitError(
-                f"{candidates_file} holds candidates of {', '.join(sorted(new_runs - runs))}; dataset "
-                f"{dataset_name!r} holds those of {', '.join(sorted(runs))}: another policy's candidates are another "
-                "round, and these would be filed (and pulled) as its round",
+                f"{candidates_file} holds candidates of {', '.join(ours)}{again}; dataset {dataset_name!r} holds "
+                f"those of {', '.join(theirs)}: another policy's candidates are another round, and these would be "
+                "filed (and pulled) as its round",
                 f"push them to a new {option('dataset')} with {option('round_number', max(rounds, default=1) + 1)}, "
                 f"or pass {option('round_number')} to add them to this dataset as that round",
             )
@@ -200,23 +204,39 @@ def content_key(row_prompt_id: str, texts: list[str]) -> tuple[str, frozenset[st
     return row_prompt_id, frozenset(texts)
 
 
-def candidate_runs(candidates: list[dict[str, Any]]) -> set[str]:
-    """The runs (else models) that wrote these candidates, as `generate` records them; unknown ones left out."""
-    return {c.get("run") or c.get("model") or "" for c in candidates} - {""}
+def candidate_sources(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Who wrote these candidates, as `generate` records it (`runs.policy_source`: run path and id, else model);
+    unknown ones left out."""
+    return [
+        {k: c[k] for k in ("run", "run_id", "model") if c.get(k)} for c in candidates if c.get("run") or c.get("model")
+    ]
 
 
-def contents_in(dataset: Any, n: int) -> tuple[set[tuple[str, frozenset[str]]], set[int], set[str]]:
+def distinct_policies(sources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`sources` without repeats."""
+    return list({json.dumps(s, sort_keys=True): s for s in sources}.values())
+
+
+def policy_label(source: dict[str, Any]) -> str:
+    """A policy as a message names it: its run's path, else its model."""
+    return source.get("run") or source.get("model") or "?"
+
+
+def contents_in(dataset: Any, n: int) -> tuple[set[tuple[str, frozenset[str]]], set[int], list[dict[str, Any]]]:
     """The content of every record already in a round's dataset, whatever its id (pushing one again would reshuffle
     the candidates under the ratings already given, with another --seed, or, with ids from before they were built
-    from content, add a second copy), and the rounds and runs its records were pushed as."""
-    contents, rounds, runs = set(), set(), set()
+    from content, add a second copy), and the rounds and policies (`candidate_sources`) its records were pushed as."""
+    contents, rounds, sources = set(), set(), []
     for record in dataset.records(with_suggestions=False, with_responses=False):
         metadata = record.metadata
         contents.add(content_key(metadata["prompt_id"], [record.fields[schema.candidate_field(i)] for i in range(n)]))
         if str(metadata.get("round") or "").isdigit():
             rounds.add(int(metadata["round"]))
-        runs |= set(filter(None, (metadata.get("runs") or "").split(",")))
-    return contents, rounds, runs
+        try:
+            sources += candidate_sources(json.loads(metadata.get("source") or "[]"))
+        except (ValueError, TypeError, AttributeError):  # pushed by hand: the runs' paths alone
+            sources += [{"run": run} for run in filter(None, (metadata.get("runs") or "").split(","))]
+    return contents, rounds, distinct_policies(sources)
 
 
 def load_reviewable(path: str) -> list[dict[str, Any]]:

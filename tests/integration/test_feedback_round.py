@@ -317,6 +317,43 @@ def test_appending_a_new_policys_candidates_is_refused_and_more_of_the_same_keep
     assert by_run == {("runs/sft-x", "2"): 2 * len(PROMPTS), ("runs/dpo-y", "3"): len(PROMPTS)}
 
 
+def test_appending_the_same_runs_candidates_after_runs_moved_keeps_the_round(tmp_path, owner, tiny_model):
+    """`generate` named a run by its absolute path: once runs/ was renamed (or the project copied to another
+    machine), more candidates of the very policy were refused by `push --append` as another policy's."""
+    import shutil
+
+    import alignkit
+    from alignkit import runs
+    from tests.conftest import CHAT_ROWS
+
+    write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p} for p in PROMPTS])
+    tiny = {"per_device_train_batch_size": 4, "max_steps": 1}
+    sft = alignkit.sft(data={"paths": [str(tmp_path / "chat.jsonl")]}, model={"name": tiny_model},
+                       out=str(tmp_path / "runs" / "sft"), trainer=tiny)  # fmt: skip
+    sample = {"n": 2, "max_new_tokens": 6, "temperature": 1.5}
+    first = alignkit.candidates(tmp_path / "prompts.jsonl", tmp_path / "first.jsonl", from_run=sft, **sample)
+    assert push.push(str(first), "round-moved-runs", "collect", client=owner)["round"] == 1
+
+    shutil.move(tmp_path / "runs", tmp_path / "runs-2026")
+    moved = tmp_path / "runs-2026" / "sft"
+    more = alignkit.candidates(tmp_path / "prompts.jsonl", tmp_path / "more.jsonl", from_run=moved, seed=1, **sample)
+    summary = push.push(str(more), "round-moved-runs", "collect", append=True, client=owner)
+    assert summary["round"] == 1 and summary["records"] > 0
+
+    # trained again in its place: another policy
+    alignkit.sft(
+        data={"paths": [str(tmp_path / "chat.jsonl")]}, model={"name": tiny_model}, out=str(moved), overwrite=True,
+        trainer=tiny,
+    )  # fmt: skip
+    again = alignkit.candidates(tmp_path / "prompts.jsonl", tmp_path / "again.jsonl", from_run=moved, seed=2, **sample)
+    with pytest.raises(AlignkitError, match=r"trained again since.*another round"):
+        push.push(str(again), "round-moved-runs", "collect", append=True, client=owner)
+    recorded = json.loads(Path(first).read_text().splitlines()[0])["candidates"][0]["run_id"]
+    assert recorded == json.loads(Path(more).read_text().splitlines()[0])["candidates"][0]["run_id"]
+    assert runs.Run(moved).manifest["id"] != recorded
+
+
 def test_appending_to_a_dataset_pushed_with_older_record_ids_adds_no_second_copy(tmp_path, owner):
     first = candidates_file(tmp_path, 2)
     dataset = push.round_dataset(owner, "collect", "round-old-ids", False, lambda: schema.preference_settings(2, 2))

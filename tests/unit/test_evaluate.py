@@ -707,6 +707,39 @@ def test_an_evaluation_replaced_with_another_run_added_reuses_the_answers_it_has
     assert {n: f["reused_answers"] for n, f in longer["runs"].items()} == {"base": 0, "sft": 0}
 
 
+def test_a_hub_id_bases_answers_are_reused_and_its_runs_found_once_it_moved(tiny_model, tmp_path):
+    """A run on a hub id recorded no sha256 of its base (its weights sit in the hub cache, not in a dir the name
+    points at): `eval --overwrite` and `--resume` answered every prompt again without a word, and the run could not be
+    pointed at a copy of the base elsewhere. The snapshot's weights are hashed now; the answers' fingerprints name
+    the weights, not where they are."""
+    from alignkit.paths import file_sha256
+
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_model, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "ALIGNKIT_CACHE": str(tmp_path / "cache")}
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"prompt": "Hi", "completion": "Hello!"}] * 8)
+    tiny = ["--set", "trainer.max_steps=1", "--set", "trainer.per_device_train_batch_size=4"]
+    sft = tmp_path / "runs" / "sft"
+    trained = run_cli("sft", "--model", "org/tiny", "--data", str(chat), "--out", str(sft), *tiny, env=env)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert runs.Run(sft).manifest["base"]["sha256"] == file_sha256(snapshot / "model.safetensors")
+
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Hi"}, {"prompt": "How are you?"}])
+    evaluate_it = ["eval", "--runs", str(sft), "--prompts", str(prompts), "--max-new-tokens", "4"]
+    first = run_cli(*evaluate_it, "--out", str(tmp_path / "eval"), env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_cli(*evaluate_it, "--out", str(tmp_path / "eval"), "--overwrite", env=env)
+    assert "reused 4 answers of the evaluation this one replaced" in again.stderr, again.stderr[-2000:]
+
+    shutil.copytree(snapshot, tmp_path / "models" / "tiny")  # the base copied to a machine without the hub cache
+    shutil.rmtree(tmp_path / "hub")
+    moved = run_cli(*evaluate_it, "--out", str(tmp_path / "eval"), "--overwrite",
+                    env=env | {"ALIGNKIT_MODEL_PATH": str(tmp_path / "models")})  # fmt: skip
+    assert "reused 4 answers of the evaluation this one replaced" in moved.stderr, moved.stderr[-2000:]
+
+
 # The real CLI, stopped for good once the first model has answered: its perplexity (measured after its answers are
 # saved) never returns, and the marker file says so, so the test can kill -9 it right there.
 STALL_AFTER_FIRST_ANSWERS = """

@@ -74,6 +74,26 @@ def test_moved_runs_keep_their_lineage_everywhere(tiny_model, tmp_path):
     assert lineage.load_run_model(again.path)[0] is not None
 
 
+def test_an_interrupted_generate_resumes_after_its_run_moved(tiny_model, tmp_path):
+    """Candidates named their run by its absolute path only: `generate --resume` after runs/ was renamed was refused
+    (`its rows were made with run=/old/runs/sft, not /new/runs/sft`)."""
+    runs_dir = tmp_path / "home" / "runs"
+    alignkit.sft(data={"paths": [str(write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS))]}, model={"name": tiny_model},
+                 out=str(runs_dir / "sft"), trainer={"max_steps": 1, "per_device_train_batch_size": 4})  # fmt: skip
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Question {i}?"} for i in range(3)])
+    out = tmp_path / "candidates.jsonl"
+    alignkit.candidates(prompts, out, n=2, from_run=runs_dir / "sft", max_new_tokens=3, temperature=1.5)
+    rows = out.read_text().splitlines()
+    out.unlink()
+    Path(f"{out}.partial").write_text(rows[0] + "\n")  # interrupted after its first prompt
+    shutil.move(runs_dir, tmp_path / "home" / "runs-moved")
+    moved = tmp_path / "home" / "runs-moved" / "sft"
+    alignkit.candidates(prompts, out, n=2, from_run=moved, max_new_tokens=3, temperature=1.5, resume=True)
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["candidates"][0]["run"] for row in written] == [str(runs_dir / "sft")] + 2 * [str(moved)]
+    assert {c["run_id"] for row in written for c in row["candidates"]} == {runs.Run(moved).manifest["id"]}
+
+
 def test_a_run_copied_with_its_parents_loads_in_the_copy(tiny_model, tmp_path):
     (tmp_path / "home").mkdir()
     original = train_sft_and_dpo(tmp_path / "home", tiny_model, sft_steps=2)
@@ -238,6 +258,38 @@ def test_a_run_moved_with_its_data_resumes_from_the_data_at_its_new_place(tiny_m
     assert run.manifest["data"] == {str(moved / "chat.jsonl"): file_sha256(moved / "chat.jsonl")}
 
 
+def test_a_resume_hashes_its_data_only_where_the_file_moved_or_changed(tiny_model, tmp_path, monkeypatch):
+    """`--resume` read every data file of the run through sha256 again (minutes for a large corpus on each resume),
+    and a file given at a new place twice."""
+    from alignkit import models, paths, training
+
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    out = tmp_path / "runs" / "sft"
+    tiny = {"per_device_train_batch_size": 4, "save_steps": 1, "max_steps": 1}
+    run = alignkit.sft(data={"paths": [str(chat)]}, model={"name": tiny_model}, out=str(out), trainer=tiny)
+    hashed: list[Path] = []
+    real = paths.file_sha256
+
+    def spy(path: Path) -> str:
+        hashed.append(Path(path).resolve())
+        return real(path)
+
+    for module in (paths, training, runs, models):  # wherever a hash is taken from
+        monkeypatch.setattr(module, "file_sha256", spy, raising=False)
+    run.update_manifest(status="interrupted")
+    alignkit.sft(resume=True, out=str(out), trainer={"max_steps": 2})
+    assert run.complete and run.metrics["global_step"] == 2
+    assert chat.resolve() not in hashed
+
+    moved = Path(shutil.move(chat, tmp_path / "moved.jsonl"))
+    os.utime(moved)  # copied to another disk: a new modification time
+    run.update_manifest(status="interrupted")
+    alignkit.sft(resume=True, out=str(out), data={"paths": [str(moved)]}, trainer={"max_steps": 3})
+    assert run.complete and run.manifest["data"] == {str(moved): file_sha256(moved)}
+    assert hashed.count(moved.resolve()) == 1
+
+
 def one_line_error(result: Any) -> str:
     """The one line a refused CLI command printed (exit code 2, no traceback)."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -303,6 +355,61 @@ def test_a_run_whose_base_moved_is_used_with_the_same_base_at_its_new_place(tiny
     assert dpo.manifest["model"]["name"] == str(moved / "tiny")
     assert dpo.manifest["base"]["sha256"] == runs.Run(sft).manifest["base"]["sha256"]
     assert lineage.load_run_model(dpo.path)[0] is not None
+
+
+def test_a_run_that_records_no_sha256_of_its_base_takes_the_moved_base_its_tokenizer_matches(tiny_model, tmp_path):
+    """A run from before the base's sha256 was recorded could not be pointed at its moved base at all: `--model
+    NEW_PATH` was refused as `differs from the base model ... drop --model`, and without it the fix was `put it back
+    there`. Its tokenizer (saved with its adapter) is what can be checked: a base whose vocabulary differs is
+    refused, the same one is taken with a warning saying the weights were not checked."""
+    from tests.conftest import build_tiny_model
+
+    shutil.copytree(tiny_model, tmp_path / "models" / "tiny")
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    tiny = {"max_steps": 1, "per_device_train_batch_size": 4}
+    sft = alignkit.sft(data={"paths": [str(chat)]}, model={"name": str(tmp_path / "models" / "tiny")},
+                       out=str(tmp_path / "runs" / "sft"), trainer=tiny)  # fmt: skip
+    manifest = sft.manifest
+    del manifest["base"]  # an older run
+    runs.write_json(sft.path / "manifest.json", manifest)
+    shutil.move(tmp_path / "models", tmp_path / "moved")
+    build_tiny_model(tmp_path / "other" / "tiny", chat_template=False)  # same shapes, another vocabulary
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "How do I start composting?"}])
+    generate = ["generate", "--from", str(sft), "--prompts", str(prompts), "--n", "1", "--max-new-tokens", "2"]
+
+    other = one_line_error(run_cli(*generate, "--model", str(tmp_path / "other" / "tiny"), "--out", "x.jsonl"))
+    assert f"--model {tmp_path / 'other' / 'tiny'} is another model than the base of {sft}" in other
+    assert "tokenizer.json holds another vocabulary" in other
+    gone = one_line_error(run_cli("export", str(sft), "--out", str(tmp_path / "merged")))
+    assert "ALIGNKIT_MODEL_PATH=NEW_PATH" in gone and "its tokenizer is checked" in gone
+    given = run_cli(*generate, "--model", str(tmp_path / "moved" / "tiny"), "--out", str(tmp_path / "given.jsonl"))
+    assert given.returncode == 0, given.stderr[-2000:]
+    assert "records no sha256 of its base, so the weights there are not checked" in " ".join(given.stderr.split())
+    search = os.pathsep.join([str(tmp_path / "other"), str(tmp_path / "moved")])
+    exported = run_cli("export", str(sft), "--out", str(tmp_path / "merged"), env={"ALIGNKIT_MODEL_PATH": search})
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert f"is taken at {tmp_path / 'moved' / 'tiny'}" in " ".join(exported.stderr.split())
+
+
+def test_a_full_fine_tune_is_used_without_its_base_once_the_base_moved(tiny_model, tmp_path):
+    """A full fine-tune carries its whole model in `model/`, yet `generate`, `export` and the playground refused it
+    once its base had moved (`base model ... not found (moved?)`): a run copied alone to another machine was unusable.
+    Only what needs the base itself (eval's base answers, a stage that records it) still asks where it is."""
+    shutil.copytree(tiny_model, tmp_path / "models" / "tiny")
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    full = alignkit.sft(data={"paths": [str(chat)]}, model={"name": str(tmp_path / "models" / "tiny")},
+                        out=str(tmp_path / "runs" / "full"), peft={"method": "full"},
+                        trainer={"max_steps": 1, "per_device_train_batch_size": 4})  # fmt: skip
+    shutil.move(tmp_path / "models", tmp_path / "moved")
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "How do I start composting?"}])
+
+    generated = alignkit.candidates(prompts, tmp_path / "candidates.jsonl", n=1, from_run=full, max_new_tokens=2)
+    assert Path(generated).is_file()
+    exported = run_cli("export", str(full.path), "--out", str(tmp_path / "merged"))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert {c.label: c.usable for c in pg.model_choices(tmp_path / "runs", "embedded")}["sft · full"]
+    evaluated = run_cli("eval", "--runs", str(full.path), "--prompts", str(prompts), "--out", str(tmp_path / "eval"))
+    assert f"base model {tmp_path / 'models' / 'tiny'} of {full.path}: not found (moved?)" in one_line_error(evaluated)
 
 
 def preference_pairs() -> list[dict[str, Any]]:
