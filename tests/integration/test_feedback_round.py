@@ -250,6 +250,25 @@ def test_pulling_a_missing_workspace_or_a_review_round_is_one_clear_line(tmp_pat
     assert not Path(out).exists()
 
 
+def test_pulling_before_anyone_rated_is_one_clear_line_and_writes_no_pairs_file(
+    tmp_path, owner, annotators, argilla_server
+):
+    """A pull right after the push wrote an empty pairs file and exited 0; `reward` then said "no rows ... add at
+    least one example" of a file that only needed rating."""
+    push.push(str(candidates_file(tmp_path, 2)), "round-unrated", "collect", min_submitted=2, client=owner)
+    out = tmp_path / "pairs.jsonl"
+    line = cli_error(argilla_server, "pull", "--dataset", "round-unrated", "--workspace", "collect", "--out", str(out))
+    assert f"none of its {len(PROMPTS)} records has a submitted rating yet" in line and "feedback simulate" in line
+    assert not out.exists() and not out.with_suffix(".summary.json").exists()
+
+    session = client.annotator_session(*annotators[0], url=argilla_server.url)
+    record = session.queue(next(d["id"] for d in session.datasets() if d["name"] == "round-unrated"), limit=1)[0]
+    session.respond(record["id"], {schema.PREFERENCE: "1"})
+    with pytest.raises(AlignkitError, match="fewer submitted ratings than --min-annotators 2"):
+        pull.pull("round-unrated", "collect", min_annotators=2, client=owner)
+    assert pull.pull("round-unrated", "collect", client=owner).summary["rated_records"] == 1
+
+
 def test_appending_another_candidate_count_is_refused_in_one_line(tmp_path, owner, argilla_server):
     push.push(str(candidates_file(tmp_path, 2)), "round-append-n", "collect", client=owner)
     three = str(candidates_file(tmp_path, 3))
