@@ -37,6 +37,7 @@ from typing import Any
 from alignkit.data.formats import (
     NO_TOOLS_HERE,
     SHAREGPT_ROLES,
+    Row,
     RowError,
     alpaca_prompt,
     detect_chat_format,
@@ -52,6 +53,7 @@ from alignkit.data.formats import (
     with_system_column,
 )
 from alignkit.data.validate import convert_all
+from alignkit.errors import AlignkitError
 
 Messages = list[dict[str, str]]
 Reply = tuple[Messages, int]  # a reply's turns after the prompt, and the index of the first in the row's own list
@@ -73,18 +75,43 @@ LABELS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no"
 def load_preferences(paths: list[str]) -> list[dict[str, Any]]:
     """Canonical preference pairs from every file in `paths`, each file validated whole first."""
     rows = []
-    for path in paths:
-        rows += convert_all(read_rows(path), preference_row, PAIR_EXPECTED)
+    for file_rows in read_pulled_once(paths):
+        rows += convert_all(file_rows, preference_row, PAIR_EXPECTED)
     return rows
 
 
 def load_unpaired(paths: list[str]) -> list[dict[str, Any]]:
     """Canonical unpaired `{prompt, completion, label}` rows (KTO) from every file in `paths`, validated whole first."""
     rows = []
-    for path in paths:
-        for converted in convert_all(read_rows(path), unpaired_rows, UNPAIRED_EXPECTED):
+    for file_rows in read_pulled_once(paths):
+        for converted in convert_all(file_rows, unpaired_rows, UNPAIRED_EXPECTED):
             rows += converted
     return rows
+
+
+def read_pulled_once(paths: list[str]) -> list[list[Row]]:
+    """The rows of each file in `paths`, refused where a pair that `feedback pull` wrote (its `record_id`) is given
+    twice: one round in two files (its pairs file and one holding every round's pairs, such as the demo's
+    `pairs-round-2.jsonl`; a `--pairs best-worst` file beside the `--pairs all` one), or pulled twice, perhaps
+    ordered the other way after more ratings. Its vote would count twice, or both ways."""
+    files, seen = [], {}
+    for path in paths:
+        files.append(read_rows(path))
+        for row in files[-1]:
+            record = row.data.get("record_id")
+            if not isinstance(record, str) or not record:
+                continue
+            answers = frozenset(json.dumps(row.data.get(key), sort_keys=True) for key in ("chosen", "rejected"))
+            key = (str(row.data.get("dataset") or ""), record, answers)
+            if key in seen:
+                raise AlignkitError(
+                    f"{row.where}: the pair of record {record} is also at {seen[key]}: pulled pairs given twice "
+                    "would train twice",
+                    "pass each round's pairs once (a file holding several rounds' pairs replaces their own files; a "
+                    "--pairs best-worst file is part of its round's --pairs all file)",
+                )
+            seen[key] = row.where
+    return files
 
 
 def shp_as_pair(data: dict[str, Any]) -> dict[str, Any]:

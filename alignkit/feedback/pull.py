@@ -165,6 +165,7 @@ def pull(
                     "margin": margin,
                     "annotators": sorted(names.get(user, user) for user in voters[(a, b)]),
                     "agreement": agreement,
+                    "dataset": dataset_name,
                     "record_id": str(record.id),
                     "chosen_candidate": order[chosen],
                     "rejected_candidate": order[rejected],
