@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from contextlib import nullcontext
 from typing import Any
 
@@ -165,9 +166,10 @@ def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     refuse_tools(data)
     if "completion" not in data and "response" not in data and ("chosen" in data or "rejected" in data):
         pair = preference_row(data)
+        origin = {key: pair[key] for key in ORIGIN if key in pair}
         return [
-            {"prompt": pair["prompt"], "completion": pair["chosen"], "label": True},
-            {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False},
+            {"prompt": pair["prompt"], "completion": pair["chosen"], "label": True, **origin},
+            {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False, **origin},
         ]
     if "prompt" not in data and ("messages" in data or "conversations" in data):
         with looks_like("KTO conversation"):
@@ -330,9 +332,41 @@ def same_turns(a: Messages, b: Messages) -> bool:
     return [(m["role"], m["content"].strip()) for m in a] == [(m["role"], m["content"].strip()) for m in b]
 
 
-def annotations(data: dict[str, Any]) -> dict[str, Any]:
-    """Optional `margin`, `agreement` (numbers; CSV strings parsed) and `annotators` (names) of a pair."""
+ORIGIN = ("dataset", "round", "candidates_from")  # where a pulled pair comes from (`feedback pull`)
+
+
+def origin(data: dict[str, Any]) -> dict[str, Any]:
+    """A pulled pair's dataset, round and the runs whose candidates it compares, where the row has them as `feedback
+    pull` writes them (other columns of those names are ignored, as any other column is)."""
     found: dict[str, Any] = {}
+    if isinstance(data.get("dataset"), str) and data["dataset"]:
+        found["dataset"] = data["dataset"]
+    if isinstance(data.get("round"), int | str) and not isinstance(data["round"], bool) and data["round"] != "":
+        found["round"] = data["round"]
+    runs = data.get("candidates_from")
+    if isinstance(runs, list) and all(isinstance(run, str) for run in runs):
+        found["candidates_from"] = runs
+    return found
+
+
+def pairs_origin(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How many of `rows` come from each pulled dataset and round, and from which runs' candidates (for the run's
+    manifest: which policy and round a reward or DPO run learnt from); empty where no row was pulled."""
+    counts: Counter[tuple[Any, Any, tuple[str, ...]]] = Counter(
+        (row.get("dataset"), row.get("round"), tuple(row.get("candidates_from") or ())) for row in rows
+    )
+    if set(counts) == {(None, None, ())}:
+        return []
+    return [
+        {"dataset": dataset, "round": round_name, "candidates_from": list(runs), "rows": n}
+        for (dataset, round_name, runs), n in sorted(counts.items(), key=lambda item: str(item[0]))
+    ]
+
+
+def annotations(data: dict[str, Any]) -> dict[str, Any]:
+    """Optional `margin`, `agreement` (numbers; CSV strings parsed) and `annotators` (names) of a pair, and where a
+    pulled pair comes from (`origin`)."""
+    found: dict[str, Any] = origin(data)
     for key in ("margin", "agreement"):
         value = number_field(data, key)
         if value is not None:

@@ -165,7 +165,7 @@ def pull(
                     "margin": margin,
                     "annotators": sorted(names.get(user, user) for user in voters[(a, b)]),
                     "agreement": agreement,
-                    "dataset": dataset_name,
+                    **record_origin(dataset_name, record.metadata),
                     "record_id": str(record.id),
                     "chosen_candidate": order[chosen],
                     "rejected_candidate": order[rejected],
@@ -193,6 +193,17 @@ def pull(
         "krippendorff_alpha": krippendorff_alpha(units),
     }
     return PullResult(pairs=pairs, summary=summary)
+
+
+def record_origin(dataset_name: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Where a record's pairs come from: its dataset, collection round (a number, or `playground`) and the runs (else
+    models) whose candidates it shows, so a pairs file says which policy and round each pair is about."""
+    round_name = str(metadata.get("round") or "")
+    return {
+        "dataset": dataset_name,
+        "round": int(round_name) if round_name.isdigit() else round_name or None,
+        "candidates_from": [run for run in str(metadata.get("runs") or "").split(",") if run],
+    }
 
 
 def nothing_rated(dataset_name: str, workspace: str, counts: Counter[str], min_annotators: int) -> AlignkitError:

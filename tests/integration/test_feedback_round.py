@@ -69,6 +69,7 @@ def test_two_annotators_overlap_two_pull_expected_pairs(tmp_path, owner, annotat
         assert pair["annotators"] == ["rater-a", "rater-b"]  # as people know them, not Argilla's user ids
         assert pair["agreement"] == 1.0 and pair["margin"] >= 1
         assert pair["prompt"][0]["role"] == "user" and pair["dataset"] == "round-1"
+        assert pair["round"] == 1 and pair["candidates_from"] == ["runs/sft-x"]  # which policy, which round
 
 
 def test_records_nobody_rated_are_told_from_records_rated_by_too_few(tmp_path, owner, annotators, argilla_server):
