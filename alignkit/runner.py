@@ -17,6 +17,7 @@ from typing import Any
 
 from alignkit import data, distributed, hardware, lineage, models, runs, training
 from alignkit.config import EMBEDDED_MODEL, TrainStageConfig
+from alignkit.data import preferences
 from alignkit.errors import AlignkitError, first_line, option
 
 Rows = list[dict[str, Any]]
@@ -56,6 +57,12 @@ def row_counts(plan: Plan) -> dict[str, Any]:
     left_out |= {"examples_cut": plan.cut} if plan.cut else {}
     counts = {"train_rows": len(plan.train_rows), "eval_rows": len(plan.eval_rows), "validation": plan.validation}
     return counts | left_out
+
+
+def pairs_origin(plan: Plan) -> dict[str, Any]:
+    """The manifest's `pairs_origin`: the pulled datasets, rounds and candidate runs of a preference stage's rows."""
+    found = preferences.pairs_origin(plan.train_rows + plan.eval_rows)
+    return {"pairs_origin": found} if found else {}
 
 
 @dataclass(frozen=True)

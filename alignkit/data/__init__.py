@@ -6,6 +6,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from alignkit.config import DataConfig
@@ -320,6 +321,7 @@ def check_split_settings(cfg: DataConfig) -> None:
         raise AlignkitError(
             "no training data given", f"pass {option('data.paths', ['FILE'])} or data.paths in the config"
         )
+    check_files_given_once(cfg)
     size = cfg.validation_split
     if not (0 <= size < 1 or (size >= 1 and float(size).is_integer())):
         raise AlignkitError(
@@ -332,6 +334,28 @@ def check_split_settings(cfg: DataConfig) -> None:
             f"config: data.max_validation_rows must be at least 1, got {cfg.max_validation_rows}",
             "set it to 1 or more, or to null for no cap (data.validation_split: 0 holds out none)",
         )
+
+
+def check_files_given_once(cfg: DataConfig) -> None:
+    """Refuse a data file given twice (`--data a --data a`: its rows would train twice while the run records the file
+    once), or given for both training and validation (a validation loss on trained rows)."""
+    seen: dict[str, str] = {}
+    for key, paths in (("data.paths", cfg.paths), ("data.validation_paths", cfg.validation_paths)):
+        for path in paths:
+            local = Path(path).expanduser()
+            same = str(local.resolve()) if local.exists() else path
+            if same not in seen:
+                seen[same] = key
+            elif seen[same] == key:
+                counted = "train" if key == "data.paths" else "be scored"
+                raise AlignkitError(
+                    f"{path}: given twice as {option(key)}: its rows would {counted} twice", "pass each file once"
+                )
+            else:
+                raise AlignkitError(
+                    f"{path}: given as {option(seen[same])} and as {key}: validation would score rows it trains on",
+                    "pass it once",
+                )
 
 
 def given_validation_paths(cfg: DataConfig) -> list[str]:

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from contextlib import nullcontext
 from typing import Any
 
 from alignkit.data.formats import (
     NO_TOOLS_HERE,
     SHAREGPT_ROLES,
+    Row,
     RowError,
     alpaca_prompt,
     detect_chat_format,
@@ -52,6 +54,7 @@ from alignkit.data.formats import (
     with_system_column,
 )
 from alignkit.data.validate import convert_all
+from alignkit.errors import AlignkitError
 
 Messages = list[dict[str, str]]
 Reply = tuple[Messages, int]  # a reply's turns after the prompt, and the index of the first in the row's own list
@@ -73,18 +76,43 @@ LABELS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no"
 def load_preferences(paths: list[str]) -> list[dict[str, Any]]:
     """Canonical preference pairs from every file in `paths`, each file validated whole first."""
     rows = []
-    for path in paths:
-        rows += convert_all(read_rows(path), preference_row, PAIR_EXPECTED)
+    for file_rows in read_pulled_once(paths):
+        rows += convert_all(file_rows, preference_row, PAIR_EXPECTED)
     return rows
 
 
 def load_unpaired(paths: list[str]) -> list[dict[str, Any]]:
     """Canonical unpaired `{prompt, completion, label}` rows (KTO) from every file in `paths`, validated whole first."""
     rows = []
-    for path in paths:
-        for converted in convert_all(read_rows(path), unpaired_rows, UNPAIRED_EXPECTED):
+    for file_rows in read_pulled_once(paths):
+        for converted in convert_all(file_rows, unpaired_rows, UNPAIRED_EXPECTED):
             rows += converted
     return rows
+
+
+def read_pulled_once(paths: list[str]) -> list[list[Row]]:
+    """The rows of each file in `paths`, refused where a pair that `feedback pull` wrote (its `record_id`) is given
+    twice: one round in two files (its pairs file and one holding every round's pairs, such as the demo's
+    `pairs-round-2.jsonl`; a `--pairs best-worst` file beside the `--pairs all` one), or pulled twice, perhaps
+    ordered the other way after more ratings. Its vote would count twice, or both ways."""
+    files, seen = [], {}
+    for path in paths:
+        files.append(read_rows(path))
+        for row in files[-1]:
+            record = row.data.get("record_id")
+            if not isinstance(record, str) or not record:
+                continue
+            answers = frozenset(json.dumps(row.data.get(key), sort_keys=True) for key in ("chosen", "rejected"))
+            key = (str(row.data.get("dataset") or ""), record, answers)
+            if key in seen:
+                raise AlignkitError(
+                    f"{row.where}: the pair of record {record} is also at {seen[key]}: pulled pairs given twice "
+                    "would train twice",
+                    "pass each round's pairs once (a file holding several rounds' pairs replaces their own files; a "
+                    "--pairs best-worst file is part of its round's --pairs all file)",
+                )
+            seen[key] = row.where
+    return files
 
 
 def shp_as_pair(data: dict[str, Any]) -> dict[str, Any]:
@@ -138,9 +166,10 @@ def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     refuse_tools(data)
     if "completion" not in data and "response" not in data and ("chosen" in data or "rejected" in data):
         pair = preference_row(data)
+        origin = {key: pair[key] for key in ORIGIN if key in pair}
         return [
-            {"prompt": pair["prompt"], "completion": pair["chosen"], "label": True},
-            {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False},
+            {"prompt": pair["prompt"], "completion": pair["chosen"], "label": True, **origin},
+            {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False, **origin},
         ]
     if "prompt" not in data and ("messages" in data or "conversations" in data):
         with looks_like("KTO conversation"):
@@ -303,9 +332,41 @@ def same_turns(a: Messages, b: Messages) -> bool:
     return [(m["role"], m["content"].strip()) for m in a] == [(m["role"], m["content"].strip()) for m in b]
 
 
-def annotations(data: dict[str, Any]) -> dict[str, Any]:
-    """Optional `margin`, `agreement` (numbers; CSV strings parsed) and `annotators` (names) of a pair."""
+ORIGIN = ("dataset", "round", "candidates_from")  # where a pulled pair comes from (`feedback pull`)
+
+
+def origin(data: dict[str, Any]) -> dict[str, Any]:
+    """A pulled pair's dataset, round and the runs whose candidates it compares, where the row has them as `feedback
+    pull` writes them (other columns of those names are ignored, as any other column is)."""
     found: dict[str, Any] = {}
+    if isinstance(data.get("dataset"), str) and data["dataset"]:
+        found["dataset"] = data["dataset"]
+    if isinstance(data.get("round"), int | str) and not isinstance(data["round"], bool) and data["round"] != "":
+        found["round"] = data["round"]
+    runs = data.get("candidates_from")
+    if isinstance(runs, list) and all(isinstance(run, str) for run in runs):
+        found["candidates_from"] = runs
+    return found
+
+
+def pairs_origin(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How many of `rows` come from each pulled dataset and round, and from which runs' candidates (for the run's
+    manifest: which policy and round a reward or DPO run learnt from); empty where no row was pulled."""
+    counts: Counter[tuple[Any, Any, tuple[str, ...]]] = Counter(
+        (row.get("dataset"), row.get("round"), tuple(row.get("candidates_from") or ())) for row in rows
+    )
+    if set(counts) == {(None, None, ())}:
+        return []
+    return [
+        {"dataset": dataset, "round": round_name, "candidates_from": list(runs), "rows": n}
+        for (dataset, round_name, runs), n in sorted(counts.items(), key=lambda item: str(item[0]))
+    ]
+
+
+def annotations(data: dict[str, Any]) -> dict[str, Any]:
+    """Optional `margin`, `agreement` (numbers; CSV strings parsed) and `annotators` (names) of a pair, and where a
+    pulled pair comes from (`origin`)."""
+    found: dict[str, Any] = origin(data)
     for key in ("margin", "agreement"):
         value = number_field(data, key)
         if value is not None:

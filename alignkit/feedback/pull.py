@@ -165,12 +165,15 @@ def pull(
                     "margin": margin,
                     "annotators": sorted(names.get(user, user) for user in voters[(a, b)]),
                     "agreement": agreement,
+                    **record_origin(dataset_name, record.metadata),
                     "record_id": str(record.id),
                     "chosen_candidate": order[chosen],
                     "rejected_candidate": order[rejected],
                     "tie": winner == TIE,
                 }
             )
+    if not counts["rated_records"]:
+        raise nothing_rated(dataset_name, workspace, counts, min_annotators)
     multi = [pairwise_agreement(unit) for unit in units if len(unit) >= 2]
     if pairing == "best-worst":
         pairs = best_vs_worst(pairs)
@@ -190,6 +193,33 @@ def pull(
         "krippendorff_alpha": krippendorff_alpha(units),
     }
     return PullResult(pairs=pairs, summary=summary)
+
+
+def record_origin(dataset_name: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Where a record's pairs come from: its dataset, collection round (a number, or `playground`) and the runs (else
+    models) whose candidates it shows, so a pairs file says which policy and round each pair is about."""
+    round_name = str(metadata.get("round") or "")
+    return {
+        "dataset": dataset_name,
+        "round": int(round_name) if round_name.isdigit() else round_name or None,
+        "candidates_from": [run for run in str(metadata.get("runs") or "").split(",") if run],
+    }
+
+
+def nothing_rated(dataset_name: str, workspace: str, counts: Counter[str], min_annotators: int) -> AlignkitError:
+    """A pull with no rated record to read (nobody has submitted yet, or too few per record): an empty pairs file
+    would only fail later, in `reward` or `dpo`, as "no rows"."""
+    where = f"dataset {dataset_name!r} in workspace {workspace!r}"
+    if counts["below_min_annotators"]:
+        return AlignkitError(
+            f"{where}: each of its {counts['below_min_annotators']} rated records has fewer submitted ratings than "
+            f"{option('min_annotators')} {min_annotators}",
+            f"wait for more annotators, or lower {option('min_annotators')}",
+        )
+    return AlignkitError(
+        f"{where}: none of its {counts['records']} records has a submitted rating yet, so there are no pairs to pull",
+        "rate them first (`alignkit serve` for the annotate app, or `alignkit feedback simulate`), then pull again",
+    )
 
 
 def best_vs_worst(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:

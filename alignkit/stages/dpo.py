@@ -127,7 +127,11 @@ def build(plan: runner.Plan) -> Any:
 
 def manifest(plan: runner.Plan) -> dict[str, Any]:
     checked = plan.cfg.checked_prompts
-    return {"method": plan.cfg.method} | ({"checked_prompts": {checked: file_sha256(Path(checked))}} if checked else {})
+    return (
+        {"method": plan.cfg.method}
+        | ({"checked_prompts": {checked: file_sha256(Path(checked))}} if checked else {})
+        | runner.pairs_origin(plan)
+    )
 
 
 def final_metrics(trainer: Any, plan: runner.Plan) -> dict[str, Any]:

@@ -68,7 +68,8 @@ def test_two_annotators_overlap_two_pull_expected_pairs(tmp_path, owner, annotat
         assert len(pair["chosen"][0]["content"]) < len(pair["rejected"][0]["content"])
         assert pair["annotators"] == ["rater-a", "rater-b"]  # as people know them, not Argilla's user ids
         assert pair["agreement"] == 1.0 and pair["margin"] >= 1
-        assert pair["prompt"][0]["role"] == "user"
+        assert pair["prompt"][0]["role"] == "user" and pair["dataset"] == "round-1"
+        assert pair["round"] == 1 and pair["candidates_from"] == ["runs/sft-x"]  # which policy, which round
 
 
 def test_records_nobody_rated_are_told_from_records_rated_by_too_few(tmp_path, owner, annotators, argilla_server):
@@ -248,6 +249,25 @@ def test_pulling_a_missing_workspace_or_a_review_round_is_one_clear_line(tmp_pat
     line = cli_error(argilla_server, "pull", "--dataset", "review-not-rating", "--workspace", "collect", "--out", out)
     assert "not a rating round" in line and "feedback review pull" in line
     assert not Path(out).exists()
+
+
+def test_pulling_before_anyone_rated_is_one_clear_line_and_writes_no_pairs_file(
+    tmp_path, owner, annotators, argilla_server
+):
+    """A pull right after the push wrote an empty pairs file and exited 0; `reward` then said "no rows ... add at
+    least one example" of a file that only needed rating."""
+    push.push(str(candidates_file(tmp_path, 2)), "round-unrated", "collect", min_submitted=2, client=owner)
+    out = tmp_path / "pairs.jsonl"
+    line = cli_error(argilla_server, "pull", "--dataset", "round-unrated", "--workspace", "collect", "--out", str(out))
+    assert f"none of its {len(PROMPTS)} records has a submitted rating yet" in line and "feedback simulate" in line
+    assert not out.exists() and not out.with_suffix(".summary.json").exists()
+
+    session = client.annotator_session(*annotators[0], url=argilla_server.url)
+    record = session.queue(next(d["id"] for d in session.datasets() if d["name"] == "round-unrated"), limit=1)[0]
+    session.respond(record["id"], {schema.PREFERENCE: "1"})
+    with pytest.raises(AlignkitError, match="fewer submitted ratings than --min-annotators 2"):
+        pull.pull("round-unrated", "collect", min_annotators=2, client=owner)
+    assert pull.pull("round-unrated", "collect", client=owner).summary["rated_records"] == 1
 
 
 def test_appending_another_candidate_count_is_refused_in_one_line(tmp_path, owner, argilla_server):

@@ -585,6 +585,63 @@ def test_overwrite_with_bad_input_keeps_what_was_there(tmp_path, capsys, tiny_mo
     assert (out / "precious.txt").read_text() == "keep me", "--overwrite replaces only once the input is valid"
 
 
+def pulled_pairs(dataset: str, round_number: int, prompts: range) -> list[dict[str, Any]]:
+    """Pairs as `feedback pull` writes them: one per record of `dataset`."""
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
+            "chosen": [{"role": "assistant", "content": f"It is {2 * i}."}],
+            "rejected": [{"role": "assistant", "content": "No idea."}],
+            "dataset": dataset,
+            "record_id": f"r{round_number}-prompt{i}-0badc0de",
+        }
+        for i in prompts
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stage", "files", "expected"),
+    [
+        ("reward", ["round-1", "round-1"], ["round-1.jsonl: given twice as --data", "train twice"]),
+        ("dpo", ["round-1", "every-round"], ["every-round.jsonl:line 1", "also at", "round-1.jsonl:line 1"]),
+        ("reward", ["round-1", "round-2", "round-1-pulled-again"], ["round-1-pulled-again.jsonl:line 1", "also at"]),
+        ("dpo --set method=kto", ["every-round", "round-2"], ["round-2.jsonl:line 1", "every-round.jsonl:line 4"]),
+    ],
+)
+def test_pairs_given_twice_are_refused_before_any_run(stage, files, expected, tmp_path, capsys, policy_and_reward):
+    """Round 1's pairs with a file of every round's pairs (the demo's `pairs-round-2.jsonl`), or one file twice,
+    trained round 1's votes twice without a word, and the manifest listed the twice-given file once."""
+    write_jsonl(tmp_path / "round-1.jsonl", pulled_pairs("round-1", 1, range(3)))
+    write_jsonl(tmp_path / "round-2.jsonl", pulled_pairs("round-2", 2, range(3, 6)))
+    write_jsonl(
+        tmp_path / "every-round.jsonl", pulled_pairs("round-1", 1, range(3)) + pulled_pairs("round-2", 2, range(3, 6))
+    )
+    flipped = [
+        pair | {"chosen": pair["rejected"], "rejected": pair["chosen"]} for pair in pulled_pairs("round-1", 1, range(3))
+    ]
+    write_jsonl(tmp_path / "round-1-pulled-again.jsonl", flipped)  # more ratings turned the majority
+    out = tmp_path / "run"
+    data = [arg for name in files for arg in ("--data", str(tmp_path / f"{name}.jsonl"))]
+    parent = ["--from", policy_and_reward[0]]
+    code, err = invoke([*stage.split(), *data, *parent, "--out", str(out)], capsys)
+    assert_one_line_error(code, err, expected)
+    assert not out.exists()
+
+
+def test_the_same_record_rated_in_two_datasets_and_a_validation_file_given_for_training(tmp_path, capsys, tiny_model):
+    """The same candidates pushed to two datasets (two teams) are two ratings, not one pulled twice; a training file
+    given as the validation file too is refused (a validation loss on trained rows)."""
+    from alignkit.data import preferences
+
+    team_a = write_jsonl(tmp_path / "team-a.jsonl", pulled_pairs("team-a", 1, range(3)))
+    team_b = write_jsonl(tmp_path / "team-b.jsonl", pulled_pairs("team-b", 1, range(3)))
+    assert len(preferences.load_preferences([str(team_a), str(team_b)])) == 6
+    argv = ["reward", "--data", str(team_a), "--set", f"data.validation_paths=[{team_a}]", "--model", tiny_model]
+    code, err = invoke([*argv, "--out", str(tmp_path / "run")], capsys)
+    assert_one_line_error(code, err, ["team-a.jsonl: given as --data and as data.validation_paths"])
+    assert not (tmp_path / "run").exists()
+
+
 def test_overwrite_replaces_a_run_never_a_folder_of_other_things(tmp_path, capsys, chat_file, tiny_model):
     """`--out runs --overwrite` once deleted every run in `runs/`; a data folder or a model dir went the same way."""
     runs_dir = tmp_path / "runs"

@@ -364,6 +364,30 @@ def test_dpo_loss_variants_train(trainer_options, sft_run, data_dir, tmp_path):
     )
 
 
+def test_reward_and_dpo_manifests_name_the_rounds_and_policies_of_their_pulled_pairs(sft_run, reward_run, tmp_path):
+    """Trained on two rounds' pulled pairs, a run recorded only the files' sha256: which round and which policy's
+    candidates it learnt from was in no manifest, and `feedback pull` dropped the policy from the pairs."""
+
+    def pulled(rows: list[dict], dataset: str, round_number: int, policy: str) -> list[dict]:
+        origin = {"dataset": dataset, "round": round_number, "candidates_from": [policy]}
+        return [row | origin | {"record_id": f"r{round_number}-{i}"} for i, row in enumerate(rows)]
+
+    write_jsonl(tmp_path / "pairs-1.jsonl", pulled(CANONICAL, "round-1", 1, "runs/sft"))
+    write_jsonl(tmp_path / "pairs-2.jsonl", pulled(CANONICAL[:3], "round-2", 2, "runs/dpo"))
+    data = {"paths": [str(tmp_path / "pairs-1.jsonl"), str(tmp_path / "pairs-2.jsonl")]}
+    expected = [
+        {"dataset": "round-1", "round": 1, "candidates_from": ["runs/sft"], "rows": N_PAIRS},
+        {"dataset": "round-2", "round": 2, "candidates_from": ["runs/dpo"], "rows": 3},
+    ]
+    for stage, method, per_pair in ((alignkit.reward, {}, 1), (alignkit.dpo, {"method": "kto"}, 2)):
+        run = stage(
+            data=data, from_run=str(sft_run.path), out=str(tmp_path / stage.__name__), trainer={"max_steps": 1, **TINY},
+            **method,
+        )  # fmt: skip
+        assert run.manifest["pairs_origin"] == [entry | {"rows": entry["rows"] * per_pair} for entry in expected]
+    assert "pairs_origin" not in reward_run.manifest  # pairs that were not pulled from Argilla
+
+
 def test_kto_trains_on_unpaired_rows(sft_run, data_dir, tmp_path):
     run = alignkit.dpo(
         method="kto",
