@@ -48,7 +48,7 @@ __all__ = [
 
 
 @python_api
-def sft(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+def sft(config: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """Supervised fine-tuning on chat files (`data={"paths": [...]}`, any format of the README's table); returns the
     finished `Run`. `config`: a YAML file; `overrides`: `key=value` strings as `--set` takes them; `sections`: the
     fields of `config.SFTStageConfig` (`data`, `model`, `peft`, `trainer` for TRL's `SFTConfig`, `from_run`, `out`,
@@ -60,7 +60,7 @@ def sft(config: str | None = None, overrides: list[str] | None = None, **section
 
 
 @python_api
-def pretrain(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+def pretrain(config: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """Continued pretraining on raw text files; returns the finished `Run`. Arguments as `sft`'s, the sections being
     the fields of `config.PretrainStageConfig`."""
     from alignkit.config import PretrainStageConfig, load_config
@@ -70,7 +70,7 @@ def pretrain(config: str | None = None, overrides: list[str] | None = None, **se
 
 
 @python_api
-def reward(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+def reward(config: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """A reward model from preference pairs, on a policy run (`from_run`); returns the finished `Run` (score answers
     with `lineage.load_scorer(run)`). Arguments as `sft`'s, the sections being the fields of
     `config.RewardStageConfig` (`trainer` for TRL's `RewardConfig`)."""
@@ -81,7 +81,7 @@ def reward(config: str | None = None, overrides: list[str] | None = None, **sect
 
 
 @python_api
-def dpo(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+def dpo(config: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """DPO (`method`: kto, simpo, orpo) on preference pairs, continuing a policy run (`from_run`, also the reference);
     returns the finished `Run`. Arguments as `sft`'s, the sections being the fields of `config.DPOStageConfig`
     (`trainer` for TRL's `DPOConfig`, ...)."""
@@ -92,7 +92,7 @@ def dpo(config: str | None = None, overrides: list[str] | None = None, **section
 
 
 @python_api
-def rl(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+def rl(config: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """Online RL (`method`: grpo, rloo) of a policy run (`from_run`) against a reward run (`reward_run`) and/or rule
     rewards (`rewards`); returns the finished `Run`. Arguments as `sft`'s, the sections being the fields of
     `config.RLStageConfig` (`trainer` for TRL's `GRPOConfig` / `RLOOConfig`)."""

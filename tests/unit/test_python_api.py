@@ -15,7 +15,7 @@ import alignkit
 import datasets
 from alignkit import AlignkitError
 from alignkit.config import RLStageConfig, SFTStageConfig, load_config, to_yaml
-from alignkit.lineage import load_scorer
+from alignkit.lineage import load_run_model, load_scorer
 from alignkit.runs import Run
 from tests.conftest import CHAT_ROWS, write_jsonl
 
@@ -72,7 +72,96 @@ def test_an_unknown_keyword_argument_is_named_as_an_argument_not_as_the_command_
     with pytest.raises(AlignkitError) as refused:
         alignkit.sft(data={"paths": [chat_file]}, out=tmp_path / "run", learning_rate=1e-4)
     assert refused.value.message.startswith("arguments: unknown config key `learning_rate`")
-    assert "trainer.learning_rate" in str(refused.value) and not (tmp_path / "run").exists()
+    assert "trainer={'learning_rate': ...}" in str(refused.value) and not (tmp_path / "run").exists()
+
+
+# (a call with an argument its annotation rules out, what the one line must name: the keyword and the fix)
+WRONG_TYPES = {
+    "int-for-a-run": (lambda tmp, chats: alignkit.chat("Hi?", run=3), ["`run` must be a path (str or Path)", "got 3"]),
+    "int-for-a-run-to-open": (lambda tmp, chats: alignkit.open_run(5), ["`path` must be a path", "got 5"]),
+    "int-for-a-run-to-load": (
+        lambda tmp, chats: load_run_model(5),
+        ["5: not a run directory", "a str, a Path or a Run"],
+    ),
+    "number-as-text": (
+        lambda tmp, chats: alignkit.candidates("p.jsonl", tmp / "c.jsonl", n="3"),
+        ["`n` must be an int", "n=3"],
+    ),
+    "one-run-for-a-list": (
+        lambda tmp, chats: alignkit.evaluate_runs("runs/sft", out=tmp / "eval"),
+        ["`runs` must be a list of paths", "pass a list: runs=['runs/sft']"],
+    ),
+    "one-override-for-a-list": (
+        lambda tmp, chats: alignkit.sft(overrides="trainer.max_steps=5", out=tmp / "run"),
+        ["`overrides` must be a list", "overrides=['trainer.max_steps=5']"],
+    ),
+    "config-as-a-dict": (
+        lambda tmp, chats: alignkit.sft({"trainer": {"max_steps": 5}}, out=tmp / "run"),
+        ["`config` must be a path (str or Path) or None", "alignkit.sft(**config)"],
+    ),
+    "prompts-in-memory": (
+        lambda tmp, chats: alignkit.candidates(["What is 2 plus 2?"], tmp / "c.jsonl"),
+        ["`prompts` must be a path", "save them first", "prompts='rows.jsonl'"],
+    ),
+    "pairs-in-memory": (
+        lambda tmp, chats: alignkit.dpo(
+            data={"paths": [{"prompt": "Hi?", "chosen": "Hi.", "rejected": "No."}]}, out=tmp / "run"
+        ),
+        [
+            "`data.paths[0]` must be str",
+            "Dataset.from_list(rows).to_json('rows.jsonl')",
+            "data={'paths': ['rows.jsonl']}",
+        ],
+    ),
+    "data-as-one-path": (
+        lambda tmp, chats: alignkit.sft(data="chats.jsonl", out=tmp / "run"),
+        ["`data` must be a mapping", "pass it as data={'paths': ['chats.jsonl']}"],
+    ),
+    "model-as-its-name": (
+        lambda tmp, chats: alignkit.sft(model="org/model", out=tmp / "run"),
+        ["`model` must be a mapping", "pass it as model={'name': 'org/model'}"],
+    ),
+    "text-for-a-trainer-number": (
+        lambda tmp, chats: alignkit.sft(data={"paths": [chats]}, trainer={"max_steps": "5"}, out=tmp / "run"),
+        ["`trainer.max_steps` must be int", "pass trainer={'max_steps': 5}"],
+    ),
+    "misspelled-keyword": (
+        lambda tmp, chats: alignkit.candidates("p.jsonl", tmp / "c.jsonl", tempreature=0.5),
+        ["unexpected keyword argument 'tempreature'", "did you mean `temperature`?"],
+    ),
+}
+
+
+@pytest.mark.parametrize(("call", "named"), WRONG_TYPES.values(), ids=WRONG_TYPES)
+def test_an_argument_of_the_wrong_type_is_refused_in_one_line_naming_the_keyword(call, named, chat_file, tmp_path):
+    """An int for a path failed in pathlib, a string for a list was read a character at a time ('n: does not
+    exist'), text for a number failed mid-generation: each a TypeError's traceback from inside, or a wrong message."""
+    with pytest.raises(AlignkitError) as refused:
+        call(tmp_path, chat_file)
+    line = str(refused.value)
+    assert "\n" not in line and all(part in line for part in named), line
+    assert [path.name for path in tmp_path.iterdir()] == [chat_file.name]
+
+
+# (a misspelled or shorthand key in a stage's keywords, the fix as the call writes it)
+MISSPELLED = {
+    "section-key": ({"trainer": {"max_step": 5}}, "did you mean trainer={'max_steps': ...}?"),
+    "top-level-key": ({"lerning_rate": 1e-4}, "did you mean trainer={'learning_rate': ...}?"),
+    "lr": ({"trainer": {"lr": 1e-4}}, "did you mean trainer={'learning_rate': ...}?"),
+    "epochs": ({"epochs": 2}, "did you mean trainer={'num_train_epochs': ...}?"),
+    "batch-size": ({"trainer": {"batch_size": 2}}, "did you mean trainer={'per_device_train_batch_size': ...}?"),
+    "lora-rank": ({"peft": {"rank": 8}}, "did you mean peft={'r': ...}?"),
+    "no-near-key": ({"trainer": {"zzzz": 1}}, "`trainer` takes the fields of trl.SFTConfig"),
+}
+
+
+@pytest.mark.parametrize(("sections", "fix"), MISSPELLED.values(), ids=MISSPELLED)
+def test_a_misspelled_key_is_corrected_in_the_calls_own_keywords(sections, fix, chat_file, tmp_path):
+    """A notebook was told `did you mean trainer.max_steps`, `epochs` was sent to `data.paths`, `batch_size` to
+    `auto_find_batch_size`, `rank` to `rank_pattern`, and a key near none listed all 150 fields of TRL's config."""
+    with pytest.raises(AlignkitError) as refused:
+        alignkit.sft(data={"paths": [chat_file]}, out=tmp_path / "run", **sections)
+    assert refused.value.hint == fix and not (tmp_path / "run").exists()
 
 
 @pytest.fixture(scope="module")
