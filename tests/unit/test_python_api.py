@@ -462,3 +462,27 @@ def test_the_fixes_a_moved_run_names_in_python_work_when_pasted(tiny_model, tmp_
     shutil.move(tmp_path / "moved.again", tmp_path / "moved.third")  # not where `candidates` was told
     runs_gone = python_error(alignkit.evaluate_runs, [run_dir], out=tmp_path / "eval", limit=1)
     assert "model=" not in runs_gone and "set ALIGNKIT_MODEL_PATH=NEW_PATH (" in runs_gone
+
+
+def test_curves_of_two_runs_of_one_name_are_two_lines_and_a_misspelled_curve_is_refused(sft_run, tmp_path):
+    """Comparing the `sft` run of two experiments drew one zigzag line labelled `sft` (both runs' points under one
+    name); `plot_curves("runs/sft")` read the path a character at a time, and `["los"]`, like it, drew empty axes."""
+    import shutil
+
+    import matplotlib
+
+    from alignkit.dashboard import plot_curves
+
+    matplotlib.use("Agg")
+    first, second = (Path(shutil.copytree(sft_run.path, tmp_path / name / "sft")) for name in ("exp-a", "exp-b"))
+    with (second / "metrics.jsonl").open("a") as metrics:
+        metrics.write('{"step": 3, "loss": 0.5}\n')
+    (loss,) = plot_curves([first, alignkit.open_run(second)], ["loss"]).axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in loss.get_lines()}
+    assert set(lines) == {"exp-a/sft", "exp-b/sft"} and lines["exp-b/sft"] == [*lines["exp-a/sft"], 0.5]
+    (alone,) = plot_curves(str(first), ["loss"]).axes
+    assert [line.get_label() for line in alone.get_lines()] == ["sft"]
+    (grad_norm,) = plot_curves([first], ["grad_norm"]).axes  # a key of metrics.jsonl, not one of the named curves
+    assert len(grad_norm.get_lines()[0].get_ydata()) == 2
+    with pytest.raises(AlignkitError, match=r"no curve 'los' in these runs \(curves: loss, validation loss"):
+        plot_curves([first], ["loss", "los"])
