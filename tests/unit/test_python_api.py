@@ -3,6 +3,7 @@ objects the stage functions take."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -486,3 +487,32 @@ def test_curves_of_two_runs_of_one_name_are_two_lines_and_a_misspelled_curve_is_
     assert len(grad_norm.get_lines()[0].get_ydata()) == 2
     with pytest.raises(AlignkitError, match=r"no curve 'los' in these runs \(curves: loss, validation loss"):
         plot_curves([first], ["loss", "los"])
+
+
+def test_an_interrupted_training_call_says_how_to_resume_it_in_python(tiny_model, chat_file, tmp_path):
+    """A notebook's interrupted `alignkit.sft(...)` cell showed torch's frames and `KeyboardInterrupt`, nothing about
+    the run it left: now the note under the traceback names its checkpoint and the call that continues it."""
+    import os
+    import signal
+    import threading
+
+    out = tmp_path / "sft"
+    first_save = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+
+    def press_ctrl_c() -> None:  # as Jupyter's interrupt does: SIGINT to the kernel, once training has saved
+        while not first_save.exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    trainer = {"max_steps": 500, "save_steps": 2, "eval_steps": 2, "per_device_train_batch_size": 4}
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        alignkit.sft(data={"paths": [chat_file]}, model={"name": tiny_model}, trainer=trainer, out=out)
+    (note,) = interrupted.value.__notes__
+    call = f"alignkit.sft(resume=True, out={str(out)!r})"
+    assert note.startswith(f"alignkit: {out} interrupted, its last checkpoint (checkpoint-") and note.endswith(call)
+    step = int(Run(out).last_checkpoint().rsplit("-", 1)[-1])
+    resumed = eval(
+        call.replace("resume=True", f"resume=True, trainer={{'max_steps': {step + 1}}}"), {"alignkit": alignkit}
+    )
+    assert resumed.complete and resumed.metrics["resumed_from"] == f"checkpoints/checkpoint-{step}"
