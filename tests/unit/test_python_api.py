@@ -516,3 +516,17 @@ def test_an_interrupted_training_call_says_how_to_resume_it_in_python(tiny_model
         call.replace("resume=True", f"resume=True, trainer={{'max_steps': {step + 1}}}"), {"alignkit": alignkit}
     )
     assert resumed.complete and resumed.metrics["resumed_from"] == f"checkpoints/checkpoint-{step}"
+
+
+def test_a_training_cell_on_a_cpu_shows_no_pin_memory_warning(tiny_model, chat_file, tmp_path):
+    """Every training cell on a machine without a GPU printed torch's "'pin_memory' argument is set as true but no
+    accelerator is found" once per dataloader (training, validation, final evaluation): TrainingArguments' default."""
+    (cell,) = run_cells(
+        "import alignkit\n"
+        f"run = alignkit.sft(data={{'paths': [{str(chat_file)!r}]}}, model={{'name': {tiny_model!r}}}, "
+        "trainer={'max_steps': 1, 'per_device_train_batch_size': 4}, out='run')\n"
+        "print(run.status)",
+        cwd=tmp_path,
+    )
+    printed = "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
+    assert "complete" in printed and "pin_memory" not in printed, printed
