@@ -47,6 +47,17 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """`alignkit.lineage`, `alignkit.dashboard`, ...: a submodule imported on first use, as the docs write it
+    (`alignkit.lineage.load_run_model(run.path)`), in a kernel where nothing has imported it yet."""
+    import importlib
+    import importlib.util
+
+    if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
 @python_api
 def sft(config: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """Supervised fine-tuning on chat files (`data={"paths": [...]}`, any format of the README's table); returns the

@@ -530,3 +530,20 @@ def test_a_training_cell_on_a_cpu_shows_no_pin_memory_warning(tiny_model, chat_f
     )
     printed = "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
     assert "complete" in printed and "pin_memory" not in printed, printed
+
+
+def test_import_alignkit_is_quiet_and_light_and_reaches_its_submodules_as_the_docs_name_them():
+    """`alignkit.lineage.load_run_model(run.path)` (the package's docstring) was an AttributeError in a fresh kernel:
+    `import alignkit` imports no submodule, and only an earlier call had imported lineage."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, alignkit\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'peft') if m in sys.modules)\n"
+        "print(heavy, callable(alignkit.lineage.load_run_model), callable(alignkit.dashboard.plot_curves))\n"
+        "try:\n    alignkit.no_such_module\nexcept AttributeError as exc:\n    print(exc)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.splitlines() == ["[] True True", "module 'alignkit' has no attribute 'no_such_module'"]
