@@ -47,8 +47,19 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """`alignkit.lineage`, `alignkit.dashboard`, ...: a submodule imported on first use, as the docs write it
+    (`alignkit.lineage.load_run_model(run.path)`), in a kernel where nothing has imported it yet."""
+    import importlib
+    import importlib.util
+
+    if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
 @python_api
-def sft(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+def sft(config: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """Supervised fine-tuning on chat files (`data={"paths": [...]}`, any format of the README's table); returns the
     finished `Run`. `config`: a YAML file; `overrides`: `key=value` strings as `--set` takes them; `sections`: the
     fields of `config.SFTStageConfig` (`data`, `model`, `peft`, `trainer` for TRL's `SFTConfig`, `from_run`, `out`,
@@ -60,7 +71,7 @@ def sft(config: str | None = None, overrides: list[str] | None = None, **section
 
 
 @python_api
-def pretrain(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+def pretrain(config: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """Continued pretraining on raw text files; returns the finished `Run`. Arguments as `sft`'s, the sections being
     the fields of `config.PretrainStageConfig`."""
     from alignkit.config import PretrainStageConfig, load_config
@@ -70,7 +81,7 @@ def pretrain(config: str | None = None, overrides: list[str] | None = None, **se
 
 
 @python_api
-def reward(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+def reward(config: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """A reward model from preference pairs, on a policy run (`from_run`); returns the finished `Run` (score answers
     with `lineage.load_scorer(run)`). Arguments as `sft`'s, the sections being the fields of
     `config.RewardStageConfig` (`trainer` for TRL's `RewardConfig`)."""
@@ -81,7 +92,7 @@ def reward(config: str | None = None, overrides: list[str] | None = None, **sect
 
 
 @python_api
-def dpo(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+def dpo(config: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """DPO (`method`: kto, simpo, orpo) on preference pairs, continuing a policy run (`from_run`, also the reference);
     returns the finished `Run`. Arguments as `sft`'s, the sections being the fields of `config.DPOStageConfig`
     (`trainer` for TRL's `DPOConfig`, ...)."""
@@ -92,7 +103,7 @@ def dpo(config: str | None = None, overrides: list[str] | None = None, **section
 
 
 @python_api
-def rl(config: str | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
+def rl(config: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Run:
     """Online RL (`method`: grpo, rloo) of a policy run (`from_run`) against a reward run (`reward_run`) and/or rule
     rewards (`rewards`); returns the finished `Run`. Arguments as `sft`'s, the sections being the fields of
     `config.RLStageConfig` (`trainer` for TRL's `GRPOConfig` / `RLOOConfig`)."""

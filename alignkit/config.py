@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from alignkit.errors import AlignkitError, Placeholder, option
+from alignkit.errors import AlignkitError, Placeholder, from_python, option, shown, table_hint
 from alignkit.paths import saved_split
 
 EMBEDDED_MODEL = "embedded"
@@ -271,7 +271,7 @@ def merge_known(
             if not isinstance(value, dict):
                 raise AlignkitError(
                     f"{where}: `{dotted}` must be a mapping, got {shown(value)}",
-                    table_hint(value, f"see `{dotted}.*` keys"),
+                    table_hint(value, section_fix(dotted, value)),
                 )
             unknown += merge_known(tree[key], value, sub, where, prefix=f"{dotted}.")
         elif isinstance(tree.get(key), dict) and isinstance(value, dict):
@@ -279,6 +279,24 @@ def merge_known(
         else:
             tree[key] = value
     return unknown
+
+
+# A section's main key: a path or name given for the whole section (`data="chats.jsonl"`) is this key's value.
+MAIN_KEYS = {"data": "data.paths", "model": "model.name"}
+
+
+def section_fix(dotted: str, value: Any) -> str:
+    """How to write a section given as one value: `data={'paths': ['chats.jsonl']}` for a path, else its keys."""
+    main = MAIN_KEYS.get(dotted)
+    if main and isinstance(value, str | os.PathLike):
+        given = os.fspath(value)
+        return f"pass it as {option(main, [given] if main.endswith('paths') else given)}"
+    return f"see `{dotted}.*` keys"
+
+
+def spelled(dotted: str) -> str:
+    """Config key `dotted` as the caller sets it: `trainer.max_steps`, or in Python trainer={'max_steps': ...}."""
+    return option(dotted, Placeholder("...")) if from_python() else f"`{dotted}`"
 
 
 def unknown_keys(errors: list[AlignkitError], where: str) -> AlignkitError:
@@ -377,6 +395,13 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
         "alignkit renders with the model's own chat template; another as a Jinja file: trainer.chat_template_path",
     ),
     "pref_loss": ("trainer.loss_type", "of `alignkit dpo`"),
+    # shorthand people type for the common knobs (difflib's nearest: `epochs` -> data.paths, `rank` -> rank_pattern)
+    "lr": ("trainer.learning_rate", ""),
+    "epochs": ("trainer.num_train_epochs", ""),
+    "batch_size": ("trainer.per_device_train_batch_size", ""),
+    "steps": ("trainer.max_steps", ""),
+    "rank": ("peft.r", ""),
+    "alpha": ("peft.lora_alpha", ""),
     "wandb_project": ("trainer.report_to", "local trackers: tensorboard | trackio"),
 }
 STAGE_SECTIONS = ("model", "data", "peft", "trainer")
@@ -393,20 +418,24 @@ def unknown_key(
     candidates += [(f"{section}.{key}", key) for section, keys in (sections or {}).items() for key in keys]
     close = difflib.get_close_matches(leaf, [key for _, key in candidates], n=1, cutoff=0.5)
     nearest = next((full for full, key in candidates if close and key == close[0]), None)
-    hint = f"did you mean `{nearest}`?" if nearest else f"valid keys: {', '.join(prefix + n for n in names)}"
+    hint = f"did you mean {spelled(nearest)}?" if nearest else f"valid keys: {', '.join(prefix + n for n in names)}"
     # at the top level of a stage's config or in one of its sections (not in the demo's config)
     in_stage = prefix.rstrip(".") in STAGE_SECTIONS if prefix else set(STAGE_SECTIONS) <= set(names)
     if leaf in FOREIGN_KEYS and in_stage:
         home, note = FOREIGN_KEYS[leaf]
-        hint = (f"did you mean `{home}`? ({note})" if note else f"did you mean `{home}`?") if home else note
+        hint = f"did you mean {spelled(home)}?{f' ({note})' if note else ''}" if home else note
     return AlignkitError(f"{where}: unknown config key `{dotted}`", hint)
 
 
 def check_keys(
-    section: str, given: dict[str, Any], valid: list[str] | set[str], top_level: list[str] | None = None
+    section: str,
+    given: dict[str, Any],
+    valid: list[str] | set[str],
+    top_level: list[str] | None = None,
+    config_cls: type[Any] | None = None,
 ) -> None:
-    """Reject keys of a free-form section (`trainer`, `peft`) that the library's config class does not have; one of
-    the stage's `top_level` keys (`trainer.method`) is named as that."""
+    """Reject keys of a free-form section (`trainer`, `peft`) that the library's config class (`config_cls`) does not
+    have; one of the stage's `top_level` keys (`trainer.method`) is named as that."""
     unknown = []
     for key in given:
         if key not in valid and key in (top_level or []):
@@ -417,7 +446,11 @@ def check_keys(
                 )
             )
         elif key not in valid:
-            unknown.append(unknown_key(f"{section}.{key}", sorted(valid), "config", prefix=f"{section}."))
+            error = unknown_key(f"{section}.{key}", sorted(valid), "config", prefix=f"{section}.")
+            if config_cls is not None and (error.hint or "").startswith("valid keys"):  # not a hundred and fifty keys
+                library = config_cls.__module__.split(".")[0]
+                error.hint = f"`{section}` takes the fields of {library}.{config_cls.__name__}"
+            unknown.append(error)
     if unknown:
         raise unknown_keys(unknown, "config")
 
@@ -431,7 +464,7 @@ def check_section(
     """A free-form section (`trainer:`) checked against the library config class it is passed to: its keys against
     the class's init fields (`check_keys`), its values against their types (`check_types`). Returns those fields."""
     valid = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    check_keys(section, given, valid, top_level)
+    check_keys(section, given, valid, top_level, config_cls)
     check_types(section, given, config_cls)
     return valid
 
@@ -483,35 +516,21 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
             return items
         if origin in (bool, str, dict) and isinstance(value, origin):
             return value
-    expected = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    expected = " or ".join("None" if t is type(None) else getattr(t, "__name__", str(t)) for t in allowed)
     raise AlignkitError(
-        f"config: `{name}` must be {expected}, got {shown(value)}",
-        table_hint(value, f"fix `{name}` in the config or flags"),
+        f"config: `{name}` must be {expected}, got {shown(value)}", table_hint(value, fixed(name, value))
     )
 
 
-def shown(value: Any) -> str:
-    """`value` for a one-line error: its repr (cut at 200 characters), or its type where the repr spans lines (a
-    DataFrame's is a table)."""
-    text = repr(value)
-    if "\n" not in text:
-        return text if len(text) <= 200 else text[:200] + "..."
-    kind = type(value)
-    return f"a {kind.__module__.split('.')[0]} {kind.__name__}"
-
-
-def table_hint(value: Any, fix: str) -> str:
-    """`fix`, or for rows in memory (a pandas DataFrame, a `datasets` Dataset) how to save them as the file a run
-    reads and records (its sha256 in the manifest; `resume` reads it again)."""
-    library = type(value).__module__.split(".")[0]
-    saved = {
-        "pandas": "df.to_json('rows.jsonl', orient='records', lines=True)",
-        "datasets": "dataset.save_to_disk('rows') or dataset.to_json('rows.jsonl')",
-        "polars": "df.write_ndjson('rows.jsonl')",
-    }.get(library)
-    if saved is None:
-        return fix
-    return f"stages train from files: save the rows first ({saved}) and pass data={{'paths': [that path]}}"
+def fixed(name: str, value: Any) -> str:
+    """The fix for a value of the wrong type at config key `name` (`data.paths[0]`): in a Python call the keyword to
+    pass (a number given as text, as the number), else the config key or flag."""
+    if not from_python():
+        return f"fix `{name}` in the config or flags"
+    key, _, index = name.partition("[")
+    parsed = parse_value(value) if isinstance(value, str) else None
+    example = parsed if isinstance(parsed, int | float) and not isinstance(parsed, bool) else Placeholder("...")
+    return f"pass {option(key, [example] if index else example)}"
 
 
 def dataclass_type(hint: Any) -> type[Any] | None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from alignkit import runs
+from alignkit.errors import AlignkitError
 
 # metrics.jsonl keys plotted on the Runs page, by what they mean (TRL's names differ per trainer)
 CURVES = {
@@ -93,10 +96,14 @@ def lineage_dot(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def curves(run_dirs: list[str | Path]) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """{curve name: {run name: [(step, value)]}} from each run's metrics.jsonl, for the curves in `CURVES`."""
+def curves(
+    run_dirs: Sequence[str | Path], names: Sequence[str] | None = None
+) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """{curve name: {run label: [(step, value)]}} from each run's metrics.jsonl, for the curves in `CURVES` (or
+    `names`: those curves, or keys of metrics.jsonl such as `grad_norm`); runs are labelled by `run_labels`."""
+    wanted = {name: CURVES.get(name, (name,)) for name in names} if names is not None else CURVES
     found: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for run_dir in run_dirs:
+    for run_dir, label in zip(run_dirs, run_labels(run_dirs), strict=True):
         path = Path(run_dir) / "metrics.jsonl"
         if not path.is_file():
             continue
@@ -105,11 +112,22 @@ def curves(run_dirs: list[str | Path]) -> dict[str, dict[str, list[tuple[int, fl
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut off by a killed run
-            for name, keys in CURVES.items():
+            for name, keys in wanted.items():
                 key = next((k for k in keys if isinstance(row.get(k), int | float)), None)
                 if key is not None and row.get("step") is not None:
-                    found.setdefault(name, {}).setdefault(Path(run_dir).name, []).append((row["step"], row[key]))
+                    found.setdefault(name, {}).setdefault(label, []).append((row["step"], row[key]))
     return found
+
+
+def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
+    """Each run's name in a legend: its directory's name, with as many parent dirs as it takes to tell runs of one
+    name apart (`exp-a/sft`, `exp-b/sft`): two runs under one label would be drawn as one line."""
+    paths = [Path(run_dir).resolve() for run_dir in run_dirs]
+    for depth in range(1, max((len(path.parts) for path in paths), default=1)):
+        labels = ["/".join(path.parts[-depth:]) for path in paths]
+        if len(set(labels)) == len(set(paths)):
+            return labels
+    return [str(path) for path in paths]
 
 
 def eval_results(places: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
@@ -181,11 +199,23 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     return yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8")) or {}
 
 
-def plot_curves(run_dirs: list[str | Path], names: list[str] | None = None) -> Any:
-    """A matplotlib figure of the runs' logged curves (`CURVES`, or those in `names`), one panel per curve."""
+def plot_curves(run_dirs: str | Path | Sequence[str | Path], names: Sequence[str] | None = None) -> Any:
+    """A matplotlib figure of the runs' logged curves (`CURVES`, or those in `names`: curves or keys of the runs'
+    metrics.jsonl), one panel per curve. `run_dirs`: run directories (or `Run`s), or one."""
     import matplotlib.pyplot as plt
 
-    found = {name: per_run for name, per_run in curves(run_dirs).items() if names is None or name in names}
+    if isinstance(run_dirs, str | os.PathLike):
+        run_dirs = [run_dirs]
+    for run_dir in run_dirs:
+        if not Path(run_dir).is_dir():
+            raise AlignkitError(f"{run_dir}: does not exist", "pass a run directory (`alignkit runs` lists them)")
+    found = curves(run_dirs, names)
+    unknown = [name for name in names or [] if name not in CURVES and name not in found]
+    if unknown:  # a known curve these runs do not log (no validation split) is left out; a name no run logs is a typo
+        raise AlignkitError(
+            f"no curve {', '.join(map(repr, unknown))} in these runs",
+            f"curves: {', '.join(CURVES)}, or a key of their metrics.jsonl (e.g. 'grad_norm', 'learning_rate')",
+        )
     fig, axes = plt.subplots(1, max(1, len(found)), figsize=(4 * max(1, len(found)), 3), squeeze=False)
     for ax, (name, per_run) in zip(axes[0], found.items(), strict=False):
         for run_name, points in per_run.items():

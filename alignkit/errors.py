@@ -119,11 +119,13 @@ def running_command(flags: frozenset[str] | None) -> None:
 
 
 def python_api(function: F) -> F:
-    """Mark a function of the Python API (`alignkit.sft`, ...): its errors name fixes as its keywords."""
+    """Mark a function of the Python API (`alignkit.sft`, ...): its errors name fixes as its keywords, and its
+    arguments are checked against its annotations first (`check_arguments`)."""
 
     @functools.wraps(function)
     def called(*args: Any, **kwargs: Any) -> Any:
         with calling(function):
+            check_arguments(function, args, kwargs)
             return function(*args, **kwargs)
 
     return typing.cast("F", called)
@@ -195,3 +197,159 @@ def python_option(key: str, value: Any, sections: bool) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     return f"{keyword}={{{field!r}: {value!r}}}" if field else f"{keyword}={value!r}"
+
+
+def check_arguments(function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse, in one line naming the keyword, an argument of a Python API call that its annotation rules out (an int
+    for a path, a string for a list, rows in memory for a file) or a keyword it does not take: otherwise it fails deep
+    in pathlib or the generation loop, or a string given for a list is read one character at a time."""
+    import difflib
+    import inspect
+
+    name = function.__name__
+    signature = inspect.signature(function)
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        given = next((k for k in kwargs if k not in signature.parameters), None)
+        close = difflib.get_close_matches(given or "", list(signature.parameters), n=1, cutoff=0.6)
+        hint = f"did you mean `{close[0]}`?" if close else f"see help(alignkit.{name})"
+        raise AlignkitError(f"alignkit.{name}(): {first_line(exc)}", hint) from None
+    for key, value in bound.arguments.items():
+        parameter = signature.parameters[key]
+        if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+            continue  # a stage's config sections: load_config checks them
+        hint = annotation(function, parameter.annotation)
+        if hint is None or conforms(value, hint):
+            continue
+        raise AlignkitError(
+            f"alignkit.{name}(): `{key}` must be {described(hint)}, got {shown(value)}",
+            table_hint(value, suggestion(function, key, value, hint), key),
+        )
+
+
+def annotation(function: Callable[..., Any], hint: Any) -> Any:
+    """A parameter's annotation as a type, or None where it names what only exists for type checkers."""
+    import collections.abc
+    import inspect
+    from pathlib import Path
+
+    if hint is inspect.Parameter.empty:
+        return None
+    if not isinstance(hint, str):
+        return hint
+    names = {"Path": Path, "Any": Any, "Sequence": collections.abc.Sequence}
+    try:
+        return eval(hint, {**getattr(function, "__globals__", {}), **names})
+    except (NameError, AttributeError, TypeError, SyntaxError):
+        return None
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether `value` passes for `hint`: paths as str or os.PathLike (a `Run` too), ints for floats, any sequence
+    for a list (not a str), any mapping for a dict (its items are the function's to check)."""
+    import collections.abc
+    import numbers
+    import types
+
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, option) for option in arguments)
+    if hint is None or hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str or (isinstance(hint, type) and issubclass(hint, os.PathLike)):
+        return isinstance(value, str | os.PathLike)
+    if origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and arguments and arguments[-1] is not Ellipsis:
+            return len(value) == len(arguments) and all(map(conforms, value, arguments))
+        return not arguments or all(conforms(item, arguments[0]) for item in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, collections.abc.Mapping)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def described(hint: Any) -> str:
+    """`hint` in words: `a path (str or Path) or None`, `an int`, `a list of paths (str or Path)`."""
+    import types
+
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        paths = {str, *(a for a in arguments if isinstance(a, type) and issubclass(a, os.PathLike))}
+        rest = [a for a in arguments if a not in paths] if len(paths) > 1 else list(arguments)
+        words = (["a path (str or Path)"] if len(paths) > 1 else []) + [described(a) for a in rest]
+        return " or ".join(words)
+    if hint is None or hint is type(None):
+        return "None"
+    if origin is tuple:
+        return f"a tuple ({', '.join(getattr(a, '__name__', str(a)) for a in arguments)})"
+    if origin is list or getattr(origin, "__name__", "") == "Sequence":
+        inner = described(arguments[0]).removeprefix("a ").removeprefix("an ") if arguments else "item"
+        return f"a list of {inner.replace(' ', 's ', 1) if ' ' in inner else inner + 's'}"
+    kind = getattr(origin or hint, "__name__", str(hint))
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def suggestion(function: Callable[..., Any], key: str, value: Any, hint: Any) -> str:
+    """The call spelled right where it can be guessed: one path in a list, a number given as text as the number, a
+    stage's config mapping as its keywords; else the function's help."""
+    import collections.abc
+
+    if key == "config" and isinstance(value, collections.abc.Mapping) and takes_sections(function):
+        return f"pass its sections as keywords: alignkit.{function.__name__}(**config)"
+    if conforms([value], hint) and len(shown(value)) < 120:
+        item = os.fspath(value) if isinstance(value, os.PathLike) else value
+        return f"pass a list: {python_option(key, [item], sections=False)}"
+    if isinstance(value, str):
+        for number in (int, float):
+            try:
+                converted = number(value)
+            except ValueError:
+                continue
+            if conforms(converted, hint):
+                return f"pass the number: {python_option(key, converted, sections=False)}"
+    return f"see help(alignkit.{function.__name__})"
+
+
+def shown(value: Any) -> str:
+    """`value` for a one-line error: its repr (cut at 200 characters), or its type where the repr spans lines (a
+    DataFrame's is a table)."""
+    text = repr(value)
+    if "\n" not in text:
+        return text if len(text) <= 200 else text[:200] + "..."
+    kind = type(value)
+    return f"a {kind.__module__.split('.')[0]} {kind.__name__}"
+
+
+# The options that name files of rows: rows in memory given there (a list of dicts) are to be saved to one.
+ROW_KEYS = frozenset({"data.paths", "prompts", "candidates_file", "answer_key", "general"})
+
+
+def table_hint(value: Any, fix: str, key: str = "data.paths") -> str:
+    """`fix`, or for rows in memory (a pandas DataFrame, a `datasets` Dataset, a list of dicts) how to save them as
+    the file a run reads and records (its sha256 in the manifest; `resume` reads it again), passed as `key`."""
+    library = type(value).__module__.split(".")[0]
+    saved = {
+        "pandas": "df.to_json('rows.jsonl', orient='records', lines=True)",
+        "datasets": "dataset.to_json('rows.jsonl')",
+        "polars": "df.write_ndjson('rows.jsonl')",
+    }.get(library)
+    rows = [value] if isinstance(value, dict) else value if isinstance(value, list | tuple) else None
+    if saved is None and key in ROW_KEYS and from_python() and rows and all(isinstance(row, dict) for row in rows):
+        saved = "datasets.Dataset.from_list(rows).to_json('rows.jsonl')"
+    if saved is None and key == "prompts" and from_python() and rows and all(isinstance(row, str) for row in rows):
+        saved = "datasets.Dataset.from_dict({'prompt': prompts}).to_json('rows.jsonl')"
+    if saved is None:
+        return fix
+    path = Placeholder("'rows.jsonl'" if from_python() else "rows.jsonl")
+    that = option(key, [path] if key == "data.paths" else path)
+    return f"alignkit reads rows from files: save them first ({saved}) and pass {that}"

@@ -18,7 +18,7 @@ from typing import Any
 from alignkit import data, distributed, hardware, lineage, models, runs, training
 from alignkit.config import EMBEDDED_MODEL, TrainStageConfig
 from alignkit.data import preferences
-from alignkit.errors import AlignkitError, first_line, option
+from alignkit.errors import AlignkitError, command, first_line, option
 
 Rows = list[dict[str, Any]]
 
@@ -155,6 +155,11 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
         if distributed.is_main():
             ended = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             plan.run.update_manifest(status=ended, error=first_line(error) if ended == "failed" else None)
+        if isinstance(error, KeyboardInterrupt):  # Jupyter shows the note under the interrupted cell's traceback
+            last = plan.run.last_checkpoint()
+            kept = f"its last checkpoint ({Path(last).name})" if last else "no checkpoint yet"
+            resume = command(recipe.stage, resume=True, out=plan.run.path)
+            error.add_note(f"alignkit: {plan.run.path} interrupted, {kept} kept; continue it with {resume}")
         raise
     finally:  # the run's log.txt takes nothing of what the process does next (another stage, chatting with it)
         runs.detach_log(plan.run)

@@ -29,7 +29,7 @@ import yaml
 
 from alignkit import distributed, logs, models
 from alignkit.config import RUN_KEYS, ModelConfig, to_yaml
-from alignkit.errors import AlignkitError, command, first_line, option
+from alignkit.errors import AlignkitError, command, first_line, option, shown
 from alignkit.paths import check_replaceable, known_sha256, saved_split
 
 TRACKED_PACKAGES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
@@ -499,6 +499,8 @@ def check_reward_run(run: Run) -> None:
 
 def open_run(path: str | Path, require_complete: bool = True) -> Run:
     """A run directory given by the user (`--from`), checked for being a finished run."""
+    if not isinstance(path, str | os.PathLike):
+        raise AlignkitError(f"{shown(path)}: not a run directory", "pass its path (a str, a Path or a Run)")
     run = Run(Path(path))
     if not run.path.exists():
         raise AlignkitError(f"{run.path}: does not exist", "pass a run directory (`alignkit runs` lists them)")

@@ -475,7 +475,7 @@ def test_dpo_on_a_dpo_run_replaces_the_adapter_chain(dpo_result, data_dir, tmp_p
         ({"trainer": {"loss_type": "simpo"}}, "set `method: simpo`"),
         ({"trainer": {"loss_type": "sigmoidd"}}, "unknown trainer.loss_type 'sigmoidd'"),
         ({"method": "kto", "trainer": {"per_device_train_batch_size": 1}}, "KTO needs"),
-        ({"trainer": {"betta": 0.1}}, "did you mean `trainer.beta`"),
+        ({"trainer": {"betta": 0.1}}, "did you mean trainer={'beta': ...}?"),
         ({"method": "simpo", "trainer": {"loss_type": "ipo"}}, "would train CPO's ipo loss, not SimPO"),
     ],
     ids=["no-parent", "unknown-method", "simpo-as-loss", "unknown-loss", "kto-batch-of-one", "typo", "simpo-not-simpo"],

@@ -3,6 +3,7 @@ objects the stage functions take."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import alignkit
 import datasets
 from alignkit import AlignkitError
 from alignkit.config import RLStageConfig, SFTStageConfig, load_config, to_yaml
-from alignkit.lineage import load_scorer
+from alignkit.lineage import load_run_model, load_scorer
 from alignkit.runs import Run
 from tests.conftest import CHAT_ROWS, write_jsonl
 
@@ -72,7 +73,96 @@ def test_an_unknown_keyword_argument_is_named_as_an_argument_not_as_the_command_
     with pytest.raises(AlignkitError) as refused:
         alignkit.sft(data={"paths": [chat_file]}, out=tmp_path / "run", learning_rate=1e-4)
     assert refused.value.message.startswith("arguments: unknown config key `learning_rate`")
-    assert "trainer.learning_rate" in str(refused.value) and not (tmp_path / "run").exists()
+    assert "trainer={'learning_rate': ...}" in str(refused.value) and not (tmp_path / "run").exists()
+
+
+# (a call with an argument its annotation rules out, what the one line must name: the keyword and the fix)
+WRONG_TYPES = {
+    "int-for-a-run": (lambda tmp, chats: alignkit.chat("Hi?", run=3), ["`run` must be a path (str or Path)", "got 3"]),
+    "int-for-a-run-to-open": (lambda tmp, chats: alignkit.open_run(5), ["`path` must be a path", "got 5"]),
+    "int-for-a-run-to-load": (
+        lambda tmp, chats: load_run_model(5),
+        ["5: not a run directory", "a str, a Path or a Run"],
+    ),
+    "number-as-text": (
+        lambda tmp, chats: alignkit.candidates("p.jsonl", tmp / "c.jsonl", n="3"),
+        ["`n` must be an int", "n=3"],
+    ),
+    "one-run-for-a-list": (
+        lambda tmp, chats: alignkit.evaluate_runs("runs/sft", out=tmp / "eval"),
+        ["`runs` must be a list of paths", "pass a list: runs=['runs/sft']"],
+    ),
+    "one-override-for-a-list": (
+        lambda tmp, chats: alignkit.sft(overrides="trainer.max_steps=5", out=tmp / "run"),
+        ["`overrides` must be a list", "overrides=['trainer.max_steps=5']"],
+    ),
+    "config-as-a-dict": (
+        lambda tmp, chats: alignkit.sft({"trainer": {"max_steps": 5}}, out=tmp / "run"),
+        ["`config` must be a path (str or Path) or None", "alignkit.sft(**config)"],
+    ),
+    "prompts-in-memory": (
+        lambda tmp, chats: alignkit.candidates(["What is 2 plus 2?"], tmp / "c.jsonl"),
+        ["`prompts` must be a path", "save them first", "prompts='rows.jsonl'"],
+    ),
+    "pairs-in-memory": (
+        lambda tmp, chats: alignkit.dpo(
+            data={"paths": [{"prompt": "Hi?", "chosen": "Hi.", "rejected": "No."}]}, out=tmp / "run"
+        ),
+        [
+            "`data.paths[0]` must be str",
+            "Dataset.from_list(rows).to_json('rows.jsonl')",
+            "data={'paths': ['rows.jsonl']}",
+        ],
+    ),
+    "data-as-one-path": (
+        lambda tmp, chats: alignkit.sft(data="chats.jsonl", out=tmp / "run"),
+        ["`data` must be a mapping", "pass it as data={'paths': ['chats.jsonl']}"],
+    ),
+    "model-as-its-name": (
+        lambda tmp, chats: alignkit.sft(model="org/model", out=tmp / "run"),
+        ["`model` must be a mapping", "pass it as model={'name': 'org/model'}"],
+    ),
+    "text-for-a-trainer-number": (
+        lambda tmp, chats: alignkit.sft(data={"paths": [chats]}, trainer={"max_steps": "5"}, out=tmp / "run"),
+        ["`trainer.max_steps` must be int", "pass trainer={'max_steps': 5}"],
+    ),
+    "misspelled-keyword": (
+        lambda tmp, chats: alignkit.candidates("p.jsonl", tmp / "c.jsonl", tempreature=0.5),
+        ["unexpected keyword argument 'tempreature'", "did you mean `temperature`?"],
+    ),
+}
+
+
+@pytest.mark.parametrize(("call", "named"), WRONG_TYPES.values(), ids=WRONG_TYPES)
+def test_an_argument_of_the_wrong_type_is_refused_in_one_line_naming_the_keyword(call, named, chat_file, tmp_path):
+    """An int for a path failed in pathlib, a string for a list was read a character at a time ('n: does not
+    exist'), text for a number failed mid-generation: each a TypeError's traceback from inside, or a wrong message."""
+    with pytest.raises(AlignkitError) as refused:
+        call(tmp_path, chat_file)
+    line = str(refused.value)
+    assert "\n" not in line and all(part in line for part in named), line
+    assert [path.name for path in tmp_path.iterdir()] == [chat_file.name]
+
+
+# (a misspelled or shorthand key in a stage's keywords, the fix as the call writes it)
+MISSPELLED = {
+    "section-key": ({"trainer": {"max_step": 5}}, "did you mean trainer={'max_steps': ...}?"),
+    "top-level-key": ({"lerning_rate": 1e-4}, "did you mean trainer={'learning_rate': ...}?"),
+    "lr": ({"trainer": {"lr": 1e-4}}, "did you mean trainer={'learning_rate': ...}?"),
+    "epochs": ({"epochs": 2}, "did you mean trainer={'num_train_epochs': ...}?"),
+    "batch-size": ({"trainer": {"batch_size": 2}}, "did you mean trainer={'per_device_train_batch_size': ...}?"),
+    "lora-rank": ({"peft": {"rank": 8}}, "did you mean peft={'r': ...}?"),
+    "no-near-key": ({"trainer": {"zzzz": 1}}, "`trainer` takes the fields of trl.SFTConfig"),
+}
+
+
+@pytest.mark.parametrize(("sections", "fix"), MISSPELLED.values(), ids=MISSPELLED)
+def test_a_misspelled_key_is_corrected_in_the_calls_own_keywords(sections, fix, chat_file, tmp_path):
+    """A notebook was told `did you mean trainer.max_steps`, `epochs` was sent to `data.paths`, `batch_size` to
+    `auto_find_batch_size`, `rank` to `rank_pattern`, and a key near none listed all 150 fields of TRL's config."""
+    with pytest.raises(AlignkitError) as refused:
+        alignkit.sft(data={"paths": [chat_file]}, out=tmp_path / "run", **sections)
+    assert refused.value.hint == fix and not (tmp_path / "run").exists()
 
 
 @pytest.fixture(scope="module")
@@ -373,3 +463,87 @@ def test_the_fixes_a_moved_run_names_in_python_work_when_pasted(tiny_model, tmp_
     shutil.move(tmp_path / "moved.again", tmp_path / "moved.third")  # not where `candidates` was told
     runs_gone = python_error(alignkit.evaluate_runs, [run_dir], out=tmp_path / "eval", limit=1)
     assert "model=" not in runs_gone and "set ALIGNKIT_MODEL_PATH=NEW_PATH (" in runs_gone
+
+
+def test_curves_of_two_runs_of_one_name_are_two_lines_and_a_misspelled_curve_is_refused(sft_run, tmp_path):
+    """Comparing the `sft` run of two experiments drew one zigzag line labelled `sft` (both runs' points under one
+    name); `plot_curves("runs/sft")` read the path a character at a time, and `["los"]`, like it, drew empty axes."""
+    import shutil
+
+    import matplotlib
+
+    from alignkit.dashboard import plot_curves
+
+    matplotlib.use("Agg")
+    first, second = (Path(shutil.copytree(sft_run.path, tmp_path / name / "sft")) for name in ("exp-a", "exp-b"))
+    with (second / "metrics.jsonl").open("a") as metrics:
+        metrics.write('{"step": 3, "loss": 0.5}\n')
+    (loss,) = plot_curves([first, alignkit.open_run(second)], ["loss"]).axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in loss.get_lines()}
+    assert set(lines) == {"exp-a/sft", "exp-b/sft"} and lines["exp-b/sft"] == [*lines["exp-a/sft"], 0.5]
+    (alone,) = plot_curves(str(first), ["loss"]).axes
+    assert [line.get_label() for line in alone.get_lines()] == ["sft"]
+    (grad_norm,) = plot_curves([first], ["grad_norm"]).axes  # a key of metrics.jsonl, not one of the named curves
+    assert len(grad_norm.get_lines()[0].get_ydata()) == 2
+    with pytest.raises(AlignkitError, match=r"no curve 'los' in these runs \(curves: loss, validation loss"):
+        plot_curves([first], ["loss", "los"])
+
+
+def test_an_interrupted_training_call_says_how_to_resume_it_in_python(tiny_model, chat_file, tmp_path):
+    """A notebook's interrupted `alignkit.sft(...)` cell showed torch's frames and `KeyboardInterrupt`, nothing about
+    the run it left: now the note under the traceback names its checkpoint and the call that continues it."""
+    import os
+    import signal
+    import threading
+
+    out = tmp_path / "sft"
+    first_save = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+
+    def press_ctrl_c() -> None:  # as Jupyter's interrupt does: SIGINT to the kernel, once training has saved
+        while not first_save.exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    trainer = {"max_steps": 500, "save_steps": 2, "eval_steps": 2, "per_device_train_batch_size": 4}
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        alignkit.sft(data={"paths": [chat_file]}, model={"name": tiny_model}, trainer=trainer, out=out)
+    (note,) = interrupted.value.__notes__
+    call = f"alignkit.sft(resume=True, out={str(out)!r})"
+    assert note.startswith(f"alignkit: {out} interrupted, its last checkpoint (checkpoint-") and note.endswith(call)
+    step = int(Run(out).last_checkpoint().rsplit("-", 1)[-1])
+    resumed = eval(
+        call.replace("resume=True", f"resume=True, trainer={{'max_steps': {step + 1}}}"), {"alignkit": alignkit}
+    )
+    assert resumed.complete and resumed.metrics["resumed_from"] == f"checkpoints/checkpoint-{step}"
+
+
+def test_a_training_cell_on_a_cpu_shows_no_pin_memory_warning(tiny_model, chat_file, tmp_path):
+    """Every training cell on a machine without a GPU printed torch's "'pin_memory' argument is set as true but no
+    accelerator is found" once per dataloader (training, validation, final evaluation): TrainingArguments' default."""
+    (cell,) = run_cells(
+        "import alignkit\n"
+        f"run = alignkit.sft(data={{'paths': [{str(chat_file)!r}]}}, model={{'name': {tiny_model!r}}}, "
+        "trainer={'max_steps': 1, 'per_device_train_batch_size': 4}, out='run')\n"
+        "print(run.status)",
+        cwd=tmp_path,
+    )
+    printed = "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
+    assert "complete" in printed and "pin_memory" not in printed, printed
+
+
+def test_import_alignkit_is_quiet_and_light_and_reaches_its_submodules_as_the_docs_name_them():
+    """`alignkit.lineage.load_run_model(run.path)` (the package's docstring) was an AttributeError in a fresh kernel:
+    `import alignkit` imports no submodule, and only an earlier call had imported lineage."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, alignkit\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'peft') if m in sys.modules)\n"
+        "print(heavy, callable(alignkit.lineage.load_run_model), callable(alignkit.dashboard.plot_curves))\n"
+        "try:\n    alignkit.no_such_module\nexcept AttributeError as exc:\n    print(exc)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.splitlines() == ["[] True True", "module 'alignkit' has no attribute 'no_such_module'"]

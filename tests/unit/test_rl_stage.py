@@ -261,7 +261,7 @@ def test_completions_are_sampled_for_several_steps_unless_too_few_or_the_user_si
         ({"method": "ppo", "rewards": ["concise"]}, "unknown rl method `ppo`"),
         ({"rewards": ["concise"], "peft": {"method": "full"}}, "peft.method=full and trainer.beta > 0"),
         ({"rewards": ["concise"], "trainer": {"num_generations": 3, "steps_per_generation": 1}}, "divisible by num_"),
-        ({"rewards": ["concise"], "trainer": {"num_generation": 3}}, "did you mean `trainer.num_generations`"),
+        ({"rewards": ["concise"], "trainer": {"num_generation": 3}}, "did you mean trainer={'num_generations': ...}"),
     ],
     ids=[
         "no-parent",
