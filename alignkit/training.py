@@ -64,7 +64,21 @@ def resolve_resume(stage: str, cfg: Any) -> tuple[Any, ResumeChanges]:
         given = cfg.trainer.get(key, defaults.get(key))
         if given != defaults.get(key) and given != resumed.trainer.get(key):
             resumed.trainer[key] = changes.trainer[key] = given
+    check_not_past(run, changes.trainer.get("max_steps"))
     return resumed, changes
+
+
+def check_not_past(run: runs.Run, max_steps: int | None) -> None:
+    """A resume given a `max_steps` its run has already trained past is refused: the trainer would stop at once and
+    record the run `complete` at its checkpoint's step, more steps than it was told."""
+    last = run.last_checkpoint()
+    done = runs.checkpoint_step(Path(last)) if last else 0
+    if isinstance(max_steps, int) and 0 < max_steps < done:
+        raise AlignkitError(
+            f"{run.path}: its last checkpoint is at step {done}, past {option('trainer.max_steps', max_steps)}",
+            f"resume with {option('trainer.max_steps', done)} or more (or without it, to its own length), or start "
+            f"over: {option('overwrite', True)} without {option('resume', True)}",
+        )
 
 
 def relocated_data(given: Any, resumed: Any, run: runs.Run, changes: ResumeChanges) -> Any:

@@ -297,6 +297,15 @@ def test_a_run_resumed_with_a_new_length_records_it_in_its_config_and_manifest(t
     out = tmp_path / "run"
     killed_in_the_step_20_save(out, chat_file, tiny_model)
     before = yaml.safe_load((out / "config.yaml").read_text())
+    # a length the run has trained past: it was recorded `complete` at its checkpoint's step, past the length given
+    last = runs.checkpoint_step(Path(runs.Run(out).last_checkpoint()))
+    shorter = run_cli("sft", "--resume", "--out", str(out), "--max-steps", str(last - 5))
+    assert_one_line_error(
+        shorter.returncode,
+        shorter.stderr,
+        [f"its last checkpoint is at step {last}, past --max-steps {last - 5}", f"with --max-steps {last} or more"],
+    )
+    assert yaml.safe_load((out / "config.yaml").read_text()) == before and not runs.Run(out).complete
     result = run_cli("sft", "--resume", "--out", str(out), "--max-steps", "25")
     assert result.returncode == 0, result.stderr[-2000:]
     run = runs.Run(out)
