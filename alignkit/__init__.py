@@ -122,11 +122,14 @@ def open_run(path: str | Path) -> Run:
 
 
 @python_api
-def list_runs(runs_dir: str | Path = "runs") -> list[Run]:
-    """Every run directory under `runs_dir`, oldest first."""
+def list_runs(runs_dir: str | Path | None = None) -> list[Run]:
+    """Every run directory under `runs_dir` (default `runs`, where a missing one only means no run yet), oldest
+    first; a `runs_dir` given that does not exist is refused (a typo is not "no runs")."""
     from alignkit import runs
 
-    return runs.list_runs(Path(runs_dir))
+    if runs_dir is not None and not Path(runs_dir).expanduser().is_dir():
+        raise AlignkitError(f"runs_dir={str(runs_dir)!r}: no such directory", "pass the folder your runs are in")
+    return runs.list_runs(Path(runs_dir or "runs").expanduser())
 
 
 _chat_models: ModelPool | None = None

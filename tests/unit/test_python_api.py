@@ -376,6 +376,12 @@ SAME_BAD_CALL = {
         "dtype='fp64' is not one of auto, fp32, bf16, fp16 (pass one of them)",
         "--dtype fp64 is not one of auto, fp32, bf16, fp16 — fix: pass one of them",
     ),
+    "runs-dir-missing": (
+        lambda data, tmp: alignkit.list_runs(tmp / "nope"),
+        lambda data, tmp: ["runs", "--dir", tmp / "nope"],
+        "nope': no such directory (pass the folder your runs are in)",
+        "nope: no such directory — fix: pass the folder your runs are in",
+    ),
     "agreement-not-a-share": (
         lambda data, tmp: alignkit.pull("round-1", tmp / "pairs.jsonl", min_agreement=1.5),
         lambda data, tmp: [
