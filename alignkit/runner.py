@@ -9,8 +9,9 @@ a stage refused while it loads the model leaves none behind (`Run.removed_if_ref
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,21 +178,32 @@ def load_data(recipe: Recipe, cfg: Any) -> tuple[Any, Rows, list[str], str]:
     return recipe.load_stream(cfg)
 
 
-def preparing(rows: int) -> Any:
+@contextlib.contextmanager
+def preparing(rows: int) -> Iterator[None]:
     """A spinner with the time so far while the rows are rendered and TRL tokenizes (and packs) them: over a minute
-    on a file of tens of MB, with no bar of its own (the CLI turns datasets' bars off). Gone once training starts;
-    nothing is drawn where stderr is not a terminal, nor by the other processes of a distributed run."""
-    import contextlib
-
+    on a file of tens of MB. Gone once training starts; nothing is drawn where stderr is not a terminal, nor by the
+    other processes of a distributed run. It stands for datasets' bars, one per map/filter step (eight in a notebook
+    cell), which are off meanwhile unless the user set HF_DATASETS_DISABLE_PROGRESS_BARS (the CLI turns them off)."""
+    from datasets.config import HF_DATASETS_DISABLE_PROGRESS_BARS
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    if not distributed.is_main():
-        return contextlib.nullcontext()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    progress = Progress(*columns, console=Console(stderr=True), transient=True)
-    progress.add_task(f"preparing {rows:,} rows for training (tokenizing)", total=None)
-    return progress
+    from datasets import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    hide_bars = HF_DATASETS_DISABLE_PROGRESS_BARS is None and not are_progress_bars_disabled()
+    if hide_bars:
+        disable_progress_bars()
+    try:
+        if not distributed.is_main():
+            yield
+            return
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+            progress.add_task(f"preparing {rows:,} rows for training (tokenizing)", total=None)
+            yield
+    finally:
+        if hide_bars:
+            enable_progress_bars()
 
 
 def build_with_adapter(recipe: Recipe, plan: Plan) -> Any:

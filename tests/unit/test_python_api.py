@@ -526,16 +526,20 @@ def test_an_interrupted_training_call_says_how_to_resume_it_in_python(tiny_model
 
 def test_a_training_cell_on_a_cpu_shows_no_pin_memory_warning(tiny_model, chat_file, tmp_path):
     """Every training cell on a machine without a GPU printed torch's "'pin_memory' argument is set as true but no
-    accelerator is found" once per dataloader (training, validation, final evaluation): TrainingArguments' default."""
+    accelerator is found" once per dataloader (training, validation, final evaluation): TrainingArguments' default.
+    It also showed one datasets bar per map/filter step of TRL's preparation ("Tokenizing train dataset", ...)."""
     (cell,) = run_cells(
-        "import alignkit\n"
+        "import alignkit, datasets\n"
         f"run = alignkit.sft(data={{'paths': [{str(chat_file)!r}]}}, model={{'name': {tiny_model!r}}}, "
         "trainer={'max_steps': 1, 'per_device_train_batch_size': 4}, out='run')\n"
-        "print(run.status)",
+        "print(run.status, datasets.is_progress_bar_enabled())",
         cwd=tmp_path,
     )
-    printed = "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
-    assert "complete" in printed and "pin_memory" not in printed, printed
+    shown = "".join(
+        output.get("text", "") + str(output.get("data", {}).get("text/plain", "")) for output in cell.outputs
+    )
+    assert "complete True" in shown and "pin_memory" not in shown, shown  # the user's datasets bars are back after
+    assert "Tokenizing" not in shown and "dataset" not in shown, shown
 
 
 def test_import_alignkit_is_quiet_and_light_and_reaches_its_submodules_as_the_docs_name_them():
