@@ -68,3 +68,10 @@ def sign_in(page: Any, url: str, username: str, password: str) -> None:
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password", exact=True).fill(password)
     page.keyboard.press("Enter")
+
+
+def press_key(page: Any, key: str) -> None:
+    """Press `key` once the app has finished its rerun: Streamlit's button shortcuts listen on the rendered buttons,
+    and a key pressed while the script still runs can be lost (CI once lost an Enter after a choice had rendered)."""
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
+    page.keyboard.press(key)

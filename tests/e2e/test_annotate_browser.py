@@ -15,7 +15,7 @@ from alignkit.errors import AlignkitError
 from alignkit.feedback import annotation, client, ordering, push
 from alignkit.feedback import argilla_schema as schema
 from alignkit.jsonl import write_jsonl
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import press_key, sign_in
 
 pytestmark = pytest.mark.filterwarnings("ignore:.* not found:UserWarning")  # the SDK's lookups before creating
 ANNOTATOR, PASSWORD = "e2e-rater", "e2e-rater-password"
@@ -85,11 +85,11 @@ def test_annotator_rates_three_records_by_keyboard_and_argilla_stores_exactly_th
     def choose(key: str, label: str) -> None:
         button = fresh.get_by_role("button", name=label)
         button.wait_for()  # its shortcut listens once it is on the page
-        page.keyboard.press(key)
+        press_key(page, key)
         expect(button).to_have_attribute("data-testid", "stBaseButton-primary")
 
     def submitted(count: int, next_prompt: str) -> None:
-        page.keyboard.press("Enter")
+        press_key(page, "Enter")
         page.get_by_text(f"{count} submitted").wait_for()
         page.get_by_text(next_prompt, exact=True).wait_for()
 
@@ -104,7 +104,7 @@ def test_annotator_rates_three_records_by_keyboard_and_argilla_stores_exactly_th
     choose("t", "Tie")
     page.get_by_label("Why? (optional)").focus()
     page.keyboard.type("1 2 s t: both fine")  # shortcuts must not fire while typing
-    page.keyboard.press("Tab")  # out of the text field (to the first choice): Enter is Submit again
+    press_key(page, "Tab")  # out of the text field (to the first choice): Enter is Submit again
     submitted(3, order[3])
     page.screenshot(path=str(artifacts / "annotate.png"))
 
@@ -138,14 +138,14 @@ def test_annotator_goes_back_to_change_a_rating_and_a_skip_and_argilla_keeps_onl
         fresh.get_by_role("button", name="Tie").wait_for()  # its shortcuts listen once the buttons are there
 
     def press(key: str, then: str) -> None:
-        page.keyboard.press(key)
+        press_key(page, key)
         fresh.get_by_text(then).first.wait_for()
 
     def chosen(button: str) -> None:
         expect(fresh.get_by_role("button", name=button)).to_have_attribute("data-testid", "stBaseButton-primary")
 
     on_screen(order[0])
-    page.keyboard.press("1")
+    press_key(page, "1")
     chosen("Response 1 is better")
     press("Enter", "1 submitted")
     on_screen(order[1])
@@ -154,7 +154,7 @@ def test_annotator_goes_back_to_change_a_rating_and_a_skip_and_argilla_keeps_onl
 
     press("b", "You answered this record before")
     on_screen(order[1])
-    page.keyboard.press("2")
+    press_key(page, "2")
     chosen("Response 2 is better")
     press("Enter", "2 submitted")
     on_screen(order[2])
@@ -165,9 +165,9 @@ def test_annotator_goes_back_to_change_a_rating_and_a_skip_and_argilla_keeps_onl
     press("b", "You answered this record before")
     on_screen(order[0])
     chosen("Response 1 is better")  # the answer given, selected
-    page.keyboard.press("t")
+    press_key(page, "t")
     chosen("Tie")
-    page.keyboard.press("Enter")
+    press_key(page, "Enter")
     on_screen(order[2])
 
     stored = stored_answers(owner, "e2e-back", "e2e-back")
@@ -199,11 +199,11 @@ def test_after_picking_a_dataset_the_keyboard_rates_at_once(owner, annotate_app,
     page.get_by_role("option", name="e2e-switch-b").click()
     fresh.get_by_text("Second round: " + by_priority()[0], exact=True).wait_for()
     fresh.get_by_role("button", name="Tie").wait_for()
-    page.keyboard.press("1")
+    press_key(page, "1")
     expect(fresh.get_by_role("button", name="Response 1 is better")).to_have_attribute(
         "data-testid", "stBaseButton-primary"
     )
-    page.keyboard.press("Enter")
+    press_key(page, "Enter")
     fresh.get_by_text("1 submitted").wait_for()
     stored = stored_answers(owner, "e2e-switch-b", "e2e-switch")
     assert [s["responses"][0][2] for s in stored.values() if s["responses"]] == [{schema.PREFERENCE: "1"}]
@@ -278,10 +278,10 @@ def test_annotator_ranks_four_candidates_by_keyboard_with_a_tie_and_an_undo(
         page.get_by_role("button", name="Response 4 next").wait_for()  # shortcuts listen once the buttons are there
         for key in keys.split():
             placed = line.inner_text()
-            page.keyboard.press(key)
+            press_key(page, key)
             expect(line).not_to_have_text(placed)  # each key changed it
         expect(line).to_have_text(f"Ranking: {SHOWN[prompt_text]}")  # what the annotator sees before submitting
-        page.keyboard.press("Enter")
+        press_key(page, "Enter")
         page.get_by_text(f"{done} submitted").wait_for()
         seconds.append(time.monotonic() - started)
     page.screenshot(path=str(artifacts / "annotate-ranking.png"))
@@ -338,11 +338,11 @@ def test_on_a_long_record_the_choices_and_submit_stay_in_the_window_wherever_it_
                 assert button.evaluate(LABEL_FITS), f"label cut at {width}px"
         page.screenshot(path=str(artifacts / f"annotate-long-{width}.png"))
 
-    page.keyboard.press("2")
+    press_key(page, "2")
     expect(fresh.get_by_role("button", name="Response 2 is better")).to_have_attribute(
         "data-testid", "stBaseButton-primary"
     )
-    page.keyboard.press("Enter")
+    press_key(page, "Enter")
     fresh.get_by_text("1 submitted").wait_for()
     stored = stored_answers(owner, "e2e-long", "e2e-long")
     assert [s["responses"] for s in stored.values() if s["responses"]] == [

@@ -13,7 +13,7 @@ import pytest
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback import client, pull, push
 from alignkit.jsonl import write_jsonl
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import press_key, sign_in
 
 pytestmark = pytest.mark.filterwarnings("ignore:.* not found:UserWarning")  # the SDK's lookups before creating
 ANNOTATOR, PASSWORD, WORKSPACE = "e2e-reviewer", "e2e-reviewer-password", "e2e-review"
@@ -81,30 +81,30 @@ def test_reviewer_accepts_edits_rejects_drafts_and_goes_back_and_pull_gives_the_
             expect(fresh.get_by_role("button", name=button)).to_have_attribute("data-testid", f"stBaseButton-{kind}")
 
     def press(key: str, then: str) -> None:
-        page.keyboard.press(key)
+        press_key(page, key)
         fresh.get_by_text(then).first.wait_for()
 
     on_screen(REVIEWED[0][0])
     expect(edit_box).to_have_value(REVIEWED[0][1])  # the edit box starts with the response
-    page.keyboard.press("a")
+    press_key(page, "a")
     chosen("Accept")
     press("Enter", "1 submitted")
 
     on_screen(REVIEWED[1][0])  # accept, then edit
-    page.keyboard.press("a")
+    press_key(page, "a")
     chosen("Accept")
     edit_box.click()
-    page.keyboard.press("ControlOrMeta+a")
+    press_key(page, "ControlOrMeta+a")
     page.keyboard.type(TYPED)
     expect(edit_box).to_have_value(TYPED)
     chosen("Accept")  # typing in the box chose nothing, submitted nothing, saved no draft
     expect(fresh.get_by_text("1 submitted · 0 drafts · 0 skipped")).to_have_count(1)
-    page.keyboard.press("Tab")  # out of the box, to Submit
+    press_key(page, "Tab")  # out of the box, to Submit
     press("Enter", "2 submitted")
 
     on_screen(REVIEWED[2][0])
     expect(edit_box).to_have_value(REVIEWED[2][1])  # not the edit typed on the record before
-    page.keyboard.press("x")
+    press_key(page, "x")
     chosen("Reject")
     press("Enter", "3 submitted")
 
@@ -118,26 +118,26 @@ def test_reviewer_accepts_edits_rejects_drafts_and_goes_back_and_pull_gives_the_
     assert "monospace" in edit_box.evaluate("box => getComputedStyle(box).fontFamily")  # code keeps its columns
     page.screenshot(path=str(artifacts / "annotate-review-long.png"))
     edit_box.click()
-    page.keyboard.press("ControlOrMeta+End")
+    press_key(page, "ControlOrMeta+End")
     page.keyboard.type(ADDED)
-    page.keyboard.press("Tab")
-    page.keyboard.press("Enter")  # no verdict yet: told so where the annotator is looking, nothing stored, edit kept
+    press_key(page, "Tab")
+    press_key(page, "Enter")  # no verdict yet: told so where the annotator is looking, nothing stored, edit kept
     expect(fresh.get_by_text("accept or reject the response first")).to_be_in_viewport()
     expect(fresh.get_by_text("3 submitted")).to_have_count(1)
     expect(edit_box).to_have_value(LONG + ADDED)
-    page.keyboard.press("a")
+    press_key(page, "a")
     chosen("Accept")
     press("d", "1 drafts")  # saved as a draft: it comes back once the rest is done
 
     on_screen(REVIEWED[4][0])
-    page.keyboard.press("x")
+    press_key(page, "x")
     chosen("Reject")
     press("Enter", "4 submitted")
 
     on_screen(REVIEWED[5][0])  # an edit in progress, then Back: the edit waits for the record's return
     edit_box.fill("Zebra.")
-    page.keyboard.press("Tab")
-    page.keyboard.press("a")
+    press_key(page, "Tab")
+    press_key(page, "a")
     chosen("Accept")
     press("b", "You answered this record before")
     on_screen(REVIEWED[4][0])
@@ -150,8 +150,8 @@ def test_reviewer_accepts_edits_rejects_drafts_and_goes_back_and_pull_gives_the_
     on_screen(REVIEWED[2][0])
     chosen("Reject")
     edit_box.fill("Paris is the capital of France.")
-    page.keyboard.press("Tab")
-    page.keyboard.press("a")
+    press_key(page, "Tab")
+    press_key(page, "a")
     chosen("Accept")
     press("Enter", "4 submitted")  # the answer replaced: still 4
 

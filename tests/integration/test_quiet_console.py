@@ -74,12 +74,17 @@ def test_feedback_push_and_pull_print_no_sdk_warnings(argilla_server, tmp_path):
     env = {"ARGILLA_API_URL": argilla_server.url, "ARGILLA_API_KEY": argilla_server.api_key}
     pushed = cli("feedback", "push", "--candidates", str(tmp_path / "candidates.jsonl"), "--dataset", "quiet-round",
                  "--workspace", "quiet-team", env=env)  # fmt: skip
+    added = cli("feedback", "users", "add", "quiet-rater", "--workspace", "quiet-team",
+                env=env | {"ALIGNKIT_PASSWORD": "quiet-rater-pw"})  # fmt: skip
+    rated = cli("feedback", "simulate", "--dataset", "quiet-round", "--annotator", "quiet-rater:quiet-rater-pw",
+                "--rule", "concise", "--noise", "0", env=env)  # fmt: skip
     pulled = cli("feedback", "pull", "--dataset", "quiet-round", "--workspace", "quiet-team", "--out",
                  str(tmp_path / "pairs.jsonl"), "--min-agreement", "0", env=env)  # fmt: skip
-    assert noise_in(pushed) == [] and noise_in(pulled) == []
+    assert [noise_in(output) for output in (pushed, added, rated, pulled)] == [[], [], [], []]
     assert "pushed 3 records to quiet-team/quiet-round (round 1," in pushed
     assert "then: alignkit feedback pull --dataset quiet-round --workspace quiet-team" in pushed
-    assert json.loads((tmp_path / "pairs.jsonl").read_text() or "null") is None
+    pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert [pair["chosen"][-1]["content"] for pair in pairs] == ["Short."] * 3
     assert f"pairs written to {tmp_path / 'pairs.jsonl'}" in pulled  # where the next stage's --data is
 
 

@@ -327,7 +327,7 @@ def test_runs_in_a_group_folder_are_listed_by_the_cli_the_runs_page_and_the_play
     ("messages", "options", "expected"),
     [
         ([], {}, "field `messages`: expected a non-empty list of messages"),
-        ({"role": "user", "content": "hi"}, {}, "field `messages`: expected a non-empty list"),
+        ({"role": "user", "content": "hi"}, {}, "`messages` must be a str or a list of dicts, got {'role': 'user'"),
         ([{"role": "bot", "content": "hi"}], {}, "field `messages[0].role`: unknown role 'bot'"),
         ([{"role": "user", "content": 3}], {}, "field `messages[0].content`: expected a string, got int"),
         ("hi", {"max_new_tokens": 0}, "`max_new_tokens` must be at least 1, got 0"),

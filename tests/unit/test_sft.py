@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import alignkit
-from alignkit import data, hardware, lineage, models, runs, training
+from alignkit import data, hardware, lineage, models, paths, runs, training
 from alignkit.config import DataConfig, SFTStageConfig, load_config
 from alignkit.errors import AlignkitError
 from tests.conftest import CHAT_ROWS, TINY_TRAINER, run_capturing_trainer, run_cli, write_jsonl
@@ -96,7 +96,7 @@ def test_sft_cli_trains_each_format(fmt, tmp_path, tiny_model):
     assert not list((out / "adapter").glob("*.bin")), "adapters are safetensors only"
     manifest = run.manifest
     assert manifest["precision"] == "float32" and manifest["device"] == "cpu"
-    assert manifest["data"][str(path)] == runs.file_sha256(path)
+    assert manifest["data"][str(path)] == paths.file_sha256(path)
     assert {"torch", "transformers", "trl", "peft"} <= set(manifest["versions"])
     assert (out / "config.yaml").is_file() and (out / "metrics.jsonl").read_text().strip()
 
@@ -118,7 +118,7 @@ def test_a_saved_dataset_dicts_test_split_is_the_validation_rows_and_the_run_say
     assert result.returncode == 0, result.stderr[-2000:]
     run = runs.Run(out)
     assert run.manifest["validation"] == run.metrics["validation"] == f"saved split: {saved}:test"
-    assert run.metrics["eval_rows"] == 4 and run.manifest["data"][str(saved)] == runs.file_sha256(saved)
+    assert run.metrics["eval_rows"] == 4 and run.manifest["data"][str(saved)] == paths.file_sha256(saved)
 
 
 def test_a_save_dir_split_is_picked_as_dir_colon_split_and_a_missing_one_lists_the_splits(tmp_path):
