@@ -10,7 +10,7 @@ import re
 import pytest
 
 from alignkit import serve
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import press_key, sign_in
 from tests.integration.test_argilla_outage import RestartableArgilla, new_round, stored_by
 
 pytestmark = [pytest.mark.e2e, pytest.mark.argilla, pytest.mark.filterwarnings("ignore:.* not found:UserWarning")]
@@ -45,9 +45,9 @@ def test_browser_rating_survives_an_argilla_restart(argilla, page, artifacts, tm
             fresh = page.locator('[data-testid="stElementContainer"][data-stale="false"]')
             button = fresh.get_by_role("button", name=f"Response {key} is better")
             button.wait_for()  # its shortcut listens once it is on the page: the prompt can be drawn before it
-            page.keyboard.press(key)
+            press_key(page, key)
             expect(button).to_have_attribute("data-testid", "stBaseButton-primary", timeout=15_000)
-            page.keyboard.press("Enter")
+            press_key(page, "Enter")
             # offline, the rerun that shows the next record first waits for Argilla's connection to fail: on a busy
             # machine that took over playwright's default 5 s (1 run in 4 with other browser tests beside it)
             expect(page.get_by_text(shown, exact=True)).to_have_count(0, timeout=30_000)

@@ -524,10 +524,11 @@ def test_an_interrupted_training_call_says_how_to_resume_it_in_python(tiny_model
     assert resumed.complete and resumed.metrics["resumed_from"] == f"checkpoints/checkpoint-{step}"
 
 
-def test_a_training_cell_on_a_cpu_shows_no_pin_memory_warning(tiny_model, chat_file, tmp_path):
+def test_a_training_cell_on_a_cpu_shows_no_pin_memory_warning(tiny_model, chat_file, tmp_path, monkeypatch):
     """Every training cell on a machine without a GPU printed torch's "'pin_memory' argument is set as true but no
     accelerator is found" once per dataloader (training, validation, final evaluation): TrainingArguments' default.
     It also showed one datasets bar per map/filter step of TRL's preparation ("Tokenizing train dataset", ...)."""
+    monkeypatch.delenv("HF_DATASETS_DISABLE_PROGRESS_BARS", raising=False)  # a fresh kernel's (the CLI sets it)
     (cell,) = run_cells(
         "import alignkit, datasets\n"
         f"run = alignkit.sft(data={{'paths': [{str(chat_file)!r}]}}, model={{'name': {tiny_model!r}}}, "
