@@ -2,6 +2,7 @@
 
 Readers: JSONL, JSON (a list of objects, one row object, a `{"data": [...]}` wrapper, or JSON Lines saved as .json),
 CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir (its `train` split, or `DIR:SPLIT`), or a hub id.
+Files compressed with gzip, bzip2 or xz (`rows.jsonl.gz`, as hub dumps come) are read through their codec.
 Every row keeps where it came from (`file:line N`) so a problem can be reported at its place.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
@@ -23,13 +24,16 @@ after an assistant turn without structured calls is a result the chat template r
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import json
 import logging
+import lzma
 import re
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -70,6 +74,8 @@ OASST_TREE = (
 )
 # where tool-calling rows are read: said where a row with tool calls is refused (preference and KTO rows)
 NO_TOOLS_HERE = "only SFT rows and prompts take tool calls and a `tools` column: train tool use with `alignkit sft`"
+# a data file's compression, by its last suffix: `rows.jsonl.gz` is read as JSONL through gzip
+COMPRESSED: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
@@ -157,14 +163,39 @@ def iter_file(path: Path) -> Iterator[Row]:
 
 
 def checked_suffix(path: Path) -> str:
-    """The file's suffix, refused in one line where no reader takes it."""
-    suffix = path.suffix.lower()
+    """The suffix that picks the file's reader (`data_suffix`), refused in one line where no reader takes it."""
+    suffix = data_suffix(path)
     if suffix not in READERS:
+        shown = "".join(path.suffixes[-2:]) if path.suffix.lower() in COMPRESSED else suffix
         raise AlignkitError(
-            f"{path}: unsupported file type `{suffix or '(none)'}`",
-            "use .jsonl, .json, .csv, .tsv, .parquet, .txt, .md, a folder of them or a `datasets` save dir",
+            f"{path}: unsupported file type `{shown or '(none)'}`",
+            "use .jsonl, .json, .csv, .tsv, .parquet, .txt, .md (or one of them compressed: .jsonl.gz, .csv.bz2, "
+            "...), a folder of them or a `datasets` save dir",
         )
     return suffix
+
+
+def data_suffix(path: Path) -> str:
+    """The suffix that says what a file holds: `.jsonl` for `rows.jsonl` and for `rows.jsonl.gz`."""
+    if path.suffix.lower() in COMPRESSED:
+        return Path(path.stem).suffix.lower()
+    return path.suffix.lower()
+
+
+@contextmanager
+def open_binary(path: Path) -> Iterator[Any]:
+    """The file's bytes, decompressed where its suffix names a codec (`COMPRESSED`); a damaged or truncated
+    compressed file is one error naming it."""
+    codec = COMPRESSED.get(path.suffix.lower())
+    try:
+        with (codec or open)(path, "rb") as file:
+            yield file
+    except (EOFError, lzma.LZMAError, gzip.BadGzipFile) as exc:
+        raise AlignkitError(f"{path}: cannot decompress ({exc})", "is the file complete?") from None
+    except OSError as exc:
+        if codec is None:
+            raise
+        raise AlignkitError(f"{path}: cannot decompress ({exc})", "is the file complete?") from None
 
 
 def read_prompt_rows(source: str, key: str) -> list[Row]:
@@ -172,7 +203,7 @@ def read_prompt_rows(source: str, key: str) -> list[Row]:
     .txt file holds one prompt per line, or one per paragraph where blank lines separate them (a prompt over several
     lines). Each is a `{"text"}` row."""
     path = Path(source).expanduser()
-    if path.suffix.lower() != ".txt" or not path.is_file():
+    if data_suffix(path) != ".txt" or not path.is_file():
         return read_rows(source, key)
     lines = decode(path).strip().splitlines()
     if not lines or any(not line.strip() for line in lines):  # empty (said by read_rows), or paragraphs
@@ -181,7 +212,8 @@ def read_prompt_rows(source: str, key: str) -> list[Row]:
 
 
 def decode(path: Path) -> str:
-    raw = path.read_bytes()
+    with open_binary(path) as file:
+        raw = file.read()
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -237,7 +269,7 @@ def read_json(path: Path) -> list[Row]:
 
 def read_csv(path: Path) -> list[Row]:
     text = decode(path)
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if data_suffix(path) == ".tsv" else ",")
     rows = []
     try:
         for record in reader:
@@ -258,15 +290,17 @@ def iter_parquet(path: Path) -> Iterator[Row]:
     """The rows of a Parquet file, read a batch at a time."""
     import pyarrow.parquet as pq
 
-    try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
-        number = 0
-        for batch in batches:
-            for record in batch.to_pylist():
-                number += 1
-                yield Row(f"{path}:row {number}", record)
-    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError variants for damaged files
-        raise AlignkitError(f"{path}: cannot read Parquet ({exc})", "is the file complete?") from None
+    compressed = path.suffix.lower() in COMPRESSED
+    with open_binary(path) if compressed else nullcontext(path) as source:
+        try:
+            batches = pq.ParquetFile(source).iter_batches(batch_size=1024)
+            number = 0
+            for batch in batches:
+                for record in batch.to_pylist():
+                    number += 1
+                    yield Row(f"{path}:row {number}", record)
+        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError variants for damaged files
+            raise AlignkitError(f"{path}: cannot read Parquet ({exc})", "is the file complete?") from None
 
 
 def read_text(path: Path) -> list[Row]:
@@ -291,7 +325,7 @@ def iter_paragraphs(path: Path) -> Iterator[Row]:
 def decoded_lines(path: Path) -> Iterator[str]:
     """The lines of a UTF-8 file as `decode(path).splitlines()` gives them, read one at a time."""
     offset = 0
-    with path.open("rb") as file:
+    with open_binary(path) as file:
         for number, raw in enumerate(file, start=1):
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -332,7 +366,7 @@ def is_saved_dataset(path: Path) -> bool:
 def read_folder(path: Path) -> list[Row]:
     """Every data file under a folder (a corpus of .txt/.md documents, JSONL shards), in path order, each read by its
     suffix (`folder_files`)."""
-    return [row for file in folder_files(path) for row in READERS[file.suffix.lower()](file)]
+    return [row for file in folder_files(path) for row in READERS[data_suffix(file)](file)]
 
 
 def folder_files(path: Path) -> list[Path]:
@@ -342,7 +376,7 @@ def folder_files(path: Path) -> list[Path]:
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         if any(part.startswith(".") for part in file.relative_to(path).parts):
             continue
-        if file.suffix.lower() in READERS:
+        if data_suffix(file) in READERS:
             files.append(file)
         else:
             skipped.add(file.suffix.lower() or "(no suffix)")

@@ -648,6 +648,34 @@ def test_a_json_file_of_one_row_object_is_that_row_and_a_data_wrapper_is_its_lis
     assert load_error(load_chat, wrapped) == f"{wrapped}: holds several lists (train, test), not one list of rows"
 
 
+def test_compressed_files_are_read_through_their_codec_and_a_damaged_one_is_named(tmp_path):
+    """Hub dumps come as `train.jsonl.gz`, `c4-00000.json.gz`: they were refused as file type `.gz`."""
+    import bz2
+    import gzip
+    import lzma
+
+    from alignkit.data import load_text
+
+    rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(2)]
+    jsonl = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    (tmp_path / "rows.jsonl.gz").write_bytes(gzip.compress(jsonl))
+    (tmp_path / "rows.json.bz2").write_bytes(bz2.compress(json.dumps(rows).encode()))
+    csv_text = "prompt,completion\nQ0,A0\nQ1,A1\n"
+    (tmp_path / "rows.csv.xz").write_bytes(lzma.compress(csv_text.encode()))
+    for name in ("rows.jsonl.gz", "rows.json.bz2", "rows.csv.xz"):
+        assert load_chat([str(tmp_path / name)]) == rows, name
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()  # a folder of compressed shards, as c4's
+    (corpus / "part-0.txt.gz").write_bytes(gzip.compress(b"First paragraph.\n\nSecond paragraph.\n"))
+    assert [row["text"] for row in load_text([str(corpus)])] == ["First paragraph.", "Second paragraph."]
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(gzip.compress(jsonl)[:-12])
+    assert load_error(load_chat, truncated).startswith(f"{truncated}: cannot decompress")
+    unknown = tmp_path / "rows.gz"
+    unknown.write_bytes(gzip.compress(jsonl))
+    assert load_error(load_chat, unknown) == f"{unknown}: unsupported file type `.gz`"
+
+
 # ---- tool-calling chat rows -----------------------------------------------------------------------------------
 
 
