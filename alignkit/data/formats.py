@@ -24,6 +24,7 @@ after an assistant turn without structured calls is a result the chat template r
 
 from __future__ import annotations
 
+import ast
 import bz2
 import csv
 import gzip
@@ -268,12 +269,18 @@ def read_json(path: Path) -> list[Row]:
 
 
 def read_csv(path: Path) -> list[Row]:
-    text = decode(path)
+    """The rows of a CSV/TSV file, each named by the line it starts on (a quoted cell may span lines). Windows line
+    endings inside cells are read as the file's line ends are, `\n`: the text trained is the same on any system."""
+    text = decode(path).replace("\r\n", "\n")
     reader = csv.DictReader(io.StringIO(text), delimiter="\t" if data_suffix(path) == ".tsv" else ",")
     rows = []
     try:
+        if reader.fieldnames is None:  # reads the header; an empty file has none
+            return []
+        end = reader.line_num  # the header's last line: the first row starts after it
         for record in reader:
-            where = f"{path}:line {reader.line_num}"
+            where = f"{path}:line {end + 1}"
+            end = reader.line_num
             if None in record:
                 raise AlignkitError(f"{where}: more cells than header columns", "quote cells that contain commas")
             rows.append(Row(where, parse_json_columns(dict(record), where)))
@@ -464,37 +471,61 @@ def expect_object(data: Any, where: str) -> dict[str, Any]:
 
 
 def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
-    """CSV cells that hold JSON message lists are parsed: a `messages`/`conversations` cell always; a prompt,
-    completion, chosen or rejected cell only when it is a list of turns or one turn, so `[INST] ...`, `[2, 3, 5]` or
-    `{"a": 1}` stays text."""
+    """CSV cells that hold message lists are parsed, as JSON or as the Python repr pandas' `to_csv` writes: a
+    `messages`/`conversations` cell always; a prompt, completion, chosen or rejected cell only when it is a list of
+    turns or one turn, so `[INST] ...`, `[2, 3, 5]` or `{"a": 1}` stays text. A cell that looks like turns but parses
+    as neither (numpy's repr of an array of them, from `Dataset.to_pandas().to_csv`) is refused: read as text, the
+    reply would be the repr."""
     for column in MESSAGE_COLUMNS:
         cell = record.get(column)
         if isinstance(cell, str) and cell.lstrip().startswith("["):
-            try:
-                record[column] = json.loads(cell)
-            except json.JSONDecodeError as exc:
-                raise AlignkitError(
-                    f"{where}: column `{column}` is not valid JSON ({exc.msg})", "fix the cell"
-                ) from None
+            value = cell_value(cell)
+            if value is None:
+                raise AlignkitError(f"{where}: column `{column}` is not a JSON list of messages", CSV_TURNS_FIX)
+            record[column] = value
     for column in TEXT_OR_MESSAGE_COLUMNS:
-        turns = message_cell(record.get(column))
+        cell = record.get(column)
+        turns = message_cell(cell)
         if turns is not None:
             record[column] = turns
+        elif isinstance(cell, str) and TURNS_TEXT.match(cell):
+            raise AlignkitError(
+                f"{where}: column `{column}` looks like a list of messages but is neither JSON nor a Python list",
+                CSV_TURNS_FIX,
+            )
     return record
 
 
+# the start of a list of turns written as text, JSON or a Python/numpy repr: `[{"role": ...` or `[{'from': ...`
+TURNS_TEXT = re.compile(r"""\s*\[\s*\{\s*["'](?:role|content|from|value)["']\s*:""")
+CSV_TURNS_FIX = (
+    "write message lists as JSON: save the data as JSONL or Parquet (pandas: df.to_json(PATH, orient='records', "
+    "lines=True))"
+)
+
+
 def message_cell(cell: Any) -> list[dict[str, Any]] | dict[str, Any] | None:
-    """`cell` parsed when it is a JSON list of turns (`role`/`content` or ShareGPT `from`/`value`) or one turn (a
-    LLaMA-Factory ShareGPT `chosen`/`rejected` reply), else None."""
+    """`cell` parsed when it is a list of turns (`role`/`content` or ShareGPT `from`/`value`) or one turn (a
+    LLaMA-Factory ShareGPT `chosen`/`rejected` reply), in JSON or a Python repr, else None."""
     if not isinstance(cell, str) or not cell.lstrip().startswith(("[", "{")):
         return None
-    try:
-        value = json.loads(cell)
-    except json.JSONDecodeError:
-        return None
+    value = cell_value(cell)
     if isinstance(value, list) and value and all(is_turn(turn) for turn in value):
         return value
     return value if is_turn(value) else None
+
+
+def cell_value(cell: str) -> Any:
+    """A CSV cell's JSON value, or its Python literal (pandas' `to_csv` writes a list of dicts as its repr, with
+    single quotes); None when it is neither."""
+    try:
+        return json.loads(cell)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(cell.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
 
 
 def is_turn(value: Any) -> bool:

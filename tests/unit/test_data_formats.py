@@ -621,6 +621,49 @@ def test_csv_cells_that_start_with_a_bracket_or_brace_are_text_unless_they_are_t
     ]
 
 
+def test_csv_from_pandas_reads_message_lists_written_as_python_reprs(tmp_path):
+    """`df.to_csv` writes a list of dicts as its repr (single quotes): the pair trained the repr text as the replies
+    (`"[{'role': 'user', ..."`); numpy's repr (`Dataset.to_pandas()`: no commas) is refused at the row's first line."""
+    import pandas as pd
+
+    ultrafeedback = {
+        "prompt": QUESTION,
+        "chosen": HISTORY[2:] + PAIR["chosen"],
+        "rejected": HISTORY[2:] + PAIR["rejected"],
+    }
+    pd.DataFrame([ultrafeedback]).to_csv(tmp_path / "pairs.csv", index=False)
+    assert load_preferences([str(tmp_path / "pairs.csv")]) == [PAIR]
+    pd.DataFrame([{"prompt": PAIR["prompt"], "completion": PAIR["chosen"]}]).to_csv(tmp_path / "sft.csv", index=False)
+    assert load_chat([str(tmp_path / "sft.csv")]) == [{"messages": PAIR["prompt"] + PAIR["chosen"]}]
+    pd.DataFrame([SHAREGPT_PAIR]).to_csv(tmp_path / "sharegpt.csv", index=False)  # reply objects as dict reprs
+    assert load_preferences([str(tmp_path / "sharegpt.csv")])[0]["chosen"] == PAIR["chosen"]
+
+    from datasets import Dataset
+
+    Dataset.from_list([ultrafeedback]).to_pandas().to_csv(tmp_path / "numpy.csv", index=False)
+    assert load_error(load_preferences, tmp_path / "numpy.csv") == (
+        f"{tmp_path / 'numpy.csv'}:line 2: column `chosen` looks like a list of messages but is neither JSON nor a "
+        "Python list"
+    )
+
+
+def test_a_byte_order_mark_and_windows_line_endings_read_as_the_same_rows(tmp_path):
+    """Files saved on Windows (Notepad's UTF-8 BOM, CRLF line ends): the rows are the same, and a CSV cell over
+    several lines holds `\n` line ends, not `\r\n`."""
+    rows = [{"instruction": "Say hi\non two lines", "input": "", "output": "hi"}, {"instruction": "Add", "output": "4"}]
+    expected = load_chat([str(write_jsonl(tmp_path / "unix.jsonl", rows))])
+    bom = b"\xef\xbb\xbf"
+    jsonl = "".join(json.dumps(row) + "\r\n" for row in rows)
+    (tmp_path / "windows.jsonl").write_bytes(bom + jsonl.encode())
+    (tmp_path / "windows.json").write_bytes(bom + json.dumps(rows, indent=2).replace("\n", "\r\n").encode())
+    csv_text = 'instruction,input,output\r\n"Say hi\r\non two lines",,hi\r\nAdd,,4\r\n'
+    (tmp_path / "windows.csv").write_bytes(bom + csv_text.encode())
+    for name in ("windows.jsonl", "windows.json", "windows.csv"):
+        assert load_chat([str(tmp_path / name)]) == expected, name
+    (tmp_path / "bad.csv").write_bytes(bom + csv_text.replace(",,4", ",,").encode())
+    assert load_error(load_chat, tmp_path / "bad.csv").startswith(f"{tmp_path / 'bad.csv'}:line 4: field `output`")
+
+
 def test_json_lines_saved_as_json_is_read_as_json_lines(tmp_path):
     rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(3)]
     path = write_jsonl(tmp_path / "train.json", rows)  # as many hub datasets ship it
