@@ -33,7 +33,7 @@ import json
 import logging
 import lzma
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import chain
@@ -224,13 +224,17 @@ def decode(path: Path) -> str:
         ) from None
 
 
-def read_jsonl(path: Path, text: str | None = None) -> list[Row]:
-    return list(iter_jsonl(path, decoded_lines(path) if text is None else text.splitlines()))
+def read_jsonl(path: Path) -> list[Row]:
+    return list(iter_jsonl(path))
 
 
-def iter_jsonl(path: Path, lines: Iterable[str] | None = None) -> Iterator[Row]:
-    """The rows of a JSON Lines file (its `lines`, else read one at a time)."""
-    for number, line in enumerate(decoded_lines(path) if lines is None else lines, start=1):
+def iter_jsonl(path: Path) -> Iterator[Row]:
+    """The rows of a JSON Lines file, read one line at a time; a file whose first line is no whole JSON value (a JSON
+    list saved as .jsonl, pretty-printed objects) is read as a .json file is."""
+    if not first_line_is_json(path):
+        yield from read_json(path)
+        return
+    for number, line in enumerate(decoded_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -243,15 +247,32 @@ def iter_jsonl(path: Path, lines: Iterable[str] | None = None) -> Iterator[Row]:
         yield Row(f"{path}:line {number}", expect_object(data, f"{path}:line {number}"))
 
 
+def first_line_is_json(path: Path) -> bool:
+    """Whether the first non-blank line of a file is a whole JSON value, as each line of JSON Lines is (or is no JSON
+    at all, which the JSON Lines reader then names by its line)."""
+    lines = decoded_lines(path)
+    try:
+        first = next((line.strip() for line in lines if line.strip()), "")
+    finally:
+        lines.close()
+    if not first.startswith(("[", "{")):
+        return True
+    try:
+        json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return not first.startswith("[")
+
+
 def read_json(path: Path) -> list[Row]:
-    """A JSON list of objects, one object that is a row, or a `{"data": [...]}`-style wrapper; JSON Lines saved as
-    .json (common on the hub) is read as JSONL."""
+    """A JSON list of objects, one object that is a row, or a `{"data": [...]}`-style wrapper; objects one after
+    another (JSON Lines saved as .json, as common on the hub, or pretty-printed objects) are each a row."""
     text = decode(path)
     try:
         data = json.loads(text) if text.strip() else []
     except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data" and text.lstrip().startswith("{"):  # an object, then more values: JSON Lines
-            return read_jsonl(path, text)
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):  # an object, then more values
+            return json_values(path, text)
         raise AlignkitError(f"{path}:line {exc.lineno}: not valid JSON ({exc.msg})", "fix the JSON syntax") from None
     if isinstance(data, dict) and ROW_KEYS & data.keys():
         data = [data]
@@ -266,6 +287,26 @@ def read_json(path: Path) -> list[Row]:
     if not isinstance(data, list):
         raise AlignkitError(f"{path}: expected a JSON list of objects", "or use JSONL, one object per line")
     return [Row(f"{path}:item {i}", expect_object(item, f"{path}:item {i}")) for i, item in enumerate(data, start=1)]
+
+
+def json_values(path: Path, text: str) -> list[Row]:
+    """The objects of a text of JSON values one after another (whitespace between them), each named by the line it
+    starts on."""
+    decoder, rows, at, line = json.JSONDecoder(), [], 0, 1
+    while True:
+        start = len(text) - len(text[at:].lstrip())
+        if start == len(text):
+            return rows
+        line += text.count("\n", at, start)
+        try:
+            data, at = decoder.raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            raise AlignkitError(
+                f"{path}:line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
+                "each row must be one complete JSON object",
+            ) from None
+        rows.append(Row(f"{path}:line {line}", expect_object(data, f"{path}:line {line}")))
+        line += text.count("\n", start, at)
 
 
 def read_csv(path: Path) -> list[Row]:

@@ -672,6 +672,19 @@ def test_json_lines_saved_as_json_is_read_as_json_lines(tmp_path):
     assert load_error(load_chat, path).startswith(f"{path}:line 4: field `messages`: has no assistant turn")
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_json_list_or_pretty_printed_objects_are_read_whatever_the_suffix(suffix, tmp_path):
+    """`json.dump(rows, f, indent=2)` into `train.jsonl`, or objects printed one after another: refused as `line 1:
+    not valid JSON` (JSON Lines) or `expected a JSON object, got list`."""
+    rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(2)]
+    path = tmp_path / f"train{suffix}"
+    for text in (json.dumps(rows, indent=2), json.dumps(rows), "\n".join(json.dumps(row, indent=2) for row in rows)):
+        path.write_text(text)
+        assert load_chat([str(path)]) == rows
+    path.write_text("\n".join(json.dumps(row, indent=2) for row in [*rows, {"messages": turns(("user", "Q2"))}]))
+    assert load_error(load_chat, path).startswith(f"{path}:line 25: field `messages`: has no assistant turn")
+
+
 def test_a_json_file_of_one_row_object_is_that_row_and_a_data_wrapper_is_its_list(tmp_path):
     row = {"messages": turns(("user", "Q1"), ("assistant", "A1"))}
     one = tmp_path / "one.json"
