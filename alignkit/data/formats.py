@@ -79,6 +79,7 @@ NO_TOOLS_HERE = "only SFT rows and prompts take tool calls and a `tools` column:
 COMPRESSED: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+HH_TURN_INSIDE = re.compile(r"\n\n(?:Human|Assistant):")  # another HH-RLHF turn in a message's text
 
 
 @dataclass
@@ -619,10 +620,11 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
             data["conversations"], "conversations", "from", "value", roles=SHAREGPT_CHAT_ROLES, weights=weights
         )
     elif fmt == "alpaca":
-        messages = [*alpaca_prompt(data), {"role": "assistant", "content": text_field(data, alpaca_output_key(data))}]
+        messages = [*alpaca_prompt(data), {"role": "assistant", "content": reply_field(data, alpaca_output_key(data))}]
     elif fmt == "prompt_completion":
         completion_key = "response" if "response" in data and "completion" not in data else "completion"
-        messages = turns_or_text(data, "prompt", "user") + turns_or_text(data, completion_key, "assistant")
+        prompt = turns_or_text(data, "prompt", "user")
+        messages = prompt + after_prompt(prompt, turns_or_text(data, completion_key, "assistant"), completion_key)
         if is_hh_text(data["prompt"]) and isinstance(data[completion_key], str):  # the space after `Assistant:`
             messages[-1]["content"] = messages[-1]["content"].strip()
     else:
@@ -720,6 +722,8 @@ def message_list(
         if not isinstance(content, str):
             raise RowError(f"{where}.{content_key}", f"expected a string, got {type(content).__name__}")
         message: dict[str, Any] = {"role": allowed[role], "content": content}
+        if message["role"] == "assistant":
+            check_reply_text(content, f"{where}.{content_key}")
         if tool_calls:
             message["tool_calls"] = [tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(tool_calls)]
         if message["role"] == "tool":
@@ -867,7 +871,8 @@ def renders_tool_results(tokenizer: Any) -> bool:
 
 
 def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, Any]]:
-    """`key` as messages: a message list, a prompt in HH-RLHF text (Dahoas/rm-static), or one `role` turn."""
+    """`key` as messages: a message list, HH-RLHF text (a prompt, as Dahoas/rm-static's; a completion, a whole
+    transcript), or one `role` turn."""
     value = data.get(key)
     if isinstance(value, list):
         return message_list(value, key, "role", "content", roles=CHAT_ROLES)
@@ -876,7 +881,45 @@ def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, A
         if turns[-1]["role"] != "user":
             raise RowError(key, "HH-RLHF prompt text must end with a `Human:` turn (then an open `Assistant:`)")
         return turns
-    return [{"role": role, "content": text_field(data, key)}]
+    if role == "assistant" and is_hh_text(value):
+        return hh_turns(value, key)
+    return [{"role": role, "content": reply_field(data, key) if role == "assistant" else text_field(data, key)}]
+
+
+def after_prompt(prompt: list[dict[str, Any]], completion: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """The turns of a completion after its prompt: a completion that repeats the prompt's turns first (a whole HH-RLHF
+    transcript, an UltraFeedback-style conversation) has them cut off; what is left must open with the reply."""
+    shared = len(prompt) if len(completion) > len(prompt) and same_turns(completion[: len(prompt)], prompt) else 0
+    if completion[shared]["role"] == "user":
+        raise RowError(
+            f"{key}[{shared}].role",
+            "the completion opens with a user turn that is not the prompt's: give the reply alone, or the whole "
+            "conversation starting with the prompt's turns",
+        )
+    return completion[shared:]
+
+
+def same_turns(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """Whether two lists of turns say the same (roles and text, whitespace around it aside)."""
+    return [(m["role"], m["content"].strip()) for m in a] == [(m["role"], m["content"].strip()) for m in b]
+
+
+def reply_field(data: dict[str, Any], key: str) -> str:
+    """A reply given as text (`completion`, `output`, `chosen`, ...), checked as `check_reply_text` checks it."""
+    text = text_field(data, key)
+    check_reply_text(text, key)
+    return text
+
+
+def check_reply_text(text: str, field: str) -> None:
+    """Refuse an assistant turn whose text holds another HH-RLHF turn (`...\\n\\nHuman: ...`): an HH transcript left
+    whole, trained as the reply, would teach the model to write the user's turns too."""
+    if HH_TURN_INSIDE.search(text):
+        raise RowError(
+            field,
+            "holds HH-RLHF `Human:`/`Assistant:` turns inside a reply; split it into turns (messages), or give the "
+            "whole transcript from its first `Human:` turn",
+        )
 
 
 def is_hh_text(value: Any) -> bool:

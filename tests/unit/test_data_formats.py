@@ -261,6 +261,37 @@ def test_hh_rlhf_prompt_text_is_turns_in_prompt_files_and_sft_rows(tmp_path):
     assert load_chat([str(sft)]) == [{"messages": HISTORY + PAIR["chosen"]}]
 
 
+def test_hh_rlhf_transcripts_are_never_trained_as_one_reply(tmp_path):
+    """An HH-RLHF `chosen` transcript as an SFT completion trained `Human:`/`Assistant:` markers and the user's turns
+    as the assistant's words; a completion repeating its prompt trained the prompt twice. A transcript is now read as
+    its turns after the prompt, and a reply holding HH turns is refused in every format."""
+    transcript = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}\n\nAssistant: 4."
+    conversation = {"messages": HISTORY + PAIR["chosen"]}
+    rows = [
+        {"prompt": "Hi", "completion": transcript},
+        {"prompt": "\n\nHuman: Hi\n\nAssistant:", "completion": transcript},
+        {"prompt": "Hi", "completion": HISTORY + PAIR["chosen"]},
+    ]
+    assert load_chat([str(write_jsonl(tmp_path / "sft.jsonl", rows))]) == [conversation] * 3
+    inside_a_reply = (
+        "holds HH-RLHF `Human:`/`Assistant:` turns inside a reply; split it into turns (messages), or give the whole "
+        "transcript from its first `Human:` turn"
+    )
+    left_whole = f"Hello!\n\nHuman: {QUESTION}\n\nAssistant: 4."
+    refused = [
+        (load_chat, {"prompt": "Hi", "completion": left_whole}, "`completion`"),
+        (load_chat, {"messages": turns(("user", "Hi"), ("assistant", left_whole))}, "`messages[1].content`"),
+        (load_chat, {"instruction": "Hi", "output": left_whole}, "`output`"),
+        (load_preferences, {"prompt": "Hi", "chosen": left_whole, "rejected": "Go away."}, "`chosen`"),
+        (load_unpaired, {"prompt": "Hi", "completion": left_whole, "label": True}, "`completion`"),
+    ]
+    for load, row, field in refused:
+        path = write_jsonl(tmp_path / "bad.jsonl", [row])
+        assert load_error(load, path) == f"{path}:line 1: field {field}: {inside_a_reply}"
+    path = write_jsonl(tmp_path / "other.jsonl", [{"prompt": "Yo", "completion": transcript}])
+    assert "field `completion[0].role`: the completion opens with a user turn" in load_error(load_chat, path)
+
+
 def test_dolly_context_is_part_of_the_prompt_and_response_the_answer(tmp_path):
     """databricks-dolly-15k rows (`instruction`, `context`, `response`): SFT refused them, and as prompts (`rl
     --data`, `eval --prompts`) the `context` a closed-QA instruction asks about was dropped."""
