@@ -987,7 +987,18 @@ CALLS = {
 PAIR_AFTER_TOOL = {"chosen": "It is 18C.", "rejected": "It is 30C."}
 HH_HISTORY = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
 
+SFT_ON_PAIRS = (
+    "field `chosen`: a preference pair (chosen/rejected): SFT trains one reply per prompt; train pairs with `alignkit "
+    "dpo` or `alignkit reward`, or give SFT {prompt, completion} or {messages} rows"
+)
 BAD_ROWS = [
+    (load_chat, PAIR, SFT_ON_PAIRS),  # was `completion`: missing
+    (
+        load_chat,
+        {"chosen": f"{HH_HISTORY}\n\nAssistant: 4.", "rejected": f"{HH_HISTORY}\n\nAssistant: 5."},
+        SFT_ON_PAIRS,
+    ),
+    (load_chat, {"instruction": QUESTION, "chosen": "4.", "rejected": "5."}, SFT_ON_PAIRS),  # was `output`: missing
     (
         load_preferences,
         {**SHAREGPT_PAIR, "chosen": "4."},
@@ -1106,6 +1117,9 @@ BAD_ROWS = [
     ("load", "row", "expected"),
     BAD_ROWS,
     ids=[
+        "sft-on-trl-pairs",
+        "sft-on-hh-rlhf-pairs",
+        "sft-on-alpaca-pairs",
         "sharegpt-chosen-string",
         "sharegpt-reply-from-human",
         "sharegpt-prompt-ends-with-gpt",
