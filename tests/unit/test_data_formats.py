@@ -5,12 +5,14 @@ SFT run train on them."""
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -655,7 +657,6 @@ def test_csv_cells_that_start_with_a_bracket_or_brace_are_text_unless_they_are_t
 def test_csv_from_pandas_reads_message_lists_written_as_python_reprs(tmp_path):
     """`df.to_csv` writes a list of dicts as its repr (single quotes): the pair trained the repr text as the replies
     (`"[{'role': 'user', ..."`); numpy's repr (`Dataset.to_pandas()`: no commas) is refused at the row's first line."""
-    import pandas as pd
 
     ultrafeedback = {
         "prompt": QUESTION,
@@ -1195,6 +1196,12 @@ def test_each_public_format_trains_one_step_through_the_cli(tiny_model, tmp_path
     ]))  # fmt: skip
     c4 = write_jsonl(tmp_path / "c4.jsonl", [{"text": f"Compost needs air and water, part {i}."} for i in range(4)])
     history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+    hh_sft = tmp_path / "hh_sft.jsonl.gz"  # HH-RLHF transcripts as completions, gzipped as hub dumps come
+    hh_sft.write_bytes(
+        gzip.compress(json.dumps({"prompt": "Hi", "completion": f"{history}\n\nAssistant: 4."}).encode())
+    )
+    pandas_pairs = tmp_path / "pandas_pairs.csv"  # message lists as the Python reprs pandas' to_csv writes
+    pd.DataFrame(TRL_WITH_EXTRA_COLUMNS[:1] * 2).to_csv(pandas_pairs, index=False)
     files = {
         "sharegpt pairs": write_jsonl(tmp_path / "sharegpt_pairs.jsonl", [SHAREGPT_PAIR] * 2),
         "alpaca pairs": write_jsonl(tmp_path / "alpaca_pairs.jsonl", [
@@ -1202,6 +1209,7 @@ def test_each_public_format_trains_one_step_through_the_cli(tiny_model, tmp_path
         "hh-rlhf": write_jsonl(tmp_path / "hh.jsonl", [
             {"chosen": f"{history}\n\nAssistant: 4.", "rejected": f"{history}\n\nAssistant: 5."}] * 2),
         "trl + extra columns": write_jsonl(tmp_path / "ultrafeedback.jsonl", TRL_WITH_EXTRA_COLUMNS),
+        "pandas csv": pandas_pairs,
     }  # fmt: skip
     kto = write_jsonl(tmp_path / "kto.jsonl", [
         {"messages": [*HISTORY, {"role": "assistant", "content": "4."}], "label": True},
@@ -1219,7 +1227,8 @@ def test_each_public_format_trains_one_step_through_the_cli(tiny_model, tmp_path
         made.append(run)
         return run
 
-    sft = trains("sft", "--data", str(alpaca), "--model", tiny_model)
+    sft = trains("sft", "--data", str(alpaca), "--data", str(hh_sft), "--model", tiny_model)
+    assert sft.metrics["train_rows"] + sft.metrics["eval_rows"] == 3, sft.metrics
     trains("pretrain", "--data", str(c4), "--model", tiny_model)
     # every pair format at once: each file is read by its own loader, then all rows train together
     every_pair_file = [arg for path in files.values() for arg in ("--data", str(path))]
