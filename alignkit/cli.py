@@ -7,6 +7,7 @@ imports form an acyclic graph (`tests/unit/test_imports.py`).
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Callable
@@ -191,8 +192,48 @@ def show_run(run: Any) -> None:
     print_table(table)
 
 
+class StageCommand(typer.core.TyperCommand):
+    """A training command: a flag it lacks is one line (not click's usage box), and another tool's flag (TRL's
+    `--learning_rate`, `--lora_r`) names alignkit's key for it (`config.flag_key`), with the value given."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        known = {opt for param in self.get_params(ctx) for opt in getattr(param, "opts", ())}  # --help too
+        for arg in itertools.takewhile(lambda arg: arg != "--", args):
+            flag = arg.partition("=")[0]
+            if flag.startswith("--") and flag not in known:
+                raise unknown_flag(str(self.name), flag, args, known)
+        return super().parse_args(ctx, args)
+
+
+def unknown_flag(stage: str, flag: str, args: list[str], known: set[str]) -> AlignkitError:
+    """The error for `flag`, which `alignkit STAGE` lacks: alignkit's key for it where it is another tool's, else
+    the nearest flag."""
+    import difflib
+
+    from alignkit.config import STAGE_CONFIGS, flag_key
+    from alignkit.errors import Placeholder, option
+
+    found = flag_key(STAGE_CONFIGS[stage], flag)
+    if found is None:
+        nearest = difflib.get_close_matches(flag, sorted(known), n=1)
+        return AlignkitError(
+            f"alignkit {stage} has no flag {flag}",
+            f"did you mean {nearest[0]}?" if nearest else f"see alignkit {stage} --help",
+        )
+    key, note = found
+    if not key:
+        return AlignkitError(f"alignkit {stage} has no flag {flag}", note)
+    at = next(i for i, arg in enumerate(args) if arg.partition("=")[0] == flag)
+    given = args[at].partition("=")[2] or (args[at + 1 : at + 2] or [None])[0]
+    value = Placeholder("...") if note or given is None or given.startswith("--") else given
+    return AlignkitError(
+        f"alignkit {stage} has no flag {flag}: its setting is config key `{key}`",
+        option(key, value) + (f" ({note})" if note else ""),
+    )
+
+
 def train_command(name: str, api: Callable[..., Any], help_text: str) -> None:
-    @app.command(name, help=help_text)
+    @app.command(name, help=help_text, cls=StageCommand)
     def command(
         data: Data = None,
         model: Model = None,
@@ -230,7 +271,11 @@ train_command("reward", api_named("reward"), "Reward model (classification head 
 train_command("dpo", api_named("dpo"), "DPO and variants (loss_type ipo/robust/...; method=kto|simpo|orpo) from SFT.")
 
 
-@app.command("rl", help="Online RL (GRPO; method=rloo) of a policy run against a reward model and/or rule rewards.")
+@app.command(
+    "rl",
+    help="Online RL (GRPO; method=rloo) of a policy run against a reward model and/or rule rewards.",
+    cls=StageCommand,
+)
 def rl_command(
     data: Data = None,
     model: Model = None,

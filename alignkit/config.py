@@ -336,6 +336,17 @@ def config_class(dotted: str) -> type[Any]:
 # knob (`lora_rank` -> trainer.local_rank, `max_samples` -> trainer.max_steps, `overwrite_cache` -> overwrite).
 FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     "stage": ("", "the stage is the command: alignkit pretrain | sft | reward | dpo | rl"),
+    "rl": ("", "the stage is the command: alignkit dpo (method: dpo | kto | simpo | orpo) or alignkit rl"),
+    # axolotl keys whose nearest alignkit key is another knob (`strict` -> data.streaming, `model_type` -> model)
+    "strict": ("", "alignkit refuses unknown keys always: drop it"),
+    "model_type": ("", "alignkit reads the architecture from the model's config: drop it"),
+    "tokenizer_type": ("", "alignkit loads the model's own tokenizer: drop it"),
+    "lora_model_dir": ("from_run", "the run whose adapter to go on from"),
+    "pad_to_sequence_len": ("", "alignkit pads each batch to its longest row: drop it"),
+    "lora_fan_in_fan_out": ("peft.fan_in_fan_out", ""),
+    "group_by_length": ("trainer.train_sampling_strategy", "group_by_length"),
+    "evals_per_epoch": ("trainer.eval_steps", "a number of steps, or below 1 a fraction of all steps"),
+    "saves_per_epoch": ("trainer.save_steps", "a number of steps, or below 1 a fraction of all steps"),
     "overwrite_cache": ("", "alignkit keeps no prepared-dataset cache: drop it"),
     "dataset_prepared_path": ("", "alignkit keeps no prepared-dataset cache: drop it"),
     "dataset_dir": ("data.paths", "the files themselves"),
@@ -353,6 +364,10 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     "load_in_8bit": ("model.quantization", "8bit"),
     "quantization_bit": ("model.quantization", "4bit | 8bit"),
     "dataset_name": ("data.paths", ""),
+    # TRL's ScriptArguments: a split of a save dir or hub set is named in its path (difflib: `data.validation_split`,
+    # a share of rows, and `trainer.dataset_text_field`)
+    "dataset_train_split": ("data.paths", "a split as DIR:SPLIT or NAME:SPLIT, e.g. ultrafeedback:train_prefs"),
+    "dataset_test_split": ("data.validation_paths", "a split as DIR:SPLIT or NAME:SPLIT"),
     "datasets": ("data.paths", "a list of files or dirs"),
     "dataset": ("data.paths", "a list of files or dirs"),
     "val_set_size": ("data.validation_split", "a fraction or a number of rows"),
@@ -405,6 +420,19 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     "wandb_project": ("trainer.report_to", "local trackers: tensorboard | trackio"),
 }
 STAGE_SECTIONS = ("model", "data", "peft", "trainer")
+
+
+def flag_key(cls: type[Any], flag: str) -> tuple[str, str] | None:
+    """The config key of stage config `cls` (and a note on its values) that another tool's command-line flag names:
+    `--learning_rate` (TRL's) is `trainer.learning_rate`, `--lora_r` is `peft.r`, `--output_dir` is `out`; a key
+    without a home has a note only. None where the flag names no key."""
+    name = flag.lstrip("-").replace("-", "_")
+    if name in FOREIGN_KEYS:
+        return FOREIGN_KEYS[name]
+    if name in {f.name for f in dataclasses.fields(cls)}:
+        return name, ""
+    sections = section_keys(dataclass_to_dict(cls()), typing.get_type_hints(cls), cls)
+    return next(((f"{section}.{name}", "") for section, keys in sections.items() if name in keys), None)
 
 
 def unknown_key(
@@ -613,3 +641,13 @@ class RLStageConfig(TrainStageConfig):
             "save_total_limit": 2,
         }
     )
+
+
+# The config of each training command (`alignkit sft` ...), for what the command line checks before the stage runs.
+STAGE_CONFIGS: dict[str, type[Any]] = {
+    "pretrain": PretrainStageConfig,
+    "sft": SFTStageConfig,
+    "reward": RewardStageConfig,
+    "dpo": DPOStageConfig,
+    "rl": RLStageConfig,
+}

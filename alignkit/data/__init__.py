@@ -56,10 +56,22 @@ def chat_row(data: dict[str, Any]) -> dict[str, Any]:
     if fmt == "text":
         check_not_conversation_text(data)
         raise RowError("text", "raw text rows are for `alignkit pretrain`; SFT needs chat rows")
+    if is_pair_without_reply(data, fmt):
+        raise RowError(
+            "chosen",
+            "a preference pair (chosen/rejected): SFT trains one reply per prompt; train pairs with `alignkit dpo` or "
+            "`alignkit reward`, or give SFT {prompt, completion} or {messages} rows",
+        )
     messages, tools = to_messages(data, fmt, weights=True), tools_field(data)
     if next(iter_assistant_turns(messages), None) is None:
         raise RowError("messages", "every assistant turn has weight 0 (nothing to learn from)")
     return {"messages": messages, "tools": tools} if tools else {"messages": messages}
+
+
+def is_pair_without_reply(data: dict[str, Any], fmt: str) -> bool:
+    """Whether a row is a preference pair with no single reply for SFT (UltraFeedback's `messages` column is one)."""
+    replies = ("completion", "response", "output")
+    return {"chosen", "rejected"} <= data.keys() and fmt not in ("messages", "sharegpt") and not replies & data.keys()
 
 
 def check_tool_template(tokenizer: Any, rows: list[dict[str, Any]], source: str) -> None:

@@ -2,6 +2,7 @@
 
 Readers: JSONL, JSON (a list of objects, one row object, a `{"data": [...]}` wrapper, or JSON Lines saved as .json),
 CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir (its `train` split, or `DIR:SPLIT`), or a hub id.
+Files compressed with gzip, bzip2 or xz (`rows.jsonl.gz`, as hub dumps come) are read through their codec.
 Every row keeps where it came from (`file:line N`) so a problem can be reported at its place.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
@@ -23,13 +24,17 @@ after an assistant turn without structured calls is a result the chat template r
 
 from __future__ import annotations
 
+import ast
+import bz2
 import csv
+import gzip
 import io
 import json
 import logging
+import lzma
 import re
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -70,8 +75,11 @@ OASST_TREE = (
 )
 # where tool-calling rows are read: said where a row with tool calls is refused (preference and KTO rows)
 NO_TOOLS_HERE = "only SFT rows and prompts take tool calls and a `tools` column: train tool use with `alignkit sft`"
+# a data file's compression, by its last suffix: `rows.jsonl.gz` is read as JSONL through gzip
+COMPRESSED: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+HH_TURN_INSIDE = re.compile(r"\n\n(?:Human|Assistant):")  # another HH-RLHF turn in a message's text
 
 
 @dataclass
@@ -157,14 +165,39 @@ def iter_file(path: Path) -> Iterator[Row]:
 
 
 def checked_suffix(path: Path) -> str:
-    """The file's suffix, refused in one line where no reader takes it."""
-    suffix = path.suffix.lower()
+    """The suffix that picks the file's reader (`data_suffix`), refused in one line where no reader takes it."""
+    suffix = data_suffix(path)
     if suffix not in READERS:
+        shown = "".join(path.suffixes[-2:]) if path.suffix.lower() in COMPRESSED else suffix
         raise AlignkitError(
-            f"{path}: unsupported file type `{suffix or '(none)'}`",
-            "use .jsonl, .json, .csv, .tsv, .parquet, .txt, .md, a folder of them or a `datasets` save dir",
+            f"{path}: unsupported file type `{shown or '(none)'}`",
+            "use .jsonl, .json, .csv, .tsv, .parquet, .txt, .md (or one of them compressed: .jsonl.gz, .csv.bz2, "
+            "...), a folder of them or a `datasets` save dir",
         )
     return suffix
+
+
+def data_suffix(path: Path) -> str:
+    """The suffix that says what a file holds: `.jsonl` for `rows.jsonl` and for `rows.jsonl.gz`."""
+    if path.suffix.lower() in COMPRESSED:
+        return Path(path.stem).suffix.lower()
+    return path.suffix.lower()
+
+
+@contextmanager
+def open_binary(path: Path) -> Iterator[Any]:
+    """The file's bytes, decompressed where its suffix names a codec (`COMPRESSED`); a damaged or truncated
+    compressed file is one error naming it."""
+    codec = COMPRESSED.get(path.suffix.lower())
+    try:
+        with (codec or open)(path, "rb") as file:
+            yield file
+    except (EOFError, lzma.LZMAError, gzip.BadGzipFile) as exc:
+        raise AlignkitError(f"{path}: cannot decompress ({exc})", "is the file complete?") from None
+    except OSError as exc:
+        if codec is None:
+            raise
+        raise AlignkitError(f"{path}: cannot decompress ({exc})", "is the file complete?") from None
 
 
 def read_prompt_rows(source: str, key: str) -> list[Row]:
@@ -172,7 +205,7 @@ def read_prompt_rows(source: str, key: str) -> list[Row]:
     .txt file holds one prompt per line, or one per paragraph where blank lines separate them (a prompt over several
     lines). Each is a `{"text"}` row."""
     path = Path(source).expanduser()
-    if path.suffix.lower() != ".txt" or not path.is_file():
+    if data_suffix(path) != ".txt" or not path.is_file():
         return read_rows(source, key)
     lines = decode(path).strip().splitlines()
     if not lines or any(not line.strip() for line in lines):  # empty (said by read_rows), or paragraphs
@@ -181,7 +214,8 @@ def read_prompt_rows(source: str, key: str) -> list[Row]:
 
 
 def decode(path: Path) -> str:
-    raw = path.read_bytes()
+    with open_binary(path) as file:
+        raw = file.read()
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -191,13 +225,17 @@ def decode(path: Path) -> str:
         ) from None
 
 
-def read_jsonl(path: Path, text: str | None = None) -> list[Row]:
-    return list(iter_jsonl(path, decoded_lines(path) if text is None else text.splitlines()))
+def read_jsonl(path: Path) -> list[Row]:
+    return list(iter_jsonl(path))
 
 
-def iter_jsonl(path: Path, lines: Iterable[str] | None = None) -> Iterator[Row]:
-    """The rows of a JSON Lines file (its `lines`, else read one at a time)."""
-    for number, line in enumerate(decoded_lines(path) if lines is None else lines, start=1):
+def iter_jsonl(path: Path) -> Iterator[Row]:
+    """The rows of a JSON Lines file, read one line at a time; a file whose first line is no whole JSON value (a JSON
+    list saved as .jsonl, pretty-printed objects) is read as a .json file is."""
+    if not first_line_is_json(path):
+        yield from read_json(path)
+        return
+    for number, line in enumerate(decoded_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -210,15 +248,32 @@ def iter_jsonl(path: Path, lines: Iterable[str] | None = None) -> Iterator[Row]:
         yield Row(f"{path}:line {number}", expect_object(data, f"{path}:line {number}"))
 
 
+def first_line_is_json(path: Path) -> bool:
+    """Whether the first non-blank line of a file is a whole JSON value, as each line of JSON Lines is (or is no JSON
+    at all, which the JSON Lines reader then names by its line)."""
+    lines = decoded_lines(path)
+    try:
+        first = next((line.strip() for line in lines if line.strip()), "")
+    finally:
+        lines.close()
+    if not first.startswith(("[", "{")):
+        return True
+    try:
+        json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return not first.startswith("[")
+
+
 def read_json(path: Path) -> list[Row]:
-    """A JSON list of objects, one object that is a row, or a `{"data": [...]}`-style wrapper; JSON Lines saved as
-    .json (common on the hub) is read as JSONL."""
+    """A JSON list of objects, one object that is a row, or a `{"data": [...]}`-style wrapper; objects one after
+    another (JSON Lines saved as .json, as common on the hub, or pretty-printed objects) are each a row."""
     text = decode(path)
     try:
         data = json.loads(text) if text.strip() else []
     except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data" and text.lstrip().startswith("{"):  # an object, then more values: JSON Lines
-            return read_jsonl(path, text)
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):  # an object, then more values
+            return json_values(path, text)
         raise AlignkitError(f"{path}:line {exc.lineno}: not valid JSON ({exc.msg})", "fix the JSON syntax") from None
     if isinstance(data, dict) and ROW_KEYS & data.keys():
         data = [data]
@@ -235,13 +290,39 @@ def read_json(path: Path) -> list[Row]:
     return [Row(f"{path}:item {i}", expect_object(item, f"{path}:item {i}")) for i, item in enumerate(data, start=1)]
 
 
+def json_values(path: Path, text: str) -> list[Row]:
+    """The objects of a text of JSON values one after another (whitespace between them), each named by the line it
+    starts on."""
+    decoder, rows, at, line = json.JSONDecoder(), [], 0, 1
+    while True:
+        start = len(text) - len(text[at:].lstrip())
+        if start == len(text):
+            return rows
+        line += text.count("\n", at, start)
+        try:
+            data, at = decoder.raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            raise AlignkitError(
+                f"{path}:line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
+                "each row must be one complete JSON object",
+            ) from None
+        rows.append(Row(f"{path}:line {line}", expect_object(data, f"{path}:line {line}")))
+        line += text.count("\n", start, at)
+
+
 def read_csv(path: Path) -> list[Row]:
-    text = decode(path)
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    """The rows of a CSV/TSV file, each named by the line it starts on (a quoted cell may span lines). Windows line
+    endings inside cells are read as the file's line ends are, `\n`: the text trained is the same on any system."""
+    text = decode(path).replace("\r\n", "\n")
+    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if data_suffix(path) == ".tsv" else ",")
     rows = []
     try:
+        if reader.fieldnames is None:  # reads the header; an empty file has none
+            return []
+        end = reader.line_num  # the header's last line: the first row starts after it
         for record in reader:
-            where = f"{path}:line {reader.line_num}"
+            where = f"{path}:line {end + 1}"
+            end = reader.line_num
             if None in record:
                 raise AlignkitError(f"{where}: more cells than header columns", "quote cells that contain commas")
             rows.append(Row(where, parse_json_columns(dict(record), where)))
@@ -258,15 +339,17 @@ def iter_parquet(path: Path) -> Iterator[Row]:
     """The rows of a Parquet file, read a batch at a time."""
     import pyarrow.parquet as pq
 
-    try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
-        number = 0
-        for batch in batches:
-            for record in batch.to_pylist():
-                number += 1
-                yield Row(f"{path}:row {number}", record)
-    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError variants for damaged files
-        raise AlignkitError(f"{path}: cannot read Parquet ({exc})", "is the file complete?") from None
+    compressed = path.suffix.lower() in COMPRESSED
+    with open_binary(path) if compressed else nullcontext(path) as source:
+        try:
+            batches = pq.ParquetFile(source).iter_batches(batch_size=1024)
+            number = 0
+            for batch in batches:
+                for record in batch.to_pylist():
+                    number += 1
+                    yield Row(f"{path}:row {number}", record)
+        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError variants for damaged files
+            raise AlignkitError(f"{path}: cannot read Parquet ({exc})", "is the file complete?") from None
 
 
 def read_text(path: Path) -> list[Row]:
@@ -291,7 +374,7 @@ def iter_paragraphs(path: Path) -> Iterator[Row]:
 def decoded_lines(path: Path) -> Iterator[str]:
     """The lines of a UTF-8 file as `decode(path).splitlines()` gives them, read one at a time."""
     offset = 0
-    with path.open("rb") as file:
+    with open_binary(path) as file:
         for number, raw in enumerate(file, start=1):
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -332,7 +415,7 @@ def is_saved_dataset(path: Path) -> bool:
 def read_folder(path: Path) -> list[Row]:
     """Every data file under a folder (a corpus of .txt/.md documents, JSONL shards), in path order, each read by its
     suffix (`folder_files`)."""
-    return [row for file in folder_files(path) for row in READERS[file.suffix.lower()](file)]
+    return [row for file in folder_files(path) for row in READERS[data_suffix(file)](file)]
 
 
 def folder_files(path: Path) -> list[Path]:
@@ -342,7 +425,7 @@ def folder_files(path: Path) -> list[Path]:
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         if any(part.startswith(".") for part in file.relative_to(path).parts):
             continue
-        if file.suffix.lower() in READERS:
+        if data_suffix(file) in READERS:
             files.append(file)
         else:
             skipped.add(file.suffix.lower() or "(no suffix)")
@@ -430,37 +513,61 @@ def expect_object(data: Any, where: str) -> dict[str, Any]:
 
 
 def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
-    """CSV cells that hold JSON message lists are parsed: a `messages`/`conversations` cell always; a prompt,
-    completion, chosen or rejected cell only when it is a list of turns or one turn, so `[INST] ...`, `[2, 3, 5]` or
-    `{"a": 1}` stays text."""
+    """CSV cells that hold message lists are parsed, as JSON or as the Python repr pandas' `to_csv` writes: a
+    `messages`/`conversations` cell always; a prompt, completion, chosen or rejected cell only when it is a list of
+    turns or one turn, so `[INST] ...`, `[2, 3, 5]` or `{"a": 1}` stays text. A cell that looks like turns but parses
+    as neither (numpy's repr of an array of them, from `Dataset.to_pandas().to_csv`) is refused: read as text, the
+    reply would be the repr."""
     for column in MESSAGE_COLUMNS:
         cell = record.get(column)
         if isinstance(cell, str) and cell.lstrip().startswith("["):
-            try:
-                record[column] = json.loads(cell)
-            except json.JSONDecodeError as exc:
-                raise AlignkitError(
-                    f"{where}: column `{column}` is not valid JSON ({exc.msg})", "fix the cell"
-                ) from None
+            value = cell_value(cell)
+            if value is None:
+                raise AlignkitError(f"{where}: column `{column}` is not a JSON list of messages", CSV_TURNS_FIX)
+            record[column] = value
     for column in TEXT_OR_MESSAGE_COLUMNS:
-        turns = message_cell(record.get(column))
+        cell = record.get(column)
+        turns = message_cell(cell)
         if turns is not None:
             record[column] = turns
+        elif isinstance(cell, str) and TURNS_TEXT.match(cell):
+            raise AlignkitError(
+                f"{where}: column `{column}` looks like a list of messages but is neither JSON nor a Python list",
+                CSV_TURNS_FIX,
+            )
     return record
 
 
+# the start of a list of turns written as text, JSON or a Python/numpy repr: `[{"role": ...` or `[{'from': ...`
+TURNS_TEXT = re.compile(r"""\s*\[\s*\{\s*["'](?:role|content|from|value)["']\s*:""")
+CSV_TURNS_FIX = (
+    "write message lists as JSON: save the data as JSONL or Parquet (pandas: df.to_json(PATH, orient='records', "
+    "lines=True))"
+)
+
+
 def message_cell(cell: Any) -> list[dict[str, Any]] | dict[str, Any] | None:
-    """`cell` parsed when it is a JSON list of turns (`role`/`content` or ShareGPT `from`/`value`) or one turn (a
-    LLaMA-Factory ShareGPT `chosen`/`rejected` reply), else None."""
+    """`cell` parsed when it is a list of turns (`role`/`content` or ShareGPT `from`/`value`) or one turn (a
+    LLaMA-Factory ShareGPT `chosen`/`rejected` reply), in JSON or a Python repr, else None."""
     if not isinstance(cell, str) or not cell.lstrip().startswith(("[", "{")):
         return None
-    try:
-        value = json.loads(cell)
-    except json.JSONDecodeError:
-        return None
+    value = cell_value(cell)
     if isinstance(value, list) and value and all(is_turn(turn) for turn in value):
         return value
     return value if is_turn(value) else None
+
+
+def cell_value(cell: str) -> Any:
+    """A CSV cell's JSON value, or its Python literal (pandas' `to_csv` writes a list of dicts as its repr, with
+    single quotes); None when it is neither."""
+    try:
+        return json.loads(cell)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(cell.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
 
 
 def is_turn(value: Any) -> bool:
@@ -513,10 +620,11 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
             data["conversations"], "conversations", "from", "value", roles=SHAREGPT_CHAT_ROLES, weights=weights
         )
     elif fmt == "alpaca":
-        messages = [*alpaca_prompt(data), {"role": "assistant", "content": text_field(data, alpaca_output_key(data))}]
+        messages = [*alpaca_prompt(data), {"role": "assistant", "content": reply_field(data, alpaca_output_key(data))}]
     elif fmt == "prompt_completion":
         completion_key = "response" if "response" in data and "completion" not in data else "completion"
-        messages = turns_or_text(data, "prompt", "user") + turns_or_text(data, completion_key, "assistant")
+        prompt = turns_or_text(data, "prompt", "user")
+        messages = prompt + after_prompt(prompt, turns_or_text(data, completion_key, "assistant"), completion_key)
         if is_hh_text(data["prompt"]) and isinstance(data[completion_key], str):  # the space after `Assistant:`
             messages[-1]["content"] = messages[-1]["content"].strip()
     else:
@@ -614,6 +722,8 @@ def message_list(
         if not isinstance(content, str):
             raise RowError(f"{where}.{content_key}", f"expected a string, got {type(content).__name__}")
         message: dict[str, Any] = {"role": allowed[role], "content": content}
+        if message["role"] == "assistant":
+            check_reply_text(content, f"{where}.{content_key}")
         if tool_calls:
             message["tool_calls"] = [tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(tool_calls)]
         if message["role"] == "tool":
@@ -761,7 +871,8 @@ def renders_tool_results(tokenizer: Any) -> bool:
 
 
 def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, Any]]:
-    """`key` as messages: a message list, a prompt in HH-RLHF text (Dahoas/rm-static), or one `role` turn."""
+    """`key` as messages: a message list, HH-RLHF text (a prompt, as Dahoas/rm-static's; a completion, a whole
+    transcript), or one `role` turn."""
     value = data.get(key)
     if isinstance(value, list):
         return message_list(value, key, "role", "content", roles=CHAT_ROLES)
@@ -770,7 +881,45 @@ def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, A
         if turns[-1]["role"] != "user":
             raise RowError(key, "HH-RLHF prompt text must end with a `Human:` turn (then an open `Assistant:`)")
         return turns
-    return [{"role": role, "content": text_field(data, key)}]
+    if role == "assistant" and is_hh_text(value):
+        return hh_turns(value, key)
+    return [{"role": role, "content": reply_field(data, key) if role == "assistant" else text_field(data, key)}]
+
+
+def after_prompt(prompt: list[dict[str, Any]], completion: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """The turns of a completion after its prompt: a completion that repeats the prompt's turns first (a whole HH-RLHF
+    transcript, an UltraFeedback-style conversation) has them cut off; what is left must open with the reply."""
+    shared = len(prompt) if len(completion) > len(prompt) and same_turns(completion[: len(prompt)], prompt) else 0
+    if completion[shared]["role"] == "user":
+        raise RowError(
+            f"{key}[{shared}].role",
+            "the completion opens with a user turn that is not the prompt's: give the reply alone, or the whole "
+            "conversation starting with the prompt's turns",
+        )
+    return completion[shared:]
+
+
+def same_turns(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """Whether two lists of turns say the same (roles and text, whitespace around it aside)."""
+    return [(m["role"], m["content"].strip()) for m in a] == [(m["role"], m["content"].strip()) for m in b]
+
+
+def reply_field(data: dict[str, Any], key: str) -> str:
+    """A reply given as text (`completion`, `output`, `chosen`, ...), checked as `check_reply_text` checks it."""
+    text = text_field(data, key)
+    check_reply_text(text, key)
+    return text
+
+
+def check_reply_text(text: str, field: str) -> None:
+    """Refuse an assistant turn whose text holds another HH-RLHF turn (`...\\n\\nHuman: ...`): an HH transcript left
+    whole, trained as the reply, would teach the model to write the user's turns too."""
+    if HH_TURN_INSIDE.search(text):
+        raise RowError(
+            field,
+            "holds HH-RLHF `Human:`/`Assistant:` turns inside a reply; split it into turns (messages), or give the "
+            "whole transcript from its first `Human:` turn",
+        )
 
 
 def is_hh_text(value: Any) -> bool:

@@ -48,6 +48,8 @@ from alignkit.data.formats import (
     looks_like,
     message_list,
     read_rows,
+    reply_field,
+    same_turns,
     text_field,
     to_messages,
     uses_tools,
@@ -280,7 +282,7 @@ def reply_turns(data: dict[str, Any], key: str, prompt_key: str | None, prompt: 
     elif hh:
         turns = hh_turns(hh_transcript(data, key, prompt_key), key)
     else:
-        return [{"role": "assistant", "content": text_field(data, key)}], 0
+        return [{"role": "assistant", "content": reply_field(data, key)}], 0
     offset = len(prompt) if prompt and len(turns) > len(prompt) and same_turns(turns[: len(prompt)], prompt) else 0
     return turns[offset:], offset
 
@@ -326,10 +328,6 @@ def split_shared_prompt(prompt: Messages, chosen: Reply, rejected: Reply) -> tup
     if shared:
         check_prompt(prompt + chosen_turns[:shared], "chosen", start=chosen_at - len(prompt))
     return prompt + chosen_turns[:shared], *replies
-
-
-def same_turns(a: Messages, b: Messages) -> bool:
-    return [(m["role"], m["content"].strip()) for m in a] == [(m["role"], m["content"].strip()) for m in b]
 
 
 ORIGIN = ("dataset", "round", "candidates_from")  # where a pulled pair comes from (`feedback pull`)

@@ -181,6 +181,11 @@ def test_bad_flags_give_one_line_error(args, expected, tmp_path, capsys, chat_fi
         ("sft", "finetuning_type", "peft.method"),  # was `trainer.learning_rate`
         ("sft", "lora_target", "peft.target_modules"),  # was `trainer.optim_target_modules`
         ("sft", "overwrite_output_dir", "overwrite"),  # was `trainer.output_dir`
+        ("sft", "dataset_train_split", "data.paths"),  # was `data.validation_split`, a share of the rows
+        ("sft", "dataset_test_split", "data.validation_paths"),  # was `trainer.dataset_text_field`
+        ("sft", "group_by_length", "trainer.train_sampling_strategy"),  # was `trainer.max_length`
+        ("sft", "saves_per_epoch", "trainer.save_steps"),  # was `trainer.save_on_each_node`
+        ("sft", "lora_fan_in_fan_out", "peft.fan_in_fan_out"),  # was `trainer.logging_nan_inf_filter`
     ],
 )
 def test_a_top_level_key_is_suggested_where_it_belongs_not_as_another_knob(stage, key, home, tmp_path, capsys):
@@ -204,6 +209,9 @@ def test_a_top_level_key_is_suggested_where_it_belongs_not_as_another_knob(stage
         ("beta", "the KL weight of `alignkit dpo` and `alignkit rl`"),  # was `trainer.adam_beta2`
         ("chat_template", "the model's own chat template"),  # was `trainer.chat_template_path`, a file path
         ("template", "trainer.chat_template_path"),  # LLaMA-Factory's template name
+        ("strict", "alignkit refuses unknown keys always"),  # axolotl's; was `data.streaming`
+        ("model_type", "architecture from the model's config"),  # axolotl's; was `model`
+        ("rl", "the stage is the command: alignkit dpo"),  # axolotl's `rl: dpo`; was no hint
     ],
 )
 def test_another_tools_key_is_named_at_its_alignkit_home(key, hint, tmp_path, capsys, chat_file, tiny_model):
@@ -214,6 +222,29 @@ def test_another_tools_key_is_named_at_its_alignkit_home(key, hint, tmp_path, ca
     code, err = invoke(argv, capsys)
     assert_one_line_error(code, err, [f"unknown config key `{key}`", hint])
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--learning_rate", "1e-4"], ["key `trainer.learning_rate`", "fix: --set trainer.learning_rate=1e-4"]),
+        (["--num_train_epochs=2"], ["key `trainer.num_train_epochs`", "fix: --epochs 2"]),
+        (["--per_device_train_batch_size", "2"], ["fix: --set trainer.per_device_train_batch_size=2"]),
+        (["--dataset_name", "pairs.jsonl"], ["key `data.paths`", "fix: --data pairs.jsonl"]),
+        (["--model_name_or_path", "Qwen/Qwen2.5-0.5B"], ["key `model.name`", "fix: --model Qwen/Qwen2.5-0.5B"]),
+        (["--lora_r", "8"], ["key `peft.r`", "fix: --set peft.r=8"]),
+        (["--output_dir", "x"], ["key `out`", "fix: --out ... (the run directory)"]),
+        (["--bf16"], ["key `model.precision`", "fix: --set model.precision=... (bf16"]),
+        (["--template", "qwen"], ["alignkit sft has no flag --template", "the model's own chat template"]),
+        (["--max-step", "1"], ["alignkit sft has no flag --max-step", "did you mean --max-steps?"]),
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) and value[0].startswith("--") else "",
+)
+def test_another_tools_flag_names_alignkit_key_with_the_value_given(args, expected, tmp_path, capsys):
+    """TRL's CLI flags (`--learning_rate 1e-4`) gave click's usage box, `No such option`, without alignkit's key."""
+    code, err = invoke(["sft", *args, "--out", str(tmp_path / "run")], capsys)
+    assert_one_line_error(code, err, [f"alignkit sft has no flag {args[0].partition('=')[0]}", *expected])
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_config_from_another_tool_gets_every_unknown_key_named_at_once(tmp_path, capsys, chat_file, tiny_model):

@@ -5,12 +5,14 @@ SFT run train on them."""
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -259,6 +261,37 @@ def test_hh_rlhf_prompt_text_is_turns_in_prompt_files_and_sft_rows(tmp_path):
     assert [p.messages for p in load_eval_prompts(str(path))] == [HISTORY, HISTORY]
     sft = write_jsonl(tmp_path / "sft.jsonl", [dahoas])
     assert load_chat([str(sft)]) == [{"messages": HISTORY + PAIR["chosen"]}]
+
+
+def test_hh_rlhf_transcripts_are_never_trained_as_one_reply(tmp_path):
+    """An HH-RLHF `chosen` transcript as an SFT completion trained `Human:`/`Assistant:` markers and the user's turns
+    as the assistant's words; a completion repeating its prompt trained the prompt twice. A transcript is now read as
+    its turns after the prompt, and a reply holding HH turns is refused in every format."""
+    transcript = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}\n\nAssistant: 4."
+    conversation = {"messages": HISTORY + PAIR["chosen"]}
+    rows = [
+        {"prompt": "Hi", "completion": transcript},
+        {"prompt": "\n\nHuman: Hi\n\nAssistant:", "completion": transcript},
+        {"prompt": "Hi", "completion": HISTORY + PAIR["chosen"]},
+    ]
+    assert load_chat([str(write_jsonl(tmp_path / "sft.jsonl", rows))]) == [conversation] * 3
+    inside_a_reply = (
+        "holds HH-RLHF `Human:`/`Assistant:` turns inside a reply; split it into turns (messages), or give the whole "
+        "transcript from its first `Human:` turn"
+    )
+    left_whole = f"Hello!\n\nHuman: {QUESTION}\n\nAssistant: 4."
+    refused = [
+        (load_chat, {"prompt": "Hi", "completion": left_whole}, "`completion`"),
+        (load_chat, {"messages": turns(("user", "Hi"), ("assistant", left_whole))}, "`messages[1].content`"),
+        (load_chat, {"instruction": "Hi", "output": left_whole}, "`output`"),
+        (load_preferences, {"prompt": "Hi", "chosen": left_whole, "rejected": "Go away."}, "`chosen`"),
+        (load_unpaired, {"prompt": "Hi", "completion": left_whole, "label": True}, "`completion`"),
+    ]
+    for load, row, field in refused:
+        path = write_jsonl(tmp_path / "bad.jsonl", [row])
+        assert load_error(load, path) == f"{path}:line 1: field {field}: {inside_a_reply}"
+    path = write_jsonl(tmp_path / "other.jsonl", [{"prompt": "Yo", "completion": transcript}])
+    assert "field `completion[0].role`: the completion opens with a user turn" in load_error(load_chat, path)
 
 
 def test_dolly_context_is_part_of_the_prompt_and_response_the_answer(tmp_path):
@@ -621,12 +654,67 @@ def test_csv_cells_that_start_with_a_bracket_or_brace_are_text_unless_they_are_t
     ]
 
 
+def test_csv_from_pandas_reads_message_lists_written_as_python_reprs(tmp_path):
+    """`df.to_csv` writes a list of dicts as its repr (single quotes): the pair trained the repr text as the replies
+    (`"[{'role': 'user', ..."`); numpy's repr (`Dataset.to_pandas()`: no commas) is refused at the row's first line."""
+
+    ultrafeedback = {
+        "prompt": QUESTION,
+        "chosen": HISTORY[2:] + PAIR["chosen"],
+        "rejected": HISTORY[2:] + PAIR["rejected"],
+    }
+    pd.DataFrame([ultrafeedback]).to_csv(tmp_path / "pairs.csv", index=False)
+    assert load_preferences([str(tmp_path / "pairs.csv")]) == [PAIR]
+    pd.DataFrame([{"prompt": PAIR["prompt"], "completion": PAIR["chosen"]}]).to_csv(tmp_path / "sft.csv", index=False)
+    assert load_chat([str(tmp_path / "sft.csv")]) == [{"messages": PAIR["prompt"] + PAIR["chosen"]}]
+    pd.DataFrame([SHAREGPT_PAIR]).to_csv(tmp_path / "sharegpt.csv", index=False)  # reply objects as dict reprs
+    assert load_preferences([str(tmp_path / "sharegpt.csv")])[0]["chosen"] == PAIR["chosen"]
+
+    from datasets import Dataset
+
+    Dataset.from_list([ultrafeedback]).to_pandas().to_csv(tmp_path / "numpy.csv", index=False)
+    assert load_error(load_preferences, tmp_path / "numpy.csv") == (
+        f"{tmp_path / 'numpy.csv'}:line 2: column `chosen` looks like a list of messages but is neither JSON nor a "
+        "Python list"
+    )
+
+
+def test_a_byte_order_mark_and_windows_line_endings_read_as_the_same_rows(tmp_path):
+    """Files saved on Windows (Notepad's UTF-8 BOM, CRLF line ends): the rows are the same, and a CSV cell over
+    several lines holds `\n` line ends, not `\r\n`."""
+    rows = [{"instruction": "Say hi\non two lines", "input": "", "output": "hi"}, {"instruction": "Add", "output": "4"}]
+    expected = load_chat([str(write_jsonl(tmp_path / "unix.jsonl", rows))])
+    bom = b"\xef\xbb\xbf"
+    jsonl = "".join(json.dumps(row) + "\r\n" for row in rows)
+    (tmp_path / "windows.jsonl").write_bytes(bom + jsonl.encode())
+    (tmp_path / "windows.json").write_bytes(bom + json.dumps(rows, indent=2).replace("\n", "\r\n").encode())
+    csv_text = 'instruction,input,output\r\n"Say hi\r\non two lines",,hi\r\nAdd,,4\r\n'
+    (tmp_path / "windows.csv").write_bytes(bom + csv_text.encode())
+    for name in ("windows.jsonl", "windows.json", "windows.csv"):
+        assert load_chat([str(tmp_path / name)]) == expected, name
+    (tmp_path / "bad.csv").write_bytes(bom + csv_text.replace(",,4", ",,").encode())
+    assert load_error(load_chat, tmp_path / "bad.csv").startswith(f"{tmp_path / 'bad.csv'}:line 4: field `output`")
+
+
 def test_json_lines_saved_as_json_is_read_as_json_lines(tmp_path):
     rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(3)]
     path = write_jsonl(tmp_path / "train.json", rows)  # as many hub datasets ship it
     assert load_chat([str(path)]) == rows
     write_jsonl(path, [*rows, {"messages": turns(("user", "Q3"))}])
     assert load_error(load_chat, path).startswith(f"{path}:line 4: field `messages`: has no assistant turn")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_json_list_or_pretty_printed_objects_are_read_whatever_the_suffix(suffix, tmp_path):
+    """`json.dump(rows, f, indent=2)` into `train.jsonl`, or objects printed one after another: refused as `line 1:
+    not valid JSON` (JSON Lines) or `expected a JSON object, got list`."""
+    rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(2)]
+    path = tmp_path / f"train{suffix}"
+    for text in (json.dumps(rows, indent=2), json.dumps(rows), "\n".join(json.dumps(row, indent=2) for row in rows)):
+        path.write_text(text)
+        assert load_chat([str(path)]) == rows
+    path.write_text("\n".join(json.dumps(row, indent=2) for row in [*rows, {"messages": turns(("user", "Q2"))}]))
+    assert load_error(load_chat, path).startswith(f"{path}:line 25: field `messages`: has no assistant turn")
 
 
 def test_a_json_file_of_one_row_object_is_that_row_and_a_data_wrapper_is_its_list(tmp_path):
@@ -646,6 +734,34 @@ def test_a_json_file_of_one_row_object_is_that_row_and_a_data_wrapper_is_its_lis
     assert load_chat([str(wrapped)]) == [row, row]
     wrapped.write_text(json.dumps({"train": [row, row], "test": [row]}))
     assert load_error(load_chat, wrapped) == f"{wrapped}: holds several lists (train, test), not one list of rows"
+
+
+def test_compressed_files_are_read_through_their_codec_and_a_damaged_one_is_named(tmp_path):
+    """Hub dumps come as `train.jsonl.gz`, `c4-00000.json.gz`: they were refused as file type `.gz`."""
+    import bz2
+    import gzip
+    import lzma
+
+    from alignkit.data import load_text
+
+    rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(2)]
+    jsonl = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    (tmp_path / "rows.jsonl.gz").write_bytes(gzip.compress(jsonl))
+    (tmp_path / "rows.json.bz2").write_bytes(bz2.compress(json.dumps(rows).encode()))
+    csv_text = "prompt,completion\nQ0,A0\nQ1,A1\n"
+    (tmp_path / "rows.csv.xz").write_bytes(lzma.compress(csv_text.encode()))
+    for name in ("rows.jsonl.gz", "rows.json.bz2", "rows.csv.xz"):
+        assert load_chat([str(tmp_path / name)]) == rows, name
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()  # a folder of compressed shards, as c4's
+    (corpus / "part-0.txt.gz").write_bytes(gzip.compress(b"First paragraph.\n\nSecond paragraph.\n"))
+    assert [row["text"] for row in load_text([str(corpus)])] == ["First paragraph.", "Second paragraph."]
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(gzip.compress(jsonl)[:-12])
+    assert load_error(load_chat, truncated).startswith(f"{truncated}: cannot decompress")
+    unknown = tmp_path / "rows.gz"
+    unknown.write_bytes(gzip.compress(jsonl))
+    assert load_error(load_chat, unknown) == f"{unknown}: unsupported file type `.gz`"
 
 
 # ---- tool-calling chat rows -----------------------------------------------------------------------------------
@@ -872,7 +988,18 @@ CALLS = {
 PAIR_AFTER_TOOL = {"chosen": "It is 18C.", "rejected": "It is 30C."}
 HH_HISTORY = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
 
+SFT_ON_PAIRS = (
+    "field `chosen`: a preference pair (chosen/rejected): SFT trains one reply per prompt; train pairs with `alignkit "
+    "dpo` or `alignkit reward`, or give SFT {prompt, completion} or {messages} rows"
+)
 BAD_ROWS = [
+    (load_chat, PAIR, SFT_ON_PAIRS),  # was `completion`: missing
+    (
+        load_chat,
+        {"chosen": f"{HH_HISTORY}\n\nAssistant: 4.", "rejected": f"{HH_HISTORY}\n\nAssistant: 5."},
+        SFT_ON_PAIRS,
+    ),
+    (load_chat, {"instruction": QUESTION, "chosen": "4.", "rejected": "5."}, SFT_ON_PAIRS),  # was `output`: missing
     (
         load_preferences,
         {**SHAREGPT_PAIR, "chosen": "4."},
@@ -991,6 +1118,9 @@ BAD_ROWS = [
     ("load", "row", "expected"),
     BAD_ROWS,
     ids=[
+        "sft-on-trl-pairs",
+        "sft-on-hh-rlhf-pairs",
+        "sft-on-alpaca-pairs",
         "sharegpt-chosen-string",
         "sharegpt-reply-from-human",
         "sharegpt-prompt-ends-with-gpt",
@@ -1066,6 +1196,12 @@ def test_each_public_format_trains_one_step_through_the_cli(tiny_model, tmp_path
     ]))  # fmt: skip
     c4 = write_jsonl(tmp_path / "c4.jsonl", [{"text": f"Compost needs air and water, part {i}."} for i in range(4)])
     history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+    hh_sft = tmp_path / "hh_sft.jsonl.gz"  # HH-RLHF transcripts as completions, gzipped as hub dumps come
+    hh_sft.write_bytes(
+        gzip.compress(json.dumps({"prompt": "Hi", "completion": f"{history}\n\nAssistant: 4."}).encode())
+    )
+    pandas_pairs = tmp_path / "pandas_pairs.csv"  # message lists as the Python reprs pandas' to_csv writes
+    pd.DataFrame(TRL_WITH_EXTRA_COLUMNS[:1] * 2).to_csv(pandas_pairs, index=False)
     files = {
         "sharegpt pairs": write_jsonl(tmp_path / "sharegpt_pairs.jsonl", [SHAREGPT_PAIR] * 2),
         "alpaca pairs": write_jsonl(tmp_path / "alpaca_pairs.jsonl", [
@@ -1073,6 +1209,7 @@ def test_each_public_format_trains_one_step_through_the_cli(tiny_model, tmp_path
         "hh-rlhf": write_jsonl(tmp_path / "hh.jsonl", [
             {"chosen": f"{history}\n\nAssistant: 4.", "rejected": f"{history}\n\nAssistant: 5."}] * 2),
         "trl + extra columns": write_jsonl(tmp_path / "ultrafeedback.jsonl", TRL_WITH_EXTRA_COLUMNS),
+        "pandas csv": pandas_pairs,
     }  # fmt: skip
     kto = write_jsonl(tmp_path / "kto.jsonl", [
         {"messages": [*HISTORY, {"role": "assistant", "content": "4."}], "label": True},
@@ -1090,7 +1227,8 @@ def test_each_public_format_trains_one_step_through_the_cli(tiny_model, tmp_path
         made.append(run)
         return run
 
-    sft = trains("sft", "--data", str(alpaca), "--model", tiny_model)
+    sft = trains("sft", "--data", str(alpaca), "--data", str(hh_sft), "--model", tiny_model)
+    assert sft.metrics["train_rows"] + sft.metrics["eval_rows"] == 3, sft.metrics
     trains("pretrain", "--data", str(c4), "--model", tiny_model)
     # every pair format at once: each file is read by its own loader, then all rows train together
     every_pair_file = [arg for path in files.values() for arg in ("--data", str(path))]
