@@ -18,7 +18,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -572,6 +572,20 @@ def same_policy(one: dict[str, Any], other: dict[str, Any]) -> bool:
     if one.get("run_id") and other.get("run_id"):
         return one["run_id"] == other["run_id"]
     return (one.get("run") or one.get("model") or "") == (other.get("run") or other.get("model") or "")
+
+
+MODEL_PARTS = ("adapter", "model", "tokenizer")  # the folders of a run its model is built from
+
+
+def lineage_digests(run: Run, digest: Callable[[Path], str] = known_sha256) -> list[list[str]]:
+    """`[part, sha256]` of each run of `run`'s lineage, oldest first, for each of its `MODEL_PARTS` folders: what tells
+    the model it builds from another (a run trained again or resumed has other files), not where the runs are."""
+    return [
+        [part, digest(Path(step["run"]) / part)]
+        for step in run.lineage
+        for part in MODEL_PARTS
+        if (Path(step["run"]) / part).is_dir()
+    ]
 
 
 def lineage_stamp(run: Run) -> tuple[tuple[int, int], ...]:
