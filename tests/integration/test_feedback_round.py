@@ -270,6 +270,31 @@ def test_pulling_before_anyone_rated_is_one_clear_line_and_writes_no_pairs_file(
     assert pull.pull("round-unrated", "collect", client=owner).summary["rated_records"] == 1
 
 
+def test_pulling_a_round_rated_all_ties_is_one_clear_line_and_writes_no_pairs_file(
+    tmp_path, owner, annotators, argilla_server
+):
+    """Every rated record a tie (the annotators saw no difference): pull wrote an empty pairs file and exited 0, as
+    a pull before anyone rated did."""
+    push.push(str(candidates_file(tmp_path, 2)), "round-all-ties", "collect", min_submitted=1, client=owner)
+    session = client.annotator_session(*annotators[0], url=argilla_server.url)
+    records = session.queue(next(d["id"] for d in session.datasets() if d["name"] == "round-all-ties"), limit=4)
+    for record in records[:3]:
+        session.respond(record["id"], {schema.PREFERENCE: "tie"})
+    out = tmp_path / "pairs.jsonl"
+    line = cli_error(argilla_server, "pull", "--dataset", "round-all-ties", "--workspace", "collect", "--out", str(out))
+    assert "its 3 rated records are all ties (3 comparisons rated as no difference)" in line, line
+    assert "no pairs to pull" in line and "rate more records" in line
+    assert not out.exists() and not out.with_suffix(".summary.json").exists()
+    with pytest.raises(AlignkitError, match="all ties"):
+        pull.pull("round-all-ties", "collect", pairing="best-worst", ties="keep", client=owner)  # ties never kept there
+    kept = pull.pull("round-all-ties", "collect", ties="keep", client=owner).pairs  # asked for: margin-0 pairs
+    assert len(kept) == 3 and all(p["tie"] and p["margin"] == 0 for p in kept)
+
+    session.respond(records[3]["id"], {schema.PREFERENCE: "1"})
+    result = pull.pull("round-all-ties", "collect", client=owner)
+    assert len(result.pairs) == 1 and result.summary["ties"] == 3
+
+
 def test_appending_another_candidate_count_is_refused_in_one_line(tmp_path, owner, argilla_server):
     push.push(str(candidates_file(tmp_path, 2)), "round-append-n", "collect", client=owner)
     three = str(candidates_file(tmp_path, 3))
