@@ -588,6 +588,21 @@ def lineage_digests(run: Run, digest: Callable[[Path], str] = known_sha256) -> l
     ]
 
 
+def policy_key(source: dict[str, Any]) -> str:
+    """What a candidate's source (`policy_source`) is grouped by: its run `id` where recorded (the same wherever
+    runs/ is moved or copied, and another for a run trained again in its place), else its run path, else its model."""
+    return str(source.get("run_id") or source.get("run") or source.get("model") or "")
+
+
+def path_hint(path: str) -> str:
+    """A recorded path as a hint that reads on another machine: relative to the working directory where it lies
+    inside it (`runs/sft-...`), else as it is."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path
+
+
 def lineage_stamp(run: Run) -> tuple[tuple[int, int], ...]:
     """What tells a run's model apart from the one a dir held before: the inode and modification time of the manifest
     of each run of its lineage (rewritten atomically whenever one is trained again: `--overwrite`, `--resume`). Models

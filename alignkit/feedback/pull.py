@@ -13,10 +13,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from alignkit import runs
 from alignkit.errors import AlignkitError, option
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.annotation import review_edit
 from alignkit.feedback.client import connect, find_dataset, submitted_answers, usernames
+from alignkit.feedback.push import record_sources
 
 TIE = "tie"
 
@@ -198,14 +200,26 @@ def pull(
 
 
 def record_origin(dataset_name: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """Where a record's pairs come from: its dataset, collection round (a number, or `playground`) and the runs (else
-    models) whose candidates it shows, so a pairs file says which policy and round each pair is about."""
+    """Where a record's pairs come from: its dataset, collection round (a number, or `playground`) and the policies
+    whose candidates it shows (`candidate_policies`), so a pairs file says which policy and round each pair is about."""
     round_name = str(metadata.get("round") or "")
     return {
         "dataset": dataset_name,
         "round": int(round_name) if round_name.isdigit() else round_name or None,
-        "candidates_from": [run for run in str(metadata.get("runs") or "").split(",") if run],
+        "candidates_from": candidate_policies(metadata),
     }
+
+
+def candidate_policies(metadata: dict[str, Any]) -> list[dict[str, str]]:
+    """Each policy whose candidates a record shows, once: its run's `run_id` (what names a policy wherever runs/ is
+    moved: `runs.same_policy`) with the run's path as a hint (`runs.path_hint`), else its model."""
+    policies: dict[str, dict[str, str]] = {}
+    for source in record_sources(metadata):
+        named = {key: str(source[key]) for key in ("run_id", "run") if source.get(key)} or {"model": source["model"]}
+        if "run" in named:
+            named["run"] = runs.path_hint(named["run"])
+        policies.setdefault(runs.policy_key(source), named)
+    return [policies[key] for key in sorted(policies)]
 
 
 def nothing_rated(dataset_name: str, workspace: str, counts: Counter[str], min_annotators: int) -> AlignkitError:
