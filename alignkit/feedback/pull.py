@@ -179,8 +179,6 @@ def pull(
     multi = [pairwise_agreement(unit) for unit in units if len(unit) >= 2]
     if pairing == "best-worst":
         pairs = best_vs_worst(pairs)
-    if not pairs and counts["ties"]:
-        raise all_ties(dataset_name, workspace, counts, min_agreement)
     summary = {
         "dataset": dataset_name,
         "records": counts["records"],
@@ -238,18 +236,21 @@ def nothing_rated(dataset_name: str, workspace: str, counts: Counter[str], min_a
     )
 
 
-def all_ties(dataset_name: str, workspace: str, counts: Counter[str], min_agreement: float) -> AlignkitError:
-    """A pull whose rated records decided no comparison (every one a tie, the rest split below `--min-agreement`): an
-    empty pairs file would only fail later, in `reward` or `dpo`, as "no rows"."""
-    split = counts["dropped_low_agreement"]
-    found = f"{counts['ties']} comparisons rated as no difference"
-    if split:
+def check_decided(result: PullResult, workspace: str, min_agreement: float) -> None:
+    """Refuse a pull that decided no pair, every comparison a tie (the rest split below `--min-agreement`), before a
+    pairs file is written: an empty one would only fail later, in `reward` or `dpo`, as "no rows". (The demo reads
+    `pull`'s result itself: a later round of ties adds no pairs to the earlier rounds'.)"""
+    summary = result.summary
+    if result.pairs or not summary["ties"]:
+        return
+    found = f"{summary['ties']} comparisons rated as no difference"
+    if split := summary["dropped_low_agreement"]:
         found = f"decided no comparison ({found}, {split} split below {option('min_agreement')} {min_agreement})"
     else:
         found = f"are all ties ({found})"
-    return AlignkitError(
-        f"dataset {dataset_name!r} in workspace {workspace!r}: its {counts['rated_records']} rated records {found}, "
-        "so there are no pairs to pull",
+    raise AlignkitError(
+        f"dataset {summary['dataset']!r} in workspace {workspace!r}: its {summary['rated_records']} rated records "
+        f"{found}, so there are no pairs to pull",
         "rate more records, or generate candidates that differ more (e.g. a higher --temperature) and push them as a "
         "new round, then pull again",
     )

@@ -275,6 +275,8 @@ def test_pulling_a_round_rated_all_ties_is_one_clear_line_and_writes_no_pairs_fi
 ):
     """Every rated record a tie (the annotators saw no difference): pull wrote an empty pairs file and exited 0, as
     a pull before anyone rated did."""
+    import alignkit
+
     push.push(str(candidates_file(tmp_path, 2)), "round-all-ties", "collect", min_submitted=1, client=owner)
     session = client.annotator_session(*annotators[0], url=argilla_server.url)
     records = session.queue(next(d["id"] for d in session.datasets() if d["name"] == "round-all-ties"), limit=4)
@@ -285,8 +287,10 @@ def test_pulling_a_round_rated_all_ties_is_one_clear_line_and_writes_no_pairs_fi
     assert "its 3 rated records are all ties (3 comparisons rated as no difference)" in line, line
     assert "no pairs to pull" in line and "rate more records" in line
     assert not out.exists() and not out.with_suffix(".summary.json").exists()
-    with pytest.raises(AlignkitError, match="all ties"):
-        pull.pull("round-all-ties", "collect", pairing="best-worst", ties="keep", client=owner)  # ties never kept there
+    with pytest.raises(AlignkitError, match="all ties"):  # ties are never kept there
+        alignkit.pull("round-all-ties", out, "collect", ties="keep", client=owner, pairing="best-worst")
+    assert not out.exists()
+    assert pull.pull("round-all-ties", "collect", client=owner).pairs == []  # the demo adds a round's pairs to others'
     kept = pull.pull("round-all-ties", "collect", ties="keep", client=owner).pairs  # asked for: margin-0 pairs
     assert len(kept) == 3 and all(p["tie"] and p["margin"] == 0 for p in kept)
 
