@@ -12,6 +12,7 @@ Both `alignkit generate` backends keep N distinct candidates per prompt by one r
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -100,13 +101,23 @@ def distinct_replies(
 
 
 def servable_model(from_run: str | None, model_name: str | None) -> tuple[Path, dict[str, str]]:
-    """A plain model dir vLLM can load: the run merged once (cached by run path and completion time), or the base."""
+    """A plain model dir vLLM can load: the run merged once (`merged_dir`), or the base."""
     if not from_run:
         name = model_name or "embedded"
         return Path(models.resolve_model(name)), {"run": "", "model": name}
     run = runs.open_policy(from_run, model_name)
-    key = hashlib.sha256(f"{run.path.resolve()}|{run.manifest.get('finished')}".encode()).hexdigest()[:16]
-    merged = cache_dir() / "merged" / f"{run.path.name}-{key}"
+    merged = merged_dir(run)
     if not (merged / export.EXPORT_RECORD).is_file():
         export.export(run.path, merged, overwrite=True)
     return merged, runs.policy_source(run)
+
+
+def merged_dir(run: runs.Run) -> Path:
+    """Where `run` merged is cached, named by what the merge is made of: the base's weights (sha256, else its name)
+    and the id and files of each run of its lineage (`runs.lineage_digests`), not the run's path: a run moved or
+    copied finds its merge, one trained again or resumed in its place gets another."""
+    base = run.manifest.get("base") or {}
+    ids = [runs.Run(step["run"]).manifest.get("id") for step in run.lineage]
+    made_of = [base.get("sha256") or run.recorded_model_config.name, ids, runs.lineage_digests(run)]
+    key = hashlib.sha256(json.dumps(made_of).encode()).hexdigest()[:16]
+    return cache_dir() / "merged" / f"{run.stage}-{key}"

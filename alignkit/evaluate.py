@@ -975,11 +975,7 @@ def model_fingerprints(model_cfg: Any, precision: Any, built: Sequence[tuple[str
     digest = functools.cache(paths.known_sha256)
     fingerprints = {}
     for name, run in built:
-        parts: list[Any] = [base, str(precision)]
-        for step in run.lineage if run is not None else []:
-            for part in ("adapter", "model", "tokenizer"):
-                if (Path(step["run"]) / part).is_dir():
-                    parts.append([part, digest(Path(step["run"]) / part)])
+        parts: list[Any] = [base, str(precision), *(runs.lineage_digests(run, digest) if run is not None else [])]
         fingerprints[name] = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
     return fingerprints
 

@@ -280,9 +280,11 @@ def base_now(
         return dataclasses.replace(recorded, name=given)
     if local and Path(recorded.name).expanduser().exists():
         return recorded
-    if not local and (recorded.name == EMBEDDED_MODEL or not os.environ.get(MODEL_PATH_ENV)):
+    if recorded.name == EMBEDDED_MODEL:
         return recorded
     if not local and local_files(recorded).is_dir():  # a hub id the hub cache holds
+        return recorded
+    if not local and not os.environ.get(MODEL_PATH_ENV) and hub_reachable():  # downloaded when it is loaded
         return recorded
     candidates = moved_base_candidates(recorded.name)
     refused = []
@@ -297,22 +299,33 @@ def base_now(
                 unverified_base(recorded.name, candidate, run)
             return moved
         refused.append(f"{candidate}: {reason}")
-    if not local or not required:  # a hub id is downloaded where the hub is reachable; else loading it says so
+    if not required or (not local and hub_reachable()):  # a hub id is downloaded where the hub is reachable
         return recorded
     searched = f", nor in {MODEL_PATH_ENV}={os.environ[MODEL_PATH_ENV]}" if os.environ.get(MODEL_PATH_ENV) else ""
     others = f" ({'; '.join(refused)})" if refused else ""
-    fix = f"set {MODEL_PATH_ENV}=NEW_PATH"
+    place = "NEW_PATH" if local else "LOCAL_COPY"
+    fix = f"set {MODEL_PATH_ENV}={place}"
     if accepts("model.name"):  # `evaluate_runs` takes no model
-        fix = f"pass its new place with {option('model.name', 'NEW_PATH')}, or (any command, app or notebook) {fix}"
+        where = "its new place" if local else "a local copy of it"
+        fix = f"pass {where} with {option('model.name', place)}, or (any command, app or notebook) {fix}"
     checked = (
         f"its weights are checked against {run}/manifest.json"
         if sha256
         else f"{run} records no sha256 of its base, so its tokenizer is checked against the one {run} saved"
     )
+    missing = "not found (moved?)" if local else "not in the hub cache, and the hub cannot be reached"
+    held = "the model dir or the folder holding it" + ("" if local else f" as {Path(recorded.name).name}/")
     raise AlignkitError(
-        f"base model {recorded.name} of {run}: not found (moved?){searched}{others}",
-        f"{fix} (the model dir or the folder holding it); {checked}",
+        f"base model {recorded.name} of {run}: {missing}{searched}{others}", f"{fix} ({held}); {checked}"
     )
+
+
+def hub_reachable() -> bool:
+    """Whether a hub id can be downloaded from here: not offline, by `HF_HUB_OFFLINE` or `offline_without_network`."""
+    from huggingface_hub import constants
+
+    offline_without_network()
+    return not constants.HF_HUB_OFFLINE
 
 
 def moved_base_candidates(recorded_name: str) -> list[str]:

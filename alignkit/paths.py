@@ -3,9 +3,12 @@ point, and whether the hub can be reached."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from alignkit.errors import AlignkitError, option
@@ -73,23 +76,51 @@ def known_sha256(path: Path) -> str:
     if key in _known:
         return _known[key]
     cache_file = cache_dir() / "digests.json"
-    try:
-        cached = json.loads(cache_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cached = {}
-    if isinstance(cached.get(key), str):
+    cached = read_digests(cache_file)
+    if key in cached:
         _known[key] = cached[key]
         return cached[key]
     _known[key] = file_sha256(path)
-    kept = {k: v for k, v in cached.items() if Path(k.rsplit(":", 2)[0]).exists()}  # drop those of removed files
+    remember_digest(cache_file, key, _known[key])
+    return _known[key]
+
+
+def read_digests(cache_file: Path) -> dict[str, str]:
+    """The entries of the digest cache; a missing, torn or foreign file (not a JSON object) reads as empty: it is a
+    cache, hashing again is the cost."""
+    try:
+        cached = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in cached.items() if isinstance(v, str)} if isinstance(cached, dict) else {}
+
+
+def remember_digest(cache_file: Path, key: str, digest: str) -> None:
+    """Add one entry to the digest cache. Other processes hash at the same time (`accelerate launch` ranks, two
+    shells): under a lock, the file is read again and merged (not the copy read before hashing, which would drop
+    what they added meanwhile), and replaced whole (a reader never sees half a file)."""
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(kept | {key: _known[key]}), encoding="utf-8")
-        os.replace(tmp, cache_file)
+        with file_lock(cache_file.with_name(cache_file.name + ".lock")):
+            cached = read_digests(cache_file)
+            kept = {k: v for k, v in cached.items() if Path(k.rsplit(":", 2)[0]).exists()}  # drop removed files'
+            tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(kept | {key: digest}), encoding="utf-8")
+            os.replace(tmp, cache_file)
     except OSError:
         pass  # a read-only cache: hashed once per process
-    return _known[key]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created) while the block runs: alignkit processes that share a file take
+    turns (the Argilla server's venv, the digest cache)."""
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_replaceable(path: Path, marker: str, what: str) -> None:

@@ -408,8 +408,12 @@ class Answer:
 
 
 def candidate(answer: Answer) -> dict[str, Any]:
+    """An answer as a candidate of a feedback record: its text, sampling and source, a run by its path and `id` as
+    `generate` names it (`runs.policy_source`: pulled pairs tell the policy by its id wherever runs/ moves)."""
     run = "" if answer.model.startswith(BASE_PREFIX) else str(Path(answer.model).resolve())
     source = {"text": answer.text, "run": run, "model": answer.model.removeprefix(BASE_PREFIX)}
+    if run and (Path(run) / "manifest.json").is_file():
+        source["run_id"] = runs.Run(run).manifest.get("id") or ""
     return source | {"sampling": asdict(answer.sampling), "few_shot": answer.few_shot, "source": "playground"}
 
 

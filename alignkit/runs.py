@@ -18,7 +18,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -572,6 +572,35 @@ def same_policy(one: dict[str, Any], other: dict[str, Any]) -> bool:
     if one.get("run_id") and other.get("run_id"):
         return one["run_id"] == other["run_id"]
     return (one.get("run") or one.get("model") or "") == (other.get("run") or other.get("model") or "")
+
+
+MODEL_PARTS = ("adapter", "model", "tokenizer")  # the folders of a run its model is built from
+
+
+def lineage_digests(run: Run, digest: Callable[[Path], str] = known_sha256) -> list[list[str]]:
+    """`[part, sha256]` of each run of `run`'s lineage, oldest first, for each of its `MODEL_PARTS` folders: what tells
+    the model it builds from another (a run trained again or resumed has other files), not where the runs are."""
+    return [
+        [part, digest(Path(step["run"]) / part)]
+        for step in run.lineage
+        for part in MODEL_PARTS
+        if (Path(step["run"]) / part).is_dir()
+    ]
+
+
+def policy_key(source: dict[str, Any]) -> str:
+    """What a candidate's source (`policy_source`) is grouped by: its run `id` where recorded (the same wherever
+    runs/ is moved or copied, and another for a run trained again in its place), else its run path, else its model."""
+    return str(source.get("run_id") or source.get("run") or source.get("model") or "")
+
+
+def path_hint(path: str) -> str:
+    """A recorded path as a hint that reads on another machine: relative to the working directory where it lies
+    inside it (`runs/sft-...`), else as it is."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path
 
 
 def lineage_stamp(run: Run) -> tuple[tuple[int, int], ...]:

@@ -341,23 +341,35 @@ def origin(data: dict[str, Any]) -> dict[str, Any]:
         found["dataset"] = data["dataset"]
     if isinstance(data.get("round"), int | str) and not isinstance(data["round"], bool) and data["round"] != "":
         found["round"] = data["round"]
-    runs = data.get("candidates_from")
-    if isinstance(runs, list) and all(isinstance(run, str) for run in runs):
+    runs = data.get("candidates_from")  # {"run_id", "run"} or {"model"} each; run paths alone in older pulls
+    if isinstance(runs, list) and all(
+        isinstance(run, str) or (isinstance(run, dict) and all(isinstance(v, str) for v in run.values()))
+        for run in runs
+    ):
         found["candidates_from"] = runs
     return found
 
 
 def pairs_origin(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """How many of `rows` come from each pulled dataset and round, and from which runs' candidates (for the run's
-    manifest: which policy and round a reward or DPO run learnt from); empty where no row was pulled."""
-    counts: Counter[tuple[Any, Any, tuple[str, ...]]] = Counter(
-        (row.get("dataset"), row.get("round"), tuple(row.get("candidates_from") or ())) for row in rows
-    )
+    """How many of `rows` come from each pulled dataset and round, and from which policies' candidates (for the run's
+    manifest: which policy and round a reward or DPO run learnt from), a policy told by its run id (`runs.policy_key`:
+    the same after runs/ moved) with the first row's path as its hint; empty where no row was pulled."""
+    from alignkit.runs import policy_key
+
+    def policies(row: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(run if isinstance(run, str) else policy_key(run) for run in row.get("candidates_from") or ())
+
+    counts: Counter[tuple[Any, Any, tuple[str, ...]]] = Counter()
+    named: dict[tuple[Any, Any, tuple[str, ...]], list[Any]] = {}
+    for row in rows:
+        key = (row.get("dataset"), row.get("round"), policies(row))
+        counts[key] += 1
+        named.setdefault(key, list(row.get("candidates_from") or ()))
     if set(counts) == {(None, None, ())}:
         return []
     return [
-        {"dataset": dataset, "round": round_name, "candidates_from": list(runs), "rows": n}
-        for (dataset, round_name, runs), n in sorted(counts.items(), key=lambda item: str(item[0]))
+        {"dataset": key[0], "round": key[1], "candidates_from": named[key], "rows": n}
+        for key, n in sorted(counts.items(), key=lambda item: str(item[0]))
     ]
 
 

@@ -13,10 +13,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from alignkit import runs
 from alignkit.errors import AlignkitError, option
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.annotation import review_edit
 from alignkit.feedback.client import connect, find_dataset, submitted_answers, usernames
+from alignkit.feedback.push import record_sources
 
 TIE = "tie"
 
@@ -196,14 +198,26 @@ def pull(
 
 
 def record_origin(dataset_name: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """Where a record's pairs come from: its dataset, collection round (a number, or `playground`) and the runs (else
-    models) whose candidates it shows, so a pairs file says which policy and round each pair is about."""
+    """Where a record's pairs come from: its dataset, collection round (a number, or `playground`) and the policies
+    whose candidates it shows (`candidate_policies`), so a pairs file says which policy and round each pair is about."""
     round_name = str(metadata.get("round") or "")
     return {
         "dataset": dataset_name,
         "round": int(round_name) if round_name.isdigit() else round_name or None,
-        "candidates_from": [run for run in str(metadata.get("runs") or "").split(",") if run],
+        "candidates_from": candidate_policies(metadata),
     }
+
+
+def candidate_policies(metadata: dict[str, Any]) -> list[dict[str, str]]:
+    """Each policy whose candidates a record shows, once: its run's `run_id` (what names a policy wherever runs/ is
+    moved: `runs.same_policy`) with the run's path as a hint (`runs.path_hint`), else its model."""
+    policies: dict[str, dict[str, str]] = {}
+    for source in record_sources(metadata):
+        named = {key: str(source[key]) for key in ("run_id", "run") if source.get(key)} or {"model": source["model"]}
+        if "run" in named:
+            named["run"] = runs.path_hint(named["run"])
+        policies.setdefault(runs.policy_key(source), named)
+    return [policies[key] for key in sorted(policies)]
 
 
 def nothing_rated(dataset_name: str, workspace: str, counts: Counter[str], min_annotators: int) -> AlignkitError:
@@ -219,6 +233,26 @@ def nothing_rated(dataset_name: str, workspace: str, counts: Counter[str], min_a
     return AlignkitError(
         f"{where}: none of its {counts['records']} records has a submitted rating yet, so there are no pairs to pull",
         "rate them first (`alignkit serve` for the annotate app, or `alignkit feedback simulate`), then pull again",
+    )
+
+
+def check_decided(result: PullResult, workspace: str, min_agreement: float) -> None:
+    """Refuse a pull that decided no pair, every comparison a tie (the rest split below `--min-agreement`), before a
+    pairs file is written: an empty one would only fail later, in `reward` or `dpo`, as "no rows". (The demo reads
+    `pull`'s result itself: a later round of ties adds no pairs to the earlier rounds'.)"""
+    summary = result.summary
+    if result.pairs or not summary["ties"]:
+        return
+    found = f"{summary['ties']} comparisons rated as no difference"
+    if split := summary["dropped_low_agreement"]:
+        found = f"decided no comparison ({found}, {split} split below {option('min_agreement')} {min_agreement})"
+    else:
+        found = f"are all ties ({found})"
+    raise AlignkitError(
+        f"dataset {summary['dataset']!r} in workspace {workspace!r}: its {summary['rated_records']} rated records "
+        f"{found}, so there are no pairs to pull",
+        "rate more records, or generate candidates that differ more (e.g. a higher --temperature) and push them as a "
+        "new round, then pull again",
     )
 
 

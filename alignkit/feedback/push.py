@@ -232,11 +232,17 @@ def contents_in(dataset: Any, n: int) -> tuple[set[tuple[str, frozenset[str]]], 
         contents.add(content_key(metadata["prompt_id"], [record.fields[schema.candidate_field(i)] for i in range(n)]))
         if str(metadata.get("round") or "").isdigit():
             rounds.add(int(metadata["round"]))
-        try:
-            sources += candidate_sources(json.loads(metadata.get("source") or "[]"))
-        except (ValueError, TypeError, AttributeError):  # pushed by hand: the runs' paths alone
-            sources += [{"run": run} for run in filter(None, (metadata.get("runs") or "").split(","))]
+        sources += record_sources(metadata)
     return contents, rounds, distinct_policies(sources)
+
+
+def record_sources(metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    """Who wrote a record's candidates (`candidate_sources`), from its metadata `source`; for a record pushed by hand,
+    the runs' paths of its metadata `runs` alone."""
+    try:
+        return candidate_sources(json.loads(metadata.get("source") or "[]"))
+    except (ValueError, TypeError, AttributeError):
+        return [{"run": run} for run in filter(None, str(metadata.get("runs") or "").split(","))]
 
 
 def load_reviewable(path: str) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -27,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -46,7 +45,7 @@ from rich.progress import (
 
 from alignkit import processes
 from alignkit.errors import AlignkitError
-from alignkit.paths import cache_dir
+from alignkit.paths import cache_dir, file_lock
 from alignkit.processes import LOOPBACK
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ def ensure_server_env(venv_dir: Path | None = None) -> Path:
     if _env_complete(venv_dir, fingerprint):
         return python
     venv_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(venv_dir.with_name(venv_dir.name + ".lock")):
+    with file_lock(venv_dir.with_name(venv_dir.name + ".lock")):
         if not _env_complete(venv_dir, fingerprint):  # another process may have built it while we waited
             _build_env(venv_dir, fingerprint)
     return python
@@ -119,16 +118,6 @@ def _env_fingerprint() -> str:
 def _env_complete(venv_dir: Path, fingerprint: str) -> bool:
     marker = venv_dir / COMPLETE_MARKER
     return marker.is_file() and marker.read_text().strip() == fingerprint
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build_env(venv_dir: Path, fingerprint: str) -> None:

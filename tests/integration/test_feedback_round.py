@@ -69,7 +69,7 @@ def test_two_annotators_overlap_two_pull_expected_pairs(tmp_path, owner, annotat
         assert pair["annotators"] == ["rater-a", "rater-b"]  # as people know them, not Argilla's user ids
         assert pair["agreement"] == 1.0 and pair["margin"] >= 1
         assert pair["prompt"][0]["role"] == "user" and pair["dataset"] == "round-1"
-        assert pair["round"] == 1 and pair["candidates_from"] == ["runs/sft-x"]  # which policy, which round
+        assert pair["round"] == 1 and pair["candidates_from"] == [{"run": "runs/sft-x"}]  # which policy, which round
 
 
 def test_records_nobody_rated_are_told_from_records_rated_by_too_few(tmp_path, owner, annotators, argilla_server):
@@ -270,6 +270,35 @@ def test_pulling_before_anyone_rated_is_one_clear_line_and_writes_no_pairs_file(
     assert pull.pull("round-unrated", "collect", client=owner).summary["rated_records"] == 1
 
 
+def test_pulling_a_round_rated_all_ties_is_one_clear_line_and_writes_no_pairs_file(
+    tmp_path, owner, annotators, argilla_server
+):
+    """Every rated record a tie (the annotators saw no difference): pull wrote an empty pairs file and exited 0, as
+    a pull before anyone rated did."""
+    import alignkit
+
+    push.push(str(candidates_file(tmp_path, 2)), "round-all-ties", "collect", min_submitted=1, client=owner)
+    session = client.annotator_session(*annotators[0], url=argilla_server.url)
+    records = session.queue(next(d["id"] for d in session.datasets() if d["name"] == "round-all-ties"), limit=4)
+    for record in records[:3]:
+        session.respond(record["id"], {schema.PREFERENCE: "tie"})
+    out = tmp_path / "pairs.jsonl"
+    line = cli_error(argilla_server, "pull", "--dataset", "round-all-ties", "--workspace", "collect", "--out", str(out))
+    assert "its 3 rated records are all ties (3 comparisons rated as no difference)" in line, line
+    assert "no pairs to pull" in line and "rate more records" in line
+    assert not out.exists() and not out.with_suffix(".summary.json").exists()
+    with pytest.raises(AlignkitError, match="all ties"):  # ties are never kept there
+        alignkit.pull("round-all-ties", out, "collect", ties="keep", client=owner, pairing="best-worst")
+    assert not out.exists()
+    assert pull.pull("round-all-ties", "collect", client=owner).pairs == []  # the demo adds a round's pairs to others'
+    kept = pull.pull("round-all-ties", "collect", ties="keep", client=owner).pairs  # asked for: margin-0 pairs
+    assert len(kept) == 3 and all(p["tie"] and p["margin"] == 0 for p in kept)
+
+    session.respond(records[3]["id"], {schema.PREFERENCE: "1"})
+    result = pull.pull("round-all-ties", "collect", client=owner)
+    assert len(result.pairs) == 1 and result.summary["ties"] == 3
+
+
 def test_appending_another_candidate_count_is_refused_in_one_line(tmp_path, owner, argilla_server):
     push.push(str(candidates_file(tmp_path, 2)), "round-append-n", "collect", client=owner)
     three = str(candidates_file(tmp_path, 3))
@@ -337,13 +366,17 @@ def test_appending_a_new_policys_candidates_is_refused_and_more_of_the_same_keep
     assert by_run == {("runs/sft-x", "2"): 2 * len(PROMPTS), ("runs/dpo-y", "3"): len(PROMPTS)}
 
 
-def test_appending_the_same_runs_candidates_after_runs_moved_keeps_the_round(tmp_path, owner, tiny_model):
+def test_appending_the_same_runs_candidates_after_runs_moved_keeps_the_round(
+    tmp_path, owner, annotators, argilla_server, tiny_model
+):
     """`generate` named a run by its absolute path: once runs/ was renamed (or the project copied to another
-    machine), more candidates of the very policy were refused by `push --append` as another policy's."""
+    machine), more candidates of the very policy were refused by `push --append` as another policy's; and the pairs
+    pulled named it by those paths, so a reward run's `pairs_origin` counted one policy as two."""
     import shutil
 
     import alignkit
     from alignkit import runs
+    from alignkit.data import preferences
     from tests.conftest import CHAT_ROWS
 
     write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
@@ -360,6 +393,18 @@ def test_appending_the_same_runs_candidates_after_runs_moved_keeps_the_round(tmp
     more = alignkit.candidates(tmp_path / "prompts.jsonl", tmp_path / "more.jsonl", from_run=moved, seed=1, **sample)
     summary = push.push(str(more), "round-moved-runs", "collect", append=True, client=owner)
     assert summary["round"] == 1 and summary["records"] > 0
+
+    session = client.annotator_session(*annotators[0], url=argilla_server.url)
+    for record in session.queue(next(d["id"] for d in session.datasets() if d["name"] == "round-moved-runs"), limit=50):
+        session.respond(record["id"], {schema.PREFERENCE: "1"})
+    pairs = pull.pull("round-moved-runs", "collect", client=owner).pairs
+    run_id = runs.Run(moved).manifest["id"]
+    assert {json.dumps(p["candidates_from"], sort_keys=True) for p in pairs} == {
+        json.dumps([{"run_id": run_id, "run": str(where.resolve())}], sort_keys=True)  # the path: a hint
+        for where in (tmp_path / "runs" / "sft", moved)
+    }
+    (origin,) = preferences.pairs_origin(pairs)  # one policy, wherever its candidates were made
+    assert origin["rows"] == len(pairs) and origin["candidates_from"][0]["run_id"] == run_id
 
     # trained again in its place: another policy
     alignkit.sft(

@@ -340,3 +340,43 @@ def test_resuming_without_a_length_keeps_the_runs_own_epochs(tmp_path, tiny_mode
     assert resumed()["num_train_epochs"] == 2 and (run.path / "config.yaml").read_text() == before
     assert resumed(num_train_epochs=3)["num_train_epochs"] == 3  # a length given is the new one
     assert yaml.safe_load((run.path / "config.yaml").read_text())["trainer"]["num_train_epochs"] == 3
+
+
+# Another alignkit process (an `accelerate launch` rank, a second shell) caching the digest of argv[1].
+CACHE_A_DIGEST = (
+    "import sys; from pathlib import Path; from alignkit.paths import known_sha256; known_sha256(Path(sys.argv[1]))"
+)
+
+
+def test_the_digest_cache_keeps_what_another_process_added_meanwhile_and_a_torn_one_reads_as_empty(
+    tmp_path, monkeypatch
+):
+    """`<cache>/digests.json` was written from the copy read before hashing: an entry another process added while
+    this one hashed was lost; a file that parses but is no JSON object (cut short at `null`, another content) was a
+    traceback in every command that hashes its data or base model."""
+    from alignkit import paths
+
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(paths, "_known", {})
+    cache_file = tmp_path / "cache" / "digests.json"
+    ours, theirs = tmp_path / "ours.bin", tmp_path / "theirs.bin"
+    ours.write_bytes(b"ours" * 1000)
+    theirs.write_bytes(b"theirs" * 1000)
+    file_sha256 = paths.file_sha256
+
+    def hashed_while_another_process_caches(path: Path) -> str:
+        if path == ours:
+            subprocess.run([sys.executable, "-c", CACHE_A_DIGEST, str(theirs)], check=True)
+        return file_sha256(path)
+
+    monkeypatch.setattr(paths, "file_sha256", hashed_while_another_process_caches)
+    assert paths.known_sha256(ours) == file_sha256(ours)
+    cached = json.loads(cache_file.read_text())
+    assert cached == {paths.stat_key(theirs): file_sha256(theirs), paths.stat_key(ours): file_sha256(ours)}
+
+    monkeypatch.setattr(paths, "file_sha256", file_sha256)
+    for damaged in ('{"' + str(ours)[:5], "null", "[]", '"digests"'):
+        cache_file.write_text(damaged)
+        monkeypatch.setattr(paths, "_known", {})
+        assert paths.known_sha256(ours) == file_sha256(ours)
+        assert json.loads(cache_file.read_text()) == {paths.stat_key(ours): file_sha256(ours)}

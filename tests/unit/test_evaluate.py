@@ -735,6 +735,15 @@ def test_a_hub_id_bases_answers_are_reused_and_its_runs_found_once_it_moved(tiny
 
     shutil.copytree(snapshot, tmp_path / "models" / "tiny")  # the base copied to a machine without the hub cache
     shutil.rmtree(tmp_path / "hub")
+    # without a word of where a copy is: the loader's "not loadable as a hub id ... pass a hub id while online" said
+    # nothing of ALIGNKIT_MODEL_PATH or --model, nor which run's base it was
+    gone = run_cli(*evaluate_it, "--out", str(tmp_path / "eval"), "--overwrite", env=env)
+    assert gone.returncode != 0 and "Traceback" not in gone.stderr
+    assert f"base model org/tiny of {sft}: not in the hub cache, and the hub cannot be reached" in gone.stderr
+    assert "set ALIGNKIT_MODEL_PATH=LOCAL_COPY (the model dir or the folder holding it as tiny/)" in gone.stderr
+    generated = run_cli("generate", "--from", str(sft), "--prompts", str(prompts), "--out", str(tmp_path / "c.jsonl"),
+                        env=env)  # fmt: skip
+    assert "pass a local copy of it with --model LOCAL_COPY" in generated.stderr, generated.stderr[-2000:]
     moved = run_cli(*evaluate_it, "--out", str(tmp_path / "eval"), "--overwrite",
                     env=env | {"ALIGNKIT_MODEL_PATH": str(tmp_path / "models")})  # fmt: skip
     assert "reused 4 answers of the evaluation this one replaced" in moved.stderr, moved.stderr[-2000:]

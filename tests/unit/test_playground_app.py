@@ -375,3 +375,24 @@ def test_chat_answers_with_a_run_trained_again_into_the_same_dir(tmp_path):
     again = pg.reply(pool, str(run_dir), messages, greedy)
     assert again == fresh_reply() != first
     assert len(pool.bases[base][0].peft_config) == 1  # the first training's adapter was dropped
+
+
+def test_playground_feedback_names_a_run_by_its_id_so_its_pairs_keep_their_policy_once_runs_moved(runs_dir, tmp_path):
+    """Playground feedback named a run by its path alone (no `run_id`, unlike `generate`): pulled, the same run's
+    pairs from before and after runs/ moved were two policies."""
+    import uuid
+
+    from alignkit import runs
+    from alignkit.feedback import pull
+
+    prompt = [{"role": "user", "content": "Name a compost green."}]
+    moved = shutil.copytree(runs_dir / "dpo", tmp_path / "runs-moved" / "dpo")
+    base = pg.Answer("Hm", pg.BASE_PREFIX + "x", SAMPLING)
+    records = [
+        pg.preference_record(prompt, pg.Answer("Coffee.", str(run), SAMPLING), base, "first", uuid.uuid4())
+        for run in (runs_dir / "dpo", moved)
+    ]
+    named = [pull.candidate_policies(record.metadata) for record in records]
+    run_id = runs.Run(moved).manifest["id"]
+    assert [[policy.get("run_id") for policy in policies] for policies in named] == [[run_id, None]] * 2
+    assert named[0][1] == {"model": "x"}  # the base, by name

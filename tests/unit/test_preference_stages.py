@@ -388,6 +388,32 @@ def test_reward_and_dpo_manifests_name_the_rounds_and_policies_of_their_pulled_p
     assert "pairs_origin" not in reward_run.manifest  # pairs that were not pulled from Argilla
 
 
+def test_pulled_pairs_name_their_policy_by_run_id_so_a_moved_runs_folder_is_one_policy(tmp_path, monkeypatch):
+    """Pulled pairs named the policy by the absolute path its candidates were generated at: after runs/ moved, one
+    round of one policy was two entries of `pairs_origin` (and a path that means nothing on another machine)."""
+    from alignkit.data.preferences import pairs_origin
+    from alignkit.feedback import pull
+
+    monkeypatch.chdir(tmp_path)
+
+    def metadata(run_dir: Path, run_id: str) -> dict[str, str]:  # as `feedback push` records a record's sources
+        sources = [{"run": str(run_dir.resolve()), "run_id": run_id, "model": "embedded", "sampling": {}}] * 2
+        return {"round": "1", "runs": str(run_dir.resolve()), "source": json.dumps(sources)}
+
+    before, after = metadata(tmp_path / "runs" / "sft", "a1"), metadata(tmp_path / "runs-moved" / "sft", "a1")
+    again = metadata(tmp_path / "runs-moved" / "sft", "b2")  # trained again in its place: another policy
+    rows = [
+        pair | pull.record_origin("round-1", record) | {"record_id": f"r1-{i}"}
+        for i, (pair, record) in enumerate(zip(CANONICAL, [before] * 4 + [after] * 4 + [again] * 2, strict=False))
+    ]
+    assert rows[0]["candidates_from"] == [{"run_id": "a1", "run": "runs/sft"}]  # relative to the working dir
+    loaded = load_preferences([str(write_jsonl(tmp_path / "pairs.jsonl", rows))])
+    assert pairs_origin(loaded) == [
+        {"dataset": "round-1", "round": 1, "candidates_from": [{"run_id": "a1", "run": "runs/sft"}], "rows": 8},
+        {"dataset": "round-1", "round": 1, "candidates_from": [{"run_id": "b2", "run": "runs-moved/sft"}], "rows": 2},
+    ]
+
+
 def test_kto_trains_on_unpaired_rows(sft_run, data_dir, tmp_path):
     run = alignkit.dpo(
         method="kto",
