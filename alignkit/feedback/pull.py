@@ -237,22 +237,29 @@ def nothing_rated(dataset_name: str, workspace: str, counts: Counter[str], min_a
 
 
 def check_decided(result: PullResult, workspace: str, min_agreement: float) -> None:
-    """Refuse a pull that decided no pair, every comparison a tie (the rest split below `--min-agreement`), before a
+    """Refuse a pull that decided no pair, every comparison a tie or split below `--min-agreement`, before a
     pairs file is written: an empty one would only fail later, in `reward` or `dpo`, as "no rows". (The demo reads
     `pull`'s result itself: a later round of ties adds no pairs to the earlier rounds'.)"""
     summary = result.summary
-    if result.pairs or not summary["ties"]:
+    ties, split = summary["ties"], summary["dropped_low_agreement"]
+    if result.pairs or not (ties or split):
         return
-    found = f"{summary['ties']} comparisons rated as no difference"
-    if split := summary["dropped_low_agreement"]:
-        found = f"decided no comparison ({found}, {split} split below {option('min_agreement')} {min_agreement})"
+    if not split:
+        found = f"are all ties ({ties} comparisons rated as no difference)"
     else:
-        found = f"are all ties ({found})"
+        parts = [f"{ties} comparisons rated as no difference"] * bool(ties)
+        below = f" or below {option('min_agreement')} {min_agreement}" if min_agreement else ""
+        parts.append(f"{split} split evenly{below} between annotators")
+        found = f"decided no comparison ({', '.join(parts)})"
+    fix = "rate more records, or generate candidates that differ more (e.g. a higher --temperature) and push them as a "
+    fix += "new round, then pull again"
+    if split:
+        lower = f"lower {option('min_agreement')} (the share of annotators who must agree), " if min_agreement else ""
+        fix = f"have one more annotator rate the split records, {lower}or {fix}"
     raise AlignkitError(
         f"dataset {summary['dataset']!r} in workspace {workspace!r}: its {summary['rated_records']} rated records "
         f"{found}, so there are no pairs to pull",
-        "rate more records, or generate candidates that differ more (e.g. a higher --temperature) and push them as a "
-        "new round, then pull again",
+        fix,
     )
 
 

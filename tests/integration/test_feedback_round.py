@@ -96,6 +96,10 @@ def test_disagreement_is_measured_and_filtered(tmp_path, owner, annotators, argi
     result = pull.pull("round-split", "collect", client=owner, min_agreement=0.6)
     assert result.pairs == [] and result.summary["dropped_low_agreement"] == len(PROMPTS)
     assert result.summary["pairwise_agreement"] == 0.0 and result.summary["krippendorff_alpha"] < 0
+    out = tmp_path / "pairs.jsonl"  # no pair decided: one line, as for a round of ties, not an empty pairs file
+    line = cli_error(argilla_server, "pull", "--dataset", "round-split", "--workspace", "collect", "--out", str(out))
+    assert f"decided no comparison ({len(PROMPTS)} split evenly between annotators)" in line, line
+    assert "have one more annotator rate the split records" in line and not out.exists()
 
 
 def test_rankings_become_all_ordered_pairs(tmp_path, owner, annotators, argilla_server):
