@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from alignkit import distributed
 from alignkit.data.formats import OASST_TREE, Row, RowError
 from alignkit.errors import AlignkitError, option
 
@@ -102,13 +103,14 @@ def converted_rows(
     if skip and problems < total:
         assert bad_rows is not None
         bad_rows.skipped[source] = bad_rows.skipped.get(source, 0) + problems
-        logger.warning(
-            "%s: skipped %s of %s rows that fail the checks (first: %s)",
-            source,
-            f"{problems:,}",
-            f"{total:,}",
-            first.removeprefix(f"{source}:"),
-        )
+        if distributed.is_local_main():  # every process of a launched run reads the data: one line per terminal
+            logger.warning(
+                "%s: skipped %s of %s rows that fail the checks (first: %s)",
+                source,
+                f"{problems:,}",
+                f"{total:,}",
+                first.removeprefix(f"{source}:"),
+            )
         return
     if skip:
         raise AlignkitError(
