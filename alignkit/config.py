@@ -62,6 +62,8 @@ class DataConfig:
     seed: int = 42
     # pretrain: read the text as training goes (datasets' IterableDataset), not into memory; needs trainer.max_steps
     streaming: bool = False
+    # leave out the rows that fail the checks (counted per file in the manifest) instead of refusing their file
+    skip_bad_rows: bool = False
 
     def __post_init__(self) -> None:
         self.paths, self.validation_paths = ([local_path(p) for p in ps] for ps in (self.paths, self.validation_paths))

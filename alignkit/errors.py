@@ -147,6 +147,7 @@ def option(key: str, value: Any = None) -> str:
     flags = _command_flags.get()
     if flag is None or (flags is not None and flag not in flags):  # the demo's `prompts` is a config key, no flag
         shown = "..." if value is None else f"[{', '.join(map(str, value))}]" if isinstance(value, list) else value
+        shown = str(shown).lower() if isinstance(shown, bool) else shown  # YAML's spelling: --set data.x=true
         return f"--set {key}={shown}"
     if value is None or value is True:
         return flag

@@ -21,7 +21,7 @@ from alignkit import backends, distributed, jsonl, lineage, models, runs
 from alignkit.config import ModelConfig
 from alignkit.data import check_template_renders, check_tool_template
 from alignkit.data.formats import ROW_KEYS, read_prompt_rows, tools_field
-from alignkit.data.validate import convert_all
+from alignkit.data.validate import BadRows, convert_all
 from alignkit.errors import AlignkitError, option
 from alignkit.hardware import pick_precision
 from alignkit.jsonl import generated_row, prompt_id, prompt_row
@@ -310,9 +310,11 @@ PROMPT_COLUMNS |= {"tools"}
 PROMPT_COLUMNS |= {"spec", "skill", "reference", "must_contain", "decline", "prompts", "completions", "completion_ids"}
 
 
-def load_prompts_with_columns(path: str, key: str = "prompts") -> list[tuple[Prompt, dict[str, Any]]]:
+def load_prompts_with_columns(
+    path: str, key: str = "prompts", bad_rows: BadRows | None = None
+) -> list[tuple[Prompt, dict[str, Any]]]:
     """`load_prompt_items`, each with the row's other columns (`solution`, `answer`, ...: what a reward function of
-    `alignkit rl` may read)."""
+    `alignkit rl` may read). `bad_rows`: the prompts are `alignkit rl`'s training data (`data.skip_bad_rows`)."""
     return convert_all(
         read_prompt_rows(path, key),
         lambda data: (
@@ -321,6 +323,8 @@ def load_prompts_with_columns(path: str, key: str = "prompts") -> list[tuple[Pro
         ),
         "rows with `prompt` or `question` (string or messages), `instruction`, `messages`, `conversations`, "
         "or preference pairs",
+        bad_rows,
+        path,
     )
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from alignkit import hardware, lineage, llamacpp, models, runs
 from alignkit.config import EMBEDDED_MODEL, ModelConfig
-from alignkit.data import load_chat
+from alignkit.data import BadRows, load_chat
 from alignkit.errors import AlignkitError, first_line
 from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.client import annotator_session, connect
@@ -377,8 +377,9 @@ def sft_examples(run_dir: str | Path) -> list[Messages]:
     ancestors = [runs.Run(Path(step["run"])) for step in run.lineage]
     for ancestor in reversed(ancestors):
         if ancestor.stage == "sft":
-            config = yaml.safe_load((ancestor.path / "config.yaml").read_text(encoding="utf-8"))
-            return [row["messages"] for row in load_chat(config.get("data", {}).get("paths", []))]
+            data = yaml.safe_load((ancestor.path / "config.yaml").read_text(encoding="utf-8")).get("data", {})
+            trained = BadRows(skip=bool(data.get("skip_bad_rows")))  # the rows it trained on: those it skipped left out
+            return [row["messages"] for row in load_chat(data.get("paths", []), trained)]
     raise AlignkitError(
         f"{run.path}: no SFT run in its lineage", "pick an SFT, DPO or RL run for the few-shot baseline"
     )

@@ -72,7 +72,8 @@ class Recipe:
 
     stage: str
     classes: Callable[[Any], tuple[type[Any], type[Any]]]  # cfg -> (TRL trainer, its config class)
-    load_rows: Callable[[Any, list[str]], Rows]  # (cfg, data files) -> rows, each file validated
+    # (cfg, data files, how to treat failing rows: `data.skip_bad_rows`) -> rows, each file validated
+    load_rows: Callable[[Any, list[str], data.BadRows], Rows]
     build: Callable[[Plan], Any]  # -> the TRL trainer
     head: str = "causal-lm"  # or lineage.REWARD_HEAD
     # `data.streaming`: (cfg) -> `data.load_split`'s four values, the training rows a `data.TextStream`
@@ -95,7 +96,8 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     parent = parent_run(recipe, cfg.from_run, cfg.model.name)
     if parent:
         cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
-    train_rows, eval_rows, files, validation = load_data(recipe, cfg)
+    bad_rows = data.BadRows(skip=cfg.data.skip_bad_rows)
+    train_rows, eval_rows, files, validation = load_data(recipe, cfg, bad_rows)
     path = runs.plan_path(recipe.stage, cfg)
     precision = hardware.pick_precision(cfg.model.precision)
     continues = recipe.needs_policy and not cfg.peft and parent is not None and parent.adapter_dir.is_dir()
@@ -119,7 +121,10 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
     if recipe.needs_policy:  # `lineage.adapter_runs` applies this run's adapter in place of the parent's
         manifest["adapter_continues"] = runs.relative_to_run(parent.path, path) if continues and parent else None
     resume_changes.record()  # every check has passed: the resume goes ahead
-    plan.run = training.create_run(recipe.stage, cfg, path, files, parent, plan.args, peft_config, **manifest)
+    skipped = bad_rows.skipped if bad_rows.skip else None
+    plan.run = training.create_run(
+        recipe.stage, cfg, path, files, parent, plan.args, peft_config, skipped_rows=skipped, **manifest
+    )
     if parent and not continues:  # a continued parent's model is built by `lineage.assemble`, which checks it
         lineage.check_base(parent, plan.run.manifest.get("base"))
 
@@ -166,14 +171,20 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
         runs.detach_log(plan.run)
 
 
-def load_data(recipe: Recipe, cfg: Any) -> tuple[Any, Rows, list[str], str]:
-    """`data.load_split` of the stage's rows, or its stream with `data.streaming` (refused where it has none)."""
+def load_data(recipe: Recipe, cfg: Any, bad_rows: data.BadRows) -> tuple[Any, Rows, list[str], str]:
+    """`data.load_split` of the stage's rows (those failing the checks left out and counted in `bad_rows` with
+    `data.skip_bad_rows`), or its stream with `data.streaming` (refused where it has none)."""
     if not cfg.data.streaming:
-        return data.load_split(cfg.data, lambda paths: recipe.load_rows(cfg, paths))
+        return data.load_split(cfg.data, lambda paths: recipe.load_rows(cfg, paths, bad_rows))
     if recipe.load_stream is None:
         raise AlignkitError(
             f"config: data.streaming is for `alignkit pretrain`'s text, not {recipe.stage} rows",
             "drop data.streaming (or set it false)",
+        )
+    if bad_rows.skip:  # a stream is read again pass after pass: it would have to leave out the same rows each time
+        raise AlignkitError(
+            "config: data.skip_bad_rows is not available with data.streaming",
+            "fix or drop the failing rows, or read the corpus into memory (drop data.streaming)",
         )
     return recipe.load_stream(cfg)
 

@@ -343,10 +343,14 @@ def create(
     data_files: list[str],
     parent: Run | None = None,
     tokenizer: Any = None,
+    skipped_rows: dict[str, int] | None = None,
     **manifest: Any,
 ) -> Run:
     """Create (or, with `cfg.resume`, reopen) the run directory and write its config and manifest, and `tokenizer`
     as `tokenizer/` when the run makes its lineage's tokenizer (see `lineage.lineage_tokenizer`).
+
+    The manifest's `data` gives each data file's sha256; with `skipped_rows` (`data.skip_bad_rows`: data file ->
+    rows left out as failing the checks) each file's entry is `{"sha256", "skipped_rows"}` (`data_sha256` reads both).
 
     Only the main process writes; the others wait until the directory is there. Set the run up inside
     `run.removed_if_refused()`.
@@ -356,13 +360,20 @@ def create(
         distributed.wait_for_everyone()
         return run
     try:
-        return _create(stage, cfg, run, data_files, parent, tokenizer, **manifest)
+        return _create(stage, cfg, run, data_files, parent, tokenizer, skipped_rows, **manifest)
     finally:
         distributed.wait_for_everyone()
 
 
 def _create(
-    stage: str, cfg: Any, run: Run, data_files: list[str], parent: Run | None, tokenizer: Any, **manifest: Any
+    stage: str,
+    cfg: Any,
+    run: Run,
+    data_files: list[str],
+    parent: Run | None,
+    tokenizer: Any,
+    skipped_rows: dict[str, int] | None,
+    **manifest: Any,
 ) -> Run:
     path = run.path
     if cfg.resume:
@@ -394,7 +405,7 @@ def _create(
                 for step in ancestors
             ]
             + [{"stage": stage, "run": "."}],
-            "data": {f: known_sha256(saved_split(f)[0]) for f in data_files if saved_split(f)[0].exists()},
+            "data": data_entries(data_files, skipped_rows),
             "git_commit": git_commit(),
             "versions": package_versions(),
             "python": sys.version.split()[0],
@@ -413,6 +424,23 @@ def _create(
     run.fresh = True
     attach_log(run)
     return run
+
+
+def data_entries(data_files: list[str], skipped_rows: dict[str, int] | None) -> dict[str, Any]:
+    """The manifest's `data`: each local data file's sha256, with the rows left out of it where rows were skipped."""
+    entries: dict[str, Any] = {}
+    for source in data_files:
+        local = saved_split(source)[0]
+        if local.exists():
+            digest = known_sha256(local)
+            skipped = skipped_rows.get(source, 0) if skipped_rows is not None else None
+            entries[source] = digest if skipped is None else {"sha256": digest, "skipped_rows": skipped}
+    return entries
+
+
+def data_sha256(entry: Any) -> str | None:
+    """A data file's sha256 as the manifest's `data` records it: the entry, or its `sha256` where rows were skipped."""
+    return entry.get("sha256") if isinstance(entry, dict) else entry
 
 
 def recorded_config(cfg: Any, path: Path) -> Any:

@@ -102,7 +102,8 @@ def relocated_data(given: Any, resumed: Any, run: runs.Run, changes: ResumeChang
                     f"resume with its new place: {given_anew} (the same file: its sha256 is checked against "
                     f"{run.path}/manifest.json)",
                 )
-            if recorded.get(source) and known_sha256(saved_split(source)[0]) != recorded[source]:
+            digest = runs.data_sha256(recorded.get(source))
+            if digest and known_sha256(saved_split(source)[0]) != digest:
                 raise AlignkitError(
                     f"{source}: data file changed since {run.path} started (sha256 differs from its manifest): the "
                     "resumed steps would skip and train other rows",
@@ -126,9 +127,9 @@ def relocated_base(given: Any, resumed: Any, run: runs.Run, changes: ResumeChang
     return dataclasses.replace(resumed, model=dataclasses.replace(resumed.model, name=now))
 
 
-def same_data(recorded_source: str, given_source: str, recorded: dict[str, str]) -> bool:
+def same_data(recorded_source: str, given_source: str, recorded: dict[str, Any]) -> bool:
     """Whether `given_source` holds the data the run recorded for `recorded_source` (same sha256)."""
-    digest, given = recorded.get(recorded_source), saved_split(given_source)
+    digest, given = runs.data_sha256(recorded.get(recorded_source)), saved_split(given_source)
     return (
         bool(digest)
         and given[0].exists()
@@ -367,6 +368,7 @@ def create_run(
     parent: runs.Run | None,
     args: Any,
     peft_config: Any,
+    skipped_rows: dict[str, int] | None = None,
     **manifest: Any,
 ) -> runs.Run:
     """`runs.create`, once the model is known to load (`models.check_loadable`) and the lineage's tokenizer is settled:
@@ -377,7 +379,7 @@ def create_run(
     (`recorded_trainer`: `--config <run>/config.yaml` builds the same arguments) and its `peft:` the new adapter's
     method with its defaults (`models.resolved_peft`), the manifest all trainer options (`trainer_args`) and the peft
     config of the adapter it trains (`peft_config`, None when it continues its parent's adapter or trains every
-    weight)."""
+    weight). `skipped_rows`: with `data.skip_bad_rows`, the rows left out of each data file (`runs.create`)."""
     if not cfg.resume:
         models.check_loadable(cfg.model)  # a model that cannot load fails here, before the run dir exists
         output_dir = runs.relative_to_run(Path(args.output_dir), path)  # where checkpoints go, wherever the run moves
@@ -397,7 +399,8 @@ def create_run(
         manifest["chat_template"] = added
     if not cfg.resume:
         manifest["base"] = models.base_identity(cfg.model)
-    return runs.create(stage, cfg, path, files, parent, tokenizer=tokenizer if added else None, **manifest)
+    tokenizer = tokenizer if added else None
+    return runs.create(stage, cfg, path, files, parent, tokenizer=tokenizer, skipped_rows=skipped_rows, **manifest)
 
 
 def load_trainable(

@@ -28,7 +28,7 @@ from alignkit.data.formats import (
     tools_field,
     without_weights,
 )
-from alignkit.data.validate import convert_all, converted_rows
+from alignkit.data.validate import BadRows, convert_all, converted_rows
 from alignkit.errors import AlignkitError, option
 
 CHAT_EXPECTED = (
@@ -43,11 +43,12 @@ CHAT_EXPECTED = (
 Rows = list[dict[str, Any]]
 
 
-def load_chat(paths: list[str]) -> list[dict[str, Any]]:
-    """Canonical `{"messages": [...]}` rows from every file in `paths`, each file validated whole first."""
+def load_chat(paths: list[str], bad_rows: BadRows | None = None) -> list[dict[str, Any]]:
+    """Canonical `{"messages": [...]}` rows from every file in `paths`, each file validated whole first (`bad_rows`:
+    training data, whose failing rows `data.skip_bad_rows` leaves out)."""
     rows = []
     for path in paths:
-        rows += convert_all(read_rows(path), chat_row, CHAT_EXPECTED)
+        rows += convert_all(read_rows(path), chat_row, CHAT_EXPECTED, bad_rows, path)
     return rows
 
 
@@ -132,18 +133,27 @@ def check_template_renders(tokenizer: Any, rows: list[dict[str, Any]], source: s
         )
 
 
-def load_text(paths: list[str], key: str = "data.paths", field: str = "text") -> list[dict[str, str]]:
+def load_text(
+    paths: list[str], key: str = "data.paths", field: str = "text", bad_rows: BadRows | None = None
+) -> list[dict[str, str]]:
     """`{"text": ...}` rows for pretraining (and the forgetting check's general text); chat rows are accepted and
     flattened to their contents. A paragraph of a .txt/.md file also names its `document` (the file), which `split`
     holds out whole. `key`: the option that named `paths`; `field`: the column that holds the text (pretraining:
-    TRL's `trainer.dataset_text_field`)."""
-    rows = []
-    for path in paths:
-        file_rows = read_rows(path, key)
-        texts = convert_all(file_rows, lambda row: text_row(row, field), text_expected(field, key))
-        for row, text in zip(file_rows, texts, strict=True):
-            rows.append(text | {"document": row.document} if row.document else text)
-    return rows
+    TRL's `trainer.dataset_text_field`); `bad_rows`: as `load_chat`'s."""
+    return [row for path in paths for row in file_texts(path, key, field, bad_rows)]
+
+
+def file_texts(path: str, key: str, field: str, bad_rows: BadRows | None) -> list[dict[str, str]]:
+    """`load_text`'s rows of one file."""
+    file_rows = read_rows(path, key)
+    documents = {id(row.data): {"document": row.document} for row in file_rows if row.document}
+    return convert_all(
+        file_rows,
+        lambda data: text_row(data, field) | documents.get(id(data), {}),
+        text_expected(field, key),
+        bad_rows,
+        path,
+    )
 
 
 def text_expected(field: str, key: str) -> str:

@@ -55,7 +55,7 @@ from alignkit.data.formats import (
     uses_tools,
     with_system_column,
 )
-from alignkit.data.validate import convert_all
+from alignkit.data.validate import BadRows, convert_all
 from alignkit.errors import AlignkitError
 
 Messages = list[dict[str, str]]
@@ -75,19 +75,21 @@ SHP_KEYS = {"history", "human_ref_A", "human_ref_B", "labels"}
 LABELS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def load_preferences(paths: list[str]) -> list[dict[str, Any]]:
-    """Canonical preference pairs from every file in `paths`, each file validated whole first."""
+def load_preferences(paths: list[str], bad_rows: BadRows | None = None) -> list[dict[str, Any]]:
+    """Canonical preference pairs from every file in `paths`, each file validated whole first (`bad_rows`: training
+    data, whose failing rows `data.skip_bad_rows` leaves out)."""
     rows = []
-    for file_rows in read_pulled_once(paths):
-        rows += convert_all(file_rows, preference_row, PAIR_EXPECTED)
+    for path, file_rows in zip(paths, read_pulled_once(paths), strict=True):
+        rows += convert_all(file_rows, preference_row, PAIR_EXPECTED, bad_rows, path)
     return rows
 
 
-def load_unpaired(paths: list[str]) -> list[dict[str, Any]]:
-    """Canonical unpaired `{prompt, completion, label}` rows (KTO) from every file in `paths`, validated whole first."""
+def load_unpaired(paths: list[str], bad_rows: BadRows | None = None) -> list[dict[str, Any]]:
+    """Canonical unpaired `{prompt, completion, label}` rows (KTO) from every file in `paths`, validated whole first
+    (`bad_rows`: as `load_preferences`')."""
     rows = []
-    for file_rows in read_pulled_once(paths):
-        for converted in convert_all(file_rows, unpaired_rows, UNPAIRED_EXPECTED):
+    for path, file_rows in zip(paths, read_pulled_once(paths), strict=True):
+        for converted in convert_all(file_rows, unpaired_rows, UNPAIRED_EXPECTED, bad_rows, path):
             rows += converted
     return rows
 

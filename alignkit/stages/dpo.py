@@ -28,6 +28,7 @@ from typing import Any
 from alignkit import distributed, generate, runner, runs, training
 from alignkit.config import DPOStageConfig
 from alignkit.data import preferences
+from alignkit.data.validate import BadRows
 from alignkit.errors import AlignkitError, option
 from alignkit.judges import Prompt
 from alignkit.paths import file_sha256
@@ -94,10 +95,10 @@ def load_checked_prompts(path: str) -> list[Prompt]:
     return prompts
 
 
-def load_rows(cfg: DPOStageConfig, paths: list[str]) -> list[dict[str, Any]]:
+def load_rows(cfg: DPOStageConfig, paths: list[str], bad_rows: BadRows | None = None) -> list[dict[str, Any]]:
     """Preference pairs, or KTO's unpaired rows (pairs are split in two)."""
     unpaired = pick_method(cfg.method).unpaired
-    return (preferences.load_unpaired if unpaired else preferences.load_preferences)(paths)
+    return (preferences.load_unpaired if unpaired else preferences.load_preferences)(paths, bad_rows)
 
 
 def trainer_defaults(plan: runner.Plan) -> dict[str, Any]:

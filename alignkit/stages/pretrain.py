@@ -60,7 +60,7 @@ def perplexities(trainer: Any, plan: runner.Plan) -> dict[str, float]:
 RECIPE = runner.Recipe(
     "pretrain",
     classes=training.sft_classes,
-    load_rows=lambda cfg, paths: data.load_text(paths, field=text_column(cfg.trainer)),
+    load_rows=lambda cfg, paths, bad_rows=None: data.load_text(paths, "data.paths", text_column(cfg.trainer), bad_rows),
     load_stream=lambda cfg: data.stream_text_split(cfg.data, field=text_column(cfg.trainer)),
     check=check_streaming,
     build=trainer_on_text,

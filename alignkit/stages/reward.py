@@ -69,7 +69,7 @@ def held_out_metrics(trainer: Any, plan: runner.Plan) -> dict[str, Any]:
 RECIPE = runner.Recipe(
     "reward",
     classes=classes,
-    load_rows=lambda cfg, paths: preferences.load_preferences(paths),
+    load_rows=lambda cfg, paths, bad_rows=None: preferences.load_preferences(paths, bad_rows),
     build=build,
     head=REWARD_HEAD,
     manifest=lambda plan: {"head": REWARD_HEAD} | runner.pairs_origin(plan),

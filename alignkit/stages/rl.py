@@ -25,6 +25,7 @@ from typing import Any
 
 from alignkit import backends, distributed, runner, runs
 from alignkit.config import RLStageConfig
+from alignkit.data.validate import BadRows
 from alignkit.errors import AlignkitError, first_line, option
 from alignkit.generate import load_prompts_with_columns
 from alignkit.judges import RULES, Prompt, PromptSpec, rule
@@ -59,13 +60,13 @@ def prepare(cfg: RLStageConfig) -> RLStageConfig:
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=[str(bundled_data("prompts.jsonl"))]))
 
 
-def load_rows(cfg: RLStageConfig, paths: list[str]) -> list[dict[str, Any]]:
+def load_rows(cfg: RLStageConfig, paths: list[str], bad_rows: BadRows | None = None) -> list[dict[str, Any]]:
     """Prompt-only rows; the spec rides along as a column, and so does each other column of the prompt files
     (`solution`, `answer`, ...; None where a row lacks it): TRL hands extra columns to reward functions, rule rewards
     read the spec, an imported reward function what it needs."""
     items = []
     for path in paths:
-        items += load_prompts_with_columns(path, "data.paths")
+        items += load_prompts_with_columns(path, "data.paths", bad_rows)
         if any(prompt.tools for prompt, _ in items):  # TRL's GRPO/RLOO render one tool list, the trainer's
             raise AlignkitError(
                 f"{path}: prompt rows with `tools` are not supported by `alignkit rl` (TRL's GRPO/RLOO show every "

@@ -22,7 +22,10 @@ def build(plan: runner.Plan) -> Any:
 
 
 RECIPE = runner.Recipe(
-    "sft", classes=training.sft_classes, load_rows=lambda cfg, paths: data.load_chat(paths), build=build
+    "sft",
+    classes=training.sft_classes,
+    load_rows=lambda cfg, paths, bad_rows=None: data.load_chat(paths, bad_rows),
+    build=build,
 )
 
 

@@ -13,6 +13,7 @@ import pytest
 
 import alignkit
 from alignkit import cli, runs
+from alignkit.paths import file_sha256
 from tests.conftest import CHAT_ROWS, TINY_TRAINER, build_tiny_model, run_cli, write_jsonl
 
 BAD = Path(__file__).resolve().parent.parent / "data" / "bad"
@@ -972,3 +973,40 @@ def test_pulling_onto_an_existing_file_is_refused_before_argilla_is_asked(comman
     code, err = invoke([*command, "--dataset", "round-1", "--out", str(out)], capsys)
     assert_one_line_error(code, err, [f"{out}: output file exists", "--overwrite"])
     assert out.read_text() == "keep\n"
+
+
+def test_skip_bad_rows_trains_on_the_rest_says_so_records_it_and_resumes_on_the_same_rows(tmp_path, capsys, tiny_model):
+    """A scraped SFT file with an empty reply and a row with no reply: refused whole by default, the fix naming
+    `data.skip_bad_rows`; with it the rest trains, the terminal says what was left out in one line, the manifest
+    records the count beside the file's sha256, and `--resume` (the run's own config.yaml) leaves out the same rows."""
+    empty_reply = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}]}
+    no_reply = {"messages": [{"role": "user", "content": "Anyone there?"}]}
+    rows = [*CHAT_ROWS[:2], empty_reply, *CHAT_ROWS[2:6], no_reply, *CHAT_ROWS[6:10]]
+    data = write_jsonl(tmp_path / "scraped.jsonl", rows)
+    out = tmp_path / "run"
+    settings = ["--max-steps", "2", "--set", "trainer.save_steps=1", "--set", "data.validation_split=2", *TINY_TRAINER]
+
+    code, err = invoke(sft_argv(data, tiny_model, out, *settings), capsys)
+    fix = "or skip them: --set data.skip_bad_rows=true"
+    assert_one_line_error(code, err, ["scraped.jsonl:line 3", "(+1 more rows with problems)", fix])
+    assert not out.exists()
+
+    done = run_cli(*sft_argv(data, tiny_model, out, *settings, "--set", "data.skip_bad_rows=true"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = [line for line in done.stderr.splitlines() if "skipped" in line]
+    assert said == [
+        f"warning: {data}: skipped 2 of 12 rows that fail the checks (first: line 3: field `messages[1].content`: is "
+        "empty)"
+    ], done.stderr
+    run = runs.Run(out)
+    assert run.complete and run.manifest["data"] == {str(data): {"sha256": file_sha256(data), "skipped_rows": 2}}
+    assert run.metrics["train_rows"] + run.metrics["eval_rows"] == 10
+
+    # as an interrupted run is left: its last checkpoint (step 2) not written, status interrupted
+    shutil.rmtree(out / "checkpoints" / "checkpoint-2")
+    run.update_manifest(status="interrupted")
+    code, err = invoke(["sft", "--resume", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert run.complete and run.metrics["resumed_from"].endswith("checkpoint-1") and run.metrics["global_step"] == 2
+    assert (run.metrics["train_rows"], run.metrics["eval_rows"]) == (8, 2)
+    assert run.manifest["data"] == {str(data): {"sha256": file_sha256(data), "skipped_rows": 2}}

@@ -1147,6 +1147,107 @@ def test_a_row_that_fits_no_format_names_the_closest_format_and_the_field(load, 
     assert load_error(load, path) == f"{path}:line 1: {expected}"
 
 
+# ---- data.skip_bad_rows ------------------------------------------------------------------------------------------
+
+
+def hh_pair(question: str, chosen: str, rejected: str) -> dict[str, str]:
+    """An Anthropic HH-RLHF row: two transcripts that share the prompt."""
+    history = f"\n\nHuman: {question}\n\nAssistant:"
+    return {"chosen": f"{history} {chosen}", "rejected": f"{history} {rejected}"}
+
+
+def chat(question: str, reply: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]}
+
+
+HH_WITH_BAD_ROWS = [
+    hh_pair("What is 1 plus 1?", "2.", "3."),
+    hh_pair("What is 2 plus 2?", "4.", "4."),  # line 2: chosen and rejected are the same transcript
+    hh_pair("What is 3 plus 3?", "6.", "7."),
+    hh_pair("What is 4 plus 4?", "8.", "9."),
+    hh_pair("What is 5 plus 5?", "10.", ""),  # line 5: the rejected reply is empty
+    hh_pair("What is 6 plus 6?", "12.", "13."),
+]
+CHAT_WITH_BAD_ROWS = [chat("Hi", "Hello!"), chat("Bye", "Goodbye!"), chat("Thanks", "  "), chat("Why?", "Because.")]
+
+
+def test_skip_bad_rows_leaves_out_the_rows_that_fail_and_counts_them_per_file(tmp_path, alignkit_records):
+    """Each training loader keeps every good row, in order, counts the bad ones under the file as given (the
+    manifest's key) and says so in one warning per file, naming the first bad row's line and problem."""
+    from alignkit.data import BadRows, load_text
+
+    hh = write_jsonl(tmp_path / "hh.jsonl", HH_WITH_BAD_ROWS)
+    scraped = write_jsonl(tmp_path / "scraped.jsonl", CHAT_WITH_BAD_ROWS)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": "Soil holds water."}, {"text": ""}, {"text": "Air."}])
+    bad_rows = BadRows(skip=True)
+
+    pairs = load_preferences([str(hh)], bad_rows)
+    assert [pair["prompt"][0]["content"] for pair in pairs] == [f"What is {i} plus {i}?" for i in (1, 3, 4, 6)]
+    unpaired = load_unpaired([str(hh)], BadRows(skip=True))  # KTO: both halves of each kept pair
+    assert [(row["completion"][0]["content"], row["label"]) for row in unpaired[:2]] == [("2.", True), ("3.", False)]
+    assert len(unpaired) == 8
+    assert [row["messages"][0]["content"] for row in load_chat([str(scraped)], bad_rows)] == ["Hi", "Bye", "Why?"]
+    assert load_text([str(corpus)], bad_rows=bad_rows) == [{"text": "Soil holds water."}, {"text": "Air."}]
+
+    assert bad_rows.skipped == {str(hh): 2, str(scraped): 1, str(corpus): 1}
+    warnings = [r.getMessage() for r in alignkit_records.records if r.levelname == "WARNING"]
+    assert warnings[0] == (
+        f"{hh}: skipped 2 of 6 rows that fail the checks (first: line 2: row looks like HH-RLHF data: field "
+        "`rejected`: chosen and rejected are identical (the pair teaches nothing))"
+    )
+    assert warnings[2] == (
+        f"{scraped}: skipped 1 of 4 rows that fail the checks (first: line 3: field `messages[1].content`: is empty)"
+    )
+    assert len(warnings) == 4 and all("\n" not in warning for warning in warnings)
+
+
+def test_a_bad_training_row_is_refused_naming_skip_bad_rows_and_a_prompt_file_without_it(tmp_path):
+    """The default stays: the whole file is refused on its first bad row, and a training file's fix offers the
+    option; a prompt file (generate, eval, feedback) has no such option and its fix does not name it."""
+    from alignkit.data import BadRows
+
+    hh = write_jsonl(tmp_path / "hh.jsonl", HH_WITH_BAD_ROWS)
+    with pytest.raises(AlignkitError) as refused:
+        load_preferences([str(hh)], BadRows())
+    assert refused.value.message.startswith(f"{hh}:line 2: row looks like HH-RLHF data: field `rejected`: chosen and")
+    assert refused.value.message.endswith("(+1 more rows with problems)")
+    assert refused.value.hint.endswith("; or skip them: --set data.skip_bad_rows=true")
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Hi"}, {"prompt": ""}])
+    with pytest.raises(AlignkitError) as refused:
+        generate.load_prompts_with_columns(str(prompts))
+    assert refused.value.message.startswith(f"{prompts}:line 2") and "skip_bad_rows" not in str(refused.value)
+
+
+def test_skip_bad_rows_still_refuses_a_file_with_no_good_row_and_file_level_problems(tmp_path):
+    """Nothing to train on, or a file that cannot be read, is refused in one line whatever the option says; a
+    streamed corpus does not skip."""
+    from alignkit.data import BadRows
+
+    all_bad = write_jsonl(tmp_path / "all-bad.jsonl", [HH_WITH_BAD_ROWS[1], HH_WITH_BAD_ROWS[4]])
+    with pytest.raises(AlignkitError) as refused:
+        load_preferences([str(all_bad)], BadRows(skip=True))
+    assert refused.value.message.startswith(
+        f"{all_bad}: all 2 rows fail the checks, none left to train on (first: line 1: row looks like HH-RLHF"
+    )
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(CHAT_WITH_BAD_ROWS[0]) + "\n{not json\n", encoding="utf-8")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    for path, problem in ((broken, f"{broken}:line 2: not valid JSON"), (empty, f"{empty}: no rows")):
+        with pytest.raises(AlignkitError) as refused:
+            load_chat([str(path)], BadRows(skip=True))
+        assert refused.value.message.startswith(problem)
+    pulled = PAIR | {"dataset": "round-1", "record_id": "r1-prompt0-0badc0de"}  # as `feedback pull` writes it
+    twice = write_jsonl(tmp_path / "twice.jsonl", [pulled, pulled])
+    with pytest.raises(AlignkitError, match="pulled pairs given twice"):
+        load_preferences([str(twice)], BadRows(skip=True))
+    # a stream is read pass after pass: it does not skip, and says so before any run dir exists
+    streamed = {"paths": [str(broken)], "streaming": True, "skip_bad_rows": True}
+    with pytest.raises(AlignkitError, match=r"data\.skip_bad_rows is not available with data\.streaming"):
+        alignkit.pretrain(data=streamed, trainer={"max_steps": 1}, out=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 # ---- training -------------------------------------------------------------------------------------------------
 
 
