@@ -687,6 +687,27 @@ def with_system_column(data: dict[str, Any], messages: list[dict[str, Any]]) -> 
     return [{"role": "system", "content": system}, *messages]
 
 
+def text_content(content: Any, where: str) -> str:
+    """A message's text: a string, or OpenAI's list of content parts (`[{"type": "text", "text": ...}]`) joined by
+    newlines, as chat servers join them; a part that is no text (an image, audio) is refused, not dropped."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list) or not content:
+        raise RowError(where, f"expected a string or a list of text parts, got {type(content).__name__}")
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise RowError(
+                f"{where}[{j}]",
+                f"a {kind!r} part: alignkit trains text-only chat models; keep only `{{type: text, text}}` parts"
+                if kind
+                else "expected a content part `{type: text, text}`",
+            )
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
 def message_list(
     turns: Any, key: str, role_key: str, content_key: str, roles: dict[str, str] | None, weights: bool = False
 ) -> list[dict[str, Any]]:
@@ -718,9 +739,7 @@ def message_list(
             raise RowError(f"{where}.tool_calls", "expected a list of tool calls")
         if content_key not in turn and not tool_calls:
             raise RowError(f"{where}.{content_key}", "missing")
-        content = turn.get(content_key, "")
-        if not isinstance(content, str):
-            raise RowError(f"{where}.{content_key}", f"expected a string, got {type(content).__name__}")
+        content = text_content(turn.get(content_key, ""), f"{where}.{content_key}")
         message: dict[str, Any] = {"role": allowed[role], "content": content}
         if message["role"] == "assistant":
             check_reply_text(content, f"{where}.{content_key}")

@@ -50,6 +50,7 @@ from alignkit.data.formats import (
     read_rows,
     reply_field,
     same_turns,
+    text_content,
     text_field,
     to_messages,
     uses_tools,
@@ -226,9 +227,7 @@ def reply_object(data: dict[str, Any], key: str) -> Messages:
     role_key, content_key = ("from", "value") if "from" in reply or "value" in reply else ("role", "content")
     if reply.get(content_key) is None:
         raise RowError(key, f"expected {{from, value}}, got an object with {sorted(map(str, reply))}")
-    content = reply[content_key]
-    if not isinstance(content, str):
-        raise RowError(f"{key}.{content_key}", f"expected a string, got {type(content).__name__}")
+    content = text_content(reply[content_key], f"{key}.{content_key}")
     if reply.get(role_key) not in ("gpt", "assistant"):
         raise RowError(f"{key}.{role_key}", f"expected 'gpt' (a reply), got {reply.get(role_key)!r}")
     if not content.strip():

@@ -1337,3 +1337,43 @@ def test_each_public_format_trains_one_step_through_the_cli(tiny_model, tmp_path
         run = trains(stage, "--from", str(sft.path), *every_pair_file)
         assert {Path(f).name for f in run.manifest["data"]} >= {Path(p).name for p in files.values()}, run.manifest
     trains("dpo", "--from", str(sft.path), "--data", str(kto), "--set", "method=kto")
+
+
+def test_openai_content_parts_are_read_as_their_text_and_an_image_part_is_refused(tmp_path):
+    """OpenAI's chat format may give a message's content as a list of parts (`[{"type": "text", "text"}]`): it was
+    refused as "expected a string, got list"; its text parts are the message, a part that is no text is named."""
+
+    def parts(*texts: str) -> list[dict[str, str]]:
+        return [{"type": "text", "text": text} for text in texts]
+
+    chat = {
+        "messages": [
+            {"role": "system", "content": parts("Be brief.")},
+            {"role": "user", "content": parts("Name a colour.", "One word.")},
+            {"role": "assistant", "content": parts("Blue.")},
+        ]
+    }
+    assert load_chat([str(write_jsonl(tmp_path / "chat.jsonl", [chat]))]) == [
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Name a colour.\nOne word."},
+                {"role": "assistant", "content": "Blue."},
+            ]
+        }
+    ]
+    pair = {
+        "prompt": [{"role": "user", "content": parts(QUESTION)}],
+        "chosen": [{"role": "assistant", "content": parts("4.")}],
+        "rejected": [{"role": "assistant", "content": parts("5.")}],
+    }
+    (loaded,) = load_preferences([str(write_jsonl(tmp_path / "pairs.jsonl", [pair]))])
+    assert loaded["prompt"] == [{"role": "user", "content": QUESTION}]
+    assert (loaded["chosen"], loaded["rejected"]) == ([{"role": "assistant", "content": "4."}],) + (
+        [{"role": "assistant", "content": "5."}],
+    )
+
+    image = {"type": "image_url", "image_url": {"url": "cat.png"}}
+    seen = {"messages": [{"role": "user", "content": [*parts("What is this?"), image]}, chat["messages"][2]]}
+    with pytest.raises(AlignkitError, match=r"line 1: field `messages\[0\]\.content\[1\]`: a 'image_url' part"):
+        load_chat([str(write_jsonl(tmp_path / "image.jsonl", [seen]))])
