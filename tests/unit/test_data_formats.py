@@ -1369,9 +1369,8 @@ def test_openai_content_parts_are_read_as_their_text_and_an_image_part_is_refuse
     }
     (loaded,) = load_preferences([str(write_jsonl(tmp_path / "pairs.jsonl", [pair]))])
     assert loaded["prompt"] == [{"role": "user", "content": QUESTION}]
-    assert (loaded["chosen"], loaded["rejected"]) == ([{"role": "assistant", "content": "4."}],) + (
-        [{"role": "assistant", "content": "5."}],
-    )
+    assert loaded["chosen"] == [{"role": "assistant", "content": "4."}]
+    assert loaded["rejected"] == [{"role": "assistant", "content": "5."}]
 
     image = {"type": "image_url", "image_url": {"url": "cat.png"}}
     seen = {"messages": [{"role": "user", "content": [*parts("What is this?"), image]}, chat["messages"][2]]}
