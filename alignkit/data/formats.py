@@ -40,6 +40,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from alignkit import distributed
 from alignkit.errors import AlignkitError, first_line, option
 from alignkit.paths import offline_without_network, saved_split
 
@@ -435,7 +436,7 @@ def folder_files(path: Path) -> list[Path]:
             f"{path}: neither a `datasets` save dir nor a folder with data files{found}",
             "put .txt, .md, .jsonl, .json, .csv, .tsv or .parquet files in it, or pass a save_to_disk dir",
         )
-    if skipped:
+    if skipped and distributed.is_local_main():  # every process of a launched run reads the data: one line a machine
         logger.warning("%s: files of type %s are not read (not a data file type)", path, ", ".join(sorted(skipped)))
     return files
 

@@ -1376,3 +1376,23 @@ def test_openai_content_parts_are_read_as_their_text_and_an_image_part_is_refuse
     seen = {"messages": [{"role": "user", "content": [*parts("What is this?"), image]}, chat["messages"][2]]}
     with pytest.raises(AlignkitError, match=r"line 1: field `messages\[0\]\.content\[1\]`: a 'image_url' part"):
         load_chat([str(write_jsonl(tmp_path / "image.jsonl", [seen]))])
+
+
+def test_a_folders_files_of_other_types_are_said_once_per_machine(tmp_path, alignkit_records, monkeypatch):
+    """A data folder's files that no reader takes (notes, a licence) are left out with a warning, said by the
+    machine's first process only: every process of an `accelerate launch` run reads the data."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(folder / "chat.jsonl", [{"messages": HISTORY[:2]}])
+    (folder / "LICENSE.pdf").write_bytes(b"%PDF-1.4")
+
+    def warnings() -> list[str]:
+        found = [r.getMessage() for r in alignkit_records.records if r.levelname == "WARNING"]
+        alignkit_records.clear()
+        return found
+
+    assert load_chat([str(folder)]) == [{"messages": HISTORY[:2]}]
+    assert warnings() == [f"{folder}: files of type .pdf are not read (not a data file type)"]
+    monkeypatch.setenv("LOCAL_RANK", "1")  # another process of the run on this machine
+    assert load_chat([str(folder)]) == [{"messages": HISTORY[:2]}]
+    assert warnings() == []
