@@ -329,7 +329,11 @@ def test_runs_in_a_group_folder_are_listed_by_the_cli_the_runs_page_and_the_play
         ([], {}, "field `messages`: expected a non-empty list of messages"),
         ({"role": "user", "content": "hi"}, {}, "`messages` must be a str or a list of dicts, got {'role': 'user'"),
         ([{"role": "bot", "content": "hi"}], {}, "field `messages[0].role`: unknown role 'bot'"),
-        ([{"role": "user", "content": 3}], {}, "field `messages[0].content`: expected a string, got int"),
+        (
+            [{"role": "user", "content": 3}],
+            {},
+            "field `messages[0].content`: expected a string or a list of text parts, got int",
+        ),
         ("hi", {"max_new_tokens": 0}, "`max_new_tokens` must be at least 1, got 0"),
         ("hi", {"top_p": 0.0}, "`top_p` must be in (0, 1], got 0.0"),
         ("hi", {"temperature": -1.0}, "`temperature` must be at least 0 (0: greedy), got -1.0"),
