@@ -237,9 +237,9 @@ def nothing_rated(dataset_name: str, workspace: str, counts: Counter[str], min_a
 
 
 def check_decided(result: PullResult, workspace: str, min_agreement: float) -> None:
-    """Refuse a pull that decided no pair, every comparison a tie or split below `--min-agreement`, before a
-    pairs file is written: an empty one would only fail later, in `reward` or `dpo`, as "no rows". (The demo reads
-    `pull`'s result itself: a later round of ties adds no pairs to the earlier rounds'.)"""
+    """Refuse a pull that decided no pair, each comparison a tie or split (evenly, or below `--min-agreement`),
+    before a pairs file is written: an empty one would only fail later, in `reward` or `dpo`, as "no rows". (The demo
+    reads `pull`'s result itself: a later round of ties adds no pairs to the earlier rounds'.)"""
     summary = result.summary
     ties, split = summary["ties"], summary["dropped_low_agreement"]
     if result.pairs or not (ties or split):
