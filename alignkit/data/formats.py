@@ -193,9 +193,7 @@ def open_binary(path: Path) -> Iterator[Any]:
     try:
         with (codec or open)(path, "rb") as file:
             yield file
-    except (EOFError, lzma.LZMAError, gzip.BadGzipFile) as exc:
-        raise AlignkitError(f"{path}: cannot decompress ({exc})", "is the file complete?") from None
-    except OSError as exc:
+    except (EOFError, lzma.LZMAError, OSError) as exc:  # gzip.BadGzipFile is an OSError
         if codec is None:
             raise
         raise AlignkitError(f"{path}: cannot decompress ({exc})", "is the file complete?") from None
