@@ -15,26 +15,12 @@ import typer.main
 
 from alignkit import models
 from alignkit.cli import app
-from alignkit.config import (
-    DPOStageConfig,
-    PretrainStageConfig,
-    RewardStageConfig,
-    RLStageConfig,
-    SFTStageConfig,
-    config_class,
-    load_config,
-)
+from alignkit.config import STAGE_CONFIGS, config_class, load_config
 from alignkit.demo import DemoConfig
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "datasets" / "README.md"]
-STAGES: dict[str, type[Any]] = {
-    "sft": SFTStageConfig,
-    "pretrain": PretrainStageConfig,
-    "reward": RewardStageConfig,
-    "dpo": DPOStageConfig,
-    "rl": RLStageConfig,
-}
+STAGES = STAGE_CONFIGS  # each training command's config
 
 
 def command_lines() -> list[tuple[str, str]]:
