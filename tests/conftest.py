@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -139,11 +140,117 @@ def chat_file(tmp_path: Path) -> Path:
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: int = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The real `alignkit` console entry point in a subprocess (so exit codes and stderr are what users see)."""
+    """The real `alignkit` console entry point in a process of its own (so exit codes and stderr are what users see).
+
+    The process is forked from one that imported torch, transformers, trl, peft and datasets already
+    (`tests/cli_forkserver.py`): a fresh `python -m alignkit.cli` spent seconds on those imports, over a hundred
+    times a suite. Where `env` changes a variable those libraries may read at import (anything but ALIGNKIT_*), the
+    command runs in a fresh interpreter as before."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "alignkit.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    if not _forkserver_serves(env):
+        return subprocess.run(
+            [sys.executable, "-m", "alignkit.cli", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+    return _forkserver(env).run(list(args), cwd=Path(cwd or os.getcwd()), env=env, timeout=timeout)
+
+
+def _import_environment(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The variables a preloaded library may have read at import: all but alignkit's own (read when used)."""
+    return tuple(sorted((k, v) for k, v in env.items() if not k.startswith("ALIGNKIT_")))
+
+
+class _ForkServer:
+    """`tests/cli_forkserver.py` running with one environment; `run` is `subprocess.run`'s result of one command."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import tempfile
+
+        self.environment = _import_environment(env)
+        self.folder = Path(tempfile.mkdtemp(prefix="alignkit-cli-"))
+        self.imports_said = self.folder / "imports.stderr"
+        with self.imports_said.open("wb") as said:
+            self.process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("cli_forkserver.py"))],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=said,
+                cwd=REPO,
+                env=env,
+            )
+        if self._answer(timeout=600) != {"ready": True}:
+            raise RuntimeError(f"the CLI fork server did not start: {self.imports_said.read_text()}")
+
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        import select
+
+        assert self.process.stdout is not None
+        if not select.select([self.process.stdout], [], [], timeout)[0]:
+            raise TimeoutError
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the CLI fork server ended: {self.imports_said.read_text()}")
+        return json.loads(line)
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+        import shutil
+        import signal
+
+        assert self.process.stdin is not None
+        stdout, stderr = self.folder / "stdout", self.folder / "stderr"
+        shutil.copyfile(self.imports_said, stderr)  # a fresh interpreter would have printed it to its stderr
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
+        self.process.stdin.write((json.dumps(request) + "\n").encode())
+        self.process.stdin.flush()
+        pid = self._answer(timeout=60)["pid"]
+        try:
+            status = self._answer(timeout=timeout)["status"]
+        except TimeoutError:
+            os.kill(pid, signal.SIGKILL)  # as subprocess.run does on a timeout
+            self._answer(timeout=60)
+            raise subprocess.TimeoutExpired(["alignkit", *argv], timeout) from None
+        return subprocess.CompletedProcess(
+            ["alignkit", *argv],
+            os.waitstatus_to_exitcode(status),
+            stdout.read_text(encoding="utf-8", errors="replace"),
+            stderr.read_text(encoding="utf-8", errors="replace"),
+        )
+
+    def close(self) -> None:
+        import shutil
+
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_servers: list[_ForkServer] = []
+
+
+def _forkserver_serves(env: dict[str, str]) -> bool:
+    """Whether a fork server may run a command with `env`: the environment of this test process (the one the server
+    is started with), give or take ALIGNKIT_* variables."""
+    return _import_environment(env) == _import_environment({**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def _forkserver(env: dict[str, str]) -> _ForkServer:
+    """The fork server for `env`, started on first use (another one where this process's environment changed)."""
+    if _servers and _servers[0].environment != _import_environment(env):
+        _servers.pop().close()
+    if not _servers:
+        _servers.append(_ForkServer({**os.environ, "PYTHONWARNINGS": "ignore"}))
+    return _servers[0]
+
+
+@atexit.register
+def _close_forkservers() -> None:
+    while _servers:
+        _servers.pop().close()
 
 
 @pytest.fixture
