@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -143,25 +144,20 @@ def run_cli(
     """The real `alignkit` console entry point in a process of its own (so exit codes and stderr are what users see).
 
     The process is forked from one that imported torch, transformers, trl, peft and datasets already
-    (`tests/cli_forkserver.py`): a fresh `python -m alignkit.cli` spent seconds on those imports, over a hundred
-    times a suite. Where `env` changes a variable those libraries may read at import (anything but ALIGNKIT_*), the
-    command runs in a fresh interpreter as before."""
+    (`tests/cli_forkserver.py`), with the environment the command gets (give or take `NOT_READ_AT_IMPORT`): a fresh
+    `python -m alignkit.cli` spent seconds on those imports, over a hundred times a suite."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    if not _forkserver_serves(env):
-        return subprocess.run(
-            [sys.executable, "-m", "alignkit.cli", *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
     return _forkserver(env).run(list(args), cwd=Path(cwd or os.getcwd()), env=env, timeout=timeout)
 
 
+# Read when used, never by the preloaded libraries at import: alignkit's own (alignkit is not preloaded), pytest's
+# name of the running test, the terminal size.
+NOT_READ_AT_IMPORT = ("ALIGNKIT_", "PYTEST_CURRENT_TEST", "COLUMNS", "LINES")
+
+
 def _import_environment(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """The variables a preloaded library may have read at import: all but alignkit's own (read when used)."""
-    return tuple(sorted((k, v) for k, v in env.items() if not k.startswith("ALIGNKIT_")))
+    """The variables a preloaded library may have read at import."""
+    return tuple(sorted((k, v) for k, v in env.items() if not k.startswith(NOT_READ_AT_IMPORT)))
 
 
 class _ForkServer:
@@ -206,13 +202,22 @@ class _ForkServer:
         request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
         self.process.stdin.write((json.dumps(request) + "\n").encode())
         self.process.stdin.flush()
-        pid = self._answer(timeout=60)["pid"]
+        pid = None
         try:
+            pid = self._answer(timeout=60)["pid"]
             status = self._answer(timeout=timeout)["status"]
         except TimeoutError:
+            if pid is None:
+                raise
             os.kill(pid, signal.SIGKILL)  # as subprocess.run does on a timeout
             self._answer(timeout=60)
             raise subprocess.TimeoutExpired(["alignkit", *argv], timeout) from None
+        except BaseException:  # interrupted mid-answer (Ctrl-C): this server's answers are out of step now
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.process.kill()
+            raise
         return subprocess.CompletedProcess(
             ["alignkit", *argv],
             os.waitstatus_to_exitcode(status),
@@ -229,28 +234,27 @@ class _ForkServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-_servers: list[_ForkServer] = []
-
-
-def _forkserver_serves(env: dict[str, str]) -> bool:
-    """Whether a fork server may run a command with `env`: the environment of this test process (the one the server
-    is started with), give or take ALIGNKIT_* variables."""
-    return _import_environment(env) == _import_environment({**os.environ, "PYTHONWARNINGS": "ignore"})
+# The fork servers by the environment they imported with, the last used last: the suite's own, and the latest
+# other (a test's commands that share an `env` of their own).
+_servers: dict[tuple[tuple[str, str], ...], _ForkServer] = {}
 
 
 def _forkserver(env: dict[str, str]) -> _ForkServer:
-    """The fork server for `env`, started on first use (another one where this process's environment changed)."""
-    if _servers and _servers[0].environment != _import_environment(env):
-        _servers.pop().close()
-    if not _servers:
-        _servers.append(_ForkServer({**os.environ, "PYTHONWARNINGS": "ignore"}))
-    return _servers[0]
+    """The fork server for `env`, started on its first use."""
+    key = _import_environment(env)
+    server = _servers.pop(key, None)
+    if server is None or server.process.poll() is not None:
+        server = _ForkServer(env)
+    _servers[key] = server
+    while len(_servers) > 2:
+        _servers.pop(next(iter(_servers))).close()
+    return server
 
 
 @atexit.register
 def _close_forkservers() -> None:
     while _servers:
-        _servers.pop().close()
+        _servers.popitem()[1].close()
 
 
 @pytest.fixture
