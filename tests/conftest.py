@@ -178,8 +178,15 @@ class _ForkServer:
                 cwd=REPO,
                 env=env,
             )
-        if self._answer(timeout=600) != {"ready": True}:
-            raise RuntimeError(f"the CLI fork server did not start: {self.imports_said.read_text()}")
+        try:
+            ready = self._answer(timeout=600)
+        except (TimeoutError, RuntimeError):
+            ready = None
+        if ready != {"ready": True}:
+            said = self.imports_said.read_text()
+            self.process.kill()
+            self.close()
+            raise RuntimeError(f"the CLI fork server did not start: {said}")
 
     def _answer(self, timeout: float) -> dict[str, Any]:
         import select
@@ -217,6 +224,7 @@ class _ForkServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.process.kill()
+            self.process.wait()
             raise
         return subprocess.CompletedProcess(
             ["alignkit", *argv],
@@ -244,6 +252,8 @@ def _forkserver(env: dict[str, str]) -> _ForkServer:
     key = _import_environment(env)
     server = _servers.pop(key, None)
     if server is None or server.process.poll() is not None:
+        if server is not None:
+            server.close()  # killed while it answered
         server = _ForkServer(env)
     _servers[key] = server
     while len(_servers) > 2:
