@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import os
@@ -139,11 +141,130 @@ def chat_file(tmp_path: Path) -> Path:
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: int = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The real `alignkit` console entry point in a subprocess (so exit codes and stderr are what users see)."""
+    """The real `alignkit` console entry point in a process of its own (so exit codes and stderr are what users see).
+
+    The process is forked from one that imported torch, transformers, trl, peft and datasets already
+    (`tests/cli_forkserver.py`), with the environment the command gets (give or take `NOT_READ_AT_IMPORT`): a fresh
+    `python -m alignkit.cli` spent seconds on those imports, over a hundred times a suite."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "alignkit.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    return _forkserver(env).run(list(args), cwd=Path(cwd or os.getcwd()), env=env, timeout=timeout)
+
+
+# Read when used, never by the preloaded libraries at import: alignkit's own (alignkit is not preloaded), pytest's
+# name of the running test, the terminal size.
+NOT_READ_AT_IMPORT = ("ALIGNKIT_", "PYTEST_CURRENT_TEST", "COLUMNS", "LINES")
+
+
+def _import_environment(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The variables a preloaded library may have read at import."""
+    return tuple(sorted((k, v) for k, v in env.items() if not k.startswith(NOT_READ_AT_IMPORT)))
+
+
+class _ForkServer:
+    """`tests/cli_forkserver.py` running with one environment; `run` is `subprocess.run`'s result of one command."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import tempfile
+
+        self.environment = _import_environment(env)
+        self.folder = Path(tempfile.mkdtemp(prefix="alignkit-cli-"))
+        self.imports_said = self.folder / "imports.stderr"
+        with self.imports_said.open("wb") as said:
+            self.process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("cli_forkserver.py"))],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=said,
+                cwd=REPO,
+                env=env,
+            )
+        try:
+            ready = self._answer(timeout=600)
+        except (TimeoutError, RuntimeError):
+            ready = None
+        if ready != {"ready": True}:
+            said = self.imports_said.read_text()
+            self.process.kill()
+            self.close()
+            raise RuntimeError(f"the CLI fork server did not start: {said}")
+
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        import select
+
+        assert self.process.stdout is not None
+        if not select.select([self.process.stdout], [], [], timeout)[0]:
+            raise TimeoutError
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the CLI fork server ended: {self.imports_said.read_text()}")
+        return json.loads(line)
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+        import shutil
+        import signal
+
+        assert self.process.stdin is not None
+        stdout, stderr = self.folder / "stdout", self.folder / "stderr"
+        shutil.copyfile(self.imports_said, stderr)  # a fresh interpreter would have printed it to its stderr
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
+        self.process.stdin.write((json.dumps(request) + "\n").encode())
+        self.process.stdin.flush()
+        pid = None
+        try:
+            pid = self._answer(timeout=60)["pid"]
+            status = self._answer(timeout=timeout)["status"]
+        except TimeoutError:
+            if pid is None:
+                raise
+            os.kill(pid, signal.SIGKILL)  # as subprocess.run does on a timeout
+            self._answer(timeout=60)
+            raise subprocess.TimeoutExpired(["alignkit", *argv], timeout) from None
+        except BaseException:  # interrupted mid-answer (Ctrl-C): this server's answers are out of step now
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.process.kill()
+            self.process.wait()
+            raise
+        return subprocess.CompletedProcess(
+            ["alignkit", *argv],
+            os.waitstatus_to_exitcode(status),
+            stdout.read_text(encoding="utf-8", errors="replace"),
+            stderr.read_text(encoding="utf-8", errors="replace"),
+        )
+
+    def close(self) -> None:
+        import shutil
+
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# The fork servers by the environment they imported with, the last used last: the suite's own, and the latest
+# other (a test's commands that share an `env` of their own).
+_servers: dict[tuple[tuple[str, str], ...], _ForkServer] = {}
+
+
+def _forkserver(env: dict[str, str]) -> _ForkServer:
+    """The fork server for `env`, started on its first use."""
+    key = _import_environment(env)
+    server = _servers.pop(key, None)
+    if server is None or server.process.poll() is not None:
+        if server is not None:
+            server.close()  # killed while it answered
+        server = _ForkServer(env)
+    _servers[key] = server
+    while len(_servers) > 2:
+        _servers.pop(next(iter(_servers))).close()
+    return server
+
+
+@atexit.register
+def _close_forkservers() -> None:
+    while _servers:
+        _servers.popitem()[1].close()
 
 
 @pytest.fixture
