@@ -52,6 +52,8 @@ def quiet_terminal() -> None:
     if verbose():
         return
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # datasets' map/filter bars, one per step
+    if "datasets" in sys.modules:  # it read the variable when imported: a process that imported it first
+        sys.modules["datasets"].disable_progress_bars()
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.get_logger("transformers")  # transformers adds its stderr handler now, so it can be quieted

@@ -147,7 +147,24 @@ def run_cli(
     (`tests/cli_forkserver.py`), with the environment the command gets (give or take `NOT_READ_AT_IMPORT`): a fresh
     `python -m alignkit.cli` spent seconds on those imports, over a hundred times a suite."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    if not FORK_CLI:
+        return run_cli_fresh(*args, cwd=cwd, timeout=timeout, env=env)
     return _forkserver(env).run(list(args), cwd=Path(cwd or os.getcwd()), env=env, timeout=timeout)
+
+
+# ALIGNKIT_TEST_FORK=0 runs every command in a fresh interpreter, exactly as a user's shell does (slower by the
+# libraries' imports, seconds a command): the check that no test passes only because the libraries came first.
+FORK_CLI = os.environ.get("ALIGNKIT_TEST_FORK", "1") != "0"
+
+
+def run_cli_fresh(
+    *args: str, cwd: Path | None = None, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`run_cli` in a fresh `python -m alignkit.cli`, as a user's shell starts it."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "alignkit.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 # Read when used, never by the preloaded libraries at import: alignkit's own (alignkit is not preloaded), pytest's

@@ -115,6 +115,19 @@ def test_a_library_configuring_the_root_logger_does_not_bring_the_log_dicts_back
     assert done.stderr.splitlines() == ["warning: disk almost full"]
 
 
+def test_datasets_bars_are_off_in_a_process_that_imported_datasets_first():
+    """datasets reads HF_DATASETS_DISABLE_PROGRESS_BARS once, when imported: in a process that imported it before
+    alignkit quieted the terminal (the suite's CLI fork server, `tests/cli_forkserver.py`), setting the variable
+    alone left its map/filter bars on."""
+    script = (
+        "import datasets; from alignkit import logs; logs.quiet_terminal(); "
+        "from datasets.utils.tqdm import are_progress_bars_disabled; print(are_progress_bars_disabled())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_DATASETS_DISABLE_PROGRESS_BARS"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stdout == "True\n", done.stderr
+
+
 def test_the_hubs_retries_go_to_the_log_not_the_terminal(tmp_path):
     """An unknown model name offline printed ten lines of "... thrown while requesting HEAD ... Retrying in 8s" before
     alignkit's one-line error: huggingface_hub's records go where the other libraries' go."""
