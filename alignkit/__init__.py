@@ -256,12 +256,12 @@ def pull(
     import json
 
     from alignkit.feedback import pull as rounds
-    from alignkit.jsonl import check_output_file, write_jsonl
+    from alignkit.jsonl import check_output_file
 
     check_output_file(Path(out), overwrite)  # before the server is asked
     result = rounds.pull(dataset, workspace, ties, min_agreement, min_annotators, client, pairing)
     rounds.check_decided(result, workspace, min_agreement)
-    write_jsonl(Path(out), result.pairs, overwrite=overwrite)
+    rounds.write_pairs(Path(out), result.pairs, overwrite=overwrite)
     Path(out).with_suffix(".summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
     return result
 

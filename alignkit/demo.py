@@ -262,12 +262,12 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                     "use more --candidates, a longer max_new_tokens or another rule",
                 )
             pairs_file = out / f"pairs{suffix}.jsonl"
-            jsonl.write_jsonl(pairs_file, pairs, overwrite=True)
+            pull.write_pairs(pairs_file, pairs, overwrite=True)
             # The reward model learns from every decided pair; DPO from each prompt's best vs worst candidate (the
             # rule's clearest signal, two epochs in 16 steps), which made the win-rate steady across candidate sets.
             dpo_pairs_file = out / f"pairs-best-worst{suffix}.jsonl"
             dpo_pairs = pull.best_vs_worst(pairs)
-            jsonl.write_jsonl(dpo_pairs_file, dpo_pairs, overwrite=True)
+            pull.write_pairs(dpo_pairs_file, dpo_pairs, overwrite=True)
             reward_run = alignkit.reward(
                 data={"paths": [str(pairs_file)], "validation_split": 0.2},
                 from_run=str(sft_run.path),

@@ -62,7 +62,7 @@ def row_counts(plan: Plan) -> dict[str, Any]:
 
 def pairs_origin(plan: Plan) -> dict[str, Any]:
     """The manifest's `pairs_origin`: the pulled datasets, rounds and candidate runs of a preference stage's rows."""
-    found = preferences.pairs_origin(plan.train_rows + plan.eval_rows)
+    found = preferences.pairs_origin(plan.train_rows + plan.eval_rows, plan.path)
     return {"pairs_origin": found} if found else {}
 
 

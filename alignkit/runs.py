@@ -622,13 +622,45 @@ def policy_key(source: dict[str, Any]) -> str:
     return str(source.get("run_id") or source.get("run") or source.get("model") or "")
 
 
-def path_hint(path: str) -> str:
-    """A recorded path as a hint that reads on another machine: relative to the working directory where it lies
-    inside it (`runs/sft-...`), else as it is."""
+def with_run_id(source: dict[str, Any]) -> dict[str, Any]:
+    """`source` (`policy_source`) with the `id` of the run at its `run` path where it records none (written before
+    runs had ids: older pulls, generate files, playground feedback), so it is told by id as the newer ones are; as it
+    is where no run is there any more (moved since): then only its path tells it."""
+    if source.get("run_id") or not source.get("run"):
+        return source
     try:
-        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path
+        run_id = read_json(Path(source["run"]) / "manifest.json").get("id")
+    except (OSError, ValueError):
+        return source
+    return source | {"run_id": run_id} if isinstance(run_id, str) and run_id else source
+
+
+def policy_in_file(source: dict[str, Any], folder: Path) -> dict[str, str]:
+    """A policy (`policy_source`, its run path absolute) as a file in `folder` names it (a pairs file, a manifest's
+    `pairs_origin`): its run's `run_id`, with the run's path relative to `folder` as a hint (read from any working
+    directory, and the same after the project moved whole), else its model."""
+    named = {key: str(source[key]) for key in ("run_id", "run") if source.get(key)}
+    if "run" in named:
+        named["run"] = relative_to_run(Path(named["run"]), folder)
+    return named or {"model": str(source.get("model") or "")}
+
+
+def policy_from_file(entry: str | dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A policy as a file in `folder` names it (`policy_in_file`; a run path alone in older pulls) with its run path
+    absolute and a `run_id` where one can be found (`with_run_id`). Pulls before paths were relative to their file
+    wrote them relative to the working directory: one that leads to no run from `folder` (none, or one with another id
+    than recorded) is read from there."""
+    named = {"run": entry} if isinstance(entry, str) else dict(entry)
+    if not named.get("run"):
+        return named
+    recorded = Path(named["run"]).expanduser()
+
+    def the_run(where: Path) -> bool:  # a run is there: the one recorded, where the file records its id
+        there = with_run_id({"run": str(where)}).get("run_id")
+        return (where / "manifest.json").is_file() and (not named.get("run_id") or named["run_id"] == there)
+
+    found = next((where for where in (folder / recorded, recorded.resolve()) if the_run(where)), folder / recorded)
+    return with_run_id(named | {"run": str(found.resolve())})
 
 
 def lineage_stamp(run: Run) -> tuple[tuple[int, int], ...]:

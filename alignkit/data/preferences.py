@@ -33,6 +33,7 @@ import json
 import math
 from collections import Counter
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from alignkit.data.formats import (
@@ -81,7 +82,7 @@ def load_preferences(paths: list[str], bad_rows: BadRows | None = None) -> list[
     data, whose failing rows `data.skip_bad_rows` leaves out)."""
     rows = []
     for path, file_rows in zip(paths, read_pulled_once(paths), strict=True):
-        rows += convert_all(file_rows, preference_row, PAIR_EXPECTED, bad_rows, path)
+        rows += with_policies_found(convert_all(file_rows, preference_row, PAIR_EXPECTED, bad_rows, path), path)
     return rows
 
 
@@ -91,8 +92,31 @@ def load_unpaired(paths: list[str], bad_rows: BadRows | None = None) -> list[dic
     rows = []
     for path, file_rows in zip(paths, read_pulled_once(paths), strict=True):
         for converted in convert_all(file_rows, unpaired_rows, UNPAIRED_EXPECTED, bad_rows, path):
-            rows += converted
+            rows += with_policies_found(converted, path)
     return rows
+
+
+def with_policies_found(rows: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
+    """`rows` of the file at `path` with each policy of their `candidates_from` as `runs.policy_from_file` reads it
+    (run path absolute, run id found where the file has none), for `pairs_origin`."""
+    from alignkit.runs import policy_from_file
+
+    folder = Path(path).expanduser().resolve()
+    folder = folder if folder.is_dir() else folder.parent
+    found: dict[str, dict[str, Any]] = {}  # a file's rows name a few policies: each read once
+
+    def policy(entry: str | dict[str, Any]) -> dict[str, Any]:
+        key = json.dumps(entry, sort_keys=True)
+        if key not in found:
+            found[key] = policy_from_file(entry, folder)
+        return found[key]
+
+    return [
+        row | {"candidates_from": [policy(entry) for entry in row["candidates_from"]]}
+        if row.get("candidates_from")
+        else row
+        for row in rows
+    ]
 
 
 def read_pulled_once(paths: list[str]) -> list[list[Row]]:
@@ -351,21 +375,22 @@ def origin(data: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def pairs_origin(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """How many of `rows` come from each pulled dataset and round, and from which policies' candidates (for the run's
-    manifest: which policy and round a reward or DPO run learnt from), a policy told by its run id (`runs.policy_key`:
-    the same after runs/ moved) with the first row's path as its hint; empty where no row was pulled."""
-    from alignkit.runs import policy_key
+def pairs_origin(rows: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
+    """How many of `rows` (`load_preferences`') come from each pulled dataset and round, and from which policies'
+    candidates (for the manifest of the run at `run_dir`: which policy and round a reward or DPO run learnt from), a
+    policy told by its run id (`runs.policy_key`: the same after runs/ moved) with the first row's run path, relative
+    to `run_dir` as a manifest's paths are, as its hint; empty where no row was pulled."""
+    from alignkit.runs import policy_in_file, policy_key
 
     def policies(row: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(run if isinstance(run, str) else policy_key(run) for run in row.get("candidates_from") or ())
+        return tuple(policy_key(run) for run in row.get("candidates_from") or ())
 
     counts: Counter[tuple[Any, Any, tuple[str, ...]]] = Counter()
     named: dict[tuple[Any, Any, tuple[str, ...]], list[Any]] = {}
     for row in rows:
         key = (row.get("dataset"), row.get("round"), policies(row))
         counts[key] += 1
-        named.setdefault(key, list(row.get("candidates_from") or ()))
+        named.setdefault(key, [policy_in_file(run, run_dir) for run in row.get("candidates_from") or ()])
     if set(counts) == {(None, None, ())}:
         return []
     return [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from alignkit import runs
@@ -19,6 +20,7 @@ from alignkit.feedback import argilla_schema as schema
 from alignkit.feedback.annotation import review_edit
 from alignkit.feedback.client import connect, find_dataset, submitted_answers, usernames
 from alignkit.feedback.push import record_sources
+from alignkit.jsonl import write_jsonl
 
 TIE = "tie"
 
@@ -210,14 +212,30 @@ def record_origin(dataset_name: str, metadata: dict[str, Any]) -> dict[str, Any]
 
 def candidate_policies(metadata: dict[str, Any]) -> list[dict[str, str]]:
     """Each policy whose candidates a record shows, once: its run's `run_id` (what names a policy wherever runs/ is
-    moved: `runs.same_policy`) with the run's path as a hint (`runs.path_hint`), else its model."""
+    moved: `runs.same_policy`; for a record pushed before runs had ids, the id of the run its path still leads to:
+    `runs.with_run_id`) with the run's path, else its model. `write_pairs` makes the path relative to the pairs file."""
     policies: dict[str, dict[str, str]] = {}
-    for source in record_sources(metadata):
+    for source in map(runs.with_run_id, record_sources(metadata)):
         named = {key: str(source[key]) for key in ("run_id", "run") if source.get(key)} or {"model": source["model"]}
-        if "run" in named:
-            named["run"] = runs.path_hint(named["run"])
         policies.setdefault(runs.policy_key(source), named)
     return [policies[key] for key in sorted(policies)]
+
+
+def write_pairs(path: Path, pairs: list[dict[str, Any]], overwrite: bool = False) -> None:
+    """`pairs` as a pairs file, each policy's run path (`candidates_from`) relative to the file's folder
+    (`runs.policy_in_file`), where `data.load_preferences` reads it from: a stage run from another working directory,
+    or after the project moved whole, still finds the run."""
+    folder = path.expanduser().resolve().parent
+    write_jsonl(
+        path,
+        [
+            pair | {"candidates_from": [runs.policy_in_file(p, folder) for p in pair["candidates_from"]]}
+            if pair.get("candidates_from")
+            else pair
+            for pair in pairs
+        ],
+        overwrite=overwrite,
+    )
 
 
 def nothing_rated(dataset_name: str, workspace: str, counts: Counter[str], min_annotators: int) -> AlignkitError:

@@ -371,7 +371,7 @@ def test_appending_a_new_policys_candidates_is_refused_and_more_of_the_same_keep
 
 
 def test_appending_the_same_runs_candidates_after_runs_moved_keeps_the_round(
-    tmp_path, owner, annotators, argilla_server, tiny_model
+    tmp_path, owner, annotators, argilla_server, tiny_model, monkeypatch
 ):
     """`generate` named a run by its absolute path: once runs/ was renamed (or the project copied to another
     machine), more candidates of the very policy were refused by `push --append` as another policy's; and the pairs
@@ -407,8 +407,12 @@ def test_appending_the_same_runs_candidates_after_runs_moved_keeps_the_round(
         json.dumps([{"run_id": run_id, "run": str(where.resolve())}], sort_keys=True)  # the path: a hint
         for where in (tmp_path / "runs" / "sft", moved)
     }
-    (origin,) = preferences.pairs_origin(pairs)  # one policy, wherever its candidates were made
+    (origin,) = preferences.pairs_origin(pairs, tmp_path)  # one policy, wherever its candidates were made
     assert origin["rows"] == len(pairs) and origin["candidates_from"][0]["run_id"] == run_id
+    monkeypatch.chdir(tmp_path)  # pulled from the project's folder into pairs/: paths relative to the file's folder
+    alignkit.pull("round-moved-runs", tmp_path / "pairs" / "round-1.jsonl", "collect", client=owner)
+    written = [json.loads(line) for line in (tmp_path / "pairs" / "round-1.jsonl").read_text().splitlines()]
+    assert {p["candidates_from"][0]["run"] for p in written} == {"../runs/sft", "../runs-2026/sft"}
 
     # trained again in its place: another policy
     alignkit.sft(

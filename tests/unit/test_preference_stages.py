@@ -376,8 +376,8 @@ def test_reward_and_dpo_manifests_name_the_rounds_and_policies_of_their_pulled_p
     write_jsonl(tmp_path / "pairs-2.jsonl", pulled(CANONICAL[:3], "round-2", 2, "runs/dpo"))
     data = {"paths": [str(tmp_path / "pairs-1.jsonl"), str(tmp_path / "pairs-2.jsonl")]}
     expected = [
-        {"dataset": "round-1", "round": 1, "candidates_from": ["runs/sft"], "rows": N_PAIRS},
-        {"dataset": "round-2", "round": 2, "candidates_from": ["runs/dpo"], "rows": 3},
+        {"dataset": "round-1", "round": 1, "candidates_from": [{"run": "../runs/sft"}], "rows": N_PAIRS},
+        {"dataset": "round-2", "round": 2, "candidates_from": [{"run": "../runs/dpo"}], "rows": 3},
     ]
     for stage, method, per_pair in ((alignkit.reward, {}, 1), (alignkit.dpo, {"method": "kto"}, 2)):
         run = stage(
@@ -388,30 +388,97 @@ def test_reward_and_dpo_manifests_name_the_rounds_and_policies_of_their_pulled_p
     assert "pairs_origin" not in reward_run.manifest  # pairs that were not pulled from Argilla
 
 
-def test_pulled_pairs_name_their_policy_by_run_id_so_a_moved_runs_folder_is_one_policy(tmp_path, monkeypatch):
+def test_pulled_pairs_name_their_policy_by_run_id_so_a_moved_runs_folder_is_one_policy(sft_run, tmp_path):
     """Pulled pairs named the policy by the absolute path its candidates were generated at: after runs/ moved, one
     round of one policy was two entries of `pairs_origin` (and a path that means nothing on another machine)."""
-    from alignkit.data.preferences import pairs_origin
     from alignkit.feedback import pull
-
-    monkeypatch.chdir(tmp_path)
 
     def metadata(run_dir: Path, run_id: str) -> dict[str, str]:  # as `feedback push` records a record's sources
         sources = [{"run": str(run_dir.resolve()), "run_id": run_id, "model": "embedded", "sampling": {}}] * 2
         return {"round": "1", "runs": str(run_dir.resolve()), "source": json.dumps(sources)}
 
-    before, after = metadata(tmp_path / "runs" / "sft", "a1"), metadata(tmp_path / "runs-moved" / "sft", "a1")
+    run_id = sft_run.manifest["id"]
+    before, after = metadata(tmp_path / "runs" / "sft", run_id), metadata(tmp_path / "runs-moved" / "sft", run_id)
     again = metadata(tmp_path / "runs-moved" / "sft", "b2")  # trained again in its place: another policy
     rows = [
         pair | pull.record_origin("round-1", record) | {"record_id": f"r1-{i}"}
         for i, (pair, record) in enumerate(zip(CANONICAL, [before] * 4 + [after] * 4 + [again] * 2, strict=False))
     ]
-    assert rows[0]["candidates_from"] == [{"run_id": "a1", "run": "runs/sft"}]  # relative to the working dir
-    loaded = load_preferences([str(write_jsonl(tmp_path / "pairs.jsonl", rows))])
-    assert pairs_origin(loaded) == [
-        {"dataset": "round-1", "round": 1, "candidates_from": [{"run_id": "a1", "run": "runs/sft"}], "rows": 8},
-        {"dataset": "round-1", "round": 1, "candidates_from": [{"run_id": "b2", "run": "runs-moved/sft"}], "rows": 2},
+    assert rows[0]["candidates_from"] == [{"run_id": run_id, "run": str(tmp_path / "runs" / "sft")}]
+    pull.write_pairs(tmp_path / "pairs.jsonl", rows)
+    run = alignkit.reward(
+        data={"paths": [str(tmp_path / "pairs.jsonl")], "validation_split": 0.0}, from_run=str(sft_run.path),
+        out=str(tmp_path / "runs-moved" / "reward"), trainer={"max_steps": 1, **TINY},
+    )  # fmt: skip
+    counted = {
+        json.dumps(o["candidates_from"]): (o["dataset"], o["round"], o["rows"]) for o in run.manifest["pairs_origin"]
+    }
+    assert counted == {  # each run path relative to the run dir, as a manifest's paths are
+        json.dumps([{"run_id": "b2", "run": "../sft"}]): ("round-1", 1, 2),
+        json.dumps([{"run_id": run_id, "run": "../../runs/sft"}]): ("round-1", 1, 8),
+    }
+
+
+def test_a_pulled_pairs_files_run_paths_lead_to_the_run_from_any_folder_after_the_project_moved(
+    sft_run, tmp_path, monkeypatch
+):
+    """`feedback pull` wrote each policy's run path relative to the working directory it ran in: read by a stage run
+    from another folder, or after the project moved, the path in the pairs file and in the manifest's `pairs_origin`
+    led nowhere (or to another run). It is relative to the pairs file now, and in the manifest to the run dir."""
+    from alignkit.feedback import pull
+
+    project = tmp_path / "project"
+    shutil.copytree(sft_run.path, project / "runs" / "sft")  # the policy that wrote the candidates, inside the project
+    source = runs.policy_source(runs.Run(project / "runs" / "sft"))
+    record = {"round": "1", "source": json.dumps([source, source])}
+    monkeypatch.chdir(project)  # pulled from the project's folder into pairs/
+    rows = [pair | pull.record_origin("round-1", record) | {"record_id": f"r-{i}"} for i, pair in enumerate(CANONICAL)]
+    pull.write_pairs(project / "pairs" / "round-1.jsonl", rows)
+    shutil.move(project, tmp_path / "moved")
+    monkeypatch.chdir(tmp_path)  # trained from another folder
+    run = alignkit.reward(
+        data={"paths": [str(tmp_path / "moved" / "pairs" / "round-1.jsonl")], "validation_split": 0.0},
+        from_run=str(sft_run.path), out=str(tmp_path / "moved" / "runs" / "reward"), trainer={"max_steps": 1, **TINY},
+    )  # fmt: skip
+    ((policy,),) = [origin["candidates_from"] for origin in run.manifest["pairs_origin"]]
+    assert policy["run_id"] == sft_run.manifest["id"]
+    assert runs.Run(run.path / policy["run"]).manifest["id"] == policy["run_id"]  # the path leads to the run
+
+
+def test_records_and_pairs_from_before_runs_had_ids_count_as_the_policy_their_run_path_leads_to(
+    sft_run, tmp_path, monkeypatch
+):
+    """Records pushed before runs had ids (older `generate` files, older playground feedback) and pairs pulled then
+    named a policy by its path alone: beside records naming it by id (runs/ moved or copied since), one policy was
+    two in `pairs_origin`. A path that leads to no run any more stays a policy of its own: nothing tells which."""
+    from alignkit.feedback import pull
+
+    run_id = sft_run.manifest["id"]
+    shutil.copytree(sft_run.path, tmp_path / "runs-copy" / "sft")
+    with_id = {"run": str(tmp_path / "runs-copy" / "sft"), "run_id": run_id, "model": "m"}
+    without_id = {"run": str(sft_run.path), "model": "m"}  # pushed before runs had ids
+    pushed = {"round": "1", "source": json.dumps([without_id, with_id])}
+    base = {"run": "", "model": "embedded"}  # an older playground record: the base beside a run named by its path
+    playground = {"round": "playground", "source": json.dumps([without_id | {"model": str(sft_run.path)}, base])}
+    for metadata in (pushed, playground):
+        policies = pull.record_origin("round-1", metadata)["candidates_from"]
+        assert [p.get("run_id") for p in policies if "run" in p] == [run_id]
+
+    monkeypatch.chdir(sft_run.path.parent)  # older pulls: a path alone, absolute or relative to where they ran
+    gone = str(tmp_path / "runs-gone" / "sft")
+    older = [str(sft_run.path), {"run": sft_run.path.name}, {"run_id": run_id, "run": "runs-copy/sft"}, {"run": gone}]
+    rows = [
+        pair | {"dataset": "round-1", "round": 1, "candidates_from": [older[i % 4]]} for i, pair in enumerate(CANONICAL)
     ]
+    write_jsonl(tmp_path / "older-pairs.jsonl", rows)
+    run = alignkit.reward(
+        data={"paths": [str(tmp_path / "older-pairs.jsonl")], "validation_split": 0.0}, from_run=str(sft_run.path),
+        out=str(tmp_path / "reward"), trainer={"max_steps": 1, **TINY},
+    )  # fmt: skip
+    counted = {
+        origin["candidates_from"][0].get("run_id", "no id"): origin["rows"] for origin in run.manifest["pairs_origin"]
+    }
+    assert counted == {run_id: 3 * N_PAIRS // 4, "no id": N_PAIRS // 4}
 
 
 def test_kto_trains_on_unpaired_rows(sft_run, data_dir, tmp_path):
