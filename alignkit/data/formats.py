@@ -232,19 +232,48 @@ def iter_jsonl(path: Path) -> Iterator[Row]:
     """The rows of a JSON Lines file, read one line at a time; a file whose first line is no whole JSON value (a JSON
     list saved as .jsonl, pretty-printed objects) is read as a .json file is."""
     if not first_line_is_json(path):
-        yield from read_json(path)
+        try:
+            rows = read_json(path)
+        except AlignkitError:
+            check_first_row(path)  # JSON Lines whose first line is cut off: said at that line, not where JSON fails
+            raise
+        yield from rows
         return
     for number, line in enumerate(decoded_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AlignkitError(
-                f"{path}:line {number}: not valid JSON ({exc.msg} at column {exc.colno})",
-                "each line must be one complete JSON object",
-            ) from None
-        yield Row(f"{path}:line {number}", expect_object(data, f"{path}:line {number}"))
+        if line.strip():
+            yield jsonl_row(path, number, line)
+
+
+def jsonl_row(path: Path, number: int, line: str) -> Row:
+    """Line `number` of a JSON Lines file as a row, or refused naming that line."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise AlignkitError(
+            f"{path}:line {number}: not valid JSON ({json_problem(exc)})", "each line must be one complete JSON object"
+        ) from None
+    return Row(f"{path}:line {number}", expect_object(data, f"{path}:line {number}"))
+
+
+def check_first_row(path: Path) -> None:
+    """For a .jsonl file that is not valid JSON as a whole: when its first line opens an object and the next line is a
+    whole JSON object (or there is none), the file is JSON Lines with a broken first line: refused at that line."""
+    lines = ((number, line) for number, line in enumerate(decoded_lines(path), start=1) if line.strip())
+    (number, first), second = next(lines), next(lines, None)
+    if first.lstrip().startswith("{") and (second is None or is_json_object(second[1])):
+        jsonl_row(path, number, first)
+
+
+def is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """What is wrong and where on its line, e.g. `Unterminated string starting at column 32`."""
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
 
 
 def first_line_is_json(path: Path) -> bool:
@@ -273,6 +302,12 @@ def read_json(path: Path) -> list[Row]:
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and text.lstrip().startswith("{"):  # an object, then more values
             return json_values(path, text)
+        if not text[exc.pos :].strip():  # cut off: name the last line there is, not the one past the end
+            line = text.rstrip().count("\n") + 1
+            raise AlignkitError(
+                f"{path}:line {line}: not valid JSON (the file ends before the JSON does)",
+                "is the file complete? fix or remove its last row",
+            ) from None
         raise AlignkitError(f"{path}:line {exc.lineno}: not valid JSON ({exc.msg})", "fix the JSON syntax") from None
     if isinstance(data, dict) and ROW_KEYS & data.keys():
         data = [data]
@@ -302,7 +337,7 @@ def json_values(path: Path, text: str) -> list[Row]:
             data, at = decoder.raw_decode(text, start)
         except json.JSONDecodeError as exc:
             raise AlignkitError(
-                f"{path}:line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
+                f"{path}:line {exc.lineno}: not valid JSON ({json_problem(exc)})",
                 "each row must be one complete JSON object",
             ) from None
         rows.append(Row(f"{path}:line {line}", expect_object(data, f"{path}:line {line}")))

@@ -21,6 +21,7 @@ BAD = Path(__file__).resolve().parent.parent / "data" / "bad"
 # (file under tests/data/bad, extra args, substrings the one-line error must contain)
 DATA_CASES = [
     ("bad_json_line.jsonl", "sft", ["bad_json_line.jsonl:line 3", "not valid JSON"]),
+    ("cut_first_line.jsonl", "sft", ["cut_first_line.jsonl:line 1", "not valid JSON"]),
     ("misnamed_field.jsonl", "sft", ["misnamed_field.jsonl:line 2", "did you mean `messages`"]),
     ("unknown_role.jsonl", "sft", ["unknown_role.jsonl:line 3", "messages[1].role", "'bot'"]),
     ("no_assistant.jsonl", "sft", ["no_assistant.jsonl:line 1", "no assistant turn"]),

@@ -717,6 +717,27 @@ def test_a_json_list_or_pretty_printed_objects_are_read_whatever_the_suffix(suff
     assert load_error(load_chat, path).startswith(f"{path}:line 25: field `messages`: has no assistant turn")
 
 
+def test_a_cut_off_json_lines_row_is_named_by_its_own_line_first_last_or_after_a_blank_line(tmp_path):
+    """A first line cut off is not read as the start of pretty-printed JSON and reported where that JSON breaks (line
+    2), a cut-off last line says what is cut off (not `starting at at column`), and a blank line keeps the count."""
+    rows = [json.dumps({"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))}) for i in range(3)]
+    cut = rows[0].split(', {"role": "assistant"')[0]  # ends after the user turn: `... "Q0"}`
+    pretty_cut = json.dumps([json.loads(row) for row in rows], indent=1)[:-20]  # a JSON list saved as .jsonl, cut
+    path = tmp_path / "train.jsonl"
+    for lines, problem in (
+        ([cut, *rows[1:]], f"line 1: not valid JSON (Expecting ',' delimiter at column {len(cut) + 1})"),
+        (["", cut, rows[1]], "line 2: not valid JSON (Expecting ',' delimiter"),
+        ([cut], "line 1: not valid JSON (Expecting ',' delimiter"),
+        ([*rows[:2], rows[2][:44]], "line 3: not valid JSON (Unterminated string starting at column 43)"),
+        ([rows[0], "", rows[1], cut], "line 4: not valid JSON (Expecting ',' delimiter"),
+        ([pretty_cut], f"line {pretty_cut.count(chr(10)) + 1}: not valid JSON (the file ends before the JSON does)"),
+    ):
+        path.write_text("\n".join(lines) + "\n")
+        assert load_error(load_chat, path).startswith(f"{path}:{problem}")
+    path.write_text("\n".join([rows[0], "", rows[1]]) + "\n")
+    assert load_chat([str(path)]) == [json.loads(rows[0]), json.loads(rows[1])]
+
+
 def test_a_json_file_of_one_row_object_is_that_row_and_a_data_wrapper_is_its_list(tmp_path):
     row = {"messages": turns(("user", "Q1"), ("assistant", "A1"))}
     one = tmp_path / "one.json"
