@@ -81,6 +81,7 @@ COMPRESSED: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open,
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 HH_TURN_INSIDE = re.compile(r"\n\n(?:Human|Assistant):")  # another HH-RLHF turn in a message's text
+HH_OPEN_CUE = re.compile(r"\n\nAssistant:\s*$")  # an HH-RLHF prompt's last line: the reply follows it
 
 
 @dataclass
@@ -659,7 +660,7 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
         completion_key = "response" if "response" in data and "completion" not in data else "completion"
         prompt = turns_or_text(data, "prompt", "user")
         messages = prompt + after_prompt(prompt, turns_or_text(data, completion_key, "assistant"), completion_key)
-        if is_hh_text(data["prompt"]) and isinstance(data[completion_key], str):  # the space after `Assistant:`
+        if is_hh_prompt(data["prompt"]) and isinstance(data[completion_key], str):  # the space after `Assistant:`
             messages[-1]["content"] = messages[-1]["content"].strip()
     else:
         raise RowError("messages", "expected one of: messages, conversations, instruction+output, prompt+completion")
@@ -670,11 +671,12 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
 def alpaca_prompt(data: dict[str, Any]) -> list[dict[str, Any]]:
     """An Alpaca row up to its answer: the `history` turns, then `instruction` (with `input` below it) from the user.
     Dolly (`instruction`, `context`, `response`): its `context` is the `input`."""
-    instruction = text_field(data, "instruction")
+    instruction = user_field(data, "instruction")
     extras = {key: data[key] for key in ("input", "context") if data.get(key) is not None}
     for key, extra in extras.items():
         if not isinstance(extra, str):
             raise RowError(key, f"expected a string, got {type(extra).__name__}")
+        check_turn_text(extra, key, "user")
     filled = [extra for extra in extras.values() if extra.strip()]
     if len(filled) > 1:
         raise RowError("context", "the row has both `input` and `context` (Dolly's name for it); keep one")
@@ -702,6 +704,8 @@ def alpaca_history(data: dict[str, Any]) -> list[dict[str, Any]]:
             isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(t, str) and t.strip() for t in pair)
         ):
             raise RowError(f"history[{i}]", "expected an [instruction, response] pair of non-empty strings")
+        check_turn_text(pair[0], f"history[{i}][0]", "user")
+        check_turn_text(pair[1], f"history[{i}][1]", "assistant")
         turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
     return turns
 
@@ -775,8 +779,7 @@ def message_list(
             raise RowError(f"{where}.{content_key}", "missing")
         content = text_content(turn.get(content_key, ""), f"{where}.{content_key}")
         message: dict[str, Any] = {"role": allowed[role], "content": content}
-        if message["role"] == "assistant":
-            check_reply_text(content, f"{where}.{content_key}")
+        check_turn_text(content, f"{where}.{content_key}", message["role"])
         if tool_calls:
             message["tool_calls"] = [tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(tool_calls)]
         if message["role"] == "tool":
@@ -929,14 +932,14 @@ def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, A
     value = data.get(key)
     if isinstance(value, list):
         return message_list(value, key, "role", "content", roles=CHAT_ROLES)
-    if role == "user" and is_hh_text(value):
-        turns = hh_prompt(value, key)
+    if role == "user":
+        turns = prompt_text(data, key)
         if turns[-1]["role"] != "user":
             raise RowError(key, "HH-RLHF prompt text must end with a `Human:` turn (then an open `Assistant:`)")
         return turns
-    if role == "assistant" and is_hh_text(value):
+    if is_hh_text(value):
         return hh_turns(value, key)
-    return [{"role": role, "content": reply_field(data, key) if role == "assistant" else text_field(data, key)}]
+    return [{"role": role, "content": reply_field(data, key)}]
 
 
 def after_prompt(prompt: list[dict[str, Any]], completion: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -958,19 +961,35 @@ def same_turns(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
 
 
 def reply_field(data: dict[str, Any], key: str) -> str:
-    """A reply given as text (`completion`, `output`, `chosen`, ...), checked as `check_reply_text` checks it."""
+    """A reply given as text (`completion`, `output`, `chosen`, ...), checked as `check_turn_text` checks it."""
     text = text_field(data, key)
-    check_reply_text(text, key)
+    check_turn_text(text, key, "assistant")
     return text
 
 
-def check_reply_text(text: str, field: str) -> None:
-    """Refuse an assistant turn whose text holds another HH-RLHF turn (`...\\n\\nHuman: ...`): an HH transcript left
-    whole, trained as the reply, would teach the model to write the user's turns too."""
-    if HH_TURN_INSIDE.search(text):
+def user_field(data: dict[str, Any], key: str) -> str:
+    """A user's turn given as text (`prompt`, `instruction`, a prompt's `text`), checked as `check_turn_text` checks
+    it."""
+    text = text_field(data, key)
+    check_turn_text(text, key, "user")
+    return text
+
+
+def prompt_text(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """A prompt given as text: HH-RLHF text as its turns (the open `Assistant:` cue dropped), else one user turn."""
+    value = data.get(key)
+    return hh_prompt(value, key) if is_hh_prompt(value) else [{"role": "user", "content": user_field(data, key)}]
+
+
+def check_turn_text(text: str, field: str, role: str) -> None:
+    """Refuse a user or assistant turn whose text holds another HH-RLHF turn (`...\\n\\nHuman: ...`): an HH transcript
+    left whole is one turn to the chat template, its markers and the other side's words included; as a reply it
+    would teach the model to write the user's turns too."""
+    if role in ("user", "assistant") and HH_TURN_INSIDE.search(text):
+        inside = "a reply" if role == "assistant" else "a user turn"
         raise RowError(
             field,
-            "holds HH-RLHF `Human:`/`Assistant:` turns inside a reply; split it into turns (messages), or give the "
+            f"holds HH-RLHF `Human:`/`Assistant:` turns inside {inside}; split it into turns (messages), or give the "
             "whole transcript from its first `Human:` turn",
         )
 
@@ -978,6 +997,12 @@ def check_reply_text(text: str, field: str) -> None:
 def is_hh_text(value: Any) -> bool:
     """Whether `value` is HH-RLHF text: `Human:` first, then an `Assistant:` turn (a plain reply may start "Human:")."""
     return isinstance(value, str) and value.lstrip().startswith("Human:") and "\n\nAssistant:" in value
+
+
+def is_hh_prompt(value: Any) -> bool:
+    """Whether a prompt string is HH-RLHF text: `is_hh_text`, or a single turn in HH's own form (`\\n\\nHuman: ...`,
+    its leading blank line and all; a plain prompt may start "Human:")."""
+    return is_hh_text(value) or (isinstance(value, str) and value.startswith("\n\nHuman:"))
 
 
 def hh_turns(text: str, key: str) -> list[dict[str, Any]]:

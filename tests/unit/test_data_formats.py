@@ -294,6 +294,59 @@ def test_hh_rlhf_transcripts_are_never_trained_as_one_reply(tmp_path):
     assert "field `completion[0].role`: the completion opens with a user turn" in load_error(load_chat, path)
 
 
+def test_hh_rlhf_transcript_in_a_prompt_is_its_turns_and_hh_turns_inside_a_user_turn_are_refused(tmp_path):
+    """A `prompt` that is a whole HH-RLHF transcript ending with its `Human:` turn (no open `Assistant:` cue) made
+    `dpo`/`reward`/`kto` glue the reply onto the user's last turn (`a reply must start with an assistant turn`); HH
+    markers inside a user's text (a prompt string, a user turn, Alpaca's `instruction`/`input`/`history`) were
+    trained or generated from as the user's words. A whole transcript is read as its turns, everywhere, through the
+    one HH splitter; markers anywhere else in a user's text are refused naming the field."""
+    from alignkit.generate import load_prompts
+
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+    reply = [{"role": "assistant", "content": "4."}]
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": history, "chosen": "4.", "rejected": "5."}])
+    assert load_preferences([str(path)]) == [
+        {"prompt": HISTORY, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    ]
+    assert load_prompts(str(path)) == [HISTORY]
+    write_jsonl(path, [{"prompt": history, "completion": "4.", "label": True}])
+    assert load_unpaired([str(path)]) == [{"prompt": HISTORY, "completion": reply, "label": True}]
+    write_jsonl(
+        path, [{"prompt": history, "completion": "4."}, {"prompt": f"\n\nHuman: {QUESTION}", "completion": "4."}]
+    )
+    assert load_chat([str(path)]) == [{"messages": HISTORY + reply}, {"messages": HISTORY[-1:] + reply}]
+
+    inside_a_user_turn = (
+        "holds HH-RLHF `Human:`/`Assistant:` turns inside a user turn; split it into turns (messages), or give the "
+        "whole transcript from its first `Human:` turn"
+    )
+
+    def prompt_file(paths: list[str]) -> Any:
+        return load_prompts(paths[0])
+
+    quoted = f"Summarise this chat:{history}"  # not a transcript from its first turn: which words are whose?
+    refused = [
+        (load_chat, {"prompt": quoted, "completion": "4."}, "`prompt`"),
+        (load_chat, {"messages": turns(("user", history), ("assistant", "4."))}, "`messages[0].content`"),
+        (load_chat, {"instruction": quoted, "output": "4."}, "`instruction`"),
+        (load_chat, {"instruction": "Answer it.", "input": history, "output": "4."}, "`input`"),
+        (load_chat, {"instruction": "And?", "history": [[history, "Hello!"]], "output": "4."}, "`history[0][0]`"),
+        (load_preferences, {"prompt": quoted, "chosen": "4.", "rejected": "5."}, "`prompt`"),
+        (
+            load_preferences,
+            {"prompt": turns(("user", history)), "chosen": "4.", "rejected": "5."},
+            "`prompt[0].content`",
+        ),
+        (load_unpaired, {"prompt": quoted, "completion": "4.", "label": True}, "`prompt`"),
+        (prompt_file, {"prompt": quoted}, "`prompt`"),
+        (prompt_file, {"text": f"\n\nHuman: {QUESTION}"}, "`text`"),
+    ]
+    for load, row, field in refused:
+        write_jsonl(path, [row])
+        error = load_error(load, path)
+        assert error.startswith(f"{path}:line 1: field {field}: {inside_a_user_turn}"), (row, error)
+
+
 def test_dolly_context_is_part_of_the_prompt_and_response_the_answer(tmp_path):
     """databricks-dolly-15k rows (`instruction`, `context`, `response`): SFT refused them, and as prompts (`rl
     --data`, `eval --prompts`) the `context` a closed-QA instruction asks about was dropped."""
