@@ -3,7 +3,8 @@
 Readers: JSONL, JSON (a list of objects, one row object, a `{"data": [...]}` wrapper, or JSON Lines saved as .json),
 CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir (its `train` split, or `DIR:SPLIT`), or a hub id.
 Files compressed with gzip, bzip2 or xz (`rows.jsonl.gz`, as hub dumps come) are read through their codec.
-Every row keeps where it came from (`file:line N`) so a problem can be reported at its place.
+Every row keeps where it came from (`file:line N`) so a problem can be reported at its place, and its text has `\n`
+line ends whatever the file's (`Row`): a `\r\n` inside a CSV cell, a JSON string or a Parquet value is read as `\n`.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
@@ -92,10 +93,25 @@ class Row:
     data: dict[str, Any]
     document: str | None = None  # the text file a paragraph row is part of (validation holds out whole documents)
 
+    def __post_init__(self) -> None:
+        self.data = unix_line_ends(self.data)
+
     @property
     def source(self) -> str:
         """The file (or save dir split) the row is in: `where` less its line or row number."""
         return self.where.rpartition(":")[0]
+
+
+def unix_line_ends(value: Any) -> Any:
+    """`value` with the Windows line ends (`\\r\\n`) in its text read as `\\n`, in nested lists and objects too: text
+    written on Windows is the same text to the chat template and the checks (`\\n\\nHuman:`) from every file type."""
+    if isinstance(value, str):
+        return value.replace("\r\n", "\n")
+    if isinstance(value, dict):
+        return {key: unix_line_ends(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unix_line_ends(item) for item in value]
+    return value
 
 
 class RowError(Exception):
@@ -346,10 +362,8 @@ def json_values(path: Path, text: str) -> list[Row]:
 
 
 def read_csv(path: Path) -> list[Row]:
-    """The rows of a CSV/TSV file, each named by the line it starts on (a quoted cell may span lines). Windows line
-    endings inside cells are read as the file's line ends are, `\n`: the text trained is the same on any system."""
-    text = decode(path).replace("\r\n", "\n")
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if data_suffix(path) == ".tsv" else ",")
+    """The rows of a CSV/TSV file, each named by the line it starts on (a quoted cell may span lines)."""
+    reader = csv.DictReader(io.StringIO(decode(path)), delimiter="\t" if data_suffix(path) == ".tsv" else ",")
     rows = []
     try:
         if reader.fieldnames is None:  # reads the header; an empty file has none

@@ -749,6 +749,31 @@ def test_a_byte_order_mark_and_windows_line_endings_read_as_the_same_rows(tmp_pa
     assert load_error(load_chat, tmp_path / "bad.csv").startswith(f"{tmp_path / 'bad.csv'}:line 4: field `output`")
 
 
+def test_windows_line_ends_inside_text_are_newlines_in_every_file_type(tmp_path):
+    """A `\r\n` inside a JSON or JSONL string, a Parquet value or a save dir's column reached the chat template as
+    `\r\n` (only a CSV cell was read as `\n`): the same text trained otherwise by file type, and an HH-RLHF turn
+    written on Windows (`\r\n\r\nHuman:`) inside a reply was trained as the reply."""
+    from datasets import Dataset
+
+    windows = [{"instruction": "Say hi\r\non two lines", "input": "", "output": "hi\r\nthere"}]
+    write_jsonl(tmp_path / "rows.jsonl", windows)
+    (tmp_path / "rows.json").write_text(json.dumps(windows))
+    pq.write_table(pa.Table.from_pylist(windows), tmp_path / "rows.parquet")
+    pd.DataFrame(windows).to_csv(tmp_path / "rows.csv", index=False)
+    Dataset.from_list(windows).save_to_disk(str(tmp_path / "saved"))
+    expected = [{"messages": turns(("user", "Say hi\non two lines"), ("assistant", "hi\nthere"))}]
+    for name in ("rows.jsonl", "rows.json", "rows.parquet", "rows.csv", "saved"):
+        assert load_chat([str(tmp_path / name)]) == expected, name
+    pair = {"prompt": turns(("user", "Add\r\n2 and 2")), "chosen": "4.\r\nDone.", "rejected": "5."}
+    assert load_preferences([str(write_jsonl(tmp_path / "pairs.jsonl", [pair]))])[0]["prompt"][0]["content"] == (
+        "Add\n2 and 2"
+    )
+    hh = write_jsonl(
+        tmp_path / "hh.jsonl", [{"prompt": "Hi", "completion": "Hello!\r\n\r\nHuman: 2+2?\r\n\r\nAssistant: 4."}]
+    )
+    assert "field `completion`: holds HH-RLHF `Human:`/`Assistant:` turns inside a reply" in load_error(load_chat, hh)
+
+
 def test_json_lines_saved_as_json_is_read_as_json_lines(tmp_path):
     rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(3)]
     path = write_jsonl(tmp_path / "train.json", rows)  # as many hub datasets ship it
