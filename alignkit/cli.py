@@ -210,7 +210,7 @@ def unknown_flag(stage: str, flag: str, args: list[str], known: set[str]) -> Ali
     the nearest flag."""
     import difflib
 
-    from alignkit.config import STAGE_CONFIGS, flag_key
+    from alignkit.config import STAGE_CONFIGS, flag_key, is_switch
     from alignkit.errors import Placeholder, option
 
     found = flag_key(STAGE_CONFIGS[stage], flag)
@@ -225,11 +225,16 @@ def unknown_flag(stage: str, flag: str, args: list[str], known: set[str]) -> Ali
         return AlignkitError(f"alignkit {stage} has no flag {flag}", note)
     at = next(i for i, arg in enumerate(args) if arg.partition("=")[0] == flag)
     given = args[at].partition("=")[2] or (args[at + 1 : at + 2] or [None])[0]
-    value = Placeholder("...") if note or given is None or given.startswith("--") else given
-    return AlignkitError(
-        f"alignkit {stage} has no flag {flag}: its setting is config key `{key}`",
-        option(key, value) + (f" ({note})" if note else ""),
-    )
+    bare = given is None or given.startswith("--")
+    if note:
+        fix = f"{option(key, Placeholder('...'))} ({note})"
+    elif not bare:
+        fix = option(key, given)
+    elif is_switch(STAGE_CONFIGS[stage], key):  # `--gradient_checkpointing` alone: a switch turned on
+        fix = option(key, True)
+    else:
+        fix = f"{option(key, Placeholder('VALUE'))} ({flag} was given no value: write the one for `{key}` as VALUE)"
+    return AlignkitError(f"alignkit {stage} has no flag {flag}: its setting is config key `{key}`", fix)
 
 
 def train_command(name: str, api: Callable[..., Any], help_text: str) -> None:

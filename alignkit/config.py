@@ -437,6 +437,31 @@ def flag_key(cls: type[Any], flag: str) -> tuple[str, str] | None:
     return next(((f"{section}.{name}", "") for section, keys in sections.items() if name in keys), None)
 
 
+def is_switch(cls: type[Any], key: str) -> bool:
+    """Whether config key `key` of stage config `cls` (`trainer.gradient_checkpointing`, `data.streaming`) holds a
+    boolean, so that another tool's bare flag for it (`--gradient_checkpointing`) means true."""
+    section, _, name = key.rpartition(".")
+    if section == "trainer":
+        from transformers import TrainingArguments
+
+        classes = [TrainingArguments, *map(config_class, getattr(cls, "TRAINER_CONFIGS", ()))]
+    elif section == "peft":
+        from peft import LoraConfig
+
+        classes = [LoraConfig]  # the method flags from other tools name: LoRA's keys
+    else:
+        hint = typing.get_type_hints(cls).get(section) if section else cls
+        classes = [hint] if dataclass_type(hint) else []
+    for config in classes:
+        try:
+            hint = typing.get_type_hints(config).get(name)
+        except Exception:  # a library's forward references that do not resolve here
+            continue
+        if hint is not None:
+            return hint is bool or set(typing.get_args(hint)) == {bool, type(None)}
+    return False
+
+
 def unknown_key(
     dotted: str, names: list[str], where: str, prefix: str = "", sections: dict[str, list[str]] | None = None
 ) -> AlignkitError:

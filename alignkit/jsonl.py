@@ -18,7 +18,7 @@ from alignkit.data.formats import (
     check_not_conversation_text,
     detect_chat_format,
     message_list,
-    text_field,
+    user_field,
     with_system_column,
 )
 from alignkit.data.preferences import preference_row, prompt_turns, shp_as_pair
@@ -62,7 +62,7 @@ def prompt_and_reply(data: dict[str, Any]) -> tuple[Messages, str | None]:
             raise RowError(key, "expected a conversation ending with a user turn (or a tool result)")
     elif "text" in data:  # a line or paragraph of a .txt prompt file, or a `text` column
         check_not_conversation_text(data)
-        messages = [{"role": "user", "content": text_field(data, "text")}]
+        messages = [{"role": "user", "content": user_field(data, "text")}]
     else:
         raise RowError("prompt", "missing")
     if "prompt" in data:

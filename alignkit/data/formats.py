@@ -3,7 +3,8 @@
 Readers: JSONL, JSON (a list of objects, one row object, a `{"data": [...]}` wrapper, or JSON Lines saved as .json),
 CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir (its `train` split, or `DIR:SPLIT`), or a hub id.
 Files compressed with gzip, bzip2 or xz (`rows.jsonl.gz`, as hub dumps come) are read through their codec.
-Every row keeps where it came from (`file:line N`) so a problem can be reported at its place.
+Every row keeps where it came from (`file:line N`) so a problem can be reported at its place, and its text has `\n`
+line ends whatever the file's (`Row`): a `\r\n` inside a CSV cell, a JSON string or a Parquet value is read as `\n`.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
@@ -81,6 +82,7 @@ COMPRESSED: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open,
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 HH_TURN_INSIDE = re.compile(r"\n\n(?:Human|Assistant):")  # another HH-RLHF turn in a message's text
+HH_OPEN_CUE = re.compile(r"\n\nAssistant:\s*$")  # an HH-RLHF prompt's last line: the reply follows it
 
 
 @dataclass
@@ -91,10 +93,25 @@ class Row:
     data: dict[str, Any]
     document: str | None = None  # the text file a paragraph row is part of (validation holds out whole documents)
 
+    def __post_init__(self) -> None:
+        self.data = unix_line_ends(self.data)
+
     @property
     def source(self) -> str:
         """The file (or save dir split) the row is in: `where` less its line or row number."""
         return self.where.rpartition(":")[0]
+
+
+def unix_line_ends(value: Any) -> Any:
+    """`value` with the Windows line ends (`\\r\\n`) in its text read as `\\n`, in nested lists and objects too: text
+    written on Windows is the same text to the chat template and the checks (`\\n\\nHuman:`) from every file type."""
+    if isinstance(value, str):
+        return value.replace("\r\n", "\n")
+    if isinstance(value, dict):
+        return {key: unix_line_ends(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unix_line_ends(item) for item in value]
+    return value
 
 
 class RowError(Exception):
@@ -232,19 +249,48 @@ def iter_jsonl(path: Path) -> Iterator[Row]:
     """The rows of a JSON Lines file, read one line at a time; a file whose first line is no whole JSON value (a JSON
     list saved as .jsonl, pretty-printed objects) is read as a .json file is."""
     if not first_line_is_json(path):
-        yield from read_json(path)
+        try:
+            rows = read_json(path)
+        except AlignkitError:
+            check_first_row(path)  # JSON Lines whose first line is cut off: said at that line, not where JSON fails
+            raise
+        yield from rows
         return
     for number, line in enumerate(decoded_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AlignkitError(
-                f"{path}:line {number}: not valid JSON ({exc.msg} at column {exc.colno})",
-                "each line must be one complete JSON object",
-            ) from None
-        yield Row(f"{path}:line {number}", expect_object(data, f"{path}:line {number}"))
+        if line.strip():
+            yield jsonl_row(path, number, line)
+
+
+def jsonl_row(path: Path, number: int, line: str) -> Row:
+    """Line `number` of a JSON Lines file as a row, or refused naming that line."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise AlignkitError(
+            f"{path}:line {number}: not valid JSON ({json_problem(exc)})", "each line must be one complete JSON object"
+        ) from None
+    return Row(f"{path}:line {number}", expect_object(data, f"{path}:line {number}"))
+
+
+def check_first_row(path: Path) -> None:
+    """For a .jsonl file that is not valid JSON as a whole: when its first line opens an object and the next line is a
+    whole JSON object (or there is none), the file is JSON Lines with a broken first line: refused at that line."""
+    lines = ((number, line) for number, line in enumerate(decoded_lines(path), start=1) if line.strip())
+    (number, first), second = next(lines), next(lines, None)
+    if first.lstrip().startswith("{") and (second is None or is_json_object(second[1])):
+        jsonl_row(path, number, first)
+
+
+def is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """What is wrong and where on its line, e.g. `Unterminated string starting at column 32`."""
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
 
 
 def first_line_is_json(path: Path) -> bool:
@@ -273,6 +319,12 @@ def read_json(path: Path) -> list[Row]:
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and text.lstrip().startswith("{"):  # an object, then more values
             return json_values(path, text)
+        if not text[exc.pos :].strip():  # cut off: name the last line there is, not the one past the end
+            line = text.rstrip().count("\n") + 1
+            raise AlignkitError(
+                f"{path}:line {line}: not valid JSON (the file ends before the JSON does)",
+                "is the file complete? fix or remove its last row",
+            ) from None
         raise AlignkitError(f"{path}:line {exc.lineno}: not valid JSON ({exc.msg})", "fix the JSON syntax") from None
     if isinstance(data, dict) and ROW_KEYS & data.keys():
         data = [data]
@@ -302,7 +354,7 @@ def json_values(path: Path, text: str) -> list[Row]:
             data, at = decoder.raw_decode(text, start)
         except json.JSONDecodeError as exc:
             raise AlignkitError(
-                f"{path}:line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
+                f"{path}:line {exc.lineno}: not valid JSON ({json_problem(exc)})",
                 "each row must be one complete JSON object",
             ) from None
         rows.append(Row(f"{path}:line {line}", expect_object(data, f"{path}:line {line}")))
@@ -310,10 +362,8 @@ def json_values(path: Path, text: str) -> list[Row]:
 
 
 def read_csv(path: Path) -> list[Row]:
-    """The rows of a CSV/TSV file, each named by the line it starts on (a quoted cell may span lines). Windows line
-    endings inside cells are read as the file's line ends are, `\n`: the text trained is the same on any system."""
-    text = decode(path).replace("\r\n", "\n")
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if data_suffix(path) == ".tsv" else ",")
+    """The rows of a CSV/TSV file, each named by the line it starts on (a quoted cell may span lines)."""
+    reader = csv.DictReader(io.StringIO(decode(path)), delimiter="\t" if data_suffix(path) == ".tsv" else ",")
     rows = []
     try:
         if reader.fieldnames is None:  # reads the header; an empty file has none
@@ -624,7 +674,7 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
         completion_key = "response" if "response" in data and "completion" not in data else "completion"
         prompt = turns_or_text(data, "prompt", "user")
         messages = prompt + after_prompt(prompt, turns_or_text(data, completion_key, "assistant"), completion_key)
-        if is_hh_text(data["prompt"]) and isinstance(data[completion_key], str):  # the space after `Assistant:`
+        if is_hh_prompt(data["prompt"]) and isinstance(data[completion_key], str):  # the space after `Assistant:`
             messages[-1]["content"] = messages[-1]["content"].strip()
     else:
         raise RowError("messages", "expected one of: messages, conversations, instruction+output, prompt+completion")
@@ -635,11 +685,12 @@ def to_messages(data: dict[str, Any], fmt: str, weights: bool = False) -> list[d
 def alpaca_prompt(data: dict[str, Any]) -> list[dict[str, Any]]:
     """An Alpaca row up to its answer: the `history` turns, then `instruction` (with `input` below it) from the user.
     Dolly (`instruction`, `context`, `response`): its `context` is the `input`."""
-    instruction = text_field(data, "instruction")
+    instruction = user_field(data, "instruction")
     extras = {key: data[key] for key in ("input", "context") if data.get(key) is not None}
     for key, extra in extras.items():
         if not isinstance(extra, str):
             raise RowError(key, f"expected a string, got {type(extra).__name__}")
+        check_turn_text(extra, key, "user")
     filled = [extra for extra in extras.values() if extra.strip()]
     if len(filled) > 1:
         raise RowError("context", "the row has both `input` and `context` (Dolly's name for it); keep one")
@@ -667,6 +718,8 @@ def alpaca_history(data: dict[str, Any]) -> list[dict[str, Any]]:
             isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(t, str) and t.strip() for t in pair)
         ):
             raise RowError(f"history[{i}]", "expected an [instruction, response] pair of non-empty strings")
+        check_turn_text(pair[0], f"history[{i}][0]", "user")
+        check_turn_text(pair[1], f"history[{i}][1]", "assistant")
         turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
     return turns
 
@@ -740,8 +793,7 @@ def message_list(
             raise RowError(f"{where}.{content_key}", "missing")
         content = text_content(turn.get(content_key, ""), f"{where}.{content_key}")
         message: dict[str, Any] = {"role": allowed[role], "content": content}
-        if message["role"] == "assistant":
-            check_reply_text(content, f"{where}.{content_key}")
+        check_turn_text(content, f"{where}.{content_key}", message["role"])
         if tool_calls:
             message["tool_calls"] = [tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(tool_calls)]
         if message["role"] == "tool":
@@ -894,14 +946,14 @@ def turns_or_text(data: dict[str, Any], key: str, role: str) -> list[dict[str, A
     value = data.get(key)
     if isinstance(value, list):
         return message_list(value, key, "role", "content", roles=CHAT_ROLES)
-    if role == "user" and is_hh_text(value):
-        turns = hh_prompt(value, key)
+    if role == "user":
+        turns = prompt_text(data, key)
         if turns[-1]["role"] != "user":
             raise RowError(key, "HH-RLHF prompt text must end with a `Human:` turn (then an open `Assistant:`)")
         return turns
-    if role == "assistant" and is_hh_text(value):
+    if is_hh_text(value):
         return hh_turns(value, key)
-    return [{"role": role, "content": reply_field(data, key) if role == "assistant" else text_field(data, key)}]
+    return [{"role": role, "content": reply_field(data, key)}]
 
 
 def after_prompt(prompt: list[dict[str, Any]], completion: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -923,19 +975,35 @@ def same_turns(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
 
 
 def reply_field(data: dict[str, Any], key: str) -> str:
-    """A reply given as text (`completion`, `output`, `chosen`, ...), checked as `check_reply_text` checks it."""
+    """A reply given as text (`completion`, `output`, `chosen`, ...), checked as `check_turn_text` checks it."""
     text = text_field(data, key)
-    check_reply_text(text, key)
+    check_turn_text(text, key, "assistant")
     return text
 
 
-def check_reply_text(text: str, field: str) -> None:
-    """Refuse an assistant turn whose text holds another HH-RLHF turn (`...\\n\\nHuman: ...`): an HH transcript left
-    whole, trained as the reply, would teach the model to write the user's turns too."""
-    if HH_TURN_INSIDE.search(text):
+def user_field(data: dict[str, Any], key: str) -> str:
+    """A user's turn given as text (`prompt`, `instruction`, a prompt's `text`), checked as `check_turn_text` checks
+    it."""
+    text = text_field(data, key)
+    check_turn_text(text, key, "user")
+    return text
+
+
+def prompt_text(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """A prompt given as text: HH-RLHF text as its turns (the open `Assistant:` cue dropped), else one user turn."""
+    value = data.get(key)
+    return hh_prompt(value, key) if is_hh_prompt(value) else [{"role": "user", "content": user_field(data, key)}]
+
+
+def check_turn_text(text: str, field: str, role: str) -> None:
+    """Refuse a user or assistant turn whose text holds another HH-RLHF turn (`...\\n\\nHuman: ...`): an HH transcript
+    left whole is one turn to the chat template, its markers and the other side's words included; as a reply it
+    would teach the model to write the user's turns too."""
+    if role in ("user", "assistant") and HH_TURN_INSIDE.search(text):
+        inside = "a reply" if role == "assistant" else "a user turn"
         raise RowError(
             field,
-            "holds HH-RLHF `Human:`/`Assistant:` turns inside a reply; split it into turns (messages), or give the "
+            f"holds HH-RLHF `Human:`/`Assistant:` turns inside {inside}; split it into turns (messages), or give the "
             "whole transcript from its first `Human:` turn",
         )
 
@@ -943,6 +1011,12 @@ def check_reply_text(text: str, field: str) -> None:
 def is_hh_text(value: Any) -> bool:
     """Whether `value` is HH-RLHF text: `Human:` first, then an `Assistant:` turn (a plain reply may start "Human:")."""
     return isinstance(value, str) and value.lstrip().startswith("Human:") and "\n\nAssistant:" in value
+
+
+def is_hh_prompt(value: Any) -> bool:
+    """Whether a prompt string is HH-RLHF text: `is_hh_text`, or a single turn in HH's own form (`\\n\\nHuman: ...`,
+    its leading blank line and all; a plain prompt may start "Human:")."""
+    return is_hh_text(value) or (isinstance(value, str) and value.startswith("\n\nHuman:"))
 
 
 def hh_turns(text: str, key: str) -> list[dict[str, Any]]:

@@ -37,17 +37,19 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.data.formats import (
+    HH_OPEN_CUE,
     NO_TOOLS_HERE,
     SHAREGPT_ROLES,
     Row,
     RowError,
     alpaca_prompt,
     detect_chat_format,
-    hh_prompt,
     hh_turns,
+    is_hh_prompt,
     is_hh_text,
     looks_like,
     message_list,
+    prompt_text,
     read_rows,
     reply_field,
     same_turns,
@@ -268,7 +270,10 @@ def hh_transcript(data: dict[str, Any], key: str, prompt_key: str | None) -> str
     """`key` as a whole HH-RLHF transcript: itself, or (Dahoas/rm-static rows) the HH prompt it continues."""
     text = text_field(data, key)
     prompt = data.get(prompt_key) if prompt_key else None
-    return prompt + text if is_hh_text(prompt) and not is_hh_text(text) else text
+    if not is_hh_text(prompt) or is_hh_text(text):
+        return text
+    open_cue = HH_OPEN_CUE.search(prompt) or text.lstrip().startswith("Assistant:")
+    return prompt + text if open_cue else f"{prompt}\n\nAssistant: {text}"  # a prompt ending with its `Human:` turn
 
 
 def prompt_turns(data: dict[str, Any], key: str) -> Messages:
@@ -277,12 +282,10 @@ def prompt_turns(data: dict[str, Any], key: str) -> Messages:
     value = data.get(key)
     if isinstance(value, list):
         turns = message_list(value, key, "role", "content", roles=None)
-    elif is_hh_text(value):
-        turns = hh_prompt(value, key)
-    elif key == "instruction":
+    elif key == "instruction" and not is_hh_prompt(value):
         turns = alpaca_prompt(data)
     else:
-        turns = [{"role": "user", "content": text_field(data, key)}]
+        turns = prompt_text(data, key)
     check_prompt(turns, key)
     return turns
 

@@ -21,6 +21,7 @@ BAD = Path(__file__).resolve().parent.parent / "data" / "bad"
 # (file under tests/data/bad, extra args, substrings the one-line error must contain)
 DATA_CASES = [
     ("bad_json_line.jsonl", "sft", ["bad_json_line.jsonl:line 3", "not valid JSON"]),
+    ("cut_first_line.jsonl", "sft", ["cut_first_line.jsonl:line 1", "not valid JSON"]),
     ("misnamed_field.jsonl", "sft", ["misnamed_field.jsonl:line 2", "did you mean `messages`"]),
     ("unknown_role.jsonl", "sft", ["unknown_role.jsonl:line 3", "messages[1].role", "'bot'"]),
     ("no_assistant.jsonl", "sft", ["no_assistant.jsonl:line 1", "no assistant turn"]),
@@ -229,6 +230,15 @@ def test_another_tools_key_is_named_at_its_alignkit_home(key, hint, tmp_path, ca
     ("args", "expected"),
     [
         (["--learning_rate", "1e-4"], ["key `trainer.learning_rate`", "fix: --set trainer.learning_rate=1e-4"]),
+        # a bare switch is on (was `=...`); a bare flag of another type asks for the value of the key it names
+        (["--gradient_checkpointing"], ["fix: --set trainer.gradient_checkpointing=true"]),
+        (["--lora_fan_in_fan_out"], ["key `peft.fan_in_fan_out`", "fix: --set peft.fan_in_fan_out=true"]),
+        (["--skip_bad_rows"], ["key `data.skip_bad_rows`", "fix: --set data.skip_bad_rows=true"]),
+        (["--gradient_checkpointing", "false"], ["fix: --set trainer.gradient_checkpointing=false"]),
+        (
+            ["--learning_rate"],
+            ["fix: --set trainer.learning_rate=VALUE (--learning_rate was given no value", "`trainer.learning_rate`"],
+        ),
         (["--num_train_epochs=2"], ["key `trainer.num_train_epochs`", "fix: --epochs 2"]),
         (["--per_device_train_batch_size", "2"], ["fix: --set trainer.per_device_train_batch_size=2"]),
         (["--dataset_name", "pairs.jsonl"], ["key `data.paths`", "fix: --data pairs.jsonl"]),

@@ -294,6 +294,59 @@ def test_hh_rlhf_transcripts_are_never_trained_as_one_reply(tmp_path):
     assert "field `completion[0].role`: the completion opens with a user turn" in load_error(load_chat, path)
 
 
+def test_hh_rlhf_transcript_in_a_prompt_is_its_turns_and_hh_turns_inside_a_user_turn_are_refused(tmp_path):
+    """A `prompt` that is a whole HH-RLHF transcript ending with its `Human:` turn (no open `Assistant:` cue) made
+    `dpo`/`reward`/`kto` glue the reply onto the user's last turn (`a reply must start with an assistant turn`); HH
+    markers inside a user's text (a prompt string, a user turn, Alpaca's `instruction`/`input`/`history`) were
+    trained or generated from as the user's words. A whole transcript is read as its turns, everywhere, through the
+    one HH splitter; markers anywhere else in a user's text are refused naming the field."""
+    from alignkit.generate import load_prompts
+
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+    reply = [{"role": "assistant", "content": "4."}]
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": history, "chosen": "4.", "rejected": "5."}])
+    assert load_preferences([str(path)]) == [
+        {"prompt": HISTORY, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    ]
+    assert load_prompts(str(path)) == [HISTORY]
+    write_jsonl(path, [{"prompt": history, "completion": "4.", "label": True}])
+    assert load_unpaired([str(path)]) == [{"prompt": HISTORY, "completion": reply, "label": True}]
+    write_jsonl(
+        path, [{"prompt": history, "completion": "4."}, {"prompt": f"\n\nHuman: {QUESTION}", "completion": "4."}]
+    )
+    assert load_chat([str(path)]) == [{"messages": HISTORY + reply}, {"messages": HISTORY[-1:] + reply}]
+
+    inside_a_user_turn = (
+        "holds HH-RLHF `Human:`/`Assistant:` turns inside a user turn; split it into turns (messages), or give the "
+        "whole transcript from its first `Human:` turn"
+    )
+
+    def prompt_file(paths: list[str]) -> Any:
+        return load_prompts(paths[0])
+
+    quoted = f"Summarise this chat:{history}"  # not a transcript from its first turn: which words are whose?
+    refused = [
+        (load_chat, {"prompt": quoted, "completion": "4."}, "`prompt`"),
+        (load_chat, {"messages": turns(("user", history), ("assistant", "4."))}, "`messages[0].content`"),
+        (load_chat, {"instruction": quoted, "output": "4."}, "`instruction`"),
+        (load_chat, {"instruction": "Answer it.", "input": history, "output": "4."}, "`input`"),
+        (load_chat, {"instruction": "And?", "history": [[history, "Hello!"]], "output": "4."}, "`history[0][0]`"),
+        (load_preferences, {"prompt": quoted, "chosen": "4.", "rejected": "5."}, "`prompt`"),
+        (
+            load_preferences,
+            {"prompt": turns(("user", history)), "chosen": "4.", "rejected": "5."},
+            "`prompt[0].content`",
+        ),
+        (load_unpaired, {"prompt": quoted, "completion": "4.", "label": True}, "`prompt`"),
+        (prompt_file, {"prompt": quoted}, "`prompt`"),
+        (prompt_file, {"text": f"\n\nHuman: {QUESTION}"}, "`text`"),
+    ]
+    for load, row, field in refused:
+        write_jsonl(path, [row])
+        error = load_error(load, path)
+        assert error.startswith(f"{path}:line 1: field {field}: {inside_a_user_turn}"), (row, error)
+
+
 def test_dolly_context_is_part_of_the_prompt_and_response_the_answer(tmp_path):
     """databricks-dolly-15k rows (`instruction`, `context`, `response`): SFT refused them, and as prompts (`rl
     --data`, `eval --prompts`) the `context` a closed-QA instruction asks about was dropped."""
@@ -696,6 +749,31 @@ def test_a_byte_order_mark_and_windows_line_endings_read_as_the_same_rows(tmp_pa
     assert load_error(load_chat, tmp_path / "bad.csv").startswith(f"{tmp_path / 'bad.csv'}:line 4: field `output`")
 
 
+def test_windows_line_ends_inside_text_are_newlines_in_every_file_type(tmp_path):
+    """A `\r\n` inside a JSON or JSONL string, a Parquet value or a save dir's column reached the chat template as
+    `\r\n` (only a CSV cell was read as `\n`): the same text trained otherwise by file type, and an HH-RLHF turn
+    written on Windows (`\r\n\r\nHuman:`) inside a reply was trained as the reply."""
+    from datasets import Dataset
+
+    windows = [{"instruction": "Say hi\r\non two lines", "input": "", "output": "hi\r\nthere"}]
+    write_jsonl(tmp_path / "rows.jsonl", windows)
+    (tmp_path / "rows.json").write_text(json.dumps(windows))
+    pq.write_table(pa.Table.from_pylist(windows), tmp_path / "rows.parquet")
+    pd.DataFrame(windows).to_csv(tmp_path / "rows.csv", index=False)
+    Dataset.from_list(windows).save_to_disk(str(tmp_path / "saved"))
+    expected = [{"messages": turns(("user", "Say hi\non two lines"), ("assistant", "hi\nthere"))}]
+    for name in ("rows.jsonl", "rows.json", "rows.parquet", "rows.csv", "saved"):
+        assert load_chat([str(tmp_path / name)]) == expected, name
+    pair = {"prompt": turns(("user", "Add\r\n2 and 2")), "chosen": "4.\r\nDone.", "rejected": "5."}
+    assert load_preferences([str(write_jsonl(tmp_path / "pairs.jsonl", [pair]))])[0]["prompt"][0]["content"] == (
+        "Add\n2 and 2"
+    )
+    hh = write_jsonl(
+        tmp_path / "hh.jsonl", [{"prompt": "Hi", "completion": "Hello!\r\n\r\nHuman: 2+2?\r\n\r\nAssistant: 4."}]
+    )
+    assert "field `completion`: holds HH-RLHF `Human:`/`Assistant:` turns inside a reply" in load_error(load_chat, hh)
+
+
 def test_json_lines_saved_as_json_is_read_as_json_lines(tmp_path):
     rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(3)]
     path = write_jsonl(tmp_path / "train.json", rows)  # as many hub datasets ship it
@@ -715,6 +793,27 @@ def test_a_json_list_or_pretty_printed_objects_are_read_whatever_the_suffix(suff
         assert load_chat([str(path)]) == rows
     path.write_text("\n".join(json.dumps(row, indent=2) for row in [*rows, {"messages": turns(("user", "Q2"))}]))
     assert load_error(load_chat, path).startswith(f"{path}:line 25: field `messages`: has no assistant turn")
+
+
+def test_a_cut_off_json_lines_row_is_named_by_its_own_line_first_last_or_after_a_blank_line(tmp_path):
+    """A first line cut off is not read as the start of pretty-printed JSON and reported where that JSON breaks (line
+    2), a cut-off last line says what is cut off (not `starting at at column`), and a blank line keeps the count."""
+    rows = [json.dumps({"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))}) for i in range(3)]
+    cut = rows[0].split(', {"role": "assistant"')[0]  # ends after the user turn: `... "Q0"}`
+    pretty_cut = json.dumps([json.loads(row) for row in rows], indent=1)[:-20]  # a JSON list saved as .jsonl, cut
+    path = tmp_path / "train.jsonl"
+    for lines, problem in (
+        ([cut, *rows[1:]], f"line 1: not valid JSON (Expecting ',' delimiter at column {len(cut) + 1})"),
+        (["", cut, rows[1]], "line 2: not valid JSON (Expecting ',' delimiter"),
+        ([cut], "line 1: not valid JSON (Expecting ',' delimiter"),
+        ([*rows[:2], rows[2][:44]], "line 3: not valid JSON (Unterminated string starting at column 43)"),
+        ([rows[0], "", rows[1], cut], "line 4: not valid JSON (Expecting ',' delimiter"),
+        ([pretty_cut], f"line {pretty_cut.count(chr(10)) + 1}: not valid JSON (the file ends before the JSON does)"),
+    ):
+        path.write_text("\n".join(lines) + "\n")
+        assert load_error(load_chat, path).startswith(f"{path}:{problem}")
+    path.write_text("\n".join([rows[0], "", rows[1]]) + "\n")
+    assert load_chat([str(path)]) == [json.loads(rows[0]), json.loads(rows[1])]
 
 
 def test_a_json_file_of_one_row_object_is_that_row_and_a_data_wrapper_is_its_list(tmp_path):
