@@ -996,10 +996,11 @@ def prompt_text(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 
 def check_turn_text(text: str, field: str, role: str) -> None:
-    """Refuse a user or assistant turn whose text holds another HH-RLHF turn (`...\\n\\nHuman: ...`): an HH transcript
-    left whole is one turn to the chat template, its markers and the other side's words included; as a reply it
-    would teach the model to write the user's turns too."""
-    if role in ("user", "assistant") and HH_TURN_INSIDE.search(text):
+    """Refuse an HH-RLHF transcript left whole in one turn: a reply holding another HH turn (`...\\n\\nHuman: ...`)
+    would teach the model to write the user's turns too; a user turn that is a transcript from its first `Human:`
+    turn would show the chat template its markers and the assistant's words as the user's. Markers after a user's
+    own words ("Summarise this chat: ...") are that user's text."""
+    if (role == "assistant" and HH_TURN_INSIDE.search(text)) or (role == "user" and is_hh_prompt(text)):
         inside = "a reply" if role == "assistant" else "a user turn"
         raise RowError(
             field,

@@ -294,12 +294,13 @@ def test_hh_rlhf_transcripts_are_never_trained_as_one_reply(tmp_path):
     assert "field `completion[0].role`: the completion opens with a user turn" in load_error(load_chat, path)
 
 
-def test_hh_rlhf_transcript_in_a_prompt_is_its_turns_and_hh_turns_inside_a_user_turn_are_refused(tmp_path):
+def test_hh_rlhf_transcript_in_a_prompt_is_its_turns_and_one_left_whole_in_a_user_turn_is_refused(tmp_path):
     """A `prompt` that is a whole HH-RLHF transcript ending with its `Human:` turn (no open `Assistant:` cue) made
     `dpo`/`reward`/`kto` glue the reply onto the user's last turn (`a reply must start with an assistant turn`); HH
     markers inside a user's text (a prompt string, a user turn, Alpaca's `instruction`/`input`/`history`) were
     trained or generated from as the user's words. A whole transcript is read as its turns, everywhere, through the
-    one HH splitter; markers anywhere else in a user's text are refused naming the field."""
+    one HH splitter; a user turn that is a transcript where it cannot be split is refused naming the field, and
+    markers after the user's own words are that user's text (a chat to summarise)."""
     from alignkit.generate import load_prompts
 
     history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
@@ -324,21 +325,22 @@ def test_hh_rlhf_transcript_in_a_prompt_is_its_turns_and_hh_turns_inside_a_user_
     def prompt_file(paths: list[str]) -> Any:
         return load_prompts(paths[0])
 
-    quoted = f"Summarise this chat:{history}"  # not a transcript from its first turn: which words are whose?
+    quoted = f"Summarise this chat:{history}"  # the user's own words first: a chat the user asks about
+    summarise = [{"role": "user", "content": quoted}]
+    write_jsonl(path, [{"prompt": quoted, "completion": "4."}, {"instruction": quoted, "output": "4."}])
+    assert load_chat([str(path)]) == [{"messages": summarise + reply}] * 2
+    write_jsonl(path, [{"prompt": quoted, "chosen": "4.", "rejected": "5."}])
+    assert load_preferences([str(path)])[0]["prompt"] == summarise and load_prompts(str(path)) == [summarise]
     refused = [
-        (load_chat, {"prompt": quoted, "completion": "4."}, "`prompt`"),
         (load_chat, {"messages": turns(("user", history), ("assistant", "4."))}, "`messages[0].content`"),
-        (load_chat, {"instruction": quoted, "output": "4."}, "`instruction`"),
         (load_chat, {"instruction": "Answer it.", "input": history, "output": "4."}, "`input`"),
         (load_chat, {"instruction": "And?", "history": [[history, "Hello!"]], "output": "4."}, "`history[0][0]`"),
-        (load_preferences, {"prompt": quoted, "chosen": "4.", "rejected": "5."}, "`prompt`"),
         (
             load_preferences,
             {"prompt": turns(("user", history)), "chosen": "4.", "rejected": "5."},
             "`prompt[0].content`",
         ),
-        (load_unpaired, {"prompt": quoted, "completion": "4.", "label": True}, "`prompt`"),
-        (prompt_file, {"prompt": quoted}, "`prompt`"),
+        (load_unpaired, {"prompt": turns(("user", history)), "completion": "4.", "label": True}, "`prompt[0].content`"),
         (prompt_file, {"text": f"\n\nHuman: {QUESTION}"}, "`text`"),
     ]
     for load, row, field in refused:
