@@ -9,12 +9,13 @@ import re
 from tests.conftest import TINY_TRAINER, run_cli, run_cli_fresh
 
 PROGRESS = re.compile(r"\d+%\|")  # tqdm's bars: how many redraws depends on the speed
-SPEED = re.compile(r"│ (train_runtime|run directory) .*")
+SPEED = re.compile(r"│ (train_runtime|run directory) ")
+BOX = re.compile(r"[─┌┐└┘┬┴├┤┼│\s]+")  # a table's width follows its widest value: the runtime's digits
 
 
 def seen(done) -> tuple[int, list[str], list[str]]:
     """What a user reads of a command: its exit code and its lines, less progress bars, timings and the run's path."""
-    stdout = [SPEED.sub("", line) for line in done.stdout.splitlines()]
+    stdout = [BOX.sub(" ", line).strip() for line in done.stdout.splitlines() if not SPEED.search(line)]
     stderr = [line for line in done.stderr.splitlines() if not PROGRESS.search(line)]
     return done.returncode, stdout, stderr
 
