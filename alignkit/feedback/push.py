@@ -239,10 +239,12 @@ def contents_in(dataset: Any, n: int) -> tuple[set[tuple[str, frozenset[str]]], 
 def record_sources(metadata: dict[str, Any]) -> list[dict[str, Any]]:
     """Who wrote a record's candidates (`candidate_sources`), from its metadata `source`; for a record pushed by hand,
     the runs' paths of its metadata `runs` alone."""
-    try:
-        return candidate_sources(json.loads(metadata.get("source") or "[]"))
-    except (ValueError, TypeError, AttributeError):
-        return [{"run": run} for run in filter(None, str(metadata.get("runs") or "").split(","))]
+    if metadata.get("source"):
+        try:
+            return candidate_sources(json.loads(metadata["source"]))
+        except (ValueError, TypeError, AttributeError):
+            pass
+    return [{"run": run} for run in filter(None, str(metadata.get("runs") or "").split(","))]
 
 
 def load_reviewable(path: str) -> list[dict[str, Any]]:

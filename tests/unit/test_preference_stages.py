@@ -460,7 +460,8 @@ def test_records_and_pairs_from_before_runs_had_ids_count_as_the_policy_their_ru
     pushed = {"round": "1", "source": json.dumps([without_id, with_id])}
     base = {"run": "", "model": "embedded"}  # an older playground record: the base beside a run named by its path
     playground = {"round": "playground", "source": json.dumps([without_id | {"model": str(sft_run.path)}, base])}
-    for metadata in (pushed, playground):
+    by_hand = {"round": "1", "runs": str(sft_run.path)}  # a record pushed by hand: its runs' paths, no `source`
+    for metadata in (pushed, playground, by_hand):
         policies = pull.record_origin("round-1", metadata)["candidates_from"]
         assert [p.get("run_id") for p in policies if "run" in p] == [run_id]
 
