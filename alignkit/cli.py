@@ -527,7 +527,12 @@ def server_start(
     from alignkit import processes
     from alignkit.feedback import server
 
-    with server.start(data_dir=data_dir, port=port, redis_url=redis_url) as local:
+    try:
+        local = server.start(data_dir=data_dir, port=port, redis_url=redis_url)
+    except server.StoppedWhileStarting:
+        console.print("Argilla stopped (`alignkit feedback server stop`) before it was ready")
+        return
+    with local:
         console.print(f"Argilla: {local.url}  (owner `{server.DEMO_OWNER_USERNAME}`, demo credentials: local use only)")
         if hint := server.other_shells_hint(data_dir):
             console.print(hint, soft_wrap=True)

@@ -215,8 +215,13 @@ class LocalArgilla:
         """Block until one of the server's processes exits: None when `stop` ended them from another shell, else
         the process that exited on its own (a crash)."""
         ended = processes.wait_for_exit(self._children)
+        return None if self.stopped_elsewhere() else ended
+
+    def stopped_elsewhere(self) -> bool:
+        """Whether `stop` from another process is ending (or ended) this server, once its state was written: `stop`
+        marks the state `stopping` before it signals the processes and removes it once they ended."""
         state = _read_state(self.data_dir)
-        return None if state is None or state.get("stopping") else ended
+        return state is None or bool(state.get("stopping"))
 
     @property
     def children(self) -> list[processes.Child]:
@@ -285,10 +290,12 @@ def start(
         }
         _launch(argilla, "server", [python, LAUNCHER, "server", "--port", str(port)], env=env | owner_env)
         _launch(argilla, "worker", [python, LAUNCHER, "worker"], env=env)
-        _write_state(data_dir, argilla._state)
-        # Ready = the API answers an authenticated request as the owner (so migrations are done too).
-        owner_key = {"X-Argilla-Api-Key": owner_api_key}
-        _wait_until(argilla, lambda: processes.answers(url + "/api/v1/me", owner_key), url, timeout_s, poll_s=0.25)
+        _write_state(data_dir, argilla._state)  # from here on, `stop` from another shell may end it
+
+        def ready() -> bool:  # the API answers an authenticated request as the owner (so migrations are done too)
+            return processes.answers(url + "/api/v1/me", {"X-Argilla-Api-Key": owner_api_key})
+
+        _wait_until(argilla, ready, url, timeout_s, poll_s=0.25, stoppable=True)
     except BaseException:
         argilla.stop()
         raise
@@ -367,12 +374,26 @@ def _launch(argilla: LocalArgilla, name: str, command: list, env: dict[str, str]
     argilla._state["processes"].append(record)
 
 
-def _wait_until(argilla: LocalArgilla, ready: Callable[[], bool], where: str, timeout_s: float, poll_s: float) -> None:
-    """Poll `ready` until it holds; a process that exits first, or the timeout, is an error showing the logs."""
+class StoppedWhileStarting(Exception):
+    """`stop` from another shell ended the server before it was ready (`status` may call it healthy sooner)."""
+
+
+def _wait_until(
+    argilla: LocalArgilla,
+    ready: Callable[[], bool],
+    where: str,
+    timeout_s: float,
+    poll_s: float,
+    stoppable: bool = False,
+) -> None:
+    """Poll `ready` until it holds; a process that exits first, or the timeout, is an error showing the logs.
+    `stoppable`: the state is written, so a process ended by `stop` from another shell is `StoppedWhileStarting`."""
     try:
         if processes.wait_until(ready, argilla._children, timeout_s, poll_s):
             return
     except processes.ChildExited as exited:
+        if stoppable and argilla.stopped_elsewhere():
+            raise StoppedWhileStarting from None
         child = exited.child
         raise AlignkitError(
             f"The local Argilla {child.name} process exited early (code {child.process.returncode})", exited.hint

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from alignkit import processes
+from alignkit.errors import AlignkitError
 
 # Starts a grandchild in a session of its own (as RQ's job process does), prints its pid, then waits.
 ESCAPING_GRANDCHILD = (
@@ -123,3 +124,31 @@ def test_a_local_argilla_stops_its_own_processes_whatever_their_records_say(tmp_
     argilla.stop()
     assert [child.process.returncode for child in children] == [-15, -15], "both got SIGTERM and were reaped"
     assert time.monotonic() - started < processes.STOP_GRACE_S
+
+
+def test_a_server_stopped_from_another_shell_while_it_started_is_said_stopped_not_crashed(tmp_path):
+    """`status` could call the server healthy before the starting shell's own readiness check passed: a `stop` from
+    another shell then made `feedback server start` fail, "the server process exited early (code -15)", exit 2."""
+    from alignkit.feedback import server
+
+    def exited_child() -> server.LocalArgilla:
+        child = processes.spawn("server", [sys.executable, "-c", "pass"], log=tmp_path / "server.log", cwd=tmp_path)
+        child.process.wait()
+        argilla = server.LocalArgilla(url="http://unused", api_key="", data_dir=tmp_path, _state={"processes": []})
+        argilla._children.append(child)
+        return argilla
+
+    def waiting(stoppable: bool) -> None:
+        server._wait_until(exited_child(), lambda: False, "here", timeout_s=30, poll_s=0.05, stoppable=stoppable)
+
+    server._write_state(tmp_path, {"processes": [], "stopping": True})  # what `stop` writes before it signals
+    with pytest.raises(server.StoppedWhileStarting):
+        waiting(stoppable=True)
+    (tmp_path / server.STATE_FILE).unlink()  # and what it leaves once the processes ended
+    with pytest.raises(server.StoppedWhileStarting):
+        waiting(stoppable=True)
+    with pytest.raises(AlignkitError, match="server process exited early"):  # before the state is written: a crash
+        waiting(stoppable=False)
+    server._write_state(tmp_path, {"processes": []})  # written, not stopping: a crash
+    with pytest.raises(AlignkitError, match="server process exited early"):
+        waiting(stoppable=True)
