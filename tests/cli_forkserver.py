@@ -1,6 +1,6 @@
 """A Python process that has imported the libraries an `alignkit` command loads, and forks one child per command.
 
-Started by `tests.conftest.run_cli` (never imported by the tests): each `python -m alignkit.cli` of the suite spent
+Started by `tests.conftest.run_cli_forked` (never imported by the tests): each `python -m alignkit.cli` spent
 seconds importing torch, transformers, trl, peft and datasets before it did anything. A forked child is still a
 process of its own, with its own exit code, stdout, stderr, environment, working directory and teardown, and nothing
 of alignkit has run (or been imported) before it starts; only the third-party imports are done already.

@@ -1,12 +1,12 @@
-"""`run_cli` forks each command from a process that imported the libraries already (`tests/cli_forkserver.py`): what
-a command prints and exits with there must be what the same command gives in a fresh interpreter, as users run it.
-The whole suite runs fresh with ALIGNKIT_TEST_FORK=0."""
+"""With ALIGNKIT_TEST_FORK=1, `run_cli` forks each command from a process that imported the libraries already
+(`tests/cli_forkserver.py`): what a command prints and exits with there must be what the same command gives in a
+fresh interpreter, as users run it."""
 
 from __future__ import annotations
 
 import re
 
-from tests.conftest import TINY_TRAINER, run_cli, run_cli_fresh
+from tests.conftest import TINY_TRAINER, run_cli_forked, run_cli_fresh
 
 PROGRESS = re.compile(r"\d+%\|")  # tqdm's bars: how many redraws depends on the speed
 SPEED = re.compile(r"│ (train_runtime|run directory) ")
@@ -29,6 +29,6 @@ def test_a_forked_command_prints_and_exits_as_a_fresh_one(tmp_path, tiny_model, 
     ]
     for argv in commands:
         (tmp_path / "fresh").mkdir(exist_ok=True), (tmp_path / "forked").mkdir(exist_ok=True)
-        fresh, forked = run_cli_fresh(*argv, cwd=tmp_path / "fresh"), run_cli(*argv, cwd=tmp_path / "forked")
+        fresh, forked = run_cli_fresh(*argv, cwd=tmp_path / "fresh"), run_cli_forked(*argv, cwd=tmp_path / "forked")
         assert seen(forked) == seen(fresh), argv
     assert seen(fresh)[0] == 0 and (tmp_path / "forked" / "run" / "adapter" / "adapter_model.safetensors").is_file()
