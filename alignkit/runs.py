@@ -656,8 +656,9 @@ def policy_from_file(entry: str | dict[str, Any], folder: Path) -> dict[str, Any
     recorded = Path(named["run"]).expanduser()
 
     def the_run(where: Path) -> bool:  # a run is there: the one recorded, where the file records its id
-        there = with_run_id({"run": str(where)}).get("run_id")
-        return (where / "manifest.json").is_file() and (not named.get("run_id") or named["run_id"] == there)
+        if not (where / "manifest.json").is_file():
+            return False
+        return not named.get("run_id") or named["run_id"] == with_run_id({"run": str(where)}).get("run_id")
 
     found = next((where for where in (folder / recorded, recorded.resolve()) if the_run(where)), folder / recorded)
     return with_run_id(named | {"run": str(found.resolve())})
