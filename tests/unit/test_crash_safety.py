@@ -27,7 +27,8 @@ MAX_STEPS = 40
 # Runs the real CLI with one change: the checkpoint save at step >= 20 stops half way (weights and optimizer written,
 # RNG state and trainer_state.json not yet) and says so in a marker file, so the test can kill -9 it right there.
 SLOW_SAVE = """
-import sys, time
+import faulthandler, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # where every thread is, for a test that waits in vain
 from pathlib import Path
 import transformers.trainer as hf
 marker = Path(sys.argv[1])
@@ -74,13 +75,34 @@ def kill(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def training(command: list[str]) -> Iterator[subprocess.Popen]:
-    """A training subprocess that is killed however the test ends (a failed assertion must not leave it running)."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def training(command: list[str], said: Path) -> Iterator[subprocess.Popen]:
+    """A training subprocess (its stderr in `said`) that is killed however the test ends (a failed assertion must
+    not leave it running)."""
+    with said.open("wb") as stderr:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         yield proc
     finally:
         kill(proc)
+
+
+def wait_for_end(proc: subprocess.Popen, said: Path, timeout: float) -> None:
+    """`proc.wait(timeout)`; a process still running then fails the test with what it said and where each of its
+    threads is (SLOW_SAVE dumps them on SIGUSR1), its signal masks and the machine's load."""
+    try:
+        proc.wait(timeout=timeout)
+        return
+    except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(3)
+    masks = [line for line in status.splitlines() if line.startswith(("State", "Threads", "Sig", "Shd"))]
+    pytest.fail(
+        f"process {proc.pid} still runs {timeout} s on; load {Path('/proc/loadavg').read_text().strip()}; "
+        + "; ".join(masks)
+        + "\n"
+        + said.read_text(errors="replace")[-12000:]
+    )
 
 
 def logged_loss_steps(out: Path) -> list[int]:
@@ -102,12 +124,12 @@ def assert_resumes_to_the_end(out: Path) -> runs.Run:
 
 def killed_in_the_step_20_save(out: Path, data: Path, model: str) -> Path:
     """Train into `out` and kill -9 it inside the checkpoint save of step 20 (`SLOW_SAVE`); the half-written dir."""
-    marker = out.with_name(out.name + ".saving")
-    with training([sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(data, model, out)]) as proc:
+    marker, said = out.with_name(out.name + ".saving"), out.with_name(out.name + ".stderr")
+    with training([sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(data, model, out)], said) as proc:
         deadline = time.time() + 240
         while not marker.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
-        assert marker.exists(), "the run never reached the stalled checkpoint save"
+        assert marker.exists(), "the run never reached the stalled checkpoint save: " + said.read_text()[-4000:]
     return Path(marker.read_text())
 
 
@@ -243,7 +265,9 @@ def test_a_run_being_trained_is_not_resumed_twice_and_says_how_it_ended(tmp_path
     from alignkit import dashboard
 
     out, marker = tmp_path / "runs" / "sft", tmp_path / "saving"
-    with training([sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(chat_file, tiny_model, out)]) as proc:
+    said = tmp_path / "training.stderr"
+    command = [sys.executable, "-c", SLOW_SAVE, str(marker), *train_args(chat_file, tiny_model, out)]
+    with training(command, said) as proc:
         deadline = time.time() + 240
         while not marker.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
@@ -255,7 +279,7 @@ def test_a_run_being_trained_is_not_resumed_twice_and_says_how_it_ended(tmp_path
         assert_one_line_error(unnamed.returncode, unnamed.stderr, ["no unfinished sft run in runs/ to resume"])
 
         os.kill(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)
+        wait_for_end(proc, said, timeout=60)
     assert runs.Run(out).manifest["status"] == "interrupted"
     assert [row["status"] for row in dashboard.run_rows(tmp_path / "runs")] == ["interrupted"]
 
