@@ -142,9 +142,9 @@ def run_cli(
     *args: str, cwd: Path | None = None, timeout: int = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The real `alignkit` console entry point in a process of its own (so exit codes and stderr are what users see):
-    a fresh `python -m alignkit.cli`, or with ALIGNKIT_TEST_FORK=1 one forked from a process that has imported the
-    libraries already (`run_cli_forked`)."""
-    run = run_cli_forked if os.environ.get("ALIGNKIT_TEST_FORK") == "1" else run_cli_fresh
+    forked from a process that has imported the libraries already (`run_cli_forked`), or with ALIGNKIT_TEST_FORK=0
+    a fresh `python -m alignkit.cli`."""
+    run = run_cli_fresh if os.environ.get("ALIGNKIT_TEST_FORK") == "0" else run_cli_forked
     return run(*args, cwd=cwd, timeout=timeout, env=env)
 
 
@@ -163,10 +163,7 @@ def run_cli_forked(
 ) -> subprocess.CompletedProcess[str]:
     """`alignkit ARGS` forked from a process that imported torch, transformers, trl, peft and datasets already
     (`tests/cli_forkserver.py`), with the environment the command gets (give or take `NOT_READ_AT_IMPORT`): a fresh
-    interpreter spends seconds on those imports, over a hundred times a suite. Opt-in (ALIGNKIT_TEST_FORK=1) for
-    quicker local runs: two whole-suite runs on 2026-12-06 failed one SIGINT test in it
-    (`test_crash_safety.py::test_a_run_being_trained_is_not_resumed_twice_and_says_how_it_ended`) that passes alone
-    and after any part of the suite tried, cause not found; CI runs fresh."""
+    interpreter spends seconds on those imports, over a hundred times a suite."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return _forkserver(env).run(list(args), cwd=Path(cwd or os.getcwd()), env=env, timeout=timeout)
 

@@ -29,6 +29,9 @@ MAX_STEPS = 40
 SLOW_SAVE = """
 import faulthandler, signal, sys, time
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # where every thread is, for a test that waits in vain
+# Ctrl-C as in a terminal: a test runner started in the background (`pytest &`, nohup, CI) ignores SIGINT, and so
+# would this process, which inherits that
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 import transformers.trainer as hf
 marker = Path(sys.argv[1])
@@ -176,7 +179,7 @@ def test_kill_at_random_points_then_resume_always_finishes(tmp_path, tiny_model,
     command = [sys.executable, "-m", "alignkit.cli", *train_args(chat_file, tiny_model, out)]
     killed = 0
     for attempt in range(3):
-        with training(command) as proc:
+        with training(command, tmp_path / f"training-{attempt}.stderr") as proc:
             # wait until training has started (a manifest and a first logged step), then a random moment more
             deadline = time.time() + 240
             while proc.poll() is None and time.time() < deadline:

@@ -510,10 +510,16 @@ def test_an_interrupted_training_call_says_how_to_resume_it_in_python(tiny_model
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
+    # SIGINT raises KeyboardInterrupt, as in a Jupyter kernel, even where the test runner was started in the
+    # background (`pytest &`, nohup, CI) and so ignores it
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     trainer = {"max_steps": 500, "save_steps": 2, "eval_steps": 2, "per_device_train_batch_size": 4}
-    with pytest.raises(KeyboardInterrupt) as interrupted:
-        alignkit.sft(data={"paths": [chat_file]}, model={"name": tiny_model}, trainer=trainer, out=out)
+    try:
+        with pytest.raises(KeyboardInterrupt) as interrupted:
+            alignkit.sft(data={"paths": [chat_file]}, model={"name": tiny_model}, trainer=trainer, out=out)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     (note,) = interrupted.value.__notes__
     call = f"alignkit.sft(resume=True, out={str(out)!r})"
     assert note.startswith(f"alignkit: {out} interrupted, its last checkpoint (checkpoint-") and note.endswith(call)

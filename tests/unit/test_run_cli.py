@@ -1,4 +1,4 @@
-"""With ALIGNKIT_TEST_FORK=1, `run_cli` forks each command from a process that imported the libraries already
+"""`run_cli` forks each command from a process that imported the libraries already (ALIGNKIT_TEST_FORK=0: fresh)
 (`tests/cli_forkserver.py`): what a command prints and exits with there must be what the same command gives in a
 fresh interpreter, as users run it."""
 
