@@ -224,3 +224,22 @@ def test_demo_seeds_meets_dpo_at_least_sft_only_over_the_same_prompts():
     assert demo_seeds.met(other)["accuracy"] is False
     per_skill = figures | {"checked_by_skill": {"sft": {"greeting": 4}, "dpo": {"greeting": 3, "json": 1}}}
     assert demo_seeds.met(per_skill)["accuracy"] is False
+
+
+def test_docs_benchmarks_md_is_what_its_results_file_renders():
+    """docs/benchmarks.md is written by `python -m benchmarks.run --render RESULTS`: an edit made in the doc alone (a
+    figure, or a note that belongs in benchmarks/notes.md) is lost on the next render, and the doc no longer says what
+    its results file holds."""
+    from benchmarks import run
+
+    doc = (run.ROOT / "docs" / "benchmarks.md").read_text()
+    measured = doc.split("Measured on ", 1)[1].split(" on ", 1)[0]
+    [results] = [
+        path
+        for path in sorted((run.ROOT / "benchmarks" / "results").glob("20*.json"))
+        if json.loads(path.read_text()).get("date") == measured
+    ]
+    report = json.loads(results.read_text())
+    run.add_conversation_rates(report["repetitions"], run.alignkit_examples_per_row(report["settings"]))
+    report |= run.summarise(report["repetitions"])
+    assert run.markdown(report) == doc, f"render {results.name}: python -m benchmarks.run --render {results}"
