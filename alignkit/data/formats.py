@@ -526,17 +526,20 @@ def iter_saved_dataset(path: Path, split: str | None = None) -> Iterator[Row]:
 
 
 def saved_validation_split(source: str) -> str | None:
-    """`DIR:validation` (else `DIR:test`) where `source` is a save dir of a DatasetDict that has that split."""
+    """The held-out split beside the training split `source` reads, where its save dir has one: `DIR:validation`
+    (else `DIR:test`) for `DIR` or `DIR:train`, and the same for a named training split (`DIR:train_prefs` ->
+    `DIR:test_prefs`, as UltraFeedback's splits are named)."""
     import datasets
 
     path, split = saved_split(source)
-    if split or not path.is_dir() or not is_saved_dataset(path):
+    if not (split or "train").startswith("train") or not path.is_dir() or not is_saved_dataset(path):
         return None
     loaded = load_saved(path)
     if not isinstance(loaded, datasets.DatasetDict):
         return None
-    name = next((name for name in ("validation", "test") if name in loaded), None)
-    return f"{source}:{name}" if name else None
+    held_out = [(split or "train").replace("train", name, 1) for name in ("validation", "test")]
+    name = next((name for name in held_out if name in loaded), None)
+    return f"{path}:{name}" if name else None
 
 
 def read_hub_dataset(source: str) -> list[Row]:

@@ -132,6 +132,16 @@ def test_a_save_dir_split_is_picked_as_dir_colon_split_and_a_missing_one_lists_t
         data.load_chat([str(saved)])
     assert error.value.message == f"{saved}: dataset has no `train` split (it has train_prefs, test_prefs)"
     assert error.value.hint == f"name the split to read as {saved}:SPLIT, e.g. {saved}:train_prefs"
+    # the named training split's held-out twin is the validation rows, unless it is trained on too
+    config = DataConfig(paths=[f"{saved}:train_prefs"])
+    assert data.load_split(config, data.load_chat)[1:] == (
+        CHAT_ROWS[3:5],
+        [f"{saved}:train_prefs", f"{saved}:test_prefs"],
+        f"saved split: {saved}:test_prefs",
+    )
+    both = DataConfig(paths=[f"{saved}:train_prefs", f"{saved}:test_prefs"], validation_split=1)
+    _, eval_rows, _, validation = data.load_split(both, data.load_chat)
+    assert len(eval_rows) == 1 and validation.startswith("random split: 1 of 5 rows")
 
 
 MULTI_TURN = {
