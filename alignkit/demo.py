@@ -264,7 +264,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             pairs_file = out / f"pairs{suffix}.jsonl"
             pull.write_pairs(pairs_file, pairs, overwrite=True)
             # The reward model learns from every decided pair; DPO from each prompt's best vs worst candidate (the
-            # rule's clearest signal, two epochs in 16 steps), which made the win-rate steady across candidate sets.
+            # rule's clearest signal, two epochs in 16 steps): under `careful` it won more than every pair did
+            # (docs/preference-training.md)
             dpo_pairs_file = out / f"pairs-best-worst{suffix}.jsonl"
             dpo_pairs = pull.best_vs_worst(pairs)
             pull.write_pairs(dpo_pairs_file, dpo_pairs, overwrite=True)

@@ -55,7 +55,7 @@ def pick_precision(requested: str = "auto") -> Precision:
     """bf16 where the hardware runs it fast (recent GPUs, CPUs with AMX/AVX512-BF16), else fp32; `auto` can be
     pinned machine-wide with the ALIGNKIT_PRECISION environment variable (fp32 | bf16 | fp16).
 
-    TRL turns bf16 on by default; on a CPU without native bf16 that makes matmuls ~60x slower.
+    TRL turns bf16 on by default; a CPU without native bf16 only emulates it, far slower than fp32.
     """
     import torch
 

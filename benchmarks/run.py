@@ -199,13 +199,17 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return {"medians": medians, "ratios": {k: v for k, v in ratios.items() if v is not None}}
 
 
+def rendered(results: Path) -> str:
+    """docs/benchmarks.md as written from the results file `results` (and benchmarks/notes.md)."""
+    report = json.loads(results.read_text())
+    add_conversation_rates(report["repetitions"], alignkit_examples_per_row(report["settings"]))
+    return markdown(report | summarise(report["repetitions"]))
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--render"]:  # re-render the markdown from a results file (e.g. after editing notes.md)
-        report = json.loads(Path(sys.argv[2]).read_text())
-        add_conversation_rates(report["repetitions"], alignkit_examples_per_row(report["settings"]))
-        report |= summarise(report["repetitions"])
         doc = Path(os.environ.get("BENCH_DOC", ROOT / "docs" / "benchmarks.md"))
-        doc.write_text(markdown(report))
+        doc.write_text(rendered(Path(sys.argv[2])))
         print(f"wrote {doc}")
         return
     s = settings()

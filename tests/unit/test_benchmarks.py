@@ -239,7 +239,4 @@ def test_docs_benchmarks_md_is_what_its_results_file_renders():
         for path in sorted((run.ROOT / "benchmarks" / "results").glob("20*.json"))
         if json.loads(path.read_text()).get("date") == measured
     ]
-    report = json.loads(results.read_text())
-    run.add_conversation_rates(report["repetitions"], run.alignkit_examples_per_row(report["settings"]))
-    report |= run.summarise(report["repetitions"])
-    assert run.markdown(report) == doc, f"render {results.name}: python -m benchmarks.run --render {results}"
+    assert run.rendered(results) == doc, f"render {results.name}: python -m benchmarks.run --render {results}"
