@@ -83,6 +83,7 @@ HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 HH_TURN_INSIDE = re.compile(r"\n\n(?:Human|Assistant):")  # another HH-RLHF turn in a message's text
 HH_OPEN_CUE = re.compile(r"\n\nAssistant:\s*$")  # an HH-RLHF prompt's last line: the reply follows it
+TURN_NAMES = {"user": "a user turn", "assistant": "a reply", "system": "a system message", "tool": "a tool result"}
 
 
 @dataclass
@@ -732,6 +733,7 @@ def with_system_column(data: dict[str, Any], messages: list[dict[str, Any]]) -> 
         return messages
     if not isinstance(system, str):
         raise RowError("system", f"expected a string, got {type(system).__name__}")
+    check_turn_text(system, "system", "system")
     if messages and messages[0]["role"] == "system":
         if messages[0]["content"].strip() != system.strip():
             raise RowError("system", "differs from the row's own system message; keep one of the two")
@@ -997,15 +999,15 @@ def prompt_text(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 def check_turn_text(text: str, field: str, role: str) -> None:
     """Refuse an HH-RLHF transcript left whole in one turn: a reply holding another HH turn (`...\\n\\nHuman: ...`)
-    would teach the model to write the user's turns too; a user turn that is a transcript from its first `Human:`
-    turn would show the chat template its markers and the assistant's words as the user's. Markers after a user's
-    own words ("Summarise this chat: ...") are that user's text."""
-    if (role == "assistant" and HH_TURN_INSIDE.search(text)) or (role == "user" and is_hh_prompt(text)):
-        inside = "a reply" if role == "assistant" else "a user turn"
+    would teach the model to write the user's turns too; a user, system or tool turn that is a transcript from its
+    first `Human:` turn would show the chat template its markers and the assistant's words as that turn's. Markers
+    after a turn's own words ("Summarise this chat: ...", a tool result quoting a chat log) are that turn's text."""
+    if (role == "assistant" and HH_TURN_INSIDE.search(text)) or (role != "assistant" and is_hh_prompt(text)):
+        inside = TURN_NAMES[role]
+        whole = ", or give the whole transcript from its first `Human:` turn" if role in ("user", "assistant") else ""
         raise RowError(
             field,
-            f"holds HH-RLHF `Human:`/`Assistant:` turns inside {inside}; split it into turns (messages), or give the "
-            "whole transcript from its first `Human:` turn",
+            f"holds HH-RLHF `Human:`/`Assistant:` turns inside {inside}; split it into turns (messages){whole}",
         )
 
 

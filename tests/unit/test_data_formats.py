@@ -349,6 +349,57 @@ def test_hh_rlhf_transcript_in_a_prompt_is_its_turns_and_one_left_whole_in_a_use
         assert error.startswith(f"{path}:line 1: field {field}: {inside_a_user_turn}"), (row, error)
 
 
+def test_hh_rlhf_transcript_left_whole_in_a_system_or_tool_turn_is_refused_as_in_a_user_turn(tmp_path):
+    """A system message or tool result that was a whole HH-RLHF transcript (a `system` column filled with the chat,
+    an observation holding the turns) was trained and prompted with as that turn's text, markers and the assistant's
+    words included, where a user turn was refused. Now every turn but a reply is checked as a user turn is: refused
+    naming the field when it is a transcript from its first `Human:` turn (written on Windows too), kept when the
+    markers follow the turn's own words."""
+    from alignkit.generate import load_prompts
+
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+    windows = f"Human: Hi\r\n\r\nAssistant: Hello!\r\n\r\nHuman: {QUESTION}"
+    weather = openai_tool_row("Paris")
+
+    def with_result(result: str) -> dict[str, Any]:
+        messages = [dict(m) for m in weather["messages"]]
+        messages[2]["content"] = result
+        return {**weather, "messages": messages}
+
+    def prompt_file(paths: list[str]) -> Any:
+        return load_prompts(paths[0])
+
+    inside = "holds HH-RLHF `Human:`/`Assistant:` turns inside {}; split it into turns (messages)"
+    sharegpt = [{"from": "system", "value": windows}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "4."}]
+    refused = [
+        (
+            load_chat,
+            {"messages": turns(("system", history), ("user", "Hi"), ("assistant", "4."))},
+            "`messages[0].content`",
+        ),
+        (load_chat, {"conversations": sharegpt}, "`conversations[0].value`"),
+        (load_chat, {"system": history, "instruction": "Hi", "output": "4."}, "`system`"),
+        (load_preferences, {"system": windows, "prompt": QUESTION, "chosen": "4.", "rejected": "5."}, "`system`"),
+        (load_unpaired, {"system": history, "prompt": QUESTION, "completion": "4.", "label": True}, "`system`"),
+        (prompt_file, {"system": history, "prompt": QUESTION}, "`system`"),
+        (load_chat, with_result(history), "`messages[2].content`"),
+    ]
+    for load, row, field in refused:
+        path = write_jsonl(tmp_path / "bad.jsonl", [row])
+        error = load_error(load, path)
+        turn = "a tool result" if field == "`messages[2].content`" else "a system message"
+        assert error == f"{path}:line 1: field {field}: {inside.format(turn)}", (row, error)
+
+    example = f"Answer as in this chat:{history}"  # the system message's own words first: an example it quotes
+    log = f"Chat log found:{history}"
+    path = write_jsonl(
+        tmp_path / "kept.jsonl", [{"system": example, "instruction": QUESTION, "output": "4."}, with_result(log)]
+    )
+    rows = load_chat([str(path)])
+    assert rows[0]["messages"][0] == {"role": "system", "content": example}
+    assert rows[1]["messages"][2]["content"] == log
+
+
 def test_dolly_context_is_part_of_the_prompt_and_response_the_answer(tmp_path):
     """databricks-dolly-15k rows (`instruction`, `context`, `response`): SFT refused them, and as prompts (`rl
     --data`, `eval --prompts`) the `context` a closed-QA instruction asks about was dropped."""
