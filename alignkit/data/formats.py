@@ -4,7 +4,8 @@ Readers: JSONL, JSON (a list of objects, one row object, a `{"data": [...]}` wra
 CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir (its `train` split, or `DIR:SPLIT`), or a hub id.
 Files compressed with gzip, bzip2 or xz (`rows.jsonl.gz`, as hub dumps come) are read through their codec.
 Every row keeps where it came from (`file:line N`) so a problem can be reported at its place, and its text has `\n`
-line ends whatever the file's (`Row`): a `\r\n` inside a CSV cell, a JSON string or a Parquet value is read as `\n`.
+line ends whatever the file's (`Row`): a `\r\n` or a lone `\r` inside a CSV cell, a JSON string or a Parquet value
+is read as `\n`.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
@@ -83,6 +84,10 @@ HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 HH_TURN_INSIDE = re.compile(r"\n\n(?:Human|Assistant):")  # another HH-RLHF turn in a message's text
 HH_OPEN_CUE = re.compile(r"\n\nAssistant:\s*$")  # an HH-RLHF prompt's last line: the reply follows it
+# a line end in text or between a file's lines: Unix `\n`, Windows `\r\n`, old Mac `\r` (not the other characters
+# str.splitlines takes, as U+2028, which JSON holds unescaped inside a string)
+LINE_END = re.compile(r"\r\n?|\n")
+NOT_UNIX_LINE_END = re.compile(r"\r\n?")
 TURN_NAMES = {"user": "a user turn", "assistant": "a reply", "system": "a system message", "tool": "a tool result"}
 
 
@@ -104,10 +109,11 @@ class Row:
 
 
 def unix_line_ends(value: Any) -> Any:
-    """`value` with the Windows line ends (`\\r\\n`) in its text read as `\\n`, in nested lists and objects too: text
-    written on Windows is the same text to the chat template and the checks (`\\n\\nHuman:`) from every file type."""
+    """`value` with the Windows (`\\r\\n`) and old Mac (`\\r`) line ends in its text read as `\\n`, in nested lists and
+    objects too: text written on Windows or a Mac is the same text to the chat template and the checks
+    (`\\n\\nHuman:`) from every file type."""
     if isinstance(value, str):
-        return value.replace("\r\n", "\n")
+        return NOT_UNIX_LINE_END.sub("\n", value) if "\r" in value else value  # most text has none: one scan
     if isinstance(value, dict):
         return {key: unix_line_ends(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -224,7 +230,7 @@ def read_prompt_rows(source: str, key: str) -> list[Row]:
     path = Path(source).expanduser()
     if data_suffix(path) != ".txt" or not path.is_file():
         return read_rows(source, key)
-    lines = decode(path).strip().splitlines()
+    lines = text_lines(decode(path).strip())
     if not lines or any(not line.strip() for line in lines):  # empty (said by read_rows), or paragraphs
         return read_rows(source, key)
     return [Row(f"{path}:line {number}", {"text": line}) for number, line in enumerate(lines, start=1)]
@@ -364,7 +370,8 @@ def json_values(path: Path, text: str) -> list[Row]:
 
 def read_csv(path: Path) -> list[Row]:
     """The rows of a CSV/TSV file, each named by the line it starts on (a quoted cell may span lines)."""
-    reader = csv.DictReader(io.StringIO(decode(path)), delimiter="\t" if data_suffix(path) == ".tsv" else ",")
+    text = io.StringIO(decode(path), newline="")  # rows end in \n, \r\n or \r; the csv module reads cells' own
+    reader = csv.DictReader(text, delimiter="\t" if data_suffix(path) == ".tsv" else ",")
     rows = []
     try:
         if reader.fieldnames is None:  # reads the header; an empty file has none
@@ -422,7 +429,7 @@ def iter_paragraphs(path: Path) -> Iterator[Row]:
 
 
 def decoded_lines(path: Path) -> Iterator[str]:
-    """The lines of a UTF-8 file as `decode(path).splitlines()` gives them, read one at a time."""
+    """The lines of a UTF-8 file as `text_lines(decode(path))` gives them, read one at a time."""
     offset = 0
     with open_binary(path) as file:
         for number, raw in enumerate(file, start=1):
@@ -434,7 +441,13 @@ def decoded_lines(path: Path) -> Iterator[str]:
                     "save the file as UTF-8",
                 ) from None
             offset += len(raw)
-            yield from text.splitlines() or [""]
+            yield from text_lines(text) or [""]
+
+
+def text_lines(text: str) -> list[str]:
+    """`text` split at its line ends (`LINE_END`), the one ending it giving no empty line after it."""
+    lines = LINE_END.split(text)
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 READERS: dict[str, Callable[[Path], list[Row]]] = {

@@ -827,6 +827,34 @@ def test_windows_line_ends_inside_text_are_newlines_in_every_file_type(tmp_path)
     assert "field `completion`: holds HH-RLHF `Human:`/`Assistant:` turns inside a reply" in load_error(load_chat, hh)
 
 
+def test_old_mac_line_ends_are_newlines_and_only_line_ends_split_a_file_into_lines(tmp_path):
+    """A lone `\r` (old Mac line ends) inside text reached the chat template as `\r` where `\r\n` was read as `\n`,
+    so an HH-RLHF turn written that way (`\r\rHuman:`) inside a reply was trained as the reply; a CSV whose rows end in
+    `\r` was refused (`line 0: malformed CSV`). And a JSON Lines file was split at every line break `str.splitlines`
+    knows, so a row holding U+2028 unescaped (as `json.dumps(..., ensure_ascii=False)` and alignkit itself write
+    it) was `not valid JSON` past the first line, in a data file and in an interrupted command's saved rows."""
+    from alignkit import jsonl
+
+    expected = [{"messages": turns(("user", "Say hi\non two lines"), ("assistant", "hi\nthere"))}] * 2
+    mac = [{"instruction": "Say hi\ron two lines", "input": "", "output": "hi\rthere"}] * 2
+    (tmp_path / "mac.jsonl").write_text("".join(json.dumps(row) + "\r" for row in mac))
+    (tmp_path / "mac.csv").write_bytes(b"instruction,input,output\r" + b'"Say hi\ron two lines",,"hi\rthere"\r' * 2)
+    for name in ("mac.jsonl", "mac.csv"):
+        assert load_chat([str(tmp_path / name)]) == expected, name
+    (tmp_path / "bad.csv").write_bytes(b'instruction,input,output\r"Say hi\ron two lines",,hi\rAdd,,\r')
+    assert load_error(load_chat, tmp_path / "bad.csv").startswith(f"{tmp_path / 'bad.csv'}:line 4: field `output`")
+    hh = write_jsonl(tmp_path / "hh.jsonl", [{"prompt": "Hi", "completion": "Hello!\r\rHuman: 2+2?\r\rAssistant: 4."}])
+    assert "field `completion`: holds HH-RLHF `Human:`/`Assistant:` turns inside a reply" in load_error(load_chat, hh)
+
+    separated = [{"instruction": "Hi", "output": "Hello!"}, {"instruction": "Say\u2028hi", "output": "hi\x85there"}]
+    path = tmp_path / "unescaped.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in separated), encoding="utf-8")
+    assert load_chat([str(path)])[1] == {"messages": turns(("user", "Say\u2028hi"), ("assistant", "hi\x85there"))}
+    out = tmp_path / "candidates.jsonl"
+    jsonl.append_partial(out, separated)
+    assert jsonl.start_partial(out, overwrite=False, resume=True, command="generate") == separated
+
+
 def test_json_lines_saved_as_json_is_read_as_json_lines(tmp_path):
     rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(3)]
     path = write_jsonl(tmp_path / "train.json", rows)  # as many hub datasets ship it
