@@ -280,12 +280,28 @@ def jsonl_row(path: Path, number: int, line: str) -> Row:
 
 
 def check_first_row(path: Path) -> None:
-    """For a .jsonl file that is not valid JSON as a whole: when its first line opens an object and the next line is a
-    whole JSON object (or there is none), the file is JSON Lines with a broken first line: refused at that line."""
+    """For a .jsonl file that is not valid JSON as a whole: when its first line opens an object and the next line is no
+    part of it (a whole JSON object, a line that does not go on with the first's JSON, or no line at all), the file is
+    JSON Lines with a broken first line: refused at that line."""
     lines = ((number, line) for number, line in enumerate(decoded_lines(path), start=1) if line.strip())
     (number, first), second = next(lines), next(lines, None)
-    if first.lstrip().startswith("{") and (second is None or is_json_object(second[1])):
+    if first.lstrip().startswith("{") and (
+        second is None or is_json_object(second[1]) or not goes_on_with(first, second[1])
+    ):
         jsonl_row(path, number, first)
+
+
+def goes_on_with(first: str, second: str) -> bool:
+    """Whether `second` can be the next line of the JSON value `first` starts (pretty-printed JSON), as a line after a
+    lone `{` always can: read as one text, the JSON is not broken before `second`'s first character."""
+    if first.strip() == "{":
+        return True
+    text = f"{first}\n{second}"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return exc.pos > len(text) - len(second.lstrip())
+    return True
 
 
 def is_json_object(text: str) -> bool:

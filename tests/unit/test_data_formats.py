@@ -878,13 +878,24 @@ def test_a_json_list_or_pretty_printed_objects_are_read_whatever_the_suffix(suff
 
 def test_a_cut_off_json_lines_row_is_named_by_its_own_line_first_last_or_after_a_blank_line(tmp_path):
     """A first line cut off is not read as the start of pretty-printed JSON and reported where that JSON breaks (line
-    2), a cut-off last line says what is cut off (not `starting at at column`), and a blank line keeps the count."""
+    2), also when the line after it is broken too (it was `line 2: not valid JSON (Expecting ',' delimiter)`, as a
+    whole .json file's error); a cut-off last line says what is cut off (not `starting at at column`), and a blank
+    line keeps the count. Pretty-printed JSON broken on a later line is named at that line."""
     rows = [json.dumps({"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))}) for i in range(3)]
     cut = rows[0].split(', {"role": "assistant"')[0]  # ends after the user turn: `... "Q0"}`
     pretty_cut = json.dumps([json.loads(row) for row in rows], indent=1)[:-20]  # a JSON list saved as .jsonl, cut
+    first_cut = f"line 1: not valid JSON (Expecting ',' delimiter at column {len(cut) + 1})"
+    pretty = json.dumps(json.loads(rows[0]), indent=2).replace('"messages": [', '"messages": [,')
+    compact = rows[0].replace("[", "[\n").replace("}, ", "},\n").replace('"A0"}', '"A0"},')  # broken on line 3
     path = tmp_path / "train.jsonl"
     for lines, problem in (
-        ([cut, *rows[1:]], f"line 1: not valid JSON (Expecting ',' delimiter at column {len(cut) + 1})"),
+        ([cut, *rows[1:]], first_cut),
+        ([cut, cut, rows[2]], first_cut),
+        ([cut, "", rows[1][:30], rows[2]], first_cut),
+        ([cut, "not json", rows[2]], first_cut),
+        ([rows[0][:44], cut], "line 1: not valid JSON (Unterminated string starting at column 43)"),
+        ([pretty], "line 2: not valid JSON (Expecting value)"),
+        ([compact], "line 3: not valid JSON"),
         (["", cut, rows[1]], "line 2: not valid JSON (Expecting ',' delimiter"),
         ([cut], "line 1: not valid JSON (Expecting ',' delimiter"),
         ([*rows[:2], rows[2][:44]], "line 3: not valid JSON (Unterminated string starting at column 43)"),
