@@ -18,6 +18,7 @@ from alignkit.data.formats import (
     check_not_conversation_text,
     detect_chat_format,
     message_list,
+    text_lines,
     user_field,
     with_system_column,
 )
@@ -160,7 +161,7 @@ def saved_rows(partial: Path) -> list[dict[str, Any]]:
         with open(partial, "r+b") as f:
             f.truncate(len(whole))
     rows = []
-    for number, line in enumerate(whole.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(text_lines(whole.decode("utf-8")), start=1):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:

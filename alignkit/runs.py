@@ -664,6 +664,22 @@ def policy_from_file(entry: str | dict[str, Any], folder: Path) -> dict[str, Any
     return with_run_id(named | {"run": str(found.resolve())})
 
 
+def policy_reader(data_path: str) -> Callable[[str | dict[str, Any]], dict[str, Any]]:
+    """`policy_from_file` for the policies a data file at `data_path` names (a pairs file's `candidates_from`, a
+    candidates file's `run`), from the file's folder; each distinct one read once (a file's rows name a few)."""
+    folder = Path(data_path).expanduser().resolve()
+    folder = folder if folder.is_dir() else folder.parent
+    found: dict[str, dict[str, Any]] = {}
+
+    def policy(entry: str | dict[str, Any]) -> dict[str, Any]:
+        key = json.dumps(entry, sort_keys=True)
+        if key not in found:
+            found[key] = policy_from_file(entry, folder)
+        return found[key]
+
+    return policy
+
+
 def lineage_stamp(run: Run) -> tuple[tuple[int, int], ...]:
     """What tells a run's model apart from the one a dir held before: the inode and modification time of the manifest
     of each run of its lineage (rewritten atomically whenever one is trained again: `--overwrite`, `--resume`). Models

@@ -4,7 +4,8 @@ Readers: JSONL, JSON (a list of objects, one row object, a `{"data": [...]}` wra
 CSV/TSV, Parquet, plain text (pretraining), a `datasets` save dir (its `train` split, or `DIR:SPLIT`), or a hub id.
 Files compressed with gzip, bzip2 or xz (`rows.jsonl.gz`, as hub dumps come) are read through their codec.
 Every row keeps where it came from (`file:line N`) so a problem can be reported at its place, and its text has `\n`
-line ends whatever the file's (`Row`): a `\r\n` inside a CSV cell, a JSON string or a Parquet value is read as `\n`.
+line ends whatever the file's (`Row`): a `\r\n` or a lone `\r` inside a CSV cell, a JSON string or a Parquet value
+is read as `\n`.
 
 Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI messages (`messages`, or
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
@@ -83,6 +84,11 @@ HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 HH_TURN_INSIDE = re.compile(r"\n\n(?:Human|Assistant):")  # another HH-RLHF turn in a message's text
 HH_OPEN_CUE = re.compile(r"\n\nAssistant:\s*$")  # an HH-RLHF prompt's last line: the reply follows it
+# a line end in text or between a file's lines: Unix `\n`, Windows `\r\n`, old Mac `\r` (not the other characters
+# str.splitlines takes, as U+2028, which JSON holds unescaped inside a string)
+LINE_END = re.compile(r"\r\n?|\n")
+NOT_UNIX_LINE_END = re.compile(r"\r\n?")
+TURN_NAMES = {"user": "a user turn", "assistant": "a reply", "system": "a system message", "tool": "a tool result"}
 
 
 @dataclass
@@ -103,10 +109,11 @@ class Row:
 
 
 def unix_line_ends(value: Any) -> Any:
-    """`value` with the Windows line ends (`\\r\\n`) in its text read as `\\n`, in nested lists and objects too: text
-    written on Windows is the same text to the chat template and the checks (`\\n\\nHuman:`) from every file type."""
+    """`value` with the Windows (`\\r\\n`) and old Mac (`\\r`) line ends in its text read as `\\n`, in nested lists and
+    objects too: text written on Windows or a Mac is the same text to the chat template and the checks
+    (`\\n\\nHuman:`) from every file type."""
     if isinstance(value, str):
-        return value.replace("\r\n", "\n")
+        return NOT_UNIX_LINE_END.sub("\n", value) if "\r" in value else value  # most text has none: one scan
     if isinstance(value, dict):
         return {key: unix_line_ends(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -223,7 +230,7 @@ def read_prompt_rows(source: str, key: str) -> list[Row]:
     path = Path(source).expanduser()
     if data_suffix(path) != ".txt" or not path.is_file():
         return read_rows(source, key)
-    lines = decode(path).strip().splitlines()
+    lines = text_lines(decode(path).strip())
     if not lines or any(not line.strip() for line in lines):  # empty (said by read_rows), or paragraphs
         return read_rows(source, key)
     return [Row(f"{path}:line {number}", {"text": line}) for number, line in enumerate(lines, start=1)]
@@ -273,12 +280,28 @@ def jsonl_row(path: Path, number: int, line: str) -> Row:
 
 
 def check_first_row(path: Path) -> None:
-    """For a .jsonl file that is not valid JSON as a whole: when its first line opens an object and the next line is a
-    whole JSON object (or there is none), the file is JSON Lines with a broken first line: refused at that line."""
+    """For a .jsonl file that is not valid JSON as a whole: when its first line opens an object and the next line is no
+    part of it (a whole JSON object, a line that does not go on with the first's JSON, or no line at all), the file is
+    JSON Lines with a broken first line: refused at that line."""
     lines = ((number, line) for number, line in enumerate(decoded_lines(path), start=1) if line.strip())
     (number, first), second = next(lines), next(lines, None)
-    if first.lstrip().startswith("{") and (second is None or is_json_object(second[1])):
+    if first.lstrip().startswith("{") and (
+        second is None or is_json_object(second[1]) or not goes_on_with(first, second[1])
+    ):
         jsonl_row(path, number, first)
+
+
+def goes_on_with(first: str, second: str) -> bool:
+    """Whether `second` can be the next line of the JSON value `first` starts (pretty-printed JSON), as a line after a
+    lone `{` always can: read as one text, the JSON is not broken before `second`'s first character."""
+    if first.strip() == "{":
+        return True
+    text = f"{first}\n{second}"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return exc.pos > len(text) - len(second.lstrip())
+    return True
 
 
 def is_json_object(text: str) -> bool:
@@ -363,7 +386,8 @@ def json_values(path: Path, text: str) -> list[Row]:
 
 def read_csv(path: Path) -> list[Row]:
     """The rows of a CSV/TSV file, each named by the line it starts on (a quoted cell may span lines)."""
-    reader = csv.DictReader(io.StringIO(decode(path)), delimiter="\t" if data_suffix(path) == ".tsv" else ",")
+    text = io.StringIO(decode(path), newline="")  # rows end in \n, \r\n or \r; the csv module reads cells' own
+    reader = csv.DictReader(text, delimiter="\t" if data_suffix(path) == ".tsv" else ",")
     rows = []
     try:
         if reader.fieldnames is None:  # reads the header; an empty file has none
@@ -421,7 +445,7 @@ def iter_paragraphs(path: Path) -> Iterator[Row]:
 
 
 def decoded_lines(path: Path) -> Iterator[str]:
-    """The lines of a UTF-8 file as `decode(path).splitlines()` gives them, read one at a time."""
+    """The lines of a UTF-8 file as `text_lines(decode(path))` gives them, read one at a time."""
     offset = 0
     with open_binary(path) as file:
         for number, raw in enumerate(file, start=1):
@@ -433,7 +457,13 @@ def decoded_lines(path: Path) -> Iterator[str]:
                     "save the file as UTF-8",
                 ) from None
             offset += len(raw)
-            yield from text.splitlines() or [""]
+            yield from text_lines(text) or [""]
+
+
+def text_lines(text: str) -> list[str]:
+    """`text` split at its line ends (`LINE_END`), the one ending it giving no empty line after it."""
+    lines = LINE_END.split(text)
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 READERS: dict[str, Callable[[Path], list[Row]]] = {
@@ -735,6 +765,7 @@ def with_system_column(data: dict[str, Any], messages: list[dict[str, Any]]) -> 
         return messages
     if not isinstance(system, str):
         raise RowError("system", f"expected a string, got {type(system).__name__}")
+    check_turn_text(system, "system", "system")
     if messages and messages[0]["role"] == "system":
         if messages[0]["content"].strip() != system.strip():
             raise RowError("system", "differs from the row's own system message; keep one of the two")
@@ -1000,15 +1031,15 @@ def prompt_text(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 def check_turn_text(text: str, field: str, role: str) -> None:
     """Refuse an HH-RLHF transcript left whole in one turn: a reply holding another HH turn (`...\\n\\nHuman: ...`)
-    would teach the model to write the user's turns too; a user turn that is a transcript from its first `Human:`
-    turn would show the chat template its markers and the assistant's words as the user's. Markers after a user's
-    own words ("Summarise this chat: ...") are that user's text."""
-    if (role == "assistant" and HH_TURN_INSIDE.search(text)) or (role == "user" and is_hh_prompt(text)):
-        inside = "a reply" if role == "assistant" else "a user turn"
+    would teach the model to write the user's turns too; a user, system or tool turn that is a transcript from its
+    first `Human:` turn would show the chat template its markers and the assistant's words as that turn's. Markers
+    after a turn's own words ("Summarise this chat: ...", a tool result quoting a chat log) are that turn's text."""
+    if (role == "assistant" and HH_TURN_INSIDE.search(text)) or (role != "assistant" and is_hh_prompt(text)):
+        inside = TURN_NAMES[role]
+        whole = ", or give the whole transcript from its first `Human:` turn" if role in ("user", "assistant") else ""
         raise RowError(
             field,
-            f"holds HH-RLHF `Human:`/`Assistant:` turns inside {inside}; split it into turns (messages), or give the "
-            "whole transcript from its first `Human:` turn",
+            f"holds HH-RLHF `Human:`/`Assistant:` turns inside {inside}; split it into turns (messages){whole}",
         )
 
 

@@ -101,18 +101,9 @@ def load_unpaired(paths: list[str], bad_rows: BadRows | None = None) -> list[dic
 def with_policies_found(rows: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
     """`rows` of the file at `path` with each policy of their `candidates_from` as `runs.policy_from_file` reads it
     (run path absolute, run id found where the file has none), for `pairs_origin`."""
-    from alignkit.runs import policy_from_file
+    from alignkit.runs import policy_reader
 
-    folder = Path(path).expanduser().resolve()
-    folder = folder if folder.is_dir() else folder.parent
-    found: dict[str, dict[str, Any]] = {}  # a file's rows name a few policies: each read once
-
-    def policy(entry: str | dict[str, Any]) -> dict[str, Any]:
-        key = json.dumps(entry, sort_keys=True)
-        if key not in found:
-            found[key] = policy_from_file(entry, folder)
-        return found[key]
-
+    policy = policy_reader(path)
     return [
         row | {"candidates_from": [policy(entry) for entry in row["candidates_from"]]}
         if row.get("candidates_from")

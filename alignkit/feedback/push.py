@@ -27,12 +27,24 @@ from alignkit.jsonl import prompt_id
 
 
 def load_candidates(path: str) -> list[dict[str, Any]]:
-    """Rows `{"prompt": [messages], "candidates": [{"text", ...}, ...]}`, validated whole."""
-    return convert_all(
+    """Rows `{"prompt": [messages], "candidates": [{"text", ...}, ...]}`, validated whole. A candidate's `run` is read
+    as a path in a file is (`runs.policy_from_file`: relative to the file's folder where typed by hand; `generate`
+    writes it absolute) and recorded absolute with the run's `run_id`, so `feedback pull` finds the run from any
+    folder."""
+    rows = convert_all(
         read_rows(path, "candidates_file"),
         candidate_row,
         "rows from `alignkit generate`: {prompt, candidates: [{text}]}",
     )
+    policy = runs.policy_reader(path)
+    for row in rows:
+        row["candidates"] = [
+            candidate | policy({key: candidate[key] for key in ("run", "run_id") if candidate.get(key)})
+            if candidate.get("run")
+            else candidate
+            for candidate in row["candidates"]
+        ]
+    return rows
 
 
 def candidate_row(data: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +64,9 @@ def candidate_row(data: dict[str, Any]) -> dict[str, Any]:
     for i, candidate in enumerate(candidates):
         if not isinstance(candidate, dict) or not isinstance(candidate.get("text"), str):
             raise RowError(f"candidates[{i}].text", "expected a string")
+        for key in ("run", "run_id"):
+            if candidate.get(key) is not None and not isinstance(candidate[key], str):
+                raise RowError(f"candidates[{i}].{key}", f"expected a string, got {type(candidate[key]).__name__}")
     # the same text twice would be shown as two responses, and a choice between them would become a pair of equals
     distinct: dict[str, dict[str, Any]] = {}
     for candidate in candidates:

@@ -349,6 +349,57 @@ def test_hh_rlhf_transcript_in_a_prompt_is_its_turns_and_one_left_whole_in_a_use
         assert error.startswith(f"{path}:line 1: field {field}: {inside_a_user_turn}"), (row, error)
 
 
+def test_hh_rlhf_transcript_left_whole_in_a_system_or_tool_turn_is_refused_as_in_a_user_turn(tmp_path):
+    """A system message or tool result that was a whole HH-RLHF transcript (a `system` column filled with the chat,
+    an observation holding the turns) was trained and prompted with as that turn's text, markers and the assistant's
+    words included, where a user turn was refused. Now every turn but a reply is checked as a user turn is: refused
+    naming the field when it is a transcript from its first `Human:` turn (written on Windows too), kept when the
+    markers follow the turn's own words."""
+    from alignkit.generate import load_prompts
+
+    history = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}"
+    windows = f"Human: Hi\r\n\r\nAssistant: Hello!\r\n\r\nHuman: {QUESTION}"
+    weather = openai_tool_row("Paris")
+
+    def with_result(result: str) -> dict[str, Any]:
+        messages = [dict(m) for m in weather["messages"]]
+        messages[2]["content"] = result
+        return {**weather, "messages": messages}
+
+    def prompt_file(paths: list[str]) -> Any:
+        return load_prompts(paths[0])
+
+    inside = "holds HH-RLHF `Human:`/`Assistant:` turns inside {}; split it into turns (messages)"
+    sharegpt = [{"from": "system", "value": windows}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "4."}]
+    refused = [
+        (
+            load_chat,
+            {"messages": turns(("system", history), ("user", "Hi"), ("assistant", "4."))},
+            "`messages[0].content`",
+        ),
+        (load_chat, {"conversations": sharegpt}, "`conversations[0].value`"),
+        (load_chat, {"system": history, "instruction": "Hi", "output": "4."}, "`system`"),
+        (load_preferences, {"system": windows, "prompt": QUESTION, "chosen": "4.", "rejected": "5."}, "`system`"),
+        (load_unpaired, {"system": history, "prompt": QUESTION, "completion": "4.", "label": True}, "`system`"),
+        (prompt_file, {"system": history, "prompt": QUESTION}, "`system`"),
+        (load_chat, with_result(history), "`messages[2].content`"),
+    ]
+    for load, row, field in refused:
+        path = write_jsonl(tmp_path / "bad.jsonl", [row])
+        error = load_error(load, path)
+        turn = "a tool result" if field == "`messages[2].content`" else "a system message"
+        assert error == f"{path}:line 1: field {field}: {inside.format(turn)}", (row, error)
+
+    example = f"Answer as in this chat:{history}"  # the system message's own words first: an example it quotes
+    log = f"Chat log found:{history}"
+    path = write_jsonl(
+        tmp_path / "kept.jsonl", [{"system": example, "instruction": QUESTION, "output": "4."}, with_result(log)]
+    )
+    rows = load_chat([str(path)])
+    assert rows[0]["messages"][0] == {"role": "system", "content": example}
+    assert rows[1]["messages"][2]["content"] == log
+
+
 def test_dolly_context_is_part_of_the_prompt_and_response_the_answer(tmp_path):
     """databricks-dolly-15k rows (`instruction`, `context`, `response`): SFT refused them, and as prompts (`rl
     --data`, `eval --prompts`) the `context` a closed-QA instruction asks about was dropped."""
@@ -776,6 +827,34 @@ def test_windows_line_ends_inside_text_are_newlines_in_every_file_type(tmp_path)
     assert "field `completion`: holds HH-RLHF `Human:`/`Assistant:` turns inside a reply" in load_error(load_chat, hh)
 
 
+def test_old_mac_line_ends_are_newlines_and_only_line_ends_split_a_file_into_lines(tmp_path):
+    """A lone `\r` (old Mac line ends) inside text reached the chat template as `\r` where `\r\n` was read as `\n`,
+    so an HH-RLHF turn written that way (`\r\rHuman:`) inside a reply was trained as the reply; a CSV whose rows end in
+    `\r` was refused (`line 0: malformed CSV`). And a JSON Lines file was split at every line break `str.splitlines`
+    knows, so a row holding U+2028 unescaped (as `json.dumps(..., ensure_ascii=False)` and alignkit itself write
+    it) was `not valid JSON` past the first line, in a data file and in an interrupted command's saved rows."""
+    from alignkit import jsonl
+
+    expected = [{"messages": turns(("user", "Say hi\non two lines"), ("assistant", "hi\nthere"))}] * 2
+    mac = [{"instruction": "Say hi\ron two lines", "input": "", "output": "hi\rthere"}] * 2
+    (tmp_path / "mac.jsonl").write_text("".join(json.dumps(row) + "\r" for row in mac))
+    (tmp_path / "mac.csv").write_bytes(b"instruction,input,output\r" + b'"Say hi\ron two lines",,"hi\rthere"\r' * 2)
+    for name in ("mac.jsonl", "mac.csv"):
+        assert load_chat([str(tmp_path / name)]) == expected, name
+    (tmp_path / "bad.csv").write_bytes(b'instruction,input,output\r"Say hi\ron two lines",,hi\rAdd,,\r')
+    assert load_error(load_chat, tmp_path / "bad.csv").startswith(f"{tmp_path / 'bad.csv'}:line 4: field `output`")
+    hh = write_jsonl(tmp_path / "hh.jsonl", [{"prompt": "Hi", "completion": "Hello!\r\rHuman: 2+2?\r\rAssistant: 4."}])
+    assert "field `completion`: holds HH-RLHF `Human:`/`Assistant:` turns inside a reply" in load_error(load_chat, hh)
+
+    separated = [{"instruction": "Hi", "output": "Hello!"}, {"instruction": "Say\u2028hi", "output": "hi\x85there"}]
+    path = tmp_path / "unescaped.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in separated), encoding="utf-8")
+    assert load_chat([str(path)])[1] == {"messages": turns(("user", "Say\u2028hi"), ("assistant", "hi\x85there"))}
+    out = tmp_path / "candidates.jsonl"
+    jsonl.append_partial(out, separated)
+    assert jsonl.start_partial(out, overwrite=False, resume=True, command="generate") == separated
+
+
 def test_json_lines_saved_as_json_is_read_as_json_lines(tmp_path):
     rows = [{"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))} for i in range(3)]
     path = write_jsonl(tmp_path / "train.json", rows)  # as many hub datasets ship it
@@ -799,13 +878,24 @@ def test_a_json_list_or_pretty_printed_objects_are_read_whatever_the_suffix(suff
 
 def test_a_cut_off_json_lines_row_is_named_by_its_own_line_first_last_or_after_a_blank_line(tmp_path):
     """A first line cut off is not read as the start of pretty-printed JSON and reported where that JSON breaks (line
-    2), a cut-off last line says what is cut off (not `starting at at column`), and a blank line keeps the count."""
+    2), also when the line after it is broken too (it was `line 2: not valid JSON (Expecting ',' delimiter)`, as a
+    whole .json file's error); a cut-off last line says what is cut off (not `starting at at column`), and a blank
+    line keeps the count. Pretty-printed JSON broken on a later line is named at that line."""
     rows = [json.dumps({"messages": turns(("user", f"Q{i}"), ("assistant", f"A{i}"))}) for i in range(3)]
     cut = rows[0].split(', {"role": "assistant"')[0]  # ends after the user turn: `... "Q0"}`
     pretty_cut = json.dumps([json.loads(row) for row in rows], indent=1)[:-20]  # a JSON list saved as .jsonl, cut
+    first_cut = f"line 1: not valid JSON (Expecting ',' delimiter at column {len(cut) + 1})"
+    pretty = json.dumps(json.loads(rows[0]), indent=2).replace('"messages": [', '"messages": [,')
+    compact = rows[0].replace("[", "[\n").replace("}, ", "},\n").replace('"A0"}', '"A0"},')  # broken on line 3
     path = tmp_path / "train.jsonl"
     for lines, problem in (
-        ([cut, *rows[1:]], f"line 1: not valid JSON (Expecting ',' delimiter at column {len(cut) + 1})"),
+        ([cut, *rows[1:]], first_cut),
+        ([cut, cut, rows[2]], first_cut),
+        ([cut, "", rows[1][:30], rows[2]], first_cut),
+        ([cut, "not json", rows[2]], first_cut),
+        ([rows[0][:44], cut], "line 1: not valid JSON (Unterminated string starting at column 43)"),
+        ([pretty], "line 2: not valid JSON (Expecting value)"),
+        ([compact], "line 3: not valid JSON"),
         (["", cut, rows[1]], "line 2: not valid JSON (Expecting ',' delimiter"),
         ([cut], "line 1: not valid JSON (Expecting ',' delimiter"),
         ([*rows[:2], rows[2][:44]], "line 3: not valid JSON (Unterminated string starting at column 43)"),

@@ -445,6 +445,42 @@ def test_a_pulled_pairs_files_run_paths_lead_to_the_run_from_any_folder_after_th
     assert runs.Run(run.path / policy["run"]).manifest["id"] == policy["run_id"]  # the path leads to the run
 
 
+def test_a_run_path_typed_into_a_candidates_file_is_read_from_the_file_not_from_where_pull_runs(
+    sft_run, tmp_path, monkeypatch
+):
+    """A `run` typed by hand into a candidates file (`runs/sft`) went into the records as typed, and `feedback pull`
+    read it from its own working directory: pulled from another folder, the pairs named no run, or another folder's
+    `runs/sft` and its id. It is read as a path in a pairs file is, from the file's folder (else from where push
+    runs), and pushed absolute with the run's id, as `generate` writes it."""
+    from alignkit.feedback import pull, push
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    shutil.copytree(sft_run.path, project / "runs" / "sft")
+    shutil.copytree(sft_run.path, elsewhere / "runs" / "sft")
+    manifest = json.loads((elsewhere / "runs" / "sft" / "manifest.json").read_text())
+    (elsewhere / "runs" / "sft" / "manifest.json").write_text(json.dumps(manifest | {"id": "another-run"}))
+    typed = {"run": "runs/sft", "model": "embedded"}
+    row = {"prompt": "Say hi.", "candidates": [{"text": "Hi!"} | typed, {"text": "Go away."} | typed]}
+    policy = {"run_id": sft_run.manifest["id"], "run": str(project / "runs" / "sft")}
+    for candidates, pushed_from in ((project / "candidates.jsonl", elsewhere), (project / "data" / "c.jsonl", project)):
+        candidates.parent.mkdir(exist_ok=True)
+        write_jsonl(candidates, [row])
+        monkeypatch.chdir(pushed_from)  # beside the file, else from the folder push runs in
+        (record,) = push.records_for_round(push.load_candidates(str(candidates)), 2, 1, seed=0)
+        monkeypatch.chdir(elsewhere)  # pulled from another folder, which has a `runs/sft` of its own
+        origin = pull.record_origin("round-1", record.metadata)
+        assert origin["candidates_from"] == [policy], candidates
+        pairs = project / "pairs" / "round-1.jsonl"
+        pull.write_pairs(pairs, [pair | origin for pair in CANONICAL[:2]], overwrite=True)
+        assert json.loads(pairs.read_text().splitlines()[0])["candidates_from"] == [policy | {"run": "../runs/sft"}]
+        assert load_preferences([str(pairs)])[0]["candidates_from"] == [policy]
+    write_jsonl(candidates, [row | {"candidates": [{"text": "Hi!", "run": 3}, {"text": "Go away."}]}])
+    with pytest.raises(
+        AlignkitError, match=r"c\.jsonl:line 1: field `candidates\[0\]\.run`: expected a string, got int"
+    ):
+        push.load_candidates(str(candidates))
+
+
 def test_records_and_pairs_from_before_runs_had_ids_count_as_the_policy_their_run_path_leads_to(
     sft_run, tmp_path, monkeypatch
 ):
