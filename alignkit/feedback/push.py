@@ -7,6 +7,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from alignkit import runs
@@ -30,20 +31,20 @@ def load_candidates(path: str) -> list[dict[str, Any]]:
     """Rows `{"prompt": [messages], "candidates": [{"text", ...}, ...]}`, validated whole. A candidate's `run` is read
     as a path in a file is (`runs.policy_from_file`: relative to the file's folder where typed by hand; `generate`
     writes it absolute) and recorded absolute with the run's `run_id`, so `feedback pull` finds the run from any
-    folder."""
+    folder; one that leads to no run (a name of the user's own) is recorded as written."""
     rows = convert_all(
         read_rows(path, "candidates_file"),
         candidate_row,
         "rows from `alignkit generate`: {prompt, candidates: [{text}]}",
     )
     policy = runs.policy_reader(path)
+
+    def placed(candidate: dict[str, Any]) -> dict[str, Any]:  # a `run` that names no run found stays as written
+        found = policy({key: candidate[key] for key in ("run", "run_id") if candidate.get(key)})
+        return candidate | found if (Path(found["run"]) / "manifest.json").is_file() else candidate
+
     for row in rows:
-        row["candidates"] = [
-            candidate | policy({key: candidate[key] for key in ("run", "run_id") if candidate.get(key)})
-            if candidate.get("run")
-            else candidate
-            for candidate in row["candidates"]
-        ]
+        row["candidates"] = [placed(c) if c.get("run") else c for c in row["candidates"]]
     return rows
 
 
