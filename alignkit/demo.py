@@ -44,7 +44,8 @@ DEMO_ANNOTATORS = [("demo-annotator-1", "demo-annotator-1-pw"), ("demo-annotator
 
 @dataclass
 class DemoConfig:
-    """Knobs of the demo loop; defaults fit the whole loop in ~10 minutes on 2 CPU cores with native bf16."""
+    """Knobs of the demo loop; defaults fit the whole loop in ~10 minutes on 2 CPU cores with native bf16 (562-567 s
+    per seed in benchmarks/results/demo-seeds-2026-12-05-zen4-bf16-0bd7644.json)."""
 
     out: str = "runs/demo"  # a group folder of runs/: `alignkit runs` and `alignkit serve` list its runs
     model: str = "embedded"  # any model `--model` takes; the tests use a tiny one
@@ -84,15 +85,18 @@ class DemoConfig:
     sft_learning_rate: float = 3e-4
     # At batch 4, about 0.75 of an epoch of the 235-285 training pairs of 6-candidate rankings. Scored on the other
     # seeds' pairs of prompts it never saw (31-35 prompts each), 96 steps gave no more than 48 (0.670 against 0.671
-    # on average) and took ~55 s longer (benchmarks/results/reward-transfer-2026-12-04.jsonl).
+    # on average, benchmarks/results/reward-transfer-2026-12-04.jsonl, rows nomargin and nm96) and took about 55 s
+    # longer (hand-written, 2026-12-04: the file holds no times).
     reward_steps: int = 48
     # TRL's margin is the annotators' strength, here the distance of two candidates in a ranking (1-5). From the same
-    # start, with and without it the reward model ordered unseen pairs alike (0.658 and 0.660 on average); off, as
-    # the committed three-seed figures were measured (demo-seeds-2026-12-04-seeded.json).
+    # start, with and without it the reward model ordered unseen pairs alike (0.658 and 0.660 on average,
+    # reward-transfer-2026-12-04.jsonl, rows seeded-margin and seeded-no-margin); off, as the committed three-seed
+    # figures were measured (demo-seeds-2026-12-04-seeded.json).
     reward_margin: bool = False
     dpo_steps: int = 16
     # GRPO from the DPO policy against the reward model. Off: 3 steps left every held-out answer byte-identical to
-    # DPO's, and steps that would move the policy do not fit the 10-minute budget on 2 CPU cores.
+    # DPO's (a hand-written note of 2026-12-01; no results file holds it), and steps that would move the policy do
+    # not fit the 10-minute budget on 2 CPU cores.
     rl_steps: int = 0
     # Round 2+: candidates from the DPO policy; annotators rate the `round_records` prompts the reward model is least
     # sure about; reward and DPO retrain on every round's pairs.
@@ -436,8 +440,8 @@ def collect_round(
         sampling=generate.Sampling(
             cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed + round_number - 1, cfg.greedy_candidate
         ),
-        # 128 sequences per call. 60 prompts x 4 x 48 tokens on 2 CPU cores: 53 s at 20 per call, 54 s at 30, 49 s at
-        # all 60; 32 keeps the KV cache modest for larger models.
+        # 128 sequences per call. 60 prompts x 4 x 48 tokens on 2 CPU cores (hand-timed once each, 2026-12-02): 53 s at
+        # 20 per call, 54 s at 30, 49 s at all 60; 32 keeps the KV cache modest for larger models.
         batch_size=32,
         overwrite=True,
     )

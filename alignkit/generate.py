@@ -198,7 +198,8 @@ def reserved_cache(model_config: Any, room: int) -> Any:
     """A `DynamicCache` whose full-attention layers keep `room` spare positions after the prompt, so that each step
     writes its keys and values in place. `DynamicLayer` concatenates instead: every step copied every layer's whole
     cache, a quarter of the CPU time of 16 prompts x 4 replies x 48 tokens on 2 cores; in place, that call took about
-    10 % less wall time in paired runs (attention reads the strided views a little slower than compact tensors)."""
+    10 % less wall time in paired runs (attention reads the strided views a little slower than compact tensors;
+    hand-timed, benchmarks/notes.md, 2026-12-04)."""
     import torch
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer

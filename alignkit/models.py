@@ -549,7 +549,8 @@ def compact_head_input(model: Any) -> Any:
     `logits_to_keep=1` (transformers' `generate`, TRL's GRPO sampling, alignkit's `decode`) hands the head the slice
     `hidden[:, -1:, :]`, a strided view. For a frozen weight, as under LoRA or in a merged run model, torch's matmul
     then expands the weight to every row and copies it (pytorch/pytorch#151934): a prefill of 32 prompts took 1.9x
-    as long on the embedded model (benchmarks/prefill_logits.py). Copying the rows instead costs one hidden vector each.
+    as long on the embedded model (benchmarks/prefill_logits.py, benchmarks/results/prefill-logits-2026-12-05.json).
+    Copying the rows instead costs one hidden vector each.
     """
     head = model.get_output_embeddings()
     if head is None:

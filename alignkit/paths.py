@@ -147,7 +147,7 @@ def check_output_dir(path: Path, overwrite: bool, marker: str, what: str) -> Non
 
 def offline_without_network() -> None:
     """Put the hub libraries in offline mode (cached files only) when the hub's host name does not resolve: otherwise a
-    hub id, cached or not, waits ~25 s for huggingface_hub's retries. Processes started from here inherit it."""
+    hub id, cached or not, waits out huggingface_hub's retries. Processes started from here inherit it."""
     import socket
     import sys
     from urllib.parse import urlparse

@@ -629,7 +629,8 @@ class DenseLogProbsOnCPU:
     TRL folds vocabulary tiles into online log-sum-exp statistics and recomputes them in a hand-written backward:
     on a GPU that avoids the `[tokens, vocab]` logits; on a CPU, where the tiles are folded with torch ops, its
     forward and backward of 560 tokens with entropy and top-1 took 1.1-1.2 s, dense logits 0.4 s, checkpointed
-    0.35-0.55 s (SmolLM2's 49k vocabulary, bf16, 2 cores; TRL's took 16 of 41 s of CPU time in 6 multi-turn SFT steps).
+    0.35-0.55 s (SmolLM2's 49k vocabulary, bf16, 2 cores; TRL's took 16 of 41 s of CPU time in 6 multi-turn SFT steps;
+    hand-timed 2026-12-04, benchmarks/notes.md, which has all but the checkpointed figure).
     Up to `chunk_floats` logits are kept for the backward (10-14 bytes each with their fp32 log-softmax); beyond,
     each chunk of that size is checkpointed, so only one chunk's logits live at a time, as in TRL, at the cost of one
     more matmul in the backward."""
@@ -1150,7 +1151,8 @@ def segment_attention(
     """SDPA within each example of a padding-free row (the collator's `cu_seq_lens_q` bounds them): causal attention
     per example. The row's block-diagonal mask gives the same result, but SDPA on CPU computes it over the whole row,
     n^2 for n tokens where the examples need the sum of their squares (a row of four ~350-token conversations: about
-    2x the attention time). Anything else (no bounds, a sliding window, a cache) is transformers' SDPA."""
+    2x the attention time, 15.3 s against 7.4 s hand-timed in benchmarks/notes.md, 2026-12-02). Anything else (no
+    bounds, a sliding window, a cache) is transformers' SDPA."""
     import itertools
 
     import torch

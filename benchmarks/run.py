@@ -1,8 +1,8 @@
 """`make bench`: every variant in its own process, interleaved (A B C, A B C, ...) so load drifts hit all alike.
 
 Writes `benchmarks/results/<date>.json` (every repetition) and `docs/benchmarks.md` (medians and ratios). Sizes come
-from environment variables so a run fits the time there is (defaults: ~30 minutes on a quiet 2-core CPU, a third of
-it the demo loop):
+from environment variables so a run fits the time there is (with the defaults, the variants' own wall times added up
+to 28-42 minutes on 2 cores and the demo loop to 7-8 more: benchmarks/results/2026-12-04b.json, -c, -d):
 
 - BENCH_REPS (3), BENCH_SECTIONS (sft,sft-multiturn,dpo,rl,gen,loop,roundtrip): `sft` on mixed-length chats,
   `sft-multiturn` the same trainers on long multi-turn conversations (benchmarks/data.py)
@@ -12,7 +12,8 @@ it the demo loop):
 - BENCH_GEN_PROMPTS (16), BENCH_GEN_N (4), BENCH_GEN_TOKENS (48), BENCH_SINGLE_TOKENS (128)
 - llama.cpp rows need `llama-cpp-python` in the bench's environment (`pip install llama-cpp-python` builds it);
   without it they say "not installed"
-- BENCH_LOOP (1: runs `alignkit demo` once, ~10 min; 0 skips it), BENCH_LOOP_ARGS (extra `alignkit demo` flags)
+- BENCH_LOOP (1: runs `alignkit demo` once, 7-8 min in those runs; 0 skips it), BENCH_LOOP_ARGS (extra `alignkit
+  demo` flags)
 - BENCH_ROUNDTRIP_RECORDS (1000); BENCH_SKIP (variants to leave out, e.g. sft-trl-default)
 - BENCH_OUT (results dir), BENCH_DOC (markdown path)
 """

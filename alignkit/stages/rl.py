@@ -220,8 +220,9 @@ def trainer_defaults(
 
 # Sampling 4 completions is close to single-stream decoding: on a CPU each token costs nearly what 16 rows' do. TRL's
 # `steps_per_generation` samples the completions of several steps in one batch and trains on them step by step (the
-# later steps' importance ratios are taken against the sampling policy, as in PPO). At 4, the GRPO bench's step fell
-# from 5.5 s to 4.0 s: 1.83x the plain TRL script that samples every step (benchmarks/results/2026-12-04b.json).
+# later steps' importance ratios are taken against the sampling policy, as in PPO). At 4, the GRPO bench's median step
+# fell from 5.51 s (benchmarks/results/2026-12-04.json) to 3.05 s: 1.83x the plain TRL script that samples every step
+# (benchmarks/results/2026-12-04b.json).
 GENERATE_FOR_STEPS = 4
 
 
