@@ -266,7 +266,7 @@ UNIT_FORMS = {
     "cubic meter": "m3, cubic meter, cubic meters, cubic metre, cubic metres, kubikmeter, 立方米",
     "mile": "mi, mile, miles, meile, meilen, milla, millas, mille, milles, 英里, マイル",
     "foot": "ft, foot, feet, fuß, fuss, pied, pieds, 英尺, フィート",
-    "inch": "inch, inches, zoll, pulgada, pulgadas, pouce, pouces, 英寸, インチ",  # not "in": "12 in total"
+    "inch": "in., inch, inches, zoll, pulgada, pulgadas, pouce, pouces, 英寸, インチ",  # "in." only: "12 in total"
     "yard": "yd, yds, yard, yards, yarda, yardas, 码, ヤード",
     "kilogram": "kg, kgs, kilo, kilos, kilogram, kilograms, kilogramme, kilogrammes, kilogramm, kilogramo, "
     "kilogramos, 公斤, 千克, キログラム, キロ",
@@ -280,7 +280,7 @@ UNIT_FORMS = {
     "second": "s, sec, secs, second, seconds, sek, sekunde, sekunden, segundo, segundos, seconde, secondes, 秒",
     "minute": "min, mins, minute, minutes, minuten, minuto, minutos, 分钟, 分",
     "hour": "h, hr, hrs, hour, hours, std, stunde, stunden, hora, horas, heure, heures, 小时, 時間",
-    "day": "day, days, tage, tagen, día, días, jour, jours, 天, 日",
+    "day": "d., day, days, tage, tagen, día, días, jour, jours, 天, 日",
     "week": "wk, wks, week, weeks, woche, wochen, semana, semanas, semaine, semaines, 周, 星期, 週間",
     "month": "month, months, monat, monate, monaten, meses, mois, 个月, ヶ月, か月",
     "year": "yr, yrs, year, years, jahr, jahre, jahren, año, años, ans, année, années, 年",
@@ -347,9 +347,16 @@ UNIT_BEFORE = regex.compile(  # a currency sign or code right before a number
     unit_pattern([f for f in FORMS if UNIT_OF[compact(f)] & set(CURRENCIES)]) + r"\s*$"
 )
 # A unit named anywhere in a text, in words: forms of two letters or more that are not a function word ("mi" is
-# Spanish for "my"); one letter ("m", "s") and signs name a unit only beside a number.
+# Spanish for "my"); one letter ("m", "s"), signs and abbreviations that are a word without their dot ("in.") name
+# a unit only beside a number.
 UNIT_WORD = regex.compile(
-    unit_pattern([f for f in FORMS if len(compact(f)) >= 2 and regex.search(r"\w", f) and f not in STOP_WORDS])
+    unit_pattern(
+        [
+            f
+            for f in FORMS
+            if len(compact(f)) >= 2 and regex.search(r"\w", f) and compact(f) not in STOP_WORDS and f[-1] != "."
+        ]
+    )
 )
 # "m2", "m^2", "km3" after a number: the 2 or 3 is an exponent, not the number given
 EXPONENT = regex.compile(r"(?<![^\W\d_])([kcm]?m|ft|in|yd|mi)\^?([23])(?![\d.,]\d)")

@@ -144,6 +144,8 @@ def test_a_bare_number_takes_the_unit_the_question_names():
         ("12 euros", "It costs €12."),
         ("12 euros", "It costs 12 €."),
         ("12 centimeters", "The answer is 12 cm."),
+        ("28.35 inches", "72 cm is 28.35 in."),  # "in." and "d." were no units: wrong for want of "inches"
+        ("91 days", "13 × 7 = 91 d."),
     ],
 )
 def test_a_unit_written_as_an_abbreviation_or_a_sign_is_the_references_unit(reference, answer):
@@ -168,6 +170,16 @@ def test_a_unit_written_as_an_abbreviation_or_a_sign_is_the_references_unit(refe
 )
 def test_another_unit_is_wrong_however_it_is_written(reference, answer):
     assert judges.correct(answer, PromptSpec(reference=reference), "How much is it?") is False
+
+
+def test_in_with_its_dot_is_inches_and_without_it_a_word():
+    centimeters, asked = PromptSpec(reference="144.78 centimeters"), "Convert 57 inches to centimeters."
+    # the answer names centimeters, so an "in." not read as a unit left its number in centimeters
+    assert judges.correct("In centimeters: 57 × 2.54 = 144.78 in.", centimeters, asked) is False
+    assert judges.correct("In centimeters: 57 in. × 2.54 = 144.78 cm.", centimeters, asked) is True
+    inches = PromptSpec(reference="12 inches")
+    assert judges.correct("There are 12 in. in a foot.", inches, "How many inches are in a foot?") is True
+    assert judges.names_unit("What is it in. Tell me.", frozenset(["inch"])) is False  # "in." beside no number
 
 
 def test_a_named_reference_must_be_the_claim_not_a_word_in_a_wrong_one():
