@@ -475,21 +475,90 @@ def final_answer(answer: str) -> str:
     return found[-1].group(1) if found else answer
 
 
-def decision(text: str) -> bool | None:
+def decision(text: str, question: str = "") -> bool | None:
     """The yes (True) or no (False) an answer gives: the opening 是/不是/はい/いいえ of a Chinese or Japanese answer,
-    else the one it states ("No. ...", "The answer is yes.", "..., so yes."), else the first yes/no word (yes, ja,
-    sí, oui; no, nein, non); None when it gives neither, or states both ("No. Tom is a cat. The answer is yes.": no
-    reader can credit either)."""
+    else the one it states ("No. ...", "The answer is yes.", "..., so yes.") or restates (`restated_decisions`: "it
+    is not a palindrome"), else the first yes/no word (yes, ja, sí, oui; no, nein, non); None when it gives neither,
+    or gives both ("No. Tom is a cat. The answer is yes.", "No, it is a palindrome.": no reader can credit either)."""
     stated = {YES_NO_WORDS[found.group(1).lower()] for found in STATED_DECISION.finditer(text)}
     if len(stated) == 2:
         return None
     opening = CJK_DECISION.match(text)
     if opening:
         return opening.group(1) is None
-    if stated:  # "There is no remainder, so yes.": the "no" is a word, the "yes" the answer
-        return stated.pop()
+    given = stated | restated_decisions(text, question)
+    if given:  # "There is no remainder, so yes.": the "no" is a word, the "yes" the answer
+        return given.pop() if len(given) == 1 else None
     found = LATIN_DECISION.search(text)
     return YES_NO_WORDS[found.group(0).lower()] if found else None
+
+
+def word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Restating a yes/no question: its verbs, what may stand for its subject ("it", "he") or join a clause ("so it is")
+# without changing the claim, what negates it, and what makes a clause a rule rather than a claim ("if it is ...").
+AUXILIARIES = word_set(
+    "am is are was were be been do does did can could will would has have had ist sind war waren hat haben kann können "
+    "wird werden es son está están era fue puede pueden tiene est sont était peut peuvent"
+)
+PRONOUNS = word_set("it he she they this that er sie es ello ella il elle ils ce")
+RESTATEMENT_FILLER = PRONOUNS | word_set(
+    "so because since therefore thus hence which there then also indeed actually really definitely certainly clearly "
+    "him her them its his their these those ihm ellos"
+)
+NEGATION_WORDS = word_set(
+    "not no never cannot neither nor nicht kein keine keinen keiner nie niemals nunca tampoco ni ne pas jamais"
+)
+CONDITIONAL = regex.compile(r"\b(?:if|unless|would|wenn|falls|würde|si)\b", regex.IGNORECASE)
+CLAUSE_BREAK = regex.compile(
+    r"[,;:]|\b(?:because|since|so|but|and|as|which|weil|denn|aber|und|porque|pero|y|parce que|car|mais|et)\b",
+    regex.IGNORECASE,
+)
+
+
+def negates(word: str) -> bool:
+    """A word that negates its clause: "not", "isn't", "keine", "n'est", ..."""
+    word = word.casefold().replace("’", "'")
+    return word in NEGATION_WORDS or word.endswith("n't") or word.startswith("n'")
+
+
+def claim_stems(words_: Sequence[str]) -> list[str]:
+    """The content words of a claim, each as its first four letters ("travels" as "trav"), numbers whole."""
+    ignored = STOP_WORDS | AUXILIARIES | RESTATEMENT_FILLER
+    return [
+        w if w[0].isdigit() else w[:4] for w in (w.casefold() for w in words_) if w not in ignored and not negates(w)
+    ]
+
+
+def restated_decisions(answer: str, question: str) -> set[bool]:
+    """The decisions the answer's restatements of a yes/no `question` give: a clause saying the question's predicate,
+    its subject said or left to a pronoun ("'cactus' is a palindrome", "it is not a leap year", "it isn't"), is a yes
+    or, negated, a no. A clause that adds a word of its own ("it reads the same backwards", "a pound is heavier than a
+    kilogram") is a reason, not a restatement; a conditional ("if it is divisible by 4, it is a leap year") is a rule.
+    Latin-script languages only; a negated question is not read."""
+    questions = [s for s in regex.split(r"(?<=[.!?])\s+", question.strip()) if s.endswith("?")]
+    if not questions or CJK.search(question):
+        return set()
+    asked_words = words(CLAUSE_BREAK.split(questions[-1])[-1])
+    if any(negates(w) for w in asked_words):
+        return set()
+    asked = claim_stems(asked_words)
+    found = set()
+    for sentence in regex.split(r"(?<=[.!?])\s+", answer.strip()):
+        if sentence.endswith("?") or CONDITIONAL.search(sentence):
+            continue
+        for clause in CLAUSE_BREAK.split(sentence):
+            said = words(clause)
+            content = claim_stems(said)
+            verb = any(w.casefold() in AUXILIARIES or negates(w) for w in said)
+            if len(content) > len(asked) or content != asked[len(asked) - len(content) :]:
+                continue
+            subject_only = not content and any(w.casefold() in PRONOUNS for w in said)
+            if (content and (verb or len(content) >= 2)) or (subject_only and verb and len(said) <= 3):
+                found.add(not any(negates(w) for w in said))
+    return found
 
 
 def yes_no_reference(reference: str) -> bool | None:
@@ -549,7 +618,7 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
         return same_json(answer, reference)
     expected_decision = yes_no_reference(reference)
     if expected_decision is not None:
-        return decision(answer) is expected_decision
+        return decision(answer, prompt_text) is expected_decision
     part = final_answer(answer)
     reference_numbers = NUMBER.findall(numeric_text(reference))
     if reference_numbers:

@@ -219,6 +219,41 @@ def test_yes_no_and_json_are_checked_as_decisions_and_data():
     assert judges.correct("name: Luna, age: 13", JSON.spec) is False
 
 
+@pytest.mark.parametrize(
+    ("question", "reference", "answer", "right"),
+    [
+        # a restatement that contradicts the stated decision: both were read, the "No" credited
+        ("Is the word 'cactus' a palindrome?", "No", "No, 'cactus' is a palindrome.", False),
+        ("Is the word 'cactus' a palindrome?", "No", "No. It reads the same backwards, so it is a palindrome.", False),
+        ("Is the year 1981 a leap year?", "No", "No, it is a leap year because it is divisible by 4.", False),
+        ("Is the year 1981 a leap year?", "No", "No, it is.", False),
+        ("If all cats are mammals and Tom is a cat, is Tom a mammal?", "Yes", "Yes, he is not a mammal.", False),
+        ("Is 120 divisible by 5?", "Yes", "Yes, 120 is not divisible by 5.", False),
+        ("Ist 57 eine Primzahl?", "Nein", "Nein, 57 ist eine Primzahl.", False),
+        # a restatement without a yes or no gives the decision: it was wrong for want of one
+        ("Is the year 1981 a leap year?", "No", "1981 is not a leap year.", True),
+        ("Is the word 'cactus' a palindrome?", "No", "Not a palindrome.", True),
+        ("Is 120 divisible by 5?", "Yes", "It is divisible by 5.", True),
+        ("If all cats are mammals and Tom is a cat, is Tom a mammal?", "Yes", "Tom is a mammal.", True),
+        # a restatement that agrees, a reason that adds words, a rule: as they were
+        ("Is the year 1981 a leap year?", "No", "No, it is not a leap year, since 1981 is not divisible by 4.", True),
+        (
+            "Is the year 1981 a leap year?",
+            "No",
+            "No. If a year is divisible by 4, it is a leap year; 1981 is not.",
+            True,
+        ),
+        ("Is the product of two negative numbers negative?", "No", "No, it is not negative; it is positive.", True),
+        ("Do plants need light for photosynthesis?", "Yes", "Yes. Without light, plants cannot photosynthesize.", True),
+        ("Is the word 'level' a palindrome?", "Yes", "Yes. It is the same backwards, so it is a palindrome.", True),
+        ("¿Es 57 un número primo?", "No", "No, 57 no es un número primo.", True),
+        ("57 est-il un nombre premier ?", "Non", "Non, 57 n'est pas un nombre premier.", True),
+    ],
+)
+def test_a_yes_no_answer_is_read_with_its_restatement_of_the_question(question, reference, answer, right):
+    assert judges.correct(answer, PromptSpec(reference=reference), question) is right
+
+
 def test_greeting_back_by_name_beats_a_shorter_answer_that_only_names_the_user():
     assert judges.does_task("Benjamin Felix.", FELIX) is False
     assert judges.does_task("Hello! How can I help you today?", FELIX) is False  # the name is missing
