@@ -624,15 +624,46 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
     if reference_numbers:
         asked = language(prompt_text)
         source = numeric_text(part) if NUMBER.search(numeric_text(part)) else numeric_text(answer)
-        given = list(NUMBER.finditer(source))
+        given = answered_number(source, numeric_text(prompt_text))
         expected = as_number(reference_numbers[-1], (language(reference) or asked) in COMMA_DECIMAL)
-        got = as_number(given[-1].group(), (language(answer) or asked) in COMMA_DECIMAL) if given else None
+        got = as_number(given.group(), (language(answer) or asked) in COMMA_DECIMAL) if given else None
         if expected is None or got is None or abs(expected - got) > NUMBER_TOLERANCE * max(1.0, abs(expected)):
             return False
-        return gives_unit(answer, source, given[-1], reference, prompt_text)
+        return gives_unit(answer, source, given, reference, prompt_text)
     if part is not answer:  # "... The answer is X.": X decides
         return names(part, reference)
     return names_reference(answer, reference, prompt_text)
+
+
+# A preposition that makes the number after it a circumstance, not the result: "51 croissants in 3 hours"
+CIRCUMSTANCE = regex.compile(
+    r"\b(?:in|after|for|within|over|from|of|per|every|each|nach|für|von|pro|je|en|después de|por|cada|après|pour|par)"
+    r"\s+$",
+    regex.IGNORECASE,
+)
+
+
+# Words that deny the number after them: "44 meters, not 105 square meters"
+DENIED = regex.compile(r"(?:\bnot|n't|\brather than|\binstead of|\bnicht|\bstatt|\bpas)\s+$", regex.IGNORECASE)
+
+
+def answered_number(source: str, prompt_text: str) -> regex.Match[str] | None:
+    """The number `source` (an answer, or its checked part) gives: its last that it does not deny ("44, not 105"),
+    unless that repeats a number of the question as the question says it, after a preposition or before the same
+    word ("It makes 51 croissants in 3 hours.", "It takes 14 days to read 308 pages." to "...a 308-page book?"): then
+    the one before it. None when it denies every number it says ("It is not 105.")."""
+    given = [n for n in NUMBER.finditer(source) if not DENIED.search(source[: n.start()])]
+    asked = {}
+    for number in NUMBER.finditer(prompt_text):
+        following = words(prompt_text[number.end() :][:40])
+        asked.setdefault(number.group(), set()).add(following[0].casefold()[:4] if following else "")
+    while len(given) > 1 and (last := given[-1]).group() in asked:
+        following = words(source[last.end() :][:40])
+        same_word = bool(following) and following[0].casefold()[:4] in asked[last.group()]
+        if not (same_word or CIRCUMSTANCE.search(source[: last.start()])):
+            break
+        given.pop()
+    return given[-1] if given else None
 
 
 def numeric_text(text: str) -> str:

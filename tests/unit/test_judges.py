@@ -122,6 +122,34 @@ def test_a_bare_number_takes_the_unit_the_question_names():
 
 
 @pytest.mark.parametrize(
+    ("question", "reference", "answer", "right"),
+    [
+        # the question's own number, restated after the result, was read as the answer
+        ("A bakery makes 17 croissants every hour. How many does it make in 3 hours?", "51",
+         "It makes 51 croissants in 3 hours.", True),
+        ("Lucia is 23, and her sister is 5 years older. How old will the sister be in 14 years?", "42",
+         "The sister is 28 now and will be 42 in 14 years.", True),
+        ("Kenji reads 22 pages a day. How many days will it take to finish a 308-page book?", "14 days",
+         "It takes 14 days to read 308 pages.", True),
+        # a number the answer denies was read as the answer
+        ("A garden is 15 meters long and 7 meters wide. What is its area?", "105 square meters",
+         "The perimeter is 2 × (15 + 7) = 44 meters, not 105 square meters.", False),
+        ("A garden is 15 meters long and 7 meters wide. What is its area?", "105 square meters",
+         "It is not 105 square meters.", False),
+        ("A garden is 15 meters long and 7 meters wide. What is its area?", "105 square meters",
+         "The area is 105 square meters, not 44 meters.", True),
+        # the question's number given as the result, or after another: still the result
+        ("A bakery makes 17 croissants every hour. How many does it make in 3 hours?", "51",
+         "17 × 3 = 51, so the bakery makes 3 croissants.", False),
+        ("Daniel shares 25 beads equally among 5 friends. How many beads does each friend get?", "5",
+         "25 ÷ 5 = 5, so each friend gets 5 beads.", True),
+    ],
+)  # fmt: skip
+def test_the_answers_number_is_its_result_not_a_number_it_restates_or_denies(question, reference, answer, right):
+    assert judges.correct(answer, PromptSpec(reference=reference), question) is right
+
+
+@pytest.mark.parametrize(
     ("reference", "answer"),
     [
         ("83 dollars", "She has $83 left."),
