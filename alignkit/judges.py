@@ -631,7 +631,7 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
             return False
         return gives_unit(answer, source, given, reference, prompt_text)
     if part is not answer:  # "... The answer is X.": X decides
-        return names(part, reference)
+        return names(part if DENIAL.search(normalise(reference)) else asserted(part), reference)
     return names_reference(answer, reference, prompt_text)
 
 
@@ -735,20 +735,45 @@ def names(text: str, reference: str) -> bool:
     return contains(text, reference) or (bool(name) and name != full and contains(text, name))
 
 
+# What denies or only compares the name after it, up to the clause's end: "Ho Chi Minh City, not Hanoi", "larger than
+# the Pacific", "cloud comes first, before candle"; a "but" ("not Saigon but Hanoi") ends it.
+DENIAL = regex.compile(
+    r"\b(not|rather than|instead of|than|before|nicht|statt|als|pas|plutôt que)\b[^,;:.!?]*?"
+    r"(?=\b(?:but|aber|sondern|mais|pero|sino)\b|[,;:.!?]|$)",
+    regex.IGNORECASE,
+)
+# A sentence that opens denying its subject compares to affirm: "No ocean is larger than the Pacific."
+NONE_OPENS = regex.compile(r"(?:^|[.!?]\s+)(?:no|none|nothing|kein\w*|ningún|ninguna|aucun\w*)\b[^.!?]*$", regex.I)
+
+
+def asserted(text: str) -> str:
+    """`text` without what it denies or only compares (`DENIAL`): the names it asserts."""
+
+    def deny(found: regex.Match[str]) -> str:
+        compares = found.group(1).casefold() in ("than", "als")
+        return found.group() if compares and NONE_OPENS.search(text[: found.start()]) else " "
+
+    return DENIAL.sub(deny, text)
+
+
 def names_reference(answer: str, reference: str, prompt_text: str) -> bool:
     """A free-form answer names the reference as its claim: after a copula of its last sentence ("Portugal is in
     Europe."), or as the subject of a restated prompt ("Hanoi is the capital of Vietnam."), not as the subject of a
-    wrong claim ("The capital city of Hanoi is Hungry.")."""
+    wrong claim ("The capital city of Hanoi is Hungry.") nor where it denies or only compares it ("Ho Chi Minh City,
+    not Hanoi", "Hanoi is not the capital", "the Atlantic is larger than the Pacific": `asserted`)."""
+    claim = (lambda text: text) if DENIAL.search(normalise(reference)) else asserted  # a reference "not X" says "not"
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
     last = sentences[-1] if sentences else answer
     parts = regex.split(COPULAS, last, flags=regex.IGNORECASE)
     if len(parts) == 1:
-        return names(answer, reference)
-    if any(names(part, reference) for part in parts[1:]):  # "The largest ocean is the Pacific Ocean, which is ..."
+        return names(claim(answer), reference)
+    claimed = regex.split(COPULAS, claim(last), flags=regex.IGNORECASE)
+    if any(names(part, reference) for part in claimed[1:]):  # "The largest ocean is the Pacific Ocean, which ..."
         return True
     prompt_words = {w.lower() for w in words(prompt_text)} - STOP_WORDS
-    restates = bool(prompt_words & ({w.lower() for w in words(parts[-1])} - STOP_WORDS))
-    return names(parts[0], reference) and restates
+    said = words(parts[-1])
+    restates = bool(prompt_words & ({w.lower() for w in said} - STOP_WORDS)) and not (said and negates(said[0]))
+    return names(claimed[0], reference) and restates
 
 
 def same_json(answer: str, reference: str) -> bool:

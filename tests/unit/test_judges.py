@@ -219,6 +219,39 @@ def test_a_named_reference_must_be_the_claim_not_a_word_in_a_wrong_one():
     assert judges.correct("The largest ocean is the Pacific Ocean, which is huge.", ocean, "Largest ocean?") is True
 
 
+@pytest.mark.parametrize(
+    ("question", "reference", "answer", "right"),
+    [
+        # a name the answer denies or only compares was credited: the answer holds it
+        ("Name the capital city of Vietnam.", "Hanoi", "The capital of Vietnam is Ho Chi Minh City, not Hanoi.", False),
+        ("Name the capital city of Vietnam.", "Hanoi", "Hanoi is not the capital.", False),
+        ("Name the capital city of Vietnam.", "Hanoi", "The answer is Ho Chi Minh City, not Hanoi.", False),
+        ("Canberra is the capital of which country?", "Australia", "Canberra is the capital of Austria, not Australia.",
+         False),
+        ("Which is the largest ocean?", "the Pacific Ocean", "The Atlantic is larger than the Pacific Ocean.", False),
+        ("What is the largest ocean on Earth?", "the Pacific Ocean", "It is the Atlantic, not the Pacific.", False),
+        ("What is the highest mountain above sea level?", "Mount Everest", "K2 is higher than Mount Everest.", False),
+        ("Which word is the longest in this list: planet, noodle, glacier, mirror?", "glacier",
+         "The longest word is planet, longer than glacier.", False),
+        ("Which of these words comes first alphabetically: ginger, dragon, candle, cloud?", "candle",
+         "Cloud comes first, before candle.", False),
+        # the name asserted beside a denied or compared one: right, as it was
+        ("Name the capital city of Vietnam.", "Hanoi", "The capital of Vietnam is Hanoi, not Ho Chi Minh City.", True),
+        ("Name the capital city of Vietnam.", "Hanoi", "Hanoi, not Saigon, is the capital of Vietnam.", True),
+        ("Name the capital city of Vietnam.", "Hanoi", "The capital is not Saigon but Hanoi.", True),
+        ("Which is the largest ocean?", "the Pacific Ocean", "No ocean is larger than the Pacific Ocean.", True),
+        ("What is the highest mountain above sea level?", "Mount Everest", "Everest is taller than any other mountain.",
+         True),
+        ("On which continent is Portugal?", "Europe", "Portugal is not in Asia; it is in Europe.", True),
+        ("Auf welchem Kontinent liegt Portugal?", "Europa", "Portugal liegt nicht in Asien, sondern in Europa.", True),
+        ("Which of these words comes first alphabetically: ginger, dragon, candle, cloud?", "candle",
+         "Candle comes before cloud, dragon and ginger.", True),
+    ],
+)  # fmt: skip
+def test_a_name_the_answer_denies_or_only_compares_is_not_its_claim(question, reference, answer, right):
+    assert judges.correct(answer, PromptSpec(reference=reference), question) is right
+
+
 def test_a_place_named_without_its_kind_word_is_named():
     highest, question = PromptSpec(reference="Mount Everest"), "What is the highest mountain above sea level?"
     for right in ("Mount Everest, at 8,849 meters. The answer is Everest.", "The highest mountain is Everest."):
