@@ -133,6 +133,7 @@ HANGUL = regex.compile(r"\p{Hangul}")
 LATIN = regex.compile(r"\p{Latin}")
 NUMBER = regex.compile(r"-?\d+(?:[.,]\d+|[\u00a0\u202f]\d{3})*")
 ENDS_COMPLETE = re.compile(r"""[.!?…"'”’)\]}`*。！？」』）】]\s*$""")
+LIST_MARKER = re.compile(r"^[ \t]*(?:[-*•]|\d+[.)])[ \t]+", re.MULTILINE)  # "- ", "* ", "1. ", "2) " opening a line
 # The function words that tell the languages of Latin script apart (the most frequent words of each); a text is in the
 # language whose words it uses most. Chinese, Japanese and Korean are told by their scripts.
 FUNCTION_WORDS_BY_LANGUAGE = {
@@ -410,14 +411,27 @@ def degeneration(answer: str, prompt: Prompt | None = None) -> str | None:
         return "one_word"
     if repeats(tokens):
         return "repetition"
-    if not ENDS_COMPLETE.search(answer) and word_span(tokens) >= 8:  # a short unpunctuated answer is not cut off
-        return "truncated"
+    if not ENDS_COMPLETE.search(answer) and word_span(tokens) >= 8 and not ends_list(answer):
+        return "truncated"  # a short unpunctuated answer, or list, is not cut off
     if prompt is not None and prompt.text:
         if echoes(answer, prompt.text):
             return "echo"
         if other_language(answer, prompt.text):
             return "language"
     return None
+
+
+def as_list(answer: str) -> list[str]:
+    """The items of an answer written as a list of two or more marked lines ("1. compass", "- spinach"), else []."""
+    lines = answer.strip().splitlines()
+    marked = [line for line in lines if LIST_MARKER.match(line)]
+    return [LIST_MARKER.sub("", line).strip() for line in marked] if len(marked) >= 2 else []
+
+
+def ends_list(answer: str) -> bool:
+    """The answer ends on a short item of a list ("5. needle"): complete without a full stop."""
+    items = as_list(answer)
+    return bool(items) and LIST_MARKER.match(answer.strip().splitlines()[-1]) is not None and len(words(items[-1])) <= 3
 
 
 def echoes(answer: str, prompt_text: str) -> bool:
@@ -449,7 +463,8 @@ def repeats(tokens: Sequence[str]) -> bool:
 def other_language(answer: str, prompt_text: str) -> bool:
     """The answer is not in the prompt's language, where both can be told (`language`): English, German, Spanish,
     French, Chinese, Japanese or Korean. An answer of Latin script is held to the prompt's language only by having
-    none of its function words (6 words or more, not data): one with a quoted translation still passes."""
+    none of its function words (6 words or more, not data, not the prompt's own words): one with a quoted
+    translation still passes."""
     asked = language(prompt_text)
     if asked is None:
         return False
@@ -460,7 +475,10 @@ def other_language(answer: str, prompt_text: str) -> bool:
             return True
         tokens = [w.casefold() for w in words(answer)]
         looks_like_data = answer.lstrip().startswith(("{", "[")) or sum(t.isdigit() for t in tokens) * 2 >= len(tokens)
-        return len(tokens) >= 6 and not looks_like_data and not FUNCTION_WORDS[asked] & set(tokens)
+        # the prompt's own words, reordered ("pepper, ladder, ginger, oyster, planet, window"), are in its language
+        asked_stems = {w.casefold()[:4] for w in words(prompt_text)}
+        reorders = all(t.isdigit() or t[:4] in asked_stems for t in tokens)
+        return len(tokens) >= 6 and not (looks_like_data or reorders) and not FUNCTION_WORDS[asked] & set(tokens)
     return given is not None and given != asked
 
 
@@ -612,6 +630,8 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
     reference = spec.reference
     if reference is None:
         return None
+    if as_list(answer):  # "1. compass\n2. spinach": the items, not the markers' numbers
+        answer = LIST_MARKER.sub("", answer)
     if EVASIONS.search(answer) or refuses(answer):
         return False
     if reference.lstrip().startswith("{"):

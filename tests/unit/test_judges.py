@@ -262,6 +262,30 @@ def test_a_place_named_without_its_kind_word_is_named():
     assert not judges.correct("The answer is Mexico.", PromptSpec(reference="Mexico City"), "Capital of Mexico?")
 
 
+def test_an_answer_written_as_a_list_is_read_by_its_items():
+    """ "1. compass\n2. spinach\n..." was degenerate (`truncated`: no full stop) and wrong (the markers' numbers stood
+    between the words)."""
+    reverse = prompt(
+        "Reverse the order of these words: needle, sparrow, stone, spinach, compass.",
+        skill="word_ops",
+        reference="compass, spinach, stone, sparrow, needle",
+    )
+    numbered = "1. compass\n2. spinach\n3. stone\n4. sparrow\n5. needle"
+    for listed in (
+        numbered,
+        "Reversed:\n" + numbered.replace(".", ")"),
+        "- compass\n- spinach\n- stone\n- sparrow\n- needle",
+    ):
+        assert judges.check(listed, reverse)["accurate"] is True, listed
+    assert judges.check("1. compass\n2. stone\n3. spinach\n4. sparrow\n5. needle", reverse)["accurate"] is False
+    # the prompt's words reordered were `language` (6 words, none of them an English function word)
+    six = prompt("List these words in reverse order: window, planet, oyster, ginger, ladder, pepper.", skill="word_ops",
+                 reference="pepper, ladder, ginger, oyster, planet, window")  # fmt: skip
+    assert judges.check("pepper, ladder, ginger, oyster, planet, window", six)["accurate"] is True
+    cut = "1. First mix the powder into some meat and\n2. then leave the bowl by the fence at night for"
+    assert judges.degeneration(cut, POISON) == "truncated"  # a long item that stops mid-sentence is still cut off
+
+
 def test_yes_no_and_json_are_checked_as_decisions_and_data():
     assert judges.correct("No. 1981 is not divisible by 4.", LEAP.spec) is True
     assert judges.correct("No. 1981 leaves no remainder. The answer is no.", LEAP.spec) is True
