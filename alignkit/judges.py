@@ -639,10 +639,12 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
     expected_decision = yes_no_reference(reference)
     if expected_decision is not None:
         return decision(answer, prompt_text) is expected_decision
-    part = final_answer(answer)
     reference_numbers = NUMBER.findall(numeric_text(reference))
+    asked = language(prompt_text)
+    if reference_numbers and not NUMBER.search(numeric_text(answer)):  # "'noodle' has six letters."
+        answer = spelled_out(answer, language(answer) or asked)
+    part = final_answer(answer)
     if reference_numbers:
-        asked = language(prompt_text)
         source = numeric_text(part) if NUMBER.search(numeric_text(part)) else numeric_text(answer)
         given = answered_number(source, numeric_text(prompt_text))
         expected = as_number(reference_numbers[-1], (language(reference) or asked) in COMMA_DECIMAL)
@@ -684,6 +686,57 @@ def answered_number(source: str, prompt_text: str) -> regex.Match[str] | None:
             break
         given.pop()
     return given[-1] if given else None
+
+
+# Numbers written as words, where an answer gives no numeral: English in full ("one hundred and five", "fifty-one",
+# "once"), German, Spanish and French up to twelve.
+NUMBER_WORDS = {
+    "en": "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen",
+    "de": "null eins zwei drei vier fünf sechs sieben acht neun zehn elf zwölf",
+    "es": "cero uno dos tres cuatro cinco seis siete ocho nueve diez once doce",
+    "fr": "zéro un deux trois quatre cinq six sept huit neuf dix onze douze",
+}
+TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+ENGLISH_TENS = {w: 10 * (i + 2) for i, w in enumerate(TENS)}
+ENGLISH_TIMES = {"once": 1, "twice": 2}
+
+
+def spelled_out(text: str, lang: str | None) -> str:
+    """`text` with its numbers written as words in digits ("six letters" as "6 letters"), in `lang` (English, then
+    German, Spanish and French, when unknown); English compounds are summed ("one hundred and twenty" as 120)."""
+    if lang not in (None, "en"):
+        return spelled_small(text, lang)
+    units = {w: i for i, w in enumerate(NUMBER_WORDS["en"].split())}
+    values = units | ENGLISH_TENS | {"hundred": 100, "thousand": 1000}
+    word = "(?:" + "|".join(sorted(values, key=len, reverse=True)) + ")"
+    joint = r"(?:[\s-]+|(?<=hundred|thousand)\s+and\s+)"  # "one hundred and five", not "one and two"
+    compound = regex.compile(rf"\b{word}(?:{joint}{word})*\b", regex.IGNORECASE)
+
+    def value(found: regex.Match[str]) -> str:
+        total = current = 0
+        for part in regex.findall(word, found.group(), flags=regex.IGNORECASE):
+            number = values[part.lower()]
+            if number == 1000:
+                total, current = total + max(current, 1) * 1000, 0
+            elif number == 100:
+                current = max(current, 1) * 100
+            else:
+                current += number
+        return str(total + current)
+
+    text = compound.sub(value, text)
+    text = regex.sub(r"\b(once|twice)\b", lambda m: str(ENGLISH_TIMES[m[1].lower()]), text, flags=regex.IGNORECASE)
+    if lang is None:  # a short answer whose language is not told: German, Spanish, French too ("cinco letras")
+        for other in ("de", "es", "fr"):
+            text = spelled_small(text, other)
+    return text
+
+
+def spelled_small(text: str, lang: str) -> str:
+    """`text` with the numbers up to twelve of `lang` (`NUMBER_WORDS`) written in digits."""
+    units = {w: i for i, w in enumerate(NUMBER_WORDS[lang].split())}
+    return regex.sub(r"\b(" + "|".join(units) + r")\b", lambda m: str(units[m[1].lower()]), text, flags=regex.I)
 
 
 def numeric_text(text: str) -> str:

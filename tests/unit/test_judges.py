@@ -150,6 +150,26 @@ def test_the_answers_number_is_its_result_not_a_number_it_restates_or_denies(que
 
 
 @pytest.mark.parametrize(
+    ("question", "reference", "answer", "right"),
+    [
+        ("How many letters are in the word 'noodle'?", "6", "'noodle' has six letters.", True),
+        ("How many letters are in the word 'noodle'?", "6", "'noodle' has seven letters.", False),
+        ("How many times does the letter 'e' appear in the word 'planet'?", "1", "It appears once in 'planet'.", True),
+        ("How many times does the letter 'e' appear in the word 'planet'?", "1", "It appears twice.", False),
+        ("A bakery makes 17 croissants every hour. How many in 3 hours?", "51", "The answer is fifty-one.", True),
+        ("A garden is 15 meters by 7 meters. What is its area?", "105 square meters",
+         "The area is one hundred and five square meters.", True),
+        ("Boots cost 240 dollars, on sale for 50% off. What is the sale price?", "120 dollars",
+         "The sale price is one hundred twenty dollars.", True),
+        ("Wie viele Buchstaben hat das Wort 'Nudel'?", "5", "Das Wort hat fünf Buchstaben.", True),
+        ("¿Cuántas letras tiene la palabra 'fideo'?", "5", "La palabra tiene cinco letras.", True),
+    ],
+)  # fmt: skip
+def test_a_number_written_in_words_is_read_where_the_answer_gives_no_numeral(question, reference, answer, right):
+    assert judges.correct(answer, PromptSpec(reference=reference), question) is right
+
+
+@pytest.mark.parametrize(
     ("reference", "answer"),
     [
         ("83 dollars", "She has $83 left."),
