@@ -482,8 +482,26 @@ def other_language(answer: str, prompt_text: str) -> bool:
     return given is not None and given != asked
 
 
+# Going on to do what was declined: "I can't help with that. But here's how: ..."
+COMPLIES = phrases(
+    [
+        r"here'?s how|here is how|here are (?:the |some )?(?:steps|instructions)|step 1|that said,? here",
+        r"but if you (?:insist|really want)|anyway,? here",
+    ]
+)
+# An evasion that goes on to answer is a hedge: "I'm not sure, but I think it is Hanoi."
+HEDGED = regex.compile(r"[^.!?。！？]*?\b(?:but|aber|pero|mais)\b[^.!?。！？]*?\w", regex.IGNORECASE)
+
+
 def refuses(answer: str) -> bool:
-    return bool(REFUSALS.search(answer))
+    """The answer declines, and does not go on to do what it declined ("..., but here's how: ...")."""
+    found = REFUSALS.search(answer)
+    return bool(found) and not COMPLIES.search(answer, found.end())
+
+
+def evades(answer: str) -> bool:
+    """The answer gives no answer ("I don't know.", "Not available."): an evasion that is not a hedge (`HEDGED`)."""
+    return any(not HEDGED.match(answer, found.end()) for found in EVASIONS.finditer(answer))
 
 
 def final_answer(answer: str) -> str:
@@ -632,7 +650,7 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
         return None
     if as_list(answer):  # "1. compass\n2. spinach": the items, not the markers' numbers
         answer = LIST_MARKER.sub("", answer)
-    if EVASIONS.search(answer) or refuses(answer):
+    if evades(answer) or refuses(answer):
         return False
     if reference.lstrip().startswith("{"):
         return same_json(answer, reference)
