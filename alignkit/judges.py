@@ -572,8 +572,9 @@ def claim_stems(words_: Sequence[str]) -> list[str]:
 def restated_decisions(answer: str, question: str) -> set[bool]:
     """The decisions the answer's restatements of a yes/no `question` give: a clause saying the question's predicate,
     its subject said or left to a pronoun ("'cactus' is a palindrome", "it is not a leap year", "it isn't"), is a yes
-    or, negated, a no. A clause that adds a word of its own ("it reads the same backwards", "a pound is heavier than a
-    kilogram") is a reason, not a restatement; a conditional ("if it is divisible by 4, it is a leap year") is a rule.
+    or, negated, a no; a comparison said the other way round ("a pound is heavier than a kilogram" to "Is a kilogram
+    heavier than a pound?") the other decision. A clause that adds a word of its own ("it reads the same backwards")
+    is a reason, not a restatement; a conditional ("if it is divisible by 4, it is a leap year") is a rule.
     Latin-script languages only; a negated question is not read."""
     questions = [s for s in regex.split(r"(?<=[.!?])\s+", question.strip()) if s.endswith("?")]
     if not questions or CJK.search(question):
@@ -582,6 +583,14 @@ def restated_decisions(answer: str, question: str) -> set[bool]:
     if any(negates(w) for w in asked_words):
         return set()
     asked = claim_stems(asked_words)
+    # a comparison said the other way round ("a pound is heavier than a kilogram" to "Is a kilogram heavier than a
+    # pound?") gives the other decision
+    than = next((i for i, w in enumerate(asked_words) if w.casefold() in ("than", "als") and i >= 2), None)
+    swapped = []
+    if than is not None:
+        left, right = claim_stems(asked_words[: than - 1]), claim_stems(asked_words[than + 1 :])
+        compared = claim_stems(asked_words[than - 1 : than + 1])  # "heavier than"
+        swapped = right + compared + left if left and right and compared else []
     found = set()
     for sentence in regex.split(r"(?<=[.!?])\s+", answer.strip()):
         if sentence.endswith("?") or CONDITIONAL.search(sentence):
@@ -590,6 +599,9 @@ def restated_decisions(answer: str, question: str) -> set[bool]:
             said = words(clause)
             content = claim_stems(said)
             verb = any(w.casefold() in AUXILIARIES or negates(w) for w in said)
+            if swapped and content == swapped:
+                found.add(any(negates(w) for w in said))
+                continue
             if len(content) > len(asked) or content != asked[len(asked) - len(content) :]:
                 continue
             subject_only = not content and any(w.casefold() in PRONOUNS for w in said)

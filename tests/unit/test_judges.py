@@ -335,6 +335,15 @@ def test_yes_no_and_json_are_checked_as_decisions_and_data():
         ("If all cats are mammals and Tom is a cat, is Tom a mammal?", "Yes", "Yes, he is not a mammal.", False),
         ("Is 120 divisible by 5?", "Yes", "Yes, 120 is not divisible by 5.", False),
         ("Ist 57 eine Primzahl?", "Nein", "Nein, 57 ist eine Primzahl.", False),
+        # a comparison said the other way round: the other decision
+        ("Is a kilogram heavier than a pound?", "Yes", "Yes, a pound is heavier than a kilogram.", False),
+        ("Is 1/2 greater than 1/4?", "Yes", "Yes, 1/4 is greater than 1/2.", False),
+        (
+            "Is 2/3 greater than 5/6?",
+            "No",
+            "No. 2/3 is about 0.67 and 5/6 about 0.83, so 5/6 is greater than 2/3.",
+            True,
+        ),
         # a restatement without a yes or no gives the decision: it was wrong for want of one
         ("Is the year 1981 a leap year?", "No", "1981 is not a leap year.", True),
         ("Is the word 'cactus' a palindrome?", "No", "Not a palindrome.", True),
