@@ -833,10 +833,15 @@ def contains(text: str, term: str) -> bool:
 
 def names(text: str, reference: str) -> bool:
     """`text` holds the reference, or its name without the word for the kind of feature: a careful person counts
-    "Everest" as naming "Mount Everest" and "Pacific" as naming "the Pacific Ocean"."""
+    "Everest" as naming "Mount Everest" and "Pacific" as naming "the Pacific Ocean". Not as one of two answers
+    offered ("Hanoi or Ho Chi Minh City")."""
     full = normalise(reference)
     name = " ".join(w for w in full.split() if w not in PLACE_KINDS)
-    return contains(text, reference) or (bool(name) and name != full and contains(text, name))
+    said = f" {normalise(text)} "
+    for form in {full, name} - {""}:
+        if f" {form} " in said and not regex.search(rf" (?:or|oder|ou) {form} | {form} (?:or|oder|ou) \w", said):
+            return True
+    return False
 
 
 # What denies or only compares the name after it, up to the clause's end: "Ho Chi Minh City, not Hanoi", "larger than

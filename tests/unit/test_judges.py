@@ -255,6 +255,9 @@ def test_a_named_reference_must_be_the_claim_not_a_word_in_a_wrong_one():
          "The longest word is planet, longer than glacier.", False),
         ("Which of these words comes first alphabetically: ginger, dragon, candle, cloud?", "candle",
          "Cloud comes first, before candle.", False),
+        # one of two answers offered is no answer
+        ("Name the capital city of Vietnam.", "Hanoi", "The capital of Vietnam is Hanoi or Ho Chi Minh City.", False),
+        ("What is the highest mountain above sea level?", "Mount Everest", "It is either K2 or Everest.", False),
         # the name asserted beside a denied or compared one: right, as it was
         ("Name the capital city of Vietnam.", "Hanoi", "The capital of Vietnam is Hanoi, not Ho Chi Minh City.", True),
         ("Name the capital city of Vietnam.", "Hanoi", "Hanoi, not Saigon, is the capital of Vietnam.", True),
