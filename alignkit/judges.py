@@ -655,9 +655,11 @@ def as_number(text: str, comma_decimal: bool = False) -> float | None:
 
 
 def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None:
-    """Whether `answer` gives the reference answer (None without a reference). Numbers: the final number given (a
-    decimal comma read as one in German, Spanish and French text); yes/no: the decision given (`decision`); JSON:
-    the first object, compared as data; text: the reference's words in order."""
+    """Whether `answer` gives the reference answer (None without a reference). An evasion or a refusal is wrong, and
+    a list is read by its items. Numbers: the number given (`answered_number`: the last not denied nor restated from
+    the question; in words where there is no numeral; a decimal comma read as one in German, Spanish and French
+    text); yes/no: the decision given (`decision`, with the question's restatements); JSON: the first object,
+    compared as data; text: the reference's words in order, as a claim the answer makes (`names_reference`)."""
     reference = spec.reference
     if reference is None:
         return None
