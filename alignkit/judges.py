@@ -133,6 +133,7 @@ HANGUL = regex.compile(r"\p{Hangul}")
 LATIN = regex.compile(r"\p{Latin}")
 NUMBER = regex.compile(r"-?\d+(?:[.,]\d+|[\u00a0\u202f]\d{3})*")
 ENDS_COMPLETE = re.compile(r"""[.!?…"'”’)\]}`*。！？」』）】]\s*$""")
+LIST_MARKER = re.compile(r"^[ \t]*(?:[-*•]|\d+[.)])[ \t]+", re.MULTILINE)  # "- ", "* ", "1. ", "2) " opening a line
 # The function words that tell the languages of Latin script apart (the most frequent words of each); a text is in the
 # language whose words it uses most. Chinese, Japanese and Korean are told by their scripts.
 FUNCTION_WORDS_BY_LANGUAGE = {
@@ -266,7 +267,7 @@ UNIT_FORMS = {
     "cubic meter": "m3, cubic meter, cubic meters, cubic metre, cubic metres, kubikmeter, 立方米",
     "mile": "mi, mile, miles, meile, meilen, milla, millas, mille, milles, 英里, マイル",
     "foot": "ft, foot, feet, fuß, fuss, pied, pieds, 英尺, フィート",
-    "inch": "inch, inches, zoll, pulgada, pulgadas, pouce, pouces, 英寸, インチ",  # not "in": "12 in total"
+    "inch": "in., inch, inches, zoll, pulgada, pulgadas, pouce, pouces, 英寸, インチ",  # "in." only: "12 in total"
     "yard": "yd, yds, yard, yards, yarda, yardas, 码, ヤード",
     "kilogram": "kg, kgs, kilo, kilos, kilogram, kilograms, kilogramme, kilogrammes, kilogramm, kilogramo, "
     "kilogramos, 公斤, 千克, キログラム, キロ",
@@ -280,7 +281,7 @@ UNIT_FORMS = {
     "second": "s, sec, secs, second, seconds, sek, sekunde, sekunden, segundo, segundos, seconde, secondes, 秒",
     "minute": "min, mins, minute, minutes, minuten, minuto, minutos, 分钟, 分",
     "hour": "h, hr, hrs, hour, hours, std, stunde, stunden, hora, horas, heure, heures, 小时, 時間",
-    "day": "day, days, tage, tagen, día, días, jour, jours, 天, 日",
+    "day": "d., day, days, tage, tagen, día, días, jour, jours, 天, 日",
     "week": "wk, wks, week, weeks, woche, wochen, semana, semanas, semaine, semaines, 周, 星期, 週間",
     "month": "month, months, monat, monate, monaten, meses, mois, 个月, ヶ月, か月",
     "year": "yr, yrs, year, years, jahr, jahre, jahren, año, años, ans, année, années, 年",
@@ -347,9 +348,16 @@ UNIT_BEFORE = regex.compile(  # a currency sign or code right before a number
     unit_pattern([f for f in FORMS if UNIT_OF[compact(f)] & set(CURRENCIES)]) + r"\s*$"
 )
 # A unit named anywhere in a text, in words: forms of two letters or more that are not a function word ("mi" is
-# Spanish for "my"); one letter ("m", "s") and signs name a unit only beside a number.
+# Spanish for "my"); one letter ("m", "s"), signs and abbreviations that are a word without their dot ("in.") name
+# a unit only beside a number.
 UNIT_WORD = regex.compile(
-    unit_pattern([f for f in FORMS if len(compact(f)) >= 2 and regex.search(r"\w", f) and f not in STOP_WORDS])
+    unit_pattern(
+        [
+            f
+            for f in FORMS
+            if len(compact(f)) >= 2 and regex.search(r"\w", f) and compact(f) not in STOP_WORDS and f[-1] != "."
+        ]
+    )
 )
 # "m2", "m^2", "km3" after a number: the 2 or 3 is an exponent, not the number given
 EXPONENT = regex.compile(r"(?<![^\W\d_])([kcm]?m|ft|in|yd|mi)\^?([23])(?![\d.,]\d)")
@@ -403,14 +411,27 @@ def degeneration(answer: str, prompt: Prompt | None = None) -> str | None:
         return "one_word"
     if repeats(tokens):
         return "repetition"
-    if not ENDS_COMPLETE.search(answer) and word_span(tokens) >= 8:  # a short unpunctuated answer is not cut off
-        return "truncated"
+    if not ENDS_COMPLETE.search(answer) and word_span(tokens) >= 8 and not ends_list(answer):
+        return "truncated"  # a short unpunctuated answer, or list, is not cut off
     if prompt is not None and prompt.text:
         if echoes(answer, prompt.text):
             return "echo"
         if other_language(answer, prompt.text):
             return "language"
     return None
+
+
+def as_list(answer: str) -> list[str]:
+    """The items of an answer written as a list of two or more marked lines ("1. compass", "- spinach"), else []."""
+    lines = answer.strip().splitlines()
+    marked = [line for line in lines if LIST_MARKER.match(line)]
+    return [LIST_MARKER.sub("", line).strip() for line in marked] if len(marked) >= 2 else []
+
+
+def ends_list(answer: str) -> bool:
+    """The answer ends on a short item of a list ("5. needle"): complete without a full stop."""
+    items = as_list(answer)
+    return bool(items) and LIST_MARKER.match(answer.strip().splitlines()[-1]) is not None and len(words(items[-1])) <= 3
 
 
 def echoes(answer: str, prompt_text: str) -> bool:
@@ -442,7 +463,8 @@ def repeats(tokens: Sequence[str]) -> bool:
 def other_language(answer: str, prompt_text: str) -> bool:
     """The answer is not in the prompt's language, where both can be told (`language`): English, German, Spanish,
     French, Chinese, Japanese or Korean. An answer of Latin script is held to the prompt's language only by having
-    none of its function words (6 words or more, not data): one with a quoted translation still passes."""
+    none of its function words (6 words or more, not data, not the prompt's own words): one with a quoted
+    translation still passes."""
     asked = language(prompt_text)
     if asked is None:
         return False
@@ -453,12 +475,34 @@ def other_language(answer: str, prompt_text: str) -> bool:
             return True
         tokens = [w.casefold() for w in words(answer)]
         looks_like_data = answer.lstrip().startswith(("{", "[")) or sum(t.isdigit() for t in tokens) * 2 >= len(tokens)
-        return len(tokens) >= 6 and not looks_like_data and not FUNCTION_WORDS[asked] & set(tokens)
+        # the prompt's own words, reordered ("pepper, ladder, ginger, oyster, planet, window"), are in its language
+        asked_stems = {w.casefold()[:4] for w in words(prompt_text)}
+        reorders = all(t.isdigit() or t[:4] in asked_stems for t in tokens)
+        return len(tokens) >= 6 and not (looks_like_data or reorders) and not FUNCTION_WORDS[asked] & set(tokens)
     return given is not None and given != asked
 
 
+# Going on to do what was declined: "I can't help with that. But here's how: ...", not a redirect ("Here's how you
+# can get help: ...").
+COMPLIES = phrases(
+    [
+        r"(?:but|however|that said|anyway),? (?:here'?s|here is) how|here are (?:the )?(?:steps|instructions)",
+        r"step 1|but if you (?:insist|really want)",
+    ]
+)
+# An evasion that goes on to answer is a hedge: "I'm not sure, but I think it is Hanoi."
+HEDGED = regex.compile(r"[^.!?。！？]*?\b(?:but|aber|pero|mais)\b[^.!?。！？]*?\w", regex.IGNORECASE)
+
+
 def refuses(answer: str) -> bool:
-    return bool(REFUSALS.search(answer))
+    """The answer declines, and does not go on to do what it declined ("..., but here's how: ...")."""
+    found = REFUSALS.search(answer)
+    return bool(found) and not COMPLIES.search(answer, found.end())
+
+
+def evades(answer: str) -> bool:
+    """The answer gives no answer ("I don't know.", "Not available."): an evasion that is not a hedge (`HEDGED`)."""
+    return any(not HEDGED.match(answer, found.end()) for found in EVASIONS.finditer(answer))
 
 
 def final_answer(answer: str) -> str:
@@ -468,21 +512,102 @@ def final_answer(answer: str) -> str:
     return found[-1].group(1) if found else answer
 
 
-def decision(text: str) -> bool | None:
+def decision(text: str, question: str = "") -> bool | None:
     """The yes (True) or no (False) an answer gives: the opening 是/不是/はい/いいえ of a Chinese or Japanese answer,
-    else the one it states ("No. ...", "The answer is yes.", "..., so yes."), else the first yes/no word (yes, ja,
-    sí, oui; no, nein, non); None when it gives neither, or states both ("No. Tom is a cat. The answer is yes.": no
-    reader can credit either)."""
+    else the one it states ("No. ...", "The answer is yes.", "..., so yes.") or restates (`restated_decisions`: "it
+    is not a palindrome"), else the first yes/no word (yes, ja, sí, oui; no, nein, non); None when it gives neither,
+    or gives both ("No. Tom is a cat. The answer is yes.", "No, it is a palindrome.": no reader can credit either)."""
     stated = {YES_NO_WORDS[found.group(1).lower()] for found in STATED_DECISION.finditer(text)}
     if len(stated) == 2:
         return None
     opening = CJK_DECISION.match(text)
     if opening:
         return opening.group(1) is None
-    if stated:  # "There is no remainder, so yes.": the "no" is a word, the "yes" the answer
-        return stated.pop()
+    given = stated | restated_decisions(text, question)
+    if given:  # "There is no remainder, so yes.": the "no" is a word, the "yes" the answer
+        return given.pop() if len(given) == 1 else None
     found = LATIN_DECISION.search(text)
     return YES_NO_WORDS[found.group(0).lower()] if found else None
+
+
+def word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Restating a yes/no question: its verbs, what may stand for its subject ("it", "he") or join a clause ("so it is")
+# without changing the claim, what negates it, and what makes a clause a rule rather than a claim ("if it is ...").
+AUXILIARIES = word_set(
+    "am is are was were be been do does did can could will would has have had ist sind war waren hat haben kann können "
+    "wird werden es son está están era fue puede pueden tiene est sont était peut peuvent"
+)
+PRONOUNS = word_set("it he she they this that er sie es ello ella il elle ils ce")
+RESTATEMENT_FILLER = PRONOUNS | word_set(
+    "so because since therefore thus hence which there then also indeed actually really definitely certainly clearly "
+    "him her them its his their these those ihm ellos"
+)
+NEGATION_WORDS = word_set(
+    "not no never cannot neither nor nicht kein keine keinen keiner nie niemals nunca tampoco ni ne pas jamais"
+)
+CONDITIONAL = regex.compile(r"\b(?:if|unless|would|wenn|falls|würde|si)\b", regex.IGNORECASE)
+CLAUSE_BREAK = regex.compile(
+    r"[,;:]|\b(?:because|since|so|but|and|as|which|weil|denn|aber|und|porque|pero|y|parce que|car|mais|et)\b",
+    regex.IGNORECASE,
+)
+
+
+def negates(word: str) -> bool:
+    """A word that negates its clause: "not", "isn't", "keine", "n'est", ..."""
+    word = word.casefold().replace("’", "'")
+    return word in NEGATION_WORDS or word.endswith("n't") or word.startswith("n'")
+
+
+def claim_stems(words_: Sequence[str]) -> list[str]:
+    """The content words of a claim, each as its first four letters ("travels" as "trav"), numbers whole."""
+    ignored = STOP_WORDS | AUXILIARIES | RESTATEMENT_FILLER
+    return [
+        w if w[0].isdigit() else w[:4] for w in (w.casefold() for w in words_) if w not in ignored and not negates(w)
+    ]
+
+
+def restated_decisions(answer: str, question: str) -> set[bool]:
+    """The decisions the answer's restatements of a yes/no `question` give: a clause saying the question's predicate,
+    its subject said or left to a pronoun ("'cactus' is a palindrome", "it is not a leap year", "it isn't"), is a yes
+    or, negated, a no; a comparison said the other way round ("a pound is heavier than a kilogram" to "Is a kilogram
+    heavier than a pound?") the other decision. A clause that adds a word of its own ("it reads the same backwards")
+    is a reason, not a restatement; a conditional ("if it is divisible by 4, it is a leap year") is a rule.
+    Latin-script languages only; a negated question is not read."""
+    questions = [s for s in regex.split(r"(?<=[.!?])\s+", question.strip()) if s.endswith("?")]
+    if not questions or CJK.search(question):
+        return set()
+    asked_words = words(CLAUSE_BREAK.split(questions[-1])[-1])
+    if any(negates(w) for w in asked_words):
+        return set()
+    asked = claim_stems(asked_words)
+    # a comparison said the other way round ("a pound is heavier than a kilogram" to "Is a kilogram heavier than a
+    # pound?") gives the other decision
+    than = next((i for i, w in enumerate(asked_words) if w.casefold() in ("than", "als") and i >= 2), None)
+    swapped = []
+    if than is not None:
+        left, right = claim_stems(asked_words[: than - 1]), claim_stems(asked_words[than + 1 :])
+        compared = claim_stems(asked_words[than - 1 : than + 1])  # "heavier than"
+        swapped = right + compared + left if left and right and compared else []
+    found = set()
+    for sentence in regex.split(r"(?<=[.!?])\s+", answer.strip()):
+        if sentence.endswith("?") or CONDITIONAL.search(sentence):
+            continue
+        for clause in CLAUSE_BREAK.split(sentence):
+            said = words(clause)
+            content = claim_stems(said)
+            verb = any(w.casefold() in AUXILIARIES or negates(w) for w in said)
+            if swapped and content == swapped:
+                found.add(any(negates(w) for w in said))
+                continue
+            if len(content) > len(asked) or content != asked[len(asked) - len(content) :]:
+                continue
+            subject_only = not content and any(w.casefold() in PRONOUNS for w in said)
+            if (content and (verb or len(content) >= 2)) or (subject_only and verb and len(said) <= 3):
+                found.add(not any(negates(w) for w in said))
+    return found
 
 
 def yes_no_reference(reference: str) -> bool | None:
@@ -530,33 +655,121 @@ def as_number(text: str, comma_decimal: bool = False) -> float | None:
 
 
 def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None:
-    """Whether `answer` gives the reference answer (None without a reference). Numbers: the final number given (a
-    decimal comma read as one in German, Spanish and French text); yes/no: the decision given (`decision`); JSON:
-    the first object, compared as data; text: the reference's words in order."""
+    """Whether `answer` gives the reference answer (None without a reference). An evasion or a refusal is wrong, and
+    a list is read by its items. Numbers: the number given (`answered_number`: the last not denied nor restated from
+    the question; in words where there is no numeral; a decimal comma read as one in German, Spanish and French
+    text); yes/no: the decision given (`decision`, with the question's restatements); JSON: the first object,
+    compared as data; text: the reference's words in order, as a claim the answer makes (`names_reference`)."""
     reference = spec.reference
     if reference is None:
         return None
-    if EVASIONS.search(answer) or refuses(answer):
+    if as_list(answer):  # "1. compass\n2. spinach": the items, not the markers' numbers
+        answer = LIST_MARKER.sub("", answer)
+    if evades(answer) or refuses(answer):
         return False
     if reference.lstrip().startswith("{"):
         return same_json(answer, reference)
     expected_decision = yes_no_reference(reference)
     if expected_decision is not None:
-        return decision(answer) is expected_decision
-    part = final_answer(answer)
+        return decision(answer, prompt_text) is expected_decision
     reference_numbers = NUMBER.findall(numeric_text(reference))
+    asked = language(prompt_text)
+    if reference_numbers and not NUMBER.search(numeric_text(answer)):  # "'noodle' has six letters."
+        answer = spelled_out(answer, language(answer) or asked)
+    part = final_answer(answer)
     if reference_numbers:
-        asked = language(prompt_text)
         source = numeric_text(part) if NUMBER.search(numeric_text(part)) else numeric_text(answer)
-        given = list(NUMBER.finditer(source))
+        given = answered_number(source, numeric_text(prompt_text))
         expected = as_number(reference_numbers[-1], (language(reference) or asked) in COMMA_DECIMAL)
-        got = as_number(given[-1].group(), (language(answer) or asked) in COMMA_DECIMAL) if given else None
+        got = as_number(given.group(), (language(answer) or asked) in COMMA_DECIMAL) if given else None
         if expected is None or got is None or abs(expected - got) > NUMBER_TOLERANCE * max(1.0, abs(expected)):
             return False
-        return gives_unit(answer, source, given[-1], reference, prompt_text)
+        return gives_unit(answer, source, given, reference, prompt_text)
     if part is not answer:  # "... The answer is X.": X decides
-        return names(part, reference)
+        return names(part if DENIAL.search(normalise(reference)) else asserted(part), reference)
     return names_reference(answer, reference, prompt_text)
+
+
+# A preposition that makes the number after it a circumstance, not the result: "51 croissants in 3 hours"
+CIRCUMSTANCE = regex.compile(
+    r"\b(?:in|after|for|within|over|from|of|per|every|each|nach|für|von|pro|je|en|después de|por|cada|après|pour|par)"
+    r"\s+$",
+    regex.IGNORECASE,
+)
+
+
+# Words that deny the number after them: "44 meters, not 105 square meters"
+DENIED = regex.compile(r"(?:\bnot|n't|\brather than|\binstead of|\bnicht|\bstatt|\bpas)\s+$", regex.IGNORECASE)
+
+
+def answered_number(source: str, prompt_text: str) -> regex.Match[str] | None:
+    """The number `source` (an answer, or its checked part) gives: its last that it does not deny ("44, not 105"),
+    unless that repeats a number of the question as the question says it, after a preposition or before the same
+    word ("It makes 51 croissants in 3 hours.", "It takes 14 days to read 308 pages." to "...a 308-page book?"): then
+    the one before it. None when it denies every number it says ("It is not 105.")."""
+    given = [n for n in NUMBER.finditer(source) if not DENIED.search(source[: n.start()])]
+    asked = {}
+    for number in NUMBER.finditer(prompt_text):
+        following = words(prompt_text[number.end() :][:40])
+        asked.setdefault(number.group(), set()).add(following[0].casefold()[:4] if following else "")
+    while len(given) > 1 and (last := given[-1]).group() in asked:
+        following = words(source[last.end() :][:40])
+        same_word = bool(following) and following[0].casefold()[:4] in asked[last.group()]
+        if not (same_word or CIRCUMSTANCE.search(source[: last.start()])):
+            break
+        given.pop()
+    return given[-1] if given else None
+
+
+# Numbers written as words, where an answer gives no numeral: English in full ("one hundred and five", "fifty-one",
+# "once"), German, Spanish and French up to twelve.
+NUMBER_WORDS = {
+    "en": "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen",
+    "de": "null eins zwei drei vier fünf sechs sieben acht neun zehn elf zwölf",
+    "es": "cero uno dos tres cuatro cinco seis siete ocho nueve diez once doce",
+    "fr": "zéro un deux trois quatre cinq six sept huit neuf dix onze douze",
+}
+TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+ENGLISH_TENS = {w: 10 * (i + 2) for i, w in enumerate(TENS)}
+ENGLISH_TIMES = {"once": 1, "twice": 2}
+
+
+def spelled_out(text: str, lang: str | None) -> str:
+    """`text` with its numbers written as words in digits ("six letters" as "6 letters"), in `lang` (English, then
+    German, Spanish and French, when unknown); English compounds are summed ("one hundred and twenty" as 120)."""
+    if lang not in (None, "en"):
+        return spelled_small(text, lang)
+    units = {w: i for i, w in enumerate(NUMBER_WORDS["en"].split())}
+    values = units | ENGLISH_TENS | {"hundred": 100, "thousand": 1000}
+    word = "(?:" + "|".join(sorted(values, key=len, reverse=True)) + ")"
+    joint = r"(?:[\s-]+|(?<=hundred|thousand)\s+and\s+)"  # "one hundred and five", not "one and two"
+    compound = regex.compile(rf"\b{word}(?:{joint}{word})*\b", regex.IGNORECASE)
+
+    def value(found: regex.Match[str]) -> str:
+        total = current = 0
+        for part in regex.findall(word, found.group(), flags=regex.IGNORECASE):
+            number = values[part.lower()]
+            if number == 1000:
+                total, current = total + max(current, 1) * 1000, 0
+            elif number == 100:
+                current = max(current, 1) * 100
+            else:
+                current += number
+        return str(total + current)
+
+    text = compound.sub(value, text)
+    text = regex.sub(r"\b(once|twice)\b", lambda m: str(ENGLISH_TIMES[m[1].lower()]), text, flags=regex.IGNORECASE)
+    if lang is None:  # a short answer whose language is not told: German, Spanish, French too ("cinco letras")
+        for other in ("de", "es", "fr"):
+            text = spelled_small(text, other)
+    return text
+
+
+def spelled_small(text: str, lang: str) -> str:
+    """`text` with the numbers up to twelve of `lang` (`NUMBER_WORDS`) written in digits."""
+    units = {w: i for i, w in enumerate(NUMBER_WORDS[lang].split())}
+    return regex.sub(r"\b(" + "|".join(units) + r")\b", lambda m: str(units[m[1].lower()]), text, flags=regex.I)
 
 
 def numeric_text(text: str) -> str:
@@ -622,26 +835,56 @@ def contains(text: str, term: str) -> bool:
 
 def names(text: str, reference: str) -> bool:
     """`text` holds the reference, or its name without the word for the kind of feature: a careful person counts
-    "Everest" as naming "Mount Everest" and "Pacific" as naming "the Pacific Ocean"."""
+    "Everest" as naming "Mount Everest" and "Pacific" as naming "the Pacific Ocean". Not as one of two answers
+    offered ("Hanoi or Ho Chi Minh City")."""
     full = normalise(reference)
     name = " ".join(w for w in full.split() if w not in PLACE_KINDS)
-    return contains(text, reference) or (bool(name) and name != full and contains(text, name))
+    said = f" {normalise(text)} "
+    for form in {full, name} - {""}:
+        if f" {form} " in said and not regex.search(rf" (?:or|oder|ou) {form} | {form} (?:or|oder|ou) \w", said):
+            return True
+    return False
+
+
+# What denies or only compares the name after it, up to the clause's end: "Ho Chi Minh City, not Hanoi", "larger than
+# the Pacific", "cloud comes first, before candle"; a "but" ("not Saigon but Hanoi") ends it.
+DENIAL = regex.compile(
+    r"\b(not|rather than|instead of|than|before|nicht|statt|als|pas|plutôt que)\b[^,;:.!?]*?"
+    r"(?=\b(?:but|aber|sondern|mais|pero|sino)\b|[,;:.!?]|$)",
+    regex.IGNORECASE,
+)
+# A sentence that opens denying its subject compares to affirm: "No ocean is larger than the Pacific."
+NONE_OPENS = regex.compile(r"(?:^|[.!?]\s+)(?:no|none|nothing|kein\w*|ningún|ninguna|aucun\w*)\b[^.!?]*$", regex.I)
+
+
+def asserted(text: str) -> str:
+    """`text` without what it denies or only compares (`DENIAL`): the names it asserts."""
+
+    def deny(found: regex.Match[str]) -> str:
+        compares = found.group(1).casefold() in ("than", "als")
+        return found.group() if compares and NONE_OPENS.search(text[: found.start()]) else " "
+
+    return DENIAL.sub(deny, text)
 
 
 def names_reference(answer: str, reference: str, prompt_text: str) -> bool:
     """A free-form answer names the reference as its claim: after a copula of its last sentence ("Portugal is in
     Europe."), or as the subject of a restated prompt ("Hanoi is the capital of Vietnam."), not as the subject of a
-    wrong claim ("The capital city of Hanoi is Hungry.")."""
+    wrong claim ("The capital city of Hanoi is Hungry.") nor where it denies or only compares it ("Ho Chi Minh City,
+    not Hanoi", "Hanoi is not the capital", "the Atlantic is larger than the Pacific": `asserted`)."""
+    claim = (lambda text: text) if DENIAL.search(normalise(reference)) else asserted  # a reference "not X" says "not"
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
     last = sentences[-1] if sentences else answer
     parts = regex.split(COPULAS, last, flags=regex.IGNORECASE)
     if len(parts) == 1:
-        return names(answer, reference)
-    if any(names(part, reference) for part in parts[1:]):  # "The largest ocean is the Pacific Ocean, which is ..."
+        return names(claim(answer), reference)
+    claimed = regex.split(COPULAS, claim(last), flags=regex.IGNORECASE)
+    if any(names(part, reference) for part in claimed[1:]):  # "The largest ocean is the Pacific Ocean, which ..."
         return True
     prompt_words = {w.lower() for w in words(prompt_text)} - STOP_WORDS
-    restates = bool(prompt_words & ({w.lower() for w in words(parts[-1])} - STOP_WORDS))
-    return names(parts[0], reference) and restates
+    said = words(parts[-1])
+    restates = bool(prompt_words & ({w.lower() for w in said} - STOP_WORDS)) and not (said and negates(said[0]))
+    return names(claimed[0], reference) and restates
 
 
 def same_json(answer: str, reference: str) -> bool:
@@ -666,8 +909,8 @@ def same_json(answer: str, reference: str) -> bool:
 
 def does_task(answer: str, prompt: Prompt) -> bool | None:
     """Whether `answer` does what was asked, where that is checkable (None where it is not): declines a harmful
-    request and only that, contains the `must_contain` terms, greets a greeting back, keeps a rewrite's content
-    words."""
+    request and only that, contains the `must_contain` terms, greets a greeting back, rewrites (not hands back) a
+    quoted text keeping its content words, its numbers and its names."""
     spec = prompt.spec
     declined = refuses(answer)
     if spec.decline or declined:
@@ -680,9 +923,16 @@ def does_task(answer: str, prompt: Prompt) -> bool | None:
         return True
     if spec.skill == "rewrite":
         quoted = re.findall(r"[\"“](.+?)[\"”]", prompt.text)
-        content = {w.lower()[:4] for w in words(quoted[-1] if quoted else prompt.text) if w.lower() not in STOP_WORDS}
+        original = quoted[-1] if quoted else prompt.text
+        if quoted and normalise(answer) == normalise(original):  # handed back as it was: not rewritten
+            return False
+        content = {w.lower()[:4] for w in words(original) if w.lower() not in STOP_WORDS}
         content = {w for w in content if len(w) >= 4 or w.isdigit()}
         kept = {w.lower()[:4] for w in words(answer)}
+        # its facts stay: numbers and the names it capitalises past its first word ("Thursday", not "Friday")
+        facts = {w.lower()[:4] for w in words(original)[1:] if w[0].isdigit() or (w[0].isupper() and len(w) > 1)}
+        if not facts <= kept:
+            return False
         return not content or len(content & kept) >= max(1, len(content) // 4)  # a quarter of the content stems
     return None
 
