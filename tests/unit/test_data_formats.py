@@ -263,6 +263,35 @@ def test_hh_rlhf_prompt_text_is_turns_in_prompt_files_and_sft_rows(tmp_path):
     assert load_chat([str(sft)]) == [{"messages": HISTORY + PAIR["chosen"]}]
 
 
+def test_hh_rlhf_prompt_with_a_preamble_reads_the_preamble_as_the_system_turn(tmp_path):
+    """A prompt with text before its HH-RLHF transcript and the open `Assistant:` cue (the system prompt of HH-style
+    sets) was one user turn holding the preamble, the `Human:`/`Assistant:` markers and the cue, in SFT, reward/dpo,
+    kto and generate/eval prompt files. Now the preamble is the system turn and the transcript its turns, the replies
+    read after it as after any HH prompt; markers before the first `Human:` turn are refused naming the field."""
+    from alignkit.evaluate import load_eval_prompts
+    from alignkit.generate import load_prompts
+
+    history = f"Be brief.\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}\n\nAssistant:"
+    prompt = [{"role": "system", "content": "Be brief."}, *HISTORY]
+    rows = [
+        {"prompt": history, "chosen": " 4.", "rejected": " 5."},
+        {"prompt": history, "chosen": f"{history} 4.", "rejected": f"{history} 5."},  # the prompt repeated
+    ]
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    pair = {"prompt": prompt, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    assert load_preferences([str(path)]) == [pair, pair]
+    assert load_prompts(str(path)) == [prompt, prompt]
+    assert [p.messages for p in load_eval_prompts(str(path))] == [prompt, prompt]
+    kto = write_jsonl(tmp_path / "kto.jsonl", [{"prompt": history, "completion": " 4.", "label": True}])
+    assert load_unpaired([str(kto)]) == [{"prompt": prompt, "completion": PAIR["chosen"], "label": True}]
+    sft = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": history, "completion": " 4."}])
+    assert load_chat([str(sft)]) == [{"messages": prompt + PAIR["chosen"]}]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": f"Hi\n\nAssistant: Hello!{history[9:]}", "completion": "4."}])
+    assert load_error(load_chat, bad).startswith(
+        f"{bad}:line 1: field `prompt`: holds an `Assistant:` turn before its first `Human:` turn"
+    )
+
+
 def test_hh_rlhf_transcripts_are_never_trained_as_one_reply(tmp_path):
     """An HH-RLHF `chosen` transcript as an SFT completion trained `Human:`/`Assistant:` markers and the user's turns
     as the assistant's words; a completion repeating its prompt trained the prompt twice. A transcript is now read as
