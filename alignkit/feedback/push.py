@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -13,6 +14,7 @@ from typing import Any
 from alignkit import runs
 from alignkit.data.formats import (
     NO_TOOLS_HERE,
+    Row,
     RowError,
     detect_chat_format,
     message_list,
@@ -26,26 +28,49 @@ from alignkit.feedback import ordering
 from alignkit.feedback.client import connect
 from alignkit.jsonl import prompt_id
 
+logger = logging.getLogger("alignkit")
+
 
 def load_candidates(path: str) -> list[dict[str, Any]]:
     """Rows `{"prompt": [messages], "candidates": [{"text", ...}, ...]}`, validated whole. A candidate's `run` is read
     as a path in a file is (`runs.policy_from_file`: relative to the file's folder where typed by hand; `generate`
     writes it absolute) and recorded absolute with the run's `run_id`, so `feedback pull` finds the run from any
-    folder; one that leads to no run (a name of the user's own) is recorded as written."""
-    rows = convert_all(
-        read_rows(path, "candidates_file"),
-        candidate_row,
-        "rows from `alignkit generate`: {prompt, candidates: [{text}]}",
-    )
+    folder; one that leads to no run (a name of the user's own) is recorded as written, with a warning where it looks
+    like a path (a run path mistyped would label the candidates with no policy)."""
+    file_rows = list(read_rows(path, "candidates_file"))
+    rows = convert_all(file_rows, candidate_row, "rows from `alignkit generate`: {prompt, candidates: [{text}]}")
     policy = runs.policy_reader(path)
 
-    def placed(candidate: dict[str, Any]) -> dict[str, Any]:  # a `run` that names no run found stays as written
-        found = policy({key: candidate[key] for key in ("run", "run_id") if candidate.get(key)})
-        return candidate | found if (Path(found["run"]) / "manifest.json").is_file() else candidate
+    def found(candidate: dict[str, Any]) -> dict[str, Any] | None:  # the run a candidate's `run` leads to, if any
+        named = policy({key: candidate[key] for key in ("run", "run_id") if candidate.get(key)})
+        return named if (Path(named["run"]) / "manifest.json").is_file() else None
 
+    warn_of_paths_to_no_run(file_rows, found)
     for row in rows:
-        row["candidates"] = [placed(c) if c.get("run") else c for c in row["candidates"]]
+        row["candidates"] = [c | (found(c) or {}) if c.get("run") else c for c in row["candidates"]]
     return rows
+
+
+def warn_of_paths_to_no_run(file_rows: list[Row], found: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+    """One warning per `run` value that looks like a path (`runs.looks_like_path`) and leads to no run, naming its
+    first row; a label such as "gpt-4o" is a policy name of the user's own and passes."""
+    missing: dict[str, list[str]] = {}
+    for file_row in file_rows:
+        for i, candidate in enumerate(file_row.data["candidates"]):
+            run = candidate.get("run")
+            if run and runs.looks_like_path(run) and found(candidate) is None:
+                missing.setdefault(run, []).append(f"{file_row.where}: field `candidates[{i}].run`")
+    for run, places in missing.items():
+        more = {1: "", 2: " (and once more in the file)"}.get(
+            len(places), f" (and {len(places) - 1} more times in the file)"
+        )
+        logger.warning(
+            "%s: %r leads to no run from the file's folder or the working directory%s; pushed as written (fix the "
+            "path to label the candidates with their run)",
+            places[0],
+            run,
+            more,
+        )
 
 
 def candidate_row(data: dict[str, Any]) -> dict[str, Any]:

@@ -481,6 +481,38 @@ def test_a_run_path_typed_into_a_candidates_file_is_read_from_the_file_not_from_
         push.load_candidates(str(candidates))
 
 
+def test_a_run_path_in_a_candidates_file_that_leads_to_no_run_is_warned_of_once(sft_run, tmp_path, alignkit_records):
+    """A hand-typed `run` that looks like a path and leads to no run (`runs/sft-typo`) was pushed as written without
+    a word: its records named no policy. One warning per such value names the file, its first row and field and the
+    value; a label of the user's own ("gpt-4o") and a path that leads to the run pass without one."""
+    from alignkit.feedback import push
+
+    shutil.copytree(sft_run.path, tmp_path / "runs" / "sft")
+    candidates = [{"text": "Hi!", "run": "gpt-4o"}, {"text": "Go away.", "run": "runs/sft"}]
+    typo = [{"text": "Hello.", "run": "runs/sft-typo"}, {"text": "Bye.", "run": "./sft"}]
+    path = write_jsonl(
+        tmp_path / "candidates.jsonl",
+        [
+            {"prompt": "Say hi.", "candidates": candidates},
+            {"prompt": "Say bye.", "candidates": [*candidates, *typo]},
+            {"prompt": "Say yes.", "candidates": typo},
+        ],
+    )
+    rows = push.load_candidates(str(path))
+    assert [c["run"] for c in rows[1]["candidates"]] == [
+        "gpt-4o",
+        str(tmp_path / "runs" / "sft"),
+        *[t["run"] for t in typo],
+    ]
+    warnings = [r.getMessage() for r in alignkit_records.records if r.levelname == "WARNING"]
+    said = "leads to no run from the file's folder or the working directory (and once more in the file); pushed as "
+    fix = "written (fix the path to label the candidates with their run)"
+    assert warnings == [
+        f"{path}:line 2: field `candidates[2].run`: 'runs/sft-typo' {said}{fix}",
+        f"{path}:line 2: field `candidates[3].run`: './sft' {said}{fix}",
+    ]
+
+
 def test_records_and_pairs_from_before_runs_had_ids_count_as_the_policy_their_run_path_leads_to(
     sft_run, tmp_path, monkeypatch
 ):
