@@ -382,8 +382,8 @@ def check_files_given_once(cfg: DataConfig) -> None:
 
 def given_validation_paths(cfg: DataConfig) -> list[str]:
     """`data.validation_paths`, else the validation (or test) splits of the save dirs among the data paths that are
-    not trained on themselves."""
-    if cfg.validation_paths or cfg.validation_split <= 0:
+    not trained on themselves (`data.saved_validation`)."""
+    if cfg.validation_paths or cfg.validation_split <= 0 or not cfg.saved_validation:
         return cfg.validation_paths
     return [s for s in map(saved_validation_split, cfg.paths) if s and s not in cfg.paths]
 
