@@ -58,6 +58,9 @@ class DataConfig:
     validation_split: float = 0.1
     max_validation_rows: int | None = 256  # a fraction's cap: every evaluation (each eval_steps) scores each row
     validation_paths: list[str] = field(default_factory=list)  # explicit validation files instead of a split
+    # a save dir's validation/test split beside its training split is the validation rows (false: `validation_split`
+    # of the training rows, as runs started before alignkit read those splits; `--resume` keeps what a run started with)
+    saved_validation: bool = True
     max_rows: int | None = None  # use the first N rows (after validation of the whole file)
     seed: int = 42
     # pretrain: read the text as training goes (datasets' IterableDataset), not into memory; needs trainer.max_steps

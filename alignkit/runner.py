@@ -76,8 +76,9 @@ class Recipe:
     load_rows: Callable[[Any, list[str], data.BadRows], Rows]
     build: Callable[[Plan], Any]  # -> the TRL trainer
     head: str = "causal-lm"  # or lineage.REWARD_HEAD
-    # `data.streaming`: (cfg) -> `data.load_split`'s four values, the training rows a `data.TextStream`
-    load_stream: Callable[[Any], tuple[Any, Rows, list[str], str]] | None = None
+    # `data.streaming`: (cfg, `data.skip_bad_rows`) -> `data.load_split`'s four values, the training rows a
+    # `data.TextStream`
+    load_stream: Callable[[Any, data.BadRows], tuple[Any, Rows, list[str], str]] | None = None
     needs_policy: bool = False  # `--from` a policy is required, and its adapter is continued unless `peft:` is set
     prepare: Callable[[Any], Any] = lambda cfg: cfg  # checks and defaults of cfg before any data loads
     trainer_defaults: Callable[[Plan], dict[str, Any]] = lambda plan: {}  # under the user's `trainer:` keys
@@ -181,12 +182,7 @@ def load_data(recipe: Recipe, cfg: Any, bad_rows: data.BadRows) -> tuple[Any, Ro
             f"config: data.streaming is for `alignkit pretrain`'s text, not {recipe.stage} rows",
             "drop data.streaming (or set it false)",
         )
-    if bad_rows.skip:  # a stream is read again pass after pass: it would have to leave out the same rows each time
-        raise AlignkitError(
-            "config: data.skip_bad_rows is not available with data.streaming",
-            "fix or drop the failing rows, or read the corpus into memory (drop data.streaming)",
-        )
-    return recipe.load_stream(cfg)
+    return recipe.load_stream(cfg, bad_rows)
 
 
 @contextlib.contextmanager

@@ -664,6 +664,12 @@ def policy_from_file(entry: str | dict[str, Any], folder: Path) -> dict[str, Any
     return with_run_id(named | {"run": str(found.resolve())})
 
 
+def looks_like_path(run: str) -> bool:
+    """Whether a policy's `run` as a data file gives it is meant as a run path (`runs/sft`, `./sft`, `~/runs/sft`)
+    rather than a label of the user's own ("gpt-4o", "embedded")."""
+    return "/" in run or "\\" in run or run.startswith((".", "~"))
+
+
 def policy_reader(data_path: str) -> Callable[[str | dict[str, Any]], dict[str, Any]]:
     """`policy_from_file` for the policies a data file at `data_path` names (a pairs file's `candidates_from`, a
     candidates file's `run`), from the file's folder; each distinct one read once (a file's rows name a few)."""

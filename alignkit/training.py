@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from transformers import ProgressCallback, TrainerCallback
 from transformers.trainer_utils import has_length
 
@@ -37,12 +38,15 @@ class ResumeChanges:
     trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
     data: dict[str, str] = dataclasses.field(default_factory=dict)  # old path -> new path
     base: str | None = None
+    data_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # `data:` keys its config.yaml lacked
 
     def record(self) -> None:
         if self.run is None or not distributed.is_main():
             return
         if self.data:
             self.run.update_data_paths(self.data)
+        if self.data_options:
+            self.run.update_config("data", self.data_options)
         if self.base:
             self.run.update_base_path(self.base)
         if self.trainer:  # so that `--config RUN/config.yaml` trains what this run trains
@@ -58,6 +62,7 @@ def resolve_resume(stage: str, cfg: Any) -> tuple[Any, ResumeChanges]:
     resumed = load_config(type(cfg), run.path / "config.yaml", values={"resume": True, "out": str(run.path)})
     changes = ResumeChanges(run)
     resumed = relocated_base(cfg, relocated_data(cfg, resumed, run, changes), run, changes)
+    resumed = validation_as_started(resumed, run, changes)
     check_resume_settings(cfg, resumed)
     defaults = type(cfg)().trainer
     for key in RESUME_LENGTH_KEYS:  # a resumed run may be given a new length; the stage's default is none given
@@ -66,6 +71,21 @@ def resolve_resume(stage: str, cfg: Any) -> tuple[Any, ResumeChanges]:
             resumed.trainer[key] = changes.trainer[key] = given
     check_not_past(run, changes.trainer.get("max_steps"))
     return resumed, changes
+
+
+def validation_as_started(resumed: Any, run: runs.Run, changes: ResumeChanges) -> Any:
+    """`resumed` with the validation rows its run started with, where its config.yaml predates a `data:` key whose
+    default now picks others: a save dir's held-out split (`data.saved_validation`: taken only where the manifest's
+    `validation` records one) and the cap on a fractional split (`data.max_validation_rows`: none then). Recorded in
+    config.yaml (`changes`), so `--config RUN/config.yaml` splits as the run did."""
+    recorded = (yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) or {}).get("data") or {}
+    started: dict[str, Any] = {}
+    if "saved_validation" not in recorded:
+        started["saved_validation"] = str(run.manifest.get("validation", "")).startswith("saved split")
+    if "max_validation_rows" not in recorded:
+        started["max_validation_rows"] = None
+    changes.data_options = started
+    return dataclasses.replace(resumed, data=dataclasses.replace(resumed.data, **started)) if started else resumed
 
 
 def check_not_past(run: runs.Run, max_steps: int | None) -> None:

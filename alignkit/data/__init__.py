@@ -382,8 +382,8 @@ def check_files_given_once(cfg: DataConfig) -> None:
 
 def given_validation_paths(cfg: DataConfig) -> list[str]:
     """`data.validation_paths`, else the validation (or test) splits of the save dirs among the data paths that are
-    not trained on themselves."""
-    if cfg.validation_paths or cfg.validation_split <= 0:
+    not trained on themselves (`data.saved_validation`)."""
+    if cfg.validation_paths or cfg.validation_split <= 0 or not cfg.saved_validation:
         return cfg.validation_paths
     return [s for s in map(saved_validation_split, cfg.paths) if s and s not in cfg.paths]
 
@@ -391,13 +391,16 @@ def given_validation_paths(cfg: DataConfig) -> list[str]:
 @dataclass(frozen=True)
 class TextStream:
     """The training rows of a text corpus read as training goes (`data.streaming`), never held in memory: `paths`
-    read in order, the rows of `held` (validation) left out, the first `max_rows` if set. `len` is their number."""
+    read in order, the rows of `held` (validation) left out, the first `max_rows` if set. `len` is their number.
+    With `skip_bad`, the rows failing the checks are left out as they pass, in every pass (the checks depend on
+    the row alone); row numbers count the rows kept."""
 
     paths: tuple[str, ...]
     field: str  # the column read from data rows (`trainer.dataset_text_field`)
     rows: int  # rows in `paths`, held-out ones included
     held: tuple[tuple[int, int], ...] = ()  # (start, stop) ranges of row numbers across `paths`, from 0
     max_rows: int | None = None
+    skip_bad: bool = False  # `data.skip_bad_rows`
 
     def __len__(self) -> int:
         trained = self.rows - sum(stop - start for start, stop in self.held)
@@ -415,60 +418,73 @@ class TextStream:
 
 def stream_texts(stream: TextStream, column: str) -> Iterator[dict[str, str]]:
     """The generator of `TextStream.dataset`: one pass over its training rows."""
-    for index, row in enumerate(iter_text_rows(stream.paths, stream.field)):
+    for index, row in enumerate(iter_text_rows(stream.paths, stream.field, stream.skip_bad)):
         if not any(start <= index < stop for start, stop in stream.held):
             yield {column: row["text"]}
 
 
-def iter_text_rows(paths: tuple[str, ...] | list[str], field: str) -> Iterator[dict[str, str]]:
+def iter_text_rows(paths: tuple[str, ...] | list[str], field: str, skip_bad: bool = False) -> Iterator[dict[str, str]]:
+    """The text rows of `paths` in order; with `skip_bad`, those that fail `text_row`'s checks are left out (a
+    stream's passes after `count_text_rows`, which counted and reported them)."""
     for path in paths:
         for row in iter_rows(path):
-            yield text_row(row.data, field)
+            try:
+                yield text_row(row.data, field)
+            except RowError:
+                if not skip_bad:
+                    raise
 
 
-def count_text_rows(paths: list[str], field: str) -> list[int]:
-    """Every row of `paths` checked as `load_text` checks it (one line naming the first bad row), one at a time: the
-    rows of each file, in order."""
+def count_text_rows(paths: list[str], field: str, bad_rows: BadRows | None = None) -> list[int]:
+    """Every row of `paths` checked as `load_text` checks it (one line naming the first bad row; with
+    `bad_rows.skip`, those failing left out and counted per data file, as `load_text` does), one at a time: the rows
+    kept of each file, in order."""
     counts: dict[str, int] = {}
+    source = [""]  # the file of the row being checked: a folder's rows come from several
 
-    def counted(rows: Iterator[Row]) -> Iterator[Row]:
+    def read(rows: Iterator[Row]) -> Iterator[Row]:
         for row in rows:
-            counts[row.source] = counts.get(row.source, 0) + 1
+            source[0] = row.source
             yield row
 
     for path in paths:
-        before = sum(counts.values())
+        read_any = False
         for _ in converted_rows(
-            counted(iter_rows(path)), lambda row: text_row(row, field), text_expected(field, "data.paths")
+            read(iter_rows(path)), lambda row: text_row(row, field), text_expected(field, "data.paths"), bad_rows, path
         ):
-            pass
-        if sum(counts.values()) == before:
+            counts[source[0]] = counts.get(source[0], 0) + 1
+            read_any = True
+        if not read_any:
             raise AlignkitError(f"{path}: no rows (the file is empty)", "add at least one example")
     return list(counts.values())
 
 
-def stream_text_split(cfg: DataConfig, field: str) -> tuple[TextStream, Rows, list[str], str]:
+def stream_text_split(
+    cfg: DataConfig, field: str, bad_rows: BadRows | None = None
+) -> tuple[TextStream, Rows, list[str], str]:
     """`load_split` for a text corpus that trains as it is read (`data.streaming`): each file checked and its rows
     counted in one pass, then the validation rows, the only ones held in memory: validation files, else whole
-    files or a block of one (`held_out_documents`, files as documents). The training rows: a `TextStream`."""
+    files or a block of one (`held_out_documents`, files as documents). The training rows: a `TextStream`.
+    `bad_rows`: as `load_text`'s; skipped rows are left out of every pass of the stream."""
     check_split_settings(cfg)
-    sizes = count_text_rows(cfg.paths, field)
+    skip_bad = bad_rows is not None and bad_rows.skip
+    sizes = count_text_rows(cfg.paths, field, bad_rows)
     total, held, source = sum(sizes), [], "none"
     validation_paths = given_validation_paths(cfg)
     if validation_paths:
-        eval_rows = [{"text": row["text"]} for row in load_text(validation_paths, field=field)]
+        eval_rows = [{"text": row["text"]} for row in load_text(validation_paths, field=field, bad_rows=bad_rows)]
         source = f"{'files' if cfg.validation_paths else 'saved split'}: {', '.join(validation_paths)}"
     elif cfg.validation_split > 0 and total >= 2:
         cap = cfg.max_validation_rows if cfg.validation_split < 1 else None
         held = held_out_documents(sizes, validation_target(total, cfg.validation_split, cap), cfg.seed)
         wanted = {i for start, stop in held for i in range(start, stop)}
         last = max(stop for _, stop in held)
-        rows = itertools.islice(iter_text_rows(cfg.paths, field), last)
+        rows = itertools.islice(iter_text_rows(cfg.paths, field, skip_bad), last)
         eval_rows = [{"text": row["text"]} for i, row in enumerate(rows) if i in wanted]
         starts = list(itertools.accumulate(sizes, initial=0))
         kind = held_out_kind(len(set(held) & set(itertools.pairwise(starts))), len(sizes))
         source = f"{kind}: {len(eval_rows)} of {total} rows ({asked(cfg.validation_split, cap)}, seed {cfg.seed})"
     else:
         eval_rows = []
-    stream = TextStream(tuple(cfg.paths), field, total, tuple(held), cfg.max_rows)
+    stream = TextStream(tuple(cfg.paths), field, total, tuple(held), cfg.max_rows, skip_bad)
     return stream, eval_rows, [*cfg.paths, *validation_paths], source

@@ -11,7 +11,8 @@ Chat formats converted to `{"messages": [{"role", "content"}, ...]}`: OpenAI mes
 `conversations` with role/content), ShareGPT (`conversations` with from/value), Alpaca (`instruction`, `input`,
 `output`; Dolly's `context`/`response`; LLaMA-Factory's `history` of earlier [instruction, response] pairs),
 prompt/completion (strings or message lists; `response` is accepted for `completion`; a `prompt` in HH-RLHF
-`Human:`/`Assistant:` text is read as turns). A `system` column, in any of them, becomes the first (system) turn.
+`Human:`/`Assistant:` text is read as turns, a preamble before its first `Human:` turn the system turn). A `system`
+column, in any of them, becomes the first (system) turn.
 A `"weight": 0` on an assistant turn (OpenAI messages, ShareGPT as axolotl reads it) stays on it in SFT rows: the turn
 is context, not trained.
 
@@ -1049,9 +1050,24 @@ def is_hh_text(value: Any) -> bool:
 
 
 def is_hh_prompt(value: Any) -> bool:
-    """Whether a prompt string is HH-RLHF text: `is_hh_text`, or a single turn in HH's own form (`\\n\\nHuman: ...`,
-    its leading blank line and all; a plain prompt may start "Human:")."""
-    return is_hh_text(value) or (isinstance(value, str) and value.startswith("\n\nHuman:"))
+    """Whether a prompt string is HH-RLHF text: `is_hh_text`, a single turn in HH's own form (`\\n\\nHuman: ...`,
+    its leading blank line and all; a plain prompt may start "Human:"), or a transcript after a preamble
+    (`hh_preamble`)."""
+    return (
+        is_hh_text(value) or (isinstance(value, str) and value.startswith("\n\nHuman:")) or bool(hh_preamble(value)[0])
+    )
+
+
+def hh_preamble(value: Any) -> tuple[str, Any]:
+    """An HH-RLHF prompt's preamble and its transcript: text before the first `\\n\\nHuman:` turn of a prompt ending
+    in the open `Assistant:` cue is what HH-style sets (and Anthropic's text-completion format) hold as the system
+    prompt. ("", `value`) for any other value: markers after a user's own words with no open cue are a chat quoted
+    in the user's text ("Summarise this chat: ...")."""
+    if not isinstance(value, str) or value.lstrip().startswith("Human:") or not HH_OPEN_CUE.search(value):
+        return "", value
+    at = value.find("\n\nHuman:")
+    preamble = value[:at].strip() if at > 0 else ""
+    return (preamble, value[at:]) if preamble else ("", value)
 
 
 def hh_turns(text: str, key: str) -> list[dict[str, Any]]:
@@ -1066,11 +1082,15 @@ def hh_turns(text: str, key: str) -> list[dict[str, Any]]:
 
 
 def hh_prompt(text: str, key: str) -> list[dict[str, Any]]:
-    """A prompt in HH-RLHF text (Nectar, Dahoas/rm-static) as messages, its open `Assistant:` cue dropped."""
-    turns = hh_turns(text, key)
+    """A prompt in HH-RLHF text (Nectar, Dahoas/rm-static) as messages, its open `Assistant:` cue dropped and its
+    preamble, if any, the system turn."""
+    preamble, transcript = hh_preamble(text)
+    if HH_TURN_INSIDE.search(preamble):
+        raise RowError(key, "holds an `Assistant:` turn before its first `Human:` turn; start the transcript there")
+    turns = hh_turns(transcript, key)
     if turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
         turns.pop()
-    return turns
+    return [{"role": "system", "content": preamble}, *turns] if preamble else turns
 
 
 def text_field(data: dict[str, Any], key: str) -> str:

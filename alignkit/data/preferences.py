@@ -44,6 +44,7 @@ from alignkit.data.formats import (
     RowError,
     alpaca_prompt,
     detect_chat_format,
+    hh_preamble,
     hh_turns,
     is_hh_prompt,
     is_hh_text,
@@ -253,14 +254,18 @@ def reply_object(data: dict[str, Any], key: str) -> Messages:
 
 
 def is_hh_row(data: dict[str, Any], *keys: str | None) -> bool:
-    """Whether any of the row's `keys` (the prompt and the replies) is Anthropic HH-RLHF text."""
-    return any(key is not None and is_hh_text(data.get(key)) for key in keys)
+    """Whether any of the row's `keys` (the prompt, after any preamble, and the replies) is Anthropic HH-RLHF text."""
+    return any(key is not None and is_hh_text(hh_preamble(data.get(key))[1]) for key in keys)
 
 
 def hh_transcript(data: dict[str, Any], key: str, prompt_key: str | None) -> str:
-    """`key` as a whole HH-RLHF transcript: itself, or (Dahoas/rm-static rows) the HH prompt it continues."""
+    """`key` as a whole HH-RLHF transcript: itself, or (Dahoas/rm-static rows) the HH prompt it continues; the
+    prompt's preamble (its system turn) left out, as a transcript has no system turns."""
     text = text_field(data, key)
-    prompt = data.get(prompt_key) if prompt_key else None
+    given = data.get(prompt_key) if prompt_key else None
+    preamble, prompt = hh_preamble(given)
+    if preamble and text.startswith(given):  # the prompt repeated, preamble and all, then the reply
+        text = text[len(given) - len(prompt) :]
     if not is_hh_text(prompt) or is_hh_text(text):
         return text
     open_cue = HH_OPEN_CUE.search(prompt) or text.lstrip().startswith("Assistant:")
@@ -302,6 +307,8 @@ def reply_turns(data: dict[str, Any], key: str, prompt_key: str | None, prompt: 
         turns = hh_turns(hh_transcript(data, key, prompt_key), key)
     else:
         return [{"role": "assistant", "content": reply_field(data, key)}], 0
+    if hh and prompt and prompt[0]["role"] == "system":  # an HH transcript has no system turn to repeat
+        prompt = prompt[1:]
     offset = len(prompt) if prompt and len(turns) > len(prompt) and same_turns(turns[: len(prompt)], prompt) else 0
     return turns[offset:], offset
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -26,26 +27,63 @@ from alignkit.feedback import ordering
 from alignkit.feedback.client import connect
 from alignkit.jsonl import prompt_id
 
+logger = logging.getLogger("alignkit")
+
 
 def load_candidates(path: str) -> list[dict[str, Any]]:
     """Rows `{"prompt": [messages], "candidates": [{"text", ...}, ...]}`, validated whole. A candidate's `run` is read
     as a path in a file is (`runs.policy_from_file`: relative to the file's folder where typed by hand; `generate`
     writes it absolute) and recorded absolute with the run's `run_id`, so `feedback pull` finds the run from any
-    folder; one that leads to no run (a name of the user's own) is recorded as written."""
-    rows = convert_all(
-        read_rows(path, "candidates_file"),
-        candidate_row,
-        "rows from `alignkit generate`: {prompt, candidates: [{text}]}",
-    )
+    folder; one that leads to no run (a name of the user's own) is recorded as written, with a warning where it looks
+    like a path (`warn_of_paths_to_no_run`)."""
+    file_rows = list(read_rows(path, "candidates_file"))
+    rows = convert_all(file_rows, candidate_row, "rows from `alignkit generate`: {prompt, candidates: [{text}]}")
+    found = policy_finder(path)
+    named = [
+        (row.where, f"candidates[{i}].run", candidate)
+        for row in file_rows
+        for i, candidate in enumerate(row.data["candidates"])
+        if candidate.get("run")
+    ]
+    warn_of_paths_to_no_run(named, found)
+    for row in rows:
+        row["candidates"] = [c | (found(c) or {}) if c.get("run") else c for c in row["candidates"]]
+    return rows
+
+
+def policy_finder(path: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """For the data file at `path`: the run (absolute `run`, its `run_id`) that an entry's `run` (and `run_id`) leads
+    to, read as `runs.policy_reader` reads a file's paths, or None where it leads to no run."""
     policy = runs.policy_reader(path)
 
-    def placed(candidate: dict[str, Any]) -> dict[str, Any]:  # a `run` that names no run found stays as written
-        found = policy({key: candidate[key] for key in ("run", "run_id") if candidate.get(key)})
-        return candidate | found if (Path(found["run"]) / "manifest.json").is_file() else candidate
+    def found(entry: dict[str, Any]) -> dict[str, Any] | None:
+        named = policy({key: entry[key] for key in ("run", "run_id") if entry.get(key)})
+        return named if (Path(named["run"]) / "manifest.json").is_file() else None
 
-    for row in rows:
-        row["candidates"] = [placed(c) if c.get("run") else c for c in row["candidates"]]
-    return rows
+    return found
+
+
+def warn_of_paths_to_no_run(
+    named: list[tuple[str, str, dict[str, Any]]], found: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> None:
+    """One warning per `run` value that looks like a path (`runs.looks_like_path`) and leads to no run (a run path
+    mistyped would label the rows with no policy), naming its first row and field; a label such as "gpt-4o" is a
+    policy name of the user's own and passes. `named`: (row's place, field, the entry holding `run`)."""
+    missing: dict[str, list[str]] = {}
+    for where, field, entry in named:
+        if runs.looks_like_path(entry["run"]) and found(entry) is None:
+            missing.setdefault(entry["run"], []).append(f"{where}: field `{field}`")
+    for run, places in missing.items():
+        more = {1: "", 2: " (and once more in the file)"}.get(
+            len(places), f" (and {len(places) - 1} more times in the file)"
+        )
+        logger.warning(
+            "%s: %r leads to no run from the file's folder or the working directory%s; pushed as written (fix the "
+            "path to label the rows with their run)",
+            places[0],
+            run,
+            more,
+        )
 
 
 def candidate_row(data: dict[str, Any]) -> dict[str, Any]:
@@ -264,15 +302,35 @@ def record_sources(metadata: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def load_reviewable(path: str) -> list[dict[str, Any]]:
-    """Chat rows ending with an assistant turn (e.g. from `alignkit synth`), each with any `synth` provenance."""
-    return convert_all(read_rows(path), reviewable_row, "chat rows that end with an assistant turn")
+    """Chat rows ending with an assistant turn (e.g. from `alignkit synth`), each with any `synth` provenance, its
+    `run` read as a candidates file's is (`load_candidates`): from the file's folder, recorded absolute with the run's
+    `run_id` where it leads to a run."""
+    file_rows = list(read_rows(path))
+    rows = convert_all(file_rows, reviewable_row, "chat rows that end with an assistant turn")
+    found = policy_finder(path)
+    named = [(row.where, "synth.run", row.data["synth"]) for row in file_rows if row.data.get("synth", {}).get("run")]
+    warn_of_paths_to_no_run(named, found)
+    for row in rows:
+        if row.get("synth", {}).get("run"):
+            row["synth"] = row["synth"] | (found(row["synth"]) or {})
+    return rows
 
 
 def reviewable_row(data: dict[str, Any]) -> dict[str, Any]:
     messages = to_messages(data, detect_chat_format(data))
     if messages[-1]["role"] != "assistant":
         raise RowError("messages", "expected the conversation to end with the assistant response to review")
-    return {"messages": messages, **({"synth": data["synth"]} if "synth" in data else {})}
+    synth = data.get("synth")
+    if synth is None:
+        return {"messages": messages}
+    if not isinstance(synth, dict):
+        raise RowError(
+            "synth", f"expected an object (the provenance `alignkit synth` writes), got {type(synth).__name__}"
+        )
+    for key in ("run", "run_id"):
+        if synth.get(key) is not None and not isinstance(synth[key], str):
+            raise RowError(f"synth.{key}", f"expected a string, got {type(synth[key]).__name__}")
+    return {"messages": messages, "synth": synth}
 
 
 def review_records(rows: list[dict[str, Any]]) -> list[Any]:

@@ -61,7 +61,7 @@ RECIPE = runner.Recipe(
     "pretrain",
     classes=training.sft_classes,
     load_rows=lambda cfg, paths, bad_rows=None: data.load_text(paths, "data.paths", text_column(cfg.trainer), bad_rows),
-    load_stream=lambda cfg: data.stream_text_split(cfg.data, field=text_column(cfg.trainer)),
+    load_stream=lambda cfg, bad_rows: data.stream_text_split(cfg.data, text_column(cfg.trainer), bad_rows),
     check=check_streaming,
     build=trainer_on_text,
     final_metrics=perplexities,

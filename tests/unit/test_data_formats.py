@@ -263,6 +263,35 @@ def test_hh_rlhf_prompt_text_is_turns_in_prompt_files_and_sft_rows(tmp_path):
     assert load_chat([str(sft)]) == [{"messages": HISTORY + PAIR["chosen"]}]
 
 
+def test_hh_rlhf_prompt_with_a_preamble_reads_the_preamble_as_the_system_turn(tmp_path):
+    """A prompt with text before its HH-RLHF transcript and the open `Assistant:` cue (the system prompt of HH-style
+    sets) was one user turn holding the preamble, the `Human:`/`Assistant:` markers and the cue, in SFT, reward/dpo,
+    kto and generate/eval prompt files. Now the preamble is the system turn and the transcript its turns, the replies
+    read after it as after any HH prompt; markers before the first `Human:` turn are refused naming the field."""
+    from alignkit.evaluate import load_eval_prompts
+    from alignkit.generate import load_prompts
+
+    history = f"Be brief.\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}\n\nAssistant:"
+    prompt = [{"role": "system", "content": "Be brief."}, *HISTORY]
+    rows = [
+        {"prompt": history, "chosen": " 4.", "rejected": " 5."},
+        {"prompt": history, "chosen": f"{history} 4.", "rejected": f"{history} 5."},  # the prompt repeated
+    ]
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    pair = {"prompt": prompt, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    assert load_preferences([str(path)]) == [pair, pair]
+    assert load_prompts(str(path)) == [prompt, prompt]
+    assert [p.messages for p in load_eval_prompts(str(path))] == [prompt, prompt]
+    kto = write_jsonl(tmp_path / "kto.jsonl", [{"prompt": history, "completion": " 4.", "label": True}])
+    assert load_unpaired([str(kto)]) == [{"prompt": prompt, "completion": PAIR["chosen"], "label": True}]
+    sft = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": history, "completion": " 4."}])
+    assert load_chat([str(sft)]) == [{"messages": prompt + PAIR["chosen"]}]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": f"Hi\n\nAssistant: Hello!{history[9:]}", "completion": "4."}])
+    assert load_error(load_chat, bad).startswith(
+        f"{bad}:line 1: field `prompt`: holds an `Assistant:` turn before its first `Human:` turn"
+    )
+
+
 def test_hh_rlhf_transcripts_are_never_trained_as_one_reply(tmp_path):
     """An HH-RLHF `chosen` transcript as an SFT completion trained `Human:`/`Assistant:` markers and the user's turns
     as the assistant's words; a completion repeating its prompt trained the prompt twice. A transcript is now read as
@@ -1410,8 +1439,8 @@ def test_a_bad_training_row_is_refused_naming_skip_bad_rows_and_a_prompt_file_wi
 
 
 def test_skip_bad_rows_still_refuses_a_file_with_no_good_row_and_file_level_problems(tmp_path):
-    """Nothing to train on, or a file that cannot be read, is refused in one line whatever the option says; a
-    streamed corpus does not skip."""
+    """Nothing to train on, or a file that cannot be read, is refused in one line whatever the option says, in a
+    streamed corpus too."""
     from alignkit.data import BadRows
 
     all_bad = write_jsonl(tmp_path / "all-bad.jsonl", [HH_WITH_BAD_ROWS[1], HH_WITH_BAD_ROWS[4]])
@@ -1432,9 +1461,9 @@ def test_skip_bad_rows_still_refuses_a_file_with_no_good_row_and_file_level_prob
     twice = write_jsonl(tmp_path / "twice.jsonl", [pulled, pulled])
     with pytest.raises(AlignkitError, match="pulled pairs given twice"):
         load_preferences([str(twice)], BadRows(skip=True))
-    # a stream is read pass after pass: it does not skip, and says so before any run dir exists
+    # a stream skips failing rows as they pass, not a file it cannot read: refused before any run dir exists
     streamed = {"paths": [str(broken)], "streaming": True, "skip_bad_rows": True}
-    with pytest.raises(AlignkitError, match=r"data\.skip_bad_rows is not available with data\.streaming"):
+    with pytest.raises(AlignkitError, match=f"{broken}:line 2: not valid JSON"):
         alignkit.pretrain(data=streamed, trainer={"max_steps": 1}, out=str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 

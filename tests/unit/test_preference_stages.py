@@ -481,6 +481,77 @@ def test_a_run_path_typed_into_a_candidates_file_is_read_from_the_file_not_from_
         push.load_candidates(str(candidates))
 
 
+def test_a_run_path_in_a_candidates_file_that_leads_to_no_run_is_warned_of_once(sft_run, tmp_path, alignkit_records):
+    """A hand-typed `run` that looks like a path and leads to no run (`runs/sft-typo`) was pushed as written without
+    a word: its records named no policy. One warning per such value names the file, its first row and field and the
+    value; a label of the user's own ("gpt-4o") and a path that leads to the run pass without one."""
+    from alignkit.feedback import push
+
+    shutil.copytree(sft_run.path, tmp_path / "runs" / "sft")
+    candidates = [{"text": "Hi!", "run": "gpt-4o"}, {"text": "Go away.", "run": "runs/sft"}]
+    typo = [{"text": "Hello.", "run": "runs/sft-typo"}, {"text": "Bye.", "run": "./sft"}]
+    path = write_jsonl(
+        tmp_path / "candidates.jsonl",
+        [
+            {"prompt": "Say hi.", "candidates": candidates},
+            {"prompt": "Say bye.", "candidates": [*candidates, *typo]},
+            {"prompt": "Say yes.", "candidates": typo},
+        ],
+    )
+    rows = push.load_candidates(str(path))
+    assert [c["run"] for c in rows[1]["candidates"]] == [
+        "gpt-4o",
+        str(tmp_path / "runs" / "sft"),
+        *[t["run"] for t in typo],
+    ]
+    warnings = [r.getMessage() for r in alignkit_records.records if r.levelname == "WARNING"]
+    said = "leads to no run from the file's folder or the working directory (and once more in the file); pushed as "
+    fix = "written (fix the path to label the rows with their run)"
+    assert warnings == [
+        f"{path}:line 2: field `candidates[2].run`: 'runs/sft-typo' {said}{fix}",
+        f"{path}:line 2: field `candidates[3].run`: './sft' {said}{fix}",
+    ]
+
+
+def test_a_run_path_in_synth_rows_pushed_for_review_is_read_from_the_file_as_a_candidates_files_is(
+    sft_run, tmp_path, monkeypatch, alignkit_records
+):
+    """Rows of `alignkit synth` pushed for review kept their `synth.run` as written: a relative path (typed, or the
+    file's runs/ copied beside it) went into the record as is, to be read later from wherever `feedback pull-review`
+    runs. It is read from the file's folder and recorded absolute with the run's id, as candidates files' runs are;
+    a path that leads to no run is pushed as written with one warning naming the row and field."""
+    from alignkit.feedback import push
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    shutil.copytree(sft_run.path, project / "runs" / "sft")
+    elsewhere.mkdir()
+    (project / "data").mkdir()
+    synth = {"seed_ids": ["s1"], "model": "embedded", "round": 1}
+    conversation = [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}]
+    other = [{"role": "user", "content": "Say bye."}, {"role": "assistant", "content": "Bye."}]
+    path = write_jsonl(
+        project / "data" / "synth.jsonl",
+        [
+            {"messages": conversation, "synth": synth | {"run": "../runs/sft"}},
+            {"messages": other, "synth": synth | {"run": "../runs/sft-typo"}},
+        ],
+    )
+    monkeypatch.chdir(elsewhere)
+    rows = push.load_reviewable(str(path))
+    assert rows[0]["synth"] == synth | {"run": str(project / "runs" / "sft"), "run_id": sft_run.manifest["id"]}
+    assert rows[1]["synth"] == synth | {"run": "../runs/sft-typo"}
+    (record, _) = push.review_records(rows)
+    assert json.loads(record.metadata["row"])["synth"]["run"] == str(project / "runs" / "sft")
+    warnings = [r.getMessage() for r in alignkit_records.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"{path}:line 2: field `synth.run`: '../runs/sft-typo' leads to no run from the file's folder or the working "
+        "directory; pushed as written (fix the path to label the rows with their run)"
+    ]
+    write_jsonl(path, [{"messages": conversation, "synth": synth | {"run": 3}}])
+    with pytest.raises(AlignkitError, match=r"synth\.jsonl:line 1: field `synth\.run`: expected a string, got int"):
+        push.load_reviewable(str(path))
+
+
 def test_records_and_pairs_from_before_runs_had_ids_count_as_the_policy_their_run_path_leads_to(
     sft_run, tmp_path, monkeypatch
 ):

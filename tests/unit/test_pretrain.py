@@ -166,6 +166,42 @@ def test_a_streamed_corpus_trains_the_packed_rows_of_the_in_memory_run_with_the_
     assert "data.streaming needs trainer.max_steps" in result.stderr and not (tmp_path / "no-steps").exists()
 
 
+def test_a_streamed_corpus_skips_its_bad_rows_in_every_pass_as_if_they_were_not_there(
+    tmp_path, tiny_model, alignkit_records
+):
+    """`data.skip_bad_rows` with `data.streaming` was refused: a stream is read pass after pass. The checks depend on
+    the row alone, so each pass leaves out the same rows: counted per file as they pass the first time (one warning,
+    the manifest's `skipped_rows`), the run holds out and trains, pass after pass, what a corpus without them does."""
+    from tests.conftest import run_capturing_trainer
+
+    paragraphs = domain_paragraphs()[:24]
+    bad = [{"txt": "a misnamed column"}, {"text": ""}]
+    dirty, clean = tmp_path / "dirty", tmp_path / "clean"
+    for folder in (dirty, clean):
+        folder.mkdir()
+    for number in range(3):
+        rows = [{"text": text} for text in paragraphs[number * 8 : (number + 1) * 8]]
+        write_jsonl(clean / f"part{number}.jsonl", rows)
+        write_jsonl(dirty / f"part{number}.jsonl", [*rows[:3], *bad, *rows[3:]] if number != 1 else rows)
+    sections = {"model": {"name": tiny_model}, "trainer": {"max_steps": 1, "max_length": 64}}
+    runs, trainers = {}, {}
+    for name, folder in (("dirty", dirty), ("clean", clean)):
+        data = {"paths": [str(folder)], "streaming": True, "validation_split": 0.34, "skip_bad_rows": name == "dirty"}
+        runs[name], trainers[name] = run_capturing_trainer(
+            alignkit.pretrain, data=data, out=str(tmp_path / "runs" / name), **sections
+        )
+    assert runs["dirty"].metrics["validation"] == runs["clean"].metrics["validation"]
+    assert runs["dirty"].metrics["validation"].startswith("1 of 3 files held out whole: 8 of 24 rows")
+    assert runs["dirty"].metrics["train_rows"] == runs["clean"].metrics["train_rows"] == 16
+    assert runs["dirty"].metrics["eval_loss_start"] == pytest.approx(runs["clean"].metrics["eval_loss_start"])
+    assert runs["dirty"].manifest["data"][str(dirty)]["skipped_rows"] == 4
+    said = [r.getMessage() for r in alignkit_records.records if "fail the checks" in r.getMessage()]
+    assert said == [f"{dirty}: skipped 4 of 28 rows that fail the checks (first: {dirty}/part0.jsonl:line 4: field "
+                    "`text`: missing; found `txt`, did you mean `text`?)"]  # fmt: skip
+    packed = {name: list(itertools.islice(trainer.train_dataset, 12)) for name, trainer in trainers.items()}
+    assert [row["input_ids"] for row in packed["dirty"]] == [row["input_ids"] for row in packed["clean"]]
+
+
 def test_a_resumed_streamed_run_trains_the_steps_the_uninterrupted_run_trains(tmp_path, tiny_model):
     """transformers resumes a stream by reading again, unused, the batches trained before the checkpoint, counted
     within one pass: past the end of the first pass it found none and stopped the run there. The resumed run's

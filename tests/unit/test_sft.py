@@ -144,6 +144,52 @@ def test_a_save_dir_split_is_picked_as_dir_colon_split_and_a_missing_one_lists_t
     assert len(eval_rows) == 1 and validation.startswith("random split: 1 of 5 rows")
 
 
+def test_a_run_started_before_saved_splits_were_read_resumes_on_the_validation_rows_it_started_with(
+    tmp_path, tiny_model
+):
+    """`--data DIR:train_X` held out a random share of its rows until a save dir's `validation_X`/`test_X` became the
+    validation rows: `--resume` of a run started then silently scored other rows (the saved split), and without the
+    cap its config.yaml does not name, fewer of them. It reads the rows its manifest's `validation` records, and its
+    config.yaml then says so (`data.saved_validation: false`, `data.max_validation_rows: null`)."""
+    import yaml
+
+    from datasets import Dataset, DatasetDict
+
+    saved = tmp_path / "ultrafeedback"
+    splits = {"train_prefs": CHAT_ROWS[:20], "test_prefs": CHAT_ROWS[20:]}
+    DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()}).save_to_disk(str(saved))
+    out = tmp_path / "run"
+    steps = ["--set", "trainer.save_steps=1", "--set", "trainer.eval_steps=1", *TINY_TRAINER]
+    started = run_cli("sft", "--data", f"{saved}:train_prefs", "--model", tiny_model, "--out", str(out),
+                      "--max-steps", "1", *steps)  # fmt: skip
+    assert started.returncode == 0, started.stderr[-2000:]
+    # as a run started then wrote them: a random split recorded, no held-out split among its data, no such keys
+    old_split = DataConfig(paths=[f"{saved}:train_prefs"], saved_validation=False, max_validation_rows=None)
+    _, old_rows, _, old_validation = data.load_split(old_split, data.load_chat)
+    assert old_validation.startswith("random split: 2 of 20 rows")
+    run = runs.Run(out)
+    manifest = run.manifest
+    run.update_manifest(
+        status="interrupted",
+        validation=old_validation,
+        data={f"{saved}:train_prefs": manifest["data"][f"{saved}:train_prefs"]},
+    )
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    for key in ("saved_validation", "max_validation_rows"):
+        config["data"].pop(key, None)
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    resumed_cfg, _ = training.resolve_resume("sft", SFTStageConfig(out=str(out), resume=True))
+    assert data.load_split(resumed_cfg.data, data.load_chat)[1] == old_rows
+
+    resumed = run_cli("sft", "--resume", "--out", str(out), "--max-steps", "2")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = runs.Run(out)
+    assert run.complete and run.metrics["global_step"] == 2
+    assert run.metrics["eval_rows"] == 2 and run.metrics["validation"] == run.manifest["validation"] == old_validation
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["data"]
+    assert recorded["saved_validation"] is False and recorded["max_validation_rows"] is None
+
+
 MULTI_TURN = {
     "messages": [
         {"role": "system", "content": "Be brief."},
