@@ -644,11 +644,11 @@ def expect_object(data: Any, where: str) -> dict[str, Any]:
 
 
 def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
-    """CSV cells that hold message lists are parsed, as JSON or as the Python repr pandas' `to_csv` writes: a
-    `messages`/`conversations` cell always; a prompt, completion, chosen or rejected cell only when it is a list of
-    turns or one turn, so `[INST] ...`, `[2, 3, 5]` or `{"a": 1}` stays text. A cell that looks like turns but parses
-    as neither (numpy's repr of an array of them, from `Dataset.to_pandas().to_csv`) is refused: read as text, the
-    reply would be the repr."""
+    """CSV cells that hold message lists (and a `tools` list) are parsed, as JSON or as the Python repr pandas'
+    `to_csv` writes: a `messages`/`conversations` cell always; a prompt, completion, chosen or rejected cell only
+    when it is a list of turns or one turn, so `[INST] ...`, `[2, 3, 5]` or `{"a": 1}` stays text. A cell that looks
+    like turns but parses as neither (numpy's repr of an array of them, from `Dataset.to_pandas().to_csv`) is
+    refused: read as text, the reply would be the repr."""
     for column in MESSAGE_COLUMNS:
         cell = record.get(column)
         if isinstance(cell, str) and cell.lstrip().startswith("["):
@@ -666,6 +666,10 @@ def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
                 f"{where}: column `{column}` looks like a list of messages but is neither JSON nor a Python list",
                 CSV_TURNS_FIX,
             )
+    tools = record.get("tools")
+    if isinstance(tools, str) and tools.lstrip().startswith("["):
+        value = cell_value(tools)  # JSON, or the repr pandas writes; neither: `tools_field` names the JSON problem
+        record["tools"] = value if isinstance(value, list) else tools
     return record
 
 

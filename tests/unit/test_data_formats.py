@@ -968,6 +968,14 @@ def test_openai_tool_calls_load_the_same_from_jsonl_and_a_save_dir(tmp_path):
     assert load_chat([str(tmp_path / "saved")]) == expected
 
 
+def test_openai_tool_rows_saved_by_pandas_to_csv_load_with_their_tools(tmp_path):
+    """`df.to_csv` writes the `tools` list as its Python repr, as it does the messages: the messages were read, and
+    the row refused for `tools` 'not valid JSON'."""
+    rows = [openai_tool_row(city) for city in CITIES[:2]]
+    pd.DataFrame(rows).to_csv(tmp_path / "tools.csv", index=False)
+    assert load_chat([str(tmp_path / "tools.csv")]) == [canonical_tool_row(city, "call_1") for city in CITIES[:2]]
+
+
 def test_sharegpt_function_call_and_observation_turns_load_as_tool_calls(tmp_path):
     path = write_jsonl(tmp_path / "sharegpt_tools.jsonl", [sharegpt_tool_row("Paris")])
     assert load_chat([str(path)]) == [canonical_tool_row("Paris", None)]
