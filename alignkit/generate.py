@@ -300,7 +300,7 @@ def check_prompt_tools(tokenizer: Any, prompts: Sequence[Prompt], source: str) -
     asked to call functions it is never shown; and no prompt may be one the template refuses (a system message
     under Gemma's: `data.check_template_renders`)."""
     rows = [{"messages": p.messages, "tools": p.tools} for p in prompts]
-    check_tool_template(tokenizer, rows, source)
+    check_tool_template(tokenizer, rows, [source])
     check_template_renders(tokenizer, rows, source)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -75,22 +76,35 @@ def is_pair_without_reply(data: dict[str, Any], fmt: str) -> bool:
     return {"chosen", "rejected"} <= data.keys() and fmt not in ("messages", "sharegpt") and not replies & data.keys()
 
 
-def check_tool_template(tokenizer: Any, rows: list[dict[str, Any]], source: str) -> None:
-    """Refuse chat rows with tools or tool calls (from `source`, named in the error) when the tokenizer's chat
-    template does not render them: training would teach calls to tools the model is never shown. Calls written as
-    text (Hermes rows) need only a template that renders their results' `tool` turns."""
+def check_tool_template(tokenizer: Any, rows: list[dict[str, Any]], sources: list[str]) -> None:
+    """Refuse chat rows with tools or tool calls (from `sources`, the first such row named in the error) when the
+    tokenizer's chat template does not render them: training would teach calls to tools the model is never shown.
+    Calls written as text (Hermes rows) need only a template that renders their results' `tool` turns."""
     if any(shows_tools(row) for row in rows) and not renders_tools(tokenizer):
         raise AlignkitError(
-            f"{source}: rows use tool calls but the model's chat template does not render tools",
+            f"{first_row_where(sources, shows_tools)}: rows use tool calls but the model's chat template does not "
+            "render tools",
             "use a model whose template supports tools",
         )
     if any(has_tool_results(row) for row in rows) and not renders_tool_results(tokenizer):
         raise AlignkitError(
-            f"{source}: rows have `tool` turns (tool results) but the model's chat template does not render a "
-            "`tool` role",
+            f"{first_row_where(sources, has_tool_results)}: rows have `tool` turns (tool results) but the model's chat "
+            "template does not render a `tool` role",
             "use a model whose template has a tool role, or make the results user turns "
             '(ShareGPT `"from": "human"`, messages `"role": "user"`)',
         )
+
+
+def first_row_where(sources: list[str], test: Callable[[dict[str, Any]], bool]) -> str:
+    """Where the first chat row of `sources` that `test` holds for is (`file:line N`), for an error about such
+    rows (read again: canonical rows do not keep their place); the sources themselves where none is found."""
+    for source in sources:
+        with contextlib.suppress(AlignkitError):
+            for row in read_rows(source):
+                with contextlib.suppress(RowError):
+                    if test(chat_row(row.data)):
+                        return row.where
+    return ", ".join(sources)
 
 
 def row_conversations(row: dict[str, Any]) -> list[list[dict[str, Any]]]:

@@ -148,10 +148,10 @@ def read_rows(source: str, key: str = "data.paths") -> list[Row]:
     """All rows of a data file, directory or hub dataset; errors name the file and line. `key`: the option that
     named `source` (`option`), for the fix of a missing file."""
     path, split = saved_split(source)
-    if path.is_dir() and (split or is_saved_dataset(path)):
+    if path.is_dir() and is_saved_dataset(path):
         rows = read_saved_dataset(path, split)
     elif path.is_dir():
-        rows = read_folder(path)
+        rows = read_folder(path, split)
     elif path.is_file():
         rows = READERS[checked_suffix(path)](path)
     elif path.exists() or source.startswith((".", "/", "~")) or path.suffix:
@@ -168,10 +168,10 @@ def iter_rows(source: str, key: str = "data.paths") -> Iterator[Row]:
     save dirs are never held whole in memory (.json, CSV and TSV files are read whole, one file at a time). The
     caller says when there are none."""
     path, split = saved_split(source)
-    if path.is_dir() and (split or is_saved_dataset(path)):
+    if path.is_dir() and is_saved_dataset(path):
         yield from iter_saved_dataset(path, split)
     elif path.is_dir():
-        for file in folder_files(path):
+        for file in folder_files(path, split):
             yield from iter_file(file)
     elif path.is_file():
         yield from iter_file(path)
@@ -492,15 +492,46 @@ def is_saved_dataset(path: Path) -> bool:
     return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
 
 
-def read_folder(path: Path) -> list[Row]:
+def read_folder(path: Path, split: str | None = None) -> list[Row]:
     """Every data file under a folder (a corpus of .txt/.md documents, JSONL shards), in path order, each read by its
-    suffix (`folder_files`)."""
-    return [row for file in folder_files(path) for row in READERS[data_suffix(file)](file)]
+    suffix; of a folder whose files are named by split, the `split` (default `train`) ones (`folder_files`)."""
+    return [row for file in folder_files(path, split) for row in READERS[data_suffix(file)](file)]
 
 
-def folder_files(path: Path) -> list[Path]:
+def folder_files(path: Path, split: str | None = None) -> list[Path]:
     """The data files under a folder in path order; hidden files and folders are skipped, and files of other types
-    are named in a warning, not read."""
+    are named in a warning, not read. A folder laid out in splits as a dataset downloaded from the hub is
+    (`split_files`) gives its `split` files (default `train`), as `datasets.load_dataset` would: its test rows are
+    not trained on, nor its dataset card (README.md) read as data."""
+    files, skipped = data_files_under(path)
+    if not files:
+        found = f" (it has {', '.join(sorted(skipped))} files)" if skipped else ""
+        raise AlignkitError(
+            f"{path}: neither a `datasets` save dir nor a folder with data files{found}",
+            "put .txt, .md, .jsonl, .json, .csv, .tsv or .parquet files in it, or pass a save_to_disk dir",
+        )
+    splits = split_files(path, files)
+    if splits is None and split:
+        raise AlignkitError(
+            f"{path}:{split}: the folder is not a `datasets` save dir and its files are not named by split "
+            "(train-00000-of-00001.parquet, test.jsonl, ...)",
+            f"pass {path} alone (every data file in it is read), or the split's own files",
+        )
+    if skipped and distributed.is_local_main():  # every process of a launched run reads the data: one line a machine
+        logger.warning("%s: files of type %s are not read (not a data file type)", path, ", ".join(sorted(skipped)))
+    if splits is None:
+        return files
+    name = split or "train"
+    if name not in splits:
+        raise AlignkitError(
+            f"{path}: no `{name}` split (its files are named by split: {', '.join(splits)})",
+            f"name the split to read as {path}:SPLIT, e.g. {path}:{next((s for s in splits if 'train' in s), name)}",
+        )
+    return splits[name]
+
+
+def data_files_under(path: Path) -> tuple[list[Path], set[str]]:
+    """(the data files under a folder in path order, the suffixes of its other files); hidden ones are left out."""
     files, skipped = [], set()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         if any(part.startswith(".") for part in file.relative_to(path).parts):
@@ -509,15 +540,31 @@ def folder_files(path: Path) -> list[Path]:
             files.append(file)
         else:
             skipped.add(file.suffix.lower() or "(no suffix)")
-    if not files:
-        found = f" (it has {', '.join(sorted(skipped))} files)" if skipped else ""
-        raise AlignkitError(
-            f"{path}: neither a `datasets` save dir nor a folder with data files{found}",
-            "put .txt, .md, .jsonl, .json, .csv, .tsv or .parquet files in it, or pass a save_to_disk dir",
-        )
-    if skipped and distributed.is_local_main():  # every process of a launched run reads the data: one line a machine
-        logger.warning("%s: files of type %s are not read (not a data file type)", path, ", ".join(sorted(skipped)))
-    return files
+    return files, skipped
+
+
+def split_files(path: Path, files: list[Path]) -> dict[str, list[Path]] | None:
+    """A folder's data `files` per split, where the folder is laid out in splits as the hub lays out a dataset
+    (`data/train-00000-of-00001.parquet`, `train.jsonl` beside `test.jsonl`, `train/`; names as `datasets` reads
+    them); None where it is not, or where a data file other than a top-level README.md (the dataset card) falls in
+    no split: such a folder is read whole, as before splits were read."""
+    from datasets.data_files import DEFAULT_PATTERNS_ALL, DataFilesDict, get_data_patterns
+
+    try:
+        patterns = get_data_patterns(str(path))
+    except FileNotFoundError:  # datasets' EmptyDatasetError: no file it reads
+        return None
+    if {str(name): value for name, value in patterns.items()} == DEFAULT_PATTERNS_ALL:
+        return None
+    wanted = {file.resolve(): file for file in files}
+    splits = {
+        str(name): [wanted[file] for file in sorted({Path(f).resolve() for f in found}) if file in wanted]
+        for name, found in DataFilesDict.from_patterns(patterns, base_path=str(path)).items()
+    }
+    in_splits = {file for split in splits.values() for file in split}
+    if any(file not in in_splits and file != path / "README.md" for file in files):
+        return None
+    return {name: split for name, split in splits.items() if split} or None
 
 
 def load_saved(path: Path) -> Any:
@@ -557,19 +604,21 @@ def iter_saved_dataset(path: Path, split: str | None = None) -> Iterator[Row]:
 
 
 def saved_validation_split(source: str) -> str | None:
-    """The held-out split beside the training split `source` reads, where its save dir has one: `DIR:validation`
-    (else `DIR:test`) for `DIR` or `DIR:train`, and the same for a named training split (`DIR:train_prefs` ->
-    `DIR:test_prefs`, as UltraFeedback's splits are named)."""
+    """The held-out split beside the training split `source` reads, where its save dir (or folder of files named by
+    split, `split_files`) has one: `DIR:validation` (else `DIR:test`) for `DIR` or `DIR:train`, and the same for a
+    named training split (`DIR:train_prefs` -> `DIR:test_prefs`, as UltraFeedback's splits are named)."""
     import datasets
 
     path, split = saved_split(source)
-    if not (split or "train").startswith("train") or not path.is_dir() or not is_saved_dataset(path):
+    if not (split or "train").startswith("train") or not path.is_dir():
         return None
-    loaded = load_saved(path)
-    if not isinstance(loaded, datasets.DatasetDict):
-        return None
+    if is_saved_dataset(path):
+        loaded = load_saved(path)
+        names = list(loaded) if isinstance(loaded, datasets.DatasetDict) else []
+    else:
+        names = list(split_files(path, data_files_under(path)[0]) or [])
     held_out = [(split or "train").replace("train", name, 1) for name in ("validation", "test")]
-    name = next((name for name in held_out if name in loaded), None)
+    name = next((name for name in held_out if name in names), None)
     return f"{path}:{name}" if name else None
 
 
@@ -596,11 +645,11 @@ def expect_object(data: Any, where: str) -> dict[str, Any]:
 
 
 def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
-    """CSV cells that hold message lists are parsed, as JSON or as the Python repr pandas' `to_csv` writes: a
-    `messages`/`conversations` cell always; a prompt, completion, chosen or rejected cell only when it is a list of
-    turns or one turn, so `[INST] ...`, `[2, 3, 5]` or `{"a": 1}` stays text. A cell that looks like turns but parses
-    as neither (numpy's repr of an array of them, from `Dataset.to_pandas().to_csv`) is refused: read as text, the
-    reply would be the repr."""
+    """CSV cells that hold message lists (and a `tools` list) are parsed, as JSON or as the Python repr pandas'
+    `to_csv` writes: a `messages`/`conversations` cell always; a prompt, completion, chosen or rejected cell only
+    when it is a list of turns or one turn, so `[INST] ...`, `[2, 3, 5]` or `{"a": 1}` stays text. A cell that looks
+    like turns but parses as neither (numpy's repr of an array of them, from `Dataset.to_pandas().to_csv`) is
+    refused: read as text, the reply would be the repr."""
     for column in MESSAGE_COLUMNS:
         cell = record.get(column)
         if isinstance(cell, str) and cell.lstrip().startswith("["):
@@ -618,6 +667,10 @@ def parse_json_columns(record: dict[str, Any], where: str) -> dict[str, Any]:
                 f"{where}: column `{column}` looks like a list of messages but is neither JSON nor a Python list",
                 CSV_TURNS_FIX,
             )
+    tools = record.get("tools")
+    if isinstance(tools, str) and tools.lstrip().startswith("["):
+        value = cell_value(tools)  # JSON, or the repr pandas writes; neither: `tools_field` names the JSON problem
+        record["tools"] = value if isinstance(value, list) else tools
     return record
 
 

@@ -16,7 +16,7 @@ from alignkit.config import SFTStageConfig
 
 def build(plan: runner.Plan) -> Any:
     """TRL's SFTTrainer on the chat rows' examples, once the model's template is known to render the tool calls."""
-    data.check_tool_template(plan.tokenizer, plan.train_rows + plan.eval_rows, ", ".join(plan.files))
+    data.check_tool_template(plan.tokenizer, plan.train_rows + plan.eval_rows, plan.files)
     prompt_loss = plan.args.completion_only_loss is False  # None (TRL's default): only the replies are trained
     return training.build_sft(plan, lambda rows: data.sft_examples(rows, plan.tokenizer, prompt_loss))
 

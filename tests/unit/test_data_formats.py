@@ -997,6 +997,14 @@ def test_openai_tool_calls_load_the_same_from_jsonl_and_a_save_dir(tmp_path):
     assert load_chat([str(tmp_path / "saved")]) == expected
 
 
+def test_openai_tool_rows_saved_by_pandas_to_csv_load_with_their_tools(tmp_path):
+    """`df.to_csv` writes the `tools` list as its Python repr, as it does the messages: the messages were read, and
+    the row refused for `tools` 'not valid JSON'."""
+    rows = [openai_tool_row(city) for city in CITIES[:2]]
+    pd.DataFrame(rows).to_csv(tmp_path / "tools.csv", index=False)
+    assert load_chat([str(tmp_path / "tools.csv")]) == [canonical_tool_row(city, "call_1") for city in CITIES[:2]]
+
+
 def test_sharegpt_function_call_and_observation_turns_load_as_tool_calls(tmp_path):
     path = write_jsonl(tmp_path / "sharegpt_tools.jsonl", [sharegpt_tool_row("Paris")])
     assert load_chat([str(path)]) == [canonical_tool_row("Paris", None)]
@@ -1132,11 +1140,25 @@ def test_tool_rows_give_every_example_its_tools_as_json_text():
 def test_tool_rows_are_refused_when_the_chat_template_drops_tools(tiny_model):
     rows = [canonical_tool_row("Paris", None)]
     with pytest.raises(AlignkitError) as error:
-        check_tool_template(tokenizer_with(tiny_model, CHATML), rows, "tools.jsonl")
+        check_tool_template(tokenizer_with(tiny_model, CHATML), rows, ["tools.jsonl"])
     assert error.value.message == "tools.jsonl: rows use tool calls but the model's chat template does not render tools"
     assert error.value.hint == "use a model whose template supports tools"
-    check_tool_template(tokenizer_with(tiny_model, CHATML), [{"messages": HISTORY[:2]}], "chat.jsonl")
-    check_tool_template(tokenizer_with(tiny_model, TOOLS_TEMPLATE), rows, "tools.jsonl")
+    check_tool_template(tokenizer_with(tiny_model, CHATML), [{"messages": HISTORY[:2]}], ["chat.jsonl"])
+    check_tool_template(tokenizer_with(tiny_model, TOOLS_TEMPLATE), rows, ["tools.jsonl"])
+
+
+def test_tool_rows_refused_among_several_files_name_the_file_and_line_that_holds_them(tiny_model, tmp_path):
+    """`sft --data chats.jsonl --data tools.jsonl` on a template without tools named every file given, `chats.jsonl`
+    first: the user could not tell which file (or row) to fix."""
+    chats = write_jsonl(tmp_path / "chats.jsonl", [{"messages": HISTORY[:2]}] * 4)
+    tools = write_jsonl(tmp_path / "tools.jsonl", [{"messages": HISTORY[:2]}, openai_tool_row("Paris")])
+    out = tmp_path / "runs" / "sft"
+    result = run_cli("sft", "--data", str(chats), "--data", str(tools), "--model", tiny_model, "--out", str(out))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tools}:line 2: rows use tool calls but the model's chat template does not render tools — fix: use "
+        "a model whose template supports tools"
+    ]
 
 
 def test_hermes_rows_train_their_text_calls_on_a_template_without_tool_support(tiny_model, tmp_path):
@@ -1174,7 +1196,7 @@ def test_hermes_rows_train_their_text_calls_on_a_template_without_tool_support(t
 def test_hermes_rows_are_refused_when_the_chat_template_has_no_tool_role(tiny_model):
     rows = [{"messages": [*HISTORY[:2], {"role": "tool", "content": "18C"}, {"role": "assistant", "content": "18C."}]}]
     with pytest.raises(AlignkitError) as error:
-        check_tool_template(tokenizer_with(tiny_model, USER_ASSISTANT_TEMPLATE), rows, "hermes.jsonl")
+        check_tool_template(tokenizer_with(tiny_model, USER_ASSISTANT_TEMPLATE), rows, ["hermes.jsonl"])
     assert error.value.message == (
         "hermes.jsonl: rows have `tool` turns (tool results) but the model's chat template does not render a "
         "`tool` role"
@@ -1183,7 +1205,9 @@ def test_hermes_rows_are_refused_when_the_chat_template_has_no_tool_role(tiny_mo
         'use a model whose template has a tool role, or make the results user turns (ShareGPT `"from": "human"`, '
         'messages `"role": "user"`)'
     )
-    check_tool_template(tokenizer_with(tiny_model, USER_ASSISTANT_TEMPLATE), [{"messages": HISTORY[:2]}], "chat.jsonl")
+    check_tool_template(
+        tokenizer_with(tiny_model, USER_ASSISTANT_TEMPLATE), [{"messages": HISTORY[:2]}], ["chat.jsonl"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -190,6 +190,40 @@ def test_a_run_started_before_saved_splits_were_read_resumes_on_the_validation_r
     assert recorded["saved_validation"] is False and recorded["max_validation_rows"] is None
 
 
+def test_a_dataset_downloaded_from_the_hub_trains_on_its_train_files_and_validates_on_its_test_files(tmp_path):
+    """A hub dataset's folder (`hf download --repo-type dataset --local-dir`): its dataset card was read as a chat
+    row ("raw text rows are for `alignkit pretrain`"), and its `data/` folder trained on the test files too."""
+    folder = tmp_path / "sharegpt-set"
+    (folder / "data").mkdir(parents=True)
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# A chat set\n\nThe dataset card.\n")
+    for split, rows in {"train": CHAT_ROWS[:20], "test": CHAT_ROWS[20:]}.items():
+        pd.DataFrame(rows).to_parquet(folder / "data" / f"{split}-00000-of-00001.parquet")
+    for given in (folder, folder / "data"):
+        train_rows, eval_rows, files, validation = data.load_split(DataConfig(paths=[str(given)]), data.load_chat)
+        assert (train_rows, eval_rows) == (CHAT_ROWS[:20], CHAT_ROWS[20:])
+        assert files == [str(given), f"{given}:test"] and validation == f"saved split: {given}:test"
+    assert data.load_chat([f"{folder}:test"]) == CHAT_ROWS[20:]
+    # splits named as UltraFeedback's: one is picked as DIR:SPLIT, its held-out twin validates
+    named = tmp_path / "ultrafeedback"
+    (named / "data").mkdir(parents=True)
+    for split, rows in {"train_sft": CHAT_ROWS[:3], "test_sft": CHAT_ROWS[3:5]}.items():
+        pd.DataFrame(rows).to_parquet(named / "data" / f"{split}-00000-of-00001.parquet")
+    with pytest.raises(alignkit.AlignkitError) as error:
+        data.load_chat([str(named)])
+    assert error.value.message == f"{named}: no `train` split (its files are named by split: test_sft, train_sft)"
+    assert error.value.hint == f"name the split to read as {named}:SPLIT, e.g. {named}:train_sft"
+    assert data.load_split(DataConfig(paths=[f"{named}:train_sft"]), data.load_chat)[:2] == (
+        CHAT_ROWS[:3],
+        CHAT_ROWS[3:5],
+    )
+    # a folder with a file named by no split is read whole, as before
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    write_jsonl(mixed / "train.jsonl", CHAT_ROWS[:2])
+    write_jsonl(mixed / "more.jsonl", CHAT_ROWS[2:3])
+    assert data.load_chat([str(mixed)]) == [CHAT_ROWS[2], *CHAT_ROWS[:2]]
+
+
 MULTI_TURN = {
     "messages": [
         {"role": "system", "content": "Be brief."},
