@@ -4,9 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU wheel on CPU machines; override on GPU machines, e.g. `make setup TORCH=torch`.
 TORCH ?= torch==2.13.0
-# llama.cpp's library only, tuned to this CPU (its tools and examples are not needed); built afresh on every setup
-# (`--no-cache-dir`), since a wheel cached on another CPU may use instructions this one lacks.
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF
+# llama.cpp's library only, tuned to this CPU (its tools, examples and the multimodal library `mtmd` are not needed:
+# alignkit sends it text; mtmd was 16 % of the build's compile time, hand-measured from ninja's log on 2026-12-06);
+# built afresh on every setup (`--no-cache-dir`), since a wheel cached on another CPU may use instructions this one lacks.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+  -DLLAVA_BUILD=OFF
 # Without AMX kernels on x86-64: on Sapphire Rapids VMs, llama.cpp's AMX matmul crashes the process on the first
 # prompt of more than one token (ggml-org/llama.cpp#20824); its AVX kernels do the work instead.
 LLAMA_CFLAGS ?= $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)

@@ -50,7 +50,9 @@ from alignkit.paths import offline_without_network, saved_split
 logger = logging.getLogger("alignkit")
 
 ROLES = ("system", "user", "assistant")
-CHAT_ROLES = {role: role for role in (*ROLES, "tool")}
+# OpenAI's `developer` turn is what its newer models call the system turn (the instructions a product gives)
+MESSAGE_ROLES = {**{role: role for role in ROLES}, "developer": "system"}
+CHAT_ROLES = {**MESSAGE_ROLES, "tool": "tool"}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 # LLaMA-Factory's tool turns: `function_call` (an assistant turn, the call as JSON) and `observation` (its result);
 # Hermes function-calling rows' `tool` turns (results of calls written as `<tool_call>` text)
@@ -855,7 +857,7 @@ def message_list(
     `weights`: an assistant turn's `weight` (0 or 1) is checked, and a 0 kept on it."""
     if not isinstance(turns, list) or not turns:
         raise RowError(key, "expected a non-empty list of messages")
-    allowed = roles or {r: r for r in ROLES}
+    allowed = roles or MESSAGE_ROLES
     messages = []
     for i, turn in enumerate(turns):
         where = f"{key}[{i}]"

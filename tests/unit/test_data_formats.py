@@ -649,6 +649,18 @@ def test_openai_weight_0_keeps_an_assistant_turn_as_untrained_context(tmp_path):
     assert prompt_completion(rows) == [{"prompt": [*hi, question[0]], "completion": [question[1]]}]
 
 
+def test_openai_developer_turn_is_the_system_turn_in_chat_and_preference_rows(tmp_path):
+    """OpenAI's newer models name the system turn `developer`: a row exported from them was refused (`unknown role
+    'developer'`)."""
+    developer = {"role": "developer", "content": "Answer briefly."}
+    chat = {"messages": [developer, *turns(("user", "What is 2+2?"), ("assistant", "4."))]}
+    rows = load_chat([str(write_jsonl(tmp_path / "chat.jsonl", [chat]))])
+    assert rows == [{"messages": [{"role": "system", "content": "Answer briefly."}, *chat["messages"][1:]]}]
+    pair = {"prompt": [developer, *turns(("user", "Hi"))], "chosen": "Hello!", "rejected": "Go away."}
+    (row,) = load_preferences([str(write_jsonl(tmp_path / "pairs.jsonl", [pair]))])
+    assert row["prompt"][0] == {"role": "system", "content": "Answer briefly."}
+
+
 def test_sharegpt_weight_0_keeps_a_gpt_turn_as_untrained_context_and_a_null_weight_is_trained(tmp_path):
     """ShareGPT `weight`s (as axolotl reads them) were ignored: a `"weight": 0` turn was trained. A null weight (a
     Parquet gap, as in SlimOrca's human turns) is no weight."""
