@@ -929,8 +929,14 @@ def does_task(answer: str, prompt: Prompt) -> bool | None:
         content = {w.lower()[:4] for w in words(original) if w.lower() not in STOP_WORDS}
         content = {w for w in content if len(w) >= 4 or w.isdigit()}
         kept = {w.lower()[:4] for w in words(answer)}
-        # its facts stay: numbers and the names it capitalises past its first word ("Thursday", not "Friday")
-        facts = {w.lower()[:4] for w in words(original)[1:] if w[0].isdigit() or (w[0].isupper() and len(w) > 1)}
+        # its facts stay: numbers, and the names it capitalises inside a sentence ("Thursday", not "Friday"); not a
+        # sentence's first word, nor a word in capitals ("NOW" may become "right away")
+        facts = {
+            w.lower()[:4]
+            for sentence in re.split(r"(?<=[.!?])\s+", original)
+            for w in words(sentence)[1:]
+            if w[0].isdigit() or (w[0].isupper() and not w.isupper())
+        }
         if not facts <= kept:
             return False
         return not content or len(content & kept) >= max(1, len(content) // 4)  # a quarter of the content stems

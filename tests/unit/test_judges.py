@@ -387,6 +387,10 @@ def test_a_rewrite_that_hands_the_text_back_or_changes_its_facts_does_not_do_the
     assert judges.does_task("Please note that the team meeting has been rescheduled to Thursday.", moved) is True
     noon = prompt('Please rephrase this politely: "Call me back by noon."', skill="rewrite")
     assert judges.does_task("Please call me back by noon.", noon) is True  # a word added is a rewrite
+    # a sentence's first word and a word in capitals are no names to keep
+    urgent = prompt('Please rephrase this politely: "Send the slides to Maria. Now. It is URGENT."', skill="rewrite")
+    assert judges.does_task("Could you please send the slides to Maria right away? It is urgent.", urgent) is True
+    assert judges.does_task("Could you please send the slides right away? It is urgent.", urgent) is False
 
 
 def test_declining_a_harmful_request_beats_answering_it_and_a_needless_refusal_loses():
