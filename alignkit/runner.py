@@ -99,6 +99,8 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
         cfg = dataclasses.replace(cfg, model=training.parent_model_config(cfg.model, parent))
     bad_rows = data.BadRows(skip=cfg.data.skip_bad_rows)
     train_rows, eval_rows, files, validation = load_data(recipe, cfg, bad_rows)
+    rows = {"train": data.rows_digest(train_rows), "validation": data.rows_digest(eval_rows)}
+    training.check_rows_as_started(resume_changes.run, rows, validation)  # before a stage shuffles them (KTO)
     path = runs.plan_path(recipe.stage, cfg)
     precision = hardware.pick_precision(cfg.model.precision)
     continues = recipe.needs_policy and not cfg.peft and parent is not None and parent.adapter_dir.is_dir()
@@ -118,7 +120,7 @@ def run(recipe: Recipe, cfg: TrainStageConfig) -> runs.Run:
         )
     recipe.check(plan, plan.args)
     models.resolve_model(cfg.model.name)  # an unknown (or moved) base fails before the run dir exists
-    manifest = recipe.manifest(plan) | precision.manifest | {"validation": validation}
+    manifest = recipe.manifest(plan) | precision.manifest | {"validation": validation, "rows": rows}
     if recipe.needs_policy:  # `lineage.adapter_runs` applies this run's adapter in place of the parent's
         manifest["adapter_continues"] = runs.relative_to_run(parent.path, path) if continues and parent else None
     resume_changes.record()  # every check has passed: the resume goes ahead

@@ -1,9 +1,10 @@
 """Run directories: one per stage run, with resolved config, manifest, metrics, adapter and checkpoints.
 
 Layout (`runs/<stage>-<yyyymmdd-hhmmss>-<id>/`): `config.yaml`, `manifest.json` (versions, git commit, data hashes,
-parent run, seed, device, precision, status), `metrics.jsonl` (every logged step), `metrics.json` (final figures),
-`adapter/` or `model/`, `checkpoints/`, `log.txt`. A run is complete only once `manifest.json` says
-`"status": "complete"`, which is written last. Runs record; a run's model is built by `alignkit/lineage.py`.
+the train and validation rows' counts and digests, parent run, seed, device, precision, status), `metrics.jsonl`
+(every logged step), `metrics.json` (final figures), `adapter/` or `model/`, `checkpoints/`, `log.txt`. A run is
+complete only once `manifest.json` says `"status": "complete"`, which is written last. Runs record; a run's model
+is built by `alignkit/lineage.py`.
 """
 
 from __future__ import annotations

@@ -88,6 +88,41 @@ def validation_as_started(resumed: Any, run: runs.Run, changes: ResumeChanges) -
     return dataclasses.replace(resumed, data=dataclasses.replace(resumed.data, **started)) if started else resumed
 
 
+def check_rows_as_started(run: runs.Run | None, rows: dict[str, dict[str, Any]], validation: str) -> None:
+    """Refuse a resume of `run` (None: a new run) whose rows (`rows`: `data.rows_digest` of the train and validation
+    rows now) differ from those its manifest recorded when it started: a data file edited in a way its sha256 check
+    did not see (`relocated_data`), another `data:` setting in its config.yaml, or a change to how alignkit reads or
+    splits rows would resume it on other train or validation rows without a word. Runs whose manifest predates the
+    record resume as they are (nothing to compare)."""
+    recorded = run.manifest.get("rows") if run is not None else None
+    if run is None or not isinstance(recorded, dict):
+        return
+    changed = []
+    for split, now in rows.items():
+        then = recorded.get(split) or {}
+        digests = then.get("sha256"), now["sha256"]
+        other = None not in digests and digests[0] != digests[1]
+        if then.get("count") != now["count"] or other:
+            content = ", other rows" if then.get("count") == now["count"] else ""
+            changed.append(f"{split} rows ({then.get('count')} then, {now['count']} now{content})")
+    if not changed:
+        return
+    manifest, why = run.manifest, []
+    if manifest.get("validation", validation) != validation:
+        why.append(f"validation {manifest.get('validation')!r} then, {validation!r} now")
+    version_then = (manifest.get("versions") or {}).get("alignkit")
+    version_now = runs.package_versions().get("alignkit")
+    if version_then != version_now:
+        why.append(f"alignkit {version_then} then, {version_now} now")
+    raise AlignkitError(
+        f"{run.path}: {' and '.join(changed)} differ from those it started with"
+        f"{' (' + '; '.join(why) + ')' if why else ''}: its data, the `data:` settings of its config.yaml or how "
+        "alignkit reads them changed since, and the resumed steps would train or validate on other rows",
+        f"put back the data and `data:` settings it started with (or resume with the alignkit it started with), or "
+        f"start a new run with another {option('out')}",
+    )
+
+
 def check_not_past(run: runs.Run, max_steps: int | None) -> None:
     """A resume given a `max_steps` its run has already trained past is refused: the trainer would stop at once and
     record the run `complete` at its checkpoint's step, more steps than it was told."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -337,6 +338,24 @@ def load_split(cfg: DataConfig, load_rows: Callable[[list[str]], Rows]) -> tuple
     if cfg.max_rows:
         train_rows = train_rows[: cfg.max_rows]
     return train_rows, eval_rows, [*cfg.paths, *validation_paths], source
+
+
+# Where a canonical row was read from (absolute paths: a text file's `document`, a pulled pair's policies), not what
+# it trains: left out of `rows_digest`, so a run moved with its data reads the same rows.
+PLACE_KEYS = frozenset({"document", "candidates_from"})
+
+
+def rows_digest(rows: Rows | TextStream) -> dict[str, Any]:
+    """`{"count", "sha256"}` of the rows a run trains or validates on, in order (the manifest's `rows`), so `--resume`
+    can tell that it reads the rows the run started with. A stream's rows are only counted (`"sha256": null`): hashing
+    them would read the whole corpus once more."""
+    if isinstance(rows, TextStream):
+        return {"count": len(rows), "sha256": None}
+    digest = hashlib.sha256()
+    for row in rows:
+        kept = {key: value for key, value in row.items() if key not in PLACE_KEYS}
+        digest.update(json.dumps(kept, sort_keys=True, default=str).encode() + b"\n")
+    return {"count": len(rows), "sha256": digest.hexdigest()}
 
 
 def asked(size: float, cap: int | None) -> str:

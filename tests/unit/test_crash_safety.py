@@ -407,3 +407,74 @@ def test_the_digest_cache_keeps_what_another_process_added_meanwhile_and_a_torn_
         monkeypatch.setattr(paths, "_known", {})
         assert paths.known_sha256(ours) == file_sha256(ours)
         assert json.loads(cache_file.read_text()) == {paths.stat_key(ours): file_sha256(ours)}
+
+
+def run_files(out: Path) -> dict[str, bytes]:
+    """Every file of a run dir by its path in it: what a refused resume must leave as it was."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_a_resume_that_would_read_other_rows_is_refused_naming_them_and_writes_nothing(tmp_path, tiny_model):
+    """`--resume` read the run's data again as the code and its config.yaml read it then: a data file edited without
+    its size or modification time changing (its sha256 is not computed again), a `data:` key its config.yaml lacks
+    whose default differs, or a new way of reading or splitting rows trained and validated the resumed steps on
+    other rows without a word. The manifest records the rows' count and digest (`rows`); a resume that reads others
+    is one line naming the split and both counts, with nothing written; a file whose sha256 changed is said once, by
+    its own check."""
+    from tests.conftest import CHAT_ROWS, write_jsonl
+
+    chat = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    out = tmp_path / "run"
+    started = run_cli("sft", "--data", str(chat), "--model", tiny_model, "--out", str(out), "--max-steps", "1",
+                      "--set", "data.validation_split=0.25", "--set", "trainer.save_steps=1",
+                      "--set", "trainer.eval_steps=1", *TINY_TRAINER)  # fmt: skip
+    assert started.returncode == 0, started.stderr[-2000:]
+    run = runs.Run(out)
+    rows = run.manifest["rows"]
+    assert (rows["train"]["count"], rows["validation"]["count"]) == (18, 6)
+    assert all(len(rows[split]["sha256"]) == 64 for split in rows)
+    run.update_manifest(status="interrupted")
+    before = run_files(out)
+
+    def resume() -> subprocess.CompletedProcess[str]:
+        return run_cli("sft", "--resume", "--out", str(out), "--max-steps", "2")
+
+    # one answer edited in place, the file's size and modification time kept: its cached sha256 still matches
+    stat = chat.stat()
+    edited = [dict(row) for row in CHAT_ROWS]
+    edited[0] = {"messages": [CHAT_ROWS[0]["messages"][0], {"role": "assistant", "content": "It is 1."}]}
+    write_jsonl(chat, edited)
+    os.utime(chat, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert chat.stat().st_size == stat.st_size
+    refused = resume()
+    assert_one_line_error(refused.returncode, refused.stderr, ["rows (", "then,", "now, other rows)", "--out"])
+    assert "differ from those it started with" in refused.stderr
+    assert run_files(out) == before
+
+    # edited with another size: its sha256 check says so, and only that
+    write_jsonl(chat, edited[:-1])
+    changed = resume()
+    assert_one_line_error(changed.returncode, changed.stderr, [f"{chat}: data file changed since {out} started"])
+    assert "rows (" not in changed.stderr and run_files(out) == before
+    write_jsonl(chat, CHAT_ROWS)
+
+    # a config.yaml without the `data:` key the run was split by (one written before the key): its default now
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["data"].pop("validation_split") == 0.25
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    before = run_files(out)
+    split_otherwise = resume()
+    assert_one_line_error(
+        split_otherwise.returncode,
+        split_otherwise.stderr,
+        ["train rows (18 then, 22 now) and validation rows (6 then, 2 now) differ", "6 of 24 rows", "2 of 24 rows"],
+    )
+    assert run_files(out) == before
+
+    config["data"]["validation_split"] = 0.25
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    resumed = resume()
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = runs.Run(out)
+    assert run.complete and run.metrics["global_step"] == 2 and run.manifest["rows"] == rows
+    assert (run.metrics["train_rows"], run.metrics["eval_rows"]) == (18, 6)

@@ -223,6 +223,11 @@ def test_a_resumed_streamed_run_trains_the_steps_the_uninterrupted_run_trains(tm
     assert resumed.metrics["global_step"] == straight.metrics["global_step"] == 8
     assert losses(resumed) == pytest.approx(losses(straight))
     assert resumed.metrics["train_tokens"] == straight.metrics["train_tokens"]
+    # a stream's rows are counted, not hashed (that would read the corpus once more); none held out here
+    assert resumed.manifest["rows"] == {
+        "train": {"count": 3, "sha256": None},
+        "validation": straight.manifest["rows"]["validation"],
+    }
 
 
 @contextlib.contextmanager

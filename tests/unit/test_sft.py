@@ -173,6 +173,7 @@ def test_a_run_started_before_saved_splits_were_read_resumes_on_the_validation_r
         status="interrupted",
         validation=old_validation,
         data={f"{saved}:train_prefs": manifest["data"][f"{saved}:train_prefs"]},
+        rows=None,  # recorded only since
     )
     config = yaml.safe_load((out / "config.yaml").read_text())
     for key in ("saved_validation", "max_validation_rows"):
