@@ -1113,14 +1113,19 @@ def is_hh_prompt(value: Any) -> bool:
     )
 
 
-def hh_preamble(value: Any) -> tuple[str, Any]:
+def hh_preamble(value: Any, whole: bool = False) -> tuple[str, Any]:
     """An HH-RLHF prompt's preamble and its transcript: text before the first `\\n\\nHuman:` turn of a prompt ending
     in the open `Assistant:` cue is what HH-style sets (and Anthropic's text-completion format) hold as the system
     prompt. ("", `value`) for any other value: markers after a user's own words with no open cue are a chat quoted
-    in the user's text ("Summarise this chat: ...")."""
-    if not isinstance(value, str) or value.lstrip().startswith("Human:") or not HH_OPEN_CUE.search(value):
+    in the user's text ("Summarise this chat: ..."). `whole`: `value` is a whole transcript, its replies included (a
+    pair's `chosen` or `rejected` with no prompt column, where nothing else could be the user's own words): the
+    preamble of any transcript with an `Assistant:` turn after its first `Human:` turn."""
+    if not isinstance(value, str) or value.lstrip().startswith("Human:"):
         return "", value
     at = value.find("\n\nHuman:")
+    found = at > 0 and is_hh_text(value[at:]) if whole else bool(HH_OPEN_CUE.search(value))
+    if not found:
+        return "", value
     preamble = value[:at].strip() if at > 0 else ""
     return (preamble, value[at:]) if preamble else ("", value)
 

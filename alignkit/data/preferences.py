@@ -38,6 +38,7 @@ from typing import Any
 
 from alignkit.data.formats import (
     HH_OPEN_CUE,
+    HH_TURN_INSIDE,
     NO_TOOLS_HERE,
     SHAREGPT_ROLES,
     Row,
@@ -67,6 +68,7 @@ Messages = list[dict[str, str]]
 Reply = tuple[Messages, int]  # a reply's turns after the prompt, and the index of the first in the row's own list
 
 PROMPT_KEYS = ("prompt", "question", "instruction")
+OTHER_REPLY = {"chosen": "rejected", "rejected": "chosen"}
 PAIR_EXPECTED = (
     "preference rows: {prompt, chosen, rejected} as strings or message lists, "
     "{chosen, rejected} conversations sharing their prompt turns, ShareGPT {conversations, chosen: {from, value}, "
@@ -163,6 +165,7 @@ def preference_row(data: dict[str, Any]) -> dict[str, Any]:
         if data.get(key) is None:
             raise RowError(key, "missing")
     prompt_key = next((k for k in PROMPT_KEYS if k in data), None)
+    preamble, data = transcripts_preamble(data) if prompt_key is None else ("", data)
     hh = is_hh_row(data, prompt_key, "chosen", "rejected")
     lists = isinstance(data["chosen"], list) and isinstance(data["rejected"], list)
     if prompt_key is None and ("conversations" in data or "messages" in data) and not isinstance(data["chosen"], list):
@@ -180,7 +183,42 @@ def preference_row(data: dict[str, Any]) -> dict[str, Any]:
             )
     if same_turns(chosen, rejected):
         raise RowError("rejected", "chosen and rejected are identical (the pair teaches nothing)")
+    prompt = [{"role": "system", "content": preamble}, *prompt] if preamble else prompt
     return {"prompt": with_system_column(data, prompt), "chosen": chosen, "rejected": rejected, **annotations(data)}
+
+
+def transcripts_preamble(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A pair with no prompt column whose `chosen` and `rejected` are whole HH-RLHF transcripts after a preamble (the
+    system prompt, as Anthropic's text-completion format and HH-style sets put it before the first `Human:` turn):
+    the preamble, and the row with the transcripts alone, read then as any HH pair; ("", `data`) for another row.
+    Both must have the preamble: the replies of a pair answer one prompt."""
+    found = {key: hh_preamble(data.get(key), whole=True) for key in ("chosen", "rejected")}
+    if not any(preamble for preamble, _ in found.values()):
+        return "", data
+    preambles = {key: preamble for key, (preamble, _) in found.items()}
+    if preambles["chosen"] != preambles["rejected"]:
+        missing = next((key for key, preamble in preambles.items() if not preamble), None)
+        if missing and not is_hh_text(data.get(missing)):
+            raise RowError(
+                missing,
+                f"is not a whole HH-RLHF transcript as {OTHER_REPLY[missing]} is (a preamble, then `Human:`/"
+                "`Assistant:` turns); give both as transcripts, or the prompt in a `prompt` column",
+            )
+        what = (
+            f"has no preamble (system prompt) before its first `Human:` turn where {OTHER_REPLY[missing]} has one"
+            if missing
+            else "has another preamble (system prompt) before its first `Human:` turn than chosen"
+        )
+        raise RowError(
+            missing or "rejected",
+            f"{what}: the replies of a pair answer one prompt (give both the same one, or a `prompt` column)",
+        )
+    preamble = found["chosen"][0]
+    if HH_TURN_INSIDE.search(preamble):
+        raise RowError(
+            "chosen", "holds an `Assistant:` turn before its first `Human:` turn; start the transcript there"
+        )
+    return preamble, data | {key: transcript for key, (_, transcript) in found.items()}
 
 
 def unpaired_rows(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -292,6 +292,39 @@ def test_hh_rlhf_prompt_with_a_preamble_reads_the_preamble_as_the_system_turn(tm
     )
 
 
+def test_hh_rlhf_pairs_of_whole_transcripts_after_a_preamble_read_the_preamble_as_the_system_turn(tmp_path, tiny_model):
+    """A pair with no prompt column whose `chosen` and `rejected` are whole HH-RLHF transcripts after a preamble (the
+    system prompt before the first `Human:` turn) was refused as "prompt missing (needed when chosen and rejected are
+    plain strings)": neither is a plain string. The preamble is now the prompt's system turn and the transcripts are
+    read as any HH pair's, for reward/dpo and kto; replies that do not share it are refused naming the field."""
+    turns = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {QUESTION}\n\nAssistant:"
+    row = {"chosen": f"Be brief.{turns} 4.", "rejected": f"Be brief.{turns} 5."}
+    prompt = [{"role": "system", "content": "Be brief."}, *HISTORY]
+    pair = {"prompt": prompt, "chosen": PAIR["chosen"], "rejected": PAIR["rejected"]}
+    rows = [row, row | {"system": "Be brief."}]
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    assert load_preferences([str(path)]) == [pair, pair]
+    assert load_unpaired([str(path)])[:2] == [
+        {"prompt": prompt, "completion": PAIR["chosen"], "label": True},
+        {"prompt": prompt, "completion": PAIR["rejected"], "label": False},
+    ]
+    refused = [
+        (row | {"rejected": f"Be kind.{turns} 5."}, "`rejected`: has another preamble (system prompt) before its "
+         "first `Human:` turn than chosen: the replies of a pair answer one prompt"),
+        (row | {"rejected": f"{turns} 5."}, "`rejected`: has no preamble (system prompt) before its first `Human:` "
+         "turn where chosen has one"),
+        (row | {"chosen": "4."}, "`chosen`: is not a whole HH-RLHF transcript as rejected is"),
+        (row | {"system": "Be kind."}, "`system`: differs from the row's own system message"),
+    ]  # fmt: skip
+    for bad_row, expected in refused:
+        bad = write_jsonl(tmp_path / "bad.jsonl", [bad_row])
+        assert load_error(load_preferences, bad).startswith(f"{bad}:line 1: field {expected}")
+    out = tmp_path / "run"
+    result = run_cli("reward", "--data", str(bad), "--model", tiny_model, "--out", str(out))
+    assert result.returncode == 2 and "prompt missing" not in result.stderr
+    assert f"{bad}:line 1: field `system`: differs" in result.stderr and not out.exists()
+
+
 def test_hh_rlhf_transcripts_are_never_trained_as_one_reply(tmp_path):
     """An HH-RLHF `chosen` transcript as an SFT completion trained `Human:`/`Assistant:` markers and the user's turns
     as the assistant's words; a completion repeating its prompt trained the prompt twice. A transcript is now read as
