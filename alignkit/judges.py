@@ -304,6 +304,22 @@ UNIT_FORMS = {
     "million": "mn, mio, million, millions, millón, millones, 百万",
     "billion": "bn, billion, billions, mrd, milliarde, milliarden, milliard, milliards, 亿",
 }
+# The size of each unit of `UNIT_FORMS` that converts exactly, in one unit of its quantity; not months and years
+# (their days vary), temperatures (no one factor), currencies (rates change) and scale words.
+UNIT_SIZES = {
+    **{u: ("length", f) for u, f in [("millimeter", 0.001), ("centimeter", 0.01), ("meter", 1.0), ("kilometer", 1000.0),
+                                      ("inch", 0.0254), ("foot", 0.3048), ("yard", 0.9144), ("mile", 1609.344)]},
+    **{u: ("area", f) for u, f in [("square centimeter", 1e-4), ("square meter", 1.0), ("square kilometer", 1e6),
+                                    ("square foot", 0.09290304)]},
+    **{u: ("volume", f) for u, f in [("milliliter", 0.001), ("liter", 1.0), ("gallon", 3.785411784),
+                                      ("cubic meter", 1000.0)]},
+    **{u: ("mass", f) for u, f in [("milligram", 1e-6), ("gram", 0.001), ("kilogram", 1.0), ("ounce", 0.028349523125),
+                                    ("pound", 0.45359237)]},
+    **{u: ("time", f) for u, f in [("second", 1.0), ("minute", 60.0), ("hour", 3600.0), ("day", 86400.0),
+                                    ("week", 604800.0)]},
+    **{u: ("speed", f) for u, f in [("meter per second", 1.0), ("kilometer per hour", 1 / 3.6),
+                                     ("mile per hour", 0.44704)]},
+}  # fmt: skip
 CURRENCIES = ("dollar", "euro", "pound sterling", "yen", "yuan")  # written before the number too: "$83", "EUR 12"
 
 
@@ -343,7 +359,9 @@ def unit_meanings(table: Mapping[str, str]) -> dict[str, frozenset[str]]:
 
 UNIT_OF = unit_meanings(UNIT_FORMS)
 FORMS = sorted({fold(form) for forms in UNIT_FORMS.values() for form in forms.split(", ")})
-UNIT_AFTER = regex.compile(r"\s*" + unit_pattern(FORMS))  # matched at the start of what follows a number
+# matched at the start of what follows a number; "in" without its dot is inches where it ends the text ("72 cm is
+# 28.35 in"), a word anywhere else ("12 in total", "12 in a foot")
+UNIT_AFTER = regex.compile(r"\s*(" + r"(?<![^\W_])in(?=[^\w]*$)|" + unit_pattern(FORMS)[1:])
 UNIT_BEFORE = regex.compile(  # a currency sign or code right before a number
     unit_pattern([f for f in FORMS if UNIT_OF[compact(f)] & set(CURRENCIES)]) + r"\s*$"
 )
@@ -691,9 +709,12 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
         given = answered_number(source, numeric_text(prompt_text))
         expected = as_number(reference_numbers[-1], (language(reference) or asked) in COMMA_DECIMAL)
         got = as_number(given.group(), (language(answer) or asked) in COMMA_DECIMAL) if given else None
-        if expected is None or got is None or abs(expected - got) > NUMBER_TOLERANCE * max(1.0, abs(expected)):
+        if expected is None or got is None:
             return False
-        return gives_unit(answer, source, given, reference, prompt_text)
+        if close(expected, got):
+            return gives_unit(answer, source, given, reference, prompt_text)
+        converted = in_reference_unit(got, source, given, reference, prompt_text)  # "two weeks" for "14 days"
+        return converted is not None and close(expected, converted)
     if part is not answer:  # "... The answer is X.": X decides
         return names(part if DENIAL.search(normalise(reference)) else asserted(part), reference)
     return names_reference(answer, reference, prompt_text)
@@ -787,6 +808,9 @@ def numeric_text(text: str) -> str:
     return EXPONENT.sub(lambda m: m[1] + "²³"[int(m[2]) - 2], text.translate(FULL_WIDTH))
 
 
+SENTENCE_END = regex.compile(r"[.!?。！？](?:\s|$)")
+
+
 def carried_units(text: str, number: regex.Match[str]) -> list[frozenset[str]]:
     """The units the number `number` (a match in `text`) carries, each as the units its form can mean: a currency
     sign or code before it ("$83", "EUR 12"), a unit or scale word after it ("380 km", "25 °C", "5 million")."""
@@ -820,15 +844,50 @@ def names_unit(text: str, units: frozenset[str]) -> bool:
     return any(c & units for number in NUMBER.finditer(numeric) for c in carried_units(numeric, number))
 
 
+def close(expected: float, got: float) -> bool:
+    """The numbers agree as a careful person reads them (`NUMBER_TOLERANCE`)."""
+    return abs(expected - got) <= NUMBER_TOLERANCE * max(1.0, abs(expected))
+
+
+def in_reference_unit(
+    got: float, source: str, number: regex.Match[str], reference: str, prompt_text: str
+) -> float | None:
+    """The number `got` (`number`, a match in `source`) in the reference's unit where it carries one unit of the same
+    quantity ("2 weeks" for "14 days", "28.35 in" for "72 cm"; `UNIT_SIZES`), else None. Not a number of the question
+    restated ("Convert 72 cm to inches." answered "72 cm."): that is the question, not its answer."""
+    units, carried = reference_units(reference), carried_units(source, number)
+    if units is None or len(carried) != 1 or number.group() in NUMBER.findall(numeric_text(prompt_text)):
+        return None
+    for given, wanted in itertools.product(carried[0], units):
+        (quantity, size), (wanted_quantity, wanted_size) = (
+            UNIT_SIZES.get(given, ("", 0)),
+            UNIT_SIZES.get(wanted, ("", 0)),
+        )
+        if quantity and quantity == wanted_quantity and given != wanted:
+            return got * size / wanted_size
+    return None
+
+
+def unit_left_to_question(after: str, prompt_text: str) -> bool:
+    """What follows a number (`after`) leaves its unit to the question: no word right after it, or, to its
+    sentence's end, only words of the question ("12 in a foot" to "How many inches are in a foot?"), not a word of
+    its own ("83 apples")."""
+    if not re.match(r"\s*[^\W\d_]", after):
+        return True
+    asked = {w.casefold() for w in words(prompt_text)}
+    return all(w.casefold() in asked for w in words(SENTENCE_END.split(after, maxsplit=1)[0]))
+
+
 def gives_unit(answer: str, source: str, number: regex.Match[str], reference: str, prompt_text: str) -> bool:
     """The final number (`number`, a match in `source`, the checked part of `answer`) is in the reference's unit.
     A number that carries units ("380 km", "$83 left", "144 m²") is right when each is one the reference's can be
     (`UNIT_FORMS`: "km" for "kilometers", not "miles"; "m" is not "square meters"). A number without one is read in
     the unit the answer names, or, when nothing but punctuation follows it, the question ("How many dollars ...?"
-    answered "The answer is 83."), as a person reads it. A reference unit not in the table is checked by its words:
-    each opens a word of the answer ("meter" for "meters", not "centimeters")."""
+    answered "The answer is 83.") or the question's own words ("There are 12 in a foot." to "How many inches are in
+    a foot?"), as a person reads it. A reference unit not in the table is checked by its words: each opens a word of
+    the answer ("meter" for "meters", not "centimeters")."""
     units = reference_units(reference)
-    bare = not re.match(r"\s*[^\W\d_]", source[number.end() :])
+    bare = unit_left_to_question(source[number.end() :], prompt_text)
     if units is None:
         unit = [w for w in normalise(reference).split() if not w.replace(".", "").isdigit()]
         said = normalise(answer).split() + (normalise(prompt_text).split() if bare else [])
@@ -844,15 +903,39 @@ def contains(text: str, term: str) -> bool:
 
 def names(text: str, reference: str) -> bool:
     """`text` holds the reference, or its name without the word for the kind of feature: a careful person counts
-    "Everest" as naming "Mount Everest" and "Pacific" as naming "the Pacific Ocean". Not as one of two answers
-    offered ("Hanoi or Ho Chi Minh City")."""
+    "Everest" as naming "Mount Everest" and "Pacific" as naming "the Pacific Ocean", however its words are spaced
+    ("Ha Noi" for "Hanoi": `spelled_as`). Not as one of two answers offered ("Hanoi or Ho Chi Minh City")."""
     full = normalise(reference)
     name = " ".join(w for w in full.split() if w not in PLACE_KINDS)
-    said = f" {normalise(text)} "
+    said = normalise(text).split()
     for form in {full, name} - {""}:
-        if f" {form} " in said and not regex.search(rf" (?:or|oder|ou) {form} | {form} (?:or|oder|ou) \w", said):
+        found = spelled_as(said, form.replace(" ", ""))
+        # one of two answers offered: "Hanoi or Ho Chi Minh City", "K2 or Everest"
+        offered = any(
+            said[i - 1 : i] in ALTERNATIVE or (said[j : j + 1] in ALTERNATIVE and j + 1 < len(said)) for i, j in found
+        )
+        if found and not offered:
             return True
     return False
+
+
+ALTERNATIVE = (["or"], ["oder"], ["ou"])
+
+
+def spelled_as(tokens: Sequence[str], name: str) -> list[tuple[int, int]]:
+    """The runs `tokens[i:j]` that spell `name` (without its spaces) whatever their spacing: "Ha Noi" for "Hanoi",
+    "HoChiMinh City" for "Ho Chi Minh City"; whole tokens only ("New Yorker" is no "New York")."""
+    runs = []
+    for start in range(len(tokens)):
+        spelled = ""
+        for end in range(start, len(tokens)):
+            spelled += tokens[end]
+            if not name.startswith(spelled):
+                break
+            if spelled == name:
+                runs.append((start, end + 1))
+                break
+    return runs
 
 
 # What denies or only compares the name after it, up to the clause's end: "Ho Chi Minh City, not Hanoi", "larger than

@@ -230,6 +230,51 @@ def test_in_with_its_dot_is_inches_and_without_it_a_word():
     assert judges.names_unit("What is it in. Tell me.", frozenset(["inch"])) is False  # "in." beside no number
 
 
+@pytest.mark.parametrize(
+    ("question", "reference", "answer", "right"),
+    [
+        # "in" without its dot, ending the answer, is inches; before more words it stays a word
+        ("Convert 72 cm to inches.", "28.35 inches", "72 cm is 28.35 in", True),
+        ("Convert 72 cm to inches.", "28.35 inches", "The answer is 28.35 in", True),
+        ("Convert 57 inches to centimeters.", "144.78 centimeters", "57 × 2.54 = 144.78 in", False),
+        # a number followed only by the question's words takes the question's unit; a word of its own does not
+        ("How many inches are in a foot?", "12 inches", "There are 12 in a foot.", True),
+        ("Fatima had 150 dollars and spent 67. How many dollars does she have left?", "83 dollars",
+         "She has 83 left.", True),
+        ("Fatima had 150 dollars and spent 67. How many dollars does she have left?", "83 dollars",
+         "She has 83 apples left.", False),
+        # a unit of the same quantity converts into the reference's; another quantity, or the question restated, not
+        ("Kenji reads 22 pages a day. How many days will it take to finish a 308-page book?", "14 days",
+         "It takes two weeks.", True),
+        ("How heavy is the parcel?", "5 kilograms", "It weighs 5000 g.", True),
+        ("How heavy is the parcel?", "5 kilograms", "It weighs 11.02 pounds.", True),
+        ("How long is the film?", "90 minutes", "It lasts 1.5 hours.", True),
+        ("Kenji reads 22 pages a day. How many days will it take to finish a 308-page book?", "14 days",
+         "It takes three weeks.", False),
+        ("Convert 72 cm to inches.", "28.35 inches", "That is 72 cm.", False),
+        ("How many days are in 2 weeks?", "14 days", "2 weeks.", False),
+        ("A garden is 15 meters long and 7 meters wide. What is its area?", "105 square meters",
+         "The perimeter is 44 meters.", False),
+        ("How old is the house?", "365 days", "It is 1 year old.", False),  # years and months vary in days
+    ],
+)  # fmt: skip
+def test_a_number_in_a_units_other_spelling_or_a_convertible_unit_is_right(question, reference, answer, right):
+    """ "28.35 in", "There are 12 in a foot." and "two weeks" (for 14 days) were wrong for want of the reference's
+    unit word."""
+    assert judges.correct(answer, PromptSpec(reference=reference), question) is right
+
+
+def test_a_name_spaced_another_way_is_named():
+    """ "Ha Noi" did not name "Hanoi"."""
+    for right in ("The capital of Vietnam is Ha Noi.", "Ha-Noi.", "The answer is Ha Noi."):
+        assert judges.correct(right, VIETNAM.spec, VIETNAM.text) is True, right
+    saigon = PromptSpec(reference="Ho Chi Minh City")
+    assert judges.correct("It is HoChiMinh City.", saigon, "Which is the largest city in Vietnam?") is True
+    york = PromptSpec(reference="New York")
+    assert judges.correct("The answer is New Yorker.", york, "Which city is the Big Apple?") is False
+    assert judges.correct("The capital is Ha Noi or Saigon.", VIETNAM.spec, VIETNAM.text) is False
+
+
 def test_a_named_reference_must_be_the_claim_not_a_word_in_a_wrong_one():
     assert judges.correct("The capital city of Hanoi is Hungry.", VIETNAM.spec, VIETNAM.text) is False
     assert judges.correct("Hanoi is the capital of Vietnam.", VIETNAM.spec, VIETNAM.text) is True
