@@ -20,6 +20,7 @@ and Japanese counted per character.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import itertools
 import json
@@ -218,7 +219,9 @@ STATED_DECISION = regex.compile(
     rf"(?:^|(?<=[.!?;:\n])|{ANSWER_IS}:?|{CONCLUDES},?)[\W_]*?\b({'|'.join(YES_NO_WORDS)})\b(?=\s*(?:[.!?,;:]|$))",
     regex.IGNORECASE,
 )
-COPULAS = r"\b(?:is|are|was|were|lies|sits|ist|sind|war|liegt|es|son|era|está|est|sont|était|se trouve)\b"
+COPULAS = regex.compile(
+    r"\b(?:is|are|was|were|lies|sits|ist|sind|war|liegt|es|son|era|está|est|sont|était|se trouve)\b", regex.IGNORECASE
+)
 ARTICLES = frozenset(
     ["the", "a", "an", "der", "die", "das", "den", "dem", "des", "el", "la", "los", "las", "le", "les"]
 )
@@ -570,6 +573,7 @@ AUXILIARIES = word_set(
 PRONOUNS = word_set("it he she they this that er sie es ello ella il elle ils ce")
 RESTATEMENT_FILLER = PRONOUNS | word_set(
     "so because since therefore thus hence which there then also indeed actually really definitely certainly clearly "
+    "however though yet still instead "
     "him her them its his their these those ihm ellos"
 )
 NEGATION_WORDS = word_set(
@@ -711,6 +715,10 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
         got = as_number(given.group(), (language(answer) or asked) in COMMA_DECIMAL) if given else None
         if expected is None or got is None:
             return False
+        if false_arithmetic(
+            numeric_text(answer), got, (language(answer) or asked) in COMMA_DECIMAL
+        ):  # "17 × 3 = 50. The answer is 51."
+            return False
         if close(expected, got):
             return gives_unit(answer, source, given, reference, prompt_text)
         converted = in_reference_unit(got, source, given, reference, prompt_text)  # "two weeks" for "14 days"
@@ -718,6 +726,74 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
     if part is not answer:  # "... The answer is X.": X decides
         return names(part if DENIAL.search(normalise(reference)) else asserted(part), reference)
     return names_reference(answer, reference, prompt_text)
+
+
+# Arithmetic an answer shows, an operation equal to its result: "2 × (15 + 7) = 44", "1981 ÷ 4 = 495.25"; not a piece
+# of a longer expression ("50% of 240 = 120", "17 times 3 = 51" hold no "240 = 120", "3 = 51"), and "x" only as a
+# times sign between numbers.
+TERM = r"\(?\s*-?\d+(?:\.\d+)?\s*\)?"
+OPERATOR = r"\s*(?:[-+×*÷/·^]|x(?=\s*\(?\d))\s*"
+EXPRESSION = rf"{TERM}(?:{OPERATOR}{TERM})*"
+EQUATION = regex.compile(
+    rf"(?<![\w.,]|[%×*÷/+^·-]\s*|\b(?:of|times|plus|minus|by|over|and|from)\s+)"
+    rf"({TERM}(?:{OPERATOR}{TERM})+(?:\s*=\s*{EXPRESSION})+)(?!\s*(?:[-+×*÷/·^%(]|x\s*\d)|[.,]\d)",
+    regex.IGNORECASE,
+)
+STATED_ANSWER = regex.compile(ANSWER_IS + r":?(?:[.,]\d|[^.!?。])*[.!?。]?", regex.IGNORECASE)  # "The answer is 7.62."
+SENTENCE_BREAK = regex.compile(r"(?<=[.!?。！？])\s+")
+# A sentence that restates the answer given before it as arithmetic: "That is 17 × 3 = 51."
+RESTATES_ANSWER = regex.compile(
+    rf"\s*(?:that|this|it|which)(?:\s+is|'s|\s+equals|\s+comes from)\s*:?\s*({EXPRESSION}(?:\s*=\s*{EXPRESSION})*)"
+    rf"(?!\s*[\w(%])",
+    regex.IGNORECASE,
+)
+
+
+def arithmetic(expression: str, comma_decimal: bool = False) -> float | None:
+    """The value of an arithmetic `expression` of numbers (read as `as_number` reads them), + - × ÷ (and * x / · ^)
+    and parentheses, else None."""
+    text = regex.sub(r"\d+(?:\.\d+)?", lambda found: repr(as_number(found.group(), comma_decimal)), expression)
+    text = regex.sub(r"[×x·]", "*", text).replace("÷", "/").replace("^", "**")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return None
+    allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.operator, ast.unaryop)
+    if not all(isinstance(node, allowed) for node in ast.walk(tree)):
+        return None
+    try:
+        value = eval(compile(tree, "<arithmetic>", "eval"), {"__builtins__": {}})  # numbers and operators only
+    except (ArithmeticError, ValueError):
+        return None
+    return float(value) if isinstance(value, int | float) and abs(value) < 1e15 else None
+
+
+def holds(chain: str, comma_decimal: bool = False) -> bool | None:
+    """Whether each side of `chain` ("17 × 3 = 51 = 50 + 1") has the first side's value, a number written with
+    decimals as that value rounded to them ("1/3 = 0.33"); None where a side is no arithmetic."""
+    sides = [side.strip() for side in chain.split("=")]
+    values = [arithmetic(side, comma_decimal) for side in sides]
+    if any(value is None for value in values):
+        return None
+    first = values[0]
+    for side, value in zip(sides[1:], values[1:], strict=True):
+        written = side.strip("() ")
+        decimals = len(written.partition(".")[2]) if "." in written and value == float(written) else 0
+        if not (close(first, value) or abs(first - value) <= 0.5 * 10.0**-decimals):
+            return False
+    return True
+
+
+def false_arithmetic(answer: str, given: float, comma_decimal: bool = False) -> bool:
+    """The answer shows arithmetic that does not hold ("17 × 3 = 50"), or, after stating its answer `given` ("The
+    answer is 51."), restates it as arithmetic of another value ("That is 17 + 3 = 20."): no careful grader credits
+    an answer whose own working contradicts it."""
+    chains = [found.group(1) for found in EQUATION.finditer(answer)]
+    stated = list(STATED_ANSWER.finditer(answer))
+    for sentence in SENTENCE_BREAK.split(answer[stated[-1].end() :] if stated else ""):
+        if found := RESTATES_ANSWER.match(sentence):
+            chains.append(f"{given!r} = {found.group(1)}")
+    return any(holds(chain, comma_decimal) is False for chain in chains)
 
 
 # A preposition that makes the number after it a circumstance, not the result: "51 croissants in 3 hours"
@@ -960,23 +1036,53 @@ def asserted(text: str) -> str:
 
 
 def names_reference(answer: str, reference: str, prompt_text: str) -> bool:
-    """A free-form answer names the reference as its claim: after a copula of its last sentence ("Portugal is in
-    Europe."), or as the subject of a restated prompt ("Hanoi is the capital of Vietnam."), not as the subject of a
-    wrong claim ("The capital city of Hanoi is Hungry.") nor where it denies or only compares it ("Ho Chi Minh City,
-    not Hanoi", "Hanoi is not the capital", "the Atlantic is larger than the Pacific": `asserted`)."""
+    """A free-form answer names the reference as its claim: after a copula ("Portugal is in Europe."), or as the
+    subject of a restated prompt ("Hanoi is the capital of Vietnam."), or alone ("Hanoi."), in any of its sentences
+    (the last may say more: "Ho Chi Minh City is its largest city."); not as the subject of a wrong claim ("The capital
+    city of Hanoi is Hungry."), nor where it denies or only compares it ("Ho Chi Minh City, not Hanoi", "Hanoi is
+    not the capital", "the Atlantic is larger than the Pacific": `asserted`), nor beside a sentence that gives
+    another name for what was asked ("The capital is Ho Chi Minh City. Hanoi is its largest city.")."""
     claim = (lambda text: text) if DENIAL.search(normalise(reference)) else asserted  # a reference "not X" says "not"
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
-    last = sentences[-1] if sentences else answer
-    parts = regex.split(COPULAS, last, flags=regex.IGNORECASE)
-    if len(parts) == 1:
+    sentences = [s for s in SENTENCE_BREAK.split(answer.strip()) if s] or [answer]
+    if any(names_another(claim(s), reference, set(claim_stems(words(prompt_text)))) for s in sentences):
+        return False
+    if len(COPULAS.split(sentences[-1])) == 1:
         return names(claim(answer), reference)
-    claimed = regex.split(COPULAS, claim(last), flags=regex.IGNORECASE)
-    if any(names(part, reference) for part in claimed[1:]):  # "The largest ocean is the Pacific Ocean, which ..."
-        return True
     prompt_words = {w.lower() for w in words(prompt_text)} - STOP_WORDS
-    said = words(parts[-1])
-    restates = bool(prompt_words & ({w.lower() for w in said} - STOP_WORDS)) and not (said and negates(said[0]))
-    return names(claimed[0], reference) and restates
+    full = normalise(reference).split()
+    alone = {"".join(full), "".join(w for w in full if w not in PLACE_KINDS)}
+
+    def claims(sentence: str) -> bool:
+        parts, claimed = COPULAS.split(sentence), COPULAS.split(claim(sentence))
+        if len(parts) == 1:  # "Hanoi.": the name alone
+            return normalise(sentence).replace(" ", "") in alone
+        if any(names(part, reference) for part in claimed[1:]):  # "The largest ocean is the Pacific Ocean, which ..."
+            return True
+        said = words(parts[-1])
+        restates = bool(prompt_words & ({w.lower() for w in said} - STOP_WORDS)) and not (said and negates(said[0]))
+        return names(claimed[0], reference) and restates
+
+    return any(claims(sentence) for sentence in sentences)
+
+
+def names_another(sentence: str, reference: str, asked: set[str]) -> bool:
+    """`sentence` gives another name than the reference for what the prompt asks (`asked`: its `claim_stems`): "The
+    capital is Ho Chi Minh City." (only the prompt's words, or "it", then a name), "Ho Chi Minh City is the capital of
+    Vietnam." (a name, then only the prompt's words)."""
+    parts = COPULAS.split(sentence, maxsplit=1)
+    if len(parts) == 1 or names(sentence, reference):
+        return False
+    subject, predicate = words(parts[0]), words(CLAUSE_BREAK.split(parts[1])[0])
+    subject_asked = set(claim_stems(subject)) <= asked
+    predicate_asked = bool(claim_stems(predicate)) and set(claim_stems(predicate)) <= asked
+
+    def a_name(said: list[str]) -> bool:  # capitalised words, not only the prompt's own ("Vietnam")
+        return bool(said) and all(w[0].isupper() for w in said) and not set(claim_stems(said)) <= asked
+
+    # the name a predicate opens with: "Mount Kilauea in Hawaii", not "in the North"
+    named = list(itertools.takewhile(lambda w: w[0].isupper(), [w for w in predicate if w.casefold() not in ARTICLES]))
+    subject = [w for w in subject if w.casefold() not in ARTICLES]
+    return (subject_asked and a_name(named)) or (predicate_asked and a_name(subject))
 
 
 def same_json(answer: str, reference: str) -> bool:

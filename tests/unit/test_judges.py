@@ -320,6 +320,48 @@ def test_a_name_the_answer_denies_or_only_compares_is_not_its_claim(question, re
     assert judges.correct(answer, PromptSpec(reference=reference), question) is right
 
 
+@pytest.mark.parametrize(
+    ("question", "reference", "answer", "right"),
+    [
+        # working that contradicts the stated answer was credited
+        ("A bakery makes 17 croissants every hour. How many does it make in 3 hours?", "51",
+         "The answer is 51. That is 17 + 3 = 20.", False),
+        ("A bakery makes 17 croissants every hour. How many does it make in 3 hours?", "51",
+         "17 × 3 = 50, so the answer is 51.", False),
+        ("A garden is 15 meters long and 7 meters wide. What is its area?", "105 square meters",
+         "15 + 7 = 22 = 105 square meters. The answer is 105 square meters.", False),
+        # working that holds, rounded, or a piece of a longer expression: right, as it was
+        ("A bakery makes 17 croissants every hour. How many does it make in 3 hours?", "51",
+         "The answer is 51. That is 17 × 3 = 51.", True),
+        ("A bakery makes 17 croissants every hour. How many does it make in 3 hours?", "51",
+         "17 times 3 = 51. The answer is 51.", True),
+        ("A garden is 15 meters long and 7 meters wide. What is its area?", "105 square meters",
+         "2 × (15 + 7) = 44 is the perimeter; the area is 15 × 7 = 105 square meters.", True),
+        ("Boots cost 240 dollars, on sale for 50% off. What is the sale price?", "120 dollars",
+         "50% of 240 = 120, so the sale price is 120 dollars.", True),
+        ("Convert 72 cm to inches.", "28.35 inches", "72 ÷ 2.54 = 28.35, so it is 28.35 inches.", True),
+        ("Lucia is 23, and her sister is 5 years older. How old will the sister be in 14 years?", "42",
+         "23 + 5 = 28 now. The answer is 42.", True),
+        ("Wie viel sind 1200 mal 3?", "3600", "1200 × 3 = 3.600. Die Antwort ist 3.600.", True),
+        # an earlier sentence's other name for what was asked: the later name is no answer
+        ("Name the capital city of Vietnam.", "Hanoi", "The capital is Ho Chi Minh City. Hanoi is its largest city.",
+         False),
+        ("Name the capital city of Vietnam.", "Hanoi",
+         "Ho Chi Minh City is the capital of Vietnam. Hanoi is a big city.", False),
+        ("What is the highest mountain above sea level?", "Mount Everest",
+         "The highest mountain is Mount Everest. However, the highest mountain is Mount Kilauea in Hawaii.", False),
+        # a right answer that goes on to explain itself was wrong when its last sentence named another place
+        ("Name the capital city of Vietnam.", "Hanoi",
+         "Vietnam's capital is Hanoi. Ho Chi Minh City is its largest city.", True),
+        ("Name the capital city of Vietnam.", "Hanoi", "Hanoi. It is in the north of Vietnam.", True),
+        ("Name the capital city of Vietnam.", "Hanoi", "The capital of Vietnam is Hanoi. It is in the North.", True),
+        ("Name the capital city of Vietnam.", "Hanoi", "I have been to Hanoi. The capital is in the north.", False),
+    ],
+)  # fmt: skip
+def test_an_answer_whose_own_working_or_other_sentence_contradicts_it_is_wrong(question, reference, answer, right):
+    assert judges.correct(answer, PromptSpec(reference=reference), question) is right
+
+
 def test_a_place_named_without_its_kind_word_is_named():
     highest, question = PromptSpec(reference="Mount Everest"), "What is the highest mountain above sea level?"
     for right in ("Mount Everest, at 8,849 meters. The answer is Everest.", "The highest mountain is Everest."):
