@@ -837,8 +837,23 @@ NUMBER_WORDS = {
     "fr": "zéro un deux trois quatre cinq six sept huit neuf dix onze douze",
 }
 TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
-ENGLISH_TENS = {w: 10 * (i + 2) for i, w in enumerate(TENS)}
+ENGLISH_VALUES = (
+    {w: i for i, w in enumerate(NUMBER_WORDS["en"].split())}
+    | {w: 10 * (i + 2) for i, w in enumerate(TENS)}
+    | {"hundred": 100, "thousand": 1000}
+)
 ENGLISH_TIMES = {"once": 1, "twice": 2}
+ENGLISH_WORD = regex.compile("|".join(sorted(ENGLISH_VALUES, key=len, reverse=True)), regex.IGNORECASE)
+ENGLISH_NUMBER = regex.compile(  # "one hundred and five", "fifty-one"; not "one and two"
+    rf"\b(?:{ENGLISH_WORD.pattern})(?:(?:[\s-]+|(?<=hundred|thousand)\s+and\s+)(?:{ENGLISH_WORD.pattern}))*\b",
+    regex.IGNORECASE,
+)
+ENGLISH_TIMES_WORD = regex.compile(r"\b(once|twice)\b", regex.IGNORECASE)
+SMALL_NUMBER = {  # the numbers up to twelve of German, Spanish and French, each language's words and their values
+    lang: (regex.compile(r"\b(" + "|".join(NUMBER_WORDS[lang].split()) + r")\b", regex.IGNORECASE),
+           {w: i for i, w in enumerate(NUMBER_WORDS[lang].split())})
+    for lang in ("de", "es", "fr")
+}  # fmt: skip
 
 
 def spelled_out(text: str, lang: str | None) -> str:
@@ -846,16 +861,11 @@ def spelled_out(text: str, lang: str | None) -> str:
     German, Spanish and French, when unknown); English compounds are summed ("one hundred and twenty" as 120)."""
     if lang not in (None, "en"):
         return spelled_small(text, lang)
-    units = {w: i for i, w in enumerate(NUMBER_WORDS["en"].split())}
-    values = units | ENGLISH_TENS | {"hundred": 100, "thousand": 1000}
-    word = "(?:" + "|".join(sorted(values, key=len, reverse=True)) + ")"
-    joint = r"(?:[\s-]+|(?<=hundred|thousand)\s+and\s+)"  # "one hundred and five", not "one and two"
-    compound = regex.compile(rf"\b{word}(?:{joint}{word})*\b", regex.IGNORECASE)
 
     def value(found: regex.Match[str]) -> str:
         total = current = 0
-        for part in regex.findall(word, found.group(), flags=regex.IGNORECASE):
-            number = values[part.lower()]
+        for part in ENGLISH_WORD.findall(found.group()):
+            number = ENGLISH_VALUES[part.lower()]
             if number == 1000:
                 total, current = total + max(current, 1) * 1000, 0
             elif number == 100:
@@ -864,18 +874,21 @@ def spelled_out(text: str, lang: str | None) -> str:
                 current += number
         return str(total + current)
 
-    text = compound.sub(value, text)
-    text = regex.sub(r"\b(once|twice)\b", lambda m: str(ENGLISH_TIMES[m[1].lower()]), text, flags=regex.IGNORECASE)
+    text = ENGLISH_NUMBER.sub(value, text)
+    text = ENGLISH_TIMES_WORD.sub(lambda m: str(ENGLISH_TIMES[m[1].lower()]), text)
     if lang is None:  # a short answer whose language is not told: German, Spanish, French too ("cinco letras")
-        for other in ("de", "es", "fr"):
+        for other in SMALL_NUMBER:
             text = spelled_small(text, other)
     return text
 
 
 def spelled_small(text: str, lang: str) -> str:
-    """`text` with the numbers up to twelve of `lang` (`NUMBER_WORDS`) written in digits."""
-    units = {w: i for i, w in enumerate(NUMBER_WORDS[lang].split())}
-    return regex.sub(r"\b(" + "|".join(units) + r")\b", lambda m: str(units[m[1].lower()]), text, flags=regex.I)
+    """`text` with the numbers up to twelve of `lang` (`NUMBER_WORDS`) written in digits; as it is in a language
+    without them here (Chinese, Japanese: "三千六百" is not read)."""
+    if lang not in SMALL_NUMBER:
+        return text
+    pattern, values = SMALL_NUMBER[lang]
+    return pattern.sub(lambda m: str(values[m[1].lower()]), text)
 
 
 def numeric_text(text: str) -> str:

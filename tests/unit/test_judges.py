@@ -169,6 +169,14 @@ def test_a_number_written_in_words_is_read_where_the_answer_gives_no_numeral(que
     assert judges.correct(answer, PromptSpec(reference=reference), question) is right
 
 
+def test_a_chinese_or_japanese_answer_without_a_numeral_is_checked_not_a_crash():
+    """A numeric reference answered in Chinese or Japanese words ("三千六百") raised KeyError ('zh'), ending eval."""
+    times = PromptSpec(reference="3600")
+    assert judges.correct("答案是三千六百。", times, "1200乘以3是多少？") is False  # not read: no credit, no crash
+    assert judges.correct("答えは三千六百です。", times, "1200かける3はいくつですか？") is False
+    assert judges.correct("答案是3600。", times, "1200乘以3是多少？") is True
+
+
 @pytest.mark.parametrize(
     ("reference", "answer"),
     [
