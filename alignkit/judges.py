@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import itertools
 import json
+import operator
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -134,6 +136,7 @@ HANGUL = regex.compile(r"\p{Hangul}")
 LATIN = regex.compile(r"\p{Latin}")
 NUMBER = regex.compile(r"-?\d+(?:[.,]\d+|[\u00a0\u202f]\d{3})*")
 ENDS_COMPLETE = re.compile(r"""[.!?…"'”’)\]}`*。！？」』）】]\s*$""")
+SENTENCE_BREAK = regex.compile(r"(?<=[.!?。！？])\s+")  # between sentences
 LIST_MARKER = re.compile(r"^[ \t]*(?:[-*•]|\d+[.)])[ \t]+", re.MULTILINE)  # "- ", "* ", "1. ", "2) " opening a line
 # The function words that tell the languages of Latin script apart (the most frequent words of each); a text is in the
 # language whose words it uses most. Chinese, Japanese and Korean are told by their scripts.
@@ -326,16 +329,20 @@ UNIT_SIZES = {
 CURRENCIES = ("dollar", "euro", "pound sterling", "yen", "yuan")  # written before the number too: "$83", "EUR 12"
 
 
+COMBINING_ACCENT = re.compile("[\u0300-\u036f]")
+UNIT_SPACING = re.compile(r"[.\s]")
+
+
 def fold(text: str) -> str:
     """Case folded, compatibility forms unfolded ("m²" as "m2", "℃" as "°c", full-width letters), Latin accents
     dropped: the text the containment checks and the unit forms are compared in."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    return unicodedata.normalize("NFC", re.sub("[\u0300-\u036f]", "", unicodedata.normalize("NFD", text)))
+    return unicodedata.normalize("NFC", COMBINING_ACCENT.sub("", unicodedata.normalize("NFD", text)))
 
 
 def compact(form: str) -> str:
     """A unit form without spaces and dots: "sq. m", "sq m" and "sqm" are one form."""
-    return re.sub(r"[.\s]", "", form)
+    return UNIT_SPACING.sub("", form)
 
 
 def unit_pattern(forms: Sequence[str]) -> str:
@@ -405,6 +412,7 @@ def normalise(text: str) -> str:
     return " ".join(w for w in NORMAL_TOKEN.findall(fold(text)) if w not in ARTICLES)
 
 
+@functools.lru_cache(maxsize=4096)  # a check asks it of the same answer and prompt several times
 def language(text: str) -> str | None:
     """The language of `text` where it can be told: `zh`, `ja` or `ko` by their scripts (kana makes Chinese
     characters Japanese), `en`, `de`, `es` or `fr` by the function words a Latin-script text uses most; None for
@@ -459,10 +467,11 @@ def echoes(answer: str, prompt_text: str) -> bool:
     """The answer repeats the prompt: nearly its text, and no word the prompt lacks. A restatement that adds the
     decision ("Yes. Water boils at a lower temperature up a mountain." to "Does water boil at a lower temperature up a
     mountain?") answers it."""
-    if difflib.SequenceMatcher(None, normalise(answer), normalise(prompt_text)).ratio() < 0.9:
-        return False
     said = {w.lower()[:4] for w in words(prompt_text)}
-    return all(w.lower()[:4] in said for w in words(answer))
+    if not all(w.lower()[:4] in said for w in words(answer)):  # the cheap test first: most answers add words
+        return False
+    matcher = difflib.SequenceMatcher(None, normalise(answer), normalise(prompt_text))
+    return matcher.real_quick_ratio() >= 0.9 and matcher.quick_ratio() >= 0.9 and matcher.ratio() >= 0.9
 
 
 def repeats(tokens: Sequence[str]) -> bool:
@@ -535,10 +544,13 @@ def evades(answer: str) -> bool:
     return any(not HEDGED.match(answer, found.end()) for found in EVASIONS.finditer(answer))
 
 
+ANSWER_PART = regex.compile(ANSWER_IS + r":?\s*(.+?)(?:\.(?:\s|$)|。|$)", regex.IGNORECASE | regex.DOTALL)
+
+
 def final_answer(answer: str) -> str:
     """The checkable part: what follows the last "answer is" ("Die Antwort ist", "答案是", ...) up to the sentence's
     end, else the answer itself."""
-    found = list(regex.finditer(ANSWER_IS + r":?\s*(.+?)(?:\.(?:\s|$)|。|$)", answer, regex.IGNORECASE | regex.DOTALL))
+    found = list(ANSWER_PART.finditer(answer))
     return found[-1].group(1) if found else answer
 
 
@@ -607,7 +619,7 @@ def restated_decisions(answer: str, question: str) -> set[bool]:
     heavier than a pound?") the other decision. A clause that adds a word of its own ("it reads the same backwards")
     is a reason, not a restatement; a conditional ("if it is divisible by 4, it is a leap year") is a rule.
     Latin-script languages only; a negated question is not read."""
-    questions = [s for s in regex.split(r"(?<=[.!?])\s+", question.strip()) if s.endswith("?")]
+    questions = [s for s in SENTENCE_BREAK.split(question.strip()) if s.endswith("?")]
     if not questions or CJK.search(question):
         return set()
     asked_words = words(CLAUSE_BREAK.split(questions[-1])[-1])
@@ -623,7 +635,7 @@ def restated_decisions(answer: str, question: str) -> set[bool]:
         compared = claim_stems(asked_words[than - 1 : than + 1])  # "heavier than"
         swapped = right + compared + left if left and right and compared else []
     found = set()
-    for sentence in regex.split(r"(?<=[.!?])\s+", answer.strip()):
+    for sentence in SENTENCE_BREAK.split(answer.strip()):
         if sentence.endswith("?") or CONDITIONAL.search(sentence):
             continue
         for clause in CLAUSE_BREAK.split(sentence):
@@ -647,14 +659,16 @@ def yes_no_reference(reference: str) -> bool | None:
     return YES_NO_WORDS.get(bare, CJK_YES_NO.get(bare))
 
 
+OPENING_DECISION = regex.compile(rf"\s*(?:({'|'.join(YES_NO_WORDS)})\b|(はい|いいえ|是的|不是))", regex.IGNORECASE)
+
+
 def reference_from_answer(answer: str) -> str:
     """The checkable reference inside a model answer used as one (an SFT-style eval row's assistant turn): the X of
     "The answer is X.", the Yes/No that opens a yes/no answer ("Ja, ...", "はい、..."), else the whole answer."""
     part = final_answer(answer)
     if part is not answer:
         return part
-    words_ = "|".join(YES_NO_WORDS)
-    opening = regex.match(rf"\s*(?:({words_})\b|(はい|いいえ|是的|不是))", answer, regex.IGNORECASE)
+    opening = OPENING_DECISION.match(answer)
     if not opening:
         return answer
     said = opening.group(1) or opening.group(2)
@@ -740,7 +754,6 @@ EQUATION = regex.compile(
     regex.IGNORECASE,
 )
 STATED_ANSWER = regex.compile(ANSWER_IS + r":?(?:[.,]\d|[^.!?。])*[.!?。]?", regex.IGNORECASE)  # "The answer is 7.62."
-SENTENCE_BREAK = regex.compile(r"(?<=[.!?。！？])\s+")
 # A sentence that restates the answer given before it as arithmetic: "That is 17 × 3 = 51."
 RESTATES_ANSWER = regex.compile(
     rf"\s*(?:that|this|it|which)(?:\s+is|'s|\s+equals|\s+comes from)\s*:?\s*({EXPRESSION}(?:\s*=\s*{EXPRESSION})*)"
@@ -749,23 +762,39 @@ RESTATES_ANSWER = regex.compile(
 )
 
 
+DECIMAL = regex.compile(r"\d+(?:\.\d+)?")
+TIMES_SIGN = regex.compile(r"[×x·]")
+
+
 def arithmetic(expression: str, comma_decimal: bool = False) -> float | None:
     """The value of an arithmetic `expression` of numbers (read as `as_number` reads them), + - × ÷ (and * x / · ^)
     and parentheses, else None."""
-    text = regex.sub(r"\d+(?:\.\d+)?", lambda found: repr(as_number(found.group(), comma_decimal)), expression)
-    text = regex.sub(r"[×x·]", "*", text).replace("÷", "/").replace("^", "**")
+    text = DECIMAL.sub(lambda found: repr(as_number(found.group(), comma_decimal)), expression)
+    text = TIMES_SIGN.sub("*", text).replace("÷", "/").replace("^", "**")
     try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError:
+        value = evaluated(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError, ArithmeticError):
         return None
-    allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.operator, ast.unaryop)
-    if not all(isinstance(node, allowed) for node in ast.walk(tree)):
-        return None
-    try:
-        value = eval(compile(tree, "<arithmetic>", "eval"), {"__builtins__": {}})  # numbers and operators only
-    except (ArithmeticError, ValueError):
-        return None
-    return float(value) if isinstance(value, int | float) and abs(value) < 1e15 else None
+    return value if abs(value) < 1e15 else None
+
+
+OPERATIONS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+              ast.Pow: operator.pow}  # fmt: skip
+
+
+def evaluated(node: ast.expr) -> float:
+    """The value of a parsed arithmetic expression, in floats (no huge integer powers); ValueError for anything
+    else than numbers and `OPERATIONS`."""
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return float(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        value = evaluated(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in OPERATIONS:
+        value = OPERATIONS[type(node.op)](evaluated(node.left), evaluated(node.right))
+        if isinstance(value, float):  # a negative number to a fractional power is complex
+            return value
+    raise ValueError("not arithmetic")
 
 
 def holds(chain: str, comma_decimal: bool = False) -> bool | None:
@@ -957,11 +986,14 @@ def in_reference_unit(
     return None
 
 
+OPENS_WORD = re.compile(r"\s*[^\W\d_]")
+
+
 def unit_left_to_question(after: str, prompt_text: str) -> bool:
     """What follows a number (`after`) leaves its unit to the question: no word right after it, or, to its
     sentence's end, only words of the question ("12 in a foot" to "How many inches are in a foot?"), not a word of
     its own ("83 apples")."""
-    if not re.match(r"\s*[^\W\d_]", after):
+    if not OPENS_WORD.match(after):
         return True
     asked = {w.casefold() for w in words(prompt_text)}
     return all(w.casefold() in asked for w in words(SENTENCE_END.split(after, maxsplit=1)[0]))
@@ -1118,6 +1150,9 @@ def same_json(answer: str, reference: str) -> bool:
     return canonical(given) == canonical(expected)
 
 
+QUOTED = re.compile(r"[\"“](.+?)[\"”]")
+
+
 def does_task(answer: str, prompt: Prompt) -> bool | None:
     """Whether `answer` does what was asked, where that is checkable (None where it is not): declines a harmful
     request and only that, contains the `must_contain` terms, greets a greeting back, rewrites (not hands back) a
@@ -1133,7 +1168,7 @@ def does_task(answer: str, prompt: Prompt) -> bool | None:
     if spec.skill == "greeting":  # greeted back, with no name to repeat
         return True
     if spec.skill == "rewrite":
-        quoted = re.findall(r"[\"“](.+?)[\"”]", prompt.text)
+        quoted = QUOTED.findall(prompt.text)
         original = quoted[-1] if quoted else prompt.text
         if quoted and normalise(answer) == normalise(original):  # handed back as it was: not rewritten
             return False
@@ -1144,7 +1179,7 @@ def does_task(answer: str, prompt: Prompt) -> bool | None:
         # sentence's first word, nor a word in capitals ("NOW" may become "right away")
         facts = {
             w.lower()[:4]
-            for sentence in re.split(r"(?<=[.!?])\s+", original)
+            for sentence in SENTENCE_BREAK.split(original)
             for w in words(sentence)[1:]
             if w[0].isdigit() or (w[0].isupper() and not w.isupper())
         }
@@ -1200,8 +1235,11 @@ def careful_score(answer: str, prompt: Prompt) -> Score:
     return (*checks, -float(len(words(answer))) if all(checks) else 0.0)
 
 
+LIST_ITEM = re.compile(r"^\s*(?:[-*]|\d+\.)\s", re.MULTILINE)
+
+
 def list_items(answer: str, _: Prompt) -> Score:
-    return (-float(len(re.findall(r"^\s*(?:[-*]|\d+\.)\s", answer, flags=re.MULTILINE))),)
+    return (-float(len(LIST_ITEM.findall(answer))),)
 
 
 RULES: dict[str, Rule] = {
