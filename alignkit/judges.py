@@ -967,15 +967,22 @@ def close(expected: float, got: float) -> bool:
     return abs(expected - got) <= NUMBER_TOLERANCE * max(1.0, abs(expected))
 
 
+# The unit a question asks its answer in, ending it: "Convert 72 cm to inches.", "What is 3 hours in minutes?"
+ASKED_IN = regex.compile(r"\b(?:in|into|to|en|a|auf)\s+([^\W\d_][^?.!。？]*?)\s*[?.!。？]?\s*$")
+
+
 def in_reference_unit(
     got: float, source: str, number: regex.Match[str], reference: str, prompt_text: str
 ) -> float | None:
     """The number `got` (`number`, a match in `source`) in the reference's unit where it carries one unit of the same
-    quantity ("2 weeks" for "14 days", "28.35 in" for "72 cm"; `UNIT_SIZES`), else None. Not a number of the question
-    restated ("Convert 72 cm to inches." answered "72 cm."): that is the question, not its answer."""
+    quantity ("2 weeks" for "14 days", "5000 g" for "5 kilograms"; `UNIT_SIZES`), else None. Not a number of the
+    question restated ("Convert 72 cm to inches." answered "72 cm."): that is the question, not its answer; nor
+    where the question asks for the reference's unit by name at its end ("... to inches.", "... in minutes?")."""
     units, carried = reference_units(reference), carried_units(source, number)
     if units is None or len(carried) != 1 or number.group() in NUMBER.findall(numeric_text(prompt_text)):
         return None
+    if (target := ASKED_IN.search(fold(prompt_text))) and UNIT_OF.get(compact(target.group(1)), frozenset()) & units:
+        return None  # "Convert 72 cm to inches.": asked for in the reference's unit, another is no answer
     for given, wanted in itertools.product(carried[0], units):
         (quantity, size), (wanted_quantity, wanted_size) = (
             UNIT_SIZES.get(given, ("", 0)),

@@ -260,6 +260,9 @@ def test_in_with_its_dot_is_inches_and_without_it_a_word():
         ("Kenji reads 22 pages a day. How many days will it take to finish a 308-page book?", "14 days",
          "It takes three weeks.", False),
         ("Convert 72 cm to inches.", "28.35 inches", "That is 72 cm.", False),
+        ("Convert 72 cm to inches.", "28.35 inches", "That is 2.3622 feet.", False),  # asked for in inches
+        ("What is 2 hours in minutes?", "120 minutes", "It is 7200 seconds.", False),
+        ("How tall is the shelf?", "28.35 inches", "It is 2.3622 feet.", True),
         ("How many days are in 2 weeks?", "14 days", "2 weeks.", False),
         ("A garden is 15 meters long and 7 meters wide. What is its area?", "105 square meters",
          "The perimeter is 44 meters.", False),
