@@ -726,12 +726,11 @@ def correct(answer: str, spec: PromptSpec, prompt_text: str = "") -> bool | None
         source = numeric_text(part) if NUMBER.search(numeric_text(part)) else numeric_text(answer)
         given = answered_number(source, numeric_text(prompt_text))
         expected = as_number(reference_numbers[-1], (language(reference) or asked) in COMMA_DECIMAL)
-        got = as_number(given.group(), (language(answer) or asked) in COMMA_DECIMAL) if given else None
+        comma_decimal = (language(answer) or asked) in COMMA_DECIMAL
+        got = as_number(given.group(), comma_decimal) if given else None
         if expected is None or got is None:
             return False
-        if false_arithmetic(
-            numeric_text(answer), got, (language(answer) or asked) in COMMA_DECIMAL
-        ):  # "17 × 3 = 50. The answer is 51."
+        if false_arithmetic(numeric_text(answer), got, comma_decimal):  # "17 × 3 = 50. The answer is 51."
             return False
         if close(expected, got):
             return gives_unit(answer, source, given, reference, prompt_text)
@@ -807,7 +806,7 @@ def holds(chain: str, comma_decimal: bool = False) -> bool | None:
     first = values[0]
     for side, value in zip(sides[1:], values[1:], strict=True):
         written = side.strip("() ")
-        decimals = len(written.partition(".")[2]) if "." in written and value == float(written) else 0
+        decimals = len(written.partition(".")[2]) if DECIMAL.fullmatch(written) and value == float(written) else 0
         if not (close(first, value) or abs(first - value) <= 0.5 * 10.0**-decimals):
             return False
     return True
@@ -984,12 +983,10 @@ def in_reference_unit(
     if (target := ASKED_IN.search(fold(prompt_text))) and UNIT_OF.get(compact(target.group(1)), frozenset()) & units:
         return None  # "Convert 72 cm to inches.": asked for in the reference's unit, another is no answer
     for given, wanted in itertools.product(carried[0], units):
-        (quantity, size), (wanted_quantity, wanted_size) = (
-            UNIT_SIZES.get(given, ("", 0)),
-            UNIT_SIZES.get(wanted, ("", 0)),
-        )
-        if quantity and quantity == wanted_quantity and given != wanted:
-            return got * size / wanted_size
+        if given != wanted and given in UNIT_SIZES and wanted in UNIT_SIZES:
+            (quantity, size), (wanted_quantity, wanted_size) = UNIT_SIZES[given], UNIT_SIZES[wanted]
+            if quantity == wanted_quantity:
+                return got * size / wanted_size
     return None
 
 

@@ -351,6 +351,7 @@ def test_a_name_the_answer_denies_or_only_compares_is_not_its_claim(question, re
         ("Boots cost 240 dollars, on sale for 50% off. What is the sale price?", "120 dollars",
          "50% of 240 = 120, so the sale price is 120 dollars.", True),
         ("Convert 72 cm to inches.", "28.35 inches", "72 ÷ 2.54 = 28.35, so it is 28.35 inches.", True),
+        ("Convert 25 feet to meters.", "7.62 meters", "25 × 0.3048 = 7.62 = 0.3048 × 25, so 7.62 meters.", True),
         ("Lucia is 23, and her sister is 5 years older. How old will the sister be in 14 years?", "42",
          "23 + 5 = 28 now. The answer is 42.", True),
         ("Wie viel sind 1200 mal 3?", "3600", "1200 × 3 = 3.600. Die Antwort ist 3.600.", True),
