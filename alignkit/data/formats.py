@@ -53,7 +53,11 @@ ROLES = ("system", "user", "assistant")
 # OpenAI's `developer` turn is what its newer models call the system turn (the instructions a product gives)
 MESSAGE_ROLES = {**{role: role for role in ROLES}, "developer": "system"}
 CHAT_ROLES = {**MESSAGE_ROLES, "tool": "tool"}
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+# the model's turns of the original ShareGPT dumps are also named for the assistant that gave them
+SHAREGPT_ROLES = {
+    **{"system": "system", "human": "user", "user": "user"},
+    **{name: "assistant" for name in ("gpt", "assistant", "chatgpt", "bing", "bard")},
+}
 # LLaMA-Factory's tool turns: `function_call` (an assistant turn, the call as JSON) and `observation` (its result);
 # Hermes function-calling rows' `tool` turns (results of calls written as `<tool_call>` text)
 SHAREGPT_CHAT_ROLES = {**SHAREGPT_ROLES, "function_call": "tool_call", "observation": "tool", "tool": "tool"}

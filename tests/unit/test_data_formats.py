@@ -694,6 +694,17 @@ def test_openai_developer_turn_is_the_system_turn_in_chat_and_preference_rows(tm
     assert row["prompt"][0] == {"role": "system", "content": "Answer briefly."}
 
 
+def test_original_sharegpt_dumps_name_the_models_turns_chatgpt_bing_or_bard(tmp_path):
+    """The ShareGPT dumps as shared name the model's turn for the assistant that gave it; they were refused as
+    unknown roles."""
+    said = [("human", "Say hi"), ("chatgpt", "Hi!"), ("human", "Again"), ("bing", "Hello!"), ("human", "Once more")]
+    row = {"conversations": [{"from": who, "value": text} for who, text in [*said, ("bard", "Hey!")]]}
+    rows = load_chat([str(write_jsonl(tmp_path / "sharegpt.jsonl", [row]))])
+    texts = ["Say hi", "Hi!", "Again", "Hello!", "Once more", "Hey!"]
+    messages = [{"role": ("user", "assistant")[i % 2], "content": text} for i, text in enumerate(texts)]
+    assert rows == [{"messages": messages}]
+
+
 def test_sharegpt_weight_0_keeps_a_gpt_turn_as_untrained_context_and_a_null_weight_is_trained(tmp_path):
     """ShareGPT `weight`s (as axolotl reads them) were ignored: a `"weight": 0` turn was trained. A null weight (a
     Parquet gap, as in SlimOrca's human turns) is no weight."""
