@@ -1093,7 +1093,8 @@ def names_reference(answer: str, reference: str, prompt_text: str) -> bool:
     another name for what was asked ("The capital is Ho Chi Minh City. Hanoi is its largest city.")."""
     claim = (lambda text: text) if DENIAL.search(normalise(reference)) else asserted  # a reference "not X" says "not"
     sentences = [s for s in SENTENCE_BREAK.split(answer.strip()) if s] or [answer]
-    if any(names_another(claim(s), reference, set(claim_stems(words(prompt_text)))) for s in sentences):
+    asked = set(claim_stems(words(prompt_text)))
+    if any(names_another(claim(s), reference, asked) for s in sentences):
         return False
     if len(COPULAS.split(sentences[-1])) == 1:
         return names(claim(answer), reference)
